@@ -1,0 +1,1423 @@
+//! The sans-IO SWIM + Lifeguard state machine.
+//!
+//! [`Swim`] never reads a clock and never touches a socket. The caller feeds
+//! it packets, stream messages, stream results and timeouts, each with the
+//! current time, and drains [`Output`]s: packets to send, streams to open,
+//! membership events. [`Swim::poll_timeout`] says when it next wants
+//! [`Swim::handle_timeout`]. The same core runs under the tokio driver, under
+//! turmoil, and under the discrete-event protocol engine.
+//!
+//! Behaviour follows memberlist 0.2.2 closely — the probe cycle, indirect
+//! probes with nacks, TCP fallback, suspicion with Lifeguard's shrinking
+//! timeout, refutation, piggybacked dissemination, push/pull anti-entropy —
+//! so a cairn node and a Go memberlist node can share a cluster.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::broadcast::BroadcastQueue;
+use super::config::Config;
+use super::event::{EventKind, MemberEvent, NodeInfo, PingComplete};
+use super::lifeguard::{Awareness, Suspicion};
+use super::wire::{
+    self, Ack, Alive, Dead, IndirectPing, Message, Nack, NodeStateKind, Ping, PushNodeState,
+    PushPull, StreamMessage, Suspect, Versions, WireError, COMPOUND_HEADER_OVERHEAD,
+    COMPOUND_OVERHEAD, META_MAX_SIZE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+};
+use crate::time::Instant;
+
+/// Identifies a stream the core asked the driver to open.
+pub type StreamId = u64;
+
+/// Notification token for the leave broadcast.
+const LEAVE_TOKEN: u64 = 1;
+
+/// The local node's identity.
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    /// Unique name in the cluster.
+    pub name: String,
+    /// Address other members reach us on (UDP and TCP share the port).
+    pub addr: SocketAddr,
+    /// Metadata, at most [`META_MAX_SIZE`] bytes.
+    pub meta: Vec<u8>,
+}
+
+/// Errors from setting up or reconfiguring the core.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwimError {
+    /// The configuration is unusable.
+    #[error("invalid gossip configuration: {0}")]
+    Config(String),
+    /// Metadata larger than memberlist allows.
+    #[error("node metadata is {0} bytes; memberlist allows at most {META_MAX_SIZE}")]
+    MetaTooLarge(usize),
+    /// A node needs a name.
+    #[error("node name must not be empty")]
+    EmptyName,
+}
+
+/// A stream the driver should open: connect to `to`, write `data`, and if
+/// `expect_reply` read one stream message back, all before `deadline`; then
+/// report with [`Swim::handle_stream_result`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// Identifies the request in the result.
+    pub id: StreamId,
+    /// Peer address.
+    pub to: SocketAddr,
+    /// Bytes to write.
+    pub data: Vec<u8>,
+    /// Give up after this.
+    pub deadline: Instant,
+    /// Whether to read a reply.
+    pub expect_reply: bool,
+}
+
+/// Something the core wants done or known.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send a UDP packet.
+    Packet {
+        /// Destination.
+        to: SocketAddr,
+        /// Payload.
+        data: Vec<u8>,
+    },
+    /// Open a stream (see [`StreamRequest`]).
+    Stream(StreamRequest),
+    /// A membership change.
+    Event(MemberEvent),
+    /// A direct probe completed; carries the RTT and the ack payload.
+    PingComplete(PingComplete),
+    /// Our leave notice has been gossiped enough; it is safe to shut down.
+    LeaveComplete,
+}
+
+/// Counters kept by the core.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets handed to the core.
+    pub packets_received: u64,
+    /// Packets the core asked to send.
+    pub packets_sent: u64,
+    /// Messages (or packets) that failed to decode.
+    pub decode_errors: u64,
+    /// Probes started.
+    pub probes: u64,
+    /// Probes that ended without any ack.
+    pub probes_failed: u64,
+    /// Indirect probe requests sent.
+    pub indirect_probes: u64,
+    /// Times we refuted a suspicion or death notice about ourselves.
+    pub refutations: u64,
+    /// Pings addressed to a different node name (a restarted peer).
+    pub misdirected_pings: u64,
+    /// Alive messages rejected for claiming a taken name with another address.
+    pub address_conflicts: u64,
+    /// Push/pull exchanges completed (either side).
+    pub push_pulls: u64,
+    /// User messages received (handled by layers above).
+    pub user_messages: u64,
+}
+
+#[derive(Debug, Clone)]
+struct NodeState {
+    name: Arc<str>,
+    addr: SocketAddr,
+    meta: Vec<u8>,
+    incarnation: u32,
+    state: NodeStateKind,
+    state_change: Instant,
+    vsn: Versions,
+}
+
+impl NodeState {
+    fn pmax(&self) -> u8 {
+        self.vsn[1]
+    }
+
+    fn info(&self) -> NodeInfo {
+        NodeInfo {
+            name: self.name.to_string(),
+            addr: self.addr,
+            meta: self.meta.clone(),
+            incarnation: self.incarnation,
+            state: self.state,
+            vsn: self.vsn,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Timer {
+    ProbeTick,
+    GossipTick,
+    PushPullTick,
+    /// The direct ack for probe `seq` is overdue: go indirect.
+    ProbeTimeout(u32),
+    /// Probe `seq` is out of time.
+    ProbeDeadline(u32),
+    /// An indirect probe we relay for someone expires (and may nack).
+    RelayExpire(u32),
+    /// The suspicion about this node may have run out. Confirmations arm an
+    /// earlier timer; the later ones then find the node already handled.
+    Suspicion(Arc<str>),
+}
+
+#[derive(Debug, Clone)]
+enum AckHandler {
+    Probe,
+    Relay {
+        orig_seq: u32,
+        reply_to: SocketAddr,
+        reply_node: Option<Arc<str>>,
+        nack: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fallback {
+    NotTried,
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct ProbeRun {
+    seq: u32,
+    target: Arc<str>,
+    target_incarnation: u32,
+    sent: Instant,
+    indirect: bool,
+    expected_nacks: usize,
+    nacks: usize,
+    fallback: Fallback,
+    deadline_passed: bool,
+    timeout_key: (Instant, u64),
+    deadline_key: (Instant, u64),
+}
+
+#[derive(Debug, Clone)]
+enum PendingStream {
+    Join,
+    PushPull,
+    FallbackPing { seq: u32 },
+}
+
+/// One node's SWIM protocol state.
+#[derive(Debug)]
+pub struct Swim {
+    cfg: Config,
+    me: Arc<str>,
+    advertise: SocketAddr,
+    rng: ChaCha8Rng,
+    seq: u32,
+    incarnation: u32,
+    /// Probe order; shuffled each round, new nodes inserted at random.
+    nodes: Vec<Arc<str>>,
+    map: HashMap<Arc<str>, NodeState>,
+    probe_index: usize,
+    awareness: Awareness,
+    broadcasts: BroadcastQueue,
+    suspicions: HashMap<Arc<str>, Suspicion>,
+    acks: HashMap<u32, AckHandler>,
+    relay_timers: HashMap<u32, (Instant, u64)>,
+    probe: Option<ProbeRun>,
+    probe_tick_missed: bool,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    timer_seq: u64,
+    outputs: VecDeque<Output>,
+    streams: HashMap<StreamId, PendingStream>,
+    next_stream: StreamId,
+    left: bool,
+    ack_payload: Vec<u8>,
+    stats: Stats,
+}
+
+impl Swim {
+    /// A node that knows only itself. `seed` drives every random choice the
+    /// core makes (probe order, peer selection, timer stagger), so equal seeds
+    /// and equal inputs give equal outputs.
+    pub fn new(cfg: Config, local: LocalNode, seed: u64, now: Instant) -> Result<Self, SwimError> {
+        cfg.validate().map_err(SwimError::Config)?;
+        if local.name.is_empty() {
+            return Err(SwimError::EmptyName);
+        }
+        if local.meta.len() > META_MAX_SIZE {
+            return Err(SwimError::MetaTooLarge(local.meta.len()));
+        }
+        let mut s = Swim {
+            me: Arc::from(local.name.as_str()),
+            advertise: local.addr,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seq: 0,
+            incarnation: 0,
+            nodes: Vec::new(),
+            map: HashMap::new(),
+            probe_index: 0,
+            awareness: Awareness::new(cfg.awareness_max_multiplier),
+            broadcasts: BroadcastQueue::new(cfg.max_queued_broadcasts),
+            suspicions: HashMap::new(),
+            acks: HashMap::new(),
+            relay_timers: HashMap::new(),
+            probe: None,
+            probe_tick_missed: false,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            outputs: VecDeque::new(),
+            streams: HashMap::new(),
+            next_stream: 0,
+            left: false,
+            ack_payload: Vec::new(),
+            stats: Stats::default(),
+            cfg,
+        };
+        let inc = s.next_incarnation();
+        let alive = Alive {
+            incarnation: inc,
+            node: local.name,
+            addr: local.addr,
+            meta: local.meta,
+            vsn: Some(s.versions()),
+        };
+        s.alive_node(now, &alive, true);
+        // A random stagger keeps members from probing in lockstep.
+        let probe_at = now + s.stagger(s.cfg.probe_interval);
+        s.schedule(probe_at, Timer::ProbeTick);
+        let gossip_at = now + s.stagger(s.cfg.gossip_interval);
+        s.schedule(gossip_at, Timer::GossipTick);
+        if !s.cfg.push_pull_interval.is_zero() {
+            let pp_at = now + s.stagger(s.cfg.push_pull_interval);
+            s.schedule(pp_at, Timer::PushPullTick);
+        }
+        Ok(s)
+    }
+
+    // ------------------------------------------------------------ accessors
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.me
+    }
+
+    /// This node's advertised gossip address.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.advertise
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Every node the core currently tracks, in probe order (dead ones are
+    /// forgotten after `gossip_to_the_dead_time`).
+    pub fn nodes(&self) -> impl Iterator<Item = NodeInfo> + '_ {
+        self.nodes.iter().filter_map(|n| self.map.get(n).map(NodeState::info))
+    }
+
+    /// One node's record.
+    pub fn node(&self, name: &str) -> Option<NodeInfo> {
+        self.map.get(name).map(NodeState::info)
+    }
+
+    /// This node's own record.
+    pub fn local_node(&self) -> NodeInfo {
+        self.map
+            .get(&self.me)
+            .map(NodeState::info)
+            .unwrap_or_else(|| NodeInfo {
+                name: self.me.to_string(),
+                addr: self.advertise,
+                meta: Vec::new(),
+                incarnation: self.incarnation,
+                state: NodeStateKind::Alive,
+                vsn: self.versions(),
+            })
+    }
+
+    /// Members neither dead nor left, including this node.
+    pub fn num_alive(&self) -> usize {
+        self.map.values().filter(|n| !n.state.is_dead_or_left()).count()
+    }
+
+    /// Lifeguard health score (0 is healthy).
+    pub fn health_score(&self) -> usize {
+        self.awareness.score()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Broadcasts waiting to be piggybacked.
+    pub fn queued_broadcasts(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// The bound on queued broadcasts.
+    pub fn broadcast_bound(&self) -> usize {
+        self.broadcasts.bound()
+    }
+
+    /// Whether [`leave`](Self::leave) has been called.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Sets the payload attached to every ack we send (our network coordinate).
+    pub fn set_ack_payload(&mut self, payload: Vec<u8>) {
+        self.ack_payload = payload;
+    }
+
+    fn versions(&self) -> Versions {
+        [
+            PROTOCOL_VERSION_MIN,
+            PROTOCOL_VERSION_MAX,
+            self.cfg.protocol_version,
+            self.cfg.delegate_protocol_min,
+            self.cfg.delegate_protocol_max,
+            self.cfg.delegate_protocol_version,
+        ]
+    }
+
+    // ----------------------------------------------------------------- I/O
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first_key_value().map(|(k, _)| k.0)
+    }
+
+    /// Runs every timer due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            self.fire(now, timer);
+        }
+    }
+
+    /// Handles one UDP packet from `from`.
+    pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.stats.packets_received += 1;
+        let mut msgs = Vec::new();
+        wire::decode_packet(data, &mut |m| msgs.push(m));
+        for m in msgs {
+            match m {
+                Ok(m) => self.handle_message(now, from, m),
+                Err(e) => self.decode_failed(from, e),
+            }
+        }
+    }
+
+    fn decode_failed(&mut self, from: SocketAddr, e: WireError) {
+        self.stats.decode_errors += 1;
+        tracing::debug!(node = %self.me, %from, error = %e, "dropping undecodable gossip");
+    }
+
+    fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: Message) {
+        match msg {
+            Message::Ping(p) => self.handle_ping(from, p),
+            Message::IndirectPing(p) => self.handle_indirect_ping(now, from, p),
+            Message::Ack(a) => self.handle_ack(now, a),
+            Message::Nack(n) => self.handle_nack(n),
+            Message::Suspect(s) => self.suspect_node(now, &s),
+            Message::Alive(a) => self.alive_node(now, &a, false),
+            Message::Dead(d) => self.dead_node(now, &d),
+            Message::User(_) => self.stats.user_messages += 1,
+            Message::Err(e) => {
+                tracing::debug!(node = %self.me, %from, error = %e.error, "peer reported an error")
+            }
+        }
+    }
+
+    /// Handles a message read from an incoming stream; returns the bytes to
+    /// write back, if any.
+    pub fn handle_stream(&mut self, now: Instant, from: SocketAddr, msg: StreamMessage) -> Option<Vec<u8>> {
+        match msg {
+            StreamMessage::Ping(p) => {
+                if !p.node.is_empty() && *p.node != *self.me {
+                    self.stats.misdirected_pings += 1;
+                    return None;
+                }
+                let ack = StreamMessage::Ack(Ack {
+                    seq_no: p.seq_no,
+                    payload: Vec::new(),
+                });
+                Some(self.stream_bytes(&ack))
+            }
+            StreamMessage::PushPull(pp) => {
+                // Answer with our state as it was before the merge, as memberlist does.
+                let reply = self.stream_bytes(&StreamMessage::PushPull(self.local_state(pp.join)));
+                if let Err(e) = self.merge_remote(now, &pp) {
+                    tracing::warn!(node = %self.me, %from, error = %e, "refusing push/pull state");
+                }
+                Some(reply)
+            }
+            StreamMessage::User(_) => {
+                self.stats.user_messages += 1;
+                None
+            }
+            StreamMessage::Ack(_) | StreamMessage::Err(_) => None,
+        }
+    }
+
+    /// Reports how a requested stream went: the reply, or why there is none.
+    /// For join and push/pull streams, says whether the exchange succeeded.
+    pub fn handle_stream_result(
+        &mut self,
+        now: Instant,
+        id: StreamId,
+        result: Result<Option<StreamMessage>, String>,
+    ) -> Result<(), String> {
+        let Some(kind) = self.streams.remove(&id) else {
+            return Err(format!("unknown stream {id}"));
+        };
+        match kind {
+            PendingStream::Join | PendingStream::PushPull => match result? {
+                Some(StreamMessage::PushPull(pp)) => self.merge_remote(now, &pp),
+                Some(StreamMessage::Err(e)) => Err(format!("remote error: {}", e.error)),
+                Some(_) => Err("peer answered push/pull with another message type".into()),
+                None => Err("peer closed the stream without answering".into()),
+            },
+            PendingStream::FallbackPing { seq } => {
+                let ok = matches!(result, Ok(Some(StreamMessage::Ack(ref a))) if a.seq_no == seq);
+                let finish = match self.probe.as_mut() {
+                    Some(p) if p.seq == seq => {
+                        p.fallback = if ok { Fallback::Succeeded } else { Fallback::Failed };
+                        p.deadline_passed
+                    }
+                    _ => false,
+                };
+                if finish {
+                    self.finish_probe(now);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- commands
+
+    /// Starts a join through each address (a push/pull with `join` set);
+    /// results arrive through [`handle_stream_result`](Self::handle_stream_result).
+    pub fn join(&mut self, now: Instant, addrs: &[SocketAddr]) -> Vec<StreamId> {
+        addrs
+            .iter()
+            .map(|&a| {
+                let data = self.stream_bytes(&StreamMessage::PushPull(self.local_state(true)));
+                self.open_stream(now, a, data, now + self.cfg.tcp_timeout, true, PendingStream::Join)
+            })
+            .collect()
+    }
+
+    /// Leaves the cluster: broadcasts our own death notice, marked as a
+    /// leave. [`Output::LeaveComplete`] follows once it has been gossiped.
+    pub fn leave(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        let inc = self.map.get(&self.me).map_or(self.incarnation, |n| n.incarnation);
+        let d = Dead {
+            incarnation: inc,
+            node: self.me.to_string(),
+            from: self.me.to_string(),
+        };
+        self.dead_node(now, &d);
+        if !self.any_alive() {
+            self.outputs.push_back(Output::LeaveComplete);
+        }
+    }
+
+    /// Changes our metadata and gossips it with a new incarnation.
+    pub fn set_meta(&mut self, now: Instant, meta: Vec<u8>) -> Result<(), SwimError> {
+        if meta.len() > META_MAX_SIZE {
+            return Err(SwimError::MetaTooLarge(meta.len()));
+        }
+        let inc = self.next_incarnation();
+        let a = Alive {
+            incarnation: inc,
+            node: self.me.to_string(),
+            addr: self.advertise,
+            meta,
+            vsn: Some(self.versions()),
+        };
+        self.alive_node(now, &a, true);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    fn schedule(&mut self, at: Instant, timer: Timer) -> (Instant, u64) {
+        self.timer_seq += 1;
+        let key = (at, self.timer_seq);
+        self.timers.insert(key, timer);
+        key
+    }
+
+    fn stagger(&mut self, d: Duration) -> Duration {
+        let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+        if nanos == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.rng.random_range(0..nanos))
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::ProbeTick => {
+                self.schedule(now + self.cfg.probe_interval, Timer::ProbeTick);
+                if self.probe.is_some() {
+                    // Like Go's ticker, remember one missed tick and probe as
+                    // soon as the current probe ends.
+                    self.probe_tick_missed = true;
+                } else {
+                    self.start_probe(now);
+                }
+            }
+            Timer::GossipTick => {
+                self.schedule(now + self.cfg.gossip_interval, Timer::GossipTick);
+                self.gossip(now);
+            }
+            Timer::PushPullTick => {
+                let next = self.cfg.push_pull_scale(self.nodes.len());
+                self.schedule(now + next, Timer::PushPullTick);
+                self.push_pull(now);
+            }
+            Timer::ProbeTimeout(seq) => self.probe_timed_out(now, seq),
+            Timer::ProbeDeadline(seq) => {
+                let (pending, again) = match self.probe.as_mut() {
+                    Some(p) if p.seq == seq => {
+                        let again = std::mem::replace(&mut p.deadline_passed, true);
+                        (p.fallback == Fallback::Pending, again)
+                    }
+                    _ => return,
+                };
+                self.acks.remove(&seq);
+                // A TCP fallback still in flight decides the probe when it
+                // reports (the driver bounds it by the same deadline); if the
+                // report never comes, a second deadline ends the probe anyway.
+                if pending && !again {
+                    self.schedule(now + self.cfg.probe_timeout, Timer::ProbeDeadline(seq));
+                    return;
+                }
+                self.finish_probe(now);
+            }
+            Timer::RelayExpire(seq) => {
+                self.relay_timers.remove(&seq);
+                if let Some(AckHandler::Relay {
+                    orig_seq,
+                    reply_to,
+                    reply_node,
+                    nack: true,
+                }) = self.acks.remove(&seq)
+                {
+                    let nack = Message::Nack(Nack { seq_no: orig_seq });
+                    self.send_msg(reply_to, reply_node.as_deref(), &nack);
+                }
+            }
+            Timer::Suspicion(node) => self.suspicion_expired(now, node),
+        }
+    }
+
+    // ----------------------------------------------------------------- probe
+
+    fn start_probe(&mut self, now: Instant) {
+        let mut checked = 0;
+        loop {
+            if checked >= self.nodes.len() {
+                return;
+            }
+            if self.probe_index >= self.nodes.len() {
+                self.reset_nodes(now);
+                self.probe_index = 0;
+                checked += 1;
+                continue;
+            }
+            let name = self.nodes[self.probe_index].clone();
+            self.probe_index += 1;
+            let skip = *name == *self.me
+                || self.map.get(&name).is_none_or(|n| n.state.is_dead_or_left());
+            if skip {
+                checked += 1;
+                continue;
+            }
+            self.probe_node(now, name);
+            return;
+        }
+    }
+
+    fn probe_node(&mut self, now: Instant, target: Arc<str>) {
+        let Some(node) = self.map.get(&target).cloned() else {
+            return;
+        };
+        self.stats.probes += 1;
+        let interval = self.awareness.scale(self.cfg.probe_interval);
+        let seq = self.next_seq();
+        let ping = Message::Ping(Ping {
+            seq_no: seq,
+            node: node.name.to_string(),
+            source_addr: Some(self.advertise),
+            source_node: self.me.to_string(),
+        });
+        if node.state == NodeStateKind::Alive {
+            self.send_msg(node.addr, Some(&node.name), &ping);
+        } else {
+            // Buddy system: tell a suspect it is suspected, in the probe
+            // itself, so it can refute at once.
+            let suspect = Message::Suspect(Suspect {
+                incarnation: node.incarnation,
+                node: node.name.to_string(),
+                from: self.me.to_string(),
+            });
+            let mut buf = Vec::new();
+            wire::encode_compound(&[ping.to_bytes(), suspect.to_bytes()], &mut buf);
+            self.raw_send(node.addr, Some(node.pmax()), buf);
+        }
+        self.acks.insert(seq, AckHandler::Probe);
+        let timeout_key = self.schedule(now + self.cfg.probe_timeout, Timer::ProbeTimeout(seq));
+        let deadline_key = self.schedule(now + interval, Timer::ProbeDeadline(seq));
+        self.probe = Some(ProbeRun {
+            seq,
+            target: node.name.clone(),
+            target_incarnation: node.incarnation,
+            sent: now,
+            indirect: false,
+            expected_nacks: 0,
+            nacks: 0,
+            fallback: Fallback::NotTried,
+            deadline_passed: false,
+            timeout_key,
+            deadline_key,
+        });
+    }
+
+    fn probe_timed_out(&mut self, now: Instant, seq: u32) {
+        let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) else {
+            return;
+        };
+        p.indirect = true;
+        let target_name = p.target.clone();
+        let deadline = p.deadline_key.0;
+        let Some(target) = self.map.get(&target_name).cloned() else {
+            return;
+        };
+        let me = self.me.clone();
+        let peers = self.k_random_nodes(self.cfg.indirect_checks, |n| {
+            *n.name == *me || *n.name == *target_name || n.state != NodeStateKind::Alive
+        });
+        let mut expected = 0;
+        for peer in &peers {
+            // Only protocol 4+ peers send nacks.
+            let nack = peer.pmax() >= 4;
+            expected += nack as usize;
+            let ind = Message::IndirectPing(IndirectPing {
+                seq_no: seq,
+                target: target.addr,
+                node: target.name.to_string(),
+                nack,
+                source_addr: Some(self.advertise),
+                source_node: self.me.to_string(),
+            });
+            self.stats.indirect_probes += 1;
+            self.send_msg(peer.addr, Some(&peer.name), &ind);
+        }
+        let tcp = !self.cfg.disable_tcp_pings && target.pmax() >= 3;
+        if tcp {
+            let ping = StreamMessage::Ping(Ping {
+                seq_no: seq,
+                node: target.name.to_string(),
+                source_addr: Some(self.advertise),
+                source_node: self.me.to_string(),
+            });
+            let data = self.stream_bytes(&ping);
+            self.open_stream(now, target.addr, data, deadline, true, PendingStream::FallbackPing { seq });
+        }
+        if let Some(p) = self.probe.as_mut() {
+            p.expected_nacks = expected;
+            if tcp {
+                p.fallback = Fallback::Pending;
+            }
+        }
+    }
+
+    fn probe_acked(&mut self, now: Instant, payload: Vec<u8>) {
+        let Some(p) = self.probe.take() else {
+            return;
+        };
+        self.timers.remove(&p.timeout_key);
+        self.timers.remove(&p.deadline_key);
+        self.awareness.apply(-1);
+        if !p.indirect {
+            self.outputs.push_back(Output::PingComplete(PingComplete {
+                node: p.target.to_string(),
+                rtt: now - p.sent,
+                payload,
+            }));
+        }
+        self.probe_done(now);
+    }
+
+    /// Ends the current probe at its deadline with no UDP ack.
+    fn finish_probe(&mut self, now: Instant) {
+        let Some(p) = self.probe.take() else {
+            return;
+        };
+        self.timers.remove(&p.timeout_key);
+        if p.fallback == Fallback::Succeeded {
+            tracing::warn!(
+                node = %self.me, peer = %p.target,
+                "reached peer over TCP but not UDP; the network may be misconfigured"
+            );
+            self.awareness.apply(-1);
+        } else {
+            // With nack-capable helpers, missing nacks point at us rather
+            // than at the target (Lifeguard); without them any failure counts.
+            let delta = if p.expected_nacks > 0 {
+                p.expected_nacks.saturating_sub(p.nacks) as i64
+            } else {
+                1
+            };
+            self.awareness.apply(delta);
+            self.stats.probes_failed += 1;
+            let s = Suspect {
+                incarnation: p.target_incarnation,
+                node: p.target.to_string(),
+                from: self.me.to_string(),
+            };
+            self.suspect_node(now, &s);
+        }
+        self.probe_done(now);
+    }
+
+    fn probe_done(&mut self, now: Instant) {
+        if std::mem::take(&mut self.probe_tick_missed) {
+            self.start_probe(now);
+        }
+    }
+
+    /// At the end of each probe round: forget nodes dead for longer than
+    /// `gossip_to_the_dead_time`, and shuffle the probe order.
+    fn reset_nodes(&mut self, now: Instant) {
+        let keep_for = self.cfg.gossip_to_the_dead_time;
+        let map = &self.map;
+        let (keep, gone): (Vec<_>, Vec<_>) = self.nodes.drain(..).partition(|n| {
+            map.get(n)
+                .is_some_and(|s| s.state != NodeStateKind::Dead || now - s.state_change <= keep_for)
+        });
+        for n in gone {
+            self.map.remove(&n);
+            self.suspicions.remove(&n);
+        }
+        self.nodes = keep;
+        for i in (1..self.nodes.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            self.nodes.swap(i, j);
+        }
+    }
+
+    /// Up to `k` distinct random nodes not rejected by `exclude` (memberlist's
+    /// `kRandomNodes`: at most 3n draws, so small clusters are searched
+    /// exhaustively and large ones cheaply).
+    fn k_random_nodes(&mut self, k: usize, exclude: impl Fn(&NodeState) -> bool) -> Vec<NodeState> {
+        let n = self.nodes.len();
+        let mut out: Vec<NodeState> = Vec::with_capacity(k);
+        let mut i = 0;
+        while i < 3 * n && out.len() < k {
+            i += 1;
+            let idx = self.rng.random_range(0..n);
+            let Some(node) = self.map.get(&self.nodes[idx]) else {
+                continue;
+            };
+            if exclude(node) || out.iter().any(|o| o.name == node.name) {
+                continue;
+            }
+            out.push(node.clone());
+        }
+        out
+    }
+
+    // --------------------------------------------------------- ping handlers
+
+    fn handle_ping(&mut self, from: SocketAddr, p: Ping) {
+        if !p.node.is_empty() && *p.node != *self.me {
+            self.stats.misdirected_pings += 1;
+            tracing::debug!(node = %self.me, %from, to = %p.node, "ping for another node");
+            return;
+        }
+        let ack = Message::Ack(Ack {
+            seq_no: p.seq_no,
+            payload: self.ack_payload.clone(),
+        });
+        let to = p.source_addr.unwrap_or(from);
+        let name = (!p.source_node.is_empty()).then_some(p.source_node);
+        self.send_msg(to, name.as_deref(), &ack);
+    }
+
+    fn handle_indirect_ping(&mut self, now: Instant, from: SocketAddr, ind: IndirectPing) {
+        let local_seq = self.next_seq();
+        let mut target = ind.target;
+        if target.port() == 0 {
+            target.set_port(self.advertise.port());
+        }
+        let reply_node = (!ind.source_node.is_empty()).then(|| Arc::<str>::from(ind.source_node.as_str()));
+        self.acks.insert(
+            local_seq,
+            AckHandler::Relay {
+                orig_seq: ind.seq_no,
+                reply_to: ind.source_addr.unwrap_or(from),
+                reply_node,
+                nack: ind.nack,
+            },
+        );
+        let key = self.schedule(now + self.cfg.probe_timeout, Timer::RelayExpire(local_seq));
+        self.relay_timers.insert(local_seq, key);
+        let ping = Message::Ping(Ping {
+            seq_no: local_seq,
+            node: ind.node.clone(),
+            source_addr: Some(self.advertise),
+            source_node: self.me.to_string(),
+        });
+        self.send_msg(target, Some(&ind.node), &ping);
+    }
+
+    fn handle_ack(&mut self, now: Instant, ack: Ack) {
+        match self.acks.remove(&ack.seq_no) {
+            Some(AckHandler::Probe) => self.probe_acked(now, ack.payload),
+            Some(AckHandler::Relay {
+                orig_seq,
+                reply_to,
+                reply_node,
+                ..
+            }) => {
+                if let Some(key) = self.relay_timers.remove(&ack.seq_no) {
+                    self.timers.remove(&key);
+                }
+                let fwd = Message::Ack(Ack {
+                    seq_no: orig_seq,
+                    payload: Vec::new(),
+                });
+                self.send_msg(reply_to, reply_node.as_deref(), &fwd);
+            }
+            None => {}
+        }
+    }
+
+    fn handle_nack(&mut self, nack: Nack) {
+        if let Some(p) = self.probe.as_mut() {
+            if p.seq == nack.seq_no && matches!(self.acks.get(&nack.seq_no), Some(AckHandler::Probe)) {
+                p.nacks += 1;
+            }
+        }
+    }
+
+    // ----------------------------------------------------------- membership
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn next_incarnation(&mut self) -> u32 {
+        self.incarnation = self.incarnation.saturating_add(1);
+        self.incarnation
+    }
+
+    fn event(&mut self, now: Instant, kind: EventKind, name: &str) {
+        if let Some(n) = self.map.get(name) {
+            let node = n.info();
+            self.outputs.push_back(Output::Event(MemberEvent { at: now, kind, node }));
+        }
+    }
+
+    fn broadcast(&mut self, node: &Arc<str>, msg: &Message, notify: Option<u64>) {
+        self.broadcasts.push(Some(node.clone()), Bytes::from(msg.to_bytes()), notify);
+        self.check_finished();
+    }
+
+    fn check_finished(&mut self) {
+        for token in self.broadcasts.take_finished() {
+            if token == LEAVE_TOKEN {
+                self.outputs.push_back(Output::LeaveComplete);
+            }
+        }
+    }
+
+    fn any_alive(&self) -> bool {
+        self.map
+            .values()
+            .any(|n| *n.name != *self.me && !n.state.is_dead_or_left())
+    }
+
+    /// Bumps our incarnation past `accused` and gossips that we are alive.
+    fn refute(&mut self, now: Instant, accused: u32) {
+        let mut inc = self.next_incarnation();
+        if accused >= inc {
+            inc = accused.saturating_add(1);
+            self.incarnation = inc;
+        }
+        self.awareness.apply(1);
+        self.stats.refutations += 1;
+        let Some(me) = self.map.get_mut(&self.me) else {
+            return;
+        };
+        me.incarnation = inc;
+        let alive = Message::Alive(Alive {
+            incarnation: inc,
+            node: me.name.to_string(),
+            addr: me.addr,
+            meta: me.meta.clone(),
+            vsn: Some(me.vsn),
+        });
+        let name = me.name.clone();
+        self.broadcast(&name, &alive, None);
+        self.event(now, EventKind::Refuted, &name);
+    }
+
+    fn alive_node(&mut self, now: Instant, a: &Alive, bootstrap: bool) {
+        let is_local = *a.node == *self.me;
+        if self.left && is_local {
+            return;
+        }
+        if let Some(v) = a.vsn {
+            if v[0] == 0 || v[1] == 0 || v[0] > v[1] {
+                tracing::warn!(node = %self.me, peer = %a.node, vsn = ?v, "ignoring alive message with invalid protocol versions");
+                return;
+            }
+        }
+        let mut updates_node = false;
+        let name: Arc<str> = match self.map.get_key_value(a.node.as_str()) {
+            Some((name, state)) => {
+                if state.addr != a.addr {
+                    let reclaim = !self.cfg.dead_node_reclaim_time.is_zero()
+                        && now - state.state_change > self.cfg.dead_node_reclaim_time;
+                    if state.state == NodeStateKind::Left || (state.state == NodeStateKind::Dead && reclaim) {
+                        tracing::info!(node = %self.me, peer = %a.node, old = %state.addr, new = %a.addr, "address of a departed node taken over");
+                        updates_node = true;
+                    } else {
+                        self.stats.address_conflicts += 1;
+                        tracing::error!(node = %self.me, peer = %a.node, ours = %state.addr, theirs = %a.addr, "conflicting address for node");
+                        return;
+                    }
+                }
+                name.clone()
+            }
+            None => {
+                let name: Arc<str> = Arc::from(a.node.as_str());
+                self.map.insert(
+                    name.clone(),
+                    NodeState {
+                        name: name.clone(),
+                        addr: a.addr,
+                        meta: a.meta.clone(),
+                        incarnation: 0,
+                        state: NodeStateKind::Dead,
+                        state_change: now,
+                        vsn: a.vsn.unwrap_or_default(),
+                    },
+                );
+                // A random slot, not the end: appending would leave new nodes
+                // unprobed for a whole round and stretch detection times.
+                let n = self.nodes.len();
+                let offset = if n == 0 { 0 } else { self.rng.random_range(0..n) };
+                self.nodes.push(name.clone());
+                self.nodes.swap(offset, n);
+                name
+            }
+        };
+        let Some(state) = self.map.get(&name) else {
+            return;
+        };
+        if a.incarnation <= state.incarnation && !is_local && !updates_node {
+            return;
+        }
+        if a.incarnation < state.incarnation && is_local {
+            return;
+        }
+        let old_state = state.state;
+        let old_meta_differs = state.meta != a.meta;
+        let identical = a.incarnation == state.incarnation && !old_meta_differs && a.vsn == Some(state.vsn);
+        self.clear_suspicion(&name);
+        if !bootstrap && is_local {
+            // Someone gossips an alive message about us that is not ours
+            // (we restarted, or our old self is remembered): outbid it unless
+            // it says exactly what we would say.
+            if identical {
+                return;
+            }
+            self.refute(now, a.incarnation);
+            return;
+        }
+        self.broadcast(&name, &Message::Alive(a.clone()), None);
+        let Some(state) = self.map.get_mut(&name) else {
+            return;
+        };
+        if let Some(v) = a.vsn {
+            state.vsn = v;
+        }
+        state.incarnation = a.incarnation;
+        state.meta = a.meta.clone();
+        state.addr = a.addr;
+        if state.state != NodeStateKind::Alive {
+            state.state = NodeStateKind::Alive;
+            state.state_change = now;
+        }
+        match old_state {
+            NodeStateKind::Dead | NodeStateKind::Left => self.event(now, EventKind::Joined, &name),
+            NodeStateKind::Suspect => self.event(now, EventKind::Alive, &name),
+            NodeStateKind::Alive if old_meta_differs => self.event(now, EventKind::Updated, &name),
+            NodeStateKind::Alive => {}
+        }
+    }
+
+    fn clear_suspicion(&mut self, name: &Arc<str>) {
+        self.suspicions.remove(name);
+    }
+
+    fn suspect_node(&mut self, now: Instant, s: &Suspect) {
+        let Some((name, state)) = self.map.get_key_value(s.node.as_str()) else {
+            return;
+        };
+        let name = name.clone();
+        if s.incarnation < state.incarnation {
+            return;
+        }
+        let from: Arc<str> = Arc::from(s.from.as_str());
+        if let Some(susp) = self.suspicions.get_mut(&name) {
+            if susp.confirm(&from) {
+                let deadline = susp.deadline;
+                self.arm_suspicion(name.clone(), deadline);
+                self.broadcast(&name, &Message::Suspect(s.clone()), None);
+            }
+            return;
+        }
+        if state.state != NodeStateKind::Alive {
+            return;
+        }
+        if *name == *self.me {
+            tracing::warn!(node = %self.me, from = %s.from, "refuting a suspicion about us");
+            self.refute(now, s.incarnation);
+            return;
+        }
+        self.broadcast(&name, &Message::Suspect(s.clone()), None);
+        if let Some(state) = self.map.get_mut(&name) {
+            state.incarnation = s.incarnation;
+            state.state = NodeStateKind::Suspect;
+            state.state_change = now;
+        }
+        // Expect k independent confirmations, two probe intervals short of
+        // the multiplier; none when the cluster is too small to give them.
+        let n = self.nodes.len();
+        let mut k = self.cfg.suspicion_mult as i64 - 2;
+        if (n as i64) - 2 < k {
+            k = 0;
+        }
+        let min = self.cfg.suspicion_timeout(n);
+        let max = min * self.cfg.suspicion_max_timeout_mult as u32;
+        let susp = Suspicion::new(from, k, min, max, now);
+        let deadline = susp.deadline;
+        self.suspicions.insert(name.clone(), susp);
+        self.arm_suspicion(name.clone(), deadline);
+        self.event(now, EventKind::Suspect, &name);
+    }
+
+    fn arm_suspicion(&mut self, name: Arc<str>, at: Instant) {
+        self.schedule(at, Timer::Suspicion(name));
+    }
+
+    fn suspicion_expired(&mut self, now: Instant, name: Arc<str>) {
+        let Some(susp) = self.suspicions.get(&name) else {
+            return;
+        };
+        // A confirmation moved the deadline (another timer is armed for it).
+        if susp.deadline > now {
+            return;
+        }
+        let confirmations = susp.confirmations();
+        let change = susp.state_change;
+        let Some(state) = self.map.get(&name) else {
+            return;
+        };
+        if state.state != NodeStateKind::Suspect || state.state_change != change {
+            self.suspicions.remove(&name);
+            return;
+        }
+        tracing::info!(node = %self.me, peer = %name, confirmations, "suspicion timed out; marking failed");
+        let d = Dead {
+            incarnation: state.incarnation,
+            node: name.to_string(),
+            from: self.me.to_string(),
+        };
+        self.dead_node(now, &d);
+    }
+
+    fn dead_node(&mut self, now: Instant, d: &Dead) {
+        let Some((name, state)) = self.map.get_key_value(d.node.as_str()) else {
+            return;
+        };
+        let name = name.clone();
+        if d.incarnation < state.incarnation {
+            return;
+        }
+        self.clear_suspicion(&name);
+        let Some(state) = self.map.get(&name) else {
+            return;
+        };
+        if state.state.is_dead_or_left() {
+            return;
+        }
+        let msg = Message::Dead(d.clone());
+        if *name == *self.me {
+            if !self.left {
+                tracing::warn!(node = %self.me, from = %d.from, "refuting a death notice about us");
+                self.refute(now, d.incarnation);
+                return;
+            }
+            self.broadcast(&name, &msg, Some(LEAVE_TOKEN));
+        } else {
+            self.broadcast(&name, &msg, None);
+        }
+        let left = d.node == d.from;
+        if let Some(state) = self.map.get_mut(&name) {
+            state.incarnation = d.incarnation;
+            state.state = if left { NodeStateKind::Left } else { NodeStateKind::Dead };
+            state.state_change = now;
+        }
+        let kind = if left { EventKind::Left } else { EventKind::Failed };
+        self.event(now, kind, &name);
+    }
+
+    // ------------------------------------------------------------- push/pull
+
+    fn local_state(&self, join: bool) -> PushPull {
+        PushPull {
+            join,
+            nodes: self
+                .nodes
+                .iter()
+                .filter_map(|n| self.map.get(n))
+                .map(|n| PushNodeState {
+                    name: n.name.to_string(),
+                    addr: n.addr,
+                    meta: n.meta.clone(),
+                    incarnation: n.incarnation,
+                    state: n.state,
+                    vsn: Some(n.vsn),
+                })
+                .collect(),
+            user_state: Vec::new(),
+        }
+    }
+
+    fn merge_remote(&mut self, now: Instant, pp: &PushPull) -> Result<(), String> {
+        self.verify_protocol(&pp.nodes)?;
+        self.stats.push_pulls += 1;
+        for r in &pp.nodes {
+            match r.state {
+                NodeStateKind::Alive => {
+                    let a = Alive {
+                        incarnation: r.incarnation,
+                        node: r.name.clone(),
+                        addr: r.addr,
+                        meta: r.meta.clone(),
+                        vsn: r.vsn,
+                    };
+                    self.alive_node(now, &a, false);
+                }
+                NodeStateKind::Left => {
+                    let d = Dead {
+                        incarnation: r.incarnation,
+                        node: r.name.clone(),
+                        from: r.name.clone(),
+                    };
+                    self.dead_node(now, &d);
+                }
+                // A remote death is only a suspicion here: it must be
+                // confirmed locally, or refuted.
+                NodeStateKind::Dead | NodeStateKind::Suspect => {
+                    let s = Suspect {
+                        incarnation: r.incarnation,
+                        node: r.name.clone(),
+                        from: self.me.to_string(),
+                    };
+                    self.suspect_node(now, &s);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every live node, ours and theirs, speaks a protocol version
+    /// every other live node understands (memberlist's `verifyProtocol`).
+    fn verify_protocol(&self, remote: &[PushNodeState]) -> Result<(), String> {
+        let (mut maxpmin, mut minpmax, mut maxdmin, mut mindmax) = (0u8, u8::MAX, 0u8, u8::MAX);
+        let remote_alive = remote
+            .iter()
+            .filter(|r| r.state == NodeStateKind::Alive)
+            .filter_map(|r| r.vsn);
+        let local_alive = self
+            .map
+            .values()
+            .filter(|n| n.state == NodeStateKind::Alive)
+            .map(|n| n.vsn);
+        for v in remote_alive.chain(local_alive) {
+            maxpmin = maxpmin.max(v[0]);
+            minpmax = minpmax.min(v[1]);
+            maxdmin = maxdmin.max(v[3]);
+            mindmax = mindmax.min(v[4]);
+        }
+        let remote_all = remote.iter().map(|r| (r.name.as_str(), r.vsn.unwrap_or_default()));
+        let local_all = self
+            .nodes
+            .iter()
+            .filter_map(|n| self.map.get(n))
+            .map(|n| (&*n.name, n.vsn));
+        for (name, v) in remote_all.chain(local_all) {
+            if v[2] < maxpmin || v[2] > minpmax {
+                return Err(format!(
+                    "node '{name}' speaks protocol version {}, outside the cluster's [{maxpmin}, {minpmax}]",
+                    v[2]
+                ));
+            }
+            if v[5] < maxdmin || v[5] > mindmax {
+                return Err(format!(
+                    "node '{name}' speaks delegate protocol version {}, outside the cluster's [{maxdmin}, {mindmax}]",
+                    v[5]
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn push_pull(&mut self, now: Instant) {
+        let me = self.me.clone();
+        let peers = self.k_random_nodes(1, |n| *n.name == *me || n.state != NodeStateKind::Alive);
+        let Some(peer) = peers.into_iter().next() else {
+            return;
+        };
+        let data = self.stream_bytes(&StreamMessage::PushPull(self.local_state(false)));
+        self.open_stream(now, peer.addr, data, now + self.cfg.tcp_timeout, true, PendingStream::PushPull);
+    }
+
+    // ---------------------------------------------------------------- gossip
+
+    fn gossip(&mut self, now: Instant) {
+        let me = self.me.clone();
+        let dead_time = self.cfg.gossip_to_the_dead_time;
+        let targets = self.k_random_nodes(self.cfg.gossip_nodes, |n| {
+            *n.name == *me
+                || match n.state {
+                    NodeStateKind::Alive | NodeStateKind::Suspect => false,
+                    NodeStateKind::Dead => now - n.state_change > dead_time,
+                    NodeStateKind::Left => true,
+                }
+        });
+        let limit = self.cfg.udp_buffer_size - COMPOUND_HEADER_OVERHEAD;
+        for node in targets {
+            let msgs = self.take_broadcasts(limit);
+            if msgs.is_empty() {
+                return;
+            }
+            let buf = if msgs.len() == 1 {
+                msgs[0].to_vec()
+            } else {
+                let mut buf = Vec::with_capacity(limit);
+                wire::encode_compound(&msgs, &mut buf);
+                buf
+            };
+            self.raw_send(node.addr, Some(node.pmax()), buf);
+        }
+    }
+
+    fn take_broadcasts(&mut self, limit: usize) -> Vec<Bytes> {
+        let transmit_limit = self.cfg.retransmit_limit(self.nodes.len());
+        // A compound holds at most 255 parts, one being the carrier message.
+        let mut msgs = self.broadcasts.take(COMPOUND_OVERHEAD, limit, transmit_limit);
+        msgs.truncate(254);
+        self.check_finished();
+        msgs
+    }
+
+    /// Sends `msg`, piggybacking queued broadcasts when there is room.
+    fn send_msg(&mut self, to: SocketAddr, node: Option<&str>, msg: &Message) {
+        let buf = msg.to_bytes();
+        let pmax = node.and_then(|n| self.map.get(n)).map(NodeState::pmax);
+        let avail = self
+            .cfg
+            .udp_buffer_size
+            .saturating_sub(buf.len() + COMPOUND_HEADER_OVERHEAD);
+        let extra = self.take_broadcasts(avail);
+        if extra.is_empty() {
+            return self.raw_send(to, pmax, buf);
+        }
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + extra.len());
+        parts.push(&buf);
+        parts.extend(extra.iter().map(|b| &b[..]));
+        let mut out = Vec::with_capacity(self.cfg.udp_buffer_size);
+        wire::encode_compound(&parts, &mut out);
+        self.raw_send(to, pmax, out);
+    }
+
+    /// Sends a packet as is, apart from compression and the CRC header.
+    fn raw_send(&mut self, to: SocketAddr, pmax: Option<u8>, mut data: Vec<u8>) {
+        if self.cfg.enable_compression {
+            let c = wire::compress(&data);
+            if c.len() < data.len() {
+                data = c;
+            }
+        }
+        if pmax.is_some_and(|p| p >= 5) {
+            data = wire::add_crc(&data);
+        }
+        self.stats.packets_sent += 1;
+        self.outputs.push_back(Output::Packet { to, data });
+    }
+
+    fn stream_bytes(&self, msg: &StreamMessage) -> Vec<u8> {
+        let raw = msg.to_bytes();
+        if self.cfg.enable_compression {
+            wire::compress(&raw)
+        } else {
+            raw
+        }
+    }
+
+    fn open_stream(
+        &mut self,
+        _now: Instant,
+        to: SocketAddr,
+        data: Vec<u8>,
+        deadline: Instant,
+        expect_reply: bool,
+        kind: PendingStream,
+    ) -> StreamId {
+        self.next_stream += 1;
+        let id = self.next_stream;
+        self.streams.insert(id, kind);
+        self.outputs.push_back(Output::Stream(StreamRequest {
+            id,
+            to,
+            data,
+            deadline,
+            expect_reply,
+        }));
+        id
+    }
+}

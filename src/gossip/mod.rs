@@ -1,0 +1,19 @@
+//! Membership and failure detection: SWIM with the Lifeguard extensions,
+//! speaking memberlist's wire protocol.
+//!
+//! - [`core::Swim`] is the protocol as a sans-IO state machine;
+//! - [`driver`] connects it to an [`Env`](crate::env::Env): sockets, timers, tasks;
+//! - [`wire`] is memberlist's message format; [`config`] its tuning presets;
+//! - [`roster`] keeps the Serf-style member list (alive, leaving, left,
+//!   failed) that the agent shows, and [`tags`] encodes node metadata as Serf does.
+
+pub mod broadcast;
+pub mod config;
+pub mod core;
+pub mod event;
+pub mod lifeguard;
+pub mod wire;
+
+pub use self::config::Config;
+pub use self::core::{LocalNode, Output, StreamId, StreamRequest, Swim, SwimError};
+pub use self::event::{EventKind, MemberEvent, NodeInfo, PingComplete};

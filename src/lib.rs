@@ -1,0 +1,12 @@
+//! cairn: a service mesh control plane whose networked parts run unchanged on
+//! real sockets and inside a deterministic simulator.
+//!
+//! Everything that touches the network or a clock goes through [`env::Env`];
+//! protocol logic lives in sans-IO cores ([`gossip::Swim`]) that are driven by
+//! thin adapters.
+
+#![warn(missing_docs)]
+
+pub mod gossip;
+pub mod msgpack;
+pub mod time;
