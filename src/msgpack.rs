@@ -465,7 +465,10 @@ mod tests {
         Writer::new(&mut out).map_len(1).str("SeqNo").uint(70000);
         for cut in 0..out.len() {
             let mut r = Reader::new(&out[..cut]);
-            let res = r.read_map_len().and_then(|_| r.read_str()).and_then(|_| r.read_u32());
+            let res = r
+                .read_map_len()
+                .and_then(|_| r.read_str())
+                .and_then(|_| r.read_u32());
             assert_eq!(res, Err(Error::Incomplete), "cut at {cut}");
         }
     }

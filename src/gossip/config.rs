@@ -159,8 +159,14 @@ impl Config {
         if self.udp_buffer_size < 512 {
             return Err("udp_buffer_size must be at least 512 bytes".into());
         }
-        if self.retransmit_mult == 0 || self.suspicion_mult == 0 || self.suspicion_max_timeout_mult == 0 {
-            return Err("retransmit_mult, suspicion_mult and suspicion_max_timeout_mult must be at least 1".into());
+        if self.retransmit_mult == 0
+            || self.suspicion_mult == 0
+            || self.suspicion_max_timeout_mult == 0
+        {
+            return Err(
+                "retransmit_mult, suspicion_mult and suspicion_max_timeout_mult must be at least 1"
+                    .into(),
+            );
         }
         if self.max_queued_broadcasts == 0 {
             return Err("max_queued_broadcasts must be at least 1".into());
@@ -221,7 +227,10 @@ mod tests {
         assert_eq!(three.suspicion_timeout(5), Duration::from_secs(3));
         assert_eq!(three.suspicion_timeout(10), Duration::from_secs(3));
         assert_eq!(three.suspicion_timeout(50), Duration::from_millis(3 * 1698));
-        assert_eq!(three.suspicion_timeout(500), Duration::from_millis(3 * 2698));
+        assert_eq!(
+            three.suspicion_timeout(500),
+            Duration::from_millis(3 * 2698)
+        );
         assert_eq!(three.suspicion_timeout(100), Duration::from_secs(6));
         assert_eq!(c.retransmit_limit(0), 0);
         assert_eq!(c.retransmit_limit(1), 4);

@@ -321,7 +321,9 @@ impl Swim {
     /// Every node the core currently tracks, in probe order (dead ones are
     /// forgotten after `gossip_to_the_dead_time`).
     pub fn nodes(&self) -> impl Iterator<Item = NodeInfo> + '_ {
-        self.nodes.iter().filter_map(|n| self.map.get(n).map(NodeState::info))
+        self.nodes
+            .iter()
+            .filter_map(|n| self.map.get(n).map(NodeState::info))
     }
 
     /// One node's record.
@@ -346,7 +348,10 @@ impl Swim {
 
     /// Members neither dead nor left, including this node.
     pub fn num_alive(&self) -> usize {
-        self.map.values().filter(|n| !n.state.is_dead_or_left()).count()
+        self.map
+            .values()
+            .filter(|n| !n.state.is_dead_or_left())
+            .count()
     }
 
     /// Lifeguard health score (0 is healthy).
@@ -449,7 +454,12 @@ impl Swim {
 
     /// Handles a message read from an incoming stream; returns the bytes to
     /// write back, if any.
-    pub fn handle_stream(&mut self, now: Instant, from: SocketAddr, msg: StreamMessage) -> Option<Vec<u8>> {
+    pub fn handle_stream(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: StreamMessage,
+    ) -> Option<Vec<u8>> {
         match msg {
             StreamMessage::Ping(p) => {
                 if !p.node.is_empty() && *p.node != *self.me {
@@ -463,12 +473,15 @@ impl Swim {
                 Some(self.stream_bytes(&ack))
             }
             StreamMessage::PushPull(pp) => {
-                // Answer with our state as it was before the merge, as memberlist does.
-                let reply = self.stream_bytes(&StreamMessage::PushPull(self.local_state(pp.join)));
+                // Merge before answering (memberlist answers first): if the
+                // peer holds us dead, our refutation rides back in the reply.
+                // Otherwise two sides that each hold the other dead at the
+                // same incarnation would stay split, since nobody gossips to
+                // a member it believes dead once gossip_to_the_dead_time passes.
                 if let Err(e) = self.merge_remote(now, &pp) {
                     tracing::warn!(node = %self.me, %from, error = %e, "refusing push/pull state");
                 }
-                Some(reply)
+                Some(self.stream_bytes(&StreamMessage::PushPull(self.local_state(pp.join))))
             }
             StreamMessage::User(_) => {
                 self.stats.user_messages += 1;
@@ -500,7 +513,11 @@ impl Swim {
                 let ok = matches!(result, Ok(Some(StreamMessage::Ack(ref a))) if a.seq_no == seq);
                 let finish = match self.probe.as_mut() {
                     Some(p) if p.seq == seq => {
-                        p.fallback = if ok { Fallback::Succeeded } else { Fallback::Failed };
+                        p.fallback = if ok {
+                            Fallback::Succeeded
+                        } else {
+                            Fallback::Failed
+                        };
                         p.deadline_passed
                     }
                     _ => false,
@@ -522,7 +539,14 @@ impl Swim {
             .iter()
             .map(|&a| {
                 let data = self.stream_bytes(&StreamMessage::PushPull(self.local_state(true)));
-                self.open_stream(now, a, data, now + self.cfg.tcp_timeout, true, PendingStream::Join)
+                self.open_stream(
+                    now,
+                    a,
+                    data,
+                    now + self.cfg.tcp_timeout,
+                    true,
+                    PendingStream::Join,
+                )
             })
             .collect()
     }
@@ -534,7 +558,10 @@ impl Swim {
             return;
         }
         self.left = true;
-        let inc = self.map.get(&self.me).map_or(self.incarnation, |n| n.incarnation);
+        let inc = self
+            .map
+            .get(&self.me)
+            .map_or(self.incarnation, |n| n.incarnation);
         let d = Dead {
             incarnation: inc,
             node: self.me.to_string(),
@@ -654,7 +681,10 @@ impl Swim {
             let name = self.nodes[self.probe_index].clone();
             self.probe_index += 1;
             let skip = *name == *self.me
-                || self.map.get(&name).is_none_or(|n| n.state.is_dead_or_left());
+                || self
+                    .map
+                    .get(&name)
+                    .is_none_or(|n| n.state.is_dead_or_left());
             if skip {
                 checked += 1;
                 continue;
@@ -748,7 +778,14 @@ impl Swim {
                 source_node: self.me.to_string(),
             });
             let data = self.stream_bytes(&ping);
-            self.open_stream(now, target.addr, data, deadline, true, PendingStream::FallbackPing { seq });
+            self.open_stream(
+                now,
+                target.addr,
+                data,
+                deadline,
+                true,
+                PendingStream::FallbackPing { seq },
+            );
         }
         if let Some(p) = self.probe.as_mut() {
             p.expected_nacks = expected;
@@ -877,7 +914,8 @@ impl Swim {
         if target.port() == 0 {
             target.set_port(self.advertise.port());
         }
-        let reply_node = (!ind.source_node.is_empty()).then(|| Arc::<str>::from(ind.source_node.as_str()));
+        let reply_node =
+            (!ind.source_node.is_empty()).then(|| Arc::<str>::from(ind.source_node.as_str()));
         self.acks.insert(
             local_seq,
             AckHandler::Relay {
@@ -922,7 +960,9 @@ impl Swim {
 
     fn handle_nack(&mut self, nack: Nack) {
         if let Some(p) = self.probe.as_mut() {
-            if p.seq == nack.seq_no && matches!(self.acks.get(&nack.seq_no), Some(AckHandler::Probe)) {
+            if p.seq == nack.seq_no
+                && matches!(self.acks.get(&nack.seq_no), Some(AckHandler::Probe))
+            {
                 p.nacks += 1;
             }
         }
@@ -943,12 +983,17 @@ impl Swim {
     fn event(&mut self, now: Instant, kind: EventKind, name: &str) {
         if let Some(n) = self.map.get(name) {
             let node = n.info();
-            self.outputs.push_back(Output::Event(MemberEvent { at: now, kind, node }));
+            self.outputs.push_back(Output::Event(MemberEvent {
+                at: now,
+                kind,
+                node,
+            }));
         }
     }
 
     fn broadcast(&mut self, node: &Arc<str>, msg: &Message, notify: Option<u64>) {
-        self.broadcasts.push(Some(node.clone()), Bytes::from(msg.to_bytes()), notify);
+        self.broadcasts
+            .push(Some(node.clone()), Bytes::from(msg.to_bytes()), notify);
         self.check_finished();
     }
 
@@ -1008,7 +1053,9 @@ impl Swim {
                 if state.addr != a.addr {
                     let reclaim = !self.cfg.dead_node_reclaim_time.is_zero()
                         && now - state.state_change > self.cfg.dead_node_reclaim_time;
-                    if state.state == NodeStateKind::Left || (state.state == NodeStateKind::Dead && reclaim) {
+                    if state.state == NodeStateKind::Left
+                        || (state.state == NodeStateKind::Dead && reclaim)
+                    {
                         tracing::info!(node = %self.me, peer = %a.node, old = %state.addr, new = %a.addr, "address of a departed node taken over");
                         updates_node = true;
                     } else {
@@ -1036,7 +1083,11 @@ impl Swim {
                 // A random slot, not the end: appending would leave new nodes
                 // unprobed for a whole round and stretch detection times.
                 let n = self.nodes.len();
-                let offset = if n == 0 { 0 } else { self.rng.random_range(0..n) };
+                let offset = if n == 0 {
+                    0
+                } else {
+                    self.rng.random_range(0..n)
+                };
                 self.nodes.push(name.clone());
                 self.nodes.swap(offset, n);
                 name
@@ -1053,7 +1104,8 @@ impl Swim {
         }
         let old_state = state.state;
         let old_meta_differs = state.meta != a.meta;
-        let identical = a.incarnation == state.incarnation && !old_meta_differs && a.vsn == Some(state.vsn);
+        let identical =
+            a.incarnation == state.incarnation && !old_meta_differs && a.vsn == Some(state.vsn);
         self.clear_suspicion(&name);
         if !bootstrap && is_local {
             // Someone gossips an alive message about us that is not ours
@@ -1197,10 +1249,18 @@ impl Swim {
         let left = d.node == d.from;
         if let Some(state) = self.map.get_mut(&name) {
             state.incarnation = d.incarnation;
-            state.state = if left { NodeStateKind::Left } else { NodeStateKind::Dead };
+            state.state = if left {
+                NodeStateKind::Left
+            } else {
+                NodeStateKind::Dead
+            };
             state.state_change = now;
         }
-        let kind = if left { EventKind::Left } else { EventKind::Failed };
+        let kind = if left {
+            EventKind::Left
+        } else {
+            EventKind::Failed
+        };
         self.event(now, kind, &name);
     }
 
@@ -1283,7 +1343,9 @@ impl Swim {
             maxdmin = maxdmin.max(v[3]);
             mindmax = mindmax.min(v[4]);
         }
-        let remote_all = remote.iter().map(|r| (r.name.as_str(), r.vsn.unwrap_or_default()));
+        let remote_all = remote
+            .iter()
+            .map(|r| (r.name.as_str(), r.vsn.unwrap_or_default()));
         let local_all = self
             .nodes
             .iter()
@@ -1313,7 +1375,14 @@ impl Swim {
             return;
         };
         let data = self.stream_bytes(&StreamMessage::PushPull(self.local_state(false)));
-        self.open_stream(now, peer.addr, data, now + self.cfg.tcp_timeout, true, PendingStream::PushPull);
+        self.open_stream(
+            now,
+            peer.addr,
+            data,
+            now + self.cfg.tcp_timeout,
+            true,
+            PendingStream::PushPull,
+        );
     }
 
     // ---------------------------------------------------------------- gossip
@@ -1349,7 +1418,9 @@ impl Swim {
     fn take_broadcasts(&mut self, limit: usize) -> Vec<Bytes> {
         let transmit_limit = self.cfg.retransmit_limit(self.nodes.len());
         // A compound holds at most 255 parts, one being the carrier message.
-        let mut msgs = self.broadcasts.take(COMPOUND_OVERHEAD, limit, transmit_limit);
+        let mut msgs = self
+            .broadcasts
+            .take(COMPOUND_OVERHEAD, limit, transmit_limit);
         msgs.truncate(254);
         self.check_finished();
         msgs
@@ -1421,3 +1492,7 @@ impl Swim {
         id
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -152,7 +152,13 @@ mod tests {
 
     #[test]
     fn no_expected_confirmations_means_minimum_timeout() {
-        let s = Suspicion::new("a".into(), 0, Duration::from_secs(1), Duration::from_secs(6), Instant::ZERO);
+        let s = Suspicion::new(
+            "a".into(),
+            0,
+            Duration::from_secs(1),
+            Duration::from_secs(6),
+            Instant::ZERO,
+        );
         assert_eq!(s.deadline, Instant::ZERO + Duration::from_secs(1));
     }
 }

@@ -12,6 +12,8 @@ pub mod config;
 pub mod core;
 pub mod event;
 pub mod lifeguard;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod wire;
 
 pub use self::config::Config;

@@ -363,7 +363,10 @@ fn ip_from_wire(b: &[u8], message: &'static str) -> Result<IpAddr, WireError> {
                 None => IpAddr::V6(v6),
             })
         }
-        n => Err(bad(message, format!("address has {n} bytes, expected 4 or 16"))),
+        n => Err(bad(
+            message,
+            format!("address has {n} bytes, expected 4 or 16"),
+        )),
     }
 }
 
@@ -375,7 +378,10 @@ fn vsn_from_wire(b: &[u8], message: &'static str) -> Result<Option<Versions>, Wi
             v.copy_from_slice(&b[..6]);
             Ok(Some(v))
         }
-        n => Err(bad(message, format!("version vector has {n} entries, expected 6"))),
+        n => Err(bad(
+            message,
+            format!("version vector has {n} entries, expected 6"),
+        )),
     }
 }
 
@@ -463,7 +469,9 @@ impl Message {
             Message::Suspect(s) => {
                 encode_incarnation_node_from(&mut w, s.incarnation, &s.node, &s.from)
             }
-            Message::Dead(d) => encode_incarnation_node_from(&mut w, d.incarnation, &d.node, &d.from),
+            Message::Dead(d) => {
+                encode_incarnation_node_from(&mut w, d.incarnation, &d.node, &d.from)
+            }
             Message::Alive(a) => {
                 w.map_len(6);
                 w.str("Incarnation").uint(a.incarnation as u64);
@@ -471,7 +479,8 @@ impl Message {
                 w.str("Addr").raw(&ip_to_wire(a.addr.ip()));
                 w.str("Port").uint(a.addr.port() as u64);
                 w.str("Meta").bytes_or_nil(&a.meta);
-                w.str("Vsn").bytes_or_nil(a.vsn.as_ref().map_or(&[][..], |v| &v[..]));
+                w.str("Vsn")
+                    .bytes_or_nil(a.vsn.as_ref().map_or(&[][..], |v| &v[..]));
             }
             Message::User(payload) => out.extend_from_slice(payload),
             Message::Err(e) => e.encode_body(&mut w),
@@ -537,7 +546,8 @@ fn encode_push_pull(pp: &PushPull, out: &mut Vec<u8>) {
         w.str("Meta").bytes_or_nil(&n.meta);
         w.str("Incarnation").uint(n.incarnation as u64);
         w.str("State").uint(n.state as u64);
-        w.str("Vsn").bytes_or_nil(n.vsn.as_ref().map_or(&[][..], |v| &v[..]));
+        w.str("Vsn")
+            .bytes_or_nil(n.vsn.as_ref().map_or(&[][..], |v| &v[..]));
     }
     out.extend_from_slice(&pp.user_state);
 }
@@ -700,7 +710,10 @@ fn decode_err(r: &mut Reader<'_>) -> Result<ErrResp, WireError> {
     })
 }
 
-fn decode_inf(r: &mut Reader<'_>, message: &'static str) -> Result<(u32, String, String), WireError> {
+fn decode_inf(
+    r: &mut Reader<'_>,
+    message: &'static str,
+) -> Result<(u32, String, String), WireError> {
     let (mut inc, mut node, mut from) = (0, "", "");
     read_fields(r, message, |k, r| {
         match k {
@@ -728,7 +741,8 @@ fn check_meta(meta: &[u8], message: &'static str) -> Result<(), WireError> {
 }
 
 fn decode_alive(r: &mut Reader<'_>) -> Result<Alive, WireError> {
-    let (mut inc, mut node, mut addr, mut port, mut meta, mut vsn) = (0, "", None, 0, &[][..], &[][..]);
+    let (mut inc, mut node, mut addr, mut port, mut meta, mut vsn) =
+        (0, "", None, 0, &[][..], &[][..]);
     read_fields(r, "alive", |k, r| {
         match k {
             "Incarnation" => inc = r.read_u32()?,
@@ -865,13 +879,15 @@ fn decode_command(buf: &[u8], depth: usize, sink: &mut impl FnMut(Result<Message
         Some(MessageType::IndirectPing) => decode_indirect(&mut r).map(Message::IndirectPing),
         Some(MessageType::Ack) => decode_ack(&mut r).map(Message::Ack),
         Some(MessageType::Nack) => decode_nack(&mut r).map(Message::Nack),
-        Some(MessageType::Suspect) => decode_inf(&mut r, "suspect").map(|(incarnation, node, from)| {
-            Message::Suspect(Suspect {
-                incarnation,
-                node,
-                from,
+        Some(MessageType::Suspect) => {
+            decode_inf(&mut r, "suspect").map(|(incarnation, node, from)| {
+                Message::Suspect(Suspect {
+                    incarnation,
+                    node,
+                    from,
+                })
             })
-        }),
+        }
         Some(MessageType::Dead) => decode_inf(&mut r, "dead").map(|(incarnation, node, from)| {
             Message::Dead(Dead {
                 incarnation,
@@ -1031,7 +1047,9 @@ mod tests {
 
     fn arb_source() -> impl Strategy<Value = (Option<SocketAddr>, String)> {
         (
-            proptest::option::of(arb_addr().prop_filter("port 0 means no source", |a| a.port() > 0)),
+            proptest::option::of(
+                arb_addr().prop_filter("port 0 means no source", |a| a.port() > 0),
+            ),
             prop_oneof![Just(String::new()), arb_name()],
         )
     }
@@ -1050,16 +1068,23 @@ mod tests {
                     source_node: sn,
                 })
             }),
-            (any::<u32>(), arb_addr(), arb_name(), any::<bool>(), arb_source()).prop_map(
-                |(seq_no, target, node, nack, (sa, sn))| Message::IndirectPing(IndirectPing {
-                    seq_no,
-                    target,
-                    node,
-                    nack,
-                    source_addr: sa,
-                    source_node: sn,
-                })
-            ),
+            (
+                any::<u32>(),
+                arb_addr(),
+                arb_name(),
+                any::<bool>(),
+                arb_source()
+            )
+                .prop_map(|(seq_no, target, node, nack, (sa, sn))| {
+                    Message::IndirectPing(IndirectPing {
+                        seq_no,
+                        target,
+                        node,
+                        nack,
+                        source_addr: sa,
+                        source_node: sn,
+                    })
+                }),
             (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300))
                 .prop_map(|(seq_no, payload)| Message::Ack(Ack { seq_no, payload })),
             any::<u32>().prop_map(|seq_no| Message::Nack(Nack { seq_no })),
@@ -1077,14 +1102,22 @@ mod tests {
                     from,
                 })
             }),
-            (any::<u32>(), arb_name(), arb_addr(), arb_meta(), proptest::option::of(any::<[u8; 6]>()))
-                .prop_map(|(incarnation, node, addr, meta, vsn)| Message::Alive(Alive {
-                    incarnation,
-                    node,
-                    addr,
-                    meta,
-                    vsn,
-                })),
+            (
+                any::<u32>(),
+                arb_name(),
+                arb_addr(),
+                arb_meta(),
+                proptest::option::of(any::<[u8; 6]>())
+            )
+                .prop_map(|(incarnation, node, addr, meta, vsn)| Message::Alive(
+                    Alive {
+                        incarnation,
+                        node,
+                        addr,
+                        meta,
+                        vsn,
+                    }
+                )),
             proptest::collection::vec(any::<u8>(), 0..200).prop_map(Message::User),
             "[ -~]{0,80}".prop_map(|error| Message::Err(ErrResp { error })),
         ]
@@ -1198,7 +1231,8 @@ mod tests {
         // What memberlist 0.2.2 (go-msgpack 0.5) writes for
         // ping{SeqNo: 7, Node: "b"} with no source fields.
         let want: &[u8] = &[
-            0x00, 0x82, 0xa5, b'S', b'e', b'q', b'N', b'o', 0x07, 0xa4, b'N', b'o', b'd', b'e', 0xa1, b'b',
+            0x00, 0x82, 0xa5, b'S', b'e', b'q', b'N', b'o', 0x07, 0xa4, b'N', b'o', b'd', b'e',
+            0xa1, b'b',
         ];
         let got = Message::Ping(Ping {
             seq_no: 7,
@@ -1215,8 +1249,8 @@ mod tests {
         // Go: lzw.NewWriter(&buf, lzw.LSB, 8) over "hello hello hello hello world".
         let plain = b"hello hello hello hello world";
         let go: &[u8] = &[
-            0x00, 0xd1, 0x94, 0x61, 0xc3, 0xe6, 0x0d, 0x08, 0x81, 0x04, 0x0d, 0x22, 0x2c, 0x78, 0x70,
-            0x20, 0xc3, 0x3b, 0x6f, 0xe4, 0xb0, 0x21, 0x13, 0x10,
+            0x00, 0xd1, 0x94, 0x61, 0xc3, 0xe6, 0x0d, 0x08, 0x81, 0x04, 0x0d, 0x22, 0x2c, 0x78,
+            0x70, 0x20, 0xc3, 0x3b, 0x6f, 0xe4, 0xb0, 0x21, 0x13, 0x10,
         ];
         assert_eq!(lzw_decompress(go, 1000).unwrap(), plain);
         let ours = compress(plain);
@@ -1231,7 +1265,10 @@ mod tests {
     #[test]
     fn sixteen_byte_ipv4_reads_as_ipv4() {
         let mapped = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
-        assert_eq!(ip_from_wire(&mapped, "t").unwrap(), IpAddr::from([10, 1, 2, 3]));
+        assert_eq!(
+            ip_from_wire(&mapped, "t").unwrap(),
+            IpAddr::from([10, 1, 2, 3])
+        );
         assert!(ip_from_wire(&[1, 2, 3], "t").is_err());
     }
 
@@ -1244,7 +1281,10 @@ mod tests {
             meta: vec![0; META_MAX_SIZE + 1],
             vsn: None,
         });
-        assert!(matches!(collect(&msg.to_bytes())[0], Err(WireError::Malformed { .. })));
+        assert!(matches!(
+            collect(&msg.to_bytes())[0],
+            Err(WireError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -1254,7 +1294,12 @@ mod tests {
         buf.extend_from_slice(&zeros);
         let packed = compress(&buf);
         assert!(packed.len() < 10_000);
-        assert_eq!(collect(&packed), vec![Err(WireError::TooLarge { limit: MAX_PACKET_PAYLOAD })]);
+        assert_eq!(
+            collect(&packed),
+            vec![Err(WireError::TooLarge {
+                limit: MAX_PACKET_PAYLOAD
+            })]
+        );
     }
 
     #[test]
@@ -1279,7 +1324,13 @@ mod tests {
             .bool(false);
         assert_eq!(decode_stream(&buf), Ok(None));
         let mut huge = vec![MessageType::PushPull as u8];
-        Writer::new(&mut huge).map_len(1).str("Nodes").uint(u32::MAX as u64);
-        assert!(matches!(decode_stream(&huge), Err(WireError::TooLarge { .. })));
+        Writer::new(&mut huge)
+            .map_len(1)
+            .str("Nodes")
+            .uint(u32::MAX as u64);
+        assert!(matches!(
+            decode_stream(&huge),
+            Err(WireError::TooLarge { .. })
+        ));
     }
 }

@@ -1,0 +1,444 @@
+//! Behaviour of the SWIM core on the in-memory network.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::gossip::testkit::{addr, Net};
+use crate::gossip::wire::{Alive, Dead, Message, NodeStateKind, Suspect};
+use crate::gossip::EventKind;
+use crate::time::Instant;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn all(n: usize) -> BTreeSet<String> {
+    (0..n).map(|i| format!("n{i}")).collect()
+}
+
+/// Worst-case time for every member to declare a crashed member failed:
+/// one full probe round, the probe itself, the longest suspicion, and a few
+/// gossip rounds to spread the verdict.
+fn detection_bound(cfg: &Config, n: usize) -> Duration {
+    let min = cfg.suspicion_timeout(n);
+    cfg.probe_interval * n as u32
+        + cfg.probe_interval
+        + min * cfg.suspicion_max_timeout_mult as u32
+        + cfg.gossip_interval * 10
+}
+
+/// Runs until every running node sees all `n` nodes alive; fails after
+/// `max`. Returns how long it took.
+fn converge(net: &mut Net, n: usize, max: Duration) -> Duration {
+    let start = net.now;
+    while (0..n).any(|i| net.is_up(i) && net.live_view(i) != all(n)) {
+        assert!(net.now - start < max, "no convergence within {max:?}");
+        net.run_for(Duration::from_millis(100));
+    }
+    net.now - start
+}
+
+#[test]
+fn five_nodes_converge() {
+    // Joins reach everyone by gossip, or at the latest by the next push/pull.
+    let cfg = Config::local();
+    for seed in 0..20 {
+        let mut net = Net::new(5, cfg.clone(), seed);
+        converge(&mut net, 5, cfg.push_pull_interval + secs(1));
+    }
+    let mut net = Net::new(5, Config::local(), 1);
+    converge(&mut net, 5, secs(20));
+    net.run_for(secs(2));
+    // Probes completed and measured round trips of two one-way latencies.
+    assert!(net
+        .pings
+        .iter()
+        .any(|(_, p)| p.rtt == Duration::from_millis(2)));
+}
+
+#[test]
+fn a_crashed_node_is_declared_failed_by_everyone_within_the_bound() {
+    let cfg = Config::lan();
+    let mut net = Net::new(5, cfg.clone(), 2);
+    converge(&mut net, 5, secs(40));
+    let crashed_at = net.now;
+    net.crash(4);
+    net.run_for(detection_bound(&cfg, 5));
+    for i in 0..4 {
+        let failed = net
+            .events
+            .iter()
+            .find(|(o, e)| *o == i && e.kind == EventKind::Failed && e.node.name == "n4");
+        let (_, e) = failed.unwrap_or_else(|| panic!("n{i} never declared n4 failed"));
+        assert!(e.at > crashed_at);
+    }
+    // Nobody else was suspected, let alone failed.
+    assert!(!net
+        .events
+        .iter()
+        .any(|(_, e)| e.kind == EventKind::Failed && e.node.name != "n4"));
+}
+
+#[test]
+fn a_graceful_leave_shows_as_left_not_failed() {
+    let mut net = Net::new(4, Config::local(), 3);
+    converge(&mut net, 4, secs(20));
+    net.leave(3);
+    net.run_for(secs(2));
+    assert_eq!(net.leave_complete, vec![3]);
+    for i in 0..3 {
+        assert_eq!(net.view(i)["n3"].0, NodeStateKind::Left, "node {i}");
+    }
+    assert!(!net.events.iter().any(|(_, e)| e.kind == EventKind::Failed));
+}
+
+#[test]
+fn leaving_alone_completes_at_once() {
+    let mut net = Net::new(1, Config::local(), 4);
+    net.leave(0);
+    assert_eq!(net.leave_complete, vec![0]);
+}
+
+#[test]
+fn a_partitioned_node_is_failed_then_refutes_after_heal() {
+    let cfg = Config::local();
+    let mut net = Net::new(6, cfg.clone(), 5);
+    converge(&mut net, 6, secs(20));
+    net.isolate(5);
+    let bound = net.now + detection_bound(&cfg, 6);
+    while (0..5).any(|i| net.view(i).get("n5").map(|v| v.0) != Some(NodeStateKind::Dead)) {
+        assert!(
+            net.now < bound,
+            "n5 not declared dead by all within the bound"
+        );
+        net.run_for(Duration::from_millis(100));
+    }
+    net.heal();
+    // Gossip still reaches the dead for a while: n5 hears it is dead, refutes
+    // with a higher incarnation, and everyone takes it back.
+    net.run_for(secs(10));
+    for i in 0..6 {
+        assert_eq!(net.live_view(i), all(6), "node {i}");
+    }
+    assert!(net
+        .events
+        .iter()
+        .any(|(o, e)| *o == 5 && e.kind == EventKind::Refuted));
+    assert!(
+        net.view(0)["n5"].1 > 1,
+        "n5 came back with a new incarnation"
+    );
+}
+
+#[test]
+fn ten_percent_loss_fails_no_healthy_node() {
+    let mut net = Net::new(20, Config::lan(), 6);
+    converge(&mut net, 20, secs(40));
+    net.loss = 0.10;
+    net.run_for(secs(120));
+    let failed: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(_, e)| e.kind == EventKind::Failed)
+        .map(|(o, e)| (*o, e.node.name.clone()))
+        .collect();
+    assert!(failed.is_empty(), "false failures: {failed:?}");
+}
+
+#[test]
+fn suspicion_is_refuted_by_the_suspect() {
+    let mut net = Net::new(3, Config::local(), 7);
+    converge(&mut net, 3, secs(20));
+    let inc = net.view(0)["n1"].1;
+    let from = addr(0);
+    net.with_swim(1, |s, now| {
+        let msg = Message::Suspect(Suspect {
+            incarnation: inc,
+            node: "n1".into(),
+            from: "n0".into(),
+        });
+        s.handle_packet(now, from, &msg.to_bytes());
+    });
+    net.run_for(secs(1));
+    assert!(net
+        .events
+        .iter()
+        .any(|(o, e)| *o == 1 && e.kind == EventKind::Refuted));
+    for i in 0..3 {
+        let (state, new_inc) = net.view(i)["n1"];
+        assert_eq!(state, NodeStateKind::Alive);
+        assert!(new_inc > inc, "node {i} sees n1 at {new_inc}");
+    }
+}
+
+#[test]
+fn metadata_updates_propagate() {
+    let mut net = Net::new(3, Config::local(), 8);
+    converge(&mut net, 3, secs(20));
+    net.with_swim(2, |s, now| {
+        s.set_meta(now, b"role=server".to_vec()).unwrap()
+    });
+    net.run_for(secs(1));
+    for i in 0..2 {
+        let ev = net
+            .events
+            .iter()
+            .find(|(o, e)| *o == i && e.kind == EventKind::Updated && e.node.name == "n2");
+        assert_eq!(
+            ev.map(|(_, e)| e.node.meta.clone()),
+            Some(b"role=server".to_vec())
+        );
+    }
+    let mut net2 = Net::new(1, Config::local(), 9);
+    net2.with_swim(0, |s, now| {
+        assert_eq!(
+            s.set_meta(now, vec![0; 513]),
+            Err(SwimError::MetaTooLarge(513))
+        );
+    });
+}
+
+#[test]
+fn lifeguard_raises_the_health_score_of_a_deaf_node() {
+    // n0 cannot hear anyone: its probes fail and no nacks arrive, so it
+    // blames itself and slows down instead of accusing healthy peers quickly.
+    let mut net = Net::new(5, Config::lan(), 10);
+    converge(&mut net, 5, secs(40));
+    for j in 1..5 {
+        net.isolate_one_way(j, 0);
+    }
+    net.run_for(secs(4));
+    let score = |i| net.swim(i).map(Swim::health_score).unwrap_or(0);
+    assert!(score(0) >= 2, "deaf node's health score {}", score(0));
+    // Healthy peers pay at most for refuting n0's accusations; their own
+    // failed probes of n0 are excused by the helpers' nacks.
+    for i in 1..5 {
+        assert!(
+            score(i) < score(0),
+            "n{i} at {} vs n0 at {}",
+            score(i),
+            score(0)
+        );
+    }
+}
+
+#[test]
+fn restarted_node_rejoins_with_a_higher_incarnation() {
+    let mut net = Net::new(4, Config::local(), 11);
+    converge(&mut net, 4, secs(20));
+    net.crash(3);
+    net.run_for(secs(20));
+    assert_eq!(net.view(0)["n3"].0, NodeStateKind::Dead);
+    net.restart(3, 0);
+    converge(&mut net, 4, secs(20));
+}
+
+#[test]
+fn a_name_taken_by_another_address_is_refused() {
+    let mut net = Net::new(2, Config::local(), 12);
+    converge(&mut net, 2, secs(20));
+    let before = net.view(0)["n1"];
+    net.with_swim(0, |s, now| {
+        let impostor = Message::Alive(Alive {
+            incarnation: 99,
+            node: "n1".into(),
+            addr: addr(77),
+            meta: vec![],
+            vsn: Some([1, 5, 2, 0, 0, 0]),
+        });
+        s.handle_packet(now, addr(77), &impostor.to_bytes());
+        assert_eq!(s.stats().address_conflicts, 1);
+    });
+    assert_eq!(net.view(0)["n1"], before);
+}
+
+#[test]
+fn incompatible_protocol_versions_are_refused_on_push_pull() {
+    let mut a = Swim::new(Config::local(), local("a", 0), 1, Instant::ZERO).unwrap();
+    let mut cfg = Config::local();
+    cfg.delegate_protocol_min = 3;
+    cfg.delegate_protocol_max = 4;
+    cfg.delegate_protocol_version = 3;
+    let mut b = Swim::new(cfg, local("b", 1), 2, Instant::ZERO).unwrap();
+    let ids = b.join(Instant::ZERO, &[addr(0)]);
+    let req = std::iter::from_fn(|| b.poll_output())
+        .find_map(|o| match o {
+            Output::Stream(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let (msg, _) = wire::decode_stream(&req.data).unwrap().unwrap();
+    let reply = a.handle_stream(Instant::ZERO, addr(1), msg).unwrap();
+    // a refuses to merge b ...
+    assert!(a.node("b").is_none());
+    // ... and b refuses a's answer.
+    let (reply, _) = wire::decode_stream(&reply).unwrap().unwrap();
+    let res = b.handle_stream_result(Instant::ZERO, ids[0], Ok(Some(reply)));
+    assert!(res.unwrap_err().contains("delegate protocol version"));
+}
+
+fn local(name: &str, i: usize) -> LocalNode {
+    LocalNode {
+        name: name.into(),
+        addr: addr(i),
+        meta: vec![],
+    }
+}
+
+// ------------------------------------------------------------- properties
+
+/// One step of a random fault schedule.
+#[derive(Debug, Clone)]
+enum Op {
+    Run(u64),
+    Crash(usize),
+    Restart(usize),
+    Isolate(usize),
+    Heal,
+    Loss(u8),
+    Leave(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (100u64..8000).prop_map(Op::Run),
+        1 => (0usize..5).prop_map(Op::Crash),
+        1 => (0usize..5).prop_map(Op::Restart),
+        1 => (0usize..5).prop_map(Op::Isolate),
+        1 => Just(Op::Heal),
+        1 => (0u8..30).prop_map(Op::Loss),
+        1 => (0usize..5).prop_map(Op::Leave),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Over random crashes, restarts, partitions, loss and leaves: while an
+    /// observer remembers a member, its incarnation never goes down; no queue
+    /// outgrows its bound, and once the faults stop the survivors converge.
+    #[test]
+    fn invariants_hold_under_random_faults(ops in proptest::collection::vec(op(), 1..25), seed in any::<u64>()) {
+        let mut net = Net::new(5, Config::local(), seed);
+        let violations = Rc::new(RefCell::new(Vec::<String>::new()));
+        let seen = Rc::new(RefCell::new(HashMap::<(usize, String), u32>::new()));
+        {
+            let (violations, seen) = (violations.clone(), seen.clone());
+            net.after_step = Some(Box::new(move |i, s: &Swim| {
+                if s.queued_broadcasts() > s.broadcast_bound() {
+                    violations.borrow_mut().push(format!("n{i} queue over bound"));
+                }
+                // A member the observer forgot (dead past gossip_to_the_dead_time)
+                // may come back as a restarted process at a lower incarnation.
+                let known: BTreeSet<String> = s.nodes().map(|n| n.name).collect();
+                seen.borrow_mut().retain(|(o, name), _| *o != i || known.contains(name));
+                for n in s.nodes() {
+                    let mut seen = seen.borrow_mut();
+                    let prev = seen.entry((i, n.name.clone())).or_insert(0);
+                    if n.incarnation < *prev {
+                        violations.borrow_mut().push(format!(
+                            "n{i} saw {} go from incarnation {} to {}", n.name, prev, n.incarnation));
+                    }
+                    *prev = n.incarnation;
+                }
+            }));
+        }
+        let mut gone = BTreeSet::new();
+        for op in ops {
+            match op {
+                Op::Run(ms) => net.run_for(Duration::from_millis(ms)),
+                Op::Crash(i) => { net.crash(i); gone.insert(i); }
+                Op::Restart(i) => {
+                    // A fresh process starts from scratch: forget what the old one saw.
+                    seen.borrow_mut().retain(|(o, _), _| *o != i);
+                    let via = (i + 1) % 5;
+                    net.restart(i, via);
+                    gone.remove(&i);
+                }
+                Op::Isolate(i) => net.isolate(i),
+                Op::Heal => net.heal(),
+                Op::Loss(p) => net.loss = p as f64 / 100.0,
+                Op::Leave(i) => { net.leave(i); gone.insert(i); }
+            }
+        }
+        net.heal();
+        net.loss = 0.0;
+        // Like Serf's reconnect: every survivor contacts the others again, in
+        // case a long partition made both sides forget each other.
+        let live: Vec<usize> = (0..5).filter(|i| net.is_up(*i) && !gone.contains(i)).collect();
+        for &i in &live {
+            for &j in &live {
+                if i != j { net.join(i, j); }
+            }
+        }
+        net.run_for(secs(60));
+        prop_assert!(violations.borrow().is_empty(), "{:?}", violations.borrow());
+        let want: BTreeSet<String> = live.iter().map(|i| format!("n{i}")).collect();
+        for &i in &live {
+            let have: BTreeSet<String> = net.live_view(i).into_iter().filter(|n| want.contains(n)).collect();
+            prop_assert_eq!(&have, &want, "n{} view", i);
+        }
+    }
+
+    /// Whatever incarnation a suspicion or death notice names, the accused
+    /// (unless it is leaving) ends up at a higher incarnation.
+    #[test]
+    fn a_node_always_refutes_accusations(incs in proptest::collection::vec((0u32..u32::MAX, any::<bool>()), 1..20)) {
+        let mut s = Swim::new(Config::local(), local("me", 0), 1, Instant::ZERO).unwrap();
+        for (inc, dead) in incs {
+            let msg = if dead {
+                Message::Dead(Dead { incarnation: inc, node: "me".into(), from: "x".into() })
+            } else {
+                Message::Suspect(Suspect { incarnation: inc, node: "me".into(), from: "x".into() })
+            };
+            s.handle_packet(Instant::ZERO, addr(1), &msg.to_bytes());
+            let me = s.local_node();
+            prop_assert_eq!(me.state, NodeStateKind::Alive);
+            prop_assert!(me.incarnation > inc, "{} <= {}", me.incarnation, inc);
+        }
+    }
+
+    /// Once a node is dead or left at incarnation i, no alive message at
+    /// incarnation <= i brings it back.
+    #[test]
+    fn older_incarnations_never_resurrect(msgs in proptest::collection::vec((0u8..3, 0u32..20), 1..60)) {
+        let mut s = Swim::new(Config::local(), local("me", 0), 1, Instant::ZERO).unwrap();
+        let mut t = Instant::ZERO;
+        let mut prev: Option<(NodeStateKind, u32)> = None;
+        for (kind, inc) in msgs {
+            t += Duration::from_millis(10);
+            let msg = match kind {
+                0 => Message::Alive(Alive { incarnation: inc, node: "x".into(), addr: addr(1), meta: vec![], vsn: Some([1, 5, 2, 0, 0, 0]) }),
+                1 => Message::Suspect(Suspect { incarnation: inc, node: "x".into(), from: "y".into() }),
+                _ => Message::Dead(Dead { incarnation: inc, node: "x".into(), from: "y".into() }),
+            };
+            s.handle_packet(t, addr(2), &msg.to_bytes());
+            let now = s.node("x").map(|n| (n.state, n.incarnation));
+            if let (Some((was, was_inc)), Some((is, is_inc))) = (prev, now) {
+                if was.is_dead_or_left() && !is.is_dead_or_left() {
+                    prop_assert!(is_inc > was_inc, "resurrected at {} after dying at {}", is_inc, was_inc);
+                }
+                prop_assert!(is_inc >= was_inc);
+            }
+            prev = now;
+        }
+    }
+
+    /// The same seed and inputs give the same outputs, byte for byte.
+    #[test]
+    fn cores_are_deterministic(seed in any::<u64>()) {
+        let run = |seed| {
+            let mut net = Net::new(4, Config::local(), seed);
+            net.run_for(secs(3));
+            net.crash(3);
+            net.run_for(secs(10));
+            net.events.iter().map(|(i, e)| format!("{i} {:?} {:?} {} {}", e.at, e.kind, e.node.name, e.node.incarnation)).collect::<Vec<_>>()
+        };
+        prop_assert_eq!(run(seed), run(seed));
+    }
+}
