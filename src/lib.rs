@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod env;
 pub mod gossip;
 pub mod msgpack;
 pub mod time;

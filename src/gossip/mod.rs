@@ -10,12 +10,17 @@
 pub mod broadcast;
 pub mod config;
 pub mod core;
+pub mod driver;
 pub mod event;
 pub mod lifeguard;
+pub mod roster;
+pub mod tags;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod wire;
 
 pub use self::config::Config;
 pub use self::core::{LocalNode, Output, StreamId, StreamRequest, Swim, SwimError};
+pub use self::driver::{Gossip, GossipError, GossipOptions, GossipStats};
 pub use self::event::{EventKind, MemberEvent, NodeInfo, PingComplete};
+pub use self::roster::{Member, MemberStatus, Roster};

@@ -1,0 +1,627 @@
+//! Runs a [`Swim`] core over an [`Env`]: one task owns the core, the UDP
+//! socket and the timers; short-lived tasks carry TCP exchanges. Everything
+//! else talks to that task through a [`Gossip`] handle.
+//!
+//! On top of memberlist the driver keeps Serf's member [`Roster`] and Serf's
+//! reconnect loop: every `reconnect_interval` it tries to reach a random
+//! failed member, so a healed partition merges again even after both sides
+//! have forgotten each other.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::core::{LocalNode, Output, StreamId, StreamRequest, Swim, SwimError};
+use super::event::{MemberEvent, PingComplete};
+use super::roster::{Member, Roster};
+use super::wire::{self, ErrResp, StreamMessage};
+use super::Config;
+use crate::env::{timeout_at, Env, Task, TcpListener, UdpSocket};
+use crate::time::Instant;
+
+/// Largest datagram we read.
+const MAX_DATAGRAM: usize = 65_536;
+/// Incoming streams handled at once (memberlist's push/pull limit).
+const MAX_INCOMING_STREAMS: usize = 128;
+
+/// How to run a gossip node.
+#[derive(Debug, Clone)]
+pub struct GossipOptions {
+    /// Unique node name.
+    pub name: String,
+    /// Address to bind UDP and TCP on.
+    pub bind: SocketAddr,
+    /// Address to advertise (defaults to the bound address).
+    pub advertise: Option<SocketAddr>,
+    /// Node metadata (see [`tags`](super::tags)).
+    pub meta: Vec<u8>,
+    /// Protocol tuning.
+    pub config: Config,
+    /// How often to try reaching a failed member again (zero disables).
+    pub reconnect_interval: Duration,
+    /// How long a failed member is kept and retried before it is forgotten.
+    pub reconnect_timeout: Duration,
+    /// How long a member that left is kept in the member list.
+    pub tombstone_timeout: Duration,
+}
+
+impl GossipOptions {
+    /// Options with Serf's defaults for everything but the identity.
+    pub fn new(name: impl Into<String>, bind: SocketAddr, config: Config) -> Self {
+        GossipOptions {
+            name: name.into(),
+            bind,
+            advertise: None,
+            meta: Vec::new(),
+            config,
+            reconnect_interval: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(24 * 3600),
+            tombstone_timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Errors from a gossip node.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    /// Binding or another socket operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The core refused the configuration.
+    #[error(transparent)]
+    Swim(#[from] SwimError),
+    /// No join address answered.
+    #[error("could not join any of the given addresses: {0}")]
+    JoinFailed(String),
+    /// The leave notice did not spread before the deadline.
+    #[error("timed out waiting for the leave notice to spread")]
+    LeaveTimeout,
+    /// The gossip task has stopped.
+    #[error("the gossip node has shut down")]
+    Shutdown,
+}
+
+/// Counters and health of a gossip node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    /// Lifeguard health score (0 is healthy).
+    pub health_score: usize,
+    /// Members alive (including suspects and ourselves).
+    pub alive: usize,
+    /// Members failed.
+    pub failed: usize,
+    /// Members left.
+    pub left: usize,
+    /// Our incarnation.
+    pub incarnation: u32,
+    /// The core's counters.
+    pub core: super::core::Stats,
+}
+
+enum Command {
+    Join(Vec<SocketAddr>, oneshot::Sender<Result<usize, GossipError>>),
+    Leave(oneshot::Sender<()>),
+    Members(oneshot::Sender<Vec<Member>>),
+    SetMeta(Vec<u8>, oneshot::Sender<Result<(), GossipError>>),
+    SetAckPayload(Vec<u8>),
+    SubscribeMembers(mpsc::UnboundedSender<MemberEvent>),
+    SubscribePings(mpsc::UnboundedSender<PingComplete>),
+    Stats(oneshot::Sender<GossipStats>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+enum StreamEvent {
+    Result {
+        id: StreamId,
+        result: Result<Option<StreamMessage>, String>,
+    },
+    Incoming {
+        from: SocketAddr,
+        msg: StreamMessage,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
+}
+
+/// A handle on a running gossip node. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Gossip {
+    tx: mpsc::Sender<Command>,
+    name: Arc<str>,
+    addr: SocketAddr,
+}
+
+impl Gossip {
+    /// Binds UDP and TCP on `opts.bind` and starts gossiping. The returned
+    /// [`Task`] runs the node; dropping it stops the node abruptly.
+    pub async fn start<E: Env>(env: E, opts: GossipOptions) -> Result<(Gossip, Task), GossipError> {
+        let io_err = |what: &str| {
+            let what = format!("{what} {}", opts.bind);
+            move |source| GossipError::Io {
+                context: what,
+                source,
+            }
+        };
+        let udp = env
+            .bind_udp(opts.bind)
+            .await
+            .map_err(io_err("binding UDP gossip socket on"))?;
+        let bound = udp.local_addr().map_err(io_err("reading the address of"))?;
+        // UDP and TCP share the port, as memberlist requires.
+        let tcp_addr = SocketAddr::new(opts.bind.ip(), bound.port());
+        let listener = env
+            .bind_tcp(tcp_addr)
+            .await
+            .map_err(io_err("binding TCP gossip listener on"))?;
+        let advertise = opts.advertise.unwrap_or(bound);
+        if advertise.ip().is_unspecified() {
+            return Err(GossipError::Io {
+                context: format!("advertising {advertise}"),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "cannot advertise an unspecified address; set an advertise address",
+                ),
+            });
+        }
+        let local = LocalNode {
+            name: opts.name.clone(),
+            addr: advertise,
+            meta: opts.meta.clone(),
+        };
+        let core = Swim::new(opts.config.clone(), local, env.seed("gossip"), env.now())?;
+        let (tx, rx) = mpsc::channel(64);
+        let (stream_tx, stream_rx) = mpsc::channel(256);
+        let accept = env.spawn(accept_loop(
+            env.clone(),
+            listener,
+            stream_tx.clone(),
+            opts.config.tcp_timeout,
+        ));
+        let rng = ChaCha8Rng::seed_from_u64(env.seed("gossip-reconnect"));
+        let name: Arc<str> = Arc::from(opts.name.as_str());
+        let driver = Driver {
+            roster: Roster::new(&opts.name),
+            env: env.clone(),
+            core,
+            udp,
+            opts,
+            stream_tx,
+            streams: Vec::new(),
+            join_of_stream: HashMap::new(),
+            joins: HashMap::new(),
+            next_join: 0,
+            member_subs: Vec::new(),
+            ping_subs: Vec::new(),
+            leave_waiters: Vec::new(),
+            rng,
+            _accept: accept,
+        };
+        let task = env.spawn(driver.run(rx, stream_rx));
+        Ok((
+            Gossip {
+                tx,
+                name,
+                addr: advertise,
+            },
+            task,
+        ))
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This node's advertised gossip address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| GossipError::Shutdown)?;
+        rx.await.map_err(|_| GossipError::Shutdown)
+    }
+
+    /// Joins the cluster through any of `addrs`; returns how many answered.
+    pub async fn join(&self, addrs: Vec<SocketAddr>) -> Result<usize, GossipError> {
+        self.ask(|tx| Command::Join(addrs, tx)).await?
+    }
+
+    /// Leaves gracefully: announces the departure and waits (up to
+    /// `timeout`) until it has been gossiped. The node keeps running until
+    /// [`shutdown`](Self::shutdown).
+    pub async fn leave<E: Env>(&self, env: &E, timeout: Duration) -> Result<(), GossipError> {
+        let done = self.ask(Command::Leave);
+        match crate::env::timeout(env, timeout, done).await {
+            Ok(r) => r,
+            Err(_) => Err(GossipError::LeaveTimeout),
+        }
+    }
+
+    /// Every member known, including failed and departed ones not yet reaped.
+    pub async fn members(&self) -> Result<Vec<Member>, GossipError> {
+        self.ask(Command::Members).await
+    }
+
+    /// Replaces our metadata and gossips it.
+    pub async fn set_meta(&self, meta: Vec<u8>) -> Result<(), GossipError> {
+        self.ask(|tx| Command::SetMeta(meta, tx)).await?
+    }
+
+    /// Sets the payload attached to our acks (our network coordinate).
+    pub async fn set_ack_payload(&self, payload: Vec<u8>) -> Result<(), GossipError> {
+        self.tx
+            .send(Command::SetAckPayload(payload))
+            .await
+            .map_err(|_| GossipError::Shutdown)
+    }
+
+    /// Every membership event from now on, in order, without loss.
+    pub async fn subscribe(&self) -> Result<mpsc::UnboundedReceiver<MemberEvent>, GossipError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.tx
+            .send(Command::SubscribeMembers(tx))
+            .await
+            .map_err(|_| GossipError::Shutdown)?;
+        Ok(rx)
+    }
+
+    /// Every completed direct probe (RTT and ack payload) from now on.
+    pub async fn subscribe_pings(
+        &self,
+    ) -> Result<mpsc::UnboundedReceiver<PingComplete>, GossipError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.tx
+            .send(Command::SubscribePings(tx))
+            .await
+            .map_err(|_| GossipError::Shutdown)?;
+        Ok(rx)
+    }
+
+    /// Health and counters.
+    pub async fn stats(&self) -> Result<GossipStats, GossipError> {
+        self.ask(Command::Stats).await
+    }
+
+    /// Stops the node (without leaving: call [`leave`](Self::leave) first
+    /// for a graceful exit).
+    pub async fn shutdown(&self) {
+        let _ = self.ask(Command::Shutdown).await;
+    }
+}
+
+struct Driver<E: Env> {
+    env: E,
+    core: Swim,
+    udp: E::UdpSocket,
+    opts: GossipOptions,
+    roster: Roster,
+    stream_tx: mpsc::Sender<StreamEvent>,
+    streams: Vec<Task>,
+    /// Join requests in flight: stream -> join, join -> progress.
+    join_of_stream: HashMap<StreamId, u64>,
+    joins: HashMap<u64, JoinWait>,
+    next_join: u64,
+    member_subs: Vec<mpsc::UnboundedSender<MemberEvent>>,
+    ping_subs: Vec<mpsc::UnboundedSender<PingComplete>>,
+    leave_waiters: Vec<oneshot::Sender<()>>,
+    rng: ChaCha8Rng,
+    _accept: Task,
+}
+
+struct JoinWait {
+    outstanding: usize,
+    joined: usize,
+    errors: Vec<String>,
+    reply: oneshot::Sender<Result<usize, GossipError>>,
+}
+
+impl<E: Env> Driver<E> {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Command>,
+        mut streams: mpsc::Receiver<StreamEvent>,
+    ) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let reconnect = self.opts.reconnect_interval;
+        let mut next_reconnect = (!reconnect.is_zero()).then(|| self.env.now() + reconnect);
+        loop {
+            self.flush().await;
+            let wake = self.core.poll_timeout();
+            let timer = self.env.clone();
+            let sleep = async move {
+                match wake {
+                    Some(t) => timer.sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let reconnect_env = self.env.clone();
+            let reconnect_sleep = async move {
+                match next_reconnect {
+                    Some(t) => reconnect_env.sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.command(cmd),
+                    // Every handle is gone: nobody can reach this node any more.
+                    None => return,
+                },
+                Some(ev) = streams.recv() => self.stream_event(ev),
+                res = self.udp.recv_from(&mut buf) => match res {
+                    Ok((n, from)) => self.core.handle_packet(self.env.now(), from, &buf[..n]),
+                    Err(e) => tracing::debug!(node = %self.opts.name, error = %e, "UDP receive failed"),
+                },
+                _ = sleep => self.core.handle_timeout(self.env.now()),
+                _ = reconnect_sleep => {
+                    self.reconnect();
+                    next_reconnect = Some(self.env.now() + reconnect);
+                }
+            }
+            self.streams.retain(|t| !t.is_finished());
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = self.env.now();
+        match cmd {
+            Command::Join(addrs, reply) => {
+                if addrs.is_empty() {
+                    let _ = reply.send(Ok(0));
+                    return;
+                }
+                let ids = self.core.join(now, &addrs);
+                self.next_join += 1;
+                let join = self.next_join;
+                self.joins.insert(
+                    join,
+                    JoinWait {
+                        outstanding: ids.len(),
+                        joined: 0,
+                        errors: Vec::new(),
+                        reply,
+                    },
+                );
+                for id in ids {
+                    self.join_of_stream.insert(id, join);
+                }
+            }
+            Command::Leave(done) => {
+                self.core.leave(now);
+                self.leave_waiters.push(done);
+            }
+            Command::Members(reply) => {
+                let _ = reply.send(self.roster.members().cloned().collect());
+            }
+            Command::SetMeta(meta, reply) => {
+                let _ = reply.send(self.core.set_meta(now, meta).map_err(GossipError::from));
+            }
+            Command::SetAckPayload(p) => self.core.set_ack_payload(p),
+            Command::SubscribeMembers(tx) => self.member_subs.push(tx),
+            Command::SubscribePings(tx) => self.ping_subs.push(tx),
+            Command::Stats(reply) => {
+                let count = |s| self.roster.members().filter(|m| m.status == s).count();
+                use super::roster::MemberStatus as S;
+                let _ = reply.send(GossipStats {
+                    health_score: self.core.health_score(),
+                    alive: count(S::Alive),
+                    failed: count(S::Failed),
+                    left: count(S::Left),
+                    incarnation: self.core.local_node().incarnation,
+                    core: self.core.stats().clone(),
+                });
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn stream_event(&mut self, ev: StreamEvent) {
+        let now = self.env.now();
+        match ev {
+            StreamEvent::Result { id, result } => {
+                let outcome = self.core.handle_stream_result(now, id, result);
+                let Some(join) = self.join_of_stream.remove(&id) else {
+                    if let Err(e) = outcome {
+                        tracing::debug!(node = %self.opts.name, error = %e, "gossip stream failed");
+                    }
+                    return;
+                };
+                let Some(w) = self.joins.get_mut(&join) else {
+                    return;
+                };
+                w.outstanding -= 1;
+                match outcome {
+                    Ok(()) => w.joined += 1,
+                    Err(e) => w.errors.push(e),
+                }
+                if w.outstanding == 0 {
+                    if let Some(w) = self.joins.remove(&join) {
+                        let res = if w.joined > 0 {
+                            Ok(w.joined)
+                        } else {
+                            Err(GossipError::JoinFailed(w.errors.join("; ")))
+                        };
+                        let _ = w.reply.send(res);
+                    }
+                }
+            }
+            StreamEvent::Incoming { from, msg, reply } => {
+                let _ = reply.send(self.core.handle_stream(now, from, msg));
+            }
+        }
+    }
+
+    /// Serf's reconnect: try one random failed member again; reap members
+    /// kept past their timeouts.
+    fn reconnect(&mut self) {
+        let now = self.env.now();
+        self.roster.reap(
+            now,
+            self.opts.reconnect_timeout,
+            self.opts.tombstone_timeout,
+        );
+        let failed: Vec<SocketAddr> = self.roster.failed().map(|m| m.addr).collect();
+        if failed.is_empty() {
+            return;
+        }
+        let addr = failed[self.rng.random_range(0..failed.len())];
+        tracing::debug!(node = %self.opts.name, %addr, "trying to reach a failed member again");
+        self.core.join(now, &[addr]);
+    }
+
+    /// Carries out everything the core asked for.
+    async fn flush(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Packet { to, data } => {
+                    if let Err(e) = self.udp.send_to(&data, to).await {
+                        tracing::debug!(node = %self.opts.name, %to, error = %e, "UDP send failed");
+                    }
+                }
+                Output::Stream(req) => {
+                    let task = self.env.spawn(outgoing_stream(
+                        self.env.clone(),
+                        req,
+                        self.stream_tx.clone(),
+                    ));
+                    self.streams.push(task);
+                }
+                Output::Event(ev) => {
+                    tracing::info!(node = %self.opts.name, member = %ev.node.name, event = %ev.kind, incarnation = ev.node.incarnation, "membership");
+                    self.roster.apply(&ev);
+                    self.member_subs.retain(|s| s.send(ev.clone()).is_ok());
+                }
+                Output::PingComplete(p) => {
+                    self.ping_subs.retain(|s| s.send(p.clone()).is_ok());
+                }
+                Output::LeaveComplete => {
+                    self.roster.local_left(self.env.now());
+                    for w in self.leave_waiters.drain(..) {
+                        let _ = w.send(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Connects, writes, and (if asked) reads one message back, all before the
+/// request's deadline; reports the outcome to the driver.
+async fn outgoing_stream<E: Env>(env: E, req: StreamRequest, tx: mpsc::Sender<StreamEvent>) {
+    let exchange = async {
+        let mut s = env
+            .connect_tcp(req.to)
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", req.to))?;
+        s.write_all(&req.data)
+            .await
+            .map_err(|e| format!("writing to {}: {e}", req.to))?;
+        if !req.expect_reply {
+            return Ok(None);
+        }
+        read_message(&mut s).await.map(Some)
+    };
+    let result = match timeout_at(&env, req.deadline, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer from {} in time", req.to)),
+    };
+    let _ = tx.send(StreamEvent::Result { id: req.id, result }).await;
+}
+
+/// Reads exactly one memberlist stream message.
+async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<StreamMessage, String> {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        match wire::decode_stream(&buf) {
+            Ok(Some((msg, _))) => return Ok(msg),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let n = s.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before a whole message arrived".into());
+        }
+    }
+}
+
+async fn accept_loop<E: Env>(
+    env: E,
+    listener: E::TcpListener,
+    tx: mpsc::Sender<StreamEvent>,
+    tcp_timeout: Duration,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_INCOMING_STREAMS));
+    loop {
+        let (mut conn, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a gossip stream failed");
+                env.sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%from, "too many concurrent gossip streams; refusing one");
+            continue;
+        };
+        let tx = tx.clone();
+        let env2 = env.clone();
+        env.spawn(async move {
+            let _permit = permit;
+            let deadline: Instant = env2.now() + tcp_timeout;
+            let work = async {
+                let reply = match read_message(&mut conn).await {
+                    Ok(msg) => {
+                        let (rtx, rrx) = oneshot::channel();
+                        if tx
+                            .send(StreamEvent::Incoming {
+                                from,
+                                msg,
+                                reply: rtx,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        rrx.await.ok().flatten()
+                    }
+                    Err(e) => {
+                        tracing::debug!(%from, error = %e, "bad gossip stream");
+                        Some(StreamMessage::Err(ErrResp { error: e }).to_bytes())
+                    }
+                };
+                if let Some(bytes) = reply {
+                    let _ = conn.write_all(&bytes).await;
+                    let _ = conn.shutdown().await;
+                }
+            };
+            let _ = timeout_at(&env2, deadline, work).await;
+        })
+        .detach();
+    }
+}
