@@ -7,6 +7,9 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
+pub mod api;
+pub mod cli;
 pub mod env;
 pub mod gossip;
 pub mod msgpack;

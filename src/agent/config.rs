@@ -1,0 +1,559 @@
+//! Agent configuration: Consul's config-file keys (JSON or HCL) and flags.
+//!
+//! Precedence is Consul's: built-in defaults, then config files in the order
+//! given (a directory contributes its `*.json` and `*.hcl` files in name
+//! order), then command-line flags. Unknown keys are errors that name the
+//! file and the key, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::gossip::Config as GossipConfig;
+
+/// Consul's default ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports {
+    /// DNS interface (8600).
+    pub dns: u16,
+    /// HTTP API (8500).
+    pub http: u16,
+    /// LAN gossip, UDP and TCP (8301).
+    pub serf_lan: u16,
+    /// WAN gossip (8302).
+    pub serf_wan: u16,
+    /// Server RPC (8300).
+    pub server: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            dns: 8600,
+            http: 8500,
+            serf_lan: 8301,
+            serf_wan: 8302,
+            server: 8300,
+        }
+    }
+}
+
+/// Overrides of the LAN gossip timing (Consul's `gossip_lan` block).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GossipTuning {
+    /// `gossip_nodes`.
+    pub gossip_nodes: Option<usize>,
+    /// `gossip_interval`.
+    pub gossip_interval: Option<Duration>,
+    /// `probe_interval`.
+    pub probe_interval: Option<Duration>,
+    /// `probe_timeout`.
+    pub probe_timeout: Option<Duration>,
+    /// `suspicion_mult`.
+    pub suspicion_mult: Option<usize>,
+    /// `retransmit_mult`.
+    pub retransmit_mult: Option<usize>,
+}
+
+/// Everything `cairn agent` needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Node name, unique in the datacenter.
+    pub node_name: String,
+    /// Node ID (a UUID); generated and kept in the data dir when absent.
+    pub node_id: Option<String>,
+    /// Datacenter name.
+    pub datacenter: String,
+    /// Where state is kept (not needed in dev mode).
+    pub data_dir: Option<PathBuf>,
+    /// Address the cluster-facing listeners bind to.
+    pub bind_addr: IpAddr,
+    /// Address advertised to other agents (defaults to `bind_addr`).
+    pub advertise_addr: Option<IpAddr>,
+    /// Address the client interfaces (HTTP, DNS) bind to.
+    pub client_addr: IpAddr,
+    /// Listening ports.
+    pub ports: Ports,
+    /// Agents to join at start; failure to join any is fatal.
+    pub start_join: Vec<String>,
+    /// Agents to join at start, retried until one answers.
+    pub retry_join: Vec<String>,
+    /// Pause between `retry_join` attempts.
+    pub retry_interval: Duration,
+    /// Give up `retry_join` after this many attempts (0: never).
+    pub retry_max: u32,
+    /// Log filter (`trace`, `debug`, `info`, `warn`, `error`).
+    pub log_level: String,
+    /// Arbitrary key/value metadata for this node.
+    pub node_meta: BTreeMap<String, String>,
+    /// Leave gracefully on SIGTERM (on SIGINT the agent always leaves).
+    pub leave_on_terminate: bool,
+    /// Development mode: one node on loopback, nothing persisted.
+    pub dev: bool,
+    /// Gossip timing overrides.
+    pub gossip_lan: GossipTuning,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            node_name: default_node_name(),
+            node_id: None,
+            datacenter: "dc1".into(),
+            data_dir: None,
+            bind_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            advertise_addr: None,
+            client_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: Ports::default(),
+            start_join: Vec::new(),
+            retry_join: Vec::new(),
+            retry_interval: Duration::from_secs(30),
+            retry_max: 0,
+            log_level: "info".into(),
+            node_meta: BTreeMap::new(),
+            leave_on_terminate: true,
+            dev: false,
+            gossip_lan: GossipTuning::default(),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "cairn".into())
+}
+
+/// A configuration problem, saying where and what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl AgentConfig {
+    /// Development defaults: loopback everywhere, no data dir needed.
+    pub fn dev() -> Self {
+        AgentConfig {
+            dev: true,
+            bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ..AgentConfig::default()
+        }
+    }
+
+    /// Reads one config file (`.json` or `.hcl`) over this configuration.
+    pub fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let value = parse_document(path, &text)?;
+        self.merge_value(&path.display().to_string(), &value)
+    }
+
+    /// Reads every `*.json` and `*.hcl` file of `dir`, in name order.
+    pub fn merge_dir(&mut self, dir: &Path) -> Result<(), ConfigError> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| ConfigError(format!("cannot read config dir {}: {e}", dir.display())))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "hcl")))
+            .collect();
+        files.sort();
+        for f in files {
+            self.merge_file(&f)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a parsed document; `origin` names it in errors.
+    pub fn merge_value(&mut self, origin: &str, value: &Value) -> Result<(), ConfigError> {
+        let obj = as_object(origin, "", value)?;
+        for (key, v) in obj {
+            let at = Field { origin, key };
+            match key.as_str() {
+                "node_name" => self.node_name = at.string(v)?,
+                "node_id" => self.node_id = Some(at.string(v)?),
+                "datacenter" => self.datacenter = at.string(v)?,
+                "data_dir" => self.data_dir = Some(PathBuf::from(at.string(v)?)),
+                "bind_addr" => self.bind_addr = at.ip(v)?,
+                "advertise_addr" => self.advertise_addr = Some(at.ip(v)?),
+                "client_addr" => self.client_addr = at.ip(v)?,
+                "start_join" => self.start_join = at.strings(v)?,
+                "retry_join" => self.retry_join = at.strings(v)?,
+                "retry_interval" => self.retry_interval = at.duration(v)?,
+                "retry_max" => self.retry_max = at.uint(v)? as u32,
+                "log_level" => self.log_level = at.string(v)?,
+                "leave_on_terminate" => self.leave_on_terminate = at.bool(v)?,
+                "node_meta" => {
+                    for (k, mv) in as_object(origin, key, v)? {
+                        let f = Field {
+                            origin,
+                            key: &format!("{key}.{k}"),
+                        };
+                        self.node_meta.insert(k.clone(), f.string(mv)?);
+                    }
+                }
+                "ports" => {
+                    for (k, pv) in as_object(origin, key, v)? {
+                        let path = format!("ports.{k}");
+                        let f = Field { origin, key: &path };
+                        let port = f.port(pv)?;
+                        match k.as_str() {
+                            "dns" => self.ports.dns = port,
+                            "http" => self.ports.http = port,
+                            "serf_lan" => self.ports.serf_lan = port,
+                            "serf_wan" => self.ports.serf_wan = port,
+                            "server" => self.ports.server = port,
+                            _ => return Err(f.unknown("dns, http, serf_lan, serf_wan, server")),
+                        }
+                    }
+                }
+                "gossip_lan" => {
+                    for (k, gv) in as_object(origin, key, v)? {
+                        let path = format!("gossip_lan.{k}");
+                        let f = Field { origin, key: &path };
+                        let g = &mut self.gossip_lan;
+                        match k.as_str() {
+                            "gossip_nodes" => g.gossip_nodes = Some(f.uint(gv)? as usize),
+                            "gossip_interval" => g.gossip_interval = Some(f.duration(gv)?),
+                            "probe_interval" => g.probe_interval = Some(f.duration(gv)?),
+                            "probe_timeout" => g.probe_timeout = Some(f.duration(gv)?),
+                            "suspicion_mult" => g.suspicion_mult = Some(f.uint(gv)? as usize),
+                            "retransmit_mult" => g.retransmit_mult = Some(f.uint(gv)? as usize),
+                            _ => {
+                                return Err(f.unknown(
+                                    "gossip_nodes, gossip_interval, probe_interval, probe_timeout, suspicion_mult, retransmit_mult",
+                                ))
+                            }
+                        }
+                    }
+                }
+                _ => return Err(at.unknown(KNOWN_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The gossip configuration this agent runs with: memberlist's LAN
+    /// preset (the local one in dev mode) with `gossip_lan` overrides.
+    pub fn gossip_config(&self) -> Result<GossipConfig, ConfigError> {
+        let mut c = if self.dev { GossipConfig::local() } else { GossipConfig::lan() };
+        let g = &self.gossip_lan;
+        if let Some(v) = g.gossip_nodes {
+            c.gossip_nodes = v;
+        }
+        if let Some(v) = g.gossip_interval {
+            c.gossip_interval = v;
+        }
+        if let Some(v) = g.probe_interval {
+            c.probe_interval = v;
+        }
+        if let Some(v) = g.probe_timeout {
+            c.probe_timeout = v;
+        }
+        if let Some(v) = g.suspicion_mult {
+            c.suspicion_mult = v;
+        }
+        if let Some(v) = g.retransmit_mult {
+            c.retransmit_mult = v;
+        }
+        c.validate().map_err(|e| ConfigError(format!("gossip_lan: {e}")))?;
+        Ok(c)
+    }
+
+    /// Checks the combination of settings before the agent starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_name.is_empty() {
+            return Err(ConfigError("node_name must not be empty".into()));
+        }
+        if !valid_dns_label(&self.datacenter) {
+            return Err(ConfigError(format!(
+                "datacenter {:?} is not valid: use letters, digits, '-' and '_'",
+                self.datacenter
+            )));
+        }
+        if !self.dev && self.data_dir.is_none() {
+            return Err(ConfigError(
+                "data_dir is required (set -data-dir, or use -dev for a throw-away agent)".into(),
+            ));
+        }
+        if self.bind_addr.is_unspecified() && self.advertise_addr.is_none() {
+            return Err(ConfigError(format!(
+                "bind_addr is {}; set -advertise (or -bind) to the address other agents should use",
+                self.bind_addr
+            )));
+        }
+        if let Some(id) = &self.node_id {
+            parse_uuid(id).ok_or_else(|| {
+                ConfigError(format!("node_id {id:?} is not a UUID (like 5f0cbb5c-2a43-4a5e-bd27-8f3d2b0e1a67)"))
+            })?;
+        }
+        tracing_level(&self.log_level)?;
+        self.gossip_config()?;
+        Ok(())
+    }
+}
+
+const KNOWN_KEYS: &str = "advertise_addr, bind_addr, client_addr, data_dir, datacenter, gossip_lan, \
+leave_on_terminate, log_level, node_id, node_meta, node_name, ports, retry_interval, retry_join, \
+retry_max, start_join";
+
+/// The tracing filter for a Consul log level.
+pub fn tracing_level(level: &str) -> Result<&'static str, ConfigError> {
+    Ok(match level.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "err" | "error" => "error",
+        _ => {
+            return Err(ConfigError(format!(
+                "log_level {level:?} is not one of trace, debug, info, warn, error"
+            )))
+        }
+    })
+}
+
+fn valid_dns_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Parses a canonical UUID string into its 16 bytes.
+pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    let groups: Vec<usize> = s.split('-').map(str::len).collect();
+    if hex.len() != 32 || groups != [8, 4, 4, 4, 12] {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Formats 16 random bytes as a version-4 UUID.
+pub fn format_uuid(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn parse_document(path: &Path, text: &str) -> Result<Value, ConfigError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => serde_json::from_str(text).map_err(|e| {
+            ConfigError(format!(
+                "{}:{}:{}: invalid JSON: {e}",
+                path.display(),
+                e.line(),
+                e.column()
+            ))
+        }),
+        Some("hcl") => {
+            hcl::from_str(text).map_err(|e| ConfigError(format!("{}: invalid HCL: {e}", path.display())))
+        }
+        _ => Err(ConfigError(format!(
+            "config file {} must end in .json or .hcl",
+            path.display()
+        ))),
+    }
+}
+
+fn as_object<'a>(
+    origin: &str,
+    key: &str,
+    v: &'a Value,
+) -> Result<&'a serde_json::Map<String, Value>, ConfigError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        // HCL writes repeated blocks as a list of objects; one is fine.
+        Value::Array(items) if items.len() == 1 => as_object(origin, key, &items[0]),
+        _ if key.is_empty() => Err(ConfigError(format!("{origin}: the top level must be an object"))),
+        _ => Err(ConfigError(format!("{origin}: \"{key}\" must be an object"))),
+    }
+}
+
+struct Field<'a> {
+    origin: &'a str,
+    key: &'a str,
+}
+
+impl Field<'_> {
+    fn err(&self, what: &str) -> ConfigError {
+        ConfigError(format!("{}: \"{}\" {what}", self.origin, self.key))
+    }
+
+    fn unknown(&self, allowed: &str) -> ConfigError {
+        ConfigError(format!(
+            "{}: unknown key \"{}\" (known keys here: {allowed})",
+            self.origin, self.key
+        ))
+    }
+
+    fn string(&self, v: &Value) -> Result<String, ConfigError> {
+        v.as_str().map(str::to_owned).ok_or_else(|| self.err("must be a string"))
+    }
+
+    fn strings(&self, v: &Value) -> Result<Vec<String>, ConfigError> {
+        match v {
+            Value::String(s) => Ok(vec![s.clone()]),
+            Value::Array(items) => items.iter().map(|i| self.string(i)).collect(),
+            _ => Err(self.err("must be a list of strings")),
+        }
+    }
+
+    fn bool(&self, v: &Value) -> Result<bool, ConfigError> {
+        v.as_bool().ok_or_else(|| self.err("must be true or false"))
+    }
+
+    fn uint(&self, v: &Value) -> Result<u64, ConfigError> {
+        v.as_u64().ok_or_else(|| self.err("must be a non-negative integer"))
+    }
+
+    fn port(&self, v: &Value) -> Result<u16, ConfigError> {
+        match v.as_i64() {
+            Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
+            _ => Err(self.err("must be a port number between 1 and 65535")),
+        }
+    }
+
+    fn ip(&self, v: &Value) -> Result<IpAddr, ConfigError> {
+        let s = self.string(v)?;
+        s.parse()
+            .map_err(|_| self.err(&format!("must be an IP address, not {s:?}")))
+    }
+
+    fn duration(&self, v: &Value) -> Result<Duration, ConfigError> {
+        let s = self.string(v)?;
+        parse_duration(&s).map_err(|e| self.err(&e))
+    }
+}
+
+/// Parses a Go-style duration: `"30s"`, `"1m30s"`, `"250ms"`, `"1h"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("must be a duration like \"30s\", \"1m30s\" or \"250ms\", not {s:?}");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += num * scale;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total > 1e12 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn json_and_hcl_files_merge_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(
+            dir.path(),
+            "a.json",
+            r#"{"node_name": "web-1", "ports": {"http": 8501, "serf_lan": 9301},
+                "retry_join": ["10.0.0.1", "10.0.0.2:9301"], "node_meta": {"rack": "r1"}}"#,
+        );
+        let b = write(
+            dir.path(),
+            "b.hcl",
+            "datacenter = \"east\"\nports {\n  http = 8502\n}\ngossip_lan {\n  probe_interval = \"500ms\"\n}\n",
+        );
+        let mut c = AgentConfig::default();
+        c.merge_file(&a).unwrap();
+        c.merge_file(&b).unwrap();
+        assert_eq!(c.node_name, "web-1");
+        assert_eq!(c.datacenter, "east");
+        assert_eq!(c.ports.http, 8502);
+        assert_eq!(c.ports.serf_lan, 9301);
+        assert_eq!(c.retry_join, ["10.0.0.1", "10.0.0.2:9301"]);
+        assert_eq!(c.node_meta["rack"], "r1");
+        assert_eq!(c.gossip_config().unwrap().probe_interval, Duration::from_millis(500));
+        let mut d = AgentConfig::default();
+        d.merge_dir(dir.path()).unwrap();
+        assert_eq!(d, c);
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_name_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "x.json", r#"{"node_nmae": "a"}"#);
+        let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
+        assert!(e.contains("x.json") && e.contains("\"node_nmae\"") && e.contains("node_name"), "{e}");
+        let p = write(dir.path(), "y.json", r#"{"ports": {"http": 70000}}"#);
+        let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
+        assert!(e.contains("ports.http") && e.contains("port number"), "{e}");
+        let p = write(dir.path(), "z.json", "{\n \"node_name\": \n}");
+        let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
+        assert!(e.contains("z.json:3:"), "{e}");
+        let p = write(dir.path(), "w.hcl", "gossip_lan { probe_interval = \"fast\" }");
+        let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
+        assert!(e.contains("gossip_lan.probe_interval"), "{e}");
+    }
+
+    #[test]
+    fn validation_explains_what_to_fix() {
+        let mut c = AgentConfig::default();
+        c.data_dir = Some("/tmp/x".into());
+        assert!(c.validate().unwrap_err().0.contains("-advertise"));
+        c.advertise_addr = Some("10.0.0.5".parse().unwrap());
+        c.validate().unwrap();
+        c.node_id = Some("nope".into());
+        assert!(c.validate().unwrap_err().0.contains("UUID"));
+        assert!(AgentConfig::default().validate().is_err(), "no data dir");
+        AgentConfig::dev().validate().unwrap();
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 s").is_err());
+    }
+
+    #[test]
+    fn uuids_round_trip() {
+        let id = format_uuid([7; 16]);
+        assert_eq!(id.len(), 36);
+        let b = parse_uuid(&id).unwrap();
+        assert_eq!(format_uuid(b), id);
+        assert!(parse_uuid("00000000-0000-0000-0000-00000000000").is_none());
+    }
+}

@@ -1,0 +1,316 @@
+//! The agent: one per machine. Today it runs LAN gossip and the HTTP API;
+//! later it also runs servers, local services, checks, DNS and the proxy.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::mpsc;
+
+pub use self::config::{AgentConfig, ConfigError};
+use crate::api::{self, AgentInfo};
+use crate::env::{Env, Task};
+use crate::gossip::{tags, Gossip, GossipError, GossipOptions};
+
+/// The version cairn reports (in tags, `/v1/agent/self`, `cairn version`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Errors starting or running an agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Gossip could not start or join.
+    #[error(transparent)]
+    Gossip(#[from] GossipError),
+    /// The HTTP API could not listen.
+    #[error("cannot serve the HTTP API on {addr}: {source}")]
+    Http {
+        /// The address tried.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data dir cannot be used.
+    #[error("data dir {path}: {why}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// A running agent.
+pub struct Agent<E: Env> {
+    env: E,
+    config: AgentConfig,
+    node_id: String,
+    gossip: Gossip,
+    http_addr: SocketAddr,
+    stop_rx: mpsc::Receiver<()>,
+    _gossip_task: Task,
+    _http_task: Task,
+    _retry_task: Option<Task>,
+}
+
+impl<E: Env> Agent<E> {
+    /// Starts gossip and the HTTP API, and joins the cluster.
+    pub async fn start(env: E, config: AgentConfig) -> Result<Self, AgentError> {
+        config.validate()?;
+        let node_id = node_id(&env, &config)?;
+        let tags = agent_tags(&config, &node_id);
+        let meta = tags::encode(&tags).map_err(ConfigError)?;
+        let bind = SocketAddr::new(config.bind_addr, config.ports.serf_lan);
+        let mut opts = GossipOptions::new(config.node_name.clone(), bind, config.gossip_config()?);
+        opts.advertise = config
+            .advertise_addr
+            .map(|ip| SocketAddr::new(ip, config.ports.serf_lan));
+        opts.meta = meta;
+        let (gossip, gossip_task) = Gossip::start(env.clone(), opts).await?;
+        tracing::info!(node = %config.node_name, id = %node_id, gossip = %gossip.addr(), "agent started");
+
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let info = AgentInfo {
+            node_name: config.node_name.clone(),
+            node_id: node_id.clone(),
+            datacenter: config.datacenter.clone(),
+            version: VERSION.into(),
+            node_meta: config.node_meta.clone(),
+        };
+        let http_bind = SocketAddr::new(config.client_addr, config.ports.http);
+        let state = Arc::new(api::ApiState {
+            env: env.clone(),
+            info,
+            gossip: gossip.clone(),
+            stop: stop_tx,
+            default_port: config.ports.serf_lan,
+        });
+        let (http_addr, http_task) = api::serve(&env, http_bind, state)
+            .await
+            .map_err(|source| AgentError::Http { addr: http_bind, source })?;
+        tracing::info!(addr = %http_addr, "HTTP API listening");
+
+        if !config.start_join.is_empty() {
+            let addrs = resolve_all(&env, &config.start_join, config.ports.serf_lan).await;
+            let n = gossip.join(addrs).await?;
+            tracing::info!(joined = n, "joined the cluster");
+        }
+        let retry_task = (!config.retry_join.is_empty()).then(|| {
+            env.spawn(retry_join(
+                env.clone(),
+                gossip.clone(),
+                config.retry_join.clone(),
+                config.ports.serf_lan,
+                config.retry_interval,
+                config.retry_max,
+            ))
+        });
+        Ok(Agent {
+            env,
+            config,
+            node_id,
+            gossip,
+            http_addr,
+            stop_rx,
+            _gossip_task: gossip_task,
+            _http_task: http_task,
+            _retry_task: retry_task,
+        })
+    }
+
+    /// The gossip handle.
+    pub fn gossip(&self) -> &Gossip {
+        &self.gossip
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// This node's ID.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Completes when someone asks the agent to stop (`PUT /v1/agent/leave`).
+    pub async fn stop_requested(&mut self) {
+        if self.stop_rx.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Leaves the cluster gracefully, then stops.
+    pub async fn leave(self) -> Result<(), AgentError> {
+        tracing::info!("leaving the cluster");
+        let timeout = self.config.gossip_config()?.probe_interval * 5 + Duration::from_secs(5);
+        let res = self.gossip.leave(&self.env, timeout).await;
+        self.gossip.shutdown().await;
+        res.map_err(AgentError::from)
+    }
+
+    /// Stops without leaving: the cluster will see this node fail.
+    pub async fn shutdown(self) {
+        self.gossip.shutdown().await;
+    }
+}
+
+/// The tags every agent gossips, as Consul sets them.
+fn agent_tags(config: &AgentConfig, node_id: &str) -> BTreeMap<String, String> {
+    [
+        ("role", "node".to_string()),
+        ("dc", config.datacenter.clone()),
+        ("id", node_id.to_string()),
+        ("vsn", "2".to_string()),
+        ("vsn_min", "2".to_string()),
+        ("vsn_max", "3".to_string()),
+        ("build", format!("{VERSION}:cairn")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The configured node ID, or the one kept in the data dir, or a new one
+/// (written to the data dir so it survives restarts).
+fn node_id<E: Env>(env: &E, config: &AgentConfig) -> Result<String, AgentError> {
+    if let Some(id) = &config.node_id {
+        return Ok(id.to_lowercase());
+    }
+    let fresh = || {
+        let mut b = [0u8; 16];
+        ChaCha8Rng::seed_from_u64(env.seed("node-id")).fill_bytes(&mut b);
+        config::format_uuid(b)
+    };
+    let Some(dir) = config.data_dir.as_deref().filter(|_| !config.dev) else {
+        return Ok(fresh());
+    };
+    let err = |why: String| AgentError::DataDir {
+        path: dir.display().to_string(),
+        why,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))?;
+    let file = dir.join("node-id");
+    match std::fs::read_to_string(&file) {
+        Ok(s) => {
+            let id = s.trim().to_string();
+            config::parse_uuid(&id)
+                .ok_or_else(|| err(format!("{} does not hold a UUID; remove it to make a new one", file.display())))?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = fresh();
+            write_atomically(&file, id.as_bytes()).map_err(|e| err(format!("cannot write node-id: {e}")))?;
+            Ok(id)
+        }
+        Err(e) => Err(err(format!("cannot read {}: {e}", file.display()))),
+    }
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Resolves join targets (`host`, `host:port`, `[v6]:port`), logging the
+/// ones that do not resolve.
+pub async fn resolve_all<E: Env>(env: &E, targets: &[String], default_port: u16) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for t in targets {
+        match split_host_port(t, default_port) {
+            Ok((host, port)) => match env.resolve(&host, port).await {
+                Ok(addrs) if !addrs.is_empty() => out.extend(addrs),
+                Ok(_) => tracing::warn!(target = %t, "join address resolves to nothing"),
+                Err(e) => tracing::warn!(target = %t, error = %e, "cannot resolve join address"),
+            },
+            Err(e) => tracing::warn!(target = %t, error = %e, "bad join address"),
+        }
+    }
+    out
+}
+
+/// Splits `host[:port]` (IPv6 in brackets when a port is given).
+pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty address".into());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').ok_or("missing ']' in IPv6 address")?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
+            None if tail.is_empty() => default_port,
+            None => return Err(format!("unexpected {tail:?} after IPv6 address")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match s.matches(':').count() {
+        0 => Ok((s.to_string(), default_port)),
+        1 => {
+            let (h, p) = s.split_once(':').ok_or("bad address")?;
+            let port = p.parse().map_err(|_| format!("bad port {p:?} in {s:?}"))?;
+            Ok((h.to_string(), port))
+        }
+        // A bare IPv6 address.
+        _ => Ok((s.to_string(), default_port)),
+    }
+}
+
+async fn retry_join<E: Env>(
+    env: E,
+    gossip: Gossip,
+    targets: Vec<String>,
+    port: u16,
+    interval: Duration,
+    max: u32,
+) {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let addrs = resolve_all(&env, &targets, port).await;
+        match gossip.join(addrs).await {
+            Ok(n) => {
+                tracing::info!(joined = n, attempt, "retry-join succeeded");
+                return;
+            }
+            Err(GossipError::Shutdown) => return,
+            Err(e) => tracing::warn!(attempt, error = %e, "retry-join failed; will try again"),
+        }
+        if max > 0 && attempt >= max {
+            tracing::error!(attempts = attempt, "retry-join gave up");
+            return;
+        }
+        env.sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("10.0.0.1", 8301).unwrap(), ("10.0.0.1".into(), 8301));
+        assert_eq!(split_host_port("10.0.0.1:9", 8301).unwrap(), ("10.0.0.1".into(), 9));
+        assert_eq!(split_host_port("node-a", 8301).unwrap(), ("node-a".into(), 8301));
+        assert_eq!(split_host_port("[::1]:7", 8301).unwrap(), ("::1".into(), 7));
+        assert_eq!(split_host_port("::1", 8301).unwrap(), ("::1".into(), 8301));
+        assert!(split_host_port("a:b", 1).is_err());
+        assert!(split_host_port("[::1", 1).is_err());
+        assert!(split_host_port("", 1).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! The Consul-compatible HTTP API (axum), served through the [`Env`] so it
+//! runs on real sockets and inside the simulator alike.
+//!
+//! Paths, JSON field names and status codes are Consul's, so existing Consul
+//! clients and tools work against a cairn agent.
+
+pub mod client;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::env::{AxumListener, Env, Task};
+use crate::gossip::{Gossip, Member};
+
+/// Static facts about the agent, for `/v1/agent/self`.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    /// Node name.
+    pub node_name: String,
+    /// Node ID.
+    pub node_id: String,
+    /// Datacenter.
+    pub datacenter: String,
+    /// cairn version.
+    pub version: String,
+    /// Node metadata.
+    pub node_meta: BTreeMap<String, String>,
+}
+
+/// What the handlers need.
+pub struct ApiState<E: Env> {
+    /// The environment (for resolving join addresses).
+    pub env: E,
+    /// Agent facts.
+    pub info: AgentInfo,
+    /// The LAN gossip node.
+    pub gossip: Gossip,
+    /// Asks the agent to leave and stop.
+    pub stop: mpsc::Sender<()>,
+    /// Port assumed for join addresses without one.
+    pub default_port: u16,
+}
+
+/// The routes of the API.
+pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
+    Router::new()
+        .route("/v1/agent/members", get(members::<E>))
+        .route("/v1/agent/self", get(agent_self::<E>))
+        .route("/v1/agent/join/{address}", put(join::<E>))
+        .route("/v1/agent/leave", put(leave::<E>))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Binds `addr` through `env` and serves the API; returns the bound address
+/// and the serving task.
+pub async fn serve<E: Env>(env: &E, addr: SocketAddr, state: Arc<ApiState<E>>) -> std::io::Result<(SocketAddr, Task)> {
+    let listener = env.bind_tcp(addr).await?;
+    let bound = crate::env::TcpListener::local_addr(&listener)?;
+    let app = router(state);
+    let task = env.spawn(async move {
+        if let Err(e) = axum::serve(AxumListener(listener), app).await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// An API error: Consul answers with a status and a plain-text reason.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "Not Found".into())
+}
+
+/// A member as `/v1/agent/members` reports it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiMember {
+    /// Node name.
+    pub name: String,
+    /// Gossip IP address.
+    pub addr: String,
+    /// Gossip port.
+    pub port: u16,
+    /// Serf tags.
+    pub tags: BTreeMap<String, String>,
+    /// Serf status code (1 alive, 2 leaving, 3 left, 4 failed).
+    pub status: u8,
+    /// Oldest memberlist protocol understood.
+    pub protocol_min: u8,
+    /// Newest memberlist protocol understood.
+    pub protocol_max: u8,
+    /// memberlist protocol spoken.
+    pub protocol_cur: u8,
+    /// Oldest delegate protocol understood.
+    pub delegate_min: u8,
+    /// Newest delegate protocol understood.
+    pub delegate_max: u8,
+    /// Delegate protocol spoken.
+    pub delegate_cur: u8,
+}
+
+impl From<&Member> for ApiMember {
+    fn from(m: &Member) -> Self {
+        ApiMember {
+            name: m.name.clone(),
+            addr: m.addr.ip().to_string(),
+            port: m.addr.port(),
+            tags: m.tags.clone(),
+            status: m.status.code(),
+            protocol_min: m.vsn[0],
+            protocol_max: m.vsn[1],
+            protocol_cur: m.vsn[2],
+            delegate_min: m.vsn[3],
+            delegate_max: m.vsn[4],
+            delegate_cur: m.vsn[5],
+        }
+    }
+}
+
+async fn members<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<Json<Vec<ApiMember>>, ApiError> {
+    let members = s.gossip.members().await.map_err(internal)?;
+    Ok(Json(members.iter().map(ApiMember::from).collect()))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SelfConfig {
+    datacenter: String,
+    primary_datacenter: String,
+    node_name: String,
+    #[serde(rename = "NodeID")]
+    node_id: String,
+    revision: String,
+    server: bool,
+    version: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SelfResponse {
+    config: SelfConfig,
+    member: Option<ApiMember>,
+    stats: BTreeMap<String, BTreeMap<String, String>>,
+    meta: BTreeMap<String, String>,
+}
+
+async fn agent_self<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let members = s.gossip.members().await.map_err(internal)?;
+    let stats = s.gossip.stats().await.map_err(internal)?;
+    let me = members.iter().find(|m| m.name == s.info.node_name).map(ApiMember::from);
+    let serf_lan: BTreeMap<String, String> = [
+        ("members", (stats.alive + stats.failed + stats.left).to_string()),
+        ("alive", stats.alive.to_string()),
+        ("failed", stats.failed.to_string()),
+        ("left", stats.left.to_string()),
+        ("health_score", stats.health_score.to_string()),
+        ("member_time", stats.incarnation.to_string()),
+        ("encrypted", "false".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let agent: BTreeMap<String, String> = [("version".to_string(), s.info.version.clone())].into();
+    let body = SelfResponse {
+        config: SelfConfig {
+            datacenter: s.info.datacenter.clone(),
+            primary_datacenter: s.info.datacenter.clone(),
+            node_name: s.info.node_name.clone(),
+            node_id: s.info.node_id.clone(),
+            revision: "cairn".into(),
+            server: false,
+            version: s.info.version.clone(),
+        },
+        member: me,
+        stats: [("agent".to_string(), agent), ("serf_lan".to_string(), serf_lan)].into(),
+        meta: s.info.node_meta.clone(),
+    };
+    serde_json::to_value(body).map(Json).map_err(internal)
+}
+
+async fn join<E: Env>(State(s): State<Arc<ApiState<E>>>, Path(address): Path<String>) -> Result<(), ApiError> {
+    let addrs = crate::agent::resolve_all(&s.env, std::slice::from_ref(&address), s.default_port).await;
+    if addrs.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("cannot resolve join address {address:?}"),
+        ));
+    }
+    s.gossip
+        .join(addrs)
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn leave<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiError> {
+    // The agent's owner performs the leave and stops; answering first lets
+    // the caller see success before the listener goes away.
+    s.stop.try_send(()).or_else(|e| match e {
+        mpsc::error::TrySendError::Full(_) => Ok(()),
+        mpsc::error::TrySendError::Closed(_) => Err(internal("agent is already stopping")),
+    })
+}

@@ -1,0 +1,409 @@
+//! The `cairn` command line: `agent`, `members`, `join`, `leave`, `version`.
+//!
+//! Flags are spelled as Consul spells them; Consul's single-dash form
+//! (`-node=a`, `-dev`) is accepted as well as `--node=a`, so scripts written
+//! for `consul` run unchanged.
+
+mod members;
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::agent::{config::parse_duration, Agent, AgentConfig, ConfigError, VERSION};
+use crate::api::client;
+use crate::env::TokioEnv;
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version = VERSION, about = "A service mesh control plane: agent and tools")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run an agent (gossip membership and the HTTP API).
+    Agent(Box<AgentArgs>),
+    /// List the members of the cluster, as the local agent sees them.
+    Members(MembersArgs),
+    /// Tell the local agent to join a cluster through the given addresses.
+    Join(JoinArgs),
+    /// Tell the local agent to leave the cluster gracefully and stop.
+    Leave(HttpArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Debug, Default)]
+struct AgentArgs {
+    /// Node name (default: the host name).
+    #[arg(long = "node")]
+    node: Option<String>,
+    /// Node ID, a UUID (default: generated once and kept in the data dir).
+    #[arg(long = "node-id")]
+    node_id: Option<String>,
+    /// Datacenter name.
+    #[arg(long = "datacenter")]
+    datacenter: Option<String>,
+    /// Directory for the agent's state.
+    #[arg(long = "data-dir")]
+    data_dir: Option<PathBuf>,
+    /// Address to bind the gossip listeners to.
+    #[arg(long = "bind")]
+    bind: Option<IpAddr>,
+    /// Address to advertise to other agents.
+    #[arg(long = "advertise")]
+    advertise: Option<IpAddr>,
+    /// Address to bind the HTTP API to.
+    #[arg(long = "client")]
+    client: Option<IpAddr>,
+    /// LAN gossip port (UDP and TCP).
+    #[arg(long = "serf-lan-port")]
+    serf_lan_port: Option<u16>,
+    /// HTTP API port.
+    #[arg(long = "http-port")]
+    http_port: Option<u16>,
+    /// Agent to join at start (repeatable); failing to join is fatal.
+    #[arg(long = "join")]
+    join: Vec<String>,
+    /// Agent to join at start, retried until it answers (repeatable).
+    #[arg(long = "retry-join")]
+    retry_join: Vec<String>,
+    /// Pause between retry-join attempts, like "30s".
+    #[arg(long = "retry-interval")]
+    retry_interval: Option<String>,
+    /// Give up retry-join after this many attempts (0: never).
+    #[arg(long = "retry-max")]
+    retry_max: Option<u32>,
+    /// Config file, JSON or HCL (repeatable; later files win).
+    #[arg(long = "config-file")]
+    config_file: Vec<PathBuf>,
+    /// Directory of config files, read in name order (repeatable).
+    #[arg(long = "config-dir")]
+    config_dir: Vec<PathBuf>,
+    /// Development mode: one throw-away agent on 127.0.0.1.
+    #[arg(long = "dev")]
+    dev: bool,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long = "log-level")]
+    log_level: Option<String>,
+    /// Node metadata as key:value (repeatable).
+    #[arg(long = "node-meta")]
+    node_meta: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct HttpArgs {
+    /// Agent HTTP address (default: $CAIRN_HTTP_ADDR, $CONSUL_HTTP_ADDR, or http://127.0.0.1:8500).
+    #[arg(long = "http-addr")]
+    http_addr: Option<String>,
+}
+
+impl HttpArgs {
+    fn addr(&self) -> String {
+        self.http_addr
+            .clone()
+            .or_else(|| std::env::var("CAIRN_HTTP_ADDR").ok())
+            .or_else(|| std::env::var("CONSUL_HTTP_ADDR").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:8500".into())
+    }
+}
+
+#[derive(Args, Debug)]
+struct MembersArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Show every tag instead of the summary columns.
+    #[arg(long = "detailed")]
+    detailed: bool,
+    /// Only members whose status matches this regular expression.
+    #[arg(long = "status")]
+    status: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct JoinArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Addresses of agents to join through.
+    #[arg(required = true)]
+    addresses: Vec<String>,
+}
+
+/// Rewrites Consul's single-dash long flags (`-node=a`, `-dev`) into clap's
+/// `--node=a`, `--dev`, for the flags the chosen subcommand knows.
+fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let cmd = Cli::command();
+    let Some(sub_pos) = args.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')) else {
+        return args;
+    };
+    let sub_pos = sub_pos + 1;
+    let sub_name = args[sub_pos].to_string_lossy().into_owned();
+    let Some(sub) = cmd.find_subcommand(&sub_name) else {
+        return args;
+    };
+    let longs: Vec<String> = sub
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .chain(["help".to_string()])
+        .collect();
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let s = a.to_string_lossy();
+            if i <= sub_pos || s.starts_with("--") || !s.starts_with('-') {
+                return a;
+            }
+            let name = s[1..].split('=').next().unwrap_or("");
+            if longs.iter().any(|l| l == name) {
+                OsString::from(format!("-{s}"))
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// Runs the command line with the process's arguments.
+pub fn main() -> ExitCode {
+    let args = normalize_args(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Agent(a) => run_agent(*a).await,
+            Cmd::Members(m) => members::run(m).await,
+            Cmd::Join(j) => run_join(j).await,
+            Cmd::Leave(h) => run_leave(h).await,
+            Cmd::Version => {
+                println!("cairn v{VERSION}");
+                Ok(())
+            }
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Our errors already say what went wrong and why; anyhow's
+            // alternate form would repeat the cause.
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
+    let mut c = if a.dev { AgentConfig::dev() } else { AgentConfig::default() };
+    for f in &a.config_file {
+        c.merge_file(f)?;
+    }
+    for d in &a.config_dir {
+        c.merge_dir(d)?;
+    }
+    let flag = |name: &str, e: String| ConfigError(format!("-{name}: {e}"));
+    if let Some(v) = &a.node {
+        c.node_name = v.clone();
+    }
+    if let Some(v) = &a.node_id {
+        c.node_id = Some(v.clone());
+    }
+    if let Some(v) = &a.datacenter {
+        c.datacenter = v.clone();
+    }
+    if let Some(v) = &a.data_dir {
+        c.data_dir = Some(v.clone());
+    }
+    if let Some(v) = a.bind {
+        c.bind_addr = v;
+    }
+    if let Some(v) = a.advertise {
+        c.advertise_addr = Some(v);
+    }
+    if let Some(v) = a.client {
+        c.client_addr = v;
+    }
+    if let Some(v) = a.serf_lan_port {
+        c.ports.serf_lan = v;
+    }
+    if let Some(v) = a.http_port {
+        c.ports.http = v;
+    }
+    if !a.join.is_empty() {
+        c.start_join = a.join.clone();
+    }
+    if !a.retry_join.is_empty() {
+        c.retry_join = a.retry_join.clone();
+    }
+    if let Some(v) = &a.retry_interval {
+        c.retry_interval = parse_duration(v).map_err(|e| flag("retry-interval", e))?;
+    }
+    if let Some(v) = a.retry_max {
+        c.retry_max = v;
+    }
+    if let Some(v) = &a.log_level {
+        c.log_level = v.clone();
+    }
+    for kv in &a.node_meta {
+        let (k, v) = kv
+            .split_once(':')
+            .ok_or_else(|| flag("node-meta", format!("{kv:?} is not key:value")))?;
+        c.node_meta.insert(k.to_string(), v.to_string());
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
+    let config = agent_config(&a)?;
+    init_logging(&config.log_level)?;
+    let leave_on_terminate = config.leave_on_terminate;
+    let mut agent = Agent::start(TokioEnv::new(), config).await?;
+    enum Why {
+        Interrupt,
+        Terminate,
+        Api,
+    }
+    let why = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Why::Interrupt,
+        _ = terminate() => Why::Terminate,
+        _ = agent.stop_requested() => Why::Api,
+    };
+    // A second signal while leaving stops at once.
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("second interrupt: stopping without finishing the leave");
+        std::process::exit(1);
+    });
+    match why {
+        Why::Terminate if !leave_on_terminate => {
+            tracing::info!("terminating without leaving (leave_on_terminate is false)");
+            agent.shutdown().await;
+        }
+        _ => agent.leave().await?,
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminate() {
+    std::future::pending().await
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let level = crate::agent::config::tracing_level(level)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+async fn run_join(j: JoinArgs) -> anyhow::Result<()> {
+    let env = TokioEnv::new();
+    let addr = client::parse_addr(&env, &j.http.addr()).await?;
+    let mut joined = 0;
+    for a in &j.addresses {
+        let path = format!("/v1/agent/join/{}", percent_encode(a));
+        match client::request(&env, addr, "PUT", &path).await {
+            Ok(_) => joined += 1,
+            Err(e) => eprintln!("error joining {a}: {e}"),
+        }
+    }
+    if joined == 0 {
+        anyhow::bail!("could not join any of {:?}", j.addresses);
+    }
+    println!("Successfully joined cluster by contacting {joined} nodes.");
+    Ok(())
+}
+
+async fn run_leave(h: HttpArgs) -> anyhow::Result<()> {
+    let env = TokioEnv::new();
+    let addr = client::parse_addr(&env, &h.addr()).await?;
+    client::request(&env, addr, "PUT", "/v1/agent/leave").await?;
+    println!("Graceful leave complete");
+    Ok(())
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn single_dash_flags_become_long_flags() {
+        let got = normalize_args(os(&["cairn", "agent", "-dev", "-node=a", "-join", "x", "--bind", "1.2.3.4", "-q"]));
+        assert_eq!(
+            got,
+            os(&["cairn", "agent", "--dev", "--node=a", "--join", "x", "--bind", "1.2.3.4", "-q"])
+        );
+        let got = normalize_args(os(&["cairn", "members", "-detailed", "-http-addr=127.0.0.1:1"]));
+        assert_eq!(got, os(&["cairn", "members", "--detailed", "--http-addr=127.0.0.1:1"]));
+    }
+
+    #[test]
+    fn flags_override_config_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.json");
+        std::fs::write(&f, r#"{"node_name": "from-file", "datacenter": "east", "data_dir": "/tmp/x", "bind_addr": "10.0.0.1"}"#).unwrap();
+        let cli = Cli::try_parse_from(normalize_args(os(&[
+            "cairn",
+            "agent",
+            &format!("-config-file={}", f.display()),
+            "-node=from-flag",
+            "-node-meta=rack:r1",
+        ])))
+        .unwrap();
+        let Cmd::Agent(a) = cli.cmd else { panic!() };
+        let c = agent_config(&a).unwrap();
+        assert_eq!(c.node_name, "from-flag");
+        assert_eq!(c.datacenter, "east");
+        assert_eq!(c.node_meta["rack"], "r1");
+        let bad = AgentArgs {
+            node_meta: vec!["nocolon".into()],
+            dev: true,
+            ..Default::default()
+        };
+        assert!(agent_config(&bad).unwrap_err().0.contains("-node-meta"));
+    }
+}
