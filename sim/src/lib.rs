@@ -1,1 +1,15 @@
+//! cairn-sim: the deterministic multi-datacenter simulator.
+//!
+//! Real cairn agents run as turmoil hosts on a [`SimEnv`](env::SimEnv); a
+//! timed schedule injects faults; every membership change is recorded with
+//! its virtual time. Same scenario and seed, same trace, byte for byte.
 
+#![warn(missing_docs)]
+
+pub mod cluster;
+pub mod env;
+pub mod trace;
+
+pub use cluster::{run_cluster, Action, ClusterSpec, RunOutput, SimError, TimedAction};
+pub use env::{NetConditions, SimEnv};
+pub use trace::{Recorder, Trace, TraceEvent};

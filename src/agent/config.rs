@@ -93,6 +93,9 @@ pub struct AgentConfig {
     pub leave_on_terminate: bool,
     /// Development mode: one node on loopback, nothing persisted.
     pub dev: bool,
+    /// Gossip timing before `gossip_lan` overrides: memberlist's LAN preset,
+    /// or the local preset in dev mode (the simulator sets its own).
+    pub gossip_base: GossipConfig,
     /// Gossip timing overrides.
     pub gossip_lan: GossipTuning,
 }
@@ -116,6 +119,7 @@ impl Default for AgentConfig {
             node_meta: BTreeMap::new(),
             leave_on_terminate: true,
             dev: false,
+            gossip_base: GossipConfig::lan(),
             gossip_lan: GossipTuning::default(),
         }
     }
@@ -141,6 +145,7 @@ impl AgentConfig {
         AgentConfig {
             dev: true,
             bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            gossip_base: GossipConfig::local(),
             ..AgentConfig::default()
         }
     }
@@ -237,10 +242,10 @@ impl AgentConfig {
         Ok(())
     }
 
-    /// The gossip configuration this agent runs with: memberlist's LAN
-    /// preset (the local one in dev mode) with `gossip_lan` overrides.
+    /// The gossip configuration this agent runs with: the base preset with
+    /// `gossip_lan` overrides.
     pub fn gossip_config(&self) -> Result<GossipConfig, ConfigError> {
-        let mut c = if self.dev { GossipConfig::local() } else { GossipConfig::lan() };
+        let mut c = self.gossip_base.clone();
         let g = &self.gossip_lan;
         if let Some(v) = g.gossip_nodes {
             c.gossip_nodes = v;
@@ -260,7 +265,8 @@ impl AgentConfig {
         if let Some(v) = g.retransmit_mult {
             c.retransmit_mult = v;
         }
-        c.validate().map_err(|e| ConfigError(format!("gossip_lan: {e}")))?;
+        c.validate()
+            .map_err(|e| ConfigError(format!("gossip_lan: {e}")))?;
         Ok(c)
     }
 
@@ -288,7 +294,9 @@ impl AgentConfig {
         }
         if let Some(id) = &self.node_id {
             parse_uuid(id).ok_or_else(|| {
-                ConfigError(format!("node_id {id:?} is not a UUID (like 5f0cbb5c-2a43-4a5e-bd27-8f3d2b0e1a67)"))
+                ConfigError(format!(
+                    "node_id {id:?} is not a UUID (like 5f0cbb5c-2a43-4a5e-bd27-8f3d2b0e1a67)"
+                ))
             })?;
         }
         tracing_level(&self.log_level)?;
@@ -297,7 +305,8 @@ impl AgentConfig {
     }
 }
 
-const KNOWN_KEYS: &str = "advertise_addr, bind_addr, client_addr, data_dir, datacenter, gossip_lan, \
+const KNOWN_KEYS: &str =
+    "advertise_addr, bind_addr, client_addr, data_dir, datacenter, gossip_lan, \
 leave_on_terminate, log_level, node_id, node_meta, node_name, ports, retry_interval, retry_join, \
 retry_max, start_join";
 
@@ -318,7 +327,10 @@ pub fn tracing_level(level: &str) -> Result<&'static str, ConfigError> {
 }
 
 fn valid_dns_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Parses a canonical UUID string into its 16 bytes.
@@ -340,7 +352,14 @@ pub fn format_uuid(mut b: [u8; 16]) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn parse_document(path: &Path, text: &str) -> Result<Value, ConfigError> {
@@ -353,9 +372,8 @@ fn parse_document(path: &Path, text: &str) -> Result<Value, ConfigError> {
                 e.column()
             ))
         }),
-        Some("hcl") => {
-            hcl::from_str(text).map_err(|e| ConfigError(format!("{}: invalid HCL: {e}", path.display())))
-        }
+        Some("hcl") => hcl::from_str(text)
+            .map_err(|e| ConfigError(format!("{}: invalid HCL: {e}", path.display()))),
         _ => Err(ConfigError(format!(
             "config file {} must end in .json or .hcl",
             path.display()
@@ -372,8 +390,12 @@ fn as_object<'a>(
         Value::Object(m) => Ok(m),
         // HCL writes repeated blocks as a list of objects; one is fine.
         Value::Array(items) if items.len() == 1 => as_object(origin, key, &items[0]),
-        _ if key.is_empty() => Err(ConfigError(format!("{origin}: the top level must be an object"))),
-        _ => Err(ConfigError(format!("{origin}: \"{key}\" must be an object"))),
+        _ if key.is_empty() => Err(ConfigError(format!(
+            "{origin}: the top level must be an object"
+        ))),
+        _ => Err(ConfigError(format!(
+            "{origin}: \"{key}\" must be an object"
+        ))),
     }
 }
 
@@ -395,7 +417,9 @@ impl Field<'_> {
     }
 
     fn string(&self, v: &Value) -> Result<String, ConfigError> {
-        v.as_str().map(str::to_owned).ok_or_else(|| self.err("must be a string"))
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| self.err("must be a string"))
     }
 
     fn strings(&self, v: &Value) -> Result<Vec<String>, ConfigError> {
@@ -411,7 +435,8 @@ impl Field<'_> {
     }
 
     fn uint(&self, v: &Value) -> Result<u64, ConfigError> {
-        v.as_u64().ok_or_else(|| self.err("must be a non-negative integer"))
+        v.as_u64()
+            .ok_or_else(|| self.err("must be a non-negative integer"))
     }
 
     fn port(&self, v: &Value) -> Result<u16, ConfigError> {
@@ -450,7 +475,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .ok_or_else(bad)?;
         let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -502,7 +529,10 @@ mod tests {
         assert_eq!(c.ports.serf_lan, 9301);
         assert_eq!(c.retry_join, ["10.0.0.1", "10.0.0.2:9301"]);
         assert_eq!(c.node_meta["rack"], "r1");
-        assert_eq!(c.gossip_config().unwrap().probe_interval, Duration::from_millis(500));
+        assert_eq!(
+            c.gossip_config().unwrap().probe_interval,
+            Duration::from_millis(500)
+        );
         let mut d = AgentConfig::default();
         d.merge_dir(dir.path()).unwrap();
         assert_eq!(d, c);
@@ -513,14 +543,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "x.json", r#"{"node_nmae": "a"}"#);
         let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
-        assert!(e.contains("x.json") && e.contains("\"node_nmae\"") && e.contains("node_name"), "{e}");
+        assert!(
+            e.contains("x.json") && e.contains("\"node_nmae\"") && e.contains("node_name"),
+            "{e}"
+        );
         let p = write(dir.path(), "y.json", r#"{"ports": {"http": 70000}}"#);
         let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
         assert!(e.contains("ports.http") && e.contains("port number"), "{e}");
         let p = write(dir.path(), "z.json", "{\n \"node_name\": \n}");
         let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
         assert!(e.contains("z.json:3:"), "{e}");
-        let p = write(dir.path(), "w.hcl", "gossip_lan { probe_interval = \"fast\" }");
+        let p = write(
+            dir.path(),
+            "w.hcl",
+            "gossip_lan { probe_interval = \"fast\" }",
+        );
         let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
         assert!(e.contains("gossip_lan.probe_interval"), "{e}");
     }

@@ -93,9 +93,13 @@ impl<E: Env> Agent<E> {
             stop: stop_tx,
             default_port: config.ports.serf_lan,
         });
-        let (http_addr, http_task) = api::serve(&env, http_bind, state)
-            .await
-            .map_err(|source| AgentError::Http { addr: http_bind, source })?;
+        let (http_addr, http_task) =
+            api::serve(&env, http_bind, state)
+                .await
+                .map_err(|source| AgentError::Http {
+                    addr: http_bind,
+                    source,
+                })?;
         tracing::info!(addr = %http_addr, "HTTP API listening");
 
         if !config.start_join.is_empty() {
@@ -207,13 +211,18 @@ fn node_id<E: Env>(env: &E, config: &AgentConfig) -> Result<String, AgentError> 
     match std::fs::read_to_string(&file) {
         Ok(s) => {
             let id = s.trim().to_string();
-            config::parse_uuid(&id)
-                .ok_or_else(|| err(format!("{} does not hold a UUID; remove it to make a new one", file.display())))?;
+            config::parse_uuid(&id).ok_or_else(|| {
+                err(format!(
+                    "{} does not hold a UUID; remove it to make a new one",
+                    file.display()
+                ))
+            })?;
             Ok(id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = fresh();
-            write_atomically(&file, id.as_bytes()).map_err(|e| err(format!("cannot write node-id: {e}")))?;
+            write_atomically(&file, id.as_bytes())
+                .map_err(|e| err(format!("cannot write node-id: {e}")))?;
             Ok(id)
         }
         Err(e) => Err(err(format!("cannot read {}: {e}", file.display()))),
@@ -228,7 +237,11 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Resolves join targets (`host`, `host:port`, `[v6]:port`), logging the
 /// ones that do not resolve.
-pub async fn resolve_all<E: Env>(env: &E, targets: &[String], default_port: u16) -> Vec<SocketAddr> {
+pub async fn resolve_all<E: Env>(
+    env: &E,
+    targets: &[String],
+    default_port: u16,
+) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for t in targets {
         match split_host_port(t, default_port) {
@@ -304,9 +317,18 @@ mod tests {
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(split_host_port("10.0.0.1", 8301).unwrap(), ("10.0.0.1".into(), 8301));
-        assert_eq!(split_host_port("10.0.0.1:9", 8301).unwrap(), ("10.0.0.1".into(), 9));
-        assert_eq!(split_host_port("node-a", 8301).unwrap(), ("node-a".into(), 8301));
+        assert_eq!(
+            split_host_port("10.0.0.1", 8301).unwrap(),
+            ("10.0.0.1".into(), 8301)
+        );
+        assert_eq!(
+            split_host_port("10.0.0.1:9", 8301).unwrap(),
+            ("10.0.0.1".into(), 9)
+        );
+        assert_eq!(
+            split_host_port("node-a", 8301).unwrap(),
+            ("node-a".into(), 8301)
+        );
         assert_eq!(split_host_port("[::1]:7", 8301).unwrap(), ("::1".into(), 7));
         assert_eq!(split_host_port("::1", 8301).unwrap(), ("::1".into(), 8301));
         assert!(split_host_port("a:b", 1).is_err());

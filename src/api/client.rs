@@ -59,20 +59,34 @@ pub async fn parse_addr<E: Env>(env: &E, s: &str) -> Result<SocketAddr, ClientEr
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = crate::agent::split_host_port(rest, 8500).map_err(|e| bad(&e))?;
-    let addrs = env.resolve(&host, port).await.map_err(|e| bad(&e.to_string()))?;
-    addrs.into_iter().next().ok_or_else(|| bad("resolves to no address"))
+    let addrs = env
+        .resolve(&host, port)
+        .await
+        .map_err(|e| bad(&e.to_string()))?;
+    addrs
+        .into_iter()
+        .next()
+        .ok_or_else(|| bad("resolves to no address"))
 }
 
 /// Sends `method path` (with an empty body) and returns the body of a 2xx
 /// answer.
-pub async fn request<E: Env>(env: &E, addr: SocketAddr, method: &str, path: &str) -> Result<Bytes, ClientError> {
+pub async fn request<E: Env>(
+    env: &E,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> Result<Bytes, ClientError> {
     let limit = Duration::from_secs(10);
     let exchange = async {
         let stream = env
             .connect_tcp(addr)
             .await
             .map_err(|source| ClientError::Connect { addr, source })?;
-        let http = |e: hyper::Error| ClientError::Http { addr, why: e.to_string() };
+        let http = |e: hyper::Error| ClientError::Http {
+            addr,
+            why: e.to_string(),
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(http)?;
@@ -84,7 +98,10 @@ pub async fn request<E: Env>(env: &E, addr: SocketAddr, method: &str, path: &str
             .uri(path)
             .header(hyper::header::HOST, addr.to_string())
             .body(Empty::<Bytes>::new())
-            .map_err(|e| ClientError::Http { addr, why: e.to_string() })?;
+            .map_err(|e| ClientError::Http {
+                addr,
+                why: e.to_string(),
+            })?;
         let resp = sender.send_request(req).await.map_err(http)?;
         let status = resp.status();
         let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
@@ -103,7 +120,11 @@ pub async fn request<E: Env>(env: &E, addr: SocketAddr, method: &str, path: &str
 }
 
 /// GETs `path` and parses the JSON answer.
-pub async fn get_json<E: Env, T: serde::de::DeserializeOwned>(env: &E, addr: SocketAddr, path: &str) -> Result<T, ClientError> {
+pub async fn get_json<E: Env, T: serde::de::DeserializeOwned>(
+    env: &E,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<T, ClientError> {
     let body = request(env, addr, "GET", path).await?;
     serde_json::from_slice(&body).map_err(|e| ClientError::Http {
         addr,

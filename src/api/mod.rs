@@ -63,7 +63,11 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
 
 /// Binds `addr` through `env` and serves the API; returns the bound address
 /// and the serving task.
-pub async fn serve<E: Env>(env: &E, addr: SocketAddr, state: Arc<ApiState<E>>) -> std::io::Result<(SocketAddr, Task)> {
+pub async fn serve<E: Env>(
+    env: &E,
+    addr: SocketAddr,
+    state: Arc<ApiState<E>>,
+) -> std::io::Result<(SocketAddr, Task)> {
     let listener = env.bind_tcp(addr).await?;
     let bound = crate::env::TcpListener::local_addr(&listener)?;
     let app = router(state);
@@ -138,7 +142,9 @@ impl From<&Member> for ApiMember {
     }
 }
 
-async fn members<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<Json<Vec<ApiMember>>, ApiError> {
+async fn members<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+) -> Result<Json<Vec<ApiMember>>, ApiError> {
     let members = s.gossip.members().await.map_err(internal)?;
     Ok(Json(members.iter().map(ApiMember::from).collect()))
 }
@@ -165,12 +171,20 @@ struct SelfResponse {
     meta: BTreeMap<String, String>,
 }
 
-async fn agent_self<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn agent_self<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let members = s.gossip.members().await.map_err(internal)?;
     let stats = s.gossip.stats().await.map_err(internal)?;
-    let me = members.iter().find(|m| m.name == s.info.node_name).map(ApiMember::from);
+    let me = members
+        .iter()
+        .find(|m| m.name == s.info.node_name)
+        .map(ApiMember::from);
     let serf_lan: BTreeMap<String, String> = [
-        ("members", (stats.alive + stats.failed + stats.left).to_string()),
+        (
+            "members",
+            (stats.alive + stats.failed + stats.left).to_string(),
+        ),
         ("alive", stats.alive.to_string()),
         ("failed", stats.failed.to_string()),
         ("left", stats.left.to_string()),
@@ -193,14 +207,22 @@ async fn agent_self<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<Json<se
             version: s.info.version.clone(),
         },
         member: me,
-        stats: [("agent".to_string(), agent), ("serf_lan".to_string(), serf_lan)].into(),
+        stats: [
+            ("agent".to_string(), agent),
+            ("serf_lan".to_string(), serf_lan),
+        ]
+        .into(),
         meta: s.info.node_meta.clone(),
     };
     serde_json::to_value(body).map(Json).map_err(internal)
 }
 
-async fn join<E: Env>(State(s): State<Arc<ApiState<E>>>, Path(address): Path<String>) -> Result<(), ApiError> {
-    let addrs = crate::agent::resolve_all(&s.env, std::slice::from_ref(&address), s.default_port).await;
+async fn join<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(address): Path<String>,
+) -> Result<(), ApiError> {
+    let addrs =
+        crate::agent::resolve_all(&s.env, std::slice::from_ref(&address), s.default_port).await;
     if addrs.is_empty() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,

@@ -43,16 +43,35 @@ pub(crate) fn table(mut rows: Vec<MemberRow>, detailed: bool) -> String {
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     let mut lines: Vec<Vec<String>> = Vec::new();
     if detailed {
-        lines.push(["Node", "Address", "Status", "Tags"].map(String::from).to_vec());
+        lines.push(
+            ["Node", "Address", "Status", "Tags"]
+                .map(String::from)
+                .to_vec(),
+        );
         for m in &rows {
             let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            lines.push(vec![m.name.clone(), address(m), status_word(m.status).into(), tags.join(",")]);
+            lines.push(vec![
+                m.name.clone(),
+                address(m),
+                status_word(m.status).into(),
+                tags.join(","),
+            ]);
         }
     } else {
         lines.push(
-            ["Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Partition", "Segment"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "Node",
+                "Address",
+                "Status",
+                "Type",
+                "Build",
+                "Protocol",
+                "DC",
+                "Partition",
+                "Segment",
+            ]
+            .map(String::from)
+            .to_vec(),
         );
         for m in &rows {
             let tag = |k: &str| m.tags.get(k).cloned().unwrap_or_default();
@@ -81,7 +100,14 @@ pub(crate) fn table(mut rows: Vec<MemberRow>, detailed: bool) -> String {
 fn columnize(lines: &[Vec<String>]) -> String {
     let cols = lines.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| lines.iter().filter_map(|l| l.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            lines
+                .iter()
+                .filter_map(|l| l.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for l in lines {
@@ -101,10 +127,9 @@ fn columnize(lines: &[Vec<String>]) -> String {
 
 pub(super) async fn run(args: MembersArgs) -> anyhow::Result<()> {
     let filter = match &args.status {
-        Some(re) => Some(
-            regex::Regex::new(&format!("^(?:{re})$"))
-                .map_err(|e| anyhow::anyhow!("-status {re:?} is not a valid regular expression: {e}"))?,
-        ),
+        Some(re) => Some(regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| {
+            anyhow::anyhow!("-status {re:?} is not a valid regular expression: {e}")
+        })?),
         None => None,
     };
     let env = TokioEnv::new();
@@ -112,7 +137,11 @@ pub(super) async fn run(args: MembersArgs) -> anyhow::Result<()> {
     let rows: Vec<MemberRow> = client::get_json(&env, addr, "/v1/agent/members").await?;
     let rows: Vec<MemberRow> = rows
         .into_iter()
-        .filter(|m| filter.as_ref().is_none_or(|f| f.is_match(status_word(m.status))))
+        .filter(|m| {
+            filter
+                .as_ref()
+                .is_none_or(|f| f.is_match(status_word(m.status)))
+        })
         .collect();
     if rows.is_empty() && filter.is_some() {
         // Consul exits 2 when the filter leaves nothing.
@@ -131,10 +160,15 @@ mod tests {
             name: name.into(),
             addr: "127.0.0.1".into(),
             port: 8301,
-            tags: [("role", role), ("dc", "dc1"), ("vsn", "2"), ("build", "0.1.0:cairn")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            tags: [
+                ("role", role),
+                ("dc", "dc1"),
+                ("vsn", "2"),
+                ("build", "0.1.0:cairn"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
             status,
         }
     }
@@ -153,6 +187,10 @@ mod tests {
         );
         assert!(lines[2].starts_with("web-2  127.0.0.1:8301  failed  client"));
         let d = table(vec![row("a", "node", 3)], true);
-        assert!(d.lines().nth(1).unwrap().contains("left    build=0.1.0:cairn,dc=dc1,role=node,vsn=2"));
+        assert!(d
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("left    build=0.1.0:cairn,dc=dc1,role=node,vsn=2"));
     }
 }

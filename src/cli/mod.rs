@@ -138,7 +138,11 @@ struct JoinArgs {
 /// `--node=a`, `--dev`, for the flags the chosen subcommand knows.
 fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
     let cmd = Cli::command();
-    let Some(sub_pos) = args.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')) else {
+    let Some(sub_pos) = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'))
+    else {
         return args;
     };
     let sub_pos = sub_pos + 1;
@@ -175,10 +179,17 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -209,7 +220,11 @@ pub fn main() -> ExitCode {
 }
 
 fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
-    let mut c = if a.dev { AgentConfig::dev() } else { AgentConfig::default() };
+    let mut c = if a.dev {
+        AgentConfig::dev()
+    } else {
+        AgentConfig::default()
+    };
     for f in &a.config_file {
         c.merge_file(f)?;
     }
@@ -356,7 +371,9 @@ async fn run_leave(h: HttpArgs) -> anyhow::Result<()> {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -372,13 +389,23 @@ mod tests {
 
     #[test]
     fn single_dash_flags_become_long_flags() {
-        let got = normalize_args(os(&["cairn", "agent", "-dev", "-node=a", "-join", "x", "--bind", "1.2.3.4", "-q"]));
+        let got = normalize_args(os(&[
+            "cairn", "agent", "-dev", "-node=a", "-join", "x", "--bind", "1.2.3.4", "-q",
+        ]));
         assert_eq!(
             got,
             os(&["cairn", "agent", "--dev", "--node=a", "--join", "x", "--bind", "1.2.3.4", "-q"])
         );
-        let got = normalize_args(os(&["cairn", "members", "-detailed", "-http-addr=127.0.0.1:1"]));
-        assert_eq!(got, os(&["cairn", "members", "--detailed", "--http-addr=127.0.0.1:1"]));
+        let got = normalize_args(os(&[
+            "cairn",
+            "members",
+            "-detailed",
+            "-http-addr=127.0.0.1:1",
+        ]));
+        assert_eq!(
+            got,
+            os(&["cairn", "members", "--detailed", "--http-addr=127.0.0.1:1"])
+        );
     }
 
     #[test]

@@ -125,6 +125,12 @@ pub struct Stats {
     pub push_pulls: u64,
     /// User messages received (handled by layers above).
     pub user_messages: u64,
+    /// Unconfirmed suspicions extended because our own health was degraded.
+    pub suspicions_deferred: u64,
+    /// Verification pings sent to suspects whose suspicion ran out unconfirmed.
+    pub verifications: u64,
+    /// Of those, answered (the suspect was alive after all).
+    pub verifications_answered: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +180,8 @@ enum Timer {
 #[derive(Debug, Clone)]
 enum AckHandler {
     Probe,
+    /// A last ping to a suspect whose suspicion ran out unconfirmed.
+    Verify(Arc<str>),
     Relay {
         orig_seq: u32,
         reply_to: SocketAddr,
@@ -228,6 +236,8 @@ pub struct Swim {
     awareness: Awareness,
     broadcasts: BroadcastQueue,
     suspicions: HashMap<Arc<str>, Suspicion>,
+    /// Verification pings in flight: suspect -> (seq, acked).
+    verifying: HashMap<Arc<str>, (u32, bool)>,
     acks: HashMap<u32, AckHandler>,
     relay_timers: HashMap<u32, (Instant, u64)>,
     probe: Option<ProbeRun>,
@@ -266,6 +276,7 @@ impl Swim {
             awareness: Awareness::new(cfg.awareness_max_multiplier),
             broadcasts: BroadcastQueue::new(cfg.max_queued_broadcasts),
             suspicions: HashMap::new(),
+            verifying: HashMap::new(),
             acks: HashMap::new(),
             relay_timers: HashMap::new(),
             probe: None,
@@ -442,7 +453,7 @@ impl Swim {
             Message::IndirectPing(p) => self.handle_indirect_ping(now, from, p),
             Message::Ack(a) => self.handle_ack(now, a),
             Message::Nack(n) => self.handle_nack(n),
-            Message::Suspect(s) => self.suspect_node(now, &s),
+            Message::Suspect(s) => self.suspect_node(now, &s, true),
             Message::Alive(a) => self.alive_node(now, &a, false),
             Message::Dead(d) => self.dead_node(now, &d),
             Message::User(_) => self.stats.user_messages += 1,
@@ -839,7 +850,7 @@ impl Swim {
                 node: p.target.to_string(),
                 from: self.me.to_string(),
             };
-            self.suspect_node(now, &s);
+            self.suspect_node(now, &s, true);
         }
         self.probe_done(now);
     }
@@ -939,6 +950,11 @@ impl Swim {
     fn handle_ack(&mut self, now: Instant, ack: Ack) {
         match self.acks.remove(&ack.seq_no) {
             Some(AckHandler::Probe) => self.probe_acked(now, ack.payload),
+            Some(AckHandler::Verify(node)) => {
+                if let Some(v) = self.verifying.get_mut(&node) {
+                    v.1 = true;
+                }
+            }
             Some(AckHandler::Relay {
                 orig_seq,
                 reply_to,
@@ -1141,9 +1157,16 @@ impl Swim {
 
     fn clear_suspicion(&mut self, name: &Arc<str>) {
         self.suspicions.remove(name);
+        if let Some((seq, _)) = self.verifying.remove(name) {
+            self.acks.remove(&seq);
+        }
     }
 
-    fn suspect_node(&mut self, now: Instant, s: &Suspect) {
+    /// Handles a suspicion. `witnessed` is false for suspicions learned from
+    /// another member's state in push/pull: those are hearsay, so they are
+    /// adopted locally but neither re-broadcast nor counted as Lifeguard
+    /// confirmations (see `merge_remote`).
+    fn suspect_node(&mut self, now: Instant, s: &Suspect, witnessed: bool) {
         let Some((name, state)) = self.map.get_key_value(s.node.as_str()) else {
             return;
         };
@@ -1153,7 +1176,7 @@ impl Swim {
         }
         let from: Arc<str> = Arc::from(s.from.as_str());
         if let Some(susp) = self.suspicions.get_mut(&name) {
-            if susp.confirm(&from) {
+            if witnessed && susp.confirm(&from) {
                 let deadline = susp.deadline;
                 self.arm_suspicion(name.clone(), deadline);
                 self.broadcast(&name, &Message::Suspect(s.clone()), None);
@@ -1168,7 +1191,9 @@ impl Swim {
             self.refute(now, s.incarnation);
             return;
         }
-        self.broadcast(&name, &Message::Suspect(s.clone()), None);
+        if witnessed {
+            self.broadcast(&name, &Message::Suspect(s.clone()), None);
+        }
         if let Some(state) = self.map.get_mut(&name) {
             state.incarnation = s.incarnation;
             state.state = NodeStateKind::Suspect;
@@ -1203,21 +1228,90 @@ impl Swim {
             return;
         }
         let confirmations = susp.confirmations();
+        let unconfirmed = confirmations == 0 && susp.expected() > 0;
         let change = susp.state_change;
         let Some(state) = self.map.get(&name) else {
             return;
         };
+        let incarnation = state.incarnation;
         if state.state != NodeStateKind::Suspect || state.state_change != change {
-            self.suspicions.remove(&name);
+            self.clear_suspicion(&name);
+            return;
+        }
+        if unconfirmed && self.reconsider(now, &name) {
             return;
         }
         tracing::info!(node = %self.me, peer = %name, confirmations, "suspicion timed out; marking failed");
         let d = Dead {
-            incarnation: state.incarnation,
+            incarnation,
             node: name.to_string(),
             from: self.me.to_string(),
         };
         self.dead_node(now, &d);
+    }
+
+    /// Beyond memberlist: a suspicion no other member confirmed rests on our
+    /// own failed probe alone, possibly long ago. Before condemning the
+    /// node: if our own health is degraded, we are the likelier culprit (cut
+    /// off, or overloaded), so say the suspicion again and wait another full
+    /// period; otherwise ping the suspect once more, with the suspicion in
+    /// front so a live suspect refutes at once. Returns true if the verdict
+    /// is postponed.
+    fn reconsider(&mut self, now: Instant, name: &Arc<str>) -> bool {
+        let Some(state) = self.map.get(name).cloned() else {
+            return false;
+        };
+        let suspect = Message::Suspect(Suspect {
+            incarnation: state.incarnation,
+            node: name.to_string(),
+            from: self.me.to_string(),
+        });
+        match self.verifying.remove(name) {
+            Some((seq, answered)) => {
+                self.acks.remove(&seq);
+                if !answered {
+                    return false;
+                }
+                // Alive after all; its refutation is on its way.
+                self.stats.verifications_answered += 1;
+            }
+            None if self.awareness.score() > 0 => self.stats.suspicions_deferred += 1,
+            None => {
+                let seq = self.next_seq();
+                self.stats.verifications += 1;
+                self.verifying.insert(name.clone(), (seq, false));
+                self.acks.insert(seq, AckHandler::Verify(name.clone()));
+                let ping = Message::Ping(Ping {
+                    seq_no: seq,
+                    node: name.to_string(),
+                    source_addr: Some(self.advertise),
+                    source_node: self.me.to_string(),
+                });
+                let mut buf = Vec::new();
+                wire::encode_compound(&[suspect.to_bytes(), ping.to_bytes()], &mut buf);
+                self.raw_send(state.addr, Some(state.pmax()), buf);
+                let deadline = now + self.awareness.scale(self.cfg.probe_interval);
+                self.postpone(name, deadline);
+                return true;
+            }
+        }
+        tracing::info!(node = %self.me, peer = %name, health = self.awareness.score(), "unconfirmed suspicion; extending it");
+        let Some(deadline) = self.suspicions.get_mut(name).map(|s| {
+            s.extend(now);
+            s.deadline
+        }) else {
+            return false;
+        };
+        self.postpone(name, deadline);
+        self.broadcast(name, &suspect, None);
+        true
+    }
+
+    fn postpone(&mut self, name: &Arc<str>, deadline: Instant) {
+        if let Some(susp) = self.suspicions.get_mut(name) {
+            susp.deadline = deadline;
+        }
+        self.arm_suspicion(name.clone(), deadline);
     }
 
     fn dead_node(&mut self, now: Instant, d: &Dead) {
@@ -1310,14 +1404,21 @@ impl Swim {
                     self.dead_node(now, &d);
                 }
                 // A remote death is only a suspicion here: it must be
-                // confirmed locally, or refuted.
+                // confirmed locally, or refuted. memberlist re-issues it in
+                // its own name and gossips it, so every member that merely
+                // synced with the suspector counts as an independent
+                // confirmation and Lifeguard cuts the timeout short: one
+                // node's stale suspicion (say, from while it was cut off)
+                // confirms itself through its own echoes. Here it is
+                // hearsay: held locally (our probes carry it to the suspect,
+                // which refutes), but not gossiped and not counted.
                 NodeStateKind::Dead | NodeStateKind::Suspect => {
                     let s = Suspect {
                         incarnation: r.incarnation,
                         node: r.name.clone(),
-                        from: self.me.to_string(),
+                        from: String::new(),
                     };
-                    self.suspect_node(now, &s);
+                    self.suspect_node(now, &s, false);
                 }
             }
         }

@@ -136,6 +136,31 @@ fn a_partitioned_node_is_failed_then_refutes_after_heal() {
 }
 
 #[test]
+fn healing_a_partition_fails_nobody_else() {
+    // The isolated node suspects others while cut off; after the heal its
+    // stale, unconfirmed suspicions must end in refutations, not failures,
+    // and the members that sync with it must not confirm them by echo.
+    for seed in 0..40 {
+        let mut net = Net::new(20, Config::lan(), 100 + seed);
+        converge(&mut net, 20, secs(40));
+        let t0 = net.events.len();
+        net.isolate(19);
+        net.run_for(secs(25));
+        net.heal();
+        net.run_for(secs(60));
+        let wrong: Vec<_> = net.events[t0..]
+            .iter()
+            .filter(|(o, e)| e.kind == EventKind::Failed && e.node.name != "n19" && *o != 19)
+            .map(|(o, e)| format!("n{o} failed {} at {:?}", e.node.name, e.at))
+            .collect();
+        assert!(wrong.is_empty(), "seed {seed}: {wrong:?}");
+        for i in 0..20 {
+            assert_eq!(net.live_view(i), all(20), "seed {seed} node {i}");
+        }
+    }
+}
+
+#[test]
 fn ten_percent_loss_fails_no_healthy_node() {
     let mut net = Net::new(20, Config::lan(), 6);
     converge(&mut net, 20, secs(40));

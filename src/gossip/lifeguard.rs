@@ -97,6 +97,16 @@ impl Suspicion {
     pub fn confirmations(&self) -> u32 {
         self.n
     }
+
+    /// Confirmations expected before the timeout reaches its minimum.
+    pub fn expected(&self) -> u32 {
+        self.k
+    }
+
+    /// Gives an unconfirmed suspicion another full (maximum) period.
+    pub fn extend(&mut self, now: Instant) {
+        self.deadline = now + self.max;
+    }
 }
 
 /// The total suspicion timeout after `n` of `k` expected confirmations:

@@ -1,0 +1,152 @@
+//! Gossip fault tests in the simulator: real agents on turmoil.
+
+use std::time::Duration;
+
+use cairn_sim::{run_cluster, Action, ClusterSpec, TimedAction, Trace};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn at(s: u64, action: Action) -> TimedAction {
+    TimedAction {
+        at: secs(s),
+        action,
+    }
+}
+
+fn run(spec: &ClusterSpec, actions: &[TimedAction]) -> Trace {
+    run_cluster(spec, actions, |_| {})
+        .expect("simulation runs")
+        .trace
+}
+
+/// Everyone sees everyone: each node has a `joined` for each other node.
+/// Returns when the last of those happened.
+fn converged_by(trace: &Trace, nodes: &[String]) -> Duration {
+    let mut latest = Duration::ZERO;
+    for a in nodes {
+        for b in nodes.iter().filter(|b| *b != a) {
+            let t = trace
+                .events
+                .iter()
+                .find(|e| e.node == *a && e.member.as_deref() == Some(b) && e.event == "joined")
+                .unwrap_or_else(|| panic!("{a} never saw {b} join"))
+                .at();
+            latest = latest.max(t);
+        }
+    }
+    latest
+}
+
+#[test]
+fn partitioned_node_is_declared_failed_then_refutes_after_heal() {
+    let spec = ClusterSpec::new(20, 7, secs(75));
+    let cut = secs(20);
+    let trace = run(
+        &spec,
+        &[
+            at(20, Action::Isolate(vec!["n19".into()])),
+            at(45, Action::Heal),
+        ],
+    );
+    assert!(
+        converged_by(&trace, &spec.nodes) < cut,
+        "converged before the partition"
+    );
+
+    // Every other node declares n19 failed while it is cut off.
+    let failed: Vec<_> = trace.observations("failed", "n19").collect();
+    let observers: std::collections::BTreeSet<_> = failed.iter().map(|(o, _)| *o).collect();
+    assert_eq!(
+        observers.len(),
+        19,
+        "all 19 others declare n19 failed: {failed:?}"
+    );
+    assert!(failed.iter().all(|(_, t)| *t > cut && *t < secs(45)));
+
+    // After the heal n19 refutes with a higher incarnation and everyone
+    // takes it back.
+    let refuted: Vec<_> = trace
+        .observations("refuted", "n19")
+        .filter(|(_, t)| *t > secs(45))
+        .collect();
+    assert!(!refuted.is_empty(), "n19 refutes after the heal");
+    let back: std::collections::BTreeSet<_> = trace
+        .events
+        .iter()
+        .filter(|e| e.member.as_deref() == Some("n19") && e.event == "joined" && e.at() > secs(45))
+        .map(|e| e.node.as_str())
+        .collect();
+    assert_eq!(back.len(), 19, "all others see n19 again: {back:?}");
+    // No one else was declared failed.
+    let others: Vec<_> = trace
+        .all("failed")
+        .filter(|(o, m, _)| *m != "n19" && *o != "n19")
+        .collect();
+    assert!(others.is_empty(), "false failures: {others:?}");
+}
+
+#[test]
+fn ten_percent_loss_for_two_minutes_fails_no_healthy_node() {
+    loss_run(ClusterSpec::new(20, 11, secs(150)), "with TCP fallback");
+}
+
+/// Without the TCP fallback probe (turmoil's TCP never loses packets, so
+/// it rescues every probe), lost probes lead to real suspicions; indirect
+/// probes, refutation and Lifeguard must still keep every node alive.
+#[test]
+fn ten_percent_loss_without_tcp_fallback_fails_no_healthy_node() {
+    let mut spec = ClusterSpec::new(20, 12, secs(150));
+    spec.gossip.disable_tcp_pings = true;
+    let suspicions = loss_run(spec, "UDP only");
+    assert!(
+        suspicions > 0,
+        "lossy UDP-only probing should raise some suspicions"
+    );
+}
+
+fn loss_run(spec: ClusterSpec, label: &str) -> usize {
+    let out = run_cluster(
+        &spec,
+        &[at(25, Action::Loss(0.10)), at(145, Action::Loss(0.0))],
+        |_| {},
+    )
+    .unwrap();
+    let trace = &out.trace;
+    assert!(converged_by(trace, &spec.nodes) < secs(25));
+    // The loss really happened: about a tenth of all UDP packets vanished.
+    let (sent, dropped) = out.lossy_packets;
+    let rate = dropped as f64 / sent as f64;
+    assert!(
+        sent > 5_000 && (0.09..0.11).contains(&rate),
+        "{dropped} of {sent} dropped"
+    );
+    let failed: Vec<_> = trace.all("failed").collect();
+    assert!(
+        failed.is_empty(),
+        "healthy nodes declared failed: {failed:?}"
+    );
+    let suspicions = trace.all("suspect").count();
+    let refutations = trace.all("refuted").count();
+    eprintln!(
+        "10% loss, 20 nodes, 120 s, {label}: {dropped} of {sent} packets dropped, \
+         {suspicions} suspect events, {refutations} refutations, 0 failures"
+    );
+    suspicions
+}
+
+#[test]
+fn same_seed_same_trace_other_seed_other_trace() {
+    let actions = [
+        at(5, Action::Crash(vec!["n3".into()])),
+        at(15, Action::Restart(vec!["n3".into()])),
+    ];
+    let spec = |seed| ClusterSpec::new(6, seed, secs(25));
+    let a = run(&spec(42), &actions);
+    let b = run(&spec(42), &actions);
+    let c = run(&spec(43), &actions);
+    assert_eq!(a.hash(), b.hash(), "same seed must replay identically");
+    assert_eq!(a, b);
+    assert_ne!(a.hash(), c.hash(), "another seed must give another run");
+}
