@@ -6,8 +6,10 @@
 
 #![warn(missing_docs)]
 
+pub mod checks;
 pub mod cluster;
 pub mod env;
+pub mod scenario;
 pub mod trace;
 
 pub use cluster::{run_cluster, Action, ClusterSpec, RunOutput, SimError, TimedAction};

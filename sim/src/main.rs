@@ -1,1 +1,184 @@
-fn main() {}
+//! `cairn-sim`: replays scenario files deterministically.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use cairn_sim::checks::{evaluate, CheckResult};
+use cairn_sim::scenario::Scenario;
+use cairn_sim::{run_cluster, RunOutput};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn-sim",
+    version,
+    about = "Deterministic simulator for cairn clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replay a scenario file and write its trace and summary.
+    Run {
+        /// The scenario (TOML; see scenarios/README.md).
+        file: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output directory (default: out/NAME-seedSEED).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run twice and fail unless both traces are identical.
+        #[arg(long)]
+        check_determinism: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    scenario: &'a str,
+    seed: u64,
+    engine: &'static str,
+    nodes: usize,
+    trace_hash: String,
+    trace_events: usize,
+    virtual_time_s: f64,
+    wall_time_s: f64,
+    speedup: f64,
+    steps: u64,
+    lossy_udp_packets: u64,
+    lossy_udp_dropped: u64,
+    determinism_checked: bool,
+    checks: &'a [CheckResult],
+    passed: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Cmd::Run {
+        file,
+        seed,
+        out,
+        check_determinism,
+        quiet,
+    } = cli.cmd;
+    match run(&file, seed, out, check_determinism, quiet) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn replay(s: &Scenario, quiet: bool, label: &str) -> anyhow::Result<(RunOutput, f64)> {
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(s.cluster.duration.as_secs());
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:40}] {pos}/{len} virtual s  {elapsed} wall",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_prefix(label.to_string());
+        b
+    };
+    let started = Instant::now();
+    let out = run_cluster(&s.cluster, &s.actions, |t| bar.set_position(t.as_secs()))?;
+    bar.finish_and_clear();
+    Ok((out, started.elapsed().as_secs_f64()))
+}
+
+fn run(
+    file: &Path,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+    check_determinism: bool,
+    quiet: bool,
+) -> anyhow::Result<bool> {
+    let mut s = Scenario::load(file)?;
+    if let Some(seed) = seed {
+        s.cluster.seed = seed;
+    }
+    let dir = out
+        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}-seed{}", s.name, s.cluster.seed)));
+    eprintln!(
+        "scenario {} (seed {}): {} nodes, {:?} of virtual time",
+        s.name,
+        s.cluster.seed,
+        s.cluster.nodes.len(),
+        s.cluster.duration
+    );
+    let (first, wall) = replay(&s, quiet, "run")?;
+    let mut deterministic = true;
+    if check_determinism {
+        let (second, _) = replay(&s, quiet, "rerun")?;
+        deterministic = second.trace == first.trace;
+        eprintln!(
+            "determinism: {} ({} vs {})",
+            if deterministic {
+                "identical traces"
+            } else {
+                "TRACES DIFFER"
+            },
+            first.trace.hash(),
+            second.trace.hash()
+        );
+    }
+    let checks = evaluate(&s, &first.trace);
+    let passed = deterministic && checks.iter().all(|c| c.passed);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join("trace.jsonl"), first.trace.to_jsonl())?;
+    let virt = first.virtual_time.as_secs_f64();
+    let summary = Summary {
+        scenario: &s.name,
+        seed: s.cluster.seed,
+        engine: "full",
+        nodes: s.cluster.nodes.len(),
+        trace_hash: first.trace.hash(),
+        trace_events: first.trace.events.len(),
+        virtual_time_s: virt,
+        wall_time_s: wall,
+        speedup: if wall > 0.0 { virt / wall } else { 0.0 },
+        steps: first.steps,
+        lossy_udp_packets: first.lossy_packets.0,
+        lossy_udp_dropped: first.lossy_packets.1,
+        determinism_checked: check_determinism,
+        checks: &checks,
+        passed,
+    };
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    for c in &checks {
+        println!(
+            "{} {}: {}",
+            if c.passed { "PASS" } else { "FAIL" },
+            c.check,
+            c.detail
+        );
+    }
+    println!(
+        "trace {} ({} events), {:.0} virtual s in {:.1} wall s ({:.1}x), output in {}",
+        summary.trace_hash,
+        summary.trace_events,
+        virt,
+        wall,
+        summary.speedup,
+        dir.display()
+    );
+    Ok(passed)
+}
