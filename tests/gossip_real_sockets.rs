@@ -124,7 +124,9 @@ async fn five_agents_converge_detect_a_crash_and_see_a_leave() {
 
     // Crash node 4 abruptly: its task (and sockets) vanish without a word.
     let crashed_at = env.now();
-    nodes[4].task.take().map(|t| t.abort());
+    if let Some(t) = nodes[4].task.take() {
+        t.abort();
+    }
     let bound = detection_bound(&cfg, 5);
     wait_for(
         &env,

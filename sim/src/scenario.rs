@@ -144,13 +144,12 @@ impl Scenario {
         let ctx =
             |what: String| move |e: ScenarioError| ScenarioError(format!("{origin}: {what}: {e}"));
 
-        let mut gossip = match f.gossip.preset.as_deref().unwrap_or("lan") {
-            p => GossipConfig::preset(p).ok_or_else(|| {
-                ScenarioError(format!(
-                    "{origin}: gossip.preset {p:?} is not one of lan, wan, local"
-                ))
-            })?,
-        };
+        let preset = f.gossip.preset.as_deref().unwrap_or("lan");
+        let mut gossip = GossipConfig::preset(preset).ok_or_else(|| {
+            ScenarioError(format!(
+                "{origin}: gossip.preset {preset:?} is not one of lan, wan, local"
+            ))
+        })?;
         if let Some(v) = f.gossip.disable_tcp_pings {
             gossip.disable_tcp_pings = v;
         }

@@ -564,8 +564,10 @@ mod tests {
 
     #[test]
     fn validation_explains_what_to_fix() {
-        let mut c = AgentConfig::default();
-        c.data_dir = Some("/tmp/x".into());
+        let mut c = AgentConfig {
+            data_dir: Some("/tmp/x".into()),
+            ..AgentConfig::default()
+        };
         assert!(c.validate().unwrap_err().0.contains("-advertise"));
         c.advertise_addr = Some("10.0.0.5".parse().unwrap());
         c.validate().unwrap();

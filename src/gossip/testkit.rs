@@ -38,6 +38,9 @@ struct Slot {
     epoch: u64,
 }
 
+/// Called with a node's index and core after each step that touches it.
+pub type StepHook = Box<dyn FnMut(usize, &Swim)>;
+
 /// A simulated cluster of cores.
 pub struct Net {
     pub now: Instant,
@@ -58,7 +61,7 @@ pub struct Net {
     /// Nodes that reported `LeaveComplete`.
     pub leave_complete: Vec<usize>,
     /// Called after every step that touches node `i`.
-    pub after_step: Option<Box<dyn FnMut(usize, &Swim)>>,
+    pub after_step: Option<StepHook>,
 }
 
 /// The gossip address of node `i`.
@@ -228,10 +231,7 @@ impl Net {
 
     /// Processes node `i`'s outputs and arms its next wake-up.
     fn drain(&mut self, i: usize) {
-        loop {
-            let Some(out) = self.slots[i].swim.as_mut().and_then(Swim::poll_output) else {
-                break;
-            };
+        while let Some(out) = self.slots[i].swim.as_mut().and_then(Swim::poll_output) {
             match out {
                 Output::Packet { to, data } => {
                     let Some(j) = self.index_of(to) else { continue };
