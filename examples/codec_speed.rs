@@ -26,7 +26,9 @@ fn once() -> usize {
                 incarnation: 3 + i as u32,
                 node: format!("node-{i}.dc1"),
                 addr: addr(i),
-                meta: vec![0xff, 0x81, 0xa4, b'r', b'o', b'l', b'e', 0xa4, b'n', b'o', b'd', b'e'],
+                meta: vec![
+                    0xff, 0x81, 0xa4, b'r', b'o', b'l', b'e', 0xa4, b'n', b'o', b'd', b'e',
+                ],
                 vsn: Some([1, 5, 2, 2, 5, 4]),
             })
             .to_bytes(),
@@ -40,7 +42,10 @@ fn once() -> usize {
 }
 
 fn main() {
-    let iters: u32 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    let iters: u32 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
     assert_eq!(once(), 11, "round trip lost messages");
     let mut runs: Vec<f64> = (0..5)
         .map(|_| {

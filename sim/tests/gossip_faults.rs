@@ -136,6 +136,46 @@ fn loss_run(spec: ClusterSpec, label: &str) -> usize {
     suspicions
 }
 
+/// A partition longer than gossip_to_the_dead_time: both sides forget each
+/// other, and only the agents' reconnect loop (Serf's: retry a random failed
+/// member every 30 s) brings the cluster back together.
+#[test]
+fn a_long_partition_heals_through_reconnect() {
+    let spec = ClusterSpec::new(8, 21, secs(150));
+    let trace = run(
+        &spec,
+        &[
+            at(15, Action::Isolate(vec!["n7".into()])),
+            at(80, Action::Heal),
+        ],
+    );
+    let failed: std::collections::BTreeSet<_> =
+        trace.observations("failed", "n7").map(|(o, _)| o).collect();
+    assert_eq!(failed.len(), 7, "everyone declares n7 failed");
+    // After the heal every node takes n7 back, and n7 takes every node back.
+    for n in &spec.nodes[..7] {
+        let back = trace.events.iter().any(|e| {
+            e.at() > secs(80)
+                && e.node == *n
+                && e.member.as_deref() == Some("n7")
+                && e.event == "joined"
+        });
+        assert!(back, "{n} sees n7 again");
+        // n7 itself, cut off and so unhealthy, held its suspicions of the
+        // others instead of declaring them dead: they come back as alive.
+        let last = trace
+            .events
+            .iter()
+            .filter(|e| e.node == "n7" && e.member.as_deref() == Some(n))
+            .next_back()
+            .map(|e| e.event.as_str());
+        assert!(
+            matches!(last, Some("joined" | "alive")),
+            "n7 sees {n} as {last:?}"
+        );
+    }
+}
+
 #[test]
 fn same_seed_same_trace_other_seed_other_trace() {
     let actions = [

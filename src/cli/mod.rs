@@ -15,7 +15,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::agent::{config::parse_duration, Agent, AgentConfig, ConfigError, VERSION};
 use crate::api::client;
-use crate::env::TokioEnv;
+use crate::env::{Env, TokioEnv};
 
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version = VERSION, about = "A service mesh control plane: agent and tools")]
@@ -288,7 +288,8 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
     let config = agent_config(&a)?;
     init_logging(&config.log_level)?;
     let leave_on_terminate = config.leave_on_terminate;
-    let mut agent = Agent::start(TokioEnv::new(), config).await?;
+    let env = TokioEnv::new();
+    let mut agent = Agent::start(env.clone(), config).await?;
     enum Why {
         Interrupt,
         Terminate,
@@ -300,11 +301,12 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
         _ = agent.stop_requested() => Why::Api,
     };
     // A second signal while leaving stops at once.
-    tokio::spawn(async {
+    env.spawn(async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("second interrupt: stopping without finishing the leave");
         std::process::exit(1);
-    });
+    })
+    .detach();
     match why {
         Why::Terminate if !leave_on_terminate => {
             tracing::info!("terminating without leaving (leave_on_terminate is false)");
