@@ -28,15 +28,21 @@ fn fast_config() -> Config {
     }
 }
 
-/// Builds the Go peer once per test binary.
+/// Builds the Go memberlist peer once per test binary.
 fn go_peer_binary() -> PathBuf {
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    go_build(&BUILT, "peer")
+}
+
+/// Builds `tests/interop/NAME/main.go` offline, in GOPATH mode, once.
+fn go_build(cache: &Mutex<Option<PathBuf>>, name: &str) -> PathBuf {
+    let mut built = cache.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = built.as_ref() {
         return p.clone();
     }
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/peer/main.go");
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("memberlist-peer");
+    let src =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/interop/{name}/main.go"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("memberlist-{name}"));
     let status = Command::new("go")
         .args(["build", "-o"])
         .arg(&out)
@@ -55,7 +61,7 @@ fn go_peer_binary() -> PathBuf {
                  golang-github-hashicorp-memberlist-dev (`.ci/run` does)"
             )
         });
-    assert!(status.success(), "building the Go memberlist peer failed");
+    assert!(status.success(), "building the Go program {name} failed");
     *built = Some(out.clone());
     out
 }
@@ -135,6 +141,16 @@ impl GoPeer {
     fn saw_leave(&self, node: &str) -> bool {
         self.find(|v| v["event"] == "leave" && v["node"] == node)
             .is_some()
+    }
+
+    /// Address conflicts memberlist reported (there should be none).
+    fn conflicts(&self) -> Vec<Value> {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines
+            .iter()
+            .filter(|v| v["event"] == "conflict")
+            .cloned()
+            .collect()
     }
 
     fn kill(&mut self) {
@@ -256,6 +272,14 @@ async fn cairn_node_joins_a_go_cluster_and_crashes() {
     })
     .await;
 
+    for g in [&go_a, &go_b] {
+        assert_eq!(
+            g.conflicts(),
+            Vec::<Value>::new(),
+            "memberlist saw address conflicts"
+        );
+    }
+
     // Crash the cairn node: both Go nodes detect it.
     cairn_task.abort();
     drop(cairn_task);
@@ -305,4 +329,55 @@ async fn graceful_leaves_cross_the_language_boundary() {
     })
     .await;
     go.kill();
+}
+
+fn go_lzw(mode: &str, input: &[u8]) -> Vec<u8> {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let bin = go_build(&BUILT, "lzw");
+    let mut child = Command::new(bin)
+        .arg(mode)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the Go LZW helper");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("Go LZW helper output");
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("write to the Go helper");
+    assert!(out.status.success(), "Go LZW helper failed ({mode})");
+    out.stdout
+}
+
+#[test]
+fn long_lzw_streams_cross_the_language_boundary() {
+    use cairn::gossip::wire::{self, StreamMessage};
+    // 300 KB of mildly repetitive data: far past 4096 LZW codes, so both
+    // sides must agree on when the code table fills and is reset.
+    let mut x: u32 = 1;
+    let big: Vec<u8> = (0..300_000)
+        .map(|i| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            if i % 7 == 0 {
+                (x >> 24) as u8
+            } else {
+                b"memberlist"[i % 10]
+            }
+        })
+        .collect();
+    let payload = StreamMessage::User(big.clone()).to_bytes();
+
+    // cairn compresses, Go decompresses.
+    assert_eq!(go_lzw("unwrap", &wire::compress(&payload)), payload);
+
+    // Go compresses, cairn decompresses.
+    let from_go = go_lzw("wrap", &payload);
+    let (msg, used) = wire::decode_stream(&from_go)
+        .unwrap()
+        .expect("a whole message");
+    assert_eq!(used, from_go.len());
+    assert_eq!(msg, StreamMessage::User(big));
 }

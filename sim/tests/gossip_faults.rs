@@ -166,8 +166,7 @@ fn a_long_partition_heals_through_reconnect() {
         let last = trace
             .events
             .iter()
-            .filter(|e| e.node == "n7" && e.member.as_deref() == Some(n))
-            .next_back()
+            .rfind(|e| e.node == "n7" && e.member.as_deref() == Some(n))
             .map(|e| e.event.as_str());
         assert!(
             matches!(last, Some("joined" | "alive")),

@@ -98,10 +98,17 @@ impl BroadcastQueue {
         }
     }
 
-    /// Takes messages to piggyback: each costs `overhead` bytes plus its
-    /// length, and together they fit in `limit`. Each taken message counts as
-    /// one transmission; it leaves the queue at `transmit_limit`.
-    pub fn take(&mut self, overhead: usize, limit: usize, transmit_limit: usize) -> Vec<Bytes> {
+    /// Takes at most `max_count` messages to piggyback: each costs
+    /// `overhead` bytes plus its length, and together they fit in `limit`.
+    /// Each taken message counts as one transmission; it leaves the queue at
+    /// `transmit_limit`.
+    pub fn take(
+        &mut self,
+        overhead: usize,
+        limit: usize,
+        transmit_limit: usize,
+        max_count: usize,
+    ) -> Vec<Bytes> {
         let mut out = Vec::new();
         let (Some(min), Some(max)) = (
             self.items.first_key_value().map(|(k, _)| k.0),
@@ -112,7 +119,7 @@ impl BroadcastQueue {
         let mut used = 0usize;
         let mut reinsert = Vec::new();
         let mut transmits = min;
-        while transmits <= max {
+        while transmits <= max && out.len() < max_count {
             let Some(free) = limit.checked_sub(used + overhead).filter(|f| *f > 0) else {
                 break;
             };
@@ -167,7 +174,7 @@ mod tests {
         q.push(Some("b".into()), b("x"), None);
         assert_eq!(q.len(), 2);
         assert_eq!(q.take_finished(), vec![1]);
-        let got = q.take(2, 100, 3);
+        let got = q.take(2, 100, 3, usize::MAX);
         assert_eq!(got, vec![b("new!"), b("x")]);
     }
 
@@ -177,10 +184,13 @@ mod tests {
         q.push(None, b("aa"), None);
         q.push(None, b("bbbb"), None);
         q.push(None, b("cc"), None);
-        assert_eq!(q.take(0, 100, 10), vec![b("bbbb"), b("cc"), b("aa")]);
+        assert_eq!(
+            q.take(0, 100, 10, usize::MAX),
+            vec![b("bbbb"), b("cc"), b("aa")]
+        );
         q.push(None, b("d"), None);
         // "d" has never been sent, the rest once.
-        assert_eq!(q.take(0, 1, 10), vec![b("d")]);
+        assert_eq!(q.take(0, 1, 10, usize::MAX), vec![b("d")]);
     }
 
     #[test]
@@ -188,11 +198,23 @@ mod tests {
         let mut q = BroadcastQueue::new(10);
         q.push(Some("n".into()), b("m"), Some(7));
         for _ in 0..3 {
-            assert_eq!(q.take(2, 100, 3), vec![b("m")]);
+            assert_eq!(q.take(2, 100, 3, usize::MAX), vec![b("m")]);
         }
         assert!(q.is_empty());
         assert_eq!(q.take_finished(), vec![7]);
-        assert!(q.take(2, 100, 3).is_empty());
+        assert!(q.take(2, 100, 3, usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn count_limit_is_respected() {
+        let mut q = BroadcastQueue::new(10);
+        for name in ["a", "b", "c"] {
+            q.push(Some(name.into()), b("x"), None);
+        }
+        assert_eq!(q.take(0, 100, 5, 2).len(), 2);
+        // The one left behind was not counted as sent: it goes first now.
+        assert_eq!(q.take(0, 100, 5, 1), vec![b("x")]);
+        assert_eq!(q.len(), 3);
     }
 
     #[test]
@@ -202,7 +224,7 @@ mod tests {
         q.push(None, b("012345"), None);
         q.push(None, b("01"), None);
         // 2 + 6 + 2 + 2 = 12 fits 12; the 11-byte one (13 with overhead) does not.
-        assert_eq!(q.take(2, 12, 5), vec![b("012345"), b("01")]);
+        assert_eq!(q.take(2, 12, 5, usize::MAX), vec![b("012345"), b("01")]);
     }
 
     proptest! {
@@ -214,7 +236,7 @@ mod tests {
             let mut q = BroadcastQueue::new(bound);
             for (name, len, take) in ops {
                 if take {
-                    let got = q.take(2, 200, 4);
+                    let got = q.take(2, 200, 4, usize::MAX);
                     let bytes: usize = got.iter().map(|m| m.len() + 2).sum();
                     prop_assert!(bytes <= 200);
                 } else {

@@ -156,8 +156,8 @@ impl Config {
         if self.awareness_max_multiplier == 0 {
             return Err("awareness_max_multiplier must be at least 1".into());
         }
-        if self.udp_buffer_size < 512 {
-            return Err("udp_buffer_size must be at least 512 bytes".into());
+        if !(512..=65_507).contains(&self.udp_buffer_size) {
+            return Err("udp_buffer_size must be between 512 and 65507 bytes".into());
         }
         if self.retransmit_mult == 0
             || self.suspicion_mult == 0

@@ -28,7 +28,8 @@ use super::lifeguard::{Awareness, Suspicion};
 use super::wire::{
     self, Ack, Alive, Dead, IndirectPing, Message, Nack, NodeStateKind, Ping, PushNodeState,
     PushPull, StreamMessage, Suspect, Versions, WireError, COMPOUND_HEADER_OVERHEAD,
-    COMPOUND_OVERHEAD, META_MAX_SIZE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    COMPOUND_OVERHEAD, MAX_COMPOUND_PARTS, META_MAX_SIZE, PROTOCOL_VERSION_MAX,
+    PROTOCOL_VERSION_MIN,
 };
 use crate::time::Instant;
 
@@ -248,6 +249,7 @@ pub struct Swim {
     streams: HashMap<StreamId, PendingStream>,
     next_stream: StreamId,
     left: bool,
+    leave_reported: bool,
     ack_payload: Vec<u8>,
     stats: Stats,
 }
@@ -287,6 +289,7 @@ impl Swim {
             streams: HashMap::new(),
             next_stream: 0,
             left: false,
+            leave_reported: false,
             ack_payload: Vec::new(),
             stats: Stats::default(),
             cfg,
@@ -454,7 +457,12 @@ impl Swim {
             Message::Ack(a) => self.handle_ack(now, a),
             Message::Nack(n) => self.handle_nack(n),
             Message::Suspect(s) => self.suspect_node(now, &s, true),
-            Message::Alive(a) => self.alive_node(now, &a, false),
+            Message::Alive(mut a) => {
+                if a.addr.port() == 0 {
+                    a.addr.set_port(self.advertise.port());
+                }
+                self.alive_node(now, &a, false)
+            }
             Message::Dead(d) => self.dead_node(now, &d),
             Message::User(_) => self.stats.user_messages += 1,
             Message::Err(e) => {
@@ -580,7 +588,7 @@ impl Swim {
         };
         self.dead_node(now, &d);
         if !self.any_alive() {
-            self.outputs.push_back(Output::LeaveComplete);
+            self.leave_complete();
         }
     }
 
@@ -1008,15 +1016,31 @@ impl Swim {
     }
 
     fn broadcast(&mut self, node: &Arc<str>, msg: &Message, notify: Option<u64>) {
+        let bytes = msg.to_bytes();
+        // A message that can never fit a packet would sit in the queue for
+        // ever (it is never sent, so never retired) and crowd out the rest.
+        if bytes.len() + COMPOUND_OVERHEAD + COMPOUND_HEADER_OVERHEAD > self.cfg.udp_buffer_size {
+            tracing::warn!(node = %self.me, about = %node, len = bytes.len(), "message too large to gossip; dropped");
+            if notify == Some(LEAVE_TOKEN) {
+                self.leave_complete();
+            }
+            return;
+        }
         self.broadcasts
-            .push(Some(node.clone()), Bytes::from(msg.to_bytes()), notify);
+            .push(Some(node.clone()), Bytes::from(bytes), notify);
         self.check_finished();
+    }
+
+    fn leave_complete(&mut self) {
+        if !std::mem::replace(&mut self.leave_reported, true) {
+            self.outputs.push_back(Output::LeaveComplete);
+        }
     }
 
     fn check_finished(&mut self) {
         for token in self.broadcasts.take_finished() {
             if token == LEAVE_TOKEN {
-                self.outputs.push_back(Output::LeaveComplete);
+                self.leave_complete();
             }
         }
     }
@@ -1120,6 +1144,7 @@ impl Swim {
         }
         let old_state = state.state;
         let old_meta_differs = state.meta != a.meta;
+        let changed = old_meta_differs || a.vsn.is_some_and(|v| v != state.vsn);
         let identical =
             a.incarnation == state.incarnation && !old_meta_differs && a.vsn == Some(state.vsn);
         self.clear_suspicion(&name);
@@ -1149,8 +1174,13 @@ impl Swim {
         }
         match old_state {
             NodeStateKind::Dead | NodeStateKind::Left => self.event(now, EventKind::Joined, &name),
-            NodeStateKind::Suspect => self.event(now, EventKind::Alive, &name),
-            NodeStateKind::Alive if old_meta_differs => self.event(now, EventKind::Updated, &name),
+            NodeStateKind::Suspect => {
+                self.event(now, EventKind::Alive, &name);
+                if changed {
+                    self.event(now, EventKind::Updated, &name);
+                }
+            }
+            NodeStateKind::Alive if changed => self.event(now, EventKind::Updated, &name),
             NodeStateKind::Alive => {}
         }
     }
@@ -1175,6 +1205,11 @@ impl Swim {
             return;
         }
         let from: Arc<str> = Arc::from(s.from.as_str());
+        if *name == *self.me && s.incarnation == u32::MAX {
+            // Nothing can outbid it: only a broken or hostile peer sends it.
+            tracing::warn!(node = %self.me, from = %s.from, "ignoring a suspicion at the largest incarnation");
+            return;
+        }
         if let Some(susp) = self.suspicions.get_mut(&name) {
             if witnessed && susp.confirm(&from) {
                 let deadline = susp.deadline;
@@ -1208,7 +1243,7 @@ impl Swim {
         }
         let min = self.cfg.suspicion_timeout(n);
         let max = min * self.cfg.suspicion_max_timeout_mult as u32;
-        let susp = Suspicion::new(from, k, min, max, now);
+        let susp = Suspicion::new(witnessed.then_some(from), k, min, max, now);
         let deadline = susp.deadline;
         self.suspicions.insert(name.clone(), susp);
         self.arm_suspicion(name.clone(), deadline);
@@ -1266,16 +1301,25 @@ impl Swim {
             node: name.to_string(),
             from: self.me.to_string(),
         });
-        match self.verifying.remove(name) {
+        // Whether to say the suspicion again, in our name, when extending it.
+        let announce = match self.verifying.remove(name) {
             Some((seq, answered)) => {
                 self.acks.remove(&seq);
                 if !answered {
                     return false;
                 }
-                // Alive after all; its refutation is on its way.
+                // Alive after all; its refutation is on its way (or it
+                // already stands at a higher incarnation than we know).
+                // Gossiping the suspicion now would only add a confirmation
+                // against a node we just heard from.
                 self.stats.verifications_answered += 1;
+                false
             }
-            None if self.awareness.score() > 0 => self.stats.suspicions_deferred += 1,
+            None if self.awareness.score() > 0 => {
+                self.stats.suspicions_deferred += 1;
+                // Re-say only what someone witnessed: hearsay stays hearsay.
+                self.suspicions.get(name).is_some_and(Suspicion::witnessed)
+            }
             None => {
                 let seq = self.next_seq();
                 self.stats.verifications += 1;
@@ -1294,7 +1338,7 @@ impl Swim {
                 self.postpone(name, deadline);
                 return true;
             }
-        }
+        };
         tracing::info!(node = %self.me, peer = %name, health = self.awareness.score(), "unconfirmed suspicion; extending it");
         let Some(deadline) = self.suspicions.get_mut(name).map(|s| {
             s.extend(now);
@@ -1303,7 +1347,9 @@ impl Swim {
             return false;
         };
         self.postpone(name, deadline);
-        self.broadcast(name, &suspect, None);
+        if announce {
+            self.broadcast(name, &suspect, None);
+        }
         true
     }
 
@@ -1331,6 +1377,10 @@ impl Swim {
         }
         let msg = Message::Dead(d.clone());
         if *name == *self.me {
+            if !self.left && d.incarnation == u32::MAX {
+                tracing::warn!(node = %self.me, from = %d.from, "ignoring a death notice at the largest incarnation");
+                return;
+            }
             if !self.left {
                 tracing::warn!(node = %self.me, from = %d.from, "refuting a death notice about us");
                 self.refute(now, d.incarnation);
@@ -1386,10 +1436,14 @@ impl Swim {
         for r in &pp.nodes {
             match r.state {
                 NodeStateKind::Alive => {
+                    let mut addr = r.addr;
+                    if addr.port() == 0 {
+                        addr.set_port(self.advertise.port());
+                    }
                     let a = Alive {
                         incarnation: r.incarnation,
                         node: r.name.clone(),
-                        addr: r.addr,
+                        addr,
                         meta: r.meta.clone(),
                         vsn: r.vsn,
                     };
@@ -1501,7 +1555,7 @@ impl Swim {
         });
         let limit = self.cfg.udp_buffer_size - COMPOUND_HEADER_OVERHEAD;
         for node in targets {
-            let msgs = self.take_broadcasts(limit);
+            let msgs = self.take_broadcasts(limit, MAX_COMPOUND_PARTS);
             if msgs.is_empty() {
                 return;
             }
@@ -1516,13 +1570,11 @@ impl Swim {
         }
     }
 
-    fn take_broadcasts(&mut self, limit: usize) -> Vec<Bytes> {
+    fn take_broadcasts(&mut self, limit: usize, max_parts: usize) -> Vec<Bytes> {
         let transmit_limit = self.cfg.retransmit_limit(self.nodes.len());
-        // A compound holds at most 255 parts, one being the carrier message.
-        let mut msgs = self
+        let msgs = self
             .broadcasts
-            .take(COMPOUND_OVERHEAD, limit, transmit_limit);
-        msgs.truncate(254);
+            .take(COMPOUND_OVERHEAD, limit, transmit_limit, max_parts);
         self.check_finished();
         msgs
     }
@@ -1535,7 +1587,8 @@ impl Swim {
             .cfg
             .udp_buffer_size
             .saturating_sub(buf.len() + COMPOUND_HEADER_OVERHEAD);
-        let extra = self.take_broadcasts(avail);
+        // One part of the compound is the message itself.
+        let extra = self.take_broadcasts(avail, MAX_COMPOUND_PARTS - 1);
         if extra.is_empty() {
             return self.raw_send(to, pmax, buf);
         }
@@ -1549,6 +1602,7 @@ impl Swim {
 
     /// Sends a packet as is, apart from compression and the CRC header.
     fn raw_send(&mut self, to: SocketAddr, pmax: Option<u8>, mut data: Vec<u8>) {
+        let to = wire::canonical(to);
         if self.cfg.enable_compression {
             let c = wire::compress(&data);
             if c.len() < data.len() {
@@ -1585,7 +1639,7 @@ impl Swim {
         self.streams.insert(id, kind);
         self.outputs.push_back(Output::Stream(StreamRequest {
             id,
-            to,
+            to: wire::canonical(to),
             data,
             deadline,
             expect_reply,

@@ -467,3 +467,126 @@ proptest! {
         prop_assert_eq!(run(seed), run(seed));
     }
 }
+
+#[test]
+fn compounds_never_exceed_what_memberlist_can_parse() {
+    // With a big UDP buffer and hundreds of queued broadcasts, a gossip
+    // packet must still hold at most 127 parts (memberlist 0.2.2 misreads
+    // more: it computes numParts*2 in 8 bits).
+    let cfg = Config {
+        udp_buffer_size: 60_000,
+        enable_compression: false,
+        ..Config::lan()
+    };
+    let mut s = Swim::new(cfg, local("me", 0), 1, Instant::ZERO).unwrap();
+    for i in 1..=300 {
+        let a = Message::Alive(Alive {
+            incarnation: 1,
+            node: format!("n{i}"),
+            addr: addr(i),
+            meta: vec![],
+            vsn: Some([1, 5, 2, 0, 0, 0]),
+        });
+        s.handle_packet(Instant::ZERO, addr(i), &a.to_bytes());
+    }
+    let mut largest = 0;
+    let mut t = Instant::ZERO;
+    for _ in 0..50 {
+        t += Duration::from_millis(200);
+        s.handle_timeout(t);
+        while let Some(o) = s.poll_output() {
+            if let Output::Packet { data, .. } = o {
+                // Past the CRC header (these peers speak protocol 5).
+                let body = if data[0] == wire::MessageType::HasCrc as u8 {
+                    &data[5..]
+                } else {
+                    &data[..]
+                };
+                if body[0] == wire::MessageType::Compound as u8 {
+                    largest = largest.max(body[1] as usize);
+                }
+            }
+        }
+    }
+    assert!(largest > 100, "the test should fill compounds ({largest})");
+    assert!(largest <= wire::MAX_COMPOUND_PARTS, "{largest} parts");
+}
+
+#[test]
+fn leave_completes_exactly_once() {
+    let mut net = Net::new(3, Config::local(), 13);
+    converge(&mut net, 3, secs(20));
+    net.crash(1);
+    net.crash(2);
+    net.run_for(secs(15));
+    // Only dead peers left: the leave completes at once, and not again when
+    // the dead peers (still gossiped to for a while) have heard it.
+    net.leave(0);
+    net.run_for(secs(5));
+    assert_eq!(net.leave_complete, vec![0]);
+}
+
+#[test]
+fn accusations_at_the_largest_incarnation_are_ignored() {
+    let mut s = Swim::new(Config::local(), local("me", 0), 1, Instant::ZERO).unwrap();
+    for msg in [
+        Message::Suspect(Suspect {
+            incarnation: u32::MAX,
+            node: "me".into(),
+            from: "x".into(),
+        }),
+        Message::Dead(Dead {
+            incarnation: u32::MAX,
+            node: "me".into(),
+            from: "x".into(),
+        }),
+    ] {
+        s.handle_packet(Instant::ZERO, addr(1), &msg.to_bytes());
+    }
+    assert_eq!(s.local_node().incarnation, 1);
+    assert_eq!(s.stats().refutations, 0);
+}
+
+#[test]
+fn go_style_sixteen_byte_addresses_are_relayed_as_received() {
+    use std::net::{IpAddr, SocketAddr};
+    let mut s = Swim::new(Config::local(), local("me", 0), 1, Instant::ZERO).unwrap();
+    let mapped = SocketAddr::new(
+        IpAddr::V6(std::net::Ipv4Addr::new(10, 9, 9, 9).to_ipv6_mapped()),
+        7946,
+    );
+    let a = Message::Alive(Alive {
+        incarnation: 1,
+        node: "go".into(),
+        addr: mapped,
+        meta: vec![],
+        vsn: Some([1, 5, 2, 0, 0, 0]),
+    });
+    s.handle_packet(Instant::ZERO, addr(1), &a.to_bytes());
+    // Our push/pull state carries Go's bytes unchanged ...
+    let pp = wire::StreamMessage::PushPull(wire::PushPull {
+        join: false,
+        nodes: vec![],
+        user_state: vec![],
+    });
+    let reply = s.handle_stream(Instant::ZERO, addr(1), pp).unwrap();
+    let Some((wire::StreamMessage::PushPull(state), _)) = wire::decode_stream(&reply).unwrap()
+    else {
+        panic!("push/pull answer expected");
+    };
+    let go = state.nodes.iter().find(|n| n.name == "go").unwrap();
+    assert_eq!(go.addr, mapped);
+    // ... while packets to it go to plain IPv4.
+    let mut t = Instant::ZERO;
+    let mut sent_to = None;
+    while sent_to.is_none() && t < Instant::ZERO + secs(5) {
+        t += Duration::from_millis(100);
+        s.handle_timeout(t);
+        while let Some(o) = s.poll_output() {
+            if let Output::Packet { to, .. } = o {
+                sent_to = Some(to);
+            }
+        }
+    }
+    assert_eq!(sent_to, Some("10.9.9.9:7946".parse().unwrap()));
+}

@@ -204,6 +204,7 @@ impl Gossip {
             member_subs: Vec::new(),
             ping_subs: Vec::new(),
             leave_waiters: Vec::new(),
+            left: false,
             rng,
             _accept: accept,
         };
@@ -323,6 +324,8 @@ struct Driver<E: Env> {
     member_subs: Vec<mpsc::UnboundedSender<MemberEvent>>,
     ping_subs: Vec<mpsc::UnboundedSender<PingComplete>>,
     leave_waiters: Vec<oneshot::Sender<()>>,
+    /// Our leave notice has spread.
+    left: bool,
     rng: ChaCha8Rng,
     _accept: Task,
 }
@@ -371,16 +374,18 @@ impl<E: Env> Driver<E> {
                     // Every handle is gone: nobody can reach this node any more.
                     None => return,
                 },
-                Some(ev) = streams.recv() => self.stream_event(ev),
-                res = self.udp.recv_from(&mut buf) => match res {
-                    Ok((n, from)) => self.core.handle_packet(self.env.now(), from, &buf[..n]),
-                    Err(e) => tracing::debug!(node = %self.opts.name, error = %e, "UDP receive failed"),
-                },
+                                // Timers before sockets: a flood of packets must not stop
+                // probing, suspicion timeouts and gossip.
                 _ = sleep => self.core.handle_timeout(self.env.now()),
                 _ = reconnect_sleep => {
                     self.reconnect();
                     next_reconnect = Some(self.env.now() + reconnect);
                 }
+                Some(ev) = streams.recv() => self.stream_event(ev),
+                res = self.udp.recv_from(&mut buf) => match res {
+                    Ok((n, from)) => self.core.handle_packet(self.env.now(), from, &buf[..n]),
+                    Err(e) => tracing::debug!(node = %self.opts.name, error = %e, "UDP receive failed"),
+                },
             }
             self.streams.retain(|t| !t.is_finished());
         }
@@ -411,8 +416,13 @@ impl<E: Env> Driver<E> {
                 }
             }
             Command::Leave(done) => {
-                self.core.leave(now);
-                self.leave_waiters.push(done);
+                if self.left {
+                    // Already gone: nothing more to wait for.
+                    let _ = done.send(());
+                } else {
+                    self.core.leave(now);
+                    self.leave_waiters.push(done);
+                }
             }
             Command::Members(reply) => {
                 let _ = reply.send(self.roster.members().cloned().collect());
@@ -519,6 +529,7 @@ impl<E: Env> Driver<E> {
                     self.ping_subs.retain(|s| s.send(p.clone()).is_ok());
                 }
                 Output::LeaveComplete => {
+                    self.left = true;
                     self.roster.local_left(self.env.now());
                     for w in self.leave_waiters.drain(..) {
                         let _ = w.send(());
@@ -555,8 +566,9 @@ async fn outgoing_stream<E: Env>(env: E, req: StreamRequest, tx: mpsc::Sender<St
 /// Reads exactly one memberlist stream message.
 async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<StreamMessage, String> {
     let mut buf = Vec::with_capacity(4096);
+    let mut decoder = wire::StreamDecoder::default();
     loop {
-        match wire::decode_stream(&buf) {
+        match decoder.decode(&buf) {
             Ok(Some((msg, _))) => return Ok(msg),
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),

@@ -60,14 +60,19 @@ pub struct Suspicion {
     /// The node's state-change time when the suspicion began; a timer that
     /// fires after the node changed state again is stale.
     pub state_change: Instant,
+    /// Whether some member actually probed the node and failed. A suspicion
+    /// learned only from another member's push/pull state is hearsay until
+    /// then.
+    witnessed: bool,
 }
 
 impl Suspicion {
-    /// A suspicion raised by `from` at `now`. With `k < 1` no confirmations
-    /// are expected and the minimum timeout applies at once.
-    pub fn new(from: Arc<str>, k: i64, min: Duration, max: Duration, now: Instant) -> Self {
-        let mut confirmations = HashSet::new();
-        confirmations.insert(from);
+    /// A suspicion raised by `from` at `now`, or learned as hearsay when
+    /// `from` is `None`. With `k < 1` no confirmations are expected and the
+    /// minimum timeout applies at once.
+    pub fn new(from: Option<Arc<str>>, k: i64, min: Duration, max: Duration, now: Instant) -> Self {
+        let witnessed = from.is_some();
+        let confirmations = from.into_iter().collect();
         let timeout = if k < 1 { min } else { max };
         Suspicion {
             k: k.max(0) as u32,
@@ -78,12 +83,20 @@ impl Suspicion {
             confirmations,
             deadline: now + timeout,
             state_change: now,
+            witnessed,
         }
     }
 
-    /// Records a confirmation from `from`. Returns true if it was new (and so
-    /// worth re-gossiping); the deadline moves earlier accordingly.
+    /// Records that `from` suspects the node too. Returns true if that is
+    /// news (and so worth re-gossiping). The first witness of a hearsay
+    /// suspicion becomes its origin; later independent witnesses are
+    /// confirmations and move the deadline earlier.
     pub fn confirm(&mut self, from: &Arc<str>) -> bool {
+        if !self.witnessed {
+            self.witnessed = true;
+            self.confirmations.insert(from.clone());
+            return true;
+        }
         if self.n >= self.k || self.confirmations.contains(from) {
             return false;
         }
@@ -96,6 +109,11 @@ impl Suspicion {
     /// Confirmations seen beyond the first suspector.
     pub fn confirmations(&self) -> u32 {
         self.n
+    }
+
+    /// Whether a member actually probed the node and failed.
+    pub fn witnessed(&self) -> bool {
+        self.witnessed
     }
 
     /// Confirmations expected before the timeout reaches its minimum.
@@ -148,7 +166,7 @@ mod tests {
     fn confirmations_shrink_the_deadline_once_per_member() {
         let t0 = Instant::ZERO;
         let (min, max) = (Duration::from_millis(500), Duration::from_secs(2));
-        let mut s = Suspicion::new("me".into(), 3, min, max, t0);
+        let mut s = Suspicion::new(Some("me".into()), 3, min, max, t0);
         assert_eq!(s.deadline, t0 + max);
         assert!(!s.confirm(&"me".into()));
         assert!(s.confirm(&"foo".into()));
@@ -161,9 +179,22 @@ mod tests {
     }
 
     #[test]
+    fn the_first_witness_of_hearsay_is_its_origin_not_a_confirmation() {
+        let t0 = Instant::ZERO;
+        let (min, max) = (Duration::from_millis(500), Duration::from_secs(2));
+        let mut s = Suspicion::new(None, 3, min, max, t0);
+        assert!(!s.witnessed());
+        assert!(s.confirm(&"me".into()));
+        assert!(s.witnessed());
+        assert_eq!((s.confirmations(), s.deadline), (0, t0 + max));
+        assert!(s.confirm(&"other".into()));
+        assert_eq!(s.confirmations(), 1);
+    }
+
+    #[test]
     fn no_expected_confirmations_means_minimum_timeout() {
         let s = Suspicion::new(
-            "a".into(),
+            Some("a".into()),
             0,
             Duration::from_secs(1),
             Duration::from_secs(6),

@@ -110,7 +110,7 @@ impl Roster {
             n.name.clone(),
             Member {
                 name: n.name.clone(),
-                addr: n.addr,
+                addr: super::wire::canonical(n.addr),
                 tags,
                 status,
                 suspect,

@@ -29,6 +29,12 @@ pub const PROTOCOL_VERSION_MAX: u8 = 5;
 pub const COMPOUND_HEADER_OVERHEAD: usize = 2;
 /// Bytes memberlist reserves per part of a compound message.
 pub const COMPOUND_OVERHEAD: usize = 2;
+/// Most parts in a compound message. The format allows 255, but memberlist
+/// 0.2.2 computes `numParts*2` in 8 bits, so 128 or more parts are misread.
+pub const MAX_COMPOUND_PARTS: usize = 127;
+/// Longest node name we accept. memberlist sets none, but a name must fit in
+/// a packet with its metadata for its alive message to be gossiped at all.
+pub const MAX_NAME_LEN: usize = 512;
 /// Wrappers deeper than this (compressed compounds of compressed …) are refused.
 const MAX_WRAP_DEPTH: usize = 4;
 
@@ -350,24 +356,48 @@ fn ip_to_wire(ip: IpAddr) -> Vec<u8> {
     }
 }
 
+/// Reads an address as sent. A 16-byte IPv4-mapped address stays in that
+/// form (use [`canonical`] to send to it): memberlist compares addresses byte
+/// for byte, so re-encoding it in 4 bytes would look like another address
+/// to Go nodes, which then report a conflict and drop the message.
 fn ip_from_wire(b: &[u8], message: &'static str) -> Result<IpAddr, WireError> {
     match b.len() {
         4 => Ok(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
         16 => {
             let mut o = [0u8; 16];
             o.copy_from_slice(b);
-            let v6 = Ipv6Addr::from(o);
-            // Go's net.IP keeps IPv4 addresses in 16-byte form.
-            Ok(match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(v6),
-            })
+            Ok(IpAddr::V6(Ipv6Addr::from(o)))
         }
         n => Err(bad(
             message,
             format!("address has {n} bytes, expected 4 or 16"),
         )),
     }
+}
+
+/// The address to send to: IPv4-mapped IPv6 addresses (as Go writes IPv4
+/// in 16 bytes) become plain IPv4.
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
+    }
+}
+
+fn check_name(name: &str, message: &'static str) -> Result<(), WireError> {
+    if name.is_empty() {
+        return Err(bad(message, "no node name"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(bad(
+            message,
+            format!("node name is {} bytes, limit is {MAX_NAME_LEN}", name.len()),
+        ));
+    }
+    Ok(())
 }
 
 fn vsn_from_wire(b: &[u8], message: &'static str) -> Result<Option<Versions>, WireError> {
@@ -552,9 +582,10 @@ fn encode_push_pull(pp: &PushPull, out: &mut Vec<u8>) {
     out.extend_from_slice(&pp.user_state);
 }
 
-/// Appends a compound message holding `parts` (at most 255).
+/// Appends a compound message holding `parts` (at most
+/// [`MAX_COMPOUND_PARTS`], each under 64 KiB).
 pub fn encode_compound<B: AsRef<[u8]>>(parts: &[B], out: &mut Vec<u8>) {
-    debug_assert!(parts.len() <= u8::MAX as usize);
+    debug_assert!(parts.len() <= MAX_COMPOUND_PARTS);
     out.push(MessageType::Compound as u8);
     out.push(parts.len() as u8);
     for p in parts {
@@ -724,9 +755,7 @@ fn decode_inf(
         }
         Ok(true)
     })?;
-    if node.is_empty() {
-        return Err(bad(message, "no node name"));
-    }
+    check_name(node, message)?;
     Ok((inc, node.to_owned(), from.to_owned()))
 }
 
@@ -755,9 +784,7 @@ fn decode_alive(r: &mut Reader<'_>) -> Result<Alive, WireError> {
         }
         Ok(true)
     })?;
-    if node.is_empty() {
-        return Err(bad("alive", "no node name"));
-    }
+    check_name(node, "alive")?;
     let addr = addr.ok_or_else(|| bad("alive", "no address"))?;
     check_meta(meta, "alive")?;
     Ok(Alive {
@@ -786,9 +813,7 @@ fn decode_push_node(r: &mut Reader<'_>) -> Result<PushNodeState, WireError> {
         }
         Ok(true)
     })?;
-    if name.is_empty() {
-        return Err(bad(M, "no node name"));
-    }
+    check_name(name, M)?;
     let addr = addr.ok_or_else(|| bad(M, "no address"))?;
     check_meta(meta, M)?;
     Ok(PushNodeState {
@@ -823,7 +848,7 @@ fn decompress_body(r: &mut Reader<'_>, limit: usize) -> Result<Vec<u8>, WireErro
 
 fn lzw_decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
     let mut dec = weezl::decode::Decoder::new(weezl::BitOrder::Lsb, 8);
-    let mut out = Vec::with_capacity(input.len() * 3);
+    let mut out = Vec::with_capacity((input.len() * 3).min(limit));
     let mut chunk = [0u8; 4096];
     let mut rest = input;
     loop {
@@ -925,6 +950,104 @@ fn decode_compound(buf: &[u8], depth: usize, sink: &mut impl FnMut(Result<Messag
     }
 }
 
+/// Reads a push/pull header: (node count, user state length, join).
+fn read_push_pull_header(r: &mut Reader<'_>) -> Result<(usize, usize, bool), WireError> {
+    let (mut nodes, mut user_len, mut join) = (0usize, 0usize, false);
+    read_fields(r, "push/pull", |k, r| {
+        match k {
+            "Nodes" => nodes = r.read_u64()? as usize,
+            "UserStateLen" => user_len = r.read_u64()? as usize,
+            "Join" => join = r.read_bool()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    // Every entry takes well over 8 bytes; a count beyond that is a lie and
+    // must not size an allocation.
+    if nodes > MAX_PUSH_STATE_BYTES / 8 || user_len > MAX_PUSH_STATE_BYTES {
+        return Err(WireError::TooLarge {
+            limit: MAX_PUSH_STATE_BYTES,
+        });
+    }
+    Ok((nodes, user_len, join))
+}
+
+/// Reads one stream message as its bytes arrive. An uncompressed push/pull
+/// of thousands of nodes arrives in many reads; it is parsed node by node
+/// and never from the start again. (Compressed messages cost nothing to
+/// retry: their length is known from their first bytes.)
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    partial: Option<PartialPushPull>,
+}
+
+#[derive(Debug)]
+struct PartialPushPull {
+    join: bool,
+    expected: usize,
+    user_len: usize,
+    nodes: Vec<PushNodeState>,
+    pos: usize,
+}
+
+impl StreamDecoder {
+    /// Like [`decode_stream`], for a buffer that only ever grows between calls.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(StreamMessage, usize)>, WireError> {
+        if buf.first() != Some(&(MessageType::PushPull as u8)) {
+            return decode_stream(buf);
+        }
+        if buf.len() > MAX_PUSH_STATE_BYTES {
+            return Err(WireError::TooLarge {
+                limit: MAX_PUSH_STATE_BYTES,
+            });
+        }
+        let p = match self.partial.as_mut() {
+            Some(p) => p,
+            None => {
+                let mut r = Reader::new(&buf[1..]);
+                let (expected, user_len, join) = match read_push_pull_header(&mut r) {
+                    Err(WireError::Truncated) => return Ok(None),
+                    other => other?,
+                };
+                self.partial.insert(PartialPushPull {
+                    join,
+                    expected,
+                    user_len,
+                    nodes: Vec::with_capacity(expected.min(buf.len() / 8 + 1)),
+                    pos: 1 + r.position(),
+                })
+            }
+        };
+        while p.nodes.len() < p.expected {
+            let mut r = Reader::new(&buf[p.pos..]);
+            match decode_push_node(&mut r) {
+                Ok(n) => {
+                    p.pos += r.position();
+                    p.nodes.push(n);
+                }
+                Err(WireError::Truncated) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let end = p.pos + p.user_len;
+        if buf.len() < end {
+            return Ok(None);
+        }
+        let user_state = buf[p.pos..end].to_vec();
+        let Some(p) = self.partial.take() else {
+            return Ok(None);
+        };
+        Ok(Some((
+            StreamMessage::PushPull(PushPull {
+                join: p.join,
+                nodes: p.nodes,
+                user_state,
+            }),
+            end,
+        )))
+    }
+}
+
 /// Tries to read one whole stream message from the start of `buf`.
 ///
 /// Returns `Ok(None)` when `buf` is a valid prefix that needs more bytes,
@@ -980,23 +1103,7 @@ fn decode_stream_inner(buf: &[u8], depth: usize) -> Result<(StreamMessage, usize
             StreamMessage::User(r.take(len).map_err(malformed("user"))?.to_vec())
         }
         Some(MessageType::PushPull) => {
-            let (mut nodes, mut user_len, mut join) = (0usize, 0usize, false);
-            read_fields(&mut r, "push/pull", |k, r| {
-                match k {
-                    "Nodes" => nodes = r.read_u64()? as usize,
-                    "UserStateLen" => user_len = r.read_u64()? as usize,
-                    "Join" => join = r.read_bool()?,
-                    _ => return Ok(false),
-                }
-                Ok(true)
-            })?;
-            // Every entry takes well over 8 bytes; a count beyond that is a lie
-            // and must not size an allocation.
-            if nodes > MAX_PUSH_STATE_BYTES / 8 || user_len > MAX_PUSH_STATE_BYTES {
-                return Err(WireError::TooLarge {
-                    limit: MAX_PUSH_STATE_BYTES,
-                });
-            }
+            let (nodes, user_len, join) = read_push_pull_header(&mut r)?;
             let mut list = Vec::with_capacity(nodes.min(r.remaining().len() / 8 + 1));
             for _ in 0..nodes {
                 list.push(decode_push_node(&mut r)?);
@@ -1189,6 +1296,21 @@ mod tests {
         }
 
         #[test]
+        fn stream_decoder_matches_decode_stream_piece_by_piece(pp in arb_push_pull(), step in 1usize..64) {
+            let bytes = StreamMessage::PushPull(pp.clone()).to_bytes();
+            let mut dec = StreamDecoder::default();
+            let mut end = step.min(bytes.len());
+            let got = loop {
+                if let Some(m) = dec.decode(&bytes[..end]).unwrap() {
+                    break m;
+                }
+                prop_assert!(end < bytes.len(), "complete message not recognised");
+                end = (end + step).min(bytes.len());
+            };
+            prop_assert_eq!(got, (StreamMessage::PushPull(pp), bytes.len()));
+        }
+
+        #[test]
         fn stream_ping_ack_user_round_trip(seq in any::<u32>(), payload in proptest::collection::vec(any::<u8>(), 0..100)) {
             for msg in [
                 StreamMessage::Ping(Ping { seq_no: seq, node: "n".into(), source_addr: None, source_node: String::new() }),
@@ -1263,13 +1385,39 @@ mod tests {
     }
 
     #[test]
-    fn sixteen_byte_ipv4_reads_as_ipv4() {
-        let mapped = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets();
+    fn sixteen_byte_ipv4_is_kept_as_sent_and_sent_to_as_ipv4() {
+        let mapped = Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped();
+        let ip = ip_from_wire(&mapped.octets(), "t").unwrap();
+        assert_eq!(ip, IpAddr::V6(mapped));
         assert_eq!(
-            ip_from_wire(&mapped, "t").unwrap(),
-            IpAddr::from([10, 1, 2, 3])
+            canonical(SocketAddr::new(ip, 1)),
+            "10.1.2.3:1".parse().unwrap()
         );
         assert!(ip_from_wire(&[1, 2, 3], "t").is_err());
+        // Relaying a Go node's alive message keeps its 16-byte address.
+        let alive = Message::Alive(Alive {
+            incarnation: 1,
+            node: "go".into(),
+            addr: SocketAddr::new(ip, 7946),
+            meta: vec![],
+            vsn: None,
+        });
+        let bytes = alive.to_bytes();
+        assert!(bytes.windows(16).any(|w| w == mapped.octets()));
+        assert_eq!(collect(&bytes), vec![Ok(alive)]);
+    }
+
+    #[test]
+    fn long_names_are_refused() {
+        let msg = Message::Suspect(Suspect {
+            incarnation: 1,
+            node: "n".repeat(MAX_NAME_LEN + 1),
+            from: "x".into(),
+        });
+        assert!(matches!(
+            collect(&msg.to_bytes())[0],
+            Err(WireError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -49,6 +49,12 @@ func (events) NotifyUpdate(n *memberlist.Node) {
 	emit(map[string]interface{}{"event": "update", "node": n.Name})
 }
 
+type conflicts struct{}
+
+func (conflicts) NotifyConflict(existing, other *memberlist.Node) {
+	emit(map[string]interface{}{"event": "conflict", "node": existing.Name, "ours": existing.Address(), "theirs": other.Address()})
+}
+
 func main() {
 	name := flag.String("name", "go-peer", "node name")
 	bind := flag.String("bind", "127.0.0.1", "bind address")
@@ -75,6 +81,7 @@ func main() {
 	c.SuspicionMult = *suspicion
 	c.EnableCompression = *compress
 	c.Events = events{}
+	c.Conflict = conflicts{}
 	if !*verbose {
 		c.LogOutput = ioutil.Discard
 	}
