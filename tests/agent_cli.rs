@@ -1,0 +1,224 @@
+//! The `cairn` binary end to end: agents as processes on 127.0.0.1, the
+//! member table, the HTTP API, signals, and configuration errors.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// A port free for both UDP and TCP right now (gossip needs both).
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Agent {
+    child: Child,
+    http: String,
+    serf: u16,
+}
+
+impl Agent {
+    fn start(dir: &Path, name: &str, extra: &[String]) -> Agent {
+        let (serf, http) = (free_port(), free_port());
+        let config = dir.join(format!("{name}.hcl"));
+        std::fs::write(
+            &config,
+            "gossip_lan {\n  probe_interval = \"200ms\"\n  probe_timeout = \"100ms\"\n  gossip_interval = \"50ms\"\n}\n",
+        )
+        .expect("write config");
+        let child = Command::new(CAIRN)
+            .arg("agent")
+            .arg(format!("-node={name}"))
+            .arg("-bind=127.0.0.1")
+            .arg(format!("-serf-lan-port={serf}"))
+            .arg(format!("-http-port={http}"))
+            .arg(format!("-data-dir={}", dir.join(name).display()))
+            .arg(format!("-config-file={}", config.display()))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cairn agent");
+        Agent {
+            child,
+            http: format!("127.0.0.1:{http}"),
+            serf,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("agent did not exit within {within:?}");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cairn(args: &[&str]) -> Output {
+    Command::new(CAIRN).args(args).output().expect("run cairn")
+}
+
+fn members(http: &str) -> String {
+    let out = cairn(&["members", &format!("-http-addr={http}")]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `cairn members` until every `(node, status)` pair shows.
+fn wait_members(http: &str, want: &[(&str, &str)]) -> String {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let table = members(http);
+        let ok = want.iter().all(|(node, status)| {
+            table.lines().any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.first() == Some(node) && cols.get(2) == Some(status)
+            })
+        });
+        if ok {
+            return table;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {want:?}; last table:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn agents_form_a_cluster_and_leave_or_fail_as_signalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start(dir.path(), "a", &[]);
+    let join = vec![format!("-retry-join=127.0.0.1:{}", a.serf)];
+    let b = Agent::start(dir.path(), "b", &join);
+    let c = Agent::start(dir.path(), "c", &[]);
+    // c joins through the CLI, as `consul join` does.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cairn(&[
+            "join",
+            &format!("-http-addr={}", c.http),
+            &format!("127.0.0.1:{}", a.serf),
+        ]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "cairn join failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = wait_members(&a.http, &[("a", "alive"), ("b", "alive"), ("c", "alive")]);
+    let header = table.lines().next().unwrap_or("");
+    assert!(
+        header.starts_with("Node") && header.contains("Status") && header.contains("Protocol"),
+        "{table}"
+    );
+    assert!(
+        table.lines().nth(1).unwrap_or("").contains("client"),
+        "{table}"
+    );
+
+    // /v1/agent/self answers in Consul's shape, with the node ID kept on disk.
+    let body = http_get(&a.http, "/v1/agent/self");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["Config"]["NodeName"], "a");
+    assert_eq!(v["Config"]["Datacenter"], "dc1");
+    assert_eq!(v["Member"]["Status"], 1);
+    let id = std::fs::read_to_string(dir.path().join("a/node-id")).unwrap();
+    assert_eq!(v["Config"]["NodeID"], id.trim());
+
+    // SIGTERM: b leaves gracefully and exits 0; the others show it as left.
+    b.signal("-TERM");
+    let mut b = b;
+    assert_eq!(b.wait_exit(Duration::from_secs(10)), Some(0));
+    wait_members(&a.http, &[("b", "left")]);
+
+    // SIGKILL: c vanishes; a declares it failed.
+    c.signal("-KILL");
+    wait_members(&a.http, &[("c", "failed")]);
+    let filtered = cairn(&[
+        "members",
+        &format!("-http-addr={}", a.http),
+        "-status=failed",
+    ]);
+    let text = String::from_utf8_lossy(&filtered.stdout);
+    assert!(text.contains("c ") && !text.contains("\nb "), "{text}");
+
+    // `cairn leave` stops the last agent.
+    let out = cairn(&["leave", &format!("-http-addr={}", a.http)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut a = a;
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.json");
+    std::fs::write(&f, r#"{"node_name": "x", "ports": {"htp": 1}}"#).unwrap();
+    let out = cairn(&["agent", "-dev", &format!("-config-file={}", f.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.json") && err.contains("ports.htp") && err.contains("http"),
+        "{err}"
+    );
+
+    let out = cairn(&["agent", "-bind=0.0.0.0", "-data-dir=/tmp/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-advertise"));
+
+    let out = cairn(&["members", "-http-addr=127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent"));
+}
+
+/// A one-shot HTTP/1.1 GET with std (test harness only).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
