@@ -79,6 +79,23 @@ fn partitioned_node_is_declared_failed_then_refutes_after_heal() {
         .map(|e| e.node.as_str())
         .collect();
     assert_eq!(back.len(), 19, "all others see n19 again: {back:?}");
+    let last_back = trace
+        .events
+        .iter()
+        .filter(|e| e.member.as_deref() == Some("n19") && e.event == "joined" && e.at() > secs(45))
+        .map(|e| e.at())
+        .max()
+        .unwrap_or_default();
+    // n19 hears it is dead from the first node it pings, refutes, and the
+    // refutation spreads: seconds, not a reconnect period (30 s).
+    assert!(
+        last_back < secs(45 + 10),
+        "everyone took n19 back only at {last_back:?}"
+    );
+    eprintln!(
+        "all 19 took n19 back {:.2}s after the heal",
+        (last_back - secs(45)).as_secs_f64()
+    );
     // No one else was declared failed.
     let others: Vec<_> = trace
         .all("failed")

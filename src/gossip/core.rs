@@ -132,6 +132,8 @@ pub struct Stats {
     pub verifications: u64,
     /// Of those, answered (the suspect was alive after all).
     pub verifications_answered: u64,
+    /// Accused members that pinged us and were told of the accusation.
+    pub accusations_told: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -925,6 +927,25 @@ impl Swim {
         let to = p.source_addr.unwrap_or(from);
         let name = (!p.source_node.is_empty()).then_some(p.source_node);
         self.send_msg(to, name.as_deref(), &ack);
+        // Beyond memberlist: a ping from a member we hold suspect or dead
+        // proves it is alive and has not heard the accusation (say, it was
+        // cut off while it was declared dead, and the notices are spent).
+        // Tell it, so it refutes now rather than at the next reconnect.
+        let accused = name
+            .as_deref()
+            .and_then(|n| self.map.get(n))
+            .filter(|st| matches!(st.state, NodeStateKind::Suspect | NodeStateKind::Dead))
+            .filter(|st| wire::canonical(st.addr) == wire::canonical(to))
+            .map(|st| (st.pmax(), st.incarnation, st.name.to_string()));
+        if let Some((pmax, incarnation, node)) = accused {
+            self.stats.accusations_told += 1;
+            let s = Message::Suspect(Suspect {
+                incarnation,
+                node,
+                from: self.me.to_string(),
+            });
+            self.raw_send(to, Some(pmax), s.to_bytes());
+        }
     }
 
     fn handle_indirect_ping(&mut self, now: Instant, from: SocketAddr, ind: IndirectPing) {
