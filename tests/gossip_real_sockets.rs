@@ -1,5 +1,7 @@
 //! Gossip over real UDP and TCP sockets on 127.0.0.1.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,18 +9,6 @@ use std::time::Duration;
 use cairn::env::{Env, Task, TokioEnv};
 use cairn::gossip::{Config, EventKind, Gossip, GossipOptions, MemberEvent, MemberStatus};
 use tokio::sync::mpsc::UnboundedReceiver;
-
-/// memberlist's local preset, sped up so the test takes seconds.
-fn fast_config() -> Config {
-    Config {
-        probe_interval: Duration::from_millis(200),
-        probe_timeout: Duration::from_millis(100),
-        gossip_interval: Duration::from_millis(50),
-        push_pull_interval: Duration::from_secs(2),
-        suspicion_mult: 3,
-        ..Config::local()
-    }
-}
 
 /// Worst case for every member to declare a crashed member failed: a whole
 /// probe round before anyone probes it, the probe itself, the longest
@@ -95,7 +85,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_agents_converge_detect_a_crash_and_see_a_leave() {
     let env = TokioEnv::new();
-    let cfg = fast_config();
+    let cfg = common::fast_config();
     let mut nodes = Vec::new();
     for i in 0..5 {
         nodes.push(start(&env, i, &cfg).await);
@@ -202,7 +192,7 @@ async fn five_agents_converge_detect_a_crash_and_see_a_leave() {
 #[tokio::test]
 async fn join_to_a_dead_address_fails_clearly() {
     let env = TokioEnv::new();
-    let node = start(&env, 0, &fast_config()).await;
+    let node = start(&env, 0, &common::fast_config()).await;
     // Bind and drop a listener to get a port nobody answers on.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = l.local_addr().unwrap();

@@ -5,6 +5,8 @@
 //! same fast timing, memberlist's default LZW compression, and protocol
 //! version 2 with CRCs (Go speaks up to version 5).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -14,19 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn::env::{Env, Task, TokioEnv};
-use cairn::gossip::{Config, Gossip, GossipOptions, MemberStatus};
+use cairn::gossip::{Gossip, GossipOptions, MemberStatus};
 use serde_json::Value;
-
-fn fast_config() -> Config {
-    Config {
-        probe_interval: Duration::from_millis(200),
-        probe_timeout: Duration::from_millis(100),
-        gossip_interval: Duration::from_millis(50),
-        push_pull_interval: Duration::from_secs(2),
-        suspicion_mult: 3,
-        ..Config::local()
-    }
-}
 
 /// Builds the Go memberlist peer once per test binary.
 fn go_peer_binary() -> PathBuf {
@@ -170,7 +161,7 @@ impl Drop for GoPeer {
 
 async fn cairn_node(env: &TokioEnv, name: &str) -> (Gossip, Task) {
     for _ in 0..20 {
-        let opts = GossipOptions::new(name, "127.0.0.1:0".parse().unwrap(), fast_config());
+        let opts = GossipOptions::new(name, "127.0.0.1:0".parse().unwrap(), common::fast_config());
         if let Ok(started) = Gossip::start(env.clone(), opts).await {
             return started;
         }

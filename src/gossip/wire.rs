@@ -650,30 +650,54 @@ fn source(
     }
 }
 
+/// The optional `SourceAddr`, `SourcePort` and `SourceNode` fields that
+/// pings and indirect pings carry.
+#[derive(Default)]
+struct SourceFields<'a> {
+    addr: Option<&'a [u8]>,
+    port: u16,
+    node: &'a str,
+}
+
+impl<'a> SourceFields<'a> {
+    /// Reads `key` if it is a source field; false if it is another field.
+    fn read(&mut self, key: &str, r: &mut Reader<'a>) -> msgpack::Result<bool> {
+        match key {
+            "SourceAddr" => self.addr = Some(r.read_bytes()?),
+            "SourcePort" => self.port = r.read_u16()?,
+            "SourceNode" => self.node = r.read_str()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn finish(self, message: &'static str) -> Result<(Option<SocketAddr>, String), WireError> {
+        Ok((source(self.addr, self.port, message)?, self.node.to_owned()))
+    }
+}
+
 fn decode_ping(r: &mut Reader<'_>) -> Result<Ping, WireError> {
-    let (mut seq, mut node, mut saddr, mut sport, mut snode) = (0, "", None, 0, "");
+    let (mut seq, mut node, mut src) = (0, "", SourceFields::default());
     read_fields(r, "ping", |k, r| {
         match k {
             "SeqNo" => seq = r.read_u32()?,
             "Node" => node = r.read_str()?,
-            "SourceAddr" => saddr = Some(r.read_bytes()?),
-            "SourcePort" => sport = r.read_u16()?,
-            "SourceNode" => snode = r.read_str()?,
-            _ => return Ok(false),
+            _ => return src.read(k, r),
         }
         Ok(true)
     })?;
+    let (source_addr, source_node) = src.finish("ping")?;
     Ok(Ping {
         seq_no: seq,
         node: node.to_owned(),
-        source_addr: source(saddr, sport, "ping")?,
-        source_node: snode.to_owned(),
+        source_addr,
+        source_node,
     })
 }
 
 fn decode_indirect(r: &mut Reader<'_>) -> Result<IndirectPing, WireError> {
     let (mut seq, mut target, mut port, mut node, mut nack) = (0, None, 0, "", false);
-    let (mut saddr, mut sport, mut snode) = (None, 0, "");
+    let mut src = SourceFields::default();
     read_fields(r, "indirect ping", |k, r| {
         match k {
             "SeqNo" => seq = r.read_u32()?,
@@ -681,21 +705,19 @@ fn decode_indirect(r: &mut Reader<'_>) -> Result<IndirectPing, WireError> {
             "Port" => port = r.read_u16()?,
             "Node" => node = r.read_str()?,
             "Nack" => nack = r.read_bool()?,
-            "SourceAddr" => saddr = Some(r.read_bytes()?),
-            "SourcePort" => sport = r.read_u16()?,
-            "SourceNode" => snode = r.read_str()?,
-            _ => return Ok(false),
+            _ => return src.read(k, r),
         }
         Ok(true)
     })?;
     let target = target.ok_or_else(|| bad("indirect ping", "no target address"))?;
+    let (source_addr, source_node) = src.finish("indirect ping")?;
     Ok(IndirectPing {
         seq_no: seq,
         target: SocketAddr::new(ip_from_wire(target, "indirect ping")?, port),
         node: node.to_owned(),
         nack,
-        source_addr: source(saddr, sport, "indirect ping")?,
-        source_node: snode.to_owned(),
+        source_addr,
+        source_node,
     })
 }
 

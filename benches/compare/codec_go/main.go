@@ -1,8 +1,8 @@
 // Times memberlist's message encoding and decoding — the go-msgpack codec
 // with memberlist's struct shapes (field names and types as in memberlist's
-// net.go), compound framing as memberlist builds it — on the same packet
-// as cairn's examples/codec_speed.rs: a ping plus ten alive broadcasts,
-// encoded into a compound message and decoded back.
+// net.go), compound framing as memberlist builds it — on the same packet as
+// cairn's benches/gossip.rs (codec/compound_encode_decode): a ping plus ten
+// alive broadcasts, encoded into a compound message and decoded back.
 package main
 
 import (
