@@ -272,8 +272,11 @@ impl AgentConfig {
 
     /// Checks the combination of settings before the agent starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.node_name.is_empty() {
-            return Err(ConfigError("node_name must not be empty".into()));
+        if self.node_name.is_empty() || self.node_name.len() > crate::gossip::wire::MAX_NAME_LEN {
+            return Err(ConfigError(format!(
+                "node_name must be 1 to {} bytes long",
+                crate::gossip::wire::MAX_NAME_LEN
+            )));
         }
         if !valid_dns_label(&self.datacenter) {
             return Err(ConfigError(format!(

@@ -74,6 +74,8 @@ impl<E: Env> Agent<E> {
             .advertise_addr
             .map(|ip| SocketAddr::new(ip, config.ports.serf_lan));
         opts.meta = meta;
+        // Consul keeps failed members (and keeps trying them) for 72 hours.
+        opts.reconnect_timeout = Duration::from_secs(72 * 3600);
         let (gossip, gossip_task) = Gossip::start(env.clone(), opts).await?;
         tracing::info!(node = %config.node_name, id = %node_id, gossip = %gossip.addr(), "agent started");
 

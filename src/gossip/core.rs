@@ -28,7 +28,7 @@ use super::lifeguard::{Awareness, Suspicion};
 use super::wire::{
     self, Ack, Alive, Dead, IndirectPing, Message, Nack, NodeStateKind, Ping, PushNodeState,
     PushPull, StreamMessage, Suspect, Versions, WireError, COMPOUND_HEADER_OVERHEAD,
-    COMPOUND_OVERHEAD, MAX_COMPOUND_PARTS, META_MAX_SIZE, PROTOCOL_VERSION_MAX,
+    COMPOUND_OVERHEAD, MAX_COMPOUND_PARTS, MAX_NAME_LEN, META_MAX_SIZE, PROTOCOL_VERSION_MAX,
     PROTOCOL_VERSION_MIN,
 };
 use crate::time::Instant;
@@ -62,6 +62,9 @@ pub enum SwimError {
     /// A node needs a name.
     #[error("node name must not be empty")]
     EmptyName,
+    /// A name other members would refuse.
+    #[error("node name is {0} bytes; the limit is {MAX_NAME_LEN}")]
+    NameTooLong(usize),
 }
 
 /// A stream the driver should open: connect to `to`, write `data`, and if
@@ -264,6 +267,9 @@ impl Swim {
         cfg.validate().map_err(SwimError::Config)?;
         if local.name.is_empty() {
             return Err(SwimError::EmptyName);
+        }
+        if local.name.len() > MAX_NAME_LEN {
+            return Err(SwimError::NameTooLong(local.name.len()));
         }
         if local.meta.len() > META_MAX_SIZE {
             return Err(SwimError::MetaTooLarge(local.meta.len()));

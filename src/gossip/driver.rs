@@ -374,7 +374,7 @@ impl<E: Env> Driver<E> {
                     // Every handle is gone: nobody can reach this node any more.
                     None => return,
                 },
-                                // Timers before sockets: a flood of packets must not stop
+                // Timers before sockets: a flood of packets must not stop
                 // probing, suspicion timeouts and gossip.
                 _ = sleep => self.core.handle_timeout(self.env.now()),
                 _ = reconnect_sleep => {
