@@ -1,6 +1,6 @@
 //! cairn-sim: the deterministic multi-datacenter simulator.
 //!
-//! Real cairn agents run as turmoil hosts on a [`SimEnv`](env::SimEnv); a
+//! Real cairn agents run as turmoil hosts on a [`SimEnv`]; a
 //! timed schedule injects faults; every membership change is recorded with
 //! its virtual time. Same scenario and seed, same trace, byte for byte.
 

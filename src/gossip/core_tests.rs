@@ -590,3 +590,44 @@ fn go_style_sixteen_byte_addresses_are_relayed_as_received() {
     }
     assert_eq!(sent_to, Some("10.9.9.9:7946".parse().unwrap()));
 }
+
+#[test]
+fn a_dead_nodes_name_is_reclaimed_only_after_the_reclaim_time() {
+    let cfg = Config {
+        dead_node_reclaim_time: secs(10),
+        ..Config::local()
+    };
+    let mut s = Swim::new(cfg, local("me", 0), 1, Instant::ZERO).unwrap();
+    let alive = |a, inc| {
+        Message::Alive(Alive {
+            incarnation: inc,
+            node: "x".into(),
+            addr: addr(a),
+            meta: vec![],
+            vsn: Some([1, 5, 2, 0, 0, 0]),
+        })
+        .to_bytes()
+    };
+    let dead = Message::Dead(Dead {
+        incarnation: 1,
+        node: "x".into(),
+        from: "y".into(),
+    })
+    .to_bytes();
+    let t = |s: u64| Instant::ZERO + secs(s);
+    s.handle_packet(t(0), addr(1), &alive(1, 1));
+    s.handle_packet(t(1), addr(1), &dead);
+    // Too early: another address claiming the name is a conflict.
+    s.handle_packet(t(5), addr(2), &alive(2, 1));
+    assert_eq!(
+        s.node("x").map(|n| (n.state, n.addr)),
+        Some((NodeStateKind::Dead, addr(1)))
+    );
+    assert_eq!(s.stats().address_conflicts, 1);
+    // After the reclaim time the name moves to the new address.
+    s.handle_packet(t(12), addr(2), &alive(2, 1));
+    assert_eq!(
+        s.node("x").map(|n| (n.state, n.addr)),
+        Some((NodeStateKind::Alive, addr(2)))
+    );
+}
