@@ -10,6 +10,7 @@ pub mod checks;
 pub mod cluster;
 pub mod env;
 pub mod scenario;
+pub mod tomography;
 pub mod trace;
 
 pub use cluster::{run_cluster, Action, ClusterSpec, RunOutput, SimError, TimedAction};

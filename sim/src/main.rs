@@ -40,6 +40,40 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Replay RTT observations through Vivaldi clients and score the
+    /// coordinates against a latency matrix (the Serf harness's CSV format).
+    Tomography(TomographyArgs),
+}
+
+#[derive(clap::Args)]
+struct TomographyArgs {
+    /// Latency matrix CSV (a,b,rtt_ms).
+    #[arg(long)]
+    matrix: PathBuf,
+    /// Observation stream (format v1); without it one is generated from --seed.
+    #[arg(long)]
+    observations: Option<PathBuf>,
+    /// Seed of the generated stream (as gen_observations.py --seed).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Rounds of the generated stream.
+    #[arg(long, default_value_t = 200)]
+    rounds: u32,
+    /// Algorithms to evaluate, comma-separated: default, serf.
+    #[arg(long, default_value = "default,serf", value_delimiter = ',')]
+    algorithm: Vec<String>,
+    /// Checkpoint every K completed rounds.
+    #[arg(long, default_value_t = 10)]
+    checkpoint: u32,
+    /// Timing replays per algorithm (0: skip timing).
+    #[arg(long, default_value_t = 5)]
+    timing_reps: usize,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Accept a stream generated from another matrix.
+    #[arg(long)]
+    no_sha_check: bool,
 }
 
 #[derive(Serialize)]
@@ -63,14 +97,17 @@ struct Summary<'a> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Cmd::Run {
-        file,
-        seed,
-        out,
-        check_determinism,
-        quiet,
-    } = cli.cmd;
-    match run(&file, seed, out, check_determinism, quiet) {
+    let result = match cli.cmd {
+        Cmd::Run {
+            file,
+            seed,
+            out,
+            check_determinism,
+            quiet,
+        } => run(&file, seed, out, check_determinism, quiet),
+        Cmd::Tomography(t) => tomography(&t),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -181,4 +218,78 @@ fn run(
         dir.display()
     );
     Ok(passed)
+}
+
+fn tomography(a: &TomographyArgs) -> anyhow::Result<bool> {
+    use cairn::coordinate::Config;
+    use cairn_sim::tomography::{self, Matrix, Noise, Stream};
+    let m = Matrix::load(&a.matrix)?;
+    let algos: Vec<(String, Config)> = a
+        .algorithm
+        .iter()
+        .map(|n| {
+            Config::named(n).map(|c| (n.clone(), c)).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown algorithm {n:?} (known: {})",
+                    Config::NAMES.join(", ")
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", a.out.display()))?;
+    let stem = m.name.trim_end_matches(".csv").to_string();
+    let (stream, stream_name) = match &a.observations {
+        Some(p) => {
+            let s = Stream::load(p, m.nodes)?;
+            if let Some(sha) = &s.matrix_sha256 {
+                if *sha != m.sha256 && !a.no_sha_check {
+                    anyhow::bail!(
+                        "{} was generated from another matrix (sha256 {sha}, {} has {}); pass --no-sha-check to use it anyway",
+                        p.display(),
+                        m.name,
+                        m.sha256
+                    );
+                }
+            }
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (s, name)
+        }
+        None => {
+            let text = tomography::generate(&m, a.seed, a.rounds, &Noise::default());
+            let name = format!("{stem}.seed{}.R{}.txt", a.seed, a.rounds);
+            let path = a.out.join(&name);
+            std::fs::write(&path, &text)?;
+            (Stream::parse(&name, text.as_bytes(), m.nodes)?, name)
+        }
+    };
+    eprintln!(
+        "{}: {} nodes, {} pairs; {} observations",
+        m.name,
+        m.nodes,
+        m.pairs.len(),
+        stream.observations.len()
+    );
+    println!("algorithm  median_rel_err  p90_rel_err  p99_rel_err  mean_abs_ms  ns_per_update");
+    for (name, cfg) in &algos {
+        let r = tomography::replay(&m, &stream, name, cfg, a.checkpoint, a.seed);
+        let ns = (a.timing_reps > 0)
+            .then(|| tomography::time_per_update(&m, &stream, cfg, a.seed, a.timing_reps));
+        let csv = tomography::to_csv(&r, &m, &stream, &stream_name, cfg, a.checkpoint, ns);
+        std::fs::write(a.out.join(format!("{stem}.{name}.csv")), csv)?;
+        if let Some(last) = r.checkpoints.last() {
+            println!(
+                "{name:<10} {:>14.4} {:>12.4} {:>12.4} {:>12.3} {:>14}",
+                last.median,
+                last.p90,
+                last.p99,
+                last.mean_abs_ms,
+                ns.map_or("-".into(), |n| format!("{n:.1}"))
+            );
+        }
+    }
+    Ok(true)
 }

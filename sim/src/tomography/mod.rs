@@ -1,0 +1,13 @@
+//! Network tomography evaluation: replay measured-latency observation
+//! streams through cairn's Vivaldi clients and score the coordinates
+//! against the full matrix, in the same format as the Serf reference
+//! harness (`shared/anchors/serf-vivaldi`).
+
+pub mod matrix;
+pub mod pyrandom;
+pub mod replay;
+pub mod stream;
+
+pub use matrix::{Matrix, MatrixError, Pair};
+pub use replay::{percentile, replay, time_per_update, to_csv, Checkpoint, Replay};
+pub use stream::{generate, Noise, Observation, Stream, StreamError};
