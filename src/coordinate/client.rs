@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::Duration;
 
-use super::{euclid, Config, Coordinate, UpdateRule, ZERO_THRESHOLD};
+use super::{euclid, Config, Coordinate, MAX_DIMENSIONS, ZERO_THRESHOLD};
 
 /// RTTs above this are refused (Serf's limit).
 const MAX_RTT: Duration = Duration::from_secs(10);
@@ -23,8 +23,8 @@ pub enum UpdateError {
     /// The peer's coordinate has a NaN or infinite component.
     #[error("peer coordinate is invalid (not finite)")]
     Invalid,
-    /// The RTT is negative or above ten seconds.
-    #[error("round-trip time {0:?} is outside 0..=10s")]
+    /// The RTT is above ten seconds.
+    #[error("round-trip time {0:?} is above the 10 s limit")]
     Rtt(Duration),
 }
 
@@ -35,8 +35,19 @@ pub struct ClientStats {
     pub updates: u64,
     /// Observations refused.
     pub refused: u64,
+    /// Observations whose RTT was clipped as a spike.
+    pub clipped: u64,
     /// Times the coordinate became invalid and was reset to the origin.
     pub resets: u64,
+}
+
+/// Recent samples for mini-batch updates: peer vectors in one flat buffer,
+/// and per sample (height, adjustment, rtt).
+#[derive(Debug, Clone, Default)]
+struct Window {
+    vecs: Vec<f64>,
+    meta: Vec<(f64, f64, f64)>,
+    next: usize,
 }
 
 /// A node's Vivaldi state. `K` names peers (node names in an agent, integer
@@ -44,25 +55,29 @@ pub struct ClientStats {
 #[derive(Debug, Clone)]
 pub struct Client<K> {
     cfg: Config,
+    /// The coordinate peers update against.
     coord: Coordinate,
-    origin: Coordinate,
+    /// The coordinate to estimate with (smoothed `coord`).
+    estimate: Coordinate,
     adjustment_samples: Vec<f64>,
     adjustment_index: usize,
+    window: Window,
     filters: HashMap<K, Vec<f64>>,
     rng: u64,
     stats: ClientStats,
 }
 
 impl<K: Hash + Eq + Clone> Client<K> {
-    /// A client at the origin. `seed` drives the rare random choice (the
+    /// A client at the origin. `seed` drives the one random choice (the
     /// direction to move when two coordinates coincide).
     pub fn new(cfg: Config, seed: u64) -> Result<Self, String> {
         cfg.validate()?;
         Ok(Client {
             coord: Coordinate::origin(&cfg),
-            origin: Coordinate::origin(&cfg),
+            estimate: Coordinate::origin(&cfg),
             adjustment_samples: vec![0.0; cfg.adjustment_window],
             adjustment_index: 0,
+            window: Window::default(),
             filters: HashMap::new(),
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
             stats: ClientStats::default(),
@@ -75,20 +90,22 @@ impl<K: Hash + Eq + Clone> Client<K> {
         &self.cfg
     }
 
-    /// This node's coordinate.
+    /// The coordinate peers should update against (sent in gossip acks).
     pub fn coordinate(&self) -> &Coordinate {
         &self.coord
     }
 
-    /// The coordinate to estimate distances with (what an application or the
-    /// catalog should use).
+    /// The coordinate to estimate RTTs with (what the catalog, the API and
+    /// `cairn rtt` use). Equal to [`coordinate`](Self::coordinate) unless
+    /// the configuration smooths it.
     pub fn estimate(&self) -> &Coordinate {
-        &self.coord
+        &self.estimate
     }
 
     /// Replaces the coordinate (say, one persisted across a restart).
     pub fn set_coordinate(&mut self, c: Coordinate) -> Result<(), UpdateError> {
         self.check(&c)?;
+        self.estimate = c.clone();
         self.coord = c;
         Ok(())
     }
@@ -103,9 +120,10 @@ impl<K: Hash + Eq + Clone> Client<K> {
         self.filters.remove(peer);
     }
 
-    /// The estimated RTT from this node to a node at `other`.
+    /// The estimated RTT from this node to a node whose estimate coordinate
+    /// is `other`.
     pub fn distance_to(&self, other: &Coordinate) -> Duration {
-        self.coord.distance_to(other)
+        self.estimate.distance_to(other)
     }
 
     fn check(&self, other: &Coordinate) -> Result<(), UpdateError> {
@@ -122,35 +140,47 @@ impl<K: Hash + Eq + Clone> Client<K> {
     }
 
     /// Applies one observation: `peer`, at coordinate `other`, answered in
-    /// `rtt`. Returns the new coordinate.
+    /// `rtt`. Returns the new coordinate; a refused observation changes
+    /// nothing.
     pub fn update(
         &mut self,
         peer: &K,
         other: &Coordinate,
         rtt: Duration,
     ) -> Result<&Coordinate, UpdateError> {
-        if let Err(e) = self.check(other).and_then(|()| {
+        let checked = self.check(other).and_then(|()| {
             if rtt > MAX_RTT {
                 Err(UpdateError::Rtt(rtt))
             } else {
                 Ok(())
             }
-        }) {
+        });
+        if let Err(e) = checked {
             self.stats.refused += 1;
             return Err(e);
         }
-        let rtt = self.latency_filter(peer, rtt.as_secs_f64());
-        match self.cfg.rule {
-            UpdateRule::Spring => {
-                self.update_vivaldi(other, rtt);
-                self.update_adjustment(other, rtt);
-                self.update_gravity();
+        let mut rtt = self.latency_filter(peer, rtt.as_secs_f64());
+        if let Some(clip) = self.cfg.spike_clip {
+            // Only upward: queueing and retransmission only ever add delay,
+            // and a measurement far below the estimate is the very evidence
+            // that two nodes sit closer than their coordinates say.
+            let d = self.coord.distance_secs(other).max(ZERO_THRESHOLD);
+            let bound = d * (clip.base + clip.error_scale * self.coord.error);
+            if rtt > bound {
+                rtt = bound;
+                self.stats.clipped += 1;
             }
         }
+        self.update_vivaldi(other, rtt);
+        self.update_adjustment(other, rtt);
+        self.update_gravity();
         if !self.coord.is_valid() {
             self.stats.resets += 1;
             self.coord = Coordinate::origin(&self.cfg);
+            self.estimate = self.coord.clone();
+            self.window = Window::default();
         }
+        self.smooth();
         self.stats.updates += 1;
         Ok(&self.coord)
     }
@@ -169,11 +199,27 @@ impl<K: Hash + Eq + Clone> Client<K> {
             samples.remove(0);
         }
         samples.push(rtt);
+        // validate() bounds the filter at 16 samples.
         let mut sorted = [0f64; 16];
-        let n = samples.len().min(sorted.len());
-        sorted[..n].copy_from_slice(&samples[samples.len() - n..]);
+        let n = samples.len();
+        sorted[..n].copy_from_slice(samples);
         sorted[..n].sort_by(f64::total_cmp);
         sorted[n / 2]
+    }
+
+    fn smooth(&mut self) {
+        let Some(s) = self.cfg.smoothing else {
+            self.estimate.clone_from(&self.coord);
+            return;
+        };
+        let unsure = (self.coord.error / self.cfg.error_max).powf(s.confidence_power);
+        let a = s.weight.max(unsure).min(1.0);
+        for (e, c) in self.estimate.vec.iter_mut().zip(&self.coord.vec) {
+            *e += a * (c - *e);
+        }
+        self.estimate.height += a * (self.coord.height - self.estimate.height);
+        self.estimate.adjustment += a * (self.coord.adjustment - self.estimate.adjustment);
+        self.estimate.error = self.coord.error;
     }
 
     fn update_vivaldi(&mut self, other: &Coordinate, rtt: f64) {
@@ -185,8 +231,65 @@ impl<K: Hash + Eq + Clone> Client<K> {
         self.coord.error = (self.cfg.ce * weight * wrongness
             + self.coord.error * (1.0 - self.cfg.ce * weight))
             .min(self.cfg.error_max);
-        let force = self.cfg.cc * weight * (rtt - dist);
-        self.apply_force(force, other.vec.as_slice(), other.height);
+        let gain = self.cfg.cc * weight;
+        if self.cfg.window > 1 {
+            self.remember(other, rtt);
+            if self.apply_window_force(gain) {
+                return;
+            }
+        }
+        self.apply_force(gain * (rtt - dist), &other.vec, other.height);
+    }
+
+    fn remember(&mut self, other: &Coordinate, rtt: f64) {
+        let dim = self.coord.vec.len();
+        let w = &mut self.window;
+        let sample = (other.height, other.adjustment, rtt);
+        if w.meta.len() < self.cfg.window {
+            w.vecs.extend_from_slice(&other.vec);
+            w.meta.push(sample);
+        } else {
+            let k = w.next;
+            w.vecs[k * dim..(k + 1) * dim].copy_from_slice(&other.vec);
+            w.meta[k] = sample;
+        }
+        w.next = (w.next + 1) % self.cfg.window;
+    }
+
+    /// Moves by `gain` times the mean spring force over the remembered
+    /// samples: Vivaldi's descent step on a mini-batch instead of a single
+    /// sample, which averages away most of the measurement noise. Returns
+    /// false if no sample gives a direction (all coincide with us).
+    fn apply_window_force(&mut self, gain: f64) -> bool {
+        let dim = self.coord.vec.len();
+        let mut acc = [0f64; MAX_DIMENSIONS];
+        let mut acc_height = 0.0;
+        let mut used = 0usize;
+        let (h, adj) = (self.coord.height, self.coord.adjustment);
+        for (k, &(hk, ak, rk)) in self.window.meta.iter().enumerate() {
+            let pv = &self.window.vecs[k * dim..(k + 1) * dim];
+            let mag = euclid(&self.coord.vec, pv);
+            if mag <= ZERO_THRESHOLD {
+                continue;
+            }
+            let raw = mag + h + hk;
+            let adjusted = raw + adj + ak;
+            let f = rk - if adjusted > 0.0 { adjusted } else { raw };
+            for (a, (x, p)) in acc.iter_mut().zip(self.coord.vec.iter().zip(pv)) {
+                *a += (x - p) / mag * f;
+            }
+            acc_height += (h + hk) * f / mag;
+            used += 1;
+        }
+        if used == 0 {
+            return false;
+        }
+        let scale = gain / self.window.meta.len() as f64;
+        for (v, a) in self.coord.vec.iter_mut().zip(&acc[..dim]) {
+            *v += a * scale;
+        }
+        self.coord.height = (h + acc_height * scale).max(self.cfg.height_min);
+        true
     }
 
     fn update_adjustment(&mut self, other: &Coordinate, rtt: f64) {
@@ -200,19 +303,21 @@ impl<K: Hash + Eq + Clone> Client<K> {
     }
 
     fn update_gravity(&mut self) {
-        let dist = self.origin.distance_secs(&self.coord);
+        // The origin: zero vector, minimal height, no adjustment.
+        let mag = self.coord.vec.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let raw = mag + self.cfg.height_min + self.coord.height;
+        let adjusted = raw + self.coord.adjustment;
+        let dist = if adjusted > 0.0 { adjusted } else { raw };
         let force = -(dist / self.cfg.gravity_rho).powi(2);
-        let origin = std::mem::take(&mut self.origin.vec);
-        let h = self.origin.height;
-        self.apply_force(force, &origin, h);
-        self.origin.vec = origin;
+        let origin = [0f64; MAX_DIMENSIONS];
+        let dim = self.coord.vec.len();
+        self.apply_force(force, &origin[..dim], self.cfg.height_min);
     }
 
     /// Moves the coordinate by `force` along the unit vector from `at`, and
     /// its height in proportion (Serf's `ApplyForce`).
     fn apply_force(&mut self, force: f64, at: &[f64], at_height: f64) {
         let mag = euclid(&self.coord.vec, at);
-        let dim = self.coord.vec.len();
         if mag > ZERO_THRESHOLD {
             for (v, a) in self.coord.vec.iter_mut().zip(at) {
                 *v += (*v - a) / mag * force;
@@ -221,21 +326,20 @@ impl<K: Hash + Eq + Clone> Client<K> {
             self.coord.height = h.max(self.cfg.height_min);
             return;
         }
-        // Coincident: push in a random direction, height unchanged.
-        let mut unit = vec![0.0; dim];
-        for u in unit.iter_mut() {
+        // Coincident: push in a random direction; the height stays.
+        let dim = self.coord.vec.len();
+        let mut unit = [0f64; MAX_DIMENSIONS];
+        for u in unit[..dim].iter_mut() {
             *u = self.next_f64() - 0.5;
         }
-        let m = unit.iter().map(|u| u * u).sum::<f64>().sqrt();
+        let m = unit[..dim].iter().map(|u| u * u).sum::<f64>().sqrt();
         if m > ZERO_THRESHOLD {
-            for u in unit.iter_mut() {
-                *u /= m;
-            }
+            unit[..dim].iter_mut().for_each(|u| *u /= m);
         } else {
-            unit.fill(0.0);
+            unit[..dim].fill(0.0);
             unit[0] = 1.0;
         }
-        for (v, u) in self.coord.vec.iter_mut().zip(&unit) {
+        for (v, u) in self.coord.vec.iter_mut().zip(&unit[..dim]) {
             *v += u * force;
         }
     }

@@ -6,18 +6,39 @@
 //! RTT estimate by [`Coordinate::distance_to`].
 //!
 //! Two algorithms share the client. [`Config::serf`] is HashiCorp Serf's
-//! Vivaldi (the one Consul uses), reproduced to compare honestly against.
-//! [`Config::default`] is cairn's, which differs where Serf's estimates fail
-//! on measured Internet latencies; see [`Config`] for each change.
+//! Vivaldi (the one Consul uses), reproduced to compare against honestly.
+//! [`Config::default`] is cairn's, which keeps Serf's model (Euclidean vector
+//! plus height plus adjustment) and changes how observations move it, where
+//! Serf's estimates fail on measured Internet latencies:
+//!
+//! * **Spikes.** A measurement far above the current estimate is clipped
+//!   (delay only ever inflates an RTT). Serf relies on a per-peer median of 3,
+//!   which never engages when peers are sampled at random from hundreds, so
+//!   one 10x spike throws a coordinate across the map.
+//! * **Jitter.** Every measurement carries noise, and single-sample updates
+//!   turn it into coordinate jitter; nearby nodes jittering in random
+//!   directions look far apart, so short links are grossly overestimated
+//!   (Serf: +100 % and more below 20 ms). cairn moves on the mean force over
+//!   its last few samples (mini-batch instead of single-sample descent), and
+//!   estimates with a smoothed copy of the coordinate, smoothed only once the
+//!   node is confident, so convergence is not slowed.
+//!
+//! Measured on the PlanetLab and WonderProxy matrices (200 rounds, the Serf
+//! harness's observation streams): median error 0.6x and 90th percentile
+//! 0.45x Serf's; see `cairn-sim tomography`.
 
 mod client;
 mod payload;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::time::Duration;
 
 pub use client::{Client, ClientStats, UpdateError};
-pub use payload::{decode_ping_payload, encode_ping_payload, PayloadError, PING_PAYLOAD_VERSION};
+pub use payload::{
+    decode_ping_payload, encode_ping_payload, PayloadError, PingPayload, PING_PAYLOAD_VERSION,
+};
 
 /// Values below this (seconds) count as zero, as in Serf.
 pub(crate) const ZERO_THRESHOLD: f64 = 1.0e-6;
@@ -110,10 +131,29 @@ pub(crate) fn euclid(a: &[f64], b: &[f64]) -> f64 {
         .sqrt()
 }
 
-/// Tuning of the Vivaldi client.
-///
-/// The first block is Serf's configuration. The rest are cairn's changes,
-/// all off in [`Config::serf`].
+/// Clipping of measurements far above the current estimate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpikeClip {
+    /// Largest ratio of measured to estimated RTT taken at face value by a
+    /// fully confident node.
+    pub base: f64,
+    /// The ratio widens by this much per unit of the node's error estimate,
+    /// so an unsure node (far from its place) still moves quickly.
+    pub error_scale: f64,
+}
+
+/// Smoothing of the coordinate used for estimates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Smoothing {
+    /// Weight of each new position once the node is confident.
+    pub weight: f64,
+    /// The weight is at least `(error / error_max) ^ confidence_power`, so
+    /// an unsure node's estimate follows it at once.
+    pub confidence_power: f64,
+}
+
+/// Tuning of the Vivaldi client. The first block is Serf's configuration;
+/// the rest are cairn's changes, all off in [`Config::serf`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Dimensions of the Euclidean part (Serf: 8).
@@ -132,15 +172,14 @@ pub struct Config {
     pub latency_filter: usize,
     /// Gravity toward the origin: force -(d/rho)^2 (Serf: 150).
     pub gravity_rho: f64,
-    /// Which update rule moves the coordinate.
-    pub rule: UpdateRule,
-}
-
-/// How an observation moves the coordinate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum UpdateRule {
-    /// Serf: a spring force proportional to the absolute residual `rtt - d`.
-    Spring,
+    /// Recent samples (peer coordinate and RTT) the force is averaged over;
+    /// 1 moves on the newest sample alone (Serf).
+    pub window: usize,
+    /// Clipping of spikes (Serf: none).
+    pub spike_clip: Option<SpikeClip>,
+    /// Smoothing of the estimate coordinate (Serf: none, estimates use the
+    /// coordinate itself).
+    pub smoothing: Option<Smoothing>,
 }
 
 impl Config {
@@ -155,11 +194,13 @@ impl Config {
             height_min: 10.0e-6,
             latency_filter: 3,
             gravity_rho: 150.0,
-            rule: UpdateRule::Spring,
+            window: 1,
+            spike_clip: None,
+            smoothing: None,
         }
     }
 
-    /// The configuration named `name`: `serf` or `default`.
+    /// The configuration named `name`: `default` (or `cairn`) or `serf`.
     pub fn named(name: &str) -> Option<Self> {
         match name {
             "serf" => Some(Self::serf()),
@@ -173,8 +214,10 @@ impl Config {
 
     /// Checks the values.
     pub fn validate(&self) -> Result<(), String> {
-        if self.dimensionality == 0 || self.dimensionality > 64 {
-            return Err("dimensionality must be between 1 and 64".into());
+        if self.dimensionality == 0 || self.dimensionality > MAX_DIMENSIONS {
+            return Err(format!(
+                "dimensionality must be between 1 and {MAX_DIMENSIONS}"
+            ));
         }
         let positive = [
             ("error_max", self.error_max),
@@ -188,16 +231,54 @@ impl Config {
                 return Err(format!("{name} must be a positive number"));
             }
         }
-        if self.latency_filter == 0 {
-            return Err("latency_filter must be at least 1".into());
+        if self.latency_filter == 0 || self.latency_filter > 16 {
+            return Err("latency_filter must be between 1 and 16".into());
+        }
+        if self.window == 0 || self.window > 256 {
+            return Err("window must be between 1 and 256".into());
+        }
+        if let Some(c) = self.spike_clip {
+            if !(c.base >= 1.0
+                && c.error_scale >= 0.0
+                && c.base.is_finite()
+                && c.error_scale.is_finite())
+            {
+                return Err("spike clip needs base >= 1 and error_scale >= 0".into());
+            }
+        }
+        if let Some(s) = self.smoothing {
+            if !(s.weight > 0.0
+                && s.weight <= 1.0
+                && s.confidence_power >= 0.0
+                && s.confidence_power.is_finite())
+            {
+                return Err("smoothing weight must be in (0, 1] and confidence_power >= 0".into());
+            }
         }
         Ok(())
     }
 }
 
+/// Most dimensions a client (or a peer's coordinate) may have.
+pub const MAX_DIMENSIONS: usize = 64;
+
 impl Default for Config {
-    /// cairn's algorithm (see the field documentation for what differs).
+    /// cairn's algorithm: Serf's model and constants, with spike clipping,
+    /// mini-batch updates and a confidence-gated smoothed estimate.
     fn default() -> Self {
-        Self::serf()
+        Config {
+            cc: 0.5,
+            latency_filter: 1,
+            window: 8,
+            spike_clip: Some(SpikeClip {
+                base: 1.2,
+                error_scale: 1.0,
+            }),
+            smoothing: Some(Smoothing {
+                weight: 0.05,
+                confidence_power: 2.0,
+            }),
+            ..Self::serf()
+        }
     }
 }
