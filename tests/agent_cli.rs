@@ -156,6 +156,40 @@ fn agents_form_a_cluster_and_leave_or_fail_as_signalled() {
     assert_eq!(v["Member"]["Status"], 1);
     let id = std::fs::read_to_string(dir.path().join("a/node-id")).unwrap();
     assert_eq!(v["Config"]["NodeID"], id.trim());
+    assert_eq!(v["Coord"]["Vec"].as_array().map(Vec::len), Some(8), "{v}");
+
+    // Coordinates from probe round trips: `cairn rtt` estimates loopback RTTs.
+    let until = Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let out = cairn(&["rtt", &format!("-http-addr={}", a.http), "b", "c"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            break text;
+        }
+        assert!(
+            Instant::now() < until,
+            "no estimate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        line.starts_with("Estimated b <-> c rtt: ")
+            && line.trim_end().ends_with("ms (using LAN coordinates)"),
+        "{line}"
+    );
+    let ms: f64 = line
+        .split_whitespace()
+        .nth(5)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(f64::NAN);
+    assert!(ms > 0.0 && ms < 50.0, "loopback RTT estimated at {ms} ms");
+    let out = cairn(&["rtt", &format!("-http-addr={}", a.http), "b"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Estimated b <-> a rtt: "));
+    let out = cairn(&["rtt", &format!("-http-addr={}", a.http), "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("could not find a coordinate for node \"nobody\""));
 
     // SIGTERM: b leaves gracefully and exits 0; the others show it as left.
     b.signal("-TERM");

@@ -57,6 +57,7 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/agent/self", get(agent_self::<E>))
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))
+        .route("/v1/coordinate/nodes", get(coordinate_nodes::<E>))
         .fallback(not_found)
         .with_state(state)
 }
@@ -162,10 +163,60 @@ struct SelfConfig {
     version: String,
 }
 
+/// A network coordinate in Consul's JSON shape.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiCoord {
+    /// Euclidean part (seconds).
+    pub vec: Vec<f64>,
+    /// Relative error estimate.
+    pub error: f64,
+    /// Per-node offset (seconds).
+    pub adjustment: f64,
+    /// Height (seconds).
+    pub height: f64,
+}
+
+impl From<&crate::coordinate::Coordinate> for ApiCoord {
+    fn from(c: &crate::coordinate::Coordinate) -> Self {
+        ApiCoord {
+            vec: c.vec.clone(),
+            error: c.error,
+            adjustment: c.adjustment,
+            height: c.height,
+        }
+    }
+}
+
+impl From<ApiCoord> for crate::coordinate::Coordinate {
+    fn from(c: ApiCoord) -> Self {
+        crate::coordinate::Coordinate {
+            vec: c.vec,
+            error: c.error,
+            adjustment: c.adjustment,
+            height: c.height,
+        }
+    }
+}
+
+/// One entry of `/v1/coordinate/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiNodeCoord {
+    /// Node name.
+    pub node: String,
+    /// Network segment (always the default, empty).
+    #[serde(default)]
+    pub segment: String,
+    /// The node's coordinate.
+    pub coord: ApiCoord,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct SelfResponse {
     config: SelfConfig,
+    coord: Option<ApiCoord>,
     member: Option<ApiMember>,
     stats: BTreeMap<String, BTreeMap<String, String>>,
     meta: BTreeMap<String, String>,
@@ -176,6 +227,7 @@ async fn agent_self<E: Env>(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let members = s.gossip.members().await.map_err(internal)?;
     let stats = s.gossip.stats().await.map_err(internal)?;
+    let coords = s.gossip.coordinates().await.map_err(internal)?;
     let me = members
         .iter()
         .find(|m| m.name == s.info.node_name)
@@ -206,6 +258,7 @@ async fn agent_self<E: Env>(
             server: false,
             version: s.info.version.clone(),
         },
+        coord: coords.local.as_ref().map(ApiCoord::from),
         member: me,
         stats: [
             ("agent".to_string(), agent),
@@ -215,6 +268,26 @@ async fn agent_self<E: Env>(
         meta: s.info.node_meta.clone(),
     };
     serde_json::to_value(body).map(Json).map_err(internal)
+}
+
+/// The LAN coordinates this agent has learned, its own included. (With
+/// servers, Consul answers this from the catalog; a cairn agent answers from
+/// what gossip told it until then.)
+async fn coordinate_nodes<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+) -> Result<Json<Vec<ApiNodeCoord>>, ApiError> {
+    let coords = s.gossip.coordinates().await.map_err(internal)?;
+    Ok(Json(
+        coords
+            .members
+            .iter()
+            .map(|(node, c)| ApiNodeCoord {
+                node: node.clone(),
+                segment: String::new(),
+                coord: ApiCoord::from(c),
+            })
+            .collect(),
+    ))
 }
 
 async fn join<E: Env>(

@@ -34,6 +34,9 @@ enum Cmd {
     Join(JoinArgs),
     /// Tell the local agent to leave the cluster gracefully and stop.
     Leave(HttpArgs),
+    /// Estimate the round-trip time between two nodes from their network
+    /// coordinates (the second defaults to the local agent's node).
+    Rtt(RttArgs),
     /// Print the version.
     Version,
 }
@@ -126,6 +129,16 @@ struct MembersArgs {
 }
 
 #[derive(Args, Debug)]
+struct RttArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// The first node.
+    node_a: String,
+    /// The second node (default: the agent's own).
+    node_b: Option<String>,
+}
+
+#[derive(Args, Debug)]
 struct JoinArgs {
     #[command(flatten)]
     http: HttpArgs,
@@ -202,6 +215,7 @@ pub fn main() -> ExitCode {
             Cmd::Members(m) => members::run(m).await,
             Cmd::Join(j) => run_join(j).await,
             Cmd::Leave(h) => run_leave(h).await,
+            Cmd::Rtt(r) => run_rtt(r).await,
             Cmd::Version => {
                 println!("cairn v{VERSION}");
                 Ok(())
@@ -359,6 +373,44 @@ async fn run_join(j: JoinArgs) -> anyhow::Result<()> {
         anyhow::bail!("could not join any of {:?}", j.addresses);
     }
     println!("Successfully joined cluster by contacting {joined} nodes.");
+    Ok(())
+}
+
+async fn run_rtt(r: RttArgs) -> anyhow::Result<()> {
+    use crate::api::ApiNodeCoord;
+    let env = TokioEnv::new();
+    let addr = client::parse_addr(&env, &r.http.addr()).await?;
+    let node_b = match r.node_b {
+        Some(b) => b,
+        None => {
+            let me: serde_json::Value = client::get_json(&env, addr, "/v1/agent/self").await?;
+            me["Config"]["NodeName"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("the agent did not say its node name"))?
+                .to_string()
+        }
+    };
+    let coords: Vec<ApiNodeCoord> = client::get_json(&env, addr, "/v1/coordinate/nodes").await?;
+    let find = |n: &str| {
+        coords
+            .iter()
+            .find(|c| c.node == n)
+            .map(|c| crate::coordinate::Coordinate::from(c.coord.clone()))
+            .ok_or_else(|| anyhow::anyhow!("could not find a coordinate for node {n:?}"))
+    };
+    let (a, b) = (find(&r.node_a)?, find(&node_b)?);
+    if !a.is_compatible_with(&b) {
+        anyhow::bail!(
+            "the coordinates of {} and {node_b} have different dimensions",
+            r.node_a
+        );
+    }
+    let rtt = a.distance_to(&b);
+    println!(
+        "Estimated {} <-> {node_b} rtt: {:.3} ms (using LAN coordinates)",
+        r.node_a,
+        rtt.as_secs_f64() * 1000.0
+    );
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //! failed member, so a healed partition merges again even after both sides
 //! have forgotten each other.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use super::event::{MemberEvent, PingComplete};
 use super::roster::{Member, Roster};
 use super::wire::{self, ErrResp, StreamMessage};
 use super::Config;
+use crate::coordinate::{self, Client as VivaldiClient, Coordinate};
 use crate::env::{timeout_at, Env, Task, TcpListener, UdpSocket};
 use crate::time::Instant;
 
@@ -50,6 +51,8 @@ pub struct GossipOptions {
     pub reconnect_timeout: Duration,
     /// How long a member that left is kept in the member list.
     pub tombstone_timeout: Duration,
+    /// Network coordinates learned from probe round trips (`None`: off).
+    pub coordinates: Option<coordinate::Config>,
 }
 
 impl GossipOptions {
@@ -64,6 +67,7 @@ impl GossipOptions {
             reconnect_interval: Duration::from_secs(30),
             reconnect_timeout: Duration::from_secs(24 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
+            coordinates: Some(coordinate::Config::default()),
         }
     }
 }
@@ -118,6 +122,7 @@ enum Command {
     SetAckPayload(Vec<u8>),
     SubscribeMembers(mpsc::UnboundedSender<MemberEvent>),
     SubscribePings(mpsc::UnboundedSender<PingComplete>),
+    Coordinates(oneshot::Sender<Coordinates>),
     Stats(oneshot::Sender<GossipStats>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -132,6 +137,16 @@ enum StreamEvent {
         msg: StreamMessage,
         reply: oneshot::Sender<Option<Vec<u8>>>,
     },
+}
+
+/// Network coordinates as a node knows them: its own, and every member's it
+/// has heard in an ack (estimate coordinates, for RTT estimates).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Coordinates {
+    /// This node's estimate coordinate (`None` when coordinates are off).
+    pub local: Option<Coordinate>,
+    /// Members' coordinates by node name, this node included.
+    pub members: BTreeMap<String, Coordinate>,
 }
 
 /// A handle on a running gossip node. Cheap to clone.
@@ -189,6 +204,13 @@ impl Gossip {
             opts.config.tcp_timeout,
         ));
         let rng = ChaCha8Rng::seed_from_u64(env.seed("gossip-reconnect"));
+        let vivaldi = match &opts.coordinates {
+            Some(cfg) => Some(
+                VivaldiClient::new(cfg.clone(), env.seed("vivaldi"))
+                    .map_err(|e| SwimError::Config(format!("coordinates: {e}")))?,
+            ),
+            None => None,
+        };
         let name: Arc<str> = Arc::from(opts.name.as_str());
         let driver = Driver {
             roster: Roster::new(&opts.name),
@@ -203,11 +225,15 @@ impl Gossip {
             next_join: 0,
             member_subs: Vec::new(),
             ping_subs: Vec::new(),
+            vivaldi,
+            coord_cache: BTreeMap::new(),
             leave_waiters: Vec::new(),
             left: false,
             rng,
             _accept: accept,
         };
+        let mut driver = driver;
+        driver.refresh_ack_payload();
         let task = env.spawn(driver.run(rx, stream_rx));
         Ok((
             Gossip {
@@ -297,6 +323,11 @@ impl Gossip {
         Ok(rx)
     }
 
+    /// This node's and its members' network coordinates.
+    pub async fn coordinates(&self) -> Result<Coordinates, GossipError> {
+        self.ask(Command::Coordinates).await
+    }
+
     /// Health and counters.
     pub async fn stats(&self) -> Result<GossipStats, GossipError> {
         self.ask(Command::Stats).await
@@ -323,6 +354,9 @@ struct Driver<E: Env> {
     next_join: u64,
     member_subs: Vec<mpsc::UnboundedSender<MemberEvent>>,
     ping_subs: Vec<mpsc::UnboundedSender<PingComplete>>,
+    vivaldi: Option<VivaldiClient<String>>,
+    /// Members' estimate coordinates, from their acks.
+    coord_cache: BTreeMap<String, Coordinate>,
     leave_waiters: Vec<oneshot::Sender<()>>,
     /// Our leave notice has spread.
     left: bool,
@@ -433,6 +467,14 @@ impl<E: Env> Driver<E> {
             Command::SetAckPayload(p) => self.core.set_ack_payload(p),
             Command::SubscribeMembers(tx) => self.member_subs.push(tx),
             Command::SubscribePings(tx) => self.ping_subs.push(tx),
+            Command::Coordinates(reply) => {
+                let local = self.vivaldi.as_ref().map(|v| v.estimate().clone());
+                let mut members = self.coord_cache.clone();
+                if let Some(c) = &local {
+                    members.insert(self.opts.name.clone(), c.clone());
+                }
+                let _ = reply.send(Coordinates { local, members });
+            }
             Command::Stats(reply) => {
                 let count = |s| self.roster.members().filter(|m| m.status == s).count();
                 use super::roster::MemberStatus as S;
@@ -485,15 +527,53 @@ impl<E: Env> Driver<E> {
         }
     }
 
+    /// Updates our coordinate from a completed probe (Serf's ping delegate).
+    fn learn_coordinate(&mut self, p: &PingComplete) {
+        let Some(vivaldi) = self.vivaldi.as_mut() else {
+            return;
+        };
+        let peer = match coordinate::decode_ping_payload(&p.payload) {
+            Ok(c) => c,
+            // Peers without coordinates (plain memberlist) send none.
+            Err(coordinate::PayloadError::Empty) => return,
+            Err(e) => {
+                tracing::debug!(node = %self.opts.name, peer = %p.node, error = %e, "ignoring a coordinate");
+                return;
+            }
+        };
+        if let Err(e) = vivaldi.update(&p.node, &peer.coordinate, p.rtt) {
+            tracing::debug!(node = %self.opts.name, peer = %p.node, error = %e, "coordinate update refused");
+            return;
+        }
+        self.coord_cache
+            .insert(p.node.clone(), peer.estimate().clone());
+        self.refresh_ack_payload();
+    }
+
+    /// Puts our current coordinate in the acks we send.
+    fn refresh_ack_payload(&mut self) {
+        if let Some(v) = &self.vivaldi {
+            let estimate = (v.estimate() != v.coordinate()).then(|| v.estimate());
+            self.core
+                .set_ack_payload(coordinate::encode_ping_payload(v.coordinate(), estimate));
+        }
+    }
+
     /// Serf's reconnect: try one random failed member again; reap members
     /// kept past their timeouts.
     fn reconnect(&mut self) {
         let now = self.env.now();
-        self.roster.reap(
+        let reaped = self.roster.reap(
             now,
             self.opts.reconnect_timeout,
             self.opts.tombstone_timeout,
         );
+        for gone in reaped {
+            self.coord_cache.remove(&gone);
+            if let Some(v) = self.vivaldi.as_mut() {
+                v.forget(&gone);
+            }
+        }
         let failed: Vec<SocketAddr> = self.roster.failed().map(|m| m.addr).collect();
         if failed.is_empty() {
             return;
@@ -526,6 +606,7 @@ impl<E: Env> Driver<E> {
                     self.member_subs.retain(|s| s.send(ev.clone()).is_ok());
                 }
                 Output::PingComplete(p) => {
+                    self.learn_coordinate(&p);
                     self.ping_subs.retain(|s| s.send(p.clone()).is_ok());
                 }
                 Output::LeaveComplete => {
