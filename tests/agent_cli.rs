@@ -116,7 +116,12 @@ fn wait_members(http: &str, want: &[(&str, &str)]) -> String {
 fn agents_form_a_cluster_and_leave_or_fail_as_signalled() {
     let dir = tempfile::tempdir().unwrap();
     let a = Agent::start(dir.path(), "a", &[]);
-    let join = vec![format!("-retry-join=127.0.0.1:{}", a.serf)];
+    // A short retry interval: under load `a` may not listen yet when `b`
+    // first tries, and the default interval is Consul's 30 s.
+    let join = vec![
+        format!("-retry-join=127.0.0.1:{}", a.serf),
+        "-retry-interval=200ms".to_string(),
+    ];
     let b = Agent::start(dir.path(), "b", &join);
     let c = Agent::start(dir.path(), "c", &[]);
     // c joins through the CLI, as `consul join` does.
