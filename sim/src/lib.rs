@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod cluster;
 pub mod env;
+pub mod plot;
 pub mod scenario;
 pub mod tomography;
 pub mod trace;

@@ -274,6 +274,7 @@ fn tomography(a: &TomographyArgs) -> anyhow::Result<bool> {
         stream.observations.len()
     );
     println!("algorithm  median_rel_err  p90_rel_err  p99_rel_err  mean_abs_ms  ns_per_update");
+    let mut replays = Vec::new();
     for (name, cfg) in &algos {
         let r = tomography::replay(&m, &stream, name, cfg, a.checkpoint, a.seed);
         let ns = (a.timing_reps > 0)
@@ -290,6 +291,11 @@ fn tomography(a: &TomographyArgs) -> anyhow::Result<bool> {
                 ns.map_or("-".into(), |n| format!("{n:.1}"))
             );
         }
+        replays.push(r);
+    }
+    match tomography::report::write_charts(&a.out, &stem, &replays) {
+        Ok(files) => eprintln!("charts: {} files in {}", files.len(), a.out.display()),
+        Err(e) => eprintln!("warning: no charts: {e}"),
     }
     Ok(true)
 }

@@ -155,3 +155,26 @@ fn the_default_beats_serf_beyond_the_gated_stream() {
         "subset: {b:?} vs {a:?}"
     );
 }
+
+/// The evaluation writes its charts, as PNG and SVG.
+#[test]
+fn charts_are_written() {
+    let m = Matrix::parse(
+        "tiny",
+        b"a,b,rtt_ms\n0,1,10\n0,2,20\n1,2,15\n0,3,40\n1,3,35\n2,3,30\n",
+    )
+    .unwrap();
+    let (s, _) = stream(&m, 1);
+    let replays: Vec<_> = [("serf", Config::serf()), ("default", Config::default())]
+        .iter()
+        .map(|(n, c)| tomography::replay(&m, &s, n, c, 50, 1))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let files = tomography::report::write_charts(dir.path(), "tiny", &replays)
+        .expect("charts (is a font installed?)");
+    assert_eq!(files.len(), 8);
+    for f in files {
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "{} is {len} bytes", f.display());
+    }
+}

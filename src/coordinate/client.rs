@@ -61,6 +61,7 @@ pub struct Client<K> {
     estimate: Coordinate,
     adjustment_samples: Vec<f64>,
     adjustment_index: usize,
+    adjustment_sum: f64,
     window: Window,
     filters: HashMap<K, Vec<f64>>,
     rng: u64,
@@ -77,6 +78,7 @@ impl<K: Hash + Eq + Clone> Client<K> {
             estimate: Coordinate::origin(&cfg),
             adjustment_samples: vec![0.0; cfg.adjustment_window],
             adjustment_index: 0,
+            adjustment_sum: 0.0,
             window: Window::default(),
             filters: HashMap::new(),
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -160,18 +162,19 @@ impl<K: Hash + Eq + Clone> Client<K> {
             return Err(e);
         }
         let mut rtt = self.latency_filter(peer, rtt.as_secs_f64());
+        let dist = self.coord.distance_secs(other);
         if let Some(clip) = self.cfg.spike_clip {
             // Only upward: queueing and retransmission only ever add delay,
             // and a measurement far below the estimate is the very evidence
             // that two nodes sit closer than their coordinates say.
-            let d = self.coord.distance_secs(other).max(ZERO_THRESHOLD);
+            let d = dist.max(ZERO_THRESHOLD);
             let bound = d * (clip.base + clip.error_scale * self.coord.error);
             if rtt > bound {
                 rtt = bound;
                 self.stats.clipped += 1;
             }
         }
-        self.update_vivaldi(other, rtt);
+        self.update_vivaldi(other, dist, rtt);
         self.update_adjustment(other, rtt);
         self.update_gravity();
         if !self.coord.is_valid() {
@@ -212,7 +215,12 @@ impl<K: Hash + Eq + Clone> Client<K> {
             self.estimate.clone_from(&self.coord);
             return;
         };
-        let unsure = (self.coord.error / self.cfg.error_max).powf(s.confidence_power);
+        let r = self.coord.error / self.cfg.error_max;
+        let unsure = if s.confidence_power == 2.0 {
+            r * r
+        } else {
+            r.powf(s.confidence_power)
+        };
         let a = s.weight.max(unsure).min(1.0);
         for (e, c) in self.estimate.vec.iter_mut().zip(&self.coord.vec) {
             *e += a * (c - *e);
@@ -222,8 +230,7 @@ impl<K: Hash + Eq + Clone> Client<K> {
         self.estimate.error = self.coord.error;
     }
 
-    fn update_vivaldi(&mut self, other: &Coordinate, rtt: f64) {
-        let dist = self.coord.distance_secs(other);
+    fn update_vivaldi(&mut self, other: &Coordinate, dist: f64, rtt: f64) {
         let rtt = rtt.max(ZERO_THRESHOLD);
         let wrongness = (dist - rtt).abs() / rtt;
         let total_error = (self.coord.error + other.error).max(ZERO_THRESHOLD);
@@ -266,19 +273,26 @@ impl<K: Hash + Eq + Clone> Client<K> {
         let mut acc_height = 0.0;
         let mut used = 0usize;
         let (h, adj) = (self.coord.height, self.coord.adjustment);
+        let mut diff = [0f64; MAX_DIMENSIONS];
         for (k, &(hk, ak, rk)) in self.window.meta.iter().enumerate() {
             let pv = &self.window.vecs[k * dim..(k + 1) * dim];
-            let mag = euclid(&self.coord.vec, pv);
+            let mut sq = 0.0;
+            for ((d, x), p) in diff.iter_mut().zip(&self.coord.vec).zip(pv) {
+                *d = x - p;
+                sq += *d * *d;
+            }
+            let mag = sq.sqrt();
             if mag <= ZERO_THRESHOLD {
                 continue;
             }
             let raw = mag + h + hk;
             let adjusted = raw + adj + ak;
             let f = rk - if adjusted > 0.0 { adjusted } else { raw };
-            for (a, (x, p)) in acc.iter_mut().zip(self.coord.vec.iter().zip(pv)) {
-                *a += (x - p) / mag * f;
+            let s = f / mag;
+            for (a, d) in acc.iter_mut().zip(&diff[..dim]) {
+                *a += d * s;
             }
-            acc_height += (h + hk) * f / mag;
+            acc_height += (h + hk) * s;
             used += 1;
         }
         if used == 0 {
@@ -297,9 +311,17 @@ impl<K: Hash + Eq + Clone> Client<K> {
         if w == 0 {
             return;
         }
-        self.adjustment_samples[self.adjustment_index] = rtt - self.coord.raw_distance(other);
+        let sample = rtt - self.coord.raw_distance(other);
+        let old = std::mem::replace(&mut self.adjustment_samples[self.adjustment_index], sample);
         self.adjustment_index = (self.adjustment_index + 1) % w;
-        self.coord.adjustment = self.adjustment_samples.iter().sum::<f64>() / (2.0 * w as f64);
+        // A running sum, re-added from scratch once per pass over the window
+        // so rounding cannot accumulate.
+        self.adjustment_sum = if self.adjustment_index == 0 {
+            self.adjustment_samples.iter().sum()
+        } else {
+            self.adjustment_sum - old + sample
+        };
+        self.coord.adjustment = self.adjustment_sum / (2.0 * w as f64);
     }
 
     fn update_gravity(&mut self) {
@@ -319,10 +341,11 @@ impl<K: Hash + Eq + Clone> Client<K> {
     fn apply_force(&mut self, force: f64, at: &[f64], at_height: f64) {
         let mag = euclid(&self.coord.vec, at);
         if mag > ZERO_THRESHOLD {
+            let s = force / mag;
             for (v, a) in self.coord.vec.iter_mut().zip(at) {
-                *v += (*v - a) / mag * force;
+                *v += (*v - a) * s;
             }
-            let h = (self.coord.height + at_height) * force / mag + self.coord.height;
+            let h = (self.coord.height + at_height) * s + self.coord.height;
             self.coord.height = h.max(self.cfg.height_min);
             return;
         }

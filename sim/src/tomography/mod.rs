@@ -6,6 +6,7 @@
 pub mod matrix;
 pub mod pyrandom;
 pub mod replay;
+pub mod report;
 pub mod stream;
 
 pub use matrix::{Matrix, MatrixError, Pair};
