@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cluster::{Action, TimedAction};
+use crate::cluster::{Accuracy, Action, RunOutput, TimedAction};
 use crate::scenario::{Check, Scenario};
 use crate::trace::Trace;
 
@@ -113,8 +113,9 @@ fn alive_word(event: &str) -> bool {
     )
 }
 
-/// Evaluates every check of `scenario` on `trace`.
-pub fn evaluate(scenario: &Scenario, trace: &Trace) -> Vec<CheckResult> {
+/// Evaluates every check of `scenario` on the run's output.
+pub fn evaluate(scenario: &Scenario, out: &RunOutput) -> Vec<CheckResult> {
+    let trace = &out.trace;
     let outages = Outages::from_actions(&scenario.actions);
     let nodes = &scenario.cluster.nodes;
     let running: Vec<&String> = nodes.iter().filter(|n| !outages.down_at_end(n)).collect();
@@ -127,8 +128,44 @@ pub fn evaluate(scenario: &Scenario, trace: &Trace) -> Vec<CheckResult> {
                 failed_within(scenario, trace, &running, node, *within)
             }
             Check::NoFalseFailures => no_false_failures(scenario, trace, &outages),
+            Check::CoordinateAccuracy {
+                median_below,
+                p90_below,
+            } => coordinate_accuracy(out.accuracy.last(), *median_below, *p90_below),
         })
         .collect()
+}
+
+fn coordinate_accuracy(
+    last: Option<&Accuracy>,
+    median_below: f64,
+    p90_below: Option<f64>,
+) -> CheckResult {
+    let check = match p90_below {
+        Some(p) => format!("coordinate_accuracy median<{median_below} p90<{p}"),
+        None => format!("coordinate_accuracy median<{median_below}"),
+    };
+    let Some(a) = last else {
+        return CheckResult {
+            check,
+            passed: false,
+            detail: "no coordinates were scored".into(),
+        };
+    };
+    let passed = a.median < median_below && p90_below.is_none_or(|p| a.p90 < p);
+    CheckResult {
+        check,
+        passed,
+        detail: format!(
+            "at {:.0}s over {} pairs: median {:.3}, p90 {:.3}, p99 {:.3}, mean abs {:.2} ms",
+            a.at.as_secs_f64(),
+            a.pairs,
+            a.median,
+            a.p90,
+            a.p99,
+            a.mean_abs_ms
+        ),
+    }
 }
 
 fn converged(trace: &Trace, running: &[&String]) -> CheckResult {

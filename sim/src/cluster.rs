@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cairn::agent::{Agent, AgentConfig};
+use cairn::coordinate::Coordinate;
 use cairn::env::Env;
 use cairn::gossip::Config as GossipConfig;
 use tokio::sync::watch;
+
+use crate::tomography::{percentile, Matrix};
 
 use crate::env::{HostTable, NetConditions, SimEnv};
 use crate::trace::{Recorder, Trace, TraceEvent};
@@ -26,10 +29,115 @@ pub struct ClusterSpec {
     pub gossip: GossipConfig,
     /// Simulation step (turmoil's tick).
     pub tick: Duration,
-    /// One-way latency of every link.
+    /// One-way latency of every link (unless `rtts` gives the pair).
     pub latency: Duration,
+    /// Measured round-trip times between the nodes: each link's one-way
+    /// latency is half its pair's RTT, and coordinates are scored against
+    /// them every virtual second.
+    pub rtts: Option<Arc<PairRtts>>,
     /// Virtual time to run for.
     pub duration: Duration,
+}
+
+/// Round-trip times between the cluster's nodes, from rows of a matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairRtts {
+    /// The matrix row each node sits on.
+    pub rows: Vec<u32>,
+    /// `rtt_ms[i][j]` for nodes `i` and `j`.
+    pub rtt_ms: Vec<Vec<f64>>,
+}
+
+impl PairRtts {
+    /// Places node `i` on matrix row `rows[i]`; every pair must be measured.
+    pub fn from_matrix(m: &Matrix, rows: &[u32]) -> Result<PairRtts, String> {
+        let n = rows.len();
+        let mut rtt_ms = vec![vec![0.0; n]; n];
+        for i in 0..n {
+            for j in i + 1..n {
+                let v = m.rtt_ms(rows[i], rows[j]).ok_or_else(|| {
+                    format!(
+                        "{} has no RTT between rows {} and {}",
+                        m.name, rows[i], rows[j]
+                    )
+                })?;
+                rtt_ms[i][j] = v;
+                rtt_ms[j][i] = v;
+            }
+        }
+        Ok(PairRtts {
+            rows: rows.to_vec(),
+            rtt_ms,
+        })
+    }
+
+    /// The first `n` rows (by id) that are all measured against each other.
+    pub fn first_complete_rows(m: &Matrix, n: usize) -> Result<Vec<u32>, String> {
+        let mut rows: Vec<u32> = Vec::new();
+        for id in 0..m.nodes {
+            if rows.len() == n {
+                break;
+            }
+            if rows.iter().all(|&r| m.rtt_ms(r, id).is_some()) {
+                rows.push(id);
+            }
+        }
+        if rows.len() < n {
+            return Err(format!(
+                "{} has only {} rows all measured against each other, not {n}",
+                m.name,
+                rows.len()
+            ));
+        }
+        Ok(rows)
+    }
+}
+
+/// How well coordinates predicted the measured RTTs at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Accuracy {
+    /// Virtual time.
+    pub at: Duration,
+    /// Pairs scored (both nodes running and with a coordinate).
+    pub pairs: usize,
+    /// Median relative error.
+    pub median: f64,
+    /// 90th percentile of the relative error.
+    pub p90: f64,
+    /// 99th percentile of the relative error.
+    pub p99: f64,
+    /// Mean absolute error, milliseconds.
+    pub mean_abs_ms: f64,
+}
+
+/// Every running node's estimate coordinate, posted by the node itself.
+type CoordinateBoard = Arc<std::sync::Mutex<BTreeMap<usize, Coordinate>>>;
+
+fn score(at: Duration, rtts: &PairRtts, board: &CoordinateBoard) -> Option<Accuracy> {
+    let coords = board.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut rel = Vec::new();
+    let mut sum_abs = 0.0;
+    for (&i, a) in &coords {
+        for (&j, b) in coords.range(i + 1..) {
+            let truth = rtts.rtt_ms[i][j];
+            let est = a.distance_secs(b) * 1000.0;
+            sum_abs += (est - truth).abs();
+            rel.push((est - truth).abs() / truth);
+        }
+    }
+    if rel.is_empty() {
+        return None;
+    }
+    let pairs = rel.len();
+    rel.sort_by(f64::total_cmp);
+    Some(Accuracy {
+        at,
+        pairs,
+        median: percentile(&rel, 0.5),
+        p90: percentile(&rel, 0.9),
+        p99: percentile(&rel, 0.99),
+        mean_abs_ms: sum_abs / pairs as f64,
+    })
 }
 
 impl ClusterSpec {
@@ -42,6 +150,7 @@ impl ClusterSpec {
             gossip: GossipConfig::lan(),
             tick: Duration::from_millis(1),
             latency: Duration::from_millis(1),
+            rtts: None,
             duration,
         }
     }
@@ -111,6 +220,8 @@ pub struct RunOutput {
     pub steps: u64,
     /// UDP packets sent over lossy links, and how many were dropped.
     pub lossy_packets: (u64, u64),
+    /// Coordinate accuracy each virtual second (with `rtts` only).
+    pub accuracy: Vec<Accuracy>,
 }
 
 /// Errors from a run.
@@ -127,6 +238,9 @@ pub enum SimError {
     /// The schedule names a node the cluster does not have.
     #[error("the schedule names unknown node {0:?}")]
     UnknownNode(String),
+    /// The cluster cannot be set up as specified.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Fixed start of simulated wall-clock time, so traces do not depend on
@@ -171,11 +285,14 @@ pub fn run_cluster(
     );
     let net = Arc::new(NetConditions::default());
     let recorder = Recorder::default();
+    let board: CoordinateBoard = Arc::default();
     let mut leave_signals = BTreeMap::new();
     let join_target = spec.nodes.first().cloned().unwrap_or_default();
-    for name in &spec.nodes {
+    for (index, name) in spec.nodes.iter().enumerate() {
         let (leave_tx, _) = watch::channel(false);
         let ctx = HostCtx {
+            index,
+            board: spec.rtts.is_some().then(|| board.clone()),
             name: name.clone(),
             ip: hosts[name],
             seed: spec.seed,
@@ -191,8 +308,25 @@ pub fn run_cluster(
         sim.host(name.as_str(), move || ctx.clone().run());
     }
 
+    // Links exist once both hosts are registered.
+    if let Some(r) = &spec.rtts {
+        if r.rtt_ms.len() != spec.nodes.len() {
+            return Err(SimError::Setup(format!(
+                "{} nodes but RTTs for {}",
+                spec.nodes.len(),
+                r.rtt_ms.len()
+            )));
+        }
+        for (i, a) in spec.nodes.iter().enumerate() {
+            for (j, b) in spec.nodes.iter().enumerate().skip(i + 1) {
+                let one_way = Duration::from_secs_f64(r.rtt_ms[i][j] / 2000.0);
+                sim.set_link_latency(a.as_str(), b.as_str(), one_way);
+            }
+        }
+    }
     let mut next = 0;
     let mut steps = 0u64;
+    let mut accuracy = Vec::new();
     let mut next_second = Duration::ZERO;
     while sim.elapsed() < spec.duration {
         while next < actions.len() && actions[next].at <= sim.elapsed() {
@@ -206,6 +340,14 @@ pub fn run_cluster(
                 detail: a.action.detail(),
             });
             apply(&mut sim, &spec.nodes, &net, &leave_signals, &a.action);
+            if let Action::Crash(set) | Action::Leave(set) = &a.action {
+                let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
+                for n in set {
+                    if let Some(i) = spec.nodes.iter().position(|x| x == n) {
+                        b.remove(&i);
+                    }
+                }
+            }
             next += 1;
         }
         sim.step().map_err(|e| SimError::Host {
@@ -215,6 +357,9 @@ pub fn run_cluster(
         steps += 1;
         if sim.elapsed() >= next_second {
             progress(sim.elapsed());
+            if let Some(r) = &spec.rtts {
+                accuracy.extend(score(sim.elapsed(), r, &board));
+            }
             next_second += Duration::from_secs(1);
         }
     }
@@ -223,6 +368,7 @@ pub fn run_cluster(
         virtual_time: sim.elapsed(),
         steps,
         lossy_packets: net.loss_counts(),
+        accuracy,
     })
 }
 
@@ -280,6 +426,9 @@ fn apply(
 /// Everything one host's software needs; cloned for each (re)start.
 #[derive(Clone)]
 struct HostCtx {
+    index: usize,
+    /// Where to post our coordinate each second, when accuracy is scored.
+    board: Option<CoordinateBoard>,
     name: String,
     ip: IpAddr,
     seed: u64,
@@ -328,6 +477,22 @@ impl HostCtx {
                     detail: None,
                 });
             }
+        });
+        let _posting = self.board.clone().map(|board| {
+            let (gossip, env2, index) = (agent.gossip().clone(), env.clone(), self.index);
+            env.spawn(async move {
+                loop {
+                    env2.sleep(Duration::from_secs(1)).await;
+                    if let Ok(c) = gossip.coordinates().await {
+                        if let Some(local) = c.local {
+                            board
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(index, local);
+                        }
+                    }
+                }
+            })
         });
         let mut leave = self.leave.subscribe();
         while !*leave.borrow_and_update() {

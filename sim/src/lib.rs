@@ -14,6 +14,8 @@ pub mod scenario;
 pub mod tomography;
 pub mod trace;
 
-pub use cluster::{run_cluster, Action, ClusterSpec, RunOutput, SimError, TimedAction};
+pub use cluster::{
+    run_cluster, Accuracy, Action, ClusterSpec, PairRtts, RunOutput, SimError, TimedAction,
+};
 pub use env::{NetConditions, SimEnv};
 pub use trace::{Recorder, Trace, TraceEvent};

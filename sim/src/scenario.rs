@@ -3,14 +3,16 @@
 //! Every key is documented in `scenarios/README.md`. Unknown keys are errors
 //! that name the file, line and column, and list the keys allowed there.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::agent::config::parse_duration;
 use cairn::gossip::Config as GossipConfig;
 use serde::Deserialize;
 
-use crate::cluster::{Action, ClusterSpec, TimedAction};
+use crate::cluster::{Action, ClusterSpec, PairRtts, TimedAction};
+use crate::tomography::Matrix;
 
 /// A parsed, validated scenario.
 #[derive(Debug, Clone)]
@@ -41,6 +43,13 @@ pub enum Check {
     /// No node is declared failed unless it, or the node declaring it, was
     /// crashed, cut off or gone within the detection window before.
     NoFalseFailures,
+    /// At the end, the coordinates predict the measured RTTs this well.
+    CoordinateAccuracy {
+        /// Largest acceptable median relative error.
+        median_below: f64,
+        /// Largest acceptable 90th-percentile relative error, if any.
+        p90_below: Option<f64>,
+    },
 }
 
 /// A problem with a scenario file, saying where and what to fix.
@@ -71,12 +80,16 @@ struct File {
 struct GossipSection {
     preset: Option<String>,
     disable_tcp_pings: Option<bool>,
+    probe_interval: Option<String>,
+    probe_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LatencySection {
     intra_dc: Option<String>,
+    matrix: Option<String>,
+    rows: Option<Vec<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +116,8 @@ struct CheckSection {
     kind: String,
     node: Option<String>,
     within: Option<String>,
+    median_below: Option<f64>,
+    p90_below: Option<f64>,
 }
 
 fn dur(what: &str, s: &str) -> Result<Duration, ScenarioError> {
@@ -124,11 +139,18 @@ impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ScenarioError(format!("cannot read scenario {}: {e}", path.display())))?;
-        Self::parse(&path.display().to_string(), &text)
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse_in(&path.display().to_string(), &text, &base)
     }
 
-    /// Parses and validates scenario text; `origin` names it in errors.
+    /// Parses and validates scenario text; `origin` names it in errors, and
+    /// data files are found relative to the current directory.
     pub fn parse(origin: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        Self::parse_in(origin, text, Path::new("."))
+    }
+
+    /// Parses scenario text whose data files are relative to `base`.
+    pub fn parse_in(origin: &str, text: &str, base: &Path) -> Result<Scenario, ScenarioError> {
         let f: File = toml::from_str(text).map_err(|e| {
             let at = e
                 .span()
@@ -153,6 +175,16 @@ impl Scenario {
         if let Some(v) = f.gossip.disable_tcp_pings {
             gossip.disable_tcp_pings = v;
         }
+        if let Some(v) = &f.gossip.probe_interval {
+            gossip.probe_interval =
+                dur("gossip.probe_interval", v).map_err(ctx("gossip".into()))?;
+        }
+        if let Some(v) = &f.gossip.probe_timeout {
+            gossip.probe_timeout = dur("gossip.probe_timeout", v).map_err(ctx("gossip".into()))?;
+        }
+        gossip
+            .validate()
+            .map_err(|e| ScenarioError(format!("{origin}: [gossip]: {e}")))?;
         if f.datacenter.len() != 1 {
             return Err(ScenarioError(format!(
                 "{origin}: exactly one [[datacenter]] is supported so far (found {})",
@@ -182,6 +214,34 @@ impl Scenario {
         let latency = match &f.latency.intra_dc {
             Some(l) => dur("latency.intra_dc", l).map_err(ctx("latency".into()))?,
             None => Duration::from_millis(1),
+        };
+        let rtts = match &f.latency.matrix {
+            None if f.latency.rows.is_some() => {
+                return Err(ScenarioError(format!(
+                    "{origin}: latency.rows needs latency.matrix"
+                )))
+            }
+            None => None,
+            Some(file) => {
+                let path: PathBuf = base.join(file);
+                let m = Matrix::load(&path)
+                    .map_err(|e| ScenarioError(format!("{origin}: latency.matrix: {e}")))?;
+                let rows = match &f.latency.rows {
+                    Some(r) if r.len() != nodes.len() => {
+                        return Err(ScenarioError(format!(
+                            "{origin}: latency.rows lists {} rows for {} nodes",
+                            r.len(),
+                            nodes.len()
+                        )))
+                    }
+                    Some(r) => r.clone(),
+                    None => PairRtts::first_complete_rows(&m, nodes.len())
+                        .map_err(|e| ScenarioError(format!("{origin}: latency.matrix: {e}")))?,
+                };
+                let rtts = PairRtts::from_matrix(&m, &rows)
+                    .map_err(|e| ScenarioError(format!("{origin}: latency.rows: {e}")))?;
+                Some(Arc::new(rtts))
+            }
         };
 
         let mut actions = Vec::new();
@@ -265,9 +325,23 @@ impl Scenario {
                         within: dur("within", within).map_err(ctx(here.clone()))?,
                     }
                 }
+                                "coordinate_accuracy" => {
+                    if rtts.is_none() {
+                        return Err(ScenarioError(format!(
+                            "{origin}: {here}: coordinate_accuracy needs latency.matrix to score against"
+                        )));
+                    }
+                    let median_below = c.median_below.ok_or_else(|| {
+                        ScenarioError(format!("{origin}: {here} needs median_below, like 0.2"))
+                    })?;
+                    Check::CoordinateAccuracy {
+                        median_below,
+                        p90_below: c.p90_below,
+                    }
+                }
                 other => {
                     return Err(ScenarioError(format!(
-                        "{origin}: {here}: unknown kind {other:?} (known: converged, failed_within, no_false_failures)"
+                        "{origin}: {here}: unknown kind {other:?} (known: converged, failed_within, no_false_failures, coordinate_accuracy)"
                     )))
                 }
             });
@@ -281,6 +355,7 @@ impl Scenario {
                 gossip,
                 tick,
                 latency,
+                rtts,
                 duration,
             },
             actions,

@@ -27,9 +27,30 @@ fn every_shipped_scenario_parses() {
 fn crash_restart_scenario_passes_its_checks() {
     let s = Scenario::load(&scenarios_dir().join("gossip-crash-restart.toml")).unwrap();
     let out = run_cluster(&s.cluster, &s.actions, |_| {}).unwrap();
-    let results = evaluate(&s, &out.trace);
+    let results = evaluate(&s, &out);
     assert_eq!(results.len(), 3);
     for r in results {
         assert!(r.passed, "{}: {}", r.check, r.detail);
     }
+}
+
+/// Agents on measured world geography learn coordinates from their probes:
+/// the estimated RTTs of all pairs converge toward the measured ones.
+#[test]
+fn coordinates_converge_on_world_geography() {
+    let s = Scenario::load(&scenarios_dir().join("coordinates-world.toml")).unwrap();
+    let out = run_cluster(&s.cluster, &s.actions, |_| {}).unwrap();
+    for r in evaluate(&s, &out) {
+        assert!(r.passed, "{}: {}", r.check, r.detail);
+    }
+    let at = |t: u64| {
+        out.accuracy
+            .iter()
+            .find(|a| a.at.as_secs() >= t)
+            .copied()
+            .unwrap_or_else(|| panic!("no accuracy sample at {t}s"))
+    };
+    let (early, late) = (at(30), out.accuracy.last().copied().unwrap());
+    assert_eq!(late.pairs, 16 * 15 / 2);
+    assert!(late.median < early.median / 3.0, "{early:?} -> {late:?}");
 }
