@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod cluster;
 pub mod env;
+pub mod output;
 pub mod plot;
 pub mod scenario;
 pub mod tomography;

@@ -182,7 +182,7 @@ fn run(
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     std::fs::write(dir.join("trace.jsonl"), first.trace.to_jsonl())?;
     if !first.accuracy.is_empty() {
-        write_accuracy(&dir, &s.name, &first.accuracy)?;
+        cairn_sim::output::write_accuracy(&dir, &s.name, &first.accuracy)?;
     }
     let virt = first.virtual_time.as_secs_f64();
     let summary = Summary {
@@ -225,49 +225,6 @@ fn run(
         dir.display()
     );
     Ok(passed)
-}
-
-/// `rtt_accuracy.csv` and its chart: how well coordinates predicted the
-/// measured RTTs, second by second.
-fn write_accuracy(dir: &Path, name: &str, acc: &[cairn_sim::Accuracy]) -> anyhow::Result<()> {
-    use cairn_sim::plot::{self, Chart, Scale, Series, Style};
-    let mut csv =
-        String::from("t_s,pairs,median_rel_err,p90_rel_err,p99_rel_err,mean_abs_err_ms\n");
-    for a in acc {
-        csv += &format!(
-            "{:.3},{},{:.6},{:.6},{:.6},{:.6}\n",
-            a.at.as_secs_f64(),
-            a.pairs,
-            a.median,
-            a.p90,
-            a.p99,
-            a.mean_abs_ms
-        );
-    }
-    std::fs::write(dir.join("rtt_accuracy.csv"), csv)?;
-    let line = |label: &str, f: fn(&cairn_sim::Accuracy) -> f64| Series {
-        name: label.into(),
-        points: acc.iter().map(|a| (a.at.as_secs_f64(), f(a))).collect(),
-        style: Style::Line,
-    };
-    let chart = Chart {
-        title: format!("{name}: coordinate accuracy over virtual time"),
-        x_label: "virtual time (s)".into(),
-        y_label: "relative error of estimated RTT".into(),
-        x_scale: Scale::Linear,
-        y_scale: Scale::Log,
-        diagonal: false,
-        legend: plotters::chart::SeriesLabelPosition::UpperRight,
-        series: vec![
-            line("median", |a| a.median),
-            line("p90", |a| a.p90),
-            line("p99", |a| a.p99),
-        ],
-    };
-    if let Err(e) = plot::write(&chart, &dir.join("rtt_accuracy")) {
-        eprintln!("warning: no accuracy chart: {e}");
-    }
-    Ok(())
 }
 
 fn tomography(a: &TomographyArgs) -> anyhow::Result<bool> {
