@@ -71,6 +71,27 @@ impl PairRtts {
         })
     }
 
+    /// Checks that these RTTs can describe `n` nodes: a full `n`×`n` table
+    /// of finite, positive times off the diagonal.
+    pub fn check(&self, n: usize) -> Result<(), String> {
+        if self.rtt_ms.len() != n || self.rtt_ms.iter().any(|row| row.len() != n) {
+            return Err(format!(
+                "{n} nodes need an {n}x{n} table of RTTs, got {} rows",
+                self.rtt_ms.len()
+            ));
+        }
+        for (i, row) in self.rtt_ms.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                if i != j && !(v.is_finite() && v > 0.0) {
+                    return Err(format!(
+                        "the RTT between nodes {i} and {j} is {v} ms; it must be a positive number"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The first `n` rows (by id) that are all measured against each other.
     pub fn first_complete_rows(m: &Matrix, n: usize) -> Result<Vec<u32>, String> {
         let mut rows: Vec<u32> = Vec::new();
@@ -310,16 +331,11 @@ pub fn run_cluster(
 
     // Links exist once both hosts are registered.
     if let Some(r) = &spec.rtts {
-        if r.rtt_ms.len() != spec.nodes.len() {
-            return Err(SimError::Setup(format!(
-                "{} nodes but RTTs for {}",
-                spec.nodes.len(),
-                r.rtt_ms.len()
-            )));
-        }
+        r.check(spec.nodes.len()).map_err(SimError::Setup)?;
         for (i, a) in spec.nodes.iter().enumerate() {
             for (j, b) in spec.nodes.iter().enumerate().skip(i + 1) {
-                let one_way = Duration::from_secs_f64(r.rtt_ms[i][j] / 2000.0);
+                let one_way = Duration::try_from_secs_f64(r.rtt_ms[i][j] / 2000.0)
+                    .map_err(|e| SimError::Setup(format!("the RTT between {a} and {b}: {e}")))?;
                 sim.set_link_latency(a.as_str(), b.as_str(), one_way);
             }
         }
@@ -478,7 +494,7 @@ impl HostCtx {
                 });
             }
         });
-        let _posting = self.board.clone().map(|board| {
+        let posting = self.board.clone().map(|board| {
             let (gossip, env2, index) = (agent.gossip().clone(), env.clone(), self.index);
             env.spawn(async move {
                 loop {
@@ -499,6 +515,15 @@ impl HostCtx {
             if leave.changed().await.is_err() {
                 break;
             }
+        }
+        // A departing node is no longer scored: stop posting before the
+        // leave, which takes a while to spread, and take our entry down.
+        drop(posting);
+        if let Some(board) = &self.board {
+            board
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.index);
         }
         // A leave that cannot finish spreading (say, the node is cut off)
         // ends the node anyway, as it would for an operator.

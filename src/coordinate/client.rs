@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use super::{euclid, Config, Coordinate, MAX_DIMENSIONS, ZERO_THRESHOLD};
 
+/// Seconds truncated to whole nanoseconds, as Serf's `DistanceTo` returns
+/// them (a `time.Duration`).
+fn nanos(secs: f64) -> f64 {
+    (secs * 1e9).trunc() / 1e9
+}
+
 /// RTTs above this are refused (Serf's limit).
 const MAX_RTT: Duration = Duration::from_secs(10);
 
@@ -61,7 +67,6 @@ pub struct Client<K> {
     estimate: Coordinate,
     adjustment_samples: Vec<f64>,
     adjustment_index: usize,
-    adjustment_sum: f64,
     window: Window,
     filters: HashMap<K, Vec<f64>>,
     rng: u64,
@@ -78,7 +83,6 @@ impl<K: Hash + Eq + Clone> Client<K> {
             estimate: Coordinate::origin(&cfg),
             adjustment_samples: vec![0.0; cfg.adjustment_window],
             adjustment_index: 0,
-            adjustment_sum: 0.0,
             window: Window::default(),
             filters: HashMap::new(),
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -162,7 +166,7 @@ impl<K: Hash + Eq + Clone> Client<K> {
             return Err(e);
         }
         let mut rtt = self.latency_filter(peer, rtt.as_secs_f64());
-        let dist = self.coord.distance_secs(other);
+        let dist = nanos(self.coord.distance_secs(other));
         if let Some(clip) = self.cfg.spike_clip {
             // Only upward: queueing and retransmission only ever add delay,
             // and a measurement far below the estimate is the very evidence
@@ -235,9 +239,15 @@ impl<K: Hash + Eq + Clone> Client<K> {
         let wrongness = (dist - rtt).abs() / rtt;
         let total_error = (self.coord.error + other.error).max(ZERO_THRESHOLD);
         let weight = self.coord.error / total_error;
-        self.coord.error = (self.cfg.ce * weight * wrongness
-            + self.coord.error * (1.0 - self.cfg.ce * weight))
-            .min(self.cfg.error_max);
+        let error =
+            self.cfg.ce * weight * wrongness + self.coord.error * (1.0 - self.cfg.ce * weight);
+        // Not f64::min, which would hide a NaN: an invalid error must reach
+        // the validity check and reset the coordinate, as in Serf.
+        self.coord.error = if error > self.cfg.error_max {
+            self.cfg.error_max
+        } else {
+            error
+        };
         let gain = self.cfg.cc * weight;
         if self.cfg.window > 1 {
             self.remember(other, rtt);
@@ -311,17 +321,11 @@ impl<K: Hash + Eq + Clone> Client<K> {
         if w == 0 {
             return;
         }
-        let sample = rtt - self.coord.raw_distance(other);
-        let old = std::mem::replace(&mut self.adjustment_samples[self.adjustment_index], sample);
+        self.adjustment_samples[self.adjustment_index] = rtt - self.coord.raw_distance(other);
         self.adjustment_index = (self.adjustment_index + 1) % w;
-        // A running sum, re-added from scratch once per pass over the window
-        // so rounding cannot accumulate.
-        self.adjustment_sum = if self.adjustment_index == 0 {
-            self.adjustment_samples.iter().sum()
-        } else {
-            self.adjustment_sum - old + sample
-        };
-        self.coord.adjustment = self.adjustment_sum / (2.0 * w as f64);
+        // Summed afresh each time, as Serf does: a running sum would carry
+        // one huge sample (inf - inf) long after it left the window.
+        self.coord.adjustment = self.adjustment_samples.iter().sum::<f64>() / (2.0 * w as f64);
     }
 
     fn update_gravity(&mut self) {
@@ -329,7 +333,7 @@ impl<K: Hash + Eq + Clone> Client<K> {
         let mag = self.coord.vec.iter().map(|v| v * v).sum::<f64>().sqrt();
         let raw = mag + self.cfg.height_min + self.coord.height;
         let adjusted = raw + self.coord.adjustment;
-        let dist = if adjusted > 0.0 { adjusted } else { raw };
+        let dist = nanos(if adjusted > 0.0 { adjusted } else { raw });
         let force = -(dist / self.cfg.gravity_rho).powi(2);
         let origin = [0f64; MAX_DIMENSIONS];
         let dim = self.coord.vec.len();
@@ -341,11 +345,12 @@ impl<K: Hash + Eq + Clone> Client<K> {
     fn apply_force(&mut self, force: f64, at: &[f64], at_height: f64) {
         let mag = euclid(&self.coord.vec, at);
         if mag > ZERO_THRESHOLD {
-            let s = force / mag;
+            // Serf's arithmetic, in Serf's order: unit vector, then force.
+            let inv = 1.0 / mag;
             for (v, a) in self.coord.vec.iter_mut().zip(at) {
-                *v += (*v - a) * s;
+                *v += (*v - a) * inv * force;
             }
-            let h = (self.coord.height + at_height) * s + self.coord.height;
+            let h = (self.coord.height + at_height) * force / mag + self.coord.height;
             self.coord.height = h.max(self.cfg.height_min);
             return;
         }

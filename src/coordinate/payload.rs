@@ -126,14 +126,13 @@ pub fn decode_ping_payload(payload: &[u8]) -> Result<PingPayload, PayloadError> 
             _ => r.skip().map_err(bad)?,
         }
     }
-    if let Some(e) = estimate.as_mut() {
-        e.error = c.error;
-        if e.vec.len() != c.vec.len() {
-            return Err(PayloadError::Malformed(
-                "estimate has another dimensionality".into(),
-            ));
-        }
-    }
+    // A broken estimate costs only itself: the coordinate still counts.
+    let estimate = estimate
+        .map(|mut e| {
+            e.error = c.error;
+            e
+        })
+        .filter(|e| e.vec.len() == c.vec.len() && e.is_valid());
     Ok(PingPayload {
         coordinate: c,
         estimate,
@@ -198,6 +197,29 @@ mod tests {
         let p = decode_ping_payload(&out).unwrap();
         assert_eq!(p.coordinate, c);
         assert_eq!(p.estimate(), &c);
+    }
+
+    #[test]
+    fn a_broken_estimate_costs_only_itself() {
+        let c = Coordinate {
+            vec: vec![0.5; 8],
+            error: 0.25,
+            adjustment: 0.0,
+            height: 0.002,
+        };
+        let short = Coordinate {
+            vec: vec![0.5; 3],
+            ..c.clone()
+        };
+        let nan = Coordinate {
+            height: f64::NAN,
+            ..c.clone()
+        };
+        for bad in [short, nan] {
+            let p = decode_ping_payload(&encode_ping_payload(&c, Some(&bad))).unwrap();
+            assert_eq!(p.estimate, None);
+            assert_eq!(p.estimate(), &c);
+        }
     }
 
     #[test]

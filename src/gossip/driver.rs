@@ -3,9 +3,10 @@
 //! else talks to that task through a [`Gossip`] handle.
 //!
 //! On top of memberlist the driver keeps Serf's member [`Roster`] and Serf's
-//! reconnect loop: every `reconnect_interval` it tries to reach a random
+//! reconnect loop: every `reconnect_interval` it may try to reach a random
 //! failed member, so a healed partition merges again even after both sides
-//! have forgotten each other.
+//! have forgotten each other; every [`REAP_INTERVAL`] it forgets members kept
+//! past their timeouts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -20,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::core::{LocalNode, Output, StreamId, StreamRequest, Swim, SwimError};
 use super::event::{MemberEvent, PingComplete};
-use super::roster::{Member, Roster};
+use super::roster::{Member, MemberStatus, Roster};
 use super::wire::{self, ErrResp, StreamMessage};
 use super::Config;
 use crate::coordinate::{self, Client as VivaldiClient, Coordinate};
@@ -31,6 +32,9 @@ use crate::time::Instant;
 const MAX_DATAGRAM: usize = 65_536;
 /// Incoming streams handled at once (memberlist's push/pull limit).
 const MAX_INCOMING_STREAMS: usize = 128;
+/// How often members past their reconnect or tombstone timeout are
+/// forgotten (Serf's `ReapInterval`).
+pub const REAP_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How to run a gossip node.
 #[derive(Debug, Clone)]
@@ -380,6 +384,7 @@ impl<E: Env> Driver<E> {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let reconnect = self.opts.reconnect_interval;
         let mut next_reconnect = (!reconnect.is_zero()).then(|| self.env.now() + reconnect);
+        let mut next_reap = self.env.now() + REAP_INTERVAL;
         loop {
             self.flush().await;
             let wake = self.core.poll_timeout();
@@ -390,13 +395,9 @@ impl<E: Env> Driver<E> {
                     None => std::future::pending().await,
                 }
             };
-            let reconnect_env = self.env.clone();
-            let reconnect_sleep = async move {
-                match next_reconnect {
-                    Some(t) => reconnect_env.sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
+            // Reaping and reconnecting share one timer: the nearer is due.
+            let next_chore = next_reconnect.map_or(next_reap, |t| t.min(next_reap));
+            let chore_sleep = self.env.sleep_until(next_chore);
             tokio::select! {
                 biased;
                 cmd = cmds.recv() => match cmd {
@@ -411,9 +412,16 @@ impl<E: Env> Driver<E> {
                 // Timers before sockets: a flood of packets must not stop
                 // probing, suspicion timeouts and gossip.
                 _ = sleep => self.core.handle_timeout(self.env.now()),
-                _ = reconnect_sleep => {
-                    self.reconnect();
-                    next_reconnect = Some(self.env.now() + reconnect);
+                                _ = chore_sleep => {
+                    let now = self.env.now();
+                    if now >= next_reap {
+                        self.reap();
+                        next_reap = now + REAP_INTERVAL;
+                    }
+                    if next_reconnect.is_some_and(|t| now >= t) {
+                        self.reconnect();
+                        next_reconnect = Some(now + reconnect);
+                    }
                 }
                 Some(ev) = streams.recv() => self.stream_event(ev),
                 res = self.udp.recv_from(&mut buf) => match res {
@@ -559,12 +567,11 @@ impl<E: Env> Driver<E> {
         }
     }
 
-    /// Serf's reconnect: try one random failed member again; reap members
-    /// kept past their timeouts.
-    fn reconnect(&mut self) {
-        let now = self.env.now();
+    /// Forgets members kept past their reconnect or tombstone timeout, and
+    /// their coordinates with them.
+    fn reap(&mut self) {
         let reaped = self.roster.reap(
-            now,
+            self.env.now(),
             self.opts.reconnect_timeout,
             self.opts.tombstone_timeout,
         );
@@ -574,10 +581,27 @@ impl<E: Env> Driver<E> {
                 v.forget(&gone);
             }
         }
+    }
+
+    /// Serf's reconnect: with probability failed/alive (at most one), try
+    /// one random failed member again, so a large cluster does not flood a
+    /// few failed nodes with joins.
+    fn reconnect(&mut self) {
         let failed: Vec<SocketAddr> = self.roster.failed().map(|m| m.addr).collect();
         if failed.is_empty() {
             return;
         }
+        let alive = self
+            .roster
+            .members()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .count()
+            .max(1);
+        let chance = failed.len() as f64 / alive as f64;
+        if self.rng.random::<f64>() > chance {
+            return;
+        }
+        let now = self.env.now();
         let addr = failed[self.rng.random_range(0..failed.len())];
         tracing::debug!(node = %self.opts.name, %addr, "trying to reach a failed member again");
         self.core.join(now, &[addr]);

@@ -10,6 +10,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+/// Largest node id accepted: a per-node table is allocated for every id up to
+/// the largest, so a stray huge id must be an error, not an allocation.
+pub const MAX_NODE_ID: u32 = 999_999;
+
 /// One measured pair.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pair {
@@ -96,7 +100,14 @@ impl Matrix {
             let id = |s: &str| -> Result<u32, MatrixError> {
                 s.trim()
                     .parse::<u32>()
-                    .map_err(|_| err(ln, format!("bad node id {s:?} (ids are integers from 0)")))
+                    .ok()
+                    .filter(|&v| v <= MAX_NODE_ID)
+                    .ok_or_else(|| {
+                        err(
+                            ln,
+                            format!("bad node id {s:?} (ids are integers from 0 to {MAX_NODE_ID})"),
+                        )
+                    })
             };
             let (a, b) = (id(f[ia])?, id(f[ib])?);
             max_id = max_id.max(a as i64).max(b as i64);
@@ -167,6 +178,10 @@ mod tests {
             .0;
         assert!(e.starts_with("t.csv:3:"), "{e}");
         let e = Matrix::parse("t.csv", b"a,b,rtt_ms\n0,x,2\n")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("bad node id"), "{e}");
+        let e = Matrix::parse("t.csv", b"a,b,rtt_ms\n0,4294967295,2\n")
             .unwrap_err()
             .0;
         assert!(e.contains("bad node id"), "{e}");

@@ -105,8 +105,13 @@ impl PyRandom {
         self.next_u32() >> (32 - k)
     }
 
-    /// `random.randrange(n)` for `0 < n < 2^32`.
+    /// `random.randrange(n)` for `0 < n < 2^32` (Python raises for 0; here
+    /// it is a caller's bug, and 0 is answered without drawing).
     pub fn randrange(&mut self, n: u32) -> u32 {
+        debug_assert!(n > 0, "randrange(0)");
+        if n == 0 {
+            return 0;
+        }
         let k = 32 - n.leading_zeros();
         loop {
             let r = self.getrandbits(k);

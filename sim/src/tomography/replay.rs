@@ -144,7 +144,7 @@ pub fn replay(m: &Matrix, stream: &Stream, name: &str, cfg: &Config, k: u32, see
         errors += !apply(&mut cs, o.src, o.dst, o.rtt_ns) as u64;
     }
     if let Some(o) = stream.observations.last() {
-        completed = o.round + 1;
+        completed = o.round.saturating_add(1);
     }
     let mut final_pairs = Vec::with_capacity(m.pairs.len());
     if completed != last {
@@ -178,10 +178,12 @@ pub fn time_per_update(m: &Matrix, stream: &Stream, cfg: &Config, seed: u64, rep
         .map(|_| {
             let mut cs = clients(m, cfg, seed);
             let mut total = Duration::ZERO;
+            let mut timed = 0usize;
             for o in &stream.observations {
                 if o.rtt_ns < 0 {
                     continue;
                 }
+                timed += 1;
                 let other = cs[o.dst as usize].coordinate().clone();
                 let rtt = Duration::from_nanos(o.rtt_ns as u64);
                 let t0 = Instant::now();
@@ -189,11 +191,11 @@ pub fn time_per_update(m: &Matrix, stream: &Stream, cfg: &Config, seed: u64, rep
                 total += t0.elapsed();
                 std::hint::black_box(r);
             }
-            total.as_nanos() as f64 / stream.observations.len().max(1) as f64
+            total.as_nanos() as f64 / timed.max(1) as f64
         })
         .collect();
     runs.sort_by(f64::total_cmp);
-    runs[runs.len() / 2]
+    percentile(&runs, 0.5)
 }
 
 /// The harness's CSV: provenance comments, then
@@ -221,9 +223,10 @@ pub fn to_csv(
     );
     let _ = writeln!(
         out,
-        "# obs={stream_name} obs_sha256={} observations={} k={k}",
+        "# obs={stream_name} obs_sha256={} observations={} k={}",
         stream.sha256,
-        stream.observations.len()
+        stream.observations.len(),
+        k.max(1)
     );
     let _ = writeln!(
         out,

@@ -68,9 +68,28 @@ impl Default for Noise {
 #[error("{0}")]
 pub struct StreamError(pub String);
 
-/// Python's `repr` of a float for the header line (`2.0`, not `2`).
+/// Python's `repr` of a float for the header line: `2.0`, `1e-05`,
+/// `1.5e+16`, `nan`, `inf`. Rust's `{:?}` already picks the same shortest
+/// digits and switches to an exponent at the same magnitudes; only the
+/// exponent's spelling and the non-finite names differ.
 fn py_repr(v: f64) -> String {
-    format!("{v:?}")
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let s = format!("{v:?}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => s,
+    }
 }
 
 /// The stream `gen_observations.py --seed SEED --rounds ROUNDS` writes for
@@ -170,21 +189,21 @@ impl Stream {
         for (i, line) in text.lines().enumerate() {
             let ln = i + 1;
             let err = |what: String| StreamError(format!("{name}:{ln}: {what}"));
-            let line = line.trim_end_matches('\r');
+            // Read as the harness reads: trimmed lines, fields split on any
+            // whitespace, `matrix_sha256=` only as a whole comment field.
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
             if let Some(c) = line.strip_prefix('#') {
-                if let Some(pos) = c.find("matrix_sha256=") {
-                    let hex: String = c[pos + 14..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_hexdigit())
-                        .collect();
-                    matrix_sha256 = Some(hex);
+                for field in c.split_whitespace() {
+                    if let Some(hex) = field.strip_prefix("matrix_sha256=") {
+                        matrix_sha256 = (!hex.is_empty()).then(|| hex.to_owned());
+                    }
                 }
                 continue;
             }
-            if line.trim().is_empty() {
-                continue;
-            }
-            let f: Vec<&str> = line.split(' ').collect();
+            let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() != 4 {
                 return Err(err(format!(
                     "expected 4 fields `t_ms src dst rtt_ms`, got {}",
@@ -238,6 +257,38 @@ mod tests {
         assert_eq!(parse_ms("1e3"), Some(1_000_000_000));
         assert_eq!(parse_ms("1.0000004"), Some(1_000_000));
         assert_eq!(parse_ms("x"), None);
+    }
+
+    #[test]
+    fn floats_print_as_python_repr() {
+        for (v, s) in [
+            (2.0, "2.0"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.25e100, "1.25e+100"),
+            (-0.0, "-0.0"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(py_repr(v), s);
+        }
+    }
+
+    #[test]
+    fn comments_and_spacing_read_like_the_harness() {
+        let s = Stream::parse(
+            "s",
+            b"  # x matrix_sha256=abc12 y\n\t0  1\t2 3.5  \r\n# nomatrix_sha256=ff\n",
+            5,
+        )
+        .unwrap();
+        assert_eq!(s.matrix_sha256.as_deref(), Some("abc12"));
+        assert_eq!(s.observations.len(), 1);
+        assert_eq!(s.observations[0].rtt_ns, 3_500_000);
     }
 
     #[test]
