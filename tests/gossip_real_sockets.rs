@@ -82,6 +82,26 @@ where
     }
 }
 
+/// Waits until every one of `observers` holds `member` as `status`.
+async fn wait_all_see(
+    env: &TokioEnv,
+    limit: Duration,
+    observers: &[Node],
+    member: &str,
+    status: MemberStatus,
+) {
+    let what = format!("{member} {status:?} everywhere");
+    wait_for(env, limit, &what, || async {
+        for n in observers {
+            if statuses(n).await.get(member) != Some(&status) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_agents_converge_detect_a_crash_and_see_a_leave() {
     let env = TokioEnv::new();
@@ -118,18 +138,12 @@ async fn five_agents_converge_detect_a_crash_and_see_a_leave() {
         t.abort();
     }
     let bound = detection_bound(&cfg, 5);
-    wait_for(
+    wait_all_see(
         &env,
         bound + Duration::from_secs(2),
-        "node4 failed everywhere",
-        || async {
-            for n in &nodes[..4] {
-                if statuses(n).await.get("node4") != Some(&MemberStatus::Failed) {
-                    return false;
-                }
-            }
-            true
-        },
+        &nodes[..4],
+        "node4",
+        MemberStatus::Failed,
     )
     .await;
     for n in &mut nodes[..4] {
@@ -161,18 +175,12 @@ async fn five_agents_converge_detect_a_crash_and_see_a_leave() {
         statuses(&nodes[3]).await.get("node3"),
         Some(&MemberStatus::Left)
     );
-    wait_for(
+    wait_all_see(
         &env,
         Duration::from_secs(5),
-        "node3 left everywhere",
-        || async {
-            for n in &nodes[..3] {
-                if statuses(n).await.get("node3") != Some(&MemberStatus::Left) {
-                    return false;
-                }
-            }
-            true
-        },
+        &nodes[..3],
+        "node3",
+        MemberStatus::Left,
     )
     .await;
     for n in &mut nodes[..3] {

@@ -11,6 +11,15 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// SHA-256 of `bytes`, in lowercase hex: how traces, matrices and streams
+/// are identified in provenance lines.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// One line of `trace.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TraceEvent {
@@ -88,8 +97,7 @@ impl Trace {
 
     /// SHA-256 of the JSON lines, in hex.
     pub fn hash(&self) -> String {
-        let digest = Sha256::digest(self.to_jsonl().as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        sha256_hex(self.to_jsonl().as_bytes())
     }
 
     /// Membership events of one kind about `member`, as (observer, time).

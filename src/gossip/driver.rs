@@ -123,7 +123,6 @@ enum Command {
     Leave(oneshot::Sender<()>),
     Members(oneshot::Sender<Vec<Member>>),
     SetMeta(Vec<u8>, oneshot::Sender<Result<(), GossipError>>),
-    SetAckPayload(Vec<u8>),
     SubscribeMembers(mpsc::UnboundedSender<MemberEvent>),
     SubscribePings(mpsc::UnboundedSender<PingComplete>),
     Coordinates(oneshot::Sender<Coordinates>),
@@ -259,15 +258,16 @@ impl Gossip {
         self.addr
     }
 
+    async fn send(&self, cmd: Command) -> Result<(), GossipError> {
+        self.tx.send(cmd).await.map_err(|_| GossipError::Shutdown)
+    }
+
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, GossipError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(make(tx))
-            .await
-            .map_err(|_| GossipError::Shutdown)?;
+        self.send(make(tx)).await?;
         rx.await.map_err(|_| GossipError::Shutdown)
     }
 
@@ -297,21 +297,10 @@ impl Gossip {
         self.ask(|tx| Command::SetMeta(meta, tx)).await?
     }
 
-    /// Sets the payload attached to our acks (our network coordinate).
-    pub async fn set_ack_payload(&self, payload: Vec<u8>) -> Result<(), GossipError> {
-        self.tx
-            .send(Command::SetAckPayload(payload))
-            .await
-            .map_err(|_| GossipError::Shutdown)
-    }
-
     /// Every membership event from now on, in order, without loss.
     pub async fn subscribe(&self) -> Result<mpsc::UnboundedReceiver<MemberEvent>, GossipError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.tx
-            .send(Command::SubscribeMembers(tx))
-            .await
-            .map_err(|_| GossipError::Shutdown)?;
+        self.send(Command::SubscribeMembers(tx)).await?;
         Ok(rx)
     }
 
@@ -320,10 +309,7 @@ impl Gossip {
         &self,
     ) -> Result<mpsc::UnboundedReceiver<PingComplete>, GossipError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.tx
-            .send(Command::SubscribePings(tx))
-            .await
-            .map_err(|_| GossipError::Shutdown)?;
+        self.send(Command::SubscribePings(tx)).await?;
         Ok(rx)
     }
 
@@ -472,7 +458,6 @@ impl<E: Env> Driver<E> {
             Command::SetMeta(meta, reply) => {
                 let _ = reply.send(self.core.set_meta(now, meta).map_err(GossipError::from));
             }
-            Command::SetAckPayload(p) => self.core.set_ack_payload(p),
             Command::SubscribeMembers(tx) => self.member_subs.push(tx),
             Command::SubscribePings(tx) => self.ping_subs.push(tx),
             Command::Coordinates(reply) => {

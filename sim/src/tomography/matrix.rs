@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use crate::trace::sha256_hex;
 
 /// Largest node id accepted: a per-node table is allocated for every id up to
 /// the largest, so a stray huge id must be an error, not an allocation.
@@ -62,10 +62,7 @@ impl Matrix {
     /// Parses matrix bytes; `name` labels errors.
     pub fn parse(name: &str, bytes: &[u8]) -> Result<Matrix, MatrixError> {
         let err = |line: usize, what: String| MatrixError(format!("{name}:{line}: {what}"));
-        let sha256 = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = sha256_hex(bytes);
         let text =
             std::str::from_utf8(bytes).map_err(|_| MatrixError(format!("{name}: not UTF-8")))?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use crate::trace::sha256_hex;
 
 use super::matrix::Matrix;
 use super::pyrandom::PyRandom;
@@ -177,10 +177,7 @@ impl Stream {
 
     /// Parses stream bytes; `name` labels errors.
     pub fn parse(name: &str, bytes: &[u8], nodes: u32) -> Result<Stream, StreamError> {
-        let sha256 = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = sha256_hex(bytes);
         let text =
             std::str::from_utf8(bytes).map_err(|_| StreamError(format!("{name}: not UTF-8")))?;
         let mut observations = Vec::new();
