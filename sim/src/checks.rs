@@ -1,16 +1,17 @@
 //! Evaluates a scenario's checks against the trace of its run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Accuracy, Action, RunOutput, TimedAction};
 use crate::scenario::{Check, Scenario};
+use crate::topology::Topology;
 use crate::trace::Trace;
 
 /// The outcome of one check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
     /// The check, as written.
     pub check: String,
@@ -20,76 +21,123 @@ pub struct CheckResult {
     pub detail: String,
 }
 
-/// When each node was unreachable: crashed, cut off, or gone after leaving.
+/// Time spans per node, open-ended while they last.
 #[derive(Debug, Default)]
-struct Outages {
-    spans: BTreeMap<String, Vec<(Duration, Option<Duration>)>>,
-}
+struct Spans(BTreeMap<String, Vec<(Duration, Option<Duration>)>>);
 
-impl Outages {
-    fn from_actions(actions: &[TimedAction]) -> Self {
-        let mut o = Outages::default();
-        let mut isolated: BTreeSet<String> = BTreeSet::new();
-        for a in actions {
-            match &a.action {
-                Action::Crash(n) | Action::Leave(n) => n.iter().for_each(|x| o.open(x, a.at)),
-                Action::Isolate(n) => {
-                    for x in n {
-                        o.open(x, a.at);
-                        isolated.insert(x.clone());
-                    }
-                }
-                Action::Restart(n) => n.iter().for_each(|x| o.close(x, a.at)),
-                Action::Heal => {
-                    for x in std::mem::take(&mut isolated) {
-                        o.close(&x, a.at);
-                    }
-                }
-                Action::Loss(_) | Action::Skew(..) => {}
-            }
-        }
-        o
-    }
-
+impl Spans {
     fn open(&mut self, node: &str, at: Duration) {
-        let spans = self.spans.entry(node.to_owned()).or_default();
+        let spans = self.0.entry(node.to_owned()).or_default();
         if spans.last().is_none_or(|s| s.1.is_some()) {
             spans.push((at, None));
         }
     }
 
     fn close(&mut self, node: &str, at: Duration) {
-        if let Some(last) = self.spans.get_mut(node).and_then(|s| s.last_mut()) {
+        if let Some(last) = self.0.get_mut(node).and_then(|s| s.last_mut()) {
             if last.1.is_none() {
                 last.1 = Some(at);
             }
         }
     }
 
-    /// Whether `node` was unreachable at any time in `[from, to]`.
     fn any_between(&self, node: &str, from: Duration, to: Duration) -> bool {
-        self.spans.get(node).is_some_and(|s| {
+        self.0.get(node).is_some_and(|s| {
             s.iter()
                 .any(|(a, b)| *a <= to && b.is_none_or(|b| b >= from))
         })
     }
 
-    /// Whether `node` is unreachable at the end of the run.
-    fn down_at_end(&self, node: &str) -> bool {
-        self.spans
-            .get(node)
-            .and_then(|s| s.last())
-            .is_some_and(|s| s.1.is_none())
+    fn down_at(&self, node: &str, t: Option<Duration>) -> bool {
+        self.0.get(node).is_some_and(|s| {
+            s.iter().any(|(a, b)| match t {
+                None => b.is_none(),
+                Some(t) => *a <= t && b.is_none_or(|b| b > t),
+            })
+        })
+    }
+
+    /// The span containing `at`, if any: `Some(end)`, where `end` is `None`
+    /// when it lasts to the end of the run.
+    fn containing(&self, node: &str, at: Duration) -> Option<Option<Duration>> {
+        self.0
+            .get(node)?
+            .iter()
+            .find(|(a, b)| *a <= at && b.is_none_or(|b| b > at))
+            .map(|s| s.1)
     }
 }
 
-/// Each observer's final view: member -> last membership event. A restart
-/// starts an observer's view afresh.
-fn final_views(trace: &Trace) -> BTreeMap<String, BTreeMap<String, String>> {
+/// When each node was unreachable: down (not started yet, crashed, or gone
+/// after leaving) or cut off by a partition.
+#[derive(Debug, Default)]
+pub struct Outages {
+    down: Spans,
+    cut: Spans,
+}
+
+impl Outages {
+    /// Reads the outages off a resolved timeline.
+    pub fn from_timeline(names: &[String], actions: &[TimedAction]) -> Self {
+        let mut o = Outages::default();
+        // A node whose first lifecycle event is a join is absent until then.
+        for n in names {
+            let first = actions.iter().find(|a| {
+                matches!(&a.action, Action::Crash(s) | Action::Restart(s) | Action::Join(s) | Action::Leave(s) if s.contains(n))
+            });
+            if first.is_some_and(|a| matches!(a.action, Action::Join(_))) {
+                o.down.open(n, Duration::ZERO);
+            }
+        }
+        for a in actions {
+            match &a.action {
+                Action::Crash(n) | Action::Leave(n) => n.iter().for_each(|x| o.down.open(x, a.at)),
+                Action::Restart(n) | Action::Join(n) => {
+                    n.iter().for_each(|x| o.down.close(x, a.at))
+                }
+                Action::Isolate(n) => n.iter().for_each(|x| o.cut.open(x, a.at)),
+                Action::Partition(x, y) => x.iter().chain(y).for_each(|n| o.cut.open(n, a.at)),
+                Action::Heal => names.iter().for_each(|n| o.cut.close(n, a.at)),
+                Action::HealBetween(x, y) => x.iter().chain(y).for_each(|n| o.cut.close(n, a.at)),
+                Action::Loss(_) | Action::LinkLoss(..) | Action::Latency(..) | Action::Skew(..) => {
+                }
+            }
+        }
+        o
+    }
+
+    /// Whether `node` was down or cut off at any time in `[from, to]`.
+    pub fn any_between(&self, node: &str, from: Duration, to: Duration) -> bool {
+        self.down.any_between(node, from, to) || self.cut.any_between(node, from, to)
+    }
+
+    /// Whether `node` is down or cut off at `t` (`None`: at the end).
+    pub fn out_at(&self, node: &str, t: Option<Duration>) -> bool {
+        self.down.down_at(node, t) || self.cut.down_at(node, t)
+    }
+
+    /// When `node`'s outage that includes `at` ended (`None`: never).
+    fn end_of(&self, node: &str, at: Duration) -> Option<Duration> {
+        self.down
+            .containing(node, at)
+            .or_else(|| self.cut.containing(node, at))
+            .flatten()
+    }
+}
+
+/// Each observer's view at time `until` (the end if `None`): member -> last
+/// membership event. A restart starts an observer's view afresh.
+pub fn views_at(
+    trace: &Trace,
+    until: Option<Duration>,
+) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut views: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for e in &trace.events {
+        if until.is_some_and(|u| e.at() > u) {
+            break;
+        }
         if e.node == "sim" {
-            if e.event == "restart" {
+            if e.event == "restart" || e.event == "join" {
                 for n in e.detail.as_deref().unwrap_or("").split(',') {
                     views.remove(n);
                 }
@@ -106,26 +154,117 @@ fn final_views(trace: &Trace) -> BTreeMap<String, BTreeMap<String, String>> {
     views
 }
 
-fn alive_word(event: &str) -> bool {
+/// Whether a membership event leaves the member counted as alive
+/// (suspected counts, as in Serf).
+pub fn alive_word(event: &str) -> bool {
     matches!(
         event,
         "joined" | "alive" | "updated" | "refuted" | "suspect"
     )
 }
 
-/// Evaluates every check of `scenario` on the run's output.
-pub fn evaluate(scenario: &Scenario, out: &RunOutput) -> Vec<CheckResult> {
+/// One node cut off by a fault, and how long each node it was cut off from
+/// took to declare it failed (`None`: never did).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// The node cut off.
+    pub target: String,
+    /// When the fault happened.
+    pub fault_at: Duration,
+    /// How long the node stayed cut off (`None`: to the end).
+    pub lasted: Option<Duration>,
+    /// Each observer and its detection delay.
+    pub observers: Vec<(String, Option<Duration>)>,
+}
+
+/// Every crash or partition in the timeline, per node it cut off, with who
+/// detected it when. Observers are nodes of the same pool on the other side
+/// that stayed up through the fault.
+pub fn detections(
+    topo: &Topology,
+    actions: &[TimedAction],
+    outages: &Outages,
+    trace: &Trace,
+) -> Vec<Detection> {
+    let names = topo.names();
+    let mut out = Vec::new();
+    for a in actions {
+        let sides: Vec<(Vec<String>, Vec<String>)> = match &a.action {
+            Action::Crash(set) | Action::Isolate(set) => set
+                .iter()
+                .map(|t| {
+                    (
+                        vec![t.clone()],
+                        names.iter().filter(|n| !set.contains(n)).cloned().collect(),
+                    )
+                })
+                .collect(),
+            Action::Partition(x, y) => x
+                .iter()
+                .map(|t| (vec![t.clone()], y.clone()))
+                .chain(y.iter().map(|t| (vec![t.clone()], x.clone())))
+                .collect(),
+            _ => continue,
+        };
+        for (target, others) in sides {
+            let target = &target[0];
+            let Some(ti) = topo.index(target) else {
+                continue;
+            };
+            let end = outages.end_of(target, a.at);
+            let lasted = end.map(|e| e - a.at);
+            let observers = others
+                .iter()
+                .filter(|o| *o != target)
+                .filter(|o| {
+                    topo.index(o)
+                        .is_some_and(|oi| topo.pool_of(oi) == topo.pool_of(ti))
+                })
+                // An observer that was itself down while the target was out
+                // may have missed it.
+                .filter(|o| {
+                    !outages
+                        .down
+                        .any_between(o, a.at, end.unwrap_or(Duration::MAX))
+                        && !matches!(&a.action, Action::Crash(s) if s.contains(o))
+                })
+                .map(|o| {
+                    let first = trace
+                        .observations("failed", target)
+                        .filter(|(obs, t)| obs == o && *t >= a.at && end.is_none_or(|e| *t <= e))
+                        .map(|(_, t)| t - a.at)
+                        .min();
+                    (o.clone(), first)
+                })
+                .collect();
+            out.push(Detection {
+                target: target.clone(),
+                fault_at: a.at,
+                lasted,
+                observers,
+            });
+        }
+    }
+    out
+}
+
+/// Evaluates every check of `scenario` on a run of `timeline`.
+pub fn evaluate(
+    scenario: &Scenario,
+    timeline: &[TimedAction],
+    out: &RunOutput,
+) -> Vec<CheckResult> {
     let trace = &out.trace;
-    let outages = Outages::from_actions(&scenario.actions);
-    let nodes = &scenario.cluster.nodes;
-    let running: Vec<&String> = nodes.iter().filter(|n| !outages.down_at_end(n)).collect();
+    let names = scenario.names();
+    let outages = Outages::from_timeline(&names, timeline);
     scenario
         .checks
         .iter()
         .map(|c| match c {
-            Check::Converged => converged(trace, &running),
-            Check::FailedWithin { node, within } => {
-                failed_within(scenario, trace, &running, node, *within)
+            Check::Converged { at } => converged(scenario, trace, &outages, *at),
+            Check::FailedWithin { targets, within } => {
+                let d = detections(&scenario.topology, timeline, &outages, trace);
+                failed_within(&d, targets, *within)
             }
             Check::NoFalseFailures => no_false_failures(scenario, trace, &outages),
             Check::CoordinateAccuracy {
@@ -168,83 +307,111 @@ fn coordinate_accuracy(
     }
 }
 
-fn converged(trace: &Trace, running: &[&String]) -> CheckResult {
-    let views = final_views(trace);
+fn examples(list: &[String]) -> String {
+    list.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+}
+
+fn converged(
+    scenario: &Scenario,
+    trace: &Trace,
+    outages: &Outages,
+    at: Option<Duration>,
+) -> CheckResult {
+    let topo = &scenario.topology;
+    let views = views_at(trace, at);
+    let names = topo.names();
+    let running: Vec<usize> = (0..names.len())
+        .filter(|&i| !outages.out_at(&names[i], at))
+        .collect();
     let mut missing = Vec::new();
-    for a in running {
-        for b in running.iter().filter(|b| *b != a) {
-            let seen = views.get(*a).and_then(|v| v.get(*b)).map(String::as_str);
+    for &a in &running {
+        for &b in running
+            .iter()
+            .filter(|&&b| b != a && topo.pool_of(b) == topo.pool_of(a))
+        {
+            let (a, b) = (&names[a], &names[b]);
+            let seen = views.get(a).and_then(|v| v.get(b)).map(String::as_str);
             if !seen.is_some_and(alive_word) {
                 missing.push(format!("{a} sees {b} as {}", seen.unwrap_or("unknown")));
             }
         }
     }
+    let when = at.map_or(String::new(), |t| format!(" at={t:?}"));
     CheckResult {
-        check: "converged".into(),
+        check: format!("converged{when}"),
         passed: missing.is_empty(),
         detail: if missing.is_empty() {
-            format!("all {} running nodes see each other alive", running.len())
+            format!(
+                "all {} running nodes see every other node of their pool alive",
+                running.len()
+            )
         } else {
             format!(
                 "{} views disagree, e.g. {}",
                 missing.len(),
-                missing
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                examples(&missing)
             )
         },
     }
 }
 
-fn failed_within(
-    scenario: &Scenario,
-    trace: &Trace,
-    running: &[&String],
-    node: &str,
-    within: Duration,
-) -> CheckResult {
-    let check = format!("failed_within node={node} within={within:?}");
-    let fault = scenario
-        .actions
-        .iter()
-        .filter(|a| matches!(&a.action, Action::Crash(n) | Action::Isolate(n) if n.iter().any(|x| x == node)))
-        .map(|a| a.at)
-        .next_back();
-    let Some(fault) = fault else {
-        return CheckResult {
-            check,
-            passed: false,
-            detail: format!("no crash or partition of {node} in the timeline"),
-        };
+fn failed_within(all: &[Detection], targets: &[String], within: Duration) -> CheckResult {
+    let check = if targets.is_empty() {
+        format!("failed_within within={within:?}")
+    } else {
+        format!(
+            "failed_within targets={} within={within:?}",
+            targets.join(",")
+        )
     };
-    let mut slowest = Duration::ZERO;
     let mut late = Vec::new();
-    for o in running.iter().filter(|o| o.as_str() != node) {
-        let first = trace
-            .observations("failed", node)
-            .filter(|(obs, t)| obs == o && *t >= fault)
-            .map(|(_, t)| t - fault)
-            .min();
-        match first {
-            Some(d) if d <= within => slowest = slowest.max(d),
-            Some(d) => late.push(format!("{o} after {:.3}s", d.as_secs_f64())),
-            None => late.push(format!("{o} never")),
+    let mut slowest = Duration::ZERO;
+    let (mut judged, mut skipped) = (0, 0);
+    for t in targets {
+        if !all.iter().any(|d| d.target == *t) {
+            late.push(format!("no crash or partition of {t} in the timeline"));
         }
     }
+    for d in all
+        .iter()
+        .filter(|d| targets.is_empty() || targets.contains(&d.target))
+    {
+        // A node back before the deadline need not have been declared failed.
+        if d.lasted.is_some_and(|l| l < within) {
+            skipped += 1;
+            continue;
+        }
+        judged += 1;
+        for (o, first) in &d.observers {
+            match first {
+                Some(t) if *t <= within => slowest = slowest.max(*t),
+                Some(t) => late.push(format!(
+                    "{o} declared {} after {:.3}s",
+                    d.target,
+                    t.as_secs_f64()
+                )),
+                None => late.push(format!("{o} never declared {} failed", d.target)),
+            }
+        }
+    }
+    let passed = late.is_empty() && judged > 0;
     CheckResult {
         check,
-        passed: late.is_empty(),
-        detail: if late.is_empty() {
+        passed,
+        detail: if judged == 0 && late.is_empty() {
+            format!("no fault lasted {within:?} or longer ({skipped} shorter ones)")
+        } else if late.is_empty() {
             format!(
-                "slowest of {} observers: {:.3}s after the fault",
-                running.len().saturating_sub(1),
-                slowest.as_secs_f64()
+                "{judged} faults detected by every observer; slowest {:.3}s after the fault{}",
+                slowest.as_secs_f64(),
+                if skipped > 0 {
+                    format!(" ({skipped} shorter faults not judged)")
+                } else {
+                    String::new()
+                }
             )
         } else {
-            format!("too slow: {}", late.join(", "))
+            format!("{} misses: {}", late.len(), examples(&late))
         },
     }
 }
@@ -252,8 +419,8 @@ fn failed_within(
 fn no_false_failures(scenario: &Scenario, trace: &Trace, outages: &Outages) -> CheckResult {
     // A verdict is justified if either side was unreachable within the time
     // it can take to reach one: the longest suspicion plus a few probes.
-    let g = &scenario.cluster.gossip;
-    let window = g.suspicion_timeout(scenario.cluster.nodes.len())
+    let g = &scenario.gossip;
+    let window = g.suspicion_timeout(scenario.topology.nodes.len())
         * g.suspicion_max_timeout_mult as u32
         + g.probe_interval * 3;
     let mut total = 0;
@@ -274,11 +441,7 @@ fn no_false_failures(scenario: &Scenario, trace: &Trace, outages: &Outages) -> C
         } else if wrong.is_empty() {
             format!("{total} failure verdicts, all about or by unreachable nodes")
         } else {
-            format!(
-                "{} false: {}",
-                wrong.len(),
-                wrong.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
-            )
+            format!("{} false: {}", wrong.len(), examples(&wrong))
         },
     }
 }

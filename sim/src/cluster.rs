@@ -1,5 +1,6 @@
-//! Runs real cairn agents as turmoil hosts under a timed fault schedule and
-//! records what every node saw.
+//! The full-stack engine: real cairn agents as turmoil hosts, on the
+//! links a [`Topology`] draws, driven through a timed fault schedule, with
+//! what every node saw recorded.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,113 +14,60 @@ use cairn::env::Env;
 use cairn::gossip::Config as GossipConfig;
 use tokio::sync::watch;
 
-use crate::tomography::{percentile, Matrix};
-
 use crate::env::{HostTable, NetConditions, SimEnv};
+use crate::tomography::percentile;
+use crate::topology::{Links, Role, Topology};
 use crate::trace::{Recorder, Trace, TraceEvent};
 
 /// The simulated cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
-    /// Node names; the first is everyone's join target.
-    pub nodes: Vec<String>,
+    /// Datacenters, nodes and the network model.
+    pub topology: Topology,
+    /// The network drawn from the model (see [`Topology::realize`]).
+    pub links: Links,
     /// Seed of everything random in the run.
     pub seed: u64,
     /// Gossip tuning of every agent.
     pub gossip: GossipConfig,
     /// Simulation step (turmoil's tick).
     pub tick: Duration,
-    /// One-way latency of every link (unless `rtts` gives the pair).
-    pub latency: Duration,
-    /// Measured round-trip times between the nodes: each link's one-way
-    /// latency is half its pair's RTT, and coordinates are scored against
-    /// them every virtual second.
-    pub rtts: Option<Arc<PairRtts>>,
     /// Virtual time to run for.
     pub duration: Duration,
 }
 
-/// Round-trip times between the cluster's nodes, from rows of a matrix.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PairRtts {
-    /// The matrix row each node sits on.
-    pub rows: Vec<u32>,
-    /// `rtt_ms[i][j]` for nodes `i` and `j`.
-    pub rtt_ms: Vec<Vec<f64>>,
-}
-
-impl PairRtts {
-    /// Places node `i` on matrix row `rows[i]`; every pair must be measured.
-    pub fn from_matrix(m: &Matrix, rows: &[u32]) -> Result<PairRtts, String> {
-        let n = rows.len();
-        let mut rtt_ms = vec![vec![0.0; n]; n];
-        for i in 0..n {
-            for j in i + 1..n {
-                let v = m.rtt_ms(rows[i], rows[j]).ok_or_else(|| {
-                    format!(
-                        "{} has no RTT between rows {} and {}",
-                        m.name, rows[i], rows[j]
-                    )
-                })?;
-                rtt_ms[i][j] = v;
-                rtt_ms[j][i] = v;
-            }
+impl ClusterSpec {
+    /// `n` agents named `dc1-0`, `dc1-1`, … in one datacenter, with
+    /// memberlist's LAN timing, 1 ms links and a 1 ms tick.
+    pub fn new(n: usize, seed: u64, duration: Duration) -> Self {
+        let topology = Topology::lan("dc1", n);
+        // A uniform, constant model cannot fail to realize.
+        let links = topology.realize(seed).unwrap_or_else(|_| Links {
+            one_way: vec![vec![Duration::from_millis(1); n]; n],
+            loss: vec![vec![0.0; n]; n],
+        });
+        ClusterSpec {
+            topology,
+            links,
+            seed,
+            gossip: GossipConfig::lan(),
+            tick: Duration::from_millis(1),
+            duration,
         }
-        Ok(PairRtts {
-            rows: rows.to_vec(),
-            rtt_ms,
-        })
     }
 
-    /// Checks that these RTTs can describe `n` nodes: a full `n`×`n` table
-    /// of finite, positive times off the diagonal.
-    pub fn check(&self, n: usize) -> Result<(), String> {
-        if self.rtt_ms.len() != n || self.rtt_ms.iter().any(|row| row.len() != n) {
-            return Err(format!(
-                "{n} nodes need an {n}x{n} table of RTTs, got {} rows",
-                self.rtt_ms.len()
-            ));
-        }
-        for (i, row) in self.rtt_ms.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                if i != j && !(v.is_finite() && v > 0.0) {
-                    return Err(format!(
-                        "the RTT between nodes {i} and {j} is {v} ms; it must be a positive number"
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The first `n` rows (by id) that are all measured against each other.
-    pub fn first_complete_rows(m: &Matrix, n: usize) -> Result<Vec<u32>, String> {
-        let mut rows: Vec<u32> = Vec::new();
-        for id in 0..m.nodes {
-            if rows.len() == n {
-                break;
-            }
-            if rows.iter().all(|&r| m.rtt_ms(r, id).is_some()) {
-                rows.push(id);
-            }
-        }
-        if rows.len() < n {
-            return Err(format!(
-                "{} has only {} rows all measured against each other, not {n}",
-                m.name,
-                rows.len()
-            ));
-        }
-        Ok(rows)
+    /// Node names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.topology.names()
     }
 }
 
-/// How well coordinates predicted the measured RTTs at one moment.
+/// How well coordinates predicted the model's RTTs at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Accuracy {
     /// Virtual time.
     pub at: Duration,
-    /// Pairs scored (both nodes running and with a coordinate).
+    /// Pairs scored (both nodes running, in one pool, with a coordinate).
     pub pairs: usize,
     /// Median relative error.
     pub median: f64,
@@ -131,91 +79,186 @@ pub struct Accuracy {
     pub mean_abs_ms: f64,
 }
 
-/// Every running node's estimate coordinate, posted by the node itself.
-type CoordinateBoard = Arc<std::sync::Mutex<BTreeMap<usize, Coordinate>>>;
-
-fn score(at: Duration, rtts: &PairRtts, board: &CoordinateBoard) -> Option<Accuracy> {
-    let coords = board.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut rel = Vec::new();
-    let mut sum_abs = 0.0;
-    for (&i, a) in &coords {
-        for (&j, b) in coords.range(i + 1..) {
-            let truth = rtts.rtt_ms[i][j];
-            let est = a.distance_secs(b) * 1000.0;
-            sum_abs += (est - truth).abs();
-            rel.push((est - truth).abs() / truth);
-        }
-    }
-    if rel.is_empty() {
-        return None;
-    }
-    let pairs = rel.len();
-    rel.sort_by(f64::total_cmp);
-    Some(Accuracy {
-        at,
-        pairs,
-        median: percentile(&rel, 0.5),
-        p90: percentile(&rel, 0.9),
-        p99: percentile(&rel, 0.99),
-        mean_abs_ms: sum_abs / pairs as f64,
-    })
+/// One scored pair at the end of the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairError {
+    /// Node indices, `a < b`.
+    pub a: usize,
+    /// Second node.
+    pub b: usize,
+    /// The model's RTT, ms.
+    pub true_ms: f64,
+    /// The coordinates' estimate, ms.
+    pub est_ms: f64,
 }
 
-impl ClusterSpec {
-    /// `n` agents named `n0`, `n1`, … with memberlist's LAN timing, 1 ms
-    /// links and a 1 ms tick.
-    pub fn new(n: usize, seed: u64, duration: Duration) -> Self {
-        ClusterSpec {
-            nodes: (0..n).map(|i| format!("n{i}")).collect(),
-            seed,
-            gossip: GossipConfig::lan(),
-            tick: Duration::from_millis(1),
-            latency: Duration::from_millis(1),
-            rtts: None,
-            duration,
-        }
+impl PairError {
+    /// |estimate - truth| / truth.
+    pub fn rel(&self) -> f64 {
+        (self.est_ms - self.true_ms).abs() / self.true_ms
     }
 }
 
-/// A fault or operation injected at a point in virtual time.
+/// One node at one sampling instant (each virtual second).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeSample {
+    /// Virtual time.
+    pub at: Duration,
+    /// Node index.
+    pub node: usize,
+    /// Running, waiting to join, crashed or gone.
+    pub status: NodeStatus,
+    /// UDP datagrams sent since the last sample.
+    pub udp_packets: u64,
+    /// UDP bytes sent since the last sample.
+    pub udp_bytes: u64,
+    /// TCP bytes written since the last sample.
+    pub tcp_bytes: u64,
+    /// Median relative error of this node's RTT estimates to its pool.
+    pub coord_median: Option<f64>,
+    /// 90th percentile of the same.
+    pub coord_p90: Option<f64>,
+}
+
+/// What a node is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// Not started yet: a `join` event starts it.
+    Waiting,
+    /// Running.
+    Running,
+    /// Crashed.
+    Crashed,
+    /// Left gracefully.
+    Left,
+}
+
+impl NodeStatus {
+    /// Lowercase name for files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Waiting => "waiting",
+            NodeStatus::Running => "running",
+            NodeStatus::Crashed => "crashed",
+            NodeStatus::Left => "left",
+        }
+    }
+}
+
+/// A change to a link's latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LatencyChange {
+    /// This one-way latency.
+    Set(Duration),
+    /// The model's latency times this factor.
+    Scale(f64),
+    /// Back to the model's latency.
+    Reset,
+}
+
+/// A fault or operation injected at a point in virtual time. `T` names the
+/// nodes: selectors in a scenario, node names once resolved for a run.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub enum Action<T = Vec<String>> {
     /// Cut every link between these nodes and all others.
-    Isolate(Vec<String>),
+    Isolate(T),
+    /// Cut every link between the two sets.
+    Partition(T, T),
     /// Restore every link.
     Heal,
+    /// Restore the links between the two sets.
+    HealBetween(T, T),
     /// Stop these nodes abruptly.
-    Crash(Vec<String>),
-    /// Start these (crashed) nodes again.
-    Restart(Vec<String>),
+    Crash(T),
+    /// Start these crashed or departed nodes again, as fresh processes.
+    Restart(T),
+    /// Start these nodes for the first time (or again after a leave).
+    Join(T),
     /// Have these nodes leave gracefully (they stop afterwards).
-    Leave(Vec<String>),
-    /// Drop this fraction of UDP packets on every link (0 to stop).
+    Leave(T),
+    /// Drop this fraction of UDP packets on every link.
     Loss(f64),
+    /// Drop this fraction on the links between the two sets; `None` goes
+    /// back to the model's loss.
+    LinkLoss(T, T, Option<f64>),
+    /// Change the latency of the links between the two sets.
+    Latency(T, T, LatencyChange),
     /// Skew these nodes' wall clocks by this many milliseconds.
-    Skew(Vec<String>, i64),
+    Skew(T, i64),
 }
 
-impl Action {
-    fn name(&self) -> &'static str {
+impl<T> Action<T> {
+    /// The same action with its node sets mapped by `f`.
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Action<U> {
         match self {
-            Action::Isolate(_) => "isolate",
-            Action::Heal => "heal",
+            Action::Isolate(a) => Action::Isolate(f(a)),
+            Action::Partition(a, b) => Action::Partition(f(a), f(b)),
+            Action::Heal => Action::Heal,
+            Action::HealBetween(a, b) => Action::HealBetween(f(a), f(b)),
+            Action::Crash(a) => Action::Crash(f(a)),
+            Action::Restart(a) => Action::Restart(f(a)),
+            Action::Join(a) => Action::Join(f(a)),
+            Action::Leave(a) => Action::Leave(f(a)),
+            Action::Loss(r) => Action::Loss(*r),
+            Action::LinkLoss(a, b, r) => Action::LinkLoss(f(a), f(b), *r),
+            Action::Latency(a, b, c) => Action::Latency(f(a), f(b), *c),
+            Action::Skew(a, ms) => Action::Skew(f(a), *ms),
+        }
+    }
+
+    /// The action's name in traces and scenario files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Isolate(_) | Action::Partition(..) => "partition",
+            Action::Heal | Action::HealBetween(..) => "heal",
             Action::Crash(_) => "crash",
             Action::Restart(_) => "restart",
+            Action::Join(_) => "join",
             Action::Leave(_) => "leave",
             Action::Loss(_) => "loss",
+            Action::LinkLoss(_, _, Some(_)) => "loss",
+            Action::LinkLoss(_, _, None) => "loss_off",
+            Action::Latency(..) => "latency",
             Action::Skew(..) => "skew",
         }
     }
+}
 
-    fn detail(&self) -> Option<String> {
+impl Action {
+    /// Every node the action names.
+    pub fn nodes(&self) -> Vec<&String> {
         match self {
-            Action::Isolate(n) | Action::Crash(n) | Action::Restart(n) | Action::Leave(n) => {
-                Some(n.join(","))
-            }
+            Action::Isolate(a)
+            | Action::Crash(a)
+            | Action::Restart(a)
+            | Action::Join(a)
+            | Action::Leave(a)
+            | Action::Skew(a, _) => a.iter().collect(),
+            Action::Partition(a, b)
+            | Action::HealBetween(a, b)
+            | Action::LinkLoss(a, b, _)
+            | Action::Latency(a, b, _) => a.iter().chain(b).collect(),
+            Action::Heal | Action::Loss(_) => Vec::new(),
+        }
+    }
+
+    /// The parameters, for the trace.
+    pub fn detail(&self) -> Option<String> {
+        let pair = |a: &[String], b: &[String]| format!("{}|{}", a.join(","), b.join(","));
+        match self {
+            Action::Isolate(n)
+            | Action::Crash(n)
+            | Action::Restart(n)
+            | Action::Join(n)
+            | Action::Leave(n) => Some(n.join(",")),
+            Action::Partition(a, b) | Action::HealBetween(a, b) => Some(pair(a, b)),
             Action::Heal => None,
             Action::Loss(r) => Some(format!("{r}")),
+            Action::LinkLoss(a, b, r) => Some(match r {
+                Some(r) => format!("{}:{r}", pair(a, b)),
+                None => pair(a, b),
+            }),
+            Action::Latency(a, b, c) => Some(format!("{}:{c:?}", pair(a, b))),
             Action::Skew(n, ms) => Some(format!("{}:{ms}ms", n.join(","))),
         }
     }
@@ -223,11 +266,11 @@ impl Action {
 
 /// An action and when it happens.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TimedAction {
+pub struct TimedAction<T = Vec<String>> {
     /// Virtual time since the start.
     pub at: Duration,
     /// What happens.
-    pub action: Action,
+    pub action: Action<T>,
 }
 
 /// What a run produced.
@@ -241,8 +284,12 @@ pub struct RunOutput {
     pub steps: u64,
     /// UDP packets sent over lossy links, and how many were dropped.
     pub lossy_packets: (u64, u64),
-    /// Coordinate accuracy each virtual second (with `rtts` only).
+    /// Coordinate accuracy each virtual second.
     pub accuracy: Vec<Accuracy>,
+    /// Every scored pair at the end.
+    pub final_pairs: Vec<PairError>,
+    /// Every node each virtual second.
+    pub samples: Vec<NodeSample>,
 }
 
 /// Errors from a run.
@@ -270,6 +317,35 @@ pub fn sim_epoch() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600)
 }
 
+/// Every running node's estimate coordinate, posted by the node itself.
+type CoordinateBoard = Arc<std::sync::Mutex<BTreeMap<usize, Coordinate>>>;
+
+/// What a node's host software should be doing; restarts read it afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Wait for a `join`.
+    Wait,
+    /// Run the agent.
+    Run,
+    /// Leave gracefully and stop.
+    Leave,
+}
+
+/// The run in progress: the turmoil world and what the scenario changed.
+struct World<'a> {
+    sim: turmoil::Sim<'a>,
+    spec: &'a ClusterSpec,
+    names: Vec<String>,
+    net: Arc<NetConditions>,
+    ips: Vec<IpAddr>,
+    control: Vec<watch::Sender<Control>>,
+    status: Vec<NodeStatus>,
+    /// Current one-way latency of every link (the model's, changed by
+    /// `latency` events): what coordinates are scored against.
+    one_way: Vec<Vec<Duration>>,
+    board: CoordinateBoard,
+}
+
 /// Runs the cluster through `actions`; `progress` is told the virtual time
 /// once per simulated second.
 pub fn run_cluster(
@@ -277,165 +353,324 @@ pub fn run_cluster(
     actions: &[TimedAction],
     mut progress: impl FnMut(Duration),
 ) -> Result<RunOutput, SimError> {
+    let names = spec.names();
+    let n = names.len();
+    if spec.links.one_way.len() != n || spec.links.one_way.iter().any(|r| r.len() != n) {
+        return Err(SimError::Setup(format!(
+            "{n} nodes need an {n}x{n} table of link latencies"
+        )));
+    }
+    if let Some(node) = spec.topology.nodes.iter().find(|x| x.role == Role::Server) {
+        return Err(SimError::Setup(format!(
+            "{} is a server, and the full engine does not run servers yet: give the datacenters clients only",
+            node.name
+        )));
+    }
     for a in actions {
-        if let Action::Isolate(n)
-        | Action::Crash(n)
-        | Action::Restart(n)
-        | Action::Leave(n)
-        | Action::Skew(n, _) = &a.action
-        {
-            if let Some(bad) = n.iter().find(|x| !spec.nodes.contains(x)) {
-                return Err(SimError::UnknownNode(bad.clone()));
-            }
+        if let Some(bad) = a.action.nodes().into_iter().find(|x| !names.contains(x)) {
+            return Err(SimError::UnknownNode(bad.clone()));
         }
     }
     let mut sim = turmoil::Builder::new()
         // The run loop below decides when to stop; this only guards it.
         .simulation_duration(spec.duration + Duration::from_secs(3600))
         .tick_duration(spec.tick)
-        .min_message_latency(spec.latency)
-        .max_message_latency(spec.latency)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(1))
         .epoch(sim_epoch())
         .rng_seed(spec.seed)
         .build();
-    let hosts: HostTable = Arc::new(
-        spec.nodes
-            .iter()
-            .map(|n| (n.clone(), sim.lookup(n.as_str())))
-            .collect::<BTreeMap<String, IpAddr>>(),
-    );
+    let ips: Vec<IpAddr> = names.iter().map(|x| sim.lookup(x.as_str())).collect();
+    let hosts: HostTable = Arc::new(names.iter().cloned().zip(ips.iter().copied()).collect());
     let net = Arc::new(NetConditions::default());
+    net.set_jitter(spec.topology.latency.jitter);
     let recorder = Recorder::default();
     let board: CoordinateBoard = Arc::default();
-    let mut leave_signals = BTreeMap::new();
-    let join_target = spec.nodes.first().cloned().unwrap_or_default();
-    for (index, name) in spec.nodes.iter().enumerate() {
-        let (leave_tx, _) = watch::channel(false);
+    // A node whose first lifecycle event is a join waits for it.
+    let waits = |name: &String| {
+        actions
+            .iter()
+            .find(|a| {
+                matches!(&a.action, Action::Crash(s) | Action::Restart(s) | Action::Join(s) | Action::Leave(s) if s.contains(name))
+            })
+            .is_some_and(|a| matches!(a.action, Action::Join(_)))
+    };
+    let mut control = Vec::new();
+    let mut status = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let first = if waits(name) {
+            Control::Wait
+        } else {
+            Control::Run
+        };
+        let (tx, _) = watch::channel(first);
+        status.push(if first == Control::Wait {
+            NodeStatus::Waiting
+        } else {
+            NodeStatus::Running
+        });
         let ctx = HostCtx {
             index,
-            board: spec.rtts.is_some().then(|| board.clone()),
+            board: board.clone(),
             name: name.clone(),
-            ip: hosts[name],
+            datacenter: spec.topology.datacenters[spec.topology.nodes[index].dc]
+                .name
+                .clone(),
+            ip: ips[index],
             seed: spec.seed,
             boots: Arc::new(AtomicU64::new(0)),
             hosts: hosts.clone(),
             net: net.clone(),
             recorder: recorder.clone(),
             gossip: spec.gossip.clone(),
-            join: (join_target != *name).then(|| join_target.clone()),
-            leave: leave_tx.clone(),
+            join: spec.topology.join_targets(index),
+            control: tx.clone(),
         };
-        leave_signals.insert(name.clone(), leave_tx);
+        control.push(tx);
         sim.host(name.as_str(), move || ctx.clone().run());
     }
 
     // Links exist once both hosts are registered.
-    if let Some(r) = &spec.rtts {
-        r.check(spec.nodes.len()).map_err(SimError::Setup)?;
-        for (i, a) in spec.nodes.iter().enumerate() {
-            for (j, b) in spec.nodes.iter().enumerate().skip(i + 1) {
-                let one_way = Duration::try_from_secs_f64(r.rtt_ms[i][j] / 2000.0)
-                    .map_err(|e| SimError::Setup(format!("the RTT between {a} and {b}: {e}")))?;
-                sim.set_link_latency(a.as_str(), b.as_str(), one_way);
+    for i in 0..n {
+        for j in i + 1..n {
+            sim.set_link_latency(ips[i], ips[j], spec.links.one_way[i][j]);
+            let loss = spec.links.loss[i][j];
+            if loss > 0.0 {
+                net.set_link_loss(ips[i], ips[j], loss);
             }
         }
     }
+    let mut w = World {
+        sim,
+        spec,
+        names,
+        net,
+        ips,
+        control,
+        status,
+        one_way: spec.links.one_way.clone(),
+        board,
+    };
     let mut next = 0;
     let mut steps = 0u64;
     let mut accuracy = Vec::new();
+    let mut samples = Vec::new();
+    let mut last_counts = vec![[0u64; 3]; n];
     let mut next_second = Duration::ZERO;
-    while sim.elapsed() < spec.duration {
-        while next < actions.len() && actions[next].at <= sim.elapsed() {
+    while w.sim.elapsed() < spec.duration {
+        while next < actions.len() && actions[next].at <= w.sim.elapsed() {
             let a = &actions[next];
             recorder.record(TraceEvent {
-                t_us: sim.elapsed().as_micros() as u64,
+                t_us: w.sim.elapsed().as_micros() as u64,
                 node: "sim".into(),
                 event: a.action.name().into(),
                 member: None,
                 incarnation: None,
                 detail: a.action.detail(),
             });
-            apply(&mut sim, &spec.nodes, &net, &leave_signals, &a.action);
-            if let Action::Crash(set) | Action::Leave(set) = &a.action {
-                let mut b = board.lock().unwrap_or_else(|p| p.into_inner());
-                for n in set {
-                    if let Some(i) = spec.nodes.iter().position(|x| x == n) {
-                        b.remove(&i);
-                    }
-                }
-            }
+            w.apply(&a.action);
             next += 1;
         }
-        sim.step().map_err(|e| SimError::Host {
-            at: sim.elapsed(),
+        w.sim.step().map_err(|e| SimError::Host {
+            at: w.sim.elapsed(),
             why: e.to_string(),
         })?;
         steps += 1;
-        if sim.elapsed() >= next_second {
-            progress(sim.elapsed());
-            if let Some(r) = &spec.rtts {
-                accuracy.extend(score(sim.elapsed(), r, &board));
+        if w.sim.elapsed() >= next_second {
+            let now = w.sim.elapsed();
+            progress(now);
+            let (acc, per_node, _) = w.score(now);
+            accuracy.extend(acc);
+            for i in 0..n {
+                let counts = w.net.counters(w.ips[i]).read();
+                let d = |k: usize| counts[k] - last_counts[i][k];
+                samples.push(NodeSample {
+                    at: now,
+                    node: i,
+                    status: w.status[i],
+                    udp_packets: d(0),
+                    udp_bytes: d(1),
+                    tcp_bytes: d(2),
+                    coord_median: per_node[i].map(|p| p.0),
+                    coord_p90: per_node[i].map(|p| p.1),
+                });
+                last_counts[i] = counts;
             }
             next_second += Duration::from_secs(1);
         }
     }
+    let (_, _, final_pairs) = w.score(w.sim.elapsed());
     Ok(RunOutput {
         trace: recorder.trace(),
-        virtual_time: sim.elapsed(),
+        virtual_time: w.sim.elapsed(),
         steps,
-        lossy_packets: net.loss_counts(),
+        lossy_packets: w.net.loss_counts(),
         accuracy,
+        final_pairs,
+        samples,
     })
 }
 
-fn apply(
-    sim: &mut turmoil::Sim<'_>,
-    all: &[String],
-    net: &NetConditions,
-    leave: &BTreeMap<String, watch::Sender<bool>>,
-    action: &Action,
-) {
-    match action {
-        Action::Isolate(set) => {
-            for a in set {
-                for b in all.iter().filter(|b| !set.contains(b)) {
-                    sim.partition(a.as_str(), b.as_str());
+/// Per node: (median, p90) relative error of its estimates.
+type PerNode = Vec<Option<(f64, f64)>>;
+
+impl World<'_> {
+    fn index(&self, name: &str) -> usize {
+        // Names were checked against the cluster before the run.
+        self.names.iter().position(|x| x == name).unwrap_or(0)
+    }
+
+    fn pairs<'s>(
+        &'s self,
+        a: &'s [String],
+        b: &'s [String],
+    ) -> impl Iterator<Item = (usize, usize)> + 's {
+        a.iter().flat_map(move |x| {
+            b.iter()
+                .filter(move |y| *y != x)
+                .map(move |y| (self.index(x), self.index(y)))
+        })
+    }
+
+    fn apply(&mut self, action: &Action) {
+        let all = self.names.clone();
+        match action {
+            Action::Isolate(set) => {
+                let rest: Vec<String> = all.iter().filter(|x| !set.contains(x)).cloned().collect();
+                self.apply(&Action::Partition(set.clone(), rest));
+            }
+            Action::Partition(a, b) => {
+                for (i, j) in self.pairs(a, b).collect::<Vec<_>>() {
+                    self.sim.partition(self.ips[i], self.ips[j]);
+                }
+            }
+            Action::Heal => self.apply(&Action::HealBetween(all.clone(), all)),
+            Action::HealBetween(a, b) => {
+                for (i, j) in self.pairs(a, b).collect::<Vec<_>>() {
+                    self.sim.repair(self.ips[i], self.ips[j]);
+                }
+            }
+            Action::Crash(set) => {
+                for x in set {
+                    let i = self.index(x);
+                    if self.status[i] == NodeStatus::Running {
+                        self.sim.crash(x.as_str());
+                        self.status[i] = NodeStatus::Crashed;
+                        self.unpost(i);
+                    }
+                }
+            }
+            Action::Restart(set) | Action::Join(set) => {
+                for x in set {
+                    let i = self.index(x);
+                    let before = self.status[i];
+                    if before == NodeStatus::Running {
+                        continue;
+                    }
+                    self.control[i].send_replace(Control::Run);
+                    // A waiting host is already up and only needed the word.
+                    if before != NodeStatus::Waiting {
+                        self.sim.bounce(x.as_str());
+                    }
+                    self.status[i] = NodeStatus::Running;
+                }
+            }
+            Action::Leave(set) => {
+                for x in set {
+                    let i = self.index(x);
+                    if self.status[i] == NodeStatus::Running {
+                        self.control[i].send_replace(Control::Leave);
+                        self.status[i] = NodeStatus::Left;
+                        self.unpost(i);
+                    }
+                }
+            }
+            Action::Loss(rate) => self.net.set_loss(*rate),
+            Action::LinkLoss(a, b, rate) => {
+                for (i, j) in self.pairs(a, b).collect::<Vec<_>>() {
+                    let r = rate.unwrap_or(self.spec.links.loss[i][j]);
+                    self.net.set_link_loss(self.ips[i], self.ips[j], r);
+                }
+            }
+            Action::Latency(a, b, change) => {
+                for (i, j) in self.pairs(a, b).collect::<Vec<_>>() {
+                    let model = self.spec.links.one_way[i][j];
+                    let d = match *change {
+                        LatencyChange::Set(d) => d,
+                        LatencyChange::Scale(f) => model.mul_f64(f),
+                        LatencyChange::Reset => model,
+                    }
+                    .max(Duration::from_micros(1));
+                    self.one_way[i][j] = d;
+                    self.one_way[j][i] = d;
+                    self.sim.set_link_latency(self.ips[i], self.ips[j], d);
+                }
+            }
+            Action::Skew(set, ms) => {
+                for x in set {
+                    self.net.set_skew(x, *ms);
                 }
             }
         }
-        Action::Heal => {
-            for (i, a) in all.iter().enumerate() {
-                for b in &all[i + 1..] {
-                    sim.repair(a.as_str(), b.as_str());
+    }
+
+    /// A node that stops is no longer scored; its last coordinate would
+    /// otherwise linger on the board.
+    fn unpost(&self, i: usize) {
+        self.board
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&i);
+    }
+
+    /// Scores every pair of running nodes in one pool against the current
+    /// link latencies: overall, per node, and pair by pair.
+    fn score(&self, at: Duration) -> (Option<Accuracy>, PerNode, Vec<PairError>) {
+        let coords = self.board.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let n = self.names.len();
+        let topo = &self.spec.topology;
+        let mut pairs = Vec::new();
+        let mut by_node: Vec<Vec<f64>> = vec![Vec::new(); n];
+        for (&i, a) in &coords {
+            for (&j, b) in coords.range(i + 1..) {
+                if topo.pool_of(i) != topo.pool_of(j) {
+                    continue;
                 }
+                let p = PairError {
+                    a: i,
+                    b: j,
+                    true_ms: self.one_way[i][j].as_secs_f64() * 2000.0,
+                    est_ms: a.distance_secs(b) * 1000.0,
+                };
+                by_node[i].push(p.rel());
+                by_node[j].push(p.rel());
+                pairs.push(p);
             }
         }
-        Action::Crash(set) => {
-            for n in set {
-                sim.crash(n.as_str());
-            }
+        let per_node = by_node
+            .into_iter()
+            .map(|mut v| {
+                (!v.is_empty()).then(|| {
+                    v.sort_by(f64::total_cmp);
+                    (percentile(&v, 0.5), percentile(&v, 0.9))
+                })
+            })
+            .collect();
+        if pairs.is_empty() {
+            return (None, per_node, pairs);
         }
-        Action::Restart(set) => {
-            for n in set {
-                if let Some(tx) = leave.get(n) {
-                    tx.send_replace(false);
-                }
-                sim.bounce(n.as_str());
-            }
-        }
-        Action::Leave(set) => {
-            for n in set {
-                if let Some(tx) = leave.get(n) {
-                    tx.send_replace(true);
-                }
-            }
-        }
-        Action::Loss(rate) => net.set_loss(*rate),
-        Action::Skew(set, ms) => {
-            for n in set {
-                net.set_skew(n, *ms);
-            }
-        }
+        let mut rel: Vec<f64> = pairs.iter().map(PairError::rel).collect();
+        rel.sort_by(f64::total_cmp);
+        let sum_abs: f64 = pairs.iter().map(|p| (p.est_ms - p.true_ms).abs()).sum();
+        let acc = Accuracy {
+            at,
+            pairs: pairs.len(),
+            median: percentile(&rel, 0.5),
+            p90: percentile(&rel, 0.9),
+            p99: percentile(&rel, 0.99),
+            mean_abs_ms: sum_abs / pairs.len() as f64,
+        };
+        (Some(acc), per_node, pairs)
     }
 }
 
@@ -443,9 +678,10 @@ fn apply(
 #[derive(Clone)]
 struct HostCtx {
     index: usize,
-    /// Where to post our coordinate each second, when accuracy is scored.
-    board: Option<CoordinateBoard>,
+    /// Where to post our coordinate each second.
+    board: CoordinateBoard,
     name: String,
+    datacenter: String,
     ip: IpAddr,
     seed: u64,
     boots: Arc<AtomicU64>,
@@ -453,12 +689,18 @@ struct HostCtx {
     net: Arc<NetConditions>,
     recorder: Recorder,
     gossip: GossipConfig,
-    join: Option<String>,
-    leave: watch::Sender<bool>,
+    join: Vec<String>,
+    control: watch::Sender<Control>,
 }
 
 impl HostCtx {
     async fn run(self) -> turmoil::Result {
+        let mut control = self.control.subscribe();
+        while *control.borrow_and_update() == Control::Wait {
+            if control.changed().await.is_err() {
+                return Ok(());
+            }
+        }
         let boot = self.boots.fetch_add(1, Ordering::SeqCst);
         let env = SimEnv::new(
             &self.name,
@@ -470,13 +712,14 @@ impl HostCtx {
         );
         let mut config = AgentConfig::dev();
         config.node_name = self.name.clone();
+        config.datacenter = self.datacenter.clone();
         config.bind_addr = self.ip;
         config.client_addr = self.ip;
         config.gossip_base = self.gossip.clone();
         config.log_level = "warn".into();
         // Every host starts in the same tick: the first may not listen yet,
         // so keep trying, as an operator's retry_join would.
-        config.retry_join = self.join.iter().cloned().collect();
+        config.retry_join = self.join.clone();
         config.retry_interval = Duration::from_secs(1);
         let agent = Agent::start(env.clone(), config).await?;
         let mut events = agent.gossip().subscribe().await?;
@@ -494,8 +737,13 @@ impl HostCtx {
                 });
             }
         });
-        let posting = self.board.clone().map(|board| {
-            let (gossip, env2, index) = (agent.gossip().clone(), env.clone(), self.index);
+        let posting = {
+            let (gossip, env2, index, board) = (
+                agent.gossip().clone(),
+                env.clone(),
+                self.index,
+                self.board.clone(),
+            );
             env.spawn(async move {
                 loop {
                     env2.sleep(Duration::from_secs(1)).await;
@@ -509,22 +757,20 @@ impl HostCtx {
                     }
                 }
             })
-        });
-        let mut leave = self.leave.subscribe();
-        while !*leave.borrow_and_update() {
-            if leave.changed().await.is_err() {
+        };
+        while *control.borrow_and_update() != Control::Leave {
+            if control.changed().await.is_err() {
                 break;
             }
         }
         // A departing node is no longer scored: stop posting before the
-        // leave, which takes a while to spread, and take our entry down.
+        // leave, which takes a while to spread, and take our entry down in
+        // case a last post raced the runner's.
         drop(posting);
-        if let Some(board) = &self.board {
-            board
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&self.index);
-        }
+        self.board
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.index);
         // A leave that cannot finish spreading (say, the node is cut off)
         // ends the node anyway, as it would for an operator.
         if let Err(e) = agent.leave().await {

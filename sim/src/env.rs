@@ -14,13 +14,21 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
 use cairn::env::{Env, Task, TcpListener, UdpSocket};
 use cairn::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::topology::Dist;
 
 /// Network conditions the scenario changes while it runs, shared by all
-/// hosts: per-packet UDP loss and per-node wall-clock skew.
+/// hosts: per-packet UDP loss and jitter, per-node wall-clock skew, and
+/// per-node traffic counters.
 #[derive(Debug, Default)]
 pub struct NetConditions {
     inner: Mutex<Conditions>,
@@ -32,7 +40,31 @@ struct Conditions {
     lossy_dropped: u64,
     loss: f64,
     link_loss: BTreeMap<(IpAddr, IpAddr), f64>,
+    jitter: Dist,
     skew_ms: BTreeMap<String, i64>,
+    counters: BTreeMap<IpAddr, Arc<Counters>>,
+}
+
+/// What one node has sent so far, across restarts.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// UDP datagrams sent (including those the network then lost).
+    pub udp_packets: AtomicU64,
+    /// UDP payload bytes sent.
+    pub udp_bytes: AtomicU64,
+    /// TCP payload bytes written.
+    pub tcp_bytes: AtomicU64,
+}
+
+impl Counters {
+    /// (UDP datagrams, UDP bytes, TCP bytes) so far.
+    pub fn read(&self) -> [u64; 3] {
+        [
+            self.udp_packets.load(Ordering::Relaxed),
+            self.udp_bytes.load(Ordering::Relaxed),
+            self.tcp_bytes.load(Ordering::Relaxed),
+        ]
+    }
 }
 
 impl NetConditions {
@@ -53,6 +85,20 @@ impl NetConditions {
         let rate = rate.clamp(0.0, 1.0);
         c.link_loss.insert((a, b), rate);
         c.link_loss.insert((b, a), rate);
+    }
+
+    /// Sets the extra delay drawn for every UDP datagram.
+    pub fn set_jitter(&self, jitter: Dist) {
+        self.lock().jitter = jitter;
+    }
+
+    fn jitter(&self) -> Dist {
+        self.lock().jitter
+    }
+
+    /// The traffic counters of the node at `ip`.
+    pub fn counters(&self, ip: IpAddr) -> Arc<Counters> {
+        self.lock().counters.entry(ip).or_default().clone()
     }
 
     /// The loss rate from `a` to `b`.
@@ -100,7 +146,9 @@ struct Inner {
     boot: u64,
     hosts: HostTable,
     net: Arc<NetConditions>,
-    loss_rng: Mutex<ChaCha8Rng>,
+    counters: Arc<Counters>,
+    /// Draws packet loss and jitter.
+    net_rng: Mutex<ChaCha8Rng>,
 }
 
 impl SimEnv {
@@ -115,7 +163,7 @@ impl SimEnv {
         hosts: HostTable,
         net: Arc<NetConditions>,
     ) -> Self {
-        let loss_seed = derive_seed(run_seed, node, boot, "packet-loss");
+        let net_seed = derive_seed(run_seed, node, boot, "packet-loss");
         SimEnv {
             inner: Arc::new(Inner {
                 node: node.to_owned(),
@@ -123,8 +171,9 @@ impl SimEnv {
                 run_seed,
                 boot,
                 hosts,
+                counters: net.counters(ip),
                 net,
-                loss_rng: Mutex::new(ChaCha8Rng::seed_from_u64(loss_seed)),
+                net_rng: Mutex::new(ChaCha8Rng::seed_from_u64(net_seed)),
             }),
         }
     }
@@ -139,19 +188,26 @@ impl SimEnv {
         self.inner.ip
     }
 
-    fn drop_packet(&self, to: IpAddr) -> bool {
+    /// What becomes of a datagram to `to`: `None` if the network loses
+    /// it, else the jitter to add to the link's latency.
+    fn fate(&self, to: IpAddr, len: usize) -> Option<Duration> {
+        let c = &self.inner.counters;
+        c.udp_packets.fetch_add(1, Ordering::Relaxed);
+        c.udp_bytes.fetch_add(len as u64, Ordering::Relaxed);
         let rate = self.inner.net.loss(self.inner.ip, to);
-        if rate <= 0.0 {
-            return false;
+        let jitter = self.inner.net.jitter();
+        if rate <= 0.0 && jitter.is_zero() {
+            return Some(Duration::ZERO);
         }
-        let mut rng = self
-            .inner
-            .loss_rng
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let drop = rng.random_bool(rate);
-        self.inner.net.count(drop);
-        drop
+        let mut rng = self.inner.net_rng.lock().unwrap_or_else(|p| p.into_inner());
+        if rate > 0.0 {
+            let drop = rng.random_bool(rate.min(1.0));
+            self.inner.net.count(drop);
+            if drop {
+                return None;
+            }
+        }
+        Some(jitter.sample(&mut *rng))
     }
 }
 
@@ -195,7 +251,7 @@ fn bindable(addr: SocketAddr) -> SocketAddr {
 impl Env for SimEnv {
     type UdpSocket = SimUdpSocket;
     type TcpListener = SimTcpListener;
-    type TcpStream = turmoil::net::TcpStream;
+    type TcpStream = SimTcpStream;
 
     fn now(&self) -> Instant {
         Instant::from_duration(sim_now())
@@ -221,7 +277,7 @@ impl Env for SimEnv {
         let sock = turmoil::net::UdpSocket::bind(bindable(addr)).await?;
         let port = sock.local_addr()?.port();
         Ok(SimUdpSocket {
-            sock,
+            sock: Arc::new(sock),
             local: SocketAddr::new(self.inner.ip, port),
             env: self.clone(),
         })
@@ -233,11 +289,15 @@ impl Env for SimEnv {
         Ok(SimTcpListener {
             listener: l,
             local: SocketAddr::new(self.inner.ip, port),
+            counters: self.inner.counters.clone(),
         })
     }
 
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Self::TcpStream> {
-        turmoil::net::TcpStream::connect(addr).await
+        Ok(SimTcpStream {
+            inner: turmoil::net::TcpStream::connect(addr).await?,
+            counters: self.inner.counters.clone(),
+        })
     }
 
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
@@ -270,20 +330,32 @@ impl Env for SimEnv {
     }
 }
 
-/// A turmoil UDP socket that drops outgoing packets at the link's loss rate.
+/// A turmoil UDP socket that loses outgoing datagrams at the link's loss
+/// rate and delays them by the scenario's jitter.
 #[derive(Debug)]
 pub struct SimUdpSocket {
-    sock: turmoil::net::UdpSocket,
+    sock: Arc<turmoil::net::UdpSocket>,
     local: SocketAddr,
     env: SimEnv,
 }
 
 impl UdpSocket for SimUdpSocket {
     async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        if self.env.drop_packet(to.ip()) {
-            return Ok(buf.len());
+        match self.env.fate(to.ip(), buf.len()) {
+            None => Ok(buf.len()),
+            Some(jitter) if jitter.is_zero() => self.sock.send_to(buf, to).await,
+            Some(jitter) => {
+                // Held back datagrams overtake each other, as on a real
+                // network; TCP is left alone (turmoil's streams must stay
+                // in order).
+                let (sock, held) = (self.sock.clone(), buf.to_vec());
+                tokio::spawn(async move {
+                    tokio::time::sleep(jitter).await;
+                    let _ = sock.send_to(&held, to).await;
+                });
+                Ok(buf.len())
+            }
         }
-        self.sock.send_to(buf, to).await
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -299,17 +371,61 @@ impl UdpSocket for SimUdpSocket {
 pub struct SimTcpListener {
     listener: turmoil::net::TcpListener,
     local: SocketAddr,
+    counters: Arc<Counters>,
 }
 
 impl TcpListener for SimTcpListener {
-    type Stream = turmoil::net::TcpStream;
+    type Stream = SimTcpStream;
 
     async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)> {
-        self.listener.accept().await
+        let (inner, from) = self.listener.accept().await?;
+        let counters = self.counters.clone();
+        Ok((SimTcpStream { inner, counters }, from))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
+    }
+}
+
+/// A turmoil TCP stream that counts the bytes its host writes.
+#[derive(Debug)]
+pub struct SimTcpStream {
+    inner: turmoil::net::TcpStream,
+    counters: Arc<Counters>,
+}
+
+impl AsyncRead for SimTcpStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SimTcpStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.counters
+                .tcp_bytes
+                .fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

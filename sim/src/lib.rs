@@ -1,22 +1,37 @@
 //! cairn-sim: the deterministic multi-datacenter simulator.
 //!
-//! Real cairn agents run as turmoil hosts on a [`SimEnv`]; a
-//! timed schedule injects faults; every membership change is recorded with
-//! its virtual time. Same scenario and seed, same trace, byte for byte.
+//! Real cairn agents run as turmoil hosts on a [`SimEnv`], placed in
+//! datacenters on measured geography ([`topology`]); a timed schedule
+//! injects faults; every membership change is recorded with its virtual
+//! time. Same scenario and seed, same trace, byte for byte.
+//!
+//! ```no_run
+//! use cairn_sim::scenario::Scenario;
+//! let s = Scenario::load(std::path::Path::new("scenarios/lan-basic.toml")).unwrap();
+//! let report = s.run(s.seed).unwrap();
+//! assert!(report.passed());
+//! ```
 
 #![warn(missing_docs)]
 
 pub mod checks;
 pub mod cluster;
 pub mod env;
+pub mod metrics;
 pub mod output;
 pub mod plot;
+pub mod report;
 pub mod scenario;
+pub mod select;
 pub mod tomography;
+pub mod topology;
 pub mod trace;
 
 pub use cluster::{
-    run_cluster, Accuracy, Action, ClusterSpec, PairRtts, RunOutput, SimError, TimedAction,
+    run_cluster, Accuracy, Action, ClusterSpec, LatencyChange, NodeSample, NodeStatus, PairError,
+    RunOutput, SimError, TimedAction,
 };
 pub use env::{NetConditions, SimEnv};
+pub use report::Report;
+pub use scenario::{Check, Scenario, ScenarioBuilder};
 pub use trace::{Recorder, Trace, TraceEvent};

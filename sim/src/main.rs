@@ -4,11 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cairn_sim::checks::{evaluate, CheckResult};
+use cairn_sim::output::{write_run, Summary};
 use cairn_sim::scenario::Scenario;
-use cairn_sim::{run_cluster, RunOutput};
+use cairn_sim::Report;
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -23,19 +22,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Replay a scenario file and write its trace and summary.
+    /// Replay a scenario file and write its trace, metrics, summary and charts.
     Run {
         /// The scenario (TOML; see scenarios/README.md).
         file: PathBuf,
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
-        /// Output directory (default: out/NAME-seedSEED).
+        /// Output directory (default: out/NAME/seed-SEED).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Run twice and fail unless both traces are identical.
         #[arg(long)]
         check_determinism: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run a scenario under many seeds and list the ones whose checks fail.
+    Sweep {
+        /// The scenario.
+        file: PathBuf,
+        /// Seeds, like 1..20 (inclusive) or 7.
+        #[arg(long, default_value = "1..10")]
+        seeds: String,
+        /// Where failing seeds' output goes (default: out/NAME).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Rerun a recorded run (a directory written by `run`) and compare traces.
+    Replay {
+        /// The run's output directory, like out/NAME/seed-N.
+        dir: PathBuf,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -76,28 +97,6 @@ struct TomographyArgs {
     no_sha_check: bool,
 }
 
-#[derive(Serialize)]
-struct Summary<'a> {
-    scenario: &'a str,
-    seed: u64,
-    engine: &'static str,
-    nodes: usize,
-    trace_hash: String,
-    trace_events: usize,
-    virtual_time_s: f64,
-    wall_time_s: f64,
-    speedup: f64,
-    steps: u64,
-    lossy_udp_packets: u64,
-    lossy_udp_dropped: u64,
-    /// Coordinate accuracy at the end (median, p90, p99 relative error).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rtt_accuracy: Option<[f64; 3]>,
-    determinism_checked: bool,
-    checks: &'a [CheckResult],
-    passed: bool,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -108,6 +107,13 @@ fn main() -> ExitCode {
             check_determinism,
             quiet,
         } => run(&file, seed, out, check_determinism, quiet),
+        Cmd::Sweep {
+            file,
+            seeds,
+            out,
+            quiet,
+        } => sweep(&file, &seeds, out, quiet),
+        Cmd::Replay { dir, quiet } => replay(&dir, quiet),
         Cmd::Tomography(t) => tomography(&t),
     };
     match result {
@@ -120,14 +126,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn replay(s: &Scenario, quiet: bool, label: &str) -> anyhow::Result<(RunOutput, f64)> {
+/// Runs once with a progress bar of virtual time and speed.
+fn run_once(s: &Scenario, seed: u64, quiet: bool, label: &str) -> anyhow::Result<Report> {
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
-        let b = indicatif::ProgressBar::new(s.cluster.duration.as_secs());
+        let b = indicatif::ProgressBar::new(s.duration.as_secs());
         b.set_style(
             indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:40}] {pos}/{len} virtual s  {elapsed} wall",
+                "{prefix} [{bar:40}] {pos}/{len} virtual s  {msg}  {elapsed} wall",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
@@ -135,9 +142,31 @@ fn replay(s: &Scenario, quiet: bool, label: &str) -> anyhow::Result<(RunOutput, 
         b
     };
     let started = Instant::now();
-    let out = run_cluster(&s.cluster, &s.actions, |t| bar.set_position(t.as_secs()))?;
+    let report = s.run_with(seed, |t| {
+        bar.set_position(t.as_secs());
+        let wall = started.elapsed().as_secs_f64();
+        if wall > 0.0 {
+            bar.set_message(format!("{:.1}x real time", t.as_secs_f64() / wall));
+        }
+    })?;
     bar.finish_and_clear();
-    Ok((out, started.elapsed().as_secs_f64()))
+    Ok(report)
+}
+
+fn print_checks(report: &Report) {
+    for c in &report.checks {
+        println!(
+            "{} {}: {}",
+            if c.passed { "PASS" } else { "FAIL" },
+            c.check,
+            c.detail
+        );
+    }
+}
+
+fn default_dir(root: Option<PathBuf>, s: &Scenario, seed: u64) -> PathBuf {
+    root.unwrap_or_else(|| PathBuf::from("out").join(&s.name))
+        .join(format!("seed-{seed}"))
 }
 
 fn run(
@@ -147,24 +176,22 @@ fn run(
     check_determinism: bool,
     quiet: bool,
 ) -> anyhow::Result<bool> {
-    let mut s = Scenario::load(file)?;
-    if let Some(seed) = seed {
-        s.cluster.seed = seed;
-    }
-    let dir = out
-        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}-seed{}", s.name, s.cluster.seed)));
+    let s = Scenario::load(file)?;
+    let seed = seed.unwrap_or(s.seed);
+    let dir = out.unwrap_or_else(|| default_dir(None, &s, seed));
     eprintln!(
-        "scenario {} (seed {}): {} nodes, {:?} of virtual time",
+        "scenario {} (seed {seed}): {} nodes in {} datacenters, {:?} of virtual time, tick {:?}",
         s.name,
-        s.cluster.seed,
-        s.cluster.nodes.len(),
-        s.cluster.duration
+        s.topology.nodes.len(),
+        s.topology.datacenters.len(),
+        s.duration,
+        s.tick
     );
-    let (first, wall) = replay(&s, quiet, "run")?;
+    let first = run_once(&s, seed, quiet, "run")?;
     let mut deterministic = true;
     if check_determinism {
-        let (second, _) = replay(&s, quiet, "rerun")?;
-        deterministic = second.trace == first.trace;
+        let second = run_once(&s, seed, quiet, "rerun")?;
+        deterministic = second.output.trace == first.output.trace;
         eprintln!(
             "determinism: {} ({} vs {})",
             if deterministic {
@@ -172,59 +199,155 @@ fn run(
             } else {
                 "TRACES DIFFER"
             },
-            first.trace.hash(),
-            second.trace.hash()
+            first.trace_hash(),
+            second.trace_hash()
         );
     }
-    let checks = evaluate(&s, &first);
-    let passed = deterministic && checks.iter().all(|c| c.passed);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    std::fs::write(dir.join("trace.jsonl"), first.trace.to_jsonl())?;
-    if !first.accuracy.is_empty() {
-        cairn_sim::output::write_accuracy(&dir, &s.name, &first.accuracy)?;
-    }
-    let virt = first.virtual_time.as_secs_f64();
-    let summary = Summary {
-        scenario: &s.name,
-        seed: s.cluster.seed,
-        engine: "full",
-        nodes: s.cluster.nodes.len(),
-        trace_hash: first.trace.hash(),
-        trace_events: first.trace.events.len(),
-        virtual_time_s: virt,
-        wall_time_s: wall,
-        speedup: if wall > 0.0 { virt / wall } else { 0.0 },
-        steps: first.steps,
-        lossy_udp_packets: first.lossy_packets.0,
-        lossy_udp_dropped: first.lossy_packets.1,
-        rtt_accuracy: first.accuracy.last().map(|a| [a.median, a.p90, a.p99]),
-        determinism_checked: check_determinism,
-        checks: &checks,
-        passed,
-    };
-    std::fs::write(
-        dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)? + "\n",
-    )?;
-    for c in &checks {
-        println!(
-            "{} {}: {}",
-            if c.passed { "PASS" } else { "FAIL" },
-            c.check,
-            c.detail
-        );
-    }
+    let summary = Summary::new(&s, &first, check_determinism, deterministic);
+    write_run(&dir, &s, &first, &summary)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.display()))?;
+    print_checks(&first);
     println!(
         "trace {} ({} events), {:.0} virtual s in {:.1} wall s ({:.1}x), output in {}",
         summary.trace_hash,
         summary.trace_events,
-        virt,
-        wall,
-        summary.speedup,
+        summary.virtual_time_s,
+        summary.wall_time_s,
+        summary.speed,
         dir.display()
     );
-    Ok(passed)
+    Ok(summary.passed)
+}
+
+/// `A..B` (inclusive) or a single seed.
+fn parse_seeds(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u64>> {
+    let bad = || anyhow::anyhow!("--seeds takes a range like 1..20 or a single seed, not {s:?}");
+    let (a, b) = match s.split_once("..") {
+        Some((a, b)) => (a, b.strip_prefix('=').unwrap_or(b)),
+        None => (s, s),
+    };
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+fn sweep(file: &Path, seeds: &str, out: Option<PathBuf>, quiet: bool) -> anyhow::Result<bool> {
+    let s = Scenario::load(file)?;
+    let seeds = parse_seeds(seeds)?;
+    let total = seeds.end() - seeds.start() + 1;
+    eprintln!(
+        "sweeping {} over {total} seeds ({}..{})",
+        s.name,
+        seeds.start(),
+        seeds.end()
+    );
+    let mut failing = Vec::new();
+    let started = Instant::now();
+    for (k, seed) in seeds.enumerate() {
+        let r = run_once(&s, seed, quiet, &format!("seed {seed} ({}/{total})", k + 1))?;
+        let failed: Vec<&str> = r
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.check.as_str())
+            .collect();
+        println!(
+            "seed {seed}: {} {} ({:.1}x)",
+            if failed.is_empty() { "PASS" } else { "FAIL" },
+            r.trace_hash(),
+            r.speed()
+        );
+        if !failed.is_empty() {
+            let dir = default_dir(out.clone(), &s, seed);
+            write_run(&dir, &s, &r, &Summary::new(&s, &r, false, true))
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.display()))?;
+            failing.push((seed, failed.join(", "), dir));
+        }
+    }
+    println!(
+        "{} of {total} seeds passed in {:.1} s",
+        total as usize - failing.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (seed, checks, dir) in &failing {
+        println!(
+            "  seed {seed} failed {checks}; output in {}; reproduce with: cargo run --release -p cairn-sim -- run {} --seed {seed}",
+            dir.display(),
+            file.display()
+        );
+    }
+    Ok(failing.is_empty())
+}
+
+fn replay(dir: &Path, quiet: bool) -> anyhow::Result<bool> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a run's output directory (cannot read {name}: {e})",
+                dir.display()
+            )
+        })
+    };
+    let summary: Summary = serde_json::from_str(&read("summary.json")?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("summary.json").display()))?;
+    let text = read("scenario.toml")?;
+    let base = summary
+        .scenario_dir
+        .as_deref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let origin = dir.join("scenario.toml").display().to_string();
+    let mut s = Scenario::parse_in(&origin, &text, &base)?;
+    s.source = Some(cairn_sim::scenario::Source {
+        path: summary
+            .scenario_file
+            .as_deref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("scenario.toml")),
+        text,
+    });
+    let matrix = s
+        .topology
+        .latency
+        .matrix
+        .as_ref()
+        .map(|m| m.matrix.sha256.clone());
+    if matrix != summary.matrix_sha256 {
+        anyhow::bail!(
+            "the latency matrix changed since the run (recorded sha256 {:?}, now {:?}): the replay would not be the same run",
+            summary.matrix_sha256,
+            matrix
+        );
+    }
+    eprintln!(
+        "replaying {} seed {} from {}",
+        s.name,
+        summary.seed,
+        dir.display()
+    );
+    let r = run_once(&s, summary.seed, quiet, "replay")?;
+    let same = r.trace_hash() == summary.trace_hash;
+    let again = dir.join("replay");
+    write_run(&again, &s, &r, &Summary::new(&s, &r, false, same))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", again.display()))?;
+    print_checks(&r);
+    println!(
+        "{}: recorded {} , replayed {}; output in {}",
+        if same {
+            "identical trace"
+        } else {
+            "TRACE DIFFERS"
+        },
+        summary.trace_hash,
+        r.trace_hash(),
+        again.display()
+    );
+    Ok(same && r.passed())
 }
 
 fn tomography(a: &TomographyArgs) -> anyhow::Result<bool> {

@@ -1,14 +1,281 @@
-//! Files a run leaves for people and tools to read.
+//! The files a run leaves for people and tools to read: `trace.jsonl`,
+//! `metrics.csv`, `rtt_accuracy.csv`, `summary.json`, a copy of the
+//! scenario (for replay), and charts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::chart::SeriesLabelPosition;
+use serde::{Deserialize, Serialize};
 
+use crate::checks::{detections, CheckResult, Outages};
 use crate::cluster::Accuracy;
-use crate::plot::{self, Chart, Scale, Series, Style};
+use crate::metrics;
+use crate::plot::{self, Chart, HeatMap, Scale, Series, Style};
+use crate::report::Report;
+use crate::scenario::Scenario;
+use crate::tomography::percentile;
+
+/// `summary.json`: what ran, its fingerprint, and how it went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed of this run.
+    pub seed: u64,
+    /// Which engine ran it.
+    pub engine: String,
+    /// Nodes in the run.
+    pub nodes: usize,
+    /// Datacenters in the run.
+    pub datacenters: usize,
+    /// SHA-256 of `trace.jsonl`.
+    pub trace_hash: String,
+    /// Lines in `trace.jsonl`.
+    pub trace_events: usize,
+    /// Virtual time simulated, seconds.
+    pub virtual_time_s: f64,
+    /// Wall-clock time, seconds.
+    pub wall_time_s: f64,
+    /// Virtual seconds per wall second.
+    pub speed: f64,
+    /// Simulation steps.
+    pub steps: u64,
+    /// Simulation step, milliseconds.
+    pub tick_ms: f64,
+    /// UDP datagrams sent over lossy links.
+    pub lossy_udp_packets: u64,
+    /// Of those, lost.
+    pub lossy_udp_dropped: u64,
+    /// Coordinate accuracy at the end: median, p90, p99 relative error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_accuracy: Option<[f64; 3]>,
+    /// Whether the run was repeated and its traces compared.
+    pub determinism_checked: bool,
+    /// Each check's outcome.
+    pub checks: Vec<CheckResult>,
+    /// Whether every check held (and the traces matched, if compared).
+    pub passed: bool,
+    /// The scenario file, as given.
+    #[serde(default)]
+    pub scenario_file: Option<String>,
+    /// The directory data files of the scenario are relative to.
+    #[serde(default)]
+    pub scenario_dir: Option<String>,
+    /// SHA-256 of the latency matrix, if the scenario uses one.
+    #[serde(default)]
+    pub matrix_sha256: Option<String>,
+}
+
+impl Summary {
+    /// The summary of `report`, a run of `s`.
+    pub fn new(s: &Scenario, r: &Report, determinism_checked: bool, deterministic: bool) -> Self {
+        let out = &r.output;
+        let source_dir = s.source.as_ref().and_then(|src| {
+            let dir = src.path.parent().unwrap_or(Path::new("."));
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            dir.canonicalize().ok().map(|p| p.display().to_string())
+        });
+        Summary {
+            scenario: s.name.clone(),
+            seed: r.seed,
+            engine: "full".into(),
+            nodes: s.topology.nodes.len(),
+            datacenters: s.topology.datacenters.len(),
+            trace_hash: r.trace_hash(),
+            trace_events: out.trace.events.len(),
+            virtual_time_s: out.virtual_time.as_secs_f64(),
+            wall_time_s: r.wall.as_secs_f64(),
+            speed: r.speed(),
+            steps: out.steps,
+            tick_ms: s.tick.as_secs_f64() * 1000.0,
+            lossy_udp_packets: out.lossy_packets.0,
+            lossy_udp_dropped: out.lossy_packets.1,
+            rtt_accuracy: out.accuracy.last().map(|a| [a.median, a.p90, a.p99]),
+            determinism_checked,
+            checks: r.checks.clone(),
+            passed: r.passed() && deterministic,
+            scenario_file: s.source.as_ref().map(|src| src.path.display().to_string()),
+            scenario_dir: source_dir,
+            matrix_sha256: s
+                .topology
+                .latency
+                .matrix
+                .as_ref()
+                .map(|m| m.matrix.sha256.clone()),
+        }
+    }
+}
+
+/// Writes every file of a run into `dir` (created if needed); chart
+/// failures (no font, say) are warnings, not errors.
+pub fn write_run(dir: &Path, s: &Scenario, r: &Report, summary: &Summary) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let out = &r.output;
+    std::fs::write(dir.join("trace.jsonl"), out.trace.to_jsonl())?;
+    let rows = metrics::rows(&out.trace, &out.samples, &s.topology);
+    std::fs::write(dir.join("metrics.csv"), metrics::to_csv(&rows, &s.topology))?;
+    write_accuracy(dir, &s.name, &out.accuracy)?;
+    if let Some(src) = &s.source {
+        std::fs::write(dir.join("scenario.toml"), &src.text)?;
+    }
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(summary).map_err(std::io::Error::other)? + "\n",
+    )?;
+    for (stem, result) in charts(dir, s, r, &rows) {
+        if let Err(e) = result {
+            eprintln!("warning: no {stem} chart: {e}");
+        }
+    }
+    Ok(())
+}
+
+type Drawn = Result<Vec<PathBuf>, plot::PlotError>;
+
+/// A CDF as step points: each value against the share at or below it.
+fn cdf(mut v: Vec<f64>) -> Vec<(f64, f64)> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len() as f64;
+    v.into_iter()
+        .enumerate()
+        .map(|(i, x)| (x, (i + 1) as f64 / n))
+        .collect()
+}
+
+fn charts(
+    dir: &Path,
+    s: &Scenario,
+    r: &Report,
+    rows: &[metrics::MetricsRow],
+) -> Vec<(&'static str, Drawn)> {
+    let mut drawn = Vec::new();
+    let out = &r.output;
+    let title = |what: &str| format!("{} (seed {}): {what}", s.name, r.seed);
+
+    // Membership: what the average running node sees, second by second.
+    let mut by_t: std::collections::BTreeMap<u64, [f64; 5]> = Default::default();
+    for row in rows {
+        if let Some(m) = row.members {
+            let e = by_t.entry(row.sample.at.as_secs()).or_default();
+            e[0] += (m.alive - m.suspect) as f64;
+            e[1] += m.suspect as f64;
+            e[2] += m.failed as f64;
+            e[3] += m.left as f64;
+            e[4] += 1.0;
+        }
+    }
+    let line = |name: &str, k: usize| Series {
+        name: name.into(),
+        points: by_t.iter().map(|(t, e)| (*t as f64, e[k] / e[4])).collect(),
+        style: Style::Line,
+    };
+    let chart = Chart {
+        title: title("membership seen by the average running node"),
+        x_label: "virtual time (s)".into(),
+        y_label: "members".into(),
+        x_scale: Scale::Linear,
+        y_scale: Scale::Linear,
+        diagonal: false,
+        legend: SeriesLabelPosition::MiddleRight,
+        series: vec![
+            line("alive", 0),
+            line("suspect", 1),
+            line("failed", 2),
+            line("left", 3),
+        ],
+    };
+    drawn.push(("membership", plot::write(&chart, &dir.join("membership"))));
+
+    // Failure detection: how long observers took to declare a cut-off node failed.
+    let outages = Outages::from_timeline(&s.names(), &r.timeline);
+    let delays: Vec<f64> = detections(&s.topology, &r.timeline, &outages, &out.trace)
+        .iter()
+        .flat_map(|d| d.observers.iter().filter_map(|o| o.1))
+        .map(|d| d.as_secs_f64())
+        .collect();
+    if !delays.is_empty() {
+        let chart = Chart {
+            title: title("failure-detection latency"),
+            x_label: "time from fault to failed verdict (s)".into(),
+            y_label: "share of verdicts".into(),
+            x_scale: Scale::Linear,
+            y_scale: Scale::Linear,
+            diagonal: false,
+            legend: SeriesLabelPosition::LowerRight,
+            series: vec![Series {
+                name: format!("{} verdicts", delays.len()),
+                points: cdf(delays),
+                style: Style::Step,
+            }],
+        };
+        drawn.push((
+            "failure-detection",
+            plot::write(&chart, &dir.join("failure_detection")),
+        ));
+    }
+
+    // RTT estimates at the end: CDF of the error, and per datacenter pair.
+    if !out.final_pairs.is_empty() {
+        let rel: Vec<f64> = out.final_pairs.iter().map(|p| p.rel()).collect();
+        let chart = Chart {
+            title: title("RTT estimate error at the end"),
+            x_label: "relative error of estimated RTT".into(),
+            y_label: "share of node pairs".into(),
+            x_scale: Scale::Log,
+            y_scale: Scale::Linear,
+            diagonal: false,
+            legend: SeriesLabelPosition::LowerRight,
+            series: vec![Series {
+                name: format!("{} pairs", rel.len()),
+                points: cdf(rel),
+                style: Style::Step,
+            }],
+        };
+        drawn.push(("error CDF", plot::write(&chart, &dir.join("rtt_error_cdf"))));
+        let dcs = &s.topology.datacenters;
+        if dcs.len() > 1 {
+            let mut cells = vec![vec![Vec::new(); dcs.len()]; dcs.len()];
+            for p in &out.final_pairs {
+                let (a, b) = (s.topology.nodes[p.a].dc, s.topology.nodes[p.b].dc);
+                cells[a][b].push(p.rel());
+                if a != b {
+                    cells[b][a].push(p.rel());
+                }
+            }
+            let values = cells
+                .into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .map(|mut v| {
+                            (!v.is_empty()).then(|| {
+                                v.sort_by(f64::total_cmp);
+                                percentile(&v, 0.5)
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
+            let map = HeatMap {
+                title: title("median RTT error per datacenter pair"),
+                labels: dcs.iter().map(|d| d.name.clone()).collect(),
+                values,
+                value_label: "median relative error of estimated RTT".into(),
+            };
+            drawn.push((
+                "heat map",
+                plot::write_heatmap(&map, &dir.join("rtt_error_heatmap")),
+            ));
+        }
+    }
+    drawn
+}
 
 /// `rtt_accuracy.csv` and its chart: how well coordinates predicted the
-/// measured RTTs, second by second.
+/// model's RTTs, second by second.
 pub fn write_accuracy(dir: &Path, name: &str, acc: &[Accuracy]) -> std::io::Result<()> {
     let mut csv =
         String::from("t_s,pairs,median_rel_err,p90_rel_err,p99_rel_err,mean_abs_err_ms\n");
@@ -24,6 +291,9 @@ pub fn write_accuracy(dir: &Path, name: &str, acc: &[Accuracy]) -> std::io::Resu
         );
     }
     std::fs::write(dir.join("rtt_accuracy.csv"), csv)?;
+    if acc.is_empty() {
+        return Ok(());
+    }
     let line = |label: &str, f: fn(&Accuracy) -> f64| Series {
         name: label.into(),
         points: acc.iter().map(|a| (a.at.as_secs_f64(), f(a))).collect(),

@@ -275,3 +275,101 @@ where
         .draw()
         .map_err(err)
 }
+
+/// A square grid of values with row and column labels (for per-pair
+/// scores), drawn with a colour scale and each value written in its cell.
+#[derive(Debug, Clone)]
+pub struct HeatMap {
+    /// Title on top.
+    pub title: String,
+    /// Labels of rows and columns (the same list).
+    pub labels: Vec<String>,
+    /// `values[row][col]`; `None` cells stay blank.
+    pub values: Vec<Vec<Option<f64>>>,
+    /// What the values are.
+    pub value_label: String,
+}
+
+/// Colour for `t` in 0..=1, from pale yellow (good) to dark red (bad).
+fn heat(t: f64) -> RGBColor {
+    let t = t.clamp(0.0, 1.0);
+    let lerp = |a: f64, b: f64| (a + (b - a) * t) as u8;
+    RGBColor(lerp(255.0, 165.0), lerp(245.0, 15.0), lerp(200.0, 21.0))
+}
+
+/// Writes `map` to `STEM.png` and `STEM.svg`.
+pub fn write_heatmap(map: &HeatMap, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    ensure_font()?;
+    let with = |ext: &str| {
+        let mut s = stem.as_os_str().to_owned();
+        s.push(format!(".{ext}"));
+        PathBuf::from(s)
+    };
+    let (png, svg) = (with("png"), with("svg"));
+    let size = (900, 800);
+    draw_heatmap(map, BitMapBackend::new(&png, size).into_drawing_area())?;
+    draw_heatmap(map, SVGBackend::new(&svg, size).into_drawing_area())?;
+    Ok(vec![png, svg])
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    map: &HeatMap,
+    root: DrawingArea<DB, Shift>,
+) -> Result<(), PlotError> {
+    root.fill(&WHITE).map_err(err)?;
+    let n = map.labels.len().max(1) as i32;
+    let max = map
+        .values
+        .iter()
+        .flatten()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let mut ctx = ChartBuilder::on(&root)
+        .caption(&map.title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(60)
+        .y_label_area_size(120)
+        // A segmented 0..k has k + 1 segments.
+        .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())
+        .map_err(err)?;
+    let label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(i) => map.labels.get(*i as usize).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    ctx.configure_mesh()
+        .disable_mesh()
+        .x_labels(map.labels.len())
+        .y_labels(map.labels.len())
+        .x_label_formatter(&label)
+        .y_label_formatter(&label)
+        .x_desc(&map.value_label)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    for (r, row) in map.values.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            let Some(v) = v.filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let (x, y) = (c as i32, r as i32);
+            ctx.draw_series(std::iter::once(Rectangle::new(
+                [
+                    (SegmentValue::Exact(x), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
+                ],
+                heat(v / max).filled(),
+            )))
+            .map_err(err)?;
+            ctx.draw_series(std::iter::once(Text::new(
+                tidy(v),
+                (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)),
+                ("sans-serif", 14),
+            )))
+            .map_err(err)?;
+        }
+    }
+    root.present().map_err(err)
+}

@@ -1,7 +1,9 @@
-//! Scenario files: a cluster, a timeline of faults, and checks on the result.
+//! Scenario files: datacenters on measured geography, a timeline of faults,
+//! and checks on the result.
 //!
 //! Every key is documented in `scenarios/README.md`. Unknown keys are errors
 //! that name the file, line and column, and list the keys allowed there.
+//! [`ScenarioBuilder`] makes the same scenarios in code.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,39 +13,77 @@ use cairn::agent::config::parse_duration;
 use cairn::gossip::Config as GossipConfig;
 use serde::Deserialize;
 
-use crate::cluster::{Action, ClusterSpec, PairRtts, TimedAction};
-use crate::tomography::Matrix;
+use crate::cluster::{Action, ClusterSpec, LatencyChange, TimedAction};
+use crate::select::{resolve_names, Selector};
+use crate::topology::{Datacenter, Dist, LatencyModel, Location, PoolScope, Sites, Topology};
 
 /// A parsed, validated scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
-    /// Name (used for the output directory).
+    /// Name (names the output directory).
     pub name: String,
-    /// The cluster to simulate.
-    pub cluster: ClusterSpec,
-    /// Faults, in time order.
-    pub actions: Vec<TimedAction>,
-    /// Checks to evaluate on the trace.
+    /// Default seed (a run may use another).
+    pub seed: u64,
+    /// Virtual time to simulate.
+    pub duration: Duration,
+    /// Simulation step.
+    pub tick: Duration,
+    /// Gossip tuning of every agent.
+    pub gossip: GossipConfig,
+    /// Datacenters, nodes and the network model.
+    pub topology: Topology,
+    /// Fixed overrides of the model for some links.
+    pub links: Vec<LinkRule>,
+    /// The fault timeline, in time order, naming nodes by selector.
+    pub events: Vec<TimedAction<Vec<Selector>>>,
+    /// Checks to evaluate on the run.
     pub checks: Vec<Check>,
+    /// The file it came from, if any (kept with a run's output for replay).
+    pub source: Option<Source>,
 }
 
-/// An assertion about a finished run.
+/// Where a scenario came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// The file.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+}
+
+/// A fixed change to the model's links between two sets of nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkRule {
+    /// The two sets; every link between them is affected.
+    pub between: (Vec<Selector>, Vec<Selector>),
+    /// One-way latency instead of the model's.
+    pub latency: Option<Duration>,
+    /// Loss rate instead of the model's.
+    pub loss: Option<f64>,
+}
+
+/// An assertion about a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    /// At the end, every running node sees every other running node alive.
-    Converged,
-    /// Every other running node declares `node` failed within `within` of
-    /// the last fault that cut it off (crash or partition).
+    /// At the end (or at `at`), every running node sees every other running
+    /// node of its pool alive.
+    Converged {
+        /// When to look; the end of the run if `None`.
+        at: Option<Duration>,
+    },
+    /// Each of `targets` (every node a crash or partition cut off, when
+    /// empty) is declared failed by every node it was cut off from, within
+    /// `within` of that fault.
     FailedWithin {
-        /// The node that should be detected.
-        node: String,
+        /// The nodes that should be detected.
+        targets: Vec<String>,
         /// Detection deadline after the fault.
         within: Duration,
     },
     /// No node is declared failed unless it, or the node declaring it, was
     /// crashed, cut off or gone within the detection window before.
     NoFalseFailures,
-    /// At the end, the coordinates predict the measured RTTs this well.
+    /// At the end, the coordinates predict the model's RTTs this well.
     CoordinateAccuracy {
         /// Largest acceptable median relative error.
         median_below: f64,
@@ -52,7 +92,7 @@ pub enum Check {
     },
 }
 
-/// A problem with a scenario file, saying where and what to fix.
+/// A problem with a scenario, saying where and what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ScenarioError(pub String);
@@ -70,6 +110,8 @@ struct File {
     latency: LatencySection,
     datacenter: Vec<DatacenterSection>,
     #[serde(default)]
+    link: Vec<LinkSection>,
+    #[serde(default)]
     event: Vec<EventSection>,
     #[serde(default)]
     check: Vec<CheckSection>,
@@ -79,6 +121,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct GossipSection {
     preset: Option<String>,
+    pool: Option<String>,
     disable_tcp_pings: Option<bool>,
     probe_interval: Option<String>,
     probe_timeout: Option<String>,
@@ -87,16 +130,34 @@ struct GossipSection {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LatencySection {
-    intra_dc: Option<String>,
     matrix: Option<String>,
-    rows: Option<Vec<u32>>,
+    intra_dc: Option<toml::Value>,
+    inter_dc: Option<String>,
+    jitter: Option<toml::Value>,
+    loss: Option<f64>,
+    km_per_ms: Option<f64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DatacenterSection {
     name: String,
+    #[serde(default)]
     clients: usize,
+    #[serde(default)]
+    servers: usize,
+    row: Option<u32>,
+    city: Option<String>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkSection {
+    between: Vec<String>,
+    latency: Option<String>,
+    loss: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -106,22 +167,35 @@ struct EventSection {
     action: String,
     #[serde(default)]
     targets: Vec<String>,
+    between: Option<Vec<String>>,
     rate: Option<f64>,
     offset: Option<String>,
+    latency: Option<String>,
+    factor: Option<f64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CheckSection {
     kind: String,
-    node: Option<String>,
+    #[serde(default)]
+    targets: Vec<String>,
     within: Option<String>,
+    at: Option<String>,
     median_below: Option<f64>,
     p90_below: Option<f64>,
 }
 
+/// Most nodes the full-stack engine takes (its cost grows with the cube of
+/// the host count).
+pub const MAX_NODES: usize = 300;
+
+fn err(msg: impl Into<String>) -> ScenarioError {
+    ScenarioError(msg.into())
+}
+
 fn dur(what: &str, s: &str) -> Result<Duration, ScenarioError> {
-    parse_duration(s).map_err(|e| ScenarioError(format!("{what}: {e}")))
+    parse_duration(s).map_err(|e| err(format!("{what}: {e}")))
 }
 
 /// Parses a signed duration like `"-250ms"` into milliseconds.
@@ -134,13 +208,91 @@ fn signed_ms(what: &str, s: &str) -> Result<i64, ScenarioError> {
     Ok(if neg { -ms } else { ms })
 }
 
+fn rate(what: &str, r: f64) -> Result<f64, ScenarioError> {
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err(err(format!("{what} must be between 0 and 1, not {r}")))
+    }
+}
+
+/// A distribution: `"2ms"` (fixed) or a table with `dist` = `uniform`
+/// (`min`, `max`), `normal` (`mean`, `stddev`) or `exponential` (`mean`).
+fn dist(what: &str, v: &toml::Value) -> Result<Dist, ScenarioError> {
+    let table = match v {
+        toml::Value::String(s) => return Ok(Dist::Const(dur(what, s)?)),
+        toml::Value::Table(t) => t,
+        _ => {
+            return Err(err(format!(
+                "{what} is a duration like \"2ms\" or a table like {{ dist = \"normal\", mean = \"2ms\", stddev = \"500us\" }}"
+            )))
+        }
+    };
+    let get = |k: &str| -> Result<Duration, ScenarioError> {
+        let s = table
+            .get(k)
+            .and_then(toml::Value::as_str)
+            .ok_or_else(|| err(format!("{what} needs {k}, a duration like \"2ms\"")))?;
+        dur(&format!("{what}.{k}"), s)
+    };
+    let kind = table
+        .get("dist")
+        .and_then(toml::Value::as_str)
+        .unwrap_or("");
+    let (d, keys): (Dist, &[&str]) = match kind {
+        "uniform" => {
+            let (min, max) = (get("min")?, get("max")?);
+            if min > max {
+                return Err(err(format!("{what}: min is larger than max")));
+            }
+            (Dist::Uniform { min, max }, &["dist", "min", "max"])
+        }
+        "normal" => (
+            Dist::Normal {
+                mean: get("mean")?,
+                stddev: get("stddev")?,
+            },
+            &["dist", "mean", "stddev"],
+        ),
+        "exponential" => (Dist::Exponential { mean: get("mean")? }, &["dist", "mean"]),
+        other => {
+            return Err(err(format!(
+                "{what}.dist must be uniform, normal or exponential, not {other:?}"
+            )))
+        }
+    };
+    if let Some(k) = table.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(err(format!(
+            "{what}: unknown key {k:?} for a {kind} distribution (keys: {})",
+            keys.join(", ")
+        )));
+    }
+    Ok(d)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+const ACTIONS: &str =
+    "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy";
+
 impl Scenario {
-    /// Reads and validates a scenario file.
+    /// Reads and validates a scenario file; data files are relative to it.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ScenarioError(format!("cannot read scenario {}: {e}", path.display())))?;
+            .map_err(|e| err(format!("cannot read scenario {}: {e}", path.display())))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse_in(&path.display().to_string(), &text, &base)
+        let mut s = Self::parse_in(&path.display().to_string(), &text, &base)?;
+        s.source = Some(Source {
+            path: path.to_path_buf(),
+            text,
+        });
+        Ok(s)
     }
 
     /// Parses and validates scenario text; `origin` names it in errors, and
@@ -155,212 +307,606 @@ impl Scenario {
             let at = e
                 .span()
                 .map(|s| {
-                    let before = &text[..s.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!(":{line}:{col}")
+                    let (l, c) = line_col(text, s.start);
+                    format!(":{l}:{c}")
                 })
                 .unwrap_or_default();
-            ScenarioError(format!("{origin}{at}: {}", e.message()))
+            err(format!("{origin}{at}: {}", e.message().trim_end()))
         })?;
-        let ctx =
-            |what: String| move |e: ScenarioError| ScenarioError(format!("{origin}: {what}: {e}"));
+        Self::from_file(f, base).map_err(|e| err(format!("{origin}: {}", e.0)))
+    }
 
+    fn from_file(f: File, base: &Path) -> Result<Scenario, ScenarioError> {
         let preset = f.gossip.preset.as_deref().unwrap_or("lan");
         let mut gossip = GossipConfig::preset(preset).ok_or_else(|| {
-            ScenarioError(format!(
-                "{origin}: gossip.preset {preset:?} is not one of lan, wan, local"
+            err(format!(
+                "gossip.preset {preset:?} is not one of lan, wan, local"
             ))
         })?;
         if let Some(v) = f.gossip.disable_tcp_pings {
             gossip.disable_tcp_pings = v;
         }
         if let Some(v) = &f.gossip.probe_interval {
-            gossip.probe_interval =
-                dur("gossip.probe_interval", v).map_err(ctx("gossip".into()))?;
+            gossip.probe_interval = dur("gossip.probe_interval", v)?;
         }
         if let Some(v) = &f.gossip.probe_timeout {
-            gossip.probe_timeout = dur("gossip.probe_timeout", v).map_err(ctx("gossip".into()))?;
+            gossip.probe_timeout = dur("gossip.probe_timeout", v)?;
         }
         gossip
             .validate()
-            .map_err(|e| ScenarioError(format!("{origin}: [gossip]: {e}")))?;
-        if f.datacenter.len() != 1 {
-            return Err(ScenarioError(format!(
-                "{origin}: exactly one [[datacenter]] is supported so far (found {})",
-                f.datacenter.len()
-            )));
-        }
-        let dc = &f.datacenter[0];
-        if dc.clients == 0 || dc.clients > 200 {
-            return Err(ScenarioError(format!(
-                "{origin}: datacenter {:?} needs between 1 and 200 clients (the full-stack engine serves tens of nodes)",
-                dc.name
-            )));
-        }
-        let nodes: Vec<String> = (0..dc.clients)
-            .map(|i| format!("{}-{i}", dc.name))
-            .collect();
-        let duration = dur("duration", &f.duration).map_err(ctx("duration".into()))?;
-        let tick = match &f.tick {
-            Some(t) => dur("tick", t).map_err(ctx("tick".into()))?,
-            None => Duration::from_millis(1),
-        };
-        if tick.is_zero() || tick > Duration::from_millis(100) {
-            return Err(ScenarioError(format!(
-                "{origin}: tick must be between 1us and 100ms"
-            )));
-        }
-        let latency = match &f.latency.intra_dc {
-            Some(l) => dur("latency.intra_dc", l).map_err(ctx("latency".into()))?,
-            None => Duration::from_millis(1),
-        };
-        let rtts = match &f.latency.matrix {
-            None if f.latency.rows.is_some() => {
-                return Err(ScenarioError(format!(
-                    "{origin}: latency.rows needs latency.matrix"
+            .map_err(|e| err(format!("[gossip]: {e}")))?;
+        let pool = match f.gossip.pool.as_deref() {
+            None | Some("datacenter") => PoolScope::Datacenter,
+            Some("global") => PoolScope::Global,
+            Some(other) => {
+                return Err(err(format!(
+                    "gossip.pool is datacenter (one pool per datacenter) or global (one pool for all), not {other:?}"
                 )))
-            }
-            None => None,
-            Some(file) => {
-                let path: PathBuf = base.join(file);
-                let m = Matrix::load(&path)
-                    .map_err(|e| ScenarioError(format!("{origin}: latency.matrix: {e}")))?;
-                let rows = match &f.latency.rows {
-                    Some(r) if r.len() != nodes.len() => {
-                        return Err(ScenarioError(format!(
-                            "{origin}: latency.rows lists {} rows for {} nodes",
-                            r.len(),
-                            nodes.len()
-                        )))
-                    }
-                    Some(r) => r.clone(),
-                    None => PairRtts::first_complete_rows(&m, nodes.len())
-                        .map_err(|e| ScenarioError(format!("{origin}: latency.matrix: {e}")))?,
-                };
-                let rtts = PairRtts::from_matrix(&m, &rows)
-                    .map_err(|e| ScenarioError(format!("{origin}: latency.rows: {e}")))?;
-                Some(Arc::new(rtts))
             }
         };
 
-        let mut actions = Vec::new();
-        for (i, e) in f.event.iter().enumerate() {
-            let here = format!("event #{}", i + 1);
-            let at = dur("at", &e.at).map_err(ctx(here.clone()))?;
-            if at > duration {
-                return Err(ScenarioError(format!(
-                    "{origin}: {here} at {} is after the end of the run ({})",
-                    e.at, f.duration
+        let mut latency = LatencyModel::default();
+        let l = &f.latency;
+        if let Some(v) = &l.intra_dc {
+            latency.intra_dc = dist("latency.intra_dc", v)?;
+        }
+        if let Some(v) = &l.jitter {
+            latency.jitter = dist("latency.jitter", v)?;
+        }
+        if let Some(v) = &l.inter_dc {
+            latency.inter_dc = dur("latency.inter_dc", v)?;
+        }
+        if let Some(v) = l.loss {
+            latency.loss = rate("latency.loss", v)?;
+        }
+        if let Some(v) = l.km_per_ms {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(err("latency.km_per_ms must be a positive number"));
+            }
+            latency.km_per_ms = v;
+        }
+        if let Some(file) = &l.matrix {
+            let sites =
+                Sites::load(&base.join(file)).map_err(|e| err(format!("latency.matrix: {e}")))?;
+            latency.matrix = Some(Arc::new(sites));
+        }
+
+        let mut dcs: Vec<Datacenter> = Vec::new();
+        if f.datacenter.is_empty() {
+            return Err(err("a scenario needs at least one [[datacenter]]"));
+        }
+        for d in &f.datacenter {
+            let here = format!("datacenter {:?}", d.name);
+            if d.name.is_empty()
+                || !d
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(err(format!(
+                    "{here}: names are letters, digits, '-' and '_'"
                 )));
             }
-            for t in &e.targets {
-                if !nodes.contains(t) {
-                    return Err(ScenarioError(format!(
-                        "{origin}: {here} targets unknown node {t:?} (nodes are {}-0 .. {}-{})",
-                        dc.name,
-                        dc.name,
-                        nodes.len() - 1
-                    )));
-                }
+            if dcs.iter().any(|x| x.name == d.name) {
+                return Err(err(format!("{here} appears twice")));
             }
+            if d.clients + d.servers == 0 {
+                return Err(err(format!(
+                    "{here} has no nodes: set clients (and later servers)"
+                )));
+            }
+            let location = match (d.row, &d.city, d.lat, d.lon) {
+                (None, None, None, None) => Location::Unplaced,
+                (Some(r), None, None, None) => {
+                    let m = latency
+                        .matrix
+                        .as_ref()
+                        .ok_or_else(|| err(format!("{here}: row needs latency.matrix")))?;
+                    if r >= m.matrix.nodes || m.matrix.peers[r as usize].is_empty() {
+                        return Err(err(format!(
+                            "{here}: row {r} has no measurements in {} (rows 0 to {})",
+                            m.matrix.name,
+                            m.matrix.nodes.saturating_sub(1)
+                        )));
+                    }
+                    Location::Row(r)
+                }
+                (None, Some(city), None, None) => {
+                    let m = latency
+                        .matrix
+                        .as_ref()
+                        .ok_or_else(|| err(format!("{here}: city needs latency.matrix")))?;
+                    Location::Row(m.find(city).ok_or_else(|| {
+                        err(format!(
+                            "{here}: city {city:?} is not a label in the site table of {} (NAME.nodes.csv); use row = ID instead",
+                            m.matrix.name
+                        ))
+                    })?)
+                }
+                (None, None, Some(lat), Some(lon)) => {
+                    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+                        return Err(err(format!("{here}: lat is -90 to 90 and lon -180 to 180")));
+                    }
+                    Location::Geo { lat, lon }
+                }
+                _ => {
+                    return Err(err(format!(
+                        "{here}: give one location: row, city, or lat and lon together"
+                    )))
+                }
+            };
+            dcs.push(Datacenter {
+                name: d.name.clone(),
+                clients: d.clients,
+                servers: d.servers,
+                location,
+            });
+        }
+        let topology = Topology::new(dcs, pool, latency);
+        if topology.nodes.len() > MAX_NODES {
+            return Err(err(format!(
+                "{} nodes is more than the full-stack engine's {MAX_NODES} (it serves tens of nodes)",
+                topology.nodes.len()
+            )));
+        }
+        // Fail now, not at run time, on pairs the matrix lacks.
+        for a in 0..topology.datacenters.len() {
+            for b in a + 1..topology.datacenters.len() {
+                topology.inter_dc(a, b).map_err(err)?;
+            }
+        }
+
+        let duration = dur("duration", &f.duration)?;
+        if duration.is_zero() {
+            return Err(err("duration must be more than zero"));
+        }
+        let tick = match &f.tick {
+            Some(t) => dur("tick", t)?,
+            None => Duration::from_millis(1),
+        };
+        if tick < Duration::from_micros(1) || tick > Duration::from_millis(100) {
+            return Err(err("tick must be between 1us and 100ms"));
+        }
+        let mut b = ScenarioBuilder {
+            s: Scenario {
+                name: f.name,
+                seed: f.seed,
+                duration,
+                tick,
+                gossip,
+                topology,
+                links: Vec::new(),
+                events: Vec::new(),
+                checks: Vec::new(),
+                source: None,
+            },
+        };
+        let sel = |b: &ScenarioBuilder, here: &str, list: &[String]| {
+            list.iter()
+                .map(|t| Selector::parse(t, &b.s.topology))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(format!("{here}: {e}")))
+        };
+        let between = |b: &ScenarioBuilder, here: &str, list: &Option<Vec<String>>| match list {
+            None => Ok(None),
+            Some(l) if l.len() == 2 => Ok(Some((sel(b, here, &l[..1])?, sel(b, here, &l[1..])?))),
+            Some(_) => Err(err(format!(
+                "{here}: between takes two selectors, like [\"dc=dc1\", \"dc=dc2\"]"
+            ))),
+        };
+
+        for (i, l) in f.link.iter().enumerate() {
+            let here = format!("link #{}", i + 1);
+            let pair = between(&b, &here, &Some(l.between.clone()))?.unwrap_or_default();
+            if pair.0.iter().chain(&pair.1).any(Selector::is_random) {
+                return Err(err(format!(
+                    "{here}: links are fixed; name nodes or datacenters, not fraction or count"
+                )));
+            }
+            let latency = l
+                .latency
+                .as_deref()
+                .map(|v| dur(&format!("{here}: latency"), v))
+                .transpose()?;
+            let loss = l
+                .loss
+                .map(|v| rate(&format!("{here}: loss"), v))
+                .transpose()?;
+            if latency.is_none() && loss.is_none() {
+                return Err(err(format!("{here} changes nothing: set latency or loss")));
+            }
+            b.s.links.push(LinkRule {
+                between: pair,
+                latency,
+                loss,
+            });
+        }
+
+        for (i, e) in f.event.iter().enumerate() {
+            let here = format!("event #{} ({})", i + 1, e.action);
+            let at = dur(&format!("{here}: at"), &e.at)?;
+            let targets = sel(&b, &here, &e.targets)?;
+            let pair = between(&b, &here, &e.between)?;
             let need_targets = || {
-                if e.targets.is_empty() {
-                    Err(ScenarioError(format!(
-                        "{origin}: {here} ({}) needs targets",
-                        e.action
+                if targets.is_empty() {
+                    Err(err(format!(
+                        "{here} needs targets, like [\"dc1-3\"] or [\"dc=dc2\"]"
                     )))
                 } else {
-                    Ok(e.targets.clone())
+                    Ok(targets.clone())
+                }
+            };
+            // `between` names two sets; `targets` alone means "and everyone else".
+            let sets = || -> Result<(Vec<Selector>, Vec<Selector>), ScenarioError> {
+                match (&pair, targets.is_empty()) {
+                    (Some(_), false) => {
+                        Err(err(format!("{here}: give targets or between, not both")))
+                    }
+                    (Some(p), true) => Ok(p.clone()),
+                    (None, false) => Ok((
+                        targets.clone(),
+                        vec![Selector::parse("all", &b.s.topology).map_err(err)?],
+                    )),
+                    (None, true) => {
+                        let all = vec![Selector::parse("all", &b.s.topology).map_err(err)?];
+                        Ok((all.clone(), all))
+                    }
                 }
             };
             let action = match e.action.as_str() {
-                "partition" => Action::Isolate(need_targets()?),
-                "heal" => Action::Heal,
+                "partition" => match &pair {
+                    Some(p) if targets.is_empty() => Action::Partition(p.0.clone(), p.1.clone()),
+                    Some(_) => {
+                        return Err(err(format!("{here}: give targets or between, not both")))
+                    }
+                    None => Action::Isolate(need_targets()?),
+                },
+                "heal" => match (&pair, targets.is_empty()) {
+                    (None, true) => Action::Heal,
+                    _ => {
+                        let (x, y) = sets()?;
+                        Action::HealBetween(x, y)
+                    }
+                },
                 "crash" => Action::Crash(need_targets()?),
                 "restart" => Action::Restart(need_targets()?),
+                "join" => Action::Join(need_targets()?),
                 "leave" => Action::Leave(need_targets()?),
                 "loss" => {
-                    let r = e.rate.ok_or_else(|| ScenarioError(format!("{origin}: {here} (loss) needs rate")))?;
-                    if !(0.0..=1.0).contains(&r) {
-                        return Err(ScenarioError(format!("{origin}: {here}: rate must be between 0 and 1")));
+                    let r = e
+                        .rate
+                        .ok_or_else(|| err(format!("{here} needs rate, from 0 to 1")))?;
+                    let r = rate(&format!("{here}: rate"), r)?;
+                    if pair.is_none() && targets.is_empty() {
+                        Action::Loss(r)
+                    } else {
+                        let (x, y) = sets()?;
+                        Action::LinkLoss(x, y, Some(r))
                     }
-                    Action::Loss(r)
+                }
+                "loss_off" => {
+                    let (x, y) = sets()?;
+                    Action::LinkLoss(x, y, None)
+                }
+                "latency" => {
+                    let change = match (&e.latency, e.factor) {
+                        (Some(v), None) => LatencyChange::Set(dur(&format!("{here}: latency"), v)?),
+                        (None, Some(f)) if f.is_finite() && f > 0.0 => LatencyChange::Scale(f),
+                        (None, Some(_)) => return Err(err(format!("{here}: factor must be a positive number"))),
+                        _ => {
+                            return Err(err(format!(
+                                "{here} needs latency (one-way, like \"80ms\") or factor (times the model's), not both"
+                            )))
+                        }
+                    };
+                    let (x, y) = sets()?;
+                    Action::Latency(x, y, change)
+                }
+                "latency_reset" => {
+                    let (x, y) = sets()?;
+                    Action::Latency(x, y, LatencyChange::Reset)
                 }
                 "skew" => {
                     let o = e
                         .offset
                         .as_deref()
-                        .ok_or_else(|| ScenarioError(format!("{origin}: {here} (skew) needs offset, like \"-250ms\"")))?;
-                    Action::Skew(need_targets()?, signed_ms("offset", o).map_err(ctx(here.clone()))?)
+                        .ok_or_else(|| err(format!("{here} needs offset, like \"-250ms\"")))?;
+                    Action::Skew(need_targets()?, signed_ms(&format!("{here}: offset"), o)?)
                 }
                 other => {
-                    return Err(ScenarioError(format!(
-                        "{origin}: {here}: unknown action {other:?} (known: partition, heal, crash, restart, leave, loss, skew)"
+                    return Err(err(format!(
+                        "event #{}: unknown action {other:?} (known: {ACTIONS})",
+                        i + 1
                     )))
                 }
             };
-            actions.push(TimedAction { at, action });
+            // Keys that the action would silently ignore are mistakes.
+            let unused: Vec<&str> = [
+                ("rate", e.rate.is_some() && e.action != "loss"),
+                ("offset", e.offset.is_some() && e.action != "skew"),
+                ("latency", e.latency.is_some() && e.action != "latency"),
+                ("factor", e.factor.is_some() && e.action != "latency"),
+            ]
+            .into_iter()
+            .filter(|x| x.1)
+            .map(|x| x.0)
+            .collect();
+            if !unused.is_empty() {
+                return Err(err(format!(
+                    "{here}: {} does not apply to this action",
+                    unused.join(", ")
+                )));
+            }
+            b.event(at, action)
+                .map_err(|e| err(format!("{here}: {}", e.0)))?;
         }
-        actions.sort_by_key(|a| a.at);
 
-        let mut checks = Vec::new();
         for (i, c) in f.check.iter().enumerate() {
-            let here = format!("check #{}", i + 1);
-            checks.push(match c.kind.as_str() {
-                "converged" => Check::Converged,
+            let here = format!("check #{} ({})", i + 1, c.kind);
+            let targets = sel(&b, &here, &c.targets)?;
+            if targets.iter().any(Selector::is_random) {
+                return Err(err(format!(
+                    "{here}: checks cannot pick at random; name nodes or datacenters"
+                )));
+            }
+            let names = resolve_names(&targets, &b.s.topology, 0, "");
+            let within = c
+                .within
+                .as_deref()
+                .map(|w| dur(&format!("{here}: within"), w))
+                .transpose()?;
+            let at =
+                c.at.as_deref()
+                    .map(|w| dur(&format!("{here}: at"), w))
+                    .transpose()?;
+            let check = match c.kind.as_str() {
+                "converged" => Check::Converged { at },
                 "no_false_failures" => Check::NoFalseFailures,
-                "failed_within" => {
-                    let node = c
-                        .node
-                        .clone()
-                        .filter(|n| nodes.contains(n))
-                        .ok_or_else(|| ScenarioError(format!("{origin}: {here} needs node = one of the nodes")))?;
-                    let within = c
-                        .within
-                        .as_deref()
-                        .ok_or_else(|| ScenarioError(format!("{origin}: {here} needs within, like \"10s\"")))?;
-                    Check::FailedWithin {
-                        node,
-                        within: dur("within", within).map_err(ctx(here.clone()))?,
-                    }
-                }
-                                "coordinate_accuracy" => {
-                    if rtts.is_none() {
-                        return Err(ScenarioError(format!(
-                            "{origin}: {here}: coordinate_accuracy needs latency.matrix to score against"
-                        )));
-                    }
-                    let median_below = c.median_below.ok_or_else(|| {
-                        ScenarioError(format!("{origin}: {here} needs median_below, like 0.2"))
-                    })?;
-                    Check::CoordinateAccuracy {
-                        median_below,
-                        p90_below: c.p90_below,
-                    }
-                }
+                "failed_within" => Check::FailedWithin {
+                    targets: names,
+                    within: within
+                        .ok_or_else(|| err(format!("{here} needs within, like \"10s\"")))?,
+                },
+                "coordinate_accuracy" => Check::CoordinateAccuracy {
+                    median_below: c
+                        .median_below
+                        .ok_or_else(|| err(format!("{here} needs median_below, like 0.2")))?,
+                    p90_below: c.p90_below,
+                },
                 other => {
-                    return Err(ScenarioError(format!(
-                        "{origin}: {here}: unknown kind {other:?} (known: converged, failed_within, no_false_failures, coordinate_accuracy)"
+                    return Err(err(format!(
+                        "check #{}: unknown kind {other:?} (known: {CHECKS})",
+                        i + 1
                     )))
                 }
-            });
+            };
+            let unused: Vec<&str> = [
+                (
+                    "targets",
+                    !c.targets.is_empty() && c.kind != "failed_within",
+                ),
+                ("within", c.within.is_some() && c.kind != "failed_within"),
+                ("at", c.at.is_some() && c.kind != "converged"),
+                (
+                    "median_below",
+                    c.median_below.is_some() && c.kind != "coordinate_accuracy",
+                ),
+                (
+                    "p90_below",
+                    c.p90_below.is_some() && c.kind != "coordinate_accuracy",
+                ),
+            ]
+            .into_iter()
+            .filter(|x| x.1)
+            .map(|x| x.0)
+            .collect();
+            if !unused.is_empty() {
+                return Err(err(format!(
+                    "{here}: {} does not apply to this kind",
+                    unused.join(", ")
+                )));
+            }
+            b.check(check)
+                .map_err(|e| err(format!("{here}: {}", e.0)))?;
         }
+        Ok(b.s)
+    }
 
-        Ok(Scenario {
-            name: f.name,
-            cluster: ClusterSpec {
-                nodes,
-                seed: f.seed,
-                gossip,
-                tick,
-                latency,
-                rtts,
-                duration,
-            },
-            actions,
-            checks,
+    /// The timeline with every selector resolved to node names for a run
+    /// with `seed` (random picks depend on it).
+    pub fn timeline(&self, seed: u64) -> Vec<TimedAction> {
+        self.events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| TimedAction {
+                at: e.at,
+                action: e
+                    .action
+                    .map(|sel| resolve_names(sel, &self.topology, seed, &format!("event-{i}"))),
+            })
+            .collect()
+    }
+
+    /// The cluster for a run with `seed`: the model's links drawn, with the
+    /// fixed link rules applied.
+    pub fn cluster(&self, seed: u64) -> Result<ClusterSpec, ScenarioError> {
+        let t = &self.topology;
+        let mut links = t.realize(seed).map_err(err)?;
+        for rule in &self.links {
+            let a = resolve_names(&rule.between.0, t, seed, "link");
+            let b = resolve_names(&rule.between.1, t, seed, "link");
+            for x in a.iter().filter_map(|n| t.index(n)) {
+                for y in b.iter().filter_map(|n| t.index(n)).filter(|y| *y != x) {
+                    if let Some(d) = rule.latency {
+                        let d = d.max(Duration::from_micros(1));
+                        links.one_way[x][y] = d;
+                        links.one_way[y][x] = d;
+                    }
+                    if let Some(r) = rule.loss {
+                        links.loss[x][y] = r;
+                        links.loss[y][x] = r;
+                    }
+                }
+            }
+        }
+        Ok(ClusterSpec {
+            topology: t.clone(),
+            links,
+            seed,
+            gossip: self.gossip.clone(),
+            tick: self.tick,
+            duration: self.duration,
         })
+    }
+
+    /// Node names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.topology.names()
+    }
+}
+
+/// Builds scenarios in code, for tests and property tests that generate
+/// fault timelines.
+///
+/// ```
+/// use std::time::Duration;
+/// use cairn_sim::scenario::{Check, ScenarioBuilder};
+/// use cairn_sim::Action;
+///
+/// let s = ScenarioBuilder::new("t", Duration::from_secs(30))
+///     .datacenter("dc1", 5)
+///     .crash_at(Duration::from_secs(10), &["dc1-4"])
+///     .unwrap()
+///     .build();
+/// assert_eq!(s.names().len(), 5);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ScenarioBuilder {
+    s: Scenario,
+}
+
+impl ScenarioBuilder {
+    /// An empty scenario called `name` running for `duration`, with seed 1,
+    /// LAN gossip and a 1 ms tick; add datacenters before events.
+    pub fn new(name: &str, duration: Duration) -> Self {
+        ScenarioBuilder {
+            s: Scenario {
+                name: name.into(),
+                seed: 1,
+                duration,
+                tick: Duration::from_millis(1),
+                gossip: GossipConfig::lan(),
+                topology: Topology::new(Vec::new(), PoolScope::Datacenter, LatencyModel::default()),
+                links: Vec::new(),
+                events: Vec::new(),
+                checks: Vec::new(),
+                source: None,
+            },
+        }
+    }
+
+    /// Adds a datacenter of `clients` unplaced clients.
+    pub fn datacenter(mut self, name: &str, clients: usize) -> Self {
+        let mut dcs = std::mem::take(&mut self.s.topology.datacenters);
+        dcs.push(Datacenter {
+            name: name.into(),
+            clients,
+            servers: 0,
+            location: Location::Unplaced,
+        });
+        let t = &self.s.topology;
+        self.s.topology = Topology::new(dcs, t.pool, t.latency.clone());
+        self
+    }
+
+    /// Sets who gossips with whom.
+    pub fn pool(mut self, pool: PoolScope) -> Self {
+        self.s.topology.pool = pool;
+        self
+    }
+
+    /// Sets the latency model.
+    pub fn latency(mut self, model: LatencyModel) -> Self {
+        self.s.topology.latency = model;
+        self
+    }
+
+    /// Sets the simulation step.
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.s.tick = tick;
+        self
+    }
+
+    /// Sets the seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.s.seed = seed;
+        self
+    }
+
+    /// Sets the gossip tuning.
+    pub fn gossip(mut self, g: GossipConfig) -> Self {
+        self.s.gossip = g;
+        self
+    }
+
+    /// Adds an event naming nodes by selector (see [`Selector`]).
+    pub fn event_sel(
+        mut self,
+        at: Duration,
+        action: Action<Vec<&str>>,
+    ) -> Result<Self, ScenarioError> {
+        let topo = &self.s.topology;
+        let mut bad = None;
+        let action = action.map(|v| {
+            v.iter()
+                .filter_map(|t| Selector::parse(t, topo).map_err(|e| bad = Some(e)).ok())
+                .collect()
+        });
+        if let Some(e) = bad {
+            return Err(err(e));
+        }
+        self.event(at, action)?;
+        Ok(self)
+    }
+
+    /// Crashes `nodes` at `at`.
+    pub fn crash_at(self, at: Duration, nodes: &[&str]) -> Result<Self, ScenarioError> {
+        self.event_sel(at, Action::Crash(nodes.to_vec()))
+    }
+
+    fn event(&mut self, at: Duration, action: Action<Vec<Selector>>) -> Result<(), ScenarioError> {
+        if at > self.s.duration {
+            return Err(err(format!(
+                "at {at:?} is after the end of the run ({:?})",
+                self.s.duration
+            )));
+        }
+        // Stable: events at the same time keep the order they were given.
+        let pos = self.s.events.partition_point(|e| e.at <= at);
+        self.s.events.insert(pos, TimedAction { at, action });
+        Ok(())
+    }
+
+    /// Adds a check; node names must exist.
+    pub fn check(&mut self, c: Check) -> Result<(), ScenarioError> {
+        if let Check::FailedWithin { targets, .. } = &c {
+            if let Some(bad) = targets.iter().find(|t| self.s.topology.index(t).is_none()) {
+                return Err(err(format!("unknown node {bad:?}")));
+            }
+        }
+        self.s.checks.push(c);
+        Ok(())
+    }
+
+    /// Adds a check (chaining form).
+    pub fn with_check(mut self, c: Check) -> Result<Self, ScenarioError> {
+        self.check(c)?;
+        Ok(self)
+    }
+
+    /// The scenario.
+    pub fn build(self) -> Scenario {
+        self.s
     }
 }
 
@@ -390,19 +936,17 @@ offset = "-250ms"
 
 [[check]]
 kind = "failed_within"
-node = "dc1-4"
+targets = ["dc1-4"]
 within = "20s"
 "#;
 
     #[test]
     fn parses_and_orders_events() {
         let s = Scenario::parse("t.toml", GOOD).unwrap();
-        assert_eq!(s.cluster.nodes.len(), 5);
-        assert_eq!(
-            s.actions[0].action,
-            Action::Skew(vec!["dc1-1".into()], -250)
-        );
-        assert_eq!(s.actions[1].action, Action::Isolate(vec!["dc1-4".into()]));
+        assert_eq!(s.names().len(), 5);
+        let t = s.timeline(3);
+        assert_eq!(t[0].action, Action::Skew(vec!["dc1-1".into()], -250));
+        assert_eq!(t[1].action, Action::Isolate(vec!["dc1-4".into()]));
         assert!(matches!(s.checks[0], Check::FailedWithin { .. }));
     }
 
@@ -418,14 +962,75 @@ within = "20s"
     fn bad_values_say_what_to_fix() {
         for (from, to, want) in [
             ("\"60s\"", "\"soon\"", "duration"),
-            ("dc1-4\"]", "dc9-4\"]", "unknown node"),
+            ("dc1-4\"]", "dc9-4\"]", "neither a node"),
             ("\"partition\"", "\"explode\"", "unknown action"),
             ("\"20s\"", "\"x\"", "check #1"),
+            ("offset = \"-250ms\"", "rate = 0.5", "needs offset"),
+            (
+                "clients = 5",
+                "clients = 5\nrow = 3",
+                "row needs latency.matrix",
+            ),
+            ("clients = 5", "clients = 0", "has no nodes"),
+            (
+                "action = \"partition\"",
+                "action = \"crash\"\nrate = 0.1",
+                "rate does not apply",
+            ),
+            (
+                "targets = [\"dc1-4\"]\nwithin",
+                "targets = [\"fraction=0.5\"]\nwithin",
+                "at random",
+            ),
         ] {
             let e = Scenario::parse("t.toml", &GOOD.replacen(from, to, 1))
                 .unwrap_err()
                 .0;
             assert!(e.contains(want), "{from} -> {to}: {e}");
         }
+    }
+
+    #[test]
+    fn distributions_and_locations_parse() {
+        let text = GOOD.replace(
+            "[[datacenter]]",
+            "[latency]\nintra_dc = { dist = \"uniform\", min = \"1ms\", max = \"3ms\" }\njitter = { dist = \"exponential\", mean = \"200us\" }\n\n[[datacenter]]",
+        );
+        let s = Scenario::parse("t.toml", &text).unwrap();
+        assert!(matches!(s.topology.latency.intra_dc, Dist::Uniform { .. }));
+        let bad = text.replace("\"exponential\"", "\"gamma\"");
+        let e = Scenario::parse("t.toml", &bad).unwrap_err().0;
+        assert!(e.contains("uniform, normal or exponential"), "{e}");
+        let bad = text.replace("max = \"3ms\"", "max = \"3ms\", mean = \"1ms\"");
+        let e = Scenario::parse("t.toml", &bad).unwrap_err().0;
+        assert!(e.contains("unknown key \"mean\""), "{e}");
+    }
+
+    #[test]
+    fn builder_makes_runnable_scenarios() {
+        let s = ScenarioBuilder::new("b", Duration::from_secs(30))
+            .datacenter("a", 3)
+            .datacenter("b", 2)
+            .event_sel(
+                Duration::from_secs(5),
+                Action::Partition(vec!["dc=a"], vec!["dc=b"]),
+            )
+            .unwrap()
+            .with_check(Check::Converged { at: None })
+            .unwrap()
+            .build();
+        assert_eq!(s.names(), ["a-0", "a-1", "a-2", "b-0", "b-1"]);
+        let t = s.timeline(1);
+        assert_eq!(
+            t[0].action,
+            Action::Partition(
+                vec!["a-0".into(), "a-1".into(), "a-2".into()],
+                vec!["b-0".into(), "b-1".into()]
+            )
+        );
+        assert!(ScenarioBuilder::new("b", Duration::from_secs(30))
+            .datacenter("a", 3)
+            .crash_at(Duration::from_secs(5), &["z-1"])
+            .is_err());
     }
 }

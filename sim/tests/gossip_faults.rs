@@ -46,17 +46,17 @@ fn partitioned_node_is_declared_failed_then_refutes_after_heal() {
     let trace = run(
         &spec,
         &[
-            at(20, Action::Isolate(vec!["n19".into()])),
+            at(20, Action::Isolate(vec!["dc1-19".into()])),
             at(45, Action::Heal),
         ],
     );
     assert!(
-        converged_by(&trace, &spec.nodes) < cut,
+        converged_by(&trace, &spec.names()) < cut,
         "converged before the partition"
     );
 
     // Every other node declares n19 failed while it is cut off.
-    let failed: Vec<_> = trace.observations("failed", "n19").collect();
+    let failed: Vec<_> = trace.observations("failed", "dc1-19").collect();
     let observers: std::collections::BTreeSet<_> = failed.iter().map(|(o, _)| *o).collect();
     assert_eq!(
         observers.len(),
@@ -68,21 +68,25 @@ fn partitioned_node_is_declared_failed_then_refutes_after_heal() {
     // After the heal n19 refutes with a higher incarnation and everyone
     // takes it back.
     let refuted: Vec<_> = trace
-        .observations("refuted", "n19")
+        .observations("refuted", "dc1-19")
         .filter(|(_, t)| *t > secs(45))
         .collect();
     assert!(!refuted.is_empty(), "n19 refutes after the heal");
     let back: std::collections::BTreeSet<_> = trace
         .events
         .iter()
-        .filter(|e| e.member.as_deref() == Some("n19") && e.event == "joined" && e.at() > secs(45))
+        .filter(|e| {
+            e.member.as_deref() == Some("dc1-19") && e.event == "joined" && e.at() > secs(45)
+        })
         .map(|e| e.node.as_str())
         .collect();
     assert_eq!(back.len(), 19, "all others see n19 again: {back:?}");
     let last_back = trace
         .events
         .iter()
-        .filter(|e| e.member.as_deref() == Some("n19") && e.event == "joined" && e.at() > secs(45))
+        .filter(|e| {
+            e.member.as_deref() == Some("dc1-19") && e.event == "joined" && e.at() > secs(45)
+        })
         .map(|e| e.at())
         .max()
         .unwrap_or_default();
@@ -99,7 +103,7 @@ fn partitioned_node_is_declared_failed_then_refutes_after_heal() {
     // No one else was declared failed.
     let others: Vec<_> = trace
         .all("failed")
-        .filter(|(o, m, _)| *m != "n19" && *o != "n19")
+        .filter(|(o, m, _)| *m != "dc1-19" && *o != "dc1-19")
         .collect();
     assert!(others.is_empty(), "false failures: {others:?}");
 }
@@ -131,7 +135,7 @@ fn loss_run(spec: ClusterSpec, label: &str) -> usize {
     )
     .unwrap();
     let trace = &out.trace;
-    assert!(converged_by(trace, &spec.nodes) < secs(25));
+    assert!(converged_by(trace, &spec.names()) < secs(25));
     // The loss really happened: about a tenth of all UDP packets vanished.
     let (sent, dropped) = out.lossy_packets;
     let rate = dropped as f64 / sent as f64;
@@ -162,19 +166,21 @@ fn a_long_partition_heals_through_reconnect() {
     let trace = run(
         &spec,
         &[
-            at(15, Action::Isolate(vec!["n7".into()])),
+            at(15, Action::Isolate(vec!["dc1-7".into()])),
             at(80, Action::Heal),
         ],
     );
-    let failed: std::collections::BTreeSet<_> =
-        trace.observations("failed", "n7").map(|(o, _)| o).collect();
+    let failed: std::collections::BTreeSet<_> = trace
+        .observations("failed", "dc1-7")
+        .map(|(o, _)| o)
+        .collect();
     assert_eq!(failed.len(), 7, "everyone declares n7 failed");
     // After the heal every node takes n7 back, and n7 takes every node back.
-    for n in &spec.nodes[..7] {
+    for n in &spec.names()[..7] {
         let back = trace.events.iter().any(|e| {
             e.at() > secs(80)
                 && e.node == *n
-                && e.member.as_deref() == Some("n7")
+                && e.member.as_deref() == Some("dc1-7")
                 && e.event == "joined"
         });
         assert!(back, "{n} sees n7 again");
@@ -183,7 +189,7 @@ fn a_long_partition_heals_through_reconnect() {
         let last = trace
             .events
             .iter()
-            .rfind(|e| e.node == "n7" && e.member.as_deref() == Some(n))
+            .rfind(|e| e.node == "dc1-7" && e.member.as_deref() == Some(n))
             .map(|e| e.event.as_str());
         assert!(
             matches!(last, Some("joined" | "alive")),
@@ -195,8 +201,8 @@ fn a_long_partition_heals_through_reconnect() {
 #[test]
 fn same_seed_same_trace_other_seed_other_trace() {
     let actions = [
-        at(5, Action::Crash(vec!["n3".into()])),
-        at(15, Action::Restart(vec!["n3".into()])),
+        at(5, Action::Crash(vec!["dc1-3".into()])),
+        at(15, Action::Restart(vec!["dc1-3".into()])),
     ];
     let spec = |seed| ClusterSpec::new(6, seed, secs(25));
     let a = run(&spec(42), &actions);

@@ -1,48 +1,131 @@
-//! The scenario files shipped in `scenarios/` parse, and run with passing checks.
+//! The scenario files shipped in `scenarios/`: each parses, passes its
+//! checks, and replays to the same trace from the same seed. Broken files
+//! get errors that say where and what to fix.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use cairn_sim::checks::evaluate;
-use cairn_sim::run_cluster;
 use cairn_sim::scenario::Scenario;
 
-fn scenarios_dir() -> std::path::PathBuf {
+fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
 }
 
+fn load(name: &str) -> Scenario {
+    Scenario::load(&scenarios_dir().join(format!("{name}.toml"))).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a shipped scenario twice: every check passes, both traces match.
+fn passes_and_replays(name: &str) -> cairn_sim::Report {
+    let s = load(name);
+    let first = s.run(s.seed).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for c in &first.checks {
+        assert!(c.passed, "{name}: {}: {}", c.check, c.detail);
+    }
+    assert!(!first.checks.is_empty(), "{name} checks nothing");
+    let second = s.run(s.seed).unwrap();
+    assert_eq!(
+        first.trace_hash(),
+        second.trace_hash(),
+        "{name}: same seed, different trace"
+    );
+    first
+}
+
 #[test]
-fn every_shipped_scenario_parses() {
-    let mut n = 0;
+fn every_shipped_scenario_parses_and_has_a_test() {
+    let mut names = Vec::new();
     for entry in std::fs::read_dir(scenarios_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            n += 1;
+            names.push(path.file_stem().unwrap().to_string_lossy().into_owned());
         }
     }
-    assert!(n >= 3);
+    names.sort();
+    // A new scenario file needs a test below that runs it.
+    assert_eq!(
+        names,
+        [
+            "clock-skew",
+            "coordinates-world",
+            "dc-partition",
+            "flapping-node",
+            "gossip-partition",
+            "lan-basic",
+            "loss-storm",
+            "rolling-restart",
+            "three-dc"
+        ]
+    );
 }
 
 #[test]
-fn crash_restart_scenario_passes_its_checks() {
-    let s = Scenario::load(&scenarios_dir().join("gossip-crash-restart.toml")).unwrap();
-    let out = run_cluster(&s.cluster, &s.actions, |_| {}).unwrap();
-    let results = evaluate(&s, &out);
-    assert_eq!(results.len(), 3);
-    for r in results {
-        assert!(r.passed, "{}: {}", r.check, r.detail);
-    }
+fn lan_basic() {
+    let r = passes_and_replays("lan-basic");
+    // The late joiner is not there before its join.
+    let first = r
+        .output
+        .trace
+        .events
+        .iter()
+        .find(|e| e.member.as_deref() == Some("dc1-11") && e.node != "sim")
+        .unwrap();
+    assert!(first.at().as_secs() >= 15, "{first:?}");
+}
+
+#[test]
+fn three_dc() {
+    let r = passes_and_replays("three-dc");
+    // After the Frankfurt–New York links slow down, accuracy recovers.
+    let at = |t: u64| {
+        r.output
+            .accuracy
+            .iter()
+            .find(|a| a.at.as_secs() >= t)
+            .unwrap()
+            .median
+    };
+    assert!(at(149) < 0.1, "median {} at the end", at(149));
+}
+
+#[test]
+fn dc_partition() {
+    passes_and_replays("dc-partition");
+}
+
+#[test]
+fn flapping_node() {
+    passes_and_replays("flapping-node");
+}
+
+#[test]
+fn loss_storm() {
+    let r = passes_and_replays("loss-storm");
+    let (sent, dropped) = r.output.lossy_packets;
+    assert!(dropped > sent / 20, "{dropped} of {sent} lost");
+}
+
+#[test]
+fn clock_skew() {
+    passes_and_replays("clock-skew");
+}
+
+#[test]
+fn rolling_restart() {
+    passes_and_replays("rolling-restart");
+}
+
+#[test]
+fn gossip_partition() {
+    passes_and_replays("gossip-partition");
 }
 
 /// Agents on measured world geography learn coordinates from their probes:
 /// the estimated RTTs of all pairs converge toward the measured ones.
 #[test]
-fn coordinates_converge_on_world_geography() {
-    let s = Scenario::load(&scenarios_dir().join("coordinates-world.toml")).unwrap();
-    let out = run_cluster(&s.cluster, &s.actions, |_| {}).unwrap();
-    for r in evaluate(&s, &out) {
-        assert!(r.passed, "{}: {}", r.check, r.detail);
-    }
+fn coordinates_world() {
+    let r = passes_and_replays("coordinates-world");
+    let out = &r.output;
     let at = |t: u64| {
         out.accuracy
             .iter()
@@ -53,4 +136,79 @@ fn coordinates_converge_on_world_geography() {
     let (early, late) = (at(30), out.accuracy.last().copied().unwrap());
     assert_eq!(late.pairs, 16 * 15 / 2);
     assert!(late.median < early.median / 3.0, "{early:?} -> {late:?}");
+}
+
+#[test]
+fn a_different_seed_gives_a_different_run() {
+    let s = load("flapping-node");
+    let (a, b) = (s.run(1).unwrap(), s.run(2).unwrap());
+    assert_ne!(a.trace_hash(), b.trace_hash());
+}
+
+fn parse_err(text: &str) -> String {
+    Scenario::parse_in("bad.toml", text, &scenarios_dir())
+        .map(|_| ())
+        .unwrap_err()
+        .0
+}
+
+const BASE: &str = r#"
+name = "x"
+seed = 1
+duration = "30s"
+
+[latency]
+matrix = "data/wonderproxy250.csv"
+
+[[datacenter]]
+name = "fra"
+city = "Frankfurt"
+clients = 2
+
+[[datacenter]]
+name = "nyc"
+row = 12
+clients = 2
+"#;
+
+#[test]
+fn broken_scenarios_get_precise_errors() {
+    assert!(Scenario::parse_in("ok.toml", BASE, &scenarios_dir()).is_ok());
+    for (text, want) in [
+        (BASE.replace("row = 12", "row = 4000"), "row 4000 has no measurements"),
+        (BASE.replace("\"Frankfurt\"", "\"Atlantis\""), "city \"Atlantis\" is not a label"),
+        (BASE.replace("wonderproxy250.csv", "nope.csv"), "latency.matrix: cannot read"),
+        (
+            BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"partition\"\nbetween = [\"dc=fra\", \"dc=lon\"]\n",
+            "unknown datacenter \"lon\" (datacenters: fra, nyc)",
+        ),
+        (
+            BASE.to_string() + "[[event]]\nat = \"50s\"\naction = \"crash\"\ntargets = [\"fra-0\"]\n",
+            "after the end of the run",
+        ),
+        (BASE.replace("clients = 2\n\n", "clients = 2\nlat = 10.0\n\n"), "give one location"),
+        (BASE.replace("seed = 1", "seed = -1"), "bad.toml:3:8"),
+        (BASE.replace("name = \"x\"", "name = \"x\"\nspeed = 3"), "bad.toml:3:1: unknown field `speed`"),
+        (BASE.replace("\"30s\"", "30"), "invalid type"),
+        ("garbage [[[".to_string(), "bad.toml:1:"),
+        (String::new(), "missing field"),
+    ] {
+        let e = parse_err(&text);
+        assert!(e.contains(want), "want {want:?} in: {e}");
+    }
+}
+
+#[test]
+fn a_scenario_runs_from_another_directory() {
+    // Data files are found relative to the scenario, not the working directory.
+    let s = load("three-dc");
+    assert!(s.topology.latency.matrix.is_some());
+    let spec = s.cluster(1).unwrap();
+    let (fra, nyc) = (
+        s.topology.index("fra-0").unwrap(),
+        s.topology.index("nyc-0").unwrap(),
+    );
+    // Half of WonderProxy's Frankfurt–New York RTT.
+    let ms = spec.links.one_way[fra][nyc].as_secs_f64() * 1000.0;
+    assert!((40.0..50.0).contains(&ms), "{ms}");
 }

@@ -26,7 +26,7 @@ pub struct Pair {
 }
 
 /// A latency matrix.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
     /// File name, for provenance lines.
     pub name: String,

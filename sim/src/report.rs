@@ -1,0 +1,71 @@
+//! Running a scenario: [`Scenario::run`] and the [`Report`] it returns.
+
+use std::time::{Duration, Instant};
+
+use crate::checks::{evaluate, CheckResult};
+use crate::cluster::{run_cluster, RunOutput, SimError, TimedAction};
+use crate::scenario::Scenario;
+
+/// Everything one run of a scenario produced.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The seed of this run.
+    pub seed: u64,
+    /// The timeline with every selector resolved for this seed.
+    pub timeline: Vec<TimedAction>,
+    /// Trace, samples and scores.
+    pub output: RunOutput,
+    /// Each check's outcome.
+    pub checks: Vec<CheckResult>,
+    /// Wall-clock time the run took.
+    pub wall: Duration,
+}
+
+impl Report {
+    /// Whether every check held.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The run's fingerprint: SHA-256 of its trace.
+    pub fn trace_hash(&self) -> String {
+        self.output.trace.hash()
+    }
+
+    /// Virtual seconds simulated per wall-clock second.
+    pub fn speed(&self) -> f64 {
+        let w = self.wall.as_secs_f64();
+        if w > 0.0 {
+            self.output.virtual_time.as_secs_f64() / w
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Scenario {
+    /// Runs the scenario with `seed` and evaluates its checks.
+    pub fn run(&self, seed: u64) -> Result<Report, SimError> {
+        self.run_with(seed, |_| {})
+    }
+
+    /// Runs the scenario with `seed`, telling `progress` the virtual time
+    /// once per simulated second.
+    pub fn run_with(&self, seed: u64, progress: impl FnMut(Duration)) -> Result<Report, SimError> {
+        let spec = self
+            .cluster(seed)
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        let timeline = self.timeline(seed);
+        let started = Instant::now();
+        let output = run_cluster(&spec, &timeline, progress)?;
+        let wall = started.elapsed();
+        let checks = evaluate(self, &timeline, &output);
+        Ok(Report {
+            seed,
+            timeline,
+            output,
+            checks,
+            wall,
+        })
+    }
+}

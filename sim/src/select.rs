@@ -1,0 +1,218 @@
+//! Node selectors: how events and checks say which nodes they are about.
+//!
+//! A selector is a node name (`dc1-3`), `all`, or filters separated by
+//! spaces: `dc=NAME`, `role=client|server`, then optionally `fraction=F` or
+//! `count=N` to pick that many of the matching nodes at random (seeded by
+//! the run's seed, so a replay picks the same ones).
+
+use std::collections::BTreeSet;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::env::derive_seed;
+use crate::topology::Topology;
+
+/// How many of the matching nodes to take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pick {
+    /// All of them.
+    All,
+    /// This share, rounded up (at least one when any match).
+    Fraction(f64),
+    /// This many (or all, when fewer match).
+    Count(usize),
+}
+
+/// A parsed selector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selector {
+    /// The text, for messages.
+    pub text: String,
+    /// An exact node name.
+    node: Option<String>,
+    dc: Option<String>,
+    role: Option<String>,
+    /// How many of the matching nodes to take.
+    pub pick: Pick,
+}
+
+impl Selector {
+    /// Parses and validates `text` against the topology.
+    pub fn parse(text: &str, topo: &Topology) -> Result<Selector, String> {
+        let mut s = Selector {
+            text: text.to_owned(),
+            node: None,
+            dc: None,
+            role: None,
+            pick: Pick::All,
+        };
+        let t = text.trim();
+        if t == "all" {
+            return Ok(s);
+        }
+        if !t.contains('=') {
+            if topo.index(t).is_none() {
+                return Err(format!(
+                    "{t:?} is neither a node nor a selector (nodes are like {}; selectors are `all` or filters like \"dc=NAME role=client fraction=0.5\")",
+                    topo.nodes.first().map_or("dc1-0", |n| n.name.as_str())
+                ));
+            }
+            s.node = Some(t.to_owned());
+            return Ok(s);
+        }
+        for term in t.split_whitespace() {
+            let (k, v) = term
+                .split_once('=')
+                .ok_or_else(|| format!("selector {text:?}: {term:?} is not key=value"))?;
+            match k {
+                "dc" => {
+                    if !topo.datacenters.iter().any(|d| d.name == v) {
+                        let known: Vec<&str> =
+                            topo.datacenters.iter().map(|d| d.name.as_str()).collect();
+                        return Err(format!(
+                            "selector {text:?}: unknown datacenter {v:?} (datacenters: {})",
+                            known.join(", ")
+                        ));
+                    }
+                    s.dc = Some(v.to_owned());
+                }
+                "role" => {
+                    if v != "client" && v != "server" {
+                        return Err(format!(
+                            "selector {text:?}: role is client or server, not {v:?}"
+                        ));
+                    }
+                    s.role = Some(v.to_owned());
+                }
+                "fraction" => {
+                    let f: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|f| *f > 0.0 && *f <= 1.0)
+                        .ok_or_else(|| {
+                            format!("selector {text:?}: fraction is a number in (0, 1], not {v:?}")
+                        })?;
+                    s.pick = Pick::Fraction(f);
+                }
+                "count" => {
+                    let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("selector {text:?}: count is a positive integer, not {v:?}")
+                    })?;
+                    s.pick = Pick::Count(n);
+                }
+                _ => {
+                    return Err(format!(
+                    "selector {text:?}: unknown filter {k:?} (filters: dc, role, fraction, count)"
+                ))
+                }
+            }
+        }
+        if s.resolve_all(topo).is_empty() {
+            return Err(format!("selector {text:?} matches no node"));
+        }
+        Ok(s)
+    }
+
+    /// Whether the selector picks at random.
+    pub fn is_random(&self) -> bool {
+        self.pick != Pick::All
+    }
+
+    /// Every node matching the filters, before any random pick, in order.
+    fn resolve_all(&self, topo: &Topology) -> Vec<usize> {
+        (0..topo.nodes.len())
+            .filter(|&i| {
+                let n = &topo.nodes[i];
+                self.node.as_ref().is_none_or(|x| *x == n.name)
+                    && self
+                        .dc
+                        .as_ref()
+                        .is_none_or(|d| *d == topo.datacenters[n.dc].name)
+                    && self.role.as_deref().is_none_or(|r| r == n.role.as_str())
+            })
+            .collect()
+    }
+
+    /// The nodes selected, as indices in order; random picks draw from
+    /// `seed` and `salt` (which names the event, so each event picks anew).
+    pub fn resolve(&self, topo: &Topology, seed: u64, salt: &str) -> Vec<usize> {
+        let mut all = self.resolve_all(topo);
+        let take = match self.pick {
+            Pick::All => return all,
+            Pick::Fraction(f) => ((all.len() as f64 * f).ceil() as usize).max(1),
+            Pick::Count(n) => n,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, &self.text, 0, salt));
+        all.shuffle(&mut rng);
+        all.truncate(take);
+        all.sort_unstable();
+        all
+    }
+}
+
+/// The union of several selectors' nodes, as names in topology order.
+pub fn resolve_names(sel: &[Selector], topo: &Topology, seed: u64, salt: &str) -> Vec<String> {
+    let set: BTreeSet<usize> = sel
+        .iter()
+        .flat_map(|s| s.resolve(topo, seed, salt))
+        .collect();
+    set.into_iter()
+        .map(|i| topo.nodes[i].name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{Datacenter, LatencyModel, Location, PoolScope};
+
+    fn topo() -> Topology {
+        let dc = |name: &str, clients| Datacenter {
+            name: name.into(),
+            clients,
+            servers: 0,
+            location: Location::Unplaced,
+        };
+        Topology::new(
+            vec![dc("a", 4), dc("b", 6)],
+            PoolScope::Global,
+            LatencyModel::default(),
+        )
+    }
+
+    #[test]
+    fn selects_by_name_dc_role_and_share() {
+        let t = topo();
+        let names =
+            |s: &str, seed| resolve_names(&[Selector::parse(s, &t).unwrap()], &t, seed, "e1");
+        assert_eq!(names("a-2", 1), ["a-2"]);
+        assert_eq!(names("all", 1).len(), 10);
+        assert_eq!(names("dc=a", 1), ["a-0", "a-1", "a-2", "a-3"]);
+        assert_eq!(names("dc=b role=client", 1).len(), 6);
+        let half = names("dc=b fraction=0.5", 1);
+        assert_eq!(half.len(), 3);
+        assert!(half.iter().all(|n| n.starts_with("b-")));
+        assert_eq!(half, names("dc=b fraction=0.5", 1), "same seed, same pick");
+        assert_eq!(names("count=2", 4).len(), 2);
+    }
+
+    #[test]
+    fn bad_selectors_say_what_is_allowed() {
+        let t = topo();
+        for (s, want) in [
+            ("c-1", "neither a node"),
+            ("dc=z", "unknown datacenter"),
+            ("role=boss", "client or server"),
+            ("fraction=2", "fraction"),
+            ("count=0", "count"),
+            ("colour=red", "unknown filter"),
+            ("role=server", "matches no node"),
+            ("dc", "neither a node"),
+        ] {
+            let e = Selector::parse(s, &t).unwrap_err();
+            assert!(e.contains(want), "{s}: {e}");
+        }
+    }
+}
