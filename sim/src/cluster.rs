@@ -242,6 +242,11 @@ impl Action {
         }
     }
 
+    /// Whether the action means something without naming any node.
+    pub fn nodes_optional(&self) -> bool {
+        matches!(self, Action::Heal | Action::Loss(_))
+    }
+
     /// The parameters, for the trace.
     pub fn detail(&self) -> Option<String> {
         let pair = |a: &[String], b: &[String]| format!("{}|{}", a.join(","), b.join(","));
@@ -459,17 +464,23 @@ pub fn run_cluster(
     let mut next_second = Duration::ZERO;
     while w.sim.elapsed() < spec.duration {
         while next < actions.len() && actions[next].at <= w.sim.elapsed() {
-            let a = &actions[next];
+            // The trace says what happened, and readers of it (views that
+            // restart afresh) rely on that: a restart of a running node is
+            // no restart.
+            let action = w.effective(&actions[next].action);
+            next += 1;
+            if action.nodes().is_empty() && !action.nodes_optional() {
+                continue;
+            }
             recorder.record(TraceEvent {
                 t_us: w.sim.elapsed().as_micros() as u64,
                 node: "sim".into(),
-                event: a.action.name().into(),
+                event: action.name().into(),
                 member: None,
                 incarnation: None,
-                detail: a.action.detail(),
+                detail: action.detail(),
             });
-            w.apply(&a.action);
-            next += 1;
+            w.apply(&action);
         }
         w.sim.step().map_err(|e| SimError::Host {
             at: w.sim.elapsed(),
@@ -530,6 +541,24 @@ impl World<'_> {
                 .filter(move |y| *y != x)
                 .map(move |y| (self.index(x), self.index(y)))
         })
+    }
+
+    /// The action limited to the nodes it can change: only running nodes
+    /// crash or leave, only stopped ones start.
+    fn effective(&self, action: &Action) -> Action {
+        let keep = |set: &Vec<String>, want: fn(NodeStatus) -> bool| -> Vec<String> {
+            set.iter()
+                .filter(|x| want(self.status[self.index(x)]))
+                .cloned()
+                .collect()
+        };
+        match action {
+            Action::Crash(set) => Action::Crash(keep(set, |s| s == NodeStatus::Running)),
+            Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
+            Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
+            Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
+            other => other.clone(),
+        }
     }
 
     fn apply(&mut self, action: &Action) {

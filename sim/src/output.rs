@@ -1,5 +1,5 @@
 //! The files a run leaves for people and tools to read: `trace.jsonl`,
-//! `metrics.csv`, `rtt_accuracy.csv`, `summary.json`, a copy of the
+//! `metrics.csv`, `rtt_accuracy.csv`, `rtt_pairs.csv`, `summary.json`, a copy of the
 //! scenario (for replay), and charts.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use plotters::chart::SeriesLabelPosition;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::{detections, CheckResult, Outages};
-use crate::cluster::Accuracy;
+use crate::cluster::{Accuracy, PairError};
 use crate::metrics;
 use crate::plot::{self, Chart, HeatMap, Scale, Series, Style};
 use crate::report::Report;
@@ -119,6 +119,7 @@ pub fn write_run(dir: &Path, s: &Scenario, r: &Report, summary: &Summary) -> std
     let rows = metrics::rows(&out.trace, &out.samples, &s.topology);
     std::fs::write(dir.join("metrics.csv"), metrics::to_csv(&rows, &s.topology))?;
     write_accuracy(dir, &s.name, &out.accuracy)?;
+    std::fs::write(dir.join("rtt_pairs.csv"), pairs_csv(s, &out.final_pairs))?;
     if let Some(src) = &s.source {
         std::fs::write(dir.join("scenario.toml"), &src.text)?;
     }
@@ -132,6 +133,26 @@ pub fn write_run(dir: &Path, s: &Scenario, r: &Report, summary: &Summary) -> std
         }
     }
     Ok(())
+}
+
+/// `rtt_pairs.csv`: every scored pair at the end, estimate against truth.
+fn pairs_csv(s: &Scenario, pairs: &[PairError]) -> String {
+    let mut csv = String::from("a,b,dc_a,dc_b,true_rtt_ms,est_rtt_ms,rel_err\n");
+    let t = &s.topology;
+    for p in pairs {
+        let (a, b) = (&t.nodes[p.a], &t.nodes[p.b]);
+        csv += &format!(
+            "{},{},{},{},{:.4},{:.4},{:.6}\n",
+            a.name,
+            b.name,
+            t.datacenters[a.dc].name,
+            t.datacenters[b.dc].name,
+            p.true_ms,
+            p.est_ms,
+            p.rel()
+        );
+    }
+    csv
 }
 
 type Drawn = Result<Vec<PathBuf>, plot::PlotError>;

@@ -378,19 +378,24 @@ impl Topology {
         }
     }
 
-    /// Where nodes join: the first node of every datacenter in the pool.
+    /// Where node `i` joins (and rejoins after a restart): the first two
+    /// nodes of every datacenter in its pool, so that the first node of a
+    /// datacenter has somewhere to go back to, as an operator's
+    /// `retry_join` list would.
     pub fn join_targets(&self, i: usize) -> Vec<String> {
         let pool = self.pool_of(i);
-        let mut seen = Vec::new();
+        let mut per_dc: Vec<usize> = vec![0; self.datacenters.len()];
+        let mut out = Vec::new();
         for (j, n) in self.nodes.iter().enumerate() {
-            if self.pool_of(j) == pool && !seen.iter().any(|(dc, _)| *dc == n.dc) {
-                seen.push((n.dc, j));
+            if self.pool_of(j) != pool || per_dc[n.dc] == 2 {
+                continue;
+            }
+            per_dc[n.dc] += 1;
+            if j != i {
+                out.push(n.name.clone());
             }
         }
-        seen.into_iter()
-            .filter(|&(_, j)| j != i)
-            .map(|(_, j)| self.nodes[j].name.clone())
-            .collect()
+        out
     }
 
     /// One-way latency between datacenters `a` and `b` (not equal).
@@ -516,8 +521,8 @@ mod tests {
             LatencyModel::default(),
         );
         assert_eq!(t.names(), ["a-server-0", "a-0", "a-1", "b-0"]);
-        assert_eq!(t.join_targets(0), ["b-0"]);
-        assert_eq!(t.join_targets(2), ["a-server-0", "b-0"]);
+        assert_eq!(t.join_targets(0), ["a-0", "b-0"]);
+        assert_eq!(t.join_targets(2), ["a-server-0", "a-0", "b-0"]);
         let links = t.realize(1).unwrap();
         assert_eq!(links.one_way[0][1], Duration::from_millis(1));
         assert_eq!(links.one_way[0][3], Duration::from_millis(50));

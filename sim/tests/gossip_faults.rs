@@ -212,3 +212,41 @@ fn same_seed_same_trace_other_seed_other_trace() {
     assert_eq!(a, b);
     assert_ne!(a.hash(), c.hash(), "another seed must give another run");
 }
+
+/// Found by the fault property test: a node cut off early never condemns
+/// the others (its own health is bad, so it defers its verdicts), while
+/// they declare it dead and stop talking to it. After the heal its
+/// verification pings are answered; it must then sync state with the
+/// suspect, and the cluster must heal.
+#[test]
+fn a_node_cut_off_early_rejoins_after_the_heal() {
+    let spec = ClusterSpec::new(6, 510, secs(90));
+    let trace = run(
+        &spec,
+        &[
+            at(5, Action::Isolate(vec!["dc1-0".into()])),
+            at(45, Action::Heal),
+        ],
+    );
+    // The others forgot it after gossiping its death for a while, so it
+    // comes back as a fresh join.
+    let back_after_heal = trace.events.iter().any(|e| {
+        e.member.as_deref() == Some("dc1-0")
+            && matches!(e.event.as_str(), "alive" | "joined")
+            && e.node != "dc1-0"
+            && e.at() > secs(45)
+    });
+    assert!(back_after_heal, "dc1-0 never came back");
+    for o in spec.names().iter().skip(1) {
+        let last = trace
+            .events
+            .iter()
+            .filter(|e| e.node == *o && e.member.as_deref() == Some("dc1-0"))
+            .next_back()
+            .unwrap();
+        assert!(
+            matches!(last.event.as_str(), "alive" | "joined"),
+            "{o}: {last:?}"
+        );
+    }
+}

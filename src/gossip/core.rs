@@ -989,6 +989,14 @@ impl Swim {
                 if let Some(v) = self.verifying.get_mut(&node) {
                     v.1 = true;
                 }
+                // The suspect is alive, yet its refutation may never reach
+                // us: if the others had declared *us* dead (we were the one
+                // cut off), nobody gossips to us and our push/pull partners
+                // are all suspects. Sync state with the suspect directly: we
+                // learn its refutation, and of our own death to refute.
+                if let Some(addr) = self.map.get(&node).map(|s| s.addr) {
+                    self.push_pull_with(now, addr);
+                }
             }
             Some(AckHandler::Relay {
                 orig_seq,
@@ -1553,13 +1561,16 @@ impl Swim {
     fn push_pull(&mut self, now: Instant) {
         let me = self.me.clone();
         let peers = self.k_random_nodes(1, |n| *n.name == *me || n.state != NodeStateKind::Alive);
-        let Some(peer) = peers.into_iter().next() else {
-            return;
-        };
+        if let Some(peer) = peers.into_iter().next() {
+            self.push_pull_with(now, peer.addr);
+        }
+    }
+
+    fn push_pull_with(&mut self, now: Instant, addr: SocketAddr) {
         let data = self.stream_bytes(&StreamMessage::PushPull(self.local_state(false)));
         self.open_stream(
             now,
-            peer.addr,
+            addr,
             data,
             now + self.cfg.tcp_timeout,
             true,
