@@ -241,8 +241,7 @@ fn a_node_cut_off_early_rejoins_after_the_heal() {
         let last = trace
             .events
             .iter()
-            .filter(|e| e.node == *o && e.member.as_deref() == Some("dc1-0"))
-            .next_back()
+            .rfind(|e| e.node == *o && e.member.as_deref() == Some("dc1-0"))
             .unwrap();
         assert!(
             matches!(last.event.as_str(), "alive" | "joined"),
