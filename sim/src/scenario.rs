@@ -1007,6 +1007,50 @@ within = "20s"
     }
 
     #[test]
+    fn map_coordinates_and_link_rules_shape_the_links() {
+        let text = r#"
+name = "geo"
+seed = 1
+duration = "10s"
+
+[latency]
+intra_dc = "2ms"
+loss = 0.01
+
+[[datacenter]]
+name = "par"
+lat = 48.8566
+lon = 2.3522
+clients = 2
+
+[[datacenter]]
+name = "nyc"
+lat = 40.7128
+lon = -74.0060
+clients = 1
+
+[[link]]
+between = ["par-1", "dc=nyc"]
+latency = "5ms"
+loss = 0.5
+"#;
+        let s = Scenario::parse("geo.toml", text).unwrap();
+        let links = s.cluster(1).unwrap().links;
+        let ms = |i: usize, j: usize| links.one_way[i][j].as_secs_f64() * 1000.0;
+        assert_eq!(ms(0, 1), 2.0);
+        // About 5,837 km at 100 km per ms.
+        assert!((ms(0, 2) - 58.4).abs() < 0.5, "{}", ms(0, 2));
+        assert_eq!(ms(1, 2), 5.0);
+        assert_eq!((links.loss[0][2], links.loss[2][1]), (0.01, 0.5));
+        let bad = text.replace(
+            "between = [\"par-1\", \"dc=nyc\"]",
+            "between = [\"fraction=0.5\", \"dc=nyc\"]",
+        );
+        let e = Scenario::parse("geo.toml", &bad).unwrap_err().0;
+        assert!(e.contains("links are fixed"), "{e}");
+    }
+
+    #[test]
     fn builder_makes_runnable_scenarios() {
         let s = ScenarioBuilder::new("b", Duration::from_secs(30))
             .datacenter("a", 3)
