@@ -1,6 +1,6 @@
 //! Evaluates a scenario's checks against the trace of its run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -89,19 +89,51 @@ impl Outages {
                 o.down.open(n, Duration::ZERO);
             }
         }
+        // Links are cut and healed pair by pair. A node is cut off while a
+        // link that an action cut it off by is still cut: an isolated
+        // node's peers are not cut off themselves, while both sides of a
+        // partition are.
+        let pairs = |x: &[String], y: &[String]| -> Vec<(String, String)> {
+            x.iter()
+                .flat_map(|a| {
+                    y.iter()
+                        .filter(move |b| *b != a)
+                        .map(move |b| (a.clone(), b.clone()))
+                })
+                .collect()
+        };
+        let cut_off = |cut: &BTreeSet<(String, String)>| -> BTreeSet<String> {
+            cut.iter().map(|(x, _)| x.clone()).collect()
+        };
+        let mut cut: BTreeSet<(String, String)> = BTreeSet::new();
         for a in actions {
+            let before = cut_off(&cut);
             match &a.action {
                 Action::Crash(n) | Action::Leave(n) => n.iter().for_each(|x| o.down.open(x, a.at)),
                 Action::Restart(n) | Action::Join(n) => {
                     n.iter().for_each(|x| o.down.close(x, a.at))
                 }
-                Action::Isolate(n) => n.iter().for_each(|x| o.cut.open(x, a.at)),
-                Action::Partition(x, y) => x.iter().chain(y).for_each(|n| o.cut.open(n, a.at)),
-                Action::Heal => names.iter().for_each(|n| o.cut.close(n, a.at)),
-                Action::HealBetween(x, y) => x.iter().chain(y).for_each(|n| o.cut.close(n, a.at)),
+                Action::Isolate(n) => {
+                    let rest: Vec<String> =
+                        names.iter().filter(|x| !n.contains(x)).cloned().collect();
+                    cut.extend(pairs(n, &rest));
+                }
+                Action::Partition(x, y) => {
+                    cut.extend(pairs(x, y));
+                    cut.extend(pairs(y, x));
+                }
+                Action::Heal => cut.clear(),
+                Action::HealBetween(x, y) => {
+                    for p in pairs(x, y).into_iter().chain(pairs(y, x)) {
+                        cut.remove(&p);
+                    }
+                }
                 Action::Loss(_) | Action::LinkLoss(..) | Action::Latency(..) | Action::Skew(..) => {
                 }
             }
+            let after = cut_off(&cut);
+            after.difference(&before).for_each(|n| o.cut.open(n, a.at));
+            before.difference(&after).for_each(|n| o.cut.close(n, a.at));
         }
         o
     }
@@ -376,8 +408,9 @@ fn failed_within(all: &[Detection], targets: &[String], within: Duration) -> Che
         .iter()
         .filter(|d| targets.is_empty() || targets.contains(&d.target))
     {
-        // A node back before the deadline need not have been declared failed.
-        if d.lasted.is_some_and(|l| l < within) {
+        // A node back before the deadline need not have been declared
+        // failed, and one nobody could see (say, in another pool) cannot be.
+        if d.lasted.is_some_and(|l| l < within) || d.observers.is_empty() {
             skipped += 1;
             continue;
         }
@@ -399,13 +432,13 @@ fn failed_within(all: &[Detection], targets: &[String], within: Duration) -> Che
         check,
         passed,
         detail: if judged == 0 && late.is_empty() {
-            format!("no fault lasted {within:?} or longer ({skipped} shorter ones)")
+            format!("no fault lasted {within:?} or longer with anyone to notice ({skipped} others)")
         } else if late.is_empty() {
             format!(
                 "{judged} faults detected by every observer; slowest {:.3}s after the fault{}",
                 slowest.as_secs_f64(),
                 if skipped > 0 {
-                    format!(" ({skipped} shorter faults not judged)")
+                    format!(" ({skipped} shorter or unobserved faults not judged)")
                 } else {
                     String::new()
                 }
@@ -443,5 +476,47 @@ fn no_false_failures(scenario: &Scenario, trace: &Trace, outages: &Outages) -> C
         } else {
             format!("{} false: {}", wrong.len(), examples(&wrong))
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64, action: Action) -> TimedAction {
+        TimedAction {
+            at: Duration::from_secs(s),
+            action,
+        }
+    }
+
+    fn v(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_partial_heal_ends_only_the_outages_it_heals() {
+        let names = v(&["a", "b", "c", "d"]);
+        let o = Outages::from_timeline(
+            &names,
+            &[
+                at(10, Action::Isolate(v(&["a"]))),
+                at(20, Action::Isolate(v(&["b"]))),
+                at(30, Action::HealBetween(v(&["a"]), names.clone())),
+                at(40, Action::Crash(v(&["c"]))),
+                at(50, Action::Restart(v(&["c"]))),
+            ],
+        );
+        let t = |s| Some(Duration::from_secs(s));
+        assert!(o.out_at("a", t(25)) && !o.out_at("a", t(35)));
+        // b stays cut off: its links to c and d are still cut; they are not cut off.
+        assert!(o.out_at("b", t(35)) && o.out_at("b", None));
+        assert!(!o.out_at("d", t(35)) && !o.out_at("d", None));
+        assert!(o.out_at("c", t(45)) && !o.out_at("c", t(55)));
+        assert_eq!(
+            o.end_of("a", Duration::from_secs(10)),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(o.end_of("b", Duration::from_secs(20)), None);
     }
 }

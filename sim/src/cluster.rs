@@ -218,6 +218,7 @@ impl<T> Action<T> {
             Action::Loss(_) => "loss",
             Action::LinkLoss(_, _, Some(_)) => "loss",
             Action::LinkLoss(_, _, None) => "loss_off",
+            Action::Latency(_, _, LatencyChange::Reset) => "latency_reset",
             Action::Latency(..) => "latency",
             Action::Skew(..) => "skew",
         }
@@ -295,6 +296,9 @@ pub struct RunOutput {
     pub final_pairs: Vec<PairError>,
     /// Every node each virtual second.
     pub samples: Vec<NodeSample>,
+    /// The actions as they took effect: limited to the nodes they could
+    /// change (a crash of a crashed node is no crash), in order.
+    pub applied: Vec<TimedAction>,
 }
 
 /// Errors from a run.
@@ -462,6 +466,7 @@ pub fn run_cluster(
     let mut samples = Vec::new();
     let mut last_counts = vec![[0u64; 3]; n];
     let mut next_second = Duration::ZERO;
+    let mut applied = Vec::new();
     while w.sim.elapsed() < spec.duration {
         while next < actions.len() && actions[next].at <= w.sim.elapsed() {
             // The trace says what happened, and readers of it (views that
@@ -481,6 +486,10 @@ pub fn run_cluster(
                 detail: action.detail(),
             });
             w.apply(&action);
+            applied.push(TimedAction {
+                at: actions[next - 1].at,
+                action,
+            });
         }
         w.sim.step().map_err(|e| SimError::Host {
             at: w.sim.elapsed(),
@@ -519,6 +528,7 @@ pub fn run_cluster(
         accuracy,
         final_pairs,
         samples,
+        applied,
     })
 }
 

@@ -337,7 +337,7 @@ fn replay(dir: &Path, quiet: bool) -> anyhow::Result<bool> {
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", again.display()))?;
     print_checks(&r);
     println!(
-        "{}: recorded {} , replayed {}; output in {}",
+        "{}: recorded {}, replayed {}; output in {}",
         if same {
             "identical trace"
         } else {

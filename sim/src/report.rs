@@ -11,7 +11,8 @@ use crate::scenario::Scenario;
 pub struct Report {
     /// The seed of this run.
     pub seed: u64,
-    /// The timeline with every selector resolved for this seed.
+    /// The timeline as it took effect, every selector resolved for this
+    /// seed (what the checks judge).
     pub timeline: Vec<TimedAction>,
     /// Trace, samples and scores.
     pub output: RunOutput,
@@ -59,10 +60,10 @@ impl Scenario {
         let started = Instant::now();
         let output = run_cluster(&spec, &timeline, progress)?;
         let wall = started.elapsed();
-        let checks = evaluate(self, &timeline, &output);
+        let checks = evaluate(self, &output.applied, &output);
         Ok(Report {
             seed,
-            timeline,
+            timeline: output.applied.clone(),
             output,
             checks,
             wall,

@@ -443,6 +443,17 @@ impl Scenario {
             });
         }
         let topology = Topology::new(dcs, pool, latency);
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = topology
+            .nodes
+            .iter()
+            .find(|n| !seen.insert(n.name.as_str()))
+        {
+            return Err(err(format!(
+                "two nodes would be named {:?}: rename a datacenter",
+                dup.name
+            )));
+        }
         if topology.nodes.len() > MAX_NODES {
             return Err(err(format!(
                 "{} nodes is more than the full-stack engine's {MAX_NODES} (it serves tens of nodes)",
@@ -456,6 +467,18 @@ impl Scenario {
             }
         }
 
+        if f.name.is_empty()
+            || !f
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || f.name.starts_with('.')
+        {
+            return Err(err(format!(
+                "name {:?} names the output directory: use letters, digits, '-', '_' and '.'",
+                f.name
+            )));
+        }
         let duration = dur("duration", &f.duration)?;
         if duration.is_zero() {
             return Err(err("duration must be more than zero"));
@@ -626,6 +649,14 @@ impl Scenario {
                 ("offset", e.offset.is_some() && e.action != "skew"),
                 ("latency", e.latency.is_some() && e.action != "latency"),
                 ("factor", e.factor.is_some() && e.action != "latency"),
+                (
+                    "between",
+                    e.between.is_some()
+                        && matches!(
+                            e.action.as_str(),
+                            "crash" | "restart" | "join" | "leave" | "skew"
+                        ),
+                ),
             ]
             .into_iter()
             .filter(|x| x.1)
@@ -875,9 +906,9 @@ impl ScenarioBuilder {
     }
 
     fn event(&mut self, at: Duration, action: Action<Vec<Selector>>) -> Result<(), ScenarioError> {
-        if at > self.s.duration {
+        if at >= self.s.duration {
             return Err(err(format!(
-                "at {at:?} is after the end of the run ({:?})",
+                "at {at:?} is not before the end of the run ({:?})",
                 self.s.duration
             )));
         }

@@ -184,7 +184,7 @@ fn broken_scenarios_get_precise_errors() {
         ),
         (
             BASE.to_string() + "[[event]]\nat = \"50s\"\naction = \"crash\"\ntargets = [\"fra-0\"]\n",
-            "after the end of the run",
+            "not before the end of the run",
         ),
         (BASE.replace("clients = 2\n\n", "clients = 2\nlat = 10.0\n\n"), "give one location"),
         (BASE.replace("seed = 1", "seed = -1"), "bad.toml:3:8"),
