@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Accuracy, Action, RunOutput, TimedAction};
 use crate::scenario::{Check, Scenario};
 use crate::topology::Topology;
-use crate::trace::Trace;
+use crate::trace::{Trace, TraceEvent};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,33 +157,56 @@ impl Outages {
     }
 }
 
-/// Each observer's view at time `until` (the end if `None`): member -> last
-/// membership event. A restart starts an observer's view afresh.
-pub fn views_at(
-    trace: &Trace,
-    until: Option<Duration>,
-) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut views: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for e in &trace.events {
-        if until.is_some_and(|u| e.at() > u) {
-            break;
-        }
+/// Every observer's view of membership, built by feeding it the trace in
+/// order: member -> the last membership event about it. A node that
+/// restarts or joins starts its view afresh.
+#[derive(Debug, Default)]
+pub struct Views<'t> {
+    views: BTreeMap<&'t str, BTreeMap<&'t str, &'t str>>,
+}
+
+impl<'t> Views<'t> {
+    /// Applies one trace event.
+    pub fn apply(&mut self, e: &'t TraceEvent) {
         if e.node == "sim" {
             if e.event == "restart" || e.event == "join" {
                 for n in e.detail.as_deref().unwrap_or("").split(',') {
-                    views.remove(n);
+                    self.views.remove(n);
                 }
             }
-            continue;
-        }
-        if let Some(m) = &e.member {
-            views
-                .entry(e.node.clone())
+        } else if let Some(m) = &e.member {
+            self.views
+                .entry(e.node.as_str())
                 .or_default()
-                .insert(m.clone(), e.event.clone());
+                .insert(m.as_str(), e.event.as_str());
         }
     }
-    views
+
+    /// What `observer` last heard about `member`.
+    pub fn get(&self, observer: &str, member: &str) -> Option<&'t str> {
+        self.views.get(observer)?.get(member).copied()
+    }
+
+    /// Everything `observer` has heard, member by member.
+    pub fn of(&self, observer: &str) -> impl Iterator<Item = (&'t str, &'t str)> + '_ {
+        self.views
+            .get(observer)
+            .into_iter()
+            .flat_map(|v| v.iter().map(|(m, e)| (*m, *e)))
+    }
+
+    /// The views after every event up to `until` (the end if `None`).
+    pub fn at(trace: &'t Trace, until: Option<Duration>) -> Self {
+        let mut v = Views::default();
+        for e in trace
+            .events
+            .iter()
+            .take_while(|e| until.is_none_or(|u| e.at() <= u))
+        {
+            v.apply(e);
+        }
+        v
+    }
 }
 
 /// Whether a membership event leaves the member counted as alive
@@ -350,7 +373,7 @@ fn converged(
     at: Option<Duration>,
 ) -> CheckResult {
     let topo = &scenario.topology;
-    let views = views_at(trace, at);
+    let views = Views::at(trace, at);
     let names = topo.names();
     let running: Vec<usize> = (0..names.len())
         .filter(|&i| !outages.out_at(&names[i], at))
@@ -362,7 +385,7 @@ fn converged(
             .filter(|&&b| b != a && topo.pool_of(b) == topo.pool_of(a))
         {
             let (a, b) = (&names[a], &names[b]);
-            let seen = views.get(a).and_then(|v| v.get(b)).map(String::as_str);
+            let seen = views.get(a, b);
             if !seen.is_some_and(alive_word) {
                 missing.push(format!("{a} sees {b} as {}", seen.unwrap_or("unknown")));
             }

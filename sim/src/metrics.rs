@@ -2,11 +2,9 @@
 //! sees its pool (members per state, read off the trace), what it sent,
 //! and how well its coordinate predicts its RTTs.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use crate::checks::alive_word;
+use crate::checks::{alive_word, Views};
 use crate::cluster::{NodeSample, NodeStatus};
 use crate::topology::Topology;
 use crate::trace::Trace;
@@ -36,32 +34,17 @@ pub struct MetricsRow {
 /// Joins the per-second samples with each node's view of membership.
 pub fn rows(trace: &Trace, samples: &[NodeSample], topo: &Topology) -> Vec<MetricsRow> {
     let names = topo.names();
-    let mut views: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+    let mut views = Views::default();
     let mut events = trace.events.iter().peekable();
     let mut out = Vec::with_capacity(samples.len());
-    let mut now = Duration::MAX;
     for s in samples {
-        if s.at != now {
-            now = s.at;
-            while let Some(e) = events.next_if(|e| e.at() <= now) {
-                if e.node == "sim" {
-                    if e.event == "restart" || e.event == "join" {
-                        for n in e.detail.as_deref().unwrap_or("").split(',') {
-                            views.remove(n);
-                        }
-                    }
-                } else if let Some(m) = &e.member {
-                    views
-                        .entry(e.node.as_str())
-                        .or_default()
-                        .insert(m.as_str(), e.event.as_str());
-                }
-            }
+        while let Some(e) = events.next_if(|e| e.at() <= s.at) {
+            views.apply(e);
         }
         let members = (s.status == NodeStatus::Running).then(|| {
             let mut m = Membership::default();
             let me = names[s.node].as_str();
-            for (&member, &state) in views.get(me).into_iter().flatten() {
+            for (member, state) in views.of(me) {
                 if member == me {
                     continue;
                 }
@@ -118,6 +101,7 @@ pub fn to_csv(rows: &[MetricsRow], topo: &Topology) -> String {
 mod tests {
     use super::*;
     use crate::trace::TraceEvent;
+    use std::time::Duration;
 
     fn ev(t: u64, node: &str, event: &str, member: &str) -> TraceEvent {
         TraceEvent {

@@ -1,5 +1,5 @@
-//! Property tests over random fault timelines: whatever crashes, partitions
-//! and loss hit a small cluster, once the faults stop and everything is
+//! Property tests over random fault timelines: whatever crashes, leaves,
+//! partitions and loss hit a small cluster, once the faults stop and everything is
 //! healed and restarted, the cluster converges, and no node was ever
 //! declared failed without cause.
 
@@ -14,7 +14,7 @@ const QUIET_FROM: u64 = 45;
 
 /// One random fault: (second, kind, node).
 fn fault() -> impl Strategy<Value = (u64, u8, usize)> {
-    (5u64..40, 0u8..5, 0..NODES)
+    (5u64..40, 0u8..8, 0..NODES)
 }
 
 fn action(kind: u8, node: &str) -> Action<Vec<&str>> {
@@ -23,7 +23,11 @@ fn action(kind: u8, node: &str) -> Action<Vec<&str>> {
         1 => Action::Restart(vec![node]),
         2 => Action::Isolate(vec![node]),
         3 => Action::Heal,
-        _ => Action::Loss(0.2),
+        4 => Action::Loss(0.2),
+        5 => Action::Leave(vec![node]),
+        // Split the cluster down the middle, or mend one node's links.
+        6 => Action::Partition(vec!["count=3"], vec!["all"]),
+        _ => Action::HealBetween(vec![node], vec!["all"]),
     }
 }
 

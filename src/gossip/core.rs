@@ -1308,7 +1308,10 @@ impl Swim {
             self.clear_suspicion(&name);
             return;
         }
-        if unconfirmed && self.reconsider(now, &name) {
+        // Our own bad health makes our judgement suspect even when others
+        // agree: they may have been cut off with us, and their suspicions
+        // confirm ours for no good reason once the cut heals.
+        if (unconfirmed || self.awareness.score() > 0) && self.reconsider(now, &name, unconfirmed) {
             return;
         }
         tracing::info!(node = %self.me, peer = %name, confirmations, "suspicion timed out; marking failed");
@@ -1321,13 +1324,15 @@ impl Swim {
     }
 
     /// Beyond memberlist: a suspicion no other member confirmed rests on our
-    /// own failed probe alone, possibly long ago. Before condemning the
-    /// node: if our own health is degraded, we are the likelier culprit (cut
-    /// off, or overloaded), so say the suspicion again and wait another full
-    /// period; otherwise ping the suspect once more, with the suspicion in
-    /// front so a live suspect refutes at once. Returns true if the verdict
+    /// own failed probe alone, possibly long ago, and a confirmed one is
+    /// only as good as our own health. Before condemning the node: if the
+    /// suspicion is unconfirmed and our health is degraded, we are the
+    /// likelier culprit (cut off, or overloaded), so say the suspicion again
+    /// and wait another full period; otherwise ping the suspect once more,
+    /// with the suspicion in front so a live suspect refutes at once, and
+    /// condemn it only if that goes unanswered. Returns true if the verdict
     /// is postponed.
-    fn reconsider(&mut self, now: Instant, name: &Arc<str>) -> bool {
+    fn reconsider(&mut self, now: Instant, name: &Arc<str>, unconfirmed: bool) -> bool {
         let Some(state) = self.map.get(name).cloned() else {
             return false;
         };
@@ -1350,7 +1355,7 @@ impl Swim {
                 self.stats.verifications_answered += 1;
                 false
             }
-            None if self.awareness.score() > 0 => {
+            None if unconfirmed && self.awareness.score() > 0 => {
                 self.stats.suspicions_deferred += 1;
                 // Re-say only what someone witnessed: hearsay stays hearsay.
                 self.suspicions.get(name).is_some_and(Suspicion::witnessed)

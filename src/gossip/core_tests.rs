@@ -161,6 +161,36 @@ fn healing_a_partition_fails_nobody_else() {
 }
 
 #[test]
+fn two_nodes_cut_off_apart_do_not_condemn_a_healthy_one_together() {
+    // Found by the simulator's fault property test: two nodes cut off at
+    // different times each suspect the same healthy node. After the heal
+    // their suspicions confirm each other, and without a check of its own
+    // health the first to time out declared the node dead, and the members
+    // that heard it before the refutation agreed.
+    for seed in 0..30 {
+        let mut net = Net::new(6, Config::lan(), 300 + seed);
+        converge(&mut net, 6, secs(20));
+        let t0 = net.events.len();
+        net.isolate(3);
+        net.run_for(secs(11));
+        net.isolate(4);
+        net.run_for(secs(11));
+        net.heal();
+        net.run_for(secs(45));
+        let wrong: Vec<_> = net.events[t0..]
+            .iter()
+            .filter(|(o, e)| {
+                e.kind == EventKind::Failed
+                    && !["n3", "n4"].contains(&e.node.name.as_str())
+                    && ![3, 4].contains(o)
+            })
+            .map(|(o, e)| format!("n{o} failed {} at {:?}", e.node.name, e.at))
+            .collect();
+        assert!(wrong.is_empty(), "seed {seed}: {wrong:?}");
+    }
+}
+
+#[test]
 fn ten_percent_loss_fails_no_healthy_node() {
     let mut net = Net::new(20, Config::lan(), 6);
     converge(&mut net, 20, secs(40));
