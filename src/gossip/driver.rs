@@ -14,17 +14,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::core::{LocalNode, Output, StreamId, StreamRequest, Swim, SwimError};
+use super::core::{Output, StreamId, StreamRequest, SwimError};
 use super::event::{MemberEvent, PingComplete};
-use super::roster::{Member, MemberStatus, Roster};
+use super::node::Node;
+use super::roster::Member;
 use super::wire::{self, ErrResp, StreamMessage};
 use super::Config;
-use crate::coordinate::{self, Client as VivaldiClient, Coordinate};
+use crate::coordinate::{self, Coordinate};
 use crate::env::{timeout_at, Env, Task, TcpListener, UdpSocket};
 use crate::time::Instant;
 
@@ -192,12 +191,7 @@ impl Gossip {
                 ),
             });
         }
-        let local = LocalNode {
-            name: opts.name.clone(),
-            addr: advertise,
-            meta: opts.meta.clone(),
-        };
-        let core = Swim::new(opts.config.clone(), local, env.seed("gossip"), env.now())?;
+        let node = Node::new(opts.clone(), advertise, |p| env.seed(p), env.now())?;
         let (tx, rx) = mpsc::channel(64);
         let (stream_tx, stream_rx) = mpsc::channel(256);
         let accept = env.spawn(accept_loop(
@@ -206,19 +200,10 @@ impl Gossip {
             stream_tx.clone(),
             opts.config.tcp_timeout,
         ));
-        let rng = ChaCha8Rng::seed_from_u64(env.seed("gossip-reconnect"));
-        let vivaldi = match &opts.coordinates {
-            Some(cfg) => Some(
-                VivaldiClient::new(cfg.clone(), env.seed("vivaldi"))
-                    .map_err(|e| SwimError::Config(format!("coordinates: {e}")))?,
-            ),
-            None => None,
-        };
         let name: Arc<str> = Arc::from(opts.name.as_str());
         let driver = Driver {
-            roster: Roster::new(&opts.name),
             env: env.clone(),
-            core,
+            node,
             udp,
             opts,
             stream_tx,
@@ -228,15 +213,10 @@ impl Gossip {
             next_join: 0,
             member_subs: Vec::new(),
             ping_subs: Vec::new(),
-            vivaldi,
-            coord_cache: BTreeMap::new(),
             leave_waiters: Vec::new(),
             left: false,
-            rng,
             _accept: accept,
         };
-        let mut driver = driver;
-        driver.refresh_ack_payload();
         let task = env.spawn(driver.run(rx, stream_rx));
         Ok((
             Gossip {
@@ -332,10 +312,9 @@ impl Gossip {
 
 struct Driver<E: Env> {
     env: E,
-    core: Swim,
+    node: Node,
     udp: E::UdpSocket,
     opts: GossipOptions,
-    roster: Roster,
     stream_tx: mpsc::Sender<StreamEvent>,
     streams: Vec<Task>,
     /// Join requests in flight: stream -> join, join -> progress.
@@ -344,13 +323,9 @@ struct Driver<E: Env> {
     next_join: u64,
     member_subs: Vec<mpsc::UnboundedSender<MemberEvent>>,
     ping_subs: Vec<mpsc::UnboundedSender<PingComplete>>,
-    vivaldi: Option<VivaldiClient<String>>,
-    /// Members' estimate coordinates, from their acks.
-    coord_cache: BTreeMap<String, Coordinate>,
     leave_waiters: Vec<oneshot::Sender<()>>,
     /// Our leave notice has spread.
     left: bool,
-    rng: ChaCha8Rng,
     _accept: Task,
 }
 
@@ -368,12 +343,9 @@ impl<E: Env> Driver<E> {
         mut streams: mpsc::Receiver<StreamEvent>,
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let reconnect = self.opts.reconnect_interval;
-        let mut next_reconnect = (!reconnect.is_zero()).then(|| self.env.now() + reconnect);
-        let mut next_reap = self.env.now() + REAP_INTERVAL;
         loop {
             self.flush().await;
-            let wake = self.core.poll_timeout();
+            let wake = self.node.poll_timeout();
             let timer = self.env.clone();
             let sleep = async move {
                 match wake {
@@ -381,9 +353,6 @@ impl<E: Env> Driver<E> {
                     None => std::future::pending().await,
                 }
             };
-            // Reaping and reconnecting share one timer: the nearer is due.
-            let next_chore = next_reconnect.map_or(next_reap, |t| t.min(next_reap));
-            let chore_sleep = self.env.sleep_until(next_chore);
             tokio::select! {
                 biased;
                 cmd = cmds.recv() => match cmd {
@@ -397,21 +366,10 @@ impl<E: Env> Driver<E> {
                 },
                 // Timers before sockets: a flood of packets must not stop
                 // probing, suspicion timeouts and gossip.
-                _ = sleep => self.core.handle_timeout(self.env.now()),
-                                _ = chore_sleep => {
-                    let now = self.env.now();
-                    if now >= next_reap {
-                        self.reap();
-                        next_reap = now + REAP_INTERVAL;
-                    }
-                    if next_reconnect.is_some_and(|t| now >= t) {
-                        self.reconnect();
-                        next_reconnect = Some(now + reconnect);
-                    }
-                }
+                _ = sleep => self.node.handle_timeout(self.env.now()),
                 Some(ev) = streams.recv() => self.stream_event(ev),
                 res = self.udp.recv_from(&mut buf) => match res {
-                    Ok((n, from)) => self.core.handle_packet(self.env.now(), from, &buf[..n]),
+                    Ok((n, from)) => self.node.handle_packet(self.env.now(), from, &buf[..n]),
                     Err(e) => tracing::debug!(node = %self.opts.name, error = %e, "UDP receive failed"),
                 },
             }
@@ -427,7 +385,7 @@ impl<E: Env> Driver<E> {
                     let _ = reply.send(Ok(0));
                     return;
                 }
-                let ids = self.core.join(now, &addrs);
+                let ids = self.node.join(now, &addrs);
                 self.next_join += 1;
                 let join = self.next_join;
                 self.joins.insert(
@@ -448,36 +406,38 @@ impl<E: Env> Driver<E> {
                     // Already gone: nothing more to wait for.
                     let _ = done.send(());
                 } else {
-                    self.core.leave(now);
+                    self.node.leave(now);
                     self.leave_waiters.push(done);
                 }
             }
             Command::Members(reply) => {
-                let _ = reply.send(self.roster.members().cloned().collect());
+                let _ = reply.send(self.node.roster().members().cloned().collect());
             }
             Command::SetMeta(meta, reply) => {
-                let _ = reply.send(self.core.set_meta(now, meta).map_err(GossipError::from));
+                let _ = reply.send(self.node.set_meta(now, meta).map_err(GossipError::from));
             }
             Command::SubscribeMembers(tx) => self.member_subs.push(tx),
             Command::SubscribePings(tx) => self.ping_subs.push(tx),
             Command::Coordinates(reply) => {
-                let local = self.vivaldi.as_ref().map(|v| v.estimate().clone());
-                let mut members = self.coord_cache.clone();
-                if let Some(c) = &local {
-                    members.insert(self.opts.name.clone(), c.clone());
-                }
-                let _ = reply.send(Coordinates { local, members });
+                let _ = reply.send(self.node.coordinates());
             }
             Command::Stats(reply) => {
-                let count = |s| self.roster.members().filter(|m| m.status == s).count();
+                let count = |s| {
+                    self.node
+                        .roster()
+                        .members()
+                        .filter(|m| m.status == s)
+                        .count()
+                };
                 use super::roster::MemberStatus as S;
+                let core = self.node.core();
                 let _ = reply.send(GossipStats {
-                    health_score: self.core.health_score(),
+                    health_score: core.health_score(),
                     alive: count(S::Alive),
                     failed: count(S::Failed),
                     left: count(S::Left),
-                    incarnation: self.core.local_node().incarnation,
-                    core: self.core.stats().clone(),
+                    incarnation: core.local_node().incarnation,
+                    core: core.stats().clone(),
                 });
             }
             Command::Shutdown(_) => {}
@@ -488,7 +448,7 @@ impl<E: Env> Driver<E> {
         let now = self.env.now();
         match ev {
             StreamEvent::Result { id, result } => {
-                let outcome = self.core.handle_stream_result(now, id, result);
+                let outcome = self.node.handle_stream_result(now, id, result);
                 let Some(join) = self.join_of_stream.remove(&id) else {
                     if let Err(e) = outcome {
                         tracing::debug!(node = %self.opts.name, error = %e, "gossip stream failed");
@@ -515,86 +475,14 @@ impl<E: Env> Driver<E> {
                 }
             }
             StreamEvent::Incoming { from, msg, reply } => {
-                let _ = reply.send(self.core.handle_stream(now, from, msg));
+                let _ = reply.send(self.node.handle_stream(now, from, msg));
             }
         }
-    }
-
-    /// Updates our coordinate from a completed probe (Serf's ping delegate).
-    fn learn_coordinate(&mut self, p: &PingComplete) {
-        let Some(vivaldi) = self.vivaldi.as_mut() else {
-            return;
-        };
-        let peer = match coordinate::decode_ping_payload(&p.payload) {
-            Ok(c) => c,
-            // Peers without coordinates (plain memberlist) send none.
-            Err(coordinate::PayloadError::Empty) => return,
-            Err(e) => {
-                tracing::debug!(node = %self.opts.name, peer = %p.node, error = %e, "ignoring a coordinate");
-                return;
-            }
-        };
-        if let Err(e) = vivaldi.update(&p.node, &peer.coordinate, p.rtt) {
-            tracing::debug!(node = %self.opts.name, peer = %p.node, error = %e, "coordinate update refused");
-            return;
-        }
-        self.coord_cache
-            .insert(p.node.clone(), peer.estimate().clone());
-        self.refresh_ack_payload();
-    }
-
-    /// Puts our current coordinate in the acks we send.
-    fn refresh_ack_payload(&mut self) {
-        if let Some(v) = &self.vivaldi {
-            let estimate = (v.estimate() != v.coordinate()).then(|| v.estimate());
-            self.core
-                .set_ack_payload(coordinate::encode_ping_payload(v.coordinate(), estimate));
-        }
-    }
-
-    /// Forgets members kept past their reconnect or tombstone timeout, and
-    /// their coordinates with them.
-    fn reap(&mut self) {
-        let reaped = self.roster.reap(
-            self.env.now(),
-            self.opts.reconnect_timeout,
-            self.opts.tombstone_timeout,
-        );
-        for gone in reaped {
-            self.coord_cache.remove(&gone);
-            if let Some(v) = self.vivaldi.as_mut() {
-                v.forget(&gone);
-            }
-        }
-    }
-
-    /// Serf's reconnect: with probability failed/alive (at most one), try
-    /// one random failed member again, so a large cluster does not flood a
-    /// few failed nodes with joins.
-    fn reconnect(&mut self) {
-        let failed: Vec<SocketAddr> = self.roster.failed().map(|m| m.addr).collect();
-        if failed.is_empty() {
-            return;
-        }
-        let alive = self
-            .roster
-            .members()
-            .filter(|m| m.status == MemberStatus::Alive)
-            .count()
-            .max(1);
-        let chance = failed.len() as f64 / alive as f64;
-        if self.rng.random::<f64>() > chance {
-            return;
-        }
-        let now = self.env.now();
-        let addr = failed[self.rng.random_range(0..failed.len())];
-        tracing::debug!(node = %self.opts.name, %addr, "trying to reach a failed member again");
-        self.core.join(now, &[addr]);
     }
 
     /// Carries out everything the core asked for.
     async fn flush(&mut self) {
-        while let Some(out) = self.core.poll_output() {
+        while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Packet { to, data } => {
                     if let Err(e) = self.udp.send_to(&data, to).await {
@@ -611,16 +499,14 @@ impl<E: Env> Driver<E> {
                 }
                 Output::Event(ev) => {
                     tracing::info!(node = %self.opts.name, member = %ev.node.name, event = %ev.kind, incarnation = ev.node.incarnation, "membership");
-                    self.roster.apply(&ev);
                     self.member_subs.retain(|s| s.send(ev.clone()).is_ok());
                 }
                 Output::PingComplete(p) => {
-                    self.learn_coordinate(&p);
                     self.ping_subs.retain(|s| s.send(p.clone()).is_ok());
                 }
                 Output::LeaveComplete => {
                     self.left = true;
-                    self.roster.local_left(self.env.now());
+                    self.node.left(self.env.now());
                     for w in self.leave_waiters.drain(..) {
                         let _ = w.send(());
                     }

@@ -2,7 +2,9 @@
 //! speaking memberlist's wire protocol.
 //!
 //! - [`core::Swim`] is the protocol as a sans-IO state machine;
-//! - [`driver`] connects it to an [`Env`](crate::env::Env): sockets, timers, tasks;
+//! - [`node::Node`] adds what Serf keeps on top (roster, coordinates,
+//!   reconnecting, reaping), still without I/O;
+//! - [`driver`] connects a node to an [`Env`](crate::env::Env): sockets, timers, tasks;
 //! - [`wire`] is memberlist's message format; [`config`] its tuning presets;
 //! - [`roster`] keeps the Serf-style member list (alive, leaving, left,
 //!   failed) that the agent shows, and [`tags`] encodes node metadata as Serf does.
@@ -13,6 +15,7 @@ pub mod core;
 pub mod driver;
 pub mod event;
 pub mod lifeguard;
+pub mod node;
 pub mod roster;
 pub mod tags;
 #[cfg(test)]
@@ -21,6 +24,7 @@ pub mod wire;
 
 pub use self::config::Config;
 pub use self::core::{LocalNode, Output, StreamId, StreamRequest, Swim, SwimError};
-pub use self::driver::{Gossip, GossipError, GossipOptions, GossipStats};
+pub use self::driver::{Coordinates, Gossip, GossipError, GossipOptions, GossipStats};
 pub use self::event::{EventKind, MemberEvent, NodeInfo, PingComplete};
+pub use self::node::Node;
 pub use self::roster::{Member, MemberStatus, Roster};
