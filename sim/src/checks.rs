@@ -128,8 +128,11 @@ impl Outages {
                         cut.remove(&p);
                     }
                 }
-                Action::Loss(_) | Action::LinkLoss(..) | Action::Latency(..) | Action::Skew(..) => {
-                }
+                Action::Loss(_)
+                | Action::LinkLoss(..)
+                | Action::Latency(..)
+                | Action::Skew(..)
+                | Action::Slow(..) => {}
             }
             let after = cut_off(&cut);
             after.difference(&before).for_each(|n| o.cut.open(n, a.at));
@@ -162,7 +165,51 @@ impl Outages {
 /// restarts or joins starts its view afresh.
 #[derive(Debug, Default)]
 pub struct Views<'t> {
-    views: BTreeMap<&'t str, BTreeMap<&'t str, &'t str>>,
+    views: BTreeMap<&'t str, View<'t>>,
+}
+
+/// One observer's view, with its members counted by state as it changes
+/// (recounting every second would cost N² per sample).
+#[derive(Debug, Default)]
+struct View<'t> {
+    members: BTreeMap<&'t str, &'t str>,
+    counts: Membership,
+}
+
+/// Members an observer sees in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// Alive (including suspected: they still count, as in Serf).
+    pub alive: usize,
+    /// Of those, suspected.
+    pub suspect: usize,
+    /// Declared failed.
+    pub failed: usize,
+    /// Left gracefully.
+    pub left: usize,
+}
+
+impl Membership {
+    fn count(&mut self, event: &str, add: bool) {
+        let bump = |v: &mut usize| {
+            if add {
+                *v += 1
+            } else {
+                *v -= 1
+            }
+        };
+        match event {
+            "failed" => bump(&mut self.failed),
+            "left" => bump(&mut self.left),
+            e if alive_word(e) => {
+                bump(&mut self.alive);
+                if e == "suspect" {
+                    bump(&mut self.suspect);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl<'t> Views<'t> {
@@ -175,24 +222,29 @@ impl<'t> Views<'t> {
                 }
             }
         } else if let Some(m) = &e.member {
-            self.views
-                .entry(e.node.as_str())
-                .or_default()
-                .insert(m.as_str(), e.event.as_str());
+            let v = self.views.entry(e.node.as_str()).or_default();
+            let old = v.members.insert(m.as_str(), e.event.as_str());
+            // A node's view of itself is not membership.
+            if *m != e.node {
+                if let Some(old) = old {
+                    v.counts.count(old, false);
+                }
+                v.counts.count(&e.event, true);
+            }
         }
+    }
+
+    /// How many members `observer` sees in each state (itself excluded).
+    pub fn counts(&self, observer: &str) -> Membership {
+        self.views
+            .get(observer)
+            .map(|v| v.counts)
+            .unwrap_or_default()
     }
 
     /// What `observer` last heard about `member`.
     pub fn get(&self, observer: &str, member: &str) -> Option<&'t str> {
-        self.views.get(observer)?.get(member).copied()
-    }
-
-    /// Everything `observer` has heard, member by member.
-    pub fn of(&self, observer: &str) -> impl Iterator<Item = (&'t str, &'t str)> + '_ {
-        self.views
-            .get(observer)
-            .into_iter()
-            .flat_map(|v| v.iter().map(|(m, e)| (*m, *e)))
+        self.views.get(observer)?.members.get(member).copied()
     }
 
     /// The views after every event up to `until` (the end if `None`).
@@ -316,9 +368,14 @@ pub fn evaluate(
         .checks
         .iter()
         .map(|c| match c {
-            Check::Converged { at } => converged(scenario, trace, &outages, *at),
+            Check::Converged { at } => converged(scenario, out, &outages, *at),
             Check::FailedWithin { targets, within } => {
-                let d = detections(&scenario.topology, timeline, &outages, trace);
+                let mut d = detections(&scenario.topology, timeline, &outages, trace);
+                if let Some(seen) = &out.observed {
+                    for x in &mut d {
+                        x.observers.retain(|(o, _)| seen.contains(o));
+                    }
+                }
                 failed_within(&d, targets, *within)
             }
             Check::NoFalseFailures => no_false_failures(scenario, trace, &outages),
@@ -368,18 +425,21 @@ fn examples(list: &[String]) -> String {
 
 fn converged(
     scenario: &Scenario,
-    trace: &Trace,
+    out: &RunOutput,
     outages: &Outages,
     at: Option<Duration>,
 ) -> CheckResult {
     let topo = &scenario.topology;
-    let views = Views::at(trace, at);
+    let views = Views::at(&out.trace, at);
     let names = topo.names();
     let running: Vec<usize> = (0..names.len())
         .filter(|&i| !outages.out_at(&names[i], at))
         .collect();
     let mut missing = Vec::new();
-    for &a in &running {
+    // With a sampled trace, only the sampled nodes' views are known.
+    let observed = |a: &usize| out.observed.as_ref().is_none_or(|o| o.contains(&names[*a]));
+    for a in running.iter().filter(|a| observed(a)) {
+        let a = *a;
         for &b in running
             .iter()
             .filter(|&&b| b != a && topo.pool_of(b) == topo.pool_of(a))
@@ -396,10 +456,17 @@ fn converged(
         check: format!("converged{when}"),
         passed: missing.is_empty(),
         detail: if missing.is_empty() {
-            format!(
-                "all {} running nodes see every other node of their pool alive",
-                running.len()
-            )
+            match &out.observed {
+                None => format!(
+                    "all {} running nodes see every other node of their pool alive",
+                    running.len()
+                ),
+                Some(_) => format!(
+                    "all {} observed running nodes (of {}) see every other node of their pool alive",
+                    running.iter().filter(|a| observed(a)).count(),
+                    running.len()
+                ),
+            }
         } else {
             format!(
                 "{} views disagree, e.g. {}",

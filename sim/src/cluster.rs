@@ -14,7 +14,9 @@ use cairn::env::Env;
 use cairn::gossip::Config as GossipConfig;
 use tokio::sync::watch;
 
+use crate::checks::Outages;
 use crate::env::{HostTable, NetConditions, SimEnv};
+use crate::spread::{self, Spread};
 use crate::tomography::percentile;
 use crate::topology::{Links, Role, Topology};
 use crate::trace::{Recorder, Trace, TraceEvent};
@@ -185,6 +187,9 @@ pub enum Action<T = Vec<String>> {
     Latency(T, T, LatencyChange),
     /// Skew these nodes' wall clocks by this many milliseconds.
     Skew(T, i64),
+    /// Make these nodes slow: every datagram they send or receive takes
+    /// this much longer (zero makes them well again).
+    Slow(T, Duration),
 }
 
 impl<T> Action<T> {
@@ -203,6 +208,7 @@ impl<T> Action<T> {
             Action::LinkLoss(a, b, r) => Action::LinkLoss(f(a), f(b), *r),
             Action::Latency(a, b, c) => Action::Latency(f(a), f(b), *c),
             Action::Skew(a, ms) => Action::Skew(f(a), *ms),
+            Action::Slow(a, d) => Action::Slow(f(a), *d),
         }
     }
 
@@ -221,6 +227,7 @@ impl<T> Action<T> {
             Action::Latency(_, _, LatencyChange::Reset) => "latency_reset",
             Action::Latency(..) => "latency",
             Action::Skew(..) => "skew",
+            Action::Slow(..) => "slow",
         }
     }
 }
@@ -234,7 +241,8 @@ impl Action {
             | Action::Restart(a)
             | Action::Join(a)
             | Action::Leave(a)
-            | Action::Skew(a, _) => a.iter().collect(),
+            | Action::Skew(a, _)
+            | Action::Slow(a, _) => a.iter().collect(),
             Action::Partition(a, b)
             | Action::HealBetween(a, b)
             | Action::LinkLoss(a, b, _)
@@ -266,6 +274,7 @@ impl Action {
             }),
             Action::Latency(a, b, c) => Some(format!("{}:{c:?}", pair(a, b))),
             Action::Skew(n, ms) => Some(format!("{}:{ms}ms", n.join(","))),
+            Action::Slow(n, d) => Some(format!("{}:{d:?}", n.join(","))),
         }
     }
 }
@@ -299,6 +308,16 @@ pub struct RunOutput {
     /// The actions as they took effect: limited to the nodes they could
     /// change (a crash of a crashed node is no crash), in order.
     pub applied: Vec<TimedAction>,
+    /// How each leave, crash and join spread through its pool.
+    pub spreads: Vec<Spread>,
+    /// Failure verdicts about running, reachable nodes by running,
+    /// reachable observers, counted over every node (the protocol engine
+    /// counts these live; the full engine's `no_false_failures` check
+    /// judges its complete trace instead).
+    pub false_failures: Option<u64>,
+    /// The nodes whose membership events the trace holds, when only a
+    /// sample does (large protocol-engine runs); `None`: every node.
+    pub observed: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Errors from a run.
@@ -520,8 +539,11 @@ pub fn run_cluster(
         }
     }
     let (_, _, final_pairs) = w.score(w.sim.elapsed());
+    let trace = recorder.trace();
+    let outages = Outages::from_timeline(&w.names, &applied);
+    let spreads = spread::from_trace(spread::facts(&spec.topology, &applied, &outages), &trace);
     Ok(RunOutput {
-        trace: recorder.trace(),
+        trace,
         virtual_time: w.sim.elapsed(),
         steps,
         lossy_packets: w.net.loss_counts(),
@@ -529,6 +551,9 @@ pub fn run_cluster(
         final_pairs,
         samples,
         applied,
+        spreads,
+        false_failures: None,
+        observed: None,
     })
 }
 
@@ -648,6 +673,11 @@ impl World<'_> {
             Action::Skew(set, ms) => {
                 for x in set {
                     self.net.set_skew(x, *ms);
+                }
+            }
+            Action::Slow(set, d) => {
+                for x in set {
+                    self.net.set_slow(self.ips[self.index(x)], *d);
                 }
             }
         }

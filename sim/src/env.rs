@@ -41,6 +41,7 @@ struct Conditions {
     loss: f64,
     link_loss: BTreeMap<(IpAddr, IpAddr), f64>,
     jitter: Dist,
+    slow: BTreeMap<IpAddr, Duration>,
     skew_ms: BTreeMap<String, i64>,
     counters: BTreeMap<IpAddr, Arc<Counters>>,
 }
@@ -94,6 +95,24 @@ impl NetConditions {
 
     fn jitter(&self) -> Dist {
         self.lock().jitter
+    }
+
+    /// Makes the node at `ip` slow: its datagrams, both ways, take `extra`
+    /// longer (zero: well again).
+    pub fn set_slow(&self, ip: IpAddr, extra: Duration) {
+        let mut c = self.lock();
+        if extra.is_zero() {
+            c.slow.remove(&ip);
+        } else {
+            c.slow.insert(ip, extra);
+        }
+    }
+
+    /// The extra delay of a datagram from `a` to `b`.
+    fn slowness(&self, a: IpAddr, b: IpAddr) -> Duration {
+        let c = self.lock();
+        let get = |ip| c.slow.get(&ip).copied().unwrap_or_default();
+        get(a) + get(b)
     }
 
     /// The traffic counters of the node at `ip`.
@@ -196,8 +215,9 @@ impl SimEnv {
         c.udp_bytes.fetch_add(len as u64, Ordering::Relaxed);
         let rate = self.inner.net.loss(self.inner.ip, to);
         let jitter = self.inner.net.jitter();
+        let slow = self.inner.net.slowness(self.inner.ip, to);
         if rate <= 0.0 && jitter.is_zero() {
-            return Some(Duration::ZERO);
+            return Some(slow);
         }
         let mut rng = self.inner.net_rng.lock().unwrap_or_else(|p| p.into_inner());
         if rate > 0.0 {
@@ -207,7 +227,7 @@ impl SimEnv {
                 return None;
             }
         }
-        Some(jitter.sample(&mut *rng))
+        Some(slow + jitter.sample(&mut *rng))
     }
 }
 

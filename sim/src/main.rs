@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use cairn_sim::output::{write_run, Summary};
-use cairn_sim::scenario::Scenario;
+use cairn_sim::scenario::{Engine, Scenario};
 use cairn_sim::Report;
 use clap::{Parser, Subcommand};
 
@@ -29,6 +29,9 @@ enum Cmd {
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Override the scenario's engine: full or protocol.
+        #[arg(long)]
+        engine: Option<String>,
         /// Output directory (default: out/NAME/seed-SEED).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -46,6 +49,9 @@ enum Cmd {
         /// Seeds, like 1..20 (inclusive) or 7.
         #[arg(long, default_value = "1..10")]
         seeds: String,
+        /// Override the scenario's engine: full or protocol.
+        #[arg(long)]
+        engine: Option<String>,
         /// Where failing seeds' output goes (default: out/NAME).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -103,16 +109,18 @@ fn main() -> ExitCode {
         Cmd::Run {
             file,
             seed,
+            engine,
             out,
             check_determinism,
             quiet,
-        } => run(&file, seed, out, check_determinism, quiet),
+        } => run(&file, seed, engine, out, check_determinism, quiet),
         Cmd::Sweep {
             file,
             seeds,
+            engine,
             out,
             quiet,
-        } => sweep(&file, &seeds, out, quiet),
+        } => sweep(&file, &seeds, engine, out, quiet),
         Cmd::Replay { dir, quiet } => replay(&dir, quiet),
         Cmd::Tomography(t) => tomography(&t),
     };
@@ -124,6 +132,15 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Loads a scenario, with its engine overridden if asked.
+fn load(file: &Path, engine: Option<String>) -> anyhow::Result<Scenario> {
+    let mut s = Scenario::load(file)?;
+    if let Some(e) = engine {
+        s.engine = Engine::parse(&e).map_err(|e| anyhow::anyhow!("--engine: {e}"))?;
+    }
+    Ok(s)
 }
 
 /// Runs once with a progress bar of virtual time and speed.
@@ -142,7 +159,7 @@ fn run_once(s: &Scenario, seed: u64, quiet: bool, label: &str) -> anyhow::Result
         b
     };
     let started = Instant::now();
-    let report = s.run_with(seed, |t| {
+    let report = s.run_with(s.engine, seed, |t| {
         bar.set_position(t.as_secs());
         let wall = started.elapsed().as_secs_f64();
         if wall > 0.0 {
@@ -172,20 +189,21 @@ fn default_dir(root: Option<PathBuf>, s: &Scenario, seed: u64) -> PathBuf {
 fn run(
     file: &Path,
     seed: Option<u64>,
+    engine: Option<String>,
     out: Option<PathBuf>,
     check_determinism: bool,
     quiet: bool,
 ) -> anyhow::Result<bool> {
-    let s = Scenario::load(file)?;
+    let s = load(file, engine)?;
     let seed = seed.unwrap_or(s.seed);
     let dir = out.unwrap_or_else(|| default_dir(None, &s, seed));
     eprintln!(
-        "scenario {} (seed {seed}): {} nodes in {} datacenters, {:?} of virtual time, tick {:?}",
+        "scenario {} (seed {seed}, {} engine): {} nodes in {} datacenters, {:?} of virtual time",
         s.name,
+        s.engine.as_str(),
         s.topology.nodes.len(),
         s.topology.datacenters.len(),
         s.duration,
-        s.tick
     );
     let first = run_once(&s, seed, quiet, "run")?;
     let mut deterministic = true;
@@ -236,8 +254,14 @@ fn parse_seeds(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u64>> {
     Ok(a..=b)
 }
 
-fn sweep(file: &Path, seeds: &str, out: Option<PathBuf>, quiet: bool) -> anyhow::Result<bool> {
-    let s = Scenario::load(file)?;
+fn sweep(
+    file: &Path,
+    seeds: &str,
+    engine: Option<String>,
+    out: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<bool> {
+    let s = load(file, engine)?;
     let seeds = parse_seeds(seeds)?;
     let total = seeds.end() - seeds.start() + 1;
     eprintln!(
@@ -276,9 +300,10 @@ fn sweep(file: &Path, seeds: &str, out: Option<PathBuf>, quiet: bool) -> anyhow:
     );
     for (seed, checks, dir) in &failing {
         println!(
-            "  seed {seed} failed {checks}; output in {}; reproduce with: cargo run --release -p cairn-sim -- run {} --seed {seed}",
+            "  seed {seed} failed {checks}; output in {}; reproduce with: cargo run --release -p cairn-sim -- run {} --seed {seed} --engine {}",
             dir.display(),
-            file.display()
+            file.display(),
+            s.engine.as_str()
         );
     }
     Ok(failing.is_empty())
@@ -303,6 +328,8 @@ fn replay(dir: &Path, quiet: bool) -> anyhow::Result<bool> {
         .unwrap_or_else(|| PathBuf::from("."));
     let origin = dir.join("scenario.toml").display().to_string();
     let mut s = Scenario::parse_in(&origin, &text, &base)?;
+    s.engine = Engine::parse(&summary.engine)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("summary.json").display()))?;
     s.source = Some(cairn_sim::scenario::Source {
         path: summary
             .scenario_file

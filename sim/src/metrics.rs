@@ -4,23 +4,11 @@
 
 use std::fmt::Write as _;
 
-use crate::checks::{alive_word, Views};
+pub use crate::checks::Membership;
+use crate::checks::Views;
 use crate::cluster::{NodeSample, NodeStatus};
 use crate::topology::Topology;
 use crate::trace::Trace;
-
-/// Members a node sees in each state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Membership {
-    /// Alive (including suspected: they still count, as in Serf).
-    pub alive: usize,
-    /// Of those, suspected.
-    pub suspect: usize,
-    /// Declared failed.
-    pub failed: usize,
-    /// Left gracefully.
-    pub left: usize,
-}
 
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,25 +29,7 @@ pub fn rows(trace: &Trace, samples: &[NodeSample], topo: &Topology) -> Vec<Metri
         while let Some(e) = events.next_if(|e| e.at() <= s.at) {
             views.apply(e);
         }
-        let members = (s.status == NodeStatus::Running).then(|| {
-            let mut m = Membership::default();
-            let me = names[s.node].as_str();
-            for (member, state) in views.of(me) {
-                if member == me {
-                    continue;
-                }
-                match state {
-                    "failed" => m.failed += 1,
-                    "left" => m.left += 1,
-                    st if alive_word(st) => {
-                        m.alive += 1;
-                        m.suspect += (st == "suspect") as usize;
-                    }
-                    _ => {}
-                }
-            }
-            m
-        });
+        let members = (s.status == NodeStatus::Running).then(|| views.counts(&names[s.node]));
         out.push(MetricsRow {
             sample: *s,
             members,

@@ -13,6 +13,7 @@ use crate::metrics;
 use crate::plot::{self, Chart, HeatMap, Scale, Series, Style};
 use crate::report::Report;
 use crate::scenario::Scenario;
+use crate::spread::{Spread, SpreadSummary};
 use crate::tomography::percentile;
 
 /// `summary.json`: what ran, its fingerprint, and how it went.
@@ -51,6 +52,14 @@ pub struct Summary {
     pub rtt_accuracy: Option<[f64; 3]>,
     /// Whether the run was repeated and its traces compared.
     pub determinism_checked: bool,
+    /// How each leave, crash and join spread: time until 50 %, 90 %,
+    /// 99 % and 99.99 % of the pool knew.
+    #[serde(default)]
+    pub spread: Vec<SpreadSummary>,
+    /// Failure verdicts about healthy nodes, counted over every node
+    /// (protocol engine; the full engine judges its whole trace instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_failures: Option<u64>,
     /// Each check's outcome.
     pub checks: Vec<CheckResult>,
     /// Whether every check held (and the traces matched, if compared).
@@ -82,7 +91,7 @@ impl Summary {
         Summary {
             scenario: s.name.clone(),
             seed: r.seed,
-            engine: "full".into(),
+            engine: r.engine.as_str().into(),
             nodes: s.topology.nodes.len(),
             datacenters: s.topology.datacenters.len(),
             trace_hash: r.trace_hash(),
@@ -96,6 +105,8 @@ impl Summary {
             lossy_udp_dropped: out.lossy_packets.1,
             rtt_accuracy: out.accuracy.last().map(|a| [a.median, a.p90, a.p99]),
             determinism_checked,
+            spread: out.spreads.iter().map(Spread::summary).collect(),
+            false_failures: out.false_failures,
             checks: r.checks.clone(),
             passed: r.passed() && deterministic,
             scenario_file: s.source.as_ref().map(|src| src.path.display().to_string()),
@@ -120,6 +131,7 @@ pub fn write_run(dir: &Path, s: &Scenario, r: &Report, summary: &Summary) -> std
     std::fs::write(dir.join("metrics.csv"), metrics::to_csv(&rows, &s.topology))?;
     write_accuracy(dir, &s.name, &out.accuracy)?;
     std::fs::write(dir.join("rtt_pairs.csv"), pairs_csv(s, &out.final_pairs))?;
+    std::fs::write(dir.join("spread.csv"), spread_csv(&out.spreads))?;
     if let Some(src) = &s.source {
         std::fs::write(dir.join("scenario.toml"), &src.text)?;
     }
@@ -155,7 +167,29 @@ fn pairs_csv(s: &Scenario, pairs: &[PairError]) -> String {
     csv
 }
 
+/// `spread.csv`: for each fact, every node that heard of it and when.
+fn spread_csv(spreads: &[Spread]) -> String {
+    let mut csv = String::from("fact,kind,member,at_s,audience,delay_s,share\n");
+    for (k, f) in spreads.iter().enumerate() {
+        for (i, d) in f.delays.iter().enumerate() {
+            csv += &format!(
+                "{k},{},{},{:.3},{},{:.6},{:.6}\n",
+                f.kind,
+                f.member,
+                f.at.as_secs_f64(),
+                f.audience,
+                d.as_secs_f64(),
+                (i + 1) as f64 / f.audience.max(1) as f64
+            );
+        }
+    }
+    csv
+}
+
 type Drawn = Result<Vec<PathBuf>, plot::PlotError>;
+
+/// Most series one chart shows (its palette repeats after that).
+const PALETTE_SIZE: usize = 6;
 
 /// A CDF as step points: each value against the share at or below it.
 fn cdf(mut v: Vec<f64>) -> Vec<(f64, f64)> {
@@ -237,6 +271,37 @@ fn charts(
             "failure-detection",
             plot::write(&chart, &dir.join("failure_detection")),
         ));
+    }
+
+    // How news spread: share of the pool that knew, against time since.
+    let series: Vec<Series> = out
+        .spreads
+        .iter()
+        .filter(|f| !f.delays.is_empty())
+        .take(PALETTE_SIZE)
+        .map(|f| Series {
+            name: format!("{} {} at {:.0}s", f.kind, f.member, f.at.as_secs_f64()),
+            points: f
+                .delays
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.as_secs_f64(), (i + 1) as f64 / f.audience.max(1) as f64))
+                .collect(),
+            style: Style::Step,
+        })
+        .collect();
+    if !series.is_empty() {
+        let chart = Chart {
+            title: title("how news spread"),
+            x_label: "time since the event (s)".into(),
+            y_label: "share of the pool that knew".into(),
+            x_scale: Scale::Linear,
+            y_scale: Scale::Linear,
+            diagonal: false,
+            legend: SeriesLabelPosition::LowerRight,
+            series,
+        };
+        drawn.push(("spread", plot::write(&chart, &dir.join("spread"))));
     }
 
     // RTT estimates at the end: CDF of the error, and per datacenter pair.

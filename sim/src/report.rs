@@ -4,13 +4,16 @@ use std::time::{Duration, Instant};
 
 use crate::checks::{evaluate, CheckResult};
 use crate::cluster::{run_cluster, RunOutput, SimError, TimedAction};
-use crate::scenario::Scenario;
+use crate::protocol::{run_protocol, Sampling};
+use crate::scenario::{Engine, Scenario, MAX_FULL_NODES};
 
 /// Everything one run of a scenario produced.
 #[derive(Debug, Clone)]
 pub struct Report {
     /// The seed of this run.
     pub seed: u64,
+    /// The engine that ran it.
+    pub engine: Engine,
     /// The timeline as it took effect, every selector resolved for this
     /// seed (what the checks judge).
     pub timeline: Vec<TimedAction>,
@@ -45,24 +48,41 @@ impl Report {
 }
 
 impl Scenario {
-    /// Runs the scenario with `seed` and evaluates its checks.
+    /// Runs the scenario with `seed` on its engine and evaluates its checks.
     pub fn run(&self, seed: u64) -> Result<Report, SimError> {
-        self.run_with(seed, |_| {})
+        self.run_with(self.engine, seed, |_| {})
     }
 
-    /// Runs the scenario with `seed`, telling `progress` the virtual time
-    /// once per simulated second.
-    pub fn run_with(&self, seed: u64, progress: impl FnMut(Duration)) -> Result<Report, SimError> {
-        let spec = self
-            .cluster(seed)
-            .map_err(|e| SimError::Setup(e.to_string()))?;
+    /// Runs the scenario with `seed` on `engine`, telling `progress` the
+    /// virtual time once per simulated second.
+    pub fn run_with(
+        &self,
+        engine: Engine,
+        seed: u64,
+        progress: impl FnMut(Duration),
+    ) -> Result<Report, SimError> {
         let timeline = self.timeline(seed);
         let started = Instant::now();
-        let output = run_cluster(&spec, &timeline, progress)?;
+        let output = match engine {
+            Engine::Full => {
+                let n = self.topology.nodes.len();
+                if n > MAX_FULL_NODES {
+                    return Err(SimError::Setup(format!(
+                        "{n} nodes is more than the full engine's {MAX_FULL_NODES} (its cost grows with the cube of the node count): run it with --engine protocol"
+                    )));
+                }
+                let spec = self
+                    .cluster(seed)
+                    .map_err(|e| SimError::Setup(e.to_string()))?;
+                run_cluster(&spec, &timeline, progress)?
+            }
+            Engine::Protocol => run_protocol(self, seed, &timeline, Sampling::default(), progress)?,
+        };
         let wall = started.elapsed();
         let checks = evaluate(self, &output.applied, &output);
         Ok(Report {
             seed,
+            engine,
             timeline: output.applied.clone(),
             output,
             checks,

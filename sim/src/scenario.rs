@@ -17,11 +17,43 @@ use crate::cluster::{Action, ClusterSpec, LatencyChange, TimedAction};
 use crate::select::{resolve_names, Selector};
 use crate::topology::{Datacenter, Dist, LatencyModel, Location, PoolScope, Sites, Topology};
 
+/// Which engine runs a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// Every real component on turmoil: tens of nodes.
+    #[default]
+    Full,
+    /// The gossip and Vivaldi cores under a discrete-event scheduler:
+    /// thousands of nodes.
+    Protocol,
+}
+
+impl Engine {
+    /// Parses `full` or `protocol`.
+    pub fn parse(s: &str) -> Result<Engine, String> {
+        match s {
+            "full" => Ok(Engine::Full),
+            "protocol" => Ok(Engine::Protocol),
+            other => Err(format!("engine is full or protocol, not {other:?}")),
+        }
+    }
+
+    /// The name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Full => "full",
+            Engine::Protocol => "protocol",
+        }
+    }
+}
+
 /// A parsed, validated scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     /// Name (names the output directory).
     pub name: String,
+    /// The engine it runs on unless told otherwise.
+    pub engine: Engine,
     /// Default seed (a run may use another).
     pub seed: u64,
     /// Virtual time to simulate.
@@ -104,6 +136,7 @@ struct File {
     seed: u64,
     duration: String,
     tick: Option<String>,
+    engine: Option<String>,
     #[serde(default)]
     gossip: GossipSection,
     #[serde(default)]
@@ -188,7 +221,10 @@ struct CheckSection {
 
 /// Most nodes the full-stack engine takes (its cost grows with the cube of
 /// the host count).
-pub const MAX_NODES: usize = 300;
+pub const MAX_FULL_NODES: usize = 300;
+
+/// Most nodes a scenario may have (the protocol engine's reach).
+pub const MAX_NODES: usize = 200_000;
 
 fn err(msg: impl Into<String>) -> ScenarioError {
     ScenarioError(msg.into())
@@ -277,8 +313,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-const ACTIONS: &str =
-    "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew";
+const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow";
 const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy";
 
 impl Scenario {
@@ -456,10 +491,14 @@ impl Scenario {
         }
         if topology.nodes.len() > MAX_NODES {
             return Err(err(format!(
-                "{} nodes is more than the full-stack engine's {MAX_NODES} (it serves tens of nodes)",
+                "{} nodes is more than the {MAX_NODES} a scenario may have",
                 topology.nodes.len()
             )));
         }
+        let engine = match &f.engine {
+            Some(e) => Engine::parse(e).map_err(err)?,
+            None => Engine::Full,
+        };
         // Fail now, not at run time, on pairs the matrix lacks.
         for a in 0..topology.datacenters.len() {
             for b in a + 1..topology.datacenters.len() {
@@ -493,6 +532,7 @@ impl Scenario {
         let mut b = ScenarioBuilder {
             s: Scenario {
                 name: f.name,
+                engine,
                 seed: f.seed,
                 duration,
                 tick,
@@ -629,6 +669,12 @@ impl Scenario {
                     let (x, y) = sets()?;
                     Action::Latency(x, y, LatencyChange::Reset)
                 }
+                "slow" => {
+                    let d = e.latency.as_deref().ok_or_else(|| {
+                        err(format!("{here} needs latency, the extra delay of every datagram the targets send or receive, like \"200ms\" (\"0\" ends it)"))
+                    })?;
+                    Action::Slow(need_targets()?, dur(&format!("{here}: latency"), d)?)
+                }
                 "skew" => {
                     let o = e
                         .offset
@@ -647,14 +693,17 @@ impl Scenario {
             let unused: Vec<&str> = [
                 ("rate", e.rate.is_some() && e.action != "loss"),
                 ("offset", e.offset.is_some() && e.action != "skew"),
-                ("latency", e.latency.is_some() && e.action != "latency"),
+                (
+                    "latency",
+                    e.latency.is_some() && e.action != "latency" && e.action != "slow",
+                ),
                 ("factor", e.factor.is_some() && e.action != "latency"),
                 (
                     "between",
                     e.between.is_some()
                         && matches!(
                             e.action.as_str(),
-                            "crash" | "restart" | "join" | "leave" | "skew"
+                            "crash" | "restart" | "join" | "leave" | "skew" | "slow"
                         ),
                 ),
             ]
@@ -823,6 +872,7 @@ impl ScenarioBuilder {
         ScenarioBuilder {
             s: Scenario {
                 name: name.into(),
+                engine: Engine::Full,
                 seed: 1,
                 duration,
                 tick: Duration::from_millis(1),
@@ -865,6 +915,12 @@ impl ScenarioBuilder {
     /// Sets the simulation step.
     pub fn tick(mut self, tick: Duration) -> Self {
         self.s.tick = tick;
+        self
+    }
+
+    /// Sets the engine.
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.s.engine = engine;
         self
     }
 

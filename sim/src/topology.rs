@@ -441,24 +441,47 @@ impl Topology {
         Duration::try_from_secs_f64(ms / 1000.0).map_err(|e| e.to_string())
     }
 
+    /// One-way latency between datacenters, `[a][b]` (zero on the diagonal).
+    pub fn dc_latencies(&self) -> Result<Vec<Vec<Duration>>, String> {
+        symmetric(self.datacenters.len(), |a, b| self.inter_dc(a, b))
+    }
+
+    /// The model's one-way latency between nodes `i` and `j` in a run with
+    /// `seed`, given `between` from [`dc_latencies`](Self::dc_latencies). A
+    /// link inside a datacenter is drawn from `intra_dc` by a generator
+    /// seeded with the pair alone, so any pair can be asked for at any time
+    /// (the protocol engine never holds all N² of them) and always gets the
+    /// same answer.
+    pub fn link_one_way(
+        &self,
+        seed: u64,
+        between: &[Vec<Duration>],
+        i: usize,
+        j: usize,
+    ) -> Duration {
+        let (a, b) = (self.nodes[i].dc, self.nodes[j].dc);
+        let d = if a != b {
+            between[a][b]
+        } else if let Dist::Const(d) = self.latency.intra_dc {
+            d
+        } else {
+            let (lo, hi) = (i.min(j) as u64, i.max(j) as u64);
+            let pair_seed = derive_seed(seed, "link", lo << 32 | hi, "intra-dc");
+            self.latency
+                .intra_dc
+                .sample(&mut ChaCha8Rng::seed_from_u64(pair_seed))
+        };
+        // A link never takes less than a microsecond: turmoil treats zero as
+        // "deliver now", which no network does.
+        d.max(Duration::from_micros(1))
+    }
+
     /// Draws every link's latency and loss from the model, reproducibly
     /// from `seed`.
     pub fn realize(&self, seed: u64) -> Result<Links, String> {
         let n = self.nodes.len();
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, "", 0, "links"));
-        let ndc = self.datacenters.len();
-        let between = symmetric(ndc, |a, b| self.inter_dc(a, b))?;
-        let one_way = symmetric(n, |i, j| {
-            let (a, b) = (self.nodes[i].dc, self.nodes[j].dc);
-            // A link never takes less than a microsecond: turmoil treats
-            // zero as "deliver now", which no network does.
-            let d = if a == b {
-                self.latency.intra_dc.sample(&mut rng)
-            } else {
-                between[a][b]
-            };
-            Ok(d.max(Duration::from_micros(1)))
-        })?;
+        let between = self.dc_latencies()?;
+        let one_way = symmetric(n, |i, j| Ok(self.link_one_way(seed, &between, i, j)))?;
         let mut loss = vec![vec![self.latency.loss; n]; n];
         for (i, row) in loss.iter_mut().enumerate() {
             row[i] = 0.0;

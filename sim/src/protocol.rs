@@ -1,0 +1,979 @@
+//! The protocol engine: the same sans-IO gossip nodes ([`cairn::gossip::Node`]:
+//! SWIM, Lifeguard, Serf's roster and Vivaldi) under a discrete-event
+//! scheduler, with continuous virtual time, no tokio and no sockets, for
+//! thousands of nodes.
+//!
+//! - Events wait in one queue ordered by (time, insertion number), so ties
+//!   break the same way every run.
+//! - Datagrams travel through the real codec: the bytes a node emits are
+//!   the bytes its peer parses. Each one is lost, cut off by a partition, or
+//!   delivered after the link's latency (the scenario's model, drawn per
+//!   pair without ever holding all N² pairs) plus jitter and slowness.
+//! - A stream exchange (push/pull, TCP fallback probe) costs a connection
+//!   handshake and the request one way, and the reply the other way; it
+//!   fails at its deadline when the peer is down or cut off. Loss does not
+//!   touch streams, as TCP retransmits.
+//! - Every node's randomness is seeded from the run's seed, its name and
+//!   its boot count, exactly as in the full engine.
+//!
+//! For large runs the trace keeps a sample of observers, coordinates are
+//! scored on a sample of pairs, and `metrics.csv` follows a sample of nodes;
+//! news spreading ([`Spread`]) and false failures are counted over everyone.
+
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use cairn::gossip::wire::{self, StreamMessage};
+use cairn::gossip::{tags, GossipOptions, Node, Output, StreamId};
+use cairn::time::Instant;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::checks::Outages;
+use crate::cluster::{
+    Accuracy, Action, LatencyChange, NodeSample, NodeStatus, PairError, RunOutput, SimError,
+    TimedAction,
+};
+use crate::env::derive_seed;
+use crate::scenario::Scenario;
+use crate::select::resolve_names;
+use crate::spread::{facts, Spread};
+use crate::tomography::percentile;
+use crate::topology::Role;
+use crate::trace::{Trace, TraceEvent};
+
+/// The gossip port every simulated node uses.
+const PORT: u16 = 8301;
+
+/// How much of a large run is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    /// Nodes whose membership events go into the trace and that have a row
+    /// in `metrics.csv` each second (all of them, up to this many).
+    pub observed_nodes: usize,
+    /// Node pairs whose coordinates are scored each second.
+    pub scored_pairs: usize,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            observed_nodes: 500,
+            scored_pairs: 20_000,
+        }
+    }
+}
+
+/// A set of node indices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Self {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    fn of(n: usize, idx: impl IntoIterator<Item = usize>) -> Self {
+        let mut b = Bits::new(n);
+        for i in idx {
+            b.insert(i);
+        }
+        b
+    }
+
+    fn insert(&mut self, i: usize) -> bool {
+        let (w, m) = (i / 64, 1u64 << (i % 64));
+        let fresh = self.0[w] & m == 0;
+        self.0[w] |= m;
+        fresh
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+}
+
+/// A rule about the links between two sets: the latest one covering a
+/// pair decides.
+#[derive(Debug, Clone)]
+struct Rule<T> {
+    a: Bits,
+    b: Bits,
+    what: T,
+}
+
+impl<T: Copy> Rule<T> {
+    fn covers(&self, i: usize, j: usize) -> bool {
+        (self.a.has(i) && self.b.has(j)) || (self.a.has(j) && self.b.has(i))
+    }
+
+    /// What the newest rule covering (i, j) says.
+    fn latest(rules: &[Rule<T>], i: usize, j: usize) -> Option<T> {
+        rules.iter().rev().find(|r| r.covers(i, j)).map(|r| r.what)
+    }
+}
+
+enum Ev {
+    /// A datagram arrives.
+    Packet { to: u32, from: u32, data: Vec<u8> },
+    /// A stream's request arrives at the peer.
+    StreamIn {
+        to: u32,
+        from: u32,
+        from_boot: u32,
+        id: StreamId,
+        data: Vec<u8>,
+        deadline: Instant,
+        expect_reply: bool,
+    },
+    /// A stream's outcome reaches the node that opened it.
+    StreamDone {
+        to: u32,
+        boot: u32,
+        id: StreamId,
+        result: Result<Option<StreamMessage>, String>,
+    },
+    /// A node's timers are due.
+    Timer { node: u32, boot: u32 },
+    /// A departing node that could not finish its leave stops anyway.
+    LeaveDeadline { node: u32, boot: u32 },
+    /// A node whose join found nobody tries again.
+    Rejoin { node: u32, boot: u32 },
+    /// The next scenario action is due.
+    Action,
+    /// Once a virtual second: score, sample, report progress.
+    Sample,
+}
+
+struct Queued {
+    at: Instant,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    /// Earliest first out of a max-heap; ties by insertion.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Slot {
+    node: Option<Node>,
+    boot: u32,
+    status: NodeStatus,
+    /// The time of the timer event queued for this node, if any.
+    armed: Option<Instant>,
+    /// Join streams in flight, and whether any succeeded.
+    joins: BTreeSet<StreamId>,
+    joined: bool,
+    /// UDP datagrams, UDP bytes, stream bytes sent; and at the last sample.
+    sent: [u64; 3],
+    sampled: [u64; 3],
+}
+
+/// The address of node `i`: 10.0.0.1 onwards.
+fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0001u32 + i as u32)), PORT)
+}
+
+fn index_of(a: SocketAddr, n: usize) -> Option<usize> {
+    match a.ip() {
+        IpAddr::V4(v4) => {
+            let i = u32::from(v4).checked_sub(0x0a00_0001)? as usize;
+            (i < n && a.port() == PORT).then_some(i)
+        }
+        IpAddr::V6(_) => None,
+    }
+}
+
+struct Engine<'a> {
+    s: &'a Scenario,
+    seed: u64,
+    n: usize,
+    names: Vec<String>,
+    between: Vec<Vec<Duration>>,
+    slots: Vec<Slot>,
+    queue: BinaryHeap<Queued>,
+    seq: u64,
+    now: Instant,
+    net_rng: ChaCha8Rng,
+    /// Fixed link rules of the scenario: latency and loss.
+    fixed: Vec<Rule<(Option<Duration>, Option<f64>)>>,
+    cuts: Vec<Rule<bool>>,
+    loss_rules: Vec<Rule<Option<f64>>>,
+    global_loss: Option<f64>,
+    latency_rules: Vec<Rule<LatencyChange>>,
+    slow: Vec<Duration>,
+    lossy: (u64, u64),
+    events: u64,
+    trace: Vec<TraceEvent>,
+    observers: Bits,
+    spreads: Vec<Spread>,
+    spread_seen: Vec<Bits>,
+    spreads_of: BTreeMap<String, Vec<usize>>,
+    false_failures: u64,
+    actions: &'a [TimedAction],
+    next_action: usize,
+    applied: Vec<TimedAction>,
+}
+
+/// Runs `scenario` with `seed` on the protocol engine.
+pub fn run_protocol(
+    scenario: &Scenario,
+    seed: u64,
+    actions: &[TimedAction],
+    sampling: Sampling,
+    mut progress: impl FnMut(Duration),
+) -> Result<RunOutput, SimError> {
+    let topo = &scenario.topology;
+    if let Some(node) = topo.nodes.iter().find(|x| x.role == Role::Server) {
+        return Err(SimError::Setup(format!(
+            "{} is a server: servers run only on the full engine (--engine full)",
+            node.name
+        )));
+    }
+    let n = topo.nodes.len();
+    let names = topo.names();
+    let between = topo.dc_latencies().map_err(SimError::Setup)?;
+    let bits = |sel: &[crate::select::Selector]| {
+        let names = resolve_names(sel, topo, seed, "link");
+        Bits::of(n, names.iter().filter_map(|x| topo.index(x)))
+    };
+    let fixed = scenario
+        .links
+        .iter()
+        .map(|r| Rule {
+            a: bits(&r.between.0),
+            b: bits(&r.between.1),
+            what: (r.latency, r.loss),
+        })
+        .collect();
+    let mut pick_rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, "", 0, "protocol-sampling"));
+    let sample = |k: usize, rng: &mut ChaCha8Rng| -> Bits {
+        let mut idx: Vec<usize> = (0..n).collect();
+        if n > k {
+            idx.shuffle(rng);
+            idx.truncate(k);
+        }
+        Bits::of(n, idx)
+    };
+    let observers = sample(sampling.observed_nodes, &mut pick_rng);
+    let pairs = scored_pairs(scenario, sampling.scored_pairs, &mut pick_rng);
+    let outages = Outages::from_timeline(&names, actions);
+    let spreads = facts(topo, actions, &outages);
+    let mut spreads_of: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (k, f) in spreads.iter().enumerate() {
+        spreads_of.entry(f.member.clone()).or_default().push(k);
+    }
+    let mut e = Engine {
+        s: scenario,
+        seed,
+        n,
+        between,
+        slots: Vec::with_capacity(n),
+        queue: BinaryHeap::new(),
+        seq: 0,
+        now: Instant::from_duration(Duration::ZERO),
+        net_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "", 0, "protocol-network")),
+        fixed,
+        cuts: Vec::new(),
+        loss_rules: Vec::new(),
+        global_loss: None,
+        latency_rules: Vec::new(),
+        slow: vec![Duration::ZERO; n],
+        lossy: (0, 0),
+        events: 0,
+        trace: Vec::new(),
+        observers,
+        spread_seen: spreads.iter().map(|_| Bits::new(n)).collect(),
+        spreads,
+        spreads_of,
+        false_failures: 0,
+        actions,
+        next_action: 0,
+        applied: Vec::new(),
+        names,
+    };
+    // A node whose first lifecycle event is a join waits for it.
+    for i in 0..n {
+        let name = &e.names[i];
+        let waits = actions
+            .iter()
+            .find(|a| matches!(&a.action, Action::Crash(s) | Action::Restart(s) | Action::Join(s) | Action::Leave(s) if s.contains(name)))
+            .is_some_and(|a| matches!(a.action, Action::Join(_)));
+        e.slots.push(Slot {
+            node: None,
+            boot: 0,
+            status: NodeStatus::Waiting,
+            armed: None,
+            joins: BTreeSet::new(),
+            joined: false,
+            sent: [0; 3],
+            sampled: [0; 3],
+        });
+        if !waits {
+            e.start(i)?;
+        }
+    }
+    if !actions.is_empty() {
+        e.push(actions[0].at, Ev::Action);
+    }
+    e.push(Duration::ZERO, Ev::Sample);
+    let end = Instant::from_duration(scenario.duration);
+    let mut accuracy = Vec::new();
+    let mut samples = Vec::new();
+    let mut final_pairs = Vec::new();
+    while let Some(q) = e.queue.pop() {
+        if q.at >= end && !matches!(q.ev, Ev::Sample) || q.at > end {
+            break;
+        }
+        e.now = q.at;
+        e.events += 1;
+        match q.ev {
+            Ev::Sample => {
+                let t = e.now.as_duration();
+                progress(t);
+                let (acc, scored) = e.score(&pairs);
+                accuracy.extend(acc);
+                e.sample(&scored, &mut samples);
+                final_pairs = scored;
+                if t < scenario.duration {
+                    e.push(t + Duration::from_secs(1), Ev::Sample);
+                }
+            }
+            Ev::Action => e.next_actions()?,
+            ev => e.handle(ev)?,
+        }
+    }
+    let observed = (n > sampling.observed_nodes).then(|| {
+        (0..n)
+            .filter(|&i| e.observers.has(i))
+            .map(|i| e.names[i].clone())
+            .collect()
+    });
+    let mut trace = Trace { events: e.trace };
+    trace.events.sort_by_key(|x| x.t_us);
+    for f in &mut e.spreads {
+        f.delays.sort();
+    }
+    Ok(RunOutput {
+        trace,
+        virtual_time: scenario.duration,
+        steps: e.events,
+        lossy_packets: e.lossy,
+        accuracy,
+        final_pairs,
+        samples,
+        applied: e.applied,
+        spreads: e.spreads,
+        false_failures: Some(e.false_failures),
+        observed,
+    })
+}
+
+/// Pairs of nodes in one pool to score: all of them when few enough,
+/// else a seeded sample.
+fn scored_pairs(s: &Scenario, want: usize, rng: &mut ChaCha8Rng) -> Vec<(usize, usize)> {
+    let t = &s.topology;
+    let n = t.nodes.len();
+    let same = |i: usize, j: usize| t.pool_of(i) == t.pool_of(j);
+    if n * n.saturating_sub(1) / 2 <= want {
+        return (0..n)
+            .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+            .filter(|&(i, j)| same(i, j))
+            .collect();
+    }
+    let mut set = BTreeSet::new();
+    let mut tries = 0;
+    while set.len() < want && tries < want * 20 {
+        tries += 1;
+        let (i, j) = (rng.random_range(0..n), rng.random_range(0..n));
+        if i != j && same(i, j) {
+            set.insert((i.min(j), i.max(j)));
+        }
+    }
+    set.into_iter().collect()
+}
+
+impl Engine<'_> {
+    fn push(&mut self, at: Duration, ev: Ev) {
+        self.push_at(Instant::from_duration(at), ev);
+    }
+
+    fn push_at(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.s.topology.index(name)
+    }
+
+    /// Boots node `i` (again), and joins it to its pool.
+    fn start(&mut self, i: usize) -> Result<(), SimError> {
+        let topo = &self.s.topology;
+        let slot = &mut self.slots[i];
+        slot.boot += u32::from(slot.node.is_some() || slot.status != NodeStatus::Waiting);
+        let boot = slot.boot;
+        let name = self.names[i].clone();
+        let mut opts = GossipOptions::new(name.clone(), addr_of(i), self.s.gossip.clone());
+        // As the agent: Consul keeps failed members for 72 hours.
+        opts.reconnect_timeout = Duration::from_secs(72 * 3600);
+        let dc = &topo.datacenters[topo.nodes[i].dc].name;
+        let node_tags = [("role", "node"), ("dc", dc.as_str())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        opts.meta = tags::encode(&node_tags).map_err(SimError::Setup)?;
+        let seed = self.seed;
+        let node = Node::new(
+            opts,
+            addr_of(i),
+            |p| derive_seed(seed, &name, boot as u64, p),
+            self.now,
+        )
+        .map_err(|e| SimError::Setup(format!("{name}: {e}")))?;
+        let slot = &mut self.slots[i];
+        slot.node = Some(node);
+        slot.status = NodeStatus::Running;
+        slot.armed = None;
+        slot.joins.clear();
+        slot.joined = false;
+        self.join(i);
+        self.settle(i);
+        Ok(())
+    }
+
+    fn join(&mut self, i: usize) {
+        let targets: Vec<SocketAddr> = self
+            .s
+            .topology
+            .join_targets(i)
+            .iter()
+            .filter_map(|t| self.index(t))
+            .map(addr_of)
+            .collect();
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        if let Some(node) = slot.node.as_mut() {
+            if !targets.is_empty() {
+                slot.joins = node.join(now, &targets).into_iter().collect();
+            }
+        }
+    }
+
+    /// Carries out what node `i` asked for, and arms its next timer.
+    fn settle(&mut self, i: usize) {
+        while let Some(out) = self.slots[i].node.as_mut().and_then(Node::poll_output) {
+            match out {
+                Output::Packet { to, data } => self.send(i, to, data),
+                Output::Stream(req) => self.open_stream(i, req),
+                Output::Event(ev) => self.observe(i, ev),
+                Output::PingComplete(_) => {}
+                Output::LeaveComplete => self.stop(i, NodeStatus::Left),
+            }
+        }
+        let slot = &mut self.slots[i];
+        let Some(t) = slot.node.as_ref().and_then(Node::poll_timeout) else {
+            return;
+        };
+        if slot.armed.is_none_or(|a| t < a) {
+            slot.armed = Some(t);
+            let boot = slot.boot;
+            self.push_at(
+                t,
+                Ev::Timer {
+                    node: i as u32,
+                    boot,
+                },
+            );
+        }
+    }
+
+    fn stop(&mut self, i: usize, status: NodeStatus) {
+        let slot = &mut self.slots[i];
+        if let (NodeStatus::Left, Some(node)) = (status, slot.node.as_mut()) {
+            node.left(self.now);
+        }
+        slot.node = None;
+        slot.status = status;
+        slot.armed = None;
+    }
+
+    fn observe(&mut self, i: usize, ev: cairn::gossip::MemberEvent) {
+        let kind = ev.kind.as_str();
+        let member = &ev.node.name;
+        if self.observers.has(i) {
+            self.trace.push(TraceEvent {
+                t_us: ev.at.as_duration().as_micros() as u64,
+                node: self.names[i].clone(),
+                event: kind.into(),
+                member: Some(member.clone()),
+                incarnation: Some(ev.node.incarnation),
+                detail: None,
+            });
+        }
+        if let Some(ks) = self.spreads_of.get(member) {
+            // The newest fact about the member not in the future is the one told.
+            let k = ks
+                .iter()
+                .copied()
+                .filter(|&k| self.spreads[k].at <= self.now.as_duration())
+                .max_by_key(|&k| self.spreads[k].at);
+            if let Some(k) = k.filter(|_| self.names[i] != *member) {
+                if self.spreads[k].told_by(kind) && self.spread_seen[k].insert(i) {
+                    let d = self.now.as_duration() - self.spreads[k].at;
+                    self.spreads[k].delays.push(d);
+                }
+            }
+        }
+        if kind == "failed" {
+            let m = self.index(member);
+            let cut = |x: usize| {
+                self.cuts
+                    .iter()
+                    .any(|r| r.what && (r.a.has(x) || r.b.has(x)))
+            };
+            let healthy = m.is_some_and(|m| self.slots[m].status == NodeStatus::Running && !cut(m));
+            if healthy && !cut(i) {
+                self.false_failures += 1;
+            }
+        }
+    }
+
+    /// The model's latency and loss for (i, j), with the scenario's fixed
+    /// rules applied.
+    fn model(&self, i: usize, j: usize) -> (Duration, f64) {
+        let topo = &self.s.topology;
+        let (lat, loss) = Rule::latest(&self.fixed, i, j).unwrap_or((None, None));
+        (
+            lat.unwrap_or_else(|| topo.link_one_way(self.seed, &self.between, i, j)),
+            loss.unwrap_or(topo.latency.loss),
+        )
+    }
+
+    /// The current one-way latency of (i, j).
+    fn latency(&self, i: usize, j: usize) -> Duration {
+        let model = self.model(i, j).0;
+        match Rule::latest(&self.latency_rules, i, j) {
+            None | Some(LatencyChange::Reset) => model,
+            Some(LatencyChange::Set(d)) => d,
+            Some(LatencyChange::Scale(f)) => model.mul_f64(f),
+        }
+        .max(Duration::from_micros(1))
+    }
+
+    fn loss(&self, i: usize, j: usize) -> f64 {
+        match Rule::latest(&self.loss_rules, i, j) {
+            Some(Some(r)) => r,
+            Some(None) => self.model(i, j).1,
+            None => self.global_loss.unwrap_or_else(|| self.model(i, j).1),
+        }
+    }
+
+    fn cut(&self, i: usize, j: usize) -> bool {
+        Rule::latest(&self.cuts, i, j).unwrap_or(false)
+    }
+
+    fn send(&mut self, i: usize, to: SocketAddr, data: Vec<u8>) {
+        let s = &mut self.slots[i].sent;
+        s[0] += 1;
+        s[1] += data.len() as u64;
+        let Some(j) = index_of(to, self.n) else {
+            return;
+        };
+        if self.cut(i, j) {
+            return;
+        }
+        let loss = self.loss(i, j);
+        if loss > 0.0 {
+            let dropped = self.net_rng.random_bool(loss.min(1.0));
+            self.lossy.0 += 1;
+            self.lossy.1 += dropped as u64;
+            if dropped {
+                return;
+            }
+        }
+        let jitter = self.s.topology.latency.jitter;
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            jitter.sample(&mut self.net_rng)
+        };
+        let delay = self.latency(i, j) + extra + self.slow[i] + self.slow[j];
+        self.push_at(
+            self.now + delay,
+            Ev::Packet {
+                to: j as u32,
+                from: i as u32,
+                data,
+            },
+        );
+    }
+
+    fn open_stream(&mut self, i: usize, req: cairn::gossip::StreamRequest) {
+        self.slots[i].sent[2] += req.data.len() as u64;
+        let boot = self.slots[i].boot;
+        let j = index_of(req.to, self.n);
+        let reachable = j.filter(|&j| !self.cut(i, j));
+        let Some(j) = reachable else {
+            let result = Err(format!("no answer from {} in time", req.to));
+            self.push_at(
+                req.deadline,
+                Ev::StreamDone {
+                    to: i as u32,
+                    boot,
+                    id: req.id,
+                    result,
+                },
+            );
+            return;
+        };
+        // A handshake, then the request.
+        let arrive = self.now + self.latency(i, j) * 3;
+        self.push_at(
+            arrive,
+            Ev::StreamIn {
+                to: j as u32,
+                from: i as u32,
+                from_boot: boot,
+                id: req.id,
+                data: req.data,
+                deadline: req.deadline,
+                expect_reply: req.expect_reply,
+            },
+        );
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<(), SimError> {
+        match ev {
+            Ev::Packet { to, from, data } => {
+                let (to, from) = (to as usize, from as usize);
+                if let Some(node) = self.slots[to].node.as_mut() {
+                    node.handle_packet(self.now, addr_of(from), &data);
+                    self.settle(to);
+                }
+            }
+            Ev::StreamIn {
+                to,
+                from,
+                from_boot,
+                id,
+                data,
+                deadline,
+                expect_reply,
+            } => {
+                let (to, from) = (to as usize, from as usize);
+                let now = self.now;
+                let late = |t: Instant| t > deadline;
+                let fail = Err::<Option<StreamMessage>, String>(format!(
+                    "no answer from {} in time",
+                    addr_of(to)
+                ));
+                let Some(node) = self.slots[to].node.as_mut() else {
+                    self.push_at(
+                        deadline,
+                        Ev::StreamDone {
+                            to: from as u32,
+                            boot: from_boot,
+                            id,
+                            result: fail,
+                        },
+                    );
+                    return Ok(());
+                };
+                let reply = match wire::decode_stream(&data) {
+                    Ok(Some((msg, _))) => node.handle_stream(now, addr_of(from), msg),
+                    _ => None,
+                };
+                self.settle(to);
+                let back = now + self.latency(to, from);
+                let result = match (expect_reply, reply) {
+                    (false, _) => Ok(None),
+                    (true, None) => Err("the peer closed the stream without answering".into()),
+                    (true, Some(bytes)) => {
+                        self.slots[to].sent[2] += bytes.len() as u64;
+                        match wire::decode_stream(&bytes) {
+                            Ok(Some((msg, _))) => Ok(Some(msg)),
+                            Ok(None) => Err("a truncated reply".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                };
+                let (at, result) = if late(back) || self.cut(to, from) {
+                    (deadline, fail)
+                } else {
+                    (back, result)
+                };
+                self.push_at(
+                    at,
+                    Ev::StreamDone {
+                        to: from as u32,
+                        boot: from_boot,
+                        id,
+                        result,
+                    },
+                );
+            }
+            Ev::StreamDone {
+                to,
+                boot,
+                id,
+                result,
+            } => {
+                let i = to as usize;
+                let slot = &mut self.slots[i];
+                if slot.boot != boot {
+                    return Ok(());
+                }
+                let Some(node) = slot.node.as_mut() else {
+                    return Ok(());
+                };
+                let ok = node.handle_stream_result(self.now, id, result).is_ok();
+                if slot.joins.remove(&id) {
+                    slot.joined |= ok;
+                    if slot.joins.is_empty() && !slot.joined {
+                        // As retry_join: try again in a second.
+                        self.push_at(
+                            self.now + Duration::from_secs(1),
+                            Ev::Rejoin { node: to, boot },
+                        );
+                    }
+                }
+                self.settle(i);
+            }
+            Ev::Timer { node, boot } => {
+                let i = node as usize;
+                let slot = &mut self.slots[i];
+                if slot.boot != boot || slot.armed != Some(self.now) {
+                    return Ok(());
+                }
+                slot.armed = None;
+                if let Some(n) = slot.node.as_mut() {
+                    n.handle_timeout(self.now);
+                    self.settle(i);
+                }
+            }
+            Ev::LeaveDeadline { node, boot } => {
+                let i = node as usize;
+                if self.slots[i].boot == boot && self.slots[i].node.is_some() {
+                    self.stop(i, NodeStatus::Left);
+                }
+            }
+            Ev::Rejoin { node, boot } => {
+                let i = node as usize;
+                if self.slots[i].boot == boot && self.slots[i].node.is_some() {
+                    self.join(i);
+                    self.settle(i);
+                }
+            }
+            Ev::Action | Ev::Sample => {}
+        }
+        Ok(())
+    }
+
+    fn next_actions(&mut self) -> Result<(), SimError> {
+        while let Some(a) = self.actions.get(self.next_action) {
+            if Instant::from_duration(a.at) > self.now {
+                self.push(a.at, Ev::Action);
+                break;
+            }
+            self.next_action += 1;
+            let action = self.effective(&a.action);
+            if action.nodes().is_empty() && !action.nodes_optional() {
+                continue;
+            }
+            self.trace.push(TraceEvent {
+                t_us: self.now.as_duration().as_micros() as u64,
+                node: "sim".into(),
+                event: action.name().into(),
+                member: None,
+                incarnation: None,
+                detail: action.detail(),
+            });
+            self.apply(&action)?;
+            self.applied.push(TimedAction { at: a.at, action });
+        }
+        Ok(())
+    }
+
+    fn effective(&self, action: &Action) -> Action {
+        let keep = |set: &Vec<String>, want: fn(NodeStatus) -> bool| -> Vec<String> {
+            set.iter()
+                .filter(|x| self.index(x).is_some_and(|i| want(self.slots[i].status)))
+                .cloned()
+                .collect()
+        };
+        match action {
+            Action::Crash(set) => Action::Crash(keep(set, |s| s == NodeStatus::Running)),
+            Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
+            Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
+            Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
+            other => other.clone(),
+        }
+    }
+
+    fn set(&self, names: &[String]) -> Bits {
+        Bits::of(self.n, names.iter().filter_map(|x| self.index(x)))
+    }
+
+    fn apply(&mut self, action: &Action) -> Result<(), SimError> {
+        match action {
+            Action::Isolate(set) => {
+                let a = self.set(set);
+                let b = Bits::of(self.n, (0..self.n).filter(|&i| !a.has(i)));
+                self.cuts.push(Rule { a, b, what: true });
+            }
+            Action::Partition(x, y) => {
+                let (a, b) = (self.set(x), self.set(y));
+                self.cuts.push(Rule { a, b, what: true });
+            }
+            Action::Heal => self.cuts.clear(),
+            Action::HealBetween(x, y) => {
+                let (a, b) = (self.set(x), self.set(y));
+                self.cuts.push(Rule { a, b, what: false });
+            }
+            Action::Crash(set) => {
+                for x in set {
+                    if let Some(i) = self.index(x) {
+                        self.stop(i, NodeStatus::Crashed);
+                    }
+                }
+            }
+            Action::Restart(set) | Action::Join(set) => {
+                for x in set {
+                    if let Some(i) = self.index(x) {
+                        self.start(i)?;
+                    }
+                }
+            }
+            Action::Leave(set) => {
+                let wait = self.s.gossip.probe_interval * 5 + Duration::from_secs(5);
+                for x in set {
+                    let Some(i) = self.index(x) else { continue };
+                    let boot = self.slots[i].boot;
+                    if let Some(node) = self.slots[i].node.as_mut() {
+                        node.leave(self.now);
+                        self.settle(i);
+                        self.push_at(
+                            self.now + wait,
+                            Ev::LeaveDeadline {
+                                node: i as u32,
+                                boot,
+                            },
+                        );
+                    }
+                }
+            }
+            Action::Loss(rate) => {
+                self.global_loss = Some(*rate);
+                self.loss_rules.clear();
+            }
+            Action::LinkLoss(x, y, rate) => {
+                let (a, b) = (self.set(x), self.set(y));
+                self.loss_rules.push(Rule { a, b, what: *rate });
+            }
+            Action::Latency(x, y, change) => {
+                let (a, b) = (self.set(x), self.set(y));
+                self.latency_rules.push(Rule {
+                    a,
+                    b,
+                    what: *change,
+                });
+            }
+            // Gossip reads no wall clock: a skew changes nothing here.
+            Action::Skew(..) => {}
+            Action::Slow(set, d) => {
+                for x in set {
+                    if let Some(i) = self.index(x) {
+                        self.slow[i] = *d;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scores the pairs whose both nodes run with a coordinate.
+    fn score(&self, pairs: &[(usize, usize)]) -> (Option<Accuracy>, Vec<PairError>) {
+        let coord = |i: usize| self.slots[i].node.as_ref().and_then(Node::coordinate);
+        let mut scored = Vec::new();
+        for &(i, j) in pairs {
+            let (Some(a), Some(b)) = (coord(i), coord(j)) else {
+                continue;
+            };
+            scored.push(PairError {
+                a: i,
+                b: j,
+                true_ms: self.latency(i, j).as_secs_f64() * 2000.0,
+                est_ms: a.distance_secs(b) * 1000.0,
+            });
+        }
+        if scored.is_empty() {
+            return (None, scored);
+        }
+        let mut rel: Vec<f64> = scored.iter().map(PairError::rel).collect();
+        rel.sort_by(f64::total_cmp);
+        let abs: f64 = scored.iter().map(|p| (p.est_ms - p.true_ms).abs()).sum();
+        let acc = Accuracy {
+            at: self.now.as_duration(),
+            pairs: scored.len(),
+            median: percentile(&rel, 0.5),
+            p90: percentile(&rel, 0.9),
+            p99: percentile(&rel, 0.99),
+            mean_abs_ms: abs / scored.len() as f64,
+        };
+        (Some(acc), scored)
+    }
+
+    /// A row for each observed node.
+    fn sample(&mut self, scored: &[PairError], out: &mut Vec<NodeSample>) {
+        let which = &self.observers;
+        let mut errs: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        for p in scored {
+            for x in [p.a, p.b] {
+                if which.has(x) {
+                    errs.entry(x).or_default().push(p.rel());
+                }
+            }
+        }
+        for i in (0..self.n).filter(|&i| self.observers.has(i)) {
+            let slot = &mut self.slots[i];
+            let d = |k: usize| slot.sent[k] - slot.sampled[k];
+            let (p, b, t) = (d(0), d(1), d(2));
+            slot.sampled = slot.sent;
+            let stats = errs.get_mut(&i).map(|v| {
+                v.sort_by(f64::total_cmp);
+                (percentile(v, 0.5), percentile(v, 0.9))
+            });
+            out.push(NodeSample {
+                at: self.now.as_duration(),
+                node: i,
+                status: slot.status,
+                udp_packets: p,
+                udp_bytes: b,
+                tcp_bytes: t,
+                coord_median: stats.map(|s| s.0),
+                coord_p90: stats.map(|s| s.1),
+            });
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The protocol engine: the same gossip nodes under a discrete-event
+//! scheduler. It replays exactly, agrees with the full engine on what
+//! happens, and keeps large runs bounded by sampling.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use cairn_sim::protocol::{run_protocol, Sampling};
+use cairn_sim::scenario::{Engine, Scenario};
+use cairn_sim::Report;
+
+const CROSS: &str = r#"
+name = "cross-check"
+seed = 5
+duration = "70s"
+
+[latency]
+intra_dc = { dist = "uniform", min = "500us", max = "2ms" }
+
+[[datacenter]]
+name = "dc1"
+clients = 30
+
+[[event]]
+at = "20s"
+action = "crash"
+targets = ["dc1-7", "dc1-21"]
+
+[[event]]
+at = "40s"
+action = "leave"
+targets = ["dc1-12"]
+
+[[check]]
+kind = "failed_within"
+within = "15s"
+
+[[check]]
+kind = "no_false_failures"
+
+[[check]]
+kind = "converged"
+"#;
+
+fn scenario(text: &str) -> Scenario {
+    Scenario::parse_in("t.toml", text, Path::new(".")).unwrap()
+}
+
+fn run(s: &Scenario, engine: Engine, seed: u64) -> Report {
+    let r = s.run_with(engine, seed, |_| {}).unwrap();
+    for c in &r.checks {
+        assert!(c.passed, "{:?}: {}: {}", engine, c.check, c.detail);
+    }
+    r
+}
+
+/// Members every other running node ended up declaring failed.
+fn failed_by_all(r: &Report, names: &[String]) -> BTreeSet<String> {
+    let failed: BTreeSet<(String, String)> = r
+        .output
+        .trace
+        .all("failed")
+        .map(|(o, m, _)| (o.to_string(), m.to_string()))
+        .collect();
+    names
+        .iter()
+        .filter(|m| {
+            let observers: BTreeSet<&str> = failed
+                .iter()
+                .filter(|(_, x)| x == *m)
+                .map(|(o, _)| o.as_str())
+                .collect();
+            observers.len() >= names.len() - 4
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn both_engines_tell_the_same_story() {
+    let s = scenario(CROSS);
+    let names = s.names();
+    let full = run(&s, Engine::Full, 5);
+    let proto = run(&s, Engine::Protocol, 5);
+    let want: BTreeSet<String> = ["dc1-7", "dc1-21"].map(String::from).into();
+    assert_eq!(failed_by_all(&full, &names), want);
+    assert_eq!(failed_by_all(&proto, &names), want);
+    // Every fact reaches everyone, and 90 % of the pool in the same number
+    // of protocol periods (a probe interval is a second here), give or take
+    // a few. (The last node can be unlucky: gossip is probabilistic, and
+    // one that the leave's retransmissions all missed learns it only when
+    // its own probe of the departed node fails.)
+    let period = s.gossip.probe_interval.as_secs_f64();
+    assert_eq!(full.output.spreads.len(), proto.output.spreads.len());
+    for (f, p) in full.output.spreads.iter().zip(&proto.output.spreads) {
+        assert_eq!((&f.member, f.kind), (&p.member, p.kind));
+        assert!(f.time_to(1.0).is_some() && p.time_to(1.0).is_some());
+        let (tf, tp) = (f.time_to(0.9), p.time_to(0.9));
+        let (Some(tf), Some(tp)) = (tf, tp) else {
+            panic!("{} {}: full {tf:?}, protocol {tp:?}", f.kind, f.member);
+        };
+        let periods = |t: Duration| (t.as_secs_f64() / period).ceil();
+        assert!(
+            (periods(tf) - periods(tp)).abs() <= 3.0,
+            "{} {}: full {tf:?}, protocol {tp:?}",
+            f.kind,
+            f.member
+        );
+    }
+}
+
+#[test]
+fn the_protocol_engine_replays_exactly() {
+    let s = scenario(CROSS);
+    let (a, b) = (run(&s, Engine::Protocol, 9), run(&s, Engine::Protocol, 9));
+    assert_eq!(a.trace_hash(), b.trace_hash());
+    assert_eq!(a.output.samples, b.output.samples);
+    let c = run(&s, Engine::Protocol, 10);
+    assert_ne!(a.trace_hash(), c.trace_hash());
+}
+
+#[test]
+fn large_runs_keep_a_sample_and_still_judge_it() {
+    let s = scenario(&CROSS.replace("clients = 30", "clients = 80"));
+    let timeline = s.timeline(3);
+    let sampling = Sampling {
+        observed_nodes: 15,
+        scored_pairs: 100,
+    };
+    let out = run_protocol(&s, 3, &timeline, sampling, |_| {}).unwrap();
+    let observers: BTreeSet<&str> = out
+        .trace
+        .events
+        .iter()
+        .filter(|e| e.node != "sim")
+        .map(|e| e.node.as_str())
+        .collect();
+    assert!(observers.len() <= 15, "{}", observers.len());
+    assert_eq!(out.observed.as_ref().map(BTreeSet::len), Some(15));
+    assert!(out.accuracy.iter().all(|a| a.pairs <= 100));
+    // The news of each crash and the leave is counted over everyone.
+    for f in &out.spreads {
+        assert_eq!(f.delays.len(), f.audience, "{} {}", f.kind, f.member);
+    }
+    assert_eq!(out.false_failures, Some(0));
+    let checks = cairn_sim::checks::evaluate(&s, &out.applied, &out);
+    for c in checks {
+        assert!(c.passed, "{}: {}", c.check, c.detail);
+    }
+}
+
+#[test]
+fn servers_are_refused_with_a_reason() {
+    let s = scenario(&CROSS.replace("clients = 30", "clients = 30\nservers = 3"));
+    let e = s
+        .run_with(Engine::Protocol, 1, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("servers run only on the full engine"), "{e}");
+}
