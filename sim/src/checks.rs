@@ -294,6 +294,12 @@ pub fn detections(
     trace: &Trace,
 ) -> Vec<Detection> {
     let names = topo.names();
+    // Every failure verdict, by member and observer, in time order: one
+    // pass over the trace, not one per observer.
+    let mut verdicts: BTreeMap<(&str, &str), Vec<Duration>> = BTreeMap::new();
+    for (o, m, t) in trace.all("failed") {
+        verdicts.entry((m, o)).or_default().push(t);
+    }
     let mut out = Vec::new();
     for a in actions {
         let sides: Vec<(Vec<String>, Vec<String>)> = match &a.action {
@@ -336,11 +342,11 @@ pub fn detections(
                         && !matches!(&a.action, Action::Crash(s) if s.contains(o))
                 })
                 .map(|o| {
-                    let first = trace
-                        .observations("failed", target)
-                        .filter(|(obs, t)| obs == o && *t >= a.at && end.is_none_or(|e| *t <= e))
-                        .map(|(_, t)| t - a.at)
-                        .min();
+                    let first = verdicts
+                        .get(&(target.as_str(), o.as_str()))
+                        .and_then(|ts| ts.iter().find(|t| **t >= a.at))
+                        .filter(|t| end.is_none_or(|e| **t <= e))
+                        .map(|t| *t - a.at);
                     (o.clone(), first)
                 })
                 .collect();

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::cluster::{Action, ClusterSpec, LatencyChange, TimedAction};
 use crate::select::{resolve_names, Selector};
+use crate::tomography::Matrix;
 use crate::topology::{Datacenter, Dist, LatencyModel, Location, PoolScope, Sites, Topology};
 
 /// Which engine runs a scenario.
@@ -180,6 +181,7 @@ struct DatacenterSection {
     #[serde(default)]
     servers: usize,
     row: Option<u32>,
+    rows: Option<toml::Value>,
     city: Option<String>,
     lat: Option<f64>,
     lon: Option<f64>,
@@ -306,6 +308,49 @@ fn dist(what: &str, v: &toml::Value) -> Result<Dist, ScenarioError> {
     Ok(d)
 }
 
+/// The rows a `rows` key names: a list of row ids, or `"all"`: every row
+/// (by id) measured against every row taken before it, so that all pairs
+/// have a measured latency.
+fn matrix_rows(here: &str, spec: &toml::Value, m: &Matrix) -> Result<Vec<u32>, ScenarioError> {
+    let rows: Vec<u32> = match spec {
+        toml::Value::String(s) if s == "all" => {
+            let mut rows: Vec<u32> = Vec::new();
+            for id in 0..m.nodes {
+                if !m.peers[id as usize].is_empty()
+                    && rows.iter().all(|&r| m.rtt_ms(r, id).is_some())
+                {
+                    rows.push(id);
+                }
+            }
+            rows
+        }
+        toml::Value::Array(a) => a
+            .iter()
+            .map(|v| {
+                v.as_integer()
+                    .and_then(|i| u32::try_from(i).ok())
+                    .filter(|&r| r < m.nodes && !m.peers[r as usize].is_empty())
+                    .ok_or_else(|| {
+                        err(format!(
+                            "{here}: rows lists {v}, which is not a measured row of {} (0 to {})",
+                            m.name,
+                            m.nodes.saturating_sub(1)
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(err(format!(
+                "{here}: rows is \"all\" or a list of row ids, like [2, 4, 5]"
+            )))
+        }
+    };
+    if rows.is_empty() {
+        return Err(err(format!("{here}: rows names no row")));
+    }
+    Ok(rows)
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -429,6 +474,26 @@ impl Scenario {
                 return Err(err(format!(
                     "{here} has no nodes: set clients (and later servers)"
                 )));
+            }
+            if let Some(spec) = &d.rows {
+                if d.row.is_some() || d.city.is_some() || d.lat.is_some() || d.lon.is_some() {
+                    return Err(err(format!(
+                        "{here}: rows places one datacenter per row; drop row, city, lat and lon"
+                    )));
+                }
+                let m = latency
+                    .matrix
+                    .as_ref()
+                    .ok_or_else(|| err(format!("{here}: rows needs latency.matrix")))?;
+                for r in matrix_rows(&here, spec, &m.matrix)? {
+                    dcs.push(Datacenter {
+                        name: format!("{}-{r}", d.name),
+                        clients: d.clients,
+                        servers: d.servers,
+                        location: Location::Row(r),
+                    });
+                }
+                continue;
             }
             let location = match (d.row, &d.city, d.lat, d.lon) {
                 (None, None, None, None) => Location::Unplaced,

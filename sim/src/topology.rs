@@ -378,20 +378,31 @@ impl Topology {
         }
     }
 
-    /// Where node `i` joins (and rejoins after a restart): the first two
-    /// nodes of every datacenter in its pool, so that the first node of a
-    /// datacenter has somewhere to go back to, as an operator's
-    /// `retry_join` list would.
+    /// Where node `i` joins (and rejoins after a restart), as an operator's
+    /// `retry_join` list would say: the first two nodes of its own
+    /// datacenter (so the first has somewhere to go back to), and the first
+    /// node of the pool's first two other datacenters. A few seeds, not
+    /// every datacenter: in a pool of hundreds of datacenters, joining
+    /// through all of them would cost a state exchange each.
     pub fn join_targets(&self, i: usize) -> Vec<String> {
         let pool = self.pool_of(i);
-        let mut per_dc: Vec<usize> = vec![0; self.datacenters.len()];
+        let own = self.nodes[i].dc;
         let mut out = Vec::new();
+        let mut own_taken = 0;
+        let mut others: Vec<usize> = Vec::new();
         for (j, n) in self.nodes.iter().enumerate() {
-            if self.pool_of(j) != pool || per_dc[n.dc] == 2 {
+            if self.pool_of(j) != pool {
                 continue;
             }
-            per_dc[n.dc] += 1;
-            if j != i {
+            if n.dc == own {
+                if own_taken < 2 {
+                    own_taken += 1;
+                    if j != i {
+                        out.push(n.name.clone());
+                    }
+                }
+            } else if others.len() < 2 && !others.contains(&n.dc) {
+                others.push(n.dc);
                 out.push(n.name.clone());
             }
         }
@@ -546,6 +557,13 @@ mod tests {
         assert_eq!(t.names(), ["a-server-0", "a-0", "a-1", "b-0"]);
         assert_eq!(t.join_targets(0), ["a-0", "b-0"]);
         assert_eq!(t.join_targets(2), ["a-server-0", "a-0", "b-0"]);
+        let many = Topology::new(
+            (0..5).map(|k| dc(&format!("d{k}"), 0, 3)).collect(),
+            PoolScope::Global,
+            LatencyModel::default(),
+        );
+        // d2-1: its own first two, and the first of d0 and d1.
+        assert_eq!(many.join_targets(7), ["d0-0", "d1-0", "d2-0"]);
         let links = t.realize(1).unwrap();
         assert_eq!(links.one_way[0][1], Duration::from_millis(1));
         assert_eq!(links.one_way[0][3], Duration::from_millis(50));
