@@ -54,7 +54,9 @@ fn every_shipped_scenario_parses_and_has_a_test() {
             "lan-basic",
             "loss-storm",
             "rolling-restart",
-            "three-dc"
+            "scale-1k",
+            "three-dc",
+            "vivaldi-250-cities"
         ]
     );
 }
@@ -136,6 +138,24 @@ fn coordinates_world() {
     let (early, late) = (at(30), out.accuracy.last().copied().unwrap());
     assert_eq!(late.pairs, 16 * 15 / 2);
     assert!(late.median < early.median / 3.0, "{early:?} -> {late:?}");
+}
+
+/// The protocol engine's large scenarios take minutes in a debug build, so
+/// here they are only checked for shape; `cairn-sim run` replays them (see
+/// the README for their numbers).
+#[test]
+fn the_large_scenarios_are_what_they_say() {
+    let s = load("scale-1k");
+    assert_eq!(
+        (s.names().len(), s.engine),
+        (1000, cairn_sim::scenario::Engine::Protocol)
+    );
+    let s = load("vivaldi-250-cities");
+    assert_eq!(s.topology.datacenters.len(), 241);
+    assert_eq!(s.names().len(), 964);
+    assert_eq!(s.engine, cairn_sim::scenario::Engine::Protocol);
+    // Every pair of cities has a measured latency.
+    assert!(s.topology.dc_latencies().is_ok());
 }
 
 #[test]
