@@ -131,7 +131,7 @@ impl From<&Member> for ApiMember {
             name: m.name.clone(),
             addr: m.addr.ip().to_string(),
             port: m.addr.port(),
-            tags: m.tags.clone(),
+            tags: m.tags(),
             status: m.status.code(),
             protocol_min: m.vsn[0],
             protocol_max: m.vsn[1],

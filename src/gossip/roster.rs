@@ -54,8 +54,10 @@ pub struct Member {
     pub name: String,
     /// Gossip address.
     pub addr: SocketAddr,
-    /// Tags decoded from the node's metadata.
-    pub tags: Tags,
+    /// The node's metadata as gossiped: its tags, encoded (see
+    /// [`tags`](Self::tags)). Kept encoded because a node keeps a member
+    /// per node of the cluster, and decoded maps cost ten times the bytes.
+    pub meta: Vec<u8>,
     /// Serf status.
     pub status: MemberStatus,
     /// Whether memberlist currently suspects it (status stays alive).
@@ -66,6 +68,14 @@ pub struct Member {
     pub vsn: Versions,
     /// When the status last changed.
     pub since: Instant,
+}
+
+impl Member {
+    /// The tags decoded from the node's metadata (empty if unreadable; the
+    /// roster warned when it arrived).
+    pub fn tags(&self) -> Tags {
+        tags::decode(&self.meta).unwrap_or_default()
+    }
 }
 
 /// All members this node knows, including failed and departed ones until
@@ -98,10 +108,9 @@ impl Roster {
             EventKind::Left if n.name == self.local => (MemberStatus::Leaving, false),
             EventKind::Left => (MemberStatus::Left, false),
         };
-        let tags = tags::decode(&n.meta).unwrap_or_else(|e| {
+        if let Err(e) = tags::decode(&n.meta) {
             tracing::warn!(member = %n.name, error = %e, "member has unreadable tags");
-            Tags::new()
-        });
+        }
         let since = match self.members.get(&n.name) {
             Some(m) if m.status == status => m.since,
             _ => ev.at,
@@ -111,7 +120,7 @@ impl Roster {
             Member {
                 name: n.name.clone(),
                 addr: super::wire::canonical(n.addr),
-                tags,
+                meta: n.meta.clone(),
                 status,
                 suspect,
                 incarnation: n.incarnation,
@@ -209,7 +218,7 @@ mod tests {
             r.get("a").map(|m| (m.status, m.suspect)),
             Some((MemberStatus::Alive, true))
         );
-        assert_eq!(r.get("a").unwrap().tags["role"], "node");
+        assert_eq!(r.get("a").unwrap().tags()["role"], "node");
         r.apply(&ev(2, EventKind::Failed, "a"));
         r.apply(&ev(3, EventKind::Left, "b"));
         assert_eq!(r.failed().count(), 1);
