@@ -1061,8 +1061,13 @@ impl Swim {
             }
             return;
         }
-        self.broadcasts
-            .push(Some(node.clone()), Bytes::from(bytes), notify);
+        // Queued messages live long and there is one per member: keep only
+        // their bytes, not the encoder's spare capacity.
+        self.broadcasts.push(
+            Some(node.clone()),
+            Bytes::from(bytes.into_boxed_slice()),
+            notify,
+        );
         self.check_finished();
     }
 
