@@ -1,12 +1,10 @@
-//! Runs a [`Swim`] core over an [`Env`]: one task owns the core, the UDP
+//! Runs a gossip [`Node`] over an [`Env`]: one task owns the node, the UDP
 //! socket and the timers; short-lived tasks carry TCP exchanges. Everything
 //! else talks to that task through a [`Gossip`] handle.
 //!
-//! On top of memberlist the driver keeps Serf's member [`Roster`] and Serf's
-//! reconnect loop: every `reconnect_interval` it may try to reach a random
-//! failed member, so a healed partition merges again even after both sides
-//! have forgotten each other; every [`REAP_INTERVAL`] it forgets members kept
-//! past their timeouts.
+//! The node itself (SWIM, Serf's roster, coordinates, the reconnect loop
+//! and reaping every [`REAP_INTERVAL`]) does no I/O; this module only moves
+//! its packets, streams and timers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
