@@ -545,13 +545,18 @@ fn failed_within(all: &[Detection], targets: &[String], within: Duration) -> Che
     }
 }
 
+/// How long before a failure verdict an outage still explains it: the
+/// longest suspicion plus a few probes.
+pub fn detection_window(scenario: &Scenario) -> Duration {
+    let g = &scenario.gossip;
+    g.suspicion_timeout(scenario.topology.nodes.len()) * g.suspicion_max_timeout_mult as u32
+        + g.probe_interval * 3
+}
+
 fn no_false_failures(scenario: &Scenario, trace: &Trace, outages: &Outages) -> CheckResult {
     // A verdict is justified if either side was unreachable within the time
-    // it can take to reach one: the longest suspicion plus a few probes.
-    let g = &scenario.gossip;
-    let window = g.suspicion_timeout(scenario.topology.nodes.len())
-        * g.suspicion_max_timeout_mult as u32
-        + g.probe_interval * 3;
+    // it can take to reach one.
+    let window = detection_window(scenario);
     let mut total = 0;
     let wrong: Vec<String> = trace
         .all("failed")

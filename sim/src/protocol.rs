@@ -39,7 +39,7 @@ use crate::cluster::{
 use crate::env::derive_seed;
 use crate::scenario::Scenario;
 use crate::select::resolve_names;
-use crate::spread::{facts, Spread};
+use crate::spread::Spread;
 use crate::tomography::percentile;
 use crate::topology::Role;
 use crate::trace::{Trace, TraceEvent};
@@ -223,9 +223,12 @@ struct Engine<'a> {
     trace: Vec<TraceEvent>,
     observers: Bits,
     spreads: Vec<Spread>,
+    /// Per fact: who should hear of it, and who has.
+    spread_audience: Vec<Bits>,
     spread_seen: Vec<Bits>,
     spreads_of: BTreeMap<String, Vec<usize>>,
-    false_failures: u64,
+    /// Every failure verdict: (observer, member, when).
+    verdicts: Vec<(u32, u32, Duration)>,
     actions: &'a [TimedAction],
     next_action: usize,
     applied: Vec<TimedAction>,
@@ -273,12 +276,6 @@ pub fn run_protocol(
     };
     let observers = sample(sampling.observed_nodes, &mut pick_rng);
     let pairs = scored_pairs(scenario, sampling.scored_pairs, &mut pick_rng);
-    let outages = Outages::from_timeline(&names, actions);
-    let spreads = facts(topo, actions, &outages);
-    let mut spreads_of: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (k, f) in spreads.iter().enumerate() {
-        spreads_of.entry(f.member.clone()).or_default().push(k);
-    }
     let mut e = Engine {
         s: scenario,
         seed,
@@ -299,10 +296,11 @@ pub fn run_protocol(
         events: 0,
         trace: Vec::new(),
         observers,
-        spread_seen: spreads.iter().map(|_| Bits::new(n)).collect(),
-        spreads,
-        spreads_of,
-        false_failures: 0,
+        spreads: Vec::new(),
+        spread_audience: Vec::new(),
+        spread_seen: Vec::new(),
+        spreads_of: BTreeMap::new(),
+        verdicts: Vec::new(),
         actions,
         next_action: 0,
         applied: Vec::new(),
@@ -341,6 +339,7 @@ pub fn run_protocol(
         if q.at >= end && !matches!(q.ev, Ev::Sample) || q.at > end {
             break;
         }
+        debug_assert!(q.at >= e.now, "an event scheduled in the past");
         e.now = q.at;
         e.events += 1;
         match q.ev {
@@ -365,11 +364,13 @@ pub fn run_protocol(
             .map(|i| e.names[i].clone())
             .collect()
     });
+    let false_failures = e.false_failures();
     let mut trace = Trace { events: e.trace };
     trace.events.sort_by_key(|x| x.t_us);
     for f in &mut e.spreads {
         f.delays.sort();
     }
+
     Ok(RunOutput {
         trace,
         virtual_time: scenario.duration,
@@ -380,7 +381,7 @@ pub fn run_protocol(
         samples,
         applied: e.applied,
         spreads: e.spreads,
-        false_failures: Some(e.false_failures),
+        false_failures: Some(false_failures),
         observed,
     })
 }
@@ -482,14 +483,21 @@ impl Engine<'_> {
 
     /// Carries out what node `i` asked for, and arms its next timer.
     fn settle(&mut self, i: usize) {
+        let mut left = false;
         while let Some(out) = self.slots[i].node.as_mut().and_then(Node::poll_output) {
             match out {
                 Output::Packet { to, data } => self.send(i, to, data),
                 Output::Stream(req) => self.open_stream(i, req),
                 Output::Event(ev) => self.observe(i, ev),
                 Output::PingComplete(_) => {}
-                Output::LeaveComplete => self.stop(i, NodeStatus::Left),
+                // The rest of this round (the leave's last transmission
+                // among it) still goes out.
+                Output::LeaveComplete => left = true,
             }
+        }
+        if left {
+            self.stop(i, NodeStatus::Left);
+            return;
         }
         let slot = &mut self.slots[i];
         let Some(t) = slot.node.as_ref().and_then(Node::poll_timeout) else {
@@ -532,38 +540,77 @@ impl Engine<'_> {
             });
         }
         if let Some(ks) = self.spreads_of.get(member) {
-            // The newest fact about the member not in the future is the one told.
-            let k = ks
-                .iter()
-                .copied()
-                .filter(|&k| self.spreads[k].at <= self.now.as_duration())
-                .max_by_key(|&k| self.spreads[k].at);
-            if let Some(k) = k.filter(|_| self.names[i] != *member) {
-                if self.spreads[k].told_by(kind) && self.spread_seen[k].insert(i) {
+            // The newest fact about the member is the one told.
+            if let Some(&k) = ks.last() {
+                if self.spreads[k].told_by(kind)
+                    && self.spread_audience[k].has(i)
+                    && self.spread_seen[k].insert(i)
+                {
                     let d = self.now.as_duration() - self.spreads[k].at;
                     self.spreads[k].delays.push(d);
                 }
             }
         }
         if kind == "failed" {
-            let m = self.index(member);
-            let cut = |x: usize| {
-                self.cuts
-                    .iter()
-                    .any(|r| r.what && (r.a.has(x) || r.b.has(x)))
-            };
-            let healthy = m.is_some_and(|m| self.slots[m].status == NodeStatus::Running && !cut(m));
-            if healthy && !cut(i) {
-                self.false_failures += 1;
+            if let Some(m) = self.index(member) {
+                self.verdicts
+                    .push((i as u32, m as u32, self.now.as_duration()));
             }
         }
+    }
+
+    /// A new fact (a leave, crash or join that took effect): its audience
+    /// is the member's pool, running at the time.
+    fn announce(&mut self, member: usize, kind: &'static str) {
+        let topo = &self.s.topology;
+        let audience = Bits::of(
+            self.n,
+            (0..self.n).filter(|&o| {
+                o != member
+                    && topo.pool_of(o) == topo.pool_of(member)
+                    && self.slots[o].status == NodeStatus::Running
+            }),
+        );
+        let count = (0..self.n).filter(|&o| audience.has(o)).count();
+        self.spreads_of
+            .entry(self.names[member].clone())
+            .or_default()
+            .push(self.spreads.len());
+        self.spreads.push(Spread {
+            member: self.names[member].clone(),
+            kind,
+            at: self.now.as_duration(),
+            audience: count,
+            delays: Vec::new(),
+        });
+        self.spread_audience.push(audience);
+        self.spread_seen.push(Bits::new(self.n));
+    }
+
+    /// Failure verdicts no outage explains, judged as the
+    /// `no_false_failures` check judges them.
+    fn false_failures(&self) -> u64 {
+        let outages = Outages::from_timeline(&self.names, &self.applied);
+        let window = crate::checks::detection_window(self.s);
+        self.verdicts
+            .iter()
+            .filter(|&&(o, m, t)| {
+                let from = t.saturating_sub(window);
+                !outages.any_between(&self.names[m as usize], from, t)
+                    && !outages.any_between(&self.names[o as usize], from, t)
+            })
+            .count() as u64
     }
 
     /// The model's latency and loss for (i, j), with the scenario's fixed
     /// rules applied.
     fn model(&self, i: usize, j: usize) -> (Duration, f64) {
         let topo = &self.s.topology;
-        let (lat, loss) = Rule::latest(&self.fixed, i, j).unwrap_or((None, None));
+        // Each field from the newest rule that sets it, as the full engine
+        // applies rules field by field.
+        let covering = || self.fixed.iter().rev().filter(|r| r.covers(i, j));
+        let lat = covering().find_map(|r| r.what.0);
+        let loss = covering().find_map(|r| r.what.1);
         (
             lat.unwrap_or_else(|| topo.link_one_way(self.seed, &self.between, i, j)),
             loss.unwrap_or(topo.latency.loss),
@@ -634,10 +681,11 @@ impl Engine<'_> {
         let boot = self.slots[i].boot;
         let j = index_of(req.to, self.n);
         let reachable = j.filter(|&j| !self.cut(i, j));
-        let Some(j) = reachable else {
+        let arrive = reachable.map(|j| self.now + self.latency(i, j) * 3);
+        let Some(j) = reachable.filter(|_| arrive.is_some_and(|t| t <= req.deadline)) else {
             let result = Err(format!("no answer from {} in time", req.to));
             self.push_at(
-                req.deadline,
+                req.deadline.max(self.now),
                 Ev::StreamDone {
                     to: i as u32,
                     boot,
@@ -648,9 +696,8 @@ impl Engine<'_> {
             return;
         };
         // A handshake, then the request.
-        let arrive = self.now + self.latency(i, j) * 3;
         self.push_at(
-            arrive,
+            arrive.unwrap_or(self.now),
             Ev::StreamIn {
                 to: j as u32,
                 from: i as u32,
@@ -688,16 +735,27 @@ impl Engine<'_> {
                     "no answer from {} in time",
                     addr_of(to)
                 ));
-                let Some(node) = self.slots[to].node.as_mut() else {
+                if self.slots[to].node.is_none() {
+                    // A crashed host never answers; one that is up with
+                    // nothing listening refuses at once.
+                    let (at, result) = if self.slots[to].status == NodeStatus::Crashed {
+                        (deadline.max(now), fail)
+                    } else {
+                        let back = now + self.latency(to, from);
+                        (back, Err(format!("{} refused the connection", addr_of(to))))
+                    };
                     self.push_at(
-                        deadline,
+                        at,
                         Ev::StreamDone {
                             to: from as u32,
                             boot: from_boot,
                             id,
-                            result: fail,
+                            result,
                         },
                     );
+                    return Ok(());
+                }
+                let Some(node) = self.slots[to].node.as_mut() else {
                     return Ok(());
                 };
                 let reply = match wire::decode_stream(&data) {
@@ -719,7 +777,7 @@ impl Engine<'_> {
                     }
                 };
                 let (at, result) = if late(back) || self.cut(to, from) {
-                    (deadline, fail)
+                    (deadline.max(now), fail)
                 } else {
                     (back, result)
                 };
@@ -810,6 +868,16 @@ impl Engine<'_> {
                 detail: action.detail(),
             });
             self.apply(&action)?;
+            let (set, kind) = match &action {
+                Action::Leave(s) => (s, "left"),
+                Action::Crash(s) => (s, "failed"),
+                Action::Join(s) | Action::Restart(s) => (s, "joined"),
+                _ => (&Vec::new(), ""),
+            };
+            let members: Vec<usize> = set.iter().filter_map(|x| self.index(x)).collect();
+            for m in members {
+                self.announce(m, kind);
+            }
             self.applied.push(TimedAction { at: a.at, action });
         }
         Ok(())
@@ -872,6 +940,10 @@ impl Engine<'_> {
                     let boot = self.slots[i].boot;
                     if let Some(node) = self.slots[i].node.as_mut() {
                         node.leave(self.now);
+                        // As in the full engine: gone from the moment it
+                        // decides to leave, though it runs until its notice
+                        // has spread (or the deadline).
+                        self.slots[i].status = NodeStatus::Left;
                         self.settle(i);
                         self.push_at(
                             self.now + wait,

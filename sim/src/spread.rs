@@ -3,6 +3,7 @@
 //! curve (share of nodes that know a fact against time) that gossip
 //! studies plot.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -81,9 +82,13 @@ impl Spread {
     }
 }
 
-/// The facts a timeline creates, each with its audience, before anyone
-/// has heard of them.
-pub fn facts(topo: &Topology, actions: &[TimedAction], outages: &Outages) -> Vec<Spread> {
+/// The facts a timeline creates, each with its audience (by name), before
+/// anyone has heard of them.
+pub fn facts(
+    topo: &Topology,
+    actions: &[TimedAction],
+    outages: &Outages,
+) -> Vec<(Spread, BTreeSet<String>)> {
     let mut out = Vec::new();
     for a in actions {
         let (set, kind) = match &a.action {
@@ -94,41 +99,47 @@ pub fn facts(topo: &Topology, actions: &[TimedAction], outages: &Outages) -> Vec
         };
         for m in set {
             let Some(mi) = topo.index(m) else { continue };
-            let audience = (0..topo.nodes.len())
+            let audience: BTreeSet<String> = (0..topo.nodes.len())
                 .filter(|&o| o != mi && topo.pool_of(o) == topo.pool_of(mi))
-                .filter(|&o| !outages.out_at(&topo.nodes[o].name, Some(a.at)))
-                .count();
-            out.push(Spread {
-                member: m.clone(),
-                kind,
-                at: a.at,
+                .map(|o| topo.nodes[o].name.clone())
+                .filter(|o| !outages.out_at(o, Some(a.at)))
+                .collect();
+            out.push((
+                Spread {
+                    member: m.clone(),
+                    kind,
+                    at: a.at,
+                    audience: audience.len(),
+                    delays: Vec::new(),
+                },
                 audience,
-                delays: Vec::new(),
-            });
+            ));
         }
     }
     out
 }
 
-/// Fills in the facts' delays from a full trace: each observer's first
-/// telling event between the fact and the next fact about the same member.
-pub fn from_trace(mut facts: Vec<Spread>, trace: &Trace) -> Vec<Spread> {
+/// Fills in the facts' delays from a full trace: each audience member's
+/// first telling event between the fact and the next fact about the same
+/// member.
+pub fn from_trace(facts: Vec<(Spread, BTreeSet<String>)>, trace: &Trace) -> Vec<Spread> {
     let ends: Vec<Duration> = facts
         .iter()
-        .map(|f| {
+        .map(|(f, _)| {
             facts
                 .iter()
-                .filter(|g| g.member == f.member && g.at > f.at)
-                .map(|g| g.at)
+                .filter(|(g, _)| g.member == f.member && g.at > f.at)
+                .map(|(g, _)| g.at)
                 .min()
                 .unwrap_or(Duration::MAX)
         })
         .collect();
-    for (f, end) in facts.iter_mut().zip(ends) {
+    let mut out = Vec::with_capacity(facts.len());
+    for ((mut f, audience), end) in facts.into_iter().zip(ends) {
         let mut seen = std::collections::BTreeSet::new();
         for e in &trace.events {
             let t = e.at();
-            if t < f.at || t >= end || e.node == "sim" || e.node == f.member {
+            if t < f.at || t >= end || !audience.contains(&e.node) {
                 continue;
             }
             if e.member.as_deref() == Some(f.member.as_str())
@@ -139,8 +150,9 @@ pub fn from_trace(mut facts: Vec<Spread>, trace: &Trace) -> Vec<Spread> {
             }
         }
         f.delays.sort();
+        out.push(f);
     }
-    facts
+    out
 }
 
 #[cfg(test)]

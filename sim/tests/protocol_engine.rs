@@ -159,3 +159,45 @@ fn servers_are_refused_with_a_reason() {
         .to_string();
     assert!(e.contains("servers run only on the full engine"), "{e}");
 }
+
+/// Found in review: a stream to a far peer whose deadline passes before the
+/// request could arrive was failed at the deadline, in the past. Far-apart
+/// datacenters with a crash make the engine probe over TCP across the
+/// ocean; time must only ever move forward (the engine asserts it).
+#[test]
+fn far_streams_never_send_time_backwards() {
+    let text = r#"
+name = "far"
+seed = 2
+duration = "60s"
+engine = "protocol"
+
+[gossip]
+pool = "global"
+probe_interval = "1s"
+probe_timeout = "900ms"
+
+[[datacenter]]
+name = "syd"
+lat = -33.87
+lon = 151.21
+clients = 6
+
+[[datacenter]]
+name = "lon"
+lat = 51.51
+lon = -0.13
+clients = 6
+
+[[event]]
+at = "20s"
+action = "crash"
+targets = ["syd-3", "lon-4"]
+
+[[check]]
+kind = "failed_within"
+within = "30s"
+"#;
+    let s = scenario(text);
+    run(&s, Engine::Protocol, 2);
+}

@@ -7,7 +7,7 @@
 //! protocol engine runs thousands under a discrete-event scheduler. Both
 //! feed it the same inputs, so both run the same protocol.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use rand::{Rng, SeedableRng};
@@ -33,6 +33,8 @@ pub struct Node {
     opts: GossipOptions,
     next_reconnect: Option<Instant>,
     next_reap: Instant,
+    /// The core's outputs, already applied to the roster and coordinates.
+    pending: VecDeque<Output>,
 }
 
 impl Node {
@@ -68,6 +70,7 @@ impl Node {
             next_reconnect: (!reconnect.is_zero()).then(|| now + reconnect),
             next_reap: now + REAP_INTERVAL,
             opts,
+            pending: VecDeque::new(),
         };
         node.refresh_ack_payload();
         Ok(node)
@@ -114,6 +117,9 @@ impl Node {
     /// Runs the core's due timers and, when due, reaping and reconnecting.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.core.handle_timeout(now);
+        // The chores read the roster: let it see what the timers just did
+        // (a member that failed this instant is one to reconnect to).
+        self.pump();
         if now >= self.next_reap {
             self.reap(now);
             self.next_reap = now + REAP_INTERVAL;
@@ -127,14 +133,20 @@ impl Node {
     /// The next thing to do or know. Membership events have already been
     /// applied to the roster, and completed probes to our coordinate.
     pub fn poll_output(&mut self) -> Option<Output> {
-        let out = self.core.poll_output()?;
-        match &out {
-            Output::Event(ev) => self.roster.apply(ev),
-            Output::PingComplete(p) => self.learn_coordinate(p),
-            Output::LeaveComplete => {}
-            Output::Packet { .. } | Output::Stream(_) => {}
+        self.pump();
+        self.pending.pop_front()
+    }
+
+    /// Moves the core's outputs to `pending`, learning from them on the way.
+    fn pump(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match &out {
+                Output::Event(ev) => self.roster.apply(ev),
+                Output::PingComplete(p) => self.learn_coordinate(p),
+                Output::LeaveComplete | Output::Packet { .. } | Output::Stream(_) => {}
+            }
+            self.pending.push_back(out);
         }
-        Some(out)
     }
 
     /// Marks our own departure in the roster once the leave has spread.
