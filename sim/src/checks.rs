@@ -319,6 +319,9 @@ pub fn detections(
                 .collect(),
             _ => continue,
         };
+        // Who already holds a target failed when the fault strikes (say,
+        // it was cut off before it crashed) has nothing left to declare.
+        let before = Views::at(trace, Some(a.at));
         for (target, others) in sides {
             let target = &target[0];
             let Some(ti) = topo.index(target) else {
@@ -333,6 +336,7 @@ pub fn detections(
                     topo.index(o)
                         .is_some_and(|oi| topo.pool_of(oi) == topo.pool_of(ti))
                 })
+                .filter(|o| !matches!(before.get(o, target), Some("failed" | "left")))
                 // An observer that was itself down while the target was out
                 // may have missed it.
                 .filter(|o| {
@@ -593,6 +597,49 @@ mod tests {
 
     fn v(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_already_held_failed_need_not_be_declared_again() {
+        let names = v(&["a", "b"]);
+        let ev = |t: u64, node: &str, event: &str, member: &str| crate::trace::TraceEvent {
+            t_us: t * 1_000_000,
+            node: node.into(),
+            event: event.into(),
+            member: Some(member.into()),
+            incarnation: Some(1),
+            detail: None,
+        };
+        let timeline = [
+            at(10, Action::Isolate(v(&["a"]))),
+            at(20, Action::Crash(v(&["a"]))),
+        ];
+        let trace = Trace {
+            events: vec![ev(0, "b", "joined", "a"), ev(15, "b", "failed", "a")],
+        };
+        let topo = Topology::lan("x", 2);
+        let topo = Topology {
+            nodes: topo
+                .nodes
+                .into_iter()
+                .zip(&names)
+                .map(|(mut n, name)| {
+                    n.name = name.clone();
+                    n
+                })
+                .collect(),
+            ..topo
+        };
+        let o = Outages::from_timeline(&names, &timeline);
+        let d = detections(&topo, &timeline, &o, &trace);
+        // The isolation was detected at 15 s; the crash found b already
+        // holding a failed, so b is no observer of it.
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            d[0].observers,
+            vec![("b".to_string(), Some(Duration::from_secs(5)))]
+        );
+        assert!(d[1].observers.is_empty());
     }
 
     #[test]
