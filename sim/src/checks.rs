@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Accuracy, Action, RunOutput, TimedAction};
+use crate::cluster::{starts_waiting, Accuracy, Action, RunOutput, TimedAction};
 use crate::scenario::{Check, Scenario};
 use crate::topology::Topology;
 use crate::trace::{Trace, TraceEvent};
@@ -80,14 +80,9 @@ impl Outages {
     /// Reads the outages off a resolved timeline.
     pub fn from_timeline(names: &[String], actions: &[TimedAction]) -> Self {
         let mut o = Outages::default();
-        // A node whose first lifecycle event is a join is absent until then.
-        for n in names {
-            let first = actions.iter().find(|a| {
-                matches!(&a.action, Action::Crash(s) | Action::Restart(s) | Action::Join(s) | Action::Leave(s) if s.contains(n))
-            });
-            if first.is_some_and(|a| matches!(a.action, Action::Join(_))) {
-                o.down.open(n, Duration::ZERO);
-            }
+        // A node that waits for its join is absent until then.
+        for n in names.iter().filter(|n| starts_waiting(n, actions)) {
+            o.down.open(n, Duration::ZERO);
         }
         // Links are cut and healed pair by pair. A node is cut off while a
         // link that an action cut it off by is still cut: an isolated

@@ -251,9 +251,52 @@ impl Action {
         }
     }
 
-    /// Whether the action means something without naming any node.
-    pub fn nodes_optional(&self) -> bool {
-        matches!(self, Action::Heal | Action::Loss(_))
+    /// Whether the action changes nothing: a lifecycle action left with no
+    /// node to change (see [`effective`](Self::effective)).
+    pub fn is_noop(&self) -> bool {
+        self.nodes().is_empty() && !matches!(self, Action::Heal | Action::Loss(_))
+    }
+
+    /// The action limited to the nodes it can change, given each node's
+    /// status: only running nodes crash or leave, only stopped ones start.
+    pub fn effective(&self, status: impl Fn(&str) -> Option<NodeStatus>) -> Action {
+        let keep = |set: &Vec<String>, want: fn(NodeStatus) -> bool| -> Vec<String> {
+            set.iter()
+                .filter(|x| status(x).is_some_and(want))
+                .cloned()
+                .collect()
+        };
+        match self {
+            Action::Crash(set) => Action::Crash(keep(set, |s| s == NodeStatus::Running)),
+            Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
+            Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
+            Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
+            other => other.clone(),
+        }
+    }
+
+    /// The fact a lifecycle action creates about each of its nodes (what
+    /// the rest of the pool should come to know): `left`, `failed` or
+    /// `joined`.
+    pub fn fact(&self) -> Option<(&[String], &'static str)> {
+        match self {
+            Action::Leave(s) => Some((s, "left")),
+            Action::Crash(s) => Some((s, "failed")),
+            Action::Join(s) | Action::Restart(s) => Some((s, "joined")),
+            _ => None,
+        }
+    }
+
+    /// The trace line recording this action at `at`.
+    pub fn trace_event(&self, at: Duration) -> TraceEvent {
+        TraceEvent {
+            t_us: at.as_micros() as u64,
+            node: "sim".into(),
+            event: self.name().into(),
+            member: None,
+            incarnation: None,
+            detail: self.detail(),
+        }
     }
 
     /// The parameters, for the trace.
@@ -277,6 +320,17 @@ impl Action {
             Action::Slow(n, d) => Some(format!("{}:{d:?}", n.join(","))),
         }
     }
+}
+
+/// Whether `name` starts the run waiting: its first lifecycle event (crash,
+/// restart, join, leave) is a join, which starts it.
+pub fn starts_waiting(name: &str, actions: &[TimedAction]) -> bool {
+    actions
+        .iter()
+        .find(|a| {
+            matches!(&a.action, Action::Crash(s) | Action::Restart(s) | Action::Join(s) | Action::Leave(s) if s.iter().any(|x| x == name))
+        })
+        .is_some_and(|a| matches!(a.action, Action::Join(_)))
 }
 
 /// An action and when it happens.
@@ -414,19 +468,10 @@ pub fn run_cluster(
     net.set_jitter(spec.topology.latency.jitter);
     let recorder = Recorder::default();
     let board: CoordinateBoard = Arc::default();
-    // A node whose first lifecycle event is a join waits for it.
-    let waits = |name: &String| {
-        actions
-            .iter()
-            .find(|a| {
-                matches!(&a.action, Action::Crash(s) | Action::Restart(s) | Action::Join(s) | Action::Leave(s) if s.contains(name))
-            })
-            .is_some_and(|a| matches!(a.action, Action::Join(_)))
-    };
     let mut control = Vec::new();
     let mut status = Vec::new();
     for (index, name) in names.iter().enumerate() {
-        let first = if waits(name) {
+        let first = if starts_waiting(name, actions) {
             Control::Wait
         } else {
             Control::Run
@@ -491,19 +536,14 @@ pub fn run_cluster(
             // The trace says what happened, and readers of it (views that
             // restart afresh) rely on that: a restart of a running node is
             // no restart.
-            let action = w.effective(&actions[next].action);
+            let action = actions[next]
+                .action
+                .effective(|x| w.names.iter().position(|n| n == x).map(|i| w.status[i]));
             next += 1;
-            if action.nodes().is_empty() && !action.nodes_optional() {
+            if action.is_noop() {
                 continue;
             }
-            recorder.record(TraceEvent {
-                t_us: w.sim.elapsed().as_micros() as u64,
-                node: "sim".into(),
-                event: action.name().into(),
-                member: None,
-                incarnation: None,
-                detail: action.detail(),
-            });
+            recorder.record(action.trace_event(w.sim.elapsed()));
             w.apply(&action);
             applied.push(TimedAction {
                 at: actions[next - 1].at,
@@ -576,24 +616,6 @@ impl World<'_> {
                 .filter(move |y| *y != x)
                 .map(move |y| (self.index(x), self.index(y)))
         })
-    }
-
-    /// The action limited to the nodes it can change: only running nodes
-    /// crash or leave, only stopped ones start.
-    fn effective(&self, action: &Action) -> Action {
-        let keep = |set: &Vec<String>, want: fn(NodeStatus) -> bool| -> Vec<String> {
-            set.iter()
-                .filter(|x| want(self.status[self.index(x)]))
-                .cloned()
-                .collect()
-        };
-        match action {
-            Action::Crash(set) => Action::Crash(keep(set, |s| s == NodeStatus::Running)),
-            Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
-            Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
-            Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
-            other => other.clone(),
-        }
     }
 
     fn apply(&mut self, action: &Action) {

@@ -152,16 +152,21 @@ fn bounds(chart: &Chart, pick: impl Fn(&(f64, f64)) -> f64, scale: Scale) -> (f6
     }
 }
 
-/// Writes `chart` to `STEM.png` and `STEM.svg`; returns both paths.
-pub fn write(chart: &Chart, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
-    ensure_font()?;
-    // Append, not replace: stems like `x.cdf` carry dots of their own.
+/// `STEM.png` and `STEM.svg`: appended, not replaced, since stems like
+/// `x.cdf` carry dots of their own.
+fn files(stem: &Path) -> (PathBuf, PathBuf) {
     let with = |ext: &str| {
         let mut s = stem.as_os_str().to_owned();
         s.push(format!(".{ext}"));
         PathBuf::from(s)
     };
-    let (png, svg) = (with("png"), with("svg"));
+    (with("png"), with("svg"))
+}
+
+/// Writes `chart` to `STEM.png` and `STEM.svg`; returns both paths.
+pub fn write(chart: &Chart, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    ensure_font()?;
+    let (png, svg) = files(stem);
     let size = (960, 600);
     draw(chart, BitMapBackend::new(&png, size).into_drawing_area())?;
     draw(chart, SVGBackend::new(&svg, size).into_drawing_area())?;
@@ -300,12 +305,7 @@ fn heat(t: f64) -> RGBColor {
 /// Writes `map` to `STEM.png` and `STEM.svg`.
 pub fn write_heatmap(map: &HeatMap, stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
     ensure_font()?;
-    let with = |ext: &str| {
-        let mut s = stem.as_os_str().to_owned();
-        s.push(format!(".{ext}"));
-        PathBuf::from(s)
-    };
-    let (png, svg) = (with("png"), with("svg"));
+    let (png, svg) = files(stem);
     let size = (900, 800);
     draw_heatmap(map, BitMapBackend::new(&png, size).into_drawing_area())?;
     draw_heatmap(map, SVGBackend::new(&svg, size).into_drawing_area())?;

@@ -33,8 +33,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checks::Outages;
 use crate::cluster::{
-    Accuracy, Action, LatencyChange, NodeSample, NodeStatus, PairError, RunOutput, SimError,
-    TimedAction,
+    starts_waiting, Accuracy, Action, LatencyChange, NodeSample, NodeStatus, PairError, RunOutput,
+    SimError, TimedAction,
 };
 use crate::env::derive_seed;
 use crate::scenario::Scenario;
@@ -306,13 +306,7 @@ pub fn run_protocol(
         applied: Vec::new(),
         names,
     };
-    // A node whose first lifecycle event is a join waits for it.
     for i in 0..n {
-        let name = &e.names[i];
-        let waits = actions
-            .iter()
-            .find(|a| matches!(&a.action, Action::Crash(s) | Action::Restart(s) | Action::Join(s) | Action::Leave(s) if s.contains(name)))
-            .is_some_and(|a| matches!(a.action, Action::Join(_)));
         e.slots.push(Slot {
             node: None,
             boot: 0,
@@ -323,7 +317,7 @@ pub fn run_protocol(
             sent: [0; 3],
             sampled: [0; 3],
         });
-        if !waits {
+        if !starts_waiting(&e.names[i], actions) {
             e.start(i)?;
         }
     }
@@ -684,15 +678,7 @@ impl Engine<'_> {
         let arrive = reachable.map(|j| self.now + self.latency(i, j) * 3);
         let Some(j) = reachable.filter(|_| arrive.is_some_and(|t| t <= req.deadline)) else {
             let result = Err(format!("no answer from {} in time", req.to));
-            self.push_at(
-                req.deadline.max(self.now),
-                Ev::StreamDone {
-                    to: i as u32,
-                    boot,
-                    id: req.id,
-                    result,
-                },
-            );
+            self.stream_done(req.deadline.max(self.now), i as u32, boot, req.id, result);
             return;
         };
         // A handshake, then the request.
@@ -706,6 +692,26 @@ impl Engine<'_> {
                 data: req.data,
                 deadline: req.deadline,
                 expect_reply: req.expect_reply,
+            },
+        );
+    }
+
+    /// Reports a stream's outcome to node `to` (boot `boot`) at `at`.
+    fn stream_done(
+        &mut self,
+        at: Instant,
+        to: u32,
+        boot: u32,
+        id: StreamId,
+        result: Result<Option<StreamMessage>, String>,
+    ) {
+        self.push_at(
+            at,
+            Ev::StreamDone {
+                to,
+                boot,
+                id,
+                result,
             },
         );
     }
@@ -744,15 +750,7 @@ impl Engine<'_> {
                         let back = now + self.latency(to, from);
                         (back, Err(format!("{} refused the connection", addr_of(to))))
                     };
-                    self.push_at(
-                        at,
-                        Ev::StreamDone {
-                            to: from as u32,
-                            boot: from_boot,
-                            id,
-                            result,
-                        },
-                    );
+                    self.stream_done(at, from as u32, from_boot, id, result);
                     return Ok(());
                 }
                 let Some(node) = self.slots[to].node.as_mut() else {
@@ -781,15 +779,7 @@ impl Engine<'_> {
                 } else {
                     (back, result)
                 };
-                self.push_at(
-                    at,
-                    Ev::StreamDone {
-                        to: from as u32,
-                        boot: from_boot,
-                        id,
-                        result,
-                    },
-                );
+                self.stream_done(at, from as u32, from_boot, id, result);
             }
             Ev::StreamDone {
                 to,
@@ -855,48 +845,23 @@ impl Engine<'_> {
                 break;
             }
             self.next_action += 1;
-            let action = self.effective(&a.action);
-            if action.nodes().is_empty() && !action.nodes_optional() {
+            let action = a
+                .action
+                .effective(|x| self.index(x).map(|i| self.slots[i].status));
+            if action.is_noop() {
                 continue;
             }
-            self.trace.push(TraceEvent {
-                t_us: self.now.as_duration().as_micros() as u64,
-                node: "sim".into(),
-                event: action.name().into(),
-                member: None,
-                incarnation: None,
-                detail: action.detail(),
-            });
+            self.trace.push(action.trace_event(self.now.as_duration()));
             self.apply(&action)?;
-            let (set, kind) = match &action {
-                Action::Leave(s) => (s, "left"),
-                Action::Crash(s) => (s, "failed"),
-                Action::Join(s) | Action::Restart(s) => (s, "joined"),
-                _ => (&Vec::new(), ""),
-            };
-            let members: Vec<usize> = set.iter().filter_map(|x| self.index(x)).collect();
-            for m in members {
-                self.announce(m, kind);
+            if let Some((set, kind)) = action.fact() {
+                let members: Vec<usize> = set.iter().filter_map(|x| self.index(x)).collect();
+                for m in members {
+                    self.announce(m, kind);
+                }
             }
             self.applied.push(TimedAction { at: a.at, action });
         }
         Ok(())
-    }
-
-    fn effective(&self, action: &Action) -> Action {
-        let keep = |set: &Vec<String>, want: fn(NodeStatus) -> bool| -> Vec<String> {
-            set.iter()
-                .filter(|x| self.index(x).is_some_and(|i| want(self.slots[i].status)))
-                .cloned()
-                .collect()
-        };
-        match action {
-            Action::Crash(set) => Action::Crash(keep(set, |s| s == NodeStatus::Running)),
-            Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
-            Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
-            Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
-            other => other.clone(),
-        }
     }
 
     fn set(&self, names: &[String]) -> Bits {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::Outages;
-use crate::cluster::{Action, TimedAction};
+use crate::cluster::TimedAction;
 use crate::topology::Topology;
 use crate::trace::Trace;
 
@@ -91,11 +91,8 @@ pub fn facts(
 ) -> Vec<(Spread, BTreeSet<String>)> {
     let mut out = Vec::new();
     for a in actions {
-        let (set, kind) = match &a.action {
-            Action::Leave(s) => (s, "left"),
-            Action::Crash(s) => (s, "failed"),
-            Action::Join(s) | Action::Restart(s) => (s, "joined"),
-            _ => continue,
+        let Some((set, kind)) = a.action.fact() else {
+            continue;
         };
         for m in set {
             let Some(mi) = topo.index(m) else { continue };
