@@ -158,15 +158,25 @@ impl Outages {
 /// Every observer's view of membership, built by feeding it the trace in
 /// order: member -> the last membership event about it. A node that
 /// restarts or joins starts its view afresh.
+///
+/// A run that starts converged (`converged` in the trace) gives each named
+/// node a view of all of them alive: kept once per pool, with each view
+/// holding only what it heard since, so 10,000 such views cost 10,000
+/// names, not 10⁸.
 #[derive(Debug, Default)]
 pub struct Views<'t> {
     views: BTreeMap<&'t str, View<'t>>,
+    /// Looked up, never iterated: a hash set's order does not matter.
+    bases: Vec<std::collections::HashSet<&'t str>>,
 }
 
 /// One observer's view, with its members counted by state as it changes
 /// (recounting every second would cost N² per sample).
 #[derive(Debug, Default)]
 struct View<'t> {
+    /// The converged start it began from, if any: those members are alive
+    /// unless `members` says otherwise.
+    base: Option<usize>,
     members: BTreeMap<&'t str, &'t str>,
     counts: Membership,
 }
@@ -211,14 +221,34 @@ impl<'t> Views<'t> {
     /// Applies one trace event.
     pub fn apply(&mut self, e: &'t TraceEvent) {
         if e.node == "sim" {
+            let names = || e.detail.as_deref().unwrap_or("").split(',');
             if e.event == "restart" || e.event == "join" {
-                for n in e.detail.as_deref().unwrap_or("").split(',') {
+                for n in names() {
                     self.views.remove(n);
                 }
+            } else if e.event == "converged" {
+                let base: std::collections::HashSet<&str> = names().collect();
+                let alive = base.len().saturating_sub(1);
+                for n in &base {
+                    let mut v = View {
+                        base: Some(self.bases.len()),
+                        ..View::default()
+                    };
+                    v.counts.alive = alive;
+                    self.views.insert(n, v);
+                }
+                self.bases.push(base);
             }
         } else if let Some(m) = &e.member {
             let v = self.views.entry(e.node.as_str()).or_default();
-            let old = v.members.insert(m.as_str(), e.event.as_str());
+            let from_base = || {
+                v.base
+                    .filter(|&b| self.bases[b].contains(m.as_str()))
+                    .map(|_| "alive")
+            };
+            let before = v.members.get(m.as_str()).copied().or_else(from_base);
+            v.members.insert(m.as_str(), e.event.as_str());
+            let old = before;
             // A node's view of itself is not membership.
             if *m != e.node {
                 if let Some(old) = old {
@@ -239,7 +269,20 @@ impl<'t> Views<'t> {
 
     /// What `observer` last heard about `member`.
     pub fn get(&self, observer: &str, member: &str) -> Option<&'t str> {
-        self.views.get(observer)?.members.get(member).copied()
+        self.of(observer)(member)
+    }
+
+    /// What `observer` last heard about a member, for asking about many.
+    pub fn of(&self, observer: &str) -> impl Fn(&str) -> Option<&'t str> + '_ {
+        let v = self.views.get(observer);
+        move |member| {
+            let v = v?;
+            v.members.get(member).copied().or_else(|| {
+                v.base
+                    .filter(|&b| self.bases[b].contains(member))
+                    .map(|_| "alive")
+            })
+        }
     }
 
     /// The views after every event up to `until` (the end if `None`).
@@ -445,12 +488,13 @@ fn converged(
     let observed = |a: &usize| out.observed.as_ref().is_none_or(|o| o.contains(&names[*a]));
     for a in running.iter().filter(|a| observed(a)) {
         let a = *a;
+        let seen_by = views.of(&names[a]);
         for &b in running
             .iter()
             .filter(|&&b| b != a && topo.pool_of(b) == topo.pool_of(a))
         {
+            let seen = seen_by(&names[b]);
             let (a, b) = (&names[a], &names[b]);
-            let seen = views.get(a, b);
             if !seen.is_some_and(alive_word) {
                 missing.push(format!("{a} sees {b} as {}", seen.unwrap_or("unknown")));
             }

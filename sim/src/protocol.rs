@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cairn::gossip::wire::{self, StreamMessage};
-use cairn::gossip::{tags, GossipOptions, Node, Output, StreamId};
+use cairn::gossip::{tags, GossipOptions, KnownMembers, Node, Output, StreamId};
 use cairn::time::Instant;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -37,7 +37,7 @@ use crate::cluster::{
     SimError, TimedAction,
 };
 use crate::env::derive_seed;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, Start};
 use crate::select::resolve_names;
 use crate::spread::Spread;
 use crate::tomography::percentile;
@@ -318,8 +318,15 @@ pub fn run_protocol(
             sampled: [0; 3],
         });
         if !starts_waiting(&e.names[i], actions) {
-            e.start(i)?;
+            if scenario.start == Start::Converged {
+                e.boot(i)?;
+            } else {
+                e.start(i)?;
+            }
         }
+    }
+    if scenario.start == Start::Converged {
+        e.preload()?;
     }
     if !actions.is_empty() {
         e.push(actions[0].at, Ev::Action);
@@ -424,6 +431,51 @@ impl Engine<'_> {
 
     /// Boots node `i` (again), and joins it to its pool.
     fn start(&mut self, i: usize) -> Result<(), SimError> {
+        self.boot(i)?;
+        self.join(i);
+        self.settle(i);
+        Ok(())
+    }
+
+    /// Makes every node running now know every other running node of its
+    /// pool, alive, from one table per pool that they all share; the trace
+    /// says so once per pool (`converged`, naming the members).
+    fn preload(&mut self) -> Result<(), SimError> {
+        let topo = &self.s.topology;
+        let mut pools: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for i in (0..self.n).filter(|&i| self.slots[i].node.is_some()) {
+            pools.entry(topo.pool_of(i)).or_default().push(i);
+        }
+        for members in pools.into_values() {
+            let infos = members
+                .iter()
+                .filter_map(|&i| self.slots[i].node.as_ref())
+                .map(|node| node.core().local_node())
+                .collect();
+            let known =
+                KnownMembers::new(infos, self.now).map_err(|e| SimError::Setup(e.to_string()))?;
+            let names: Vec<&str> = members.iter().map(|&i| self.names[i].as_str()).collect();
+            self.trace.push(TraceEvent {
+                t_us: self.now.as_duration().as_micros() as u64,
+                node: "sim".into(),
+                event: "converged".into(),
+                member: None,
+                incarnation: None,
+                detail: Some(names.join(",")),
+            });
+            for &i in &members {
+                if let Some(node) = self.slots[i].node.as_mut() {
+                    node.preload(&known, self.now)
+                        .map_err(|e| SimError::Setup(format!("{}: {e}", self.names[i])))?;
+                }
+                self.settle(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Boots node `i` (again), knowing only itself.
+    fn boot(&mut self, i: usize) -> Result<(), SimError> {
         let topo = &self.s.topology;
         let slot = &mut self.slots[i];
         slot.boot += u32::from(slot.node.is_some() || slot.status != NodeStatus::Waiting);
@@ -452,8 +504,6 @@ impl Engine<'_> {
         slot.armed = None;
         slot.joins.clear();
         slot.joined = false;
-        self.join(i);
-        self.settle(i);
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use crate::checks::{evaluate, CheckResult};
 use crate::cluster::{run_cluster, RunOutput, SimError, TimedAction};
 use crate::protocol::{run_protocol, Sampling};
-use crate::scenario::{Engine, Scenario, MAX_FULL_NODES};
+use crate::scenario::{Engine, Scenario, Start, MAX_FULL_NODES};
 
 /// Everything one run of a scenario produced.
 #[derive(Debug, Clone)]
@@ -70,6 +70,11 @@ impl Scenario {
                     return Err(SimError::Setup(format!(
                         "{n} nodes is more than the full engine's {MAX_FULL_NODES} (its cost grows with the cube of the node count): run it with --engine protocol"
                     )));
+                }
+                if self.start == Start::Converged {
+                    return Err(SimError::Setup(
+                        "start = \"converged\" is the protocol engine's: run it with --engine protocol, or start cold".into(),
+                    ));
                 }
                 let spec = self
                     .cluster(seed)

@@ -48,6 +48,30 @@ impl Engine {
     }
 }
 
+/// How the nodes running at time zero begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// Knowing only themselves; they join their pool as agents do.
+    #[default]
+    Cold,
+    /// Already knowing every node of their pool that runs at time zero,
+    /// alive, as a settled cluster does: studies of a large pool skip the
+    /// join storm (each of N nodes learning N members) before the faults.
+    /// The protocol engine's option.
+    Converged,
+}
+
+impl Start {
+    /// Parses `cold` or `converged`.
+    pub fn parse(s: &str) -> Result<Start, String> {
+        match s {
+            "cold" => Ok(Start::Cold),
+            "converged" => Ok(Start::Converged),
+            other => Err(format!("start is cold or converged, not {other:?}")),
+        }
+    }
+}
+
 /// A parsed, validated scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -55,6 +79,8 @@ pub struct Scenario {
     pub name: String,
     /// The engine it runs on unless told otherwise.
     pub engine: Engine,
+    /// How the nodes running at time zero begin.
+    pub start: Start,
     /// Default seed (a run may use another).
     pub seed: u64,
     /// Virtual time to simulate.
@@ -138,6 +164,7 @@ struct File {
     duration: String,
     tick: Option<String>,
     engine: Option<String>,
+    start: Option<String>,
     #[serde(default)]
     gossip: GossipSection,
     #[serde(default)]
@@ -159,6 +186,12 @@ struct GossipSection {
     disable_tcp_pings: Option<bool>,
     probe_interval: Option<String>,
     probe_timeout: Option<String>,
+    gossip_interval: Option<String>,
+    gossip_nodes: Option<usize>,
+    push_pull_interval: Option<String>,
+    retransmit_mult: Option<usize>,
+    suspicion_mult: Option<usize>,
+    compression: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -412,6 +445,17 @@ impl Scenario {
         if let Some(v) = &f.gossip.probe_timeout {
             gossip.probe_timeout = dur("gossip.probe_timeout", v)?;
         }
+        if let Some(v) = &f.gossip.gossip_interval {
+            gossip.gossip_interval = dur("gossip.gossip_interval", v)?;
+        }
+        if let Some(v) = &f.gossip.push_pull_interval {
+            gossip.push_pull_interval = dur("gossip.push_pull_interval", v)?;
+        }
+        let g = &f.gossip;
+        gossip.gossip_nodes = g.gossip_nodes.unwrap_or(gossip.gossip_nodes);
+        gossip.retransmit_mult = g.retransmit_mult.unwrap_or(gossip.retransmit_mult);
+        gossip.suspicion_mult = g.suspicion_mult.unwrap_or(gossip.suspicion_mult);
+        gossip.enable_compression = g.compression.unwrap_or(gossip.enable_compression);
         gossip
             .validate()
             .map_err(|e| err(format!("[gossip]: {e}")))?;
@@ -564,6 +608,10 @@ impl Scenario {
             Some(e) => Engine::parse(e).map_err(err)?,
             None => Engine::Full,
         };
+        let start = match &f.start {
+            Some(x) => Start::parse(x).map_err(err)?,
+            None => Start::Cold,
+        };
         // Fail now, not at run time, on pairs the matrix lacks.
         for a in 0..topology.datacenters.len() {
             for b in a + 1..topology.datacenters.len() {
@@ -598,6 +646,7 @@ impl Scenario {
             s: Scenario {
                 name: f.name,
                 engine,
+                start,
                 seed: f.seed,
                 duration,
                 tick,
@@ -938,6 +987,7 @@ impl ScenarioBuilder {
             s: Scenario {
                 name: name.into(),
                 engine: Engine::Full,
+                start: Start::Cold,
                 seed: 1,
                 duration,
                 tick: Duration::from_millis(1),
@@ -986,6 +1036,12 @@ impl ScenarioBuilder {
     /// Sets the engine.
     pub fn engine(mut self, engine: Engine) -> Self {
         self.s.engine = engine;
+        self
+    }
+
+    /// Sets how the nodes running at time zero begin.
+    pub fn start(mut self, start: Start) -> Self {
+        self.s.start = start;
         self
     }
 

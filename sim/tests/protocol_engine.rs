@@ -201,3 +201,79 @@ within = "30s"
     let s = scenario(text);
     run(&s, Engine::Protocol, 2);
 }
+
+const CONVERGED: &str = r#"
+name = "converged-start"
+seed = 3
+duration = "40s"
+engine = "protocol"
+start = "converged"
+
+[[datacenter]]
+name = "dc1"
+clients = 150
+
+[[datacenter]]
+name = "dc2"
+clients = 50
+
+[[event]]
+at = "5s"
+action = "crash"
+targets = ["dc1-3"]
+
+[[event]]
+at = "30s"
+action = "leave"
+targets = ["dc2-7"]
+
+[[check]]
+kind = "failed_within"
+within = "20s"
+
+[[check]]
+kind = "no_false_failures"
+
+[[check]]
+kind = "converged"
+"#;
+
+#[test]
+fn a_converged_start_begins_with_every_pool_known_and_replays_exactly() {
+    let s = scenario(CONVERGED);
+    let a = run(&s, Engine::Protocol, 3);
+    // Nobody joined anybody: the only membership news is the faults'.
+    let heard: BTreeSet<&str> = a
+        .output
+        .trace
+        .events
+        .iter()
+        .filter(|e| e.node != "sim" && e.member.as_deref() != Some(e.node.as_str()))
+        .filter_map(|e| e.member.as_deref())
+        .collect();
+    assert_eq!(heard, BTreeSet::from(["dc1-3", "dc2-7"]));
+    // The views start full: at 0 s each node counts its pool less itself.
+    let rows = cairn_sim::metrics::rows(&a.output.trace, &a.output.samples, &s.topology);
+    let first = rows.iter().find(|r| r.sample.at.is_zero()).unwrap();
+    let pool = if s.topology.nodes[first.sample.node].dc == 0 {
+        150
+    } else {
+        50
+    };
+    assert_eq!(first.members.unwrap().alive, pool - 1);
+    let spread = a.output.spreads.iter().find(|f| f.kind == "left").unwrap();
+    assert_eq!(
+        spread.delays.len(),
+        49,
+        "the whole of dc2 heard of the leave"
+    );
+    let b = run(&s, Engine::Protocol, 3);
+    assert_eq!(a.trace_hash(), b.trace_hash());
+}
+
+#[test]
+fn the_full_engine_refuses_a_converged_start() {
+    let s = scenario(CONVERGED);
+    let err = s.run_with(Engine::Full, 3, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("--engine protocol"), "{err}");
+}

@@ -13,6 +13,7 @@
 //! so a cairn node and a Go memberlist node can share a cluster.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,9 @@ pub enum SwimError {
     /// A name other members would refuse.
     #[error("node name is {0} bytes; the limit is {MAX_NAME_LEN}")]
     NameTooLong(usize),
+    /// A member table that cannot be preloaded into this node.
+    #[error("cannot preload members: {0}")]
+    Preload(String),
 }
 
 /// A stream the driver should open: connect to `to`, write `data`, and if
@@ -137,6 +141,71 @@ pub struct Stats {
     pub verifications_answered: u64,
     /// Accused members that pinged us and were told of the accusation.
     pub accusations_told: u64,
+}
+
+/// A member's record to change, copied first if other nodes share it.
+fn state_mut<'m>(map: &'m mut NodeMap, name: &str) -> Option<&'m mut NodeState> {
+    map.get_mut(name).map(Arc::make_mut)
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The member map: persistent, so clones share structure, and with a fixed
+/// hasher so nothing about it varies from run to run.
+/// Values are boxed in `Arc`s so that copying a path of the trie on a
+/// change copies pointers, not records.
+type NodeMap = imbl::GenericHashMap<
+    Arc<str>,
+    Arc<NodeState>,
+    BuildHasherDefault<DefaultHasher>,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
+
+/// Members, all alive, that nodes can start out knowing (see
+/// [`Swim::preload`]). Built once and shared: every node given the same
+/// table shares its entries, and copies only the few it later changes, so
+/// N nodes that all know N members cost about N entries, not N².
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MemberTable {
+    nodes: imbl::Vector<Arc<str>>,
+    map: NodeMap,
+}
+
+impl MemberTable {
+    /// A table of `members` as they describe themselves, alive since `now`.
+    pub(crate) fn new(
+        members: impl IntoIterator<Item = NodeInfo>,
+        now: Instant,
+    ) -> Result<Self, SwimError> {
+        let mut t = MemberTable::default();
+        for m in members {
+            let name: Arc<str> = Arc::from(m.name.as_str());
+            let state = NodeState {
+                name: name.clone(),
+                addr: m.addr,
+                meta: m.meta,
+                incarnation: m.incarnation,
+                state: NodeStateKind::Alive,
+                state_change: now,
+                vsn: m.vsn,
+            };
+            if t.map.insert(name.clone(), Arc::new(state)).is_some() {
+                return Err(SwimError::Preload(format!("{name} is listed twice")));
+            }
+            t.nodes.push_back(name);
+        }
+        Ok(t)
+    }
+
+    /// How many members.
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -236,9 +305,15 @@ pub struct Swim {
     seq: u32,
     incarnation: u32,
     /// Probe order; shuffled each round, new nodes inserted at random.
-    nodes: Vec<Arc<str>>,
-    map: HashMap<Arc<str>, NodeState>,
+    /// Persistent (structurally shared) so that members preloaded from one
+    /// [`MemberTable`] cost a pool its size once, not once per node.
+    nodes: imbl::Vector<Arc<str>>,
+    map: NodeMap,
     probe_index: usize,
+    /// The probe walk through a shared order (see `preload`): this round
+    /// visits slot `(offset + index * stride) % len`. `(0, 1)` is the plain
+    /// order; a reshuffle at the end of a round brings it back.
+    probe_walk: (usize, usize),
     awareness: Awareness,
     broadcasts: BroadcastQueue,
     suspicions: HashMap<Arc<str>, Suspicion>,
@@ -280,9 +355,10 @@ impl Swim {
             rng: ChaCha8Rng::seed_from_u64(seed),
             seq: 0,
             incarnation: 0,
-            nodes: Vec::new(),
-            map: HashMap::new(),
+            nodes: imbl::Vector::new(),
+            map: NodeMap::default(),
             probe_index: 0,
+            probe_walk: (0, 1),
             awareness: Awareness::new(cfg.awareness_max_multiplier),
             broadcasts: BroadcastQueue::new(cfg.max_queued_broadcasts),
             suspicions: HashMap::new(),
@@ -323,6 +399,62 @@ impl Swim {
         Ok(s)
     }
 
+    /// Starts this fresh node as if it had already joined: it knows every
+    /// member of `table` alive, without a join or a push/pull, and without
+    /// an event for each. The table must list this node as it is (a table
+    /// built from every node's [`local_node`](Self::local_node)). Each node
+    /// starts its probe round at its own random place in the shared order.
+    pub(crate) fn preload(&mut self, table: &MemberTable, now: Instant) -> Result<(), SwimError> {
+        if self.nodes.len() > 1 || self.left {
+            return Err(SwimError::Preload(format!(
+                "{} already knows other members",
+                self.me
+            )));
+        }
+        let mine = self.map.get(&self.me);
+        let theirs = table.map.get(&self.me);
+        let same = match (mine, theirs) {
+            (Some(a), Some(b)) => {
+                (a.addr, a.incarnation, &a.meta, a.vsn) == (b.addr, b.incarnation, &b.meta, b.vsn)
+            }
+            _ => false,
+        };
+        if !same {
+            return Err(SwimError::Preload(format!(
+                "the table does not list {} as the node describes itself",
+                self.me
+            )));
+        }
+        self.nodes = table.nodes.clone();
+        self.map = table.map.clone();
+        // Every node shares one order, so each walks it its own way: a
+        // random start and a random stride prime to the length visit every
+        // member once a round, and at any moment each member is probed by
+        // as many nodes as under private shuffles (each node lands on it
+        // with chance 1/N, independently).
+        let n = self.nodes.len();
+        let stride = if n > 2 {
+            loop {
+                let a = self.rng.random_range(1..n);
+                if gcd(a, n) == 1 {
+                    break a;
+                }
+            }
+        } else {
+            1
+        };
+        self.probe_walk = (self.rng.random_range(0..n), stride);
+        // The first push/pull waits as long as the cluster's size asks for;
+        // the one armed at start assumed a cluster of one.
+        if !self.cfg.push_pull_interval.is_zero() {
+            self.timers.retain(|_, t| !matches!(t, Timer::PushPullTick));
+            let every = self.cfg.push_pull_scale(self.nodes.len());
+            let at = now + self.stagger(every);
+            self.schedule(at, Timer::PushPullTick);
+        }
+        Ok(())
+    }
+
     // ------------------------------------------------------------ accessors
 
     /// This node's name.
@@ -345,19 +477,19 @@ impl Swim {
     pub fn nodes(&self) -> impl Iterator<Item = NodeInfo> + '_ {
         self.nodes
             .iter()
-            .filter_map(|n| self.map.get(n).map(NodeState::info))
+            .filter_map(|n| self.map.get(n).map(|n| n.info()))
     }
 
     /// One node's record.
     pub fn node(&self, name: &str) -> Option<NodeInfo> {
-        self.map.get(name).map(NodeState::info)
+        self.map.get(name).map(|n| n.info())
     }
 
     /// This node's own record.
     pub fn local_node(&self) -> NodeInfo {
         self.map
             .get(&self.me)
-            .map(NodeState::info)
+            .map(|n| n.info())
             .unwrap_or_else(|| NodeInfo {
                 name: self.me.to_string(),
                 addr: self.advertise,
@@ -705,7 +837,9 @@ impl Swim {
                 checked += 1;
                 continue;
             }
-            let name = self.nodes[self.probe_index].clone();
+            let (offset, stride) = self.probe_walk;
+            let slot = (offset + self.probe_index * stride) % self.nodes.len();
+            let name = self.nodes[slot].clone();
             self.probe_index += 1;
             let skip = *name == *self.me
                 || self
@@ -882,7 +1016,7 @@ impl Swim {
     fn reset_nodes(&mut self, now: Instant) {
         let keep_for = self.cfg.gossip_to_the_dead_time;
         let map = &self.map;
-        let (keep, gone): (Vec<_>, Vec<_>) = self.nodes.drain(..).partition(|n| {
+        let (mut keep, gone): (Vec<_>, Vec<_>) = self.nodes.iter().cloned().partition(|n| {
             map.get(n)
                 .is_some_and(|s| s.state != NodeStateKind::Dead || now - s.state_change <= keep_for)
         });
@@ -890,19 +1024,24 @@ impl Swim {
             self.map.remove(&n);
             self.suspicions.remove(&n);
         }
-        self.nodes = keep;
-        for i in (1..self.nodes.len()).rev() {
+        for i in (1..keep.len()).rev() {
             let j = self.rng.random_range(0..=i);
-            self.nodes.swap(i, j);
+            keep.swap(i, j);
         }
+        self.nodes = keep.into_iter().collect();
+        self.probe_walk = (0, 1);
     }
 
     /// Up to `k` distinct random nodes not rejected by `exclude` (memberlist's
     /// `kRandomNodes`: at most 3n draws, so small clusters are searched
     /// exhaustively and large ones cheaply).
-    fn k_random_nodes(&mut self, k: usize, exclude: impl Fn(&NodeState) -> bool) -> Vec<NodeState> {
+    fn k_random_nodes(
+        &mut self,
+        k: usize,
+        exclude: impl Fn(&NodeState) -> bool,
+    ) -> Vec<Arc<NodeState>> {
         let n = self.nodes.len();
-        let mut out: Vec<NodeState> = Vec::with_capacity(k);
+        let mut out: Vec<Arc<NodeState>> = Vec::with_capacity(k);
         let mut i = 0;
         while i < 3 * n && out.len() < k {
             i += 1;
@@ -1100,7 +1239,7 @@ impl Swim {
         }
         self.awareness.apply(1);
         self.stats.refutations += 1;
-        let Some(me) = self.map.get_mut(&self.me) else {
+        let Some(me) = state_mut(&mut self.map, &self.me) else {
             return;
         };
         me.incarnation = inc;
@@ -1150,7 +1289,7 @@ impl Swim {
                 let name: Arc<str> = Arc::from(a.node.as_str());
                 self.map.insert(
                     name.clone(),
-                    NodeState {
+                    Arc::new(NodeState {
                         name: name.clone(),
                         addr: a.addr,
                         meta: a.meta.clone(),
@@ -1158,7 +1297,7 @@ impl Swim {
                         state: NodeStateKind::Dead,
                         state_change: now,
                         vsn: a.vsn.unwrap_or_default(),
-                    },
+                    }),
                 );
                 // A random slot, not the end: appending would leave new nodes
                 // unprobed for a whole round and stretch detection times.
@@ -1168,7 +1307,7 @@ impl Swim {
                 } else {
                     self.rng.random_range(0..n)
                 };
-                self.nodes.push(name.clone());
+                self.nodes.push_back(name.clone());
                 self.nodes.swap(offset, n);
                 name
             }
@@ -1199,7 +1338,7 @@ impl Swim {
             return;
         }
         self.broadcast(&name, &Message::Alive(a.clone()), None);
-        let Some(state) = self.map.get_mut(&name) else {
+        let Some(state) = state_mut(&mut self.map, &name) else {
             return;
         };
         if let Some(v) = a.vsn {
@@ -1269,7 +1408,7 @@ impl Swim {
         if witnessed {
             self.broadcast(&name, &Message::Suspect(s.clone()), None);
         }
-        if let Some(state) = self.map.get_mut(&name) {
+        if let Some(state) = state_mut(&mut self.map, &name) {
             state.incarnation = s.incarnation;
             state.state = NodeStateKind::Suspect;
             state.state_change = now;
@@ -1436,7 +1575,7 @@ impl Swim {
             self.broadcast(&name, &msg, None);
         }
         let left = d.node == d.from;
-        if let Some(state) = self.map.get_mut(&name) {
+        if let Some(state) = state_mut(&mut self.map, &name) {
             state.incarnation = d.incarnation;
             state.state = if left {
                 NodeStateKind::Left
@@ -1630,7 +1769,7 @@ impl Swim {
     /// Sends `msg`, piggybacking queued broadcasts when there is room.
     fn send_msg(&mut self, to: SocketAddr, node: Option<&str>, msg: &Message) {
         let buf = msg.to_bytes();
-        let pmax = node.and_then(|n| self.map.get(n)).map(NodeState::pmax);
+        let pmax = node.and_then(|n| self.map.get(n)).map(|n| n.pmax());
         let avail = self
             .cfg
             .udp_buffer_size

@@ -661,3 +661,87 @@ fn a_dead_nodes_name_is_reclaimed_only_after_the_reclaim_time() {
         Some((NodeStateKind::Alive, addr(2)))
     );
 }
+
+#[test]
+fn a_converged_start_knows_everyone_and_each_node_probes_everyone_once_a_round() {
+    let n = 20;
+    let mut net = Net::converged(n, Config::lan(), 7);
+    for i in 0..n {
+        let alive = net.live_view(i);
+        assert_eq!(alive.len(), n, "node {i} sees {alive:?}");
+    }
+    // No events for what was preloaded: only each node's own start.
+    assert!(net
+        .events
+        .iter()
+        .all(|(o, e)| e.node.name == format!("n{o}")));
+    net.run_for(secs(n as u64 + 1));
+    let mut first_targets = BTreeSet::new();
+    for i in 0..n {
+        let probed: Vec<&str> = net
+            .pings
+            .iter()
+            .filter(|(o, _)| *o == i)
+            .map(|(_, p)| p.node.as_str())
+            .take(n - 1)
+            .collect();
+        assert_eq!(probed.len(), n - 1, "node {i} probed {probed:?}");
+        let distinct: BTreeSet<&str> = probed.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            n - 1,
+            "node {i} probed someone twice in a round: {probed:?}"
+        );
+        assert!(!distinct.contains(format!("n{i}").as_str()));
+        first_targets.insert(probed[0]);
+    }
+    // The nodes share one order but do not walk it in step.
+    assert!(first_targets.len() > n / 3, "{first_targets:?}");
+}
+
+#[test]
+fn a_crash_in_a_converged_start_is_detected_by_everyone() {
+    // Early in the shared order, and long after the start: each node's walk
+    // through the order must keep coming back to every slot, not sweep
+    // past it once with the others.
+    let cfg = Config::lan();
+    let n = 200;
+    let mut net = Net::converged(n, cfg.clone(), 9);
+    net.run_for(secs(30));
+    net.crash(3);
+    net.run_for(detection_bound(&cfg, n));
+    for i in (0..n).filter(|&i| i != 3) {
+        assert!(
+            net.events
+                .iter()
+                .any(|(o, e)| *o == i && e.kind == EventKind::Failed && e.node.name == "n3"),
+            "n{i} never declared n3 failed"
+        );
+    }
+    assert!(!net
+        .events
+        .iter()
+        .any(|(_, e)| e.kind == EventKind::Failed && e.node.name != "n3"));
+}
+
+#[test]
+fn preloading_refuses_a_table_without_the_node_or_a_node_that_joined() {
+    let now = Instant::ZERO;
+    let local = |name: &str, i: usize| LocalNode {
+        name: name.into(),
+        addr: addr(i),
+        meta: Vec::new(),
+    };
+    let mut a = Swim::new(Config::lan(), local("a", 0), 1, now).unwrap();
+    let b = Swim::new(Config::lan(), local("b", 1), 2, now).unwrap();
+    let only_b = MemberTable::new([b.local_node()], now).unwrap();
+    let err = a.preload(&only_b, now).unwrap_err().to_string();
+    assert!(err.contains("does not list a"), "{err}");
+    let twice = MemberTable::new([b.local_node(), b.local_node()], now);
+    assert!(twice.unwrap_err().to_string().contains("b is listed twice"));
+    let both = MemberTable::new([a.local_node(), b.local_node()], now).unwrap();
+    a.preload(&both, now).unwrap();
+    assert_eq!(a.nodes().count(), 2);
+    let err = a.preload(&both, now).unwrap_err().to_string();
+    assert!(err.contains("already knows"), "{err}");
+}

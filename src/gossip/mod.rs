@@ -26,5 +26,5 @@ pub use self::config::Config;
 pub use self::core::{LocalNode, Output, StreamId, StreamRequest, Swim, SwimError};
 pub use self::driver::{Coordinates, Gossip, GossipError, GossipOptions, GossipStats};
 pub use self::event::{EventKind, MemberEvent, NodeInfo, PingComplete};
-pub use self::node::Node;
+pub use self::node::{KnownMembers, Node};
 pub use self::roster::{Member, MemberStatus, Roster};

@@ -13,13 +13,45 @@ use std::net::SocketAddr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::core::{LocalNode, Output, StreamId, Swim, SwimError};
+use super::core::{LocalNode, MemberTable, Output, StreamId, Swim, SwimError};
 use super::driver::{Coordinates, GossipOptions, REAP_INTERVAL};
+use super::event::NodeInfo;
 use super::event::PingComplete;
-use super::roster::{MemberStatus, Roster};
+use super::roster::{roster_table, Roster, RosterTable};
 use super::wire::StreamMessage;
 use crate::coordinate::{self, Client as VivaldiClient, Coordinate};
 use crate::time::Instant;
+
+/// Members that nodes can start out knowing, alive, as if they had already
+/// joined one another (see [`Node::preload`]). Built once per pool and
+/// shared: a simulator starting 100,000 nodes "already converged" keeps the
+/// member list once, and each node copies only the entries it changes.
+#[derive(Debug, Clone)]
+pub struct KnownMembers {
+    core: MemberTable,
+    roster: RosterTable,
+}
+
+impl KnownMembers {
+    /// The table of `members` (each as its own node describes itself:
+    /// [`Swim::local_node`]), alive since `now`.
+    pub fn new(members: Vec<NodeInfo>, now: Instant) -> Result<Self, SwimError> {
+        Ok(KnownMembers {
+            roster: roster_table(members.iter().cloned(), now),
+            core: MemberTable::new(members, now)?,
+        })
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.core.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.core.len() == 0
+    }
+}
 
 /// A gossip node as a state machine; see the [module docs](self).
 #[derive(Debug)]
@@ -74,6 +106,17 @@ impl Node {
         };
         node.refresh_ack_payload();
         Ok(node)
+    }
+
+    /// Starts this fresh node knowing every member of `known` alive, as if
+    /// it had joined them long ago: no join, no push/pull, no events. For
+    /// simulations that study a settled cluster without paying for its
+    /// join storm first.
+    pub fn preload(&mut self, known: &KnownMembers, now: Instant) -> Result<(), SwimError> {
+        self.core.preload(&known.core, now)?;
+        self.roster
+            .preload(&known.roster)
+            .map_err(SwimError::Preload)
     }
 
     /// The SWIM core.
@@ -250,12 +293,7 @@ impl Node {
         if failed.is_empty() {
             return;
         }
-        let alive = self
-            .roster
-            .members()
-            .filter(|m| m.status == MemberStatus::Alive)
-            .count()
-            .max(1);
+        let alive = self.roster.alive_count().max(1);
         let chance = failed.len() as f64 / alive as f64;
         if self.rng.random::<f64>() > chance {
             return;

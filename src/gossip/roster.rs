@@ -5,11 +5,10 @@
 //! to reach them again meanwhile) and departed ones for `tombstone_timeout`.
 //! A suspect member is still alive here.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::event::{EventKind, MemberEvent};
+use super::event::{EventKind, MemberEvent, NodeInfo};
 use super::tags::{self, Tags};
 use super::wire::Versions;
 use crate::time::Instant;
@@ -80,10 +79,43 @@ impl Member {
 
 /// All members this node knows, including failed and departed ones until
 /// they are reaped.
+///
+/// The map is persistent: rosters preloaded from one [`RosterTable`] share
+/// its entries until they change them.
 #[derive(Debug, Clone, Default)]
 pub struct Roster {
     local: String,
-    members: BTreeMap<String, Member>,
+    members: RosterTable,
+    /// Names of members failed or left: the reaper and the reconnect loop
+    /// visit these few, not the whole pool, as Serf keeps its own lists.
+    departed: std::collections::BTreeSet<String>,
+}
+
+/// Members by name, structurally shared between clones (records boxed, so
+/// a change copies a path of pointers, not of records).
+pub(crate) type RosterTable = imbl::OrdMap<String, std::sync::Arc<Member>>;
+
+/// A table of `members`, all alive since `at`, for [`Roster::preload`].
+pub(crate) fn roster_table(
+    members: impl IntoIterator<Item = NodeInfo>,
+    at: Instant,
+) -> RosterTable {
+    members
+        .into_iter()
+        .map(|n| {
+            let m = Member {
+                name: n.name.clone(),
+                addr: super::wire::canonical(n.addr),
+                meta: n.meta,
+                status: MemberStatus::Alive,
+                suspect: false,
+                incarnation: n.incarnation,
+                vsn: n.vsn,
+                since: at,
+            };
+            (n.name, std::sync::Arc::new(m))
+        })
+        .collect()
 }
 
 impl Roster {
@@ -91,8 +123,24 @@ impl Roster {
     pub fn new(local: &str) -> Self {
         Roster {
             local: local.to_owned(),
-            members: BTreeMap::new(),
+            members: RosterTable::new(),
+            departed: Default::default(),
         }
+    }
+
+    /// Replaces the members with `table`, which must list this node.
+    pub(crate) fn preload(&mut self, table: &RosterTable) -> Result<(), String> {
+        if !table.contains_key(&self.local) {
+            return Err(format!("the table does not list {}", self.local));
+        }
+        self.members = table.clone();
+        self.departed = self
+            .members
+            .values()
+            .filter(|m| matches!(m.status, MemberStatus::Failed | MemberStatus::Left))
+            .map(|m| m.name.clone())
+            .collect();
+        Ok(())
     }
 
     /// Applies one membership event.
@@ -115,9 +163,14 @@ impl Roster {
             Some(m) if m.status == status => m.since,
             _ => ev.at,
         };
+        if matches!(status, MemberStatus::Failed | MemberStatus::Left) {
+            self.departed.insert(n.name.clone());
+        } else {
+            self.departed.remove(&n.name);
+        }
         self.members.insert(
             n.name.clone(),
-            Member {
+            std::sync::Arc::new(Member {
                 name: n.name.clone(),
                 addr: super::wire::canonical(n.addr),
                 meta: n.meta.clone(),
@@ -126,15 +179,20 @@ impl Roster {
                 incarnation: n.incarnation,
                 vsn: n.vsn,
                 since,
-            },
+            }),
         );
     }
 
     /// Marks our own departure as complete.
     pub fn local_left(&mut self, now: Instant) {
-        if let Some(m) = self.members.get_mut(&self.local) {
+        if let Some(m) = self
+            .members
+            .get_mut(&self.local)
+            .map(std::sync::Arc::make_mut)
+        {
             m.status = MemberStatus::Left;
             m.since = now;
+            self.departed.insert(self.local.clone());
         }
     }
 
@@ -146,42 +204,55 @@ impl Roster {
         reconnect_timeout: Duration,
         tombstone_timeout: Duration,
     ) -> Vec<String> {
-        let local = &self.local;
-        let mut gone = Vec::new();
-        self.members.retain(|name, m| {
-            let keep_for = match m.status {
-                MemberStatus::Failed => reconnect_timeout,
-                MemberStatus::Left => tombstone_timeout,
-                _ => return true,
-            };
-            let keep = name == local || now - m.since <= keep_for;
-            if !keep {
-                gone.push(name.clone());
-            }
-            keep
-        });
+        // Found first, then removed: the map is shared, and touching only
+        // what goes keeps the rest shared.
+        let gone: Vec<String> = self
+            .departed
+            .iter()
+            .filter_map(|name| self.members.get(name))
+            .filter(|m| {
+                let keep_for = match m.status {
+                    MemberStatus::Failed => reconnect_timeout,
+                    MemberStatus::Left => tombstone_timeout,
+                    _ => return false,
+                };
+                m.name != self.local && now - m.since > keep_for
+            })
+            .map(|m| m.name.clone())
+            .collect();
+        for name in &gone {
+            self.members.remove(name);
+            self.departed.remove(name);
+        }
         gone
     }
 
     /// Every member, by name.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.members.values().map(|m| &**m)
+    }
+
+    /// How many members are neither failed nor left (this node included).
+    pub fn alive_count(&self) -> usize {
+        self.members.len() - self.departed.len()
     }
 
     /// One member.
     pub fn get(&self, name: &str) -> Option<&Member> {
-        self.members.get(name)
+        self.members.get(name).map(|m| &**m)
     }
 
     /// This node's own entry.
     pub fn local(&self) -> Option<&Member> {
-        self.members.get(&self.local)
+        self.members.get(&self.local).map(|m| &**m)
     }
 
     /// Members currently failed.
     pub fn failed(&self) -> impl Iterator<Item = &Member> {
-        self.members
-            .values()
+        self.departed
+            .iter()
+            .filter_map(|name| self.members.get(name))
+            .map(|m| &**m)
             .filter(|m| m.status == MemberStatus::Failed)
     }
 }

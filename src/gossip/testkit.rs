@@ -10,6 +10,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::core::MemberTable;
 use super::wire::{self, NodeStateKind, StreamMessage};
 use super::{Config, LocalNode, MemberEvent, Output, PingComplete, StreamRequest, Swim};
 use crate::time::Instant;
@@ -103,6 +104,33 @@ impl Net {
         }
         for i in 1..n {
             net.join(i, 0);
+        }
+        net
+    }
+
+    /// `n` nodes that start converged: each preloaded with one shared
+    /// table of all of them, alive, and no join at all.
+    pub fn converged(n: usize, cfg: Config, seed: u64) -> Net {
+        let mut net = Net::new(0, cfg, seed);
+        for i in 0..n {
+            net.slots.push(Slot {
+                name: format!("n{i}"),
+                addr: addr(i),
+                swim: None,
+                epoch: 0,
+            });
+            net.start(i);
+        }
+        let infos: Vec<_> = net
+            .slots
+            .iter()
+            .filter_map(|s| s.swim.as_ref())
+            .map(Swim::local_node)
+            .collect();
+        let table = MemberTable::new(infos, net.now).expect("distinct names");
+        for i in 0..n {
+            let now = net.now;
+            net.with_swim(i, |s, _| s.preload(&table, now).expect("a fresh node"));
         }
         net
     }
