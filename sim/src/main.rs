@@ -32,6 +32,10 @@ enum Cmd {
         /// Override the scenario's engine: full or protocol.
         #[arg(long)]
         engine: Option<String>,
+        /// Protocol engine: pass messages as values, skipping encoding,
+        /// compression and checksums (the summary says so).
+        #[arg(long)]
+        no_codec: bool,
         /// Output directory (default: out/NAME/seed-SEED).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -52,6 +56,9 @@ enum Cmd {
         /// Override the scenario's engine: full or protocol.
         #[arg(long)]
         engine: Option<String>,
+        /// Protocol engine: pass messages as values (see `run`).
+        #[arg(long)]
+        no_codec: bool,
         /// Where failing seeds' output goes (default: out/NAME).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -110,17 +117,26 @@ fn main() -> ExitCode {
             file,
             seed,
             engine,
+            no_codec,
             out,
             check_determinism,
             quiet,
-        } => run(&file, seed, engine, out, check_determinism, quiet),
+        } => run(
+            &file,
+            seed,
+            (engine, no_codec),
+            out,
+            check_determinism,
+            quiet,
+        ),
         Cmd::Sweep {
             file,
             seeds,
             engine,
+            no_codec,
             out,
             quiet,
-        } => sweep(&file, &seeds, engine, out, quiet),
+        } => sweep(&file, &seeds, (engine, no_codec), out, quiet),
         Cmd::Replay { dir, quiet } => replay(&dir, quiet),
         Cmd::Tomography(t) => tomography(&t),
     };
@@ -134,9 +150,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads a scenario, with its engine overridden if asked.
-fn load(file: &Path, engine: Option<String>) -> anyhow::Result<Scenario> {
+/// The command line's overrides: the engine, and `--no-codec`.
+type Overrides = (Option<String>, bool);
+
+/// Loads a scenario, with its engine and codec overridden if asked.
+fn load(file: &Path, (engine, no_codec): Overrides) -> anyhow::Result<Scenario> {
     let mut s = Scenario::load(file)?;
+    s.codec &= !no_codec;
     if let Some(e) = engine {
         s.engine = Engine::parse(&e).map_err(|e| anyhow::anyhow!("--engine: {e}"))?;
     }
@@ -189,7 +209,7 @@ fn default_dir(root: Option<PathBuf>, s: &Scenario, seed: u64) -> PathBuf {
 fn run(
     file: &Path,
     seed: Option<u64>,
-    engine: Option<String>,
+    engine: Overrides,
     out: Option<PathBuf>,
     check_determinism: bool,
     quiet: bool,
@@ -198,9 +218,10 @@ fn run(
     let seed = seed.unwrap_or(s.seed);
     let dir = out.unwrap_or_else(|| default_dir(None, &s, seed));
     eprintln!(
-        "scenario {} (seed {seed}, {} engine): {} nodes in {} datacenters, {:?} of virtual time",
+        "scenario {} (seed {seed}, {} engine{}): {} nodes in {} datacenters, {:?} of virtual time",
         s.name,
         s.engine.as_str(),
+        if s.codec { "" } else { ", codec skipped" },
         s.topology.nodes.len(),
         s.topology.datacenters.len(),
         s.duration,
@@ -257,7 +278,7 @@ fn parse_seeds(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u64>> {
 fn sweep(
     file: &Path,
     seeds: &str,
-    engine: Option<String>,
+    engine: Overrides,
     out: Option<PathBuf>,
     quiet: bool,
 ) -> anyhow::Result<bool> {
@@ -300,10 +321,11 @@ fn sweep(
     );
     for (seed, checks, dir) in &failing {
         println!(
-            "  seed {seed} failed {checks}; output in {}; reproduce with: cargo run --release -p cairn-sim -- run {} --seed {seed} --engine {}",
+            "  seed {seed} failed {checks}; output in {}; reproduce with: cargo run --release -p cairn-sim -- run {} --seed {seed} --engine {}{}",
             dir.display(),
             file.display(),
-            s.engine.as_str()
+            s.engine.as_str(),
+            if s.codec { "" } else { " --no-codec" }
         );
     }
     Ok(failing.is_empty())
@@ -330,6 +352,7 @@ fn replay(dir: &Path, quiet: bool) -> anyhow::Result<bool> {
     let mut s = Scenario::parse_in(&origin, &text, &base)?;
     s.engine = Engine::parse(&summary.engine)
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("summary.json").display()))?;
+    s.codec = summary.codec;
     s.source = Some(cairn_sim::scenario::Source {
         path: summary
             .scenario_file

@@ -25,6 +25,11 @@ pub struct Summary {
     pub seed: u64,
     /// Which engine ran it.
     pub engine: String,
+    /// Whether packets went through the real codec (false: `--no-codec`,
+    /// messages passed as values; byte counts are then the datagrams'
+    /// uncompressed encoded sizes, and streams are not counted).
+    #[serde(default = "codec_default")]
+    pub codec: bool,
     /// Nodes in the run.
     pub nodes: usize,
     /// Datacenters in the run.
@@ -75,6 +80,10 @@ pub struct Summary {
     pub matrix_sha256: Option<String>,
 }
 
+fn codec_default() -> bool {
+    true
+}
+
 impl Summary {
     /// The summary of `report`, a run of `s`.
     pub fn new(s: &Scenario, r: &Report, determinism_checked: bool, deterministic: bool) -> Self {
@@ -92,6 +101,7 @@ impl Summary {
             scenario: s.name.clone(),
             seed: r.seed,
             engine: r.engine.as_str().into(),
+            codec: s.codec,
             nodes: s.topology.nodes.len(),
             datacenters: s.topology.datacenters.len(),
             trace_hash: r.trace_hash(),

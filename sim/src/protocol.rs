@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use cairn::gossip::wire::{self, StreamMessage};
+use std::sync::Arc;
+
+use cairn::gossip::wire::{self, Message, StreamMessage};
 use cairn::gossip::{tags, GossipOptions, KnownMembers, Node, Output, StreamId};
 use cairn::time::Instant;
 use rand::seq::SliceRandom;
@@ -115,9 +117,15 @@ impl<T: Copy> Rule<T> {
     }
 }
 
+/// A datagram in flight: its bytes, or (codec skipped) its messages.
+enum Datagram {
+    Bytes(Vec<u8>),
+    Values(Vec<Arc<Message>>),
+}
+
 enum Ev {
     /// A datagram arrives.
-    Packet { to: u32, from: u32, data: Vec<u8> },
+    Packet { to: u32, from: u32, data: Datagram },
     /// A stream's request arrives at the peer.
     StreamIn {
         to: u32,
@@ -125,6 +133,8 @@ enum Ev {
         from_boot: u32,
         id: StreamId,
         data: Vec<u8>,
+        /// The request as a value, when the codec is skipped.
+        message: Option<StreamMessage>,
         deadline: Instant,
         expect_reply: bool,
     },
@@ -491,13 +501,16 @@ impl Engine<'_> {
             .collect();
         opts.meta = tags::encode(&node_tags).map_err(SimError::Setup)?;
         let seed = self.seed;
-        let node = Node::new(
+        let mut node = Node::new(
             opts,
             addr_of(i),
             |p| derive_seed(seed, &name, boot as u64, p),
             self.now,
         )
         .map_err(|e| SimError::Setup(format!("{name}: {e}")))?;
+        if !self.s.codec {
+            node.skip_codec();
+        }
         let slot = &mut self.slots[i];
         slot.node = Some(node);
         slot.status = NodeStatus::Running;
@@ -530,7 +543,13 @@ impl Engine<'_> {
         let mut left = false;
         while let Some(out) = self.slots[i].node.as_mut().and_then(Node::poll_output) {
             match out {
-                Output::Packet { to, data } => self.send(i, to, data),
+                Output::Packet { to, data } => {
+                    let size = data.len();
+                    self.send(i, to, Datagram::Bytes(data), size)
+                }
+                Output::Messages { to, msgs, size } => {
+                    self.send(i, to, Datagram::Values(msgs), size)
+                }
                 Output::Stream(req) => self.open_stream(i, req),
                 Output::Event(ev) => self.observe(i, ev),
                 Output::PingComplete(_) => {}
@@ -544,9 +563,12 @@ impl Engine<'_> {
             return;
         }
         let slot = &mut self.slots[i];
+        // A timer already due (a suspicion that confirmations shortened
+        // into the past) is due now.
         let Some(t) = slot.node.as_ref().and_then(Node::poll_timeout) else {
             return;
         };
+        let t = t.max(self.now);
         if slot.armed.is_none_or(|a| t < a) {
             slot.armed = Some(t);
             let boot = slot.boot;
@@ -684,10 +706,10 @@ impl Engine<'_> {
         Rule::latest(&self.cuts, i, j).unwrap_or(false)
     }
 
-    fn send(&mut self, i: usize, to: SocketAddr, data: Vec<u8>) {
+    fn send(&mut self, i: usize, to: SocketAddr, data: Datagram, size: usize) {
         let s = &mut self.slots[i].sent;
         s[0] += 1;
-        s[1] += data.len() as u64;
+        s[1] += size as u64;
         let Some(j) = index_of(to, self.n) else {
             return;
         };
@@ -740,6 +762,7 @@ impl Engine<'_> {
                 from_boot: boot,
                 id: req.id,
                 data: req.data,
+                message: req.message,
                 deadline: req.deadline,
                 expect_reply: req.expect_reply,
             },
@@ -771,7 +794,10 @@ impl Engine<'_> {
             Ev::Packet { to, from, data } => {
                 let (to, from) = (to as usize, from as usize);
                 if let Some(node) = self.slots[to].node.as_mut() {
-                    node.handle_packet(self.now, addr_of(from), &data);
+                    match data {
+                        Datagram::Bytes(b) => node.handle_packet(self.now, addr_of(from), &b),
+                        Datagram::Values(m) => node.handle_messages(self.now, addr_of(from), m),
+                    }
                     self.settle(to);
                 }
             }
@@ -781,6 +807,7 @@ impl Engine<'_> {
                 from_boot,
                 id,
                 data,
+                message,
                 deadline,
                 expect_reply,
             } => {
@@ -806,16 +833,21 @@ impl Engine<'_> {
                 let Some(node) = self.slots[to].node.as_mut() else {
                     return Ok(());
                 };
-                let reply = match wire::decode_stream(&data) {
-                    Ok(Some((msg, _))) => node.handle_stream(now, addr_of(from), msg),
-                    _ => None,
+                // The reply: a value when the codec is skipped, else bytes.
+                let reply = match message {
+                    Some(msg) => node.handle_stream_message(now, addr_of(from), msg).map(Ok),
+                    None => match wire::decode_stream(&data) {
+                        Ok(Some((msg, _))) => node.handle_stream(now, addr_of(from), msg).map(Err),
+                        _ => None,
+                    },
                 };
                 self.settle(to);
                 let back = now + self.latency(to, from);
                 let result = match (expect_reply, reply) {
                     (false, _) => Ok(None),
                     (true, None) => Err("the peer closed the stream without answering".into()),
-                    (true, Some(bytes)) => {
+                    (true, Some(Ok(msg))) => Ok(Some(msg)),
+                    (true, Some(Err(bytes))) => {
                         self.slots[to].sent[2] += bytes.len() as u64;
                         match wire::decode_stream(&bytes) {
                             Ok(Some((msg, _))) => Ok(Some(msg)),

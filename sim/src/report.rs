@@ -71,6 +71,11 @@ impl Scenario {
                         "{n} nodes is more than the full engine's {MAX_FULL_NODES} (its cost grows with the cube of the node count): run it with --engine protocol"
                     )));
                 }
+                if !self.codec {
+                    return Err(SimError::Setup(
+                        "the full engine runs real sockets, which carry bytes: skipping the codec (codec = false, --no-codec) is the protocol engine's".into(),
+                    ));
+                }
                 if self.start == Start::Converged {
                     return Err(SimError::Setup(
                         "start = \"converged\" is the protocol engine's: run it with --engine protocol, or start cold".into(),

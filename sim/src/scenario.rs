@@ -81,6 +81,10 @@ pub struct Scenario {
     pub engine: Engine,
     /// How the nodes running at time zero begin.
     pub start: Start,
+    /// Whether packets go through the real codec (encoding, compression,
+    /// checksums); the protocol engine can skip it (`codec = false`,
+    /// `--no-codec`) and pass messages as values.
+    pub codec: bool,
     /// Default seed (a run may use another).
     pub seed: u64,
     /// Virtual time to simulate.
@@ -165,6 +169,7 @@ struct File {
     tick: Option<String>,
     engine: Option<String>,
     start: Option<String>,
+    codec: Option<bool>,
     #[serde(default)]
     gossip: GossipSection,
     #[serde(default)]
@@ -647,6 +652,7 @@ impl Scenario {
                 name: f.name,
                 engine,
                 start,
+                codec: f.codec.unwrap_or(true),
                 seed: f.seed,
                 duration,
                 tick,
@@ -988,6 +994,7 @@ impl ScenarioBuilder {
                 name: name.into(),
                 engine: Engine::Full,
                 start: Start::Cold,
+                codec: true,
                 seed: 1,
                 duration,
                 tick: Duration::from_millis(1),

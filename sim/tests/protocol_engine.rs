@@ -277,3 +277,28 @@ fn the_full_engine_refuses_a_converged_start() {
     let err = s.run_with(Engine::Full, 3, |_| {}).unwrap_err().to_string();
     assert!(err.contains("--engine protocol"), "{err}");
 }
+
+/// Packets (summed over the sampled nodes and seconds): datagrams, bytes.
+fn datagrams(r: &Report) -> (u64, u64) {
+    r.output
+        .samples
+        .iter()
+        .fold((0, 0), |(p, b), s| (p + s.udp_packets, b + s.udp_bytes))
+}
+
+#[test]
+fn skipping_the_codec_changes_nothing_but_the_cost() {
+    // Joins, push/pulls, crashes and a leave: every kind of datagram and
+    // stream, with and without the codec, decide the same way.
+    let mut s = scenario(CROSS);
+    let coded = run(&s, Engine::Protocol, 4);
+    s.codec = false;
+    let values = run(&s, Engine::Protocol, 4);
+    assert_eq!(coded.trace_hash(), values.trace_hash());
+    let ((p1, b1), (p2, b2)) = (datagrams(&coded), datagrams(&values));
+    assert_eq!(p1, p2);
+    // Without the codec bytes are the uncompressed encoding: more of them.
+    assert!(b2 > b1 && b1 > 0, "{b1} compressed vs {b2} uncompressed");
+    let err = s.run_with(Engine::Full, 4, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("protocol engine"), "{err}");
+}

@@ -50,10 +50,13 @@ fn every_shipped_scenario_parses_and_has_a_test() {
             "coordinates-world",
             "dc-partition",
             "flapping-node",
+            "flapping-node-10k",
             "gossip-partition",
             "lan-basic",
+            "leave-propagation-10k",
             "loss-storm",
             "rolling-restart",
+            "scale-10k",
             "scale-1k",
             "three-dc",
             "vivaldi-250-cities"
@@ -156,6 +159,35 @@ fn the_large_scenarios_are_what_they_say() {
     assert_eq!(s.engine, cairn_sim::scenario::Engine::Protocol);
     // Every pair of cities has a measured latency.
     assert!(s.topology.dc_latencies().is_ok());
+    for name in ["scale-10k", "leave-propagation-10k", "flapping-node-10k"] {
+        let s = load(name);
+        assert_eq!(s.names().len(), 10_000, "{name}");
+        assert_eq!(s.engine, cairn_sim::scenario::Engine::Protocol, "{name}");
+        assert_eq!(s.start, cairn_sim::scenario::Start::Converged, "{name}");
+    }
+}
+
+/// The 10k scenarios, shrunk to 400 nodes (their targets renamed into
+/// range), run and pass their own checks on every push: the files' timing
+/// and checks are sound, whatever the size.
+#[test]
+fn the_10k_scenarios_pass_at_400_nodes() {
+    for name in ["scale-10k", "leave-propagation-10k", "flapping-node-10k"] {
+        let path = scenarios_dir().join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let small = text
+            .replace("clients = 10000", "clients = 400")
+            .replace("\"dc1-8000\"", "\"dc1-80\"")
+            .replace("\"dc1-5000\"", "\"dc1-50\"")
+            .replace("\"dc1-4242\"", "\"dc1-42\"");
+        let s = Scenario::parse_in(&format!("{name}.toml"), &small, &scenarios_dir()).unwrap();
+        assert_eq!(s.names().len(), 400);
+        let r = s.run(s.seed).unwrap();
+        for c in &r.checks {
+            assert!(c.passed, "{name}: {}: {}", c.check, c.detail);
+        }
+        assert!(!r.output.spreads.is_empty(), "{name}");
+    }
 }
 
 #[test]

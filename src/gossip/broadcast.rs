@@ -16,24 +16,37 @@ use bytes::Bytes;
 /// Position in the queue: fewest transmits first, then longest, then newest.
 type Key = (usize, Reverse<usize>, Reverse<u64>);
 
+/// A queued message: what counts is its encoded length.
+pub trait Encoded: Clone {
+    /// Bytes it takes in a packet.
+    fn encoded_len(&self) -> usize;
+}
+
+impl Encoded for Bytes {
+    fn encoded_len(&self) -> usize {
+        self.len()
+    }
+}
+
 #[derive(Debug)]
-struct Entry {
+struct Entry<M> {
     name: Option<Arc<str>>,
-    msg: Bytes,
+    msg: M,
     notify: Option<u64>,
 }
 
-/// A bounded, transmit-limited broadcast queue.
+/// A bounded, transmit-limited broadcast queue of encoded messages (bytes,
+/// or anything that knows its encoded length).
 #[derive(Debug)]
-pub struct BroadcastQueue {
-    items: BTreeMap<Key, Entry>,
+pub struct BroadcastQueue<M = Bytes> {
+    items: BTreeMap<Key, Entry<M>>,
     by_name: HashMap<Arc<str>, Key>,
     next_id: u64,
     bound: usize,
     finished: Vec<u64>,
 }
 
-impl BroadcastQueue {
+impl<M: Encoded> BroadcastQueue<M> {
     /// An empty queue holding at most `bound` messages.
     pub fn new(bound: usize) -> Self {
         BroadcastQueue {
@@ -64,7 +77,7 @@ impl BroadcastQueue {
     /// queued message with the same name. `notify` is reported by
     /// [`take_finished`](Self::take_finished) once the message has been sent
     /// often enough, replaced, or dropped.
-    pub fn push(&mut self, name: Option<Arc<str>>, msg: Bytes, notify: Option<u64>) {
+    pub fn push(&mut self, name: Option<Arc<str>>, msg: M, notify: Option<u64>) {
         if let Some(n) = &name {
             if let Some(old) = self.by_name.remove(n) {
                 if let Some(e) = self.items.remove(&old) {
@@ -73,7 +86,7 @@ impl BroadcastQueue {
             }
         }
         self.next_id += 1;
-        let key = (0, Reverse(msg.len()), Reverse(self.next_id));
+        let key = (0, Reverse(msg.encoded_len()), Reverse(self.next_id));
         if let Some(n) = &name {
             self.by_name.insert(n.clone(), key);
         }
@@ -86,13 +99,13 @@ impl BroadcastQueue {
         }
     }
 
-    fn forget(&mut self, e: &Entry) {
+    fn forget(&mut self, e: &Entry<M>) {
         if let Some(n) = &e.name {
             self.by_name.remove(n);
         }
     }
 
-    fn finish(&mut self, e: Entry) {
+    fn finish(&mut self, e: Entry<M>) {
         if let Some(token) = e.notify {
             self.finished.push(token);
         }
@@ -108,7 +121,7 @@ impl BroadcastQueue {
         limit: usize,
         transmit_limit: usize,
         max_count: usize,
-    ) -> Vec<Bytes> {
+    ) -> Vec<M> {
         let mut out = Vec::new();
         let (Some(min), Some(max)) = (
             self.items.first_key_value().map(|(k, _)| k.0),
@@ -133,7 +146,7 @@ impl BroadcastQueue {
             let Some(entry) = self.items.remove(&key) else {
                 break;
             };
-            used += overhead + entry.msg.len();
+            used += overhead + entry.msg.encoded_len();
             out.push(entry.msg.clone());
             if key.0 + 1 >= transmit_limit {
                 self.forget(&entry);
@@ -237,7 +250,7 @@ mod tests {
             for (name, len, take) in ops {
                 if take {
                     let got = q.take(2, 200, 4, usize::MAX);
-                    let bytes: usize = got.iter().map(|m| m.len() + 2).sum();
+                    let bytes: usize = got.iter().map(|m: &Bytes| m.len() + 2).sum();
                     prop_assert!(bytes <= 200);
                 } else {
                     let name = (name < 20).then(|| Arc::<str>::from(format!("n{name}")));

@@ -80,8 +80,11 @@ pub struct StreamRequest {
     pub id: StreamId,
     /// Peer address.
     pub to: SocketAddr,
-    /// Bytes to write.
+    /// Bytes to write (empty when the codec is skipped: see `message`).
     pub data: Vec<u8>,
+    /// The message itself, instead of `data`, when the codec is skipped
+    /// ([`Swim::skip_codec`]).
+    pub message: Option<StreamMessage>,
     /// Give up after this.
     pub deadline: Instant,
     /// Whether to read a reply.
@@ -97,6 +100,16 @@ pub enum Output {
         to: SocketAddr,
         /// Payload.
         data: Vec<u8>,
+    },
+    /// Deliver these messages as one datagram, not encoded: only with the
+    /// codec skipped ([`Swim::skip_codec`]), for simulators.
+    Messages {
+        /// Destination.
+        to: SocketAddr,
+        /// The datagram's messages, in order.
+        msgs: Vec<Arc<Message>>,
+        /// Bytes the datagram would take encoded, before compression.
+        size: usize,
     },
     /// Open a stream (see [`StreamRequest`]).
     Stream(StreamRequest),
@@ -141,6 +154,20 @@ pub struct Stats {
     pub verifications_answered: u64,
     /// Accused members that pinged us and were told of the accusation.
     pub accusations_told: u64,
+}
+
+/// A message on its way out: its encoding, which sizes packets (and is
+/// sent), and, with the codec skipped, the message itself.
+#[derive(Debug, Clone)]
+struct Part {
+    bytes: Bytes,
+    msg: Option<Arc<Message>>,
+}
+
+impl super::broadcast::Encoded for Part {
+    fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
 /// A member's record to change, copied first if other nodes share it.
@@ -315,7 +342,14 @@ pub struct Swim {
     /// order; a reshuffle at the end of a round brings it back.
     probe_walk: (usize, usize),
     awareness: Awareness,
-    broadcasts: BroadcastQueue,
+    broadcasts: BroadcastQueue<Part>,
+    /// The gossip ticks' grid: one tick at `.0`, then every interval. The
+    /// tick sleeps while nothing is queued (a tick would send nothing) and
+    /// wakes at the grid's next point when something is (`.1`: armed; the
+    /// constructor arms the first tick itself).
+    gossip_clock: (Instant, bool),
+    /// Messages go out and come in as values, not bytes (`skip_codec`).
+    typed: bool,
     suspicions: HashMap<Arc<str>, Suspicion>,
     /// Verification pings in flight: suspect -> (seq, acked).
     verifying: HashMap<Arc<str>, (u32, bool)>,
@@ -361,6 +395,8 @@ impl Swim {
             probe_walk: (0, 1),
             awareness: Awareness::new(cfg.awareness_max_multiplier),
             broadcasts: BroadcastQueue::new(cfg.max_queued_broadcasts),
+            gossip_clock: (now, true),
+            typed: false,
             suspicions: HashMap::new(),
             verifying: HashMap::new(),
             acks: HashMap::new(),
@@ -392,6 +428,7 @@ impl Swim {
         s.schedule(probe_at, Timer::ProbeTick);
         let gossip_at = now + s.stagger(s.cfg.gossip_interval);
         s.schedule(gossip_at, Timer::GossipTick);
+        s.gossip_clock = (gossip_at, true);
         if !s.cfg.push_pull_interval.is_zero() {
             let pp_at = now + s.stagger(s.cfg.push_pull_interval);
             s.schedule(pp_at, Timer::PushPullTick);
@@ -453,6 +490,18 @@ impl Swim {
             self.schedule(at, Timer::PushPullTick);
         }
         Ok(())
+    }
+
+    /// From now on, hand out messages as values ([`Output::Messages`],
+    /// [`StreamRequest::message`]) and take them in as values
+    /// ([`handle_messages`](Self::handle_messages),
+    /// [`handle_stream_message`](Self::handle_stream_message)): no
+    /// encoding of what is sent, no compression, no checksums, no decoding.
+    /// Packets are still sized by their encoding, so the protocol decides
+    /// exactly as it would on the wire. For simulators, where the codec
+    /// would be most of the cost; a real network needs bytes.
+    pub fn skip_codec(&mut self) {
+        self.typed = true;
     }
 
     // ------------------------------------------------------------ accessors
@@ -585,6 +634,15 @@ impl Swim {
         }
     }
 
+    /// Handles one datagram's messages, as values (see
+    /// [`skip_codec`](Self::skip_codec)).
+    pub fn handle_messages(&mut self, now: Instant, from: SocketAddr, msgs: Vec<Arc<Message>>) {
+        self.stats.packets_received += 1;
+        for m in msgs {
+            self.handle_message(now, from, Arc::unwrap_or_clone(m));
+        }
+    }
+
     fn decode_failed(&mut self, from: SocketAddr, e: WireError) {
         self.stats.decode_errors += 1;
         tracing::debug!(node = %self.me, %from, error = %e, "dropping undecodable gossip");
@@ -619,17 +677,28 @@ impl Swim {
         from: SocketAddr,
         msg: StreamMessage,
     ) -> Option<Vec<u8>> {
+        let reply = self.handle_stream_message(now, from, msg)?;
+        Some(self.stream_bytes(&reply))
+    }
+
+    /// Handles a message read from an incoming stream; returns the message
+    /// to write back, if any, as a value.
+    pub fn handle_stream_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: StreamMessage,
+    ) -> Option<StreamMessage> {
         match msg {
             StreamMessage::Ping(p) => {
                 if !p.node.is_empty() && *p.node != *self.me {
                     self.stats.misdirected_pings += 1;
                     return None;
                 }
-                let ack = StreamMessage::Ack(Ack {
+                Some(StreamMessage::Ack(Ack {
                     seq_no: p.seq_no,
                     payload: Vec::new(),
-                });
-                Some(self.stream_bytes(&ack))
+                }))
             }
             StreamMessage::PushPull(pp) => {
                 // Merge before answering (memberlist answers first): if the
@@ -640,7 +709,7 @@ impl Swim {
                 if let Err(e) = self.merge_remote(now, &pp) {
                     tracing::warn!(node = %self.me, %from, error = %e, "refusing push/pull state");
                 }
-                Some(self.stream_bytes(&StreamMessage::PushPull(self.local_state(pp.join))))
+                Some(StreamMessage::PushPull(self.local_state(pp.join)))
             }
             StreamMessage::User(_) => {
                 self.stats.user_messages += 1;
@@ -697,7 +766,7 @@ impl Swim {
         addrs
             .iter()
             .map(|&a| {
-                let data = self.stream_bytes(&StreamMessage::PushPull(self.local_state(true)));
+                let data = StreamMessage::PushPull(self.local_state(true));
                 self.open_stream(
                     now,
                     a,
@@ -779,8 +848,12 @@ impl Swim {
                 }
             }
             Timer::GossipTick => {
-                self.schedule(now + self.cfg.gossip_interval, Timer::GossipTick);
                 self.gossip(now);
+                if self.broadcasts.is_empty() {
+                    self.gossip_clock.1 = false;
+                } else {
+                    self.schedule(now + self.cfg.gossip_interval, Timer::GossipTick);
+                }
             }
             Timer::PushPullTick => {
                 let next = self.cfg.push_pull_scale(self.nodes.len());
@@ -878,9 +951,8 @@ impl Swim {
                 node: node.name.to_string(),
                 from: self.me.to_string(),
             });
-            let mut buf = Vec::new();
-            wire::encode_compound(&[ping.to_bytes(), suspect.to_bytes()], &mut buf);
-            self.raw_send(node.addr, Some(node.pmax()), buf);
+            let parts = vec![self.part(&ping), self.part(&suspect)];
+            self.raw_send(node.addr, Some(node.pmax()), parts);
         }
         self.acks.insert(seq, AckHandler::Probe);
         let timeout_key = self.schedule(now + self.cfg.probe_timeout, Timer::ProbeTimeout(seq));
@@ -938,11 +1010,10 @@ impl Swim {
                 source_addr: Some(self.advertise),
                 source_node: self.me.to_string(),
             });
-            let data = self.stream_bytes(&ping);
             self.open_stream(
                 now,
                 target.addr,
-                data,
+                ping,
                 deadline,
                 true,
                 PendingStream::FallbackPing { seq },
@@ -1089,7 +1160,8 @@ impl Swim {
                 node,
                 from: self.me.to_string(),
             });
-            self.raw_send(to, Some(pmax), s.to_bytes());
+            let parts = vec![self.part(&s)];
+            self.raw_send(to, Some(pmax), parts);
         }
     }
 
@@ -1189,7 +1261,7 @@ impl Swim {
         }
     }
 
-    fn broadcast(&mut self, node: &Arc<str>, msg: &Message, notify: Option<u64>) {
+    fn broadcast(&mut self, now: Instant, node: &Arc<str>, msg: &Message, notify: Option<u64>) {
         let bytes = msg.to_bytes();
         // A message that can never fit a packet would sit in the queue for
         // ever (it is never sent, so never retired) and crowd out the rest.
@@ -1202,11 +1274,12 @@ impl Swim {
         }
         // Queued messages live long and there is one per member: keep only
         // their bytes, not the encoder's spare capacity.
-        self.broadcasts.push(
-            Some(node.clone()),
-            Bytes::from(bytes.into_boxed_slice()),
-            notify,
-        );
+        let part = Part {
+            bytes: Bytes::from(bytes.into_boxed_slice()),
+            msg: self.typed.then(|| Arc::new(msg.clone())),
+        };
+        self.broadcasts.push(Some(node.clone()), part, notify);
+        self.wake_gossip(now);
         self.check_finished();
     }
 
@@ -1251,7 +1324,7 @@ impl Swim {
             vsn: Some(me.vsn),
         });
         let name = me.name.clone();
-        self.broadcast(&name, &alive, None);
+        self.broadcast(now, &name, &alive, None);
         self.event(now, EventKind::Refuted, &name);
     }
 
@@ -1337,7 +1410,7 @@ impl Swim {
             self.refute(now, a.incarnation);
             return;
         }
-        self.broadcast(&name, &Message::Alive(a.clone()), None);
+        self.broadcast(now, &name, &Message::Alive(a.clone()), None);
         let Some(state) = state_mut(&mut self.map, &name) else {
             return;
         };
@@ -1393,7 +1466,7 @@ impl Swim {
             if witnessed && susp.confirm(&from) {
                 let deadline = susp.deadline;
                 self.arm_suspicion(name.clone(), deadline);
-                self.broadcast(&name, &Message::Suspect(s.clone()), None);
+                self.broadcast(now, &name, &Message::Suspect(s.clone()), None);
             }
             return;
         }
@@ -1406,7 +1479,7 @@ impl Swim {
             return;
         }
         if witnessed {
-            self.broadcast(&name, &Message::Suspect(s.clone()), None);
+            self.broadcast(now, &name, &Message::Suspect(s.clone()), None);
         }
         if let Some(state) = state_mut(&mut self.map, &name) {
             state.incarnation = s.incarnation;
@@ -1515,9 +1588,8 @@ impl Swim {
                     source_addr: Some(self.advertise),
                     source_node: self.me.to_string(),
                 });
-                let mut buf = Vec::new();
-                wire::encode_compound(&[suspect.to_bytes(), ping.to_bytes()], &mut buf);
-                self.raw_send(state.addr, Some(state.pmax()), buf);
+                let parts = vec![self.part(&suspect), self.part(&ping)];
+                self.raw_send(state.addr, Some(state.pmax()), parts);
                 let deadline = now + self.awareness.scale(self.cfg.probe_interval);
                 self.postpone(name, deadline);
                 return true;
@@ -1532,7 +1604,7 @@ impl Swim {
         };
         self.postpone(name, deadline);
         if announce {
-            self.broadcast(name, &suspect, None);
+            self.broadcast(now, name, &suspect, None);
         }
         true
     }
@@ -1570,9 +1642,9 @@ impl Swim {
                 self.refute(now, d.incarnation);
                 return;
             }
-            self.broadcast(&name, &msg, Some(LEAVE_TOKEN));
+            self.broadcast(now, &name, &msg, Some(LEAVE_TOKEN));
         } else {
-            self.broadcast(&name, &msg, None);
+            self.broadcast(now, &name, &msg, None);
         }
         let left = d.node == d.from;
         if let Some(state) = state_mut(&mut self.map, &name) {
@@ -1716,7 +1788,7 @@ impl Swim {
     }
 
     fn push_pull_with(&mut self, now: Instant, addr: SocketAddr) {
-        let data = self.stream_bytes(&StreamMessage::PushPull(self.local_state(false)));
+        let data = StreamMessage::PushPull(self.local_state(false));
         self.open_stream(
             now,
             addr,
@@ -1729,7 +1801,27 @@ impl Swim {
 
     // ---------------------------------------------------------------- gossip
 
+    /// Arms the gossip tick at the grid's next point after `now`, if it
+    /// sleeps: a node with nothing to say costs no wake-ups.
+    fn wake_gossip(&mut self, now: Instant) {
+        let (origin, armed) = self.gossip_clock;
+        if armed {
+            return;
+        }
+        let every = self.cfg.gossip_interval.as_nanos();
+        let since = now.saturating_duration_since(origin).as_nanos();
+        let ticks = (since / every + 1).min(u32::MAX as u128) as u32;
+        let at = origin + self.cfg.gossip_interval * ticks;
+        self.schedule(at, Timer::GossipTick);
+        self.gossip_clock.1 = true;
+    }
+
     fn gossip(&mut self, now: Instant) {
+        // Nothing to say: no targets to pick (memberlist picks them first,
+        // then finds nothing to send).
+        if self.broadcasts.is_empty() {
+            return;
+        }
         let me = self.me.clone();
         let dead_time = self.cfg.gossip_to_the_dead_time;
         let targets = self.k_random_nodes(self.cfg.gossip_nodes, |n| {
@@ -1746,18 +1838,11 @@ impl Swim {
             if msgs.is_empty() {
                 return;
             }
-            let buf = if msgs.len() == 1 {
-                msgs[0].to_vec()
-            } else {
-                let mut buf = Vec::with_capacity(limit);
-                wire::encode_compound(&msgs, &mut buf);
-                buf
-            };
-            self.raw_send(node.addr, Some(node.pmax()), buf);
+            self.raw_send(node.addr, Some(node.pmax()), msgs);
         }
     }
 
-    fn take_broadcasts(&mut self, limit: usize, max_parts: usize) -> Vec<Bytes> {
+    fn take_broadcasts(&mut self, limit: usize, max_parts: usize) -> Vec<Part> {
         let transmit_limit = self.cfg.retransmit_limit(self.nodes.len());
         let msgs = self
             .broadcasts
@@ -1768,28 +1853,67 @@ impl Swim {
 
     /// Sends `msg`, piggybacking queued broadcasts when there is room.
     fn send_msg(&mut self, to: SocketAddr, node: Option<&str>, msg: &Message) {
-        let buf = msg.to_bytes();
+        let first = self.part(msg);
         let pmax = node.and_then(|n| self.map.get(n)).map(|n| n.pmax());
         let avail = self
             .cfg
             .udp_buffer_size
-            .saturating_sub(buf.len() + COMPOUND_HEADER_OVERHEAD);
+            .saturating_sub(first.bytes.len() + COMPOUND_HEADER_OVERHEAD);
         // One part of the compound is the message itself.
         let extra = self.take_broadcasts(avail, MAX_COMPOUND_PARTS - 1);
-        if extra.is_empty() {
-            return self.raw_send(to, pmax, buf);
-        }
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + extra.len());
-        parts.push(&buf);
-        parts.extend(extra.iter().map(|b| &b[..]));
-        let mut out = Vec::with_capacity(self.cfg.udp_buffer_size);
-        wire::encode_compound(&parts, &mut out);
-        self.raw_send(to, pmax, out);
+        let mut parts = Vec::with_capacity(1 + extra.len());
+        parts.push(first);
+        parts.extend(extra);
+        self.raw_send(to, pmax, parts);
     }
 
-    /// Sends a packet as is, apart from compression and the CRC header.
-    fn raw_send(&mut self, to: SocketAddr, pmax: Option<u8>, mut data: Vec<u8>) {
+    /// `msg` ready to send.
+    fn part(&self, msg: &Message) -> Part {
+        Part {
+            bytes: msg.to_bytes().into(),
+            msg: self.typed.then(|| Arc::new(msg.clone())),
+        }
+    }
+
+    /// Sends `parts` as one datagram: one message alone, more as a
+    /// compound; compressed and checksummed as configured. With the codec
+    /// skipped, the messages go as they are.
+    fn raw_send(&mut self, to: SocketAddr, pmax: Option<u8>, parts: Vec<Part>) {
         let to = wire::canonical(to);
+        self.stats.packets_sent += 1;
+        if self.typed {
+            let size = match parts.as_slice() {
+                [one] => one.bytes.len(),
+                _ => {
+                    COMPOUND_HEADER_OVERHEAD
+                        + parts
+                            .iter()
+                            .map(|p| COMPOUND_OVERHEAD + p.bytes.len())
+                            .sum::<usize>()
+                }
+            };
+            // A part queued before the codec was skipped has only bytes.
+            let mut msgs = Vec::with_capacity(parts.len());
+            for p in parts {
+                match p.msg {
+                    Some(m) => msgs.push(m),
+                    None => {
+                        wire::decode_packet(&p.bytes, &mut |m| msgs.extend(m.ok().map(Arc::new)))
+                    }
+                }
+            }
+            self.outputs.push_back(Output::Messages { to, msgs, size });
+            return;
+        }
+        let mut data = match parts.as_slice() {
+            [one] => one.bytes.to_vec(),
+            _ => {
+                let mut out = Vec::with_capacity(self.cfg.udp_buffer_size);
+                let bytes: Vec<&[u8]> = parts.iter().map(|p| &p.bytes[..]).collect();
+                wire::encode_compound(&bytes, &mut out);
+                out
+            }
+        };
         if self.cfg.enable_compression {
             let c = wire::compress(&data);
             if c.len() < data.len() {
@@ -1799,7 +1923,6 @@ impl Swim {
         if pmax.is_some_and(|p| p >= 5) {
             data = wire::add_crc(&data);
         }
-        self.stats.packets_sent += 1;
         self.outputs.push_back(Output::Packet { to, data });
     }
 
@@ -1816,7 +1939,7 @@ impl Swim {
         &mut self,
         _now: Instant,
         to: SocketAddr,
-        data: Vec<u8>,
+        msg: StreamMessage,
         deadline: Instant,
         expect_reply: bool,
         kind: PendingStream,
@@ -1824,10 +1947,16 @@ impl Swim {
         self.next_stream += 1;
         let id = self.next_stream;
         self.streams.insert(id, kind);
+        let (data, message) = if self.typed {
+            (Vec::new(), Some(msg))
+        } else {
+            (self.stream_bytes(&msg), None)
+        };
         self.outputs.push_back(Output::Stream(StreamRequest {
             id,
             to: wire::canonical(to),
             data,
+            message,
             deadline,
             expect_reply,
         }));

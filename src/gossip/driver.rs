@@ -487,6 +487,10 @@ impl<E: Env> Driver<E> {
                         tracing::debug!(node = %self.opts.name, %to, error = %e, "UDP send failed");
                     }
                 }
+                // The driver never skips the codec: a socket carries bytes.
+                Output::Messages { to, .. } => {
+                    tracing::error!(node = %self.opts.name, %to, "unencoded datagram on a real socket; dropped");
+                }
                 Output::Stream(req) => {
                     let task = self.env.spawn(outgoing_stream(
                         self.env.clone(),

@@ -186,7 +186,10 @@ impl Node {
             match &out {
                 Output::Event(ev) => self.roster.apply(ev),
                 Output::PingComplete(p) => self.learn_coordinate(p),
-                Output::LeaveComplete | Output::Packet { .. } | Output::Stream(_) => {}
+                Output::LeaveComplete
+                | Output::Packet { .. }
+                | Output::Messages { .. }
+                | Output::Stream(_) => {}
             }
             self.pending.push_back(out);
         }
@@ -200,6 +203,32 @@ impl Node {
     /// Handles one UDP packet.
     pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.core.handle_packet(now, from, data)
+    }
+
+    /// Skips the codec from now on (see [`Swim::skip_codec`]).
+    pub fn skip_codec(&mut self) {
+        self.core.skip_codec()
+    }
+
+    /// Handles one datagram's messages, as values (codec skipped).
+    pub fn handle_messages(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msgs: Vec<std::sync::Arc<super::wire::Message>>,
+    ) {
+        self.core.handle_messages(now, from, msgs)
+    }
+
+    /// Handles a message from an incoming stream; returns the reply as a
+    /// value (codec skipped).
+    pub fn handle_stream_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: StreamMessage,
+    ) -> Option<StreamMessage> {
+        self.core.handle_stream_message(now, from, msg)
     }
 
     /// Handles a message from an incoming stream; returns the reply bytes.

@@ -287,6 +287,7 @@ impl Net {
                 Output::Event(e) => self.events.push((i, e)),
                 Output::PingComplete(p) => self.pings.push((i, p)),
                 Output::LeaveComplete => self.leave_complete.push(i),
+                Output::Messages { .. } => unreachable!("the test network's cores keep the codec"),
             }
         }
         if let Some(t) = self.slots[i].swim.as_ref().and_then(Swim::poll_timeout) {
