@@ -1,6 +1,6 @@
 //! Evaluates a scenario's checks against the trace of its run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -167,7 +167,7 @@ impl Outages {
 pub struct Views<'t> {
     views: BTreeMap<&'t str, View<'t>>,
     /// Looked up, never iterated: a hash set's order does not matter.
-    bases: Vec<std::collections::HashSet<&'t str>>,
+    bases: Vec<HashSet<&'t str>>,
 }
 
 /// One observer's view, with its members counted by state as it changes
@@ -179,6 +179,18 @@ struct View<'t> {
     base: Option<usize>,
     members: BTreeMap<&'t str, &'t str>,
     counts: Membership,
+}
+
+impl<'t> View<'t> {
+    /// What this view last heard about `member`: its own news, else the
+    /// converged start it began from.
+    fn lookup(&self, bases: &[HashSet<&'t str>], member: &str) -> Option<&'t str> {
+        self.members.get(member).copied().or_else(|| {
+            self.base
+                .filter(|&b| bases[b].contains(member))
+                .map(|_| "alive")
+        })
+    }
 }
 
 /// Members an observer sees in each state.
@@ -227,7 +239,7 @@ impl<'t> Views<'t> {
                     self.views.remove(n);
                 }
             } else if e.event == "converged" {
-                let base: std::collections::HashSet<&str> = names().collect();
+                let base: HashSet<&str> = names().collect();
                 let alive = base.len().saturating_sub(1);
                 for n in &base {
                     let mut v = View {
@@ -241,14 +253,8 @@ impl<'t> Views<'t> {
             }
         } else if let Some(m) = &e.member {
             let v = self.views.entry(e.node.as_str()).or_default();
-            let from_base = || {
-                v.base
-                    .filter(|&b| self.bases[b].contains(m.as_str()))
-                    .map(|_| "alive")
-            };
-            let before = v.members.get(m.as_str()).copied().or_else(from_base);
+            let old = v.lookup(&self.bases, m);
             v.members.insert(m.as_str(), e.event.as_str());
-            let old = before;
             // A node's view of itself is not membership.
             if *m != e.node {
                 if let Some(old) = old {
@@ -275,14 +281,7 @@ impl<'t> Views<'t> {
     /// What `observer` last heard about a member, for asking about many.
     pub fn of(&self, observer: &str) -> impl Fn(&str) -> Option<&'t str> + '_ {
         let v = self.views.get(observer);
-        move |member| {
-            let v = v?;
-            v.members.get(member).copied().or_else(|| {
-                v.base
-                    .filter(|&b| self.bases[b].contains(member))
-                    .map(|_| "alive")
-            })
-        }
+        move |member| v?.lookup(&self.bases, member)
     }
 
     /// The views after every event up to `until` (the end if `None`).

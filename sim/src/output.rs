@@ -27,7 +27,8 @@ pub struct Summary {
     pub engine: String,
     /// Whether packets went through the real codec (false: `--no-codec`,
     /// messages passed as values; byte counts are then the datagrams'
-    /// uncompressed encoded sizes, and streams are not counted).
+    /// encoded sizes without compression or the 5-byte checksum header,
+    /// and streams are not counted).
     #[serde(default = "codec_default")]
     pub codec: bool,
     /// Nodes in the run.

@@ -175,6 +175,21 @@ fn state_mut<'m>(map: &'m mut NodeMap, name: &str) -> Option<&'m mut NodeState> 
     map.get_mut(name).map(Arc::make_mut)
 }
 
+/// A walk through the first `len` slots of a probe order.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    offset: usize,
+    stride: usize,
+    len: usize,
+}
+
+impl Walk {
+    /// The slot visited at step `i` (< `len`).
+    fn slot(self, i: usize) -> usize {
+        (self.offset + i * self.stride) % self.len
+    }
+}
+
 fn gcd(mut a: usize, mut b: usize) -> usize {
     while b != 0 {
         (a, b) = (b, a % b);
@@ -337,10 +352,9 @@ pub struct Swim {
     nodes: imbl::Vector<Arc<str>>,
     map: NodeMap,
     probe_index: usize,
-    /// The probe walk through a shared order (see `preload`): this round
-    /// visits slot `(offset + index * stride) % len`. `(0, 1)` is the plain
-    /// order; a reshuffle at the end of a round brings it back.
-    probe_walk: (usize, usize),
+    /// This node's own walk through a shared probe order (see `preload`);
+    /// `None`: the order is private and walked as it stands.
+    probe_walk: Option<Walk>,
     awareness: Awareness,
     broadcasts: BroadcastQueue<Part>,
     /// The gossip ticks' grid: one tick at `.0`, then every interval. The
@@ -392,7 +406,7 @@ impl Swim {
             nodes: imbl::Vector::new(),
             map: NodeMap::default(),
             probe_index: 0,
-            probe_walk: (0, 1),
+            probe_walk: None,
             awareness: Awareness::new(cfg.awareness_max_multiplier),
             broadcasts: BroadcastQueue::new(cfg.max_queued_broadcasts),
             gossip_clock: (now, true),
@@ -464,23 +478,10 @@ impl Swim {
         }
         self.nodes = table.nodes.clone();
         self.map = table.map.clone();
-        // Every node shares one order, so each walks it its own way: a
-        // random start and a random stride prime to the length visit every
-        // member once a round, and at any moment each member is probed by
-        // as many nodes as under private shuffles (each node lands on it
-        // with chance 1/N, independently).
-        let n = self.nodes.len();
-        let stride = if n > 2 {
-            loop {
-                let a = self.rng.random_range(1..n);
-                if gcd(a, n) == 1 {
-                    break a;
-                }
-            }
-        } else {
-            1
-        };
-        self.probe_walk = (self.rng.random_range(0..n), stride);
+        self.probe_index = 0;
+        self.probe_walk = Some(self.random_walk());
+        // A settled cluster has nothing to say: not even our own start.
+        self.broadcasts = BroadcastQueue::new(self.cfg.max_queued_broadcasts);
         // The first push/pull waits as long as the cluster's size asks for;
         // the one armed at start assumed a cluster of one.
         if !self.cfg.push_pull_interval.is_zero() {
@@ -910,9 +911,7 @@ impl Swim {
                 checked += 1;
                 continue;
             }
-            let (offset, stride) = self.probe_walk;
-            let slot = (offset + self.probe_index * stride) % self.nodes.len();
-            let name = self.nodes[slot].clone();
+            let name = self.nodes[self.probe_slot(self.probe_index)].clone();
             self.probe_index += 1;
             let skip = *name == *self.me
                 || self
@@ -1087,10 +1086,24 @@ impl Swim {
     fn reset_nodes(&mut self, now: Instant) {
         let keep_for = self.cfg.gossip_to_the_dead_time;
         let map = &self.map;
-        let (mut keep, gone): (Vec<_>, Vec<_>) = self.nodes.iter().cloned().partition(|n| {
-            map.get(n)
-                .is_some_and(|s| s.state != NodeStateKind::Dead || now - s.state_change <= keep_for)
-        });
+        let expired =
+            |s: &NodeState| s.state == NodeStateKind::Dead && now - s.state_change > keep_for;
+        // A shared order with nobody to forget stays shared: a fresh random
+        // walk through it is this node's reshuffle.
+        if self.probe_walk.is_some()
+            && !self
+                .nodes
+                .iter()
+                .any(|n| map.get(n).is_none_or(|s| expired(s)))
+        {
+            self.probe_walk = Some(self.random_walk());
+            return;
+        }
+        let (mut keep, gone): (Vec<_>, Vec<_>) = self
+            .nodes
+            .iter()
+            .cloned()
+            .partition(|n| map.get(n).is_some_and(|s| !expired(s)));
         for n in gone {
             self.map.remove(&n);
             self.suspicions.remove(&n);
@@ -1100,7 +1113,44 @@ impl Swim {
             keep.swap(i, j);
         }
         self.nodes = keep.into_iter().collect();
-        self.probe_walk = (0, 1);
+        self.probe_walk = None;
+    }
+
+    /// The slot of the probe order visited at step `i` of this round.
+    fn probe_slot(&self, i: usize) -> usize {
+        match self.probe_walk {
+            Some(w) if i < w.len => w.slot(i),
+            // Past the walk: members added since, in the order they came.
+            _ => i,
+        }
+    }
+
+    /// A random walk through the whole probe order: a random start and a
+    /// random stride prime to the length visit every member once, and at
+    /// any moment each member is probed by as many nodes as under private
+    /// shuffles (each node lands on it with chance 1/N, independently).
+    fn random_walk(&mut self) -> Walk {
+        let len = self.nodes.len();
+        let stride = if len > 1 {
+            loop {
+                let a = self.rng.random_range(1..len);
+                if gcd(a, len) == 1 {
+                    break a;
+                }
+            }
+        } else {
+            1
+        };
+        let offset = if len > 0 {
+            self.rng.random_range(0..len)
+        } else {
+            0
+        };
+        Walk {
+            offset,
+            stride,
+            len,
+        }
     }
 
     /// Up to `k` distinct random nodes not rejected by `exclude` (memberlist's
@@ -1374,14 +1424,15 @@ impl Swim {
                 );
                 // A random slot, not the end: appending would leave new nodes
                 // unprobed for a whole round and stretch detection times.
+                // Walking a shared order, though, moving a member would
+                // break the walk: the newcomer goes after it, still this
+                // round.
                 let n = self.nodes.len();
-                let offset = if n == 0 {
-                    0
-                } else {
-                    self.rng.random_range(0..n)
-                };
                 self.nodes.push_back(name.clone());
-                self.nodes.swap(offset, n);
+                if self.probe_walk.is_none() && n > 0 {
+                    let offset = self.rng.random_range(0..n);
+                    self.nodes.swap(offset, n);
+                }
                 name
             }
         };
@@ -1882,16 +1933,7 @@ impl Swim {
         let to = wire::canonical(to);
         self.stats.packets_sent += 1;
         if self.typed {
-            let size = match parts.as_slice() {
-                [one] => one.bytes.len(),
-                _ => {
-                    COMPOUND_HEADER_OVERHEAD
-                        + parts
-                            .iter()
-                            .map(|p| COMPOUND_OVERHEAD + p.bytes.len())
-                            .sum::<usize>()
-                }
-            };
+            let size = wire::compound_len(parts.iter().map(|p| p.bytes.len()));
             // A part queued before the codec was skipped has only bytes.
             let mut msgs = Vec::with_capacity(parts.len());
             for p in parts {

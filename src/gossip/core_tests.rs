@@ -677,7 +677,8 @@ fn a_converged_start_knows_everyone_and_each_node_probes_everyone_once_a_round()
         .events
         .iter()
         .all(|(o, e)| e.node.name == format!("n{o}")));
-    net.run_for(secs(n as u64 + 1));
+    // Two rounds: the second on a fresh walk through the same shared order.
+    net.run_for(secs(2 * n as u64 + 2));
     let mut first_targets = BTreeSet::new();
     for i in 0..n {
         let probed: Vec<&str> = net
@@ -685,17 +686,21 @@ fn a_converged_start_knows_everyone_and_each_node_probes_everyone_once_a_round()
             .iter()
             .filter(|(o, _)| *o == i)
             .map(|(_, p)| p.node.as_str())
-            .take(n - 1)
+            .take(2 * (n - 1))
             .collect();
-        assert_eq!(probed.len(), n - 1, "node {i} probed {probed:?}");
-        let distinct: BTreeSet<&str> = probed.iter().copied().collect();
-        assert_eq!(
-            distinct.len(),
-            n - 1,
-            "node {i} probed someone twice in a round: {probed:?}"
-        );
-        assert!(!distinct.contains(format!("n{i}").as_str()));
+        assert_eq!(probed.len(), 2 * (n - 1), "node {i} probed {probed:?}");
+        for round in probed.chunks(n - 1) {
+            let distinct: BTreeSet<&str> = round.iter().copied().collect();
+            assert_eq!(
+                distinct.len(),
+                n - 1,
+                "node {i} probed someone twice: {round:?}"
+            );
+            assert!(!distinct.contains(format!("n{i}").as_str()));
+        }
         first_targets.insert(probed[0]);
+        let walking = net.swim(i).is_some_and(|s| s.probe_walk.is_some());
+        assert!(walking, "node {i} copied the shared order");
     }
     // The nodes share one order but do not walk it in step.
     assert!(first_targets.len() > n / 3, "{first_targets:?}");
@@ -746,4 +751,39 @@ fn preloading_refuses_a_table_without_the_node_or_a_node_that_joined() {
     assert_eq!(a.nodes().count(), 2);
     let err = a.preload(&both, now).unwrap_err().to_string();
     assert!(err.contains("already knows"), "{err}");
+}
+
+#[test]
+fn a_walk_through_a_shared_order_visits_every_slot_once_even_as_members_join() {
+    let now = Instant::ZERO;
+    let cores: Vec<Swim> = (0..12)
+        .map(|i| {
+            let local = LocalNode {
+                name: format!("n{i}"),
+                addr: addr(i),
+                meta: Vec::new(),
+            };
+            Swim::new(Config::lan(), local, i as u64, now).unwrap()
+        })
+        .collect();
+    let table = MemberTable::new(cores.iter().map(Swim::local_node), now).unwrap();
+    for (seed, mut s) in cores.into_iter().enumerate() {
+        s.preload(&table, now).unwrap();
+        // Members join mid-round (the walk's length has no common factor
+        // with the stride any more, as 13 and 12 would not).
+        for j in 12..15 {
+            let a = Alive {
+                incarnation: 1,
+                node: format!("n{j}"),
+                addr: addr(j),
+                meta: Vec::new(),
+                vsn: Some(s.versions()),
+            };
+            s.alive_node(now, &a, false);
+        }
+        let n = s.nodes.len();
+        assert_eq!(n, 15);
+        let slots: BTreeSet<usize> = (0..n).map(|i| s.probe_slot(i)).collect();
+        assert_eq!(slots.len(), n, "node {seed}: a slot visited twice");
+    }
 }

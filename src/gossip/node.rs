@@ -36,9 +36,11 @@ impl KnownMembers {
     /// The table of `members` (each as its own node describes itself:
     /// [`Swim::local_node`]), alive since `now`.
     pub fn new(members: Vec<NodeInfo>, now: Instant) -> Result<Self, SwimError> {
+        // The core's table refuses duplicate names; the roster's would not.
+        let core = MemberTable::new(members.iter().cloned(), now)?;
         Ok(KnownMembers {
-            roster: roster_table(members.iter().cloned(), now),
-            core: MemberTable::new(members, now)?,
+            roster: roster_table(members, now),
+            core,
         })
     }
 

@@ -29,6 +29,11 @@ pub enum MemberStatus {
 }
 
 impl MemberStatus {
+    /// Failed or left: gone, kept only until reaped.
+    pub fn is_departed(self) -> bool {
+        matches!(self, MemberStatus::Failed | MemberStatus::Left)
+    }
+
     /// Serf's numeric code, as `/v1/agent/members` reports it.
     pub fn code(self) -> u8 {
         self as u8
@@ -137,7 +142,7 @@ impl Roster {
         self.departed = self
             .members
             .values()
-            .filter(|m| matches!(m.status, MemberStatus::Failed | MemberStatus::Left))
+            .filter(|m| m.status.is_departed())
             .map(|m| m.name.clone())
             .collect();
         Ok(())
@@ -163,7 +168,7 @@ impl Roster {
             Some(m) if m.status == status => m.since,
             _ => ev.at,
         };
-        if matches!(status, MemberStatus::Failed | MemberStatus::Left) {
+        if status.is_departed() {
             self.departed.insert(n.name.clone());
         } else {
             self.departed.remove(&n.name);
@@ -234,7 +239,7 @@ impl Roster {
 
     /// How many members are neither failed nor left (this node included).
     pub fn alive_count(&self) -> usize {
-        self.members.len() - self.departed.len()
+        self.members.len().saturating_sub(self.departed.len())
     }
 
     /// One member.

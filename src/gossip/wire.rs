@@ -582,6 +582,15 @@ fn encode_push_pull(pp: &PushPull, out: &mut Vec<u8>) {
     out.extend_from_slice(&pp.user_state);
 }
 
+/// Bytes a datagram of parts this long takes: one alone as it is, more as
+/// a compound (what [`encode_compound`] writes).
+pub fn compound_len(part_lens: impl ExactSizeIterator<Item = usize>) -> usize {
+    if part_lens.len() == 1 {
+        return part_lens.sum();
+    }
+    COMPOUND_HEADER_OVERHEAD + part_lens.map(|l| COMPOUND_OVERHEAD + l).sum::<usize>()
+}
+
 /// Appends a compound message holding `parts` (at most
 /// [`MAX_COMPOUND_PARTS`], each under 64 KiB).
 pub fn encode_compound<B: AsRef<[u8]>>(parts: &[B], out: &mut Vec<u8>) {
