@@ -364,8 +364,23 @@ fn long_lzw_streams_cross_the_language_boundary() {
     // cairn compresses, Go decompresses.
     assert_eq!(go_lzw("unwrap", &wire::compress(&payload)), payload);
 
-    // Go compresses, cairn decompresses.
+    // Go compresses, cairn decompresses; and both compress alike, code for
+    // code, through every width change and table reset: here, in a long
+    // run of one byte, and in noise.
     let from_go = go_lzw("wrap", &payload);
+    assert_eq!(wire::compress(&payload), from_go);
+    let run = vec![1u8; 100_000];
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for input in [&[][..], &[1, 1], &run, &noise] {
+        assert_eq!(
+            wire::compress(input),
+            go_lzw("wrap", input),
+            "{} bytes",
+            input.len()
+        );
+    }
     let (msg, used) = wire::decode_stream(&from_go)
         .unwrap()
         .expect("a whole message");

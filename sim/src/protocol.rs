@@ -27,7 +27,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use cairn::gossip::wire::{self, Message, StreamMessage};
-use cairn::gossip::{tags, GossipOptions, KnownMembers, Node, Output, StreamId};
+use cairn::gossip::{tags, GossipOptions, KnownMembers, Node, Output, StreamId, StreamRequest};
 use cairn::time::Instant;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -127,23 +127,20 @@ enum Ev {
     /// A datagram arrives.
     Packet { to: u32, from: u32, data: Datagram },
     /// A stream's request arrives at the peer.
+    /// (Streams are rare and their parts large: boxed, they keep every
+    /// queued event small.)
     StreamIn {
         to: u32,
         from: u32,
         from_boot: u32,
-        id: StreamId,
-        data: Vec<u8>,
-        /// The request as a value, when the codec is skipped.
-        message: Option<StreamMessage>,
-        deadline: Instant,
-        expect_reply: bool,
+        req: Box<StreamRequest>,
     },
     /// A stream's outcome reaches the node that opened it.
     StreamDone {
         to: u32,
         boot: u32,
         id: StreamId,
-        result: Result<Option<StreamMessage>, String>,
+        result: Box<Result<Option<StreamMessage>, String>>,
     },
     /// A node's timers are due.
     Timer { node: u32, boot: u32 },
@@ -742,7 +739,7 @@ impl Engine<'_> {
         );
     }
 
-    fn open_stream(&mut self, i: usize, req: cairn::gossip::StreamRequest) {
+    fn open_stream(&mut self, i: usize, req: StreamRequest) {
         self.slots[i].sent[2] += req.data.len() as u64;
         let boot = self.slots[i].boot;
         let j = index_of(req.to, self.n);
@@ -760,11 +757,7 @@ impl Engine<'_> {
                 to: j as u32,
                 from: i as u32,
                 from_boot: boot,
-                id: req.id,
-                data: req.data,
-                message: req.message,
-                deadline: req.deadline,
-                expect_reply: req.expect_reply,
+                req: Box::new(req),
             },
         );
     }
@@ -784,7 +777,7 @@ impl Engine<'_> {
                 to,
                 boot,
                 id,
-                result,
+                result: Box::new(result),
             },
         );
     }
@@ -805,12 +798,16 @@ impl Engine<'_> {
                 to,
                 from,
                 from_boot,
-                id,
-                data,
-                message,
-                deadline,
-                expect_reply,
+                req,
             } => {
+                let StreamRequest {
+                    id,
+                    data,
+                    message,
+                    deadline,
+                    expect_reply,
+                    ..
+                } = *req;
                 let (to, from) = (to as usize, from as usize);
                 let now = self.now;
                 let late = |t: Instant| t > deadline;
@@ -877,7 +874,7 @@ impl Engine<'_> {
                 let Some(node) = slot.node.as_mut() else {
                     return Ok(());
                 };
-                let ok = node.handle_stream_result(self.now, id, result).is_ok();
+                let ok = node.handle_stream_result(self.now, id, *result).is_ok();
                 if slot.joins.remove(&id) {
                     slot.joined |= ok;
                     if slot.joins.is_empty() && !slot.joined {

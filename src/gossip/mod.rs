@@ -15,6 +15,7 @@ pub mod core;
 pub mod driver;
 pub mod event;
 pub mod lifeguard;
+pub mod lzw;
 pub mod node;
 pub mod roster;
 pub mod tags;

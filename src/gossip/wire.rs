@@ -607,10 +607,7 @@ pub fn encode_compound<B: AsRef<[u8]>>(parts: &[B], out: &mut Vec<u8>) {
 
 /// Wraps `payload` in a `compress` message (LZW, as memberlist does).
 pub fn compress(payload: &[u8]) -> Vec<u8> {
-    let lzw = weezl::encode::Encoder::new(weezl::BitOrder::Lsb, 8)
-        .encode(payload)
-        // Encoding a byte slice into a vector cannot fail for 8-bit literals.
-        .unwrap_or_default();
+    let lzw = super::lzw::compress(payload);
     let mut out = Vec::with_capacity(lzw.len() + 16);
     out.push(MessageType::Compress as u8);
     let mut w = Writer::new(&mut out);
