@@ -33,6 +33,8 @@ struct Entry<M> {
     name: Option<Arc<str>>,
     msg: M,
     notify: Option<u64>,
+    /// Never dropped to honour the bound (see `push_pinned`).
+    pinned: bool,
 }
 
 /// A bounded, transmit-limited broadcast queue of encoded messages (bytes,
@@ -78,6 +80,19 @@ impl<M: Encoded> BroadcastQueue<M> {
     /// [`take_finished`](Self::take_finished) once the message has been sent
     /// often enough, replaced, or dropped.
     pub fn push(&mut self, name: Option<Arc<str>>, msg: M, notify: Option<u64>) {
+        self.insert(name, msg, notify, false)
+    }
+
+    /// Queues `msg` as [`push`](Self::push) does, but the bound never drops
+    /// it: a node's news about itself (that it is alive after a restart, a
+    /// refutation, its leave) is what the others cannot learn elsewhere.
+    /// A node that learns thousands of members at once (a join) queues an
+    /// alive notice for each, and those must not crowd out its own.
+    pub fn push_pinned(&mut self, name: Option<Arc<str>>, msg: M, notify: Option<u64>) {
+        self.insert(name, msg, notify, true)
+    }
+
+    fn insert(&mut self, name: Option<Arc<str>>, msg: M, notify: Option<u64>, pinned: bool) {
         if let Some(n) = &name {
             if let Some(old) = self.by_name.remove(n) {
                 if let Some(e) = self.items.remove(&old) {
@@ -90,9 +105,22 @@ impl<M: Encoded> BroadcastQueue<M> {
         if let Some(n) = &name {
             self.by_name.insert(n.clone(), key);
         }
-        self.items.insert(key, Entry { name, msg, notify });
+        self.items.insert(
+            key,
+            Entry {
+                name,
+                msg,
+                notify,
+                pinned,
+            },
+        );
         while self.items.len() > self.bound {
-            if let Some((_, e)) = self.items.pop_last() {
+            // The most-sent first, pinned ones aside (there are few).
+            let victim = self.items.iter().rev().find(|(_, e)| !e.pinned);
+            let Some(key) = victim.map(|(k, _)| *k) else {
+                break;
+            };
+            if let Some(e) = self.items.remove(&key) {
                 self.forget(&e);
                 self.finish(e);
             }
@@ -238,6 +266,17 @@ mod tests {
         q.push(None, b("01"), None);
         // 2 + 6 + 2 + 2 = 12 fits 12; the 11-byte one (13 with overhead) does not.
         assert_eq!(q.take(2, 12, 5, usize::MAX), vec![b("012345"), b("01")]);
+    }
+
+    #[test]
+    fn pinned_messages_outlive_the_bound() {
+        let mut q = BroadcastQueue::new(2);
+        q.push_pinned(Some("me".into()), b("refute"), None);
+        for name in ["a", "b", "c", "d"] {
+            q.push(Some(name.into()), b("alive"), None);
+        }
+        assert_eq!(q.len(), 2);
+        assert!(q.take(0, 100, 5, usize::MAX).contains(&b("refute")));
     }
 
     proptest! {

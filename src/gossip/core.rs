@@ -1328,7 +1328,12 @@ impl Swim {
             bytes: Bytes::from(bytes.into_boxed_slice()),
             msg: self.typed.then(|| Arc::new(msg.clone())),
         };
-        self.broadcasts.push(Some(node.clone()), part, notify);
+        if **node == *self.me {
+            self.broadcasts
+                .push_pinned(Some(node.clone()), part, notify);
+        } else {
+            self.broadcasts.push(Some(node.clone()), part, notify);
+        }
         self.wake_gossip(now);
         self.check_finished();
     }

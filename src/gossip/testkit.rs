@@ -93,34 +93,32 @@ impl Net {
             leave_complete: Vec::new(),
             after_step: None,
         };
-        for i in 0..n {
-            net.slots.push(Slot {
-                name: format!("n{i}"),
-                addr: addr(i),
-                swim: None,
-                epoch: 0,
-            });
-            net.start(i);
-        }
+        net.boot(n);
         for i in 1..n {
             net.join(i, 0);
         }
         net
     }
 
-    /// `n` nodes that start converged: each preloaded with one shared
-    /// table of all of them, alive, and no join at all.
-    pub fn converged(n: usize, cfg: Config, seed: u64) -> Net {
-        let mut net = Net::new(0, cfg, seed);
-        for i in 0..n {
-            net.slots.push(Slot {
+    /// Starts `n` more nodes, each knowing only itself.
+    fn boot(&mut self, n: usize) {
+        for _ in 0..n {
+            let i = self.slots.len();
+            self.slots.push(Slot {
                 name: format!("n{i}"),
                 addr: addr(i),
                 swim: None,
                 epoch: 0,
             });
-            net.start(i);
+            self.start(i);
         }
+    }
+
+    /// `n` nodes that start converged: each preloaded with one shared
+    /// table of all of them, alive, and no join at all.
+    pub fn converged(n: usize, cfg: Config, seed: u64) -> Net {
+        let mut net = Net::new(0, cfg, seed);
+        net.boot(n);
         let infos: Vec<_> = net
             .slots
             .iter()
