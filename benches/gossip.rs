@@ -175,5 +175,33 @@ fn core(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, core);
+/// cairn's LZW encoder against the `weezl` crate's (what cairn used
+/// before), on a packet-sized compound and on a 10,000-member push/pull
+/// sized payload.
+fn lzw(c: &mut Criterion) {
+    let mut packet = Vec::new();
+    wire::encode_compound(&compound_parts(), &mut packet);
+    let mut state = Vec::new();
+    for i in 0..10_000u32 {
+        state.extend_from_slice(
+            format!("dc1-{i}\u{1}10.0.{}.{}:8301 alive 1;", i / 250, i % 250).as_bytes(),
+        );
+    }
+    let mut g = c.benchmark_group("lzw");
+    for (label, input) in [("packet", &packet), ("push_pull_10k", &state)] {
+        g.throughput(Throughput::Bytes(input.len() as u64));
+        g.bench_function(format!("cairn_{label}"), |b| {
+            b.iter(|| cairn::gossip::lzw::compress(std::hint::black_box(input)))
+        });
+        g.bench_function(format!("weezl_{label}"), |b| {
+            b.iter(|| {
+                weezl::encode::Encoder::new(weezl::BitOrder::Lsb, 8)
+                    .encode(std::hint::black_box(input))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codec, core, lzw);
 criterion_main!(benches);
