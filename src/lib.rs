@@ -14,4 +14,5 @@ pub mod coordinate;
 pub mod env;
 pub mod gossip;
 pub mod msgpack;
+pub mod state;
 pub mod time;

@@ -46,7 +46,8 @@ pub(crate) const ZERO_THRESHOLD: f64 = 1.0e-6;
 /// A point in the latency space: a Euclidean vector plus a height (the
 /// node's access-link latency) and an adjustment (a per-node offset), all in
 /// seconds, and the node's own estimate of its relative error.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct Coordinate {
     /// Euclidean part, one entry per dimension (seconds).
     pub vec: Vec<f64>,

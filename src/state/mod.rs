@@ -1,0 +1,380 @@
+//! The state store: what the servers agree on. The catalog (nodes, their
+//! services and health checks), the KV store, sessions and network
+//! coordinates, as plain data structures changed only by [`Command`]s, which
+//! the Raft state machine applies in log order. Equal logs give equal
+//! stores, on every server and in every simulated run.
+//!
+//! Every table keeps the Raft index of its last change, as Consul's does,
+//! and a [`WatchHub`] wakes readers waiting for a table, or a KV prefix, to
+//! pass an index they have seen: the basis of blocking queries.
+//!
+//! Time enters only through the commands: the leader stamps each with its
+//! clock (`at_ms`), so lock delays come out the same on every replica.
+
+mod catalog;
+mod kv;
+mod session;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use catalog::{Check, Health, Node, Service};
+pub use kv::{KvEntry, KvOp};
+pub use session::{Behavior, Session};
+pub use watch::WatchHub;
+
+use crate::coordinate::Coordinate;
+
+/// The tables of the store, each with its own index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Table {
+    /// Catalog nodes.
+    Nodes,
+    /// Services registered on nodes.
+    Services,
+    /// Health checks.
+    Checks,
+    /// KV entries (and their tombstones).
+    Kvs,
+    /// Sessions.
+    Sessions,
+    /// Network coordinates.
+    Coordinates,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 6] = [
+        Table::Nodes,
+        Table::Services,
+        Table::Checks,
+        Table::Kvs,
+        Table::Sessions,
+        Table::Coordinates,
+    ];
+}
+
+/// A change to the store, as the Raft log carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Catalog registration: a node, optionally one of its services, and
+    /// checks (Consul's `/v1/catalog/register`).
+    Register {
+        /// The node (its indexes are ignored).
+        node: Node,
+        /// A service on it.
+        service: Option<Service>,
+        /// Checks on the node or on its services.
+        checks: Vec<Check>,
+    },
+    /// Catalog deregistration: a check, a service (with its checks), or the
+    /// whole node when neither is named.
+    Deregister {
+        /// The node.
+        node: String,
+        /// The service to remove.
+        service_id: Option<String>,
+        /// The check to remove.
+        check_id: Option<String>,
+    },
+    /// A KV operation.
+    Kv {
+        /// What to do.
+        op: KvOp,
+        /// The key (for `DeleteTree`, the prefix).
+        key: String,
+        /// New value.
+        value: Vec<u8>,
+        /// Opaque flags stored with the value.
+        flags: u64,
+    },
+    /// Create a session (the leader picked its ID).
+    SessionCreate(Session),
+    /// Destroy a session, releasing or deleting what it holds.
+    SessionDestroy {
+        /// Its ID.
+        id: String,
+    },
+    /// Store nodes' network coordinates; updates for unknown nodes are
+    /// skipped.
+    Coordinates(Vec<(String, Coordinate)>),
+    /// Forget KV tombstones at or below an index (they keep prefix indexes
+    /// from going backwards after deletes until every reader has moved on).
+    ReapTombstones {
+        /// Highest index to forget.
+        up_to: u64,
+    },
+}
+
+/// Why a command was refused. A refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum StateError {
+    /// A request that names something missing or says something invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A snapshot that cannot be read.
+    #[error("unreadable snapshot: {0}")]
+    Snapshot(String),
+}
+
+fn invalid(msg: impl Into<String>) -> StateError {
+    StateError::Invalid(msg.into())
+}
+
+/// The data, as a snapshot holds it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Data {
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<(String, String), Service>,
+    checks: BTreeMap<(String, String), Check>,
+    kv: BTreeMap<String, KvEntry>,
+    tombstones: BTreeMap<String, u64>,
+    sessions: BTreeMap<String, Session>,
+    coordinates: BTreeMap<String, Coordinate>,
+    /// Keys whose lock was lost, and until when (ms) none may take it.
+    lock_delays: BTreeMap<String, u64>,
+    indexes: BTreeMap<Table, u64>,
+    last_applied: u64,
+}
+
+/// The store; see the [module docs](self).
+#[derive(Debug, Default)]
+pub struct Store {
+    data: Data,
+    hub: Arc<WatchHub>,
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Store::default()
+    }
+
+    /// Applies `cmd`, the log entry at `index`, stamped by the leader at
+    /// `at_ms`. `Ok(false)` is a refusal the protocol expects (a failed
+    /// CAS, a lock held by another session); `Err` says what was wrong
+    /// with the request. Either way the index counts as applied.
+    pub fn apply(&mut self, index: u64, at_ms: u64, cmd: &Command) -> Result<bool, StateError> {
+        self.data.last_applied = self.data.last_applied.max(index);
+        let mut tx = Tx {
+            data: &mut self.data,
+            index,
+            at_ms,
+            touched: Vec::new(),
+            keys: Vec::new(),
+            trees: Vec::new(),
+        };
+        let result = match cmd {
+            Command::Register {
+                node,
+                service,
+                checks,
+            } => tx.register(node, service.as_ref(), checks).map(|()| true),
+            Command::Deregister {
+                node,
+                service_id,
+                check_id,
+            } => tx
+                .deregister(node, service_id.as_deref(), check_id.as_deref())
+                .map(|()| true),
+            Command::Kv {
+                op,
+                key,
+                value,
+                flags,
+            } => tx.kv(op, key, value, *flags),
+            Command::SessionCreate(s) => tx.session_create(s).map(|()| true),
+            Command::SessionDestroy { id } => Ok(tx.session_destroy(id)),
+            Command::Coordinates(updates) => {
+                tx.coordinates(updates);
+                Ok(true)
+            }
+            Command::ReapTombstones { up_to } => {
+                tx.data.tombstones.retain(|_, i| *i > *up_to);
+                Ok(true)
+            }
+        };
+        let Tx {
+            touched,
+            keys,
+            trees,
+            ..
+        } = tx;
+        for t in touched {
+            self.hub.touch_table(t, index);
+        }
+        for k in keys {
+            self.hub.touch_key(&k, index);
+        }
+        for p in trees {
+            self.hub.touch_tree(&p, index);
+        }
+        result
+    }
+
+    /// The index of `table`'s last change.
+    pub fn index(&self, table: Table) -> u64 {
+        self.data.indexes.get(&table).copied().unwrap_or(0)
+    }
+
+    /// The highest log index applied.
+    pub fn last_applied(&self) -> u64 {
+        self.data.last_applied
+    }
+
+    /// Every node's network coordinate, by node.
+    pub fn coordinates(&self) -> impl Iterator<Item = (&String, &Coordinate)> {
+        self.data.coordinates.iter()
+    }
+
+    /// One node's network coordinate.
+    pub fn coordinate(&self, node: &str) -> Option<&Coordinate> {
+        self.data.coordinates.get(node)
+    }
+
+    /// Change notifications, for blocking readers.
+    pub fn watches(&self) -> Arc<WatchHub> {
+        self.hub.clone()
+    }
+
+    /// The store's contents, for a Raft snapshot.
+    pub fn snapshot(&self) -> Vec<u8> {
+        // Plain data with string and tuple keys: serialising cannot fail.
+        serde_json::to_vec(&SnapshotFile::from(&self.data)).unwrap_or_default()
+    }
+
+    /// A store from a [`snapshot`](Self::snapshot).
+    pub fn restore(bytes: &[u8]) -> Result<Store, StateError> {
+        let file: SnapshotFile =
+            serde_json::from_slice(bytes).map_err(|e| StateError::Snapshot(e.to_string()))?;
+        if file.format != SNAPSHOT_FORMAT {
+            return Err(StateError::Snapshot(format!(
+                "format {} (this build reads {SNAPSHOT_FORMAT})",
+                file.format
+            )));
+        }
+        let store = Store {
+            data: file.into_data(),
+            hub: Arc::default(),
+        };
+        for t in Table::ALL {
+            store.hub.touch_table(t, store.index(t));
+        }
+        Ok(store)
+    }
+}
+
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// A snapshot on disk: JSON maps need string keys, so the tables keyed by
+/// (node, id) travel as lists.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    format: u32,
+    nodes: Vec<Node>,
+    services: Vec<(String, Service)>,
+    checks: Vec<Check>,
+    kv: Vec<KvEntry>,
+    tombstones: BTreeMap<String, u64>,
+    sessions: Vec<Session>,
+    coordinates: BTreeMap<String, Coordinate>,
+    lock_delays: BTreeMap<String, u64>,
+    indexes: Vec<(Table, u64)>,
+    last_applied: u64,
+}
+
+impl From<&Data> for SnapshotFile {
+    fn from(d: &Data) -> Self {
+        SnapshotFile {
+            format: SNAPSHOT_FORMAT,
+            nodes: d.nodes.values().cloned().collect(),
+            services: d
+                .services
+                .iter()
+                .map(|((node, _), s)| (node.clone(), s.clone()))
+                .collect(),
+            checks: d.checks.values().cloned().collect(),
+            kv: d.kv.values().cloned().collect(),
+            tombstones: d.tombstones.clone(),
+            sessions: d.sessions.values().cloned().collect(),
+            coordinates: d.coordinates.clone(),
+            lock_delays: d.lock_delays.clone(),
+            indexes: d.indexes.iter().map(|(t, i)| (*t, *i)).collect(),
+            last_applied: d.last_applied,
+        }
+    }
+}
+
+impl SnapshotFile {
+    fn into_data(self) -> Data {
+        Data {
+            nodes: self
+                .nodes
+                .into_iter()
+                .map(|n| (n.node.clone(), n))
+                .collect(),
+            services: self
+                .services
+                .into_iter()
+                .map(|(node, s)| ((node, s.id.clone()), s))
+                .collect(),
+            checks: self
+                .checks
+                .into_iter()
+                .map(|c| ((c.node.clone(), c.check_id.clone()), c))
+                .collect(),
+            kv: self.kv.into_iter().map(|e| (e.key.clone(), e)).collect(),
+            tombstones: self.tombstones,
+            sessions: self
+                .sessions
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+            coordinates: self.coordinates,
+            lock_delays: self.lock_delays,
+            indexes: self.indexes.into_iter().collect(),
+            last_applied: self.last_applied,
+        }
+    }
+}
+
+/// One command being applied: the data, and what it touched (announced
+/// to the watchers once it is done).
+struct Tx<'a> {
+    data: &'a mut Data,
+    index: u64,
+    at_ms: u64,
+    touched: Vec<Table>,
+    keys: Vec<String>,
+    trees: Vec<String>,
+}
+
+impl Tx<'_> {
+    /// Records that `table` changed at this index.
+    fn touch(&mut self, table: Table) {
+        self.data.indexes.insert(table, self.index);
+        if !self.touched.contains(&table) {
+            self.touched.push(table);
+        }
+    }
+
+    fn coordinates(&mut self, updates: &[(String, Coordinate)]) {
+        let mut any = false;
+        for (node, c) in updates {
+            if self.data.nodes.contains_key(node) {
+                self.data.coordinates.insert(node.clone(), c.clone());
+                any = true;
+            }
+        }
+        if any {
+            self.touch(Table::Coordinates);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
