@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod consensus;
 pub mod coordinate;
 pub mod env;
 pub mod gossip;

@@ -1,0 +1,520 @@
+//! Durable Raft storage in one redb file (`raft.redb` in the data
+//! directory): the log, the vote, the commit point and the latest
+//! snapshot. Every write is a redb transaction committed with fsync before
+//! openraft hears it is done.
+//!
+//! The state machine itself lives in memory (the [`Store`]); after a
+//! restart it is the last snapshot plus the log entries after it, which
+//! openraft applies again.
+
+// openraft's traits return its `StorageError` (224 bytes); our helpers
+// return it too rather than box and unbox it at every boundary.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    Vote,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Response, TypeConfig};
+use crate::state::Store;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+type NodeId = u64;
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+type Meta = SnapshotMeta<NodeId, BasicNode>;
+
+/// Why the data directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageOpenError {
+    /// The directory cannot be created or the file opened.
+    #[error("cannot open {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a readable Raft store (corrupt, truncated, or not
+    /// cairn's). Nothing was changed; move it aside to start afresh.
+    #[error("{path} is damaged or not a cairn Raft store ({reason}); nothing was changed: restore it from a backup, or move it aside to join the cluster afresh")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Opens (or creates) the Raft storage in `dir`.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenError> {
+    std::fs::create_dir_all(dir).map_err(|source| StorageOpenError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = dir.join("raft.redb");
+    let corrupt = |reason: String| StorageOpenError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let db = Database::create(&path).map_err(|e| match e {
+        redb::DatabaseError::Storage(redb::StorageError::Io(source))
+            if source.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            StorageOpenError::Io {
+                path: path.clone(),
+                source,
+            }
+        }
+        other => corrupt(other.to_string()),
+    })?;
+    // Every table exists from the start, so readers never meet a missing one.
+    let txn = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
+    for def in [META, SNAPSHOT] {
+        txn.open_table(def).map_err(|e| corrupt(e.to_string()))?;
+    }
+    txn.open_table(LOG).map_err(|e| corrupt(e.to_string()))?;
+    txn.commit().map_err(|e| corrupt(e.to_string()))?;
+    let db = Arc::new(db);
+    let log = LogStore { db: db.clone() };
+    // Read everything once now, so damage shows at start, not mid-run.
+    let mut probe = log.clone();
+    let check = |r: StorageResult<()>| r.map_err(|e| corrupt(e.to_string()));
+    check(probe.meta::<Vote<NodeId>>("vote").map(drop))?;
+    check(probe.meta::<Option<LogId<NodeId>>>("committed").map(drop))?;
+    check(probe.meta::<LogId<NodeId>>("last_purged").map(drop))?;
+    probe
+        .entries((Bound::Unbounded, Bound::Unbounded))
+        .map_err(|e| corrupt(e.to_string()))?;
+    let mut sm = StateMachine {
+        db,
+        store: Arc::default(),
+        last_applied: None,
+        membership: StoredMembership::default(),
+        snapshots: 0,
+    };
+    if let Some((meta, data)) = sm.read_snapshot().map_err(|e| corrupt(e.to_string()))? {
+        sm.load(&meta, &data).map_err(|e| corrupt(e.to_string()))?;
+    }
+    Ok((log, sm))
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read(AnyError::new(&e)).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write(AnyError::new(&e)).into()
+}
+
+/// The Raft log, vote and commit point.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    fn meta<T: serde::de::DeserializeOwned>(&mut self, key: &str) -> StorageResult<Option<T>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(META).map_err(read_err)?;
+        let Some(v) = table.get(key).map_err(read_err)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(read_err)
+    }
+
+    fn set_meta<T: serde::Serialize>(&mut self, key: &str, value: &T) -> StorageResult<()> {
+        let bytes = serde_json::to_vec(value).map_err(write_err)?;
+        let txn = self.db.begin_write().map_err(write_err)?;
+        txn.open_table(META)
+            .map_err(write_err)?
+            .insert(key, bytes.as_slice())
+            .map_err(write_err)?;
+        txn.commit().map_err(write_err)
+    }
+
+    fn entries(
+        &mut self,
+        range: (Bound<u64>, Bound<u64>),
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOG).map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in table.range(range).map_err(read_err)? {
+            let (_, v) = item.map_err(read_err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+
+    fn last_entry(&mut self) -> StorageResult<Option<Entry<TypeConfig>>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOG).map_err(read_err)?;
+        let last = table.last().map_err(read_err)?;
+        last.map(|(_, v)| serde_json::from_slice(v.value()).map_err(read_err))
+            .transpose()
+    }
+
+    /// Deletes the entries in `range`.
+    fn remove(&mut self, range: (Bound<u64>, Bound<u64>)) -> StorageResult<()> {
+        let txn = self.db.begin_write().map_err(write_err)?;
+        txn.open_table(LOG)
+            .map_err(write_err)?
+            .retain_in(range, |_, _| false)
+            .map_err(write_err)?;
+        txn.commit().map_err(write_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        self.entries(bounds)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged: Option<LogId<NodeId>> = self.meta("last_purged")?;
+        let last = self.last_entry()?.map(|e| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last.or(last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        self.set_meta("vote", vote)
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        self.meta("vote")
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        self.set_meta("committed", &committed)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self.meta::<Option<LogId<NodeId>>>("committed")?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let result = (|| {
+            let txn = self.db.begin_write().map_err(write_err)?;
+            {
+                let mut table = txn.open_table(LOG).map_err(write_err)?;
+                for e in entries {
+                    let bytes = serde_json::to_vec(&e).map_err(write_err)?;
+                    table
+                        .insert(e.log_id.index, bytes.as_slice())
+                        .map_err(write_err)?;
+                }
+            }
+            txn.commit().map_err(write_err)
+        })();
+        callback.log_io_completed(
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.remove((Bound::Included(log_id.index), Bound::Unbounded))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        // The purge point first: a crash between the two leaves entries
+        // the log state already counts as gone, never a hole.
+        self.set_meta("last_purged", &log_id)?;
+        self.remove((Bound::Unbounded, Bound::Included(log_id.index)))
+    }
+}
+
+/// The Raft state machine: the [`Store`], and the latest snapshot on disk.
+#[derive(Debug)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    store: Arc<RwLock<Store>>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    snapshots: u64,
+}
+
+impl StateMachine {
+    /// The store, for readers (servers answer queries from it).
+    pub fn store(&self) -> Arc<RwLock<Store>> {
+        self.store.clone()
+    }
+
+    fn read_snapshot(&self) -> StorageResult<Option<(Meta, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(SNAPSHOT).map_err(read_err)?;
+        let (Some(meta), Some(data)) = (
+            table.get("meta").map_err(read_err)?,
+            table.get("data").map_err(read_err)?,
+        ) else {
+            return Ok(None);
+        };
+        let meta = serde_json::from_slice(meta.value()).map_err(read_err)?;
+        Ok(Some((meta, data.value().to_vec())))
+    }
+
+    /// Replaces the state with a snapshot's.
+    fn load(&mut self, meta: &Meta, data: &[u8]) -> StorageResult<()> {
+        let store = Store::restore(data).map_err(read_err)?;
+        *self.store.write().unwrap_or_else(|e| e.into_inner()) = store;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+}
+
+/// Saves `data` as the current snapshot, replacing the one before.
+fn write_snapshot(db: &Database, meta: &Meta, data: &[u8]) -> StorageResult<()> {
+    let meta = serde_json::to_vec(meta).map_err(write_err)?;
+    let txn = db.begin_write().map_err(write_err)?;
+    {
+        let mut table = txn.open_table(SNAPSHOT).map_err(write_err)?;
+        table.insert("meta", meta.as_slice()).map_err(write_err)?;
+        table.insert("data", data).map_err(write_err)?;
+    }
+    txn.commit().map_err(write_err)
+}
+
+/// A snapshot in the making: the store's bytes and what they cover.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    data: Vec<u8>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    id: String,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: self.id.clone(),
+        };
+        write_snapshot(&self.db, &meta, &self.data)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(std::mem::take(&mut self.data))),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for e in entries {
+            self.last_applied = Some(e.log_id);
+            out.push(match e.payload {
+                EntryPayload::Blank => Response(Ok(true)),
+                EntryPayload::Normal(req) => {
+                    Response(store.apply(e.log_id.index, req.at_ms, &req.cmd))
+                }
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(e.log_id), m);
+                    Response(Ok(true))
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshots += 1;
+        let data = self
+            .store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot();
+        let id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.snapshots),
+            None => format!("0-0-{}", self.snapshots),
+        };
+        SnapshotBuilder {
+            db: self.db.clone(),
+            data,
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            id,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        self.load(meta, &data)?;
+        write_snapshot(&self.db, meta, &data)
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        Ok(self.read_snapshot()?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    struct TempStore;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for TempStore {
+        async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachine)> {
+            let dir = tempfile::tempdir().map_err(write_err)?;
+            let (log, sm) = open(dir.path()).map_err(write_err)?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's own conformance suite for storage implementations.
+    #[test]
+    fn passes_openraft_storage_suite() -> StorageResult<()> {
+        Suite::test_all(TempStore)
+    }
+
+    #[test]
+    fn a_reopened_store_has_its_vote_log_and_snapshot() {
+        use crate::consensus::Request;
+        use crate::state::{Command, KvOp};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let entry = |index: u64, key: &str| Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(2, 1), index),
+            payload: EntryPayload::Normal(Request {
+                at_ms: 0,
+                cmd: Command::Kv {
+                    op: KvOp::Set,
+                    key: key.into(),
+                    value: b"v".to_vec(),
+                    flags: 0,
+                },
+            }),
+        };
+        rt.block_on(async {
+            let (mut log, mut sm) = open(dir.path()).unwrap();
+            log.save_vote(&Vote::new(2, 1)).await.unwrap();
+            for i in 1..=3 {
+                let txn = log.db.begin_write().unwrap();
+                {
+                    let mut t = txn.open_table(LOG).unwrap();
+                    let bytes = serde_json::to_vec(&entry(i, &format!("k{i}"))).unwrap();
+                    t.insert(i, bytes.as_slice()).unwrap();
+                }
+                txn.commit().unwrap();
+            }
+            sm.apply([entry(1, "k1"), entry(2, "k2")]).await.unwrap();
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+        });
+        rt.block_on(async {
+            let (mut log, mut sm) = open(dir.path()).unwrap();
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+            let state = log.get_log_state().await.unwrap();
+            assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+            let (applied, _) = sm.applied_state().await.unwrap();
+            assert_eq!(applied.map(|l| l.index), Some(2), "from the snapshot");
+            let store = sm.store();
+            let store = store.read().unwrap();
+            assert!(store.kv_get("k2").is_some() && store.kv_get("k3").is_none());
+        });
+    }
+
+    #[test]
+    fn damaged_files_are_refused_at_open_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        std::fs::write(
+            &path,
+            b"this is not a database, just some bytes that are long enough",
+        )
+        .unwrap();
+        let err = open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("raft.redb") && err.contains("damaged"),
+            "{err}"
+        );
+        // Nothing was overwritten.
+        assert!(std::fs::read(&path).unwrap().starts_with(b"this is not"));
+    }
+
+    #[test]
+    fn a_truncated_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = open(dir.path()).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(log.save_vote(&Vote::new(3, 1))).unwrap();
+        }
+        let path = dir.path().join("raft.redb");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+        let err = open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("damaged"), "{err}");
+    }
+}
