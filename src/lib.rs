@@ -15,5 +15,6 @@ pub mod coordinate;
 pub mod env;
 pub mod gossip;
 pub mod msgpack;
+pub mod rpc;
 pub mod state;
 pub mod time;

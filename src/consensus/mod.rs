@@ -3,6 +3,7 @@
 //! machine is the [`Store`]; its log, vote and snapshots live in a redb
 //! file in the server's data directory ([`storage`]).
 
+pub mod network;
 pub mod storage;
 
 use std::io::Cursor;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{Command, StateError};
 
+pub use network::{Network, RaftReply, RaftRequest};
 pub use storage::{open, LogStore, StateMachine, StorageOpenError};
 
 /// A log entry's payload: a change to the store, and when the leader

@@ -1,0 +1,339 @@
+//! Request/response RPC over TCP, between agents and servers and among
+//! servers. Each frame is a 4-byte big-endian length and a JSON body; a
+//! connection carries many requests at once, matched to their replies by
+//! id, and every call has a deadline. Everything goes through [`Env`], so
+//! the same code runs on real sockets and in the simulator.
+
+use std::collections::HashMap;
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::env::{timeout_at, Env, Task, TcpListener};
+use crate::time::Instant;
+
+/// The largest frame either side accepts (a Raft snapshot travels in one).
+pub const MAX_FRAME: usize = 256 << 20;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// No connection to the peer could be made.
+    #[error("cannot reach {addr}: {source}")]
+    Connect {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The deadline passed first.
+    #[error("no reply from {0} before the deadline")]
+    Timeout(SocketAddr),
+    /// The connection broke before the reply came.
+    #[error("connection to {0} closed before the reply")]
+    Closed(SocketAddr),
+    /// A message that cannot be encoded or decoded.
+    #[error("bad RPC message: {0}")]
+    Codec(String),
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
+    if body.len() > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes exceeds {MAX_FRAME}", body.len()),
+        ));
+    }
+    w.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    w.write_all(body).await?;
+    w.flush().await
+}
+
+/// Reads one frame; `None` at a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("peer announced a frame of {len} bytes; the limit is {MAX_FRAME}"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(Some(body))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    id: u64,
+    body: T,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
+
+/// One open connection: a writer task fed by a channel, a reader task
+/// routing replies to their callers.
+struct Conn {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Pending,
+    _tasks: (Task, Task),
+}
+
+impl Conn {
+    fn is_open(&self) -> bool {
+        !self.out.is_closed()
+    }
+}
+
+/// Calls peers: one multiplexed connection per peer, made on first use and
+/// again after it breaks.
+pub struct Client<E: Env, Req, Resp> {
+    env: E,
+    conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+    next_id: AtomicU64,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
+    /// A client with no connections yet.
+    pub fn new(env: E) -> Self {
+        Client {
+            env,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            _types: PhantomData,
+        }
+    }
+
+    /// Sends `req` to `addr` and waits for the reply until `deadline`.
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        req: &Req,
+        deadline: Instant,
+    ) -> Result<Resp, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = serde_json::to_vec(&Envelope { id, body: req })
+            .map_err(|e| RpcError::Codec(e.to_string()))?;
+        let conn = self.conn(addr, deadline).await?;
+        let (tx, rx) = oneshot::channel();
+        conn.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        if conn.out.send(frame).is_err() {
+            return Err(RpcError::Closed(addr));
+        }
+        let reply = match timeout_at(&self.env, deadline, rx).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => return Err(RpcError::Closed(addr)),
+            Err(_) => {
+                conn.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                return Err(RpcError::Timeout(addr));
+            }
+        };
+        serde_json::from_slice::<Envelope<Resp>>(&reply)
+            .map(|e| e.body)
+            .map_err(|e| RpcError::Codec(e.to_string()))
+    }
+
+    async fn conn(&self, addr: SocketAddr, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&addr).filter(|c| c.is_open()) {
+            return Ok(c.clone());
+        }
+        let stream = match timeout_at(&self.env, deadline, self.env.connect_tcp(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(RpcError::Connect { addr, source }),
+            Err(_) => return Err(RpcError::Timeout(addr)),
+        };
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let (out, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+        let pending: Pending = Arc::default();
+        let writer = self.env.spawn(async move {
+            while let Some(frame) = queue.recv().await {
+                if write_frame(&mut wr, &frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let routes = pending.clone();
+        let reader = self.env.spawn(async move {
+            while let Ok(Some(frame)) = read_frame(&mut rd).await {
+                #[derive(Deserialize)]
+                struct Id {
+                    id: u64,
+                }
+                let Ok(Id { id }) = serde_json::from_slice::<Id>(&frame) else {
+                    continue;
+                };
+                let waiter = routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(frame);
+                }
+            }
+            // Broken: every caller still waiting hears so now.
+            routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        });
+        let conn = Arc::new(Conn {
+            out,
+            pending,
+            _tasks: (writer, reader),
+        });
+        conns.insert(addr, conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Answers requests on `listener` with `handler`, each request in its own
+/// task, until the returned task is dropped or aborted.
+pub fn serve<E, Req, Resp, H, Fut>(env: E, listener: E::TcpListener, handler: H) -> Task
+where
+    E: Env,
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let spawner = env.clone();
+    env.spawn(async move {
+        let mut conns = Vec::new();
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            conns.retain(|t: &Task| !t.is_finished());
+            conns.push(spawner.spawn(connection(spawner.clone(), stream, peer, handler.clone())));
+        }
+    })
+}
+
+async fn connection<E, Req, Resp, H, Fut>(
+    env: E,
+    stream: E::TcpStream,
+    peer: SocketAddr,
+    handler: H,
+) where
+    E: Env,
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (out, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+    let _writer = env.spawn(async move {
+        while let Some(frame) = queue.recv().await {
+            if write_frame(&mut wr, &frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut calls = Vec::new();
+    loop {
+        let frame = match read_frame(&mut rd).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "dropping RPC connection");
+                break;
+            }
+        };
+        let req = match serde_json::from_slice::<Envelope<Req>>(&frame) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "undecodable RPC request; closing the connection");
+                break;
+            }
+        };
+        let (handler, out) = (handler.clone(), out.clone());
+        calls.retain(|t: &Task| !t.is_finished());
+        calls.push(env.spawn(async move {
+            let body = handler(req.body).await;
+            if let Ok(frame) = serde_json::to_vec(&Envelope { id: req.id, body }) {
+                let _ = out.send(frame);
+            }
+        }));
+    }
+    // Let answers in progress go out before the writer goes.
+    for c in calls {
+        c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::TokioEnv;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn calls_are_answered_concurrently_and_bad_peers_fail_cleanly() {
+        let env = TokioEnv::new();
+        let listener = env.bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sleeper = env.clone();
+        let _server = serve(env.clone(), listener, move |ms: u64| {
+            let env = sleeper.clone();
+            async move {
+                env.sleep(Duration::from_millis(ms)).await;
+                ms * 2
+            }
+        });
+        let client: Arc<Client<TokioEnv, u64, u64>> = Arc::new(Client::new(env.clone()));
+        let deadline = env.now() + Duration::from_secs(5);
+        // A slow call does not hold up a quick one on the same connection.
+        let slow = {
+            let c = client.clone();
+            tokio::spawn(async move { c.call(addr, &300, deadline).await.unwrap() })
+        };
+        assert_eq!(client.call(addr, &1, deadline).await.unwrap(), 2);
+        assert!(!slow.is_finished());
+        assert_eq!(slow.await.unwrap(), 600);
+        let short = env.now() + Duration::from_millis(50);
+        assert!(matches!(
+            client.call(addr, &1_000, short).await,
+            Err(RpcError::Timeout(_))
+        ));
+        // Nobody listening.
+        let closed = TokioEnv::new()
+            .bind_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dead = closed.local_addr().unwrap();
+        drop(closed);
+        let err = client.call(dead, &1, deadline).await.unwrap_err();
+        assert!(matches!(err, RpcError::Connect { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn oversized_and_truncated_frames_are_errors_not_panics() {
+        let mut huge: &[u8] = &[0xff, 0xff, 0xff, 0xff, 1, 2];
+        let err = read_frame(&mut huge).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let mut cut: &[u8] = &[0, 0, 0, 9, 1, 2];
+        assert!(read_frame(&mut cut).await.is_err());
+        let mut empty: &[u8] = &[];
+        assert!(read_frame(&mut empty).await.unwrap().is_none());
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"hi").await.unwrap();
+        assert_eq!(read_frame(&mut &buf[..]).await.unwrap().unwrap(), b"hi");
+    }
+}
