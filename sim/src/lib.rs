@@ -17,6 +17,7 @@
 pub mod checks;
 pub mod cluster;
 pub mod env;
+pub mod linearizability;
 pub mod metrics;
 pub mod output;
 pub mod plot;
