@@ -34,6 +34,7 @@ async fn start(env: &TokioEnv, id: u64, dir: &Path, addr: SocketAddr) -> Server 
     let listener = env.bind_tcp(addr).await.expect("bind the RPC port");
     let (log, sm) = consensus::open(dir).expect("open the data dir");
     let store = sm.store();
+    consensus::runtime::seed(env.seed(&format!("raft-{id}")));
     let raft = Raft::new(id, config(), consensus::Network::new(env.clone()), log, sm)
         .await
         .expect("start Raft");

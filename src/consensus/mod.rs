@@ -4,6 +4,7 @@
 //! file in the server's data directory ([`storage`]).
 
 pub mod network;
+pub mod runtime;
 pub mod storage;
 
 use std::io::Cursor;
@@ -33,11 +34,13 @@ pub struct Response(pub Result<bool, StateError>);
 
 openraft::declare_raft_types!(
     /// cairn's Raft types: node IDs are numbers, nodes carry their RPC
-    /// address, snapshots are the store's serialised bytes.
+    /// address, snapshots are the store's serialised bytes, and randomness
+    /// is seeded ([`runtime`]).
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = u64,
         Node = openraft::BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = runtime::CairnRuntime,
 );
