@@ -16,5 +16,6 @@ pub mod env;
 pub mod gossip;
 pub mod msgpack;
 pub mod rpc;
+pub mod server;
 pub mod state;
 pub mod time;

@@ -1,0 +1,232 @@
+//! The leader keeps the catalog in step with gossip, as Consul's does:
+//! every member of the datacenter's pool has a node entry and a
+//! `serfHealth` check, passing while gossip says it is alive and critical
+//! once it has failed; a member that left, or was reaped, is deregistered.
+//! Nodes registered through the API without a `serfHealth` check (external
+//! services) are not gossip's to manage and are left alone.
+//!
+//! [`reconcile`] is pure: it compares the roster with the store and says
+//! which commands would bring the catalog in line (none when it is), so the
+//! leader can run it on every membership event and periodically.
+
+use std::collections::BTreeSet;
+
+use crate::gossip::{Member, MemberStatus};
+use crate::state::{Check, Command, Health, Node, Store};
+
+/// The ID (and name) of the check gossip keeps on every member.
+pub const SERF_CHECK: &str = "serfHealth";
+
+/// The commands that make `store`'s catalog agree with `members`, the
+/// gossip pool of datacenter `dc`.
+pub fn reconcile(members: &[Member], store: &Store, dc: &str) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut in_pool = BTreeSet::new();
+    for m in members {
+        let tags = m.tags();
+        // Another datacenter's member (a WAN pool shares this type).
+        if tags.get("dc").is_some_and(|d| d != dc) {
+            continue;
+        }
+        in_pool.insert(m.name.as_str());
+        let health = match m.status {
+            MemberStatus::Alive | MemberStatus::Leaving => Health::Passing,
+            MemberStatus::Failed => Health::Critical,
+            MemberStatus::Left => {
+                if store.node(&m.name).is_some() {
+                    out.push(deregister(&m.name));
+                }
+                continue;
+            }
+            MemberStatus::None => continue,
+        };
+        let node = Node {
+            id: tags.get("id").cloned().unwrap_or_default(),
+            node: m.name.clone(),
+            address: m.addr.ip().to_string(),
+            datacenter: dc.to_owned(),
+            ..Node::default()
+        };
+        let output = match health {
+            Health::Passing => "Agent alive and reachable",
+            _ => "Agent not live or unreachable",
+        };
+        let check = Check {
+            node: m.name.clone(),
+            check_id: SERF_CHECK.into(),
+            name: "Serf Health Status".into(),
+            status: health,
+            output: output.into(),
+            check_type: "serf".into(),
+            ..Check::default()
+        };
+        if !in_sync(store, &node, &check) {
+            out.push(Command::Register {
+                node: keep_operator_fields(store, node),
+                service: None,
+                checks: vec![check],
+            });
+        }
+    }
+    // Members gossip has reaped: gone from the pool, still in the catalog.
+    for node in store.nodes() {
+        let managed = store
+            .node_checks(&node.node)
+            .any(|c| c.check_id == SERF_CHECK);
+        if managed && !in_pool.contains(node.node.as_str()) {
+            out.push(deregister(&node.node));
+        }
+    }
+    out
+}
+
+fn deregister(node: &str) -> Command {
+    Command::Deregister {
+        node: node.to_owned(),
+        service_id: None,
+        check_id: None,
+    }
+}
+
+/// The catalog's node with what gossip decides replaced: tagged addresses
+/// and metadata set through the API stay.
+fn keep_operator_fields(store: &Store, mut node: Node) -> Node {
+    if let Some(old) = store.node(&node.node) {
+        node.tagged_addresses = old.tagged_addresses.clone();
+        node.meta = old.meta.clone();
+    }
+    node
+}
+
+fn in_sync(store: &Store, node: &Node, check: &Check) -> bool {
+    let Some(old) = store.node(&node.node) else {
+        return false;
+    };
+    let same_node =
+        (&old.id, &old.address, &old.datacenter) == (&node.id, &node.address, &node.datacenter);
+    let same_check = store
+        .node_checks(&node.node)
+        .find(|c| c.check_id == SERF_CHECK)
+        .is_some_and(|c| c.status == check.status && c.output == check.output);
+    same_node && same_check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::tags;
+    use crate::time::Instant;
+
+    fn member(name: &str, status: MemberStatus, dc: &str) -> Member {
+        let tags = [("dc", dc), ("role", "node")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Member {
+            name: name.into(),
+            addr: "10.1.2.3:8301".parse().unwrap(),
+            meta: tags::encode(&tags).unwrap(),
+            status,
+            suspect: false,
+            incarnation: 1,
+            vsn: [1, 5, 5, 2, 5, 5],
+            since: Instant::ZERO,
+        }
+    }
+
+    /// Reconciles `pool` into `store` and applies the result.
+    fn sync(store: &mut Store, pool: &[Member]) {
+        let cmds = reconcile(pool, store, "dc1");
+        apply(store, &cmds);
+    }
+
+    /// Applies `cmds` as the log would.
+    fn apply(store: &mut Store, cmds: &[Command]) {
+        for c in cmds {
+            let index = store.last_applied() + 1;
+            store.apply(index, 0, c).unwrap();
+        }
+    }
+
+    #[test]
+    fn gossip_states_become_catalog_health_and_settle() {
+        let mut store = Store::new();
+        let mut pool = vec![
+            member("a", MemberStatus::Alive, "dc1"),
+            member("b", MemberStatus::Alive, "dc1"),
+            member("far", MemberStatus::Alive, "dc2"),
+        ];
+        let cmds = reconcile(&pool, &store, "dc1");
+        assert_eq!(cmds.len(), 2, "a and b, not the other datacenter's member");
+        apply(&mut store, &cmds);
+        let a = store.node("a").unwrap();
+        assert_eq!(
+            (a.address.as_str(), a.datacenter.as_str()),
+            ("10.1.2.3", "dc1")
+        );
+        let health = |s: &Store, n: &str| {
+            s.node_checks(n)
+                .find(|c| c.check_id == SERF_CHECK)
+                .map(|c| c.status)
+        };
+        assert_eq!(health(&store, "a"), Some(Health::Passing));
+        assert!(
+            reconcile(&pool, &store, "dc1").is_empty(),
+            "in step: nothing to do"
+        );
+
+        pool[1].status = MemberStatus::Failed;
+        sync(&mut store, &pool);
+        assert_eq!(health(&store, "b"), Some(Health::Critical));
+
+        pool[0].status = MemberStatus::Left;
+        sync(&mut store, &pool);
+        assert!(store.node("a").is_none());
+        // b is reaped: out of the pool, so out of the catalog.
+        pool.remove(1);
+        sync(&mut store, &pool);
+        assert!(store.node("b").is_none());
+        assert!(reconcile(&pool, &store, "dc1").is_empty());
+    }
+
+    #[test]
+    fn external_nodes_and_operator_fields_are_left_alone() {
+        let mut store = Store::new();
+        let external = Command::Register {
+            node: Node {
+                node: "db.example".into(),
+                address: "192.0.2.7".into(),
+                ..Node::default()
+            },
+            service: None,
+            checks: vec![],
+        };
+        apply(&mut store, &[external]);
+        let pool = vec![member("a", MemberStatus::Alive, "dc1")];
+        sync(&mut store, &pool);
+        assert!(store.node("db.example").is_some(), "not gossip's to remove");
+        // Metadata set through the API survives a health change.
+        let mut with_meta = store.node("a").unwrap().clone();
+        with_meta.meta.insert("rack".into(), "r7".into());
+        apply(
+            &mut store,
+            &[Command::Register {
+                node: with_meta,
+                service: None,
+                checks: vec![],
+            }],
+        );
+        let mut failed = pool.clone();
+        failed[0].status = MemberStatus::Failed;
+        sync(&mut store, &failed);
+        assert_eq!(
+            store
+                .node("a")
+                .unwrap()
+                .meta
+                .get("rack")
+                .map(String::as_str),
+            Some("r7")
+        );
+    }
+}
