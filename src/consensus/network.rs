@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::TypeConfig;
 use crate::env::{Env, Task};
 use crate::rpc::{self, Client, RpcError};
+use crate::time::Instant;
 
 type NodeId = u64;
 
@@ -44,29 +45,57 @@ pub enum RaftReply {
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
 }
 
-/// Makes a [`Peer`] for each server openraft talks to; they share one RPC
-/// client (one connection per server).
-pub struct Network<E: Env> {
-    client: Arc<Client<E, RaftRequest, RaftReply>>,
+/// How Raft messages reach another server: straight over an RPC
+/// connection of their own ([`Client`] of [`RaftRequest`]s), or inside a
+/// server's wider RPC protocol, which carries client requests too.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `req` to `addr` and waits for the reply until `deadline`.
+    fn send(
+        &self,
+        addr: SocketAddr,
+        req: RaftRequest,
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<RaftReply, RpcError>> + Send;
+}
+
+impl<E: Env> Transport for Client<E, RaftRequest, RaftReply> {
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        req: RaftRequest,
+        deadline: Instant,
+    ) -> Result<RaftReply, RpcError> {
+        self.call(addr, &req, deadline).await
+    }
+}
+
+/// Makes a [`Peer`] for each server openraft talks to; they share one
+/// transport (one connection per server).
+pub struct Network<E: Env, T: Transport = Client<E, RaftRequest, RaftReply>> {
+    transport: Arc<T>,
     env: E,
 }
 
 impl<E: Env> Network<E> {
-    /// A network through `env`.
+    /// A network of its own RPC connections, through `env`.
     pub fn new(env: E) -> Self {
-        Network {
-            client: Arc::new(Client::new(env.clone())),
-            env,
-        }
+        Network::over(env.clone(), Arc::new(Client::new(env)))
     }
 }
 
-impl<E: Env> RaftNetworkFactory<TypeConfig> for Network<E> {
-    type Network = Peer<E>;
+impl<E: Env, T: Transport> Network<E, T> {
+    /// A network over `transport`.
+    pub fn over(env: E, transport: Arc<T>) -> Self {
+        Network { transport, env }
+    }
+}
+
+impl<E: Env, T: Transport> RaftNetworkFactory<TypeConfig> for Network<E, T> {
+    type Network = Peer<E, T>;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         Peer {
-            client: self.client.clone(),
+            transport: self.transport.clone(),
             env: self.env.clone(),
             target,
             addr: node
@@ -78,8 +107,8 @@ impl<E: Env> RaftNetworkFactory<TypeConfig> for Network<E> {
 }
 
 /// The way to one server.
-pub struct Peer<E: Env> {
-    client: Arc<Client<E, RaftRequest, RaftReply>>,
+pub struct Peer<E: Env, T: Transport> {
+    transport: Arc<T>,
     env: E,
     target: NodeId,
     /// Its RPC address, or why the membership's address is unusable.
@@ -90,7 +119,7 @@ pub struct Peer<E: Env> {
 #[error("{0}")]
 struct Message(String);
 
-impl<E: Env> Peer<E> {
+impl<E: Env, T: Transport> Peer<E, T> {
     async fn call<Err: std::error::Error>(
         &self,
         req: RaftRequest,
@@ -107,8 +136,8 @@ impl<E: Env> Peer<E> {
             }
         };
         let deadline = self.env.now() + option.hard_ttl();
-        self.client
-            .call(addr, &req, deadline)
+        self.transport
+            .send(addr, req, deadline)
             .await
             .map_err(|e| match e {
                 RpcError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
@@ -123,7 +152,7 @@ impl<E: Env> Peer<E> {
     }
 }
 
-impl<E: Env> RaftNetwork<TypeConfig> for Peer<E> {
+impl<E: Env, T: Transport> RaftNetwork<TypeConfig> for Peer<E, T> {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -171,12 +200,15 @@ impl<E: Env> RaftNetwork<TypeConfig> for Peer<E> {
 pub fn serve<E: Env>(env: E, listener: E::TcpListener, raft: Raft<TypeConfig>) -> Task {
     rpc::serve(env, listener, move |req: RaftRequest| {
         let raft = raft.clone();
-        async move {
-            match req {
-                RaftRequest::Append(r) => RaftReply::Append(raft.append_entries(r).await),
-                RaftRequest::Vote(r) => RaftReply::Vote(raft.vote(r).await),
-                RaftRequest::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
-            }
-        }
+        async move { answer(&raft, req).await }
     })
+}
+
+/// The local node's answer to a Raft message.
+pub async fn answer(raft: &Raft<TypeConfig>, req: RaftRequest) -> RaftReply {
+    match req {
+        RaftRequest::Append(r) => RaftReply::Append(raft.append_entries(r).await),
+        RaftRequest::Vote(r) => RaftReply::Vote(raft.vote(r).await),
+        RaftRequest::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
+    }
 }

@@ -1,0 +1,423 @@
+//! A running server: its Raft node, its store, and one RPC port (8300 by
+//! default, as Consul's) that carries both Raft's messages among servers and
+//! clients' requests. Writes go to the leader (a follower forwards them);
+//! reads are answered by the leader (`default`), by the leader after it
+//! confirms it still leads (`consistent`), or by any server from what it
+//! has (`stale`, reporting how long since it heard from the leader). Any
+//! read can block until its index passes one the client has seen.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use openraft::{BasicNode, Raft, ServerState};
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::network::{answer, Transport};
+use crate::consensus::{self, Network, RaftReply, RaftRequest, Request, TypeConfig};
+use crate::env::{timeout_at, Env, Task};
+use crate::rpc::{self, Client, RpcError};
+use crate::state::{KvEntry, Node, Store, Table};
+use crate::time::Instant;
+
+/// A message to a server's RPC port.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ServerRpc {
+    /// Among servers: Raft.
+    Raft(RaftRequest),
+    /// From agents and other servers: a client request.
+    Client(ClientRequest),
+}
+
+/// The answer to a [`ServerRpc`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ServerReply {
+    /// To `Raft`.
+    Raft(RaftReply),
+    /// To `Client`.
+    Client(ClientReply),
+}
+
+/// What a client asks of the servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Change the store.
+    Write {
+        /// The change.
+        cmd: Box<crate::state::Command>,
+        /// Servers it has passed through (forwarding stops after a few).
+        hops: u8,
+    },
+    /// Read from the store.
+    Read {
+        /// What and how.
+        read: Read,
+        /// Servers it has passed through.
+        hops: u8,
+    },
+}
+
+/// Which server may answer a read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// The leader, from its store.
+    #[default]
+    Default,
+    /// The leader, after a round with a majority proves it still leads.
+    Consistent,
+    /// Any server, from its own store.
+    Stale,
+}
+
+/// A read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Read {
+    /// Who may answer.
+    pub consistency: Consistency,
+    /// Block until the answer's index is past this (0: answer at once).
+    pub min_index: u64,
+    /// The longest to block, milliseconds.
+    pub max_wait_ms: u64,
+    /// What to read.
+    pub query: Query,
+}
+
+/// What to read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Query {
+    /// One KV entry.
+    Kv(String),
+    /// The KV entries under a prefix.
+    KvList(String),
+    /// Every catalog node.
+    Nodes,
+}
+
+/// What a read found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Answer {
+    /// For `Write`: whether it took effect (`false`: a failed CAS).
+    Written(bool),
+    /// For `Kv`.
+    Kv(Option<KvEntry>),
+    /// For `KvList`.
+    KvList(Vec<KvEntry>),
+    /// For `Nodes`.
+    Nodes(Vec<Node>),
+}
+
+/// The reply to a client request, with Consul's query metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientReply {
+    /// The index the answer reflects (`X-Consul-Index`).
+    pub index: u64,
+    /// Whether the answering server knew a leader (`X-Consul-KnownLeader`).
+    pub known_leader: bool,
+    /// Milliseconds since the answering server heard from the leader (0 on
+    /// the leader; `X-Consul-LastContact`).
+    pub last_contact_ms: u64,
+    /// The answer, or why there is none.
+    pub answer: Result<Answer, String>,
+}
+
+/// Most servers a request may pass through before it is refused.
+const MAX_HOPS: u8 = 3;
+
+/// How long a request waits for a leader to be known (Consul's default).
+const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// A running server; see the [module docs](self).
+pub struct Server<E: Env> {
+    env: E,
+    id: u64,
+    raft: Raft<TypeConfig>,
+    store: Arc<RwLock<Store>>,
+    client: Arc<Client<E, ServerRpc, ServerReply>>,
+    /// When the leader was last heard (a Raft append arrived).
+    last_contact: Arc<Mutex<Option<Instant>>>,
+    _rpc: Task,
+}
+
+/// Carries Raft's messages inside [`ServerRpc`].
+struct Wrapped<E: Env>(Arc<Client<E, ServerRpc, ServerReply>>);
+
+impl<E: Env> Transport for Wrapped<E> {
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        req: RaftRequest,
+        deadline: Instant,
+    ) -> Result<RaftReply, RpcError> {
+        match self.0.call(addr, &ServerRpc::Raft(req), deadline).await? {
+            ServerReply::Raft(r) => Ok(r),
+            ServerReply::Client(_) => {
+                Err(RpcError::Codec("a client reply to a Raft message".into()))
+            }
+        }
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory is unusable.
+    #[error(transparent)]
+    Storage(#[from] consensus::StorageOpenError),
+    /// openraft refused to start.
+    #[error("cannot start Raft: {0}")]
+    Raft(String),
+}
+
+impl<E: Env> Server<E> {
+    /// Starts server `id` on `listener` with its state in `dir`.
+    pub async fn start(
+        env: E,
+        id: u64,
+        dir: &Path,
+        listener: E::TcpListener,
+        config: Arc<openraft::Config>,
+    ) -> Result<Arc<Server<E>>, StartError> {
+        let (log, sm) = consensus::open(dir)?;
+        let store = sm.store();
+        let client = Arc::new(Client::new(env.clone()));
+        let network = Network::over(env.clone(), Arc::new(Wrapped(client.clone())));
+        consensus::runtime::seed(env.seed("raft"));
+        let raft = Raft::new(id, config, network, log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let last_contact: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let server = Arc::new_cyclic(|me: &std::sync::Weak<Server<E>>| {
+            let me = me.clone();
+            let rpc = rpc::serve(env.clone(), listener, move |req: ServerRpc| {
+                let me = me.clone();
+                async move {
+                    let Some(server) = me.upgrade() else {
+                        return ServerReply::Client(ClientReply::refused("the server is stopping"));
+                    };
+                    server.handle(req).await
+                }
+            });
+            Server {
+                env,
+                id,
+                raft,
+                store,
+                client,
+                last_contact,
+                _rpc: rpc,
+            }
+        });
+        Ok(server)
+    }
+
+    /// This server's Raft ID.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The Raft node (to initialise the cluster, change membership, watch
+    /// metrics).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// The store, for local readers.
+    pub fn store(&self) -> Arc<RwLock<Store>> {
+        self.store.clone()
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+
+    async fn handle(&self, req: ServerRpc) -> ServerReply {
+        match req {
+            ServerRpc::Raft(r) => {
+                if matches!(r, RaftRequest::Append(_)) {
+                    *self.last_contact.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(self.env.now());
+                }
+                ServerReply::Raft(answer(&self.raft, r).await)
+            }
+            ServerRpc::Client(c) => ServerReply::Client(self.client_request(c).await),
+        }
+    }
+
+    /// Handles a client request here, or forwards it to the leader.
+    pub async fn client_request(&self, req: ClientRequest) -> ClientReply {
+        match req {
+            ClientRequest::Write { cmd, hops } => self.write(*cmd, hops).await,
+            ClientRequest::Read { read, hops } => self.read(read, hops).await,
+        }
+    }
+
+    fn leader(&self) -> Option<(u64, SocketAddr)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node: &BasicNode = m.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.parse().ok()?))
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    async fn forward(&self, req: ClientRequest) -> ClientReply {
+        // Between elections there is briefly no leader: hold the request a
+        // while, as Consul's `rpc_hold_timeout` does, rather than fail it.
+        if self.leader().is_none() {
+            let hold = Some(RPC_HOLD_TIMEOUT);
+            let _ = self
+                .raft
+                .wait(hold)
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await;
+        }
+        let Some((_, addr)) = self.leader() else {
+            return ClientReply::refused("no cluster leader");
+        };
+        let deadline = self.env.now() + Duration::from_secs(10);
+        match self
+            .client
+            .call(addr, &ServerRpc::Client(req), deadline)
+            .await
+        {
+            Ok(ServerReply::Client(r)) => r,
+            Ok(ServerReply::Raft(_)) => ClientReply::refused("the leader answered as Raft"),
+            Err(e) => ClientReply::refused(&format!("forwarding to the leader failed: {e}")),
+        }
+    }
+
+    async fn write(&self, cmd: crate::state::Command, hops: u8) -> ClientReply {
+        if !self.is_leader() {
+            if hops >= MAX_HOPS {
+                return ClientReply::refused("no cluster leader (too many forwards)");
+            }
+            return self
+                .forward(ClientRequest::Write {
+                    cmd: Box::new(cmd),
+                    hops: hops + 1,
+                })
+                .await;
+        }
+        let at_ms = self
+            .env
+            .wall_clock()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let req = Request {
+            at_ms,
+            cmd: cmd.clone(),
+        };
+        match self.raft.client_write(req).await {
+            Ok(resp) => ClientReply {
+                index: resp.log_id.index,
+                known_leader: true,
+                last_contact_ms: 0,
+                answer: resp.data.0.map(Answer::Written).map_err(|e| e.to_string()),
+            },
+            // Leadership moved while we wrote: send it on.
+            Err(e) if e.forward_to_leader().is_some() && hops < MAX_HOPS => {
+                self.forward(ClientRequest::Write {
+                    cmd: Box::new(cmd),
+                    hops: hops + 1,
+                })
+                .await
+            }
+            Err(e) => ClientReply::refused(&e.to_string()),
+        }
+    }
+
+    async fn read(&self, read: Read, hops: u8) -> ClientReply {
+        let local = match read.consistency {
+            Consistency::Stale => true,
+            Consistency::Default | Consistency::Consistent => self.is_leader(),
+        };
+        if !local {
+            if hops >= MAX_HOPS {
+                return ClientReply::refused("no cluster leader (too many forwards)");
+            }
+            return self
+                .forward(ClientRequest::Read {
+                    read,
+                    hops: hops + 1,
+                })
+                .await;
+        }
+        if read.consistency == Consistency::Consistent {
+            if let Err(e) = self.raft.ensure_linearizable().await {
+                return ClientReply::refused(&format!("cannot confirm leadership: {e}"));
+            }
+        }
+        if read.min_index > 0 {
+            self.wait_past(&read).await;
+        }
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        let (index, answer) = match &read.query {
+            Query::Kv(key) => (store.kv_index(key), Answer::Kv(store.kv_get(key).cloned())),
+            Query::KvList(prefix) => {
+                let (index, entries) = store.kv_list(prefix);
+                (
+                    index,
+                    Answer::KvList(entries.into_iter().cloned().collect()),
+                )
+            }
+            Query::Nodes => (
+                store.index(Table::Nodes),
+                Answer::Nodes(store.nodes().cloned().collect()),
+            ),
+        };
+        let leader = self.leader();
+        let last_contact_ms = if self.is_leader() {
+            0
+        } else {
+            let last = *self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
+            last.map_or(u64::MAX, |t| {
+                self.env.now().saturating_duration_since(t).as_millis() as u64
+            })
+        };
+        ClientReply {
+            index: index.max(1),
+            known_leader: leader.is_some(),
+            last_contact_ms,
+            answer: Ok(answer),
+        }
+    }
+
+    /// Blocks until the queried data's index passes `read.min_index`, or
+    /// `max_wait_ms` runs out.
+    async fn wait_past(&self, read: &Read) {
+        let hub = self
+            .store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .watches();
+        let mut rx = match &read.query {
+            Query::Kv(p) | Query::KvList(p) => {
+                let now = self
+                    .store
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .kv_index(p);
+                hub.prefix(p, now)
+            }
+            Query::Nodes => hub.table(Table::Nodes),
+        };
+        let deadline = self.env.now() + Duration::from_millis(read.max_wait_ms);
+        let min = read.min_index;
+        let _ = timeout_at(&self.env, deadline, rx.wait_for(|i| *i > min)).await;
+    }
+}
+
+impl ClientReply {
+    fn refused(why: &str) -> ClientReply {
+        ClientReply {
+            index: 0,
+            known_leader: false,
+            last_contact_ms: 0,
+            answer: Err(why.to_owned()),
+        }
+    }
+}
