@@ -254,10 +254,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        // The purge point first: a crash between the two leaves entries
-        // the log state already counts as gone, never a hole.
-        self.set_meta("last_purged", &log_id)?;
-        self.remove((Bound::Unbounded, Bound::Included(log_id.index)))
+        // The purge point and the deletion in one transaction.
+        let point = serde_json::to_vec(&log_id).map_err(write_err)?;
+        let txn = self.db.begin_write().map_err(write_err)?;
+        txn.open_table(META)
+            .map_err(write_err)?
+            .insert("last_purged", point.as_slice())
+            .map_err(write_err)?;
+        txn.open_table(LOG)
+            .map_err(write_err)?
+            .retain_in(..=log_id.index, |_, _| false)
+            .map_err(write_err)?;
+        txn.commit().map_err(write_err)
     }
 }
 
@@ -292,8 +300,11 @@ impl StateMachine {
 
     /// Replaces the state with a snapshot's.
     fn load(&mut self, meta: &Meta, data: &[u8]) -> StorageResult<()> {
-        let store = Store::restore(data).map_err(read_err)?;
-        *self.store.write().unwrap_or_else(|e| e.into_inner()) = store;
+        self.store
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore_in_place(data)
+            .map_err(read_err)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
@@ -302,11 +313,20 @@ impl StateMachine {
 
 /// Saves `data` as the current snapshot, replacing the one before.
 fn write_snapshot(db: &Database, meta: &Meta, data: &[u8]) -> StorageResult<()> {
-    let meta = serde_json::to_vec(meta).map_err(write_err)?;
+    let bytes = serde_json::to_vec(meta).map_err(write_err)?;
     let txn = db.begin_write().map_err(write_err)?;
     {
         let mut table = txn.open_table(SNAPSHOT).map_err(write_err)?;
-        table.insert("meta", meta.as_slice()).map_err(write_err)?;
+        // A build that started before a newer snapshot was installed must
+        // not replace it: the log behind the newer one is purged.
+        let current: Option<Meta> = match table.get("meta").map_err(write_err)? {
+            Some(v) => serde_json::from_slice(v.value()).ok(),
+            None => None,
+        };
+        if current.is_some_and(|c| c.last_log_id > meta.last_log_id) {
+            return Ok(());
+        }
+        table.insert("meta", bytes.as_slice()).map_err(write_err)?;
         table.insert("data", data).map_err(write_err)?;
     }
     txn.commit().map_err(write_err)
@@ -481,6 +501,24 @@ mod tests {
             let store = store.read().unwrap();
             assert!(store.kv_get("k2").is_some() && store.kv_get("k3").is_none());
         });
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, sm) = open(dir.path()).unwrap();
+        let meta = |index: u64| Meta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("s{index}"),
+        };
+        write_snapshot(&sm.db, &meta(500), b"new").unwrap();
+        write_snapshot(&sm.db, &meta(100), b"old").unwrap();
+        let (kept, data) = sm.read_snapshot().unwrap().unwrap();
+        assert_eq!(
+            (kept.snapshot_id.as_str(), &data[..]),
+            ("s500", &b"new"[..])
+        );
     }
 
     #[test]

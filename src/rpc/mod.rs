@@ -72,8 +72,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Ve
             format!("peer announced a frame of {len} bytes; the limit is {MAX_FRAME}"),
         ));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    // Grow with what arrives, not with what the header claims: a peer
+    // cannot make us allocate more than it sends.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let got = r.take(len as u64).read_to_end(&mut body).await?;
+    if got < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(body))
 }
 
@@ -90,20 +95,27 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
 struct Conn {
     out: mpsc::UnboundedSender<Vec<u8>>,
     pending: Pending,
+    /// Set by either task when the connection breaks.
+    broken: Arc<std::sync::atomic::AtomicBool>,
     _tasks: (Task, Task),
 }
 
 impl Conn {
     fn is_open(&self) -> bool {
-        !self.out.is_closed()
+        !self.broken.load(Ordering::Acquire) && !self.out.is_closed()
     }
 }
+
+/// A peer's connection, made by one caller at a time.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
 
 /// Calls peers: one multiplexed connection per peer, made on first use and
 /// again after it breaks.
 pub struct Client<E: Env, Req, Resp> {
     env: E,
-    conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+    /// One slot per peer: connecting to one peer never holds up calls to
+    /// another.
+    conns: Mutex<HashMap<SocketAddr, Slot>>,
     next_id: AtomicU64,
     _types: PhantomData<fn(Req) -> Resp>,
 }
@@ -113,7 +125,7 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
     pub fn new(env: E) -> Self {
         Client {
             env,
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             _types: PhantomData,
         }
@@ -135,7 +147,13 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
-        if conn.out.send(frame).is_err() {
+        // The connection may have broken since it was handed out; its
+        // reader cleared the waiters then, so ours would wait for nothing.
+        if !conn.is_open() || conn.out.send(frame).is_err() {
+            conn.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
             return Err(RpcError::Closed(addr));
         }
         let reply = match timeout_at(&self.env, deadline, rx).await {
@@ -155,26 +173,41 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
     }
 
     async fn conn(&self, addr: SocketAddr, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&addr).filter(|c| c.is_open()) {
+        let slot: Slot = self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| c.is_open()) {
             return Ok(c.clone());
         }
         let stream = match timeout_at(&self.env, deadline, self.env.connect_tcp(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(source)) => return Err(RpcError::Connect { addr, source }),
-            Err(_) => return Err(RpcError::Timeout(addr)),
+            Err(_) => {
+                let source = io::Error::new(io::ErrorKind::TimedOut, "connecting timed out");
+                return Err(RpcError::Connect { addr, source });
+            }
         };
         let (mut rd, mut wr) = tokio::io::split(stream);
         let (out, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
         let pending: Pending = Arc::default();
+        let broken: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let (writer_broken, routes) = (broken.clone(), pending.clone());
         let writer = self.env.spawn(async move {
             while let Some(frame) = queue.recv().await {
                 if write_frame(&mut wr, &frame).await.is_err() {
                     break;
                 }
             }
+            writer_broken.store(true, Ordering::Release);
+            // Frames still queued will never go: their callers hear now.
+            routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
         });
-        let routes = pending.clone();
+        let (reader_broken, routes) = (broken.clone(), pending.clone());
         let reader = self.env.spawn(async move {
             while let Ok(Some(frame)) = read_frame(&mut rd).await {
                 #[derive(Deserialize)]
@@ -189,15 +222,18 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
                     let _ = w.send(frame);
                 }
             }
-            // Broken: every caller still waiting hears so now.
+            // Broken: every caller still waiting hears so now, and the
+            // next call connects afresh.
+            reader_broken.store(true, Ordering::Release);
             routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
         });
         let conn = Arc::new(Conn {
             out,
             pending,
+            broken,
             _tasks: (writer, reader),
         });
-        conns.insert(addr, conn.clone());
+        *slot = Some(conn.clone());
         Ok(conn)
     }
 }
@@ -216,8 +252,14 @@ where
     env.spawn(async move {
         let mut conns = Vec::new();
         loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file handles, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting an RPC connection failed");
+                    spawner.sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             conns.retain(|t: &Task| !t.is_finished());
             conns.push(spawner.spawn(connection(spawner.clone(), stream, peer, handler.clone())));
@@ -321,6 +363,29 @@ mod tests {
         drop(closed);
         let err = client.call(dead, &1, deadline).await.unwrap_err();
         assert!(matches!(err, RpcError::Connect { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_fails_its_calls_and_the_next_call_reconnects() {
+        let env = TokioEnv::new();
+        let listener = env.bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = serve(env.clone(), listener, |x: u64| async move { x + 1 });
+        let client: Client<TokioEnv, u64, u64> = Client::new(env.clone());
+        let deadline = || env.now() + Duration::from_secs(30);
+        assert_eq!(client.call(addr, &1, deadline()).await.unwrap(), 2);
+        // The peer goes away (its connections with it) and comes back.
+        server.abort();
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let err = client.call(addr, &1, deadline()).await.unwrap_err();
+        assert!(
+            !matches!(err, RpcError::Timeout(_)),
+            "failed at once, not at the deadline: {err}"
+        );
+        let listener = env.bind_tcp(addr).await.unwrap();
+        let _server = serve(env.clone(), listener, |x: u64| async move { x + 10 });
+        assert_eq!(client.call(addr, &1, deadline()).await.unwrap(), 11);
     }
 
     #[tokio::test]

@@ -124,6 +124,9 @@ pub struct ClientReply {
 /// Most servers a request may pass through before it is refused.
 const MAX_HOPS: u8 = 3;
 
+/// The longest a blocking read waits (Consul caps `wait` at 10 minutes).
+const MAX_WAIT_MS: u64 = 10 * 60 * 1000;
+
 /// How long a request waits for a leader to be known (Consul's default).
 const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 
@@ -235,11 +238,19 @@ impl<E: Env> Server<E> {
     async fn handle(&self, req: ServerRpc) -> ServerReply {
         match req {
             ServerRpc::Raft(r) => {
-                if matches!(r, RaftRequest::Append(_)) {
+                let reply = answer(&self.raft, r).await;
+                // Contact with the leader is a message Raft accepted from
+                // it, not any message (a deposed leader's are refused).
+                let accepted = match &reply {
+                    RaftReply::Append(Ok(a)) => a.is_success(),
+                    RaftReply::Snapshot(Ok(_)) => true,
+                    _ => false,
+                };
+                if accepted {
                     *self.last_contact.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some(self.env.now());
                 }
-                ServerReply::Raft(answer(&self.raft, r).await)
+                ServerReply::Raft(reply)
             }
             ServerRpc::Client(c) => ServerReply::Client(self.client_request(c).await),
         }
@@ -275,10 +286,19 @@ impl<E: Env> Server<E> {
                 .metrics(|m| m.current_leader.is_some(), "a leader")
                 .await;
         }
-        let Some((_, addr)) = self.leader() else {
+        // A leader that is this very server, yet not leading (it just lost
+        // the role), is no leader to forward to.
+        let Some((_, addr)) = self.leader().filter(|(id, _)| *id != self.id) else {
             return ClientReply::refused("no cluster leader");
         };
-        let deadline = self.env.now() + Duration::from_secs(10);
+        // A blocking read may wait at the leader for its whole wait.
+        let wait = match &req {
+            ClientRequest::Read { read, .. } => {
+                Duration::from_millis(read.max_wait_ms.min(MAX_WAIT_MS))
+            }
+            ClientRequest::Write { .. } => Duration::ZERO,
+        };
+        let deadline = self.env.now() + wait + Duration::from_secs(10);
         match self
             .client
             .call(addr, &ServerRpc::Client(req), deadline)
@@ -353,6 +373,13 @@ impl<E: Env> Server<E> {
         }
         if read.min_index > 0 {
             self.wait_past(&read).await;
+            // Still the leader after the wait? A deposed one must not
+            // answer for the cluster.
+            if read.consistency == Consistency::Consistent {
+                if let Err(e) = self.raft.ensure_linearizable().await {
+                    return ClientReply::refused(&format!("cannot confirm leadership: {e}"));
+                }
+            }
         }
         let store = self.store.read().unwrap_or_else(|e| e.into_inner());
         let (index, answer) = match &read.query {
@@ -394,20 +421,28 @@ impl<E: Env> Server<E> {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .watches();
+        // Subscribe first, then look: a change between the two is either
+        // seen by the look or delivered to the subscription, never lost.
         let mut rx = match &read.query {
-            Query::Kv(p) | Query::KvList(p) => {
-                let now = self
-                    .store
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .kv_index(p);
-                hub.prefix(p, now)
-            }
+            Query::Kv(p) | Query::KvList(p) => hub.prefix(p, 0),
             Query::Nodes => hub.table(Table::Nodes),
         };
-        let deadline = self.env.now() + Duration::from_millis(read.max_wait_ms);
         let min = read.min_index;
+        if self.index_of(&read.query) > min {
+            return;
+        }
+        let wait = Duration::from_millis(read.max_wait_ms.min(MAX_WAIT_MS));
+        let deadline = self.env.now() + wait;
         let _ = timeout_at(&self.env, deadline, rx.wait_for(|i| *i > min)).await;
+    }
+
+    /// The index a read of `query` reports now.
+    fn index_of(&self, query: &Query) -> u64 {
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        match query {
+            Query::Kv(p) | Query::KvList(p) => store.kv_index(p),
+            Query::Nodes => store.index(Table::Nodes),
+        }
     }
 }
 

@@ -33,7 +33,8 @@ pub fn reconcile(members: &[Member], store: &Store, dc: &str) -> Vec<Command> {
             MemberStatus::Alive | MemberStatus::Leaving => Health::Passing,
             MemberStatus::Failed => Health::Critical,
             MemberStatus::Left => {
-                if store.node(&m.name).is_some() {
+                // Only what gossip registered is gossip's to remove.
+                if managed(store, &m.name) {
                     out.push(deregister(&m.name));
                 }
                 continue;
@@ -70,14 +71,16 @@ pub fn reconcile(members: &[Member], store: &Store, dc: &str) -> Vec<Command> {
     }
     // Members gossip has reaped: gone from the pool, still in the catalog.
     for node in store.nodes() {
-        let managed = store
-            .node_checks(&node.node)
-            .any(|c| c.check_id == SERF_CHECK);
-        if managed && !in_pool.contains(node.node.as_str()) {
+        if managed(store, &node.node) && !in_pool.contains(node.node.as_str()) {
             out.push(deregister(&node.node));
         }
     }
     out
+}
+
+/// Whether gossip registered `node` (it carries the serf check).
+fn managed(store: &Store, node: &str) -> bool {
+    store.node_checks(node).any(|c| c.check_id == SERF_CHECK)
 }
 
 fn deregister(node: &str) -> Command {

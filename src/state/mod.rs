@@ -159,6 +159,11 @@ impl Store {
     /// with the request. Either way the index counts as applied.
     pub fn apply(&mut self, index: u64, at_ms: u64, cmd: &Command) -> Result<bool, StateError> {
         self.data.last_applied = self.data.last_applied.max(index);
+        // Lock delays that ran out are forgotten (they are timed by the
+        // commands, so every replica forgets them at the same entry).
+        if !self.data.lock_delays.is_empty() {
+            self.data.lock_delays.retain(|_, until| *until > at_ms);
+        }
         let mut tx = Tx {
             data: &mut self.data,
             index,
@@ -213,6 +218,18 @@ impl Store {
             self.hub.touch_tree(&p, index);
         }
         result
+    }
+
+    /// Replaces the contents with a snapshot's (a follower catching up),
+    /// keeping the watchers: every waiting reader wakes, since its data may
+    /// have changed in any way.
+    pub fn restore_in_place(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        self.data = Store::restore(bytes)?.data;
+        for t in Table::ALL {
+            self.hub.touch_table(t, self.index(t));
+        }
+        self.hub.touch_all_prefixes(self.data.last_applied);
+        Ok(())
     }
 
     /// The index of `table`'s last change.

@@ -448,3 +448,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn restoring_in_place_wakes_every_waiter() {
+    let mut s = Store::new();
+    s.apply(1, 0, &kv(KvOp::Set, "a/x", "1")).unwrap();
+    let snap = s.snapshot();
+    s.apply(2, 0, &kv(KvOp::Set, "a/y", "2")).unwrap();
+    let hub = s.watches();
+    let mut prefix = hub.prefix("a/", s.kv_index("a/"));
+    let mut table = hub.table(Table::Kvs);
+    table.borrow_and_update();
+    s.restore_in_place(&snap).unwrap();
+    assert!(prefix.has_changed().unwrap() && table.has_changed().unwrap());
+    assert!(s.kv_get("a/y").is_none() && s.kv_get("a/x").is_some());
+    assert!(Store::new().restore_in_place(b"garbage").is_err());
+}

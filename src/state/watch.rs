@@ -47,10 +47,24 @@ impl WatchHub {
     /// `current` is the index there now, which the receiver starts at.
     pub fn prefix(&self, prefix: &str, current: u64) -> watch::Receiver<u64> {
         let mut map = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        // Prefixes nobody waits on any more go when the map has grown: a
+        // blocking read of a key never written must not stay for good.
+        if map.len() >= 64 && map.len().is_power_of_two() {
+            map.retain(|_, tx| tx.receiver_count() > 0);
+        }
         let tx = map
             .entry(prefix.to_owned())
             .or_insert_with(|| watch::Sender::new(current));
         tx.subscribe()
+    }
+
+    /// Wakes every prefix watcher (the whole store was replaced).
+    pub(crate) fn touch_all_prefixes(&self, index: u64) {
+        let mut map = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, tx| tx.receiver_count() > 0);
+        for tx in map.values() {
+            tx.send_replace(index);
+        }
     }
 
     /// Announces that `table` changed at `index`.
