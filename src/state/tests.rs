@@ -456,7 +456,7 @@ fn restoring_in_place_wakes_every_waiter() {
     let snap = s.snapshot();
     s.apply(2, 0, &kv(KvOp::Set, "a/y", "2")).unwrap();
     let hub = s.watches();
-    let mut prefix = hub.prefix("a/", s.kv_index("a/"));
+    let prefix = hub.prefix("a/", s.kv_index("a/"));
     let mut table = hub.table(Table::Kvs);
     table.borrow_and_update();
     s.restore_in_place(&snap).unwrap();
