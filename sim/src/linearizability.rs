@@ -215,21 +215,10 @@ fn check_key(ops: &[&Op]) -> bool {
     let mut stack: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
     let mut cur = events.next[HEAD];
     while events.next[HEAD] < events.end() {
-        if cur >= events.end() {
-            // Only possible if every remaining event is a pending call we
-            // could not place: back up.
-            let Some((call, old)) = stack.pop() else {
-                return false;
-            };
-            let op = events.ev[call].0;
-            placed[op / 64] &= !(1 << (op % 64));
-            events.unlift(call, op);
-            state = old;
-            cur = events.next[call];
-            continue;
-        }
-        let (op, is_call) = events.ev[cur];
-        if is_call {
+        let call = (cur < events.end())
+            .then(|| events.ev[cur])
+            .filter(|&(_, is_call)| is_call);
+        if let Some((op, _)) = call {
             if let Some(next) = step(&state, ops[op]) {
                 let mut with = placed.clone();
                 with[op / 64] |= 1 << (op % 64);
@@ -243,7 +232,8 @@ fn check_key(ops: &[&Op]) -> bool {
             }
             cur = events.next[cur];
         } else {
-            // An operation returned before it could be placed.
+            // An operation returned before it could be placed (or no call
+            // is left to try): take back the last placement.
             let Some((call, old)) = stack.pop() else {
                 return false;
             };
