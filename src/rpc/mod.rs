@@ -82,6 +82,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Ve
     Ok(Some(body))
 }
 
+/// Writes queued frames until the queue closes or a write fails.
+async fn send_frames<W: AsyncWrite + Unpin>(
+    queue: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    wr: &mut W,
+) {
+    while let Some(frame) = queue.recv().await {
+        if write_frame(wr, &frame).await.is_err() {
+            break;
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Envelope<T> {
     id: u64,
@@ -198,11 +210,7 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
         let broken: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let (writer_broken, routes) = (broken.clone(), pending.clone());
         let writer = self.env.spawn(async move {
-            while let Some(frame) = queue.recv().await {
-                if write_frame(&mut wr, &frame).await.is_err() {
-                    break;
-                }
-            }
+            send_frames(&mut queue, &mut wr).await;
             writer_broken.store(true, Ordering::Release);
             // Frames still queued will never go: their callers hear now.
             routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -281,13 +289,7 @@ async fn connection<E, Req, Resp, H, Fut>(
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (out, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
-    let _writer = env.spawn(async move {
-        while let Some(frame) = queue.recv().await {
-            if write_frame(&mut wr, &frame).await.is_err() {
-                break;
-            }
-        }
-    });
+    let _writer = env.spawn(async move { send_frames(&mut queue, &mut wr).await });
     let mut calls = Vec::new();
     loop {
         let frame = match read_frame(&mut rd).await {

@@ -104,6 +104,45 @@ pub struct Check {
     pub modify_index: u64,
 }
 
+/// A catalog record with Consul's pair of indexes.
+trait Indexed: Clone + PartialEq {
+    fn indexes(&mut self) -> (&mut u64, &mut u64);
+}
+
+macro_rules! indexed {
+    ($($t:ty),*) => {$(
+        impl Indexed for $t {
+            fn indexes(&mut self) -> (&mut u64, &mut u64) {
+                (&mut self.create_index, &mut self.modify_index)
+            }
+        }
+    )*};
+}
+
+indexed!(Node, Service, Check);
+
+/// Stores `new` under `key` at log `index`: created there if new, modified
+/// there (keeping its creation) if it differs. False if nothing changed.
+fn upsert<K: Ord, V: Indexed>(map: &mut BTreeMap<K, V>, key: K, mut new: V, index: u64) -> bool {
+    let created = match map.get_mut(&key) {
+        Some(old) => {
+            let (c, m) = old.indexes();
+            let kept = (*c, *m);
+            let (nc, nm) = new.indexes();
+            (*nc, *nm) = kept;
+            if new == *old {
+                return false;
+            }
+            kept.0
+        }
+        None => index,
+    };
+    let (c, m) = new.indexes();
+    (*c, *m) = (created, index);
+    map.insert(key, new);
+    true
+}
+
 impl Tx<'_> {
     pub(super) fn register(
         &mut self,
@@ -160,47 +199,16 @@ impl Tx<'_> {
     }
 
     fn ensure_node(&mut self, n: &Node) {
-        let index = self.index;
-        let mut new = Node {
-            create_index: index,
-            modify_index: index,
-            ..n.clone()
-        };
-        if let Some(old) = self.data.nodes.get(&n.node) {
-            let same = Node {
-                create_index: old.create_index,
-                modify_index: old.modify_index,
-                ..new.clone()
-            };
-            if same == *old {
-                return;
-            }
-            new.create_index = old.create_index;
+        if upsert(&mut self.data.nodes, n.node.clone(), n.clone(), self.index) {
+            self.touch(Table::Nodes);
         }
-        self.data.nodes.insert(n.node.clone(), new);
-        self.touch(Table::Nodes);
     }
 
     fn ensure_service(&mut self, node: &str, s: Service) {
         let key = (node.to_owned(), s.id.clone());
-        let mut new = Service {
-            create_index: self.index,
-            modify_index: self.index,
-            ..s
-        };
-        if let Some(old) = self.data.services.get(&key) {
-            let same = Service {
-                create_index: old.create_index,
-                modify_index: old.modify_index,
-                ..new.clone()
-            };
-            if same == *old {
-                return;
-            }
-            new.create_index = old.create_index;
+        if upsert(&mut self.data.services, key, s, self.index) {
+            self.touch(Table::Services);
         }
-        self.data.services.insert(key, new);
-        self.touch(Table::Services);
     }
 
     fn ensure_check(&mut self, node: &str, c: &Check) {
@@ -214,7 +222,7 @@ impl Tx<'_> {
             .data
             .services
             .get(&(node.to_owned(), c.service_id.clone()));
-        let mut new = Check {
+        let new = Check {
             node: node.to_owned(),
             check_id: id.clone(),
             name: if c.name.is_empty() {
@@ -224,23 +232,12 @@ impl Tx<'_> {
             },
             service_name: svc.map(|s| s.service.clone()).unwrap_or_default(),
             service_tags: svc.map(|s| s.tags.clone()).unwrap_or_default(),
-            create_index: self.index,
-            modify_index: self.index,
             ..c.clone()
         };
-        if let Some(old) = self.data.checks.get(&key) {
-            let same = Check {
-                create_index: old.create_index,
-                modify_index: old.modify_index,
-                ..new.clone()
-            };
-            if same == *old {
-                return;
-            }
-            new.create_index = old.create_index;
-        }
         let critical = new.status == Health::Critical;
-        self.data.checks.insert(key, new);
+        if !upsert(&mut self.data.checks, key, new, self.index) {
+            return;
+        }
         self.touch(Table::Checks);
         // A session leans on its checks: one going critical ends it.
         if critical {
