@@ -1,89 +1,12 @@
 //! The `cairn` binary end to end: agents as processes on 127.0.0.1, the
 //! member table, the HTTP API, signals, and configuration errors.
 
-use std::net::{TcpListener, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+#[path = "common/process.rs"]
+mod process;
 
-/// A port free for both UDP and TCP right now (gossip needs both).
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-struct Agent {
-    child: Child,
-    http: String,
-    serf: u16,
-}
-
-impl Agent {
-    fn start(dir: &Path, name: &str, extra: &[String]) -> Agent {
-        let (serf, http) = (free_port(), free_port());
-        let config = dir.join(format!("{name}.hcl"));
-        std::fs::write(
-            &config,
-            "gossip_lan {\n  probe_interval = \"200ms\"\n  probe_timeout = \"100ms\"\n  gossip_interval = \"50ms\"\n}\n",
-        )
-        .expect("write config");
-        let child = Command::new(CAIRN)
-            .arg("agent")
-            .arg(format!("-node={name}"))
-            .arg("-bind=127.0.0.1")
-            .arg(format!("-serf-lan-port={serf}"))
-            .arg(format!("-http-port={http}"))
-            .arg(format!("-data-dir={}", dir.join(name).display()))
-            .arg(format!("-config-file={}", config.display()))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start cairn agent");
-        Agent {
-            child,
-            http: format!("127.0.0.1:{http}"),
-            serf,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success());
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let until = Instant::now() + within;
-        while Instant::now() < until {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("agent did not exit within {within:?}");
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cairn(args: &[&str]) -> Output {
-    Command::new(CAIRN).args(args).output().expect("run cairn")
-}
+use process::{cairn, http_get, Agent, FAST_GOSSIP};
 
 fn members(http: &str) -> String {
     let out = cairn(&["members", &format!("-http-addr={http}")]);
@@ -115,15 +38,15 @@ fn wait_members(http: &str, want: &[(&str, &str)]) -> String {
 #[test]
 fn agents_form_a_cluster_and_leave_or_fail_as_signalled() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::start(dir.path(), "a", &[]);
+    let a = Agent::start(dir.path(), "a", FAST_GOSSIP, &[]);
     // A short retry interval: under load `a` may not listen yet when `b`
     // first tries, and the default interval is Consul's 30 s.
     let join = vec![
         format!("-retry-join=127.0.0.1:{}", a.serf),
         "-retry-interval=200ms".to_string(),
     ];
-    let b = Agent::start(dir.path(), "b", &join);
-    let c = Agent::start(dir.path(), "c", &[]);
+    let b = Agent::start(dir.path(), "b", FAST_GOSSIP, &join);
+    let c = Agent::start(dir.path(), "c", FAST_GOSSIP, &[]);
     // c joins through the CLI, as `consul join` does.
     let until = Instant::now() + Duration::from_secs(10);
     loop {
@@ -244,20 +167,4 @@ fn bad_configuration_is_refused_with_the_file_and_key() {
     let out = cairn(&["members", "-http-addr=127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent"));
-}
-
-/// A one-shot HTTP/1.1 GET with std (test harness only).
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let (head, body) = resp.split_once("\r\n\r\n").expect("a response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
 }

@@ -80,7 +80,7 @@ async fn clients_reach_the_leader_through_any_server() {
         addrs.push(listener.local_addr().unwrap());
         let dir = root.path().join(format!("s{id}"));
         servers.push(
-            Server::start(env.clone(), id, &dir, listener, config.clone())
+            Server::start(env.clone(), id, Some(&dir), listener, config.clone())
                 .await
                 .unwrap(),
         );

@@ -802,6 +802,8 @@ impl HostCtx {
             self.net.clone(),
         );
         let mut config = AgentConfig::dev();
+        config.server = false;
+        config.bootstrap_expect = 0;
         config.node_name = self.name.clone();
         config.datacenter = self.datacenter.clone();
         config.bind_addr = self.ip;

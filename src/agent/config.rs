@@ -98,6 +98,23 @@ pub struct AgentConfig {
     pub gossip_base: GossipConfig,
     /// Gossip timing overrides.
     pub gossip_lan: GossipTuning,
+    /// Run a server: keep the replicated state and answer RPC.
+    pub server: bool,
+    /// Bootstrap the Raft group once this many servers are seen (0: wait
+    /// to be added to an existing one).
+    pub bootstrap_expect: u32,
+    /// Scales every Raft timeout (Consul's `performance.raft_multiplier`;
+    /// 1 is tight LAN timing, higher tolerates slower machines and links).
+    pub raft_multiplier: u32,
+    /// Take a snapshot after this many log entries (`raft_snapshot_threshold`).
+    pub raft_snapshot_threshold: u64,
+    /// Log entries kept behind a snapshot, for followers that lag a little
+    /// (`raft_trailing_logs`).
+    pub raft_trailing_logs: u64,
+    /// How long a server must have failed before the leader removes it
+    /// from the Raft group (autopilot's `server_stabilization_time`-like
+    /// grace for `cleanup_dead_servers`).
+    pub dead_server_grace: Duration,
 }
 
 impl Default for AgentConfig {
@@ -121,6 +138,12 @@ impl Default for AgentConfig {
             dev: false,
             gossip_base: GossipConfig::lan(),
             gossip_lan: GossipTuning::default(),
+            server: false,
+            bootstrap_expect: 0,
+            raft_multiplier: 1,
+            raft_snapshot_threshold: 16384,
+            raft_trailing_logs: 10240,
+            dead_server_grace: Duration::from_secs(30),
         }
     }
 }
@@ -140,10 +163,13 @@ fn default_node_name() -> String {
 pub struct ConfigError(pub String);
 
 impl AgentConfig {
-    /// Development defaults: loopback everywhere, no data dir needed.
+    /// Development defaults: loopback everywhere, no data dir needed, and a
+    /// server that elects itself.
     pub fn dev() -> Self {
         AgentConfig {
             dev: true,
+            server: true,
+            bootstrap_expect: 1,
             bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             gossip_base: GossipConfig::local(),
             ..AgentConfig::default()
@@ -192,6 +218,32 @@ impl AgentConfig {
                 "retry_max" => self.retry_max = at.uint(v)? as u32,
                 "log_level" => self.log_level = at.string(v)?,
                 "leave_on_terminate" => self.leave_on_terminate = at.bool(v)?,
+                "server" => self.server = at.bool(v)?,
+                "bootstrap_expect" => self.bootstrap_expect = at.uint(v)? as u32,
+                "raft_snapshot_threshold" => self.raft_snapshot_threshold = at.uint(v)?,
+                "raft_trailing_logs" => self.raft_trailing_logs = at.uint(v)?,
+                "performance" => {
+                    for (k, pv) in as_object(origin, key, v)? {
+                        let path = format!("performance.{k}");
+                        let f = Field { origin, key: &path };
+                        match k.as_str() {
+                            "raft_multiplier" => self.raft_multiplier = f.uint(pv)? as u32,
+                            _ => return Err(f.unknown("raft_multiplier")),
+                        }
+                    }
+                }
+                "autopilot" => {
+                    for (k, av) in as_object(origin, key, v)? {
+                        let path = format!("autopilot.{k}");
+                        let f = Field { origin, key: &path };
+                        match k.as_str() {
+                            "server_stabilization_time" => {
+                                self.dead_server_grace = f.duration(av)?
+                            }
+                            _ => return Err(f.unknown("server_stabilization_time")),
+                        }
+                    }
+                }
                 "node_meta" => {
                     for (k, mv) in as_object(origin, key, v)? {
                         let f = Field {
@@ -304,14 +356,50 @@ impl AgentConfig {
         }
         tracing_level(&self.log_level)?;
         self.gossip_config()?;
+        if self.bootstrap_expect > 0 && !self.server {
+            return Err(ConfigError(
+                "bootstrap_expect is set but this agent is not a server (add -server)".into(),
+            ));
+        }
+        if !(1..=10).contains(&self.raft_multiplier) {
+            return Err(ConfigError(format!(
+                "performance.raft_multiplier is {}; it must be 1 to 10",
+                self.raft_multiplier
+            )));
+        }
+        if self.raft_snapshot_threshold == 0 {
+            return Err(ConfigError(
+                "raft_snapshot_threshold must be at least 1".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The Raft timing and log policy of a server with this configuration.
+    /// The base timing is Consul's at `raft_multiplier = 1`: a leader that
+    /// is silent for a second is replaced.
+    pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
+        let m = u64::from(self.raft_multiplier);
+        openraft::Config {
+            cluster_name: self.datacenter.clone(),
+            heartbeat_interval: 100 * m,
+            election_timeout_min: 1000 * m,
+            election_timeout_max: 2000 * m,
+            install_snapshot_timeout: 10_000 * m,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.raft_snapshot_threshold),
+            max_in_snapshot_log_to_keep: self.raft_trailing_logs,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|e| ConfigError(format!("Raft settings: {e}")))
     }
 }
 
 const KNOWN_KEYS: &str =
-    "advertise_addr, bind_addr, client_addr, data_dir, datacenter, gossip_lan, \
-leave_on_terminate, log_level, node_id, node_meta, node_name, ports, retry_interval, retry_join, \
-retry_max, start_join";
+    "advertise_addr, autopilot, bind_addr, bootstrap_expect, client_addr, data_dir, datacenter, \
+gossip_lan, leave_on_terminate, log_level, node_id, node_meta, node_name, performance, ports, \
+raft_snapshot_threshold, raft_trailing_logs, retry_interval, retry_join, retry_max, server, \
+start_join";
 
 /// The tracing filter for a Consul log level.
 pub fn tracing_level(level: &str) -> Result<&'static str, ConfigError> {

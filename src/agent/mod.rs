@@ -2,6 +2,7 @@
 //! later it also runs servers, local services, checks, DNS and the proxy.
 
 pub mod config;
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,9 +15,11 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 
 pub use self::config::{AgentConfig, ConfigError};
+pub use self::servers::Servers;
 use crate::api::{self, AgentInfo};
 use crate::env::{Env, Task};
 use crate::gossip::{tags, Gossip, GossipError, GossipOptions};
+use crate::server::{self, ClientRequest, DutyConfig, Server};
 
 /// The version cairn reports (in tags, `/v1/agent/self`, `cairn version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -33,6 +36,17 @@ pub enum AgentError {
     /// The HTTP API could not listen.
     #[error("cannot serve the HTTP API on {addr}: {source}")]
     Http {
+        /// The address tried.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server could not start.
+    #[error("cannot start the server: {0}")]
+    Server(#[from] server::StartError),
+    /// The server RPC port could not be bound.
+    #[error("cannot serve server RPC on {addr}: {source}")]
+    Rpc {
         /// The address tried.
         addr: SocketAddr,
         /// Why.
@@ -55,18 +69,37 @@ pub struct Agent<E: Env> {
     node_id: String,
     gossip: Gossip,
     http_addr: SocketAddr,
+    servers: Arc<Servers<E>>,
     stop_rx: mpsc::Receiver<()>,
     _gossip_task: Task,
     _http_task: Task,
     _retry_task: Option<Task>,
+    _server_tasks: Vec<Task>,
 }
 
 impl<E: Env> Agent<E> {
-    /// Starts gossip and the HTTP API, and joins the cluster.
+    /// Starts gossip, the server (in server mode) and the HTTP API, and
+    /// joins the cluster.
     pub async fn start(env: E, config: AgentConfig) -> Result<Self, AgentError> {
         config.validate()?;
         let node_id = node_id(&env, &config)?;
-        let tags = agent_tags(&config, &node_id);
+        let mut tags = agent_tags(&config, &node_id);
+        // The RPC port is bound before gossip starts, so the port gossiped
+        // is the one bound (port 0 picks one).
+        let rpc_listener = if config.server {
+            let addr = SocketAddr::new(config.bind_addr, config.ports.server);
+            let l = env
+                .bind_tcp(addr)
+                .await
+                .map_err(|source| AgentError::Rpc { addr, source })?;
+            let port = crate::env::TcpListener::local_addr(&l)
+                .map_err(|source| AgentError::Rpc { addr, source })?
+                .port();
+            server::server_tags(&mut tags, port, config.bootstrap_expect);
+            Some(l)
+        } else {
+            None
+        };
         let meta = tags::encode(&tags).map_err(ConfigError)?;
         let bind = SocketAddr::new(config.bind_addr, config.ports.serf_lan);
         let mut opts = GossipOptions::new(config.node_name.clone(), bind, config.gossip_config()?);
@@ -78,6 +111,28 @@ impl<E: Env> Agent<E> {
         opts.reconnect_timeout = Duration::from_secs(72 * 3600);
         let (gossip, gossip_task) = Gossip::start(env.clone(), opts).await?;
         tracing::info!(node = %config.node_name, id = %node_id, gossip = %gossip.addr(), "agent started");
+
+        let mut server_tasks = Vec::new();
+        let local = match rpc_listener {
+            Some(listener) => {
+                let (server, duties) =
+                    start_server(&env, &config, &node_id, &gossip, listener).await?;
+                server_tasks.push(duties);
+                Some(server)
+            }
+            None => None,
+        };
+        let servers = Arc::new(Servers::new(
+            env.clone(),
+            gossip.clone(),
+            &config.datacenter,
+            local,
+        ));
+        server_tasks.push(env.spawn(sync_coordinates(
+            env.clone(),
+            gossip.clone(),
+            servers.clone(),
+        )));
 
         let (stop_tx, stop_rx) = mpsc::channel(1);
         let info = AgentInfo {
@@ -92,6 +147,7 @@ impl<E: Env> Agent<E> {
             env: env.clone(),
             info,
             gossip: gossip.clone(),
+            servers: servers.clone(),
             stop: stop_tx,
             default_port: config.ports.serf_lan,
         });
@@ -125,16 +181,23 @@ impl<E: Env> Agent<E> {
             node_id,
             gossip,
             http_addr,
+            servers,
             stop_rx,
             _gossip_task: gossip_task,
             _http_task: http_task,
             _retry_task: retry_task,
+            _server_tasks: server_tasks,
         })
     }
 
     /// The gossip handle.
     pub fn gossip(&self) -> &Gossip {
         &self.gossip
+    }
+
+    /// The way to the servers (and this agent's own, in server mode).
+    pub fn servers(&self) -> &Arc<Servers<E>> {
+        &self.servers
     }
 
     /// Where the HTTP API listens.
@@ -164,13 +227,95 @@ impl<E: Env> Agent<E> {
         tracing::info!("leaving the cluster");
         let timeout = self.config.gossip_config()?.probe_interval * 5 + Duration::from_secs(5);
         let res = self.gossip.leave(&self.env, timeout).await;
-        self.gossip.shutdown().await;
+        self.stop_parts().await;
         res.map_err(AgentError::from)
     }
 
     /// Stops without leaving: the cluster will see this node fail.
     pub async fn shutdown(self) {
+        self.stop_parts().await;
+    }
+
+    async fn stop_parts(&self) {
+        if let Some(server) = self.servers.local() {
+            server.shutdown().await;
+        }
         self.gossip.shutdown().await;
+    }
+}
+
+/// Starts this agent's server on `listener` and its duties.
+async fn start_server<E: Env>(
+    env: &E,
+    config: &AgentConfig,
+    node_id: &str,
+    gossip: &Gossip,
+    listener: E::TcpListener,
+) -> Result<(Arc<Server<E>>, Task), AgentError> {
+    let id = server::raft_id(node_id).ok_or_else(|| {
+        ConfigError(format!(
+            "node ID {node_id:?} is not a UUID, and a server's Raft ID is made from it"
+        ))
+    })?;
+    let raft_config = Arc::new(config.raft_config()?);
+    let dir = match (&config.data_dir, config.dev) {
+        (Some(d), false) => Some(d.join("raft")),
+        _ => None,
+    };
+    let server = Server::start(env.clone(), id, dir.as_deref(), listener, raft_config).await?;
+    tracing::info!(
+        raft_id = id,
+        expect = config.bootstrap_expect,
+        "server started"
+    );
+    let duties = server::cluster::spawn(
+        env.clone(),
+        server.clone(),
+        gossip.clone(),
+        DutyConfig::new(
+            &config.datacenter,
+            config.bootstrap_expect,
+            config.dead_server_grace,
+        ),
+    );
+    Ok((server, duties))
+}
+
+/// Fewest seconds between an agent's coordinate updates (Consul's
+/// `sync_coordinate_interval_min`).
+const COORDINATE_SYNC_MIN: Duration = Duration::from_secs(15);
+
+/// Cluster-wide coordinate updates per second the servers should receive
+/// (Consul's `sync_coordinate_rate_target`); big clusters send less often.
+const COORDINATE_SYNC_RATE: f64 = 64.0;
+
+/// Sends this node's coordinate to the servers now and then, as Consul's
+/// agents do: every 15 s, or less often in clusters big enough that the
+/// servers would otherwise get more than 64 updates a second; each wait
+/// is jittered so that agents started together do not send together.
+async fn sync_coordinates<E: Env>(env: E, gossip: Gossip, servers: Arc<Servers<E>>) {
+    use rand::Rng;
+    let mut rng = ChaCha8Rng::seed_from_u64(env.seed("coordinate-sync"));
+    loop {
+        let members = gossip.members().await.map_or(1, |m| m.len());
+        let spread = (members as f64 / COORDINATE_SYNC_RATE).max(COORDINATE_SYNC_MIN.as_secs_f64());
+        let wait = spread * rng.random_range(1.0..1.5);
+        env.sleep(Duration::from_secs_f64(wait)).await;
+        let Ok(coords) = gossip.coordinates().await else {
+            return;
+        };
+        let Some(local) = coords.local else {
+            continue;
+        };
+        let reply = servers
+            .call(ClientRequest::Coordinates {
+                updates: vec![(gossip.name().to_owned(), local)],
+                hops: 0,
+            })
+            .await;
+        if let Err(e) = reply.answer {
+            tracing::debug!(error = %e, "coordinate update not accepted");
+        }
     }
 }
 

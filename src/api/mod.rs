@@ -5,6 +5,7 @@
 //! clients and tools work against a cairn agent.
 
 pub mod client;
+pub mod kv;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ pub struct ApiState<E: Env> {
     pub info: AgentInfo,
     /// The LAN gossip node.
     pub gossip: Gossip,
+    /// The way to the servers.
+    pub servers: Arc<crate::agent::Servers<E>>,
     /// Asks the agent to leave and stop.
     pub stop: mpsc::Sender<()>,
     /// Port assumed for join addresses without one.
@@ -58,6 +61,12 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))
         .route("/v1/coordinate/nodes", get(coordinate_nodes::<E>))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get::<E>).put(kv::put::<E>).delete(kv::delete::<E>),
+        )
+        .route("/v1/status/leader", get(kv::leader::<E>))
+        .route("/v1/status/peers", get(kv::peers::<E>))
         .fallback(not_found)
         .with_state(state)
 }
@@ -81,6 +90,7 @@ pub async fn serve<E: Env>(
 }
 
 /// An API error: Consul answers with a status and a plain-text reason.
+#[derive(Debug)]
 pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -89,7 +99,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
@@ -255,7 +265,7 @@ async fn agent_self<E: Env>(
             node_name: s.info.node_name.clone(),
             node_id: s.info.node_id.clone(),
             revision: "cairn".into(),
-            server: false,
+            server: s.servers.local().is_some(),
             version: s.info.version.clone(),
         },
         coord: coords.local.as_ref().map(ApiCoord::from),

@@ -70,6 +70,21 @@ struct AgentArgs {
     /// HTTP API port.
     #[arg(long = "http-port")]
     http_port: Option<u16>,
+    /// Run as a server: keep the replicated catalog and KV store.
+    #[arg(long = "server")]
+    server: bool,
+    /// Servers to wait for before forming the Raft group (needs -server).
+    #[arg(long = "bootstrap-expect")]
+    bootstrap_expect: Option<u32>,
+    /// Form a Raft group of this one server (same as -bootstrap-expect=1).
+    #[arg(long = "bootstrap")]
+    bootstrap: bool,
+    /// Server RPC port (8300).
+    #[arg(long = "server-port")]
+    server_port: Option<u16>,
+    /// Scale Raft's timeouts by this factor (1 to 10).
+    #[arg(long = "raft-multiplier")]
+    raft_multiplier: Option<u32>,
     /// Agent to join at start (repeatable); failing to join is fatal.
     #[arg(long = "join")]
     join: Vec<String>,
@@ -273,6 +288,21 @@ fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     if let Some(v) = a.http_port {
         c.ports.http = v;
     }
+    if a.server {
+        c.server = true;
+    }
+    if let Some(v) = a.bootstrap_expect {
+        c.bootstrap_expect = v;
+    }
+    if a.bootstrap {
+        c.bootstrap_expect = 1;
+    }
+    if let Some(v) = a.server_port {
+        c.ports.server = v;
+    }
+    if let Some(v) = a.raft_multiplier {
+        c.raft_multiplier = v;
+    }
     if !a.join.is_empty() {
         c.start_join = a.join.clone();
     }
@@ -349,7 +379,8 @@ async fn terminate() {
 fn init_logging(level: &str) -> anyhow::Result<()> {
     let level = crate::agent::config::tracing_level(level)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        // openraft narrates every step at info; its warnings are what matter.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -65,10 +65,6 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenError> {
         source,
     })?;
     let path = dir.join("raft.redb");
-    let corrupt = |reason: String| StorageOpenError::Corrupt {
-        path: path.clone(),
-        reason,
-    };
     let db = Database::create(&path).map_err(|e| match e {
         redb::DatabaseError::Storage(redb::StorageError::Io(source))
             if source.kind() != std::io::ErrorKind::InvalidData =>
@@ -78,8 +74,32 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenError> {
                 source,
             }
         }
-        other => corrupt(other.to_string()),
+        other => StorageOpenError::Corrupt {
+            path: path.clone(),
+            reason: other.to_string(),
+        },
     })?;
+    open_db(db, &path)
+}
+
+/// Raft storage that lives only in memory (`agent -dev`): the same code
+/// paths as on disk, gone when the process ends.
+pub fn open_in_memory() -> Result<(LogStore, StateMachine), StorageOpenError> {
+    let path = PathBuf::from("(memory)");
+    let db = Database::builder()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .map_err(|e| StorageOpenError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    open_db(db, &path)
+}
+
+fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), StorageOpenError> {
+    let corrupt = |reason: String| StorageOpenError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
     // Every table exists from the start, so readers never meet a missing one.
     let txn = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
     for def in [META, SNAPSHOT] {

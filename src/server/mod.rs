@@ -1,8 +1,10 @@
 //! What the servers do besides replicating: the leader's duties.
 
+pub mod cluster;
 pub mod node;
 pub mod reconcile;
 
+pub use cluster::{raft_id, server_of, server_tags, DutyConfig, ServerMember, SERVER_ROLE};
 pub use node::{
     Answer, ClientReply, ClientRequest, Consistency, Query, Read, Server, ServerReply, ServerRpc,
     StartError,

@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::consensus::network::{answer, Transport};
 use crate::consensus::{self, Network, RaftReply, RaftRequest, Request, TypeConfig};
+use crate::coordinate::Coordinate;
 use crate::env::{timeout_at, Env, Task};
 use crate::rpc::{self, Client, RpcError};
-use crate::state::{KvEntry, Node, Store, Table};
+use crate::state::{Command, KvEntry, Node, Store, Table};
 use crate::time::Instant;
 
 /// A message to a server's RPC port.
@@ -56,6 +57,17 @@ pub enum ClientRequest {
         /// Servers it has passed through.
         hops: u8,
     },
+    /// Agents' network coordinates. The leader collects them and writes
+    /// them in batches, so a large cluster's updates cost a few log
+    /// entries, not one each.
+    Coordinates {
+        /// Node name and its coordinate.
+        updates: Vec<(String, Coordinate)>,
+        /// Servers it has passed through.
+        hops: u8,
+    },
+    /// This server's own view of the Raft group (never forwarded).
+    Status,
 }
 
 /// Which server may answer a read.
@@ -92,6 +104,8 @@ pub enum Query {
     KvList(String),
     /// Every catalog node.
     Nodes,
+    /// Every stored network coordinate.
+    Coordinates,
 }
 
 /// What a read found.
@@ -105,6 +119,15 @@ pub enum Answer {
     KvList(Vec<KvEntry>),
     /// For `Nodes`.
     Nodes(Vec<Node>),
+    /// For `Query::Coordinates`.
+    Coordinates(Vec<(String, Coordinate)>),
+    /// For `Status`: the leader's RPC address and the voters'.
+    Status {
+        /// The leader, if one is known.
+        leader: Option<String>,
+        /// Every voter's RPC address.
+        peers: Vec<String>,
+    },
 }
 
 /// The reply to a client request, with Consul's query metadata.
@@ -130,6 +153,15 @@ const MAX_WAIT_MS: u64 = 10 * 60 * 1000;
 /// How long a request waits for a leader to be known (Consul's default).
 const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 
+/// Most coordinates written in one log entry (Consul's
+/// `coordinate_update_batch_size`).
+const COORDINATE_BATCH: usize = 128;
+
+/// Most coordinates kept waiting for the next batch; more are dropped, as
+/// Consul drops them, since agents send fresh ones soon anyway (its
+/// batch size times `coordinate_update_max_batches`).
+const COORDINATE_PENDING_MAX: usize = COORDINATE_BATCH * 5;
+
 /// A running server; see the [module docs](self).
 pub struct Server<E: Env> {
     env: E,
@@ -139,6 +171,8 @@ pub struct Server<E: Env> {
     client: Arc<Client<E, ServerRpc, ServerReply>>,
     /// When the leader was last heard (a Raft append arrived).
     last_contact: Arc<Mutex<Option<Instant>>>,
+    /// Coordinates received while leader, waiting for the next batch.
+    pending_coordinates: Mutex<std::collections::BTreeMap<String, Coordinate>>,
     _rpc: Task,
 }
 
@@ -173,15 +207,19 @@ pub enum StartError {
 }
 
 impl<E: Env> Server<E> {
-    /// Starts server `id` on `listener` with its state in `dir`.
+    /// Starts server `id` on `listener` with its state in `dir` (in memory
+    /// when `None`).
     pub async fn start(
         env: E,
         id: u64,
-        dir: &Path,
+        dir: Option<&Path>,
         listener: E::TcpListener,
         config: Arc<openraft::Config>,
     ) -> Result<Arc<Server<E>>, StartError> {
-        let (log, sm) = consensus::open(dir)?;
+        let (log, sm) = match dir {
+            Some(dir) => consensus::open(dir)?,
+            None => consensus::open_in_memory()?,
+        };
         let store = sm.store();
         let client = Arc::new(Client::new(env.clone()));
         let network = Network::over(env.clone(), Arc::new(Wrapped(client.clone())));
@@ -208,6 +246,7 @@ impl<E: Env> Server<E> {
                 store,
                 client,
                 last_contact,
+                pending_coordinates: Mutex::default(),
                 _rpc: rpc,
             }
         });
@@ -228,6 +267,24 @@ impl<E: Env> Server<E> {
     /// The store, for local readers.
     pub fn store(&self) -> Arc<RwLock<Store>> {
         self.store.clone()
+    }
+
+    /// Sends a client request to another server (no forwarding there:
+    /// `Status` is answered by the server asked).
+    pub async fn call_server(
+        &self,
+        addr: SocketAddr,
+        req: ClientRequest,
+        deadline: Instant,
+    ) -> Result<ClientReply, RpcError> {
+        match self
+            .client
+            .call(addr, &ServerRpc::Client(req), deadline)
+            .await?
+        {
+            ServerReply::Client(r) => Ok(r),
+            ServerReply::Raft(_) => Err(RpcError::Codec("a Raft reply to a client request".into())),
+        }
     }
 
     /// Stops the Raft node.
@@ -261,17 +318,103 @@ impl<E: Env> Server<E> {
         match req {
             ClientRequest::Write { cmd, hops } => self.write(*cmd, hops).await,
             ClientRequest::Read { read, hops } => self.read(read, hops).await,
+            ClientRequest::Coordinates { updates, hops } => self.coordinates(updates, hops).await,
+            ClientRequest::Status => self.status(),
         }
     }
 
-    fn leader(&self) -> Option<(u64, SocketAddr)> {
+    fn status(&self) -> ClientReply {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let peers = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+            .collect();
+        let leader = self.leader();
+        ClientReply {
+            index: m.last_applied.map_or(0, |l| l.index),
+            known_leader: leader.is_some(),
+            last_contact_ms: self.last_contact_ms(),
+            answer: Ok(Answer::Status {
+                leader: leader.map(|(_, addr)| addr.to_string()),
+                peers,
+            }),
+        }
+    }
+
+    async fn coordinates(&self, updates: Vec<(String, Coordinate)>, hops: u8) -> ClientReply {
+        if !self.is_leader() {
+            if hops >= MAX_HOPS {
+                return ClientReply::refused("no cluster leader (too many forwards)");
+            }
+            return self
+                .forward(ClientRequest::Coordinates {
+                    updates,
+                    hops: hops + 1,
+                })
+                .await;
+        }
+        // A coordinate with NaNs or the wrong shape would poison every
+        // estimate made from it.
+        if let Some((node, _)) = updates.iter().find(|(_, c)| !c.is_valid()) {
+            return ClientReply::refused(&format!("invalid coordinate for node {node:?}"));
+        }
+        let mut pending = self
+            .pending_coordinates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (node, c) in updates {
+            if pending.len() < COORDINATE_PENDING_MAX || pending.contains_key(&node) {
+                pending.insert(node, c);
+            }
+        }
+        ClientReply {
+            index: 0,
+            known_leader: true,
+            last_contact_ms: 0,
+            answer: Ok(Answer::Written(true)),
+        }
+    }
+
+    /// Writes the coordinates collected since the last call, in batches.
+    /// Returns how many were written. Does nothing unless leading.
+    pub async fn flush_coordinates(&self) -> usize {
+        if !self.is_leader() {
+            return 0;
+        }
+        let pending = std::mem::take(
+            &mut *self
+                .pending_coordinates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let all: Vec<(String, Coordinate)> = pending.into_iter().collect();
+        let mut written = 0;
+        for batch in all.chunks(COORDINATE_BATCH) {
+            let reply = self
+                .write(Command::Coordinates(batch.to_vec()), MAX_HOPS)
+                .await;
+            match reply.answer {
+                Ok(_) => written += batch.len(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot store coordinates");
+                    break;
+                }
+            }
+        }
+        written
+    }
+
+    /// The leader's Raft ID and RPC address, if one is known.
+    pub fn leader(&self) -> Option<(u64, SocketAddr)> {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;
         let node: &BasicNode = m.membership_config.membership().get_node(&id)?;
         Some((id, node.addr.parse().ok()?))
     }
 
-    fn is_leader(&self) -> bool {
+    /// Whether this server leads now.
+    pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
@@ -296,18 +439,14 @@ impl<E: Env> Server<E> {
             ClientRequest::Read { read, .. } => {
                 Duration::from_millis(read.max_wait_ms.min(MAX_WAIT_MS))
             }
-            ClientRequest::Write { .. } => Duration::ZERO,
+            _ => Duration::ZERO,
         };
         let deadline = self.env.now() + wait + Duration::from_secs(10);
-        match self
-            .client
-            .call(addr, &ServerRpc::Client(req), deadline)
+        self.call_server(addr, req, deadline)
             .await
-        {
-            Ok(ServerReply::Client(r)) => r,
-            Ok(ServerReply::Raft(_)) => ClientReply::refused("the leader answered as Raft"),
-            Err(e) => ClientReply::refused(&format!("forwarding to the leader failed: {e}")),
-        }
+            .unwrap_or_else(|e| {
+                ClientReply::refused(&format!("forwarding to the leader failed: {e}"))
+            })
     }
 
     async fn write(&self, cmd: crate::state::Command, hops: u8) -> ClientReply {
@@ -395,22 +534,34 @@ impl<E: Env> Server<E> {
                 store.index(Table::Nodes),
                 Answer::Nodes(store.nodes().cloned().collect()),
             ),
-        };
-        let leader = self.leader();
-        let last_contact_ms = if self.is_leader() {
-            0
-        } else {
-            let last = *self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
-            last.map_or(u64::MAX, |t| {
-                self.env.now().saturating_duration_since(t).as_millis() as u64
-            })
+            Query::Coordinates => (
+                store.index(Table::Coordinates),
+                Answer::Coordinates(
+                    store
+                        .coordinates()
+                        .map(|(n, c)| (n.clone(), c.clone()))
+                        .collect(),
+                ),
+            ),
         };
         ClientReply {
             index: index.max(1),
-            known_leader: leader.is_some(),
-            last_contact_ms,
+            known_leader: self.leader().is_some(),
+            last_contact_ms: self.last_contact_ms(),
             answer: Ok(answer),
         }
+    }
+
+    /// Milliseconds since the leader was last heard: 0 on the leader,
+    /// `u64::MAX` when never.
+    fn last_contact_ms(&self) -> u64 {
+        if self.is_leader() {
+            return 0;
+        }
+        let last = *self.last_contact.lock().unwrap_or_else(|e| e.into_inner());
+        last.map_or(u64::MAX, |t| {
+            self.env.now().saturating_duration_since(t).as_millis() as u64
+        })
     }
 
     /// Blocks until the queried data's index passes `read.min_index`, or
@@ -426,6 +577,7 @@ impl<E: Env> Server<E> {
         let mut rx = match &read.query {
             Query::Kv(p) | Query::KvList(p) => hub.prefix(p, 0),
             Query::Nodes => hub.table(Table::Nodes),
+            Query::Coordinates => hub.table(Table::Coordinates),
         };
         let min = read.min_index;
         if self.index_of(&read.query) > min {
@@ -442,12 +594,14 @@ impl<E: Env> Server<E> {
         match query {
             Query::Kv(p) | Query::KvList(p) => store.kv_index(p),
             Query::Nodes => store.index(Table::Nodes),
+            Query::Coordinates => store.index(Table::Coordinates),
         }
     }
 }
 
 impl ClientReply {
-    fn refused(why: &str) -> ClientReply {
+    /// A reply that carries only why the request failed.
+    pub fn refused(why: &str) -> ClientReply {
         ClientReply {
             index: 0,
             known_leader: false,
