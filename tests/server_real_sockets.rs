@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn::consensus::Location;
 use cairn::env::{Env, TokioEnv};
 use cairn::rpc::Client;
 use cairn::server::{
@@ -80,9 +81,15 @@ async fn clients_reach_the_leader_through_any_server() {
         addrs.push(listener.local_addr().unwrap());
         let dir = root.path().join(format!("s{id}"));
         servers.push(
-            Server::start(env.clone(), id, Some(&dir), listener, config.clone())
-                .await
-                .unwrap(),
+            Server::start(
+                env.clone(),
+                id,
+                &Location::Dir(dir),
+                listener,
+                config.clone(),
+            )
+            .await
+            .unwrap(),
         );
     }
     let members: BTreeMap<u64, BasicNode> = (0..3)

@@ -1,11 +1,12 @@
 //! Evaluates a scenario's checks against the trace of its run.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{starts_waiting, Accuracy, Action, RunOutput, TimedAction};
+use crate::consensus_checks;
 use crate::scenario::{Check, Scenario};
 use crate::topology::Topology;
 use crate::trace::{Trace, TraceEvent};
@@ -127,7 +128,8 @@ impl Outages {
                 | Action::LinkLoss(..)
                 | Action::Latency(..)
                 | Action::Skew(..)
-                | Action::Slow(..) => {}
+                | Action::Slow(..)
+                | Action::KvLoad(..) => {}
             }
             let after = cut_off(&cut);
             after.difference(&before).for_each(|n| o.cut.open(n, a.at));
@@ -430,6 +432,15 @@ pub fn evaluate(
                 median_below,
                 p90_below,
             } => coordinate_accuracy(out.accuracy.last(), *median_below, *p90_below),
+            Check::LeaderWithin { within } => {
+                consensus_checks::leader_within(&scenario.topology, timeline, out, *within)
+            }
+            Check::SingleLeader => consensus_checks::single_leader(&scenario.topology, trace),
+            Check::Linearizable => consensus_checks::linearizable(&out.history),
+            Check::NoLostWrites => consensus_checks::no_lost_writes(&out.history, &out.replicas),
+            Check::ReplicasConverge => {
+                consensus_checks::replicas_converge(&scenario.topology, &out.replicas)
+            }
         })
         .collect()
 }
@@ -597,18 +608,36 @@ pub fn detection_window(scenario: &Scenario) -> Duration {
 
 fn no_false_failures(scenario: &Scenario, trace: &Trace, outages: &Outages) -> CheckResult {
     // A verdict is justified if either side was unreachable within the time
-    // it can take to reach one.
+    // it can take to reach one, or if it relays a justified verdict about
+    // the same incarnation: a node cut off declares the others dead, and
+    // once it can talk again its word spreads (as memberlist's does) until
+    // they refute it.
     let window = detection_window(scenario);
     let mut total = 0;
-    let wrong: Vec<String> = trace
-        .all("failed")
-        .inspect(|_| total += 1)
-        .filter(|(o, m, t)| {
-            let from = t.saturating_sub(window);
-            !outages.any_between(m, from, *t) && !outages.any_between(o, from, *t)
-        })
-        .map(|(o, m, t)| format!("{o} declared {m} failed at {:.3}s", t.as_secs_f64()))
-        .collect();
+    // (member, incarnation) -> when a justified verdict about it was made.
+    let mut justified: HashMap<(&str, Option<u32>), Duration> = HashMap::new();
+    let mut wrong = Vec::new();
+    for e in trace
+        .events
+        .iter()
+        .filter(|e| e.event == "failed" && e.node != "sim")
+    {
+        let (Some(m), o, t) = (e.member.as_deref(), e.node.as_str(), e.at()) else {
+            continue;
+        };
+        total += 1;
+        let from = t.saturating_sub(window);
+        let wave = (m, e.incarnation);
+        let relayed = justified.get(&wave).is_some_and(|at| *at >= from);
+        if relayed || outages.any_between(m, from, t) || outages.any_between(o, from, t) {
+            justified.insert(wave, t);
+        } else {
+            wrong.push(format!(
+                "{o} declared {m} failed at {:.3}s",
+                t.as_secs_f64()
+            ));
+        }
+    }
     CheckResult {
         check: "no_false_failures".into(),
         passed: wrong.is_empty(),
@@ -678,6 +707,42 @@ mod tests {
             vec![("b".to_string(), Some(Duration::from_secs(5)))]
         );
         assert!(d[1].observers.is_empty());
+    }
+
+    #[test]
+    fn a_cut_off_nodes_verdict_may_spread_but_others_may_not() {
+        let ev = |ms: u64, node: &str, member: &str, inc: u32| crate::trace::TraceEvent {
+            t_us: ms * 1000,
+            node: node.into(),
+            event: "failed".into(),
+            member: Some(member.into()),
+            incarnation: Some(inc),
+            detail: None,
+        };
+        let s = crate::scenario::ScenarioBuilder::new("t", Duration::from_secs(60))
+            .datacenter("dc1", 4)
+            .build();
+        let names = s.names();
+        let o = Outages::from_timeline(&names, &[at(10, Action::Isolate(v(&["dc1-0"])))]);
+        // dc1-0, cut off, declares dc1-1 dead; dc1-2 hears it from dc1-0.
+        let relayed = Trace {
+            events: vec![
+                ev(30_000, "dc1-0", "dc1-1", 1),
+                ev(30_001, "dc1-2", "dc1-1", 1),
+            ],
+        };
+        assert!(no_false_failures(&s, &relayed, &o).passed);
+        // A verdict about another incarnation, or with no cut-off origin,
+        // is not excused by it.
+        for bad in [
+            ev(30_002, "dc1-3", "dc1-1", 2),
+            ev(30_002, "dc1-3", "dc1-2", 1),
+        ] {
+            let mut t = relayed.clone();
+            t.events.push(bad);
+            let r = no_false_failures(&s, &t, &o);
+            assert!(!r.passed && r.detail.starts_with("1 false"), "{}", r.detail);
+        }
     }
 
     #[test]

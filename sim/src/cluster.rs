@@ -9,17 +9,23 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cairn::agent::{Agent, AgentConfig};
+use cairn::consensus::MemoryDisk;
 use cairn::coordinate::Coordinate;
-use cairn::env::Env;
+use cairn::env::{Env, Task};
 use cairn::gossip::Config as GossipConfig;
+use cairn::server::Server;
+use cairn::state::Store;
 use tokio::sync::watch;
 
 use crate::checks::Outages;
 use crate::env::{HostTable, NetConditions, SimEnv};
+use crate::linearizability::Op;
+use crate::select::leader_of_placeholder;
 use crate::spread::{self, Spread};
 use crate::tomography::percentile;
 use crate::topology::{Links, Role, Topology};
 use crate::trace::{Recorder, Trace, TraceEvent};
+use crate::workload::{self, History, KvLoad, Order};
 
 /// The simulated cluster.
 #[derive(Debug, Clone)]
@@ -190,6 +196,8 @@ pub enum Action<T = Vec<String>> {
     /// Make these nodes slow: every datagram they send or receive takes
     /// this much longer (zero makes them well again).
     Slow(T, Duration),
+    /// Run KV clients on these nodes (see [`workload`](crate::workload)).
+    KvLoad(T, KvLoad),
 }
 
 impl<T> Action<T> {
@@ -209,6 +217,7 @@ impl<T> Action<T> {
             Action::Latency(a, b, c) => Action::Latency(f(a), f(b), *c),
             Action::Skew(a, ms) => Action::Skew(f(a), *ms),
             Action::Slow(a, d) => Action::Slow(f(a), *d),
+            Action::KvLoad(a, l) => Action::KvLoad(f(a), *l),
         }
     }
 
@@ -228,6 +237,7 @@ impl<T> Action<T> {
             Action::Latency(..) => "latency",
             Action::Skew(..) => "skew",
             Action::Slow(..) => "slow",
+            Action::KvLoad(..) => "kv_load",
         }
     }
 }
@@ -242,7 +252,8 @@ impl Action {
             | Action::Join(a)
             | Action::Leave(a)
             | Action::Skew(a, _)
-            | Action::Slow(a, _) => a.iter().collect(),
+            | Action::Slow(a, _)
+            | Action::KvLoad(a, _) => a.iter().collect(),
             Action::Partition(a, b)
             | Action::HealBetween(a, b)
             | Action::LinkLoss(a, b, _)
@@ -318,6 +329,7 @@ impl Action {
             Action::Latency(a, b, c) => Some(format!("{}:{c:?}", pair(a, b))),
             Action::Skew(n, ms) => Some(format!("{}:{ms}ms", n.join(","))),
             Action::Slow(n, d) => Some(format!("{}:{d:?}", n.join(","))),
+            Action::KvLoad(n, l) => Some(format!("{}:{}", n.join(","), l.detail())),
         }
     }
 }
@@ -372,6 +384,23 @@ pub struct RunOutput {
     /// The nodes whose membership events the trace holds, when only a
     /// sample does (large protocol-engine runs); `None`: every node.
     pub observed: Option<std::collections::BTreeSet<String>>,
+    /// Every KV operation the `kv_load` clients made.
+    pub history: Vec<Op>,
+    /// The state of every server running at the end.
+    pub replicas: Vec<Replica>,
+}
+
+/// A server's replicated state at the end of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replica {
+    /// The server.
+    pub node: String,
+    /// Its datacenter.
+    pub dc: String,
+    /// The last Raft log index it applied.
+    pub last_applied: u64,
+    /// Every KV entry: key -> (value, ModifyIndex).
+    pub kv: BTreeMap<String, (Vec<u8>, u64)>,
 }
 
 /// Errors from a run.
@@ -426,6 +455,9 @@ struct World<'a> {
     /// `latency` events): what coordinates are scored against.
     one_way: Vec<Vec<Duration>>,
     board: CoordinateBoard,
+    /// Each node's KV load order.
+    loads: Vec<watch::Sender<Option<Order>>>,
+    servers: ServerBoard,
 }
 
 /// Runs the cluster through `actions`; `progress` is told the virtual time
@@ -442,17 +474,25 @@ pub fn run_cluster(
             "{n} nodes need an {n}x{n} table of link latencies"
         )));
     }
-    if let Some(node) = spec.topology.nodes.iter().find(|x| x.role == Role::Server) {
-        return Err(SimError::Setup(format!(
-            "{} is a server, and the full engine does not run servers yet: give the datacenters clients only",
-            node.name
-        )));
-    }
+    let leads = |x: &str| {
+        leader_of_placeholder(x).is_some_and(|dc| {
+            spec.topology
+                .datacenters
+                .iter()
+                .any(|d| d.name == dc && d.servers > 0)
+        })
+    };
     for a in actions {
-        if let Some(bad) = a.action.nodes().into_iter().find(|x| !names.contains(x)) {
+        if let Some(bad) = a
+            .action
+            .nodes()
+            .into_iter()
+            .find(|x| !names.contains(x) && !leads(x))
+        {
             return Err(SimError::UnknownNode(bad.clone()));
         }
     }
+    let identities = server_identities(&spec.topology)?;
     let mut sim = turmoil::Builder::new()
         // The run loop below decides when to stop; this only guards it.
         .simulation_duration(spec.duration + Duration::from_secs(3600))
@@ -468,7 +508,10 @@ pub fn run_cluster(
     net.set_jitter(spec.topology.latency.jitter);
     let recorder = Recorder::default();
     let board: CoordinateBoard = Arc::default();
+    let server_board: ServerBoard = Arc::default();
+    let history = History::default();
     let mut control = Vec::new();
+    let mut loads = Vec::new();
     let mut status = Vec::new();
     for (index, name) in names.iter().enumerate() {
         let first = if starts_waiting(name, actions) {
@@ -482,13 +525,24 @@ pub fn run_cluster(
         } else {
             NodeStatus::Running
         });
+        let (load, _) = watch::channel(None);
+        let node = &spec.topology.nodes[index];
+        let dc = &spec.topology.datacenters[node.dc];
+        let server = (node.role == Role::Server).then(|| ServerCtx {
+            expect: dc.servers as u32,
+            node_id: identities.ids[index].clone(),
+            disk: MemoryDisk::new(name),
+            names: identities.names.clone(),
+            board: server_board.clone(),
+        });
         let ctx = HostCtx {
             index,
             board: board.clone(),
             name: name.clone(),
-            datacenter: spec.topology.datacenters[spec.topology.nodes[index].dc]
-                .name
-                .clone(),
+            datacenter: dc.name.clone(),
+            server,
+            load: load.clone(),
+            history: history.clone(),
             ip: ips[index],
             seed: spec.seed,
             boots: Arc::new(AtomicU64::new(0)),
@@ -500,6 +554,7 @@ pub fn run_cluster(
             control: tx.clone(),
         };
         control.push(tx);
+        loads.push(load);
         sim.host(name.as_str(), move || ctx.clone().run());
     }
 
@@ -520,9 +575,11 @@ pub fn run_cluster(
         net,
         ips,
         control,
+        loads,
         status,
         one_way: spec.links.one_way.clone(),
         board,
+        servers: server_board,
     };
     let mut next = 0;
     let mut steps = 0u64;
@@ -536,8 +593,8 @@ pub fn run_cluster(
             // The trace says what happened, and readers of it (views that
             // restart afresh) rely on that: a restart of a running node is
             // no restart.
-            let action = actions[next]
-                .action
+            let action = w
+                .with_leaders(&actions[next].action)
                 .effective(|x| w.names.iter().position(|n| n == x).map(|i| w.status[i]));
             next += 1;
             if action.is_noop() {
@@ -594,6 +651,45 @@ pub fn run_cluster(
         spreads,
         false_failures: None,
         observed: None,
+        history: history.ops(),
+        replicas: w.replicas(),
+    })
+}
+
+/// Node IDs of every server, and the name behind each Raft ID.
+struct Identities {
+    /// By node index; empty for clients.
+    ids: Vec<String>,
+    names: Arc<BTreeMap<u64, String>>,
+}
+
+/// Gives every server a node ID derived from its name alone (a restarted
+/// server must come back as itself, while a client's ID may be fresh), and
+/// checks the Raft IDs made from them are distinct.
+fn server_identities(topo: &Topology) -> Result<Identities, SimError> {
+    let mut ids = Vec::new();
+    let mut names = BTreeMap::new();
+    for n in &topo.nodes {
+        if n.role != Role::Server {
+            ids.push(String::new());
+            continue;
+        }
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&crate::env::derive_seed(0, &n.name, 0, "node-id").to_be_bytes());
+        b[8..].copy_from_slice(&crate::env::derive_seed(1, &n.name, 0, "node-id").to_be_bytes());
+        let id = cairn::agent::config::format_uuid(b);
+        let raft = cairn::server::raft_id(&id).unwrap_or_default();
+        if let Some(other) = names.insert(raft, n.name.clone()) {
+            return Err(SimError::Setup(format!(
+                "servers {other} and {} would share a Raft ID: rename one",
+                n.name
+            )));
+        }
+        ids.push(id);
+    }
+    Ok(Identities {
+        ids,
+        names: Arc::new(names),
     })
 }
 
@@ -601,6 +697,63 @@ pub fn run_cluster(
 type PerNode = Vec<Option<(f64, f64)>>;
 
 impl World<'_> {
+    /// `action` with every leader placeholder replaced by the server that
+    /// leads its datacenter now (dropped when none does).
+    fn with_leaders(&self, action: &Action) -> Action {
+        action.map(|set| {
+            let mut out: Vec<String> = Vec::new();
+            for x in set {
+                let name = match leader_of_placeholder(x) {
+                    Some(dc) => self.leader(dc),
+                    None => Some(x.clone()),
+                };
+                if let Some(n) = name.filter(|n| !out.contains(n)) {
+                    out.push(n);
+                }
+            }
+            out
+        })
+    }
+
+    /// The running server of `dc` that leads in the highest term.
+    fn leader(&self, dc: &str) -> Option<String> {
+        let topo = &self.spec.topology;
+        let board = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        board
+            .iter()
+            .filter(|(&i, v)| {
+                v.leading
+                    && self.status[i] == NodeStatus::Running
+                    && topo.datacenters[topo.nodes[i].dc].name == dc
+            })
+            .max_by_key(|(_, v)| v.term)
+            .map(|(&i, _)| self.names[i].clone())
+    }
+
+    /// The state of every running server.
+    fn replicas(&self) -> Vec<Replica> {
+        let topo = &self.spec.topology;
+        let board = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        board
+            .iter()
+            .filter(|(&i, _)| self.status[i] == NodeStatus::Running)
+            .map(|(&i, v)| {
+                let store = v.store.read().unwrap_or_else(|p| p.into_inner());
+                Replica {
+                    node: self.names[i].clone(),
+                    dc: topo.datacenters[topo.nodes[i].dc].name.clone(),
+                    last_applied: store.last_applied(),
+                    kv: store
+                        .kv_list("")
+                        .1
+                        .into_iter()
+                        .map(|e| (e.key.clone(), (e.value.clone(), e.modify_index)))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
     fn index(&self, name: &str) -> usize {
         // Names were checked against the cluster before the run.
         self.names.iter().position(|x| x == name).unwrap_or(0)
@@ -702,6 +855,12 @@ impl World<'_> {
                     self.net.set_slow(self.ips[self.index(x)], *d);
                 }
             }
+            Action::KvLoad(set, load) => {
+                let until = self.sim.elapsed() + load.duration;
+                for x in set {
+                    self.loads[self.index(x)].send_replace(Some(Order { load: *load, until }));
+                }
+            }
         }
     }
 
@@ -709,6 +868,10 @@ impl World<'_> {
     /// otherwise linger on the board.
     fn unpost(&self, i: usize) {
         self.board
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&i);
+        self.servers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&i);
@@ -765,6 +928,31 @@ impl World<'_> {
     }
 }
 
+/// What a running server shows the engine.
+#[derive(Clone)]
+struct ServerView {
+    term: u64,
+    /// Whether it leads in `term`.
+    leading: bool,
+    store: Arc<std::sync::RwLock<Store>>,
+}
+
+/// Every running server's view, posted by the server itself.
+type ServerBoard = Arc<std::sync::Mutex<BTreeMap<usize, ServerView>>>;
+
+/// What a server host needs beyond an agent's.
+#[derive(Clone)]
+struct ServerCtx {
+    /// Servers of its datacenter (`bootstrap_expect`).
+    expect: u32,
+    node_id: String,
+    /// Its disk, which outlives its crashes.
+    disk: MemoryDisk,
+    /// Server names by Raft ID, for the trace.
+    names: Arc<BTreeMap<u64, String>>,
+    board: ServerBoard,
+}
+
 /// Everything one host's software needs; cloned for each (re)start.
 #[derive(Clone)]
 struct HostCtx {
@@ -782,6 +970,9 @@ struct HostCtx {
     gossip: GossipConfig,
     join: Vec<String>,
     control: watch::Sender<Control>,
+    server: Option<ServerCtx>,
+    load: watch::Sender<Option<Order>>,
+    history: History,
 }
 
 impl HostCtx {
@@ -802,8 +993,10 @@ impl HostCtx {
             self.net.clone(),
         );
         let mut config = AgentConfig::dev();
-        config.server = false;
-        config.bootstrap_expect = 0;
+        config.server = self.server.is_some();
+        config.bootstrap_expect = self.server.as_ref().map_or(0, |s| s.expect);
+        config.node_id = self.server.as_ref().map(|s| s.node_id.clone());
+        config.sim_disk = self.server.as_ref().map(|s| s.disk.clone());
         config.node_name = self.name.clone();
         config.datacenter = self.datacenter.clone();
         config.bind_addr = self.ip;
@@ -830,6 +1023,18 @@ impl HostCtx {
                 });
             }
         });
+        let _raft = match (&self.server, agent.servers().local()) {
+            (Some(ctx), Some(server)) => Some(self.watch_raft(&env, ctx, server.clone())),
+            _ => None,
+        };
+        let _load = workload::drive(
+            env.clone(),
+            self.name.clone(),
+            self.datacenter.clone(),
+            agent.servers().clone(),
+            self.load.subscribe(),
+            self.history.clone(),
+        );
         let posting = {
             let (gossip, env2, index, board) = (
                 agent.gossip().clone(),
@@ -873,4 +1078,55 @@ impl HostCtx {
         env.sleep(Duration::from_millis(10)).await;
         Ok(())
     }
+
+    /// Posts the server's Raft state for the engine, and traces each change
+    /// of its term or leader as `raft` events (`term=N leader=NAME`).
+    fn watch_raft(&self, env: &SimEnv, ctx: &ServerCtx, server: Arc<Server<SimEnv>>) -> Task {
+        let (index, me, recorder, ctx) = (
+            self.index,
+            self.name.clone(),
+            self.recorder.clone(),
+            ctx.clone(),
+        );
+        let env2 = env.clone();
+        env.spawn(async move {
+            let mut metrics = server.raft().metrics();
+            let mut last = None;
+            loop {
+                let (term, leader) = {
+                    let m = metrics.borrow_and_update();
+                    (m.current_term, m.current_leader)
+                };
+                let leading = leader == Some(server.id());
+                ctx.board.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    index,
+                    ServerView {
+                        term,
+                        leading,
+                        store: server.store(),
+                    },
+                );
+                if last != Some((term, leader)) {
+                    last = Some((term, leader));
+                    let name = leader.map_or("none", |id| {
+                        ctx.names.get(&id).map_or("unknown", String::as_str)
+                    });
+                    recorder.record(TraceEvent {
+                        t_us: env2.now().as_duration().as_micros() as u64,
+                        node: me.clone(),
+                        event: RAFT_EVENT.into(),
+                        member: None,
+                        incarnation: None,
+                        detail: Some(format!("term={term} leader={name}")),
+                    });
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
 }
+
+/// The trace event a server's change of term or leader makes.
+pub const RAFT_EVENT: &str = "raft";

@@ -16,6 +16,7 @@
 
 pub mod checks;
 pub mod cluster;
+pub mod consensus_checks;
 pub mod env;
 pub mod linearizability;
 pub mod metrics;
@@ -29,6 +30,7 @@ pub mod spread;
 pub mod tomography;
 pub mod topology;
 pub mod trace;
+pub mod workload;
 
 pub use cluster::{
     run_cluster, Accuracy, Action, ClusterSpec, LatencyChange, NodeSample, NodeStatus, PairError,

@@ -391,6 +391,8 @@ pub fn run_protocol(
         spreads: e.spreads,
         false_failures: Some(false_failures),
         observed,
+        history: Vec::new(),
+        replicas: Vec::new(),
     })
 }
 
@@ -1015,8 +1017,10 @@ impl Engine<'_> {
                     what: *change,
                 });
             }
-            // Gossip reads no wall clock: a skew changes nothing here.
-            Action::Skew(..) => {}
+            // Gossip reads no wall clock: a skew changes nothing here; and
+            // there are no servers for KV clients to talk to (a scenario
+            // with servers does not reach this engine).
+            Action::Skew(..) | Action::KvLoad(..) => {}
             Action::Slow(set, d) => {
                 for x in set {
                     if let Some(i) = self.index(x) {

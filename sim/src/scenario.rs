@@ -16,7 +16,8 @@ use serde::Deserialize;
 use crate::cluster::{Action, ClusterSpec, LatencyChange, TimedAction};
 use crate::select::{resolve_names, Selector};
 use crate::tomography::Matrix;
-use crate::topology::{Datacenter, Dist, LatencyModel, Location, PoolScope, Sites, Topology};
+use crate::topology::{Datacenter, Dist, LatencyModel, Location, PoolScope, Role, Sites, Topology};
+use crate::workload::{parse_consistency, KvLoad};
 
 /// Which engine runs a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -153,6 +154,24 @@ pub enum Check {
         /// Largest acceptable 90th-percentile relative error, if any.
         p90_below: Option<f64>,
     },
+    /// Every datacenter with servers has a leader that a majority of its
+    /// servers follow within `within` of the start, and a new one within
+    /// `within` of every fault that takes the leader away (crash, leave,
+    /// partition).
+    LeaderWithin {
+        /// Election deadline.
+        within: Duration,
+    },
+    /// No two servers of a datacenter ever lead in the same term.
+    SingleLeader,
+    /// The `kv_load` clients' history is linearizable.
+    Linearizable,
+    /// No acknowledged KV write is lost: each key ends with the value of
+    /// its last acknowledged write, or of a write not ordered before it.
+    NoLostWrites,
+    /// At the end, the running servers of each datacenter hold the same
+    /// KV data.
+    ReplicasConverge,
 }
 
 /// A problem with a scenario, saying where and what to fix.
@@ -245,6 +264,12 @@ struct EventSection {
     offset: Option<String>,
     latency: Option<String>,
     factor: Option<f64>,
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    clients: Option<u32>,
+    interval: Option<String>,
+    keys: Option<u32>,
+    consistency: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -396,8 +421,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow";
-const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy";
+const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge";
 
 impl Scenario {
     /// Reads and validates a scenario file; data files are relative to it.
@@ -802,6 +827,44 @@ impl Scenario {
                         .ok_or_else(|| err(format!("{here} needs offset, like \"-250ms\"")))?;
                     Action::Skew(need_targets()?, signed_ms(&format!("{here}: offset"), o)?)
                 }
+                "kv_load" => {
+                    if !b.s.topology.nodes.iter().any(|n| n.role == Role::Server) {
+                        return Err(err(format!(
+                            "{here}: KV clients need servers; give a datacenter servers = 3"
+                        )));
+                    }
+                    let d = KvLoad::default();
+                    let positive = |what: &str, v: Option<u32>, default: u32| match v {
+                        None => Ok(default),
+                        Some(0) => Err(err(format!("{here}: {what} must be at least 1"))),
+                        Some(n) if n > 64 => Err(err(format!("{here}: {what} is at most 64"))),
+                        Some(n) => Ok(n),
+                    };
+                    let load = KvLoad {
+                        duration: match &e.for_ {
+                            Some(v) => dur(&format!("{here}: for"), v)?,
+                            None => d.duration,
+                        },
+                        clients: positive("clients", e.clients, d.clients)?,
+                        interval: match &e.interval {
+                            Some(v) => dur(&format!("{here}: interval"), v)?,
+                            None => d.interval,
+                        },
+                        keys: positive("keys", e.keys, d.keys)?,
+                        consistency: match &e.consistency {
+                            Some(c) => {
+                                parse_consistency(c).map_err(|m| err(format!("{here}: {m}")))?
+                            }
+                            None => d.consistency,
+                        },
+                    };
+                    if load.interval < Duration::from_millis(1) {
+                        return Err(err(format!(
+                            "{here}: interval must be at least 1ms (each client waits that long between operations)"
+                        )));
+                    }
+                    Action::KvLoad(need_targets()?, load)
+                }
                 other => {
                     return Err(err(format!(
                         "event #{}: unknown action {other:?} (known: {ACTIONS})",
@@ -823,8 +886,16 @@ impl Scenario {
                     e.between.is_some()
                         && matches!(
                             e.action.as_str(),
-                            "crash" | "restart" | "join" | "leave" | "skew" | "slow"
+                            "crash" | "restart" | "join" | "leave" | "skew" | "slow" | "kv_load"
                         ),
+                ),
+                ("for", e.for_.is_some() && e.action != "kv_load"),
+                ("clients", e.clients.is_some() && e.action != "kv_load"),
+                ("interval", e.interval.is_some() && e.action != "kv_load"),
+                ("keys", e.keys.is_some() && e.action != "kv_load"),
+                (
+                    "consistency",
+                    e.consistency.is_some() && e.action != "kv_load",
                 ),
             ]
             .into_iter()
@@ -844,9 +915,9 @@ impl Scenario {
         for (i, c) in f.check.iter().enumerate() {
             let here = format!("check #{} ({})", i + 1, c.kind);
             let targets = sel(&b, &here, &c.targets)?;
-            if targets.iter().any(Selector::is_random) {
+            if targets.iter().any(|t| t.is_random() || t.is_dynamic()) {
                 return Err(err(format!(
-                    "{here}: checks cannot pick at random; name nodes or datacenters"
+                    "{here}: checks cannot pick at random or name the leader; name nodes or datacenters"
                 )));
             }
             let names = resolve_names(&targets, &b.s.topology, 0, "");
@@ -873,6 +944,14 @@ impl Scenario {
                         .ok_or_else(|| err(format!("{here} needs median_below, like 0.2")))?,
                     p90_below: c.p90_below,
                 },
+                "leader_within" => Check::LeaderWithin {
+                    within: within
+                        .ok_or_else(|| err(format!("{here} needs within, like \"10s\"")))?,
+                },
+                "single_leader" => Check::SingleLeader,
+                "linearizable" => Check::Linearizable,
+                "no_lost_writes" => Check::NoLostWrites,
+                "replicas_converge" => Check::ReplicasConverge,
                 other => {
                     return Err(err(format!(
                         "check #{}: unknown kind {other:?} (known: {CHECKS})",
@@ -885,7 +964,11 @@ impl Scenario {
                     "targets",
                     !c.targets.is_empty() && c.kind != "failed_within",
                 ),
-                ("within", c.within.is_some() && c.kind != "failed_within"),
+                (
+                    "within",
+                    c.within.is_some()
+                        && !matches!(c.kind.as_str(), "failed_within" | "leader_within"),
+                ),
                 ("at", c.at.is_some() && c.kind != "converged"),
                 (
                     "median_below",

@@ -1,9 +1,15 @@
 //! Node selectors: how events and checks say which nodes they are about.
 //!
-//! A selector is a node name (`dc1-3`), `all`, or filters separated by
-//! spaces: `dc=NAME`, `role=client|server`, then optionally `fraction=F` or
-//! `count=N` to pick that many of the matching nodes at random (seeded by
-//! the run's seed, so a replay picks the same ones).
+//! A selector is a node name (`dc1-3`), `all`, `leader`, or filters
+//! separated by spaces: `dc=NAME`, `role=client|server|leader`, then
+//! optionally `fraction=F` or `count=N` to pick that many of the matching
+//! nodes at random (seeded by the run's seed, so a replay picks the same
+//! ones).
+//!
+//! `leader` (or `role=leader`) is the one selector known only while the
+//! run goes: the server that leads its datacenter's Raft group when the
+//! event happens. A timeline holds it as a placeholder per datacenter
+//! ([`leader_placeholder`]) that the engine resolves at that moment.
 
 use std::collections::BTreeSet;
 
@@ -34,9 +40,23 @@ pub struct Selector {
     node: Option<String>,
     dc: Option<String>,
     role: Option<String>,
+    /// The current Raft leader (of each matching datacenter).
+    leader: bool,
     /// How many of the matching nodes to take.
     pub pick: Pick,
 }
+
+/// What a timeline holds for "the leader of `dc`" until the run knows it.
+pub fn leader_placeholder(dc: &str) -> String {
+    format!("{LEADER_MARK}{dc}")
+}
+
+/// The datacenter a [`leader_placeholder`] stands for.
+pub fn leader_of_placeholder(name: &str) -> Option<&str> {
+    name.strip_prefix(LEADER_MARK)
+}
+
+const LEADER_MARK: &str = "@leader:";
 
 impl Selector {
     /// Parses and validates `text` against the topology.
@@ -46,11 +66,20 @@ impl Selector {
             node: None,
             dc: None,
             role: None,
+            leader: false,
             pick: Pick::All,
         };
         let t = text.trim();
         if t == "all" {
             return Ok(s);
+        }
+        if t == "leader" {
+            return Selector::parse("role=leader", topo)
+                .map(|l| Selector {
+                    text: text.to_owned(),
+                    ..l
+                })
+                .map_err(|e| e.replace("\"role=leader\"", &format!("{text:?}")));
         }
         if !t.contains('=') {
             if topo.index(t).is_none() {
@@ -79,12 +108,13 @@ impl Selector {
                     s.dc = Some(v.to_owned());
                 }
                 "role" => {
-                    if v != "client" && v != "server" {
+                    if !matches!(v, "client" | "server" | "leader") {
                         return Err(format!(
-                            "selector {text:?}: role is client or server, not {v:?}"
+                            "selector {text:?}: role is client, server or leader, not {v:?}"
                         ));
                     }
-                    s.role = Some(v.to_owned());
+                    s.leader = v == "leader";
+                    s.role = Some(if s.leader { "server" } else { v }.to_owned());
                 }
                 "fraction" => {
                     let f: f64 = v
@@ -112,12 +142,22 @@ impl Selector {
         if s.resolve_all(topo).is_empty() {
             return Err(format!("selector {text:?} matches no node"));
         }
+        if s.leader && s.pick != Pick::All {
+            return Err(format!(
+                "selector {text:?}: a leader is one node per datacenter; fraction and count do not apply"
+            ));
+        }
         Ok(s)
     }
 
     /// Whether the selector picks at random.
     pub fn is_random(&self) -> bool {
         self.pick != Pick::All
+    }
+
+    /// Whether the selector is known only during the run (`leader`).
+    pub fn is_dynamic(&self) -> bool {
+        self.leader
     }
 
     /// Every node matching the filters, before any random pick, in order.
@@ -152,14 +192,26 @@ impl Selector {
     }
 }
 
-/// The union of several selectors' nodes, as names in topology order.
+/// The union of several selectors' nodes, as names in topology order
+/// (then a [`leader_placeholder`] per datacenter whose leader is named).
 pub fn resolve_names(sel: &[Selector], topo: &Topology, seed: u64, salt: &str) -> Vec<String> {
-    let set: BTreeSet<usize> = sel
+    let (leaders, fixed): (Vec<&Selector>, Vec<&Selector>) =
+        sel.iter().partition(|s| s.is_dynamic());
+    let set: BTreeSet<usize> = fixed
         .iter()
         .flat_map(|s| s.resolve(topo, seed, salt))
         .collect();
+    let dcs: BTreeSet<usize> = leaders
+        .iter()
+        .flat_map(|s| s.resolve_all(topo))
+        .map(|i| topo.nodes[i].dc)
+        .collect();
     set.into_iter()
         .map(|i| topo.nodes[i].name.clone())
+        .chain(
+            dcs.into_iter()
+                .map(|d| leader_placeholder(&topo.datacenters[d].name)),
+        )
         .collect()
 }
 
@@ -204,7 +256,8 @@ mod tests {
         for (s, want) in [
             ("c-1", "neither a node"),
             ("dc=z", "unknown datacenter"),
-            ("role=boss", "client or server"),
+            ("role=boss", "client, server or leader"),
+            ("leader", "matches no node"),
             ("fraction=2", "fraction"),
             ("count=0", "count"),
             ("colour=red", "unknown filter"),
@@ -214,5 +267,29 @@ mod tests {
             let e = Selector::parse(s, &t).unwrap_err();
             assert!(e.contains(want), "{s}: {e}");
         }
+    }
+
+    #[test]
+    fn the_leader_is_a_placeholder_per_datacenter() {
+        let dc = |name: &str, servers| Datacenter {
+            name: name.into(),
+            clients: 2,
+            servers,
+            location: Location::Unplaced,
+        };
+        let t = Topology::new(
+            vec![dc("a", 3), dc("b", 0), dc("c", 1)],
+            PoolScope::Datacenter,
+            LatencyModel::default(),
+        );
+        let names = |s: &str| resolve_names(&[Selector::parse(s, &t).unwrap()], &t, 1, "e");
+        assert_eq!(names("leader"), ["@leader:a", "@leader:c"]);
+        assert_eq!(names("role=leader dc=c"), ["@leader:c"]);
+        assert!(Selector::parse("leader", &t).unwrap().is_dynamic());
+        assert_eq!(leader_of_placeholder("@leader:a"), Some("a"));
+        assert_eq!(leader_of_placeholder("a-server-0"), None);
+        assert!(Selector::parse("role=leader dc=b", &t).is_err());
+        let e = Selector::parse("role=leader count=1", &t).unwrap_err();
+        assert!(e.contains("one node per datacenter"), "{e}");
     }
 }

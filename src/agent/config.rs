@@ -115,6 +115,9 @@ pub struct AgentConfig {
     /// from the Raft group (autopilot's `server_stabilization_time`-like
     /// grace for `cleanup_dead_servers`).
     pub dead_server_grace: Duration,
+    /// Keep the server's Raft state on this simulated disk instead of in
+    /// `data_dir` (the simulator's: a disk that survives crashes).
+    pub sim_disk: Option<crate::consensus::MemoryDisk>,
 }
 
 impl Default for AgentConfig {
@@ -144,6 +147,7 @@ impl Default for AgentConfig {
             raft_snapshot_threshold: 16384,
             raft_trailing_logs: 10240,
             dead_server_grace: Duration::from_secs(30),
+            sim_disk: None,
         }
     }
 }

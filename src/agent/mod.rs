@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 pub use self::config::{AgentConfig, ConfigError};
 pub use self::servers::Servers;
 use crate::api::{self, AgentInfo};
+use crate::consensus::Location;
 use crate::env::{Env, Task};
 use crate::gossip::{tags, Gossip, GossipError, GossipOptions};
 use crate::server::{self, ClientRequest, DutyConfig, Server};
@@ -258,11 +259,12 @@ async fn start_server<E: Env>(
         ))
     })?;
     let raft_config = Arc::new(config.raft_config()?);
-    let dir = match (&config.data_dir, config.dev) {
-        (Some(d), false) => Some(d.join("raft")),
-        _ => None,
+    let location = match (&config.sim_disk, &config.data_dir, config.dev) {
+        (Some(disk), _, _) => Location::Disk(disk.clone()),
+        (None, Some(d), false) => Location::Dir(d.join("raft")),
+        _ => Location::Memory,
     };
-    let server = Server::start(env.clone(), id, dir.as_deref(), listener, raft_config).await?;
+    let server = Server::start(env.clone(), id, &location, listener, raft_config).await?;
     tracing::info!(
         raft_id = id,
         expect = config.bootstrap_expect,

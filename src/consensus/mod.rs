@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::state::{Command, StateError};
 
 pub use network::{Network, RaftReply, RaftRequest};
-pub use storage::{open, open_in_memory, LogStore, StateMachine, StorageOpenError};
+pub use storage::{
+    open, open_in_memory, open_on, Location, LogStore, MemoryDisk, StateMachine, StorageOpenError,
+};
 
 /// A log entry's payload: a change to the store, and when the leader
 /// proposed it (milliseconds of its wall clock; lock delays are measured

@@ -85,14 +85,169 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenError> {
 /// Raft storage that lives only in memory (`agent -dev`): the same code
 /// paths as on disk, gone when the process ends.
 pub fn open_in_memory() -> Result<(LogStore, StateMachine), StorageOpenError> {
-    let path = PathBuf::from("(memory)");
+    open_backend(
+        redb::backends::InMemoryBackend::new(),
+        PathBuf::from("(memory)"),
+    )
+}
+
+/// Raft storage on a [`MemoryDisk`]: what a simulated server keeps across
+/// its crashes and restarts.
+pub fn open_on(disk: &MemoryDisk) -> Result<(LogStore, StateMachine), StorageOpenError> {
+    let path = PathBuf::from(format!("(simulated disk {})", disk.name));
+    let backend = disk.mount().ok_or_else(|| StorageOpenError::Corrupt {
+        path: path.clone(),
+        reason: "the disk is in use by another running server".into(),
+    })?;
+    open_backend(backend, path)
+}
+
+fn open_backend(
+    backend: impl redb::StorageBackend,
+    path: PathBuf,
+) -> Result<(LogStore, StateMachine), StorageOpenError> {
     let db = Database::builder()
-        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .create_with_backend(backend)
         .map_err(|e| StorageOpenError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
         })?;
     open_db(db, &path)
+}
+
+/// Where a server keeps its Raft state.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// `raft.redb` in this directory.
+    Dir(PathBuf),
+    /// Process memory: gone when the server stops (dev mode).
+    Memory,
+    /// A simulated disk that outlives the server's process.
+    Disk(MemoryDisk),
+}
+
+impl Location {
+    /// Opens (or creates) the storage here.
+    pub fn open(&self) -> Result<(LogStore, StateMachine), StorageOpenError> {
+        match self {
+            Location::Dir(dir) => open(dir),
+            Location::Memory => open_in_memory(),
+            Location::Disk(disk) => open_on(disk),
+        }
+    }
+}
+
+/// A disk made of memory that outlives the processes using it: the
+/// simulator gives each server one, so a server that crashes and restarts
+/// finds what it had written, as it would on a real disk. Every write
+/// reaches it at once (there is no page cache to lose in a crash), and
+/// only one running server may use it at a time, like redb's file lock.
+#[derive(Clone, Default)]
+pub struct MemoryDisk {
+    name: Arc<str>,
+    bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+    mounted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MemoryDisk {
+    /// An empty disk; `name` appears in errors.
+    pub fn new(name: &str) -> Self {
+        MemoryDisk {
+            name: name.into(),
+            ..MemoryDisk::default()
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing was ever written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.bytes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The backend for one server's database, unless another holds it.
+    fn mount(&self) -> Option<Mounted> {
+        use std::sync::atomic::Ordering;
+        let free = self
+            .mounted
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        free.then(|| Mounted(self.clone()))
+    }
+}
+
+impl Debug for MemoryDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemoryDisk({}, {} bytes)", self.name, self.len())
+    }
+}
+
+impl PartialEq for MemoryDisk {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.bytes, &other.bytes)
+    }
+}
+
+/// A mounted [`MemoryDisk`]; unmounts when the database drops it.
+#[derive(Debug)]
+struct Mounted(MemoryDisk);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.0
+            .mounted
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl redb::StorageBackend for Mounted {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.0.lock().len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let bytes = self.0.lock();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(out.len());
+        let src = bytes.get(start..end).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "read past the end of the simulated disk",
+            )
+        })?;
+        out.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        let len = usize::try_from(len).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::OutOfMemory, "simulated disk too large")
+        })?;
+        self.0.lock().resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        let mut bytes = self.0.lock();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(data.len());
+        if end > bytes.len() {
+            bytes.resize(end, 0);
+        }
+        bytes[start..end].copy_from_slice(data);
+        Ok(())
+    }
 }
 
 fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), StorageOpenError> {
@@ -469,6 +624,25 @@ mod tests {
     #[test]
     fn passes_openraft_storage_suite() -> StorageResult<()> {
         Suite::test_all(TempStore)
+    }
+
+    #[test]
+    fn a_memory_disk_outlives_its_server_and_serves_one_at_a_time() {
+        let disk = MemoryDisk::new("s1");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut log, sm) = open_on(&disk).unwrap();
+            log.save_vote(&Vote::new(7, 3)).await.unwrap();
+            let second = open_on(&disk).map(drop).unwrap_err();
+            assert!(second.to_string().contains("in use"), "{second}");
+            // A crash: the process and everything it held are gone.
+            drop((log, sm));
+            assert!(!disk.is_empty());
+            let (mut log, _sm) = open_on(&disk).unwrap();
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(7, 3)));
+        });
     }
 
     #[test]

@@ -176,6 +176,11 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
+                // A peer that does not answer in time may sit behind a
+                // connection that lost data or went half-dead (a partition,
+                // a crashed host); the next call connects afresh rather
+                // than trust it, as a keepalive timeout would decide.
+                conn.broken.store(true, Ordering::Release);
                 return Err(RpcError::Timeout(addr));
             }
         };

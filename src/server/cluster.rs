@@ -137,12 +137,54 @@ struct Duties<E: Env> {
 /// How often the duties look around when nothing happens.
 const TICK: Duration = Duration::from_secs(1);
 
+/// What the duties react to in Raft's metrics. openraft publishes metrics
+/// after everything its core does, any request of ours included, so
+/// waking on every publication would spin.
+#[derive(Debug, Clone, PartialEq)]
+struct Role {
+    state: openraft::ServerState,
+    term: u64,
+    leader: Option<u64>,
+    membership: Option<openraft::LogId<u64>>,
+}
+
+impl Role {
+    fn of(m: &openraft::RaftMetrics<u64, BasicNode>) -> Role {
+        Role {
+            state: m.state,
+            term: m.current_term,
+            leader: m.current_leader,
+            membership: *m.membership_config.log_id(),
+        }
+    }
+
+    /// Waits until the role differs from `last` (and records it); false
+    /// once Raft has stopped.
+    async fn changed(
+        metrics: &mut tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+        last: &mut Role,
+    ) -> bool {
+        loop {
+            if metrics.changed().await.is_err() {
+                return false;
+            }
+            let now = Role::of(&metrics.borrow_and_update());
+            if now != *last {
+                *last = now;
+                return true;
+            }
+        }
+    }
+}
+
 impl<E: Env> Duties<E> {
     async fn run(mut self) {
         let Ok(mut events) = self.gossip.subscribe().await else {
             return;
         };
         let mut metrics = self.server.raft().metrics();
+        let mut role = Role::of(&metrics.borrow());
+        let mut initialized = false;
         let mut was_leader = false;
         let mut next_reconcile = self.env.now();
         let mut next_coordinates = self.env.now() + self.config.coordinate_period;
@@ -151,9 +193,11 @@ impl<E: Env> Duties<E> {
             let Ok(members) = self.gossip.members().await else {
                 return;
             };
-            let initialized = self.server.raft().is_initialized().await.unwrap_or(true);
             if !initialized {
-                self.try_bootstrap(&members).await;
+                initialized = self.server.raft().is_initialized().await.unwrap_or(true);
+                if !initialized {
+                    self.try_bootstrap(&members).await;
+                }
             }
             let leader = self.server.is_leader();
             if leader {
@@ -181,8 +225,8 @@ impl<E: Env> Duties<E> {
                     while events.try_recv().is_ok() {}
                     changed = true;
                 }
-                r = metrics.changed() => {
-                    if r.is_err() {
+                changed = Role::changed(&mut metrics, &mut role) => {
+                    if !changed {
                         return;
                     }
                 }

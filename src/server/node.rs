@@ -7,7 +7,6 @@
 //! read can block until its index passes one the client has seen.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -207,19 +206,15 @@ pub enum StartError {
 }
 
 impl<E: Env> Server<E> {
-    /// Starts server `id` on `listener` with its state in `dir` (in memory
-    /// when `None`).
+    /// Starts server `id` on `listener` with its state at `location`.
     pub async fn start(
         env: E,
         id: u64,
-        dir: Option<&Path>,
+        location: &consensus::Location,
         listener: E::TcpListener,
         config: Arc<openraft::Config>,
     ) -> Result<Arc<Server<E>>, StartError> {
-        let (log, sm) = match dir {
-            Some(dir) => consensus::open(dir)?,
-            None => consensus::open_in_memory()?,
-        };
+        let (log, sm) = location.open()?;
         let store = sm.store();
         let client = Arc::new(Client::new(env.clone()));
         let network = Network::over(env.clone(), Arc::new(Wrapped(client.clone())));

@@ -1,0 +1,546 @@
+//! Checks on the servers' Raft groups and the KV store they keep: a leader
+//! soon after each loss, never two in one term, a linearizable history, no
+//! acknowledged write lost, and replicas that agree at the end.
+//!
+//! They read the `raft` events the servers trace (`term=N leader=NAME` on
+//! every change of a server's term or leader), the faults as they took
+//! effect, the `kv_load` clients' history and the replicas' final state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::checks::CheckResult;
+use crate::cluster::{Action, Replica, RunOutput, TimedAction, RAFT_EVENT};
+use crate::linearizability::{self, Input, Op, Output};
+use crate::topology::{Role, Topology};
+use crate::trace::Trace;
+
+/// One `raft` trace event.
+#[derive(Debug, Clone, PartialEq)]
+struct RaftView<'t> {
+    at: Duration,
+    node: &'t str,
+    term: u64,
+    leader: Option<&'t str>,
+}
+
+fn raft_views(trace: &Trace) -> Vec<RaftView<'_>> {
+    trace
+        .events
+        .iter()
+        .filter(|e| e.event == RAFT_EVENT)
+        .filter_map(|e| {
+            let d = e.detail.as_deref()?;
+            let (term, leader) = d.split_once(' ')?;
+            let term = term.strip_prefix("term=")?.parse().ok()?;
+            let leader = leader.strip_prefix("leader=")?;
+            Some(RaftView {
+                at: e.at(),
+                node: &e.node,
+                term,
+                leader: (leader != "none").then_some(leader),
+            })
+        })
+        .collect()
+}
+
+fn dc_of<'a>(topo: &'a Topology, node: &str) -> &'a str {
+    topo.index(node)
+        .map_or("", |i| topo.datacenters[topo.nodes[i].dc].name.as_str())
+}
+
+/// The datacenters that have servers, with their server count.
+fn server_dcs(topo: &Topology) -> Vec<(&str, usize)> {
+    topo.datacenters
+        .iter()
+        .filter(|d| d.servers > 0)
+        .map(|d| (d.name.as_str(), d.servers))
+        .collect()
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+/// `single_leader`: no two servers of a datacenter lead in one term.
+pub fn single_leader(topo: &Topology, trace: &Trace) -> CheckResult {
+    let mut leaders: BTreeMap<(&str, u64), BTreeSet<&str>> = BTreeMap::new();
+    for v in raft_views(trace) {
+        if v.leader == Some(v.node) {
+            leaders
+                .entry((dc_of(topo, v.node), v.term))
+                .or_default()
+                .insert(v.node);
+        }
+    }
+    let bad: Vec<String> = leaders
+        .iter()
+        .filter(|(_, l)| l.len() > 1)
+        .map(|((dc, term), l)| {
+            format!(
+                "{dc} term {term}: {}",
+                l.iter().copied().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    CheckResult {
+        check: "single_leader".into(),
+        passed: bad.is_empty() && !leaders.is_empty(),
+        detail: if leaders.is_empty() {
+            "no server ever led".into()
+        } else if bad.is_empty() {
+            format!("{} terms had a leader, one each", leaders.len())
+        } else {
+            format!("two leaders in one term: {}", bad.join("; "))
+        },
+    }
+}
+
+/// `leader_within`: a leader a majority follows within `within` of the
+/// start, and a new one within `within` of every fault that took it away.
+pub fn leader_within(
+    topo: &Topology,
+    applied: &[TimedAction],
+    out: &RunOutput,
+    within: Duration,
+) -> CheckResult {
+    let check = format!("leader_within {}", secs(within));
+    let dcs = server_dcs(topo);
+    if dcs.is_empty() {
+        return CheckResult {
+            check,
+            passed: false,
+            detail: "the scenario has no servers".into(),
+        };
+    }
+    let views = raft_views(&out.trace);
+    let end = out.virtual_time;
+    let mut passed = true;
+    let mut lines = Vec::new();
+    for (dc, servers) in dcs {
+        let r = elections(topo, dc, servers, applied, &views, end);
+        let first_ok = match r.first {
+            Some(t) => t <= within,
+            None => end <= within,
+        };
+        let late: Vec<Duration> = r.recoveries.iter().flatten().copied().collect();
+        let open = r
+            .recoveries
+            .iter()
+            .zip(&r.losses)
+            .filter(|(rec, at)| rec.is_none() && end.saturating_sub(**at) > within)
+            .count();
+        passed &= first_ok && open == 0 && late.iter().all(|d| *d <= within);
+        let mut line = format!(
+            "{dc}: first leader {}",
+            r.first
+                .map_or("never".into(), |t| format!("at {}", secs(t)))
+        );
+        if !r.losses.is_empty() {
+            let took: Vec<String> = r
+                .recoveries
+                .iter()
+                .map(|d| d.map_or("none".into(), secs))
+                .collect();
+            line += &format!(
+                "; {} leader losses, new leader after {}",
+                r.losses.len(),
+                took.join(", ")
+            );
+        }
+        lines.push(line);
+    }
+    CheckResult {
+        check,
+        passed,
+        detail: lines.join("; "),
+    }
+}
+
+/// A datacenter's elections: when the first leader was followed, when
+/// faults took a leader away, and how long each took to replace.
+struct Elections {
+    first: Option<Duration>,
+    losses: Vec<Duration>,
+    recoveries: Vec<Option<Duration>>,
+}
+
+fn elections(
+    topo: &Topology,
+    dc: &str,
+    servers: usize,
+    applied: &[TimedAction],
+    views: &[RaftView<'_>],
+    end: Duration,
+) -> Elections {
+    let majority = servers / 2 + 1;
+    let is_server = |n: &str| {
+        topo.index(n)
+            .is_some_and(|i| topo.nodes[i].role == Role::Server && dc_of(topo, n) == dc)
+    };
+    let dc_servers: Vec<&str> = topo
+        .nodes
+        .iter()
+        .filter(|n| is_server(&n.name))
+        .map(|n| n.name.as_str())
+        .collect();
+    let mut state: BTreeMap<&str, (u64, Option<&str>)> = BTreeMap::new();
+    let agreed = |state: &BTreeMap<&str, (u64, Option<&str>)>| -> Option<(u64, String)> {
+        state
+            .iter()
+            .filter(|(n, (_, l))| *l == Some(**n))
+            .find(|(_, view)| state.values().filter(|v| *v == *view).count() >= majority)
+            .map(|(n, (t, _))| (*t, n.to_string()))
+    };
+    let mut r = Elections {
+        first: None,
+        losses: Vec::new(),
+        recoveries: Vec::new(),
+    };
+    // Losses waiting for a leader of a later term: (index, lost term).
+    let mut waiting: Vec<(usize, u64)> = Vec::new();
+    let (mut a, mut v) = (0, 0);
+    loop {
+        // Faults first at equal times: what a server saw at the instant of
+        // a crash is after it.
+        let take_action = match (applied.get(a), views.get(v)) {
+            (Some(x), Some(y)) => x.at <= y.at,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if take_action {
+            let act = &applied[a];
+            a += 1;
+            let Some((term, leader)) = agreed(&state) else {
+                forget_stopped(&mut state, &act.action);
+                continue;
+            };
+            if leader_lost(&act.action, &leader, &dc_servers, majority) {
+                r.losses.push(act.at);
+                r.recoveries.push(None);
+                waiting.push((r.losses.len() - 1, term));
+            }
+            forget_stopped(&mut state, &act.action);
+        } else {
+            let view = &views[v];
+            v += 1;
+            if view.at > end || !is_server(view.node) {
+                continue;
+            }
+            state.insert(view.node, (view.term, view.leader));
+            if let Some((term, _)) = agreed(&state) {
+                r.first.get_or_insert(view.at);
+                waiting.retain(|&(i, lost)| {
+                    if term > lost {
+                        r.recoveries[i] = Some(view.at - r.losses[i]);
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+        }
+    }
+    r
+}
+
+/// Servers that stopped no longer hold a view.
+fn forget_stopped(state: &mut BTreeMap<&str, (u64, Option<&str>)>, action: &Action) {
+    if let Action::Crash(set) | Action::Leave(set) | Action::Restart(set) | Action::Join(set) =
+        action
+    {
+        for n in set {
+            state.remove(n.as_str());
+        }
+    }
+}
+
+/// Whether `action` takes `leader` away from a majority of its servers.
+fn leader_lost(action: &Action, leader: &str, servers: &[&str], majority: usize) -> bool {
+    let has = |set: &[String]| set.iter().any(|x| x == leader);
+    let reachable = |cut: &[String]| servers.iter().filter(|s| !has_name(cut, s)).count();
+    match action {
+        Action::Crash(set) | Action::Leave(set) => has(set),
+        Action::Isolate(set) => {
+            has(set) && servers.iter().filter(|s| has_name(set, s)).count() < majority
+        }
+        Action::Partition(x, y) if has(x) => reachable(y) < majority,
+        Action::Partition(x, y) if has(y) => reachable(x) < majority,
+        _ => false,
+    }
+}
+
+fn has_name(set: &[String], name: &str) -> bool {
+    set.iter().any(|x| x == name)
+}
+
+/// `linearizable`: the `kv_load` history has a linearizable order.
+pub fn linearizable(history: &[Op]) -> CheckResult {
+    let check = "linearizable".to_string();
+    if history.is_empty() {
+        return CheckResult {
+            check,
+            passed: false,
+            detail: "no KV operations were recorded: add a kv_load event".into(),
+        };
+    }
+    let reads = history.iter().filter(|o| o.input == Input::Get).count();
+    let unknown = history.iter().filter(|o| o.ret.is_none()).count();
+    let summary = format!(
+        "{} operations ({reads} reads, {} writes, {unknown} of unknown outcome) on {} keys",
+        history.len(),
+        history.len() - reads,
+        history
+            .iter()
+            .map(|o| &o.key)
+            .collect::<BTreeSet<_>>()
+            .len()
+    );
+    match linearizability::check(history) {
+        Ok(()) => CheckResult {
+            check,
+            passed: true,
+            detail: format!("{summary}: linearizable"),
+        },
+        Err(v) => CheckResult {
+            check,
+            passed: false,
+            detail: format!("{summary}: {v}"),
+        },
+    }
+}
+
+/// Splits a history key (`<dc>/<key>`) into its datacenter and KV key.
+fn split_key(k: &str) -> (&str, &str) {
+    k.split_once('/').unwrap_or(("", k))
+}
+
+/// `no_lost_writes`: every key ends with the value of a write that no
+/// acknowledged write follows in real time (or of the last acknowledged
+/// one), on the most advanced server of its datacenter.
+pub fn no_lost_writes(history: &[Op], replicas: &[Replica]) -> CheckResult {
+    let check = "no_lost_writes".to_string();
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in history.iter().filter(|o| o.input != Input::Get) {
+        by_key.entry(&op.key).or_default().push(op);
+    }
+    let mut lost = Vec::new();
+    let mut acked_total = 0;
+    for (key, ops) in &by_key {
+        let took_effect = |o: &Op| !matches!(o.ret, Some((_, Output::Swapped(false))));
+        let acked: Vec<&Op> = ops
+            .iter()
+            .copied()
+            .filter(|o| o.ret.is_some() && took_effect(o))
+            .collect();
+        acked_total += acked.len();
+        if acked.is_empty() {
+            continue;
+        }
+        let (dc, kv_key) = split_key(key);
+        let Some(replica) = replicas
+            .iter()
+            .filter(|r| r.dc == dc)
+            .max_by_key(|r| r.last_applied)
+        else {
+            lost.push(format!("{key}: no server of {dc} runs at the end to ask"));
+            continue;
+        };
+        let fin = replica.kv.get(kv_key).map(|(v, _)| v);
+        let wrote = |o: &Op| match (&o.input, fin) {
+            (Input::Put(v) | Input::Cas { new: v, .. }, Some(f)) => v == f,
+            (Input::Delete, None) => true,
+            _ => false,
+        };
+        // The final value must come from a write that took effect (or may
+        // have) and that no acknowledged write started after.
+        let ok = ops.iter().any(|w| {
+            took_effect(w)
+                && wrote(w)
+                && acked.iter().all(|a| {
+                    std::ptr::eq(*a, *w) || w.ret.as_ref().is_none_or(|(t, _)| *t >= a.call)
+                })
+        });
+        if !ok {
+            let shown = fin.map_or("absent".into(), |v| String::from_utf8_lossy(v).into_owned());
+            lost.push(format!(
+                "{key}: ends {shown} on {}, which undoes an acknowledged write",
+                replica.node
+            ));
+        }
+    }
+    CheckResult {
+        check,
+        passed: lost.is_empty() && acked_total > 0,
+        detail: if acked_total == 0 {
+            "no write was acknowledged: add a kv_load event".into()
+        } else if lost.is_empty() {
+            format!(
+                "{acked_total} acknowledged writes on {} keys: none lost",
+                by_key.len()
+            )
+        } else {
+            lost.join("; ")
+        },
+    }
+}
+
+/// `replicas_converge`: the running servers of each datacenter hold the
+/// same KV data at the end.
+pub fn replicas_converge(topo: &Topology, replicas: &[Replica]) -> CheckResult {
+    let mut passed = true;
+    let mut lines = Vec::new();
+    for (dc, _) in server_dcs(topo) {
+        let here: Vec<&Replica> = replicas.iter().filter(|r| r.dc == dc).collect();
+        let Some(first) = here.first() else {
+            passed = false;
+            lines.push(format!("{dc}: no server runs at the end"));
+            continue;
+        };
+        let differ: Vec<&str> = here
+            .iter()
+            .filter(|r| r.kv != first.kv)
+            .map(|r| r.node.as_str())
+            .collect();
+        let applied: Vec<String> = here
+            .iter()
+            .map(|r| format!("{} {}", r.node, r.last_applied))
+            .collect();
+        if differ.is_empty() {
+            lines.push(format!(
+                "{dc}: {} servers hold the same {} keys (applied: {})",
+                here.len(),
+                first.kv.len(),
+                applied.join(", ")
+            ));
+        } else {
+            passed = false;
+            lines.push(format!(
+                "{dc}: {} differ from {} (applied: {})",
+                differ.join(", "),
+                first.node,
+                applied.join(", ")
+            ));
+        }
+    }
+    if lines.is_empty() {
+        passed = false;
+        lines.push("the scenario has no servers".into());
+    }
+    CheckResult {
+        check: "replicas_converge".into(),
+        passed,
+        detail: lines.join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(key: &str, call: u64, ret: Option<(u64, Output)>, input: Input) -> Op {
+        Op {
+            client: 1,
+            key: key.into(),
+            call,
+            ret,
+            input,
+        }
+    }
+
+    fn replica(kv: &[(&str, &str)]) -> Replica {
+        Replica {
+            node: "dc1-server-0".into(),
+            dc: "dc1".into(),
+            last_applied: 9,
+            kv: kv
+                .iter()
+                .map(|(k, v)| (k.to_string(), (v.as_bytes().to_vec(), 1)))
+                .collect(),
+        }
+    }
+
+    fn put(call: u64, ret: Option<u64>, v: &str) -> Op {
+        op(
+            "dc1/k",
+            call,
+            ret.map(|t| (t, Output::Done)),
+            Input::Put(v.as_bytes().to_vec()),
+        )
+    }
+
+    #[test]
+    fn the_last_acknowledged_write_must_survive() {
+        let h = [put(1, Some(2), "a"), put(3, Some(4), "b")];
+        assert!(no_lost_writes(&h, &[replica(&[("k", "b")])]).passed);
+        let r = no_lost_writes(&h, &[replica(&[("k", "a")])]);
+        assert!(!r.passed && r.detail.contains("undoes"), "{}", r.detail);
+        assert!(!no_lost_writes(&h, &[replica(&[])]).passed);
+        assert!(!no_lost_writes(&h, &[replica(&[("k", "zz")])]).passed);
+    }
+
+    #[test]
+    fn concurrent_and_unknown_writes_may_win() {
+        // "a" overlaps "b", and "c" never returned: any of the three may
+        // be last, but not a value from before both.
+        let h = [
+            put(0, Some(1), "old"),
+            put(2, Some(6), "a"),
+            put(3, Some(5), "b"),
+            put(4, None, "c"),
+        ];
+        for v in ["a", "b", "c"] {
+            assert!(no_lost_writes(&h, &[replica(&[("k", v)])]).passed, "{v}");
+        }
+        assert!(!no_lost_writes(&h, &[replica(&[("k", "old")])]).passed);
+    }
+
+    #[test]
+    fn a_failed_check_and_set_wrote_nothing() {
+        let cas = op(
+            "dc1/k",
+            5,
+            Some((6, Output::Swapped(false))),
+            Input::Cas {
+                expect: None,
+                new: b"x".to_vec(),
+            },
+        );
+        let h = [put(1, Some(2), "a"), cas];
+        assert!(!no_lost_writes(&h, &[replica(&[("k", "x")])]).passed);
+        assert!(no_lost_writes(&h, &[replica(&[("k", "a")])]).passed);
+    }
+
+    #[test]
+    fn a_leader_crash_is_a_loss_and_a_minority_partition_is_not() {
+        let servers = ["s0", "s1", "s2"];
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(leader_lost(
+            &Action::Crash(names(&["s0"])),
+            "s0",
+            &servers,
+            2
+        ));
+        assert!(!leader_lost(
+            &Action::Crash(names(&["s1"])),
+            "s0",
+            &servers,
+            2
+        ));
+        assert!(leader_lost(
+            &Action::Isolate(names(&["s0"])),
+            "s0",
+            &servers,
+            2
+        ));
+        assert!(!leader_lost(
+            &Action::Isolate(names(&["s0", "s1"])),
+            "s0",
+            &servers,
+            2
+        ));
+        let p = Action::Partition(names(&["s2"]), names(&["s0", "s1"]));
+        assert!(!leader_lost(&p, "s0", &servers, 2));
+    }
+}
