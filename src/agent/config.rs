@@ -392,6 +392,9 @@ impl AgentConfig {
             install_snapshot_timeout: 10_000 * m,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.raft_snapshot_threshold),
             max_in_snapshot_log_to_keep: self.raft_trailing_logs,
+            // Under load a follower's one append in flight carries everything
+            // queued since the last; openraft's 300 caps that batch.
+            max_payload_entries: 4096,
             ..openraft::Config::default()
         }
         .validate()

@@ -29,10 +29,12 @@ pub struct Request {
     pub cmd: Command,
 }
 
-/// What applying a [`Request`] gave: `Ok(false)` for an expected refusal
-/// (a failed check-and-set), `Err` for an invalid request.
+/// What applying a [`Request`] gave, one result per command (a
+/// [`Command::Batch`](crate::state::Command::Batch) has several): `Ok(false)`
+/// for an expected refusal (a failed check-and-set), `Err` for an invalid
+/// request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response(pub Result<bool, StateError>);
+pub struct Response(pub Vec<Result<bool, StateError>>);
 
 openraft::declare_raft_types!(
     /// cairn's Raft types: node IDs are numbers, nodes carry their RPC

@@ -18,8 +18,9 @@ use crate::consensus::{self, Network, RaftReply, RaftRequest, Request, TypeConfi
 use crate::coordinate::Coordinate;
 use crate::env::{timeout_at, Env, Task};
 use crate::rpc::{self, Client, RpcError};
-use crate::state::{Command, KvEntry, Node, Store, Table};
+use crate::state::{Command, KvEntry, Node, StateError, Store, Table};
 use crate::time::Instant;
+use tokio::sync::{mpsc, oneshot};
 
 /// A message to a server's RPC port.
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,7 +173,92 @@ pub struct Server<E: Env> {
     last_contact: Arc<Mutex<Option<Instant>>>,
     /// Coordinates received while leader, waiting for the next batch.
     pending_coordinates: Mutex<std::collections::BTreeMap<String, Coordinate>>,
+    /// Writes waiting for the batchers.
+    proposals: mpsc::UnboundedSender<Proposal>,
     _rpc: Task,
+    _batchers: Vec<Task>,
+}
+
+/// A write waiting to be proposed.
+struct Proposal {
+    cmd: Command,
+    done: oneshot::Sender<Result<(u64, Result<bool, StateError>), Refusal>>,
+}
+
+/// Why a batch was not written.
+enum Refusal {
+    /// This server no longer leads.
+    NotLeader,
+    /// Anything else.
+    Failed(String),
+}
+
+/// Most writes in one log entry.
+const MAX_BATCH: usize = 256;
+
+/// Batches in flight at once. openraft appends every proposal as its own
+/// log write and replication round, so a leader that proposed each client
+/// write alone would do that work per write; batchers group the writes
+/// that arrive while earlier batches are in flight (group commit), and a
+/// few of them keep replication busy while the next batch fills.
+const BATCHERS: usize = 4;
+
+/// Proposes queued writes in batches until the queue closes.
+async fn propose_batches<E: Env>(
+    env: E,
+    raft: Raft<TypeConfig>,
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Proposal>>>,
+) {
+    loop {
+        let batch = {
+            let mut q = queue.lock().await;
+            let Some(first) = q.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match q.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let at_ms = env
+            .wall_clock()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let (mut cmds, dones): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|p| (p.cmd, p.done)).unzip();
+        let cmd = match cmds.len() {
+            1 => cmds.remove(0),
+            _ => Command::Batch(cmds),
+        };
+        match raft.client_write(Request { at_ms, cmd }).await {
+            Ok(resp) => {
+                let index = resp.log_id.index;
+                let mut results = resp.data.0.into_iter();
+                for done in dones {
+                    let r = results.next().unwrap_or_else(|| {
+                        Err(StateError::Invalid(
+                            "the batch gave no result for this write".into(),
+                        ))
+                    });
+                    let _ = done.send(Ok((index, r)));
+                }
+            }
+            Err(e) => {
+                let not_leader = e.forward_to_leader().is_some();
+                for done in dones {
+                    let _ = done.send(Err(if not_leader {
+                        Refusal::NotLeader
+                    } else {
+                        Refusal::Failed(e.to_string())
+                    }));
+                }
+            }
+        }
+    }
 }
 
 /// Carries Raft's messages inside [`ServerRpc`].
@@ -223,6 +309,11 @@ impl<E: Env> Server<E> {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let last_contact: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (proposals, queue) = mpsc::unbounded_channel();
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let batchers = (0..BATCHERS)
+            .map(|_| env.spawn(propose_batches(env.clone(), raft.clone(), queue.clone())))
+            .collect();
         let server = Arc::new_cyclic(|me: &std::sync::Weak<Server<E>>| {
             let me = me.clone();
             let rpc = rpc::serve(env.clone(), listener, move |req: ServerRpc| {
@@ -242,7 +333,9 @@ impl<E: Env> Server<E> {
                 client,
                 last_contact,
                 pending_coordinates: Mutex::default(),
+                proposals,
                 _rpc: rpc,
+                _batchers: batchers,
             }
         });
         Ok(server)
@@ -456,31 +549,34 @@ impl<E: Env> Server<E> {
                 })
                 .await;
         }
-        let at_ms = self
-            .env
-            .wall_clock()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let req = Request {
-            at_ms,
+        let (done, result) = oneshot::channel();
+        let proposal = Proposal {
             cmd: cmd.clone(),
+            done,
         };
-        match self.raft.client_write(req).await {
-            Ok(resp) => ClientReply {
-                index: resp.log_id.index,
+        if self.proposals.send(proposal).is_err() {
+            return ClientReply::refused("the server is stopping");
+        }
+        match result.await {
+            Ok(Ok((index, r))) => ClientReply {
+                index,
                 known_leader: true,
                 last_contact_ms: 0,
-                answer: resp.data.0.map(Answer::Written).map_err(|e| e.to_string()),
+                answer: r.map(Answer::Written).map_err(|e| e.to_string()),
             },
             // Leadership moved while we wrote: send it on.
-            Err(e) if e.forward_to_leader().is_some() && hops < MAX_HOPS => {
+            Ok(Err(Refusal::NotLeader)) if hops < MAX_HOPS => {
                 self.forward(ClientRequest::Write {
                     cmd: Box::new(cmd),
                     hops: hops + 1,
                 })
                 .await
             }
-            Err(e) => ClientReply::refused(&e.to_string()),
+            Ok(Err(Refusal::NotLeader)) => {
+                ClientReply::refused("no cluster leader (too many forwards)")
+            }
+            Ok(Err(Refusal::Failed(why))) => ClientReply::refused(&why),
+            Err(_) => ClientReply::refused("the server is stopping"),
         }
     }
 

@@ -107,6 +107,10 @@ pub enum Command {
         /// Highest index to forget.
         up_to: u64,
     },
+    /// Several independent commands in one log entry, applied in order,
+    /// each with its own result (the leader groups concurrent writes so
+    /// that one entry, and one round of replication, carries them all).
+    Batch(Vec<Command>),
 }
 
 /// Why a command was refused. A refused command changes nothing.
@@ -201,6 +205,9 @@ impl Store {
                 tx.data.tombstones.retain(|_, i| *i > *up_to);
                 Ok(true)
             }
+            // The state machine unpacks batches; one inside another is no
+            // leader's doing.
+            Command::Batch(_) => Err(invalid("a batch inside a batch")),
         };
         let Tx {
             touched,
