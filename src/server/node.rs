@@ -182,8 +182,11 @@ pub struct Server<E: Env> {
 /// A write waiting to be proposed.
 struct Proposal {
     cmd: Command,
-    done: oneshot::Sender<Result<(u64, Result<bool, StateError>), Refusal>>,
+    done: oneshot::Sender<Result<Written, Refusal>>,
 }
+
+/// A write's log index and its own result.
+type Written = (u64, Result<bool, StateError>);
 
 /// Why a batch was not written.
 enum Refusal {
