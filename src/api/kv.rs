@@ -63,7 +63,7 @@ impl From<&KvEntry> for ApiKv {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(super) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -81,7 +81,7 @@ fn uint_param(params: &HashMap<String, String>, name: &str) -> Result<Option<u64
 }
 
 /// `?stale`, `?consistent`, `?index` and `?wait` as a [`Read`] of `query`.
-fn read_of(params: &HashMap<String, String>, query: Query) -> Result<Read, ApiError> {
+pub(super) fn read_of(params: &HashMap<String, String>, query: Query) -> Result<Read, ApiError> {
     let consistency = match (
         params.contains_key("stale"),
         params.contains_key("consistent"),
@@ -113,7 +113,7 @@ fn read_of(params: &HashMap<String, String>, query: Query) -> Result<Read, ApiEr
 }
 
 /// Consul's query metadata headers.
-fn meta_headers(r: &ClientReply) -> HeaderMap {
+pub(super) fn meta_headers(r: &ClientReply) -> HeaderMap {
     let mut h = HeaderMap::new();
     let mut put = |k: &'static str, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
@@ -133,7 +133,7 @@ fn meta_headers(r: &ClientReply) -> HeaderMap {
 
 /// The answer of a reply, or the servers' refusal as a 500 (Consul's
 /// status for "no cluster leader" and other RPC failures).
-fn answer_of(r: &ClientReply) -> Result<Answer, ApiError> {
+pub(super) fn answer_of(r: &ClientReply) -> Result<Answer, ApiError> {
     r.answer
         .clone()
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))

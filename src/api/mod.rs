@@ -4,6 +4,7 @@
 //! Paths, JSON field names and status codes are Consul's, so existing Consul
 //! clients and tools work against a cairn agent.
 
+pub mod catalog;
 pub mod client;
 pub mod kv;
 
@@ -65,6 +66,24 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
             "/v1/kv/{*key}",
             get(kv::get::<E>).put(kv::put::<E>).delete(kv::delete::<E>),
         )
+        .route("/v1/catalog/datacenters", get(catalog::datacenters::<E>))
+        .route("/v1/catalog/nodes", get(catalog::nodes::<E>))
+        .route("/v1/catalog/services", get(catalog::services::<E>))
+        .route("/v1/catalog/service/{name}", get(catalog::service::<E>))
+        .route("/v1/catalog/node/{name}", get(catalog::node::<E>))
+        .route(
+            "/v1/catalog/node-services/{name}",
+            get(catalog::node_services_list::<E>),
+        )
+        .route("/v1/catalog/register", put(catalog::register::<E>))
+        .route("/v1/catalog/deregister", put(catalog::deregister::<E>))
+        .route("/v1/health/node/{name}", get(catalog::health_node::<E>))
+        .route("/v1/health/checks/{name}", get(catalog::health_checks::<E>))
+        .route(
+            "/v1/health/service/{name}",
+            get(catalog::health_service::<E>),
+        )
+        .route("/v1/health/state/{state}", get(catalog::health_state::<E>))
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
         .fallback(not_found)

@@ -6,7 +6,7 @@ pub mod reconcile;
 
 pub use cluster::{raft_id, server_of, server_tags, DutyConfig, ServerMember, SERVER_ROLE};
 pub use node::{
-    Answer, ClientReply, ClientRequest, Consistency, Query, Read, Server, ServerReply, ServerRpc,
-    StartError,
+    Answer, ClientReply, ClientRequest, Consistency, Instance, Query, Read, Server, ServerReply,
+    ServerRpc, StartError,
 };
 pub use reconcile::{reconcile, SERF_CHECK};

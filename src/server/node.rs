@@ -18,7 +18,7 @@ use crate::consensus::{self, Network, RaftReply, RaftRequest, Request, TypeConfi
 use crate::coordinate::Coordinate;
 use crate::env::{timeout_at, Env, Task};
 use crate::rpc::{self, Client, RpcError};
-use crate::state::{Command, KvEntry, Node, StateError, Store, Table};
+use crate::state::{Check, Command, Health, KvEntry, Node, Service, StateError, Store, Table};
 use crate::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -106,6 +106,52 @@ pub enum Query {
     Nodes,
     /// Every stored network coordinate.
     Coordinates,
+    /// Every service name, with the union of its instances' tags.
+    Services,
+    /// The instances of a service (those with `tag`, if given), each with
+    /// its node and the checks that bear on it.
+    Instances {
+        /// Service name.
+        service: String,
+        /// Only instances with this tag.
+        tag: Option<String>,
+    },
+    /// A node and the services on it.
+    NodeServices(String),
+    /// The checks on a node (its own and its services').
+    NodeChecks(String),
+    /// The checks of a service's instances.
+    ServiceChecks(String),
+    /// The checks in a state (every check for `None`).
+    ChecksIn(Option<Health>),
+}
+
+impl Query {
+    /// The tables the answer comes from: their highest index is the
+    /// answer's, and a change to any of them wakes a blocking read.
+    fn tables(&self) -> &'static [Table] {
+        match self {
+            Query::Kv(_) | Query::KvList(_) => &[Table::Kvs],
+            Query::Nodes => &[Table::Nodes],
+            Query::Coordinates => &[Table::Coordinates],
+            Query::Services => &[Table::Services],
+            Query::Instances { .. } => &[Table::Nodes, Table::Services, Table::Checks],
+            Query::NodeServices(_) => &[Table::Nodes, Table::Services],
+            Query::NodeChecks(_) | Query::ServiceChecks(_) | Query::ChecksIn(_) => &[Table::Checks],
+        }
+    }
+}
+
+/// A service instance with its node and the checks that bear on it (what
+/// `/v1/health/service/<s>` lists).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Its node.
+    pub node: Node,
+    /// The instance.
+    pub service: Service,
+    /// The node's checks and the instance's.
+    pub checks: Vec<Check>,
 }
 
 /// What a read found.
@@ -121,6 +167,14 @@ pub enum Answer {
     Nodes(Vec<Node>),
     /// For `Query::Coordinates`.
     Coordinates(Vec<(String, Coordinate)>),
+    /// For `Query::Services`.
+    Services(std::collections::BTreeMap<String, Vec<String>>),
+    /// For `Query::Instances`.
+    Instances(Vec<Instance>),
+    /// For `Query::NodeServices`: `None` when the node is unknown.
+    NodeServices(Option<(Node, Vec<Service>)>),
+    /// For the check queries.
+    Checks(Vec<Check>),
     /// For `Status`: the leader's RPC address and the voters'.
     Status {
         /// The leader, if one is known.
@@ -615,29 +669,10 @@ impl<E: Env> Server<E> {
             }
         }
         let store = self.store.read().unwrap_or_else(|e| e.into_inner());
-        let (index, answer) = match &read.query {
-            Query::Kv(key) => (store.kv_index(key), Answer::Kv(store.kv_get(key).cloned())),
-            Query::KvList(prefix) => {
-                let (index, entries) = store.kv_list(prefix);
-                (
-                    index,
-                    Answer::KvList(entries.into_iter().cloned().collect()),
-                )
-            }
-            Query::Nodes => (
-                store.index(Table::Nodes),
-                Answer::Nodes(store.nodes().cloned().collect()),
-            ),
-            Query::Coordinates => (
-                store.index(Table::Coordinates),
-                Answer::Coordinates(
-                    store
-                        .coordinates()
-                        .map(|(n, c)| (n.clone(), c.clone()))
-                        .collect(),
-                ),
-            ),
-        };
+        let (index, answer) = (
+            index_in(&store, &read.query),
+            answer_in(&store, &read.query),
+        );
         ClientReply {
             index: index.max(1),
             known_leader: self.leader().is_some(),
@@ -668,28 +703,91 @@ impl<E: Env> Server<E> {
             .watches();
         // Subscribe first, then look: a change between the two is either
         // seen by the look or delivered to the subscription, never lost.
-        let mut rx = match &read.query {
-            Query::Kv(p) | Query::KvList(p) => hub.prefix(p, 0),
-            Query::Nodes => hub.table(Table::Nodes),
-            Query::Coordinates => hub.table(Table::Coordinates),
+        // At most three tables; the first stands in for missing ones.
+        let mut rx: Vec<_> = match &read.query {
+            Query::Kv(p) | Query::KvList(p) => vec![hub.prefix(p, 0)],
+            q => q.tables().iter().map(|t| hub.table(*t)).collect(),
         };
+        while rx.len() < 3 {
+            rx.push(rx[0].clone());
+        }
         let min = read.min_index;
-        if self.index_of(&read.query) > min {
-            return;
+        {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            if index_in(&store, &read.query) > min {
+                return;
+            }
         }
         let wait = Duration::from_millis(read.max_wait_ms.min(MAX_WAIT_MS));
         let deadline = self.env.now() + wait;
-        let _ = timeout_at(&self.env, deadline, rx.wait_for(|i| *i > min)).await;
+        let [a, b, c] = &mut rx[..3] else {
+            return;
+        };
+        let any = async {
+            tokio::select! {
+                _ = a.wait_for(|i| *i > min) => {}
+                _ = b.wait_for(|i| *i > min) => {}
+                _ = c.wait_for(|i| *i > min) => {}
+            }
+        };
+        let _ = timeout_at(&self.env, deadline, any).await;
     }
+}
 
-    /// The index a read of `query` reports now.
-    fn index_of(&self, query: &Query) -> u64 {
-        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
-        match query {
-            Query::Kv(p) | Query::KvList(p) => store.kv_index(p),
-            Query::Nodes => store.index(Table::Nodes),
-            Query::Coordinates => store.index(Table::Coordinates),
+/// The index a read of `query` reports now.
+fn index_in(store: &Store, query: &Query) -> u64 {
+    match query {
+        Query::Kv(p) | Query::KvList(p) => store.kv_index(p),
+        q => q
+            .tables()
+            .iter()
+            .map(|t| store.index(*t))
+            .max()
+            .unwrap_or(0),
+    }
+}
+
+/// The answer to `query` from `store`.
+fn answer_in(store: &Store, query: &Query) -> Answer {
+    let checks = |it: &mut dyn Iterator<Item = &Check>| Answer::Checks(it.cloned().collect());
+    match query {
+        Query::Kv(key) => Answer::Kv(store.kv_get(key).cloned()),
+        Query::KvList(prefix) => {
+            Answer::KvList(store.kv_list(prefix).1.into_iter().cloned().collect())
         }
+        Query::Nodes => Answer::Nodes(store.nodes().cloned().collect()),
+        Query::Coordinates => Answer::Coordinates(
+            store
+                .coordinates()
+                .map(|(n, c)| (n.clone(), c.clone()))
+                .collect(),
+        ),
+        Query::Services => Answer::Services(store.services()),
+        Query::Instances { service, tag } => Answer::Instances(
+            store
+                .service_nodes(service, tag.as_deref())
+                .map(|(node, svc)| Instance {
+                    node: node.clone(),
+                    service: svc.clone(),
+                    checks: store
+                        .instance_checks(&node.node, &svc.id)
+                        .cloned()
+                        .collect(),
+                })
+                .collect(),
+        ),
+        Query::NodeServices(name) => Answer::NodeServices(
+            store
+                .node(name)
+                .map(|n| (n.clone(), store.node_services(name).cloned().collect())),
+        ),
+        Query::NodeChecks(node) => checks(&mut store.node_checks(node)),
+        Query::ServiceChecks(service) => checks(
+            &mut store
+                .checks_in(None)
+                .filter(|c| !c.service_id.is_empty() && c.service_name == *service),
+        ),
+        Query::ChecksIn(health) => checks(&mut store.checks_in(*health)),
     }
 }
 

@@ -146,6 +146,20 @@ pub fn cairn(args: &[&str]) -> Output {
 /// A one-shot HTTP/1.1 request with std: the status code and body, or the
 /// connection error.
 pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    http_full(addr, method, path, body).map(|(status, _, body)| (status, body))
+}
+
+/// A GET's status and response head (status line and headers).
+pub fn http_head(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_full(addr, "GET", path, b"").map(|(status, head, _)| (status, head))
+}
+
+fn http_full(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
@@ -162,7 +176,7 @@ pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Resul
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    Ok((status, body.to_string()))
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 /// A GET that must answer 200; its body.

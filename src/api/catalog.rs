@@ -1,0 +1,413 @@
+//! `/v1/catalog/*` and `/v1/health/*`: the servers' catalog of nodes,
+//! services and checks, in Consul's JSON shapes, with blocking queries
+//! (`?index`, `?wait`) and `?stale`/`?consistent` like every read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::kv::{answer_of, bad, meta_headers, read_of};
+use super::{ApiError, ApiState};
+use crate::env::Env;
+use crate::server::{Answer, ClientRequest, Instance, Query};
+use crate::state::{Check, Command, Health, Node, Service};
+
+/// Runs a read of `query` with the request's parameters; the answer and
+/// Consul's metadata headers.
+async fn read<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    query: Query,
+) -> Result<(axum::http::HeaderMap, Answer), ApiError> {
+    let read = read_of(params, query)?;
+    let reply = s.servers.call(ClientRequest::Read { read, hops: 0 }).await;
+    Ok((meta_headers(&reply), answer_of(&reply)?))
+}
+
+fn unexpected(a: Answer) -> ApiError {
+    super::internal(format!("unexpected answer {a:?}"))
+}
+
+/// `GET /v1/catalog/datacenters`: the datacenters this agent knows (its
+/// own, until datacenters federate).
+pub async fn datacenters<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Json<Vec<String>> {
+    Json(vec![s.info.datacenter.clone()])
+}
+
+/// `GET /v1/catalog/nodes`.
+pub async fn nodes<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    match read(&s, &params, Query::Nodes).await? {
+        (h, Answer::Nodes(n)) => Ok((h, Json(n)).into_response()),
+        (_, a) => Err(unexpected(a)),
+    }
+}
+
+/// `GET /v1/catalog/services`: every service name with its tags.
+pub async fn services<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    match read(&s, &params, Query::Services).await? {
+        (h, Answer::Services(m)) => Ok((h, Json(m)).into_response()),
+        (_, a) => Err(unexpected(a)),
+    }
+}
+
+/// One instance as `/v1/catalog/service/<s>` lists it: node and service
+/// fields side by side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CatalogService {
+    /// The node's ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// The node's name.
+    pub node: String,
+    /// The node's address.
+    pub address: String,
+    /// Its datacenter.
+    pub datacenter: String,
+    /// The node's tagged addresses.
+    pub tagged_addresses: BTreeMap<String, String>,
+    /// The node's metadata.
+    pub node_meta: BTreeMap<String, String>,
+    /// Instance ID.
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    /// Service name.
+    pub service_name: String,
+    /// Instance tags.
+    pub service_tags: Vec<String>,
+    /// Instance address ("" for the node's).
+    pub service_address: String,
+    /// Instance port.
+    pub service_port: u16,
+    /// Instance metadata.
+    pub service_meta: BTreeMap<String, String>,
+    /// Instance kind.
+    pub service_kind: String,
+    /// Whether anti-entropy leaves its tags alone.
+    pub service_enable_tag_override: bool,
+    /// The instance's create index.
+    pub create_index: u64,
+    /// The instance's modify index.
+    pub modify_index: u64,
+}
+
+impl From<&Instance> for CatalogService {
+    fn from(i: &Instance) -> Self {
+        let (n, s) = (&i.node, &i.service);
+        CatalogService {
+            id: n.id.clone(),
+            node: n.node.clone(),
+            address: n.address.clone(),
+            datacenter: n.datacenter.clone(),
+            tagged_addresses: n.tagged_addresses.clone(),
+            node_meta: n.meta.clone(),
+            service_id: s.id.clone(),
+            service_name: s.service.clone(),
+            service_tags: s.tags.clone(),
+            service_address: s.address.clone(),
+            service_port: s.port,
+            service_meta: s.meta.clone(),
+            service_kind: s.kind.clone(),
+            service_enable_tag_override: s.enable_tag_override,
+            create_index: s.create_index,
+            modify_index: s.modify_index,
+        }
+    }
+}
+
+async fn instances<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    service: String,
+) -> Result<(axum::http::HeaderMap, Vec<Instance>), ApiError> {
+    let tag = params.get("tag").cloned();
+    match read(s, params, Query::Instances { service, tag }).await? {
+        (h, Answer::Instances(v)) => Ok((h, v)),
+        (_, a) => Err(unexpected(a)),
+    }
+}
+
+/// `GET /v1/catalog/service/<s>` (`?tag`).
+pub async fn service<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (h, v) = instances(&s, &params, name).await?;
+    let out: Vec<CatalogService> = v.iter().map(CatalogService::from).collect();
+    Ok((h, Json(out)).into_response())
+}
+
+/// A node with its services, as `/v1/catalog/node/<n>` gives it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeServicesMap {
+    node: Node,
+    services: BTreeMap<String, Service>,
+}
+
+/// The same with a list, as `/v1/catalog/node-services/<n>` gives it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeServicesList {
+    node: Node,
+    services: Vec<Service>,
+}
+
+async fn node_services<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    name: String,
+) -> Result<(axum::http::HeaderMap, Option<(Node, Vec<Service>)>), ApiError> {
+    match read(s, params, Query::NodeServices(name)).await? {
+        (h, Answer::NodeServices(v)) => Ok((h, v)),
+        (_, a) => Err(unexpected(a)),
+    }
+}
+
+/// `GET /v1/catalog/node/<n>`: `null` for an unknown node, as Consul.
+pub async fn node<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (h, v) = node_services(&s, &params, name).await?;
+    let body = v.map(|(node, svcs)| NodeServicesMap {
+        node,
+        services: svcs.into_iter().map(|s| (s.id.clone(), s)).collect(),
+    });
+    Ok((h, Json(body)).into_response())
+}
+
+/// `GET /v1/catalog/node-services/<n>`: 404 for an unknown node, as Consul.
+pub async fn node_services_list<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (h, v) = node_services(&s, &params, name).await?;
+    match v {
+        Some((node, services)) => {
+            Ok((h, Json(NodeServicesList { node, services })).into_response())
+        }
+        None => Ok((StatusCode::NOT_FOUND, h, "Node not found").into_response()),
+    }
+}
+
+/// `PUT /v1/catalog/register`'s body (Consul's field names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct RegisterBody {
+    #[serde(rename = "ID")]
+    id: String,
+    node: String,
+    address: String,
+    datacenter: String,
+    tagged_addresses: BTreeMap<String, String>,
+    node_meta: BTreeMap<String, String>,
+    service: Option<Service>,
+    check: Option<Check>,
+    checks: Vec<Check>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("Request decode failed: {e}")))
+}
+
+/// Writes `cmd` through the servers; `true` as Consul answers.
+async fn write<E: Env>(s: &ApiState<E>, cmd: Command) -> Result<Json<bool>, ApiError> {
+    let reply = s
+        .servers
+        .call(ClientRequest::Write {
+            cmd: Box::new(cmd),
+            hops: 0,
+        })
+        .await;
+    match reply.answer {
+        Ok(Answer::Written(ok)) => Ok(Json(ok)),
+        Ok(a) => Err(unexpected(a)),
+        Err(e) => Err(super::internal(e)),
+    }
+}
+
+/// `PUT /v1/catalog/register`.
+pub async fn register<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    body: axum::body::Bytes,
+) -> Result<Json<bool>, ApiError> {
+    let b: RegisterBody = parse_body(&body)?;
+    if b.node.is_empty() {
+        return Err(bad("Must provide node"));
+    }
+    if b.address.is_empty() {
+        return Err(bad("Must provide address"));
+    }
+    if let Some(svc) = &b.service {
+        if svc.service.is_empty() {
+            return Err(bad("Must provide service name with ID"));
+        }
+    }
+    let node = Node {
+        id: b.id,
+        node: b.node.clone(),
+        address: b.address,
+        datacenter: if b.datacenter.is_empty() {
+            s.info.datacenter.clone()
+        } else {
+            b.datacenter
+        },
+        tagged_addresses: b.tagged_addresses,
+        meta: b.node_meta,
+        ..Node::default()
+    };
+    let checks: Vec<Check> = b.check.into_iter().chain(b.checks).collect();
+    if checks
+        .iter()
+        .any(|c| c.check_id.is_empty() && c.name.is_empty())
+    {
+        return Err(bad("Must provide a CheckID or Name for every check"));
+    }
+    let checks = checks
+        .into_iter()
+        .map(|mut c| {
+            c.node = b.node.clone();
+            c
+        })
+        .collect();
+    write(
+        &s,
+        Command::Register {
+            node,
+            service: b.service,
+            checks,
+        },
+    )
+    .await
+}
+
+/// `PUT /v1/catalog/deregister`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DeregisterBody {
+    node: String,
+    #[serde(rename = "ServiceID")]
+    service_id: Option<String>,
+    #[serde(rename = "CheckID")]
+    check_id: Option<String>,
+}
+
+/// `PUT /v1/catalog/deregister`: a check, a service, or the whole node.
+pub async fn deregister<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    body: axum::body::Bytes,
+) -> Result<Json<bool>, ApiError> {
+    let b: DeregisterBody = parse_body(&body)?;
+    if b.node.is_empty() {
+        return Err(bad("Must provide node"));
+    }
+    let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
+    write(
+        &s,
+        Command::Deregister {
+            node: b.node,
+            service_id: nonempty(b.service_id),
+            check_id: nonempty(b.check_id),
+        },
+    )
+    .await
+}
+
+async fn checks<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    query: Query,
+) -> Result<Response, ApiError> {
+    match read(s, params, query).await? {
+        (h, Answer::Checks(c)) => Ok((h, Json(c)).into_response()),
+        (_, a) => Err(unexpected(a)),
+    }
+}
+
+/// `GET /v1/health/node/<n>`.
+pub async fn health_node<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    checks(&s, &params, Query::NodeChecks(name)).await
+}
+
+/// `GET /v1/health/checks/<s>`.
+pub async fn health_checks<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    checks(&s, &params, Query::ServiceChecks(name)).await
+}
+
+/// `GET /v1/health/state/<state>`: `any`, `passing`, `warning`,
+/// `critical` or `maintenance`.
+pub async fn health_state<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(state): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let health = match state.as_str() {
+        "any" => None,
+        "passing" => Some(Health::Passing),
+        "warning" => Some(Health::Warning),
+        "critical" => Some(Health::Critical),
+        "maintenance" => Some(Health::Maintenance),
+        other => {
+            return Err(bad(format!(
+                "Invalid state {other:?}: use any, passing, warning, critical or maintenance"
+            )))
+        }
+    };
+    checks(&s, &params, Query::ChecksIn(health)).await
+}
+
+/// One entry of `/v1/health/service/<s>`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServiceEntry {
+    node: Node,
+    service: Service,
+    checks: Vec<Check>,
+}
+
+/// `GET /v1/health/service/<s>` (`?passing`, `?tag`): each instance with
+/// its node and checks; with `passing`, only instances whose every check
+/// passes.
+pub async fn health_service<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let passing = params
+        .get("passing")
+        .is_some_and(|v| !matches!(v.as_str(), "false" | "0"));
+    let (h, v) = instances(&s, &params, name).await?;
+    let out: Vec<ServiceEntry> = v
+        .into_iter()
+        .filter(|i| !passing || i.checks.iter().all(|c| c.status == Health::Passing))
+        .map(|i| ServiceEntry {
+            node: i.node,
+            service: i.service,
+            checks: i.checks,
+        })
+        .collect();
+    Ok((h, Json(out)).into_response())
+}
