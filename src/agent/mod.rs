@@ -2,6 +2,7 @@
 //! later it also runs servers, local services, checks, DNS and the proxy.
 
 pub mod config;
+pub mod local;
 pub mod servers;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 
 pub use self::config::{AgentConfig, ConfigError};
+pub use self::local::{LocalError, LocalState};
 pub use self::servers::Servers;
 use crate::api::{self, AgentInfo};
 use crate::consensus::Location;
@@ -135,6 +137,24 @@ impl<E: Env> Agent<E> {
             servers.clone(),
         )));
 
+        let local_state = Arc::new(LocalState::new(&config.node_name));
+        let this_node = crate::state::Node {
+            id: node_id.clone(),
+            node: config.node_name.clone(),
+            address: gossip.addr().ip().to_string(),
+            datacenter: config.datacenter.clone(),
+            tagged_addresses: [("lan".to_string(), gossip.addr().ip().to_string())].into(),
+            meta: config.node_meta.clone(),
+            ..crate::state::Node::default()
+        };
+        server_tasks.push(env.spawn(local::anti_entropy(
+            env.clone(),
+            local_state.clone(),
+            this_node,
+            servers.clone(),
+            gossip.clone(),
+        )));
+
         let (stop_tx, stop_rx) = mpsc::channel(1);
         let info = AgentInfo {
             node_name: config.node_name.clone(),
@@ -149,6 +169,7 @@ impl<E: Env> Agent<E> {
             info,
             gossip: gossip.clone(),
             servers: servers.clone(),
+            local: local_state,
             stop: stop_tx,
             default_port: config.ports.serf_lan,
         });

@@ -4,6 +4,7 @@
 //! Paths, JSON field names and status codes are Consul's, so existing Consul
 //! clients and tools work against a cairn agent.
 
+pub mod agent;
 pub mod catalog;
 pub mod client;
 pub mod kv;
@@ -48,6 +49,8 @@ pub struct ApiState<E: Env> {
     pub gossip: Gossip,
     /// The way to the servers.
     pub servers: Arc<crate::agent::Servers<E>>,
+    /// The agent's own services and checks.
+    pub local: Arc<crate::agent::LocalState>,
     /// Asks the agent to leave and stop.
     pub stop: mpsc::Sender<()>,
     /// Port assumed for join addresses without one.
@@ -61,6 +64,23 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/agent/self", get(agent_self::<E>))
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))
+        .route("/v1/agent/services", get(agent::services::<E>))
+        .route("/v1/agent/checks", get(agent::checks::<E>))
+        .route(
+            "/v1/agent/service/register",
+            put(agent::register_service::<E>),
+        )
+        .route(
+            "/v1/agent/service/deregister/{id}",
+            put(agent::deregister_service::<E>),
+        )
+        .route("/v1/agent/check/register", put(agent::register_check::<E>))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent::deregister_check::<E>),
+        )
+        .route("/v1/agent/check/update/{id}", put(agent::update_check::<E>))
+        .route("/v1/agent/check/{verb}/{id}", put(agent::mark_check::<E>))
         .route("/v1/coordinate/nodes", get(coordinate_nodes::<E>))
         .route(
             "/v1/kv/{*key}",

@@ -1,0 +1,489 @@
+//! The agent's own services and checks, and anti-entropy: keeping the
+//! servers' catalog entry for this node equal to them, as Consul's agents
+//! do. Registrations change only the local state; a sync task writes the
+//! difference to the catalog at once and then every minute or so (longer in
+//! big clusters), so a catalog that lost or changed something (a server
+//! restored from an old snapshot, an operator's stray deregistration) is
+//! put right.
+//!
+//! TTL checks live here too: each must be refreshed (`pass`, `warn`,
+//! `fail`, `update`) within its TTL, or it turns critical.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::Servers;
+use crate::env::Env;
+use crate::server::{Answer, ClientRequest, Consistency, Query, Read, SERF_CHECK};
+use crate::state::{Check, Command, Health, Node, Service};
+use crate::time::Instant;
+
+/// A check the agent owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalCheck {
+    /// The check as the catalog will hold it.
+    pub check: Check,
+    /// For TTL checks: how long an update holds.
+    pub ttl: Option<Duration>,
+    /// When the TTL runs out.
+    pub expires: Option<Instant>,
+}
+
+/// Why a change to the local state was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocalError {
+    /// No such check.
+    #[error("Unknown check ID {0:?}. Ensure that the check ID is passed, not the check name.")]
+    UnknownCheck(String),
+    /// No such service.
+    #[error(
+        "Unknown service ID {0:?}. Ensure that the service ID is passed, not the service name."
+    )]
+    UnknownService(String),
+    /// Anything else wrong with the request.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    services: BTreeMap<String, Service>,
+    checks: BTreeMap<String, LocalCheck>,
+}
+
+/// The agent's services and checks; see the [module docs](self).
+#[derive(Debug, Default)]
+pub struct LocalState {
+    node: String,
+    inner: Mutex<Inner>,
+    changed: Notify,
+}
+
+impl LocalState {
+    /// The state of the agent called `node`.
+    pub fn new(node: &str) -> Self {
+        LocalState {
+            node: node.to_owned(),
+            ..LocalState::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds or replaces a service and the checks that come with it.
+    pub fn add_service(
+        &self,
+        mut service: Service,
+        checks: Vec<(Check, Option<Duration>)>,
+        now: Instant,
+    ) -> Result<(), LocalError> {
+        if service.service.is_empty() {
+            return Err(LocalError::Invalid("Missing service name".into()));
+        }
+        if service.id.is_empty() {
+            service.id = service.service.clone();
+        }
+        let mut inner = self.lock();
+        for (i, (mut c, ttl)) in checks.into_iter().enumerate() {
+            if c.check_id.is_empty() {
+                c.check_id = if i == 0 {
+                    format!("service:{}", service.id)
+                } else {
+                    format!("service:{}:{}", service.id, i + 1)
+                };
+            }
+            if c.name.is_empty() {
+                c.name = format!("Service '{}' check", service.service);
+            }
+            c.service_id = service.id.clone();
+            self.put_check(&mut inner, c, ttl, &service, now);
+        }
+        inner.services.insert(service.id.clone(), service);
+        drop(inner);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    fn put_check(
+        &self,
+        inner: &mut Inner,
+        mut c: Check,
+        ttl: Option<Duration>,
+        service: &Service,
+        now: Instant,
+    ) {
+        c.node = self.node.clone();
+        c.service_name = service.service.clone();
+        c.service_tags = service.tags.clone();
+        if ttl.is_some() {
+            c.check_type = "ttl".into();
+        }
+        inner.checks.insert(
+            c.check_id.clone(),
+            LocalCheck {
+                check: c,
+                ttl,
+                expires: ttl.map(|t| now + t),
+            },
+        );
+    }
+
+    /// Removes a service and its checks.
+    pub fn remove_service(&self, id: &str) -> Result<(), LocalError> {
+        let mut inner = self.lock();
+        if inner.services.remove(id).is_none() {
+            return Err(LocalError::UnknownService(id.into()));
+        }
+        inner.checks.retain(|_, c| c.check.service_id != id);
+        drop(inner);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Adds or replaces a check (of the node, or of a local service).
+    pub fn add_check(
+        &self,
+        mut check: Check,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), LocalError> {
+        if check.check_id.is_empty() {
+            check.check_id = check.name.clone();
+        }
+        if check.check_id.is_empty() {
+            return Err(LocalError::Invalid("Missing check name".into()));
+        }
+        if check.name.is_empty() {
+            check.name = check.check_id.clone();
+        }
+        let mut inner = self.lock();
+        let service = if check.service_id.is_empty() {
+            Service::default()
+        } else {
+            inner
+                .services
+                .get(&check.service_id)
+                .cloned()
+                .ok_or_else(|| {
+                    LocalError::Invalid(format!("ServiceID {:?} does not exist", check.service_id))
+                })?
+        };
+        self.put_check(&mut inner, check, ttl, &service, now);
+        drop(inner);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Removes a check.
+    pub fn remove_check(&self, id: &str) -> Result<(), LocalError> {
+        if self.lock().checks.remove(id).is_none() {
+            return Err(LocalError::UnknownCheck(id.into()));
+        }
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Sets a check's status and output, and restarts its TTL.
+    pub fn update_check(
+        &self,
+        id: &str,
+        status: Health,
+        output: &str,
+        now: Instant,
+    ) -> Result<(), LocalError> {
+        let mut inner = self.lock();
+        let c = inner
+            .checks
+            .get_mut(id)
+            .ok_or_else(|| LocalError::UnknownCheck(id.into()))?;
+        c.expires = c.ttl.map(|t| now + t);
+        if c.check.status == status && c.check.output == output {
+            return Ok(());
+        }
+        c.check.status = status;
+        c.check.output = output.to_owned();
+        drop(inner);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// TTL checks whose time ran out turn critical; whether any did.
+    pub fn expire(&self, now: Instant) -> bool {
+        let mut expired = false;
+        for c in self.lock().checks.values_mut() {
+            if c.expires.is_some_and(|t| t <= now) && c.check.status != Health::Critical {
+                c.check.status = Health::Critical;
+                c.check.output = "TTL expired".into();
+                expired = true;
+            }
+        }
+        if expired {
+            self.changed.notify_one();
+        }
+        expired
+    }
+
+    /// Every local service, by ID.
+    pub fn services(&self) -> Vec<Service> {
+        self.lock().services.values().cloned().collect()
+    }
+
+    /// Every local check, by ID.
+    pub fn checks(&self) -> Vec<Check> {
+        self.lock()
+            .checks
+            .values()
+            .map(|c| c.check.clone())
+            .collect()
+    }
+}
+
+/// A full sync at least this often (Consul's anti-entropy interval), more
+/// rarely in big clusters: × (1 + log2(N / 128)) above 128 nodes.
+const SYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+fn sync_interval(members: usize) -> Duration {
+    if members <= 128 {
+        return SYNC_INTERVAL;
+    }
+    SYNC_INTERVAL.mul_f64(1.0 + (members as f64 / 128.0).log2())
+}
+
+/// Runs anti-entropy for `local` until the agent stops: syncs at start, on
+/// every change, and every [`sync_interval`]; expires TTL checks each
+/// second.
+pub async fn anti_entropy<E: Env>(
+    env: E,
+    local: Arc<LocalState>,
+    node: Node,
+    servers: Arc<Servers<E>>,
+    gossip: crate::gossip::Gossip,
+) {
+    let mut next_full = env.now();
+    let mut dirty = true;
+    loop {
+        local.expire(env.now());
+        if dirty || env.now() >= next_full {
+            match sync_once(&local, &node, &servers).await {
+                Ok(()) => {
+                    dirty = false;
+                    let members = gossip.members().await.map_or(1, |m| m.len());
+                    next_full = env.now() + sync_interval(members);
+                }
+                // No servers yet, or no leader: try again shortly.
+                Err(e) => tracing::debug!(error = %e, "anti-entropy sync failed; will retry"),
+            }
+        }
+        tokio::select! {
+            _ = local.changed.notified() => dirty = true,
+            _ = env.sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Service and check fields that matter, indexes aside.
+fn same_service(a: &Service, b: &Service) -> bool {
+    let strip = |s: &Service| Service {
+        create_index: 0,
+        modify_index: 0,
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+fn same_check(a: &Check, b: &Check) -> bool {
+    let strip = |c: &Check| Check {
+        create_index: 0,
+        modify_index: 0,
+        ..c.clone()
+    };
+    strip(a) == strip(b)
+}
+
+/// One pass: reads this node's catalog entry and writes what differs.
+async fn sync_once<E: Env>(
+    local: &LocalState,
+    node: &Node,
+    servers: &Servers<E>,
+) -> Result<(), String> {
+    let read = |query| ClientRequest::Read {
+        read: Read {
+            consistency: Consistency::Default,
+            min_index: 0,
+            max_wait_ms: 0,
+            query,
+        },
+        hops: 0,
+    };
+    let remote_services = match servers
+        .call(read(Query::NodeServices(node.node.clone())))
+        .await
+        .answer?
+    {
+        Answer::NodeServices(v) => v.map(|(_, s)| s).unwrap_or_default(),
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    let remote_checks = match servers
+        .call(read(Query::NodeChecks(node.node.clone())))
+        .await
+        .answer?
+    {
+        Answer::Checks(c) => c,
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    let services = local.services();
+    let checks = local.checks();
+    let mut writes = Vec::new();
+    for s in &services {
+        let mine: Vec<Check> = checks
+            .iter()
+            .filter(|c| c.service_id == s.id)
+            .cloned()
+            .collect();
+        let in_sync = remote_services
+            .iter()
+            .any(|r| r.id == s.id && same_service(r, s))
+            && mine.iter().all(|c| {
+                remote_checks
+                    .iter()
+                    .any(|r| r.check_id == c.check_id && same_check(r, c))
+            });
+        if !in_sync {
+            writes.push(Command::Register {
+                node: node.clone(),
+                service: Some(s.clone()),
+                checks: mine,
+            });
+        }
+    }
+    for c in checks.iter().filter(|c| c.service_id.is_empty()) {
+        if !remote_checks
+            .iter()
+            .any(|r| r.check_id == c.check_id && same_check(r, c))
+        {
+            writes.push(Command::Register {
+                node: node.clone(),
+                service: None,
+                checks: vec![c.clone()],
+            });
+        }
+    }
+    for r in &remote_services {
+        if !services.iter().any(|s| s.id == r.id) {
+            writes.push(Command::Deregister {
+                node: node.node.clone(),
+                service_id: Some(r.id.clone()),
+                check_id: None,
+            });
+        }
+    }
+    for r in &remote_checks {
+        let service_gone =
+            !r.service_id.is_empty() && !services.iter().any(|s| s.id == r.service_id);
+        if r.check_id != SERF_CHECK
+            && !service_gone
+            && !checks.iter().any(|c| c.check_id == r.check_id)
+        {
+            writes.push(Command::Deregister {
+                node: node.node.clone(),
+                service_id: None,
+                check_id: Some(r.check_id.clone()),
+            });
+        }
+    }
+    for cmd in writes {
+        servers
+            .call(ClientRequest::Write {
+                cmd: Box::new(cmd),
+                hops: 0,
+            })
+            .await
+            .answer?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(id: &str, name: &str) -> Service {
+        Service {
+            id: id.into(),
+            service: name.into(),
+            ..Service::default()
+        }
+    }
+
+    #[test]
+    fn services_bring_their_checks_and_take_them_away() {
+        let l = LocalState::new("n1");
+        let t0 = Instant::ZERO;
+        let ttl = (Check::default(), Some(Duration::from_secs(10)));
+        l.add_service(svc("", "web"), vec![ttl.clone(), ttl], t0)
+            .unwrap();
+        let checks = l.checks();
+        let ids: Vec<&str> = checks.iter().map(|c| c.check_id.as_str()).collect();
+        assert_eq!(ids, ["service:web", "service:web:2"]);
+        assert!(checks
+            .iter()
+            .all(|c| c.node == "n1" && c.service_name == "web"));
+        assert_eq!(
+            checks[0].status,
+            Health::Critical,
+            "Consul's initial status"
+        );
+        l.remove_service("web").unwrap();
+        assert!(l.checks().is_empty());
+        assert_eq!(
+            l.remove_service("web"),
+            Err(LocalError::UnknownService("web".into()))
+        );
+    }
+
+    #[test]
+    fn ttl_checks_expire_unless_refreshed() {
+        let l = LocalState::new("n1");
+        let t0 = Instant::ZERO;
+        let c = Check {
+            check_id: "beat".into(),
+            ..Check::default()
+        };
+        l.add_check(c, Some(Duration::from_secs(5)), t0).unwrap();
+        l.update_check("beat", Health::Passing, "ok", t0).unwrap();
+        assert!(!l.expire(t0 + Duration::from_secs(4)));
+        l.update_check("beat", Health::Passing, "ok", t0 + Duration::from_secs(4))
+            .unwrap();
+        assert!(!l.expire(t0 + Duration::from_secs(8)));
+        assert!(l.expire(t0 + Duration::from_secs(9)));
+        let c = &l.checks()[0];
+        assert_eq!(
+            (c.status, c.output.as_str()),
+            (Health::Critical, "TTL expired")
+        );
+        assert_eq!(
+            l.update_check("nope", Health::Passing, "", t0),
+            Err(LocalError::UnknownCheck("nope".into()))
+        );
+        let orphan = Check {
+            check_id: "x".into(),
+            service_id: "ghost".into(),
+            ..Check::default()
+        };
+        assert!(matches!(
+            l.add_check(orphan, None, t0),
+            Err(LocalError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn big_clusters_sync_less_often() {
+        assert_eq!(sync_interval(5), Duration::from_secs(60));
+        assert_eq!(sync_interval(512), Duration::from_secs(180));
+    }
+}

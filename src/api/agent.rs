@@ -1,0 +1,250 @@
+//! `/v1/agent/service*` and `/v1/agent/check*`: the agent's own services
+//! and checks ([`LocalState`](crate::agent::LocalState)), which
+//! anti-entropy carries into the catalog.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::kv::bad;
+use super::{ApiError, ApiState};
+use crate::agent::config::parse_duration;
+use crate::agent::LocalError;
+use crate::env::Env;
+use crate::state::{Check, Health, Service};
+
+impl From<LocalError> for ApiError {
+    fn from(e: LocalError) -> Self {
+        let status = match e {
+            LocalError::UnknownCheck(_) | LocalError::UnknownService(_) => StatusCode::NOT_FOUND,
+            LocalError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("Request decode failed: {e}")))
+}
+
+/// A service as `/v1/agent/services` lists it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AgentService {
+    #[serde(rename = "ID")]
+    id: String,
+    service: String,
+    tags: Vec<String>,
+    meta: BTreeMap<String, String>,
+    port: u16,
+    address: String,
+    enable_tag_override: bool,
+    datacenter: String,
+    kind: String,
+}
+
+/// `GET /v1/agent/services`: this agent's services by ID.
+pub async fn services<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+) -> Json<BTreeMap<String, serde_json::Value>> {
+    let out = s
+        .local
+        .services()
+        .into_iter()
+        .map(|v| {
+            let a = AgentService {
+                id: v.id.clone(),
+                service: v.service,
+                tags: v.tags,
+                meta: v.meta,
+                port: v.port,
+                address: v.address,
+                enable_tag_override: v.enable_tag_override,
+                datacenter: s.info.datacenter.clone(),
+                kind: v.kind,
+            };
+            (v.id, serde_json::to_value(a).unwrap_or_default())
+        })
+        .collect();
+    Json(out)
+}
+
+/// `GET /v1/agent/checks`: this agent's checks by ID.
+pub async fn checks<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Json<BTreeMap<String, Check>> {
+    Json(
+        s.local
+            .checks()
+            .into_iter()
+            .map(|c| (c.check_id.clone(), c))
+            .collect(),
+    )
+}
+
+/// A check definition, as `/v1/agent/check/register` and a service's
+/// `Check`/`Checks` give it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CheckDef {
+    #[serde(rename = "ID", alias = "CheckID")]
+    id: String,
+    name: String,
+    notes: String,
+    status: Option<Health>,
+    #[serde(rename = "ServiceID")]
+    service_id: String,
+    #[serde(rename = "TTL")]
+    ttl: Option<String>,
+    #[serde(rename = "HTTP")]
+    http: Option<String>,
+    #[serde(rename = "TCP")]
+    tcp: Option<String>,
+    args: Option<Vec<String>>,
+}
+
+impl CheckDef {
+    /// The check and its TTL. Only TTL checks run in this agent so far;
+    /// a definition it cannot run is refused rather than left critical
+    /// for no reason anyone could see.
+    fn into_check(self) -> Result<(Check, Option<Duration>), ApiError> {
+        if self.http.is_some() || self.tcp.is_some() || self.args.is_some() {
+            return Err(bad(
+                "HTTP, TCP and script checks are not run by this agent yet; use a TTL check",
+            ));
+        }
+        let ttl = match &self.ttl {
+            Some(t) => Some(parse_duration(t).map_err(|e| bad(format!("Invalid TTL: {e}")))?),
+            None => {
+                return Err(bad(
+                    "a check needs a TTL (the only kind this agent runs yet)",
+                ))
+            }
+        };
+        Ok((
+            Check {
+                check_id: self.id,
+                name: self.name,
+                notes: self.notes,
+                status: self.status.unwrap_or(Health::Critical),
+                service_id: self.service_id,
+                ..Check::default()
+            },
+            ttl,
+        ))
+    }
+}
+
+/// `PUT /v1/agent/service/register`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct ServiceDef {
+    #[serde(rename = "ID")]
+    id: String,
+    name: String,
+    tags: Vec<String>,
+    address: String,
+    port: u16,
+    meta: BTreeMap<String, String>,
+    enable_tag_override: bool,
+    kind: String,
+    check: Option<CheckDef>,
+    checks: Vec<CheckDef>,
+}
+
+/// `PUT /v1/agent/service/register`, with embedded checks.
+pub async fn register_service<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    body: Bytes,
+) -> Result<(), ApiError> {
+    let d: ServiceDef = decode(&body)?;
+    let checks = d
+        .check
+        .into_iter()
+        .chain(d.checks)
+        .map(CheckDef::into_check)
+        .collect::<Result<Vec<_>, _>>()?;
+    let service = Service {
+        id: d.id,
+        service: d.name,
+        tags: d.tags,
+        address: d.address,
+        meta: d.meta,
+        port: d.port,
+        kind: d.kind,
+        enable_tag_override: d.enable_tag_override,
+        ..Service::default()
+    };
+    s.local.add_service(service, checks, s.env.now())?;
+    Ok(())
+}
+
+/// `PUT /v1/agent/service/deregister/<id>`.
+pub async fn deregister_service<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+) -> Result<(), ApiError> {
+    Ok(s.local.remove_service(&id)?)
+}
+
+/// `PUT /v1/agent/check/register`.
+pub async fn register_check<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    body: Bytes,
+) -> Result<(), ApiError> {
+    let d: CheckDef = decode(&body)?;
+    let (check, ttl) = d.into_check()?;
+    Ok(s.local.add_check(check, ttl, s.env.now())?)
+}
+
+/// `PUT /v1/agent/check/deregister/<id>`.
+pub async fn deregister_check<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+) -> Result<(), ApiError> {
+    Ok(s.local.remove_check(&id)?)
+}
+
+/// `PUT /v1/agent/check/{pass,warn,fail}/<id>` (`?note=`).
+pub async fn mark_check<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path((verb, id)): Path<(String, String)>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<(), ApiError> {
+    let status = match verb.as_str() {
+        "pass" => Health::Passing,
+        "warn" => Health::Warning,
+        "fail" => Health::Critical,
+        _ => return Err(ApiError(StatusCode::NOT_FOUND, "Not Found".into())),
+    };
+    let note = params.get("note").map_or("", String::as_str);
+    Ok(s.local.update_check(&id, status, note, s.env.now())?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckUpdate {
+    status: String,
+    #[serde(default)]
+    output: String,
+}
+
+/// `PUT /v1/agent/check/update/<id>` with `{"Status": ..., "Output": ...}`.
+pub async fn update_check<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(), ApiError> {
+    let u: CheckUpdate = decode(&body)?;
+    let status = match u.status.as_str() {
+        "passing" => Health::Passing,
+        "warning" => Health::Warning,
+        "critical" => Health::Critical,
+        other => return Err(bad(format!("Invalid check status: {other:?}"))),
+    };
+    Ok(s.local.update_check(&id, status, &u.output, s.env.now())?)
+}

@@ -1,0 +1,154 @@
+//! Services and TTL checks registered on a client agent reach the servers'
+//! catalog through anti-entropy, and their health follows the check.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+#[path = "common/process.rs"]
+mod process;
+use process::{http, http_get, wait_for, Agent, FAST_GOSSIP};
+
+fn put(a: &Agent, path: &str, body: &Value) -> (u16, String) {
+    http(&a.http, "PUT", path, body.to_string().as_bytes()).expect("HTTP")
+}
+
+fn json_of(a: &Agent, path: &str) -> Value {
+    serde_json::from_str(&http_get(&a.http, path)).unwrap()
+}
+
+/// Waits until `/v1/health/service/web` through `a` satisfies `ok`.
+fn wait_health(a: &Agent, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    wait_for(Duration::from_secs(15), what, || {
+        let (s, body) = http(&a.http, "GET", "/v1/health/service/web", b"").ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (s == 200 && ok(&v)).then_some(v)
+    })
+}
+
+#[test]
+fn a_client_agents_services_and_ttl_checks_reach_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Agent::start(
+        dir.path(),
+        "srv",
+        FAST_GOSSIP,
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    let c = Agent::start(
+        dir.path(),
+        "cli",
+        FAST_GOSSIP,
+        &[
+            format!("-retry-join=127.0.0.1:{}", s.serf),
+            "-retry-interval=200ms".into(),
+        ],
+    );
+    for a in [&s, &c] {
+        wait_for(Duration::from_secs(15), "the agent's HTTP API", || {
+            http(&a.http, "GET", "/v1/agent/self", b"")
+                .ok()
+                .filter(|r| r.0 == 200)
+        });
+    }
+    let reg = json!({
+        "ID": "web-1", "Name": "web", "Port": 80, "Tags": ["blue"],
+        "Check": {"TTL": "3s", "Notes": "heartbeat"}
+    });
+    assert_eq!(put(&c, "/v1/agent/service/register", &reg).0, 200);
+    let local = json_of(&c, "/v1/agent/services");
+    assert_eq!(local["web-1"]["Service"], "web");
+    assert_eq!(local["web-1"]["Datacenter"], "dc1");
+    let checks = json_of(&c, "/v1/agent/checks");
+    assert_eq!(
+        checks["service:web-1"]["Status"], "critical",
+        "Consul's initial status"
+    );
+
+    // Anti-entropy puts it in the catalog, critical at first.
+    let v = wait_health(&s, "web in the catalog", |v| {
+        v[0]["Service"]["ID"] == "web-1"
+    });
+    assert_eq!(v[0]["Node"]["Node"], "cli");
+    assert!(v[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["CheckID"] == "service:web-1" && c["Status"] == "critical"));
+
+    // A pass makes it healthy; without another within its TTL it expires.
+    let (st, _) = http(
+        &c.http,
+        "PUT",
+        "/v1/agent/check/pass/service:web-1?note=fine",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(st, 200);
+    let v = wait_health(&s, "web passing", |v| {
+        v[0]["Checks"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["CheckID"] == "service:web-1" && c["Status"] == "passing")
+        })
+    });
+    assert!(v[0]["Checks"].to_string().contains("fine"));
+    let passing = json_of(&s, "/v1/health/service/web?passing");
+    assert_eq!(passing.as_array().unwrap().len(), 1);
+    wait_health(&s, "the TTL to expire", |v| {
+        v[0]["Checks"].to_string().contains("TTL expired")
+    });
+    assert_eq!(json_of(&s, "/v1/health/service/web?passing"), json!([]));
+
+    // update with an output, then the errors Consul gives.
+    let up = json!({"Status": "warning", "Output": "slow disk"});
+    assert_eq!(put(&c, "/v1/agent/check/update/service:web-1", &up).0, 200);
+    let (st, msg) = http(&c.http, "PUT", "/v1/agent/check/pass/nope", b"").unwrap();
+    assert_eq!(st, 404);
+    assert!(msg.contains("Unknown check ID \"nope\""), "{msg}");
+    let (st, msg) = put(
+        &c,
+        "/v1/agent/check/register",
+        &json!({"Name": "h", "HTTP": "http://x"}),
+    );
+    assert_eq!(st, 400, "{msg}");
+    let (st, msg) = http(&c.http, "PUT", "/v1/agent/service/register", b"{").unwrap();
+    assert_eq!(st, 400);
+    assert!(msg.contains("Request decode failed"), "{msg}");
+    let (st, _) = put(&c, "/v1/agent/service/register", &json!({"Port": 1}));
+    assert_eq!(st, 400);
+
+    // A node-level TTL check, then deregistration of everything.
+    let node_check = json!({"ID": "mem", "Name": "memory", "TTL": "30s", "Status": "passing"});
+    assert_eq!(put(&c, "/v1/agent/check/register", &node_check).0, 200);
+    wait_for(
+        Duration::from_secs(15),
+        "the node check in the catalog",
+        || {
+            let v = json_of(&s, "/v1/health/node/cli");
+            v.as_array()?
+                .iter()
+                .any(|c| c["CheckID"] == "mem")
+                .then_some(())
+        },
+    );
+    let (st, _) = http(&c.http, "PUT", "/v1/agent/service/deregister/web-1", b"").unwrap();
+    assert_eq!(st, 200);
+    let (st, _) = http(&c.http, "PUT", "/v1/agent/check/deregister/mem", b"").unwrap();
+    assert_eq!(st, 200);
+    wait_health(&s, "web gone from the catalog", |v| v == &json!([]));
+    wait_for(
+        Duration::from_secs(15),
+        "only serfHealth left on the node",
+        || {
+            let v = json_of(&s, "/v1/health/node/cli");
+            let ids: Vec<&str> = v
+                .as_array()?
+                .iter()
+                .filter_map(|c| c["CheckID"].as_str())
+                .collect();
+            (ids == ["serfHealth"]).then_some(())
+        },
+    );
+    let (st, msg) = http(&c.http, "PUT", "/v1/agent/service/deregister/web-1", b"").unwrap();
+    assert_eq!(st, 404, "{msg}");
+}
