@@ -170,6 +170,7 @@ impl<E: Env> Agent<E> {
             gossip: gossip.clone(),
             servers: servers.clone(),
             local: local_state,
+            rng: std::sync::Mutex::new(ChaCha8Rng::seed_from_u64(env.seed("api-ids"))),
             stop: stop_tx,
             default_port: config.ports.serf_lan,
         });

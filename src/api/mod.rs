@@ -8,6 +8,7 @@ pub mod agent;
 pub mod catalog;
 pub mod client;
 pub mod kv;
+pub mod session;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct ApiState<E: Env> {
     pub servers: Arc<crate::agent::Servers<E>>,
     /// The agent's own services and checks.
     pub local: Arc<crate::agent::LocalState>,
+    /// Randomness for IDs the agent makes (sessions).
+    pub rng: std::sync::Mutex<rand_chacha::ChaCha8Rng>,
     /// Asks the agent to leave and stop.
     pub stop: mpsc::Sender<()>,
     /// Port assumed for join addresses without one.
@@ -104,6 +107,12 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
             get(catalog::health_service::<E>),
         )
         .route("/v1/health/state/{state}", get(catalog::health_state::<E>))
+        .route("/v1/session/create", put(session::create::<E>))
+        .route("/v1/session/destroy/{id}", put(session::destroy::<E>))
+        .route("/v1/session/info/{id}", get(session::info::<E>))
+        .route("/v1/session/node/{node}", get(session::node::<E>))
+        .route("/v1/session/list", get(session::all::<E>))
+        .route("/v1/session/renew/{id}", put(session::renew::<E>))
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
         .fallback(not_found)

@@ -211,8 +211,10 @@ impl<E: Env> Duties<E> {
                     self.server.flush_coordinates().await;
                     next_coordinates = now + self.config.coordinate_period;
                 }
+                self.server.expire_sessions().await;
             } else {
                 self.failed_since.clear();
+                self.server.expire_sessions().await;
             }
             was_leader = leader;
             changed = false;

@@ -18,7 +18,9 @@ use crate::consensus::{self, Network, RaftReply, RaftRequest, Request, TypeConfi
 use crate::coordinate::Coordinate;
 use crate::env::{timeout_at, Env, Task};
 use crate::rpc::{self, Client, RpcError};
-use crate::state::{Check, Command, Health, KvEntry, Node, Service, StateError, Store, Table};
+use crate::state::{
+    Check, Command, Health, KvEntry, Node, Service, Session, StateError, Store, Table,
+};
 use crate::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -68,6 +70,13 @@ pub enum ClientRequest {
     },
     /// This server's own view of the Raft group (never forwarded).
     Status,
+    /// Restart a TTL session's timer (the leader keeps the timers).
+    SessionRenew {
+        /// The session.
+        id: String,
+        /// Servers it has passed through.
+        hops: u8,
+    },
 }
 
 /// Which server may answer a read.
@@ -124,6 +133,12 @@ pub enum Query {
     ServiceChecks(String),
     /// The checks in a state (every check for `None`).
     ChecksIn(Option<Health>),
+    /// Every session.
+    Sessions,
+    /// One session.
+    Session(String),
+    /// The sessions of a node.
+    NodeSessions(String),
 }
 
 impl Query {
@@ -138,6 +153,7 @@ impl Query {
             Query::Instances { .. } => &[Table::Nodes, Table::Services, Table::Checks],
             Query::NodeServices(_) => &[Table::Nodes, Table::Services],
             Query::NodeChecks(_) | Query::ServiceChecks(_) | Query::ChecksIn(_) => &[Table::Checks],
+            Query::Sessions | Query::Session(_) | Query::NodeSessions(_) => &[Table::Sessions],
         }
     }
 }
@@ -175,6 +191,8 @@ pub enum Answer {
     NodeServices(Option<(Node, Vec<Service>)>),
     /// For the check queries.
     Checks(Vec<Check>),
+    /// For the session queries.
+    Sessions(Vec<Session>),
     /// For `Status`: the leader's RPC address and the voters'.
     Status {
         /// The leader, if one is known.
@@ -229,6 +247,8 @@ pub struct Server<E: Env> {
     pending_coordinates: Mutex<std::collections::BTreeMap<String, Coordinate>>,
     /// Writes waiting for the batchers.
     proposals: mpsc::UnboundedSender<Proposal>,
+    /// On the leader: when each TTL session runs out.
+    session_timers: Mutex<std::collections::HashMap<String, Instant>>,
     _rpc: Task,
     _batchers: Vec<Task>,
 }
@@ -248,6 +268,18 @@ enum Refusal {
     NotLeader,
     /// Anything else.
     Failed(String),
+}
+
+/// A TTL session lives this many TTLs past its last renewal (Consul's
+/// `sessionTTLMultiplier`), so a renewal that is a little late is no loss.
+const SESSION_TTL_MULTIPLIER: u32 = 2;
+
+/// A session's TTL, if it has one that parses.
+fn session_ttl(s: &Session) -> Option<Duration> {
+    (!s.ttl.is_empty())
+        .then(|| crate::agent::config::parse_duration(&s.ttl).ok())
+        .flatten()
+        .filter(|d| !d.is_zero())
 }
 
 /// Most writes in one log entry.
@@ -391,6 +423,7 @@ impl<E: Env> Server<E> {
                 last_contact,
                 pending_coordinates: Mutex::default(),
                 proposals,
+                session_timers: Mutex::default(),
                 _rpc: rpc,
                 _batchers: batchers,
             }
@@ -465,6 +498,94 @@ impl<E: Env> Server<E> {
             ClientRequest::Read { read, hops } => self.read(read, hops).await,
             ClientRequest::Coordinates { updates, hops } => self.coordinates(updates, hops).await,
             ClientRequest::Status => self.status(),
+            ClientRequest::SessionRenew { id, hops } => self.renew(id, hops).await,
+        }
+    }
+
+    /// Restarts session `id`'s TTL timer on the leader; the session, or
+    /// none when it is gone.
+    async fn renew(&self, id: String, hops: u8) -> ClientReply {
+        if !self.is_leader() {
+            if hops >= MAX_HOPS {
+                return ClientReply::refused("no cluster leader (too many forwards)");
+            }
+            return self
+                .forward(ClientRequest::SessionRenew { id, hops: hops + 1 })
+                .await;
+        }
+        let (index, session) = {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            (store.index(Table::Sessions), store.session(&id).cloned())
+        };
+        // Gone: an empty answer (the HTTP layer says 404).
+        let Some(session) = session else {
+            return ClientReply {
+                index,
+                known_leader: true,
+                last_contact_ms: 0,
+                answer: Ok(Answer::Sessions(Vec::new())),
+            };
+        };
+        if let Some(ttl) = session_ttl(&session) {
+            self.session_timers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, self.env.now() + ttl * SESSION_TTL_MULTIPLIER);
+        }
+        ClientReply {
+            index,
+            known_leader: true,
+            last_contact_ms: 0,
+            answer: Ok(Answer::Sessions(vec![session])),
+        }
+    }
+
+    /// Destroys the TTL sessions whose timers ran out. A session the
+    /// leader has no timer for (it is new, or this leader is) gets a full
+    /// one now, as Consul's new leaders reset every timer. Leader only.
+    pub async fn expire_sessions(&self) {
+        if !self.is_leader() {
+            self.session_timers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            return;
+        }
+        let now = self.env.now();
+        let ttls: Vec<(String, Duration)> = {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            store
+                .sessions()
+                .filter_map(|s| Some((s.id.clone(), session_ttl(s)?)))
+                .collect()
+        };
+        let expired: Vec<String> = {
+            let mut timers = self
+                .session_timers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            timers.retain(|id, _| ttls.iter().any(|(i, _)| i == id));
+            ttls.into_iter()
+                .filter(|(id, ttl)| {
+                    *timers
+                        .entry(id.clone())
+                        .or_insert(now + *ttl * SESSION_TTL_MULTIPLIER)
+                        <= now
+                })
+                .map(|(id, _)| id)
+                .collect()
+        };
+        for id in expired {
+            tracing::info!(session = %id, "session TTL expired");
+            let reply = self
+                .write(Command::SessionDestroy { id: id.clone() }, MAX_HOPS)
+                .await;
+            if reply.answer.is_ok() {
+                self.session_timers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            }
         }
     }
 
@@ -788,6 +909,9 @@ fn answer_in(store: &Store, query: &Query) -> Answer {
                 .filter(|c| !c.service_id.is_empty() && c.service_name == *service),
         ),
         Query::ChecksIn(health) => checks(&mut store.checks_in(*health)),
+        Query::Sessions => Answer::Sessions(store.sessions().cloned().collect()),
+        Query::Session(id) => Answer::Sessions(store.session(id).cloned().into_iter().collect()),
+        Query::NodeSessions(node) => Answer::Sessions(store.node_sessions(node).cloned().collect()),
     }
 }
 

@@ -1,0 +1,244 @@
+//! `/v1/session/*`: sessions for locks and leader election, in Consul's
+//! shapes. TTL sessions must be renewed; the leader destroys those that
+//! are not (after twice their TTL, as Consul).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::kv::{answer_of, bad, meta_headers, read_of};
+use super::{ApiError, ApiState};
+use crate::agent::config::{format_uuid, parse_duration};
+use crate::env::Env;
+use crate::server::{Answer, ClientRequest, Query};
+use crate::state::{Behavior, Command, Session};
+
+/// Shortest and longest session TTL (Consul's bounds).
+const TTL_MIN: Duration = Duration::from_secs(10);
+const TTL_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Consul's default lock delay.
+const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
+
+/// A session in Consul's JSON shape.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ApiSession {
+    #[serde(rename = "ID")]
+    id: String,
+    name: String,
+    node: String,
+    /// Nanoseconds, as Consul encodes durations.
+    lock_delay: u64,
+    behavior: Behavior,
+    #[serde(rename = "TTL")]
+    ttl: String,
+    node_checks: Vec<String>,
+    service_checks: Vec<String>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl From<Session> for ApiSession {
+    fn from(s: Session) -> Self {
+        ApiSession {
+            id: s.id,
+            name: s.name,
+            node: s.node,
+            lock_delay: s.lock_delay_ms.saturating_mul(1_000_000),
+            behavior: s.behavior,
+            ttl: s.ttl,
+            node_checks: s.checks,
+            service_checks: Vec::new(),
+            create_index: s.create_index,
+            modify_index: s.modify_index,
+        }
+    }
+}
+
+/// `PUT /v1/session/create`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateBody {
+    name: String,
+    node: String,
+    /// The node's checks the session depends on (old name: `Checks`).
+    #[serde(alias = "Checks")]
+    node_checks: Option<Vec<String>>,
+    /// `"15s"`, or nanoseconds as a number.
+    lock_delay: Option<serde_json::Value>,
+    behavior: Option<Behavior>,
+    #[serde(rename = "TTL")]
+    ttl: String,
+}
+
+fn lock_delay(v: Option<&serde_json::Value>) -> Result<Duration, ApiError> {
+    match v {
+        None => Ok(DEFAULT_LOCK_DELAY),
+        Some(serde_json::Value::String(s)) => {
+            parse_duration(s).map_err(|e| bad(format!("Invalid LockDelay: {e}")))
+        }
+        // A bare number is nanoseconds, or seconds below 1000 (Consul's
+        // `lockDelayMinThreshold` rule).
+        Some(serde_json::Value::Number(n)) => {
+            let n = n.as_u64().ok_or_else(|| bad("Invalid LockDelay"))?;
+            Ok(if n < 1000 {
+                Duration::from_secs(n)
+            } else {
+                Duration::from_nanos(n)
+            })
+        }
+        Some(_) => Err(bad("Invalid LockDelay: a duration like \"15s\"")),
+    }
+}
+
+/// `PUT /v1/session/create`: `{"ID": ...}`.
+pub async fn create<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: CreateBody = if body.is_empty() {
+        CreateBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| bad(format!("Request decode failed: {e}")))?
+    };
+    if !b.ttl.is_empty() {
+        let ttl =
+            parse_duration(&b.ttl).map_err(|e| bad(format!("Request decode failed: TTL: {e}")))?;
+        if !ttl.is_zero() && !(TTL_MIN..=TTL_MAX).contains(&ttl) {
+            return Err(bad(format!(
+                "Invalid Session TTL '{}', must be between [10s=24h0m0s]",
+                b.ttl
+            )));
+        }
+    }
+    let delay = lock_delay(b.lock_delay.as_ref())?;
+    let mut raw = [0u8; 16];
+    s.rng
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .fill_bytes(&mut raw);
+    let session = Session {
+        id: format_uuid(raw),
+        name: b.name,
+        node: if b.node.is_empty() {
+            s.info.node_name.clone()
+        } else {
+            b.node
+        },
+        checks: b
+            .node_checks
+            .unwrap_or_else(|| vec![crate::server::SERF_CHECK.to_string()]),
+        lock_delay_ms: delay.as_millis() as u64,
+        behavior: b.behavior.unwrap_or_default(),
+        ttl: b.ttl,
+        ..Session::default()
+    };
+    let id = session.id.clone();
+    let reply = s
+        .servers
+        .call(ClientRequest::Write {
+            cmd: Box::new(Command::SessionCreate(session)),
+            hops: 0,
+        })
+        .await;
+    match reply.answer {
+        Ok(Answer::Written(true)) => Ok(Json(serde_json::json!({ "ID": id }))),
+        Ok(other) => Err(super::internal(format!("unexpected answer {other:?}"))),
+        Err(e) => Err(super::internal(e)),
+    }
+}
+
+/// `PUT /v1/session/destroy/<id>`: `true` (also for an unknown session,
+/// as Consul).
+pub async fn destroy<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+) -> Result<Json<bool>, ApiError> {
+    let reply = s
+        .servers
+        .call(ClientRequest::Write {
+            cmd: Box::new(Command::SessionDestroy { id }),
+            hops: 0,
+        })
+        .await;
+    reply.answer.map_err(super::internal)?;
+    Ok(Json(true))
+}
+
+async fn list<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    query: Query,
+) -> Result<Response, ApiError> {
+    let read = read_of(params, query)?;
+    let reply = s.servers.call(ClientRequest::Read { read, hops: 0 }).await;
+    let h = meta_headers(&reply);
+    match answer_of(&reply)? {
+        Answer::Sessions(v) => {
+            let out: Vec<ApiSession> = v.into_iter().map(ApiSession::from).collect();
+            Ok((h, Json(out)).into_response())
+        }
+        other => Err(super::internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// `GET /v1/session/info/<id>`: a list of one, or empty.
+pub async fn info<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    list(&s, &params, Query::Session(id)).await
+}
+
+/// `GET /v1/session/node/<node>`.
+pub async fn node<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(node): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    list(&s, &params, Query::NodeSessions(node)).await
+}
+
+/// `GET /v1/session/list`.
+pub async fn all<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    list(&s, &params, Query::Sessions).await
+}
+
+/// `PUT /v1/session/renew/<id>`: the session, or 404 when it is gone.
+pub async fn renew<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let reply = s
+        .servers
+        .call(ClientRequest::SessionRenew {
+            id: id.clone(),
+            hops: 0,
+        })
+        .await;
+    match reply.answer {
+        Ok(Answer::Sessions(v)) if v.is_empty() => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("Session id '{id}' not found"),
+        )),
+        Ok(Answer::Sessions(v)) => {
+            let out: Vec<ApiSession> = v.into_iter().map(ApiSession::from).collect();
+            Ok(Json(out).into_response())
+        }
+        Ok(other) => Err(super::internal(format!("unexpected answer {other:?}"))),
+        Err(e) => Err(super::internal(e)),
+    }
+}
