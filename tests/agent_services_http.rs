@@ -56,7 +56,20 @@ fn a_client_agents_services_and_ttl_checks_reach_the_catalog() {
         "Check": {"TTL": "3s", "Notes": "heartbeat"}
     });
     assert_eq!(put(&c, "/v1/agent/service/register", &reg).0, 200);
+    // Field names in any case, as Consul takes them.
+    let lower =
+        json!({"name": "db", "port": 5432, "meta": {"Tier": "gold"}, "check": {"ttl": "30s"}});
+    assert_eq!(put(&c, "/v1/agent/service/register", &lower).0, 200);
     let local = json_of(&c, "/v1/agent/services");
+    assert_eq!(local["db"]["Port"], 5432);
+    assert_eq!(local["db"]["Meta"]["Tier"], "gold");
+    assert_eq!(json_of(&c, "/v1/agent/checks")["service:db"]["Type"], "ttl");
+    assert_eq!(
+        http(&c.http, "PUT", "/v1/agent/service/deregister/db", b"")
+            .unwrap()
+            .0,
+        200
+    );
     assert_eq!(local["web-1"]["Service"], "web");
     assert_eq!(local["web-1"]["Datacenter"], "dc1");
     let checks = json_of(&c, "/v1/agent/checks");

@@ -29,10 +29,6 @@ impl From<LocalError> for ApiError {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| bad(format!("Request decode failed: {e}")))
-}
-
 /// A service as `/v1/agent/services` lists it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -161,7 +157,7 @@ pub async fn register_service<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let d: ServiceDef = decode(&body)?;
+    let d: ServiceDef = super::decode::body(&body)?;
     let checks = d
         .check
         .into_iter()
@@ -196,7 +192,7 @@ pub async fn register_check<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let d: CheckDef = decode(&body)?;
+    let d: CheckDef = super::decode::body(&body)?;
     let (check, ttl) = d.into_check()?;
     Ok(s.local.add_check(check, ttl, s.env.now())?)
 }
@@ -239,7 +235,7 @@ pub async fn update_check<E: Env>(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let u: CheckUpdate = decode(&body)?;
+    let u: CheckUpdate = super::decode::body(&body)?;
     let status = match u.status.as_str() {
         "passing" => Health::Passing,
         "warning" => Health::Warning,

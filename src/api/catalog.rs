@@ -221,10 +221,6 @@ struct RegisterBody {
     checks: Vec<Check>,
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| bad(format!("Request decode failed: {e}")))
-}
-
 /// Writes `cmd` through the servers; `true` as Consul answers.
 async fn write<E: Env>(s: &ApiState<E>, cmd: Command) -> Result<Json<bool>, ApiError> {
     let reply = s
@@ -246,7 +242,7 @@ pub async fn register<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     body: axum::body::Bytes,
 ) -> Result<Json<bool>, ApiError> {
-    let b: RegisterBody = parse_body(&body)?;
+    let b: RegisterBody = super::decode::body(&body)?;
     if b.node.is_empty() {
         return Err(bad("Must provide node"));
     }
@@ -312,7 +308,7 @@ pub async fn deregister<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     body: axum::body::Bytes,
 ) -> Result<Json<bool>, ApiError> {
-    let b: DeregisterBody = parse_body(&body)?;
+    let b: DeregisterBody = super::decode::body(&body)?;
     if b.node.is_empty() {
         return Err(bad("Must provide node"));
     }

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod catalog;
 pub mod client;
+pub mod decode;
 pub mod kv;
 pub mod session;
 

@@ -108,7 +108,7 @@ pub async fn create<E: Env>(
     let b: CreateBody = if body.is_empty() {
         CreateBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| bad(format!("Request decode failed: {e}")))?
+        super::decode::body(&body)?
     };
     if !b.ttl.is_empty() {
         let ttl =
