@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
@@ -77,6 +77,17 @@ pub async fn request<E: Env>(
     method: &str,
     path: &str,
 ) -> Result<Bytes, ClientError> {
+    request_with(env, addr, method, path, Bytes::new()).await
+}
+
+/// Sends `method path` with `body` and returns the body of a 2xx answer.
+pub async fn request_with<E: Env>(
+    env: &E,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> Result<Bytes, ClientError> {
     let limit = Duration::from_secs(10);
     let exchange = async {
         let stream = env
@@ -97,7 +108,7 @@ pub async fn request<E: Env>(
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(body))
             .map_err(|e| ClientError::Http {
                 addr,
                 why: e.to_string(),

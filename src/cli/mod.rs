@@ -4,6 +4,7 @@
 //! (`-node=a`, `-dev`) is accepted as well as `--node=a`, so scripts written
 //! for `consul` run unchanged.
 
+mod kv;
 mod members;
 
 use std::ffi::OsString;
@@ -37,6 +38,8 @@ enum Cmd {
     /// Estimate the round-trip time between two nodes from their network
     /// coordinates (the second defaults to the local agent's node).
     Rtt(RttArgs),
+    /// Read and write the KV store: get, put, delete.
+    Kv(kv::KvArgs),
     /// Print the version.
     Version,
 }
@@ -115,14 +118,14 @@ struct AgentArgs {
 }
 
 #[derive(Args, Debug)]
-struct HttpArgs {
+pub(crate) struct HttpArgs {
     /// Agent HTTP address (default: $CAIRN_HTTP_ADDR, $CONSUL_HTTP_ADDR, or http://127.0.0.1:8500).
     #[arg(long = "http-addr")]
     http_addr: Option<String>,
 }
 
 impl HttpArgs {
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.http_addr
             .clone()
             .or_else(|| std::env::var("CAIRN_HTTP_ADDR").ok())
@@ -175,9 +178,19 @@ fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
     };
     let sub_pos = sub_pos + 1;
     let sub_name = args[sub_pos].to_string_lossy().into_owned();
-    let Some(sub) = cmd.find_subcommand(&sub_name) else {
+    let Some(mut sub) = cmd.find_subcommand(&sub_name) else {
         return args;
     };
+    // Nested subcommands (`kv put`): the flags are the innermost one's.
+    let mut sub_pos = sub_pos;
+    while let Some(next) = args
+        .get(sub_pos + 1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .and_then(|n| sub.find_subcommand(&n))
+    {
+        sub = next;
+        sub_pos += 1;
+    }
     let longs: Vec<String> = sub
         .get_arguments()
         .filter_map(|a| a.get_long().map(str::to_owned))
@@ -231,6 +244,7 @@ pub fn main() -> ExitCode {
             Cmd::Join(j) => run_join(j).await,
             Cmd::Leave(h) => run_leave(h).await,
             Cmd::Rtt(r) => run_rtt(r).await,
+            Cmd::Kv(k) => kv::run(k).await,
             Cmd::Version => {
                 println!("cairn v{VERSION}");
                 Ok(())
@@ -453,7 +467,7 @@ async fn run_leave(h: HttpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {

@@ -1,0 +1,184 @@
+//! `cairn kv get|put|delete`, with Consul's flags, output and exit codes.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+
+use super::{percent_encode, HttpArgs};
+use crate::api::client::{self, ClientError};
+use crate::env::TokioEnv;
+
+/// `cairn kv`.
+#[derive(Args, Debug)]
+pub struct KvArgs {
+    #[command(subcommand)]
+    cmd: KvCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum KvCmd {
+    /// Print a key's value (or, with -recurse or -keys, a prefix's).
+    Get(GetArgs),
+    /// Write a value: the argument, `-` for standard input, `@FILE` for a file.
+    Put(PutArgs),
+    /// Delete a key (or, with -recurse, a prefix).
+    Delete(DeleteArgs),
+}
+
+#[derive(Args, Debug)]
+struct GetArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Every key under the prefix, as `key:value` lines.
+    #[arg(long = "recurse")]
+    recurse: bool,
+    /// Only the keys under the prefix.
+    #[arg(long = "keys")]
+    keys: bool,
+    /// With -keys: list keys only up to this separator.
+    #[arg(long = "separator")]
+    separator: Option<String>,
+    /// The key or prefix.
+    #[arg(default_value = "")]
+    key: String,
+}
+
+#[derive(Args, Debug)]
+struct PutArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Write only if the key's ModifyIndex is -modify-index (0: only if absent).
+    #[arg(long = "cas")]
+    cas: bool,
+    /// The ModifyIndex -cas expects.
+    #[arg(long = "modify-index")]
+    modify_index: Option<u64>,
+    /// Opaque flags to store with the value.
+    #[arg(long = "flags")]
+    flags: Option<u64>,
+    /// The key.
+    key: String,
+    /// The value (`-`: standard input; `@FILE`: the file's contents).
+    value: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct DeleteArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Delete every key under the prefix.
+    #[arg(long = "recurse")]
+    recurse: bool,
+    /// The key or prefix.
+    key: String,
+}
+
+fn path_of(key: &str) -> String {
+    let key = key.trim_start_matches('/');
+    let segments: Vec<String> = key.split('/').map(percent_encode).collect();
+    format!("/v1/kv/{}", segments.join("/"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Entry {
+    key: String,
+    value: Option<String>,
+}
+
+/// Runs `cairn kv ...`.
+pub async fn run(args: KvArgs) -> anyhow::Result<()> {
+    let env = TokioEnv::new();
+    match args.cmd {
+        KvCmd::Get(g) => {
+            let addr = client::parse_addr(&env, &g.http.addr()).await?;
+            let path = path_of(&g.key);
+            let missing = |e: ClientError| match e {
+                ClientError::Status { status: 404, .. } => {
+                    anyhow::anyhow!("Error! No key exists at: {}", g.key)
+                }
+                other => other.into(),
+            };
+            if g.keys {
+                let mut q = format!("{path}?keys");
+                if let Some(sep) = &g.separator {
+                    q += &format!("&separator={}", percent_encode(sep));
+                }
+                let keys: Vec<String> = match client::get_json(&env, addr, &q).await {
+                    Err(ClientError::Status { status: 404, .. }) => Vec::new(),
+                    r => r?,
+                };
+                for k in keys {
+                    println!("{k}");
+                }
+            } else if g.recurse {
+                let entries: Vec<Entry> =
+                    match client::get_json(&env, addr, &format!("{path}?recurse")).await {
+                        Err(ClientError::Status { status: 404, .. }) => Vec::new(),
+                        r => r?,
+                    };
+                use base64::Engine;
+                for e in entries {
+                    let v = e
+                        .value
+                        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                        .unwrap_or_default();
+                    println!("{}:{}", e.key, String::from_utf8_lossy(&v));
+                }
+            } else {
+                if g.key.is_empty() {
+                    anyhow::bail!("Missing KEY argument");
+                }
+                let raw = client::request(&env, addr, "GET", &format!("{path}?raw"))
+                    .await
+                    .map_err(missing)?;
+                println!("{}", String::from_utf8_lossy(&raw));
+            }
+        }
+        KvCmd::Put(p) => {
+            let addr = client::parse_addr(&env, &p.http.addr()).await?;
+            let value: Vec<u8> = match p.value.as_deref() {
+                None => Vec::new(),
+                Some("-") => {
+                    let mut b = Vec::new();
+                    std::io::stdin().read_to_end(&mut b)?;
+                    b
+                }
+                Some(v) if v.starts_with('@') => std::fs::read(&v[1..])
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", &v[1..]))?,
+                Some(v) => v.as_bytes().to_vec(),
+            };
+            let mut params = Vec::new();
+            if p.cas {
+                let index = p
+                    .modify_index
+                    .ok_or_else(|| anyhow::anyhow!("Must specify -modify-index with -cas!"))?;
+                params.push(format!("cas={index}"));
+            }
+            if let Some(f) = p.flags {
+                params.push(format!("flags={f}"));
+            }
+            let mut path = path_of(&p.key);
+            if !params.is_empty() {
+                path = format!("{path}?{}", params.join("&"));
+            }
+            let body = client::request_with(&env, addr, "PUT", &path, Bytes::from(value)).await?;
+            if body.as_ref() != b"true" && body.as_ref() != b"true\n" {
+                anyhow::bail!("Error! Did not write to {}: CAS failed", p.key);
+            }
+            println!("Success! Data written to: {}", p.key);
+        }
+        KvCmd::Delete(d) => {
+            let addr = client::parse_addr(&env, &d.http.addr()).await?;
+            let mut path = path_of(&d.key);
+            if d.recurse {
+                path += "?recurse";
+            }
+            client::request(&env, addr, "DELETE", &path).await?;
+            println!("Success! Deleted key: {}", d.key);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `cairn kv get|put|delete` against a real agent, with Consul's flags,
+//! messages and exit codes.
+
+use std::process::Command;
+use std::time::Duration;
+
+#[path = "common/process.rs"]
+mod process;
+use process::{http, wait_for, Agent, CAIRN, FAST_GOSSIP};
+
+fn kv(a: &Agent, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(CAIRN)
+        .arg("kv")
+        .args(args)
+        .env("CAIRN_HTTP_ADDR", format!("http://{}", a.http))
+        .output()
+        .expect("run cairn");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn kv_commands_read_and_write_through_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start(
+        dir.path(),
+        "solo",
+        FAST_GOSSIP,
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    wait_for(Duration::from_secs(20), "a leader", || {
+        let (s, body) = http(&a.http, "GET", "/v1/status/leader", b"").ok()?;
+        (s == 200 && body.len() > 2).then_some(())
+    });
+    let (ok, out, err) = kv(&a, &["put", "app/greeting", "hello world"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "Success! Data written to: app/greeting");
+    assert_eq!(kv(&a, &["get", "app/greeting"]).1, "hello world\n");
+    // Consul's single-dash flags, on a nested command.
+    let (ok, _, err) = kv(
+        &a,
+        &["put", "-cas", "-modify-index=0", "app/greeting", "again"],
+    );
+    assert!(!ok);
+    assert!(err.contains("CAS failed"), "{err}");
+    let file = dir.path().join("v.txt");
+    std::fs::write(&file, "from a file").unwrap();
+    assert!(
+        kv(
+            &a,
+            &[
+                "put",
+                "-flags=42",
+                "app/conf/a",
+                &format!("@{}", file.display())
+            ]
+        )
+        .0
+    );
+    assert_eq!(
+        kv(&a, &["get", "-recurse", "app/"]).1,
+        "app/conf/a:from a file\napp/greeting:hello world\n"
+    );
+    assert_eq!(
+        kv(&a, &["get", "-keys", "-separator=/", "app/"]).1,
+        "app/conf/\napp/greeting\n"
+    );
+    let (ok, out, _) = kv(&a, &["delete", "-recurse", "app/conf/"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "Success! Deleted key: app/conf/");
+    let (ok, _, err) = kv(&a, &["get", "app/conf/a"]);
+    assert!(!ok);
+    assert!(err.contains("No key exists at: app/conf/a"), "{err}");
+    let (ok, _, err) = kv(&a, &["put", "app/x", "@/no/such/file"]);
+    assert!(!ok);
+    assert!(err.contains("cannot read /no/such/file"), "{err}");
+}
