@@ -165,3 +165,113 @@ fn a_client_agents_services_and_ttl_checks_reach_the_catalog() {
     let (st, msg) = http(&c.http, "PUT", "/v1/agent/service/deregister/web-1", b"").unwrap();
     assert_eq!(st, 404, "{msg}");
 }
+
+/// A tiny HTTP server answering every request with the status in `code`.
+fn health_endpoint(code: std::sync::Arc<std::sync::atomic::AtomicU16>) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let c = code.load(std::sync::atomic::Ordering::SeqCst);
+            let _ = write!(
+                s,
+                "HTTP/1.1 {c} X\r\nContent-Length: 7\r\nConnection: close\r\n\r\nstatus!"
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn http_and_tcp_checks_probe_and_a_failing_one_hides_its_instance() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start(
+        dir.path(),
+        "solo",
+        FAST_GOSSIP,
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    wait_for(Duration::from_secs(15), "the agent's HTTP API", || {
+        http(&a.http, "GET", "/v1/agent/self", b"")
+            .ok()
+            .filter(|r| r.0 == 200)
+    });
+    let code = std::sync::Arc::new(AtomicU16::new(200));
+    let port = health_endpoint(code.clone());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let reg = json!({
+        "Name": "api", "Port": port,
+        "Checks": [
+            {"CheckID": "api-http", "HTTP": format!("http://127.0.0.1:{port}/health"), "Interval": "500ms"},
+        ]
+    });
+    assert_eq!(put(&a, "/v1/agent/service/register", &reg).0, 200);
+    // A node-level critical check would hide every service of the node, so
+    // the TCP check belongs to a service of its own.
+    let tcp = json!({"Name": "db", "Check": {"TCP": format!("127.0.0.1:{closed}"), "Interval": "1s", "Timeout": "1s"}});
+    assert_eq!(put(&a, "/v1/agent/service/register", &tcp).0, 200);
+    let passing = |a: &Agent| {
+        json_of(a, "/v1/health/service/api?passing")
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    wait_for(Duration::from_secs(15), "api passing", || {
+        (passing(&a) == 1).then_some(())
+    });
+    let out = json_of(&a, "/v1/agent/checks");
+    assert!(
+        out["api-http"]["Output"]
+            .as_str()
+            .unwrap()
+            .contains("status!"),
+        "{out}"
+    );
+    assert_eq!(out["api-http"]["Type"], "http");
+
+    // The endpoint starts failing: the instance leaves ?passing within
+    // about one interval (the probe), plus the sync to the servers.
+    code.store(500, Ordering::SeqCst);
+    let flipped = std::time::Instant::now();
+    wait_for(Duration::from_secs(10), "api hidden from ?passing", || {
+        (passing(&a) == 0).then_some(())
+    });
+    let took = flipped.elapsed();
+    println!("hidden from ?passing {took:?} after the endpoint failed (interval 500ms)");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    code.store(429, Ordering::SeqCst);
+    wait_for(Duration::from_secs(10), "a warning on 429", || {
+        (json_of(&a, "/v1/agent/checks")["api-http"]["Status"] == "warning").then_some(())
+    });
+    let db = &json_of(&a, "/v1/agent/checks")["service:db"];
+    assert_eq!(db["Status"], "critical");
+    assert!(db["Output"].as_str().unwrap().contains("dial tcp"), "{db}");
+
+    // Definitions the agent cannot run are refused, saying why.
+    for (body, want) in [
+        (
+            json!({"Name": "s", "Args": ["/bin/true"], "Interval": "1s"}),
+            "Scripts are disabled",
+        ),
+        (
+            json!({"Name": "h", "HTTP": "http://x"}),
+            "Interval must be > 0",
+        ),
+        (
+            json!({"Name": "n"}),
+            "needs a TTL, or an HTTP or TCP target",
+        ),
+    ] {
+        let (st, msg) = put(&a, "/v1/agent/check/register", &body);
+        assert_eq!(st, 400, "{body}: {msg}");
+        assert!(msg.contains(want), "{msg}");
+    }
+}

@@ -30,6 +30,37 @@ pub struct LocalCheck {
     pub ttl: Option<Duration>,
     /// When the TTL runs out.
     pub expires: Option<Instant>,
+    /// For HTTP and TCP checks: what the agent probes, and when next.
+    pub probe: Option<(Probe, Instant)>,
+}
+
+/// What an HTTP or TCP check does, and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// What to try.
+    pub target: Target,
+    /// Pause between tries.
+    pub interval: Duration,
+    /// How long one try may take.
+    pub timeout: Duration,
+}
+
+/// The thing a probe tries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// GET this URL: 2xx passes, 429 warns, anything else is critical.
+    Http(String),
+    /// Connect to this `host:port`.
+    Tcp(String),
+}
+
+/// How a check is kept up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Updated through the API within a time to live.
+    Ttl(Duration),
+    /// Probed by the agent.
+    Probe(Probe),
 }
 
 /// Why a change to the local state was refused.
@@ -79,7 +110,7 @@ impl LocalState {
     pub fn add_service(
         &self,
         mut service: Service,
-        checks: Vec<(Check, Option<Duration>)>,
+        checks: Vec<(Check, Option<Kind>)>,
         now: Instant,
     ) -> Result<(), LocalError> {
         if service.service.is_empty() {
@@ -89,7 +120,7 @@ impl LocalState {
             service.id = service.service.clone();
         }
         let mut inner = self.lock();
-        for (i, (mut c, ttl)) in checks.into_iter().enumerate() {
+        for (i, (mut c, kind)) in checks.into_iter().enumerate() {
             if c.check_id.is_empty() {
                 c.check_id = if i == 0 {
                     format!("service:{}", service.id)
@@ -101,7 +132,7 @@ impl LocalState {
                 c.name = format!("Service '{}' check", service.service);
             }
             c.service_id = service.id.clone();
-            self.put_check(&mut inner, c, ttl, &service, now);
+            self.put_check(&mut inner, c, kind, &service, now);
         }
         inner.services.insert(service.id.clone(), service);
         drop(inner);
@@ -113,24 +144,66 @@ impl LocalState {
         &self,
         inner: &mut Inner,
         mut c: Check,
-        ttl: Option<Duration>,
+        kind: Option<Kind>,
         service: &Service,
         now: Instant,
     ) {
         c.node = self.node.clone();
         c.service_name = service.service.clone();
         c.service_tags = service.tags.clone();
-        if ttl.is_some() {
-            c.check_type = "ttl".into();
-        }
+        let (ttl, probe) = match kind {
+            Some(Kind::Ttl(t)) => (Some(t), None),
+            // The first probe goes out at once.
+            Some(Kind::Probe(p)) => (None, Some((p, now))),
+            None => (None, None),
+        };
+        c.check_type = match (&ttl, &probe) {
+            (Some(_), _) => "ttl".into(),
+            (
+                _,
+                Some((
+                    Probe {
+                        target: Target::Http(_),
+                        ..
+                    },
+                    _,
+                )),
+            ) => "http".into(),
+            (
+                _,
+                Some((
+                    Probe {
+                        target: Target::Tcp(_),
+                        ..
+                    },
+                    _,
+                )),
+            ) => "tcp".into(),
+            _ => c.check_type,
+        };
         inner.checks.insert(
             c.check_id.clone(),
             LocalCheck {
                 check: c,
                 ttl,
                 expires: ttl.map(|t| now + t),
+                probe,
             },
         );
+    }
+
+    /// The probes due at `now`, each marked as run until its next interval.
+    fn due_probes(&self, now: Instant) -> Vec<(String, Probe)> {
+        let mut due = Vec::new();
+        for (id, c) in self.lock().checks.iter_mut() {
+            if let Some((p, next)) = &mut c.probe {
+                if *next <= now {
+                    *next = now + p.interval;
+                    due.push((id.clone(), p.clone()));
+                }
+            }
+        }
+        due
     }
 
     /// Removes a service and its checks.
@@ -149,7 +222,7 @@ impl LocalState {
     pub fn add_check(
         &self,
         mut check: Check,
-        ttl: Option<Duration>,
+        kind: Option<Kind>,
         now: Instant,
     ) -> Result<(), LocalError> {
         if check.check_id.is_empty() {
@@ -173,7 +246,7 @@ impl LocalState {
                     LocalError::Invalid(format!("ServiceID {:?} does not exist", check.service_id))
                 })?
         };
-        self.put_check(&mut inner, check, ttl, &service, now);
+        self.put_check(&mut inner, check, kind, &service, now);
         drop(inner);
         self.changed.notify_one();
         Ok(())
@@ -240,6 +313,93 @@ impl LocalState {
             .values()
             .map(|c| c.check.clone())
             .collect()
+    }
+}
+
+/// Most of a probe's answer kept as the check's output (Consul's 4 KiB).
+const MAX_OUTPUT: usize = 4096;
+
+/// Runs the HTTP and TCP checks of `local` until the agent stops, each
+/// every interval, each try bounded by its timeout.
+pub async fn run_probes<E: Env>(env: E, local: Arc<LocalState>) {
+    let mut running: Vec<crate::env::Task> = Vec::new();
+    loop {
+        running.retain(|t| !t.is_finished());
+        for (id, probe) in local.due_probes(env.now()) {
+            let (env2, local2) = (env.clone(), local.clone());
+            running.push(env.spawn(async move {
+                let (status, output) = probe_once(&env2, &probe).await;
+                // Deregistered meanwhile: nothing to update.
+                let _ = local2.update_check(&id, status, &output, env2.now());
+            }));
+        }
+        env.sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One try of `probe`: the check's new status and output.
+async fn probe_once<E: Env>(env: &E, probe: &Probe) -> (Health, String) {
+    use crate::api::client::{self, ClientError};
+    let cut = |s: &str| s.chars().take(MAX_OUTPUT).collect::<String>();
+    match &probe.target {
+        Target::Http(url) => {
+            let Some(rest) = url.strip_prefix("http://") else {
+                return (
+                    Health::Critical,
+                    format!("{url}: only http:// URLs are checked so far"),
+                );
+            };
+            let (host, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let attempt = async {
+                let addr = client::parse_addr(env, host).await?;
+                client::request(env, addr, "GET", path).await
+            };
+            match crate::env::timeout(env, probe.timeout, attempt).await {
+                Ok(Ok(body)) => (
+                    Health::Passing,
+                    format!(
+                        "HTTP GET {url}: 2xx Output: {}",
+                        cut(&String::from_utf8_lossy(&body))
+                    ),
+                ),
+                Ok(Err(ClientError::Status { status, body })) => (
+                    if status == 429 {
+                        Health::Warning
+                    } else {
+                        Health::Critical
+                    },
+                    format!("HTTP GET {url}: {status} Output: {}", cut(&body)),
+                ),
+                Ok(Err(e)) => (Health::Critical, format!("Get {url:?}: {e}")),
+                Err(_) => (
+                    Health::Critical,
+                    format!("Get {url:?}: timed out after {:?}", probe.timeout),
+                ),
+            }
+        }
+        Target::Tcp(target) => {
+            let attempt = async {
+                let (host, port) =
+                    super::split_host_port(target, 0).map_err(std::io::Error::other)?;
+                let addrs = env.resolve(&host, port).await?;
+                let addr = addrs
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("resolves to no address"))?;
+                env.connect_tcp(addr).await.map(drop)
+            };
+            match crate::env::timeout(env, probe.timeout, attempt).await {
+                Ok(Ok(())) => (Health::Passing, format!("TCP connect {target}: Success")),
+                Ok(Err(e)) => (Health::Critical, format!("dial tcp {target}: {e}")),
+                Err(_) => (
+                    Health::Critical,
+                    format!("dial tcp {target}: timed out after {:?}", probe.timeout),
+                ),
+            }
+        }
     }
 }
 
@@ -424,7 +584,7 @@ mod tests {
     fn services_bring_their_checks_and_take_them_away() {
         let l = LocalState::new("n1");
         let t0 = Instant::ZERO;
-        let ttl = (Check::default(), Some(Duration::from_secs(10)));
+        let ttl = (Check::default(), Some(Kind::Ttl(Duration::from_secs(10))));
         l.add_service(svc("", "web"), vec![ttl.clone(), ttl], t0)
             .unwrap();
         let checks = l.checks();
@@ -454,7 +614,8 @@ mod tests {
             check_id: "beat".into(),
             ..Check::default()
         };
-        l.add_check(c, Some(Duration::from_secs(5)), t0).unwrap();
+        l.add_check(c, Some(Kind::Ttl(Duration::from_secs(5))), t0)
+            .unwrap();
         l.update_check("beat", Health::Passing, "ok", t0).unwrap();
         assert!(!l.expire(t0 + Duration::from_secs(4)));
         l.update_check("beat", Health::Passing, "ok", t0 + Duration::from_secs(4))

@@ -147,6 +147,7 @@ impl<E: Env> Agent<E> {
             meta: config.node_meta.clone(),
             ..crate::state::Node::default()
         };
+        server_tasks.push(env.spawn(local::run_probes(env.clone(), local_state.clone())));
         server_tasks.push(env.spawn(local::anti_entropy(
             env.clone(),
             local_state.clone(),

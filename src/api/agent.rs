@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::kv::bad;
 use super::{ApiError, ApiState};
 use crate::agent::config::parse_duration;
+use crate::agent::local::{Kind, Probe, Target};
 use crate::agent::LocalError;
 use crate::env::Env;
 use crate::state::{Check, Health, Service};
@@ -101,25 +102,52 @@ struct CheckDef {
     #[serde(rename = "TCP")]
     tcp: Option<String>,
     args: Option<Vec<String>>,
+    interval: Option<String>,
+    timeout: Option<String>,
 }
 
 impl CheckDef {
-    /// The check and its TTL. Only TTL checks run in this agent so far;
-    /// a definition it cannot run is refused rather than left critical
-    /// for no reason anyone could see.
-    fn into_check(self) -> Result<(Check, Option<Duration>), ApiError> {
-        if self.http.is_some() || self.tcp.is_some() || self.args.is_some() {
-            return Err(bad(
-                "HTTP, TCP and script checks are not run by this agent yet; use a TTL check",
-            ));
+    /// The check and how it is kept up to date.
+    fn into_check(self) -> Result<(Check, Option<Kind>), ApiError> {
+        let dur = |what: &str, v: &str| {
+            parse_duration(v).map_err(|e| bad(format!("Invalid {what}: {e}")))
+        };
+        if self.args.is_some() {
+            return Err(bad("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true"));
         }
-        let ttl = match &self.ttl {
-            Some(t) => Some(parse_duration(t).map_err(|e| bad(format!("Invalid TTL: {e}")))?),
-            None => {
+        let target = match (self.http.clone(), self.tcp.clone()) {
+            (Some(url), None) => Some(Target::Http(url)),
+            (None, Some(addr)) => Some(Target::Tcp(addr)),
+            (None, None) => None,
+            (Some(_), Some(_)) => return Err(bad("a check is HTTP or TCP, not both")),
+        };
+        let no_interval = || bad("Interval must be > 0 for Script, HTTP, or TCP checks");
+        let kind = match (&self.ttl, target) {
+            (Some(t), None) => Kind::Ttl(dur("TTL", t)?),
+            (None, Some(target)) => {
+                let interval = dur(
+                    "Interval",
+                    self.interval.as_deref().ok_or_else(no_interval)?,
+                )?;
+                if interval.is_zero() {
+                    return Err(no_interval());
+                }
+                let timeout = match &self.timeout {
+                    Some(t) => dur("Timeout", t)?,
+                    None => Duration::from_secs(10),
+                };
+                Kind::Probe(Probe {
+                    target,
+                    interval,
+                    timeout,
+                })
+            }
+            (None, None) => {
                 return Err(bad(
-                    "a check needs a TTL (the only kind this agent runs yet)",
+                    "a check needs a TTL, or an HTTP or TCP target with an Interval",
                 ))
             }
+            (Some(_), Some(_)) => return Err(bad("a TTL check has no HTTP or TCP target")),
         };
         Ok((
             Check {
@@ -130,7 +158,7 @@ impl CheckDef {
                 service_id: self.service_id,
                 ..Check::default()
             },
-            ttl,
+            Some(kind),
         ))
     }
 }
@@ -193,8 +221,8 @@ pub async fn register_check<E: Env>(
     body: Bytes,
 ) -> Result<(), ApiError> {
     let d: CheckDef = super::decode::body(&body)?;
-    let (check, ttl) = d.into_check()?;
-    Ok(s.local.add_check(check, ttl, s.env.now())?)
+    let (check, kind) = d.into_check()?;
+    Ok(s.local.add_check(check, kind, s.env.now())?)
 }
 
 /// `PUT /v1/agent/check/deregister/<id>`.
