@@ -255,6 +255,70 @@ fn http_and_tcp_checks_probe_and_a_failing_one_hides_its_instance() {
     assert_eq!(db["Status"], "critical");
     assert!(db["Output"].as_str().unwrap().contains("dial tcp"), "{db}");
 
+    // Maintenance: the service, then the whole node, leave healthy answers.
+    code.store(200, Ordering::SeqCst);
+    wait_for(Duration::from_secs(10), "api passing again", || {
+        (passing(&a) == 1).then_some(())
+    });
+    let (st, _) = http(
+        &a.http,
+        "PUT",
+        "/v1/agent/service/maintenance/api?enable=true&reason=upgrade",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(st, 200);
+    wait_for(Duration::from_secs(10), "api in maintenance", || {
+        (passing(&a) == 0).then_some(())
+    });
+    let m = &json_of(&a, "/v1/agent/checks")["_service_maintenance:api"];
+    assert_eq!(
+        (m["Status"].as_str(), m["Notes"].as_str()),
+        (Some("critical"), Some("upgrade"))
+    );
+    assert_eq!(
+        http(
+            &a.http,
+            "PUT",
+            "/v1/agent/service/maintenance/api?enable=false",
+            b""
+        )
+        .unwrap()
+        .0,
+        200
+    );
+    wait_for(Duration::from_secs(10), "api back", || {
+        (passing(&a) == 1).then_some(())
+    });
+    assert_eq!(
+        http(&a.http, "PUT", "/v1/agent/maintenance?enable=true", b"")
+            .unwrap()
+            .0,
+        200
+    );
+    wait_for(Duration::from_secs(10), "the node in maintenance", || {
+        (passing(&a) == 0).then_some(())
+    });
+    assert_eq!(
+        http(&a.http, "PUT", "/v1/agent/maintenance?enable=false", b"")
+            .unwrap()
+            .0,
+        200
+    );
+    wait_for(Duration::from_secs(10), "the node back", || {
+        (passing(&a) == 1).then_some(())
+    });
+    let (st, msg) = http(&a.http, "PUT", "/v1/agent/maintenance", b"").unwrap();
+    assert_eq!((st, msg.as_str()), (400, "Missing value for enable"));
+    let (st, _) = http(
+        &a.http,
+        "PUT",
+        "/v1/agent/service/maintenance/nope?enable=true",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(st, 404);
+
     // Definitions the agent cannot run are refused, saying why.
     for (body, want) in [
         (

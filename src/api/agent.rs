@@ -272,3 +272,79 @@ pub async fn update_check<E: Env>(
     };
     Ok(s.local.update_check(&id, status, &u.output, s.env.now())?)
 }
+
+/// `?enable=true|false` of the maintenance endpoints.
+fn enable_param(params: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match params.get("enable").map(String::as_str) {
+        None | Some("") => Err(bad("Missing value for enable")),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(bad(format!("Invalid value for enable: {v:?}"))),
+    }
+}
+
+/// Puts a maintenance check in place (critical, so the node or service
+/// drops out of healthy answers), or takes it away.
+fn maintenance<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    check_id: String,
+    name: &str,
+    service_id: &str,
+    default_reason: &str,
+) -> Result<(), ApiError> {
+    if !enable_param(params)? {
+        // Leaving maintenance that was never entered is no error.
+        let _ = s.local.remove_check(&check_id);
+        return Ok(());
+    }
+    let notes = params
+        .get("reason")
+        .filter(|r| !r.is_empty())
+        .cloned()
+        .unwrap_or_else(|| default_reason.to_owned());
+    let check = Check {
+        check_id,
+        name: name.into(),
+        notes,
+        status: Health::Critical,
+        service_id: service_id.into(),
+        check_type: "maintenance".into(),
+        ..Check::default()
+    };
+    Ok(s.local.add_check(check, None, s.env.now())?)
+}
+
+/// `PUT /v1/agent/maintenance?enable=...&reason=...`.
+pub async fn node_maintenance<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<(), ApiError> {
+    maintenance(
+        &s,
+        &params,
+        "_node_maintenance".into(),
+        "Node Maintenance Mode",
+        "",
+        "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.",
+    )
+}
+
+/// `PUT /v1/agent/service/maintenance/<id>?enable=...&reason=...`.
+pub async fn service_maintenance<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<(), ApiError> {
+    if !s.local.services().iter().any(|v| v.id == id) {
+        return Err(LocalError::UnknownService(id).into());
+    }
+    maintenance(
+        &s,
+        &params,
+        format!("_service_maintenance:{id}"),
+        "Service Maintenance Mode",
+        &id,
+        "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.",
+    )
+}

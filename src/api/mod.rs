@@ -79,6 +79,11 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
             put(agent::deregister_service::<E>),
         )
         .route("/v1/agent/check/register", put(agent::register_check::<E>))
+        .route("/v1/agent/maintenance", put(agent::node_maintenance::<E>))
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(agent::service_maintenance::<E>),
+        )
         .route(
             "/v1/agent/check/deregister/{id}",
             put(agent::deregister_check::<E>),
