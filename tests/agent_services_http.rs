@@ -29,12 +29,7 @@ fn wait_health(a: &Agent, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
 #[test]
 fn a_client_agents_services_and_ttl_checks_reach_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Agent::start(
-        dir.path(),
-        "srv",
-        FAST_GOSSIP,
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
+    let s = Agent::solo_server(dir.path(), "srv");
     let c = Agent::start(
         dir.path(),
         "cli",
@@ -190,12 +185,7 @@ fn health_endpoint(code: std::sync::Arc<std::sync::atomic::AtomicU16>) -> u16 {
 fn http_and_tcp_checks_probe_and_a_failing_one_hides_its_instance() {
     use std::sync::atomic::{AtomicU16, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::start(
-        dir.path(),
-        "solo",
-        FAST_GOSSIP,
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
+    let a = Agent::solo_server(dir.path(), "solo");
     wait_for(Duration::from_secs(15), "the agent's HTTP API", || {
         http(&a.http, "GET", "/v1/agent/self", b"")
             .ok()

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 #[path = "common/process.rs"]
 mod process;
-use process::{http, http_get, wait_for, Agent, FAST_GOSSIP};
+use process::{http, http_get, wait_for, Agent};
 
 fn get_json(a: &Agent, path: &str) -> Value {
     serde_json::from_str(&http_get(&a.http, path)).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -35,12 +35,7 @@ fn index_of(a: &Agent, path: &str) -> u64 {
 #[test]
 fn catalog_and_health_endpoints_answer_like_consul() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::start(
-        dir.path(),
-        "solo",
-        FAST_GOSSIP,
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
+    let a = Agent::solo_server(dir.path(), "solo");
     // The leader registers its own agent with a passing serfHealth.
     wait_for(Duration::from_secs(20), "the agent in its catalog", || {
         let (s, body) = http(&a.http, "GET", "/v1/health/node/solo", b"").ok()?;

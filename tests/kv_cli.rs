@@ -2,11 +2,10 @@
 //! messages and exit codes.
 
 use std::process::Command;
-use std::time::Duration;
 
 #[path = "common/process.rs"]
 mod process;
-use process::{http, wait_for, Agent, CAIRN, FAST_GOSSIP};
+use process::{Agent, CAIRN};
 
 fn kv(a: &Agent, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(CAIRN)
@@ -25,16 +24,7 @@ fn kv(a: &Agent, args: &[&str]) -> (bool, String, String) {
 #[test]
 fn kv_commands_read_and_write_through_the_agent() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::start(
-        dir.path(),
-        "solo",
-        FAST_GOSSIP,
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
-    wait_for(Duration::from_secs(20), "a leader", || {
-        let (s, body) = http(&a.http, "GET", "/v1/status/leader", b"").ok()?;
-        (s == 200 && body.len() > 2).then_some(())
-    });
+    let a = Agent::solo_server(dir.path(), "solo");
     let (ok, out, err) = kv(&a, &["put", "app/greeting", "hello world"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "Success! Data written to: app/greeting");

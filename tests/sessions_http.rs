@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 #[path = "common/process.rs"]
 mod process;
-use process::{http, http_get, wait_for, Agent, FAST_GOSSIP};
+use process::{http, http_get, wait_for, Agent};
 
 fn json_of(a: &Agent, path: &str) -> Value {
     serde_json::from_str(&http_get(&a.http, path)).unwrap()
@@ -26,12 +26,7 @@ fn create(a: &Agent, body: &Value) -> std::io::Result<(u16, String)> {
 #[test]
 fn sessions_hold_locks_until_destroyed_or_timed_out() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::start(
-        dir.path(),
-        "solo",
-        FAST_GOSSIP,
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
+    let a = Agent::solo_server(dir.path(), "solo");
     // A session needs its node's serfHealth, which the leader registers.
     let id = wait_for(Duration::from_secs(20), "a session", || {
         let (s, body) = create(&a, &json!({"Name": "lock-holder"})).ok()?;

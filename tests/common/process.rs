@@ -77,6 +77,22 @@ impl Agent {
         a
     }
 
+    /// A server of its own (`-bootstrap-expect=1`), returned once its HTTP
+    /// API answers and it leads.
+    pub fn solo_server(dir: &Path, name: &str) -> Agent {
+        let a = Agent::start(
+            dir,
+            name,
+            FAST_GOSSIP,
+            &["-server".into(), "-bootstrap-expect=1".into()],
+        );
+        wait_for(Duration::from_secs(20), "a leader", || {
+            let (s, body) = http(&a.http, "GET", "/v1/status/leader", b"").ok()?;
+            (s == 200 && body.len() > 2).then_some(())
+        });
+        a
+    }
+
     /// Starts the process again (after [`kill`](Self::kill)).
     pub fn restart(&mut self) {
         let log = std::fs::OpenOptions::new()
