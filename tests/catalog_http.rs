@@ -44,6 +44,22 @@ fn catalog_and_health_endpoints_answer_like_consul() {
             .then_some(())
     });
     assert_eq!(get_json(&a, "/v1/catalog/datacenters"), json!(["dc1"]));
+    // The common parameters: ?pretty indents, ?dc names this datacenter.
+    let pretty = http_get(&a.http, "/v1/catalog/datacenters?pretty");
+    assert_eq!(pretty, "[\n  \"dc1\"\n]\n");
+    assert_eq!(get_json(&a, "/v1/catalog/nodes?dc=dc1")[0]["Node"], "solo");
+    let (status, msg) = http(&a.http, "GET", "/v1/catalog/nodes?dc=mars", b"").unwrap();
+    assert_eq!(
+        (status, msg.as_str()),
+        (500, "No path to datacenter \"mars\"")
+    );
+    assert_eq!(get_json(&a, "/v1/coordinate/node/solo")[0]["Node"], "solo");
+    assert_eq!(
+        http(&a.http, "GET", "/v1/coordinate/node/nope", b"")
+            .unwrap()
+            .0,
+        404
+    );
     let nodes = get_json(&a, "/v1/catalog/nodes");
     assert_eq!(nodes[0]["Node"], "solo");
     assert_eq!(nodes[0]["Address"], "127.0.0.1");

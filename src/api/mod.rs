@@ -121,8 +121,67 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/session/renew/{id}", put(session::renew::<E>))
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
+        .route("/v1/coordinate/node/{name}", get(coordinate_node::<E>))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            common_params::<E>,
+        ))
         .with_state(state)
+}
+
+/// The parameters every endpoint takes: `?dc` (only this agent's own
+/// datacenter until datacenters federate; Consul's error otherwise) and
+/// `?pretty` (indented JSON).
+async fn common_params<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| v.to_owned())
+        })
+    };
+    if let Some(dc) = param("dc").filter(|d| !d.is_empty()) {
+        if dc != s.info.datacenter {
+            return ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("No path to datacenter {dc:?}"),
+            )
+            .into_response();
+        }
+    }
+    let pretty = param("pretty").is_some();
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !pretty || !is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response too large".into(),
+        )
+        .into_response();
+    };
+    let text = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| serde_json::to_vec_pretty(&v).ok())
+        .map(|mut t| {
+            t.push(b'\n');
+            t
+        })
+        .unwrap_or_else(|| bytes.to_vec());
+    let mut parts = parts;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 /// Binds `addr` through `env` and serves the API; returns the bound address
@@ -337,6 +396,29 @@ async fn agent_self<E: Env>(
 /// The LAN coordinates this agent has learned, its own included. (With
 /// servers, Consul answers this from the catalog; a cairn agent answers from
 /// what gossip told it until then.)
+/// `GET /v1/coordinate/node/<n>`: the node's coordinate, in a list of
+/// one, as Consul; 404 when the node has none.
+async fn coordinate_node<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<ApiNodeCoord>>, ApiError> {
+    let coords = s.gossip.coordinates().await.map_err(internal)?;
+    let local = (name == s.info.node_name).then_some(coords.local).flatten();
+    let c = local
+        .or_else(|| coords.members.get(&name).cloned())
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("No coordinate for node {name:?}"),
+            )
+        })?;
+    Ok(Json(vec![ApiNodeCoord {
+        node: name,
+        segment: String::new(),
+        coord: ApiCoord::from(&c),
+    }]))
+}
+
 async fn coordinate_nodes<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
 ) -> Result<Json<Vec<ApiNodeCoord>>, ApiError> {
