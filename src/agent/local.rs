@@ -32,6 +32,32 @@ pub struct LocalCheck {
     pub expires: Option<Instant>,
     /// For HTTP and TCP checks: what the agent probes, and when next.
     pub probe: Option<(Probe, Instant)>,
+    /// Remove the check's service once it has been critical this long.
+    pub deregister_after: Option<Duration>,
+    /// Since when it has been critical.
+    pub critical_since: Option<Instant>,
+}
+
+/// A check to register.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCheck {
+    /// The check.
+    pub check: Check,
+    /// How it is kept up to date (`None`: only through updates).
+    pub kind: Option<Kind>,
+    /// Consul's `DeregisterCriticalServiceAfter`.
+    pub deregister_after: Option<Duration>,
+}
+
+impl NewCheck {
+    /// A check of `kind` and nothing more.
+    pub fn new(check: Check, kind: Option<Kind>) -> Self {
+        NewCheck {
+            check,
+            kind,
+            deregister_after: None,
+        }
+    }
 }
 
 /// What an HTTP or TCP check does, and how often.
@@ -110,7 +136,7 @@ impl LocalState {
     pub fn add_service(
         &self,
         mut service: Service,
-        checks: Vec<(Check, Option<Kind>)>,
+        checks: Vec<NewCheck>,
         now: Instant,
     ) -> Result<(), LocalError> {
         if service.service.is_empty() {
@@ -120,7 +146,8 @@ impl LocalState {
             service.id = service.service.clone();
         }
         let mut inner = self.lock();
-        for (i, (mut c, kind)) in checks.into_iter().enumerate() {
+        for (i, mut spec) in checks.into_iter().enumerate() {
+            let c = &mut spec.check;
             if c.check_id.is_empty() {
                 c.check_id = if i == 0 {
                     format!("service:{}", service.id)
@@ -132,7 +159,7 @@ impl LocalState {
                 c.name = format!("Service '{}' check", service.service);
             }
             c.service_id = service.id.clone();
-            self.put_check(&mut inner, c, kind, &service, now);
+            self.put_check(&mut inner, spec, &service, now);
         }
         inner.services.insert(service.id.clone(), service);
         drop(inner);
@@ -140,47 +167,26 @@ impl LocalState {
         Ok(())
     }
 
-    fn put_check(
-        &self,
-        inner: &mut Inner,
-        mut c: Check,
-        kind: Option<Kind>,
-        service: &Service,
-        now: Instant,
-    ) {
+    fn put_check(&self, inner: &mut Inner, spec: NewCheck, service: &Service, now: Instant) {
+        let mut c = spec.check;
         c.node = self.node.clone();
         c.service_name = service.service.clone();
         c.service_tags = service.tags.clone();
-        let (ttl, probe) = match kind {
+        c.check_type = match &spec.kind {
+            Some(Kind::Ttl(_)) => "ttl".into(),
+            Some(Kind::Probe(p)) => match p.target {
+                Target::Http(_) => "http".into(),
+                Target::Tcp(_) => "tcp".into(),
+            },
+            None => c.check_type,
+        };
+        let (ttl, probe) = match spec.kind {
             Some(Kind::Ttl(t)) => (Some(t), None),
             // The first probe goes out at once.
             Some(Kind::Probe(p)) => (None, Some((p, now))),
             None => (None, None),
         };
-        c.check_type = match (&ttl, &probe) {
-            (Some(_), _) => "ttl".into(),
-            (
-                _,
-                Some((
-                    Probe {
-                        target: Target::Http(_),
-                        ..
-                    },
-                    _,
-                )),
-            ) => "http".into(),
-            (
-                _,
-                Some((
-                    Probe {
-                        target: Target::Tcp(_),
-                        ..
-                    },
-                    _,
-                )),
-            ) => "tcp".into(),
-            _ => c.check_type,
-        };
+        let critical_since = (c.status == Health::Critical).then_some(now);
         inner.checks.insert(
             c.check_id.clone(),
             LocalCheck {
@@ -188,6 +194,8 @@ impl LocalState {
                 ttl,
                 expires: ttl.map(|t| now + t),
                 probe,
+                deregister_after: spec.deregister_after,
+                critical_since,
             },
         );
     }
@@ -219,12 +227,12 @@ impl LocalState {
     }
 
     /// Adds or replaces a check (of the node, or of a local service).
-    pub fn add_check(
-        &self,
-        mut check: Check,
-        kind: Option<Kind>,
-        now: Instant,
-    ) -> Result<(), LocalError> {
+    pub fn add_check(&self, spec: NewCheck, now: Instant) -> Result<(), LocalError> {
+        let NewCheck {
+            mut check,
+            kind,
+            deregister_after,
+        } = spec;
         if check.check_id.is_empty() {
             check.check_id = check.name.clone();
         }
@@ -246,7 +254,12 @@ impl LocalState {
                     LocalError::Invalid(format!("ServiceID {:?} does not exist", check.service_id))
                 })?
         };
-        self.put_check(&mut inner, check, kind, &service, now);
+        let spec = NewCheck {
+            check,
+            kind,
+            deregister_after,
+        };
+        self.put_check(&mut inner, spec, &service, now);
         drop(inner);
         self.changed.notify_one();
         Ok(())
@@ -280,6 +293,11 @@ impl LocalState {
         }
         c.check.status = status;
         c.check.output = output.to_owned();
+        c.critical_since = match (status, c.critical_since) {
+            (Health::Critical, None) => Some(now),
+            (Health::Critical, since) => since,
+            _ => None,
+        };
         drop(inner);
         self.changed.notify_one();
         Ok(())
@@ -292,6 +310,7 @@ impl LocalState {
             if c.expires.is_some_and(|t| t <= now) && c.check.status != Health::Critical {
                 c.check.status = Health::Critical;
                 c.check.output = "TTL expired".into();
+                c.critical_since = Some(now);
                 expired = true;
             }
         }
@@ -299,6 +318,27 @@ impl LocalState {
             self.changed.notify_one();
         }
         expired
+    }
+
+    /// Removes the services with a check that has been critical for longer
+    /// than its `deregister_after`; their IDs.
+    pub fn reap_critical(&self, now: Instant) -> Vec<String> {
+        let doomed: Vec<String> = self
+            .lock()
+            .checks
+            .values()
+            .filter(|c| !c.check.service_id.is_empty())
+            .filter(|c| match (c.deregister_after, c.critical_since) {
+                (Some(after), Some(since)) => now.saturating_duration_since(since) >= after,
+                _ => false,
+            })
+            .map(|c| c.check.service_id.clone())
+            .collect();
+        for id in &doomed {
+            tracing::info!(service = %id, "deregistering a service critical for too long");
+            let _ = self.remove_service(id);
+        }
+        doomed
     }
 
     /// Every local service, by ID.
@@ -428,6 +468,7 @@ pub async fn anti_entropy<E: Env>(
     let mut dirty = true;
     loop {
         local.expire(env.now());
+        local.reap_critical(env.now());
         if dirty || env.now() >= next_full {
             match sync_once(&local, &node, &servers).await {
                 Ok(()) => {
@@ -584,7 +625,7 @@ mod tests {
     fn services_bring_their_checks_and_take_them_away() {
         let l = LocalState::new("n1");
         let t0 = Instant::ZERO;
-        let ttl = (Check::default(), Some(Kind::Ttl(Duration::from_secs(10))));
+        let ttl = NewCheck::new(Check::default(), Some(Kind::Ttl(Duration::from_secs(10))));
         l.add_service(svc("", "web"), vec![ttl.clone(), ttl], t0)
             .unwrap();
         let checks = l.checks();
@@ -614,8 +655,11 @@ mod tests {
             check_id: "beat".into(),
             ..Check::default()
         };
-        l.add_check(c, Some(Kind::Ttl(Duration::from_secs(5))), t0)
-            .unwrap();
+        l.add_check(
+            NewCheck::new(c, Some(Kind::Ttl(Duration::from_secs(5)))),
+            t0,
+        )
+        .unwrap();
         l.update_check("beat", Health::Passing, "ok", t0).unwrap();
         assert!(!l.expire(t0 + Duration::from_secs(4)));
         l.update_check("beat", Health::Passing, "ok", t0 + Duration::from_secs(4))
@@ -637,9 +681,32 @@ mod tests {
             ..Check::default()
         };
         assert!(matches!(
-            l.add_check(orphan, None, t0),
+            l.add_check(NewCheck::new(orphan, None), t0),
             Err(LocalError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_service_critical_for_too_long_is_deregistered() {
+        let l = LocalState::new("n1");
+        let t0 = Instant::ZERO;
+        let check = NewCheck {
+            deregister_after: Some(Duration::from_secs(60)),
+            ..NewCheck::new(Check::default(), Some(Kind::Ttl(Duration::from_secs(10))))
+        };
+        l.add_service(svc("web", "web"), vec![check], t0).unwrap();
+        // Critical from the start; passing at 30 s resets the clock.
+        l.update_check(
+            "service:web",
+            Health::Passing,
+            "",
+            t0 + Duration::from_secs(30),
+        )
+        .unwrap();
+        assert!(l.expire(t0 + Duration::from_secs(40)));
+        assert!(l.reap_critical(t0 + Duration::from_secs(99)).is_empty());
+        assert_eq!(l.reap_critical(t0 + Duration::from_secs(100)), ["web"]);
+        assert!(l.services().is_empty() && l.checks().is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::kv::bad;
 use super::{ApiError, ApiState};
 use crate::agent::config::parse_duration;
-use crate::agent::local::{Kind, Probe, Target};
+use crate::agent::local::{Kind, NewCheck, Probe, Target};
 use crate::agent::LocalError;
 use crate::env::Env;
 use crate::state::{Check, Health, Service};
@@ -104,11 +104,12 @@ struct CheckDef {
     args: Option<Vec<String>>,
     interval: Option<String>,
     timeout: Option<String>,
+    deregister_critical_service_after: Option<String>,
 }
 
 impl CheckDef {
     /// The check and how it is kept up to date.
-    fn into_check(self) -> Result<(Check, Option<Kind>), ApiError> {
+    fn into_check(self) -> Result<NewCheck, ApiError> {
         let dur = |what: &str, v: &str| {
             parse_duration(v).map_err(|e| bad(format!("Invalid {what}: {e}")))
         };
@@ -149,8 +150,15 @@ impl CheckDef {
             }
             (Some(_), Some(_)) => return Err(bad("a TTL check has no HTTP or TCP target")),
         };
-        Ok((
-            Check {
+        let deregister_after = self
+            .deregister_critical_service_after
+            .as_deref()
+            .map(|d| dur("DeregisterCriticalServiceAfter", d))
+            .transpose()?
+            // Consul's floor: the reaper looks no more often than this.
+            .map(|d| d.max(Duration::from_secs(60)));
+        Ok(NewCheck {
+            check: Check {
                 check_id: self.id,
                 name: self.name,
                 notes: self.notes,
@@ -158,8 +166,9 @@ impl CheckDef {
                 service_id: self.service_id,
                 ..Check::default()
             },
-            Some(kind),
-        ))
+            kind: Some(kind),
+            deregister_after,
+        })
     }
 }
 
@@ -221,8 +230,13 @@ pub async fn register_check<E: Env>(
     body: Bytes,
 ) -> Result<(), ApiError> {
     let d: CheckDef = super::decode::body(&body)?;
-    let (check, kind) = d.into_check()?;
-    Ok(s.local.add_check(check, kind, s.env.now())?)
+    let check = d.into_check()?;
+    if check.deregister_after.is_some() && check.check.service_id.is_empty() {
+        return Err(bad(
+            "DeregisterCriticalServiceAfter applies to service checks only",
+        ));
+    }
+    Ok(s.local.add_check(check, s.env.now())?)
 }
 
 /// `PUT /v1/agent/check/deregister/<id>`.
@@ -312,7 +326,7 @@ fn maintenance<E: Env>(
         check_type: "maintenance".into(),
         ..Check::default()
     };
-    Ok(s.local.add_check(check, None, s.env.now())?)
+    Ok(s.local.add_check(NewCheck::new(check, None), s.env.now())?)
 }
 
 /// `PUT /v1/agent/maintenance?enable=...&reason=...`.

@@ -20,6 +20,7 @@ const FIELDS: &[&str] = &[
     "CheckID",
     "Checks",
     "Datacenter",
+    "DeregisterCriticalServiceAfter",
     "EnableTagOverride",
     "HTTP",
     "ID",
