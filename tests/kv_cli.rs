@@ -1,15 +1,19 @@
-//! `cairn kv get|put|delete` against a real agent, with Consul's flags,
-//! messages and exit codes.
+//! `cairn kv get|put|delete` and `cairn catalog ...` against a real agent,
+//! with Consul's flags, messages and exit codes.
 
 use std::process::Command;
 
 #[path = "common/process.rs"]
 mod process;
-use process::{Agent, CAIRN};
+use process::{http, Agent, CAIRN};
 
 fn kv(a: &Agent, args: &[&str]) -> (bool, String, String) {
+    run(a, "kv", args)
+}
+
+fn run(a: &Agent, cmd: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(CAIRN)
-        .arg("kv")
+        .arg(cmd)
         .args(args)
         .env("CAIRN_HTTP_ADDR", format!("http://{}", a.http))
         .output()
@@ -67,4 +71,30 @@ fn kv_commands_read_and_write_through_the_agent() {
     let (ok, _, err) = kv(&a, &["put", "app/x", "@/no/such/file"]);
     assert!(!ok);
     assert!(err.contains("cannot read /no/such/file"), "{err}");
+}
+
+#[test]
+fn catalog_commands_list_what_the_catalog_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::solo_server(dir.path(), "solo");
+    let reg = r#"{"Node": "ext", "Address": "10.0.0.9", "Service": {"Service": "web", "Tags": ["v2", "blue"], "Port": 80}}"#;
+    let (status, _) = http(&a.http, "PUT", "/v1/catalog/register", reg.as_bytes()).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(run(&a, "catalog", &["datacenters"]).1, "dc1\n");
+    let (ok, nodes, err) = run(&a, "catalog", &["nodes"]);
+    assert!(ok, "{err}");
+    assert!(nodes.starts_with("Node"), "{nodes}");
+    assert!(
+        nodes
+            .lines()
+            .any(|l| l.starts_with("ext ") && l.contains("10.0.0.9")),
+        "{nodes}"
+    );
+    let web = run(&a, "catalog", &["nodes", "-service=web"]).1;
+    assert_eq!(web.lines().count(), 2, "{web}");
+    assert_eq!(run(&a, "catalog", &["services"]).1, "web\n");
+    let tags = run(&a, "catalog", &["services", "-tags", "-node=ext"]).1;
+    assert_eq!(tags.trim(), "web  blue,v2");
+    let (ok, _, err) = run(&a, "catalog", &["nodes", "-service=nope"]);
+    assert!(!ok && err.contains("No nodes match"), "{err}");
 }

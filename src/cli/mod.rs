@@ -4,6 +4,7 @@
 //! (`-node=a`, `-dev`) is accepted as well as `--node=a`, so scripts written
 //! for `consul` run unchanged.
 
+mod catalog;
 mod kv;
 mod members;
 
@@ -40,6 +41,8 @@ enum Cmd {
     Rtt(RttArgs),
     /// Read and write the KV store: get, put, delete.
     Kv(kv::KvArgs),
+    /// List datacenters, nodes and services in the catalog.
+    Catalog(catalog::CatalogArgs),
     /// Print the version.
     Version,
 }
@@ -245,6 +248,7 @@ pub fn main() -> ExitCode {
             Cmd::Leave(h) => run_leave(h).await,
             Cmd::Rtt(r) => run_rtt(r).await,
             Cmd::Kv(k) => kv::run(k).await,
+            Cmd::Catalog(c) => catalog::run(c).await,
             Cmd::Version => {
                 println!("cairn v{VERSION}");
                 Ok(())
