@@ -258,7 +258,7 @@ fn forget_stopped(state: &mut BTreeMap<&str, (u64, Option<&str>)>, action: &Acti
 
 /// Whether `action` takes `leader` away from a majority of its servers.
 fn leader_lost(action: &Action, leader: &str, servers: &[&str], majority: usize) -> bool {
-    let has = |set: &[String]| set.iter().any(|x| x == leader);
+    let has = |set: &[String]| has_name(set, leader);
     let reachable = |cut: &[String]| servers.iter().filter(|s| !has_name(cut, s)).count();
     match action {
         Action::Crash(set) | Action::Leave(set) => has(set),

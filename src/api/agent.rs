@@ -33,7 +33,7 @@ impl From<LocalError> for ApiError {
 /// A service as `/v1/agent/services` lists it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct AgentService {
+pub struct AgentService {
     #[serde(rename = "ID")]
     id: String,
     service: String,
@@ -49,7 +49,7 @@ struct AgentService {
 /// `GET /v1/agent/services`: this agent's services by ID.
 pub async fn services<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
-) -> Json<BTreeMap<String, serde_json::Value>> {
+) -> Json<BTreeMap<String, AgentService>> {
     let out = s
         .local
         .services()
@@ -66,7 +66,7 @@ pub async fn services<E: Env>(
                 datacenter: s.info.datacenter.clone(),
                 kind: v.kind,
             };
-            (v.id, serde_json::to_value(a).unwrap_or_default())
+            (v.id, a)
         })
         .collect();
     Json(out)

@@ -11,27 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::kv::{answer_of, bad, meta_headers, read_of};
+use super::kv::{bad, read, unexpected, write_cmd};
 use super::{ApiError, ApiState};
 use crate::env::Env;
-use crate::server::{Answer, ClientRequest, Instance, Query};
+use crate::server::{Answer, Instance, Query};
 use crate::state::{Check, Command, Health, Node, Service};
-
-/// Runs a read of `query` with the request's parameters; the answer and
-/// Consul's metadata headers.
-async fn read<E: Env>(
-    s: &ApiState<E>,
-    params: &HashMap<String, String>,
-    query: Query,
-) -> Result<(axum::http::HeaderMap, Answer), ApiError> {
-    let read = read_of(params, query)?;
-    let reply = s.servers.call(ClientRequest::Read { read, hops: 0 }).await;
-    Ok((meta_headers(&reply), answer_of(&reply)?))
-}
-
-fn unexpected(a: Answer) -> ApiError {
-    super::internal(format!("unexpected answer {a:?}"))
-}
 
 /// `GET /v1/catalog/datacenters`: the datacenters this agent knows (its
 /// own, until datacenters federate).
@@ -221,22 +205,6 @@ struct RegisterBody {
     checks: Vec<Check>,
 }
 
-/// Writes `cmd` through the servers; `true` as Consul answers.
-async fn write<E: Env>(s: &ApiState<E>, cmd: Command) -> Result<Json<bool>, ApiError> {
-    let reply = s
-        .servers
-        .call(ClientRequest::Write {
-            cmd: Box::new(cmd),
-            hops: 0,
-        })
-        .await;
-    match reply.answer {
-        Ok(Answer::Written(ok)) => Ok(Json(ok)),
-        Ok(a) => Err(unexpected(a)),
-        Err(e) => Err(super::internal(e)),
-    }
-}
-
 /// `PUT /v1/catalog/register`.
 pub async fn register<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
@@ -281,7 +249,7 @@ pub async fn register<E: Env>(
             c
         })
         .collect();
-    write(
+    write_cmd(
         &s,
         Command::Register {
             node,
@@ -290,6 +258,7 @@ pub async fn register<E: Env>(
         },
     )
     .await
+    .map(Json)
 }
 
 /// `PUT /v1/catalog/deregister`'s body.
@@ -313,7 +282,7 @@ pub async fn deregister<E: Env>(
         return Err(bad("Must provide node"));
     }
     let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
-    write(
+    write_cmd(
         &s,
         Command::Deregister {
             node: b.node,
@@ -322,6 +291,7 @@ pub async fn deregister<E: Env>(
         },
     )
     .await
+    .map(Json)
 }
 
 async fn checks<E: Env>(

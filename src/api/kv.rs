@@ -139,6 +139,38 @@ pub(super) fn answer_of(r: &ClientReply) -> Result<Answer, ApiError> {
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
+/// An answer of the wrong kind: a bug between agent and server.
+pub(super) fn unexpected(a: Answer) -> ApiError {
+    super::internal(format!("unexpected answer {a:?}"))
+}
+
+/// Runs a read of `query` with the request's parameters (`?stale`,
+/// `?index`, ...); Consul's metadata headers and the answer.
+pub(super) async fn read<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    query: Query,
+) -> Result<(HeaderMap, Answer), ApiError> {
+    let read = read_of(params, query)?;
+    let reply = s.servers.call(ClientRequest::Read { read, hops: 0 }).await;
+    Ok((meta_headers(&reply), answer_of(&reply)?))
+}
+
+/// Writes `cmd` through the servers; whether it took effect.
+pub(super) async fn write_cmd<E: Env>(s: &ApiState<E>, cmd: Command) -> Result<bool, ApiError> {
+    let reply = s
+        .servers
+        .call(ClientRequest::Write {
+            cmd: Box::new(cmd),
+            hops: 0,
+        })
+        .await;
+    match answer_of(&reply)? {
+        Answer::Written(ok) => Ok(ok),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// `GET /v1/kv/<key>` (`?recurse`, `?keys`, `?raw`, blocking).
 pub async fn get<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
@@ -151,13 +183,11 @@ pub async fn get<E: Env>(
     } else {
         Query::Kv(key.clone())
     };
-    let read = read_of(&params, query)?;
-    let reply = s.servers.call(ClientRequest::Read { read, hops: 0 }).await;
-    let headers = meta_headers(&reply);
-    let entries: Vec<KvEntry> = match answer_of(&reply)? {
+    let (headers, answer) = read(&s, &params, query).await?;
+    let entries: Vec<KvEntry> = match answer {
         Answer::Kv(e) => e.into_iter().collect(),
         Answer::KvList(v) => v,
-        other => return Err(super::internal(format!("unexpected answer {other:?}"))),
+        other => return Err(unexpected(other)),
     };
     if entries.is_empty() {
         return Ok((StatusCode::NOT_FOUND, headers).into_response());
@@ -261,24 +291,14 @@ async fn write<E: Env>(
         value,
         flags,
     };
-    let reply = s
-        .servers
-        .call(ClientRequest::Write {
-            cmd: Box::new(cmd),
-            hops: 0,
-        })
-        .await;
-    match answer_of(&reply)? {
-        Answer::Written(ok) => Ok(Json(ok).into_response()),
-        other => Err(super::internal(format!("unexpected answer {other:?}"))),
-    }
+    Ok(Json(write_cmd(s, cmd).await?).into_response())
 }
 
 async fn status<E: Env>(s: &ApiState<E>) -> Result<(Option<String>, Vec<String>), ApiError> {
     let reply = s.servers.call(ClientRequest::Status).await;
     match answer_of(&reply)? {
         Answer::Status { leader, peers } => Ok((leader, peers)),
-        other => Err(super::internal(format!("unexpected answer {other:?}"))),
+        other => Err(unexpected(other)),
     }
 }
 

@@ -14,7 +14,7 @@ use axum::Json;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use super::kv::{answer_of, bad, meta_headers, read_of};
+use super::kv::{bad, read, unexpected, write_cmd};
 use super::{ApiError, ApiState};
 use crate::agent::config::{format_uuid, parse_duration};
 use crate::env::Env;
@@ -143,18 +143,10 @@ pub async fn create<E: Env>(
         ..Session::default()
     };
     let id = session.id.clone();
-    let reply = s
-        .servers
-        .call(ClientRequest::Write {
-            cmd: Box::new(Command::SessionCreate(session)),
-            hops: 0,
-        })
-        .await;
-    match reply.answer {
-        Ok(Answer::Written(true)) => Ok(Json(serde_json::json!({ "ID": id }))),
-        Ok(other) => Err(super::internal(format!("unexpected answer {other:?}"))),
-        Err(e) => Err(super::internal(e)),
+    if !write_cmd(&s, Command::SessionCreate(session)).await? {
+        return Err(super::internal("the servers did not create the session"));
     }
+    Ok(Json(serde_json::json!({ "ID": id })))
 }
 
 /// `PUT /v1/session/destroy/<id>`: `true` (also for an unknown session,
@@ -163,14 +155,8 @@ pub async fn destroy<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     Path(id): Path<String>,
 ) -> Result<Json<bool>, ApiError> {
-    let reply = s
-        .servers
-        .call(ClientRequest::Write {
-            cmd: Box::new(Command::SessionDestroy { id }),
-            hops: 0,
-        })
-        .await;
-    reply.answer.map_err(super::internal)?;
+    // Destroying a session that is gone already is no error, as in Consul.
+    write_cmd(&s, Command::SessionDestroy { id }).await?;
     Ok(Json(true))
 }
 
@@ -179,15 +165,12 @@ async fn list<E: Env>(
     params: &HashMap<String, String>,
     query: Query,
 ) -> Result<Response, ApiError> {
-    let read = read_of(params, query)?;
-    let reply = s.servers.call(ClientRequest::Read { read, hops: 0 }).await;
-    let h = meta_headers(&reply);
-    match answer_of(&reply)? {
-        Answer::Sessions(v) => {
+    match read(s, params, query).await? {
+        (h, Answer::Sessions(v)) => {
             let out: Vec<ApiSession> = v.into_iter().map(ApiSession::from).collect();
             Ok((h, Json(out)).into_response())
         }
-        other => Err(super::internal(format!("unexpected answer {other:?}"))),
+        (_, other) => Err(unexpected(other)),
     }
 }
 
@@ -238,7 +221,7 @@ pub async fn renew<E: Env>(
             let out: Vec<ApiSession> = v.into_iter().map(ApiSession::from).collect();
             Ok(Json(out).into_response())
         }
-        Ok(other) => Err(super::internal(format!("unexpected answer {other:?}"))),
+        Ok(other) => Err(unexpected(other)),
         Err(e) => Err(super::internal(e)),
     }
 }
