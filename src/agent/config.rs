@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::definition::{decode, CheckDef, ScriptPolicy, ServiceDef};
 use crate::gossip::Config as GossipConfig;
 
 /// Consul's default ports.
@@ -118,6 +119,23 @@ pub struct AgentConfig {
     /// Keep the server's Raft state on this simulated disk instead of in
     /// `data_dir` (the simulator's: a disk that survives crashes).
     pub sim_disk: Option<crate::consensus::MemoryDisk>,
+    /// Services defined in config files (`service`, `services`).
+    pub services: Vec<Defined<ServiceDef>>,
+    /// Checks defined in config files (`check`, `checks`).
+    pub checks: Vec<Defined<CheckDef>>,
+    /// Allow script checks from the API and config files.
+    pub enable_script_checks: bool,
+    /// Allow script checks from config files only.
+    pub enable_local_script_checks: bool,
+}
+
+/// A definition and the file it came from (for errors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defined<T> {
+    /// The config file.
+    pub origin: String,
+    /// The definition.
+    pub def: T,
 }
 
 impl Default for AgentConfig {
@@ -148,6 +166,10 @@ impl Default for AgentConfig {
             raft_trailing_logs: 10240,
             dead_server_grace: Duration::from_secs(30),
             sim_disk: None,
+            services: Vec::new(),
+            checks: Vec::new(),
+            enable_script_checks: false,
+            enable_local_script_checks: false,
         }
     }
 }
@@ -292,6 +314,29 @@ impl AgentConfig {
                         }
                     }
                 }
+                "enable_script_checks" => self.enable_script_checks = at.bool(v)?,
+                "enable_local_script_checks" => self.enable_local_script_checks = at.bool(v)?,
+                "service" | "services" => {
+                    for (i, item) in at.items(v).into_iter().enumerate() {
+                        let def: ServiceDef = at.definition(i, item)?;
+                        def.to_parts(true).map_err(|e| at.item_err(i, &e))?;
+                        self.services.push(Defined {
+                            origin: origin.to_owned(),
+                            def,
+                        });
+                    }
+                }
+                "check" | "checks" => {
+                    for (i, item) in at.items(v).into_iter().enumerate() {
+                        let def: CheckDef = at.definition(i, item)?;
+                        def.to_node_or_service_check(true)
+                            .map_err(|e| at.item_err(i, &e))?;
+                        self.checks.push(Defined {
+                            origin: origin.to_owned(),
+                            def,
+                        });
+                    }
+                }
                 _ => return Err(at.unknown(KNOWN_KEYS)),
             }
         }
@@ -371,12 +416,33 @@ impl AgentConfig {
                 self.raft_multiplier
             )));
         }
+        if !self.script_policy().config {
+            let scripted = self
+                .services
+                .iter()
+                .map(|d| (&d.origin, d.def.check.iter().chain(&d.def.checks).collect()))
+                .chain(self.checks.iter().map(|d| (&d.origin, vec![&d.def])))
+                .find(|(_, checks): &(_, Vec<&CheckDef>)| checks.iter().any(|c| c.args.is_some()));
+            if let Some((origin, _)) = scripted {
+                return Err(ConfigError(format!(
+                    "{origin}: a check runs a script (\"args\"), but script checks are disabled; set enable_local_script_checks = true to allow them from config files"
+                )));
+            }
+        }
         if self.raft_snapshot_threshold == 0 {
             return Err(ConfigError(
                 "raft_snapshot_threshold must be at least 1".into(),
             ));
         }
         Ok(())
+    }
+
+    /// Where script checks may come from.
+    pub fn script_policy(&self) -> ScriptPolicy {
+        ScriptPolicy {
+            api: self.enable_script_checks,
+            config: self.enable_script_checks || self.enable_local_script_checks,
+        }
     }
 
     /// The Raft timing and log policy of a server with this configuration.
@@ -407,10 +473,10 @@ impl AgentConfig {
 }
 
 const KNOWN_KEYS: &str =
-    "advertise_addr, autopilot, bind_addr, bootstrap_expect, client_addr, data_dir, datacenter, \
-gossip_lan, leave_on_terminate, log_level, node_id, node_meta, node_name, performance, ports, \
-raft_snapshot_threshold, raft_trailing_logs, retry_interval, retry_join, retry_max, server, \
-start_join";
+    "advertise_addr, autopilot, bind_addr, bootstrap_expect, check, checks, client_addr, data_dir, \
+datacenter, enable_local_script_checks, enable_script_checks, gossip_lan, leave_on_terminate, \
+log_level, node_id, node_meta, node_name, performance, ports, raft_snapshot_threshold, \
+raft_trailing_logs, retry_interval, retry_join, retry_max, server, service, services, start_join";
 
 /// The tracing filter for a Consul log level.
 pub fn tracing_level(level: &str) -> Result<&'static str, ConfigError> {
@@ -462,6 +528,34 @@ pub fn format_uuid(mut b: [u8; 16]) -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// HCL blocks come as one-element lists of objects; a definition wants the
+/// object. (`checks`, a real list, keeps its elements.)
+fn unwrap_blocks(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::Array(mut items)
+                            if items.len() == 1
+                                && items[0].is_object()
+                                && !k.eq_ignore_ascii_case("checks") =>
+                        {
+                            unwrap_blocks(items.remove(0))
+                        }
+                        Value::Array(items) => {
+                            Value::Array(items.into_iter().map(unwrap_blocks).collect())
+                        }
+                        other => unwrap_blocks(other),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn parse_document(path: &Path, text: &str) -> Result<Value, ConfigError> {
@@ -552,6 +646,31 @@ impl Field<'_> {
         let s = self.string(v)?;
         s.parse()
             .map_err(|_| self.err(&format!("must be an IP address, not {s:?}")))
+    }
+
+    /// A block or a list of blocks, as one item each.
+    fn items<'v>(&self, v: &'v Value) -> Vec<&'v Value> {
+        match v {
+            Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        }
+    }
+
+    fn item_err(&self, i: usize, what: &str) -> ConfigError {
+        ConfigError(format!("{}: \"{}\"[{i}]: {what}", self.origin, self.key))
+    }
+
+    /// Decodes a service or check definition, in any key spelling.
+    fn definition<T: serde::de::DeserializeOwned>(
+        &self,
+        i: usize,
+        v: &Value,
+    ) -> Result<T, ConfigError> {
+        if !v.is_object() {
+            return Err(self.item_err(i, "must be an object"));
+        }
+        // HCL gives nested blocks (`check { ... }`) as one-element lists.
+        decode(unwrap_blocks(v.clone())).map_err(|e| self.item_err(i, &e.to_string()))
     }
 
     fn duration(&self, v: &Value) -> Result<Duration, ConfigError> {

@@ -78,6 +78,9 @@ pub enum Target {
     Http(String),
     /// Connect to this `host:port`.
     Tcp(String),
+    /// Run this program with these arguments: exit 0 passes, 1 warns,
+    /// anything else (or no exit within the timeout) is critical.
+    Script(Vec<String>),
 }
 
 /// How a check is kept up to date.
@@ -177,6 +180,7 @@ impl LocalState {
             Some(Kind::Probe(p)) => match p.target {
                 Target::Http(_) => "http".into(),
                 Target::Tcp(_) => "tcp".into(),
+                Target::Script(_) => "script".into(),
             },
             None => c.check_type,
         };
@@ -359,7 +363,7 @@ impl LocalState {
 /// Most of a probe's answer kept as the check's output (Consul's 4 KiB).
 const MAX_OUTPUT: usize = 4096;
 
-/// Runs the HTTP and TCP checks of `local` until the agent stops, each
+/// Runs the HTTP, TCP and script checks of `local` until the agent stops, each
 /// every interval, each try bounded by its timeout.
 pub async fn run_probes<E: Env>(env: E, local: Arc<LocalState>) {
     let mut running: Vec<crate::env::Task> = Vec::new();
@@ -440,6 +444,45 @@ async fn probe_once<E: Env>(env: &E, probe: &Probe) -> (Health, String) {
                 ),
             }
         }
+        Target::Script(args) => run_script(env, args, probe.timeout).await,
+    }
+}
+
+/// Runs a script check's program once. Scripts are real processes, outside
+/// the [`Env`] seam: the simulator never enables them.
+async fn run_script<E: Env>(env: &E, args: &[String], timeout: Duration) -> (Health, String) {
+    let Some((program, rest)) = args.split_first() else {
+        return (Health::Critical, "no program to run".into());
+    };
+    let child = tokio::process::Command::new(program)
+        .args(rest)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // A timed-out script is killed when its future is dropped.
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return (Health::Critical, format!("cannot run {program:?}: {e}")),
+    };
+    match crate::env::timeout(env, timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            let text: String = text.chars().take(MAX_OUTPUT).collect();
+            let status = match out.status.code() {
+                Some(0) => Health::Passing,
+                Some(1) => Health::Warning,
+                _ => Health::Critical,
+            };
+            (status, text)
+        }
+        Ok(Err(e)) => (Health::Critical, format!("running {program:?}: {e}")),
+        Err(_) => (
+            Health::Critical,
+            format!("Timed out ({timeout:?}) running check"),
+        ),
     }
 }
 

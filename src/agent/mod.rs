@@ -2,6 +2,7 @@
 //! later it also runs servers, local services, checks, DNS and the proxy.
 
 pub mod config;
+pub mod definition;
 pub mod local;
 pub mod servers;
 
@@ -69,6 +70,7 @@ pub enum AgentError {
 pub struct Agent<E: Env> {
     env: E,
     config: AgentConfig,
+    reload: Arc<ConfigReload>,
     node_id: String,
     gossip: Gossip,
     http_addr: SocketAddr,
@@ -82,8 +84,20 @@ pub struct Agent<E: Env> {
 
 impl<E: Env> Agent<E> {
     /// Starts gossip, the server (in server mode) and the HTTP API, and
-    /// joins the cluster.
+    /// joins the cluster. A reload re-applies `config`'s services and checks.
     pub async fn start(env: E, config: AgentConfig) -> Result<Self, AgentError> {
+        let again = config.clone();
+        Self::start_reloadable(env, config, Arc::new(move || Ok(again.clone()))).await
+    }
+
+    /// [`start`](Self::start), with `reloader` to make the configuration
+    /// afresh on `PUT /v1/agent/reload` or [`reload`](Self::reload) (the
+    /// CLI re-reads the files and flags it was given).
+    pub async fn start_reloadable(
+        env: E,
+        config: AgentConfig,
+        reloader: Reloader,
+    ) -> Result<Self, AgentError> {
         config.validate()?;
         let node_id = node_id(&env, &config)?;
         let mut tags = agent_tags(&config, &node_id);
@@ -147,6 +161,12 @@ impl<E: Env> Agent<E> {
             meta: config.node_meta.clone(),
             ..crate::state::Node::default()
         };
+        let reload = Arc::new(ConfigReload {
+            reloader,
+            local: local_state.clone(),
+            loaded: std::sync::Mutex::new(Loaded::default()),
+        });
+        reload.apply(&config, env.now())?;
         server_tasks.push(env.spawn(local::run_probes(env.clone(), local_state.clone())));
         server_tasks.push(env.spawn(local::anti_entropy(
             env.clone(),
@@ -174,6 +194,8 @@ impl<E: Env> Agent<E> {
             rng: std::sync::Mutex::new(ChaCha8Rng::seed_from_u64(env.seed("api-ids"))),
             stop: stop_tx,
             default_port: config.ports.serf_lan,
+            scripts: config.script_policy(),
+            reload: reload.clone(),
         });
         let (http_addr, http_task) =
             api::serve(&env, http_bind, state)
@@ -202,6 +224,7 @@ impl<E: Env> Agent<E> {
         Ok(Agent {
             env,
             config,
+            reload,
             node_id,
             gossip,
             http_addr,
@@ -239,6 +262,13 @@ impl<E: Env> Agent<E> {
         &self.config
     }
 
+    /// Reads the configuration again and applies what can change while
+    /// running: the services and checks of config files (Consul's
+    /// `consul reload`, SIGHUP).
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        self.reload.reload(self.env.now())
+    }
+
     /// Completes when someone asks the agent to stop (`PUT /v1/agent/leave`).
     pub async fn stop_requested(&mut self) {
         if self.stop_rx.recv().await.is_none() {
@@ -265,6 +295,111 @@ impl<E: Env> Agent<E> {
             server.shutdown().await;
         }
         self.gossip.shutdown().await;
+    }
+}
+
+/// Makes the agent's configuration afresh (re-reading its files).
+pub type Reloader = Arc<dyn Fn() -> Result<AgentConfig, ConfigError> + Send + Sync>;
+
+/// The services and checks the config files put in place last, so that a
+/// reload can take away the ones no longer defined.
+#[derive(Debug, Default)]
+struct Loaded {
+    services: Vec<String>,
+    checks: Vec<String>,
+}
+
+/// Applies config-file services and checks, at start and on reload.
+pub struct ConfigReload {
+    reloader: Reloader,
+    local: Arc<LocalState>,
+    loaded: std::sync::Mutex<Loaded>,
+}
+
+impl ConfigReload {
+    /// Reads the configuration again and applies it.
+    pub fn reload(&self, now: crate::time::Instant) -> Result<(), ConfigError> {
+        let config = (self.reloader)()?;
+        config.validate()?;
+        self.apply(&config, now)?;
+        tracing::info!(
+            services = config.services.len(),
+            checks = config.checks.len(),
+            "configuration reloaded"
+        );
+        Ok(())
+    }
+
+    /// Puts `config`'s services and checks in place, replacing those of
+    /// the last load; services and checks registered through the API stay.
+    fn apply(&self, config: &AgentConfig, now: crate::time::Instant) -> Result<(), ConfigError> {
+        let scripts = config.script_policy().config;
+        let mut services = Vec::new();
+        for d in &config.services {
+            let fail =
+                |e: String| ConfigError(format!("{}: service {:?}: {e}", d.origin, d.def.name));
+            let (service, checks) = d.def.to_parts(scripts).map_err(fail)?;
+            services.push((service, checks));
+        }
+        let mut checks = Vec::new();
+        for d in &config.checks {
+            let fail =
+                |e: String| ConfigError(format!("{}: check {:?}: {e}", d.origin, d.def.name));
+            checks.push((
+                d.origin.clone(),
+                d.def.to_node_or_service_check(scripts).map_err(fail)?,
+            ));
+        }
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        // Refuse before changing anything: a check of a service that will
+        // not exist.
+        for (origin, c) in &checks {
+            let sid = &c.check.service_id;
+            let kept = self
+                .local
+                .services()
+                .iter()
+                .any(|s| &s.id == sid && !loaded.services.contains(sid));
+            if !sid.is_empty() && !kept && !services.iter().any(|(s, _)| &s.id == sid) {
+                return Err(ConfigError(format!(
+                    "{origin}: check {:?}: ServiceID {sid:?} does not exist",
+                    c.check.name
+                )));
+            }
+        }
+        let now_services: Vec<String> = services.iter().map(|(s, _)| s.id.clone()).collect();
+        for gone in loaded
+            .services
+            .iter()
+            .filter(|id| !now_services.contains(id))
+        {
+            let _ = self.local.remove_service(gone);
+        }
+        for gone in &loaded.checks {
+            let _ = self.local.remove_check(gone);
+        }
+        for (service, checks) in services {
+            self.local
+                .add_service(service, checks, now)
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
+        let mut check_ids = Vec::new();
+        for (origin, check) in checks {
+            let id = if check.check.check_id.is_empty() {
+                check.check.name.clone()
+            } else {
+                check.check.check_id.clone()
+            };
+            self.local
+                .add_check(check, now)
+                .map_err(|e| ConfigError(format!("{origin}: check {id:?}: {e}")))?;
+            check_ids.push(id);
+        }
+        *loaded = Loaded {
+            services: now_services,
+            checks: check_ids,
+        };
+        Ok(())
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query as UrlQuery, State};
@@ -14,11 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use super::kv::bad;
 use super::{ApiError, ApiState};
-use crate::agent::config::parse_duration;
-use crate::agent::local::{Kind, NewCheck, Probe, Target};
+use crate::agent::definition::{CheckDef, ServiceDef};
+use crate::agent::local::NewCheck;
 use crate::agent::LocalError;
 use crate::env::Env;
-use crate::state::{Check, Health, Service};
+use crate::state::{Check, Health};
 
 impl From<LocalError> for ApiError {
     fn from(e: LocalError) -> Self {
@@ -83,135 +82,13 @@ pub async fn checks<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Json<BTreeMap<
     )
 }
 
-/// A check definition, as `/v1/agent/check/register` and a service's
-/// `Check`/`Checks` give it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct CheckDef {
-    #[serde(rename = "ID", alias = "CheckID")]
-    id: String,
-    name: String,
-    notes: String,
-    status: Option<Health>,
-    #[serde(rename = "ServiceID")]
-    service_id: String,
-    #[serde(rename = "TTL")]
-    ttl: Option<String>,
-    #[serde(rename = "HTTP")]
-    http: Option<String>,
-    #[serde(rename = "TCP")]
-    tcp: Option<String>,
-    args: Option<Vec<String>>,
-    interval: Option<String>,
-    timeout: Option<String>,
-    deregister_critical_service_after: Option<String>,
-}
-
-impl CheckDef {
-    /// The check and how it is kept up to date.
-    fn into_check(self) -> Result<NewCheck, ApiError> {
-        let dur = |what: &str, v: &str| {
-            parse_duration(v).map_err(|e| bad(format!("Invalid {what}: {e}")))
-        };
-        if self.args.is_some() {
-            return Err(bad("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true"));
-        }
-        let target = match (self.http.clone(), self.tcp.clone()) {
-            (Some(url), None) => Some(Target::Http(url)),
-            (None, Some(addr)) => Some(Target::Tcp(addr)),
-            (None, None) => None,
-            (Some(_), Some(_)) => return Err(bad("a check is HTTP or TCP, not both")),
-        };
-        let no_interval = || bad("Interval must be > 0 for Script, HTTP, or TCP checks");
-        let kind = match (&self.ttl, target) {
-            (Some(t), None) => Kind::Ttl(dur("TTL", t)?),
-            (None, Some(target)) => {
-                let interval = dur(
-                    "Interval",
-                    self.interval.as_deref().ok_or_else(no_interval)?,
-                )?;
-                if interval.is_zero() {
-                    return Err(no_interval());
-                }
-                let timeout = match &self.timeout {
-                    Some(t) => dur("Timeout", t)?,
-                    None => Duration::from_secs(10),
-                };
-                Kind::Probe(Probe {
-                    target,
-                    interval,
-                    timeout,
-                })
-            }
-            (None, None) => {
-                return Err(bad(
-                    "a check needs a TTL, or an HTTP or TCP target with an Interval",
-                ))
-            }
-            (Some(_), Some(_)) => return Err(bad("a TTL check has no HTTP or TCP target")),
-        };
-        let deregister_after = self
-            .deregister_critical_service_after
-            .as_deref()
-            .map(|d| dur("DeregisterCriticalServiceAfter", d))
-            .transpose()?
-            // Consul's floor: the reaper looks no more often than this.
-            .map(|d| d.max(Duration::from_secs(60)));
-        Ok(NewCheck {
-            check: Check {
-                check_id: self.id,
-                name: self.name,
-                notes: self.notes,
-                status: self.status.unwrap_or(Health::Critical),
-                service_id: self.service_id,
-                ..Check::default()
-            },
-            kind: Some(kind),
-            deregister_after,
-        })
-    }
-}
-
-/// `PUT /v1/agent/service/register`'s body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct ServiceDef {
-    #[serde(rename = "ID")]
-    id: String,
-    name: String,
-    tags: Vec<String>,
-    address: String,
-    port: u16,
-    meta: BTreeMap<String, String>,
-    enable_tag_override: bool,
-    kind: String,
-    check: Option<CheckDef>,
-    checks: Vec<CheckDef>,
-}
-
 /// `PUT /v1/agent/service/register`, with embedded checks.
 pub async fn register_service<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     body: Bytes,
 ) -> Result<(), ApiError> {
     let d: ServiceDef = super::decode::body(&body)?;
-    let checks = d
-        .check
-        .into_iter()
-        .chain(d.checks)
-        .map(CheckDef::into_check)
-        .collect::<Result<Vec<_>, _>>()?;
-    let service = Service {
-        id: d.id,
-        service: d.name,
-        tags: d.tags,
-        address: d.address,
-        meta: d.meta,
-        port: d.port,
-        kind: d.kind,
-        enable_tag_override: d.enable_tag_override,
-        ..Service::default()
-    };
+    let (service, checks) = d.to_parts(s.scripts.api).map_err(bad)?;
     s.local.add_service(service, checks, s.env.now())?;
     Ok(())
 }
@@ -230,12 +107,7 @@ pub async fn register_check<E: Env>(
     body: Bytes,
 ) -> Result<(), ApiError> {
     let d: CheckDef = super::decode::body(&body)?;
-    let check = d.into_check()?;
-    if check.deregister_after.is_some() && check.check.service_id.is_empty() {
-        return Err(bad(
-            "DeregisterCriticalServiceAfter applies to service checks only",
-        ));
-    }
+    let check = d.to_node_or_service_check(s.scripts.api).map_err(bad)?;
     Ok(s.local.add_check(check, s.env.now())?)
 }
 

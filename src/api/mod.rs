@@ -59,6 +59,10 @@ pub struct ApiState<E: Env> {
     pub stop: mpsc::Sender<()>,
     /// Port assumed for join addresses without one.
     pub default_port: u16,
+    /// Where script checks may come from.
+    pub scripts: crate::agent::definition::ScriptPolicy,
+    /// Re-reads the configuration (`PUT /v1/agent/reload`).
+    pub reload: Arc<crate::agent::ConfigReload>,
 }
 
 /// The routes of the API.
@@ -68,6 +72,7 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/agent/self", get(agent_self::<E>))
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))
+        .route("/v1/agent/reload", put(reload::<E>))
         .route("/v1/agent/services", get(agent::services::<E>))
         .route("/v1/agent/checks", get(agent::checks::<E>))
         .route(
@@ -462,4 +467,12 @@ async fn leave<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiError
         mpsc::error::TrySendError::Full(_) => Ok(()),
         mpsc::error::TrySendError::Closed(_) => Err(internal("agent is already stopping")),
     })
+}
+
+/// `PUT /v1/agent/reload`: re-reads the config files and applies their
+/// services and checks; a bad file changes nothing and says why.
+async fn reload<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiError> {
+    s.reload
+        .reload(s.env.now())
+        .map_err(|e| internal(format!("Failed reloading config: {e}")))
 }

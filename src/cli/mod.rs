@@ -36,6 +36,8 @@ enum Cmd {
     Join(JoinArgs),
     /// Tell the local agent to leave the cluster gracefully and stop.
     Leave(HttpArgs),
+    /// Tell the local agent to re-read its config files.
+    Reload(HttpArgs),
     /// Estimate the round-trip time between two nodes from their network
     /// coordinates (the second defaults to the local agent's node).
     Rtt(RttArgs),
@@ -118,6 +120,12 @@ struct AgentArgs {
     /// Node metadata as key:value (repeatable).
     #[arg(long = "node-meta")]
     node_meta: Vec<String>,
+    /// Allow script checks, from the HTTP API and config files.
+    #[arg(long = "enable-script-checks")]
+    enable_script_checks: bool,
+    /// Allow script checks from config files only.
+    #[arg(long = "enable-local-script-checks")]
+    enable_local_script_checks: bool,
 }
 
 #[derive(Args, Debug)]
@@ -246,6 +254,7 @@ pub fn main() -> ExitCode {
             Cmd::Members(m) => members::run(m).await,
             Cmd::Join(j) => run_join(j).await,
             Cmd::Leave(h) => run_leave(h).await,
+            Cmd::Reload(h) => run_reload(h).await,
             Cmd::Rtt(r) => run_rtt(r).await,
             Cmd::Kv(k) => kv::run(k).await,
             Cmd::Catalog(c) => catalog::run(c).await,
@@ -336,6 +345,8 @@ fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     if let Some(v) = &a.log_level {
         c.log_level = v.clone();
     }
+    c.enable_script_checks |= a.enable_script_checks;
+    c.enable_local_script_checks |= a.enable_local_script_checks;
     for kv in &a.node_meta {
         let (k, v) = kv
             .split_once(':')
@@ -351,16 +362,29 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
     init_logging(&config.log_level)?;
     let leave_on_terminate = config.leave_on_terminate;
     let env = TokioEnv::new();
-    let mut agent = Agent::start(env.clone(), config).await?;
+    let args = std::sync::Arc::new(a);
+    let reloader: crate::agent::Reloader = {
+        let args = args.clone();
+        std::sync::Arc::new(move || agent_config(&args))
+    };
+    let mut agent = Agent::start_reloadable(env.clone(), config, reloader).await?;
     enum Why {
         Interrupt,
         Terminate,
         Api,
     }
-    let why = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Why::Interrupt,
-        _ = terminate() => Why::Terminate,
-        _ = agent.stop_requested() => Why::Api,
+    let mut hangups = hangups();
+    let why = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Why::Interrupt,
+            _ = terminate() => break Why::Terminate,
+            _ = agent.stop_requested() => break Why::Api,
+            Some(()) = hangups.recv() => {
+                if let Err(e) = agent.reload() {
+                    tracing::error!("reload failed, nothing was changed: {e}");
+                }
+            }
+        }
     };
     // A second signal while leaving stops at once.
     env.spawn(async {
@@ -387,6 +411,22 @@ async fn terminate() {
         }
         Err(_) => std::future::pending().await,
     }
+}
+
+/// SIGHUP, Consul's "reload the configuration".
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 #[cfg(not(unix))]
@@ -468,6 +508,14 @@ async fn run_leave(h: HttpArgs) -> anyhow::Result<()> {
     let addr = client::parse_addr(&env, &h.addr()).await?;
     client::request(&env, addr, "PUT", "/v1/agent/leave").await?;
     println!("Graceful leave complete");
+    Ok(())
+}
+
+async fn run_reload(h: HttpArgs) -> anyhow::Result<()> {
+    let env = TokioEnv::new();
+    let addr = client::parse_addr(&env, &h.addr()).await?;
+    client::request(&env, addr, "PUT", "/v1/agent/reload").await?;
+    println!("Configuration reload triggered");
     Ok(())
 }
 

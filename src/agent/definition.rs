@@ -1,0 +1,370 @@
+//! Service and check definitions, as the HTTP API's register endpoints,
+//! config files (`service`, `services`, `check`, `checks`) and the CLI give
+//! them. Consul decodes field names case-insensitively and takes snake_case
+//! aliases (`service_id` for `ServiceID`), so `Name`, `name` and `NAME` are
+//! one field; [`normalize_keys`] rewrites a document's keys to Consul's
+//! canonical spelling before decoding. The keys of user-defined maps
+//! (`Meta`, `NodeMeta`, `TaggedAddresses`) are data, not field names, and
+//! are left as they are.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::config::parse_duration;
+use super::local::{Kind, NewCheck, Probe, Target};
+use crate::state::{Check, Health, Service};
+
+/// Every field name cairn decodes from a request body or a definition, in
+/// Consul's spelling. Only names whose spelling cannot be derived from
+/// snake_case (`ID`, `HTTP`, ...) strictly need listing, but listing every
+/// one keeps the rewrite a lookup.
+const FIELDS: &[&str] = &[
+    "Address",
+    "Args",
+    "Behavior",
+    "Check",
+    "CheckID",
+    "Checks",
+    "Datacenter",
+    "DeregisterCriticalServiceAfter",
+    "EnableTagOverride",
+    "HTTP",
+    "ID",
+    "Interval",
+    "KV",
+    "Key",
+    "Kind",
+    "LockDelay",
+    "Meta",
+    "Name",
+    "Node",
+    "NodeChecks",
+    "NodeMeta",
+    "Notes",
+    "Output",
+    "Port",
+    "Service",
+    "ServiceID",
+    "ServiceName",
+    "ServiceTags",
+    "Session",
+    "SkipNodeUpdate",
+    "Status",
+    "TCP",
+    "TTL",
+    "TaggedAddresses",
+    "Tags",
+    "Timeout",
+    "Type",
+    "Verb",
+    "Value",
+    "Flags",
+    "Index",
+];
+
+/// Fields whose value is a map of the user's own keys.
+const USER_MAPS: &[&str] = &["Meta", "NodeMeta", "TaggedAddresses"];
+
+/// `key` in Consul's spelling, if it names a known field.
+fn canonical(key: &str) -> Option<&'static str> {
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let k = squash(key);
+    FIELDS.iter().copied().find(|f| squash(f) == k)
+}
+
+/// `v` with every known field name in Consul's spelling.
+pub fn normalize_keys(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut out = Map::with_capacity(map.len());
+            for (k, v) in map {
+                let name = canonical(&k).map_or(k, str::to_owned);
+                let v = if USER_MAPS.contains(&name.as_str()) {
+                    v
+                } else {
+                    normalize_keys(v)
+                };
+                out.insert(name, v);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(normalize_keys).collect()),
+        other => other,
+    }
+}
+
+/// Decodes `v`, whatever the spelling of its field names.
+pub fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, serde_json::Error> {
+    serde_json::from_value(normalize_keys(v))
+}
+
+/// Where a definition came from, which decides whether it may run scripts
+/// (Consul's `enable_script_checks` covers both, `enable_local_script_checks`
+/// only config files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptPolicy {
+    /// Scripts allowed from the HTTP API.
+    pub api: bool,
+    /// Scripts allowed from the agent's config files.
+    pub config: bool,
+}
+
+/// A check definition, as `/v1/agent/check/register`, a service's
+/// `Check`/`Checks` and config files give it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CheckDef {
+    /// Check ID (defaults to the name, or `service:<id>` in a service).
+    #[serde(rename = "ID", alias = "CheckID")]
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Free text for people.
+    pub notes: String,
+    /// Initial status (critical unless given).
+    pub status: Option<Health>,
+    /// The local service the check belongs to.
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    /// TTL check: how long an update holds.
+    #[serde(rename = "TTL")]
+    pub ttl: Option<String>,
+    /// HTTP check: the URL to GET.
+    #[serde(rename = "HTTP")]
+    pub http: Option<String>,
+    /// TCP check: the `host:port` to connect to.
+    #[serde(rename = "TCP")]
+    pub tcp: Option<String>,
+    /// Script check: the program and its arguments.
+    pub args: Option<Vec<String>>,
+    /// Pause between probes.
+    pub interval: Option<String>,
+    /// How long one probe may take.
+    pub timeout: Option<String>,
+    /// Deregister the service after being critical this long.
+    pub deregister_critical_service_after: Option<String>,
+}
+
+/// Consul's message when a script check is not allowed.
+pub const SCRIPTS_DISABLED: &str = "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true";
+
+impl CheckDef {
+    /// The check and how it is kept up to date; `scripts` says whether
+    /// script checks are allowed from where this definition came.
+    pub fn to_check(&self, scripts: bool) -> Result<NewCheck, String> {
+        let dur =
+            |what: &str, v: &str| parse_duration(v).map_err(|e| format!("Invalid {what}: {e}"));
+        let target = match (&self.http, &self.tcp, &self.args) {
+            (Some(url), None, None) => Some(Target::Http(url.clone())),
+            (None, Some(addr), None) => Some(Target::Tcp(addr.clone())),
+            (None, None, Some(args)) => {
+                if !scripts {
+                    return Err(SCRIPTS_DISABLED.into());
+                }
+                if args.first().is_none_or(|a| a.is_empty()) {
+                    return Err("Args must name the program to run".into());
+                }
+                Some(Target::Script(args.clone()))
+            }
+            (None, None, None) => None,
+            _ => return Err("a check has one of HTTP, TCP, Args or TTL, not several".into()),
+        };
+        let no_interval = || "Interval must be > 0 for Script, HTTP, or TCP checks".to_string();
+        let kind = match (&self.ttl, target) {
+            (Some(t), None) => Kind::Ttl(dur("TTL", t)?),
+            (None, Some(target)) => {
+                let interval = dur(
+                    "Interval",
+                    self.interval.as_deref().ok_or_else(no_interval)?,
+                )?;
+                if interval.is_zero() {
+                    return Err(no_interval());
+                }
+                // Consul's defaults: 30 s for scripts, 10 s for the rest.
+                let default_timeout = match target {
+                    Target::Script(_) => Duration::from_secs(30),
+                    _ => Duration::from_secs(10),
+                };
+                let timeout = match &self.timeout {
+                    Some(t) => dur("Timeout", t)?,
+                    None => default_timeout,
+                };
+                Kind::Probe(Probe {
+                    target,
+                    interval,
+                    timeout,
+                })
+            }
+            (None, None) => {
+                return Err(
+                    "a check needs a TTL, or an HTTP, TCP or Args target with an Interval".into(),
+                )
+            }
+            (Some(_), Some(_)) => return Err("a TTL check has no HTTP, TCP or Args target".into()),
+        };
+        let deregister_after = self
+            .deregister_critical_service_after
+            .as_deref()
+            .map(|d| dur("DeregisterCriticalServiceAfter", d))
+            .transpose()?
+            // Consul's floor: the reaper looks no more often than this.
+            .map(|d| d.max(Duration::from_secs(60)));
+        Ok(NewCheck {
+            check: Check {
+                check_id: self.id.clone(),
+                name: self.name.clone(),
+                notes: self.notes.clone(),
+                status: self.status.unwrap_or(Health::Critical),
+                service_id: self.service_id.clone(),
+                ..Check::default()
+            },
+            kind: Some(kind),
+            deregister_after,
+        })
+    }
+
+    /// The check, which must not be a service's embedded one with
+    /// `DeregisterCriticalServiceAfter` but no service.
+    pub fn to_node_or_service_check(&self, scripts: bool) -> Result<NewCheck, String> {
+        let check = self.to_check(scripts)?;
+        if check.deregister_after.is_some() && check.check.service_id.is_empty() {
+            return Err("DeregisterCriticalServiceAfter applies to service checks only".into());
+        }
+        Ok(check)
+    }
+}
+
+/// A service definition, as `/v1/agent/service/register` and config files
+/// give it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ServiceDef {
+    /// Service ID (defaults to the name).
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Service name.
+    pub name: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Address, if not the node's.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+    /// Metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Let the catalog's tags win over the agent's.
+    pub enable_tag_override: bool,
+    /// `""` for a typical service, or `connect-proxy`, ...
+    pub kind: String,
+    /// One check.
+    pub check: Option<CheckDef>,
+    /// More checks.
+    pub checks: Vec<CheckDef>,
+}
+
+impl ServiceDef {
+    /// The service and its checks.
+    pub fn to_parts(&self, scripts: bool) -> Result<(Service, Vec<NewCheck>), String> {
+        if self.name.is_empty() {
+            return Err("Missing service name".into());
+        }
+        let checks = self
+            .check
+            .iter()
+            .chain(&self.checks)
+            .map(|c| c.to_check(scripts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let service = Service {
+            id: if self.id.is_empty() {
+                self.name.clone()
+            } else {
+                self.id.clone()
+            },
+            service: self.name.clone(),
+            tags: self.tags.clone(),
+            address: self.address.clone(),
+            meta: self.meta.clone(),
+            port: self.port,
+            kind: self.kind.clone(),
+            enable_tag_override: self.enable_tag_override,
+            ..Service::default()
+        };
+        Ok((service, checks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn any_spelling_of_a_field_is_consuls_and_user_keys_stay() {
+        let v = normalize_keys(json!({
+            "name": "web", "service_id": "w1", "TTL": "10s", "ttl": "x",
+            "meta": {"Owner": "ops", "service_id": "kept"},
+            "checks": [{"checkid": "a", "http": "http://x", "interval": "5s"}],
+            "Unknown_Key": 1
+        }));
+        assert_eq!(v["Name"], "web");
+        assert_eq!(v["ServiceID"], "w1");
+        assert_eq!(v["Meta"], json!({"Owner": "ops", "service_id": "kept"}));
+        assert_eq!(
+            v["Checks"][0],
+            json!({"CheckID": "a", "HTTP": "http://x", "Interval": "5s"})
+        );
+        assert_eq!(v["Unknown_Key"], 1);
+    }
+
+    #[test]
+    fn snake_case_definitions_decode_with_their_checks() {
+        let d: ServiceDef = decode(json!({
+            "name": "web", "port": 80, "tags": ["v1"],
+            "check": {"http": "http://127.0.0.1:80/health", "interval": "10s",
+                      "deregister_critical_service_after": "90m"}
+        }))
+        .unwrap();
+        let (s, checks) = d.to_parts(false).unwrap();
+        assert_eq!((s.id.as_str(), s.port), ("web", 80));
+        let c = &checks[0];
+        assert_eq!(c.deregister_after, Some(Duration::from_secs(5400)));
+        match &c.kind {
+            Some(Kind::Probe(p)) => assert_eq!(p.interval, Duration::from_secs(10)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn scripts_need_permission_and_a_program() {
+        let d = CheckDef {
+            name: "s".into(),
+            args: Some(vec!["/bin/true".into()]),
+            interval: Some("1s".into()),
+            ..CheckDef::default()
+        };
+        assert_eq!(d.to_check(false).unwrap_err(), SCRIPTS_DISABLED);
+        let c = d.to_check(true).unwrap();
+        match c.kind {
+            Some(Kind::Probe(p)) => assert_eq!(p.timeout, Duration::from_secs(30)),
+            other => panic!("{other:?}"),
+        }
+        let empty = CheckDef {
+            args: Some(vec![]),
+            ..d.clone()
+        };
+        assert!(empty.to_check(true).unwrap_err().contains("program"));
+        let both = CheckDef {
+            ttl: Some("5s".into()),
+            ..d
+        };
+        assert!(both.to_check(true).is_err());
+    }
+}
