@@ -77,7 +77,10 @@ async fn put(servers: &[Server], first: u64, key: &str) {
             .expect("a live server");
         match s.raft.client_write(req.clone()).await {
             Ok(resp) => {
-                assert_eq!(resp.data, Response(vec![Ok(true)]));
+                assert_eq!(
+                    resp.data,
+                    Response(vec![Ok(cairn::state::Applied::Done(true))])
+                );
                 return;
             }
             Err(e) => {

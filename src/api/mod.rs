@@ -10,6 +10,7 @@ pub mod client;
 pub mod decode;
 pub mod kv;
 pub mod session;
+pub mod txn;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -124,6 +125,7 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/session/node/{node}", get(session::node::<E>))
         .route("/v1/session/list", get(session::all::<E>))
         .route("/v1/session/renew/{id}", put(session::renew::<E>))
+        .route("/v1/txn", put(txn::txn::<E>))
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
         .route("/v1/coordinate/node/{name}", get(coordinate_node::<E>))

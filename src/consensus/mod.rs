@@ -30,11 +30,11 @@ pub struct Request {
 }
 
 /// What applying a [`Request`] gave, one result per command (a
-/// [`Command::Batch`](crate::state::Command::Batch) has several): `Ok(false)`
-/// for an expected refusal (a failed check-and-set), `Err` for an invalid
-/// request.
+/// [`Command::Batch`](crate::state::Command::Batch) has several):
+/// `Applied::Done(false)` for an expected refusal (a failed check-and-set),
+/// `Err` for an invalid request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response(pub Vec<Result<bool, StateError>>);
+pub struct Response(pub Vec<Result<crate::state::Applied, StateError>>);
 
 openraft::declare_raft_types!(
     /// cairn's Raft types: node IDs are numbers, nodes carry their RPC

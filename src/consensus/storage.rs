@@ -26,7 +26,7 @@ use openraft::{
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Response, TypeConfig};
-use crate::state::{Command, Store};
+use crate::state::{Applied, Command, Store};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -620,17 +620,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for e in entries {
             self.last_applied = Some(e.log_id);
             out.push(match e.payload {
-                EntryPayload::Blank => Response(vec![Ok(true)]),
+                EntryPayload::Blank => Response(vec![Ok(Applied::Done(true))]),
                 EntryPayload::Normal(req) => Response(match &req.cmd {
                     Command::Batch(cmds) => cmds
                         .iter()
-                        .map(|c| store.apply(e.log_id.index, req.at_ms, c))
+                        .map(|c| store.apply_outcome(e.log_id.index, req.at_ms, c))
                         .collect(),
-                    cmd => vec![store.apply(e.log_id.index, req.at_ms, cmd)],
+                    cmd => vec![store.apply_outcome(e.log_id.index, req.at_ms, cmd)],
                 }),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
-                    Response(vec![Ok(true)])
+                    Response(vec![Ok(Applied::Done(true))])
                 }
             });
         }
@@ -729,7 +729,14 @@ mod tests {
             let out = sm.apply([entry(batch)]).await.unwrap();
             assert_eq!(out.len(), 1);
             let r = &out[0].0;
-            assert_eq!(r[..3], [Ok(true), Ok(false), Ok(true)]);
+            assert_eq!(
+                r[..3],
+                [
+                    Ok(Applied::Done(true)),
+                    Ok(Applied::Done(false)),
+                    Ok(Applied::Done(true))
+                ]
+            );
             assert!(r[3].is_err(), "batches do not nest");
             let store = sm.store();
             let store = store.read().unwrap();

@@ -19,7 +19,7 @@ use crate::coordinate::Coordinate;
 use crate::env::{timeout_at, Env, Task};
 use crate::rpc::{self, Client, RpcError};
 use crate::state::{
-    Check, Command, Health, KvEntry, Node, Service, Session, StateError, Store, Table,
+    Applied, Check, Command, Health, KvEntry, Node, Service, Session, StateError, Store, Table,
 };
 use crate::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -175,6 +175,8 @@ pub struct Instance {
 pub enum Answer {
     /// For `Write`: whether it took effect (`false`: a failed CAS).
     Written(bool),
+    /// For a `Write` of a transaction: its results, or its failures.
+    Txn(crate::state::TxnOutcome),
     /// For `Kv`.
     Kv(Option<KvEntry>),
     /// For `KvList`.
@@ -260,7 +262,7 @@ struct Proposal {
 }
 
 /// A write's log index and its own result.
-type Written = (u64, Result<bool, StateError>);
+type Written = (u64, Result<Applied, StateError>);
 
 /// Why a batch was not written.
 enum Refusal {
@@ -740,7 +742,12 @@ impl<E: Env> Server<E> {
                 index,
                 known_leader: true,
                 last_contact_ms: 0,
-                answer: r.map(Answer::Written).map_err(|e| e.to_string()),
+                answer: r
+                    .map(|a| match a {
+                        Applied::Done(ok) => Answer::Written(ok),
+                        Applied::Txn(t) => Answer::Txn(t),
+                    })
+                    .map_err(|e| e.to_string()),
             },
             // Leadership moved while we wrote: send it on.
             Ok(Err(Refusal::NotLeader)) if hops < MAX_HOPS => {

@@ -14,6 +14,7 @@
 mod catalog;
 mod kv;
 mod session;
+mod txn;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use catalog::{Check, Health, Node, Service};
 pub use kv::{KvEntry, KvOp};
 pub use session::{Behavior, Session};
+pub use txn::{TxnError, TxnOp, TxnOutcome, TxnVerb, MAX_TXN_OPS};
 pub use watch::WatchHub;
 
 use crate::coordinate::Coordinate;
@@ -107,10 +109,22 @@ pub enum Command {
         /// Highest index to forget.
         up_to: u64,
     },
+    /// KV operations applied all or nothing (Consul's `/v1/txn`).
+    Txn(Vec<TxnOp>),
     /// Several independent commands in one log entry, applied in order,
     /// each with its own result (the leader groups concurrent writes so
     /// that one entry, and one round of replication, carries them all).
     Batch(Vec<Command>),
+}
+
+/// What an applied command gives back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// Done (`true`), or refused as the protocol expects (`false`: a
+    /// failed CAS, a lock held by another session).
+    Done(bool),
+    /// A transaction's results or failures.
+    Txn(TxnOutcome),
 }
 
 /// Why a command was refused. A refused command changes nothing.
@@ -162,6 +176,19 @@ impl Store {
     /// CAS, a lock held by another session); `Err` says what was wrong
     /// with the request. Either way the index counts as applied.
     pub fn apply(&mut self, index: u64, at_ms: u64, cmd: &Command) -> Result<bool, StateError> {
+        self.apply_outcome(index, at_ms, cmd).map(|a| match a {
+            Applied::Done(ok) => ok,
+            Applied::Txn(t) => t.is_ok(),
+        })
+    }
+
+    /// [`apply`](Self::apply), with a transaction's full outcome.
+    pub fn apply_outcome(
+        &mut self,
+        index: u64,
+        at_ms: u64,
+        cmd: &Command,
+    ) -> Result<Applied, StateError> {
         self.data.last_applied = self.data.last_applied.max(index);
         // Lock delays that ran out are forgotten (they are timed by the
         // commands, so every replica forgets them at the same entry).
@@ -177,37 +204,8 @@ impl Store {
             trees: Vec::new(),
         };
         let result = match cmd {
-            Command::Register {
-                node,
-                service,
-                checks,
-            } => tx.register(node, service.as_ref(), checks).map(|()| true),
-            Command::Deregister {
-                node,
-                service_id,
-                check_id,
-            } => tx
-                .deregister(node, service_id.as_deref(), check_id.as_deref())
-                .map(|()| true),
-            Command::Kv {
-                op,
-                key,
-                value,
-                flags,
-            } => tx.kv(op, key, value, *flags),
-            Command::SessionCreate(s) => tx.session_create(s).map(|()| true),
-            Command::SessionDestroy { id } => Ok(tx.session_destroy(id)),
-            Command::Coordinates(updates) => {
-                tx.coordinates(updates);
-                Ok(true)
-            }
-            Command::ReapTombstones { up_to } => {
-                tx.data.tombstones.retain(|_, i| *i > *up_to);
-                Ok(true)
-            }
-            // The state machine unpacks batches; one inside another is no
-            // leader's doing.
-            Command::Batch(_) => Err(invalid("a batch inside a batch")),
+            Command::Txn(ops) => tx.txn(ops).map(Applied::Txn),
+            cmd => tx.apply_one(cmd).map(Applied::Done),
         };
         let Tx {
             touched,
@@ -377,6 +375,44 @@ struct Tx<'a> {
 }
 
 impl Tx<'_> {
+    /// Applies a command other than a transaction.
+    fn apply_one(&mut self, cmd: &Command) -> Result<bool, StateError> {
+        match cmd {
+            Command::Register {
+                node,
+                service,
+                checks,
+            } => self.register(node, service.as_ref(), checks).map(|()| true),
+            Command::Deregister {
+                node,
+                service_id,
+                check_id,
+            } => self
+                .deregister(node, service_id.as_deref(), check_id.as_deref())
+                .map(|()| true),
+            Command::Kv {
+                op,
+                key,
+                value,
+                flags,
+            } => self.kv(op, key, value, *flags),
+            Command::SessionCreate(s) => self.session_create(s).map(|()| true),
+            Command::SessionDestroy { id } => Ok(self.session_destroy(id)),
+            Command::Coordinates(updates) => {
+                self.coordinates(updates);
+                Ok(true)
+            }
+            Command::ReapTombstones { up_to } => {
+                self.data.tombstones.retain(|_, i| *i > *up_to);
+                Ok(true)
+            }
+            // The state machine unpacks batches; one inside another is no
+            // leader's doing.
+            Command::Batch(_) => Err(invalid("a batch inside a batch")),
+            Command::Txn(_) => Err(invalid("a transaction goes through Store::apply_outcome")),
+        }
+    }
+
     /// Records that `table` changed at this index.
     fn touch(&mut self, table: Table) {
         self.data.indexes.insert(table, self.index);

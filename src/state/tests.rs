@@ -464,3 +464,123 @@ fn restoring_in_place_wakes_every_waiter() {
     assert!(s.kv_get("a/y").is_none() && s.kv_get("a/x").is_some());
     assert!(Store::new().restore_in_place(b"garbage").is_err());
 }
+
+fn txn_op(verb: TxnVerb, key: &str, value: &str, index: u64) -> TxnOp {
+    TxnOp {
+        verb,
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags: 0,
+        index,
+        session: String::new(),
+    }
+}
+
+fn txn(store: &mut Store, index: u64, ops: Vec<TxnOp>) -> TxnOutcome {
+    match store.apply_outcome(index, 0, &Command::Txn(ops)) {
+        Ok(Applied::Txn(t)) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_transaction_sees_its_own_writes_and_answers_with_them() {
+    let mut s = Store::new();
+    let out = txn(
+        &mut s,
+        5,
+        vec![
+            txn_op(TxnVerb::Set, "a", "1", 0),
+            txn_op(TxnVerb::Cas, "b", "2", 0),
+            txn_op(TxnVerb::Get, "a", "", 0),
+            txn_op(TxnVerb::CheckIndex, "b", "", 5),
+            txn_op(TxnVerb::CheckNotExists, "c", "", 0),
+            txn_op(TxnVerb::GetTree, "", "", 0),
+        ],
+    )
+    .unwrap();
+    let keys: Vec<(&str, &[u8])> = out.iter().map(|e| (e.key.as_str(), &e.value[..])).collect();
+    // Writes answer without their value; reads with it.
+    assert_eq!(
+        keys,
+        [
+            ("a", &b""[..]),
+            ("b", b""),
+            ("a", b"1"),
+            ("b", b""),
+            ("a", b"1"),
+            ("b", b"2")
+        ]
+    );
+    assert_eq!(s.index(Table::Kvs), 5);
+}
+
+#[test]
+fn a_failed_transaction_changes_nothing_and_names_every_failure() {
+    let mut s = Store::new();
+    s.apply(1, 0, &kv(KvOp::Set, "app/x", "old")).unwrap();
+    s.apply(2, 0, &kv(KvOp::Set, "app/y", "old")).unwrap();
+    let before = s.snapshot();
+    let hub = s.watches();
+    let out = txn(
+        &mut s,
+        3,
+        vec![
+            txn_op(TxnVerb::Set, "app/x", "new", 0),
+            txn_op(TxnVerb::DeleteTree, "app/", "", 0),
+            txn_op(TxnVerb::Set, "fresh", "v", 0),
+            txn_op(TxnVerb::Cas, "app/x", "v", 99),
+            txn_op(TxnVerb::Get, "missing", "", 0),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(
+        out.iter().map(|e| e.op_index).collect::<Vec<_>>(),
+        [3, 4],
+        "{out:?}"
+    );
+    assert!(out[0].what.contains("index is stale"), "{out:?}");
+    // Byte for byte as before, except the applied index.
+    let mut after = Store::restore(&s.snapshot()).unwrap();
+    after.data.last_applied = 2;
+    assert_eq!(after.snapshot(), before);
+    assert_eq!(
+        *hub.table(Table::Kvs).borrow(),
+        2,
+        "no watcher woke for nothing"
+    );
+}
+
+#[test]
+fn transactions_have_a_size_limit() {
+    let mut s = Store::new();
+    let ops = vec![txn_op(TxnVerb::Set, "k", "v", 0); MAX_TXN_OPS + 1];
+    assert!(s.apply_outcome(1, 0, &Command::Txn(ops)).is_err());
+}
+
+proptest! {
+    /// Whatever a transaction does, if any of its operations fails the
+    /// store is exactly as before.
+    #[test]
+    fn failed_transactions_roll_back(
+        seed in proptest::collection::vec((0u8..6, 0u8..4, 0u64..4), 1..12),
+    ) {
+        let mut s = Store::new();
+        for (i, k) in ["k0", "k1", "k2"].iter().enumerate() {
+            s.apply(i as u64 + 1, 0, &kv(KvOp::Set, k, "v")).unwrap();
+        }
+        let before = s.snapshot();
+        let verbs = [TxnVerb::Set, TxnVerb::Cas, TxnVerb::Delete, TxnVerb::DeleteTree, TxnVerb::DeleteCas, TxnVerb::Get];
+        let mut ops: Vec<TxnOp> = seed
+            .iter()
+            .map(|(v, k, i)| txn_op(verbs[*v as usize], &format!("k{k}"), "w", *i))
+            .collect();
+        // The last operation always fails.
+        ops.push(txn_op(TxnVerb::Get, "never", "", 0));
+        let r = s.apply_outcome(10, 0, &Command::Txn(ops)).unwrap();
+        prop_assert!(matches!(r, Applied::Txn(Err(_))));
+        let mut after = Store::restore(&s.snapshot()).unwrap();
+        after.data.last_applied = 3;
+        prop_assert_eq!(after.snapshot(), before);
+    }
+}

@@ -170,7 +170,8 @@ pub fn http_head(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     http_full(addr, "GET", path, b"").map(|(status, head, _)| (status, head))
 }
 
-fn http_full(
+/// A one-shot request: status, response head and body.
+pub fn http_full(
     addr: &str,
     method: &str,
     path: &str,
