@@ -551,7 +551,7 @@ impl Engine<'_> {
                 }
                 Output::Stream(req) => self.open_stream(i, req),
                 Output::Event(ev) => self.observe(i, ev),
-                Output::PingComplete(_) => {}
+                Output::PingComplete(_) | Output::User(_) => {}
                 // The rest of this round (the leave's last transmission
                 // among it) still goes out.
                 Output::LeaveComplete => left = true,

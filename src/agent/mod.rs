@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod definition;
+pub mod events;
 pub mod local;
 pub mod servers;
 
@@ -168,6 +169,8 @@ impl<E: Env> Agent<E> {
         });
         reload.apply(&config, env.now())?;
         server_tasks.push(env.spawn(local::run_probes(env.clone(), local_state.clone())));
+        let events = Arc::new(events::Events::new(&config.node_name, local_state.clone()));
+        server_tasks.push(env.spawn(events::run(gossip.clone(), events.clone())));
         server_tasks.push(env.spawn(local::anti_entropy(
             env.clone(),
             local_state.clone(),
@@ -196,6 +199,7 @@ impl<E: Env> Agent<E> {
             default_port: config.ports.serf_lan,
             scripts: config.script_policy(),
             reload: reload.clone(),
+            events,
         });
         let (http_addr, http_task) =
             api::serve(&env, http_bind, state)

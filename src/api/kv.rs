@@ -95,6 +95,18 @@ pub(super) fn read_of(params: &HashMap<String, String>, query: Query) -> Result<
         (false, true) => Consistency::Consistent,
         (false, false) => Consistency::Default,
     };
+    let (min_index, wait) = blocking_of(params)?;
+    Ok(Read {
+        consistency,
+        min_index,
+        max_wait_ms: wait.as_millis() as u64,
+        query,
+    })
+}
+
+/// `?index` and `?wait` of a blocking query: the index seen, and how long
+/// to wait for a change past it.
+pub(super) fn blocking_of(params: &HashMap<String, String>) -> Result<(u64, Duration), ApiError> {
     let min_index = uint_param(params, "index")?.unwrap_or(0);
     let wait = match params.get("wait") {
         Some(w) => parse_duration(w).map_err(|e| bad(format!("Invalid wait time: {e}")))?,
@@ -103,13 +115,7 @@ pub(super) fn read_of(params: &HashMap<String, String>, query: Query) -> Result<
     .min(MAX_WAIT);
     // Consul adds up to wait/16 so that many watchers woken by one change
     // do not all come back at once.
-    let jitter = wait / 16;
-    Ok(Read {
-        consistency,
-        min_index,
-        max_wait_ms: (wait + jitter).as_millis() as u64,
-        query,
-    })
+    Ok((min_index, wait + wait / 16))
 }
 
 /// Consul's query metadata headers.

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod catalog;
 pub mod client;
 pub mod decode;
+pub mod event;
 pub mod kv;
 pub mod session;
 pub mod txn;
@@ -64,6 +65,21 @@ pub struct ApiState<E: Env> {
     pub scripts: crate::agent::definition::ScriptPolicy,
     /// Re-reads the configuration (`PUT /v1/agent/reload`).
     pub reload: Arc<crate::agent::ConfigReload>,
+    /// User events.
+    pub events: Arc<crate::agent::events::Events>,
+}
+
+impl<E: Env> ApiState<E> {
+    /// A fresh random ID in UUID form (sessions, events).
+    pub fn new_id(&self) -> String {
+        use rand::RngCore;
+        let mut raw = [0u8; 16];
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fill_bytes(&mut raw);
+        crate::agent::config::format_uuid(raw)
+    }
 }
 
 /// The routes of the API.
@@ -126,6 +142,8 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/session/list", get(session::all::<E>))
         .route("/v1/session/renew/{id}", put(session::renew::<E>))
         .route("/v1/txn", put(txn::txn::<E>))
+        .route("/v1/event/fire/{name}", put(event::fire::<E>))
+        .route("/v1/event/list", get(event::list::<E>))
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
         .route("/v1/coordinate/node/{name}", get(coordinate_node::<E>))

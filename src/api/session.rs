@@ -11,12 +11,11 @@ use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::kv::{bad, read, unexpected, write_cmd};
 use super::{ApiError, ApiState};
-use crate::agent::config::{format_uuid, parse_duration};
+use crate::agent::config::parse_duration;
 use crate::env::Env;
 use crate::server::{Answer, ClientRequest, Query};
 use crate::state::{Behavior, Command, Session};
@@ -121,13 +120,8 @@ pub async fn create<E: Env>(
         }
     }
     let delay = lock_delay(b.lock_delay.as_ref())?;
-    let mut raw = [0u8; 16];
-    s.rng
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .fill_bytes(&mut raw);
     let session = Session {
-        id: format_uuid(raw),
+        id: s.new_id(),
         name: b.name,
         node: if b.node.is_empty() {
             s.info.node_name.clone()

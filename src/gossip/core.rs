@@ -119,6 +119,8 @@ pub enum Output {
     PingComplete(PingComplete),
     /// Our leave notice has been gossiped enough; it is safe to shut down.
     LeaveComplete,
+    /// An application message arrived (see [`Swim::broadcast_user`]).
+    User(Vec<u8>),
 }
 
 /// Counters kept by the core.
@@ -663,7 +665,10 @@ impl Swim {
                 self.alive_node(now, &a, false)
             }
             Message::Dead(d) => self.dead_node(now, &d),
-            Message::User(_) => self.stats.user_messages += 1,
+            Message::User(payload) => {
+                self.stats.user_messages += 1;
+                self.outputs.push_back(Output::User(payload));
+            }
             Message::Err(e) => {
                 tracing::debug!(node = %self.me, %from, error = %e.error, "peer reported an error")
             }
@@ -712,8 +717,9 @@ impl Swim {
                 }
                 Some(StreamMessage::PushPull(self.local_state(pp.join)))
             }
-            StreamMessage::User(_) => {
+            StreamMessage::User(payload) => {
                 self.stats.user_messages += 1;
+                self.outputs.push_back(Output::User(payload));
                 None
             }
             StreamMessage::Ack(_) | StreamMessage::Err(_) => None,
@@ -1312,15 +1318,35 @@ impl Swim {
     }
 
     fn broadcast(&mut self, now: Instant, node: &Arc<str>, msg: &Message, notify: Option<u64>) {
+        self.enqueue(now, Some(node), msg, notify);
+    }
+
+    /// Queues an application message (a memberlist "user" message) to
+    /// piggyback on gossip and probes like membership news; receivers get
+    /// it as [`Output::User`]. Whether the message was small enough to
+    /// gossip.
+    pub fn broadcast_user(&mut self, now: Instant, payload: Vec<u8>) -> bool {
+        self.enqueue(now, None, &Message::User(payload), None)
+    }
+
+    /// Queues `msg`; news about a member (`about`) replaces older news
+    /// about it. Whether it was queued.
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        about: Option<&Arc<str>>,
+        msg: &Message,
+        notify: Option<u64>,
+    ) -> bool {
         let bytes = msg.to_bytes();
         // A message that can never fit a packet would sit in the queue for
         // ever (it is never sent, so never retired) and crowd out the rest.
         if bytes.len() + COMPOUND_OVERHEAD + COMPOUND_HEADER_OVERHEAD > self.cfg.udp_buffer_size {
-            tracing::warn!(node = %self.me, about = %node, len = bytes.len(), "message too large to gossip; dropped");
+            tracing::warn!(node = %self.me, about = ?about, len = bytes.len(), "message too large to gossip; dropped");
             if notify == Some(LEAVE_TOKEN) {
                 self.leave_complete();
             }
-            return;
+            return false;
         }
         // Queued messages live long and there is one per member: keep only
         // their bytes, not the encoder's spare capacity.
@@ -1328,14 +1354,16 @@ impl Swim {
             bytes: Bytes::from(bytes.into_boxed_slice()),
             msg: self.typed.then(|| Arc::new(msg.clone())),
         };
-        if **node == *self.me {
-            self.broadcasts
-                .push_pinned(Some(node.clone()), part, notify);
-        } else {
-            self.broadcasts.push(Some(node.clone()), part, notify);
+        match about {
+            Some(node) if **node == *self.me => {
+                self.broadcasts
+                    .push_pinned(Some(node.clone()), part, notify)
+            }
+            about => self.broadcasts.push(about.cloned(), part, notify),
         }
         self.wake_gossip(now);
         self.check_finished();
+        true
     }
 
     fn leave_complete(&mut self) {

@@ -234,6 +234,38 @@ fn suspicion_is_refuted_by_the_suspect() {
 }
 
 #[test]
+fn application_messages_reach_every_member() {
+    let mut net = Net::new(8, Config::local(), 12);
+    converge(&mut net, 8, secs(20));
+    net.with_swim(3, |s, now| {
+        assert!(s.broadcast_user(now, b"deploy v2".to_vec()))
+    });
+    // Like memberlist, the core sends a message only as often as its own
+    // broadcasts; the application (Serf's user events) passes on what it
+    // hears for the first time, which is what reaches everyone.
+    let mut got = BTreeSet::from([3]);
+    for _ in 0..40 {
+        net.run_for(Duration::from_millis(50));
+        let fresh: Vec<usize> = net
+            .users
+            .drain(..)
+            .filter(|(i, p)| p == b"deploy v2" && !got.contains(i))
+            .map(|(i, _)| i)
+            .collect();
+        for i in fresh {
+            if got.insert(i) {
+                net.with_swim(i, |s, now| {
+                    assert!(s.broadcast_user(now, b"deploy v2".to_vec()))
+                });
+            }
+        }
+    }
+    assert_eq!(got, (0..8).collect::<BTreeSet<usize>>());
+    // Too large for a packet: refused, not queued for ever.
+    net.with_swim(0, |s, now| assert!(!s.broadcast_user(now, vec![0; 2000])));
+}
+
+#[test]
 fn metadata_updates_propagate() {
     let mut net = Net::new(3, Config::local(), 8);
     converge(&mut net, 3, secs(20));

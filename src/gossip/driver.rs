@@ -122,6 +122,8 @@ enum Command {
     SetMeta(Vec<u8>, oneshot::Sender<Result<(), GossipError>>),
     SubscribeMembers(mpsc::UnboundedSender<MemberEvent>),
     SubscribePings(mpsc::UnboundedSender<PingComplete>),
+    BroadcastUser(Vec<u8>, oneshot::Sender<bool>),
+    SubscribeUser(mpsc::UnboundedSender<Vec<u8>>),
     Coordinates(oneshot::Sender<Coordinates>),
     Stats(oneshot::Sender<GossipStats>),
     Shutdown(oneshot::Sender<()>),
@@ -211,6 +213,7 @@ impl Gossip {
             next_join: 0,
             member_subs: Vec::new(),
             ping_subs: Vec::new(),
+            user_subs: Vec::new(),
             leave_waiters: Vec::new(),
             left: false,
             _accept: accept,
@@ -291,6 +294,20 @@ impl Gossip {
         Ok(rx)
     }
 
+    /// Gossips an application message to every member (memberlist's
+    /// "user" messages, piggybacked like membership news); false if it is
+    /// too large for a packet.
+    pub async fn broadcast_user(&self, payload: Vec<u8>) -> Result<bool, GossipError> {
+        self.ask(|tx| Command::BroadcastUser(payload, tx)).await
+    }
+
+    /// Every application message received from now on.
+    pub async fn subscribe_user(&self) -> Result<mpsc::UnboundedReceiver<Vec<u8>>, GossipError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.send(Command::SubscribeUser(tx)).await?;
+        Ok(rx)
+    }
+
     /// This node's and its members' network coordinates.
     pub async fn coordinates(&self) -> Result<Coordinates, GossipError> {
         self.ask(Command::Coordinates).await
@@ -321,6 +338,7 @@ struct Driver<E: Env> {
     next_join: u64,
     member_subs: Vec<mpsc::UnboundedSender<MemberEvent>>,
     ping_subs: Vec<mpsc::UnboundedSender<PingComplete>>,
+    user_subs: Vec<mpsc::UnboundedSender<Vec<u8>>>,
     leave_waiters: Vec<oneshot::Sender<()>>,
     /// Our leave notice has spread.
     left: bool,
@@ -416,6 +434,10 @@ impl<E: Env> Driver<E> {
             }
             Command::SubscribeMembers(tx) => self.member_subs.push(tx),
             Command::SubscribePings(tx) => self.ping_subs.push(tx),
+            Command::BroadcastUser(payload, reply) => {
+                let _ = reply.send(self.node.broadcast_user(now, payload));
+            }
+            Command::SubscribeUser(tx) => self.user_subs.push(tx),
             Command::Coordinates(reply) => {
                 let _ = reply.send(self.node.coordinates());
             }
@@ -505,6 +527,9 @@ impl<E: Env> Driver<E> {
                 }
                 Output::PingComplete(p) => {
                     self.ping_subs.retain(|s| s.send(p.clone()).is_ok());
+                }
+                Output::User(payload) => {
+                    self.user_subs.retain(|s| s.send(payload.clone()).is_ok());
                 }
                 Output::LeaveComplete => {
                     self.left = true;

@@ -189,6 +189,7 @@ impl Node {
                 Output::Event(ev) => self.roster.apply(ev),
                 Output::PingComplete(p) => self.learn_coordinate(p),
                 Output::LeaveComplete
+                | Output::User(_)
                 | Output::Packet { .. }
                 | Output::Messages { .. }
                 | Output::Stream(_) => {}
@@ -261,6 +262,11 @@ impl Node {
     /// Leaves the cluster ([`Output::LeaveComplete`] follows).
     pub fn leave(&mut self, now: Instant) {
         self.core.leave(now)
+    }
+
+    /// Gossips an application message (see [`Swim::broadcast_user`]).
+    pub fn broadcast_user(&mut self, now: Instant, payload: Vec<u8>) -> bool {
+        self.core.broadcast_user(now, payload)
     }
 
     /// Replaces our metadata and gossips it.

@@ -61,6 +61,8 @@ pub struct Net {
     pub pings: Vec<(usize, PingComplete)>,
     /// Nodes that reported `LeaveComplete`.
     pub leave_complete: Vec<usize>,
+    /// Every application message received, with the receiver's index.
+    pub users: Vec<(usize, Vec<u8>)>,
     /// Called after every step that touches node `i`.
     pub after_step: Option<StepHook>,
 }
@@ -91,6 +93,7 @@ impl Net {
             events: Vec::new(),
             pings: Vec::new(),
             leave_complete: Vec::new(),
+            users: Vec::new(),
             after_step: None,
         };
         net.boot(n);
@@ -285,6 +288,7 @@ impl Net {
                 Output::Event(e) => self.events.push((i, e)),
                 Output::PingComplete(p) => self.pings.push((i, p)),
                 Output::LeaveComplete => self.leave_complete.push(i),
+                Output::User(payload) => self.users.push((i, payload)),
                 Output::Messages { .. } => unreachable!("the test network's cores keep the codec"),
             }
         }
