@@ -321,7 +321,7 @@ fn http_and_tcp_checks_probe_and_a_failing_one_hides_its_instance() {
         ),
         (
             json!({"Name": "n"}),
-            "needs a TTL, or an HTTP or TCP target",
+            "needs a TTL, or an HTTP, TCP or Args target",
         ),
     ] {
         let (st, msg) = put(&a, "/v1/agent/check/register", &body);

@@ -72,7 +72,11 @@ fn catalog_and_health_endpoints_answer_like_consul() {
     assert_eq!(put(&a, "/v1/catalog/register", &reg), (200, "true".into()));
     let services = get_json(&a, "/v1/catalog/services");
     assert_eq!(services["web"], json!(["v1"]));
-    assert_eq!(services["consul"], Value::Null, "no consul service yet");
+    // Servers are in the catalog as the "consul" service, port: RPC.
+    assert_eq!(services["consul"], json!([]));
+    let consul = get_json(&a, "/v1/catalog/service/consul");
+    assert_eq!(consul[0]["Node"], "solo");
+    assert!(consul[0]["ServicePort"].as_u64().unwrap() > 0);
 
     let web = get_json(&a, "/v1/catalog/service/web");
     assert_eq!(web.as_array().unwrap().len(), 1);

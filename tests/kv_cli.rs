@@ -92,7 +92,7 @@ fn catalog_commands_list_what_the_catalog_holds() {
     );
     let web = run(&a, "catalog", &["nodes", "-service=web"]).1;
     assert_eq!(web.lines().count(), 2, "{web}");
-    assert_eq!(run(&a, "catalog", &["services"]).1, "web\n");
+    assert_eq!(run(&a, "catalog", &["services"]).1, "consul\nweb\n");
     let tags = run(&a, "catalog", &["services", "-tags", "-node=ext"]).1;
     assert_eq!(tags.trim(), "web  blue,v2");
     let (ok, _, err) = run(&a, "catalog", &["nodes", "-service=nope"]);

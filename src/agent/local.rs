@@ -618,7 +618,10 @@ async fn sync_once<E: Env>(
         }
     }
     for r in &remote_services {
-        if !services.iter().any(|s| s.id == r.id) {
+        // The servers' own "consul" service is the leader's to keep.
+        if r.id != crate::server::reconcile::CONSUL_SERVICE
+            && !services.iter().any(|s| s.id == r.id)
+        {
             writes.push(Command::Deregister {
                 node: node.node.clone(),
                 service_id: Some(r.id.clone()),

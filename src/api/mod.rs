@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod client;
 pub mod decode;
 pub mod event;
+pub mod filter;
 pub mod kv;
 pub mod session;
 pub mod txn;
@@ -90,6 +91,7 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))
         .route("/v1/agent/reload", put(reload::<E>))
+        .route("/v1/agent/force-leave/{node}", put(force_leave::<E>))
         .route("/v1/agent/services", get(agent::services::<E>))
         .route("/v1/agent/checks", get(agent::checks::<E>))
         .route(
@@ -147,6 +149,10 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
         .route("/v1/coordinate/node/{name}", get(coordinate_node::<E>))
+        .route(
+            "/v1/coordinate/datacenters",
+            get(coordinate_datacenters::<E>),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -155,20 +161,53 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .with_state(state)
 }
 
-/// The parameters every endpoint takes: `?dc` (only this agent's own
-/// datacenter until datacenters federate; Consul's error otherwise) and
-/// `?pretty` (indented JSON).
+/// Endpoints whose answers `?filter` applies to (Consul's list endpoints).
+const FILTERABLE: &[&str] = &[
+    "/v1/agent/services",
+    "/v1/agent/checks",
+    "/v1/agent/members",
+    "/v1/catalog/nodes",
+    "/v1/catalog/service/",
+    "/v1/catalog/node-services/",
+    "/v1/health/node/",
+    "/v1/health/checks/",
+    "/v1/health/service/",
+    "/v1/health/state/",
+];
+
+/// Endpoints whose answers `?near` sorts by estimated round-trip time.
+const SORTABLE: &[&str] = &[
+    "/v1/catalog/nodes",
+    "/v1/catalog/service/",
+    "/v1/health/checks/",
+    "/v1/health/service/",
+    "/v1/health/state/",
+];
+
+fn path_in(path: &str, list: &[&str]) -> bool {
+    list.iter()
+        .any(|p| path == *p || (p.ends_with('/') && path.starts_with(p)))
+}
+
+/// The parameters every endpoint takes, handled around the endpoints:
+/// `?dc` (only this agent's own datacenter until datacenters federate;
+/// Consul's error otherwise), `?filter` (a [`filter::Filter`] over the
+/// list answered), `?near` (the list sorted by estimated RTT from a node,
+/// `_agent` for this one) and `?pretty` (indented JSON).
 async fn common_params<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let query = req.uri().query().unwrap_or("").to_owned();
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
     let param = |name: &str| {
-        query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == name).then(|| v.to_owned())
-        })
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     };
     if let Some(dc) = param("dc").filter(|d| !d.is_empty()) {
         if dc != s.info.datacenter {
@@ -179,13 +218,38 @@ async fn common_params<E: Env>(
             .into_response();
         }
     }
+    let path = req.uri().path().to_owned();
+    let is_get = req.method() == axum::http::Method::GET;
+    let filter = match param("filter").filter(|f| !f.is_empty()) {
+        Some(f) if is_get && path_in(&path, FILTERABLE) => match filter::Filter::parse(&f) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                return ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to create boolean expression evaluator: {e}"),
+                )
+                .into_response()
+            }
+        },
+        _ => None,
+    };
+    let near = param("near")
+        .filter(|n| !n.is_empty() && is_get && path_in(&path, SORTABLE))
+        .map(|n| {
+            if n == "_agent" {
+                s.info.node_name.clone()
+            } else {
+                n
+            }
+        });
     let pretty = param("pretty").is_some();
     let resp = next.run(req).await;
     let is_json = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !pretty || !is_json {
+    let reshape = filter.is_some() || near.is_some();
+    if !is_json || !(pretty || reshape) || (reshape && !pretty && resp.status() != StatusCode::OK) {
         return resp;
     }
     let (parts, body) = resp.into_parts();
@@ -196,17 +260,62 @@ async fn common_params<E: Env>(
         )
         .into_response();
     };
-    let text = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| serde_json::to_vec_pretty(&v).ok())
-        .map(|mut t| {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    if parts.status == StatusCode::OK {
+        if let Some(f) = &filter {
+            filter::apply(f, &mut value);
+        }
+        if let Some(origin) = &near {
+            if let Ok(coords) = s.gossip.coordinates().await {
+                sort_near(&mut value, origin, &coords);
+            }
+        }
+    }
+    let text = if pretty {
+        serde_json::to_vec_pretty(&value).map(|mut t| {
             t.push(b'\n');
             t
         })
-        .unwrap_or_else(|| bytes.to_vec());
+    } else {
+        serde_json::to_vec(&value)
+    }
+    .unwrap_or_else(|_| bytes.to_vec());
     let mut parts = parts;
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(text))
+}
+
+/// Sorts a list answer by the estimated RTT from `origin` to each item's
+/// node (`"Node"`, or `"Node"."Node"` in health answers), nearest first;
+/// items of nodes without a coordinate go last, in their order. Nothing
+/// moves when `origin` has no coordinate.
+fn sort_near(value: &mut serde_json::Value, origin: &str, coords: &crate::gossip::Coordinates) {
+    let Some(from) = coords.members.get(origin) else {
+        return;
+    };
+    let Some(items) = value.as_array_mut() else {
+        return;
+    };
+    let node_of = |v: &serde_json::Value| -> Option<String> {
+        match &v["Node"] {
+            serde_json::Value::String(n) => Some(n.clone()),
+            serde_json::Value::Object(o) => o.get("Node")?.as_str().map(str::to_owned),
+            _ => None,
+        }
+    };
+    let mut keyed: Vec<(f64, serde_json::Value)> = items
+        .drain(..)
+        .map(|v| {
+            let d = node_of(&v)
+                .and_then(|n| coords.members.get(&n))
+                .map_or(f64::INFINITY, |c| from.distance_to(c).as_secs_f64());
+            (d, v)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    items.extend(keyed.into_iter().map(|(_, v)| v));
 }
 
 /// Binds `addr` through `env` and serves the API; returns the bound address
@@ -444,6 +553,48 @@ async fn coordinate_node<E: Env>(
     }]))
 }
 
+/// One datacenter of `/v1/coordinate/datacenters`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiDcCoords {
+    /// Datacenter name.
+    pub datacenter: String,
+    /// The gossip pool the coordinates come from.
+    #[serde(rename = "AreaID")]
+    pub area_id: String,
+    /// Its servers' coordinates, named `<node>.<dc>`.
+    pub coordinates: Vec<ApiNodeCoord>,
+}
+
+/// `GET /v1/coordinate/datacenters`: every datacenter's servers and their
+/// coordinates. Until datacenters federate over a WAN pool this is the
+/// local datacenter, with its servers' LAN coordinates.
+async fn coordinate_datacenters<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+) -> Result<Json<Vec<ApiDcCoords>>, ApiError> {
+    let members = s.gossip.members().await.map_err(internal)?;
+    let coords = s.gossip.coordinates().await.map_err(internal)?;
+    let dc = &s.info.datacenter;
+    let coordinates = members
+        .iter()
+        .filter_map(crate::server::cluster::server_of)
+        .filter(|m| &m.dc == dc)
+        .filter_map(|m| {
+            let c = coords.members.get(&m.name)?;
+            Some(ApiNodeCoord {
+                node: format!("{}.{dc}", m.name),
+                segment: String::new(),
+                coord: ApiCoord::from(c),
+            })
+        })
+        .collect();
+    Ok(Json(vec![ApiDcCoords {
+        datacenter: dc.clone(),
+        area_id: "wan".into(),
+        coordinates,
+    }]))
+}
+
 async fn coordinate_nodes<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
 ) -> Result<Json<Vec<ApiNodeCoord>>, ApiError> {
@@ -489,10 +640,79 @@ async fn leave<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiError
     })
 }
 
+/// `PUT /v1/agent/force-leave/<node>`: a failed member is declared
+/// departed, everywhere, as if it had left.
+async fn force_leave<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(node): Path<String>,
+) -> Result<(), ApiError> {
+    s.gossip.force_leave(&node).await.map_err(|e| match e {
+        crate::gossip::GossipError::Shutdown => internal(e),
+        other => ApiError(StatusCode::NOT_FOUND, other.to_string()),
+    })
+}
+
 /// `PUT /v1/agent/reload`: re-reads the config files and applies their
 /// services and checks; a bad file changes nothing and says why.
 async fn reload<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiError> {
     s.reload
         .reload(s.env.now())
         .map_err(|e| internal(format!("Failed reloading config: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinate::Coordinate;
+    use serde_json::json;
+
+    fn at(x: f64) -> Coordinate {
+        Coordinate {
+            vec: vec![x, 0.0],
+            error: 0.1,
+            adjustment: 0.0,
+            height: 0.0,
+        }
+    }
+
+    #[test]
+    fn near_sorts_by_estimated_rtt_and_puts_the_unknown_last() {
+        let coords = crate::gossip::Coordinates {
+            local: None,
+            members: [("a", 0.0), ("b", 0.05), ("c", 0.01), ("d", 0.2)]
+                .into_iter()
+                .map(|(n, x)| (n.to_string(), at(x)))
+                .collect(),
+        };
+        // Catalog answers name the node as a string, health answers as
+        // an object.
+        let mut v = json!([
+            {"Node": "d"}, {"Node": "x"}, {"Node": {"Node": "b"}}, {"Node": "c"}, {"Node": "a"}
+        ]);
+        sort_near(&mut v, "a", &coords);
+        let order: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| match &i["Node"] {
+                serde_json::Value::String(s) => s.clone(),
+                o => o["Node"].as_str().unwrap().to_string(),
+            })
+            .collect();
+        assert_eq!(order, ["a", "c", "b", "d", "x"]);
+        // From a node without a coordinate nothing moves.
+        let before = v.clone();
+        sort_near(&mut v, "nobody", &coords);
+        assert_eq!(v, before);
+    }
+
+    #[test]
+    fn filters_and_sorting_apply_to_list_endpoints_only() {
+        assert!(path_in("/v1/catalog/nodes", FILTERABLE));
+        assert!(path_in("/v1/health/service/web", FILTERABLE));
+        assert!(!path_in("/v1/agent/self", FILTERABLE));
+        assert!(!path_in("/v1/catalog/nodesx", FILTERABLE));
+        assert!(path_in("/v1/health/state/any", SORTABLE));
+        assert!(!path_in("/v1/agent/services", SORTABLE));
+    }
 }

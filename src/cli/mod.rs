@@ -38,6 +38,8 @@ enum Cmd {
     Leave(HttpArgs),
     /// Tell the local agent to re-read its config files.
     Reload(HttpArgs),
+    /// Declare a failed node departed, so the cluster stops retrying it.
+    ForceLeave(ForceLeaveArgs),
     /// Estimate the round-trip time between two nodes from their network
     /// coordinates (the second defaults to the local agent's node).
     Rtt(RttArgs),
@@ -255,6 +257,7 @@ pub fn main() -> ExitCode {
             Cmd::Join(j) => run_join(j).await,
             Cmd::Leave(h) => run_leave(h).await,
             Cmd::Reload(h) => run_reload(h).await,
+            Cmd::ForceLeave(f) => run_force_leave(f).await,
             Cmd::Rtt(r) => run_rtt(r).await,
             Cmd::Kv(k) => kv::run(k).await,
             Cmd::Catalog(c) => catalog::run(c).await,
@@ -508,6 +511,22 @@ async fn run_leave(h: HttpArgs) -> anyhow::Result<()> {
     let addr = client::parse_addr(&env, &h.addr()).await?;
     client::request(&env, addr, "PUT", "/v1/agent/leave").await?;
     println!("Graceful leave complete");
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+struct ForceLeaveArgs {
+    /// The failed node's name.
+    node: String,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+async fn run_force_leave(f: ForceLeaveArgs) -> anyhow::Result<()> {
+    let env = TokioEnv::new();
+    let addr = client::parse_addr(&env, &f.http.addr()).await?;
+    let path = format!("/v1/agent/force-leave/{}", percent_encode(&f.node));
+    client::request(&env, addr, "PUT", &path).await?;
     Ok(())
 }
 

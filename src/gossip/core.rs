@@ -69,6 +69,9 @@ pub enum SwimError {
     /// A member table that cannot be preloaded into this node.
     #[error("cannot preload members: {0}")]
     Preload(String),
+    /// A force-leave that does not apply.
+    #[error("{0}")]
+    ForceLeave(String),
 }
 
 /// A stream the driver should open: connect to `to`, write `data`, and if
@@ -805,6 +808,31 @@ impl Swim {
         self.dead_node(now, &d);
         if !self.any_alive() {
             self.leave_complete();
+        }
+    }
+
+    /// Declares a failed member departed, as if it had left gracefully
+    /// (Consul's `force-leave`): it stops being retried and can be reaped.
+    /// Only failed members qualify; an alive one would refute it.
+    pub fn force_leave(&mut self, now: Instant, name: &str) -> Result<(), SwimError> {
+        let state = self
+            .map
+            .get(name)
+            .ok_or_else(|| SwimError::ForceLeave(format!("no node found with name {name:?}")))?;
+        match state.state {
+            NodeStateKind::Left => Ok(()),
+            NodeStateKind::Dead => {
+                let d = Dead {
+                    incarnation: state.incarnation,
+                    node: name.to_owned(),
+                    from: name.to_owned(),
+                };
+                self.dead_node(now, &d);
+                Ok(())
+            }
+            NodeStateKind::Alive | NodeStateKind::Suspect => Err(SwimError::ForceLeave(format!(
+                "node {name:?} is not failed; force-leave removes failed nodes only"
+            ))),
         }
     }
 
@@ -1712,7 +1740,10 @@ impl Swim {
         let Some(state) = self.map.get(&name) else {
             return;
         };
-        if state.state.is_dead_or_left() {
+        // A failed member can still be declared departed (a force-leave):
+        // its own "dead" notice moves it from failed to left.
+        let now_left = state.state == NodeStateKind::Dead && d.node == d.from;
+        if state.state.is_dead_or_left() && !now_left {
             return;
         }
         let msg = Message::Dead(d.clone());

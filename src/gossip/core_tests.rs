@@ -234,6 +234,36 @@ fn suspicion_is_refuted_by_the_suspect() {
 }
 
 #[test]
+fn force_leave_turns_a_failed_member_into_a_departed_one_everywhere() {
+    let mut net = Net::new(4, Config::local(), 13);
+    converge(&mut net, 4, secs(20));
+    net.with_swim(0, |s, now| {
+        let e = s.force_leave(now, "n3").unwrap_err();
+        assert!(e.to_string().contains("not failed"), "{e}");
+        assert!(s.force_leave(now, "nobody").is_err());
+    });
+    net.crash(3);
+    let all_see_dead =
+        |net: &Net| (0..3).all(|i| net.view(i).get("n3").map(|v| v.0) == Some(NodeStateKind::Dead));
+    for _ in 0..200 {
+        if all_see_dead(&net) {
+            break;
+        }
+        net.run_for(Duration::from_millis(100));
+    }
+    assert!(all_see_dead(&net));
+    net.with_swim(1, |s, now| s.force_leave(now, "n3").unwrap());
+    net.run_for(secs(2));
+    for i in 0..3 {
+        assert_eq!(net.view(i)["n3"].0, NodeStateKind::Left, "node {i}");
+        assert!(net
+            .events
+            .iter()
+            .any(|(o, e)| *o == i && e.kind == EventKind::Left && e.node.name == "n3"));
+    }
+}
+
+#[test]
 fn application_messages_reach_every_member() {
     let mut net = Net::new(8, Config::local(), 12);
     converge(&mut net, 8, secs(20));

@@ -123,6 +123,7 @@ enum Command {
     SubscribeMembers(mpsc::UnboundedSender<MemberEvent>),
     SubscribePings(mpsc::UnboundedSender<PingComplete>),
     BroadcastUser(Vec<u8>, oneshot::Sender<bool>),
+    ForceLeave(String, oneshot::Sender<Result<(), GossipError>>),
     SubscribeUser(mpsc::UnboundedSender<Vec<u8>>),
     Coordinates(oneshot::Sender<Coordinates>),
     Stats(oneshot::Sender<GossipStats>),
@@ -301,6 +302,13 @@ impl Gossip {
         self.ask(|tx| Command::BroadcastUser(payload, tx)).await
     }
 
+    /// Declares a failed member departed, so that it is no longer retried
+    /// and is reaped like one that left (Consul's `force-leave`).
+    pub async fn force_leave(&self, name: &str) -> Result<(), GossipError> {
+        self.ask(|tx| Command::ForceLeave(name.to_owned(), tx))
+            .await?
+    }
+
     /// Every application message received from now on.
     pub async fn subscribe_user(&self) -> Result<mpsc::UnboundedReceiver<Vec<u8>>, GossipError> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -438,6 +446,9 @@ impl<E: Env> Driver<E> {
                 let _ = reply.send(self.node.broadcast_user(now, payload));
             }
             Command::SubscribeUser(tx) => self.user_subs.push(tx),
+            Command::ForceLeave(name, reply) => {
+                let _ = reply.send(self.node.force_leave(now, &name).map_err(GossipError::from));
+            }
             Command::Coordinates(reply) => {
                 let _ = reply.send(self.node.coordinates());
             }

@@ -264,6 +264,11 @@ impl Node {
         self.core.leave(now)
     }
 
+    /// Declares a failed member departed (see [`Swim::force_leave`]).
+    pub fn force_leave(&mut self, now: Instant, name: &str) -> Result<(), SwimError> {
+        self.core.force_leave(now, name)
+    }
+
     /// Gossips an application message (see [`Swim::broadcast_user`]).
     pub fn broadcast_user(&mut self, now: Instant, payload: Vec<u8>) -> bool {
         self.core.broadcast_user(now, payload)

@@ -12,10 +12,14 @@
 use std::collections::BTreeSet;
 
 use crate::gossip::{Member, MemberStatus};
-use crate::state::{Check, Command, Health, Node, Store};
+use crate::state::{Check, Command, Health, Node, Service, Store};
 
 /// The ID (and name) of the check gossip keeps on every member.
 pub const SERF_CHECK: &str = "serfHealth";
+
+/// The service every server is registered with (port: its RPC port), so
+/// clients find servers in the catalog and over DNS as Consul's do.
+pub const CONSUL_SERVICE: &str = "consul";
 
 /// The commands that make `store`'s catalog agree with `members`, the
 /// gossip pool of datacenter `dc`.
@@ -61,10 +65,21 @@ pub fn reconcile(members: &[Member], store: &Store, dc: &str) -> Vec<Command> {
             check_type: "serf".into(),
             ..Check::default()
         };
-        if !in_sync(store, &node, &check) {
+        let service = super::cluster::server_of(m).map(|srv| Service {
+            id: CONSUL_SERVICE.into(),
+            service: CONSUL_SERVICE.into(),
+            port: srv.rpc.port(),
+            ..Service::default()
+        });
+        let service_in_sync = service.as_ref().is_none_or(|want| {
+            store
+                .node_services(&m.name)
+                .any(|s| s.id == want.id && s.port == want.port)
+        });
+        if !in_sync(store, &node, &check) || !service_in_sync {
             out.push(Command::Register {
                 node: keep_operator_fields(store, node),
-                service: None,
+                service,
                 checks: vec![check],
             });
         }
@@ -149,6 +164,26 @@ mod tests {
             let index = store.last_applied() + 1;
             store.apply(index, 0, c).unwrap();
         }
+    }
+
+    #[test]
+    fn servers_carry_the_consul_service_with_their_rpc_port() {
+        let mut srv = member("s1", MemberStatus::Alive, "dc1");
+        let mut t = srv.tags();
+        crate::server::cluster::server_tags(&mut t, 8300, 3);
+        t.insert("id".into(), "5f0cbb5c-2a43-4a5e-bd27-8f3d2b0e1a67".into());
+        srv.meta = tags::encode(&t).unwrap();
+        let pool = [srv, member("c1", MemberStatus::Alive, "dc1")];
+        let mut store = Store::new();
+        sync(&mut store, &pool);
+        let consul: Vec<_> = store.node_services("s1").collect();
+        assert_eq!(consul.len(), 1);
+        assert_eq!(
+            (consul[0].service.as_str(), consul[0].port),
+            ("consul", 8300)
+        );
+        assert_eq!(store.node_services("c1").count(), 0);
+        assert!(reconcile(&pool, &store, "dc1").is_empty(), "settled");
     }
 
     #[test]
