@@ -249,7 +249,9 @@ async fn common_params<E: Env>(
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let reshape = filter.is_some() || near.is_some();
-    if !is_json || !(pretty || reshape) || (reshape && !pretty && resp.status() != StatusCode::OK) {
+    // Only successful answers are filtered or sorted; errors pass as they are.
+    let worth_reading = pretty || (reshape && resp.status() == StatusCode::OK);
+    if !is_json || !worth_reading {
         return resp;
     }
     let (parts, body) = resp.into_parts();
