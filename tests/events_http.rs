@@ -7,7 +7,7 @@ use serde_json::Value;
 
 #[path = "common/process.rs"]
 mod process;
-use process::{http, http_full, wait_for, Agent, FAST_GOSSIP};
+use process::{http, http_full, wait_for, Agent};
 
 fn events(a: &Agent, query: &str) -> Vec<Value> {
     let (s, body) = http(&a.http, "GET", &format!("/v1/event/list{query}"), b"").unwrap();
@@ -23,12 +23,8 @@ fn events(a: &Agent, query: &str) -> Vec<Value> {
 fn events_reach_the_agents_their_filters_pick() {
     let dir = tempfile::tempdir().unwrap();
     let s = Agent::solo_server(dir.path(), "srv");
-    let join = [
-        format!("-retry-join=127.0.0.1:{}", s.serf),
-        "-retry-interval=200ms".into(),
-    ];
-    let web = Agent::start(dir.path(), "web-1", FAST_GOSSIP, &join);
-    let db = Agent::start(dir.path(), "db-1", FAST_GOSSIP, &join);
+    let web = Agent::client_of(dir.path(), "web-1", &s);
+    let db = Agent::client_of(dir.path(), "db-1", &s);
     wait_for(Duration::from_secs(20), "three members", || {
         let (st, body) = http(&s.http, "GET", "/v1/agent/members", b"").ok()?;
         let v: Value = serde_json::from_str(&body).ok()?;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 #[path = "common/process.rs"]
 mod process;
-use process::{http, wait_for, Agent, FAST_GOSSIP};
+use process::{http, wait_for, Agent};
 
 fn get(a: &Agent, path: &str) -> Value {
     let (s, body) = http(&a.http, "GET", path, b"").expect("HTTP");
@@ -30,12 +30,8 @@ fn names(v: &Value, field: &str) -> Vec<String> {
 fn filters_near_sorting_datacenter_coordinates_and_force_leave() {
     let dir = tempfile::tempdir().unwrap();
     let s = Agent::solo_server(dir.path(), "srv");
-    let join = [
-        format!("-retry-join=127.0.0.1:{}", s.serf),
-        "-retry-interval=200ms".into(),
-    ];
-    let web = Agent::start(dir.path(), "web-1", FAST_GOSSIP, &join);
-    let mut db = Agent::start(dir.path(), "db-1", FAST_GOSSIP, &join);
+    let web = Agent::client_of(dir.path(), "web-1", &s);
+    let mut db = Agent::client_of(dir.path(), "db-1", &s);
     for (a, body) in [
         (
             &web,

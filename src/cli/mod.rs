@@ -506,10 +506,16 @@ async fn run_rtt(r: RttArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_leave(h: HttpArgs) -> anyhow::Result<()> {
+/// PUTs `path` to the agent (no body); the answer is not needed.
+async fn put_to_agent(h: &HttpArgs, path: &str) -> anyhow::Result<()> {
     let env = TokioEnv::new();
     let addr = client::parse_addr(&env, &h.addr()).await?;
-    client::request(&env, addr, "PUT", "/v1/agent/leave").await?;
+    client::request(&env, addr, "PUT", path).await?;
+    Ok(())
+}
+
+async fn run_leave(h: HttpArgs) -> anyhow::Result<()> {
+    put_to_agent(&h, "/v1/agent/leave").await?;
     println!("Graceful leave complete");
     Ok(())
 }
@@ -523,17 +529,12 @@ struct ForceLeaveArgs {
 }
 
 async fn run_force_leave(f: ForceLeaveArgs) -> anyhow::Result<()> {
-    let env = TokioEnv::new();
-    let addr = client::parse_addr(&env, &f.http.addr()).await?;
     let path = format!("/v1/agent/force-leave/{}", percent_encode(&f.node));
-    client::request(&env, addr, "PUT", &path).await?;
-    Ok(())
+    put_to_agent(&f.http, &path).await
 }
 
 async fn run_reload(h: HttpArgs) -> anyhow::Result<()> {
-    let env = TokioEnv::new();
-    let addr = client::parse_addr(&env, &h.addr()).await?;
-    client::request(&env, addr, "PUT", "/v1/agent/reload").await?;
+    put_to_agent(&h, "/v1/agent/reload").await?;
     println!("Configuration reload triggered");
     Ok(())
 }

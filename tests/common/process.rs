@@ -93,6 +93,15 @@ impl Agent {
         a
     }
 
+    /// A client agent `name` joining `server` (retrying every 200 ms).
+    pub fn client_of(dir: &Path, name: &str, server: &Agent) -> Agent {
+        let join = [
+            format!("-retry-join=127.0.0.1:{}", server.serf),
+            "-retry-interval=200ms".into(),
+        ];
+        Agent::start(dir, name, FAST_GOSSIP, &join)
+    }
+
     /// Starts the process again (after [`kill`](Self::kill)).
     pub fn restart(&mut self) {
         let log = std::fs::OpenOptions::new()
