@@ -74,6 +74,43 @@ fn kv_commands_read_and_write_through_the_agent() {
 }
 
 #[test]
+fn kv_export_and_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::solo_server(dir.path(), "solo");
+    assert!(kv(&a, &["put", "-flags=7", "cfg/a", "one"]).0);
+    assert!(kv(&a, &["put", "cfg/b/c", "two"]).0);
+    let (ok, export, err) = kv(&a, &["export", "cfg/"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&export).unwrap();
+    assert_eq!(v[0]["key"], "cfg/a");
+    assert_eq!(v[0]["flags"], 7);
+    assert_eq!(v[0]["value"], "b25l");
+    let file = dir.path().join("export.json");
+    std::fs::write(&file, &export).unwrap();
+    let (ok, _, err) = kv(
+        &a,
+        &["import", "-prefix=copy/", &format!("@{}", file.display())],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        kv(&a, &["get", "-recurse", "copy/"]).1,
+        "copy/cfg/a:one\ncopy/cfg/b/c:two\n"
+    );
+    // An import with one bad entry writes nothing.
+    let bad = r#"[{"key": "new/x", "value": "eA=="}, {"key": "new/y", "value": "!!"}]"#;
+    let (ok, _, err) = kv(&a, &["import", bad]);
+    assert!(!ok);
+    assert!(
+        err.contains("entry 1 (new/y): value is not base64"),
+        "{err}"
+    );
+    assert!(kv(&a, &["get", "-keys", "new/"]).1.is_empty());
+    let (ok, _, err) = kv(&a, &["import", "{not json"]);
+    assert!(!ok);
+    assert!(err.contains("not a kv export"), "{err}");
+}
+
+#[test]
 fn catalog_commands_list_what_the_catalog_holds() {
     let dir = tempfile::tempdir().unwrap();
     let a = Agent::solo_server(dir.path(), "solo");

@@ -25,6 +25,41 @@ enum KvCmd {
     Put(PutArgs),
     /// Delete a key (or, with -recurse, a prefix).
     Delete(DeleteArgs),
+    /// Print every key under a prefix as JSON, for `kv import`.
+    Export(ExportArgs),
+    /// Write the keys of a `kv export` (the argument, `-` for standard
+    /// input, `@FILE` for a file); nothing is written unless all is valid.
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// The prefix (default: everything).
+    #[arg(default_value = "")]
+    prefix: String,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Put this prefix in front of every imported key.
+    #[arg(long = "prefix", default_value = "")]
+    prefix: String,
+    /// The export's JSON.
+    data: String,
+}
+
+/// One key of `kv export`'s output, Consul's format.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct Exported {
+    key: String,
+    #[serde(default)]
+    flags: u64,
+    #[serde(default)]
+    value: String,
 }
 
 #[derive(Args, Debug)]
@@ -85,7 +120,47 @@ fn path_of(key: &str) -> String {
 #[serde(rename_all = "PascalCase")]
 struct Entry {
     key: String,
+    #[serde(default)]
+    flags: u64,
     value: Option<String>,
+}
+
+/// The argument, standard input (`-`) or a file (`@FILE`).
+fn read_input(v: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(match v {
+        "-" => {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b)?;
+            b
+        }
+        v if v.starts_with('@') => {
+            std::fs::read(&v[1..]).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", &v[1..]))?
+        }
+        v => v.as_bytes().to_vec(),
+    })
+}
+
+/// The keys of an export, checked: every key named, every value base64.
+fn parse_import(data: &[u8], prefix: &str) -> anyhow::Result<Vec<(String, u64, Vec<u8>)>> {
+    use base64::Engine;
+    let entries: Vec<Exported> = serde_json::from_slice(data).map_err(|e| {
+        anyhow::anyhow!("Error! the import is not a kv export (a JSON list of {{\"key\", \"flags\", \"value\"}}): {e}")
+    })?;
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            if e.key.is_empty() {
+                anyhow::bail!("Error! entry {i} has no key");
+            }
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(&e.value)
+                .map_err(|err| {
+                    anyhow::anyhow!("Error! entry {i} ({}): value is not base64: {err}", e.key)
+                })?;
+            Ok((format!("{prefix}{}", e.key), e.flags, value))
+        })
+        .collect()
 }
 
 /// Runs `cairn kv ...`.
@@ -141,14 +216,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<()> {
             let addr = client::parse_addr(&env, &p.http.addr()).await?;
             let value: Vec<u8> = match p.value.as_deref() {
                 None => Vec::new(),
-                Some("-") => {
-                    let mut b = Vec::new();
-                    std::io::stdin().read_to_end(&mut b)?;
-                    b
-                }
-                Some(v) if v.starts_with('@') => std::fs::read(&v[1..])
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", &v[1..]))?,
-                Some(v) => v.as_bytes().to_vec(),
+                Some(v) => read_input(v)?,
             };
             let mut params = Vec::new();
             if p.cas {
@@ -178,6 +246,38 @@ pub async fn run(args: KvArgs) -> anyhow::Result<()> {
             }
             client::request(&env, addr, "DELETE", &path).await?;
             println!("Success! Deleted key: {}", d.key);
+        }
+        KvCmd::Export(x) => {
+            use base64::Engine;
+            let addr = client::parse_addr(&env, &x.http.addr()).await?;
+            let q = format!("{}?recurse", path_of(&x.prefix));
+            let entries: Vec<Entry> = match client::get_json(&env, addr, &q).await {
+                Err(ClientError::Status { status: 404, .. }) => Vec::new(),
+                r => r?,
+            };
+            let out: Vec<Exported> = entries
+                .into_iter()
+                .map(|e| Exported {
+                    key: e.key,
+                    flags: e.flags,
+                    // Re-encoded so that what is printed is plain base64.
+                    value: e
+                        .value
+                        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                        .map(|v| base64::engine::general_purpose::STANDARD.encode(v))
+                        .unwrap_or_default(),
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        KvCmd::Import(m) => {
+            let addr = client::parse_addr(&env, &m.http.addr()).await?;
+            let entries = parse_import(&read_input(&m.data)?, &m.prefix)?;
+            for (key, flags, value) in entries {
+                let path = format!("{}?flags={flags}", path_of(&key));
+                client::request_with(&env, addr, "PUT", &path, Bytes::from(value)).await?;
+                println!("Imported: {key}");
+            }
         }
     }
     Ok(())

@@ -43,7 +43,7 @@ enum Cmd {
     /// Estimate the round-trip time between two nodes from their network
     /// coordinates (the second defaults to the local agent's node).
     Rtt(RttArgs),
-    /// Read and write the KV store: get, put, delete.
+    /// Read and write the KV store: get, put, delete, export, import.
     Kv(kv::KvArgs),
     /// List datacenters, nodes and services in the catalog.
     Catalog(catalog::CatalogArgs),
