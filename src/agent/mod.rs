@@ -357,11 +357,10 @@ impl ConfigReload {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         // Refuse before changing anything: a check of a service that will
         // not exist.
+        let current = self.local.services();
         for (origin, c) in &checks {
             let sid = &c.check.service_id;
-            let kept = self
-                .local
-                .services()
+            let kept = current
                 .iter()
                 .any(|s| &s.id == sid && !loaded.services.contains(sid));
             if !sid.is_empty() && !kept && !services.iter().any(|(s, _)| &s.id == sid) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query as UrlQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::Json;
 
 use super::kv::{bad, blocking_of};
@@ -49,7 +49,7 @@ pub async fn fire<E: Env>(
 pub async fn list<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
-) -> Result<(StatusCode, HeaderMap, Json<Vec<UserEvent>>), ApiError> {
+) -> Result<(HeaderMap, Json<Vec<UserEvent>>), ApiError> {
     let name = params.get("name").map(String::as_str);
     let (seen, wait) = blocking_of(&params)?;
     let mut changes = s.events.watch();
@@ -64,5 +64,5 @@ pub async fn list<E: Env>(
     if let Ok(v) = HeaderValue::from_str(&index.to_string()) {
         headers.insert("x-consul-index", v);
     }
-    Ok((StatusCode::OK, headers, Json(list)))
+    Ok((headers, Json(list)))
 }

@@ -248,24 +248,19 @@ pub async fn run(args: KvArgs) -> anyhow::Result<()> {
             println!("Success! Deleted key: {}", d.key);
         }
         KvCmd::Export(x) => {
-            use base64::Engine;
             let addr = client::parse_addr(&env, &x.http.addr()).await?;
             let q = format!("{}?recurse", path_of(&x.prefix));
             let entries: Vec<Entry> = match client::get_json(&env, addr, &q).await {
                 Err(ClientError::Status { status: 404, .. }) => Vec::new(),
                 r => r?,
             };
+            // The API's values are already the export's base64.
             let out: Vec<Exported> = entries
                 .into_iter()
                 .map(|e| Exported {
                     key: e.key,
                     flags: e.flags,
-                    // Re-encoded so that what is printed is plain base64.
-                    value: e
-                        .value
-                        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-                        .map(|v| base64::engine::general_purpose::STANDARD.encode(v))
-                        .unwrap_or_default(),
+                    value: e.value.unwrap_or_default(),
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&out)?);

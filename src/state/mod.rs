@@ -203,10 +203,7 @@ impl Store {
             keys: Vec::new(),
             trees: Vec::new(),
         };
-        let result = match cmd {
-            Command::Txn(ops) => tx.txn(ops).map(Applied::Txn),
-            cmd => tx.apply_one(cmd).map(Applied::Done),
-        };
+        let result = tx.apply_one(cmd);
         let Tx {
             touched,
             keys,
@@ -375,9 +372,10 @@ struct Tx<'a> {
 }
 
 impl Tx<'_> {
-    /// Applies a command other than a transaction.
-    fn apply_one(&mut self, cmd: &Command) -> Result<bool, StateError> {
-        match cmd {
+    /// Applies one command (a batch's commands go one by one).
+    fn apply_one(&mut self, cmd: &Command) -> Result<Applied, StateError> {
+        let done = match cmd {
+            Command::Txn(ops) => return self.txn(ops).map(Applied::Txn),
             Command::Register {
                 node,
                 service,
@@ -409,8 +407,8 @@ impl Tx<'_> {
             // The state machine unpacks batches; one inside another is no
             // leader's doing.
             Command::Batch(_) => Err(invalid("a batch inside a batch")),
-            Command::Txn(_) => Err(invalid("a transaction goes through Store::apply_outcome")),
-        }
+        };
+        done.map(Applied::Done)
     }
 
     /// Records that `table` changed at this index.
