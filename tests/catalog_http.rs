@@ -53,7 +53,37 @@ fn catalog_and_health_endpoints_answer_like_consul() {
         (status, msg.as_str()),
         (500, "No path to datacenter \"mars\"")
     );
-    assert_eq!(get_json(&a, "/v1/coordinate/node/solo")[0]["Node"], "solo");
+    // The agent sends its coordinate soon after start; the leader stores
+    // coordinates in batches.
+    wait_for(Duration::from_secs(20), "solo's stored coordinate", || {
+        let (st, body) = http(&a.http, "GET", "/v1/coordinate/node/solo", b"").ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (st == 200 && v[0]["Node"] == "solo").then_some(())
+    });
+    assert!(index_of(&a, "/v1/coordinate/nodes") > 0);
+    let (st, _) = http(
+        &a.http,
+        "PUT",
+        "/v1/coordinate/update",
+        br#"{"Node": "solo", "Coord": {"Vec": [1, 2], "Error": 1.5}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        st, 400,
+        "a coordinate of the wrong dimensionality is refused"
+    );
+    let (st, body) = http(
+        &a.http,
+        "PUT",
+        "/v1/coordinate/update",
+        br#"{"Node": "solo", "Coord": {"Vec": [0.5, 0, 0, 0, 0, 0, 0, 0], "Error": 1.5, "Adjustment": 0, "Height": 0.00001}}"#,
+    )
+    .unwrap();
+    assert_eq!((st, body.as_str()), (200, "true"));
+    wait_for(Duration::from_secs(20), "the updated coordinate", || {
+        let v = get_json(&a, "/v1/coordinate/node/solo");
+        (v[0]["Coord"]["Vec"][0] == 0.5).then_some(())
+    });
     assert_eq!(
         http(&a.http, "GET", "/v1/coordinate/node/nope", b"")
             .unwrap()

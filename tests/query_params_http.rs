@@ -149,6 +149,9 @@ fn filters_near_sorting_datacenter_coordinates_and_force_leave() {
         let nodes = get(&s, "/v1/catalog/nodes");
         (!names(&nodes, "Node").contains(&"db-1".to_string())).then_some(())
     });
-    let (st, _) = http(&s.http, "PUT", "/v1/agent/force-leave/nobody", b"").unwrap();
-    assert_eq!(st, 404);
+    let (st, body) = http(&s.http, "PUT", "/v1/agent/force-leave/nobody", b"").unwrap();
+    assert_eq!(
+        (st, body.as_str()),
+        (500, "agent: No node found with name 'nobody'")
+    );
 }

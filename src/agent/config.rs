@@ -129,6 +129,42 @@ pub struct AgentConfig {
     pub enable_local_script_checks: bool,
 }
 
+impl AgentConfig {
+    /// The settings `/v1/agent/self` shows as `DebugConfig`, under the
+    /// names Consul's runtime configuration gives them.
+    pub fn debug_config(&self, node_id: &str) -> serde_json::Value {
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        serde_json::json!({
+            "NodeName": self.node_name,
+            "NodeID": node_id,
+            "Datacenter": self.datacenter,
+            "DataDir": self.data_dir.as_ref().map(|d| d.display().to_string()),
+            "DevMode": self.dev,
+            "BindAddr": self.bind_addr.to_string(),
+            "AdvertiseAddrLAN": self.advertise_addr.unwrap_or(self.bind_addr).to_string(),
+            "ClientAddrs": [self.client_addr.to_string()],
+            "HTTPPort": self.ports.http,
+            "DNSPort": self.ports.dns,
+            "SerfPortLAN": self.ports.serf_lan,
+            "SerfPortWAN": self.ports.serf_wan,
+            "ServerPort": self.ports.server,
+            "ServerMode": self.server,
+            "BootstrapExpect": self.bootstrap_expect,
+            "RaftSnapshotThreshold": self.raft_snapshot_threshold,
+            "RaftTrailingLogs": self.raft_trailing_logs,
+            "StartJoinAddrsLAN": self.start_join,
+            "RetryJoinLAN": self.retry_join,
+            "RetryJoinIntervalLAN": secs(self.retry_interval),
+            "RetryJoinMaxAttemptsLAN": self.retry_max,
+            "LogLevel": self.log_level,
+            "NodeMeta": self.node_meta,
+            "LeaveOnTerm": self.leave_on_terminate,
+            "EnableRemoteScriptChecks": self.enable_script_checks,
+            "EnableLocalScriptChecks": self.enable_local_script_checks || self.enable_script_checks,
+        })
+    }
+}
+
 /// A definition and the file it came from (for errors).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Defined<T> {
@@ -329,8 +365,7 @@ impl AgentConfig {
                 "check" | "checks" => {
                     for (i, item) in at.items(v).into_iter().enumerate() {
                         let def: CheckDef = at.definition(i, item)?;
-                        def.to_node_or_service_check(true)
-                            .map_err(|e| at.item_err(i, &e))?;
+                        def.to_check(true).map_err(|e| at.item_err(i, &e))?;
                         self.checks.push(Defined {
                             origin: origin.to_owned(),
                             def,

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::config::parse_duration;
 use super::local::{Kind, NewCheck, Probe, Target};
-use crate::state::{Check, Health, Service};
+use crate::state::{Check, Health, Service, ServiceAddress, Weights};
 
 /// Every field name cairn decodes from a request body or a definition, in
 /// Consul's spelling. Only names whose spelling cannot be derived from
@@ -45,6 +45,7 @@ const FIELDS: &[&str] = &[
     "NodeMeta",
     "Notes",
     "Output",
+    "Passing",
     "Port",
     "Service",
     "ServiceID",
@@ -61,6 +62,8 @@ const FIELDS: &[&str] = &[
     "Type",
     "Verb",
     "Value",
+    "Warning",
+    "Weights",
     "Flags",
     "Index",
 ];
@@ -87,10 +90,13 @@ pub fn normalize_keys(v: Value) -> Value {
             let mut out = Map::with_capacity(map.len());
             for (k, v) in map {
                 let name = canonical(&k).map_or(k, str::to_owned);
-                let v = if USER_MAPS.contains(&name.as_str()) {
-                    v
-                } else {
-                    normalize_keys(v)
+                let v = match v {
+                    // The user's keys stay as they are; the values may be
+                    // objects of known fields (a service's tagged addresses).
+                    Value::Object(m) if USER_MAPS.contains(&name.as_str()) => {
+                        Value::Object(m.into_iter().map(|(k, v)| (k, normalize_keys(v))).collect())
+                    }
+                    v => normalize_keys(v),
                 };
                 out.insert(name, v);
             }
@@ -136,6 +142,7 @@ pub struct CheckDef {
     pub service_id: String,
     /// TTL check: how long an update holds.
     #[serde(rename = "TTL")]
+    #[serde(deserialize_with = "go_duration")]
     pub ttl: Option<String>,
     /// HTTP check: the URL to GET.
     #[serde(rename = "HTTP")]
@@ -146,12 +153,40 @@ pub struct CheckDef {
     /// Script check: the program and its arguments.
     pub args: Option<Vec<String>>,
     /// Pause between probes.
+    #[serde(deserialize_with = "go_duration")]
     pub interval: Option<String>,
     /// How long one probe may take.
+    #[serde(deserialize_with = "go_duration")]
     pub timeout: Option<String>,
     /// Deregister the service after being critical this long.
+    #[serde(deserialize_with = "go_duration")]
     pub deregister_critical_service_after: Option<String>,
 }
+
+/// A duration field as Consul's JSON decoder takes it: a Go duration string
+/// (`"10s"`), or a number of nanoseconds (as Go's `time.Duration` encodes).
+fn go_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Nanos(f64),
+    }
+    Ok(match Option::<Raw>::deserialize(d)? {
+        None => None,
+        Some(Raw::Text(s)) => Some(s),
+        Some(Raw::Nanos(n)) if n.is_finite() && n >= 0.0 => Some(format!("{}ns", n as u64)),
+        Some(Raw::Nanos(n)) => {
+            return Err(serde::de::Error::custom(format!(
+                "a duration cannot be {n} nanoseconds"
+            )))
+        }
+    })
+}
+
+/// The shortest interval between probes; shorter ones are raised to it,
+/// as Consul does (its `MinInterval`).
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Consul's message when a script check is not allowed.
 pub const SCRIPTS_DISABLED: &str = "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true";
@@ -188,6 +223,7 @@ impl CheckDef {
                 if interval.is_zero() {
                     return Err(no_interval());
                 }
+                let interval = interval.max(MIN_INTERVAL);
                 // Consul's defaults: 30 s for scripts, 10 s for the rest.
                 let default_timeout = match target {
                     Target::Script(_) => Duration::from_secs(30),
@@ -230,16 +266,6 @@ impl CheckDef {
             deregister_after,
         })
     }
-
-    /// The check, which must not be a service's embedded one with
-    /// `DeregisterCriticalServiceAfter` but no service.
-    pub fn to_node_or_service_check(&self, scripts: bool) -> Result<NewCheck, String> {
-        let check = self.to_check(scripts)?;
-        if check.deregister_after.is_some() && check.check.service_id.is_empty() {
-            return Err("DeregisterCriticalServiceAfter applies to service checks only".into());
-        }
-        Ok(check)
-    }
 }
 
 /// A service definition, as `/v1/agent/service/register` and config files
@@ -260,6 +286,10 @@ pub struct ServiceDef {
     pub port: u16,
     /// Metadata.
     pub meta: BTreeMap<String, String>,
+    /// Other addresses by purpose (`lan`, `wan`, ...).
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    /// DNS SRV weights (1 and 1 unless given).
+    pub weights: Option<Weights>,
     /// Let the catalog's tags win over the agent's.
     pub enable_tag_override: bool,
     /// `""` for a typical service, or `connect-proxy`, ...
@@ -275,6 +305,10 @@ impl ServiceDef {
     pub fn to_parts(&self, scripts: bool) -> Result<(Service, Vec<NewCheck>), String> {
         if self.name.is_empty() {
             return Err("Missing service name".into());
+        }
+        let weights = self.weights.unwrap_or_default();
+        if weights.passing == 0 {
+            return Err("Passing must be greater than 0".into());
         }
         let checks = self
             .check
@@ -292,7 +326,9 @@ impl ServiceDef {
             tags: self.tags.clone(),
             address: self.address.clone(),
             meta: self.meta.clone(),
+            tagged_addresses: self.tagged_addresses.clone(),
             port: self.port,
+            weights,
             kind: self.kind.clone(),
             enable_tag_override: self.enable_tag_override,
             ..Service::default()

@@ -149,13 +149,15 @@ impl LocalState {
             service.id = service.service.clone();
         }
         let mut inner = self.lock();
+        // Consul numbers a service's checks from 1 only when it has several.
+        let several = checks.len() > 1;
         for (i, mut spec) in checks.into_iter().enumerate() {
             let c = &mut spec.check;
             if c.check_id.is_empty() {
-                c.check_id = if i == 0 {
-                    format!("service:{}", service.id)
-                } else {
+                c.check_id = if several {
                     format!("service:{}:{}", service.id, i + 1)
+                } else {
+                    format!("service:{}", service.id)
                 };
             }
             if c.name.is_empty() {
@@ -322,6 +324,16 @@ impl LocalState {
             self.changed.notify_one();
         }
         expired
+    }
+
+    /// When the next TTL runs out, if one is running.
+    fn next_expiry(&self) -> Option<Instant> {
+        self.lock()
+            .checks
+            .values()
+            .filter(|c| c.check.status != Health::Critical)
+            .filter_map(|c| c.expires)
+            .min()
     }
 
     /// Removes the services with a check that has been critical for longer
@@ -498,8 +510,8 @@ fn sync_interval(members: usize) -> Duration {
 }
 
 /// Runs anti-entropy for `local` until the agent stops: syncs at start, on
-/// every change, and every [`sync_interval`]; expires TTL checks each
-/// second.
+/// every change, and every [`sync_interval`]; expires TTL checks when they
+/// run out.
 pub async fn anti_entropy<E: Env>(
     env: E,
     local: Arc<LocalState>,
@@ -523,9 +535,14 @@ pub async fn anti_entropy<E: Env>(
                 Err(e) => tracing::debug!(error = %e, "anti-entropy sync failed; will retry"),
             }
         }
+        // Wake when a TTL runs out, so its check turns critical on time.
+        let tick = Duration::from_secs(1);
+        let wait = local
+            .next_expiry()
+            .map_or(tick, |t| t.saturating_duration_since(env.now()).min(tick));
         tokio::select! {
             _ = local.changed.notified() => dirty = true,
-            _ = env.sleep(Duration::from_secs(1)) => {}
+            _ = env.sleep(wait) => {}
         }
     }
 }
@@ -600,7 +617,7 @@ async fn sync_once<E: Env>(
         if !in_sync {
             writes.push(Command::Register {
                 node: node.clone(),
-                service: Some(s.clone()),
+                service: Some(Box::new(s.clone())),
                 checks: mine,
             });
         }
@@ -676,7 +693,7 @@ mod tests {
             .unwrap();
         let checks = l.checks();
         let ids: Vec<&str> = checks.iter().map(|c| c.check_id.as_str()).collect();
-        assert_eq!(ids, ["service:web", "service:web:2"]);
+        assert_eq!(ids, ["service:web:1", "service:web:2"]);
         assert!(checks
             .iter()
             .all(|c| c.node == "n1" && c.service_name == "web"));

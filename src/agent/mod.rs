@@ -186,6 +186,7 @@ impl<E: Env> Agent<E> {
             datacenter: config.datacenter.clone(),
             version: VERSION.into(),
             node_meta: config.node_meta.clone(),
+            debug_config: config.debug_config(&node_id),
         };
         let http_bind = SocketAddr::new(config.client_addr, config.ports.http);
         let state = Arc::new(api::ApiState {
@@ -349,10 +350,7 @@ impl ConfigReload {
         for d in &config.checks {
             let fail =
                 |e: String| ConfigError(format!("{}: check {:?}: {e}", d.origin, d.def.name));
-            checks.push((
-                d.origin.clone(),
-                d.def.to_node_or_service_check(scripts).map_err(fail)?,
-            ));
+            checks.push((d.origin.clone(), d.def.to_check(scripts).map_err(fail)?));
         }
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         // Refuse before changing anything: a check of a service that will
@@ -448,6 +446,9 @@ async fn start_server<E: Env>(
 /// `sync_coordinate_interval_min`).
 const COORDINATE_SYNC_MIN: Duration = Duration::from_secs(15);
 
+/// When a new agent sends its first coordinate (jittered like the rest).
+const COORDINATE_SYNC_FIRST: Duration = Duration::from_secs(2);
+
 /// Cluster-wide coordinate updates per second the servers should receive
 /// (Consul's `sync_coordinate_rate_target`); big clusters send less often.
 const COORDINATE_SYNC_RATE: f64 = 64.0;
@@ -459,11 +460,14 @@ const COORDINATE_SYNC_RATE: f64 = 64.0;
 async fn sync_coordinates<E: Env>(env: E, gossip: Gossip, servers: Arc<Servers<E>>) {
     use rand::Rng;
     let mut rng = ChaCha8Rng::seed_from_u64(env.seed("coordinate-sync"));
+    // The first one goes out soon, so that a new node is not missing from
+    // `/v1/coordinate/nodes` (and `cairn rtt`) for a whole period.
+    let mut wait = COORDINATE_SYNC_FIRST.as_secs_f64() * rng.random_range(1.0..1.5);
     loop {
+        env.sleep(Duration::from_secs_f64(wait)).await;
         let members = gossip.members().await.map_or(1, |m| m.len());
         let spread = (members as f64 / COORDINATE_SYNC_RATE).max(COORDINATE_SYNC_MIN.as_secs_f64());
-        let wait = spread * rng.random_range(1.0..1.5);
-        env.sleep(Duration::from_secs_f64(wait)).await;
+        wait = spread * rng.random_range(1.0..1.5);
         let Ok(coords) = gossip.coordinates().await else {
             return;
         };

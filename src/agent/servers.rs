@@ -54,6 +54,12 @@ impl<E: Env> Servers<E> {
         self.local.as_ref()
     }
 
+    /// Whether this datacenter has a server to ask (this agent, or one
+    /// that gossip says is alive).
+    pub async fn any(&self) -> bool {
+        self.local.is_some() || !self.candidates().await.is_empty()
+    }
+
     /// Sends `req` to a server and returns its reply (or why none came).
     pub async fn call(&self, req: ClientRequest) -> ClientReply {
         if let Some(server) = &self.local {

@@ -40,8 +40,12 @@ pub struct AgentService {
     meta: BTreeMap<String, String>,
     port: u16,
     address: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    tagged_addresses: BTreeMap<String, crate::state::ServiceAddress>,
+    weights: crate::state::Weights,
     enable_tag_override: bool,
     datacenter: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     kind: String,
 }
 
@@ -61,6 +65,8 @@ pub async fn services<E: Env>(
                 meta: v.meta,
                 port: v.port,
                 address: v.address,
+                tagged_addresses: v.tagged_addresses,
+                weights: v.weights,
                 enable_tag_override: v.enable_tag_override,
                 datacenter: s.info.datacenter.clone(),
                 kind: v.kind,
@@ -107,7 +113,7 @@ pub async fn register_check<E: Env>(
     body: Bytes,
 ) -> Result<(), ApiError> {
     let d: CheckDef = super::decode::body(&body)?;
-    let check = d.to_node_or_service_check(s.scripts.api).map_err(bad)?;
+    let check = d.to_check(s.scripts.api).map_err(bad)?;
     Ok(s.local.add_check(check, s.env.now())?)
 }
 

@@ -39,10 +39,37 @@ pub async fn services<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    match read(&s, &params, Query::Services).await? {
-        (h, Answer::Services(m)) => Ok((h, Json(m)).into_response()),
-        (_, a) => Err(unexpected(a)),
+    let Some(expr) = params.get("filter").filter(|f| !f.is_empty()) else {
+        return match read(&s, &params, Query::Services).await? {
+            (h, Answer::Services(m)) => Ok((h, Json(m)).into_response()),
+            (_, a) => Err(unexpected(a)),
+        };
+    };
+    // Consul filters the instances, then lists the names and tags of
+    // those that pass.
+    let filter = super::filter::Filter::parse(expr).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("Failed to create boolean expression evaluator: {e}"),
+        )
+    })?;
+    let (h, all) = match read(&s, &params, Query::AllInstances).await? {
+        (h, Answer::Instances(v)) => (h, v),
+        (_, a) => return Err(unexpected(a)),
+    };
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in &all {
+        let item = serde_json::to_value(CatalogService::from(i)).map_err(super::internal)?;
+        if filter.matches(&item) {
+            let tags = out.entry(i.service.service.clone()).or_default();
+            for t in &i.service.tags {
+                if !tags.contains(t) {
+                    tags.push(t.clone());
+                }
+            }
+        }
     }
+    Ok((h, Json(out)).into_response())
 }
 
 /// One instance as `/v1/catalog/service/<s>` lists it: node and service
@@ -76,6 +103,12 @@ pub struct CatalogService {
     pub service_port: u16,
     /// Instance metadata.
     pub service_meta: BTreeMap<String, String>,
+    /// The instance's tagged addresses.
+    #[serde(default)]
+    pub service_tagged_addresses: BTreeMap<String, crate::state::ServiceAddress>,
+    /// The instance's DNS SRV weights.
+    #[serde(default)]
+    pub service_weights: crate::state::Weights,
     /// Instance kind.
     pub service_kind: String,
     /// Whether anti-entropy leaves its tags alone.
@@ -102,6 +135,8 @@ impl From<&Instance> for CatalogService {
             service_address: s.address.clone(),
             service_port: s.port,
             service_meta: s.meta.clone(),
+            service_tagged_addresses: s.tagged_addresses.clone(),
+            service_weights: s.weights,
             service_kind: s.kind.clone(),
             service_enable_tag_override: s.enable_tag_override,
             create_index: s.create_index,
@@ -116,7 +151,11 @@ async fn instances<E: Env>(
     service: String,
 ) -> Result<(axum::http::HeaderMap, Vec<Instance>), ApiError> {
     let tag = params.get("tag").cloned();
+    // Instances imported from a cluster peer are asked for by its name;
+    // cairn has no peerings, so a named peer has none.
+    let from_peer = params.get("peer").is_some_and(|p| !p.is_empty());
     match read(s, params, Query::Instances { service, tag }).await? {
+        (h, Answer::Instances(_)) if from_peer => Ok((h, Vec::new())),
         (h, Answer::Instances(v)) => Ok((h, v)),
         (_, a) => Err(unexpected(a)),
     }
@@ -211,6 +250,7 @@ pub async fn register<E: Env>(
     body: axum::body::Bytes,
 ) -> Result<Json<bool>, ApiError> {
     let b: RegisterBody = super::decode::body(&body)?;
+    s.check_dc(&b.datacenter)?;
     if b.node.is_empty() {
         return Err(bad("Must provide node"));
     }
@@ -226,11 +266,7 @@ pub async fn register<E: Env>(
         id: b.id,
         node: b.node.clone(),
         address: b.address,
-        datacenter: if b.datacenter.is_empty() {
-            s.info.datacenter.clone()
-        } else {
-            b.datacenter
-        },
+        datacenter: s.info.datacenter.clone(),
         tagged_addresses: b.tagged_addresses,
         meta: b.node_meta,
         ..Node::default()
@@ -253,7 +289,7 @@ pub async fn register<E: Env>(
         &s,
         Command::Register {
             node,
-            service: b.service,
+            service: b.service.map(Box::new),
             checks,
         },
     )
@@ -266,6 +302,7 @@ pub async fn register<E: Env>(
 #[serde(rename_all = "PascalCase", default)]
 struct DeregisterBody {
     node: String,
+    datacenter: String,
     #[serde(rename = "ServiceID")]
     service_id: Option<String>,
     #[serde(rename = "CheckID")]
@@ -278,6 +315,7 @@ pub async fn deregister<E: Env>(
     body: axum::body::Bytes,
 ) -> Result<Json<bool>, ApiError> {
     let b: DeregisterBody = super::decode::body(&body)?;
+    s.check_dc(&b.datacenter)?;
     if b.node.is_empty() {
         return Err(bad("Must provide node"));
     }

@@ -482,10 +482,12 @@ pub fn apply(filter: &Filter, body: &mut Value) {
     match body {
         Value::Array(items) => items.retain(|i| filter.matches(i)),
         Value::Object(map) => {
-            if let Some(Value::Array(services)) = map.get_mut("Services") {
-                services.retain(|i| filter.matches(i));
-            } else {
-                map.retain(|_, v| filter.matches(v));
+            // A node with its services (catalog/node, node-services): the
+            // filter picks services, as a list or as a map by ID.
+            match map.get_mut("Services") {
+                Some(Value::Array(services)) => services.retain(|i| filter.matches(i)),
+                Some(Value::Object(services)) => services.retain(|_, v| filter.matches(v)),
+                _ => map.retain(|_, v| filter.matches(v)),
             }
         }
         _ => {}

@@ -300,7 +300,9 @@ async fn write<E: Env>(
     Ok(Json(write_cmd(s, cmd).await?).into_response())
 }
 
-async fn status<E: Env>(s: &ApiState<E>) -> Result<(Option<String>, Vec<String>), ApiError> {
+pub(super) async fn status<E: Env>(
+    s: &ApiState<E>,
+) -> Result<(Option<String>, Vec<String>), ApiError> {
     let reply = s.servers.call(ClientRequest::Status).await;
     match answer_of(&reply)? {
         Answer::Status { leader, peers } => Ok((leader, peers)),

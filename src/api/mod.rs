@@ -7,18 +7,22 @@
 pub mod agent;
 pub mod catalog;
 pub mod client;
+pub mod coordinate;
 pub mod decode;
 pub mod event;
 pub mod filter;
 pub mod kv;
+pub mod metrics;
 pub mod session;
 pub mod txn;
+
+pub use coordinate::{ApiCoord, ApiDcCoords, ApiNodeCoord};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -42,6 +46,8 @@ pub struct AgentInfo {
     pub version: String,
     /// Node metadata.
     pub node_meta: BTreeMap<String, String>,
+    /// The agent's settings in Consul's runtime-config names (`DebugConfig`).
+    pub debug_config: serde_json::Value,
 }
 
 /// What the handlers need.
@@ -71,6 +77,18 @@ pub struct ApiState<E: Env> {
 }
 
 impl<E: Env> ApiState<E> {
+    /// Refuses a datacenter other than this one (`""` means this one), as
+    /// Consul does for one it has no route to.
+    pub fn check_dc(&self, dc: &str) -> Result<(), ApiError> {
+        if dc.is_empty() || dc == self.info.datacenter {
+            return Ok(());
+        }
+        Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("No path to datacenter {dc:?}"),
+        ))
+    }
+
     /// A fresh random ID in UUID form (sessions, events).
     pub fn new_id(&self) -> String {
         use rand::RngCore;
@@ -86,7 +104,12 @@ impl<E: Env> ApiState<E> {
 /// The routes of the API.
 pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
     Router::new()
+        .route("/", get(index::<E>))
+        .route("/ui", get(index::<E>))
+        .route("/ui/", get(index::<E>))
         .route("/v1/agent/members", get(members::<E>))
+        .route("/v1/agent/metrics", get(metrics::metrics::<E>))
+        .route("/v1/agent/token/{kind}", put(acl_disabled))
         .route("/v1/agent/self", get(agent_self::<E>))
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))
@@ -114,7 +137,8 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         )
         .route("/v1/agent/check/update/{id}", put(agent::update_check::<E>))
         .route("/v1/agent/check/{verb}/{id}", put(agent::mark_check::<E>))
-        .route("/v1/coordinate/nodes", get(coordinate_nodes::<E>))
+        .route("/v1/coordinate/nodes", get(coordinate::nodes::<E>))
+        .route("/v1/coordinate/update", put(coordinate::update::<E>))
         .route(
             "/v1/kv/{*key}",
             get(kv::get::<E>).put(kv::put::<E>).delete(kv::delete::<E>),
@@ -148,10 +172,10 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/event/list", get(event::list::<E>))
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
-        .route("/v1/coordinate/node/{name}", get(coordinate_node::<E>))
+        .route("/v1/coordinate/node/{name}", get(coordinate::node::<E>))
         .route(
             "/v1/coordinate/datacenters",
-            get(coordinate_datacenters::<E>),
+            get(coordinate::datacenters::<E>),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -167,6 +191,7 @@ const FILTERABLE: &[&str] = &[
     "/v1/agent/checks",
     "/v1/agent/members",
     "/v1/catalog/nodes",
+    "/v1/catalog/node/",
     "/v1/catalog/service/",
     "/v1/catalog/node-services/",
     "/v1/health/node/",
@@ -209,13 +234,9 @@ async fn common_params<E: Env>(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    if let Some(dc) = param("dc").filter(|d| !d.is_empty()) {
-        if dc != s.info.datacenter {
-            return ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("No path to datacenter {dc:?}"),
-            )
-            .into_response();
+    if let Some(dc) = param("dc") {
+        if let Err(e) = s.check_dc(&dc) {
+            return e.into_response();
         }
     }
     let path = req.uri().path().to_owned();
@@ -402,11 +423,28 @@ impl From<&Member> for ApiMember {
     }
 }
 
+/// `GET /v1/agent/members`; with `?wan`, the servers as the WAN pool
+/// names them (`<node>.<dc>`). Until datacenters federate (a WAN pool of
+/// their own) those are this datacenter's servers, as gossip knows them.
 async fn members<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Vec<ApiMember>>, ApiError> {
     let members = s.gossip.members().await.map_err(internal)?;
-    Ok(Json(members.iter().map(ApiMember::from).collect()))
+    if !params.contains_key("wan") {
+        return Ok(Json(members.iter().map(ApiMember::from).collect()));
+    }
+    let dc = &s.info.datacenter;
+    Ok(Json(
+        members
+            .iter()
+            .filter(|m| crate::server::cluster::server_of(m).is_some_and(|sm| &sm.dc == dc))
+            .map(|m| ApiMember {
+                name: format!("{}.{dc}", m.name),
+                ..ApiMember::from(m)
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Serialize)]
@@ -422,55 +460,6 @@ struct SelfConfig {
     version: String,
 }
 
-/// A network coordinate in Consul's JSON shape.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ApiCoord {
-    /// Euclidean part (seconds).
-    pub vec: Vec<f64>,
-    /// Relative error estimate.
-    pub error: f64,
-    /// Per-node offset (seconds).
-    pub adjustment: f64,
-    /// Height (seconds).
-    pub height: f64,
-}
-
-impl From<&crate::coordinate::Coordinate> for ApiCoord {
-    fn from(c: &crate::coordinate::Coordinate) -> Self {
-        ApiCoord {
-            vec: c.vec.clone(),
-            error: c.error,
-            adjustment: c.adjustment,
-            height: c.height,
-        }
-    }
-}
-
-impl From<ApiCoord> for crate::coordinate::Coordinate {
-    fn from(c: ApiCoord) -> Self {
-        crate::coordinate::Coordinate {
-            vec: c.vec,
-            error: c.error,
-            adjustment: c.adjustment,
-            height: c.height,
-        }
-    }
-}
-
-/// One entry of `/v1/coordinate/nodes`.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ApiNodeCoord {
-    /// Node name.
-    pub node: String,
-    /// Network segment (always the default, empty).
-    #[serde(default)]
-    pub segment: String,
-    /// The node's coordinate.
-    pub coord: ApiCoord,
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct SelfResponse {
@@ -479,6 +468,10 @@ struct SelfResponse {
     member: Option<ApiMember>,
     stats: BTreeMap<String, BTreeMap<String, String>>,
     meta: BTreeMap<String, String>,
+    debug_config: serde_json::Value,
+    /// The xDS server for Envoy, which cairn does not run.
+    #[serde(rename = "xDS")]
+    xds: Option<()>,
 }
 
 async fn agent_self<E: Env>(
@@ -507,6 +500,18 @@ async fn agent_self<E: Env>(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let agent: BTreeMap<String, String> = [("version".to_string(), s.info.version.clone())].into();
+    // Clients (py-consul's among them) find the leader's address here.
+    let (leader, _) = kv::status(&s).await.unwrap_or_default();
+    let local = s.servers.local();
+    let consul: BTreeMap<String, String> = [
+        ("server", local.is_some().to_string()),
+        ("leader", local.is_some_and(|l| l.is_leader()).to_string()),
+        ("leader_addr", leader.unwrap_or_default()),
+        ("known_datacenters", "1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let body = SelfResponse {
         config: SelfConfig {
             datacenter: s.info.datacenter.clone(),
@@ -521,97 +526,15 @@ async fn agent_self<E: Env>(
         member: me,
         stats: [
             ("agent".to_string(), agent),
+            ("consul".to_string(), consul),
             ("serf_lan".to_string(), serf_lan),
         ]
         .into(),
         meta: s.info.node_meta.clone(),
+        debug_config: s.info.debug_config.clone(),
+        xds: None,
     };
     serde_json::to_value(body).map(Json).map_err(internal)
-}
-
-/// The LAN coordinates this agent has learned, its own included. (With
-/// servers, Consul answers this from the catalog; a cairn agent answers from
-/// what gossip told it until then.)
-/// `GET /v1/coordinate/node/<n>`: the node's coordinate, in a list of
-/// one, as Consul; 404 when the node has none.
-async fn coordinate_node<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    Path(name): Path<String>,
-) -> Result<Json<Vec<ApiNodeCoord>>, ApiError> {
-    let coords = s.gossip.coordinates().await.map_err(internal)?;
-    let local = (name == s.info.node_name).then_some(coords.local).flatten();
-    let c = local
-        .or_else(|| coords.members.get(&name).cloned())
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                format!("No coordinate for node {name:?}"),
-            )
-        })?;
-    Ok(Json(vec![ApiNodeCoord {
-        node: name,
-        segment: String::new(),
-        coord: ApiCoord::from(&c),
-    }]))
-}
-
-/// One datacenter of `/v1/coordinate/datacenters`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ApiDcCoords {
-    /// Datacenter name.
-    pub datacenter: String,
-    /// The gossip pool the coordinates come from.
-    #[serde(rename = "AreaID")]
-    pub area_id: String,
-    /// Its servers' coordinates, named `<node>.<dc>`.
-    pub coordinates: Vec<ApiNodeCoord>,
-}
-
-/// `GET /v1/coordinate/datacenters`: every datacenter's servers and their
-/// coordinates. Until datacenters federate over a WAN pool this is the
-/// local datacenter, with its servers' LAN coordinates.
-async fn coordinate_datacenters<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-) -> Result<Json<Vec<ApiDcCoords>>, ApiError> {
-    let members = s.gossip.members().await.map_err(internal)?;
-    let coords = s.gossip.coordinates().await.map_err(internal)?;
-    let dc = &s.info.datacenter;
-    let coordinates = members
-        .iter()
-        .filter_map(crate::server::cluster::server_of)
-        .filter(|m| &m.dc == dc)
-        .filter_map(|m| {
-            let c = coords.members.get(&m.name)?;
-            Some(ApiNodeCoord {
-                node: format!("{}.{dc}", m.name),
-                segment: String::new(),
-                coord: ApiCoord::from(c),
-            })
-        })
-        .collect();
-    Ok(Json(vec![ApiDcCoords {
-        datacenter: dc.clone(),
-        area_id: "wan".into(),
-        coordinates,
-    }]))
-}
-
-async fn coordinate_nodes<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-) -> Result<Json<Vec<ApiNodeCoord>>, ApiError> {
-    let coords = s.gossip.coordinates().await.map_err(internal)?;
-    Ok(Json(
-        coords
-            .members
-            .iter()
-            .map(|(node, c)| ApiNodeCoord {
-                node: node.clone(),
-                segment: String::new(),
-                coord: ApiCoord::from(c),
-            })
-            .collect(),
-    ))
 }
 
 async fn join<E: Env>(
@@ -648,10 +571,39 @@ async fn force_leave<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     Path(node): Path<String>,
 ) -> Result<(), ApiError> {
+    let members = s.gossip.members().await.map_err(internal)?;
+    if !members.iter().any(|m| m.name == node) {
+        // Consul's answer, an error (500) rather than a 404.
+        return Err(internal(format!("agent: No node found with name '{node}'")));
+    }
     s.gossip.force_leave(&node).await.map_err(|e| match e {
         crate::gossip::GossipError::Shutdown => internal(e),
         other => ApiError(StatusCode::NOT_FOUND, other.to_string()),
     })
+}
+
+/// `GET /` and `/ui/`: a page naming the agent. Consul sends `/` to its
+/// web UI, so HTTP checks and load balancers that probe an agent's root
+/// expect a 200 there.
+async fn index<E: Env>(State(s): State<Arc<ApiState<E>>>) -> axum::response::Html<String> {
+    let esc = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    axum::response::Html(format!(
+        "<!doctype html><title>cairn</title><h1>cairn agent {} ({})</h1>\n\
+         <p>Datacenter {}. The HTTP API is under <a href=\"/v1/agent/self\">/v1/</a>.</p>\n",
+        esc(&s.info.node_name),
+        esc(&s.info.version),
+        esc(&s.info.datacenter),
+    ))
+}
+
+/// What Consul answers an ACL call when ACLs are off, which they are
+/// until cairn has them.
+async fn acl_disabled() -> ApiError {
+    ApiError(StatusCode::UNAUTHORIZED, "ACL support disabled".into())
 }
 
 /// `PUT /v1/agent/reload`: re-reads the config files and applies their

@@ -125,6 +125,8 @@ pub enum Query {
         /// Only instances with this tag.
         tag: Option<String>,
     },
+    /// Every instance of every service, with its node (no checks).
+    AllInstances,
     /// A node and the services on it.
     NodeServices(String),
     /// The checks on a node (its own and its services').
@@ -151,6 +153,7 @@ impl Query {
             Query::Coordinates => &[Table::Coordinates],
             Query::Services => &[Table::Services],
             Query::Instances { .. } => &[Table::Nodes, Table::Services, Table::Checks],
+            Query::AllInstances => &[Table::Nodes, Table::Services],
             Query::NodeServices(_) => &[Table::Nodes, Table::Services],
             Query::NodeChecks(_) | Query::ServiceChecks(_) | Query::ChecksIn(_) => &[Table::Checks],
             Query::Sessions | Query::Session(_) | Query::NodeSessions(_) => &[Table::Sessions],
@@ -901,6 +904,18 @@ fn answer_in(store: &Store, query: &Query) -> Answer {
                         .instance_checks(&node.node, &svc.id)
                         .cloned()
                         .collect(),
+                })
+                .collect(),
+        ),
+        Query::AllInstances => Answer::Instances(
+            store
+                .services()
+                .keys()
+                .flat_map(|name| store.service_nodes(name, None))
+                .map(|(node, svc)| Instance {
+                    node: node.clone(),
+                    service: svc.clone(),
+                    checks: Vec::new(),
                 })
                 .collect(),
         ),

@@ -79,7 +79,7 @@ pub fn reconcile(members: &[Member], store: &Store, dc: &str) -> Vec<Command> {
         if !in_sync(store, &node, &check) || !service_in_sync {
             out.push(Command::Register {
                 node: keep_operator_fields(store, node),
-                service,
+                service: service.map(Box::new),
                 checks: vec![check],
             });
         }

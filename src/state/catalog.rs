@@ -44,8 +44,12 @@ pub struct Service {
     pub address: String,
     /// Operator metadata.
     pub meta: BTreeMap<String, String>,
+    /// Other addresses by purpose (`lan`, `wan`, ...).
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
     /// Port.
     pub port: u16,
+    /// Relative weights for DNS SRV answers, by health.
+    pub weights: Weights,
     /// `""` for a typical service, or `connect-proxy` and the like.
     pub kind: String,
     /// Whether others may change its tags (anti-entropy leaves them).
@@ -54,6 +58,36 @@ pub struct Service {
     pub create_index: u64,
     /// Index of its last change.
     pub modify_index: u64,
+}
+
+/// A service's DNS SRV weight while passing and while warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Weights {
+    /// Weight while every check passes.
+    pub passing: u32,
+    /// Weight while a check warns.
+    pub warning: u32,
+}
+
+impl Default for Weights {
+    /// Consul's: 1 and 1.
+    fn default() -> Self {
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
+    }
+}
+
+/// One of a service's tagged addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ServiceAddress {
+    /// Address.
+    pub address: String,
+    /// Port.
+    pub port: u16,
 }
 
 /// A check's state.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use catalog::{Check, Health, Node, Service};
+pub use catalog::{Check, Health, Node, Service, ServiceAddress, Weights};
 pub use kv::{KvEntry, KvOp};
 pub use session::{Behavior, Session};
 pub use txn::{TxnError, TxnOp, TxnOutcome, TxnVerb, MAX_TXN_OPS};
@@ -67,8 +67,8 @@ pub enum Command {
     Register {
         /// The node (its indexes are ignored).
         node: Node,
-        /// A service on it.
-        service: Option<Service>,
+        /// A service on it (boxed: it is by far the largest field).
+        service: Option<Box<Service>>,
         /// Checks on the node or on its services.
         checks: Vec<Check>,
     },
@@ -380,7 +380,9 @@ impl Tx<'_> {
                 node,
                 service,
                 checks,
-            } => self.register(node, service.as_ref(), checks).map(|()| true),
+            } => self
+                .register(node, service.as_deref(), checks)
+                .map(|()| true),
             Command::Deregister {
                 node,
                 service_id,

@@ -67,11 +67,11 @@ fn each_table_keeps_its_own_index_and_unchanged_writes_keep_it() {
     assert_eq!(s.index(Table::Services), 0);
     let web = Command::Register {
         node: node("n1"),
-        service: Some(Service {
+        service: Some(Box::new(Service {
             service: "web".into(),
             port: 80,
             ..Service::default()
-        }),
+        })),
         checks: vec![Check {
             check_id: "web-alive".into(),
             service_id: "web".into(),
@@ -99,11 +99,11 @@ fn each_table_keeps_its_own_index_and_unchanged_writes_keep_it() {
     };
     let moved = Command::Register {
         node,
-        service: Some(Service {
+        service: Some(Box::new(Service {
             service: "web".into(),
             port: 8080,
             ..Service::default()
-        }),
+        })),
         checks,
     };
     s.apply(4, 0, &moved).unwrap();

@@ -1,0 +1,213 @@
+//! `/v1/coordinate/*`: the network coordinates the servers store (agents
+//! send theirs now and then, see `sync_coordinates` in the agent), and the
+//! servers' coordinates per datacenter. Agents without any server answer
+//! from what their own gossip learned.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::kv::{read, unexpected};
+use super::{internal, ApiError, ApiState};
+use crate::env::Env;
+use crate::server::{Answer, ClientRequest, Query};
+
+/// A network coordinate in Consul's JSON shape.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiCoord {
+    /// Euclidean part (seconds).
+    pub vec: Vec<f64>,
+    /// Relative error estimate.
+    pub error: f64,
+    /// Per-node offset (seconds).
+    pub adjustment: f64,
+    /// Height (seconds).
+    pub height: f64,
+}
+
+impl From<&crate::coordinate::Coordinate> for ApiCoord {
+    fn from(c: &crate::coordinate::Coordinate) -> Self {
+        ApiCoord {
+            vec: c.vec.clone(),
+            error: c.error,
+            adjustment: c.adjustment,
+            height: c.height,
+        }
+    }
+}
+
+impl From<ApiCoord> for crate::coordinate::Coordinate {
+    fn from(c: ApiCoord) -> Self {
+        crate::coordinate::Coordinate {
+            vec: c.vec,
+            error: c.error,
+            adjustment: c.adjustment,
+            height: c.height,
+        }
+    }
+}
+
+/// One entry of `/v1/coordinate/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiNodeCoord {
+    /// Node name.
+    pub node: String,
+    /// Network segment (always the default, empty).
+    #[serde(default)]
+    pub segment: String,
+    /// The node's coordinate.
+    pub coord: ApiCoord,
+}
+
+/// One datacenter of `/v1/coordinate/datacenters`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiDcCoords {
+    /// Datacenter name.
+    pub datacenter: String,
+    /// The gossip pool the coordinates come from.
+    #[serde(rename = "AreaID")]
+    pub area_id: String,
+    /// Its servers' coordinates, named `<node>.<dc>`.
+    pub coordinates: Vec<ApiNodeCoord>,
+}
+
+/// The stored coordinates, in Consul's shape, with the read's headers.
+async fn stored<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+) -> Result<(axum::http::HeaderMap, Vec<ApiNodeCoord>), ApiError> {
+    // A cluster of agents without servers (a gossip-only testbed) has no
+    // catalog; its coordinates are the ones this agent's gossip learned.
+    if !s.servers.any().await {
+        let coords = s.gossip.coordinates().await.map_err(internal)?;
+        let all = coords
+            .members
+            .iter()
+            .map(|(node, c)| ApiNodeCoord {
+                node: node.clone(),
+                segment: String::new(),
+                coord: ApiCoord::from(c),
+            })
+            .collect();
+        return Ok((axum::http::HeaderMap::new(), all));
+    }
+    match read(s, params, Query::Coordinates).await? {
+        (h, Answer::Coordinates(all)) => Ok((
+            h,
+            all.iter()
+                .map(|(node, c)| ApiNodeCoord {
+                    node: node.clone(),
+                    segment: String::new(),
+                    coord: ApiCoord::from(c),
+                })
+                .collect(),
+        )),
+        (_, a) => Err(unexpected(a)),
+    }
+}
+
+/// `GET /v1/coordinate/nodes`: every node's stored LAN coordinate
+/// (blocking, with `X-Consul-Index`).
+pub async fn nodes<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (h, all) = stored(&s, &params).await?;
+    Ok((h, Json(all)).into_response())
+}
+
+/// `GET /v1/coordinate/node/<n>`: the node's coordinate, in a list of one
+/// as Consul answers; 404 when none is stored.
+pub async fn node<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (h, all) = stored(&s, &params).await?;
+    let mine: Vec<ApiNodeCoord> = all.into_iter().filter(|c| c.node == name).collect();
+    if mine.is_empty() {
+        return Ok((StatusCode::NOT_FOUND, h).into_response());
+    }
+    Ok((h, Json(mine)).into_response())
+}
+
+/// The body of `PUT /v1/coordinate/update`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Update {
+    node: String,
+    #[serde(default)]
+    coord: Option<ApiCoord>,
+}
+
+/// `PUT /v1/coordinate/update`: stores a node's coordinate. As in Consul
+/// the leader writes updates in batches, so it shows up within a batch
+/// period, and an update for a node the catalog does not know is dropped.
+pub async fn update<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    body: Bytes,
+) -> Result<Json<bool>, ApiError> {
+    let u: Update = super::decode::body(&body)?;
+    let bad = |m: &str| ApiError(StatusCode::BAD_REQUEST, m.to_string());
+    if u.node.is_empty() {
+        return Err(bad("Must provide node"));
+    }
+    let coord: crate::coordinate::Coordinate = u
+        .coord
+        .ok_or_else(|| bad("Must provide coordinate"))?
+        .into();
+    if !coord.is_valid() {
+        return Err(bad("rejected bad coordinate: values must be finite"));
+    }
+    let local = s.gossip.coordinates().await.map_err(internal)?.local;
+    if local.is_some_and(|l| !l.is_compatible_with(&coord)) {
+        return Err(bad("rejected bad coordinate: incompatible dimensionality"));
+    }
+    let reply = s
+        .servers
+        .call(ClientRequest::Coordinates {
+            updates: vec![(u.node, coord)],
+            hops: 0,
+        })
+        .await;
+    reply.answer.map_err(internal)?;
+    Ok(Json(true))
+}
+
+/// `GET /v1/coordinate/datacenters`: every datacenter's servers and their
+/// coordinates. Until datacenters federate over a WAN pool this is the
+/// local datacenter, with its servers' LAN coordinates from gossip.
+pub async fn datacenters<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+) -> Result<Json<Vec<ApiDcCoords>>, ApiError> {
+    let members = s.gossip.members().await.map_err(internal)?;
+    let coords = s.gossip.coordinates().await.map_err(internal)?;
+    let dc = &s.info.datacenter;
+    let coordinates = members
+        .iter()
+        .filter_map(crate::server::cluster::server_of)
+        .filter(|m| &m.dc == dc)
+        .filter_map(|m| {
+            let c = coords.members.get(&m.name)?;
+            Some(ApiNodeCoord {
+                node: format!("{}.{dc}", m.name),
+                segment: String::new(),
+                coord: ApiCoord::from(c),
+            })
+        })
+        .collect();
+    Ok(Json(vec![ApiDcCoords {
+        datacenter: dc.clone(),
+        area_id: "wan".into(),
+        coordinates,
+    }]))
+}
