@@ -125,7 +125,7 @@ pub struct ScriptPolicy {
 
 /// A check definition, as `/v1/agent/check/register`, a service's
 /// `Check`/`Checks` and config files give it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct CheckDef {
     /// Check ID (defaults to the name, or `service:<id>` in a service).
@@ -270,7 +270,7 @@ impl CheckDef {
 
 /// A service definition, as `/v1/agent/service/register` and config files
 /// give it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ServiceDef {
     /// Service ID (defaults to the name).

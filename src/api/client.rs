@@ -88,7 +88,30 @@ pub async fn request_with<E: Env>(
     path: &str,
     body: Bytes,
 ) -> Result<Bytes, ClientError> {
-    let limit = Duration::from_secs(10);
+    exchange(env, addr, method, path, body, Duration::from_secs(10))
+        .await
+        .map(|a| a.body)
+}
+
+/// A 2xx answer: its body, and its `X-Consul-Index` if it had one.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// `X-Consul-Index`, for the next blocking read.
+    pub index: Option<u64>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Sends `method path` with `body`, waiting at most `limit` for the whole
+/// answer (a blocking read needs its `wait` and some slack).
+pub async fn exchange<E: Env>(
+    env: &E,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Bytes,
+    limit: Duration,
+) -> Result<Answer, ClientError> {
     let exchange = async {
         let stream = env
             .connect_tcp(addr)
@@ -115,6 +138,11 @@ pub async fn request_with<E: Env>(
             })?;
         let resp = sender.send_request(req).await.map_err(http)?;
         let status = resp.status();
+        let index = resp
+            .headers()
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
         drop(driver);
         if !status.is_success() {
@@ -123,7 +151,7 @@ pub async fn request_with<E: Env>(
                 body: String::from_utf8_lossy(&body).trim().to_string(),
             });
         }
-        Ok(body)
+        Ok(Answer { index, body })
     };
     timeout(env, limit, exchange)
         .await

@@ -1,4 +1,5 @@
-//! The `cairn` command line: `agent`, `members`, `join`, `leave`, `version`.
+//! The `cairn` command line: `agent`, `members`, `join`, `leave`, `kv`,
+//! `catalog`, `services`, `info`, `watch`, `rtt`, `version`.
 //!
 //! Flags are spelled as Consul spells them; Consul's single-dash form
 //! (`-node=a`, `-dev`) is accepted as well as `--node=a`, so scripts written
@@ -7,6 +8,8 @@
 mod catalog;
 mod kv;
 mod members;
+mod services;
+mod watch;
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -47,6 +50,12 @@ enum Cmd {
     Kv(kv::KvArgs),
     /// List datacenters, nodes and services in the catalog.
     Catalog(catalog::CatalogArgs),
+    /// Register and deregister services with the local agent.
+    Services(services::ServicesArgs),
+    /// Show the local agent's state and statistics.
+    Info(HttpArgs),
+    /// Follow keys, services, nodes or checks and act on every change.
+    Watch(Box<watch::WatchArgs>),
     /// Print the version.
     Version,
 }
@@ -261,6 +270,9 @@ pub fn main() -> ExitCode {
             Cmd::Rtt(r) => run_rtt(r).await,
             Cmd::Kv(k) => kv::run(k).await,
             Cmd::Catalog(c) => catalog::run(c).await,
+            Cmd::Services(s) => services::run(s).await,
+            Cmd::Info(h) => run_info(h).await,
+            Cmd::Watch(w) => watch::run(*w).await,
             Cmd::Version => {
                 println!("cairn v{VERSION}");
                 Ok(())
@@ -511,6 +523,25 @@ async fn put_to_agent(h: &HttpArgs, path: &str) -> anyhow::Result<()> {
     let env = TokioEnv::new();
     let addr = client::parse_addr(&env, &h.addr()).await?;
     client::request(&env, addr, "PUT", path).await?;
+    Ok(())
+}
+
+/// `cairn info`: the sections of `/v1/agent/self`'s `Stats`, as Consul
+/// prints them.
+async fn run_info(h: HttpArgs) -> anyhow::Result<()> {
+    let env = TokioEnv::new();
+    let addr = client::parse_addr(&env, &h.addr()).await?;
+    let me: serde_json::Value = client::get_json(&env, addr, "/v1/agent/self").await?;
+    let Some(stats) = me["Stats"].as_object() else {
+        anyhow::bail!("the agent's /v1/agent/self has no Stats");
+    };
+    for (section, values) in stats {
+        println!("{section}:");
+        for (k, v) in values.as_object().into_iter().flatten() {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            println!("\t{k} = {v}");
+        }
+    }
     Ok(())
 }
 
