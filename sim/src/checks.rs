@@ -129,7 +129,8 @@ impl Outages {
                 | Action::Latency(..)
                 | Action::Skew(..)
                 | Action::Slow(..)
-                | Action::KvLoad(..) => {}
+                | Action::KvLoad(..)
+                | Action::RegisterService(..) => {}
             }
             let after = cut_off(&cut);
             after.difference(&before).for_each(|n| o.cut.open(n, a.at));
@@ -441,6 +442,15 @@ pub fn evaluate(
             Check::ReplicasConverge => {
                 consensus_checks::replicas_converge(&scenario.topology, &out.replicas)
             }
+            Check::ServiceVisible { service, within } => crate::services::service_visible(
+                &scenario.topology,
+                timeline,
+                &outages,
+                trace,
+                out.virtual_time,
+                service,
+                *within,
+            ),
         })
         .collect()
 }

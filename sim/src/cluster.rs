@@ -3,7 +3,7 @@
 //! what every node saw recorded.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,6 +21,7 @@ use crate::checks::Outages;
 use crate::env::{HostTable, NetConditions, SimEnv};
 use crate::linearizability::Op;
 use crate::select::leader_of_placeholder;
+use crate::services::{self, Registration};
 use crate::spread::{self, Spread};
 use crate::tomography::percentile;
 use crate::topology::{Links, Role, Topology};
@@ -198,6 +199,9 @@ pub enum Action<T = Vec<String>> {
     Slow(T, Duration),
     /// Run KV clients on these nodes (see [`workload`](crate::workload)).
     KvLoad(T, KvLoad),
+    /// Register a service with these nodes' agents over HTTP (see
+    /// [`services`](crate::services)).
+    RegisterService(T, Registration),
 }
 
 impl<T> Action<T> {
@@ -218,6 +222,7 @@ impl<T> Action<T> {
             Action::Skew(a, ms) => Action::Skew(f(a), *ms),
             Action::Slow(a, d) => Action::Slow(f(a), *d),
             Action::KvLoad(a, l) => Action::KvLoad(f(a), *l),
+            Action::RegisterService(a, r) => Action::RegisterService(f(a), r.clone()),
         }
     }
 
@@ -238,6 +243,7 @@ impl<T> Action<T> {
             Action::Skew(..) => "skew",
             Action::Slow(..) => "slow",
             Action::KvLoad(..) => "kv_load",
+            Action::RegisterService(..) => "register_service",
         }
     }
 }
@@ -253,7 +259,8 @@ impl Action {
             | Action::Leave(a)
             | Action::Skew(a, _)
             | Action::Slow(a, _)
-            | Action::KvLoad(a, _) => a.iter().collect(),
+            | Action::KvLoad(a, _)
+            | Action::RegisterService(a, _) => a.iter().collect(),
             Action::Partition(a, b)
             | Action::HealBetween(a, b)
             | Action::LinkLoss(a, b, _)
@@ -330,6 +337,7 @@ impl Action {
             Action::Skew(n, ms) => Some(format!("{}:{ms}ms", n.join(","))),
             Action::Slow(n, d) => Some(format!("{}:{d:?}", n.join(","))),
             Action::KvLoad(n, l) => Some(format!("{}:{}", n.join(","), l.detail())),
+            Action::RegisterService(n, r) => Some(format!("{}:{}", n.join(","), r.detail())),
         }
     }
 }
@@ -457,6 +465,8 @@ struct World<'a> {
     board: CoordinateBoard,
     /// Each node's KV load order.
     loads: Vec<watch::Sender<Option<Order>>>,
+    /// Each node's services to register.
+    registrations: Vec<watch::Sender<Vec<Registration>>>,
     servers: ServerBoard,
 }
 
@@ -512,6 +522,8 @@ pub fn run_cluster(
     let history = History::default();
     let mut control = Vec::new();
     let mut loads = Vec::new();
+    let mut registrations = Vec::new();
+    let followed = services::followed(actions);
     let mut status = Vec::new();
     for (index, name) in names.iter().enumerate() {
         let first = if starts_waiting(name, actions) {
@@ -526,6 +538,7 @@ pub fn run_cluster(
             NodeStatus::Running
         });
         let (load, _) = watch::channel(None);
+        let (register, _) = watch::channel(Vec::new());
         let node = &spec.topology.nodes[index];
         let dc = &spec.topology.datacenters[node.dc];
         let server = (node.role == Role::Server).then(|| ServerCtx {
@@ -542,6 +555,12 @@ pub fn run_cluster(
             datacenter: dc.name.clone(),
             server,
             load: load.clone(),
+            registrations: register.clone(),
+            followed: if node.role == Role::Server {
+                followed.clone()
+            } else {
+                Vec::new()
+            },
             history: history.clone(),
             ip: ips[index],
             seed: spec.seed,
@@ -555,6 +574,7 @@ pub fn run_cluster(
         };
         control.push(tx);
         loads.push(load);
+        registrations.push(register);
         sim.host(name.as_str(), move || ctx.clone().run());
     }
 
@@ -576,6 +596,7 @@ pub fn run_cluster(
         ips,
         control,
         loads,
+        registrations,
         status,
         one_way: spec.links.one_way.clone(),
         board,
@@ -861,6 +882,11 @@ impl World<'_> {
                     self.loads[self.index(x)].send_replace(Some(Order { load: *load, until }));
                 }
             }
+            Action::RegisterService(set, r) => {
+                for x in set {
+                    self.registrations[self.index(x)].send_modify(|v| v.push(r.clone()));
+                }
+            }
         }
     }
 
@@ -972,6 +998,9 @@ struct HostCtx {
     control: watch::Sender<Control>,
     server: Option<ServerCtx>,
     load: watch::Sender<Option<Order>>,
+    registrations: watch::Sender<Vec<Registration>>,
+    /// Services whose catalog entries this (server) node records.
+    followed: Vec<String>,
     history: History,
 }
 
@@ -1007,6 +1036,7 @@ impl HostCtx {
         // so keep trying, as an operator's retry_join would.
         config.retry_join = self.join.clone();
         config.retry_interval = Duration::from_secs(1);
+        let config_http_port = config.ports.http;
         let agent = Agent::start(env.clone(), config).await?;
         let mut events = agent.gossip().subscribe().await?;
         let recorder = self.recorder.clone();
@@ -1027,6 +1057,27 @@ impl HostCtx {
             (Some(ctx), Some(server)) => Some(self.watch_raft(&env, ctx, server.clone())),
             _ => None,
         };
+        let http = SocketAddr::new(self.ip, config_http_port);
+        let _registering = services::register(
+            env.clone(),
+            self.name.clone(),
+            http,
+            self.registrations.subscribe(),
+            self.recorder.clone(),
+        );
+        let _following: Vec<Task> = self
+            .followed
+            .iter()
+            .map(|s| {
+                services::follow(
+                    env.clone(),
+                    self.name.clone(),
+                    http,
+                    s.clone(),
+                    self.recorder.clone(),
+                )
+            })
+            .collect();
         let _load = workload::drive(
             env.clone(),
             self.name.clone(),

@@ -26,6 +26,7 @@ pub mod protocol;
 pub mod report;
 pub mod scenario;
 pub mod select;
+pub mod services;
 pub mod spread;
 pub mod tomography;
 pub mod topology;

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::cluster::{Action, ClusterSpec, LatencyChange, TimedAction};
 use crate::select::{resolve_names, Selector};
+use crate::services::Registration;
 use crate::tomography::Matrix;
 use crate::topology::{Datacenter, Dist, LatencyModel, Location, PoolScope, Role, Sites, Topology};
 use crate::workload::{parse_consistency, KvLoad};
@@ -172,6 +173,14 @@ pub enum Check {
     /// At the end, the running servers of each datacenter hold the same
     /// KV data.
     ReplicasConverge,
+    /// After each `register_service` event for `service`, every server of
+    /// the registering nodes' datacenters lists them within `within`.
+    ServiceVisible {
+        /// The service.
+        service: String,
+        /// Deadline after the registration.
+        within: Duration,
+    },
 }
 
 /// A problem with a scenario, saying where and what to fix.
@@ -270,6 +279,9 @@ struct EventSection {
     interval: Option<String>,
     keys: Option<u32>,
     consistency: Option<String>,
+    service: Option<String>,
+    port: Option<u16>,
+    tags: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -282,6 +294,7 @@ struct CheckSection {
     at: Option<String>,
     median_below: Option<f64>,
     p90_below: Option<f64>,
+    service: Option<String>,
 }
 
 /// Most nodes the full-stack engine takes (its cost grows with the cube of
@@ -290,6 +303,11 @@ pub const MAX_FULL_NODES: usize = 300;
 
 /// Most nodes a scenario may have (the protocol engine's reach).
 pub const MAX_NODES: usize = 200_000;
+
+/// A service name that is also a DNS label: letters, digits and dashes.
+fn valid_service_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
 
 fn err(msg: impl Into<String>) -> ScenarioError {
     ScenarioError(msg.into())
@@ -421,8 +439,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load";
-const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge";
+const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible";
 
 impl Scenario {
     /// Reads and validates a scenario file; data files are relative to it.
@@ -865,6 +883,30 @@ impl Scenario {
                     }
                     Action::KvLoad(need_targets()?, load)
                 }
+                "register_service" => {
+                    if !b.s.topology.nodes.iter().any(|n| n.role == Role::Server) {
+                        return Err(err(format!(
+                            "{here}: services are registered in the servers' catalog; give a datacenter servers = 3"
+                        )));
+                    }
+                    let name = e
+                        .service
+                        .clone()
+                        .filter(|s| valid_service_name(s))
+                        .ok_or_else(|| {
+                            err(format!(
+                                "{here} needs service, a name of letters, digits and dashes, like \"web\""
+                            ))
+                        })?;
+                    Action::RegisterService(
+                        need_targets()?,
+                        Registration {
+                            name,
+                            port: e.port.unwrap_or(0),
+                            tags: e.tags.clone().unwrap_or_default(),
+                        },
+                    )
+                }
                 other => {
                     return Err(err(format!(
                         "event #{}: unknown action {other:?} (known: {ACTIONS})",
@@ -886,7 +928,14 @@ impl Scenario {
                     e.between.is_some()
                         && matches!(
                             e.action.as_str(),
-                            "crash" | "restart" | "join" | "leave" | "skew" | "slow" | "kv_load"
+                            "crash"
+                                | "restart"
+                                | "join"
+                                | "leave"
+                                | "skew"
+                                | "slow"
+                                | "kv_load"
+                                | "register_service"
                         ),
                 ),
                 ("for", e.for_.is_some() && e.action != "kv_load"),
@@ -897,6 +946,12 @@ impl Scenario {
                     "consistency",
                     e.consistency.is_some() && e.action != "kv_load",
                 ),
+                (
+                    "service",
+                    e.service.is_some() && e.action != "register_service",
+                ),
+                ("port", e.port.is_some() && e.action != "register_service"),
+                ("tags", e.tags.is_some() && e.action != "register_service"),
             ]
             .into_iter()
             .filter(|x| x.1)
@@ -952,6 +1007,14 @@ impl Scenario {
                 "linearizable" => Check::Linearizable,
                 "no_lost_writes" => Check::NoLostWrites,
                 "replicas_converge" => Check::ReplicasConverge,
+                "service_visible" => Check::ServiceVisible {
+                    service: c
+                        .service
+                        .clone()
+                        .ok_or_else(|| err(format!("{here} needs service, like \"web\"")))?,
+                    within: within
+                        .ok_or_else(|| err(format!("{here} needs within, like \"5s\"")))?,
+                },
                 other => {
                     return Err(err(format!(
                         "check #{}: unknown kind {other:?} (known: {CHECKS})",
@@ -967,7 +1030,14 @@ impl Scenario {
                 (
                     "within",
                     c.within.is_some()
-                        && !matches!(c.kind.as_str(), "failed_within" | "leader_within"),
+                        && !matches!(
+                            c.kind.as_str(),
+                            "failed_within" | "leader_within" | "service_visible"
+                        ),
+                ),
+                (
+                    "service",
+                    c.service.is_some() && c.kind != "service_visible",
                 ),
                 ("at", c.at.is_some() && c.kind != "converged"),
                 (

@@ -60,6 +60,7 @@ fn every_shipped_scenario_parses_and_has_a_test() {
             "rolling-restart",
             "scale-10k",
             "scale-1k",
+            "service-discovery",
             "three-dc",
             "vivaldi-250-cities"
         ]
@@ -110,6 +111,36 @@ fn leader_crash() {
     assert!(r.output.history.len() > 1000, "{}", r.output.history.len());
     let back = r.output.replicas.iter().find(|x| x.node == who).unwrap();
     assert!(back.last_applied > 1000, "{back:?}");
+}
+
+/// Services registered over HTTP inside the simulator reach every
+/// server's catalog; the check measures how fast, and fails when too slow.
+#[test]
+fn service_discovery() {
+    let r = passes_and_replays("service-discovery");
+    let registered = r
+        .output
+        .trace
+        .events
+        .iter()
+        .filter(|e| e.event == cairn_sim::services::REGISTERED)
+        .count();
+    // Five clients register web, two api, one billing.
+    assert_eq!(registered, 8);
+    let text = std::fs::read_to_string(scenarios_dir().join("service-discovery.toml")).unwrap();
+    let strict = Scenario::parse_in(
+        "strict.toml",
+        &text.replace("within = \"2s\"", "within = \"1ms\""),
+        &scenarios_dir(),
+    )
+    .unwrap();
+    let run = strict.run(strict.seed).unwrap();
+    let web = run
+        .checks
+        .iter()
+        .find(|c| c.check.starts_with("service_visible web"))
+        .unwrap();
+    assert!(!web.passed && web.detail.contains("late"), "{}", web.detail);
 }
 
 /// The leader is cut off under KV load; consistent reads stay
@@ -302,6 +333,23 @@ fn broken_scenarios_get_precise_errors() {
         (
             BASE.to_string() + "[[check]]\nkind = \"leader_within\"\n",
             "needs within",
+        ),
+        (
+            BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"register_service\"\ntargets = [\"all\"]\nservice = \"web\"\n",
+            "services are registered in the servers' catalog",
+        ),
+        (
+            BASE.replace("clients = 2\n\n[[datacenter]]", "clients = 2\nservers = 3\n\n[[datacenter]]")
+                + "[[event]]\nat = \"5s\"\naction = \"register_service\"\ntargets = [\"all\"]\nservice = \"no spaces\"\n",
+            "needs service, a name of letters, digits and dashes",
+        ),
+        (
+            BASE.to_string() + "[[check]]\nkind = \"service_visible\"\nwithin = \"2s\"\n",
+            "needs service",
+        ),
+        (
+            BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"crash\"\ntargets = [\"fra-0\"]\nport = 80\n",
+            "port does not apply",
         ),
         (String::new(), "missing field"),
     ] {

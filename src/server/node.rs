@@ -702,7 +702,7 @@ impl<E: Env> Server<E> {
         }
         // A leader that is this very server, yet not leading (it just lost
         // the role), is no leader to forward to.
-        let Some((_, addr)) = self.leader().filter(|(id, _)| *id != self.id) else {
+        let Some((leader_id, addr)) = self.leader().filter(|(id, _)| *id != self.id) else {
             return ClientReply::refused("no cluster leader");
         };
         // A blocking read may wait at the leader for its whole wait.
@@ -712,12 +712,31 @@ impl<E: Env> Server<E> {
             }
             _ => Duration::ZERO,
         };
-        let deadline = self.env.now() + wait + Duration::from_secs(10);
-        self.call_server(addr, req, deadline)
-            .await
-            .unwrap_or_else(|e| {
+        let limit = wait + Duration::from_secs(10);
+        let deadline = self.env.now() + limit;
+        // A leader that crashes says nothing: without this, a request
+        // forwarded to it would hang until its deadline, long after this
+        // server has given up on that leader (an election starts within
+        // two seconds). The caller learns the outcome is unknown, and a
+        // retry finds the new leader.
+        let deposed = async {
+            let gone = self
+                .raft
+                .wait(Some(limit))
+                .metrics(|m| m.current_leader != Some(leader_id), "a leader change")
+                .await;
+            if gone.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = self.call_server(addr, req, deadline) => r.unwrap_or_else(|e| {
                 ClientReply::refused(&format!("forwarding to the leader failed: {e}"))
-            })
+            }),
+            () = deposed => ClientReply::refused(
+                "the leader changed while the request was in flight; its outcome is unknown",
+            ),
+        }
     }
 
     async fn write(&self, cmd: crate::state::Command, hops: u8) -> ClientReply {

@@ -1,0 +1,350 @@
+//! Service discovery through the HTTP API inside the simulator
+//! (`register_service` events, the `service_visible` check).
+//!
+//! A node told to register a service does so as an operator's tooling
+//! would: `PUT /v1/agent/service/register` to its own agent's HTTP API,
+//! over the simulated network (axum on the [`SimEnv`](crate::SimEnv)'s
+//! listener, cairn's HTTP client on its TCP). Every server follows the
+//! scenario's services in its own catalog with blocking queries
+//! (`/v1/catalog/service/<s>?stale&index=N`) and records each answer that
+//! changes, so the check can tell when every server first listed every
+//! registered instance.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn::api::client::{self, ClientError};
+use cairn::env::{Env, Task};
+use tokio::sync::watch;
+
+use crate::checks::{CheckResult, Outages};
+use crate::cluster::{Action, TimedAction};
+use crate::topology::{Role, Topology};
+use crate::trace::{Recorder, Trace, TraceEvent};
+
+/// A service a `register_service` event registers on each node it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Service name (also the instance ID).
+    pub name: String,
+    /// Port.
+    pub port: u16,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+impl Registration {
+    /// The parameters, for the trace.
+    pub fn detail(&self) -> String {
+        format!(
+            "{} port={} tags={}",
+            self.name,
+            self.port,
+            self.tags.join(",")
+        )
+    }
+
+    fn body(&self) -> Bytes {
+        Bytes::from(
+            serde_json::json!({"Name": self.name, "Port": self.port, "Tags": self.tags})
+                .to_string(),
+        )
+    }
+}
+
+/// Trace event: a node's agent accepted a registration (member: service).
+pub const REGISTERED: &str = "service_registered";
+/// Trace event: a server's catalog lists these nodes under the service
+/// (member: service; detail: the nodes, comma-separated).
+pub const CATALOG: &str = "catalog_service";
+
+/// Pause between tries of a registration the agent did not accept.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Registers, through `http` (the node's own agent), every registration
+/// `orders` holds, now and whenever it grows; a registration the agent
+/// does not accept is tried again. A restarted node registers everything
+/// again, as its operator's config would.
+pub fn register<E: Env>(
+    env: E,
+    node: String,
+    http: SocketAddr,
+    mut orders: watch::Receiver<Vec<Registration>>,
+    recorder: Recorder,
+) -> Task {
+    env.clone().spawn(async move {
+        let mut done = 0;
+        loop {
+            let todo: Vec<Registration> = orders.borrow_and_update().clone();
+            while done < todo.len() {
+                let r = &todo[done];
+                let put = client::exchange(
+                    &env,
+                    http,
+                    "PUT",
+                    "/v1/agent/service/register",
+                    r.body(),
+                    Duration::from_secs(10),
+                )
+                .await;
+                match put {
+                    Ok(_) => {
+                        recorder.record(TraceEvent {
+                            t_us: env.now().as_duration().as_micros() as u64,
+                            node: node.clone(),
+                            event: REGISTERED.into(),
+                            member: Some(r.name.clone()),
+                            incarnation: None,
+                            detail: None,
+                        });
+                        done += 1;
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %node, error = %e, "registration failed; retrying");
+                        env.sleep(RETRY).await;
+                    }
+                }
+            }
+            if orders.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Follows `service` in the catalog of the server at `http` and records
+/// every change in the nodes that provide it.
+pub fn follow<E: Env>(
+    env: E,
+    node: String,
+    http: SocketAddr,
+    service: String,
+    recorder: Recorder,
+) -> Task {
+    env.clone().spawn(async move {
+        let mut index = 0u64;
+        let mut last: Option<Vec<String>> = None;
+        loop {
+            let path = format!("/v1/catalog/service/{service}?stale&index={index}&wait=30s");
+            let answer = client::exchange(
+                &env,
+                http,
+                "GET",
+                &path,
+                Bytes::new(),
+                Duration::from_secs(45),
+            )
+            .await;
+            let answer = match answer {
+                Ok(a) => a,
+                // No leader yet, or the agent is still starting.
+                Err(ClientError::Status { .. } | ClientError::Connect { .. })
+                | Err(ClientError::Timeout(..) | ClientError::Http { .. })
+                | Err(ClientError::Address(..)) => {
+                    env.sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let next = answer.index.unwrap_or(0);
+            index = if next < index { 0 } else { next };
+            let Ok(rows) = serde_json::from_slice::<Vec<serde_json::Value>>(&answer.body) else {
+                env.sleep(RETRY).await;
+                continue;
+            };
+            let mut nodes: Vec<String> = rows
+                .iter()
+                .filter_map(|r| r["Node"].as_str().map(str::to_owned))
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            if last.as_ref() != Some(&nodes) {
+                recorder.record(TraceEvent {
+                    t_us: env.now().as_duration().as_micros() as u64,
+                    node: node.clone(),
+                    event: CATALOG.into(),
+                    member: Some(service.clone()),
+                    incarnation: None,
+                    detail: Some(nodes.join(",")),
+                });
+                last = Some(nodes);
+            }
+        }
+    })
+}
+
+/// The services a run's servers follow: every one a `register_service`
+/// event names.
+pub fn followed(timeline: &[TimedAction]) -> Vec<String> {
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for a in timeline {
+        if let Action::RegisterService(_, r) = &a.action {
+            names.insert(r.name.clone());
+        }
+    }
+    names.into_iter().collect()
+}
+
+fn instances(n: usize) -> String {
+    match n {
+        1 => "1 instance".into(),
+        n => format!("{n} instances"),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+/// `service_visible`: after each `register_service` event for `service`,
+/// every server of each registering node's datacenter lists every such
+/// node (that was up) under `service` within `within`. Servers down or cut
+/// off during that window are not judged.
+pub fn service_visible(
+    topo: &Topology,
+    timeline: &[TimedAction],
+    outages: &Outages,
+    trace: &Trace,
+    end: Duration,
+    service: &str,
+    within: Duration,
+) -> CheckResult {
+    let check = format!("service_visible {service} {}", secs(within));
+    // Each server's view of the service over time.
+    let mut views: BTreeMap<&str, Vec<(Duration, BTreeSet<&str>)>> = BTreeMap::new();
+    for e in &trace.events {
+        if e.event == CATALOG && e.member.as_deref() == Some(service) {
+            let set = e
+                .detail
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .collect();
+            views
+                .entry(e.node.as_str())
+                .or_default()
+                .push((e.at(), set));
+        }
+    }
+    let dc_of = |n: &str| topo.nodes.iter().find(|x| x.name == n).map(|x| x.dc);
+    let mut passed = true;
+    let mut lines = Vec::new();
+    let mut judged = 0;
+    for a in timeline {
+        let Action::RegisterService(nodes, r) = &a.action else {
+            continue;
+        };
+        if r.name != service {
+            continue;
+        }
+        let t = a.at;
+        let up: Vec<&str> = nodes
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !outages.out_at(n, Some(t)))
+            .collect();
+        let dcs: BTreeSet<usize> = up.iter().filter_map(|n| dc_of(n)).collect();
+        for dc in dcs {
+            let want: BTreeSet<&str> = up
+                .iter()
+                .copied()
+                .filter(|n| dc_of(n) == Some(dc))
+                .collect();
+            let servers = topo
+                .nodes
+                .iter()
+                .filter(|n| n.dc == dc && n.role == Role::Server)
+                .filter(|n| !outages.any_between(&n.name, t, t + within));
+            let mut slowest = Duration::ZERO;
+            let mut late = Vec::new();
+            let mut count = 0;
+            for s in servers {
+                count += 1;
+                let seen = first_containing(views.get(s.name.as_str()), &want, t);
+                match seen {
+                    Some(at) if at <= t + within => slowest = slowest.max(at - t),
+                    Some(at) => late.push(format!("{} after {}", s.name, secs(at - t))),
+                    None if end < t + within => {}
+                    None => late.push(format!("{} never", s.name)),
+                }
+            }
+            judged += 1;
+            let dc_name = &topo.datacenters[dc].name;
+            if late.is_empty() {
+                lines.push(format!(
+                    "at {}: {} in {dc_name} listed by {count} servers, slowest after {}",
+                    secs(t),
+                    instances(want.len()),
+                    secs(slowest)
+                ));
+            } else {
+                passed = false;
+                lines.push(format!(
+                    "at {}: {} in {dc_name}: late {}",
+                    secs(t),
+                    instances(want.len()),
+                    late.join(", ")
+                ));
+            }
+        }
+    }
+    if judged == 0 {
+        return CheckResult {
+            check,
+            passed: false,
+            detail: format!("no register_service event for {service:?} to judge"),
+        };
+    }
+    CheckResult {
+        check,
+        passed,
+        detail: lines.join("; "),
+    }
+}
+
+/// When a view first (at or after `from`) lists every node of `want`.
+fn first_containing(
+    view: Option<&Vec<(Duration, BTreeSet<&str>)>>,
+    want: &BTreeSet<&str>,
+    from: Duration,
+) -> Option<Duration> {
+    let view = view?;
+    let mut current: Option<&BTreeSet<&str>> = None;
+    for (at, set) in view {
+        if *at > from && current.is_some_and(|c| want.is_subset(c)) {
+            return Some(from);
+        }
+        if *at >= from && want.is_subset(set) {
+            return Some(*at);
+        }
+        current = Some(set);
+    }
+    current.filter(|c| want.is_subset(c)).map(|_| from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set<'a>(names: &[&'a str]) -> BTreeSet<&'a str> {
+        names.iter().copied().collect()
+    }
+
+    #[test]
+    fn first_containing_finds_the_first_complete_view() {
+        let s = Duration::from_secs;
+        let view = vec![
+            (s(1), set(&[])),
+            (s(5), set(&["a"])),
+            (s(6), set(&["a", "b"])),
+        ];
+        let want = set(&["a", "b"]);
+        assert_eq!(first_containing(Some(&view), &want, s(4)), Some(s(6)));
+        // Already complete when the registration came: seen at once.
+        assert_eq!(first_containing(Some(&view), &want, s(7)), Some(s(7)));
+        assert_eq!(first_containing(Some(&view), &set(&["c"]), s(0)), None);
+        assert_eq!(first_containing(None, &want, s(0)), None);
+    }
+}
