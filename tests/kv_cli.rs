@@ -1,28 +1,14 @@
 //! `cairn kv get|put|delete` and `cairn catalog ...` against a real agent,
 //! with Consul's flags, messages and exit codes.
 
-use std::process::Command;
-
 #[path = "common/process.rs"]
 mod process;
-use process::{http, Agent, CAIRN};
+use process::{cli, http, Agent};
 
 fn kv(a: &Agent, args: &[&str]) -> (bool, String, String) {
-    run(a, "kv", args)
-}
-
-fn run(a: &Agent, cmd: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(CAIRN)
-        .arg(cmd)
-        .args(args)
-        .env("CAIRN_HTTP_ADDR", format!("http://{}", a.http))
-        .output()
-        .expect("run cairn");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec!["kv"];
+    all.extend_from_slice(args);
+    cli(a, &all)
 }
 
 #[test]
@@ -117,8 +103,8 @@ fn catalog_commands_list_what_the_catalog_holds() {
     let reg = r#"{"Node": "ext", "Address": "10.0.0.9", "Service": {"Service": "web", "Tags": ["v2", "blue"], "Port": 80}}"#;
     let (status, _) = http(&a.http, "PUT", "/v1/catalog/register", reg.as_bytes()).unwrap();
     assert_eq!(status, 200);
-    assert_eq!(run(&a, "catalog", &["datacenters"]).1, "dc1\n");
-    let (ok, nodes, err) = run(&a, "catalog", &["nodes"]);
+    assert_eq!(cli(&a, &["catalog", "datacenters"]).1, "dc1\n");
+    let (ok, nodes, err) = cli(&a, &["catalog", "nodes"]);
     assert!(ok, "{err}");
     assert!(nodes.starts_with("Node"), "{nodes}");
     assert!(
@@ -127,11 +113,11 @@ fn catalog_commands_list_what_the_catalog_holds() {
             .any(|l| l.starts_with("ext ") && l.contains("10.0.0.9")),
         "{nodes}"
     );
-    let web = run(&a, "catalog", &["nodes", "-service=web"]).1;
+    let web = cli(&a, &["catalog", "nodes", "-service=web"]).1;
     assert_eq!(web.lines().count(), 2, "{web}");
-    assert_eq!(run(&a, "catalog", &["services"]).1, "consul\nweb\n");
-    let tags = run(&a, "catalog", &["services", "-tags", "-node=ext"]).1;
+    assert_eq!(cli(&a, &["catalog", "services"]).1, "consul\nweb\n");
+    let tags = cli(&a, &["catalog", "services", "-tags", "-node=ext"]).1;
     assert_eq!(tags.trim(), "web  blue,v2");
-    let (ok, _, err) = run(&a, "catalog", &["nodes", "-service=nope"]);
+    let (ok, _, err) = cli(&a, &["catalog", "nodes", "-service=nope"]);
     assert!(!ok && err.contains("No nodes match"), "{err}");
 }

@@ -6,20 +6,7 @@ use std::time::Duration;
 
 #[path = "common/process.rs"]
 mod process;
-use process::{http, http_get, wait_for, Agent, CAIRN};
-
-fn cairn(a: &Agent, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(CAIRN)
-        .args(args)
-        .env("CAIRN_HTTP_ADDR", format!("http://{}", a.http))
-        .output()
-        .expect("run cairn");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use process::{cli as cairn, http, http_get, wait_for, Agent, CAIRN};
 
 fn services(a: &Agent) -> serde_json::Value {
     serde_json::from_str(&http_get(&a.http, "/v1/agent/services")).unwrap()

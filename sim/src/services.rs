@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::api::client::{self, ClientError};
+use cairn::api::client;
 use cairn::env::{Env, Task};
 use tokio::sync::watch;
 
@@ -137,15 +137,10 @@ pub fn follow<E: Env>(
                 Duration::from_secs(45),
             )
             .await;
-            let answer = match answer {
-                Ok(a) => a,
-                // No leader yet, or the agent is still starting.
-                Err(ClientError::Status { .. } | ClientError::Connect { .. })
-                | Err(ClientError::Timeout(..) | ClientError::Http { .. })
-                | Err(ClientError::Address(..)) => {
-                    env.sleep(RETRY).await;
-                    continue;
-                }
+            // No leader yet, or the agent is still starting: ask again.
+            let Ok(answer) = answer else {
+                env.sleep(RETRY).await;
+                continue;
             };
             let next = answer.index.unwrap_or(0);
             index = if next < index { 0 } else { next };

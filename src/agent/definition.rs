@@ -361,6 +361,40 @@ mod tests {
     }
 
     #[test]
+    fn durations_may_be_go_nanoseconds_and_intervals_have_a_floor() {
+        // Go clients send time.Duration as integer nanoseconds.
+        let d: CheckDef = decode(json!({"args": ["/bin/true"], "interval": 10_000_000_000u64,
+                                        "timeout": 10}))
+        .unwrap();
+        assert_eq!(d.interval.as_deref(), Some("10000000000ns"));
+        let Some(Kind::Probe(p)) = d.to_check(true).unwrap().kind else {
+            panic!("a probe")
+        };
+        assert_eq!(p.interval, Duration::from_secs(10));
+        // Shorter than Consul's 1 s minimum interval: raised to it.
+        let d: CheckDef = decode(json!({"tcp": "x:1", "interval": "10ms"})).unwrap();
+        let Some(Kind::Probe(p)) = d.to_check(false).unwrap().kind else {
+            panic!("a probe")
+        };
+        assert_eq!(p.interval, Duration::from_secs(1));
+        assert!(decode::<CheckDef>(json!({"ttl": -5})).is_err());
+    }
+
+    #[test]
+    fn tagged_addresses_keep_their_keys_and_spell_their_fields() {
+        let d: ServiceDef = decode(json!({"name": "web", "tagged_addresses": {
+            "lan": {"address": "10.0.0.1", "port": 80}, "wan_ipv4": {"Address": "1.2.3.4"}}}))
+        .unwrap();
+        let (svc, _) = d.to_parts(false).unwrap();
+        assert_eq!(svc.tagged_addresses["lan"].address, "10.0.0.1");
+        assert_eq!(svc.tagged_addresses["lan"].port, 80);
+        assert_eq!(svc.tagged_addresses["wan_ipv4"].address, "1.2.3.4");
+        assert_eq!(svc.weights, Weights::default());
+        let zero: ServiceDef = decode(json!({"name": "x", "weights": {"passing": 0}})).unwrap();
+        assert!(zero.to_parts(false).is_err());
+    }
+
+    #[test]
     fn snake_case_definitions_decode_with_their_checks() {
         let d: ServiceDef = decode(json!({
             "name": "web", "port": 80, "tags": ["v1"],

@@ -168,6 +168,21 @@ pub fn cairn(args: &[&str]) -> Output {
     Command::new(CAIRN).args(args).output().expect("run cairn")
 }
 
+/// Runs `cairn ARGS` against `agent` (through `CAIRN_HTTP_ADDR`): whether
+/// it succeeded, its stdout and its stderr.
+pub fn cli(agent: &Agent, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(CAIRN)
+        .args(args)
+        .env("CAIRN_HTTP_ADDR", format!("http://{}", agent.http))
+        .output()
+        .expect("run cairn");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A one-shot HTTP/1.1 request with std: the status code and body, or the
 /// connection error.
 pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
