@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod consensus;
 pub mod coordinate;
+pub mod dns;
 pub mod env;
 pub mod gossip;
 pub mod msgpack;

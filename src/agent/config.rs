@@ -127,9 +127,53 @@ pub struct AgentConfig {
     pub enable_script_checks: bool,
     /// Allow script checks from config files only.
     pub enable_local_script_checks: bool,
+    /// How the DNS interface answers (its port is `ports.dns`; 0: off).
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl AgentConfig {
+    /// Applies a `dns_config` block.
+    fn merge_dns(&mut self, origin: &str, v: &Value) -> Result<(), ConfigError> {
+        for (k, dv) in as_object(origin, "dns_config", v)? {
+            let path = format!("dns_config.{k}");
+            let f = Field { origin, key: &path };
+            let d = &mut self.dns;
+            let secs = |f: &Field, v: &Value| -> Result<u32, ConfigError> {
+                Ok(f.duration(v)?.as_secs().min(u64::from(u32::MAX)) as u32)
+            };
+            match k.as_str() {
+                "allow_stale" => d.allow_stale = f.bool(dv)?,
+                "only_passing" => d.only_passing = f.bool(dv)?,
+                "udp_answer_limit" => d.udp_answer_limit = f.uint(dv)? as usize,
+                "node_ttl" => d.node_ttl = secs(&f, dv)?,
+                "service_ttl" => {
+                    for (name, tv) in as_object(origin, &path, dv)? {
+                        let sub = format!("{path}.{name}");
+                        let g = Field { origin, key: &sub };
+                        let ttl = secs(&g, tv)?;
+                        d.service_ttls.insert(name.clone(), ttl);
+                    }
+                }
+                "soa" => {
+                    for (name, sv) in as_object(origin, &path, dv)? {
+                        let sub = format!("{path}.{name}");
+                        let g = Field { origin, key: &sub };
+                        match name.as_str() {
+                            "min_ttl" => d.soa_min_ttl = g.uint(sv)? as u32,
+                            _ => return Err(g.unknown("min_ttl")),
+                        }
+                    }
+                }
+                _ => {
+                    return Err(f.unknown(
+                        "allow_stale, only_passing, udp_answer_limit, node_ttl, service_ttl, soa",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The settings `/v1/agent/self` shows as `DebugConfig`, under the
     /// names Consul's runtime configuration gives them.
     pub fn debug_config(&self, node_id: &str) -> serde_json::Value {
@@ -163,6 +207,19 @@ impl AgentConfig {
             "EnableLocalScriptChecks": self.enable_local_script_checks || self.enable_script_checks,
         })
     }
+}
+
+/// A recursor as `recursors` and `-recursor` give it: an address, with
+/// port 53 unless one is given.
+pub fn parse_recursor(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Ok(a);
+    }
+    s.trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("recursor {s:?} is not an IP address (with an optional port)"))
 }
 
 /// A definition and the file it came from (for errors).
@@ -206,6 +263,7 @@ impl Default for AgentConfig {
             checks: Vec::new(),
             enable_script_checks: false,
             enable_local_script_checks: false,
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 }
@@ -315,10 +373,25 @@ impl AgentConfig {
                         self.node_meta.insert(k.clone(), f.string(mv)?);
                     }
                 }
+                "domain" => self.dns.domain = at.domain(v)?,
+                "alt_domain" => self.dns.alt_domain = Some(at.domain(v)?),
+                "recursors" => {
+                    self.dns.recursors = at
+                        .strings(v)?
+                        .iter()
+                        .map(|r| parse_recursor(r).map_err(|e| at.err(&e)))
+                        .collect::<Result<_, _>>()?
+                }
+                "dns_config" => self.merge_dns(origin, v)?,
                 "ports" => {
                     for (k, pv) in as_object(origin, key, v)? {
                         let path = format!("ports.{k}");
                         let f = Field { origin, key: &path };
+                        // Consul turns DNS off with -1.
+                        if k == "dns" && pv.as_i64() == Some(-1) {
+                            self.ports.dns = 0;
+                            continue;
+                        }
                         let port = f.port(pv)?;
                         match k.as_str() {
                             "dns" => self.ports.dns = port,
@@ -675,6 +748,17 @@ impl Field<'_> {
             Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
             _ => Err(self.err("must be a port number between 1 and 65535")),
         }
+    }
+
+    /// A DNS domain like `consul` or `cairn.example.` (stored without dots
+    /// around it).
+    fn domain(&self, v: &Value) -> Result<String, ConfigError> {
+        let s = self.string(v)?;
+        let d = s.trim_matches('.').to_ascii_lowercase();
+        if d.is_empty() || !d.split('.').all(valid_dns_label) {
+            return Err(self.err("must be a domain name like \"consul\""));
+        }
+        Ok(d)
     }
 
     fn ip(&self, v: &Value) -> Result<IpAddr, ConfigError> {

@@ -46,6 +46,16 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// The DNS interface could not listen.
+    #[error(
+        "cannot serve DNS on {addr}: {source} (set ports.dns, -dns-port, or -1 to turn DNS off)"
+    )]
+    Dns {
+        /// The address tried.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The server could not start.
     #[error("cannot start the server: {0}")]
     Server(#[from] server::StartError),
@@ -79,6 +89,7 @@ pub struct Agent<E: Env> {
     stop_rx: mpsc::Receiver<()>,
     _gossip_task: Task,
     _http_task: Task,
+    _dns_tasks: Vec<Task>,
     _retry_task: Option<Task>,
     _server_tasks: Vec<Task>,
 }
@@ -210,6 +221,21 @@ impl<E: Env> Agent<E> {
                     source,
                 })?;
         tracing::info!(addr = %http_addr, "HTTP API listening");
+        let dns_tasks = match config.ports.dns {
+            0 => Vec::new(),
+            port => {
+                let addr = SocketAddr::new(config.client_addr, port);
+                let dns = crate::dns::DnsConfig {
+                    datacenter: config.datacenter.clone(),
+                    ..config.dns.clone()
+                };
+                let tasks = crate::dns::serve(env.clone(), addr, dns, servers.clone())
+                    .await
+                    .map_err(|source| AgentError::Dns { addr, source })?;
+                tracing::info!(%addr, "DNS listening");
+                tasks
+            }
+        };
 
         if !config.start_join.is_empty() {
             let addrs = resolve_all(&env, &config.start_join, config.ports.serf_lan).await;
@@ -237,6 +263,7 @@ impl<E: Env> Agent<E> {
             stop_rx,
             _gossip_task: gossip_task,
             _http_task: http_task,
+            _dns_tasks: dns_tasks,
             _retry_task: retry_task,
             _server_tasks: server_tasks,
         })

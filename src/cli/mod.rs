@@ -89,6 +89,18 @@ struct AgentArgs {
     /// HTTP API port.
     #[arg(long = "http-port")]
     http_port: Option<u16>,
+    /// DNS port, UDP and TCP (8600; -1 turns DNS off).
+    #[arg(long = "dns-port", allow_negative_numbers = true)]
+    dns_port: Option<i32>,
+    /// The DNS domain answered (consul).
+    #[arg(long = "domain")]
+    domain: Option<String>,
+    /// A second DNS domain answered the same way.
+    #[arg(long = "alt-domain")]
+    alt_domain: Option<String>,
+    /// Where DNS questions outside the domain go (repeatable).
+    #[arg(long = "recursor")]
+    recursors: Vec<String>,
     /// Run as a server: keep the replicated catalog and KV store.
     #[arg(long = "server")]
     server: bool,
@@ -329,6 +341,38 @@ fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     }
     if let Some(v) = a.http_port {
         c.ports.http = v;
+    }
+    match a.dns_port {
+        None => {}
+        Some(-1) => c.ports.dns = 0,
+        Some(p) => {
+            c.ports.dns = u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "-dns-port {p}: use a port 1-65535, or -1 to turn DNS off"
+                ))
+            })?
+        }
+    }
+    let domain = |d: &str| {
+        let d = d.trim_matches('.').to_ascii_lowercase();
+        if d.is_empty() {
+            Err(ConfigError("-domain needs a name like consul".into()))
+        } else {
+            Ok(d)
+        }
+    };
+    if let Some(d) = &a.domain {
+        c.dns.domain = domain(d)?;
+    }
+    if let Some(d) = &a.alt_domain {
+        c.dns.alt_domain = Some(domain(d)?);
+    }
+    if !a.recursors.is_empty() {
+        c.dns.recursors = a
+            .recursors
+            .iter()
+            .map(|r| crate::agent::config::parse_recursor(r).map_err(ConfigError))
+            .collect::<Result<_, _>>()?;
     }
     if a.server {
         c.server = true;

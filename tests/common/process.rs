@@ -11,12 +11,17 @@ use std::time::{Duration, Instant};
 /// The binary under test.
 pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 
-/// A port free for both UDP and TCP right now (gossip needs both).
+/// A port free for both UDP and TCP right now (gossip and DNS need both),
+/// and not handed out before by this test binary: the agents bind their
+/// ports later, so one port given twice would make two agents collide.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         let port = udp.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
@@ -39,6 +44,8 @@ pub struct Agent {
     pub serf: u16,
     /// Server RPC port.
     pub rpc: u16,
+    /// DNS address (UDP and TCP).
+    pub dns: String,
     dir: PathBuf,
     args: Vec<String>,
     /// Where its log goes (appended across restarts).
@@ -49,7 +56,7 @@ impl Agent {
     /// Starts agent `name` with its data and config in `dir`; `config` is
     /// the text of an HCL config file, `extra` more flags.
     pub fn start(dir: &Path, name: &str, config: &str, extra: &[String]) -> Agent {
-        let (serf, http, rpc) = (free_port(), free_port(), free_port());
+        let (serf, http, rpc, dns) = (free_port(), free_port(), free_port(), free_port());
         let file = dir.join(format!("{name}.hcl"));
         std::fs::write(&file, config).expect("write config");
         let mut args = vec![
@@ -59,6 +66,7 @@ impl Agent {
             format!("-serf-lan-port={serf}"),
             format!("-http-port={http}"),
             format!("-server-port={rpc}"),
+            format!("-dns-port={dns}"),
             format!("-data-dir={}", dir.join(name).display()),
             format!("-config-file={}", file.display()),
         ];
@@ -69,6 +77,7 @@ impl Agent {
             http: format!("127.0.0.1:{http}"),
             serf,
             rpc,
+            dns: format!("127.0.0.1:{dns}"),
             dir: dir.to_owned(),
             args,
             log: dir.join(format!("{name}.log")),

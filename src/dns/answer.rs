@@ -1,0 +1,289 @@
+//! Building answers: records for what a [`Lookup`] found, Consul's health
+//! filtering and ordering, NXDOMAIN with the SOA, and fitting the answer
+//! to UDP.
+
+use std::net::IpAddr;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::names::Lookup;
+use super::DnsConfig;
+use crate::server::Instance;
+use crate::state::{Health, Node};
+
+/// What the catalog said about a lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// Nothing to say (unknown names, or a datacenter it cannot reach).
+    Nothing,
+    /// A service's instances (healthy or not), or the servers for the
+    /// apex (the `consul` service).
+    Instances(Vec<Instance>),
+    /// The node, if the catalog has it.
+    Node(Option<Node>),
+    /// The nodes with the address asked about.
+    Nodes(Vec<Node>),
+}
+
+/// How the question came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: the answer must fit the client's buffer.
+    Udp,
+    /// TCP: anything fits.
+    Tcp,
+}
+
+/// The largest UDP answer without EDNS (RFC 1035).
+const CLASSIC_UDP: usize = 512;
+/// The buffer size cairn advertises with EDNS, and the most it sends.
+const EDNS_PAYLOAD: u16 = 4096;
+
+/// A response to `req` with no records yet: the same ID, question and
+/// recursion-desired bit, authoritative, EDNS echoed.
+pub fn response_to(req: &Message, code: ResponseCode) -> Message {
+    let mut m = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+    m.metadata.recursion_desired = req.metadata.recursion_desired;
+    m.metadata.authoritative = true;
+    m.metadata.response_code = code;
+    m.add_queries(req.queries.iter().cloned());
+    if req.edns.is_some() {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        m.set_edns(e);
+    }
+    m
+}
+
+/// Whether an instance counts: no critical (or maintenance) check, and no
+/// warning either when only passing ones count.
+fn healthy(i: &Instance, only_passing: bool) -> bool {
+    i.checks.iter().all(|c| match c.status {
+        Health::Passing => true,
+        Health::Warning => !only_passing,
+        Health::Critical | Health::Maintenance => false,
+    })
+}
+
+/// The address an instance is reached at: its own, else its node's.
+fn address_of(i: &Instance) -> Option<IpAddr> {
+    i.service
+        .address
+        .parse()
+        .ok()
+        .or_else(|| i.node.address.parse().ok())
+}
+
+fn name(s: &str) -> Name {
+    // Names cairn builds come from catalog names; one that is not a valid
+    // DNS name becomes the root rather than failing the whole answer.
+    Name::from_ascii(s).unwrap_or_else(|_| Name::root())
+}
+
+fn addr_record(owner: &Name, ip: IpAddr, ttl: u32) -> Record {
+    let data = match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(owner.clone(), ttl, data)
+}
+
+fn wants(qtype: RecordType, ip: IpAddr) -> bool {
+    match qtype {
+        RecordType::A => ip.is_ipv4(),
+        RecordType::AAAA => ip.is_ipv6(),
+        RecordType::ANY => true,
+        _ => false,
+    }
+}
+
+/// The domain's SOA record (in answers for the apex, and in the authority
+/// section of negative answers, where its minimum is the negative TTL).
+pub fn soa(cfg: &DnsConfig) -> Record {
+    let domain = name(&format!("{}.", cfg.domain));
+    let mname = name(&format!("ns.{}.", cfg.domain));
+    let rname = name(&format!("hostmaster.{}.", cfg.domain));
+    let data = SOA::new(mname, rname, 1, 3600, 600, 86400, cfg.soa_min_ttl);
+    Record::from_rdata(domain, cfg.soa_min_ttl, RData::SOA(data))
+}
+
+/// The answer to `req`, whose question is `lookup`, from what was `found`.
+pub fn answer(
+    req: &Message,
+    lookup: &Lookup,
+    found: Found,
+    cfg: &DnsConfig,
+    rng: &mut impl Rng,
+) -> Message {
+    let Some(q) = req.queries.first() else {
+        return response_to(req, ResponseCode::FormErr);
+    };
+    let qname = q.name().clone();
+    let qtype = q.query_type();
+    let mut m = response_to(req, ResponseCode::NoError);
+    match (lookup, found) {
+        (Lookup::Apex, Found::Instances(servers)) => {
+            let dc = &cfg.datacenter;
+            if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                m.add_answer(soa(cfg));
+            }
+            if matches!(qtype, RecordType::NS | RecordType::ANY) {
+                for s in &servers {
+                    let target = name(&format!("{}.node.{dc}.{}.", s.node.node, cfg.domain));
+                    m.add_answer(Record::from_rdata(
+                        qname.clone(),
+                        cfg.node_ttl,
+                        RData::NS(NS(target.clone())),
+                    ));
+                    if let Some(ip) = address_of(s) {
+                        m.add_additional(addr_record(&target, ip, cfg.node_ttl));
+                    }
+                }
+            }
+        }
+        (Lookup::Service { service, .. }, Found::Instances(mut all)) => {
+            all.retain(|i| healthy(i, cfg.only_passing));
+            if all.is_empty() {
+                return negative(req, cfg);
+            }
+            all.shuffle(rng);
+            let ttl = cfg.service_ttl(service);
+            let dc = &cfg.datacenter;
+            for i in &all {
+                let Some(ip) = address_of(i) else { continue };
+                if qtype == RecordType::SRV {
+                    // The node's name as the target when it has the
+                    // instance's address; otherwise a name for the address.
+                    let own = i.service.address.parse::<IpAddr>().ok();
+                    let target = match own {
+                        Some(a) if i.node.address.parse::<IpAddr>().ok() != Some(a) => {
+                            name(&format!("{}.addr.{dc}.{}.", hex_ip(a), cfg.domain))
+                        }
+                        _ => name(&format!("{}.node.{dc}.{}.", i.node.node, cfg.domain)),
+                    };
+                    let warning = i.checks.iter().any(|c| c.status == Health::Warning);
+                    let w = if warning {
+                        i.service.weights.warning
+                    } else {
+                        i.service.weights.passing
+                    };
+                    let srv = SRV::new(
+                        1,
+                        w.min(u32::from(u16::MAX)) as u16,
+                        i.service.port,
+                        target.clone(),
+                    );
+                    m.add_answer(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
+                    m.add_additional(addr_record(&target, ip, ttl));
+                } else if wants(qtype, ip)
+                    && !m
+                        .answers
+                        .iter()
+                        .any(|r| r.data == addr_record(&qname, ip, ttl).data)
+                {
+                    m.add_answer(addr_record(&qname, ip, ttl));
+                }
+            }
+            if m.answers.is_empty() {
+                m.add_authority(soa(cfg));
+            }
+        }
+        (Lookup::Node { .. }, Found::Node(Some(node))) => match node.address.parse() {
+            Ok(ip) if wants(qtype, ip) => {
+                m.add_answer(addr_record(&qname, ip, cfg.node_ttl));
+            }
+            _ => {
+                m.add_authority(soa(cfg));
+            }
+        },
+        (Lookup::Addr(ip), _) => {
+            if wants(qtype, *ip) {
+                m.add_answer(addr_record(&qname, *ip, cfg.node_ttl));
+            } else {
+                m.add_authority(soa(cfg));
+            }
+        }
+        (Lookup::Reverse(_), Found::Nodes(nodes)) if !nodes.is_empty() => {
+            if matches!(qtype, RecordType::PTR | RecordType::ANY) {
+                for n in nodes {
+                    let target = name(&format!("{}.node.{}.{}.", n.node, n.datacenter, cfg.domain));
+                    m.add_answer(Record::from_rdata(
+                        qname.clone(),
+                        cfg.node_ttl,
+                        RData::PTR(PTR(target)),
+                    ));
+                }
+            }
+        }
+        _ => return negative(req, cfg),
+    }
+    m
+}
+
+/// NXDOMAIN, with the SOA in the authority section (its minimum TTL is how
+/// long resolvers may cache the absence).
+pub fn negative(req: &Message, cfg: &DnsConfig) -> Message {
+    let mut m = response_to(req, ResponseCode::NXDomain);
+    m.add_authority(soa(cfg));
+    m
+}
+
+/// An address as Consul's `<hex>.addr` names spell it.
+pub fn hex_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().iter().map(|b| format!("{b:02x}")).collect(),
+        IpAddr::V6(v6) => v6.octets().iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// `m` as bytes for `transport`: over UDP at most `udp_answer_limit`
+/// answers, then as many as fit the client's buffer (512 bytes, or its
+/// EDNS size), with the TC bit set when any had to go so that the client
+/// asks again over TCP.
+pub fn encode(mut m: Message, req: &Message, transport: Transport, cfg: &DnsConfig) -> Vec<u8> {
+    if transport == Transport::Udp {
+        let limit = req.edns.as_ref().map_or(CLASSIC_UDP, |e| {
+            usize::from(e.max_payload().clamp(CLASSIC_UDP as u16, EDNS_PAYLOAD))
+        });
+        if cfg.udp_answer_limit > 0 && m.answers.len() > cfg.udp_answer_limit {
+            m.answers.truncate(cfg.udp_answer_limit);
+            trim_additionals(&mut m);
+        }
+        loop {
+            match m.to_vec() {
+                Ok(bytes) if bytes.len() <= limit => return bytes,
+                Ok(_) if !m.additionals.is_empty() => {
+                    m.additionals.clear();
+                }
+                Ok(_) if !m.answers.is_empty() => {
+                    m.metadata.truncation = true;
+                    m.answers.pop();
+                }
+                _ => break,
+            }
+        }
+    }
+    m.to_vec().unwrap_or_else(|_| {
+        response_to(req, ResponseCode::ServFail)
+            .to_vec()
+            .unwrap_or_default()
+    })
+}
+
+/// Drops additional records whose owner no answer points at.
+fn trim_additionals(m: &mut Message) {
+    let targets: Vec<Name> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some(s.target.clone()),
+            RData::NS(n) => Some(n.0.clone()),
+            _ => None,
+        })
+        .collect();
+    m.additionals.retain(|r| targets.contains(&r.name));
+}

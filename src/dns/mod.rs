@@ -1,0 +1,331 @@
+//! The DNS interface: Consul's names (`web.service.consul`,
+//! `_web._tcp.service.dc1.consul`, `db-1.node.consul`, reverse lookups) on
+//! UDP and TCP, answered from the catalog with stale reads so that DNS load
+//! spreads over the servers instead of landing on the leader.
+//!
+//! Messages are parsed and written by hickory-proto; the listeners run on
+//! the [`Env`] (hickory-server's run on tokio's sockets only), so the same
+//! server answers on real sockets and inside the simulator. [`names`] says
+//! what a question asks and [`answer`] builds the reply; both are pure.
+
+pub mod answer;
+pub mod names;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::agent::Servers;
+use crate::env::{timeout, Env, Task, TcpListener, UdpSocket};
+use crate::server::{Answer, ClientRequest, Consistency, Query, Read};
+use answer::{Found, Transport};
+use names::Lookup;
+
+/// How the DNS interface answers (Consul's `domain`, `alt_domain`,
+/// `recursors` and `dns_config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// The domain, without dots around it (`consul`).
+    pub domain: String,
+    /// A second domain answered the same way.
+    pub alt_domain: Option<String>,
+    /// The agent's datacenter.
+    pub datacenter: String,
+    /// TTL of node records.
+    pub node_ttl: u32,
+    /// TTL of service records by service name; `*` for the rest.
+    pub service_ttls: BTreeMap<String, u32>,
+    /// Hide instances with a warning check, not only critical ones.
+    pub only_passing: bool,
+    /// Most answers in a UDP reply (0: no limit but the size).
+    pub udp_answer_limit: usize,
+    /// The SOA's minimum TTL: how long resolvers cache a negative answer.
+    pub soa_min_ttl: u32,
+    /// Where questions outside the domain go (none: refused).
+    pub recursors: Vec<SocketAddr>,
+    /// Let any server answer (stale reads); otherwise the leader.
+    pub allow_stale: bool,
+}
+
+impl Default for DnsConfig {
+    /// Consul's defaults.
+    fn default() -> Self {
+        DnsConfig {
+            domain: "consul".into(),
+            alt_domain: None,
+            datacenter: "dc1".into(),
+            node_ttl: 0,
+            service_ttls: BTreeMap::new(),
+            only_passing: false,
+            udp_answer_limit: 3,
+            soa_min_ttl: 0,
+            recursors: Vec::new(),
+            allow_stale: true,
+        }
+    }
+}
+
+impl DnsConfig {
+    /// The TTL of `service`'s records.
+    pub fn service_ttl(&self, service: &str) -> u32 {
+        self.service_ttls
+            .get(service)
+            .or_else(|| self.service_ttls.get("*"))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn domains(&self) -> Vec<String> {
+        let clean = |d: &str| d.trim_matches('.').to_ascii_lowercase();
+        std::iter::once(clean(&self.domain))
+            .chain(self.alt_domain.as_deref().map(clean))
+            .collect()
+    }
+}
+
+/// Everything a query needs.
+struct Shared<E: Env> {
+    env: E,
+    cfg: DnsConfig,
+    domains: Vec<String>,
+    servers: Arc<Servers<E>>,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+/// Longest a TCP client may take to send its next question.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Longest a recursor may take to answer.
+const RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves DNS on `bind` (UDP and TCP) until the returned tasks are dropped.
+pub async fn serve<E: Env>(
+    env: E,
+    bind: SocketAddr,
+    cfg: DnsConfig,
+    servers: Arc<Servers<E>>,
+) -> std::io::Result<Vec<Task>> {
+    let udp = Arc::new(env.bind_udp(bind).await?);
+    let tcp = env.bind_tcp(bind).await?;
+    let shared = Arc::new(Shared {
+        rng: Mutex::new(ChaCha8Rng::seed_from_u64(env.seed("dns"))),
+        domains: cfg.domains(),
+        env: env.clone(),
+        cfg,
+        servers,
+    });
+    let udp_task = {
+        let shared = shared.clone();
+        env.spawn(async move {
+            let mut buf = vec![0u8; 65535];
+            loop {
+                let Ok((n, from)) = udp.recv_from(&mut buf).await else {
+                    continue;
+                };
+                let (shared2, udp, packet) = (shared.clone(), udp.clone(), buf[..n].to_vec());
+                shared
+                    .env
+                    .spawn(async move {
+                        if let Some(reply) = handle(&shared2, &packet, Transport::Udp).await {
+                            let _ = udp.send_to(&reply, from).await;
+                        }
+                    })
+                    .detach();
+            }
+        })
+    };
+    let tcp_task = {
+        let shared = shared.clone();
+        env.spawn(async move {
+            loop {
+                let Ok((stream, _)) = tcp.accept().await else {
+                    continue;
+                };
+                let shared2 = shared.clone();
+                shared
+                    .env
+                    .spawn(async move { serve_tcp(&shared2, stream).await })
+                    .detach();
+            }
+        })
+    };
+    Ok(vec![udp_task, tcp_task])
+}
+
+/// Answers the questions of one TCP connection (each framed by a 2-byte
+/// length) until it closes or idles.
+async fn serve_tcp<E: Env>(shared: &Shared<E>, mut stream: E::TcpStream) {
+    loop {
+        let mut len = [0u8; 2];
+        let read = timeout(&shared.env, TCP_IDLE, stream.read_exact(&mut len)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if !matches!(
+            timeout(&shared.env, TCP_IDLE, stream.read_exact(&mut msg)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let Some(reply) = handle(shared, &msg, Transport::Tcp).await else {
+            return;
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return;
+        };
+        let mut out = n.to_be_bytes().to_vec();
+        out.extend_from_slice(&reply);
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The reply to one message, or `None` to drop it (too short to answer).
+async fn handle<E: Env>(
+    shared: &Shared<E>,
+    packet: &[u8],
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let req = match Message::from_vec(packet) {
+        Ok(m) => m,
+        Err(_) => return formerr(packet),
+    };
+    if req.metadata.message_type != MessageType::Query {
+        return None;
+    }
+    let cfg = &shared.cfg;
+    let code = |c| answer::response_to(&req, c);
+    if req.metadata.op_code != OpCode::Query {
+        return code(ResponseCode::NotImp).to_vec().ok();
+    }
+    let [q] = req.queries.as_slice() else {
+        return code(ResponseCode::FormErr).to_vec().ok();
+    };
+    let lookup = names::parse(&q.name().to_ascii(), &shared.domains);
+    if lookup == Lookup::Outside {
+        return Some(recurse(shared, &req, packet).await);
+    }
+    let reply = match fetch(shared, &lookup).await {
+        Ok(found) => {
+            let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
+            answer::answer(&req, &lookup, found, cfg, &mut *rng)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "DNS lookup failed");
+            code(ResponseCode::ServFail)
+        }
+    };
+    Some(answer::encode(reply, &req, transport, cfg))
+}
+
+/// FORMERR for a message that does not parse, if it has an ID to answer.
+fn formerr(packet: &[u8]) -> Option<Vec<u8>> {
+    let id = u16::from_be_bytes([*packet.first()?, *packet.get(1)?]);
+    // A packet that is itself a response is not answered (no loops).
+    if packet.get(2).is_some_and(|flags| flags & 0x80 != 0) {
+        return None;
+    }
+    Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
+        .to_vec()
+        .ok()
+}
+
+/// What the catalog says about `lookup`.
+async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Found, String> {
+    let local = |dc: &Option<String>| {
+        dc.as_deref()
+            .is_none_or(|d| d.eq_ignore_ascii_case(&shared.cfg.datacenter))
+    };
+    let query = match lookup {
+        Lookup::Service { dc, .. } | Lookup::Node { dc, .. } if !local(dc) => {
+            // Other datacenters come with WAN federation.
+            return Ok(Found::Nothing);
+        }
+        Lookup::Service { service, tag, .. } => Query::Instances {
+            service: service.clone(),
+            tag: tag.clone(),
+        },
+        Lookup::Apex => Query::Instances {
+            service: crate::server::reconcile::CONSUL_SERVICE.into(),
+            tag: None,
+        },
+        Lookup::Node { node, .. } => Query::NodeServices(node.clone()),
+        Lookup::Reverse(_) => Query::Nodes,
+        Lookup::Addr(_) | Lookup::Unknown | Lookup::Outside => return Ok(Found::Nothing),
+    };
+    let consistency = if shared.cfg.allow_stale {
+        Consistency::Stale
+    } else {
+        Consistency::Default
+    };
+    let reply = shared
+        .servers
+        .call(ClientRequest::Read {
+            read: Read {
+                consistency,
+                min_index: 0,
+                max_wait_ms: 0,
+                query,
+            },
+            hops: 0,
+        })
+        .await;
+    Ok(match (lookup, reply.answer?) {
+        (_, Answer::Instances(v)) => Found::Instances(v),
+        (_, Answer::NodeServices(n)) => Found::Node(n.map(|(node, _)| node)),
+        (Lookup::Reverse(ip), Answer::Nodes(nodes)) => Found::Nodes(
+            nodes
+                .into_iter()
+                .filter(|n| n.address.parse().ok() == Some(*ip))
+                .collect(),
+        ),
+        (_, other) => return Err(format!("unexpected answer {other:?}")),
+    })
+}
+
+/// A question outside the domain: the first recursor's answer, or REFUSED
+/// when there is none, or SERVFAIL when none answers.
+async fn recurse<E: Env>(shared: &Shared<E>, req: &Message, packet: &[u8]) -> Vec<u8> {
+    let code = |c| {
+        let mut m = answer::response_to(req, c);
+        m.metadata.authoritative = false;
+        m.to_vec().unwrap_or_default()
+    };
+    if shared.cfg.recursors.is_empty() {
+        return code(ResponseCode::Refused);
+    }
+    for r in &shared.cfg.recursors {
+        let any: SocketAddr = if r.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let Ok(sock) = shared.env.bind_udp(any).await else {
+            continue;
+        };
+        if sock.send_to(packet, *r).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 65535];
+        if let Ok(Ok((n, from))) =
+            timeout(&shared.env, RECURSOR_TIMEOUT, sock.recv_from(&mut buf)).await
+        {
+            if from == *r && n >= 2 && buf[..2] == packet[..2] {
+                let mut reply = buf[..n].to_vec();
+                // Recursion is available through this agent.
+                if reply.len() > 3 {
+                    reply[3] |= 0x80;
+                }
+                return reply;
+            }
+        }
+    }
+    code(ResponseCode::ServFail)
+}
