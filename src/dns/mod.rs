@@ -98,6 +98,9 @@ struct Shared<E: Env> {
     rng: Mutex<ChaCha8Rng>,
 }
 
+/// UDP receive loops of a server agent.
+const UDP_LOOPS: usize = 2;
+
 /// Longest a TCP client may take to send its next question.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Longest a recursor may take to answer.
@@ -119,26 +122,40 @@ pub async fn serve<E: Env>(
         cfg,
         servers,
     });
-    let udp_task = {
-        let shared = shared.clone();
-        env.spawn(async move {
-            let mut buf = vec![0u8; 65535];
-            loop {
-                let Ok((n, from)) = udp.recv_from(&mut buf).await else {
-                    continue;
-                };
-                let (shared2, udp, packet) = (shared.clone(), udp.clone(), buf[..n].to_vec());
-                shared
-                    .env
-                    .spawn(async move {
-                        if let Some(reply) = handle(&shared2, &packet, Transport::Udp).await {
+    // A server agent answers from its own store without waiting on the
+    // network, so its receive loops answer in place (one per core, all on
+    // the one socket); a client agent asks a server, so each question gets
+    // a task of its own and a slow answer holds up no other.
+    let inline = shared.servers.local().is_some();
+    let loops = if inline { UDP_LOOPS } else { 1 };
+    let mut tasks: Vec<Task> = (0..loops)
+        .map(|_| {
+            let (shared, udp) = (shared.clone(), udp.clone());
+            env.spawn(async move {
+                let mut buf = vec![0u8; 65535];
+                loop {
+                    let Ok((n, from)) = udp.recv_from(&mut buf).await else {
+                        continue;
+                    };
+                    if inline {
+                        if let Some(reply) = handle(&shared, &buf[..n], Transport::Udp).await {
                             let _ = udp.send_to(&reply, from).await;
                         }
-                    })
-                    .detach();
-            }
+                        continue;
+                    }
+                    let (shared2, udp, packet) = (shared.clone(), udp.clone(), buf[..n].to_vec());
+                    shared
+                        .env
+                        .spawn(async move {
+                            if let Some(reply) = handle(&shared2, &packet, Transport::Udp).await {
+                                let _ = udp.send_to(&reply, from).await;
+                            }
+                        })
+                        .detach();
+                }
+            })
         })
-    };
+        .collect();
     let tcp_task = {
         let shared = shared.clone();
         env.spawn(async move {
@@ -154,7 +171,8 @@ pub async fn serve<E: Env>(
             }
         })
     };
-    Ok(vec![udp_task, tcp_task])
+    tasks.push(tcp_task);
+    Ok(tasks)
 }
 
 /// Answers the questions of one TCP connection (each framed by a 2-byte

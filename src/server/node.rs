@@ -678,7 +678,10 @@ impl<E: Env> Server<E> {
 
     /// The leader's Raft ID and RPC address, if one is known.
     pub fn leader(&self) -> Option<(u64, SocketAddr)> {
-        let m = self.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: every read asks, and the metrics carry the
+        // whole membership.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let id = m.current_leader?;
         let node: &BasicNode = m.membership_config.membership().get_node(&id)?;
         Some((id, node.addr.parse().ok()?))

@@ -240,8 +240,32 @@ impl Tx<'_> {
 
     fn ensure_service(&mut self, node: &str, s: Service) {
         let key = (node.to_owned(), s.id.clone());
-        if upsert(&mut self.data.services, key, s, self.index) {
+        let old_name = self.data.services.get(&key).map(|o| o.service.clone());
+        let name = s.service.clone();
+        if upsert(&mut self.data.services, key.clone(), s, self.index) {
+            if let Some(old) = old_name.filter(|o| *o != name) {
+                self.unindex(&old, &key);
+            }
+            self.data.by_name.entry(name).or_default().insert(key);
             self.touch(Table::Services);
+        }
+    }
+
+    /// Removes a service instance and its entry in the by-name index.
+    fn remove_service(&mut self, key: &(String, String)) -> bool {
+        let Some(old) = self.data.services.remove(key) else {
+            return false;
+        };
+        self.unindex(&old.service, key);
+        true
+    }
+
+    fn unindex(&mut self, name: &str, key: &(String, String)) {
+        if let Some(set) = self.data.by_name.get_mut(name) {
+            set.remove(key);
+            if set.is_empty() {
+                self.data.by_name.remove(name);
+            }
         }
     }
 
@@ -291,12 +315,7 @@ impl Tx<'_> {
         }
         match (service_id, check_id) {
             (Some(sid), _) => {
-                if self
-                    .data
-                    .services
-                    .remove(&(node.to_owned(), sid.to_owned()))
-                    .is_some()
-                {
+                if self.remove_service(&(node.to_owned(), sid.to_owned())) {
                     self.touch(Table::Services);
                 }
                 let gone: Vec<String> = self
@@ -314,7 +333,7 @@ impl Tx<'_> {
             (None, None) => {
                 let services: Vec<String> = self.node_services_ids(node);
                 for sid in services {
-                    self.data.services.remove(&(node.to_owned(), sid));
+                    self.remove_service(&(node.to_owned(), sid));
                     self.touch(Table::Services);
                 }
                 let checks: Vec<String> = self
@@ -402,9 +421,11 @@ impl Store {
         tag: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a Node, &'a Service)> + 'a {
         self.data
-            .services
-            .iter()
-            .filter(move |(_, s)| s.service == name)
+            .by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| Some((key, self.data.services.get(key)?)))
             .filter(move |(_, s)| tag.is_none_or(|t| s.tags.iter().any(|x| x == t)))
             .filter_map(|((node, _), s)| Some((self.data.nodes.get(node)?, s)))
     }

@@ -156,6 +156,24 @@ struct Data {
     lock_delays: BTreeMap<String, u64>,
     indexes: BTreeMap<Table, u64>,
     last_applied: u64,
+    /// Each service name's instances, as `services` keys: a lookup by name
+    /// (DNS, health/service) reads its instances, not every service.
+    /// Derived from `services`; rebuilt when a snapshot is loaded.
+    #[serde(skip)]
+    by_name: BTreeMap<String, std::collections::BTreeSet<(String, String)>>,
+}
+
+impl Data {
+    /// Rebuilds the derived index from `services`.
+    fn reindex(&mut self) {
+        self.by_name.clear();
+        for (key, s) in &self.services {
+            self.by_name
+                .entry(s.service.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+    }
 }
 
 /// The store; see the [module docs](self).
@@ -329,7 +347,7 @@ impl From<&Data> for SnapshotFile {
 
 impl SnapshotFile {
     fn into_data(self) -> Data {
-        Data {
+        let mut data = Data {
             nodes: self
                 .nodes
                 .into_iter()
@@ -356,7 +374,10 @@ impl SnapshotFile {
             lock_delays: self.lock_delays,
             indexes: self.indexes.into_iter().collect(),
             last_applied: self.last_applied,
-        }
+            by_name: BTreeMap::new(),
+        };
+        data.reindex();
+        data
     }
 }
 

@@ -584,3 +584,50 @@ proptest! {
         prop_assert_eq!(after.snapshot(), before);
     }
 }
+
+/// The service-name index follows registrations, renames, deregistrations
+/// and snapshots: lookups by name find exactly the instances a full scan
+/// would.
+#[test]
+fn lookups_by_service_name_follow_every_change() {
+    let mut s = Store::default();
+    let reg = |n: &str, id: &str, name: &str| Command::Register {
+        node: node(n),
+        service: Some(Box::new(Service {
+            id: id.into(),
+            service: name.into(),
+            ..Service::default()
+        })),
+        checks: vec![],
+    };
+    let found = |s: &Store, name: &str| -> Vec<String> {
+        s.service_nodes(name, None)
+            .map(|(n, svc)| format!("{}/{}", n.node, svc.id))
+            .collect()
+    };
+    s.apply(1, 0, &reg("n1", "a", "web")).unwrap();
+    s.apply(2, 0, &reg("n2", "a", "web")).unwrap();
+    s.apply(3, 0, &reg("n1", "b", "db")).unwrap();
+    assert_eq!(found(&s, "web"), ["n1/a", "n2/a"]);
+    // The same instance ID under a new name moves.
+    s.apply(4, 0, &reg("n2", "a", "api")).unwrap();
+    assert_eq!(found(&s, "web"), ["n1/a"]);
+    assert_eq!(found(&s, "api"), ["n2/a"]);
+    let dereg = Command::Deregister {
+        node: "n1".into(),
+        service_id: Some("a".into()),
+        check_id: None,
+    };
+    s.apply(5, 0, &dereg).unwrap();
+    assert!(found(&s, "web").is_empty());
+    // A whole node going takes its instances out of the index.
+    let gone = Command::Deregister {
+        node: "n1".into(),
+        service_id: None,
+        check_id: None,
+    };
+    s.apply(6, 0, &gone).unwrap();
+    assert!(found(&s, "db").is_empty());
+    let restored = Store::restore(&s.snapshot()).unwrap();
+    assert_eq!(found(&restored, "api"), ["n2/a"]);
+}
