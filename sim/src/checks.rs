@@ -442,7 +442,7 @@ pub fn evaluate(
             Check::ReplicasConverge => {
                 consensus_checks::replicas_converge(&scenario.topology, &out.replicas)
             }
-            Check::ServiceVisible { service, within } => crate::services::service_visible(
+            Check::ServiceVisible { service, within } => crate::services::visible(
                 &scenario.topology,
                 timeline,
                 &outages,
@@ -450,6 +450,17 @@ pub fn evaluate(
                 out.virtual_time,
                 service,
                 *within,
+                crate::services::Seen::Catalog,
+            ),
+            Check::DnsResolves { service, within } => crate::services::visible(
+                &scenario.topology,
+                timeline,
+                &outages,
+                trace,
+                out.virtual_time,
+                service,
+                *within,
+                crate::services::Seen::Dns,
             ),
         })
         .collect()

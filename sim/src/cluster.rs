@@ -556,11 +556,7 @@ pub fn run_cluster(
             server,
             load: load.clone(),
             registrations: register.clone(),
-            followed: if node.role == Role::Server {
-                followed.clone()
-            } else {
-                Vec::new()
-            },
+            followed: followed.clone(),
             history: history.clone(),
             ip: ips[index],
             seed: spec.seed,
@@ -999,7 +995,8 @@ struct HostCtx {
     server: Option<ServerCtx>,
     load: watch::Sender<Option<Order>>,
     registrations: watch::Sender<Vec<Registration>>,
-    /// Services whose catalog entries this (server) node records.
+    /// Services this node resolves through its DNS interface (and, on a
+    /// server, follows in its catalog), recording what it sees.
     followed: Vec<String>,
     history: History,
 }
@@ -1036,7 +1033,7 @@ impl HostCtx {
         // so keep trying, as an operator's retry_join would.
         config.retry_join = self.join.clone();
         config.retry_interval = Duration::from_secs(1);
-        let config_http_port = config.ports.http;
+        let (config_http_port, config_dns_port) = (config.ports.http, config.ports.dns);
         let agent = Agent::start(env.clone(), config).await?;
         let mut events = agent.gossip().subscribe().await?;
         let recorder = self.recorder.clone();
@@ -1065,19 +1062,26 @@ impl HostCtx {
             self.registrations.subscribe(),
             self.recorder.clone(),
         );
-        let _following: Vec<Task> = self
-            .followed
-            .iter()
-            .map(|s| {
-                services::follow(
+        let dns = SocketAddr::new(self.ip, config_dns_port);
+        let mut _following: Vec<Task> = Vec::new();
+        for s in &self.followed {
+            if self.server.is_some() {
+                _following.push(services::follow(
                     env.clone(),
                     self.name.clone(),
                     http,
                     s.clone(),
                     self.recorder.clone(),
-                )
-            })
-            .collect();
+                ));
+            }
+            _following.push(services::resolve(
+                env.clone(),
+                self.name.clone(),
+                dns,
+                s.clone(),
+                self.recorder.clone(),
+            ));
+        }
         let _load = workload::drive(
             env.clone(),
             self.name.clone(),

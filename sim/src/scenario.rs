@@ -181,6 +181,15 @@ pub enum Check {
         /// Deadline after the registration.
         within: Duration,
     },
+    /// After each `register_service` event for `service`, every node of
+    /// the registering nodes' datacenters resolves them through its own
+    /// agent's DNS interface within `within`.
+    DnsResolves {
+        /// The service.
+        service: String,
+        /// Deadline after the registration.
+        within: Duration,
+    },
 }
 
 /// A problem with a scenario, saying where and what to fix.
@@ -440,7 +449,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service";
-const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves";
 
 impl Scenario {
     /// Reads and validates a scenario file; data files are relative to it.
@@ -1007,14 +1016,19 @@ impl Scenario {
                 "linearizable" => Check::Linearizable,
                 "no_lost_writes" => Check::NoLostWrites,
                 "replicas_converge" => Check::ReplicasConverge,
-                "service_visible" => Check::ServiceVisible {
-                    service: c
+                "service_visible" | "dns_resolves" => {
+                    let service = c
                         .service
                         .clone()
-                        .ok_or_else(|| err(format!("{here} needs service, like \"web\"")))?,
-                    within: within
-                        .ok_or_else(|| err(format!("{here} needs within, like \"5s\"")))?,
-                },
+                        .ok_or_else(|| err(format!("{here} needs service, like \"web\"")))?;
+                    let within =
+                        within.ok_or_else(|| err(format!("{here} needs within, like \"5s\"")))?;
+                    if c.kind == "service_visible" {
+                        Check::ServiceVisible { service, within }
+                    } else {
+                        Check::DnsResolves { service, within }
+                    }
+                }
                 other => {
                     return Err(err(format!(
                         "check #{}: unknown kind {other:?} (known: {CHECKS})",
@@ -1032,12 +1046,13 @@ impl Scenario {
                     c.within.is_some()
                         && !matches!(
                             c.kind.as_str(),
-                            "failed_within" | "leader_within" | "service_visible"
+                            "failed_within" | "leader_within" | "service_visible" | "dns_resolves"
                         ),
                 ),
                 (
                     "service",
-                    c.service.is_some() && c.kind != "service_visible",
+                    c.service.is_some()
+                        && !matches!(c.kind.as_str(), "service_visible" | "dns_resolves"),
                 ),
                 ("at", c.at.is_some() && c.kind != "converged"),
                 (

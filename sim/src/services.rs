@@ -169,7 +169,94 @@ pub fn follow<E: Env>(
     })
 }
 
-/// The services a run's servers follow: every one a `register_service`
+/// Trace event: a node's own DNS interface answers the service's SRV
+/// question with these nodes (member: service; detail: the nodes).
+pub const DNS: &str = "dns_service";
+
+/// How often a node asks its DNS interface about each service.
+const DNS_POLL: Duration = Duration::from_millis(250);
+
+/// Asks the DNS interface at `dns` (the node's own agent, over TCP so that
+/// every instance fits) `_<service>._tcp.service.consul SRV` every
+/// [`DNS_POLL`] and records every change in the nodes it names.
+pub fn resolve<E: Env>(
+    env: E,
+    node: String,
+    dns: SocketAddr,
+    service: String,
+    recorder: Recorder,
+) -> Task {
+    env.clone().spawn(async move {
+        let mut last: Option<Vec<String>> = None;
+        let mut id = 0u16;
+        loop {
+            env.sleep(DNS_POLL).await;
+            id = id.wrapping_add(1);
+            let name = format!("_{service}._tcp.service.consul.");
+            let Ok(Some(nodes)) = cairn::env::timeout(
+                &env,
+                Duration::from_secs(2),
+                srv_nodes(&env, dns, id, &name),
+            )
+            .await
+            else {
+                continue;
+            };
+            if last.as_ref() != Some(&nodes) {
+                recorder.record(TraceEvent {
+                    t_us: env.now().as_duration().as_micros() as u64,
+                    node: node.clone(),
+                    event: DNS.into(),
+                    member: Some(service.clone()),
+                    incarnation: None,
+                    detail: Some(nodes.join(",")),
+                });
+                last = Some(nodes);
+            }
+        }
+    })
+}
+
+/// One SRV question over TCP: the node names of the targets (sorted), or
+/// `None` when there was no usable answer. NXDOMAIN is an empty list.
+async fn srv_nodes<E: Env>(env: &E, dns: SocketAddr, id: u16, name: &str) -> Option<Vec<String>> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut q = Message::new(id, MessageType::Query, OpCode::Query);
+    q.add_query(Query::query(Name::from_ascii(name).ok()?, RecordType::SRV));
+    let bytes = q.to_vec().ok()?;
+    let mut s = env.connect_tcp(dns).await.ok()?;
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&bytes);
+    s.write_all(&out).await.ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await.ok()?;
+    let r = Message::from_vec(&buf).ok()?;
+    match r.metadata.response_code {
+        ResponseCode::NXDomain => return Some(Vec::new()),
+        ResponseCode::NoError => {}
+        _ => return None,
+    }
+    let mut nodes: Vec<String> = r
+        .answers
+        .iter()
+        .filter_map(|a| match &a.data {
+            RData::SRV(srv) => {
+                let t = srv.target.to_ascii();
+                t.split_once(".node.").map(|(n, _)| n.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    Some(nodes)
+}
+
+/// The services a run's nodes follow: every one a `register_service`
 /// event names.
 pub fn followed(timeline: &[TimedAction]) -> Vec<String> {
     let mut names: BTreeSet<String> = BTreeSet::new();
@@ -192,11 +279,22 @@ fn secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 
-/// `service_visible`: after each `register_service` event for `service`,
-/// every server of each registering node's datacenter lists every such
-/// node (that was up) under `service` within `within`. Servers down or cut
-/// off during that window are not judged.
-pub fn service_visible(
+/// Who must see a registration, and through what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Every server, in its catalog (`service_visible`).
+    Catalog,
+    /// Every node, through its own agent's DNS (`dns_resolves`).
+    Dns,
+}
+
+/// `service_visible` and `dns_resolves`: after each `register_service`
+/// event for `service`, every judge (the servers' catalogs, or every
+/// node's DNS) of each registering node's datacenter lists every such node
+/// (that was up) within `within`. Judges down or cut off during that
+/// window are not judged.
+#[allow(clippy::too_many_arguments)]
+pub fn visible(
     topo: &Topology,
     timeline: &[TimedAction],
     outages: &Outages,
@@ -204,12 +302,17 @@ pub fn service_visible(
     end: Duration,
     service: &str,
     within: Duration,
+    seen: Seen,
 ) -> CheckResult {
-    let check = format!("service_visible {service} {}", secs(within));
+    let (kind, event, judges) = match seen {
+        Seen::Catalog => ("service_visible", CATALOG, "servers"),
+        Seen::Dns => ("dns_resolves", DNS, "nodes"),
+    };
+    let check = format!("{kind} {service} {}", secs(within));
     // Each server's view of the service over time.
     let mut views: BTreeMap<&str, Vec<(Duration, BTreeSet<&str>)>> = BTreeMap::new();
     for e in &trace.events {
-        if e.event == CATALOG && e.member.as_deref() == Some(service) {
+        if e.event == event && e.member.as_deref() == Some(service) {
             let set = e
                 .detail
                 .as_deref()
@@ -250,7 +353,7 @@ pub fn service_visible(
             let servers = topo
                 .nodes
                 .iter()
-                .filter(|n| n.dc == dc && n.role == Role::Server)
+                .filter(|n| n.dc == dc && (seen == Seen::Dns || n.role == Role::Server))
                 .filter(|n| !outages.any_between(&n.name, t, t + within));
             let mut slowest = Duration::ZERO;
             let mut late = Vec::new();
@@ -269,7 +372,7 @@ pub fn service_visible(
             let dc_name = &topo.datacenters[dc].name;
             if late.is_empty() {
                 lines.push(format!(
-                    "at {}: {} in {dc_name} listed by {count} servers, slowest after {}",
+                    "at {}: {} in {dc_name} listed by {count} {judges}, slowest after {}",
                     secs(t),
                     instances(want.len()),
                     secs(slowest)
