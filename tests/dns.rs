@@ -241,3 +241,78 @@ fn big_answers_truncate_over_udp_and_malformed_packets_get_formerr() {
     // And it still answers.
     assert_eq!(tcp(&a, &srv).answers.len(), 60);
 }
+
+#[test]
+fn dns_config_and_recursors_shape_the_answers() {
+    // A stand-in upstream resolver: answers every question with 192.0.2.7.
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = upstream.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = q.clone();
+            r.metadata.message_type = hickory_proto::op::MessageType::Response;
+            r.add_answer(hickory_proto::rr::Record::from_rdata(
+                q.queries[0].name().clone(),
+                60,
+                RData::A(hickory_proto::rr::rdata::A([192, 0, 2, 7].into())),
+            ));
+            let _ = upstream.send_to(&r.to_vec().unwrap(), from);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start(
+        dir.path(),
+        "solo",
+        "domain = \"cairn.test\"\nalt_domain = \"consul\"\n\
+         dns_config {\n  only_passing = true\n  node_ttl = \"30s\"\n  service_ttl = {\n    \"*\" = \"5s\"\n    db = \"1m\"\n  }\n  soa {\n    min_ttl = 7\n  }\n}\n",
+        &[
+            "-bootstrap-expect=1".into(),
+            "-server".into(),
+            format!("-recursor={up_addr}"),
+        ],
+    );
+    wait_for(Duration::from_secs(20), "a leader", || {
+        let (st, body) = http(&a.http, "GET", "/v1/status/leader", b"").ok()?;
+        (st == 200 && body.len() > 2).then_some(())
+    });
+    for (node, service, status) in [
+        ("w1", "web", "passing"),
+        ("w2", "web", "warning"),
+        ("d1", "db", "passing"),
+    ] {
+        register(
+            &a,
+            &format!(
+                r#"{{"Node": "{node}", "Address": "10.2.0.{}", "Service": {{"Service": "{service}"}},
+                    "Check": {{"CheckID": "c", "Name": "c", "ServiceID": "{service}", "Status": "{status}"}}}}"#,
+                node.len() + status.len()
+            ),
+        );
+    }
+    let web = question("web.service.cairn.test.", RecordType::A);
+    wait_for(Duration::from_secs(10), "web by DNS", || {
+        (udp(&a, &web).answers.len() == 1).then_some(())
+    });
+    // only_passing: the warning instance is hidden too.
+    let r = udp(&a, &web);
+    assert_eq!(ips(&r), ["10.2.0.9"]);
+    assert_eq!(r.answers[0].ttl, 5, "the \"*\" service TTL");
+    let r = udp(&a, &question("db.service.consul.", RecordType::A));
+    assert_eq!(r.answers[0].ttl, 60, "db's own TTL, under the alt domain");
+    let r = udp(&a, &question("w1.node.cairn.test.", RecordType::A));
+    assert_eq!(r.answers[0].ttl, 30);
+    let r = udp(&a, &question("nope.cairn.test.", RecordType::A));
+    let RData::SOA(soa) = &r.authorities[0].data else {
+        panic!("{r:?}")
+    };
+    assert_eq!(soa.minimum, 7, "the negative TTL");
+    // Outside the domains: forwarded to the recursor.
+    let r = udp(&a, &question("example.org.", RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(ips(&r), ["192.0.2.7"]);
+    assert!(r.metadata.recursion_available);
+}
