@@ -115,7 +115,7 @@ pub fn soa(cfg: &DnsConfig) -> Record {
 pub fn answer(
     req: &Message,
     lookup: &Lookup,
-    found: Found,
+    found: &Found,
     cfg: &DnsConfig,
     rng: &mut impl Rng,
 ) -> Message {
@@ -132,7 +132,7 @@ pub fn answer(
                 m.add_answer(soa(cfg));
             }
             if matches!(qtype, RecordType::NS | RecordType::ANY) {
-                for s in &servers {
+                for s in servers {
                     let target = name(&format!("{}.node.{dc}.{}.", s.node.node, cfg.domain));
                     m.add_answer(Record::from_rdata(
                         qname.clone(),
@@ -145,15 +145,18 @@ pub fn answer(
                 }
             }
         }
-        (Lookup::Service { service, .. }, Found::Instances(mut all)) => {
-            all.retain(|i| healthy(i, cfg.only_passing));
+        (Lookup::Service { service, .. }, Found::Instances(all)) => {
+            let mut all: Vec<&Instance> = all
+                .iter()
+                .filter(|i| healthy(i, cfg.only_passing))
+                .collect();
             if all.is_empty() {
                 return negative(req, cfg);
             }
             all.shuffle(rng);
             let ttl = cfg.service_ttl(service);
             let dc = &cfg.datacenter;
-            for i in &all {
+            for i in all {
                 let Some(ip) = address_of(i) else { continue };
                 if qtype == RecordType::SRV {
                     // The node's name as the target when it has the

@@ -96,7 +96,13 @@ struct Shared<E: Env> {
     domains: Vec<String>,
     servers: Arc<Servers<E>>,
     rng: Mutex<ChaCha8Rng>,
+    /// On a server agent: each lookup's last catalog answer, with the
+    /// index it was read at, reused while the catalog has not changed.
+    cache: Mutex<std::collections::HashMap<Lookup, (u64, Arc<Found>)>>,
 }
+
+/// Most lookups [`Shared::cache`] keeps (it starts over when full).
+const CACHE_MAX: usize = 4096;
 
 /// UDP receive loops of a server agent.
 const UDP_LOOPS: usize = 2;
@@ -117,6 +123,7 @@ pub async fn serve<E: Env>(
     let tcp = env.bind_tcp(bind).await?;
     let shared = Arc::new(Shared {
         rng: Mutex::new(ChaCha8Rng::seed_from_u64(env.seed("dns"))),
+        cache: Mutex::default(),
         domains: cfg.domains(),
         env: env.clone(),
         cfg,
@@ -233,7 +240,7 @@ async fn handle<E: Env>(
     let reply = match fetch(shared, &lookup).await {
         Ok(found) => {
             let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
-            answer::answer(&req, &lookup, found, cfg, &mut *rng)
+            answer::answer(&req, &lookup, &found, cfg, &mut *rng)
         }
         Err(e) => {
             tracing::debug!(error = %e, "DNS lookup failed");
@@ -256,7 +263,7 @@ fn formerr(packet: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// What the catalog says about `lookup`.
-async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Found, String> {
+async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>, String> {
     let local = |dc: &Option<String>| {
         dc.as_deref()
             .is_none_or(|d| d.eq_ignore_ascii_case(&shared.cfg.datacenter))
@@ -264,7 +271,7 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Found, Str
     let query = match lookup {
         Lookup::Service { dc, .. } | Lookup::Node { dc, .. } if !local(dc) => {
             // Other datacenters come with WAN federation.
-            return Ok(Found::Nothing);
+            return Ok(Arc::new(Found::Nothing));
         }
         Lookup::Service { service, tag, .. } => Query::Instances {
             service: service.clone(),
@@ -276,8 +283,20 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Found, Str
         },
         Lookup::Node { node, .. } => Query::NodeServices(node.clone()),
         Lookup::Reverse(_) => Query::Nodes,
-        Lookup::Addr(_) | Lookup::Unknown | Lookup::Outside => return Ok(Found::Nothing),
+        Lookup::Addr(_) | Lookup::Unknown | Lookup::Outside => return Ok(Arc::new(Found::Nothing)),
     };
+    // A server agent with stale reads answers from its own store: while
+    // the tables a lookup reads keep their index, its answer stands.
+    let local = shared.servers.local().filter(|_| shared.cfg.allow_stale);
+    let index = local.map(|s| s.index_of(&query));
+    if let Some(index) = index {
+        let cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, found)) = cache.get(lookup) {
+            if *at == index {
+                return Ok(found.clone());
+            }
+        }
+    }
     let consistency = if shared.cfg.allow_stale {
         Consistency::Stale
     } else {
@@ -295,7 +314,7 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Found, Str
             hops: 0,
         })
         .await;
-    Ok(match (lookup, reply.answer?) {
+    let found = Arc::new(match (lookup, reply.answer?) {
         (_, Answer::Instances(v)) => Found::Instances(v),
         (_, Answer::NodeServices(n)) => Found::Node(n.map(|(node, _)| node)),
         (Lookup::Reverse(ip), Answer::Nodes(nodes)) => Found::Nodes(
@@ -305,7 +324,15 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Found, Str
                 .collect(),
         ),
         (_, other) => return Err(format!("unexpected answer {other:?}")),
-    })
+    });
+    if let Some(index) = index {
+        let mut cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(lookup.clone(), (index, found.clone()));
+    }
+    Ok(found)
 }
 
 /// A question outside the domain: the first recursor's answer, or REFUSED

@@ -687,6 +687,12 @@ impl<E: Env> Server<E> {
         Some((id, node.addr.parse().ok()?))
     }
 
+    /// The index a read of `query` would answer with now, from this
+    /// server's store (what a cache of such reads is keyed on).
+    pub fn index_of(&self, query: &Query) -> u64 {
+        index_in(&self.store.read().unwrap_or_else(|e| e.into_inner()), query)
+    }
+
     /// Whether this server leads now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
