@@ -442,26 +442,22 @@ pub fn evaluate(
             Check::ReplicasConverge => {
                 consensus_checks::replicas_converge(&scenario.topology, &out.replicas)
             }
-            Check::ServiceVisible { service, within } => crate::services::visible(
-                &scenario.topology,
-                timeline,
-                &outages,
-                trace,
-                out.virtual_time,
-                service,
-                *within,
-                crate::services::Seen::Catalog,
-            ),
-            Check::DnsResolves { service, within } => crate::services::visible(
-                &scenario.topology,
-                timeline,
-                &outages,
-                trace,
-                out.virtual_time,
-                service,
-                *within,
-                crate::services::Seen::Dns,
-            ),
+            Check::ServiceVisible { service, within } | Check::DnsResolves { service, within } => {
+                let seen = match c {
+                    Check::DnsResolves { .. } => crate::services::Seen::Dns,
+                    _ => crate::services::Seen::Catalog,
+                };
+                crate::services::visible(
+                    &scenario.topology,
+                    timeline,
+                    &outages,
+                    trace,
+                    out.virtual_time,
+                    service,
+                    *within,
+                    seen,
+                )
+            }
         })
         .collect()
 }
