@@ -240,6 +240,40 @@ fn big_answers_truncate_over_udp_and_malformed_packets_get_formerr() {
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     // And it still answers.
     assert_eq!(tcp(&a, &srv).answers.len(), 60);
+
+    // A stock resolver (hickory-resolver) gets the truncated answer over
+    // UDP, asks again over TCP on its own, and ends with all sixty.
+    let (host, port) = a.dns.split_once(':').unwrap();
+    let mut server = hickory_resolver::config::NameServerConfig::udp_and_tcp(host.parse().unwrap());
+    for c in &mut server.connections {
+        c.port = port.parse().unwrap();
+    }
+    let config = hickory_resolver::config::ResolverConfig::from_name_servers(vec![server]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = rt.block_on(async {
+        let resolver = hickory_resolver::Resolver::builder_with_config(
+            config,
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+        .build()
+        .expect("a resolver");
+        let srv = resolver
+            .lookup("big.service.consul.", RecordType::SRV)
+            .await
+            .expect("SRV through the resolver");
+        let ips = resolver
+            .lookup_ip("a-rather-long-node-name-for-truncation-07.node.consul.")
+            .await
+            .expect("a node through the resolver");
+        (
+            srv.answers().len(),
+            ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(answers, (60, vec!["10.1.0.7".to_string()]));
 }
 
 #[test]
