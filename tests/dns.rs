@@ -235,6 +235,14 @@ fn big_answers_truncate_over_udp_and_malformed_packets_get_formerr() {
     looped.extend_from_slice(&[0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01]);
     let m = Message::from_vec(&udp_raw(&a, &looped).unwrap()).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    // A name of 200 one-letter labels (longer than DNS allows): FORMERR.
+    let mut long = vec![0x0f, 0x0f, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    for _ in 0..200 {
+        long.extend_from_slice(&[1, b'a']);
+    }
+    long.extend_from_slice(&[0, 0x00, 0x01, 0x00, 0x01]);
+    let m = Message::from_vec(&udp_raw(&a, &long).unwrap()).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     let whole = srv.to_vec().unwrap();
     let m = Message::from_vec(&udp_raw(&a, &whole[..whole.len() - 3]).unwrap()).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);

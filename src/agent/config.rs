@@ -143,6 +143,7 @@ impl AgentConfig {
             };
             match k.as_str() {
                 "allow_stale" => d.allow_stale = f.bool(dv)?,
+                "max_stale" => d.max_stale = f.duration(dv)?,
                 "only_passing" => d.only_passing = f.bool(dv)?,
                 "udp_answer_limit" => d.udp_answer_limit = f.uint(dv)? as usize,
                 "node_ttl" => d.node_ttl = secs(&f, dv)?,
@@ -166,7 +167,7 @@ impl AgentConfig {
                 }
                 _ => {
                     return Err(f.unknown(
-                        "allow_stale, only_passing, udp_answer_limit, node_ttl, service_ttl, soa",
+                        "allow_stale, max_stale, only_passing, udp_answer_limit, node_ttl, service_ttl, soa",
                     ))
                 }
             }
@@ -876,6 +877,41 @@ mod tests {
         let mut d = AgentConfig::default();
         d.merge_dir(dir.path()).unwrap();
         assert_eq!(d, c);
+    }
+
+    #[test]
+    fn dns_settings_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = AgentConfig::default();
+        let p = write(
+            dir.path(),
+            "dns.hcl",
+            "domain = \"Cairn.Test.\"\nrecursors = [\"10.0.0.53\", \"[::1]:5353\"]\n\
+             ports { dns = -1 }\n\
+             dns_config {\n  max_stale = \"5s\"\n  allow_stale = false\n  udp_answer_limit = 10\n}\n",
+        );
+        c.merge_file(&p).unwrap();
+        assert_eq!(c.dns.domain, "cairn.test");
+        assert_eq!(c.ports.dns, 0, "-1 turns DNS off");
+        assert_eq!(
+            c.dns.recursors,
+            [
+                "10.0.0.53:53".parse().unwrap(),
+                "[::1]:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.dns.max_stale, Duration::from_secs(5));
+        assert!(!c.dns.allow_stale);
+        assert_eq!(c.dns.udp_answer_limit, 10);
+        for (text, says) in [
+            ("dns_config { stale = true }", "dns_config.stale"),
+            ("recursors = [\"resolver.local\"]", "not an IP address"),
+            ("domain = \"bad domain\"", "domain name"),
+        ] {
+            let p = write(dir.path(), "bad.hcl", text);
+            let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
+            assert!(e.contains("bad.hcl") && e.contains(says), "{e}");
+        }
     }
 
     #[test]

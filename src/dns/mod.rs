@@ -51,6 +51,9 @@ pub struct DnsConfig {
     pub recursors: Vec<SocketAddr>,
     /// Let any server answer (stale reads); otherwise the leader.
     pub allow_stale: bool,
+    /// A stale answer from a server that has not heard from the leader for
+    /// longer than this is asked again of the leader.
+    pub max_stale: Duration,
 }
 
 impl Default for DnsConfig {
@@ -67,6 +70,8 @@ impl Default for DnsConfig {
             soa_min_ttl: 0,
             recursors: Vec::new(),
             allow_stale: true,
+            // Consul's default: ten years, that is, any stale answer does.
+            max_stale: Duration::from_secs(10 * 365 * 24 * 3600),
         }
     }
 }
@@ -297,23 +302,25 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
             }
         }
     }
-    let consistency = if shared.cfg.allow_stale {
-        Consistency::Stale
-    } else {
-        Consistency::Default
+    let read = |consistency| ClientRequest::Read {
+        read: Read {
+            consistency,
+            min_index: 0,
+            max_wait_ms: 0,
+            query: query.clone(),
+        },
+        hops: 0,
     };
-    let reply = shared
-        .servers
-        .call(ClientRequest::Read {
-            read: Read {
-                consistency,
-                min_index: 0,
-                max_wait_ms: 0,
-                query,
-            },
-            hops: 0,
-        })
-        .await;
+    let mut reply = if shared.cfg.allow_stale {
+        shared.servers.call(read(Consistency::Stale)).await
+    } else {
+        shared.servers.call(read(Consistency::Default)).await
+    };
+    let max_stale = u64::try_from(shared.cfg.max_stale.as_millis()).unwrap_or(u64::MAX);
+    if shared.cfg.allow_stale && reply.last_contact_ms > max_stale {
+        // Too stale to trust: the leader answers instead.
+        reply = shared.servers.call(read(Consistency::Default)).await;
+    }
     let found = Arc::new(match (lookup, reply.answer?) {
         (_, Answer::Instances(v)) => Found::Instances(v),
         (_, Answer::NodeServices(n)) => Found::Node(n.map(|(node, _)| node)),
