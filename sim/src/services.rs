@@ -60,6 +60,25 @@ pub const REGISTERED: &str = "service_registered";
 /// (member: service; detail: the nodes, comma-separated).
 pub const CATALOG: &str = "catalog_service";
 
+/// Records `event` about `service`, seen by `node`, now.
+fn record<E: Env>(
+    env: &E,
+    recorder: &Recorder,
+    node: &str,
+    event: &str,
+    service: &str,
+    detail: Option<String>,
+) {
+    recorder.record(TraceEvent {
+        t_us: env.now().as_duration().as_micros() as u64,
+        node: node.to_owned(),
+        event: event.into(),
+        member: Some(service.to_owned()),
+        incarnation: None,
+        detail,
+    });
+}
+
 /// Pause between tries of a registration the agent did not accept.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -91,14 +110,7 @@ pub fn register<E: Env>(
                 .await;
                 match put {
                     Ok(_) => {
-                        recorder.record(TraceEvent {
-                            t_us: env.now().as_duration().as_micros() as u64,
-                            node: node.clone(),
-                            event: REGISTERED.into(),
-                            member: Some(r.name.clone()),
-                            incarnation: None,
-                            detail: None,
-                        });
+                        record(&env, &recorder, &node, REGISTERED, &r.name, None);
                         done += 1;
                     }
                     Err(e) => {
@@ -155,14 +167,14 @@ pub fn follow<E: Env>(
             nodes.sort();
             nodes.dedup();
             if last.as_ref() != Some(&nodes) {
-                recorder.record(TraceEvent {
-                    t_us: env.now().as_duration().as_micros() as u64,
-                    node: node.clone(),
-                    event: CATALOG.into(),
-                    member: Some(service.clone()),
-                    incarnation: None,
-                    detail: Some(nodes.join(",")),
-                });
+                record(
+                    &env,
+                    &recorder,
+                    &node,
+                    CATALOG,
+                    &service,
+                    Some(nodes.join(",")),
+                );
                 last = Some(nodes);
             }
         }
@@ -203,14 +215,7 @@ pub fn resolve<E: Env>(
                 continue;
             };
             if last.as_ref() != Some(&nodes) {
-                recorder.record(TraceEvent {
-                    t_us: env.now().as_duration().as_micros() as u64,
-                    node: node.clone(),
-                    event: DNS.into(),
-                    member: Some(service.clone()),
-                    incarnation: None,
-                    detail: Some(nodes.join(",")),
-                });
+                record(&env, &recorder, &node, DNS, &service, Some(nodes.join(",")));
                 last = Some(nodes);
             }
         }

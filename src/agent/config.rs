@@ -210,6 +210,16 @@ impl AgentConfig {
     }
 }
 
+/// A DNS domain as `domain`, `alt_domain` and their flags give it, like
+/// `consul` or `cairn.example.`: lowercased, without dots around it.
+pub fn parse_domain(s: &str) -> Result<String, String> {
+    let d = s.trim_matches('.').to_ascii_lowercase();
+    if d.is_empty() || !d.split('.').all(valid_dns_label) {
+        return Err(format!("must be a domain name like \"consul\", not {s:?}"));
+    }
+    Ok(d)
+}
+
 /// A recursor as `recursors` and `-recursor` give it: an address, with
 /// port 53 unless one is given.
 pub fn parse_recursor(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -751,15 +761,8 @@ impl Field<'_> {
         }
     }
 
-    /// A DNS domain like `consul` or `cairn.example.` (stored without dots
-    /// around it).
     fn domain(&self, v: &Value) -> Result<String, ConfigError> {
-        let s = self.string(v)?;
-        let d = s.trim_matches('.').to_ascii_lowercase();
-        if d.is_empty() || !d.split('.').all(valid_dns_label) {
-            return Err(self.err("must be a domain name like \"consul\""));
-        }
-        Ok(d)
+        parse_domain(&self.string(v)?).map_err(|e| self.err(&e))
     }
 
     fn ip(&self, v: &Value) -> Result<IpAddr, ConfigError> {

@@ -67,6 +67,17 @@ pub struct ApiNodeCoord {
     pub coord: ApiCoord,
 }
 
+impl ApiNodeCoord {
+    /// `node`'s coordinate `c`, in the default segment.
+    pub fn new(node: String, c: &crate::coordinate::Coordinate) -> Self {
+        ApiNodeCoord {
+            node,
+            segment: String::new(),
+            coord: ApiCoord::from(c),
+        }
+    }
+}
+
 /// One datacenter of `/v1/coordinate/datacenters`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -92,11 +103,7 @@ async fn stored<E: Env>(
         let all = coords
             .members
             .iter()
-            .map(|(node, c)| ApiNodeCoord {
-                node: node.clone(),
-                segment: String::new(),
-                coord: ApiCoord::from(c),
-            })
+            .map(|(node, c)| ApiNodeCoord::new(node.clone(), c))
             .collect();
         return Ok((axum::http::HeaderMap::new(), all));
     }
@@ -104,11 +111,7 @@ async fn stored<E: Env>(
         (h, Answer::Coordinates(all)) => Ok((
             h,
             all.iter()
-                .map(|(node, c)| ApiNodeCoord {
-                    node: node.clone(),
-                    segment: String::new(),
-                    coord: ApiCoord::from(c),
-                })
+                .map(|(node, c)| ApiNodeCoord::new(node.clone(), c))
                 .collect(),
         )),
         (_, a) => Err(unexpected(a)),
@@ -192,18 +195,8 @@ pub async fn datacenters<E: Env>(
     let members = s.gossip.members().await.map_err(internal)?;
     let coords = s.gossip.coordinates().await.map_err(internal)?;
     let dc = &s.info.datacenter;
-    let coordinates = members
-        .iter()
-        .filter_map(crate::server::cluster::server_of)
-        .filter(|m| &m.dc == dc)
-        .filter_map(|m| {
-            let c = coords.members.get(&m.name)?;
-            Some(ApiNodeCoord {
-                node: format!("{}.{dc}", m.name),
-                segment: String::new(),
-                coord: ApiCoord::from(c),
-            })
-        })
+    let coordinates = super::wan_servers(&members, dc)
+        .filter_map(|(name, m)| Some(ApiNodeCoord::new(name, coords.members.get(&m.name)?)))
         .collect();
     Ok(Json(vec![ApiDcCoords {
         datacenter: dc.clone(),

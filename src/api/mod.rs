@@ -434,17 +434,26 @@ async fn members<E: Env>(
     if !params.contains_key("wan") {
         return Ok(Json(members.iter().map(ApiMember::from).collect()));
     }
-    let dc = &s.info.datacenter;
     Ok(Json(
-        members
-            .iter()
-            .filter(|m| crate::server::cluster::server_of(m).is_some_and(|sm| &sm.dc == dc))
-            .map(|m| ApiMember {
-                name: format!("{}.{dc}", m.name),
+        wan_servers(&members, &s.info.datacenter)
+            .map(|(name, m)| ApiMember {
+                name,
                 ..ApiMember::from(m)
             })
             .collect(),
     ))
+}
+
+/// The servers of datacenter `dc` among `members`, each with the name the
+/// WAN pool gives it (`<node>.<dc>`).
+fn wan_servers<'a>(
+    members: &'a [Member],
+    dc: &'a str,
+) -> impl Iterator<Item = (String, &'a Member)> + 'a {
+    members
+        .iter()
+        .filter(move |m| crate::server::cluster::server_of(m).is_some_and(|sm| sm.dc == dc))
+        .map(move |m| (format!("{}.{dc}", m.name), m))
 }
 
 #[derive(Serialize)]

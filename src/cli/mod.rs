@@ -353,19 +353,14 @@ fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
             })?
         }
     }
-    let domain = |d: &str| {
-        let d = d.trim_matches('.').to_ascii_lowercase();
-        if d.is_empty() {
-            Err(ConfigError("-domain needs a name like consul".into()))
-        } else {
-            Ok(d)
-        }
+    let domain = |flag: &str, d: &str| {
+        crate::agent::config::parse_domain(d).map_err(|e| ConfigError(format!("{flag}: {e}")))
     };
     if let Some(d) = &a.domain {
-        c.dns.domain = domain(d)?;
+        c.dns.domain = domain("-domain", d)?;
     }
     if let Some(d) = &a.alt_domain {
-        c.dns.alt_domain = Some(domain(d)?);
+        c.dns.alt_domain = Some(domain("-alt-domain", d)?);
     }
     if !a.recursors.is_empty() {
         c.dns.recursors = a

@@ -156,6 +156,8 @@ pub fn answer(
             all.shuffle(rng);
             let ttl = cfg.service_ttl(service);
             let dc = &cfg.datacenter;
+            // Instances sharing an address give one A record.
+            let mut answered: Vec<IpAddr> = Vec::new();
             for i in all {
                 let Some(ip) = address_of(i) else { continue };
                 if qtype == RecordType::SRV {
@@ -182,12 +184,8 @@ pub fn answer(
                     );
                     m.add_answer(Record::from_rdata(qname.clone(), ttl, RData::SRV(srv)));
                     m.add_additional(addr_record(&target, ip, ttl));
-                } else if wants(qtype, ip)
-                    && !m
-                        .answers
-                        .iter()
-                        .any(|r| r.data == addr_record(&qname, ip, ttl).data)
-                {
+                } else if wants(qtype, ip) && !answered.contains(&ip) {
+                    answered.push(ip);
                     m.add_answer(addr_record(&qname, ip, ttl));
                 }
             }

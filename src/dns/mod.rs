@@ -150,19 +150,13 @@ pub async fn serve<E: Env>(
                         continue;
                     };
                     if inline {
-                        if let Some(reply) = handle(&shared, &buf[..n], Transport::Udp).await {
-                            let _ = udp.send_to(&reply, from).await;
-                        }
+                        answer_udp(&shared, &udp, &buf[..n], from).await;
                         continue;
                     }
                     let (shared2, udp, packet) = (shared.clone(), udp.clone(), buf[..n].to_vec());
                     shared
                         .env
-                        .spawn(async move {
-                            if let Some(reply) = handle(&shared2, &packet, Transport::Udp).await {
-                                let _ = udp.send_to(&reply, from).await;
-                            }
-                        })
+                        .spawn(async move { answer_udp(&shared2, &udp, &packet, from).await })
                         .detach();
                 }
             })
@@ -185,6 +179,19 @@ pub async fn serve<E: Env>(
     };
     tasks.push(tcp_task);
     Ok(tasks)
+}
+
+/// Answers one UDP datagram from `from` (or drops it).
+async fn answer_udp<E: Env>(
+    shared: &Shared<E>,
+    udp: &E::UdpSocket,
+    packet: &[u8],
+    from: SocketAddr,
+) {
+    if let Some(reply) = handle(shared, packet, Transport::Udp).await {
+        // A lost reply is the client's to retry, as with any UDP answer.
+        let _ = udp.send_to(&reply, from).await;
+    }
 }
 
 /// Answers the questions of one TCP connection (each framed by a 2-byte
@@ -269,12 +276,12 @@ fn formerr(packet: &[u8]) -> Option<Vec<u8>> {
 
 /// What the catalog says about `lookup`.
 async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>, String> {
-    let local = |dc: &Option<String>| {
+    let ours = |dc: &Option<String>| {
         dc.as_deref()
             .is_none_or(|d| d.eq_ignore_ascii_case(&shared.cfg.datacenter))
     };
     let query = match lookup {
-        Lookup::Service { dc, .. } | Lookup::Node { dc, .. } if !local(dc) => {
+        Lookup::Service { dc, .. } | Lookup::Node { dc, .. } if !ours(dc) => {
             // Other datacenters come with WAN federation.
             return Ok(Arc::new(Found::Nothing));
         }
