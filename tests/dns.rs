@@ -358,3 +358,64 @@ fn dns_config_and_recursors_shape_the_answers() {
     assert_eq!(ips(&r), ["192.0.2.7"]);
     assert!(r.metadata.recursion_available);
 }
+
+/// Four servers lose two: the two left have no quorum and no leader. The
+/// one with the default `max_stale` keeps answering from its own store;
+/// the one with `max_stale = "1s"` asks the leader once its last contact is
+/// older than that, and with no leader to ask it answers SERVFAIL.
+#[test]
+fn max_stale_bounds_how_old_an_answer_may_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = |name: &str, extra_config: &str, join: Option<u16>| {
+        let mut flags = vec!["-server".to_string(), "-bootstrap-expect=4".to_string()];
+        if let Some(p) = join {
+            flags.push(format!("-retry-join=127.0.0.1:{p}"));
+            flags.push("-retry-interval=200ms".into());
+        }
+        let config = format!(
+            "{}autopilot {{\n  server_stabilization_time = \"1s\"\n}}\n{extra_config}",
+            process::FAST_GOSSIP
+        );
+        Agent::start(dir.path(), name, &config, &flags)
+    };
+    let mut s1 = server("s1", "", None);
+    let mut s2 = server("s2", "", Some(s1.serf));
+    let patient = server("s3", "", Some(s1.serf));
+    // `near` orders answers by RTT; here it must still answer them all.
+    let strict = server(
+        "s4",
+        "dns_config {\n  max_stale = \"1s\"\n  near = \"_agent\"\n}\n",
+        Some(s1.serf),
+    );
+    // Four voters, so that two are no quorum.
+    wait_for(Duration::from_secs(30), "four voters", || {
+        let (st, body) = http(&s1.http, "GET", "/v1/status/peers", b"").ok()?;
+        let peers: Vec<String> = serde_json::from_str(&body).ok()?;
+        (st == 200 && peers.len() == 4).then_some(())
+    });
+    for n in 1..=3 {
+        register(
+            &s1,
+            &format!(
+                r#"{{"Node": "n{n}", "Address": "10.3.0.{n}", "Service": {{"Service": "web"}}}}"#
+            ),
+        );
+    }
+    let mut all = question("web.service.consul.", RecordType::A);
+    all.metadata.recursion_desired = false;
+    for a in [&patient, &strict] {
+        wait_for(Duration::from_secs(10), "web on both", || {
+            (ips(&tcp(a, &all)) == ["10.3.0.1", "10.3.0.2", "10.3.0.3"]).then_some(())
+        });
+    }
+    s1.kill();
+    s2.kill();
+    wait_for(
+        Duration::from_secs(10),
+        "SERVFAIL from the strict server",
+        || (tcp(&strict, &all).metadata.response_code == ResponseCode::ServFail).then_some(()),
+    );
+    let r = tcp(&patient, &all);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(ips(&r), ["10.3.0.1", "10.3.0.2", "10.3.0.3"]);
+}

@@ -145,6 +145,10 @@ impl AgentConfig {
                 "allow_stale" => d.allow_stale = f.bool(dv)?,
                 "max_stale" => d.max_stale = f.duration(dv)?,
                 "only_passing" => d.only_passing = f.bool(dv)?,
+                "near" => {
+                    let n = f.string(dv)?;
+                    d.near = (!n.is_empty()).then_some(n);
+                }
                 "udp_answer_limit" => d.udp_answer_limit = f.uint(dv)? as usize,
                 "node_ttl" => d.node_ttl = secs(&f, dv)?,
                 "service_ttl" => {
@@ -167,7 +171,7 @@ impl AgentConfig {
                 }
                 _ => {
                     return Err(f.unknown(
-                        "allow_stale, max_stale, only_passing, udp_answer_limit, node_ttl, service_ttl, soa",
+                        "allow_stale, max_stale, near, only_passing, udp_answer_limit, node_ttl, service_ttl, soa",
                     ))
                 }
             }

@@ -229,9 +229,10 @@ impl<E: Env> Agent<E> {
                     datacenter: config.datacenter.clone(),
                     ..config.dns.clone()
                 };
-                let tasks = crate::dns::serve(env.clone(), addr, dns, servers.clone())
-                    .await
-                    .map_err(|source| AgentError::Dns { addr, source })?;
+                let tasks =
+                    crate::dns::serve(env.clone(), addr, dns, servers.clone(), gossip.clone())
+                        .await
+                        .map_err(|source| AgentError::Dns { addr, source })?;
                 tracing::info!(%addr, "DNS listening");
                 tasks
             }

@@ -2,6 +2,7 @@
 //! filtering and ordering, NXDOMAIN with the SOA, and fitting the answer
 //! to UDP.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
@@ -12,6 +13,7 @@ use rand::Rng;
 
 use super::names::Lookup;
 use super::DnsConfig;
+use crate::coordinate::Coordinate;
 use crate::server::Instance;
 use crate::state::{Health, Node};
 
@@ -27,6 +29,31 @@ pub enum Found {
     Node(Option<Node>),
     /// The nodes with the address asked about.
     Nodes(Vec<Node>),
+}
+
+/// Where answers are ordered from: `origin`'s coordinate and the others'.
+pub struct Near<'a> {
+    from: &'a Coordinate,
+    coords: &'a BTreeMap<String, Coordinate>,
+}
+
+impl<'a> Near<'a> {
+    /// Ordering from `origin`; `None` when it has no coordinate (answers
+    /// are then shuffled, as without `near`).
+    pub fn new(origin: &str, coords: &'a BTreeMap<String, Coordinate>) -> Option<Self> {
+        Some(Near {
+            from: coords.get(origin)?,
+            coords,
+        })
+    }
+
+    /// Estimated RTT to `node` in seconds; nodes without a coordinate are
+    /// infinitely far, so they go last.
+    fn distance(&self, node: &str) -> f64 {
+        self.coords
+            .get(node)
+            .map_or(f64::INFINITY, |c| self.from.distance_to(c).as_secs_f64())
+    }
 }
 
 /// How the question came.
@@ -117,6 +144,7 @@ pub fn answer(
     lookup: &Lookup,
     found: &Found,
     cfg: &DnsConfig,
+    near: Option<&Near>,
     rng: &mut impl Rng,
 ) -> Message {
     let Some(q) = req.queries.first() else {
@@ -153,7 +181,17 @@ pub fn answer(
             if all.is_empty() {
                 return negative(req, cfg);
             }
+            // Shuffled first so that instances equally near (or with no
+            // coordinate) still share the load.
             all.shuffle(rng);
+            if let Some(near) = near {
+                let mut keyed: Vec<(f64, &Instance)> = all
+                    .into_iter()
+                    .map(|i| (near.distance(&i.node.node), i))
+                    .collect();
+                keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+                all = keyed.into_iter().map(|(_, i)| i).collect();
+            }
             let ttl = cfg.service_ttl(service);
             let dc = &cfg.datacenter;
             // Instances sharing an address give one A record.
@@ -287,4 +325,92 @@ fn trim_additionals(m: &mut Message) {
         })
         .collect();
     m.additionals.retain(|r| targets.contains(&r.name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Node, Service};
+    use hickory_proto::op::Query;
+    use rand::SeedableRng;
+
+    fn instance(node: &str, ip: &str) -> Instance {
+        Instance {
+            node: Node {
+                node: node.into(),
+                address: ip.into(),
+                ..Node::default()
+            },
+            service: Service {
+                service: "web".into(),
+                id: "web".into(),
+                port: 80,
+                ..Service::default()
+            },
+            checks: Vec::new(),
+        }
+    }
+
+    fn at(x: f64) -> Coordinate {
+        Coordinate {
+            vec: vec![x, 0.0],
+            error: 0.1,
+            adjustment: 0.0,
+            height: 0.0,
+        }
+    }
+
+    fn ask(found: &Found, cfg: &DnsConfig, near: Option<&Near>, seed: u64) -> Vec<String> {
+        let mut req = Message::query();
+        req.add_query(Query::query(
+            Name::from_ascii("web.service.consul.").expect("name"),
+            RecordType::A,
+        ));
+        let lookup = Lookup::Service {
+            service: "web".into(),
+            tag: None,
+            dc: None,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        answer(&req, &lookup, found, cfg, near, &mut rng)
+            .answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn near_orders_instances_by_estimated_rtt_and_puts_the_unknown_last() {
+        let found = Found::Instances(vec![
+            instance("far", "10.0.0.3"),
+            instance("unknown", "10.0.0.9"),
+            instance("near", "10.0.0.1"),
+            instance("mid", "10.0.0.2"),
+        ]);
+        let coords: BTreeMap<String, Coordinate> = [
+            ("me", at(0.0)),
+            ("near", at(0.001)),
+            ("mid", at(0.02)),
+            ("far", at(0.3)),
+        ]
+        .into_iter()
+        .map(|(n, c)| (n.to_string(), c))
+        .collect();
+        let cfg = DnsConfig {
+            udp_answer_limit: 0,
+            ..DnsConfig::default()
+        };
+        let near = Near::new("me", &coords).expect("origin has a coordinate");
+        for seed in 0..8 {
+            assert_eq!(
+                ask(&found, &cfg, Some(&near), seed),
+                ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9"],
+            );
+        }
+        assert!(Near::new("stranger", &coords).is_none());
+        // Without `near` the order changes from answer to answer.
+        let orders: std::collections::BTreeSet<Vec<String>> =
+            (0..16).map(|seed| ask(&found, &cfg, None, seed)).collect();
+        assert!(orders.len() > 1);
+    }
 }

@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::agent::Servers;
 use crate::env::{timeout, Env, Task, TcpListener, UdpSocket};
+use crate::gossip::Gossip;
 use crate::server::{Answer, ClientRequest, Consistency, Query, Read};
 use answer::{Found, Transport};
 use names::Lookup;
@@ -54,6 +55,10 @@ pub struct DnsConfig {
     /// A stale answer from a server that has not heard from the leader for
     /// longer than this is asked again of the leader.
     pub max_stale: Duration,
+    /// Order service answers by estimated RTT from this node (`_agent`:
+    /// the agent itself), nearest first, as `?near` orders HTTP answers;
+    /// `None` shuffles them, Consul's default.
+    pub near: Option<String>,
 }
 
 impl Default for DnsConfig {
@@ -72,6 +77,7 @@ impl Default for DnsConfig {
             allow_stale: true,
             // Consul's default: ten years, that is, any stale answer does.
             max_stale: Duration::from_secs(10 * 365 * 24 * 3600),
+            near: None,
         }
     }
 }
@@ -100,6 +106,10 @@ struct Shared<E: Env> {
     cfg: DnsConfig,
     domains: Vec<String>,
     servers: Arc<Servers<E>>,
+    /// The agent's gossip node: the coordinates `near` sorts by.
+    gossip: Gossip,
+    /// The node `near` names, `_agent` resolved to this one.
+    near: Option<String>,
     rng: Mutex<ChaCha8Rng>,
     /// On a server agent: each lookup's last catalog answer, with the
     /// index it was read at, reused while the catalog has not changed.
@@ -123,6 +133,7 @@ pub async fn serve<E: Env>(
     bind: SocketAddr,
     cfg: DnsConfig,
     servers: Arc<Servers<E>>,
+    gossip: Gossip,
 ) -> std::io::Result<Vec<Task>> {
     let udp = Arc::new(env.bind_udp(bind).await?);
     let tcp = env.bind_tcp(bind).await?;
@@ -130,6 +141,11 @@ pub async fn serve<E: Env>(
         rng: Mutex::new(ChaCha8Rng::seed_from_u64(env.seed("dns"))),
         cache: Mutex::default(),
         domains: cfg.domains(),
+        near: cfg.near.as_ref().map(|n| match n.as_str() {
+            "_agent" => gossip.name().to_owned(),
+            _ => n.clone(),
+        }),
+        gossip,
         env: env.clone(),
         cfg,
         servers,
@@ -251,8 +267,19 @@ async fn handle<E: Env>(
     }
     let reply = match fetch(shared, &lookup).await {
         Ok(found) => {
+            // Only service answers are ordered, and only then is the
+            // gossip node asked for coordinates.
+            let coords = match (&shared.near, &lookup) {
+                (Some(_), Lookup::Service { .. }) => shared.gossip.coordinates().await.ok(),
+                _ => None,
+            };
+            let near = shared
+                .near
+                .as_ref()
+                .zip(coords.as_ref())
+                .and_then(|(origin, c)| answer::Near::new(origin, &c.members));
             let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
-            answer::answer(&req, &lookup, &found, cfg, &mut *rng)
+            answer::answer(&req, &lookup, &found, cfg, near.as_ref(), &mut *rng)
         }
         Err(e) => {
             tracing::debug!(error = %e, "DNS lookup failed");
@@ -299,7 +326,13 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
     };
     // A server agent with stale reads answers from its own store: while
     // the tables a lookup reads keep their index, its answer stands.
-    let local = shared.servers.local().filter(|_| shared.cfg.allow_stale);
+    // A server out of touch with the leader for longer than `max_stale`
+    // must not answer from its cache either.
+    let max_stale = u64::try_from(shared.cfg.max_stale.as_millis()).unwrap_or(u64::MAX);
+    let local = shared
+        .servers
+        .local()
+        .filter(|s| shared.cfg.allow_stale && s.last_contact_ms() <= max_stale);
     let index = local.map(|s| s.index_of(&query));
     if let Some(index) = index {
         let cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -323,7 +356,6 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
     } else {
         shared.servers.call(read(Consistency::Default)).await
     };
-    let max_stale = u64::try_from(shared.cfg.max_stale.as_millis()).unwrap_or(u64::MAX);
     if shared.cfg.allow_stale && reply.last_contact_ms > max_stale {
         // Too stale to trust: the leader answers instead.
         reply = shared.servers.call(read(Consistency::Default)).await;

@@ -254,6 +254,8 @@ pub struct Server<E: Env> {
     proposals: mpsc::UnboundedSender<Proposal>,
     /// On the leader: when each TTL session runs out.
     session_timers: Mutex<std::collections::HashMap<String, Instant>>,
+    /// How long a leader stays one without hearing from a quorum.
+    leader_lease_ms: u64,
     _rpc: Task,
     _batchers: Vec<Task>,
 }
@@ -399,6 +401,7 @@ impl<E: Env> Server<E> {
         let client = Arc::new(Client::new(env.clone()));
         let network = Network::over(env.clone(), Arc::new(Wrapped(client.clone())));
         consensus::runtime::seed(env.seed("raft"));
+        let leader_lease_ms = config.election_timeout_min;
         let raft = Raft::new(id, config, network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -429,6 +432,7 @@ impl<E: Env> Server<E> {
                 pending_coordinates: Mutex::default(),
                 proposals,
                 session_timers: Mutex::default(),
+                leader_lease_ms,
                 _rpc: rpc,
                 _batchers: batchers,
             }
@@ -683,6 +687,9 @@ impl<E: Env> Server<E> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let id = m.current_leader?;
+        if id == self.id && !self.leads(&m) {
+            return None;
+        }
         let node: &BasicNode = m.membership_config.membership().get_node(&id)?;
         Some((id, node.addr.parse().ok()?))
     }
@@ -695,7 +702,20 @@ impl<E: Env> Server<E> {
 
     /// Whether this server leads now.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
+        self.leads(&self.raft.metrics().borrow())
+    }
+
+    /// Whether these metrics are of a leader that heard from a quorum
+    /// within its lease. openraft keeps a leader that lost its quorum in
+    /// the role until a newer term reaches it, which in a minority
+    /// partition is never; such a leader would go on answering reads
+    /// nobody else agrees with, and accept writes it cannot commit. As
+    /// Raft's leader lease has it (and Consul's leaders step down), it no
+    /// longer counts as leader, here or to anyone who asks.
+    fn leads(&self, m: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
+        m.state == ServerState::Leader
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms <= self.leader_lease_ms)
     }
 
     async fn forward(&self, req: ClientRequest) -> ClientReply {
@@ -842,7 +862,7 @@ impl<E: Env> Server<E> {
 
     /// Milliseconds since the leader was last heard: 0 on the leader,
     /// `u64::MAX` when never.
-    fn last_contact_ms(&self) -> u64 {
+    pub fn last_contact_ms(&self) -> u64 {
         if self.is_leader() {
             return 0;
         }
