@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod connect;
 pub mod consensus;
 pub mod coordinate;
 pub mod dns;

@@ -66,6 +66,7 @@ const FIELDS: &[&str] = &[
     "Weights",
     "Flags",
     "Index",
+    "Proxy",
 ];
 
 /// Fields whose value is a map of the user's own keys.
@@ -294,6 +295,8 @@ pub struct ServiceDef {
     pub enable_tag_override: bool,
     /// `""` for a typical service, or `connect-proxy`, ...
     pub kind: String,
+    /// A proxy's settings.
+    pub proxy: Option<Box<crate::state::ServiceProxy>>,
     /// One check.
     pub check: Option<CheckDef>,
     /// More checks.
@@ -305,6 +308,14 @@ impl ServiceDef {
     pub fn to_parts(&self, scripts: bool) -> Result<(Service, Vec<NewCheck>), String> {
         if self.name.is_empty() {
             return Err("Missing service name".into());
+        }
+        if self.kind == "connect-proxy"
+            && self
+                .proxy
+                .as_ref()
+                .is_none_or(|p| p.destination_service_name.is_empty())
+        {
+            return Err("Proxy.DestinationServiceName must be set for a connect-proxy".into());
         }
         let weights = self.weights.unwrap_or_default();
         if weights.passing == 0 {
@@ -330,6 +341,7 @@ impl ServiceDef {
             port: self.port,
             weights,
             kind: self.kind.clone(),
+            proxy: self.proxy.clone(),
             enable_tag_override: self.enable_tag_override,
             ..Service::default()
         };

@@ -212,6 +212,7 @@ impl<E: Env> Agent<E> {
             scripts: config.script_policy(),
             reload: reload.clone(),
             events,
+            leaves: api::connect::LeafCache::default(),
         });
         let (http_addr, http_task) =
             api::serve(&env, http_bind, state)

@@ -47,6 +47,8 @@ pub struct AgentService {
     datacenter: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<Box<crate::state::ServiceProxy>>,
 }
 
 /// `GET /v1/agent/services`: this agent's services by ID.
@@ -70,6 +72,7 @@ pub async fn services<E: Env>(
                 enable_tag_override: v.enable_tag_override,
                 datacenter: s.info.datacenter.clone(),
                 kind: v.kind,
+                proxy: v.proxy,
             };
             (v.id, a)
         })

@@ -111,6 +111,9 @@ pub struct CatalogService {
     pub service_weights: crate::state::Weights,
     /// Instance kind.
     pub service_kind: String,
+    /// A proxy's settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_proxy: Option<Box<crate::state::ServiceProxy>>,
     /// Whether anti-entropy leaves its tags alone.
     pub service_enable_tag_override: bool,
     /// The instance's create index.
@@ -138,6 +141,7 @@ impl From<&Instance> for CatalogService {
             service_tagged_addresses: s.tagged_addresses.clone(),
             service_weights: s.weights,
             service_kind: s.kind.clone(),
+            service_proxy: s.proxy.clone(),
             service_enable_tag_override: s.enable_tag_override,
             create_index: s.create_index,
             modify_index: s.modify_index,
@@ -145,16 +149,23 @@ impl From<&Instance> for CatalogService {
     }
 }
 
+/// A service's instances, or with `connect` the proxies in front of it.
 async fn instances<E: Env>(
     s: &ApiState<E>,
     params: &HashMap<String, String>,
     service: String,
+    connect: bool,
 ) -> Result<(axum::http::HeaderMap, Vec<Instance>), ApiError> {
     let tag = params.get("tag").cloned();
     // Instances imported from a cluster peer are asked for by its name;
     // cairn has no peerings, so a named peer has none.
     let from_peer = params.get("peer").is_some_and(|p| !p.is_empty());
-    match read(s, params, Query::Instances { service, tag }).await? {
+    let query = if connect {
+        Query::ConnectProxies(service)
+    } else {
+        Query::Instances { service, tag }
+    };
+    match read(s, params, query).await? {
         (h, Answer::Instances(_)) if from_peer => Ok((h, Vec::new())),
         (h, Answer::Instances(v)) => Ok((h, v)),
         (_, a) => Err(unexpected(a)),
@@ -167,7 +178,25 @@ pub async fn service<E: Env>(
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let (h, v) = instances(&s, &params, name).await?;
+    catalog_instances(&s, &params, name, false).await
+}
+
+/// `GET /v1/catalog/connect/<s>`: the Connect proxies of `s`.
+pub async fn connect<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    catalog_instances(&s, &params, name, true).await
+}
+
+async fn catalog_instances<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    name: String,
+    connect: bool,
+) -> Result<Response, ApiError> {
+    let (h, v) = instances(s, params, name, connect).await?;
     let out: Vec<CatalogService> = v.iter().map(CatalogService::from).collect();
     Ok((h, Json(out)).into_response())
 }
@@ -400,10 +429,30 @@ pub async fn health_service<E: Env>(
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    health_instances(&s, &params, name, false).await
+}
+
+/// `GET /v1/health/connect/<s>` (`?passing`): the Connect proxies of `s`
+/// with their health, which is how a proxy finds where to send a
+/// connection for its upstream `s`.
+pub async fn health_connect<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    health_instances(&s, &params, name, true).await
+}
+
+async fn health_instances<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    name: String,
+    connect: bool,
+) -> Result<Response, ApiError> {
     let passing = params
         .get("passing")
         .is_some_and(|v| !matches!(v.as_str(), "false" | "0"));
-    let (h, v) = instances(&s, &params, name).await?;
+    let (h, v) = instances(s, params, name, connect).await?;
     let out: Vec<ServiceEntry> = v
         .into_iter()
         .filter(|i| !passing || i.checks.iter().all(|c| c.status == Health::Passing))

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod catalog;
 pub mod client;
+pub mod connect;
 pub mod coordinate;
 pub mod decode;
 pub mod event;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -74,6 +75,8 @@ pub struct ApiState<E: Env> {
     pub reload: Arc<crate::agent::ConfigReload>,
     /// User events.
     pub events: Arc<crate::agent::events::Events>,
+    /// Connect leaf certificates held for this agent's services.
+    pub leaves: connect::LeafCache,
 }
 
 impl<E: Env> ApiState<E> {
@@ -161,6 +164,28 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
             get(catalog::health_service::<E>),
         )
         .route("/v1/health/state/{state}", get(catalog::health_state::<E>))
+        .route("/v1/health/connect/{name}", get(catalog::health_connect::<E>))
+        .route("/v1/catalog/connect/{name}", get(catalog::connect::<E>))
+        .route("/v1/connect/ca/roots", get(connect::ca_roots::<E>))
+        .route("/v1/agent/connect/ca/roots", get(connect::ca_roots::<E>))
+        .route(
+            "/v1/connect/ca/configuration",
+            get(connect::ca_configuration::<E>).put(connect::ca_set_configuration::<E>),
+        )
+        .route("/v1/agent/connect/ca/leaf/{service}", get(connect::agent_leaf::<E>))
+        .route("/v1/agent/connect/authorize", post(connect::authorize::<E>))
+        .route(
+            "/v1/connect/intentions",
+            get(connect::list_intentions::<E>).post(connect::create_intention::<E>),
+        )
+        .route("/v1/connect/intentions/match", get(connect::match_intentions::<E>))
+        .route("/v1/connect/intentions/check", get(connect::check_intention::<E>))
+        .route(
+            "/v1/connect/intentions/{id}",
+            get(connect::get_intention::<E>)
+                .put(connect::put_intention::<E>)
+                .delete(connect::delete_intention::<E>),
+        )
         .route("/v1/session/create", put(session::create::<E>))
         .route("/v1/session/destroy/{id}", put(session::destroy::<E>))
         .route("/v1/session/info/{id}", get(session::info::<E>))

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consensus::network::{answer, Transport};
 use crate::consensus::{self, Network, RaftReply, RaftRequest, Request, TypeConfig};
+use crate::connect::ca;
 use crate::coordinate::Coordinate;
 use crate::env::{timeout_at, Env, Task};
 use crate::rpc::{self, Client, RpcError};
@@ -70,12 +71,42 @@ pub enum ClientRequest {
     },
     /// This server's own view of the Raft group (never forwarded).
     Status,
+    /// Ask the CA (the leader's) for something.
+    Ca {
+        /// What.
+        op: CaOp,
+        /// Servers it has passed through.
+        hops: u8,
+    },
     /// Restart a TTL session's timer (the leader keeps the timers).
     SessionRenew {
         /// The session.
         id: String,
         /// Servers it has passed through.
         hops: u8,
+    },
+}
+
+/// What the CA is asked; the leader answers, creating the CA first if
+/// the cluster has none yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CaOp {
+    /// The roots.
+    Roots,
+    /// Sign a leaf for `service` of `datacenter`.
+    Sign {
+        /// The CSR, PEM.
+        csr_pem: String,
+        /// The service it must name.
+        service: String,
+        /// The service's datacenter.
+        datacenter: String,
+    },
+    /// Make a new root the active one (the old ones stay trusted until
+    /// they expire), optionally with a new leaf lifetime.
+    Rotate {
+        /// Lifetime of new leaves, in ms.
+        leaf_ttl_ms: Option<u64>,
     },
 }
 
@@ -141,6 +172,13 @@ pub enum Query {
     Session(String),
     /// The sessions of a node.
     NodeSessions(String),
+    /// The CA's roots (never their keys).
+    CaRoots,
+    /// Every intention.
+    Intentions,
+    /// The Connect proxies of a service (kind `connect-proxy`, with it as
+    /// their destination), each with its node and checks.
+    ConnectProxies(String),
 }
 
 impl Query {
@@ -157,6 +195,9 @@ impl Query {
             Query::NodeServices(_) => &[Table::Nodes, Table::Services],
             Query::NodeChecks(_) | Query::ServiceChecks(_) | Query::ChecksIn(_) => &[Table::Checks],
             Query::Sessions | Query::Session(_) | Query::NodeSessions(_) => &[Table::Sessions],
+            Query::CaRoots => &[Table::Connect],
+            Query::Intentions => &[Table::Intentions],
+            Query::ConnectProxies(_) => &[Table::Nodes, Table::Services, Table::Checks],
         }
     }
 }
@@ -198,6 +239,12 @@ pub enum Answer {
     Checks(Vec<Check>),
     /// For the session queries.
     Sessions(Vec<Session>),
+    /// For `CaRoots` and the CA requests (keys stripped).
+    Ca(Box<crate::state::CaState>),
+    /// For `Intentions`.
+    Intentions(Vec<crate::connect::intention::Intention>),
+    /// A signed leaf certificate.
+    Leaf(crate::connect::ca::SignedLeaf),
     /// For `Status`: the leader's RPC address and the voters'.
     Status {
         /// The leader, if one is known.
@@ -239,6 +286,14 @@ const COORDINATE_BATCH: usize = 128;
 /// batch size times `coordinate_update_max_batches`).
 const COORDINATE_PENDING_MAX: usize = COORDINATE_BATCH * 5;
 
+/// Leaves the leader signs per second at most (Consul's
+/// `csr_max_per_second`), with as many in a burst.
+const CSR_MAX_PER_SECOND: f64 = 50.0;
+
+/// Why a CSR was refused when the limit was reached (the HTTP layer
+/// answers 429 for it, as Consul does).
+pub const CSR_RATE_LIMITED: &str = "rate limit exceeded for CSR signing";
+
 /// A running server; see the [module docs](self).
 pub struct Server<E: Env> {
     env: E,
@@ -256,6 +311,10 @@ pub struct Server<E: Env> {
     session_timers: Mutex<std::collections::HashMap<String, Instant>>,
     /// How long a leader stays one without hearing from a quorum.
     leader_lease_ms: u64,
+    /// Cluster IDs and serial numbers for the CA.
+    ca_rng: Mutex<rand_chacha::ChaCha8Rng>,
+    /// Leaves signed recently (CSR rate limit), as a token bucket.
+    csr_bucket: Mutex<(f64, Instant)>,
     _rpc: Task,
     _batchers: Vec<Task>,
 }
@@ -402,6 +461,8 @@ impl<E: Env> Server<E> {
         let network = Network::over(env.clone(), Arc::new(Wrapped(client.clone())));
         consensus::runtime::seed(env.seed("raft"));
         let leader_lease_ms = config.election_timeout_min;
+        let ca_rng = Mutex::new(rand::SeedableRng::seed_from_u64(env.seed("connect")));
+        let csr_bucket = Mutex::new((CSR_MAX_PER_SECOND, env.now()));
         let raft = Raft::new(id, config, network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -433,6 +494,8 @@ impl<E: Env> Server<E> {
                 proposals,
                 session_timers: Mutex::default(),
                 leader_lease_ms,
+                ca_rng,
+                csr_bucket,
                 _rpc: rpc,
                 _batchers: batchers,
             }
@@ -507,7 +570,141 @@ impl<E: Env> Server<E> {
             ClientRequest::Read { read, hops } => self.read(read, hops).await,
             ClientRequest::Coordinates { updates, hops } => self.coordinates(updates, hops).await,
             ClientRequest::Status => self.status(),
+            ClientRequest::Ca { op, hops } => self.ca(op, hops).await,
             ClientRequest::SessionRenew { id, hops } => self.renew(id, hops).await,
+        }
+    }
+
+    /// Answers a CA request on the leader, forwarding it there otherwise.
+    async fn ca(&self, op: CaOp, hops: u8) -> ClientReply {
+        if !self.is_leader() {
+            if hops >= MAX_HOPS {
+                return ClientReply::refused("no cluster leader (too many forwards)");
+            }
+            return self
+                .forward(ClientRequest::Ca { op, hops: hops + 1 })
+                .await;
+        }
+        let now = self.env.wall_clock();
+        if let Err(e) = self.ensure_ca(now).await {
+            return ClientReply::refused(&e);
+        }
+        match op {
+            CaOp::Roots => {}
+            CaOp::Rotate { leaf_ttl_ms } => {
+                let (cluster_id, serial) = {
+                    let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+                    let ca = store.ca();
+                    let top = ca.roots.iter().map(|r| r.keys.serial).max().unwrap_or(0);
+                    (ca.cluster_id.clone(), top + 1)
+                };
+                let root = match ca::generate_root(&ca::trust_domain(&cluster_id), serial, now) {
+                    Ok(r) => r,
+                    Err(e) => return ClientReply::refused(&e.to_string()),
+                };
+                let cmd = crate::state::Command::CaSetRoot {
+                    cluster_id,
+                    root: Box::new(root),
+                    only_if_none: false,
+                    leaf_ttl_ms,
+                };
+                if let Err(e) = self.write(cmd, 0).await.answer {
+                    return ClientReply::refused(&e);
+                }
+            }
+            CaOp::Sign {
+                csr_pem,
+                service,
+                datacenter,
+            } => return self.sign(&csr_pem, service, datacenter, now),
+        }
+        let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+        ClientReply {
+            index: store.index(Table::Connect).max(1),
+            known_leader: true,
+            last_contact_ms: 0,
+            answer: Ok(Answer::Ca(Box::new(store.ca().public()))),
+        }
+    }
+
+    /// Creates the CA if the cluster has none: Connect costs nothing (and
+    /// changes no simulated run) until something uses it.
+    async fn ensure_ca(&self, now: std::time::SystemTime) -> Result<(), String> {
+        let missing = {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            store.ca().active().is_none()
+        };
+        if !missing {
+            return Ok(());
+        }
+        let cluster_id = {
+            let mut rng = self.ca_rng.lock().unwrap_or_else(|e| e.into_inner());
+            crate::agent::config::format_uuid(rand::Rng::random(&mut *rng))
+        };
+        let root = ca::generate_root(&ca::trust_domain(&cluster_id), 1, now)
+            .map_err(|e| e.to_string())?;
+        let cmd = crate::state::Command::CaSetRoot {
+            cluster_id,
+            root: Box::new(root),
+            only_if_none: true,
+            leaf_ttl_ms: None,
+        };
+        self.write(cmd, 0).await.answer.map(|_| ())
+    }
+
+    /// Signs a leaf with the active root, within the CSR rate limit.
+    fn sign(
+        &self,
+        csr_pem: &str,
+        service: String,
+        datacenter: String,
+        now: std::time::SystemTime,
+    ) -> ClientReply {
+        {
+            let mut bucket = self.csr_bucket.lock().unwrap_or_else(|e| e.into_inner());
+            let t = self.env.now();
+            let refill = t.saturating_duration_since(bucket.1).as_secs_f64() * CSR_MAX_PER_SECOND;
+            bucket.0 = (bucket.0 + refill).min(CSR_MAX_PER_SECOND);
+            bucket.1 = t;
+            if bucket.0 < 1.0 {
+                return ClientReply::refused(CSR_RATE_LIMITED);
+            }
+            bucket.0 -= 1.0;
+        }
+        let (root, trust_domain, ttl, index) = {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            let ca = store.ca();
+            let Some(root) = ca.active() else {
+                return ClientReply::refused("the CA has no active root");
+            };
+            let ttl = match ca.leaf_ttl_ms {
+                0 => ca::LEAF_TTL,
+                ms => Duration::from_millis(ms),
+            };
+            (
+                root.keys.clone(),
+                ca::trust_domain(&ca.cluster_id),
+                ttl,
+                store.index(Table::Connect),
+            )
+        };
+        let id = ca::SpiffeId {
+            trust_domain,
+            datacenter,
+            service,
+        };
+        let serial = {
+            let mut rng = self.ca_rng.lock().unwrap_or_else(|e| e.into_inner());
+            rand::Rng::random::<u64>(&mut *rng) >> 1
+        };
+        match ca::sign_leaf(&root, csr_pem, &id, serial, now, ttl) {
+            Ok(leaf) => ClientReply {
+                index: index.max(1),
+                known_leader: true,
+                last_contact_ms: 0,
+                answer: Ok(Answer::Leaf(leaf)),
+            },
+            Err(e) => ClientReply::refused(&e.to_string()),
         }
     }
 
@@ -982,6 +1179,30 @@ fn answer_in(store: &Store, query: &Query) -> Answer {
         Query::Sessions => Answer::Sessions(store.sessions().cloned().collect()),
         Query::Session(id) => Answer::Sessions(store.session(id).cloned().into_iter().collect()),
         Query::NodeSessions(node) => Answer::Sessions(store.node_sessions(node).cloned().collect()),
+        Query::CaRoots => Answer::Ca(Box::new(store.ca().public())),
+        Query::Intentions => Answer::Intentions(store.intentions().cloned().collect()),
+        Query::ConnectProxies(dest) => Answer::Instances(
+            store
+                .services()
+                .keys()
+                .flat_map(|name| store.service_nodes(name, None))
+                .filter(|(_, svc)| {
+                    svc.kind == "connect-proxy"
+                        && svc
+                            .proxy
+                            .as_ref()
+                            .is_some_and(|p| p.destination_service_name == *dest)
+                })
+                .map(|(node, svc)| Instance {
+                    node: node.clone(),
+                    service: svc.clone(),
+                    checks: store
+                        .instance_checks(&node.node, &svc.id)
+                        .cloned()
+                        .collect(),
+                })
+                .collect(),
+        ),
     }
 }
 

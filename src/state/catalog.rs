@@ -52,12 +52,46 @@ pub struct Service {
     pub weights: Weights,
     /// `""` for a typical service, or `connect-proxy` and the like.
     pub kind: String,
+    /// A proxy's settings (kind `connect-proxy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Box<ServiceProxy>>,
     /// Whether others may change its tags (anti-entropy leaves them).
     pub enable_tag_override: bool,
     /// Index that created it.
     pub create_index: u64,
     /// Index of its last change.
     pub modify_index: u64,
+}
+
+/// What a Connect proxy stands in front of, and what it reaches for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ServiceProxy {
+    /// The service it carries traffic for.
+    pub destination_service_name: String,
+    /// That service's instance ID.
+    #[serde(rename = "DestinationServiceID")]
+    pub destination_service_id: String,
+    /// Where the service listens (default 127.0.0.1).
+    pub local_service_address: String,
+    /// The service's port.
+    pub local_service_port: u16,
+    /// Services it reaches through the mesh.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// A service a proxy reaches for its application, through a local port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Upstream {
+    /// The service reached.
+    pub destination_name: String,
+    /// Its datacenter (empty: the proxy's).
+    pub datacenter: String,
+    /// Local address to listen on (default 127.0.0.1).
+    pub local_bind_address: String,
+    /// Local port to listen on.
+    pub local_bind_port: u16,
 }
 
 /// A service's DNS SRV weight while passing and while warning.

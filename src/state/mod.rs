@@ -12,6 +12,7 @@
 //! clock (`at_ms`), so lock delays come out the same on every replica.
 
 mod catalog;
+mod connect;
 mod kv;
 mod session;
 mod txn;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use catalog::{Check, Health, Node, Service, ServiceAddress, Weights};
+pub use catalog::{Check, Health, Node, Service, ServiceAddress, ServiceProxy, Upstream, Weights};
+pub use connect::{CaRoot, CaState};
 pub use kv::{KvEntry, KvOp};
 pub use session::{Behavior, Session};
 pub use txn::{TxnError, TxnOp, TxnOutcome, TxnVerb, MAX_TXN_OPS};
@@ -45,17 +47,23 @@ pub enum Table {
     Sessions,
     /// Network coordinates.
     Coordinates,
+    /// Connect's CA roots.
+    Connect,
+    /// Intentions.
+    Intentions,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 8] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
         Table::Kvs,
         Table::Sessions,
         Table::Coordinates,
+        Table::Connect,
+        Table::Intentions,
     ];
 }
 
@@ -111,6 +119,24 @@ pub enum Command {
     },
     /// KV operations applied all or nothing (Consul's `/v1/txn`).
     Txn(Vec<TxnOp>),
+    /// Make a new CA root the active one.
+    CaSetRoot {
+        /// The cluster ID (used by the first root only).
+        cluster_id: String,
+        /// The root and its key.
+        root: Box<crate::connect::ca::RootKeys>,
+        /// Only when there is no root yet (creating the first one).
+        only_if_none: bool,
+        /// A new lifetime for leaves, in ms.
+        leaf_ttl_ms: Option<u64>,
+    },
+    /// Create or replace an intention.
+    IntentionSet(Box<crate::connect::intention::Intention>),
+    /// Delete an intention.
+    IntentionDelete {
+        /// Its ID.
+        id: String,
+    },
     /// Several independent commands in one log entry, applied in order,
     /// each with its own result (the leader groups concurrent writes so
     /// that one entry, and one round of replication, carries them all).
@@ -152,6 +178,8 @@ struct Data {
     tombstones: BTreeMap<String, u64>,
     sessions: BTreeMap<String, Session>,
     coordinates: BTreeMap<String, Coordinate>,
+    ca: CaState,
+    intentions: BTreeMap<String, crate::connect::intention::Intention>,
     /// Keys whose lock was lost, and until when (ms) none may take it.
     lock_delays: BTreeMap<String, u64>,
     indexes: BTreeMap<Table, u64>,
@@ -272,6 +300,16 @@ impl Store {
         self.data.coordinates.get(node)
     }
 
+    /// The CA, private keys included (servers only).
+    pub fn ca(&self) -> &CaState {
+        &self.data.ca
+    }
+
+    /// Every intention, by ID.
+    pub fn intentions(&self) -> impl Iterator<Item = &crate::connect::intention::Intention> {
+        self.data.intentions.values()
+    }
+
     /// Change notifications, for blocking readers.
     pub fn watches(&self) -> Arc<WatchHub> {
         self.hub.clone()
@@ -321,6 +359,10 @@ struct SnapshotFile {
     lock_delays: BTreeMap<String, u64>,
     indexes: Vec<(Table, u64)>,
     last_applied: u64,
+    #[serde(default)]
+    ca: CaState,
+    #[serde(default)]
+    intentions: Vec<crate::connect::intention::Intention>,
 }
 
 impl From<&Data> for SnapshotFile {
@@ -341,6 +383,8 @@ impl From<&Data> for SnapshotFile {
             lock_delays: d.lock_delays.clone(),
             indexes: d.indexes.iter().map(|(t, i)| (*t, *i)).collect(),
             last_applied: d.last_applied,
+            ca: d.ca.clone(),
+            intentions: d.intentions.values().cloned().collect(),
         }
     }
 }
@@ -374,6 +418,12 @@ impl SnapshotFile {
             lock_delays: self.lock_delays,
             indexes: self.indexes.into_iter().collect(),
             last_applied: self.last_applied,
+            ca: self.ca,
+            intentions: self
+                .intentions
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect(),
             by_name: BTreeMap::new(),
         };
         data.reindex();
@@ -427,6 +477,14 @@ impl Tx<'_> {
                 self.data.tombstones.retain(|_, i| *i > *up_to);
                 Ok(true)
             }
+            Command::CaSetRoot {
+                cluster_id,
+                root,
+                only_if_none,
+                leaf_ttl_ms,
+            } => self.ca_set_root(cluster_id, root, *only_if_none, *leaf_ttl_ms),
+            Command::IntentionSet(i) => self.intention_set(i).map(|()| true),
+            Command::IntentionDelete { id } => Ok(self.intention_delete(id)),
             // The state machine unpacks batches; one inside another is no
             // leader's doing.
             Command::Batch(_) => Err(invalid("a batch inside a batch")),

@@ -1,0 +1,333 @@
+//! The built-in CA: an ECDSA P-256 root per rotation, leaf certificates
+//! that name a service by its SPIFFE ID, and the checks a signer makes on
+//! a certificate signing request before it puts the root's name under it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    PKCS_ECDSA_P256_SHA256,
+};
+use serde::{Deserialize, Serialize};
+
+/// How long a root is valid (Consul's built-in CA: ten years).
+pub const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a leaf is valid unless configured otherwise (Consul: 72 h).
+pub const LEAF_TTL: Duration = Duration::from_secs(72 * 3600);
+/// Certificates start this long before they are made, so that a clock a
+/// little behind the signer's still accepts them.
+const BACKDATE: Duration = Duration::from_secs(60);
+
+/// Why the CA could not do what was asked.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CaError {
+    /// A CSR that cannot be read, or whose signature does not verify.
+    #[error("invalid certificate signing request: {0}")]
+    BadCsr(String),
+    /// A CSR asking for an identity other than the caller's.
+    #[error("the CSR asks for {asked}, not {expected}")]
+    WrongIdentity {
+        /// The SPIFFE ID the CSR carries.
+        asked: String,
+        /// The one it may carry.
+        expected: String,
+    },
+    /// A name that is not a SPIFFE ID of this cluster's form.
+    #[error("not a service SPIFFE ID: {0:?}")]
+    BadSpiffe(String),
+    /// The crypto library refused (a corrupt stored key, for one).
+    #[error("certificate generation failed: {0}")]
+    Crypto(String),
+}
+
+fn crypto(e: impl std::fmt::Display) -> CaError {
+    CaError::Crypto(e.to_string())
+}
+
+/// A service's identity: `spiffe://<trust-domain>/ns/default/dc/<dc>/svc/<service>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpiffeId {
+    /// `<cluster-id>.consul`.
+    pub trust_domain: String,
+    /// The service's datacenter.
+    pub datacenter: String,
+    /// The service name.
+    pub service: String,
+}
+
+impl SpiffeId {
+    /// The URI form.
+    pub fn uri(&self) -> String {
+        format!(
+            "spiffe://{}/ns/default/dc/{}/svc/{}",
+            self.trust_domain, self.datacenter, self.service
+        )
+    }
+
+    /// Reads the URI form; any namespace is accepted (cairn has one).
+    pub fn parse(uri: &str) -> Result<SpiffeId, CaError> {
+        let bad = || CaError::BadSpiffe(uri.to_string());
+        let rest = uri.strip_prefix("spiffe://").ok_or_else(bad)?;
+        let (trust_domain, path) = rest.split_once('/').ok_or_else(bad)?;
+        match path.split('/').collect::<Vec<_>>().as_slice() {
+            ["ns", ns, "dc", dc, "svc", svc]
+                if !trust_domain.is_empty()
+                    && !ns.is_empty()
+                    && !dc.is_empty()
+                    && !svc.is_empty() =>
+            {
+                Ok(SpiffeId {
+                    trust_domain: trust_domain.to_ascii_lowercase(),
+                    datacenter: dc.to_string(),
+                    service: svc.to_string(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+/// The trust domain of a cluster.
+pub fn trust_domain(cluster_id: &str) -> String {
+    format!("{cluster_id}.consul")
+}
+
+/// A root certificate and its key, as the servers keep them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootKeys {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM (only the servers hold it).
+    pub key_pem: String,
+    /// Colon-separated hex of its subject key identifier.
+    pub signing_key_id: String,
+    /// Its serial number.
+    pub serial: u64,
+    /// Validity, in ms since the Unix epoch.
+    pub not_before_ms: u64,
+    /// End of validity, in ms since the Unix epoch.
+    pub not_after_ms: u64,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn colon_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn validity(params: &mut CertificateParams, now: SystemTime, ttl: Duration) {
+    let start = now.checked_sub(BACKDATE).unwrap_or(now);
+    params.not_before = start.into();
+    params.not_after = (now + ttl).into();
+}
+
+/// A new root for the cluster with trust domain `trust_domain`.
+pub fn generate_root(trust_domain: &str, serial: u64, now: SystemTime) -> Result<RootKeys, CaError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
+    let short = trust_domain.split('.').next().unwrap_or("").get(..8).unwrap_or("");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("pri-{serial}.consul.ca.{short}.consul"));
+    params.subject_alt_names = vec![SanType::URI(
+        format!("spiffe://{trust_domain}")
+            .try_into()
+            .map_err(crypto)?,
+    )];
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(SerialNumber::from(serial));
+    validity(&mut params, now, ROOT_TTL);
+    let signing_key_id = colon_hex(&params.key_identifier(&key));
+    let cert = params.self_signed(&key).map_err(crypto)?;
+    Ok(RootKeys {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        signing_key_id,
+        serial,
+        not_before_ms: ms(now.checked_sub(BACKDATE).unwrap_or(now)),
+        not_after_ms: ms(now + ROOT_TTL),
+    })
+}
+
+/// A leaf's private key and the CSR a service sends for it.
+pub struct LeafRequest {
+    /// The private key, PEM (never leaves the agent).
+    pub key_pem: String,
+    /// The CSR, PEM.
+    pub csr_pem: String,
+}
+
+/// A fresh key and a CSR for `id`.
+pub fn leaf_request(id: &SpiffeId) -> Result<LeafRequest, CaError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
+    params.subject_alt_names = vec![SanType::URI(id.uri().try_into().map_err(crypto)?)];
+    let csr = params.serialize_request(&key).map_err(crypto)?;
+    Ok(LeafRequest {
+        key_pem: key.serialize_pem(),
+        csr_pem: csr.pem().map_err(crypto)?,
+    })
+}
+
+/// A signed leaf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedLeaf {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Its serial number, colon-separated hex.
+    pub serial: String,
+    /// Validity, in ms since the Unix epoch.
+    pub not_before_ms: u64,
+    /// End of validity, in ms since the Unix epoch.
+    pub not_after_ms: u64,
+}
+
+/// Signs `csr_pem` with `root`, if it asks for `expected` and nothing else.
+/// The certificate's contents are the signer's, not the CSR's: only the
+/// public key and the identity (checked) come from the request.
+pub fn sign_leaf(
+    root: &RootKeys,
+    csr_pem: &str,
+    expected: &SpiffeId,
+    serial: u64,
+    now: SystemTime,
+    ttl: Duration,
+) -> Result<SignedLeaf, CaError> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| CaError::BadCsr(e.to_string()))?;
+    let uris: Vec<String> = csr
+        .params
+        .subject_alt_names
+        .iter()
+        .map(|s| match s {
+            SanType::URI(u) => u.as_str().to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let want = expected.uri();
+    if uris != [want.clone()] {
+        return Err(CaError::WrongIdentity {
+            asked: uris.join(", "),
+            expected: want,
+        });
+    }
+    let key = KeyPair::from_pem(&root.key_pem).map_err(crypto)?;
+    let issuer = Issuer::from_ca_cert_pem(&root.cert_pem, key).map_err(crypto)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, expected.service.clone());
+    params.subject_alt_names = vec![SanType::URI(want.try_into().map_err(crypto)?)];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+        KeyUsagePurpose::KeyAgreement,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(SerialNumber::from(serial));
+    validity(&mut params, now, ttl);
+    let cert = params.signed_by(&csr.public_key, &issuer).map_err(crypto)?;
+    Ok(SignedLeaf {
+        cert_pem: cert.pem(),
+        serial: colon_hex(&serial.to_be_bytes()),
+        not_before_ms: ms(now.checked_sub(BACKDATE).unwrap_or(now)),
+        not_after_ms: ms(now + ttl),
+    })
+}
+
+/// The SPIFFE IDs (URI SANs) of a DER certificate.
+pub fn uris_of(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The DER certificates of a PEM bundle (unreadable blocks are skipped).
+pub fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(service: &str) -> SpiffeId {
+        SpiffeId {
+            trust_domain: "11111111-2222-3333-4444-555555555555.consul".into(),
+            datacenter: "dc1".into(),
+            service: service.into(),
+        }
+    }
+
+    #[test]
+    fn spiffe_ids_round_trip_and_bad_ones_are_refused() {
+        let web = id("web");
+        assert_eq!(SpiffeId::parse(&web.uri()), Ok(web));
+        for bad in [
+            "",
+            "spiffe://",
+            "spiffe://td",
+            "spiffe://td/ns/default/dc/dc1/svc/",
+            "spiffe://td/ns/default/dc/dc1/svc/web/extra",
+            "https://td/ns/default/dc/dc1/svc/web",
+        ] {
+            assert!(SpiffeId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_leaf_carries_the_asked_identity_and_a_csr_for_another_is_refused() {
+        let now = SystemTime::now();
+        let root = generate_root(&id("x").trust_domain, 1, now).unwrap();
+        let req = leaf_request(&id("web")).unwrap();
+        let leaf = sign_leaf(&root, &req.csr_pem, &id("web"), 7, now, LEAF_TTL).unwrap();
+        let der = &pem_certs(&leaf.cert_pem)[0];
+        assert_eq!(uris_of(der), [id("web").uri()]);
+        assert_eq!(leaf.not_after_ms - leaf.not_before_ms, (LEAF_TTL + BACKDATE).as_millis() as u64);
+        let err = sign_leaf(&root, &req.csr_pem, &id("db"), 8, now, LEAF_TTL).unwrap_err();
+        assert!(matches!(err, CaError::WrongIdentity { .. }), "{err}");
+        assert!(matches!(
+            sign_leaf(&root, "garbage", &id("web"), 9, now, LEAF_TTL),
+            Err(CaError::BadCsr(_))
+        ));
+    }
+}
