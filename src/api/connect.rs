@@ -147,8 +147,9 @@ struct CaConfigBody {
     config: BTreeMap<String, serde_json::Value>,
 }
 
-/// `PUT /v1/connect/ca/configuration`: a new active root (and, with
-/// `Config.LeafCertTTL`, a new leaf lifetime). The old roots stay in the
+/// `PUT /v1/connect/ca/configuration`: a new active root, generated or
+/// the operator's own (`Config.RootCert` and `Config.PrivateKey`), and
+/// with `Config.LeafCertTTL` a new leaf lifetime. The old roots stay in the
 /// bundle until they expire, so every leaf they signed stays valid while
 /// agents renew onto the new root.
 pub async fn ca_set_configuration<E: Env>(
@@ -174,7 +175,22 @@ pub async fn ca_set_configuration<E: Env>(
         }
         Some(other) => return Err(bad(format!("Config.LeafCertTTL: not a duration: {other}"))),
     };
-    ca_call(&s, CaOp::Rotate { leaf_ttl_ms }).await?;
+    let text = |k: &str| match b.config.get(k) {
+        Some(serde_json::Value::String(v)) if !v.trim().is_empty() => Some(v.clone()),
+        _ => None,
+    };
+    let root = match (text("RootCert"), text("PrivateKey")) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err(bad("Config.RootCert and Config.PrivateKey go together")),
+    };
+    match ca_call(&s, CaOp::Rotate { leaf_ttl_ms, root }).await {
+        // The leader's refusal of a brought root says what is wrong with it.
+        Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, why)) if why.contains("RootCert") => {
+            return Err(bad(why));
+        }
+        r => r?,
+    };
     Ok(StatusCode::OK.into_response())
 }
 
@@ -207,7 +223,13 @@ async fn leaf_for<E: Env>(s: &ApiState<E>, service: &str) -> Result<CachedLeaf, 
         .unwrap_or(0);
     let active = ca.active().map(|r| r.create_index).unwrap_or(0);
     let now = ms_of(s.env.wall_clock());
-    if let Some(c) = s.leaves.leaves.lock().unwrap_or_else(|e| e.into_inner()).get(service) {
+    if let Some(c) = s
+        .leaves
+        .leaves
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(service)
+    {
         if now < c.renew_at_ms && c.root_index >= active {
             return Ok(c.clone());
         }
@@ -317,7 +339,12 @@ struct IntentionBody {
 
 impl IntentionBody {
     fn into_intention(self, id: String) -> Result<Intention, ApiError> {
-        let action = match self.action.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let action = match self
+            .action
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("allow") => Action::Allow,
             Some("deny") => Action::Deny,
             Some(other) => {
@@ -449,9 +476,17 @@ pub async fn match_intentions<E: Env>(
     let by_source = match params.get("by").map(String::as_str) {
         Some("source") => true,
         Some("destination") => false,
-        _ => return Err(bad("required query parameter 'by' must be 'source' or 'destination'")),
+        _ => {
+            return Err(bad(
+                "required query parameter 'by' must be 'source' or 'destination'",
+            ))
+        }
     };
-    let names: Vec<&String> = raw.iter().filter(|(k, _)| k == "name").map(|(_, v)| v).collect();
+    let names: Vec<&String> = raw
+        .iter()
+        .filter(|(k, _)| k == "name")
+        .map(|(_, v)| v)
+        .collect();
     if names.is_empty() {
         return Err(bad("required query parameter 'name' not set"));
     }

@@ -164,7 +164,10 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
             get(catalog::health_service::<E>),
         )
         .route("/v1/health/state/{state}", get(catalog::health_state::<E>))
-        .route("/v1/health/connect/{name}", get(catalog::health_connect::<E>))
+        .route(
+            "/v1/health/connect/{name}",
+            get(catalog::health_connect::<E>),
+        )
         .route("/v1/catalog/connect/{name}", get(catalog::connect::<E>))
         .route("/v1/connect/ca/roots", get(connect::ca_roots::<E>))
         .route("/v1/agent/connect/ca/roots", get(connect::ca_roots::<E>))
@@ -172,14 +175,23 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
             "/v1/connect/ca/configuration",
             get(connect::ca_configuration::<E>).put(connect::ca_set_configuration::<E>),
         )
-        .route("/v1/agent/connect/ca/leaf/{service}", get(connect::agent_leaf::<E>))
+        .route(
+            "/v1/agent/connect/ca/leaf/{service}",
+            get(connect::agent_leaf::<E>),
+        )
         .route("/v1/agent/connect/authorize", post(connect::authorize::<E>))
         .route(
             "/v1/connect/intentions",
             get(connect::list_intentions::<E>).post(connect::create_intention::<E>),
         )
-        .route("/v1/connect/intentions/match", get(connect::match_intentions::<E>))
-        .route("/v1/connect/intentions/check", get(connect::check_intention::<E>))
+        .route(
+            "/v1/connect/intentions/match",
+            get(connect::match_intentions::<E>),
+        )
+        .route(
+            "/v1/connect/intentions/check",
+            get(connect::check_intention::<E>),
+        )
         .route(
             "/v1/connect/intentions/{id}",
             get(connect::get_intention::<E>)

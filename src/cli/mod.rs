@@ -6,6 +6,7 @@
 //! for `consul` run unchanged.
 
 mod catalog;
+mod connect;
 mod kv;
 mod members;
 mod services;
@@ -56,6 +57,10 @@ enum Cmd {
     Info(HttpArgs),
     /// Follow keys, services, nodes or checks and act on every change.
     Watch(Box<watch::WatchArgs>),
+    /// Connect: run the mutual-TLS sidecar proxy.
+    Connect(connect::ConnectArgs),
+    /// Manage intentions: which service may connect to which.
+    Intention(connect::IntentionArgs),
     /// Print the version.
     Version,
 }
@@ -272,7 +277,7 @@ pub fn main() -> ExitCode {
         }
     };
     let res = rt.block_on(async move {
-        match cli.cmd {
+        let done = match cli.cmd {
             Cmd::Agent(a) => run_agent(*a).await,
             Cmd::Members(m) => members::run(m).await,
             Cmd::Join(j) => run_join(j).await,
@@ -285,14 +290,17 @@ pub fn main() -> ExitCode {
             Cmd::Services(s) => services::run(s).await,
             Cmd::Info(h) => run_info(h).await,
             Cmd::Watch(w) => watch::run(*w).await,
+            Cmd::Connect(c) => connect::run(c).await,
+            Cmd::Intention(i) => return connect::run_intention(i).await,
             Cmd::Version => {
                 println!("cairn v{VERSION}");
                 Ok(())
             }
-        }
+        };
+        done.map(|()| ExitCode::SUCCESS)
     });
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // Our errors already say what went wrong and why; anyhow's
             // alternate form would repeat the cause.

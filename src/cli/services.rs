@@ -87,19 +87,23 @@ fn from_files(files: &[PathBuf]) -> anyhow::Result<Vec<ServiceDef>> {
     Ok(defs)
 }
 
-/// The service the flags describe.
-fn from_flags(a: &RegisterArgs) -> anyhow::Result<ServiceDef> {
-    let Some(name) = a.name.clone().filter(|n| !n.is_empty()) else {
-        anyhow::bail!("give the service's -name, or files that define services");
-    };
-    let meta = a
-        .meta
+/// `-meta key=value` flags as a map.
+pub(super) fn parse_meta(flags: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    flags
         .iter()
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
             _ => anyhow::bail!("-meta must be key=value, not {kv:?}"),
         })
-        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        .collect()
+}
+
+/// The service the flags describe.
+fn from_flags(a: &RegisterArgs) -> anyhow::Result<ServiceDef> {
+    let Some(name) = a.name.clone().filter(|n| !n.is_empty()) else {
+        anyhow::bail!("give the service's -name, or files that define services");
+    };
+    let meta = parse_meta(&a.meta)?;
     Ok(ServiceDef {
         id: a.id.clone().unwrap_or_default(),
         name,

@@ -136,13 +136,23 @@ fn validity(params: &mut CertificateParams, now: SystemTime, ttl: Duration) {
 }
 
 /// A new root for the cluster with trust domain `trust_domain`.
-pub fn generate_root(trust_domain: &str, serial: u64, now: SystemTime) -> Result<RootKeys, CaError> {
+pub fn generate_root(
+    trust_domain: &str,
+    serial: u64,
+    now: SystemTime,
+) -> Result<RootKeys, CaError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
-    let short = trust_domain.split('.').next().unwrap_or("").get(..8).unwrap_or("");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("pri-{serial}.consul.ca.{short}.consul"));
+    let short = trust_domain
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .get(..8)
+        .unwrap_or("");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("pri-{serial}.consul.ca.{short}.consul"),
+    );
     params.subject_alt_names = vec![SanType::URI(
         format!("spiffe://{trust_domain}")
             .try_into()
@@ -165,6 +175,63 @@ pub fn generate_root(trust_domain: &str, serial: u64, now: SystemTime) -> Result
         serial,
         not_before_ms: ms(now.checked_sub(BACKDATE).unwrap_or(now)),
         not_after_ms: ms(now + ROOT_TTL),
+    })
+}
+
+/// A root an operator brings (Consul's `Config.RootCert` and
+/// `Config.PrivateKey`): it must be a CA certificate whose key is the one
+/// given, and be valid now.
+pub fn root_from_pem(cert_pem: &str, key_pem: &str, now: SystemTime) -> Result<RootKeys, CaError> {
+    let bad = |why: &str| CaError::Crypto(format!("RootCert/PrivateKey: {why}"));
+    let der = pem_certs(cert_pem);
+    let [der] = der.as_slice() else {
+        return Err(bad("RootCert must hold exactly one PEM certificate"));
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| bad(&format!("unreadable certificate: {e}")))?;
+    if !cert.is_ca() {
+        return Err(bad(
+            "the certificate is not a CA (basicConstraints CA:TRUE)",
+        ));
+    }
+    let key = KeyPair::from_pem(key_pem).map_err(|e| bad(&format!("unreadable key: {e}")))?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(bad("the private key does not belong to the certificate"));
+    }
+    let to_ms = |t: x509_parser::time::ASN1Time| {
+        u64::try_from(t.timestamp())
+            .unwrap_or(0)
+            .saturating_mul(1000)
+    };
+    let (not_before_ms, not_after_ms) = (
+        to_ms(cert.validity().not_before),
+        to_ms(cert.validity().not_after),
+    );
+    if !(not_before_ms..not_after_ms).contains(&ms(now)) {
+        return Err(bad("the certificate is not valid now"));
+    }
+    let ski = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+        .unwrap_or_else(|| der.iter().take(20).copied().collect());
+    let serial_bytes = cert.raw_serial();
+    let serial = serial_bytes
+        .iter()
+        .rev()
+        .take(8)
+        .rev()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    Ok(RootKeys {
+        cert_pem: cert_pem.trim().to_string() + "\n",
+        key_pem: key.serialize_pem(),
+        signing_key_id: colon_hex(&ski),
+        serial,
+        not_before_ms,
+        not_after_ms,
     })
 }
 
@@ -322,12 +389,33 @@ mod tests {
         let leaf = sign_leaf(&root, &req.csr_pem, &id("web"), 7, now, LEAF_TTL).unwrap();
         let der = &pem_certs(&leaf.cert_pem)[0];
         assert_eq!(uris_of(der), [id("web").uri()]);
-        assert_eq!(leaf.not_after_ms - leaf.not_before_ms, (LEAF_TTL + BACKDATE).as_millis() as u64);
+        assert_eq!(
+            leaf.not_after_ms - leaf.not_before_ms,
+            (LEAF_TTL + BACKDATE).as_millis() as u64
+        );
         let err = sign_leaf(&root, &req.csr_pem, &id("db"), 8, now, LEAF_TTL).unwrap_err();
         assert!(matches!(err, CaError::WrongIdentity { .. }), "{err}");
         assert!(matches!(
             sign_leaf(&root, "garbage", &id("web"), 9, now, LEAF_TTL),
             Err(CaError::BadCsr(_))
         ));
+    }
+
+    #[test]
+    fn a_brought_root_must_be_a_ca_with_its_own_key() {
+        let now = SystemTime::now();
+        let td = id("x").trust_domain;
+        let a = generate_root(&td, 1, now).unwrap();
+        let b = generate_root(&td, 2, now).unwrap();
+        let read = root_from_pem(&a.cert_pem, &a.key_pem, now).unwrap();
+        assert_eq!(read.signing_key_id, a.signing_key_id);
+        assert_eq!(read.serial, 1);
+        let err = root_from_pem(&a.cert_pem, &b.key_pem, now).unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+        let req = leaf_request(&id("web")).unwrap();
+        let leaf = sign_leaf(&a, &req.csr_pem, &id("web"), 3, now, LEAF_TTL).unwrap();
+        let err = root_from_pem(&leaf.cert_pem, &req.key_pem, now).unwrap_err();
+        assert!(err.to_string().contains("not a CA"), "{err}");
+        assert!(root_from_pem("junk", &a.key_pem, now).is_err());
     }
 }

@@ -10,3 +10,5 @@
 
 pub mod ca;
 pub mod intention;
+pub mod proxy;
+pub mod tls;

@@ -6,8 +6,7 @@ pub mod reconcile;
 
 pub use cluster::{raft_id, server_of, server_tags, DutyConfig, ServerMember, SERVER_ROLE};
 pub use node::{
-    CaOp, CSR_RATE_LIMITED,
-    Answer, ClientReply, ClientRequest, Consistency, Instance, Query, Read, Server, ServerReply,
-    ServerRpc, StartError,
+    Answer, CaOp, ClientReply, ClientRequest, Consistency, Instance, Query, Read, Server,
+    ServerReply, ServerRpc, StartError, CSR_RATE_LIMITED,
 };
 pub use reconcile::{reconcile, SERF_CHECK};

@@ -13,9 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use openraft::{BasicNode, Raft, ServerState};
 use serde::{Deserialize, Serialize};
 
+use crate::connect::ca;
 use crate::consensus::network::{answer, Transport};
 use crate::consensus::{self, Network, RaftReply, RaftRequest, Request, TypeConfig};
-use crate::connect::ca;
 use crate::coordinate::Coordinate;
 use crate::env::{timeout_at, Env, Task};
 use crate::rpc::{self, Client, RpcError};
@@ -107,6 +107,9 @@ pub enum CaOp {
     Rotate {
         /// Lifetime of new leaves, in ms.
         leaf_ttl_ms: Option<u64>,
+        /// A root the operator brings, certificate and key (PEM); none:
+        /// a new one is generated.
+        root: Option<(String, String)>,
     },
 }
 
@@ -581,9 +584,7 @@ impl<E: Env> Server<E> {
             if hops >= MAX_HOPS {
                 return ClientReply::refused("no cluster leader (too many forwards)");
             }
-            return self
-                .forward(ClientRequest::Ca { op, hops: hops + 1 })
-                .await;
+            return self.forward(ClientRequest::Ca { op, hops: hops + 1 }).await;
         }
         let now = self.env.wall_clock();
         if let Err(e) = self.ensure_ca(now).await {
@@ -591,14 +592,18 @@ impl<E: Env> Server<E> {
         }
         match op {
             CaOp::Roots => {}
-            CaOp::Rotate { leaf_ttl_ms } => {
+            CaOp::Rotate { leaf_ttl_ms, root } => {
                 let (cluster_id, serial) = {
                     let store = self.store.read().unwrap_or_else(|e| e.into_inner());
                     let ca = store.ca();
                     let top = ca.roots.iter().map(|r| r.keys.serial).max().unwrap_or(0);
                     (ca.cluster_id.clone(), top + 1)
                 };
-                let root = match ca::generate_root(&ca::trust_domain(&cluster_id), serial, now) {
+                let root = match root {
+                    Some((cert, key)) => ca::root_from_pem(&cert, &key, now),
+                    None => ca::generate_root(&ca::trust_domain(&cluster_id), serial, now),
+                };
+                let root = match root {
                     Ok(r) => r,
                     Err(e) => return ClientReply::refused(&e.to_string()),
                 };
@@ -641,8 +646,8 @@ impl<E: Env> Server<E> {
             let mut rng = self.ca_rng.lock().unwrap_or_else(|e| e.into_inner());
             crate::agent::config::format_uuid(rand::Rng::random(&mut *rng))
         };
-        let root = ca::generate_root(&ca::trust_domain(&cluster_id), 1, now)
-            .map_err(|e| e.to_string())?;
+        let root =
+            ca::generate_root(&ca::trust_domain(&cluster_id), 1, now).map_err(|e| e.to_string())?;
         let cmd = crate::state::Command::CaSetRoot {
             cluster_id,
             root: Box::new(root),

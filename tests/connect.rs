@@ -1,0 +1,351 @@
+//! Connect end to end on 127.0.0.1: an application talks to its upstream
+//! listener, its proxy carries the bytes over mutual TLS to the
+//! destination's proxy, which hands them to an echo server. Intentions
+//! decide; certificates from another CA, expired ones, ones for the wrong
+//! service and plain TCP are all refused.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cairn::connect::ca::{self, SpiffeId};
+use cairn::connect::tls::{self, Identity};
+
+#[path = "common/process.rs"]
+mod process;
+use process::{cli, free_port, http, http_get, wait_for, Agent, CAIRN};
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proxy(agent: &Agent, args: &[String], log: &std::path::Path) -> Running {
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new(CAIRN)
+        .arg("connect")
+        .arg("proxy")
+        .args(args)
+        .env("CAIRN_HTTP_ADDR", format!("http://{}", agent.http))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+/// An echo server: every connection gets its bytes back.
+fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let mut w = s;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `data` through `addr` and reads as many bytes back; `None` when
+/// the connection is closed first.
+fn round_trip(addr: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut w = s.try_clone().ok()?;
+    let payload = data.to_vec();
+    let writer = std::thread::spawn(move || w.write_all(&payload).is_ok());
+    let mut back = vec![0u8; data.len()];
+    let got = s.read_exact(&mut back).is_ok();
+    let _ = writer.join();
+    got.then_some(back)
+}
+
+fn payload(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A TLS client presenting `id` to the proxy at `addr` (which must prove
+/// it is `db` of `roots`); whether a byte came back through the echo.
+fn tls_client(addr: SocketAddr, id: &Identity, roots: &[String], trust_domain: &str) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config =
+        tls::client_config(id, tls::root_store(roots).unwrap(), trust_domain, "db").unwrap();
+    rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+            return false;
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let name = rustls::pki_types::ServerName::try_from("db.svc.consul").unwrap();
+        let Ok(Ok(mut s)) =
+            tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await
+        else {
+            return false;
+        };
+        if s.write_all(b"x").await.is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut b)).await,
+            Ok(Ok(_))
+        ) && b == *b"x"
+    })
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+#[test]
+fn traffic_flows_over_mutual_tls_and_intentions_and_certificates_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::solo_server(dir.path(), "node1");
+    let echo = echo_server();
+    let (db_public, web_up) = (free_port(), free_port());
+
+    // B: db's proxy, registered as a connect-proxy; A: web's, upstream db.
+    let _db = proxy(
+        &agent,
+        &[
+            "-service=db".into(),
+            format!("-service-addr={echo}"),
+            format!("-listen=127.0.0.1:{db_public}"),
+            "-register".into(),
+        ],
+        &dir.path().join("db-proxy.log"),
+    );
+    let _web = proxy(
+        &agent,
+        &["-service=web".into(), format!("-upstream=db:{web_up}")],
+        &dir.path().join("web-proxy.log"),
+    );
+    let up: SocketAddr = format!("127.0.0.1:{web_up}").parse().unwrap();
+
+    // Bytes intact both ways, 1 MiB of them.
+    let data = payload(1 << 20);
+    let back = wait_for(
+        Duration::from_secs(20),
+        "a round trip through both proxies",
+        || {
+            round_trip(up, b"hello")?;
+            round_trip(up, &data)
+        },
+    );
+    assert!(back == data, "the echo came back changed");
+    let proxies = json(&http_get(&agent.http, "/v1/health/connect/db?passing"));
+    assert_eq!(proxies[0]["Service"]["Kind"], "connect-proxy");
+    assert_eq!(
+        proxies[0]["Service"]["Proxy"]["DestinationServiceName"],
+        "db"
+    );
+
+    // A deny intention refuses new connections, from the CLI.
+    let (ok, out, err) = cli(&agent, &["intention", "create", "-deny", "web", "db"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = cli(&agent, &["intention", "check", "web", "db"]);
+    assert!(!ok && out.contains("Denied"), "{out}");
+    wait_for(Duration::from_secs(5), "the deny to apply", || {
+        round_trip(up, b"ping").is_none().then_some(())
+    });
+    let (_, list, _) = cli(&agent, &["intention", "list"]);
+    assert!(list.contains("web") && list.contains("deny"), "{list}");
+    // A second create for the pair fails; -replace turns it into allow.
+    let (ok, _, err) = cli(&agent, &["intention", "create", "web", "db"]);
+    assert!(!ok && err.contains("-replace"), "{err}");
+    let (ok, _, err) = cli(&agent, &["intention", "create", "-replace", "web", "db"]);
+    assert!(ok, "{err}");
+    wait_for(Duration::from_secs(5), "the allow to apply", || {
+        round_trip(up, b"ping")
+    });
+    let (ok, _, err) = cli(&agent, &["intention", "delete", "web", "db"]);
+    assert!(ok, "{err}");
+
+    // A plain TCP client never reaches the application (it gets a TLS
+    // alert at most, never its bytes echoed).
+    let public: SocketAddr = format!("127.0.0.1:{db_public}").parse().unwrap();
+    assert_ne!(round_trip(public, b"plain"), Some(b"plain".to_vec()));
+
+    // The cluster's roots, for the TLS clients below.
+    let roots = json(&http_get(&agent.http, "/v1/connect/ca/roots"));
+    let trust_domain = roots["TrustDomain"].as_str().unwrap().to_string();
+    let cluster_id = trust_domain.trim_end_matches(".consul").to_string();
+    let root_pems: Vec<String> = roots["Roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["RootCert"].as_str().unwrap().to_string())
+        .collect();
+    let id_of = |service: &str| SpiffeId {
+        trust_domain: trust_domain.clone(),
+        datacenter: "dc1".into(),
+        service: service.into(),
+    };
+    let now = SystemTime::now();
+
+    // A leaf from the agent works as a client of db's proxy directly...
+    let leaf = json(&http_get(&agent.http, "/v1/agent/connect/ca/leaf/api"));
+    let good = Identity::from_pem(
+        leaf["CertPEM"].as_str().unwrap(),
+        leaf["PrivateKeyPEM"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(tls_client(public, &good, &root_pems, &trust_domain));
+    // ...a leaf from another CA, naming the same service, does not.
+    let other = ca::generate_root(&trust_domain, 9, now).unwrap();
+    let req = ca::leaf_request(&id_of("api")).unwrap();
+    let foreign = ca::sign_leaf(&other, &req.csr_pem, &id_of("api"), 1, now, ca::LEAF_TTL).unwrap();
+    let foreign = Identity::from_pem(&foreign.cert_pem, &req.key_pem).unwrap();
+    assert!(!tls_client(public, &foreign, &root_pems, &trust_domain));
+
+    // The operator brings a root (Consul's RootCert/PrivateKey), so the
+    // test can sign what no agent would: an expired leaf.
+    let mine = ca::generate_root(&trust_domain, 50, now).unwrap();
+    let body = serde_json::json!({
+        "Provider": "consul",
+        "Config": { "RootCert": mine.cert_pem, "PrivateKey": mine.key_pem },
+    });
+    let (st, out) = http(
+        &agent.http,
+        "PUT",
+        "/v1/connect/ca/configuration",
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{out}");
+    let roots = json(&http_get(&agent.http, "/v1/connect/ca/roots"));
+    assert_eq!(
+        roots["Roots"].as_array().unwrap().len(),
+        2,
+        "old and new root"
+    );
+    assert_eq!(roots["ActiveRootID"], mine.signing_key_id.as_str());
+    assert_eq!(cluster_id, roots["Roots"][1]["ExternalTrustDomain"]);
+    let both: Vec<String> = roots["Roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["RootCert"].as_str().unwrap().to_string())
+        .collect();
+    // The proxies pick up the new root without a restart, and traffic
+    // keeps flowing (old leaves stay valid while both roots are trusted).
+    wait_for(
+        Duration::from_secs(40),
+        "traffic after the root rotation",
+        || round_trip(up, b"after rotation"),
+    );
+    let req = ca::leaf_request(&id_of("api")).unwrap();
+    let fresh = ca::sign_leaf(&mine, &req.csr_pem, &id_of("api"), 3, now, ca::LEAF_TTL).unwrap();
+    let fresh = Identity::from_pem(&fresh.cert_pem, &req.key_pem).unwrap();
+    assert!(wait_for(
+        Duration::from_secs(40),
+        "db's proxy to trust the new root",
+        || { tls_client(public, &fresh, &both, &trust_domain).then_some(true) }
+    ));
+
+    // Now that db's proxy trusts the new root, an expired leaf from it is
+    // refused for being expired.
+    let long_ago = now - Duration::from_secs(10 * 24 * 3600);
+    let req = ca::leaf_request(&id_of("api")).unwrap();
+    let expired = ca::sign_leaf(
+        &mine,
+        &req.csr_pem,
+        &id_of("api"),
+        2,
+        long_ago,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let expired = Identity::from_pem(&expired.cert_pem, &req.key_pem).unwrap();
+    assert!(!tls_client(public, &expired, &both, &trust_domain));
+
+    // A proxy of db that is really `cache`: web's upstream must refuse it.
+    let impostor_port = free_port();
+    let req = ca::leaf_request(&id_of("cache")).unwrap();
+    let cache_leaf =
+        ca::sign_leaf(&mine, &req.csr_pem, &id_of("cache"), 4, now, ca::LEAF_TTL).unwrap();
+    let impostor = Identity::from_pem(&cache_leaf.cert_pem, &req.key_pem).unwrap();
+    let server = tls::server_config(&impostor, tls::root_store(&both).unwrap()).unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind(("127.0.0.1", impostor_port))
+                    .await
+                    .unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(server);
+                while let Ok((tcp, _)) = l.accept().await {
+                    if acceptor.accept(tcp).await.is_ok() {
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        });
+    }
+    // Replace the real db proxy's registration with the impostor's.
+    let (st, out) = http(
+        &agent.http,
+        "PUT",
+        "/v1/agent/service/deregister/db-proxy",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{out}");
+    let reg = serde_json::json!({
+        "ID": "db-impostor", "Name": "db-proxy", "Kind": "connect-proxy",
+        "Address": "127.0.0.1", "Port": impostor_port,
+        "Proxy": { "DestinationServiceName": "db" },
+    });
+    let (st, out) = http(
+        &agent.http,
+        "PUT",
+        "/v1/agent/service/register",
+        reg.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{out}");
+    wait_for(
+        Duration::from_secs(10),
+        "the impostor in the catalog",
+        || {
+            let v = json(&http_get(&agent.http, "/v1/health/connect/db"));
+            (v.as_array()?.len() == 1 && v[0]["Service"]["ID"] == "db-impostor").then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        assert!(round_trip(up, b"to the impostor").is_none());
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "web's proxy finished a handshake with a `cache` certificate"
+    );
+}
