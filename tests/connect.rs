@@ -220,6 +220,17 @@ fn traffic_flows_over_mutual_tls_and_intentions_and_certificates_decide() {
     let foreign = Identity::from_pem(&foreign.cert_pem, &req.key_pem).unwrap();
     assert!(!tls_client(public, &foreign, &root_pems, &trust_domain));
 
+    // A connection open across the rotation below must survive it.
+    let mut live = TcpStream::connect(up).unwrap();
+    live.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let echo_on = |s: &mut TcpStream, msg: &[u8]| {
+        s.write_all(msg).unwrap();
+        let mut b = vec![0u8; msg.len()];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(b, msg);
+    };
+    echo_on(&mut live, b"before rotation");
+
     // The operator brings a root (Consul's RootCert/PrivateKey), so the
     // test can sign what no agent would: an expired leaf.
     let mine = ca::generate_root(&trust_domain, 50, now).unwrap();
@@ -348,4 +359,74 @@ fn traffic_flows_over_mutual_tls_and_intentions_and_certificates_decide() {
         0,
         "web's proxy finished a handshake with a `cache` certificate"
     );
+}
+
+/// `Connect.SidecarService` registrations, and proxies that take their
+/// whole configuration from them (`-sidecar-for`).
+#[test]
+fn sidecars_registered_with_their_services_carry_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::solo_server(dir.path(), "node1");
+    let echo = echo_server();
+    let (db_side, web_side, web_up) = (free_port(), free_port(), free_port());
+    let register = |body: serde_json::Value| {
+        let (st, out) = http(
+            &agent.http,
+            "PUT",
+            "/v1/agent/service/register",
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{out}");
+    };
+    register(serde_json::json!({
+        "Name": "db", "Port": echo.port(),
+        "Connect": { "SidecarService": { "Port": db_side } },
+    }));
+    register(serde_json::json!({
+        "name": "web", "port": 1,
+        "connect": { "sidecar_service": {
+            "port": web_side,
+            "proxy": { "upstreams": [{ "destination_name": "db", "local_bind_port": web_up }] },
+        }},
+    }));
+    let services = json(&http_get(&agent.http, "/v1/agent/services"));
+    let side = &services["db-sidecar-proxy"];
+    assert_eq!(side["Kind"], "connect-proxy");
+    assert_eq!(side["Port"], db_side);
+    assert_eq!(side["Proxy"]["DestinationServiceID"], "db");
+    assert_eq!(side["Proxy"]["LocalServicePort"], echo.port());
+    assert_eq!(
+        services["web-sidecar-proxy"]["Proxy"]["Upstreams"][0]["LocalBindPort"],
+        web_up
+    );
+
+    let _db = proxy(
+        &agent,
+        &["-sidecar-for=db".into()],
+        &dir.path().join("db.log"),
+    );
+    let _web = proxy(
+        &agent,
+        &["-sidecar-for=web".into()],
+        &dir.path().join("web.log"),
+    );
+    let up: SocketAddr = format!("127.0.0.1:{web_up}").parse().unwrap();
+    // Through web's sidecar to db's, once db's sidecar passes its check.
+    let data = payload(64 * 1024);
+    let back = wait_for(
+        Duration::from_secs(30),
+        "traffic between the sidecars",
+        || round_trip(up, &data),
+    );
+    assert!(back == data);
+
+    // An unknown target says what to register.
+    let (ok, _, err) = cli(&agent, &["connect", "proxy", "-sidecar-for=nope"]);
+    assert!(!ok && err.contains("SidecarService"), "{err}");
+    // Deregistering a service takes its sidecar along.
+    let (st, _) = http(&agent.http, "PUT", "/v1/agent/service/deregister/web", b"").unwrap();
+    assert_eq!(st, 200);
+    let services = json(&http_get(&agent.http, "/v1/agent/services"));
+    assert!(services.get("web-sidecar-proxy").is_none(), "{services}");
 }

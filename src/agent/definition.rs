@@ -66,7 +66,21 @@ const FIELDS: &[&str] = &[
     "Weights",
     "Flags",
     "Index",
+    "Zone",
+    "Region",
+    "Locality",
+    "Native",
+    "SidecarService",
+    "Connect",
     "Proxy",
+    "DestinationServiceName",
+    "DestinationServiceID",
+    "LocalServiceAddress",
+    "LocalServicePort",
+    "Upstreams",
+    "DestinationName",
+    "LocalBindAddress",
+    "LocalBindPort",
 ];
 
 /// Fields whose value is a map of the user's own keys.
@@ -297,13 +311,103 @@ pub struct ServiceDef {
     pub kind: String,
     /// A proxy's settings.
     pub proxy: Option<Box<crate::state::ServiceProxy>>,
+    /// Connect settings: a sidecar proxy to register with it.
+    pub connect: Option<ConnectDef>,
+    /// Where the instance runs.
+    pub locality: Option<crate::state::Locality>,
     /// One check.
     pub check: Option<CheckDef>,
     /// More checks.
     pub checks: Vec<CheckDef>,
 }
 
+/// A service's `Connect` block.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ConnectDef {
+    /// The service speaks Connect itself (no sidecar).
+    pub native: bool,
+    /// A sidecar proxy to register along with the service; every field may
+    /// be left out (Consul's `sidecar_service {}`).
+    pub sidecar_service: Option<Box<ServiceDef>>,
+}
+
+/// The ports sidecars get when their definition gives none (Consul's
+/// `sidecar_min_port` and `sidecar_max_port`).
+pub const SIDECAR_PORTS: std::ops::RangeInclusive<u16> = 21000..=21255;
+
 impl ServiceDef {
+    /// This service's ID.
+    pub fn id(&self) -> &str {
+        if self.id.is_empty() {
+            &self.name
+        } else {
+            &self.id
+        }
+    }
+
+    /// The sidecar its `Connect.SidecarService` asks for, filled in as
+    /// Consul does: `<id>-sidecar-proxy`, kind `connect-proxy`, the first
+    /// port of [`SIDECAR_PORTS`] not in `taken`, the parent's tags and
+    /// address, and a check that its public listener is up.
+    pub fn sidecar(&self, taken: &[u16]) -> Result<Option<ServiceDef>, String> {
+        let Some(sc) = self
+            .connect
+            .as_ref()
+            .and_then(|c| c.sidecar_service.as_deref())
+        else {
+            return Ok(None);
+        };
+        let parent = self.id().to_string();
+        let mut d = sc.clone();
+        if d.connect.is_some() {
+            return Err("a SidecarService cannot have a sidecar of its own".into());
+        }
+        if d.id.is_empty() {
+            d.id = format!("{parent}-sidecar-proxy");
+        }
+        if d.name.is_empty() {
+            d.name = format!("{}-sidecar-proxy", self.name);
+        }
+        d.kind = "connect-proxy".into();
+        if d.port == 0 {
+            d.port = SIDECAR_PORTS
+                .clone()
+                .find(|p| !taken.contains(p))
+                .ok_or("no free sidecar port left in 21000-21255; give SidecarService.Port")?;
+        }
+        if d.address.is_empty() {
+            d.address = self.address.clone();
+        }
+        if d.tags.is_empty() {
+            d.tags = self.tags.clone();
+        }
+        let mut p = d.proxy.take().map(|b| *b).unwrap_or_default();
+        p.destination_service_name = self.name.clone();
+        p.destination_service_id = parent;
+        if p.local_service_port == 0 {
+            p.local_service_port = self.port;
+        }
+        if p.local_service_address.is_empty() {
+            p.local_service_address = "127.0.0.1".into();
+        }
+        d.proxy = Some(Box::new(p));
+        if d.check.is_none() && d.checks.is_empty() {
+            let host = if d.address.is_empty() {
+                "127.0.0.1"
+            } else {
+                &d.address
+            };
+            d.checks = vec![CheckDef {
+                name: "Connect Sidecar Listening".into(),
+                tcp: Some(format!("{host}:{}", d.port)),
+                interval: Some("10s".into()),
+                ..CheckDef::default()
+            }];
+        }
+        Ok(Some(d))
+    }
+
     /// The service and its checks.
     pub fn to_parts(&self, scripts: bool) -> Result<(Service, Vec<NewCheck>), String> {
         if self.name.is_empty() {
@@ -342,6 +446,7 @@ impl ServiceDef {
             weights,
             kind: self.kind.clone(),
             proxy: self.proxy.clone(),
+            locality: self.locality.clone(),
             enable_tag_override: self.enable_tag_override,
             ..Service::default()
         };
@@ -448,5 +553,38 @@ mod tests {
             ..d
         };
         assert!(both.to_check(true).is_err());
+    }
+
+    #[test]
+    fn a_sidecar_service_is_filled_in_as_consuls() {
+        let d: ServiceDef = decode(json!({
+            "name": "web", "port": 8080, "tags": ["v1"],
+            "connect": { "sidecar_service": {
+                "proxy": { "upstreams": [{ "destination_name": "db", "local_bind_port": 9191 }] }
+            }}
+        }))
+        .unwrap();
+        let sc = d.sidecar(&[21000]).unwrap().unwrap();
+        assert_eq!(sc.id, "web-sidecar-proxy");
+        assert_eq!(sc.kind, "connect-proxy");
+        assert_eq!(sc.port, 21001, "the first free sidecar port");
+        assert_eq!(sc.tags, ["v1"]);
+        let p = sc.proxy.as_deref().unwrap();
+        assert_eq!(p.destination_service_name, "web");
+        assert_eq!(p.destination_service_id, "web");
+        assert_eq!(p.local_service_port, 8080);
+        assert_eq!(p.upstreams[0].destination_name, "db");
+        assert_eq!(p.upstreams[0].local_bind_port, 9191);
+        assert_eq!(sc.checks[0].tcp.as_deref(), Some("127.0.0.1:21001"));
+        let (svc, _) = sc.to_parts(false).unwrap();
+        assert_eq!(svc.proxy.as_deref(), Some(p));
+        let all: Vec<u16> = SIDECAR_PORTS.collect();
+        assert!(d
+            .sidecar(&all)
+            .unwrap_err()
+            .contains("no free sidecar port"));
+        // A proxy without a destination is refused.
+        let bad: ServiceDef = decode(json!({"name": "p", "kind": "connect-proxy"})).unwrap();
+        assert!(bad.to_parts(false).is_err());
     }
 }

@@ -369,11 +369,16 @@ impl ConfigReload {
     fn apply(&self, config: &AgentConfig, now: crate::time::Instant) -> Result<(), ConfigError> {
         let scripts = config.script_policy().config;
         let mut services = Vec::new();
+        let mut sidecar_ports = Vec::new();
         for d in &config.services {
             let fail =
                 |e: String| ConfigError(format!("{}: service {:?}: {e}", d.origin, d.def.name));
             let (service, checks) = d.def.to_parts(scripts).map_err(fail)?;
             services.push((service, checks));
+            if let Some(sc) = d.def.sidecar(&sidecar_ports).map_err(fail)? {
+                sidecar_ports.push(sc.port);
+                services.push(sc.to_parts(scripts).map_err(fail)?);
+            }
         }
         let mut checks = Vec::new();
         for d in &config.checks {

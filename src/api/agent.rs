@@ -49,6 +49,8 @@ pub struct AgentService {
     kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy: Option<Box<crate::state::ServiceProxy>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locality: Option<crate::state::Locality>,
 }
 
 /// `GET /v1/agent/services`: this agent's services by ID.
@@ -73,6 +75,7 @@ pub async fn services<E: Env>(
                 datacenter: s.info.datacenter.clone(),
                 kind: v.kind,
                 proxy: v.proxy,
+                locality: v.locality,
             };
             (v.id, a)
         })
@@ -97,8 +100,27 @@ pub async fn register_service<E: Env>(
     body: Bytes,
 ) -> Result<(), ApiError> {
     let d: ServiceDef = super::decode::body(&body)?;
+    let sidecar_id = format!("{}-sidecar-proxy", d.id());
+    // Ports other sidecars hold (a re-registered sidecar may keep its own).
+    let taken: Vec<u16> = s
+        .local
+        .services()
+        .iter()
+        .filter(|x| x.kind == "connect-proxy" && x.id != sidecar_id)
+        .map(|x| x.port)
+        .collect();
+    let sidecar = d.sidecar(&taken).map_err(bad)?;
     let (service, checks) = d.to_parts(s.scripts.api).map_err(bad)?;
-    s.local.add_service(service, checks, s.env.now())?;
+    // Both are checked before either is added.
+    let sidecar = sidecar
+        .map(|sc| sc.to_parts(s.scripts.api))
+        .transpose()
+        .map_err(|e| bad(format!("SidecarService: {e}")))?;
+    let now = s.env.now();
+    s.local.add_service(service, checks, now)?;
+    if let Some((svc, checks)) = sidecar {
+        s.local.add_service(svc, checks, now)?;
+    }
     Ok(())
 }
 
@@ -107,7 +129,19 @@ pub async fn deregister_service<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     Path(id): Path<String>,
 ) -> Result<(), ApiError> {
-    Ok(s.local.remove_service(&id)?)
+    s.local.remove_service(&id)?;
+    // A sidecar registered with the service goes with it.
+    let sidecar = format!("{id}-sidecar-proxy");
+    let is_its_sidecar = s.local.services().iter().any(|x| {
+        x.id == sidecar
+            && x.proxy
+                .as_ref()
+                .is_some_and(|p| p.destination_service_id == id)
+    });
+    if is_its_sidecar {
+        s.local.remove_service(&sidecar)?;
+    }
+    Ok(())
 }
 
 /// `PUT /v1/agent/check/register`.

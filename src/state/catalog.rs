@@ -55,12 +55,25 @@ pub struct Service {
     /// A proxy's settings (kind `connect-proxy`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Box<ServiceProxy>>,
+    /// Where it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
     /// Whether others may change its tags (anti-entropy leaves them).
     pub enable_tag_override: bool,
     /// Index that created it.
     pub create_index: u64,
     /// Index of its last change.
     pub modify_index: u64,
+}
+
+/// A region and zone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Locality {
+    /// Region.
+    pub region: String,
+    /// Zone.
+    pub zone: String,
 }
 
 /// What a Connect proxy stands in front of, and what it reaches for it.

@@ -23,7 +23,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use catalog::{Check, Health, Node, Service, ServiceAddress, ServiceProxy, Upstream, Weights};
+pub use catalog::{
+    Check, Health, Locality, Node, Service, ServiceAddress, ServiceProxy, Upstream, Weights,
+};
 pub use connect::{CaRoot, CaState};
 pub use kv::{KvEntry, KvOp};
 pub use session::{Behavior, Session};
