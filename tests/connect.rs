@@ -421,6 +421,31 @@ fn sidecars_registered_with_their_services_carry_traffic() {
     );
     assert!(back == data);
 
+    // Least privilege from what the proxies saw: web => db, nothing else.
+    let suggestion = wait_for(
+        Duration::from_secs(20),
+        "the proxies' record of web => db",
+        || {
+            let (ok, out, err) = cli(&agent, &["intention", "suggest"]);
+            assert!(ok, "{err}");
+            out.contains("allow web => db").then_some(out)
+        },
+    );
+    assert!(suggestion.contains("deny  * => *"), "{suggestion}");
+    assert!(
+        suggestion.contains("Would cut") && suggestion.contains("db => web"),
+        "{suggestion}"
+    );
+    let (ok, out, err) = cli(&agent, &["intention", "suggest", "-apply"]);
+    assert!(ok && out.contains("Applied 2"), "{out}{err}");
+    let (ok, _, _) = cli(&agent, &["intention", "check", "db", "web"]);
+    assert!(!ok, "db => web is cut");
+    // The observed traffic still flows under the tightened policy.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(round_trip(up, b"still allowed").is_some());
+    let (_, out, _) = cli(&agent, &["intention", "suggest"]);
+    assert!(out.contains("(nothing to change)"), "{out}");
+
     // An unknown target says what to register.
     let (ok, _, err) = cli(&agent, &["connect", "proxy", "-sidecar-for=nope"]);
     assert!(!ok && err.contains("SidecarService"), "{err}");

@@ -1,7 +1,7 @@
 //! `cairn connect proxy` (Consul's built-in proxy, with its flags) and
 //! `cairn intention create|get|delete|check|list`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use serde_json::json;
 use super::HttpArgs;
 use crate::api::client;
 use crate::connect::intention::Intention;
-use crate::connect::proxy::{Proxy, ProxyConfig, UpstreamConfig};
+use crate::connect::proxy::{Observed, Proxy, ProxyConfig, UpstreamConfig, OBSERVED_PREFIX};
+use crate::connect::suggest::suggest;
 use crate::env::TokioEnv;
 use crate::state::ServiceProxy;
 
@@ -278,6 +279,21 @@ enum IntentionCmd {
     Check(PairArgs),
     /// List every intention, deciding-first.
     List(ListArgs),
+    /// Propose least-privilege intentions from the traffic the proxies
+    /// observed: an allow for each pair seen working, and a default deny.
+    Suggest(SuggestArgs),
+}
+
+#[derive(Args, Debug)]
+struct SuggestArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Create the proposed intentions (allows first, then the deny).
+    #[arg(long = "apply")]
+    apply: bool,
+    /// Print the proposal as JSON.
+    #[arg(long = "json")]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -412,6 +428,7 @@ pub async fn run_intention(args: IntentionArgs) -> anyhow::Result<std::process::
                 return Ok(std::process::ExitCode::from(2));
             }
         }
+        IntentionCmd::Suggest(a) => run_suggest(&env, a).await?,
         IntentionCmd::List(a) => {
             let agent = client::parse_addr(&env, &a.http.addr()).await?;
             let list: Vec<Intention> =
@@ -420,4 +437,119 @@ pub async fn run_intention(args: IntentionArgs) -> anyhow::Result<std::process::
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// What the proxies observed, summed over their instances.
+async fn observed(
+    env: &TokioEnv,
+    agent: SocketAddr,
+) -> anyhow::Result<BTreeMap<(String, String), Observed>> {
+    let path = format!("/v1/kv/{OBSERVED_PREFIX}?recurse");
+    let entries: Vec<serde_json::Value> = match client::get_json(env, agent, &path).await {
+        Ok(v) => v,
+        Err(client::ClientError::Status { status: 404, .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out: BTreeMap<(String, String), Observed> = BTreeMap::new();
+    for e in entries {
+        let key = e["Key"].as_str().unwrap_or_default();
+        let mut parts = key.trim_start_matches(OBSERVED_PREFIX).split('/');
+        let (Some(dst), Some(src)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let raw = e["Value"].as_str().unwrap_or_default();
+        let Ok(bytes) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, raw)
+        else {
+            continue;
+        };
+        let Ok(o) = serde_json::from_slice::<Observed>(&bytes) else {
+            continue;
+        };
+        let sum = out.entry((src.to_string(), dst.to_string())).or_default();
+        sum.allowed += o.allowed;
+        sum.denied += o.denied;
+    }
+    Ok(out)
+}
+
+/// The Connect-enabled services: those some proxy stands in front of.
+async fn connect_services(env: &TokioEnv, agent: SocketAddr) -> anyhow::Result<BTreeSet<String>> {
+    let names: BTreeMap<String, serde_json::Value> =
+        client::get_json(env, agent, "/v1/catalog/services").await?;
+    let mut out = BTreeSet::new();
+    for name in names.keys() {
+        let path = format!("/v1/catalog/service/{name}");
+        let instances: Vec<serde_json::Value> = client::get_json(env, agent, &path).await?;
+        for i in instances {
+            if let Some(d) = i["ServiceProxy"]["DestinationServiceName"].as_str() {
+                out.insert(d.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn run_suggest(env: &TokioEnv, a: SuggestArgs) -> anyhow::Result<()> {
+    let agent = client::parse_addr(env, &a.http.addr()).await?;
+    let observed = observed(env, agent).await?;
+    let current: Vec<Intention> = client::get_json(env, agent, "/v1/connect/intentions").await?;
+    let mut services = connect_services(env, agent).await?;
+    services.extend(observed.keys().flat_map(|(s, d)| [s.clone(), d.clone()]));
+    let s = suggest(&observed, &current, &services, true);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("Observed traffic (source => destination: allowed / refused connections):");
+        if observed.is_empty() {
+            println!("  (none yet: proxies record what they see every few seconds)");
+        }
+        for ((src, dst), o) in &observed {
+            println!("  {src} => {dst}: {} / {}", o.allowed, o.denied);
+        }
+        println!("Proposed intentions:");
+        for (src, dst) in &s.allow {
+            println!("  allow {src} => {dst}");
+        }
+        if s.default_deny {
+            println!("  deny  * => *   (default deny)");
+        }
+        if s.allow.is_empty() && !s.default_deny {
+            println!("  (nothing to change)");
+        }
+        if !s.cut.is_empty() {
+            println!("Would cut (allowed today, never observed):");
+            for (src, dst) in &s.cut {
+                println!("  {src} => {dst}");
+            }
+        }
+        for (src, dst, n) in &s.refused {
+            println!("Refused while observed, stays refused: {src} => {dst} ({n} connections)");
+        }
+        for (src, dst) in &s.unused_allows {
+            println!("Allow intention no observed traffic used: {src} => {dst}");
+        }
+    }
+    if a.apply {
+        let mut todo: Vec<(&str, &str, &str)> = s
+            .allow
+            .iter()
+            .map(|(src, dst)| (src.as_str(), dst.as_str(), "allow"))
+            .collect();
+        // The deny last, so no observed pair is refused in between.
+        if s.default_deny {
+            todo.push(("*", "*", "deny"));
+        }
+        for (src, dst, action) in todo {
+            let body = json!({ "Action": action, "Description": "cairn intention suggest" });
+            let path = exact(src, dst);
+            client::request_with(env, agent, "PUT", &path, Bytes::from(body.to_string())).await?;
+        }
+        println!(
+            "Applied {} intention(s).",
+            s.allow.len() + usize::from(s.default_deny)
+        );
+    } else if !s.allow.is_empty() || s.default_deny {
+        println!("Run with -apply to create them.");
+    }
+    Ok(())
 }

@@ -11,4 +11,5 @@
 pub mod ca;
 pub mod intention;
 pub mod proxy;
+pub mod suggest;
 pub mod tls;

@@ -39,6 +39,13 @@ const WATCH_WAIT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Each direction of a connection buffers at most this much.
 const COPY_BUFFER: usize = 64 * 1024;
+/// How often the inbound record goes to the KV store (when it changed).
+const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where proxies keep what they observed, as
+/// `<prefix><destination>/<source>/<proxy's public address>` = [`Observed`]
+/// (read by `cairn intention suggest`).
+pub const OBSERVED_PREFIX: &str = "_cairn/connect/observed/";
 
 /// One upstream: a local plain listener for the application, and the
 /// service its connections go to.
@@ -200,6 +207,8 @@ impl<E: Env> Proxy<E> {
         }
         if let Some((l, app)) = public {
             listeners.push(env.spawn(accept_inbound(shared.clone(), l, app)));
+            let me = public_addr.map_or_else(|| "proxy".to_string(), |a| a.to_string());
+            watchers.push(env.spawn(report_observed(shared.clone(), me)));
         }
         for (l, dest) in upstream_listeners {
             listeners.push(env.spawn(accept_outbound(shared.clone(), l, dest)));
@@ -247,6 +256,45 @@ impl<E: Env> Proxy<E> {
         }
         self.watchers.clear();
         self.shared.live.load(Ordering::Acquire)
+    }
+}
+
+/// Writes the inbound record to the KV store whenever it changed, for
+/// `cairn intention suggest` (a failed write is retried next round).
+async fn report_observed<E: Env>(shared: Arc<Shared<E>>, me: String) {
+    let mut sent: BTreeMap<String, Observed> = BTreeMap::new();
+    loop {
+        shared.env.sleep(REPORT_INTERVAL).await;
+        let now = shared
+            .observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (source, o) in &now {
+            if sent.get(source) == Some(o) {
+                continue;
+            }
+            let key = format!(
+                "/v1/kv/{OBSERVED_PREFIX}{}/{source}/{me}",
+                shared.cfg.service
+            );
+            let body = Bytes::from(serde_json::to_vec(o).unwrap_or_default());
+            let put = exchange(
+                &shared.env,
+                shared.cfg.agent,
+                "PUT",
+                &key,
+                body,
+                HANDSHAKE_TIMEOUT,
+            )
+            .await;
+            match put {
+                Ok(_) => {
+                    sent.insert(source.clone(), o.clone());
+                }
+                Err(e) => tracing::debug!(error = %e, "proxy could not record its traffic"),
+            }
+        }
     }
 }
 
