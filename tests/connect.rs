@@ -90,8 +90,14 @@ fn tls_client(addr: SocketAddr, id: &Identity, roots: &[String], trust_domain: &
         .enable_all()
         .build()
         .unwrap();
-    let config =
-        tls::client_config(id, tls::root_store(roots).unwrap(), trust_domain, "db").unwrap();
+    let config = tls::client_config(
+        id,
+        tls::root_store(roots).unwrap(),
+        trust_domain,
+        "db",
+        tls::system_clock(),
+    )
+    .unwrap();
     rt.block_on(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
@@ -298,7 +304,12 @@ fn traffic_flows_over_mutual_tls_and_intentions_and_certificates_decide() {
     let cache_leaf =
         ca::sign_leaf(&mine, &req.csr_pem, &id_of("cache"), 4, now, ca::LEAF_TTL).unwrap();
     let impostor = Identity::from_pem(&cache_leaf.cert_pem, &req.key_pem).unwrap();
-    let server = tls::server_config(&impostor, tls::root_store(&both).unwrap()).unwrap();
+    let server = tls::server_config(
+        &impostor,
+        tls::root_store(&both).unwrap(),
+        tls::system_clock(),
+    )
+    .unwrap();
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
         let accepted = accepted.clone();

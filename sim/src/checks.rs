@@ -130,7 +130,8 @@ impl Outages {
                 | Action::Skew(..)
                 | Action::Slow(..)
                 | Action::KvLoad(..)
-                | Action::RegisterService(..) => {}
+                | Action::RegisterService(..)
+                | Action::Intention(..) => {}
             }
             let after = cut_off(&cut);
             after.difference(&before).for_each(|n| o.cut.open(n, a.at));
@@ -442,6 +443,7 @@ pub fn evaluate(
             Check::ReplicasConverge => {
                 consensus_checks::replicas_converge(&scenario.topology, &out.replicas)
             }
+            Check::IntentionsEnforced { within } => crate::mesh::enforced(timeline, trace, *within),
             Check::ServiceVisible { service, within } | Check::DnsResolves { service, within } => {
                 let seen = match c {
                     Check::DnsResolves { .. } => crate::services::Seen::Dns,

@@ -20,8 +20,9 @@ use tokio::sync::watch;
 use crate::checks::Outages;
 use crate::env::{HostTable, NetConditions, SimEnv};
 use crate::linearizability::Op;
+use crate::mesh::IntentionOrder;
 use crate::select::leader_of_placeholder;
-use crate::services::{self, Registration};
+use crate::services::{self, ApiOrder, Registration};
 use crate::spread::{self, Spread};
 use crate::tomography::percentile;
 use crate::topology::{Links, Role, Topology};
@@ -202,6 +203,9 @@ pub enum Action<T = Vec<String>> {
     /// Register a service with these nodes' agents over HTTP (see
     /// [`services`](crate::services)).
     RegisterService(T, Registration),
+    /// Set an intention through the first of these nodes' agents (see
+    /// [`mesh`](crate::mesh)).
+    Intention(T, IntentionOrder),
 }
 
 impl<T> Action<T> {
@@ -223,6 +227,7 @@ impl<T> Action<T> {
             Action::Slow(a, d) => Action::Slow(f(a), *d),
             Action::KvLoad(a, l) => Action::KvLoad(f(a), *l),
             Action::RegisterService(a, r) => Action::RegisterService(f(a), r.clone()),
+            Action::Intention(a, o) => Action::Intention(f(a), o.clone()),
         }
     }
 
@@ -243,7 +248,9 @@ impl<T> Action<T> {
             Action::Skew(..) => "skew",
             Action::Slow(..) => "slow",
             Action::KvLoad(..) => "kv_load",
+            Action::RegisterService(_, reg) if reg.connect => "connect_service",
             Action::RegisterService(..) => "register_service",
+            Action::Intention(..) => "intention",
         }
     }
 }
@@ -260,7 +267,8 @@ impl Action {
             | Action::Skew(a, _)
             | Action::Slow(a, _)
             | Action::KvLoad(a, _)
-            | Action::RegisterService(a, _) => a.iter().collect(),
+            | Action::RegisterService(a, _)
+            | Action::Intention(a, _) => a.iter().collect(),
             Action::Partition(a, b)
             | Action::HealBetween(a, b)
             | Action::LinkLoss(a, b, _)
@@ -338,6 +346,7 @@ impl Action {
             Action::Slow(n, d) => Some(format!("{}:{d:?}", n.join(","))),
             Action::KvLoad(n, l) => Some(format!("{}:{}", n.join(","), l.detail())),
             Action::RegisterService(n, r) => Some(format!("{}:{}", n.join(","), r.detail())),
+            Action::Intention(n, o) => Some(format!("{}:{}", n.join(","), o.detail())),
         }
     }
 }
@@ -466,7 +475,7 @@ struct World<'a> {
     /// Each node's KV load order.
     loads: Vec<watch::Sender<Option<Order>>>,
     /// Each node's services to register.
-    registrations: Vec<watch::Sender<Vec<Registration>>>,
+    registrations: Vec<watch::Sender<Vec<ApiOrder>>>,
     servers: ServerBoard,
 }
 
@@ -880,7 +889,15 @@ impl World<'_> {
             }
             Action::RegisterService(set, r) => {
                 for x in set {
-                    self.registrations[self.index(x)].send_modify(|v| v.push(r.clone()));
+                    self.registrations[self.index(x)]
+                        .send_modify(|v| v.push(ApiOrder::Register(r.clone())));
+                }
+            }
+            Action::Intention(set, o) => {
+                // One node sets it: an intention is cluster-wide.
+                if let Some(x) = set.first() {
+                    self.registrations[self.index(x)]
+                        .send_modify(|v| v.push(ApiOrder::Intention(o.clone())));
                 }
             }
         }
@@ -994,7 +1011,7 @@ struct HostCtx {
     control: watch::Sender<Control>,
     server: Option<ServerCtx>,
     load: watch::Sender<Option<Order>>,
-    registrations: watch::Sender<Vec<Registration>>,
+    registrations: watch::Sender<Vec<ApiOrder>>,
     /// Services this node resolves through its DNS interface (and, on a
     /// server, follows in its catalog), recording what it sees.
     followed: Vec<String>,

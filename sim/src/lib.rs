@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod consensus_checks;
 pub mod env;
 pub mod linearizability;
+pub mod mesh;
 pub mod metrics;
 pub mod output;
 pub mod plot;

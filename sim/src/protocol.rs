@@ -1020,7 +1020,10 @@ impl Engine<'_> {
             // Gossip reads no wall clock: a skew changes nothing here; and
             // there are no servers for KV clients to talk to (a scenario
             // with servers does not reach this engine).
-            Action::Skew(..) | Action::KvLoad(..) | Action::RegisterService(..) => {}
+            Action::Skew(..)
+            | Action::KvLoad(..)
+            | Action::RegisterService(..)
+            | Action::Intention(..) => {}
             Action::Slow(set, d) => {
                 for x in set {
                     if let Some(i) = self.index(x) {

@@ -190,6 +190,13 @@ pub enum Check {
         /// Deadline after the registration.
         within: Duration,
     },
+    /// Every call between `connect_service` applications that started at
+    /// least `within` after the last `intention` change went through
+    /// exactly when the intentions in force allow it.
+    IntentionsEnforced {
+        /// How long an intention change may take to apply.
+        within: Duration,
+    },
 }
 
 /// A problem with a scenario, saying where and what to fix.
@@ -291,6 +298,10 @@ struct EventSection {
     service: Option<String>,
     port: Option<u16>,
     tags: Option<Vec<String>>,
+    upstream: Option<String>,
+    source: Option<String>,
+    destination: Option<String>,
+    decision: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -448,8 +459,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service";
-const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves";
+const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves, intentions_enforced";
 
 impl Scenario {
     /// Reads and validates a scenario file; data files are relative to it.
@@ -892,7 +903,7 @@ impl Scenario {
                     }
                     Action::KvLoad(need_targets()?, load)
                 }
-                "register_service" => {
+                "register_service" | "connect_service" => {
                     if !b.s.topology.nodes.iter().any(|n| n.role == Role::Server) {
                         return Err(err(format!(
                             "{here}: services are registered in the servers' catalog; give a datacenter servers = 3"
@@ -907,12 +918,60 @@ impl Scenario {
                                 "{here} needs service, a name of letters, digits and dashes, like \"web\""
                             ))
                         })?;
+                    let connect = e.action == "connect_service";
+                    let port = e.port.unwrap_or(0);
+                    if connect
+                        && (port == 0
+                            || port == crate::mesh::SIDECAR_PORT
+                            || port == crate::mesh::UPSTREAM_PORT)
+                    {
+                        return Err(err(format!(
+                            "{here} needs the application's port, like port = 8080 (not {} or {}, which the sidecar uses)",
+                            crate::mesh::SIDECAR_PORT,
+                            crate::mesh::UPSTREAM_PORT
+                        )));
+                    }
+                    if let Some(u) = &e.upstream {
+                        if !valid_service_name(u) {
+                            return Err(err(format!(
+                                "{here}: upstream {u:?} is not a service name"
+                            )));
+                        }
+                    }
                     Action::RegisterService(
                         need_targets()?,
                         Registration {
                             name,
-                            port: e.port.unwrap_or(0),
+                            port,
                             tags: e.tags.clone().unwrap_or_default(),
+                            connect,
+                            upstream: e.upstream.clone(),
+                        },
+                    )
+                }
+                "intention" => {
+                    let name = |what: &str, v: &Option<String>| -> Result<String, ScenarioError> {
+                        v.clone()
+                            .filter(|s| s == "*" || valid_service_name(s))
+                            .ok_or_else(|| {
+                                err(format!("{here} needs {what}, a service name or \"*\""))
+                            })
+                    };
+                    let allow = match e.decision.as_deref() {
+                        Some("allow") => true,
+                        Some("deny") => false,
+                        _ => {
+                            return Err(err(format!(
+                                "{here} needs decision = \"allow\" or \"deny\""
+                            )))
+                        }
+                    };
+                    Action::Intention(
+                        need_targets()?,
+                        crate::mesh::IntentionOrder {
+                            source: name("source", &e.source)?,
+                            destination: name("destination", &e.destination)?,
+                            allow,
                         },
                     )
                 }
@@ -924,6 +983,7 @@ impl Scenario {
                 }
             };
             // Keys that the action would silently ignore are mistakes.
+            let registers = matches!(e.action.as_str(), "register_service" | "connect_service");
             let unused: Vec<&str> = [
                 ("rate", e.rate.is_some() && e.action != "loss"),
                 ("offset", e.offset.is_some() && e.action != "skew"),
@@ -945,6 +1005,8 @@ impl Scenario {
                                 | "slow"
                                 | "kv_load"
                                 | "register_service"
+                                | "connect_service"
+                                | "intention"
                         ),
                 ),
                 ("for", e.for_.is_some() && e.action != "kv_load"),
@@ -955,12 +1017,19 @@ impl Scenario {
                     "consistency",
                     e.consistency.is_some() && e.action != "kv_load",
                 ),
+                ("service", e.service.is_some() && !registers),
+                ("port", e.port.is_some() && !registers),
+                ("tags", e.tags.is_some() && !registers),
                 (
-                    "service",
-                    e.service.is_some() && e.action != "register_service",
+                    "upstream",
+                    e.upstream.is_some() && e.action != "connect_service",
                 ),
-                ("port", e.port.is_some() && e.action != "register_service"),
-                ("tags", e.tags.is_some() && e.action != "register_service"),
+                ("source", e.source.is_some() && e.action != "intention"),
+                (
+                    "destination",
+                    e.destination.is_some() && e.action != "intention",
+                ),
+                ("decision", e.decision.is_some() && e.action != "intention"),
             ]
             .into_iter()
             .filter(|x| x.1)
@@ -1016,6 +1085,10 @@ impl Scenario {
                 "linearizable" => Check::Linearizable,
                 "no_lost_writes" => Check::NoLostWrites,
                 "replicas_converge" => Check::ReplicasConverge,
+                "intentions_enforced" => Check::IntentionsEnforced {
+                    within: within
+                        .ok_or_else(|| err(format!("{here} needs within, like \"2s\"")))?,
+                },
                 "service_visible" | "dns_resolves" => {
                     let service = c
                         .service
@@ -1046,7 +1119,11 @@ impl Scenario {
                     c.within.is_some()
                         && !matches!(
                             c.kind.as_str(),
-                            "failed_within" | "leader_within" | "service_visible" | "dns_resolves"
+                            "failed_within"
+                                | "leader_within"
+                                | "service_visible"
+                                | "dns_resolves"
+                                | "intentions_enforced"
                         ),
                 ),
                 (

@@ -33,6 +33,11 @@ pub struct Registration {
     pub port: u16,
     /// Tags.
     pub tags: Vec<String>,
+    /// With a sidecar proxy and an application behind it (a
+    /// `connect_service` event).
+    pub connect: bool,
+    /// The service the application calls through its sidecar.
+    pub upstream: Option<String>,
 }
 
 impl Registration {
@@ -46,12 +51,30 @@ impl Registration {
         )
     }
 
-    fn body(&self) -> Bytes {
+    fn body(&self, ip: std::net::IpAddr) -> Bytes {
+        if self.connect {
+            return crate::mesh::registration_body(
+                &self.name,
+                self.port,
+                &self.tags,
+                self.upstream.as_deref(),
+                ip,
+            );
+        }
         Bytes::from(
             serde_json::json!({"Name": self.name, "Port": self.port, "Tags": self.tags})
                 .to_string(),
         )
     }
+}
+
+/// What a node asks of its own agent's HTTP API, in event order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiOrder {
+    /// Register a service (and with Connect, run it and its sidecar).
+    Register(Registration),
+    /// Set an intention.
+    Intention(crate::mesh::IntentionOrder),
 }
 
 /// Trace event: a node's agent accepted a registration (member: service).
@@ -82,39 +105,58 @@ fn record<E: Env>(
 /// Pause between tries of a registration the agent did not accept.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Registers, through `http` (the node's own agent), every registration
-/// `orders` holds, now and whenever it grows; a registration the agent
-/// does not accept is tried again. A restarted node registers everything
-/// again, as its operator's config would.
+/// Carries out, through `http` (the node's own agent), every order
+/// `orders` holds, now and whenever it grows; an order the agent does not
+/// accept is tried again. A restarted node registers everything again, as
+/// its operator's config would (and restarts its Connect applications).
 pub fn register<E: Env>(
     env: E,
     node: String,
     http: SocketAddr,
-    mut orders: watch::Receiver<Vec<Registration>>,
+    mut orders: watch::Receiver<Vec<ApiOrder>>,
     recorder: Recorder,
 ) -> Task {
     env.clone().spawn(async move {
         let mut done = 0;
+        // The Connect applications, sidecars and callers this node runs.
+        let mut running: Vec<Task> = Vec::new();
         loop {
-            let todo: Vec<Registration> = orders.borrow_and_update().clone();
+            let todo: Vec<ApiOrder> = orders.borrow_and_update().clone();
             while done < todo.len() {
-                let r = &todo[done];
-                let put = client::exchange(
-                    &env,
-                    http,
-                    "PUT",
-                    "/v1/agent/service/register",
-                    r.body(),
-                    Duration::from_secs(10),
-                )
-                .await;
-                match put {
-                    Ok(_) => {
+                let outcome = match &todo[done] {
+                    ApiOrder::Register(r) => client::exchange(
+                        &env,
+                        http,
+                        "PUT",
+                        "/v1/agent/service/register",
+                        r.body(http.ip()),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map(|_| {
                         record(&env, &recorder, &node, REGISTERED, &r.name, None);
-                        done += 1;
-                    }
+                        if r.connect {
+                            running.extend(crate::mesh::start(
+                                &env,
+                                &node,
+                                http,
+                                &r.name,
+                                r.port,
+                                r.upstream.as_deref(),
+                                &recorder,
+                            ));
+                        }
+                    })
+                    .map_err(|e| e.to_string()),
+                    ApiOrder::Intention(i) => i
+                        .send(&env, http)
+                        .await
+                        .map(|()| i.record(&env, &recorder, &node)),
+                };
+                match outcome {
+                    Ok(()) => done += 1,
                     Err(e) => {
-                        tracing::debug!(node = %node, error = %e, "registration failed; retrying");
+                        tracing::debug!(node = %node, error = %e, "agent order failed; retrying");
                         env.sleep(RETRY).await;
                     }
                 }

@@ -374,3 +374,48 @@ fn a_scenario_runs_from_another_directory() {
     let ms = spec.links.one_way[fra][nyc].as_secs_f64() * 1000.0;
     assert!((40.0..50.0).contains(&ms), "{ms}");
 }
+
+/// Connect: applications call each other through cairn's real proxies
+/// inside the simulator, and every call goes through exactly when the
+/// intentions in force allow it, across a leader crash. Cut db's node off
+/// from the servers and its proxy keeps the intentions it last saw (as a
+/// Consul agent's cache would): the deny set meanwhile is not enforced,
+/// and the check says so.
+#[test]
+fn connect() {
+    let r = passes_and_replays("connect");
+    let calls = |detail: &str| {
+        r.output
+            .trace
+            .events
+            .iter()
+            .filter(|e| e.event == cairn_sim::mesh::ATTEMPT && e.detail.as_deref() == Some(detail))
+            .count()
+    };
+    assert!(
+        calls("ok") > 50 && calls("refused") > 50,
+        "{} ok, {} refused",
+        calls("ok"),
+        calls("refused")
+    );
+    let text = std::fs::read_to_string(scenarios_dir().join("connect.toml")).unwrap();
+    let cut = format!(
+        "{text}\n[[event]]\nat = \"28s\"\naction = \"partition\"\nbetween = [\"dc1-0\", \"role=server\"]\n\n\
+         [[event]]\nat = \"34s\"\naction = \"heal\"\n"
+    );
+    let s = Scenario::parse_in("cut.toml", &cut, &scenarios_dir()).unwrap();
+    let run = s.run(s.seed).unwrap();
+    let enforced = run
+        .checks
+        .iter()
+        .find(|c| c.check.starts_with("intentions_enforced"))
+        .unwrap();
+    assert!(
+        !enforced.passed
+            && enforced
+                .detail
+                .contains("went through but the intentions deny it"),
+        "{}",
+        enforced.detail
+    );
+}

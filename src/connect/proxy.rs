@@ -396,11 +396,20 @@ async fn install_tls<E: Env>(shared: &Shared<E>, roots: &RootsBody) -> Result<()
     let store = tls::root_store(&pems).map_err(|e| e.to_string())?;
     let id =
         Identity::from_pem(&leaf.cert_pem, &leaf.private_key_pem).map_err(|e| e.to_string())?;
-    let server = tls::server_config(&id, store.clone()).map_err(|e| e.to_string())?;
+    let env = shared.env.clone();
+    let clock: tls::Clock = Arc::new(move || env.wall_clock());
+    let server =
+        tls::server_config(&id, store.clone(), clock.clone()).map_err(|e| e.to_string())?;
     let mut clients = HashMap::new();
     for u in &shared.cfg.upstreams {
-        let c = tls::client_config(&id, store.clone(), &roots.trust_domain, &u.destination)
-            .map_err(|e| e.to_string())?;
+        let c = tls::client_config(
+            &id,
+            store.clone(),
+            &roots.trust_domain,
+            &u.destination,
+            clock.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         clients.insert(u.destination.clone(), c);
     }
     let state = TlsState {

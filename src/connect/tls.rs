@@ -35,6 +35,33 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
+/// Where certificate validity is judged from: the [`Env`]'s wall clock,
+/// so that in the simulator certificates age with simulated time.
+///
+/// [`Env`]: crate::env::Env
+pub type Clock = Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>;
+
+/// The machine's clock.
+pub fn system_clock() -> Clock {
+    Arc::new(std::time::SystemTime::now)
+}
+
+/// A [`Clock`] as rustls asks for the time.
+struct ClockTime(Clock);
+
+impl std::fmt::Debug for ClockTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClockTime")
+    }
+}
+
+impl rustls::time_provider::TimeProvider for ClockTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        let d = (self.0)().duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(UnixTime::since_unix_epoch(d))
+    }
+}
+
 /// A leaf and its key, as rustls takes them.
 #[derive(Debug)]
 pub struct Identity {
@@ -81,12 +108,13 @@ pub fn root_store(roots_pem: &[String]) -> Result<Arc<RootCertStore>, TlsError> 
 pub fn server_config(
     id: &Identity,
     roots: Arc<RootCertStore>,
+    clock: Clock,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let rustls = |e: &dyn std::fmt::Display| TlsError::Rustls(e.to_string());
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| rustls(&e))?;
-    let config = ServerConfig::builder_with_provider(provider())
+    let config = ServerConfig::builder_with_details(provider(), Arc::new(ClockTime(clock)))
         .with_safe_default_protocol_versions()
         .map_err(|e| rustls(&e))?
         .with_client_cert_verifier(verifier)
@@ -103,6 +131,7 @@ pub fn client_config(
     roots: Arc<RootCertStore>,
     trust_domain: &str,
     service: &str,
+    clock: Clock,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let rustls = |e: &dyn std::fmt::Display| TlsError::Rustls(e.to_string());
     let verifier = SpiffeVerifier {
@@ -111,7 +140,7 @@ pub fn client_config(
         service: service.to_string(),
         provider: provider(),
     };
-    let config = ClientConfig::builder_with_provider(provider())
+    let config = ClientConfig::builder_with_details(provider(), Arc::new(ClockTime(clock)))
         .with_safe_default_protocol_versions()
         .map_err(|e| rustls(&e))?
         .dangerous()
