@@ -47,6 +47,7 @@ fn every_shipped_scenario_parses_and_has_a_test() {
         names,
         [
             "clock-skew",
+            "connect",
             "coordinates-world",
             "dc-partition",
             "flapping-node",
