@@ -466,3 +466,52 @@ fn sidecars_registered_with_their_services_carry_traffic() {
     let services = json(&http_get(&agent.http, "/v1/agent/services"));
     assert!(services.get("web-sidecar-proxy").is_none(), "{services}");
 }
+
+/// The leader signs at most 50 leaves a second (Consul's
+/// `csr_max_per_second`, with as many in a burst): a stampede of new
+/// services gets 429s for the excess, and what was signed is cached by
+/// the agent, so asking again costs no signature.
+#[test]
+fn leaf_signing_is_rate_limited_and_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::solo_server(dir.path(), "node1");
+    // The CA exists before the stampede.
+    http_get(&agent.http, "/v1/connect/ca/roots");
+    let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..150)
+            .map(|i| {
+                let addr = agent.http.clone();
+                s.spawn(move || {
+                    http(
+                        &addr,
+                        "GET",
+                        &format!("/v1/agent/connect/ca/leaf/svc-{i}"),
+                        b"",
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = statuses.iter().filter(|(st, _)| *st == 200).count();
+    let limited: Vec<&String> = statuses
+        .iter()
+        .filter(|(st, _)| *st == 429)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(ok + limited.len(), 150, "only 200s and 429s: {statuses:?}");
+    assert!(ok >= 50, "the burst is signed: {ok}");
+    assert!(!limited.is_empty(), "150 at once exceed the limit");
+    assert!(limited[0].contains("rate limit"), "{}", limited[0]);
+    // A cached leaf is served again, the same one.
+    let (st, first) = statuses.iter().find(|(st, _)| *st == 200).unwrap().clone();
+    assert_eq!(st, 200);
+    let v = json(&first);
+    let service = v["Service"].as_str().unwrap();
+    let again = json(&http_get(
+        &agent.http,
+        &format!("/v1/agent/connect/ca/leaf/{service}"),
+    ));
+    assert_eq!(again["SerialNumber"], v["SerialNumber"]);
+}
