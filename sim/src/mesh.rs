@@ -268,16 +268,7 @@ pub fn enforced(timeline: &[TimedAction], trace: &Trace, within: Duration) -> Ch
         } else {
             Decision::Allow
         };
-        changes.push((
-            e.at(),
-            Intention {
-                id: format!("{src}->{dst}"),
-                source_name: src.into(),
-                destination_name: dst.into(),
-                action,
-                ..Intention::default()
-            },
-        ));
+        changes.push((e.at(), Intention::new(src, dst, action)));
     }
     if changes.is_empty() {
         return CheckResult {

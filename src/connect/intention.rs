@@ -43,6 +43,20 @@ pub struct Intention {
     pub modify_index: u64,
 }
 
+impl Intention {
+    /// `source -> destination`, named by the pair (the servers give
+    /// intentions made through the API a UUID instead).
+    pub fn new(source: &str, destination: &str, action: Action) -> Intention {
+        Intention {
+            id: format!("{source}->{destination}"),
+            source_name: source.into(),
+            destination_name: destination.into(),
+            action,
+            ..Intention::default()
+        }
+    }
+}
+
 /// Consul's precedence of an intention by its wildcards (the levels for
 /// namespace wildcards are unused: cairn has one namespace).
 pub fn precedence(source: &str, destination: &str) -> u32 {
@@ -127,13 +141,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn i(src: &str, dst: &str, action: Action) -> Intention {
-        Intention {
-            id: format!("{src}->{dst}"),
-            source_name: src.into(),
-            destination_name: dst.into(),
-            action,
-            ..Intention::default()
-        }
+        Intention::new(src, dst, action)
     }
 
     #[test]

@@ -151,12 +151,10 @@ mod tests {
                                   Observed { allowed: *n, denied: 0 }))
                 .collect();
             let s = suggest(&o, &[], &names(&svc), true);
-            let mut applied: Vec<Intention> = s.allow.iter().map(|(a, b)| Intention {
-                id: format!("{a}{b}"), source_name: a.clone(), destination_name: b.clone(),
-                action: Action::Allow, ..Intention::default()
-            }).collect();
-            applied.push(Intention { id: "dd".into(), source_name: "*".into(),
-                destination_name: "*".into(), action: Action::Deny, ..Intention::default() });
+            let mut applied: Vec<Intention> = s.allow.iter()
+                .map(|(a, b)| Intention::new(a, b, Action::Allow))
+                .collect();
+            applied.push(Intention::new("*", "*", Action::Deny));
             for a in svc { for b in svc { if a != b {
                 let allowed = intention::authorize(&applied, a, b, true).0;
                 prop_assert_eq!(allowed, o.contains_key(&(a.to_string(), b.to_string())));

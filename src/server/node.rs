@@ -1131,6 +1131,14 @@ fn index_in(store: &Store, query: &Query) -> u64 {
 /// The answer to `query` from `store`.
 fn answer_in(store: &Store, query: &Query) -> Answer {
     let checks = |it: &mut dyn Iterator<Item = &Check>| Answer::Checks(it.cloned().collect());
+    let with_checks = |(node, svc): (&Node, &Service)| Instance {
+        node: node.clone(),
+        service: svc.clone(),
+        checks: store
+            .instance_checks(&node.node, &svc.id)
+            .cloned()
+            .collect(),
+    };
     match query {
         Query::Kv(key) => Answer::Kv(store.kv_get(key).cloned()),
         Query::KvList(prefix) => {
@@ -1147,14 +1155,7 @@ fn answer_in(store: &Store, query: &Query) -> Answer {
         Query::Instances { service, tag } => Answer::Instances(
             store
                 .service_nodes(service, tag.as_deref())
-                .map(|(node, svc)| Instance {
-                    node: node.clone(),
-                    service: svc.clone(),
-                    checks: store
-                        .instance_checks(&node.node, &svc.id)
-                        .cloned()
-                        .collect(),
-                })
+                .map(with_checks)
                 .collect(),
         ),
         Query::AllInstances => Answer::Instances(
@@ -1198,14 +1199,7 @@ fn answer_in(store: &Store, query: &Query) -> Answer {
                             .as_ref()
                             .is_some_and(|p| p.destination_service_name == *dest)
                 })
-                .map(|(node, svc)| Instance {
-                    node: node.clone(),
-                    service: svc.clone(),
-                    checks: store
-                        .instance_checks(&node.node, &svc.id)
-                        .cloned()
-                        .collect(),
-                })
+                .map(with_checks)
                 .collect(),
         ),
     }
