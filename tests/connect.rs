@@ -515,3 +515,68 @@ fn leaf_signing_is_rate_limited_and_cached() {
     ));
     assert_eq!(again["SerialNumber"], v["SerialNumber"]);
 }
+
+/// SIGTERM: the proxy stops accepting at once, lets the open connection
+/// finish, and exits as soon as it has (well before its drain deadline).
+#[test]
+fn a_stopping_proxy_drains_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::solo_server(dir.path(), "node1");
+    let echo = echo_server();
+    let (db_public, web_up) = (free_port(), free_port());
+    let _db = proxy(
+        &agent,
+        &[
+            "-service=db".into(),
+            format!("-service-addr={echo}"),
+            format!("-listen=127.0.0.1:{db_public}"),
+            "-register".into(),
+        ],
+        &dir.path().join("db.log"),
+    );
+    let mut web = proxy(
+        &agent,
+        &[
+            "-service=web".into(),
+            format!("-upstream=db:{web_up}"),
+            "-drain=20s".into(),
+        ],
+        &dir.path().join("web.log"),
+    );
+    let up: SocketAddr = format!("127.0.0.1:{web_up}").parse().unwrap();
+    wait_for(Duration::from_secs(20), "traffic", || round_trip(up, b"hi"));
+    let mut open = TcpStream::connect(up).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut echo_on = |msg: &[u8]| {
+        open.write_all(msg).unwrap();
+        let mut b = vec![0u8; msg.len()];
+        open.read_exact(&mut b).unwrap();
+        assert_eq!(b, msg);
+    };
+    echo_on(b"before");
+    let pid = web.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // New connections are refused once the listener is gone...
+    wait_for(Duration::from_secs(5), "the listener to close", || {
+        TcpStream::connect(up).is_err().then_some(())
+    });
+    // ...while the open one still carries bytes.
+    echo_on(b"during the drain");
+    assert!(
+        web.0.try_wait().unwrap().is_none(),
+        "exited with a connection open"
+    );
+    drop(open);
+    let started = std::time::Instant::now();
+    let status = wait_for(Duration::from_secs(10), "the proxy to exit", || {
+        web.0.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = std::fs::read_to_string(dir.path().join("web.log")).unwrap();
+    assert!(!log.contains("still open"), "{log}");
+}
