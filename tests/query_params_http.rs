@@ -135,8 +135,10 @@ fn filters_near_sorting_datacenter_coordinates_and_force_leave() {
             .find(|m| m["Name"] == name)
             .map(|m| m["Status"].as_u64().unwrap())
     };
+    // Both must see it failed: the force-leave goes to web's agent, which
+    // refuses it while it still holds db-1 alive or suspect.
     wait_for(Duration::from_secs(20), "db-1 to fail", || {
-        (status_of(&s, "db-1") == Some(4)).then_some(())
+        (status_of(&s, "db-1") == Some(4) && status_of(&web, "db-1") == Some(4)).then_some(())
     });
     let out = process::cairn(&["force-leave", "db-1", &format!("-http-addr={}", web.http)]);
     assert!(out.status.success(), "{out:?}");
