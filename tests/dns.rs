@@ -39,7 +39,9 @@ fn udp(a: &Agent, m: &Message) -> Message {
 
 fn tcp(a: &Agent, m: &Message) -> Message {
     let mut s = TcpStream::connect(&a.dns).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // A server with no leader holds a request up to 7 s (rpc_hold_timeout)
+    // before it answers SERVFAIL.
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let bytes = m.to_vec().unwrap();
     s.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
     s.write_all(&bytes).unwrap();

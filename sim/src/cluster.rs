@@ -1043,6 +1043,8 @@ impl HostCtx {
         config.node_name = self.name.clone();
         config.datacenter = self.datacenter.clone();
         config.bind_addr = self.ip;
+        // Servers' WAN pool: off until the simulator federates datacenters.
+        config.ports.serf_wan = 0;
         config.client_addr = self.ip;
         config.gossip_base = self.gossip.clone();
         config.log_level = "warn".into();

@@ -42,7 +42,60 @@ impl Default for Ports {
     }
 }
 
-/// Overrides of the LAN gossip timing (Consul's `gossip_lan` block).
+/// `base` with the overrides of `g` (the `name` block).
+fn tuned(mut c: GossipConfig, g: &GossipTuning, name: &str) -> Result<GossipConfig, ConfigError> {
+    if let Some(v) = g.gossip_nodes {
+        c.gossip_nodes = v;
+    }
+    if let Some(v) = g.gossip_interval {
+        c.gossip_interval = v;
+    }
+    if let Some(v) = g.probe_interval {
+        c.probe_interval = v;
+    }
+    if let Some(v) = g.probe_timeout {
+        c.probe_timeout = v;
+    }
+    if let Some(v) = g.suspicion_mult {
+        c.suspicion_mult = v;
+    }
+    if let Some(v) = g.retransmit_mult {
+        c.retransmit_mult = v;
+    }
+    c.validate()
+        .map_err(|e| ConfigError(format!("{name}: {e}")))?;
+    Ok(c)
+}
+
+/// Applies a `gossip_lan` or `gossip_wan` block (`key`) to `g`.
+fn merge_tuning(
+    origin: &str,
+    key: &str,
+    v: &Value,
+    g: &mut GossipTuning,
+) -> Result<(), ConfigError> {
+    for (k, gv) in as_object(origin, key, v)? {
+        let path = format!("{key}.{k}");
+        let f = Field { origin, key: &path };
+        match k.as_str() {
+            "gossip_nodes" => g.gossip_nodes = Some(f.uint(gv)? as usize),
+            "gossip_interval" => g.gossip_interval = Some(f.duration(gv)?),
+            "probe_interval" => g.probe_interval = Some(f.duration(gv)?),
+            "probe_timeout" => g.probe_timeout = Some(f.duration(gv)?),
+            "suspicion_mult" => g.suspicion_mult = Some(f.uint(gv)? as usize),
+            "retransmit_mult" => g.retransmit_mult = Some(f.uint(gv)? as usize),
+            _ => {
+                return Err(f.unknown(
+                    "gossip_nodes, gossip_interval, probe_interval, probe_timeout, suspicion_mult, retransmit_mult",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Overrides of a gossip pool's timing (Consul's `gossip_lan` and
+/// `gossip_wan` blocks).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GossipTuning {
     /// `gossip_nodes`.
@@ -82,6 +135,12 @@ pub struct AgentConfig {
     pub start_join: Vec<String>,
     /// Agents to join at start, retried until one answers.
     pub retry_join: Vec<String>,
+    /// Servers of other datacenters to join at start in the WAN pool.
+    pub start_join_wan: Vec<String>,
+    /// The same, retried until one answers.
+    pub retry_join_wan: Vec<String>,
+    /// Overrides of the WAN pool's timing (Consul's `gossip_wan`).
+    pub gossip_wan: GossipTuning,
     /// Pause between `retry_join` attempts.
     pub retry_interval: Duration,
     /// Give up `retry_join` after this many attempts (0: never).
@@ -203,6 +262,8 @@ impl AgentConfig {
             "RaftTrailingLogs": self.raft_trailing_logs,
             "StartJoinAddrsLAN": self.start_join,
             "RetryJoinLAN": self.retry_join,
+            "StartJoinAddrsWAN": self.start_join_wan,
+            "RetryJoinWAN": self.retry_join_wan,
             "RetryJoinIntervalLAN": secs(self.retry_interval),
             "RetryJoinMaxAttemptsLAN": self.retry_max,
             "LogLevel": self.log_level,
@@ -259,6 +320,9 @@ impl Default for AgentConfig {
             ports: Ports::default(),
             start_join: Vec::new(),
             retry_join: Vec::new(),
+            start_join_wan: Vec::new(),
+            retry_join_wan: Vec::new(),
+            gossip_wan: GossipTuning::default(),
             retry_interval: Duration::from_secs(30),
             retry_max: 0,
             log_level: "info".into(),
@@ -349,6 +413,8 @@ impl AgentConfig {
                 "client_addr" => self.client_addr = at.ip(v)?,
                 "start_join" => self.start_join = at.strings(v)?,
                 "retry_join" => self.retry_join = at.strings(v)?,
+                "start_join_wan" => self.start_join_wan = at.strings(v)?,
+                "retry_join_wan" => self.retry_join_wan = at.strings(v)?,
                 "retry_interval" => self.retry_interval = at.duration(v)?,
                 "retry_max" => self.retry_max = at.uint(v)? as u32,
                 "log_level" => self.log_level = at.string(v)?,
@@ -402,9 +468,14 @@ impl AgentConfig {
                     for (k, pv) in as_object(origin, key, v)? {
                         let path = format!("ports.{k}");
                         let f = Field { origin, key: &path };
-                        // Consul turns DNS off with -1.
-                        if k == "dns" && pv.as_i64() == Some(-1) {
-                            self.ports.dns = 0;
+                        // Consul turns DNS, and a server's WAN pool, off
+                        // with -1.
+                        if pv.as_i64() == Some(-1) {
+                            match k.as_str() {
+                                "dns" => self.ports.dns = 0,
+                                "serf_wan" => self.ports.serf_wan = 0,
+                                _ => return Err(f.err("-1 turns off only dns and serf_wan")),
+                            }
                             continue;
                         }
                         let port = f.port(pv)?;
@@ -418,26 +489,8 @@ impl AgentConfig {
                         }
                     }
                 }
-                "gossip_lan" => {
-                    for (k, gv) in as_object(origin, key, v)? {
-                        let path = format!("gossip_lan.{k}");
-                        let f = Field { origin, key: &path };
-                        let g = &mut self.gossip_lan;
-                        match k.as_str() {
-                            "gossip_nodes" => g.gossip_nodes = Some(f.uint(gv)? as usize),
-                            "gossip_interval" => g.gossip_interval = Some(f.duration(gv)?),
-                            "probe_interval" => g.probe_interval = Some(f.duration(gv)?),
-                            "probe_timeout" => g.probe_timeout = Some(f.duration(gv)?),
-                            "suspicion_mult" => g.suspicion_mult = Some(f.uint(gv)? as usize),
-                            "retransmit_mult" => g.retransmit_mult = Some(f.uint(gv)? as usize),
-                            _ => {
-                                return Err(f.unknown(
-                                    "gossip_nodes, gossip_interval, probe_interval, probe_timeout, suspicion_mult, retransmit_mult",
-                                ))
-                            }
-                        }
-                    }
-                }
+                "gossip_lan" => merge_tuning(origin, key, v, &mut self.gossip_lan)?,
+                "gossip_wan" => merge_tuning(origin, key, v, &mut self.gossip_wan)?,
                 "enable_script_checks" => self.enable_script_checks = at.bool(v)?,
                 "enable_local_script_checks" => self.enable_local_script_checks = at.bool(v)?,
                 "service" | "services" => {
@@ -469,29 +522,13 @@ impl AgentConfig {
     /// The gossip configuration this agent runs with: the base preset with
     /// `gossip_lan` overrides.
     pub fn gossip_config(&self) -> Result<GossipConfig, ConfigError> {
-        let mut c = self.gossip_base.clone();
-        let g = &self.gossip_lan;
-        if let Some(v) = g.gossip_nodes {
-            c.gossip_nodes = v;
-        }
-        if let Some(v) = g.gossip_interval {
-            c.gossip_interval = v;
-        }
-        if let Some(v) = g.probe_interval {
-            c.probe_interval = v;
-        }
-        if let Some(v) = g.probe_timeout {
-            c.probe_timeout = v;
-        }
-        if let Some(v) = g.suspicion_mult {
-            c.suspicion_mult = v;
-        }
-        if let Some(v) = g.retransmit_mult {
-            c.retransmit_mult = v;
-        }
-        c.validate()
-            .map_err(|e| ConfigError(format!("gossip_lan: {e}")))?;
-        Ok(c)
+        tuned(self.gossip_base.clone(), &self.gossip_lan, "gossip_lan")
+    }
+
+    /// A server's WAN pool configuration: memberlist's WAN preset with
+    /// `gossip_wan` overrides.
+    pub fn gossip_wan_config(&self) -> Result<GossipConfig, ConfigError> {
+        tuned(GossipConfig::wan(), &self.gossip_wan, "gossip_wan")
     }
 
     /// Checks the combination of settings before the agent starts.
@@ -518,6 +555,18 @@ impl AgentConfig {
                 "bind_addr is {}; set -advertise (or -bind) to the address other agents should use",
                 self.bind_addr
             )));
+        }
+        let joins_wan = !(self.start_join_wan.is_empty() && self.retry_join_wan.is_empty());
+        if joins_wan && !self.server {
+            return Err(ConfigError(
+                "only servers join the WAN pool: drop -join-wan/-retry-join-wan, or add -server"
+                    .into(),
+            ));
+        }
+        if joins_wan && self.ports.serf_wan == 0 {
+            return Err(ConfigError(
+                "the WAN pool is off (serf_wan = -1), so there is nothing to join it with".into(),
+            ));
         }
         if let Some(id) = &self.node_id {
             parse_uuid(id).ok_or_else(|| {
@@ -597,9 +646,10 @@ impl AgentConfig {
 
 const KNOWN_KEYS: &str =
     "advertise_addr, autopilot, bind_addr, bootstrap_expect, check, checks, client_addr, data_dir, \
-datacenter, enable_local_script_checks, enable_script_checks, gossip_lan, leave_on_terminate, \
+datacenter, enable_local_script_checks, enable_script_checks, gossip_lan, gossip_wan, leave_on_terminate, \
 log_level, node_id, node_meta, node_name, performance, ports, raft_snapshot_threshold, \
-raft_trailing_logs, retry_interval, retry_join, retry_max, server, service, services, start_join";
+raft_trailing_logs, retry_interval, retry_join, retry_join_wan, retry_max, server, service, services, \
+start_join, start_join_wan";
 
 /// The tracing filter for a Consul log level.
 pub fn tracing_level(level: &str) -> Result<&'static str, ConfigError> {
@@ -884,6 +934,44 @@ mod tests {
         let mut d = AgentConfig::default();
         d.merge_dir(dir.path()).unwrap();
         assert_eq!(d, c);
+    }
+
+    #[test]
+    fn wan_pool_settings_come_from_files_and_only_servers_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = AgentConfig::default();
+        let p = write(
+            dir.path(),
+            "wan.hcl",
+            "server = true\nretry_join_wan = [\"10.1.0.1\"]\nstart_join_wan = [\"10.2.0.1:9302\"]\n\
+             gossip_wan {\n  probe_interval = \"6s\"\n}\n",
+        );
+        c.merge_file(&p).unwrap();
+        assert_eq!(c.retry_join_wan, ["10.1.0.1"]);
+        assert_eq!(c.start_join_wan, ["10.2.0.1:9302"]);
+        let wan = c.gossip_wan_config().unwrap();
+        assert_eq!(wan.probe_interval, Duration::from_secs(6));
+        assert_eq!(
+            wan.probe_timeout,
+            GossipConfig::wan().probe_timeout,
+            "the WAN preset"
+        );
+        c.dev = true;
+        c.bind_addr = [127, 0, 0, 1].into();
+        c.validate().unwrap();
+        c.ports.serf_wan = 0;
+        assert!(c.validate().unwrap_err().0.contains("WAN pool is off"));
+        c.server = false;
+        assert!(c.validate().unwrap_err().0.contains("only servers"));
+        let p = write(dir.path(), "off.hcl", "ports { serf_wan = -1 }\n");
+        let mut c = AgentConfig::default();
+        c.merge_file(&p).unwrap();
+        assert_eq!(c.ports.serf_wan, 0);
+        let p = write(dir.path(), "bad.hcl", "ports { http = -1 }\n");
+        assert!(AgentConfig::default().merge_file(&p).is_err());
+        let p = write(dir.path(), "bad2.hcl", "gossip_wan { probe = \"1s\" }\n");
+        let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
+        assert!(e.contains("gossip_wan.probe"), "{e}");
     }
 
     #[test]

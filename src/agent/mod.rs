@@ -92,6 +92,9 @@ pub struct Agent<E: Env> {
     _dns_tasks: Vec<Task>,
     _retry_task: Option<Task>,
     _server_tasks: Vec<Task>,
+    /// A server's WAN pool.
+    wan: Option<Gossip>,
+    _wan_tasks: Vec<Task>,
 }
 
 impl<E: Env> Agent<E> {
@@ -135,10 +138,28 @@ impl<E: Env> Agent<E> {
         opts.advertise = config
             .advertise_addr
             .map(|ip| SocketAddr::new(ip, config.ports.serf_lan));
-        opts.meta = meta;
+        opts.meta = meta.clone();
         // Consul keeps failed members (and keeps trying them) for 72 hours.
         opts.reconnect_timeout = Duration::from_secs(72 * 3600);
         let (gossip, gossip_task) = Gossip::start(env.clone(), opts).await?;
+        // A server is also in the WAN pool, as `<node>.<dc>`, with the same
+        // tags: that is where servers of other datacenters find its RPC
+        // address, and its WAN coordinate is measured there.
+        let wan = match (config.server, config.ports.serf_wan) {
+            (true, port) if port != 0 => {
+                let bind = SocketAddr::new(config.bind_addr, port);
+                let name = format!("{}.{}", config.node_name, config.datacenter);
+                let mut o = GossipOptions::new(name, bind, config.gossip_wan_config()?);
+                o.advertise = config.advertise_addr.map(|ip| SocketAddr::new(ip, port));
+                o.meta = meta;
+                o.reconnect_timeout = Duration::from_secs(72 * 3600);
+                o.seed_scope = "wan".into();
+                let (w, task) = Gossip::start(env.clone(), o).await?;
+                tracing::info!(wan = %w.addr(), "WAN pool listening");
+                Some((w, task))
+            }
+            _ => None,
+        };
         tracing::info!(node = %config.node_name, id = %node_id, gossip = %gossip.addr(), "agent started");
 
         let mut server_tasks = Vec::new();
@@ -204,6 +225,7 @@ impl<E: Env> Agent<E> {
             env: env.clone(),
             info,
             gossip: gossip.clone(),
+            wan: wan.as_ref().map(|(w, _)| w.clone()),
             servers: servers.clone(),
             local: local_state,
             rng: std::sync::Mutex::new(ChaCha8Rng::seed_from_u64(env.seed("api-ids"))),
@@ -244,6 +266,24 @@ impl<E: Env> Agent<E> {
             let n = gossip.join(addrs).await?;
             tracing::info!(joined = n, "joined the cluster");
         }
+        if let Some((w, _)) = wan.as_ref().filter(|_| !config.start_join_wan.is_empty()) {
+            let addrs = resolve_all(&env, &config.start_join_wan, config.ports.serf_wan).await;
+            let n = w.join(addrs).await?;
+            tracing::info!(joined = n, "joined the WAN pool");
+        }
+        let retry_wan_task = wan
+            .as_ref()
+            .filter(|_| !config.retry_join_wan.is_empty())
+            .map(|(w, _)| {
+                env.spawn(retry_join(
+                    env.clone(),
+                    w.clone(),
+                    config.retry_join_wan.clone(),
+                    config.ports.serf_wan,
+                    config.retry_interval,
+                    config.retry_max,
+                ))
+            });
         let retry_task = (!config.retry_join.is_empty()).then(|| {
             env.spawn(retry_join(
                 env.clone(),
@@ -268,12 +308,23 @@ impl<E: Env> Agent<E> {
             _dns_tasks: dns_tasks,
             _retry_task: retry_task,
             _server_tasks: server_tasks,
+            wan: wan.as_ref().map(|(w, _)| w.clone()),
+            _wan_tasks: wan
+                .map(|(_, t)| t)
+                .into_iter()
+                .chain(retry_wan_task)
+                .collect(),
         })
     }
 
     /// The gossip handle.
     pub fn gossip(&self) -> &Gossip {
         &self.gossip
+    }
+
+    /// A server's WAN pool handle.
+    pub fn wan(&self) -> Option<&Gossip> {
+        self.wan.as_ref()
     }
 
     /// The way to the servers (and this agent's own, in server mode).
@@ -315,6 +366,12 @@ impl<E: Env> Agent<E> {
         tracing::info!("leaving the cluster");
         let timeout = self.config.gossip_config()?.probe_interval * 5 + Duration::from_secs(5);
         let res = self.gossip.leave(&self.env, timeout).await;
+        if let Some(w) = &self.wan {
+            let t = self.config.gossip_wan_config()?.probe_interval * 5 + Duration::from_secs(5);
+            if let Err(e) = w.leave(&self.env, t).await {
+                tracing::warn!(error = %e, "leaving the WAN pool");
+            }
+        }
         self.stop_parts().await;
         res.map_err(AgentError::from)
     }
@@ -329,6 +386,9 @@ impl<E: Env> Agent<E> {
             server.shutdown().await;
         }
         self.gossip.shutdown().await;
+        if let Some(w) = &self.wan {
+            w.shutdown().await;
+        }
     }
 }
 

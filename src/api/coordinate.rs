@@ -187,11 +187,36 @@ pub async fn update<E: Env>(
 }
 
 /// `GET /v1/coordinate/datacenters`: every datacenter's servers and their
-/// coordinates. Until datacenters federate over a WAN pool this is the
-/// local datacenter, with its servers' LAN coordinates from gossip.
+/// WAN coordinates, from this server's WAN pool. A client agent (in no
+/// WAN pool) gives its own datacenter, with its servers' LAN coordinates.
 pub async fn datacenters<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
 ) -> Result<Json<Vec<ApiDcCoords>>, ApiError> {
+    if let Some(wan) = &s.wan {
+        let members = wan.members().await.map_err(internal)?;
+        let coords = wan.coordinates().await.map_err(internal)?;
+        let mut by_dc: std::collections::BTreeMap<String, Vec<ApiNodeCoord>> =
+            std::collections::BTreeMap::new();
+        for m in &members {
+            let Some(sm) = crate::server::cluster::server_of(m) else {
+                continue;
+            };
+            let list = by_dc.entry(sm.dc).or_default();
+            if let Some(c) = coords.members.get(&m.name) {
+                list.push(ApiNodeCoord::new(m.name.clone(), c));
+            }
+        }
+        return Ok(Json(
+            by_dc
+                .into_iter()
+                .map(|(datacenter, coordinates)| ApiDcCoords {
+                    datacenter,
+                    area_id: "wan".into(),
+                    coordinates,
+                })
+                .collect(),
+        ));
+    }
     let members = s.gossip.members().await.map_err(internal)?;
     let coords = s.gossip.coordinates().await.map_err(internal)?;
     let dc = &s.info.datacenter;

@@ -59,6 +59,8 @@ pub struct ApiState<E: Env> {
     pub info: AgentInfo,
     /// The LAN gossip node.
     pub gossip: Gossip,
+    /// A server's WAN pool (none on client agents).
+    pub wan: Option<Gossip>,
     /// The way to the servers.
     pub servers: Arc<crate::agent::Servers<E>>,
     /// The agent's own services and checks.
@@ -460,13 +462,17 @@ impl From<&Member> for ApiMember {
     }
 }
 
-/// `GET /v1/agent/members`; with `?wan`, the servers as the WAN pool
-/// names them (`<node>.<dc>`). Until datacenters federate (a WAN pool of
-/// their own) those are this datacenter's servers, as gossip knows them.
+/// `GET /v1/agent/members`; with `?wan`, the WAN pool's members
+/// (`<node>.<dc>`, every datacenter's servers). A client agent is in no
+/// WAN pool; it lists its own datacenter's servers under their WAN names.
 async fn members<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Vec<ApiMember>>, ApiError> {
+    if let (true, Some(wan)) = (params.contains_key("wan"), &s.wan) {
+        let members = wan.members().await.map_err(internal)?;
+        return Ok(Json(members.iter().map(ApiMember::from).collect()));
+    }
     let members = s.gossip.members().await.map_err(internal)?;
     if !params.contains_key("wan") {
         return Ok(Json(members.iter().map(ApiMember::from).collect()));

@@ -134,7 +134,12 @@ pub(super) async fn run(args: MembersArgs) -> anyhow::Result<()> {
     };
     let env = TokioEnv::new();
     let addr = client::parse_addr(&env, &args.http.addr()).await?;
-    let rows: Vec<MemberRow> = client::get_json(&env, addr, "/v1/agent/members").await?;
+    let path = if args.wan {
+        "/v1/agent/members?wan"
+    } else {
+        "/v1/agent/members"
+    };
+    let rows: Vec<MemberRow> = client::get_json(&env, addr, path).await?;
     let rows: Vec<MemberRow> = rows
         .into_iter()
         .filter(|m| {

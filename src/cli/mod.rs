@@ -91,6 +91,17 @@ struct AgentArgs {
     /// LAN gossip port (UDP and TCP).
     #[arg(long = "serf-lan-port")]
     serf_lan_port: Option<u16>,
+    /// WAN gossip port of a server, UDP and TCP (8302; -1 turns the WAN
+    /// pool off).
+    #[arg(long = "serf-wan-port", allow_negative_numbers = true)]
+    serf_wan_port: Option<i32>,
+    /// A server of another datacenter to join in the WAN pool at start
+    /// (repeatable); failing to join is fatal.
+    #[arg(long = "join-wan")]
+    join_wan: Vec<String>,
+    /// The same, retried until it answers (repeatable).
+    #[arg(long = "retry-join-wan")]
+    retry_join_wan: Vec<String>,
     /// HTTP API port.
     #[arg(long = "http-port")]
     http_port: Option<u16>,
@@ -183,6 +194,9 @@ struct MembersArgs {
     /// Only members whose status matches this regular expression.
     #[arg(long = "status")]
     status: Option<String>,
+    /// The WAN pool: every datacenter's servers.
+    #[arg(long = "wan")]
+    wan: bool,
 }
 
 #[derive(Args, Debug)]
@@ -350,6 +364,17 @@ fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     if let Some(v) = a.http_port {
         c.ports.http = v;
     }
+    match a.serf_wan_port {
+        None => {}
+        Some(-1) => c.ports.serf_wan = 0,
+        Some(p) => {
+            c.ports.serf_wan = u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "-serf-wan-port {p}: use a port 1-65535, or -1 to turn the WAN pool off"
+                ))
+            })?
+        }
+    }
     match a.dns_port {
         None => {}
         Some(-1) => c.ports.dns = 0,
@@ -397,6 +422,12 @@ fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     }
     if !a.retry_join.is_empty() {
         c.retry_join = a.retry_join.clone();
+    }
+    if !a.join_wan.is_empty() {
+        c.start_join_wan = a.join_wan.clone();
+    }
+    if !a.retry_join_wan.is_empty() {
+        c.retry_join_wan = a.retry_join_wan.clone();
     }
     if let Some(v) = &a.retry_interval {
         c.retry_interval = parse_duration(v).map_err(|e| flag("retry-interval", e))?;

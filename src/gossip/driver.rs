@@ -54,6 +54,9 @@ pub struct GossipOptions {
     pub tombstone_timeout: Duration,
     /// Network coordinates learned from probe round trips (`None`: off).
     pub coordinates: Option<coordinate::Config>,
+    /// Prefix of this node's seed purposes, so that a second pool on the
+    /// same host (a server's WAN pool) draws its own random choices.
+    pub seed_scope: String,
 }
 
 impl GossipOptions {
@@ -69,6 +72,7 @@ impl GossipOptions {
             reconnect_timeout: Duration::from_secs(24 * 3600),
             tombstone_timeout: Duration::from_secs(24 * 3600),
             coordinates: Some(coordinate::Config::default()),
+            seed_scope: String::new(),
         }
     }
 }
@@ -192,7 +196,15 @@ impl Gossip {
                 ),
             });
         }
-        let node = Node::new(opts.clone(), advertise, |p| env.seed(p), env.now())?;
+        let scope = opts.seed_scope.clone();
+        let seed = |p: &str| {
+            if scope.is_empty() {
+                env.seed(p)
+            } else {
+                env.seed(&format!("{scope}-{p}"))
+            }
+        };
+        let node = Node::new(opts.clone(), advertise, seed, env.now())?;
         let (tx, rx) = mpsc::channel(64);
         let (stream_tx, stream_rx) = mpsc::channel(256);
         let accept = env.spawn(accept_loop(

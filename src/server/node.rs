@@ -915,21 +915,31 @@ impl<E: Env> Server<E> {
     /// Raft's leader lease has it (and Consul's leaders step down), it no
     /// longer counts as leader, here or to anyone who asks.
     fn leads(&self, m: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
-        m.state == ServerState::Leader
-            && m.millis_since_quorum_ack
-                .is_some_and(|ms| ms <= self.leader_lease_ms)
+        leads(m, self.leader_lease_ms)
     }
 
     async fn forward(&self, req: ClientRequest) -> ClientReply {
         // Between elections there is briefly no leader: hold the request a
         // while, as Consul's `rpc_hold_timeout` does, rather than fail it.
+        // That includes this server just elected, whose lease starts with
+        // the first answer from a quorum.
         if self.leader().is_none() {
             let hold = Some(RPC_HOLD_TIMEOUT);
+            let (me, lease) = (self.id, self.leader_lease_ms);
             let _ = self
                 .raft
                 .wait(hold)
-                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .metrics(
+                    |m| match m.current_leader {
+                        Some(id) if id == me => leads(m, lease),
+                        other => other.is_some(),
+                    },
+                    "a leader",
+                )
                 .await;
+            if self.is_leader() {
+                return Box::pin(self.client_request(req)).await;
+            }
         }
         // A leader that is this very server, yet not leading (it just lost
         // the role), is no leader to forward to.
@@ -1126,6 +1136,12 @@ fn index_in(store: &Store, query: &Query) -> u64 {
             .max()
             .unwrap_or(0),
     }
+}
+
+/// Whether `m` are the metrics of a leader whose lease (`lease_ms` since
+/// a quorum last answered) still holds.
+fn leads(m: &openraft::RaftMetrics<u64, BasicNode>, lease_ms: u64) -> bool {
+    m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms)
 }
 
 /// The answer to `query` from `store`.

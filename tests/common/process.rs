@@ -44,6 +44,8 @@ pub struct Agent {
     pub serf: u16,
     /// Server RPC port.
     pub rpc: u16,
+    /// WAN gossip port (servers).
+    pub wan: u16,
     /// DNS address (UDP and TCP).
     pub dns: String,
     dir: PathBuf,
@@ -57,6 +59,7 @@ impl Agent {
     /// the text of an HCL config file, `extra` more flags.
     pub fn start(dir: &Path, name: &str, config: &str, extra: &[String]) -> Agent {
         let (serf, http, rpc, dns) = (free_port(), free_port(), free_port(), free_port());
+        let wan = free_port();
         let file = dir.join(format!("{name}.hcl"));
         std::fs::write(&file, config).expect("write config");
         let mut args = vec![
@@ -67,6 +70,7 @@ impl Agent {
             format!("-http-port={http}"),
             format!("-server-port={rpc}"),
             format!("-dns-port={dns}"),
+            format!("-serf-wan-port={wan}"),
             format!("-data-dir={}", dir.join(name).display()),
             format!("-config-file={}", file.display()),
         ];
@@ -77,6 +81,7 @@ impl Agent {
             http: format!("127.0.0.1:{http}"),
             serf,
             rpc,
+            wan,
             dns: format!("127.0.0.1:{dns}"),
             dir: dir.to_owned(),
             args,

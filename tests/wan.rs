@@ -1,0 +1,125 @@
+//! Two datacenters on 127.0.0.1: their servers federate over the WAN pool
+//! (`<node>.<dc>` members, WAN coordinates), and the datacenter listings
+//! come from it.
+
+use std::time::Duration;
+
+#[path = "common/process.rs"]
+mod process;
+use process::{cli, http_get, wait_for, Agent, FAST_GOSSIP};
+
+const FAST_WAN: &str =
+    "gossip_wan {\n  probe_interval = \"200ms\"\n  probe_timeout = \"100ms\"\n  gossip_interval = \"50ms\"\n}\n";
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+/// The WAN pool as `a` sees it, or `None` while its API is not up.
+fn wan_members(a: &Agent) -> Option<Vec<(String, u64)>> {
+    let (st, body) = process::http(&a.http, "GET", "/v1/agent/members?wan", b"").ok()?;
+    if st != 200 {
+        return None;
+    }
+    let mut out: Vec<(String, u64)> = json(&body)
+        .as_array()?
+        .iter()
+        .map(|m| {
+            (
+                m["Name"].as_str().unwrap().to_string(),
+                m["Status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    Some(out)
+}
+
+#[test]
+fn servers_of_two_datacenters_federate_over_the_wan_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{FAST_GOSSIP}{FAST_WAN}");
+    let s1 = Agent::start(
+        dir.path(),
+        "s1",
+        &config,
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    let s2 = Agent::start(
+        dir.path(),
+        "s2",
+        &config,
+        &[
+            "-server".into(),
+            "-bootstrap-expect=1".into(),
+            "-datacenter=dc2".into(),
+            format!("-retry-join-wan=127.0.0.1:{}", s1.wan),
+            "-retry-interval=200ms".into(),
+        ],
+    );
+    let both = vec![("s1.dc1".to_string(), 1), ("s2.dc2".to_string(), 1)];
+    for a in [&s1, &s2] {
+        wait_for(
+            Duration::from_secs(20),
+            "both servers in the WAN pool",
+            || (wan_members(a)? == both).then_some(()),
+        );
+    }
+    let (ok, out, err) = cli(&s2, &["members", "-wan"]);
+    assert!(
+        ok && out.contains("s1.dc1") && out.contains("s2.dc2"),
+        "{out}{err}"
+    );
+
+    // Each server lists its own datacenter first (nearest), then the other.
+    assert_eq!(
+        json(&http_get(&s1.http, "/v1/catalog/datacenters")),
+        serde_json::json!(["dc1", "dc2"])
+    );
+    assert_eq!(
+        json(&http_get(&s2.http, "/v1/catalog/datacenters")),
+        serde_json::json!(["dc2", "dc1"])
+    );
+
+    // WAN coordinates for every server, by datacenter.
+    let dcs = wait_for(Duration::from_secs(20), "WAN coordinates of both", || {
+        let v = json(&http_get(&s1.http, "/v1/coordinate/datacenters"));
+        let full = v.as_array()?.len() == 2
+            && v.as_array()?
+                .iter()
+                .all(|d| d["Coordinates"].as_array().is_some_and(|c| c.len() == 1));
+        full.then_some(v)
+    });
+    assert_eq!(dcs[0]["Datacenter"], "dc1");
+    assert_eq!(dcs[1]["Datacenter"], "dc2");
+    assert_eq!(dcs[1]["Coordinates"][0]["Node"], "s2.dc2");
+    assert_eq!(dcs[1]["AreaID"], "wan");
+
+    // A client agent is in no WAN pool, and may not join one.
+    let client = Agent::client_of(dir.path(), "c1", &s1);
+    wait_for(
+        Duration::from_secs(20),
+        "the client to see s1 as a server",
+        || (wan_members(&client)? == [("s1.dc1".to_string(), 1)]).then_some(()),
+    );
+    let data = dir.path().join("x");
+    let out = process::cairn(&[
+        "agent",
+        "-node=x",
+        &format!("-data-dir={}", data.display()),
+        "-bind=127.0.0.1",
+        "-join-wan=127.0.0.1:1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("only servers join the WAN pool"),
+        "{err}"
+    );
+
+    // A server that leaves shows as left in the other datacenter's pool.
+    let (ok, _, err) = cli(&s2, &["leave"]);
+    assert!(ok, "{err}");
+    wait_for(Duration::from_secs(20), "s2.dc2 to have left", || {
+        (wan_members(&s1)? == [("s1.dc1".to_string(), 1), ("s2.dc2".to_string(), 3)]).then_some(())
+    });
+}
