@@ -95,6 +95,49 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
     assert_eq!(dcs[1]["Coordinates"][0]["Node"], "s2.dc2");
     assert_eq!(dcs[1]["AreaID"], "wan");
 
+    // ?dc= goes to the other datacenter's servers: KV both ways, the
+    // catalog, the leader, and DNS names of the other datacenter.
+    let (st, out) = process::http(&s1.http, "PUT", "/v1/kv/where?dc=dc2", b"in dc2").unwrap();
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(http_get(&s2.http, "/v1/kv/where?raw"), "in dc2");
+    let (st, _) = process::http(&s1.http, "GET", "/v1/kv/where", b"").unwrap();
+    assert_eq!(st, 404, "dc1 has no such key");
+    assert_eq!(http_get(&s1.http, "/v1/kv/where?raw&dc=dc2"), "in dc2");
+    let reg =
+        r#"{"Node": "web-1", "Address": "10.9.0.1", "Service": {"Service": "web", "Port": 80}}"#;
+    let (st, out) = process::http(
+        &s1.http,
+        "PUT",
+        "/v1/catalog/register?dc=dc2",
+        reg.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{out}");
+    let web = json(&http_get(&s1.http, "/v1/catalog/service/web?dc=dc2"));
+    assert_eq!(web[0]["Node"], "web-1");
+    assert_eq!(
+        json(&http_get(&s1.http, "/v1/catalog/service/web")),
+        serde_json::json!([])
+    );
+    let leader = json(&http_get(&s1.http, "/v1/status/leader?dc=dc2"));
+    assert_eq!(leader, format!("127.0.0.1:{}", s2.rpc).as_str());
+    let (st, body) = process::http(&s1.http, "GET", "/v1/kv/x?dc=nowhere", b"").unwrap();
+    assert_eq!(st, 500);
+    assert!(body.contains("No path to datacenter"), "{body}");
+    let port = s1.dns.split(':').nth(1).unwrap().to_string();
+    let out = std::process::Command::new("dig")
+        .args([
+            "+short",
+            "-p",
+            &port,
+            "@127.0.0.1",
+            "web.service.dc2.consul",
+            "A",
+        ])
+        .output()
+        .expect("dig (bind9-dnsutils)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.9.0.1");
+
     // A client agent is in no WAN pool, and may not join one.
     let client = Agent::client_of(dir.path(), "c1", &s1);
     wait_for(

@@ -172,6 +172,9 @@ impl<E: Env> Agent<E> {
             }
             None => None,
         };
+        if let (Some(server), Some((w, _))) = (&local, &wan) {
+            server.set_wan(&config.datacenter, w.clone());
+        }
         let servers = Arc::new(Servers::new(
             env.clone(),
             gossip.clone(),

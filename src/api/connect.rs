@@ -44,7 +44,7 @@ fn ms_of(t: SystemTime) -> u64 {
 
 /// A CA request through the servers; 429 when the CSR limit is reached.
 async fn ca_call<E: Env>(s: &ApiState<E>, op: CaOp) -> Result<(HeaderMap, Answer), ApiError> {
-    let reply = s.servers.call(ClientRequest::Ca { op, hops: 0 }).await;
+    let reply = super::call(s, ClientRequest::Ca { op, hops: 0 }).await;
     match &reply.answer {
         Err(e) if e == CSR_RATE_LIMITED => Err(ApiError(StatusCode::TOO_MANY_REQUESTS, e.clone())),
         _ => Ok((meta_headers(&reply), answer_of(&reply)?)),

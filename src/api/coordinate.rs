@@ -175,13 +175,14 @@ pub async fn update<E: Env>(
     if local.is_some_and(|l| !l.is_compatible_with(&coord)) {
         return Err(bad("rejected bad coordinate: incompatible dimensionality"));
     }
-    let reply = s
-        .servers
-        .call(ClientRequest::Coordinates {
+    let reply = super::call(
+        &s,
+        ClientRequest::Coordinates {
             updates: vec![(u.node, coord)],
             hops: 0,
-        })
-        .await;
+        },
+    )
+    .await;
     reply.answer.map_err(internal)?;
     Ok(Json(true))
 }

@@ -158,19 +158,20 @@ pub(super) async fn read<E: Env>(
     query: Query,
 ) -> Result<(HeaderMap, Answer), ApiError> {
     let read = read_of(params, query)?;
-    let reply = s.servers.call(ClientRequest::Read { read, hops: 0 }).await;
+    let reply = super::call(s, ClientRequest::Read { read, hops: 0 }).await;
     Ok((meta_headers(&reply), answer_of(&reply)?))
 }
 
 /// Writes `cmd` through the servers; whether it took effect.
 pub(super) async fn write_cmd<E: Env>(s: &ApiState<E>, cmd: Command) -> Result<bool, ApiError> {
-    let reply = s
-        .servers
-        .call(ClientRequest::Write {
+    let reply = super::call(
+        s,
+        ClientRequest::Write {
             cmd: Box::new(cmd),
             hops: 0,
-        })
-        .await;
+        },
+    )
+    .await;
     match answer_of(&reply)? {
         Answer::Written(ok) => Ok(ok),
         other => Err(unexpected(other)),
@@ -303,7 +304,7 @@ async fn write<E: Env>(
 pub(super) async fn status<E: Env>(
     s: &ApiState<E>,
 ) -> Result<(Option<String>, Vec<String>), ApiError> {
-    let reply = s.servers.call(ClientRequest::Status).await;
+    let reply = super::call(s, ClientRequest::Status).await;
     match answer_of(&reply)? {
         Answer::Status { leader, peers } => Ok((leader, peers)),
         other => Err(unexpected(other)),

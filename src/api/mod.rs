@@ -253,9 +253,31 @@ fn path_in(path: &str, list: &[&str]) -> bool {
         .any(|p| path == *p || (p.ends_with('/') && path.starts_with(p)))
 }
 
+tokio::task_local! {
+    /// The datacenter the request being served is for (`?dc=`), when it
+    /// is not this agent's.
+    static TARGET_DC: Option<String>;
+}
+
+/// Sends `req` to the servers: this datacenter's, or with `?dc=` another
+/// one's (a local server sends it on to a server found in the WAN pool).
+pub(crate) async fn call<E: Env>(
+    s: &ApiState<E>,
+    req: crate::server::ClientRequest,
+) -> crate::server::ClientReply {
+    let dc = TARGET_DC.try_with(|d| d.clone()).ok().flatten();
+    let req = match dc {
+        Some(dc) => crate::server::ClientRequest::Remote {
+            dc,
+            req: Box::new(req),
+        },
+        None => req,
+    };
+    s.servers.call(req).await
+}
+
 /// The parameters every endpoint takes, handled around the endpoints:
-/// `?dc` (only this agent's own datacenter until datacenters federate;
-/// Consul's error otherwise), `?filter` (a [`filter::Filter`] over the
+/// `?dc` (another datacenter's servers answer, through the WAN pool), `?filter` (a [`filter::Filter`] over the
 /// list answered), `?near` (the list sorted by estimated RTT from a node,
 /// `_agent` for this one) and `?pretty` (indented JSON).
 async fn common_params<E: Env>(
@@ -273,11 +295,9 @@ async fn common_params<E: Env>(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    if let Some(dc) = param("dc") {
-        if let Err(e) = s.check_dc(&dc) {
-            return e.into_response();
-        }
-    }
+    // Another datacenter: every request to the servers this endpoint
+    // makes goes there (see [`call`]).
+    let remote_dc = param("dc").filter(|dc| !dc.is_empty() && *dc != s.info.datacenter);
     let path = req.uri().path().to_owned();
     let is_get = req.method() == axum::http::Method::GET;
     let filter = match param("filter").filter(|f| !f.is_empty()) {
@@ -303,7 +323,7 @@ async fn common_params<E: Env>(
             }
         });
     let pretty = param("pretty").is_some();
-    let resp = next.run(req).await;
+    let resp = TARGET_DC.scope(remote_dc, next.run(req)).await;
     let is_json = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)

@@ -199,13 +199,14 @@ pub async fn renew<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let reply = s
-        .servers
-        .call(ClientRequest::SessionRenew {
+    let reply = super::call(
+        &s,
+        ClientRequest::SessionRenew {
             id: id.clone(),
             hops: 0,
-        })
-        .await;
+        },
+    )
+    .await;
     match reply.answer {
         Ok(Answer::Sessions(v)) if v.is_empty() => Err(ApiError(
             StatusCode::NOT_FOUND,

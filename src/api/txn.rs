@@ -136,13 +136,14 @@ pub async fn txn<E: Env>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let ops = parse(&body)?;
-    let reply = s
-        .servers
-        .call(ClientRequest::Write {
+    let reply = super::call(
+        &s,
+        ClientRequest::Write {
             cmd: Box::new(Command::Txn(ops)),
             hops: 0,
-        })
-        .await;
+        },
+    )
+    .await;
     let headers = meta_headers(&reply);
     match answer_of(&reply)? {
         Answer::Txn(Ok(entries)) => {

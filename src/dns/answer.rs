@@ -173,7 +173,7 @@ pub fn answer(
                 }
             }
         }
-        (Lookup::Service { service, .. }, Found::Instances(all)) => {
+        (Lookup::Service { service, dc, .. }, Found::Instances(all)) => {
             let mut all: Vec<&Instance> = all
                 .iter()
                 .filter(|i| healthy(i, cfg.only_passing))
@@ -184,6 +184,11 @@ pub fn answer(
             // Shuffled first so that instances equally near (or with no
             // coordinate) still share the load.
             all.shuffle(rng);
+            // Another datacenter's instances are not near this agent.
+            let near = near.filter(|_| {
+                dc.as_ref()
+                    .is_none_or(|d| d.eq_ignore_ascii_case(&cfg.datacenter))
+            });
             if let Some(near) = near {
                 let mut keyed: Vec<(f64, &Instance)> = all
                     .into_iter()
@@ -193,7 +198,7 @@ pub fn answer(
                 all = keyed.into_iter().map(|(_, i)| i).collect();
             }
             let ttl = cfg.service_ttl(service);
-            let dc = &cfg.datacenter;
+            let dc = dc.as_ref().unwrap_or(&cfg.datacenter);
             // Instances sharing an address give one A record.
             let mut answered: Vec<IpAddr> = Vec::new();
             for i in all {

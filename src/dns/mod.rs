@@ -307,11 +307,13 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
         dc.as_deref()
             .is_none_or(|d| d.eq_ignore_ascii_case(&shared.cfg.datacenter))
     };
+    // Another datacenter's names are asked of its servers, through a
+    // local server and the WAN pool.
+    let remote = match lookup {
+        Lookup::Service { dc, .. } | Lookup::Node { dc, .. } if !ours(dc) => dc.clone(),
+        _ => None,
+    };
     let query = match lookup {
-        Lookup::Service { dc, .. } | Lookup::Node { dc, .. } if !ours(dc) => {
-            // Other datacenters come with WAN federation.
-            return Ok(Arc::new(Found::Nothing));
-        }
         Lookup::Service { service, tag, .. } => Query::Instances {
             service: service.clone(),
             tag: tag.clone(),
@@ -332,7 +334,7 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
     let local = shared
         .servers
         .local()
-        .filter(|s| shared.cfg.allow_stale && s.last_contact_ms() <= max_stale);
+        .filter(|s| remote.is_none() && shared.cfg.allow_stale && s.last_contact_ms() <= max_stale);
     let index = local.map(|s| s.index_of(&query));
     if let Some(index) = index {
         let cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -342,14 +344,23 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
             }
         }
     }
-    let read = |consistency| ClientRequest::Read {
-        read: Read {
-            consistency,
-            min_index: 0,
-            max_wait_ms: 0,
-            query: query.clone(),
-        },
-        hops: 0,
+    let read = |consistency| {
+        let req = ClientRequest::Read {
+            read: Read {
+                consistency,
+                min_index: 0,
+                max_wait_ms: 0,
+                query: query.clone(),
+            },
+            hops: 0,
+        };
+        match &remote {
+            Some(dc) => ClientRequest::Remote {
+                dc: dc.clone(),
+                req: Box::new(req),
+            },
+            None => req,
+        }
     };
     let mut reply = if shared.cfg.allow_stale {
         shared.servers.call(read(Consistency::Stale)).await

@@ -78,6 +78,14 @@ pub enum ClientRequest {
         /// Servers it has passed through.
         hops: u8,
     },
+    /// A request for another datacenter: the server sends it on to one of
+    /// that datacenter's servers, found in the WAN pool.
+    Remote {
+        /// The datacenter.
+        dc: String,
+        /// The request, as that datacenter's servers take it.
+        req: Box<ClientRequest>,
+    },
     /// Restart a TTL session's timer (the leader keeps the timers).
     SessionRenew {
         /// The session.
@@ -289,6 +297,9 @@ const COORDINATE_BATCH: usize = 128;
 /// batch size times `coordinate_update_max_batches`).
 const COORDINATE_PENDING_MAX: usize = COORDINATE_BATCH * 5;
 
+/// Servers of another datacenter a read is tried on.
+const REMOTE_TRIES: usize = 3;
+
 /// Leaves the leader signs per second at most (Consul's
 /// `csr_max_per_second`), with as many in a burst.
 const CSR_MAX_PER_SECOND: f64 = 50.0;
@@ -318,6 +329,10 @@ pub struct Server<E: Env> {
     ca_rng: Mutex<rand_chacha::ChaCha8Rng>,
     /// Leaves signed recently (CSR rate limit), as a token bucket.
     csr_bucket: Mutex<(f64, Instant)>,
+    /// The WAN pool, where other datacenters' servers are found.
+    wan: std::sync::OnceLock<crate::gossip::Gossip>,
+    /// This server's datacenter.
+    datacenter: std::sync::OnceLock<String>,
     _rpc: Task,
     _batchers: Vec<Task>,
 }
@@ -499,6 +514,8 @@ impl<E: Env> Server<E> {
                 leader_lease_ms,
                 ca_rng,
                 csr_bucket,
+                wan: std::sync::OnceLock::new(),
+                datacenter: std::sync::OnceLock::new(),
                 _rpc: rpc,
                 _batchers: batchers,
             }
@@ -574,8 +591,68 @@ impl<E: Env> Server<E> {
             ClientRequest::Coordinates { updates, hops } => self.coordinates(updates, hops).await,
             ClientRequest::Status => self.status(),
             ClientRequest::Ca { op, hops } => self.ca(op, hops).await,
+            ClientRequest::Remote { dc, req } => self.remote(dc, *req).await,
             ClientRequest::SessionRenew { id, hops } => self.renew(id, hops).await,
         }
+    }
+
+    /// Joins this server to its datacenter's WAN pool view: requests for
+    /// `datacenter` are its own, others go to servers found in `wan`.
+    pub fn set_wan(&self, datacenter: &str, wan: crate::gossip::Gossip) {
+        let _ = self.datacenter.set(datacenter.to_string());
+        let _ = self.wan.set(wan);
+    }
+
+    /// Sends `req` to a server of datacenter `dc`, nearest by WAN RTT
+    /// estimate first; a read that cannot reach one tries the next.
+    async fn remote(&self, dc: String, req: ClientRequest) -> ClientReply {
+        if self.datacenter.get() == Some(&dc) {
+            return Box::pin(self.client_request(req)).await;
+        }
+        let no_path = || ClientReply::refused(&format!("No path to datacenter {dc:?}"));
+        let Some(wan) = self.wan.get() else {
+            return no_path();
+        };
+        let (Ok(members), Ok(coords)) = (wan.members().await, wan.coordinates().await) else {
+            return no_path();
+        };
+        let me = coords.members.get(wan.name());
+        let mut targets: Vec<(f64, SocketAddr)> = members
+            .iter()
+            .filter_map(|m| {
+                let sm = crate::server::cluster::server_of(m)?;
+                (sm.dc == dc && sm.status == crate::gossip::MemberStatus::Alive).then_some(())?;
+                let rtt = match (me, coords.members.get(&m.name)) {
+                    (Some(a), Some(b)) => a.distance_to(b).as_secs_f64(),
+                    _ => f64::INFINITY,
+                };
+                Some((rtt, sm.rpc))
+            })
+            .collect();
+        if targets.is_empty() {
+            return no_path();
+        }
+        targets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Only a request that is safe to repeat goes to a second server.
+        let tries = match &req {
+            ClientRequest::Read { .. } | ClientRequest::Status => REMOTE_TRIES,
+            _ => 1,
+        };
+        let wait = match &req {
+            ClientRequest::Read { read, .. } => {
+                Duration::from_millis(read.max_wait_ms.min(MAX_WAIT_MS))
+            }
+            _ => Duration::ZERO,
+        };
+        let mut last = String::new();
+        for (_, addr) in targets.into_iter().take(tries) {
+            let deadline = self.env.now() + wait + Duration::from_secs(10);
+            match self.call_server(addr, req.clone(), deadline).await {
+                Ok(r) => return r,
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        ClientReply::refused(&format!("datacenter {dc:?} did not answer: {last}"))
     }
 
     /// Answers a CA request on the leader, forwarding it there otherwise.
