@@ -95,6 +95,25 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
     assert_eq!(dcs[1]["Coordinates"][0]["Node"], "s2.dc2");
     assert_eq!(dcs[1]["AreaID"], "wan");
 
+    // Estimated RTTs from WAN coordinates: a pair, and percentiles over
+    // every server pair of two datacenters.
+    let (ok, out, err) = cli(&s1, &["rtt", "-wan", "s2.dc2"]);
+    assert!(
+        ok && out.contains("s2.dc2 <-> s1.dc1") && out.contains("WAN"),
+        "{out}{err}"
+    );
+    let p = json(&http_get(
+        &s1.http,
+        "/v1/coordinate/rtt?source=dc1&destination=dc2",
+    ));
+    assert_eq!(p["Pairs"], 1);
+    let p50 = p["P50Ms"].as_f64().unwrap();
+    assert!(p50 >= 0.0 && p50 <= p["P99Ms"].as_f64().unwrap(), "{p}");
+    let (ok, out, err) = cli(&s1, &["rtt", "-datacenters", "dc1", "dc2"]);
+    assert!(ok && out.contains("p99"), "{out}{err}");
+    let (st, _) = process::http(&s1.http, "GET", "/v1/coordinate/rtt?source=dc1", b"").unwrap();
+    assert_eq!(st, 400);
+
     // ?dc= goes to the other datacenter's servers: KV both ways, the
     // catalog, the leader, and DNS names of the other datacenter.
     let (st, out) = process::http(&s1.http, "PUT", "/v1/kv/where?dc=dc2", b"in dc2").unwrap();

@@ -17,10 +17,11 @@ use crate::env::Env;
 use crate::server::{Answer, Instance, Query};
 use crate::state::{Check, Command, Health, Node, Service};
 
-/// `GET /v1/catalog/datacenters`: every datacenter of the WAN pool,
-/// nearest first by the median estimated RTT from this server to its
-/// servers (Consul's order); datacenters without coordinates go last, by
-/// name. A client agent knows its own datacenter only.
+/// `GET /v1/catalog/datacenters`: every datacenter of the WAN pool, this
+/// one first, then nearest first by the median estimated RTT from this
+/// server to their servers (Consul's order); datacenters without
+/// coordinates go last, by name. A client agent knows its own datacenter
+/// only.
 pub async fn datacenters<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
 ) -> Result<Json<Vec<String>>, ApiError> {
@@ -45,9 +46,18 @@ pub async fn datacenters<E: Env>(
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
     };
+    // A coordinate's distance to itself is its height twice over, not
+    // zero: the local datacenter is placed first outright.
     let mut dcs: Vec<(f64, String)> = rtts
         .into_iter()
-        .map(|(dc, mut v)| (median(&mut v), dc))
+        .map(|(dc, mut v)| {
+            let rtt = if dc == s.info.datacenter {
+                f64::NEG_INFINITY
+            } else {
+                median(&mut v)
+            };
+            (rtt, dc)
+        })
         .collect();
     dcs.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     Ok(Json(dcs.into_iter().map(|(_, dc)| dc).collect()))

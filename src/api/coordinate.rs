@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::kv::{read, unexpected};
+use super::kv::{bad, read, unexpected};
 use super::{internal, ApiError, ApiState};
 use crate::env::Env;
 use crate::server::{Answer, ClientRequest, Query};
@@ -79,7 +79,7 @@ impl ApiNodeCoord {
 }
 
 /// One datacenter of `/v1/coordinate/datacenters`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ApiDcCoords {
     /// Datacenter name.
@@ -229,4 +229,60 @@ pub async fn datacenters<E: Env>(
         area_id: "wan".into(),
         coordinates,
     }]))
+}
+
+/// `GET /v1/coordinate/rtt?source=DC&destination=DC`: the estimated RTT
+/// between every server of one datacenter and every server of the other,
+/// from WAN coordinates, as percentiles (ms). Nothing is measured: the
+/// answer is instant, which is the point of network coordinates.
+pub async fn rtt_between<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (Some(src), Some(dst)) = (params.get("source"), params.get("destination")) else {
+        return Err(bad(
+            "required query parameters 'source' and 'destination' (datacenters)",
+        ));
+    };
+    let Some(wan) = &s.wan else {
+        return Err(bad(
+            "this agent is in no WAN pool; ask a server (WAN coordinates are the servers')",
+        ));
+    };
+    let members = wan.members().await.map_err(internal)?;
+    let coords = wan.coordinates().await.map_err(internal)?;
+    let of = |dc: &str| -> Vec<(&str, &crate::coordinate::Coordinate)> {
+        members
+            .iter()
+            .filter(|m| crate::server::cluster::server_of(m).is_some_and(|sm| sm.dc == dc))
+            .filter_map(|m| Some((m.name.as_str(), coords.members.get(&m.name)?)))
+            .collect()
+    };
+    let (a, b) = (of(src), of(dst));
+    let mut rtts: Vec<f64> = a
+        .iter()
+        .flat_map(|(na, ca)| {
+            b.iter()
+                .filter(move |(nb, _)| nb != na)
+                .map(move |(_, cb)| ca.distance_to(cb).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    if rtts.is_empty() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no WAN coordinates for server pairs of {src:?} and {dst:?} (yet)"),
+        ));
+    }
+    rtts.sort_by(f64::total_cmp);
+    let p = |q| crate::coordinate::percentile(&rtts, q);
+    Ok(Json(serde_json::json!({
+        "Source": src,
+        "Destination": dst,
+        "Pairs": rtts.len(),
+        "P50Ms": p(0.5),
+        "P90Ms": p(0.9),
+        "P99Ms": p(0.99),
+        "MinMs": rtts[0],
+        "MaxMs": rtts[rtts.len() - 1],
+    })))
 }

@@ -144,6 +144,7 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/agent/check/{verb}/{id}", put(agent::mark_check::<E>))
         .route("/v1/coordinate/nodes", get(coordinate::nodes::<E>))
         .route("/v1/coordinate/update", put(coordinate::update::<E>))
+        .route("/v1/coordinate/rtt", get(coordinate::rtt_between::<E>))
         .route(
             "/v1/kv/{*key}",
             get(kv::get::<E>).put(kv::put::<E>).delete(kv::delete::<E>),

@@ -203,9 +203,16 @@ struct MembersArgs {
 struct RttArgs {
     #[command(flatten)]
     http: HttpArgs,
-    /// The first node.
+    /// Servers in the WAN pool (`<node>.<dc>`), by WAN coordinates.
+    #[arg(long = "wan")]
+    wan: bool,
+    /// The two names are datacenters: print the p50/p90/p99 of the
+    /// estimated RTTs between all their servers (WAN coordinates).
+    #[arg(long = "datacenters")]
+    datacenters: bool,
+    /// The first node (or datacenter).
     node_a: String,
-    /// The second node (default: the agent's own).
+    /// The second node (default: the agent's own), or datacenter.
     node_b: Option<String>,
 }
 
@@ -562,17 +569,50 @@ async fn run_rtt(r: RttArgs) -> anyhow::Result<()> {
     use crate::api::ApiNodeCoord;
     let env = TokioEnv::new();
     let addr = client::parse_addr(&env, &r.http.addr()).await?;
+    if r.datacenters {
+        let Some(to) = &r.node_b else {
+            anyhow::bail!(
+                "-datacenters needs two datacenters, like: cairn rtt -datacenters dc1 dc2"
+            );
+        };
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("source", &r.node_a)
+            .append_pair("destination", to)
+            .finish();
+        let p: serde_json::Value =
+            client::get_json(&env, addr, &format!("/v1/coordinate/rtt?{q}")).await?;
+        println!(
+            "Estimated {} <-> {to} rtt over {} server pairs (WAN coordinates): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms (min {:.3}, max {:.3})",
+            r.node_a, p["Pairs"], p["P50Ms"].as_f64().unwrap_or(f64::NAN),
+            p["P90Ms"].as_f64().unwrap_or(f64::NAN), p["P99Ms"].as_f64().unwrap_or(f64::NAN),
+            p["MinMs"].as_f64().unwrap_or(f64::NAN), p["MaxMs"].as_f64().unwrap_or(f64::NAN),
+        );
+        return Ok(());
+    }
     let node_b = match r.node_b {
         Some(b) => b,
         None => {
             let me: serde_json::Value = client::get_json(&env, addr, "/v1/agent/self").await?;
-            me["Config"]["NodeName"]
+            let name = me["Config"]["NodeName"]
                 .as_str()
-                .ok_or_else(|| anyhow::anyhow!("the agent did not say its node name"))?
-                .to_string()
+                .ok_or_else(|| anyhow::anyhow!("the agent did not say its node name"))?;
+            if r.wan {
+                format!(
+                    "{name}.{}",
+                    me["Config"]["Datacenter"].as_str().unwrap_or_default()
+                )
+            } else {
+                name.to_string()
+            }
         }
     };
-    let coords: Vec<ApiNodeCoord> = client::get_json(&env, addr, "/v1/coordinate/nodes").await?;
+    let coords: Vec<ApiNodeCoord> = if r.wan {
+        let dcs: Vec<crate::api::ApiDcCoords> =
+            client::get_json(&env, addr, "/v1/coordinate/datacenters").await?;
+        dcs.into_iter().flat_map(|d| d.coordinates).collect()
+    } else {
+        client::get_json(&env, addr, "/v1/coordinate/nodes").await?
+    };
     let find = |n: &str| {
         coords
             .iter()
@@ -589,9 +629,10 @@ async fn run_rtt(r: RttArgs) -> anyhow::Result<()> {
     }
     let rtt = a.distance_to(&b);
     println!(
-        "Estimated {} <-> {node_b} rtt: {:.3} ms (using LAN coordinates)",
+        "Estimated {} <-> {node_b} rtt: {:.3} ms (using {} coordinates)",
         r.node_a,
-        rtt.as_secs_f64() * 1000.0
+        rtt.as_secs_f64() * 1000.0,
+        if r.wan { "WAN" } else { "LAN" }
     );
     Ok(())
 }

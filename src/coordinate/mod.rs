@@ -283,3 +283,20 @@ impl Default for Config {
         }
     }
 }
+
+/// Percentile by linear interpolation between closest ranks (numpy's default).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n == 1 {
+        return sorted[0];
+    }
+    let h = q * (n - 1) as f64;
+    let lo = h.floor() as usize;
+    if lo >= n - 1 {
+        return sorted[n - 1];
+    }
+    sorted[lo] + (h - lo as f64) * (sorted[lo + 1] - sorted[lo])
+}

@@ -44,22 +44,7 @@ pub struct Replay {
     pub final_pairs: Vec<(f64, f64)>,
 }
 
-/// Percentile by linear interpolation between closest ranks (numpy's default).
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let n = sorted.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n == 1 {
-        return sorted[0];
-    }
-    let h = q * (n - 1) as f64;
-    let lo = h.floor() as usize;
-    if lo >= n - 1 {
-        return sorted[n - 1];
-    }
-    sorted[lo] + (h - lo as f64) * (sorted[lo + 1] - sorted[lo])
-}
+pub use cairn::coordinate::percentile;
 
 fn clients(m: &Matrix, cfg: &Config, seed: u64) -> Vec<Client<u32>> {
     (0..m.nodes)
