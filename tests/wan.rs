@@ -157,6 +157,37 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
         .expect("dig (bind9-dnsutils)");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.9.0.1");
 
+    // A prepared query fails over to the nearest other datacenter while
+    // every local instance is critical.
+    let api = |a: &Agent, node: &str, addr: &str, status: &str| {
+        let reg = format!(
+            r#"{{"Node": "{node}", "Address": "{addr}", "Service": {{"Service": "api", "Port": 9}},
+                "Check": {{"CheckID": "api", "Name": "api", "ServiceID": "api", "Status": "{status}"}}}}"#
+        );
+        let (st, out) =
+            process::http(&a.http, "PUT", "/v1/catalog/register", reg.as_bytes()).unwrap();
+        assert_eq!(st, 200, "{out}");
+    };
+    api(&s1, "api-1", "10.1.0.1", "critical");
+    api(&s2, "api-2", "10.2.0.1", "passing");
+    let body = r#"{"Name": "api", "Service": {"Service": "api", "Failover": {"NearestN": 1}}}"#;
+    let (st, out) = process::http(&s1.http, "POST", "/v1/query", body.as_bytes()).unwrap();
+    assert_eq!(st, 200, "{out}");
+    let id = json(&out)["ID"].as_str().unwrap().to_string();
+    let run = json(&http_get(&s1.http, "/v1/query/api/execute"));
+    assert_eq!(run["Datacenter"], "dc2", "{run}");
+    assert_eq!(run["Failovers"], 1);
+    assert_eq!(run["Nodes"][0]["Node"]["Node"], "api-2");
+    // Healthy here again: the local instance answers.
+    api(&s1, "api-1", "10.1.0.1", "passing");
+    let run = json(&http_get(&s1.http, &format!("/v1/query/{id}/execute")));
+    assert_eq!(run["Datacenter"], "dc1", "{run}");
+    assert_eq!(run["Nodes"][0]["Node"]["Node"], "api-1");
+    let listed = json(&http_get(&s1.http, "/v1/query"));
+    assert_eq!(listed[0]["Service"]["Failover"]["NearestN"], 1);
+    let (st, _) = process::http(&s1.http, "GET", "/v1/query/nope/execute", b"").unwrap();
+    assert_eq!(st, 404);
+
     // A client agent is in no WAN pool, and may not join one.
     let client = Agent::client_of(dir.path(), "c1", &s1);
     wait_for(

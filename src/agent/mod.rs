@@ -5,6 +5,7 @@ pub mod config;
 pub mod definition;
 pub mod events;
 pub mod local;
+pub mod prepared;
 pub mod servers;
 
 use std::collections::BTreeMap;

@@ -18,49 +18,16 @@ use crate::server::{Answer, Instance, Query};
 use crate::state::{Check, Command, Health, Node, Service};
 
 /// `GET /v1/catalog/datacenters`: every datacenter of the WAN pool, this
-/// one first, then nearest first by the median estimated RTT from this
-/// server to their servers (Consul's order); datacenters without
-/// coordinates go last, by name. A client agent knows its own datacenter
-/// only.
+/// one first, then nearest first by estimated RTT (a server's answer; a
+/// client agent asks one).
 pub async fn datacenters<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
 ) -> Result<Json<Vec<String>>, ApiError> {
-    let Some(wan) = &s.wan else {
-        return Ok(Json(vec![s.info.datacenter.clone()]));
-    };
-    let members = wan.members().await.map_err(super::internal)?;
-    let coords = wan.coordinates().await.map_err(super::internal)?;
-    let me = coords.members.get(wan.name());
-    let mut rtts: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    rtts.insert(s.info.datacenter.clone(), Vec::new());
-    for m in &members {
-        let Some(sm) = crate::server::cluster::server_of(m) else {
-            continue;
-        };
-        let list = rtts.entry(sm.dc).or_default();
-        if let (Some(a), Some(b)) = (me, coords.members.get(&m.name)) {
-            list.push(a.distance_to(b).as_secs_f64());
-        }
+    let reply = super::call(&s, crate::server::ClientRequest::Datacenters).await;
+    match super::kv::answer_of(&reply)? {
+        Answer::Datacenters(v) => Ok(Json(v)),
+        other => Err(unexpected(other)),
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
-    };
-    // A coordinate's distance to itself is its height twice over, not
-    // zero: the local datacenter is placed first outright.
-    let mut dcs: Vec<(f64, String)> = rtts
-        .into_iter()
-        .map(|(dc, mut v)| {
-            let rtt = if dc == s.info.datacenter {
-                f64::NEG_INFINITY
-            } else {
-                median(&mut v)
-            };
-            (rtt, dc)
-        })
-        .collect();
-    dcs.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    Ok(Json(dcs.into_iter().map(|(_, dc)| dc).collect()))
 }
 
 /// `GET /v1/catalog/nodes`.

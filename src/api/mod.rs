@@ -14,6 +14,7 @@ pub mod event;
 pub mod filter;
 pub mod kv;
 pub mod metrics;
+pub mod query;
 pub mod session;
 pub mod txn;
 
@@ -208,6 +209,14 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/session/list", get(session::all::<E>))
         .route("/v1/session/renew/{id}", put(session::renew::<E>))
         .route("/v1/txn", put(txn::txn::<E>))
+        .route("/v1/query", get(query::list::<E>).post(query::create::<E>))
+        .route(
+            "/v1/query/{id}",
+            get(query::get::<E>)
+                .put(query::update::<E>)
+                .delete(query::delete::<E>),
+        )
+        .route("/v1/query/{id}/{verb}", get(query::action::<E>))
         .route("/v1/event/fire/{name}", put(event::fire::<E>))
         .route("/v1/event/list", get(event::list::<E>))
         .route("/v1/status/leader", get(kv::leader::<E>))

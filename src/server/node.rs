@@ -78,6 +78,9 @@ pub enum ClientRequest {
         /// Servers it has passed through.
         hops: u8,
     },
+    /// Every datacenter this server knows (its own, and the WAN pool's),
+    /// its own first, then nearest first by WAN RTT estimate.
+    Datacenters,
     /// A request for another datacenter: the server sends it on to one of
     /// that datacenter's servers, found in the WAN pool.
     Remote {
@@ -190,6 +193,8 @@ pub enum Query {
     /// The Connect proxies of a service (kind `connect-proxy`, with it as
     /// their destination), each with its node and checks.
     ConnectProxies(String),
+    /// Every prepared query.
+    PreparedQueries,
 }
 
 impl Query {
@@ -209,6 +214,7 @@ impl Query {
             Query::CaRoots => &[Table::Connect],
             Query::Intentions => &[Table::Intentions],
             Query::ConnectProxies(_) => &[Table::Nodes, Table::Services, Table::Checks],
+            Query::PreparedQueries => &[Table::Queries],
         }
     }
 }
@@ -256,6 +262,10 @@ pub enum Answer {
     Intentions(Vec<crate::connect::intention::Intention>),
     /// A signed leaf certificate.
     Leaf(crate::connect::ca::SignedLeaf),
+    /// For `PreparedQueries`.
+    PreparedQueries(Vec<crate::state::PreparedQuery>),
+    /// For `Datacenters`: every datacenter, this one first, then nearest.
+    Datacenters(Vec<String>),
     /// For `Status`: the leader's RPC address and the voters'.
     Status {
         /// The leader, if one is known.
@@ -592,6 +602,7 @@ impl<E: Env> Server<E> {
             ClientRequest::Status => self.status(),
             ClientRequest::Ca { op, hops } => self.ca(op, hops).await,
             ClientRequest::Remote { dc, req } => self.remote(dc, *req).await,
+            ClientRequest::Datacenters => self.datacenters().await,
             ClientRequest::SessionRenew { id, hops } => self.renew(id, hops).await,
         }
     }
@@ -601,6 +612,53 @@ impl<E: Env> Server<E> {
     pub fn set_wan(&self, datacenter: &str, wan: crate::gossip::Gossip) {
         let _ = self.datacenter.set(datacenter.to_string());
         let _ = self.wan.set(wan);
+    }
+
+    /// Every datacenter of the WAN pool, this one first, then by the
+    /// median estimated RTT from this server to their servers (Consul's
+    /// order); datacenters without coordinates go last, by name.
+    async fn datacenters(&self) -> ClientReply {
+        let own = self.datacenter.get().cloned().unwrap_or_default();
+        let mut rtts: std::collections::BTreeMap<String, Vec<f64>> =
+            [(own.clone(), Vec::new())].into();
+        if let Some(wan) = self.wan.get() {
+            let (Ok(members), Ok(coords)) = (wan.members().await, wan.coordinates().await) else {
+                return ClientReply::refused("the WAN pool is stopping");
+            };
+            let me = coords.members.get(wan.name());
+            for m in &members {
+                let Some(sm) = crate::server::cluster::server_of(m) else {
+                    continue;
+                };
+                let list = rtts.entry(sm.dc).or_default();
+                if let (Some(a), Some(b)) = (me, coords.members.get(&m.name)) {
+                    list.push(a.distance_to(b).as_secs_f64());
+                }
+            }
+        }
+        // A coordinate's distance to itself is its height twice over, not
+        // zero: the local datacenter is placed first outright.
+        let mut dcs: Vec<(f64, String)> = rtts
+            .into_iter()
+            .map(|(dc, mut v)| {
+                v.sort_by(f64::total_cmp);
+                let rtt = if dc == own {
+                    f64::NEG_INFINITY
+                } else {
+                    v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
+                };
+                (rtt, dc)
+            })
+            .collect();
+        dcs.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        ClientReply {
+            index: 1,
+            known_leader: self.leader().is_some(),
+            last_contact_ms: self.last_contact_ms(),
+            answer: Ok(Answer::Datacenters(
+                dcs.into_iter().map(|(_, dc)| dc).collect(),
+            )),
+        }
     }
 
     /// Sends `req` to a server of datacenter `dc`, nearest by WAN RTT
@@ -1280,6 +1338,7 @@ fn answer_in(store: &Store, query: &Query) -> Answer {
         Query::NodeSessions(node) => Answer::Sessions(store.node_sessions(node).cloned().collect()),
         Query::CaRoots => Answer::Ca(Box::new(store.ca().public())),
         Query::Intentions => Answer::Intentions(store.intentions().cloned().collect()),
+        Query::PreparedQueries => Answer::PreparedQueries(store.queries().cloned().collect()),
         Query::ConnectProxies(dest) => Answer::Instances(
             store
                 .services()

@@ -14,6 +14,7 @@
 mod catalog;
 mod connect;
 mod kv;
+mod query;
 mod session;
 mod txn;
 mod watch;
@@ -28,6 +29,7 @@ pub use catalog::{
 };
 pub use connect::{CaRoot, CaState};
 pub use kv::{KvEntry, KvOp};
+pub use query::{PreparedQuery, QueryDns, QueryFailover, QueryService, QueryTemplate};
 pub use session::{Behavior, Session};
 pub use txn::{TxnError, TxnOp, TxnOutcome, TxnVerb, MAX_TXN_OPS};
 pub use watch::WatchHub;
@@ -53,11 +55,13 @@ pub enum Table {
     Connect,
     /// Intentions.
     Intentions,
+    /// Prepared queries.
+    Queries,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
@@ -66,6 +70,7 @@ impl Table {
         Table::Coordinates,
         Table::Connect,
         Table::Intentions,
+        Table::Queries,
     ];
 }
 
@@ -139,6 +144,13 @@ pub enum Command {
         /// Its ID.
         id: String,
     },
+    /// Create or replace a prepared query.
+    QuerySet(Box<PreparedQuery>),
+    /// Delete a prepared query.
+    QueryDelete {
+        /// Its ID.
+        id: String,
+    },
     /// Several independent commands in one log entry, applied in order,
     /// each with its own result (the leader groups concurrent writes so
     /// that one entry, and one round of replication, carries them all).
@@ -182,6 +194,7 @@ struct Data {
     coordinates: BTreeMap<String, Coordinate>,
     ca: CaState,
     intentions: BTreeMap<String, crate::connect::intention::Intention>,
+    queries: BTreeMap<String, PreparedQuery>,
     /// Keys whose lock was lost, and until when (ms) none may take it.
     lock_delays: BTreeMap<String, u64>,
     indexes: BTreeMap<Table, u64>,
@@ -312,6 +325,11 @@ impl Store {
         self.data.intentions.values()
     }
 
+    /// Every prepared query, by ID.
+    pub fn queries(&self) -> impl Iterator<Item = &PreparedQuery> {
+        self.data.queries.values()
+    }
+
     /// Change notifications, for blocking readers.
     pub fn watches(&self) -> Arc<WatchHub> {
         self.hub.clone()
@@ -365,6 +383,8 @@ struct SnapshotFile {
     ca: CaState,
     #[serde(default)]
     intentions: Vec<crate::connect::intention::Intention>,
+    #[serde(default)]
+    queries: Vec<PreparedQuery>,
 }
 
 impl From<&Data> for SnapshotFile {
@@ -387,6 +407,7 @@ impl From<&Data> for SnapshotFile {
             last_applied: d.last_applied,
             ca: d.ca.clone(),
             intentions: d.intentions.values().cloned().collect(),
+            queries: d.queries.values().cloned().collect(),
         }
     }
 }
@@ -425,6 +446,11 @@ impl SnapshotFile {
                 .intentions
                 .into_iter()
                 .map(|i| (i.id.clone(), i))
+                .collect(),
+            queries: self
+                .queries
+                .into_iter()
+                .map(|q| (q.id.clone(), q))
                 .collect(),
             by_name: BTreeMap::new(),
         };
@@ -487,6 +513,8 @@ impl Tx<'_> {
             } => self.ca_set_root(cluster_id, root, *only_if_none, *leaf_ttl_ms),
             Command::IntentionSet(i) => self.intention_set(i).map(|()| true),
             Command::IntentionDelete { id } => Ok(self.intention_delete(id)),
+            Command::QuerySet(q) => self.query_set(q).map(|()| true),
+            Command::QueryDelete { id } => Ok(self.query_delete(id)),
             // The state machine unpacks batches; one inside another is no
             // leader's doing.
             Command::Batch(_) => Err(invalid("a batch inside a batch")),

@@ -1,0 +1,148 @@
+//! Prepared queries (`/v1/query`): create, list, read, update, delete,
+//! execute (with failover to other datacenters) and explain.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+
+use super::kv::{bad, read, unexpected, write_cmd};
+use super::{ApiError, ApiState};
+use crate::agent::prepared;
+use crate::env::Env;
+use crate::server::{Answer, Query};
+use crate::state::{Command, PreparedQuery};
+
+async fn all<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+) -> Result<(axum::http::HeaderMap, Vec<PreparedQuery>), ApiError> {
+    match read(s, params, Query::PreparedQueries).await? {
+        (h, Answer::PreparedQueries(v)) => Ok((h, v)),
+        (_, a) => Err(unexpected(a)),
+    }
+}
+
+fn decode(body: &Bytes) -> Result<PreparedQuery, ApiError> {
+    let q: PreparedQuery =
+        serde_json::from_slice(body).map_err(|e| bad(format!("Request decode failed: {e}")))?;
+    q.validate().map_err(bad)?;
+    Ok(q)
+}
+
+/// `POST /v1/query`: `{"ID": ...}`.
+pub async fn create<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut q = decode(&body)?;
+    q.id = s.new_id();
+    write_cmd(&s, Command::QuerySet(Box::new(q.clone()))).await?;
+    Ok(Json(serde_json::json!({ "ID": q.id })).into_response())
+}
+
+/// `GET /v1/query`.
+pub async fn list<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (h, v) = all(&s, &params).await?;
+    Ok((h, Json(v)).into_response())
+}
+
+fn not_found(key: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("Query not found: {key}"))
+}
+
+/// `GET /v1/query/<id>`: a list of one, as Consul answers.
+pub async fn get<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (h, v) = all(&s, &params).await?;
+    let q = v
+        .into_iter()
+        .find(|q| q.id == id)
+        .ok_or_else(|| not_found(&id))?;
+    Ok((h, Json(vec![q])).into_response())
+}
+
+/// `PUT /v1/query/<id>`.
+pub async fn update<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (_, v) = all(&s, &HashMap::new()).await?;
+    if !v.iter().any(|q| q.id == id) {
+        return Err(not_found(&id));
+    }
+    let mut q = decode(&body)?;
+    q.id = id;
+    write_cmd(&s, Command::QuerySet(Box::new(q))).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `DELETE /v1/query/<id>`.
+pub async fn delete<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    write_cmd(&s, Command::QueryDelete { id }).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /v1/query/<id or name>/execute` (`?limit=N`), and `/explain`.
+pub async fn action<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path((key, verb)): Path<(String, String)>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (_, v) = all(&s, &HashMap::new()).await?;
+    let q = prepared::resolve(&v, &key).ok_or_else(|| not_found(&key))?;
+    match verb.as_str() {
+        "explain" => {
+            let svc = prepared::render(q, &key).map_err(bad)?;
+            let rendered = PreparedQuery {
+                service: svc,
+                ..q.clone()
+            };
+            Ok(Json(serde_json::json!({ "Query": rendered })).into_response())
+        }
+        "execute" => {
+            let mut e = prepared::execute(&s.servers, &s.info.datacenter, q, &key)
+                .await
+                .map_err(super::internal)?;
+            {
+                use rand::seq::SliceRandom;
+                let mut rng = s.rng.lock().unwrap_or_else(|p| p.into_inner());
+                e.nodes.shuffle(&mut *rng);
+            }
+            if let Some(limit) = params.get("limit").and_then(|l| l.parse::<usize>().ok()) {
+                e.nodes.truncate(limit);
+            }
+            let nodes: Vec<serde_json::Value> = e
+                .nodes
+                .into_iter()
+                .map(|i| serde_json::json!({ "Node": i.node, "Service": i.service, "Checks": i.checks }))
+                .collect();
+            Ok(Json(serde_json::json!({
+                "Service": e.service,
+                "Nodes": nodes,
+                "DNS": q.dns,
+                "Datacenter": e.datacenter,
+                "Failovers": e.failovers,
+            }))
+            .into_response())
+        }
+        other => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown query action {other:?} (execute or explain)"),
+        )),
+    }
+}
