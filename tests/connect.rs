@@ -121,6 +121,41 @@ fn tls_client(addr: SocketAddr, id: &Identity, roots: &[String], trust_domain: &
     })
 }
 
+/// db's proxy in front of an echo server (registered as a connect-proxy)
+/// and web's proxy with db as its upstream, on `agent`.
+struct Pair {
+    _db: Running,
+    web: Running,
+    /// db's public mutual-TLS listener.
+    public: SocketAddr,
+    /// web's upstream listener for db.
+    up: SocketAddr,
+}
+
+fn db_and_web(agent: &Agent, dir: &std::path::Path, web_extra: &[String]) -> Pair {
+    let echo = echo_server();
+    let (db_public, web_up) = (free_port(), free_port());
+    let db = proxy(
+        agent,
+        &[
+            "-service=db".into(),
+            format!("-service-addr={echo}"),
+            format!("-listen=127.0.0.1:{db_public}"),
+            "-register".into(),
+        ],
+        &dir.join("db-proxy.log"),
+    );
+    let mut web_args = vec!["-service=web".to_string(), format!("-upstream=db:{web_up}")];
+    web_args.extend_from_slice(web_extra);
+    let web = proxy(agent, &web_args, &dir.join("web-proxy.log"));
+    Pair {
+        _db: db,
+        web,
+        public: format!("127.0.0.1:{db_public}").parse().unwrap(),
+        up: format!("127.0.0.1:{web_up}").parse().unwrap(),
+    }
+}
+
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
@@ -129,26 +164,13 @@ fn json(s: &str) -> serde_json::Value {
 fn traffic_flows_over_mutual_tls_and_intentions_and_certificates_decide() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::solo_server(dir.path(), "node1");
-    let echo = echo_server();
-    let (db_public, web_up) = (free_port(), free_port());
-
     // B: db's proxy, registered as a connect-proxy; A: web's, upstream db.
-    let _db = proxy(
-        &agent,
-        &[
-            "-service=db".into(),
-            format!("-service-addr={echo}"),
-            format!("-listen=127.0.0.1:{db_public}"),
-            "-register".into(),
-        ],
-        &dir.path().join("db-proxy.log"),
-    );
-    let _web = proxy(
-        &agent,
-        &["-service=web".into(), format!("-upstream=db:{web_up}")],
-        &dir.path().join("web-proxy.log"),
-    );
-    let up: SocketAddr = format!("127.0.0.1:{web_up}").parse().unwrap();
+    let Pair {
+        _db,
+        web: _web,
+        public,
+        up,
+    } = db_and_web(&agent, dir.path(), &[]);
 
     // Bytes intact both ways, 1 MiB of them.
     let data = payload(1 << 20);
@@ -191,7 +213,6 @@ fn traffic_flows_over_mutual_tls_and_intentions_and_certificates_decide() {
 
     // A plain TCP client never reaches the application (it gets a TLS
     // alert at most, never its bytes echoed).
-    let public: SocketAddr = format!("127.0.0.1:{db_public}").parse().unwrap();
     assert_ne!(round_trip(public, b"plain"), Some(b"plain".to_vec()));
 
     // The cluster's roots, for the TLS clients below.
@@ -522,28 +543,9 @@ fn leaf_signing_is_rate_limited_and_cached() {
 fn a_stopping_proxy_drains_open_connections() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::solo_server(dir.path(), "node1");
-    let echo = echo_server();
-    let (db_public, web_up) = (free_port(), free_port());
-    let _db = proxy(
-        &agent,
-        &[
-            "-service=db".into(),
-            format!("-service-addr={echo}"),
-            format!("-listen=127.0.0.1:{db_public}"),
-            "-register".into(),
-        ],
-        &dir.path().join("db.log"),
-    );
-    let mut web = proxy(
-        &agent,
-        &[
-            "-service=web".into(),
-            format!("-upstream=db:{web_up}"),
-            "-drain=20s".into(),
-        ],
-        &dir.path().join("web.log"),
-    );
-    let up: SocketAddr = format!("127.0.0.1:{web_up}").parse().unwrap();
+    let Pair {
+        _db, mut web, up, ..
+    } = db_and_web(&agent, dir.path(), &["-drain=20s".into()]);
     wait_for(Duration::from_secs(20), "traffic", || round_trip(up, b"hi"));
     let mut open = TcpStream::connect(up).unwrap();
     open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -577,6 +579,6 @@ fn a_stopping_proxy_drains_open_connections() {
     });
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    let log = std::fs::read_to_string(dir.path().join("web.log")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("web-proxy.log")).unwrap();
     assert!(!log.contains("still open"), "{log}");
 }

@@ -33,6 +33,8 @@ use crate::env::{timeout, Env, Task, TcpListener};
 
 /// Longest a TLS handshake, or a connection to the application, may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the proxy keeps asking for its first certificate.
+const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(30);
 /// How long a blocking query waits at the agent.
 const WATCH_WAIT: Duration = Duration::from_secs(30);
 /// Longest back-off after a failed query.
@@ -190,13 +192,23 @@ impl<E: Env> Proxy<E> {
             upstream_listeners.push((l, u.destination.clone()));
         }
 
-        // A certificate first: without one the proxy can serve nothing.
-        let first = refresh_tls(&shared).await;
-        if let Err(why) = first {
-            return Err(ProxyError::NoCertificate {
-                agent: cfg.agent,
-                why,
-            });
+        // A certificate first: without one the proxy can serve nothing. An
+        // agent starting alongside the proxy may take a moment to have one.
+        let deadline = env.now() + FIRST_CERTIFICATE_WAIT;
+        loop {
+            match refresh_tls(&shared).await {
+                Ok(()) => break,
+                Err(why) if env.now() >= deadline => {
+                    return Err(ProxyError::NoCertificate {
+                        agent: cfg.agent,
+                        why,
+                    });
+                }
+                Err(why) => {
+                    tracing::info!(%why, "no certificate from the agent yet; retrying");
+                    env.sleep(Duration::from_millis(500)).await;
+                }
+            }
         }
         let mut watchers = vec![env.spawn(watch_certificates(shared.clone()))];
         if public.is_some() {
