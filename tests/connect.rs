@@ -17,6 +17,11 @@ use cairn::connect::tls::{self, Identity};
 mod process;
 use process::{cli, free_port, http, http_get, wait_for, Agent, CAIRN};
 
+/// The machine's clock, for TLS configurations made outside any Env.
+fn system_clock() -> tls::Clock {
+    Arc::new(SystemTime::now)
+}
+
 /// A child process killed when dropped.
 struct Running(Child);
 
@@ -95,7 +100,7 @@ fn tls_client(addr: SocketAddr, id: &Identity, roots: &[String], trust_domain: &
         tls::root_store(roots).unwrap(),
         trust_domain,
         "db",
-        tls::system_clock(),
+        system_clock(),
     )
     .unwrap();
     rt.block_on(async move {
@@ -325,12 +330,8 @@ fn traffic_flows_over_mutual_tls_and_intentions_and_certificates_decide() {
     let cache_leaf =
         ca::sign_leaf(&mine, &req.csr_pem, &id_of("cache"), 4, now, ca::LEAF_TTL).unwrap();
     let impostor = Identity::from_pem(&cache_leaf.cert_pem, &req.key_pem).unwrap();
-    let server = tls::server_config(
-        &impostor,
-        tls::root_store(&both).unwrap(),
-        tls::system_clock(),
-    )
-    .unwrap();
+    let server =
+        tls::server_config(&impostor, tls::root_store(&both).unwrap(), system_clock()).unwrap();
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
         let accepted = accepted.clone();

@@ -19,7 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::checks::CheckResult;
 use crate::cluster::{Action, TimedAction};
-use crate::trace::{Recorder, Trace, TraceEvent};
+use crate::services::record_at;
+use crate::trace::{Recorder, Trace};
 
 /// The sidecar's public port on every node.
 pub const SIDECAR_PORT: u16 = 21000;
@@ -85,26 +86,15 @@ impl IntentionOrder {
 
     /// Records that it took effect at the servers.
     pub fn record<E: Env>(&self, env: &E, recorder: &Recorder, node: &str) {
-        record(
+        record_at(
             recorder,
+            env.now().as_duration(),
             node,
             INTENTION,
             &format!("{}->{}", self.source, self.destination),
-            self.decision(),
-            env.now().as_duration(),
+            Some(self.decision().into()),
         );
     }
-}
-
-fn record(recorder: &Recorder, node: &str, event: &str, member: &str, detail: &str, at: Duration) {
-    recorder.record(TraceEvent {
-        t_us: at.as_micros() as u64,
-        node: node.to_owned(),
-        event: event.into(),
-        member: Some(member.to_owned()),
-        incarnation: None,
-        detail: Some(detail.to_owned()),
-    });
 }
 
 /// The registration body of a Connect service on `port` with a sidecar
@@ -198,7 +188,14 @@ pub fn start<E: Env>(
                 let started = e.now().as_duration();
                 let ok = matches!(timeout(&e, CALL_TIMEOUT, call(&e, at, n)).await, Ok(true));
                 let detail = if ok { "ok" } else { "refused" };
-                record(&recorder, &node, ATTEMPT, &dest, detail, started);
+                record_at(
+                    &recorder,
+                    started,
+                    &node,
+                    ATTEMPT,
+                    &dest,
+                    Some(detail.into()),
+                );
             }
         }));
     }

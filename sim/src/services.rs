@@ -92,11 +92,30 @@ fn record<E: Env>(
     service: &str,
     detail: Option<String>,
 ) {
+    record_at(
+        recorder,
+        env.now().as_duration(),
+        node,
+        event,
+        service,
+        detail,
+    );
+}
+
+/// Records `event` about `member`, seen by `node`, at `at`.
+pub(crate) fn record_at(
+    recorder: &Recorder,
+    at: Duration,
+    node: &str,
+    event: &str,
+    member: &str,
+    detail: Option<String>,
+) {
     recorder.record(TraceEvent {
-        t_us: env.now().as_duration().as_micros() as u64,
+        t_us: at.as_micros() as u64,
         node: node.to_owned(),
         event: event.into(),
-        member: Some(service.to_owned()),
+        member: Some(member.to_owned()),
         incarnation: None,
         detail,
     });

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -35,11 +35,6 @@ fn rfc3339(ms: u64) -> String {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-fn ms_of(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A CA request through the servers; 429 when the CSR limit is reached.
@@ -222,7 +217,7 @@ async fn leaf_for<E: Env>(s: &ApiState<E>, service: &str) -> Result<CachedLeaf, 
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let active = ca.active().map(|r| r.create_index).unwrap_or(0);
-    let now = ms_of(s.env.wall_clock());
+    let now = ca::unix_ms(s.env.wall_clock());
     if let Some(c) = s
         .leaves
         .leaves

@@ -699,17 +699,9 @@ async fn reload<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordinate::Coordinate;
     use serde_json::json;
 
-    fn at(x: f64) -> Coordinate {
-        Coordinate {
-            vec: vec![x, 0.0],
-            error: 0.1,
-            adjustment: 0.0,
-            height: 0.0,
-        }
-    }
+    use crate::coordinate::on_line as at;
 
     #[test]
     fn near_sorts_by_estimated_rtt_and_puts_the_unknown_last() {

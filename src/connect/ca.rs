@@ -116,7 +116,8 @@ pub struct RootKeys {
     pub not_after_ms: u64,
 }
 
-fn ms(t: SystemTime) -> u64 {
+/// `t` in milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -173,8 +174,8 @@ pub fn generate_root(
         key_pem: key.serialize_pem(),
         signing_key_id,
         serial,
-        not_before_ms: ms(now.checked_sub(BACKDATE).unwrap_or(now)),
-        not_after_ms: ms(now + ROOT_TTL),
+        not_before_ms: unix_ms(now.checked_sub(BACKDATE).unwrap_or(now)),
+        not_after_ms: unix_ms(now + ROOT_TTL),
     })
 }
 
@@ -207,7 +208,7 @@ pub fn root_from_pem(cert_pem: &str, key_pem: &str, now: SystemTime) -> Result<R
         to_ms(cert.validity().not_before),
         to_ms(cert.validity().not_after),
     );
-    if !(not_before_ms..not_after_ms).contains(&ms(now)) {
+    if !(not_before_ms..not_after_ms).contains(&unix_ms(now)) {
         return Err(bad("the certificate is not valid now"));
     }
     let ski = cert
@@ -321,8 +322,8 @@ pub fn sign_leaf(
     Ok(SignedLeaf {
         cert_pem: cert.pem(),
         serial: colon_hex(&serial.to_be_bytes()),
-        not_before_ms: ms(now.checked_sub(BACKDATE).unwrap_or(now)),
-        not_after_ms: ms(now + ttl),
+        not_before_ms: unix_ms(now.checked_sub(BACKDATE).unwrap_or(now)),
+        not_after_ms: unix_ms(now + ttl),
     })
 }
 

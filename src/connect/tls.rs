@@ -41,11 +41,6 @@ fn provider() -> Arc<CryptoProvider> {
 /// [`Env`]: crate::env::Env
 pub type Clock = Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>;
 
-/// The machine's clock.
-pub fn system_clock() -> Clock {
-    Arc::new(std::time::SystemTime::now)
-}
-
 /// A [`Clock`] as rustls asks for the time.
 struct ClockTime(Clock);
 

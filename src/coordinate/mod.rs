@@ -300,3 +300,15 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     sorted[lo] + (h - lo as f64) * (sorted[lo + 1] - sorted[lo])
 }
+
+/// A coordinate `x` seconds along the first axis (2-D, no height), for
+/// tests that need nodes at known distances.
+#[cfg(test)]
+pub(crate) fn on_line(x: f64) -> Coordinate {
+    Coordinate {
+        vec: vec![x, 0.0],
+        error: 0.1,
+        adjustment: 0.0,
+        height: 0.0,
+    }
+}

@@ -356,14 +356,7 @@ mod tests {
         }
     }
 
-    fn at(x: f64) -> Coordinate {
-        Coordinate {
-            vec: vec![x, 0.0],
-            error: 0.1,
-            adjustment: 0.0,
-            height: 0.0,
-        }
-    }
+    use crate::coordinate::on_line as at;
 
     fn ask(found: &Found, cfg: &DnsConfig, near: Option<&Near>, seed: u64) -> Vec<String> {
         let mut req = Message::query();
