@@ -345,6 +345,7 @@ pub struct Server<E: Env> {
     datacenter: std::sync::OnceLock<String>,
     _rpc: Task,
     _batchers: Vec<Task>,
+    _lease: Task,
 }
 
 /// A write waiting to be proposed.
@@ -387,6 +388,52 @@ const MAX_BATCH: usize = 256;
 const BATCHERS: usize = 4;
 
 /// Proposes queued writes in batches until the queue closes.
+/// Keeps a leader's lease honest. A leader counts as in touch with a
+/// leader (itself) up to its last quorum ack, so that once it stops
+/// leading its stale reads are judged from then, not from some contact
+/// before it was elected.
+///
+/// And it stops a leader whose lease ran out from heartbeating, as a
+/// Consul leader steps down. openraft keeps such a leader in the role,
+/// and its heartbeats would keep the followers it still reaches from ever
+/// seeing it gone: they would not campaign, and would count themselves in
+/// touch with a leader (so `max_stale` never tripped). Silenced, it is
+/// campaigned against and a newer term deposes it; heartbeats come back
+/// once it is no longer such a leader. New entries would still replicate,
+/// but a lapsed leader takes none: it does not count as leader (`leads`).
+async fn watch_lease<E: Env>(
+    env: E,
+    raft: Raft<TypeConfig>,
+    last_contact: Arc<Mutex<Option<Instant>>>,
+    lease_ms: u64,
+    every: Duration,
+) {
+    let mut silenced = false;
+    loop {
+        env.sleep(every).await;
+        let (acked, lapsed) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            let acked = m
+                .millis_since_quorum_ack
+                .filter(|_| m.state == ServerState::Leader);
+            (acked, acked.is_some_and(|ms| ms > lease_ms))
+        };
+        if let Some(ms) = acked {
+            let at = env
+                .now()
+                .as_duration()
+                .saturating_sub(Duration::from_millis(ms));
+            *last_contact.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::from_duration(at));
+        }
+        if lapsed != silenced {
+            raft.runtime_config().heartbeat(!lapsed);
+            silenced = lapsed;
+        }
+    }
+}
+
 async fn propose_batches<E: Env>(
     env: E,
     raft: Raft<TypeConfig>,
@@ -489,17 +536,25 @@ impl<E: Env> Server<E> {
         let network = Network::over(env.clone(), Arc::new(Wrapped(client.clone())));
         consensus::runtime::seed(env.seed("raft"));
         let leader_lease_ms = config.election_timeout_min;
+        let heartbeat = Duration::from_millis(config.heartbeat_interval);
+        let last_contact: Arc<Mutex<Option<Instant>>> = Arc::default();
         let ca_rng = Mutex::new(rand::SeedableRng::seed_from_u64(env.seed("connect")));
         let csr_bucket = Mutex::new((CSR_MAX_PER_SECOND, env.now()));
         let raft = Raft::new(id, config, network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let last_contact: Arc<Mutex<Option<Instant>>> = Arc::default();
         let (proposals, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let batchers = (0..BATCHERS)
             .map(|_| env.spawn(propose_batches(env.clone(), raft.clone(), queue.clone())))
             .collect();
+        let lease = env.spawn(watch_lease(
+            env.clone(),
+            raft.clone(),
+            last_contact.clone(),
+            leader_lease_ms,
+            heartbeat,
+        ));
         let server = Arc::new_cyclic(|me: &std::sync::Weak<Server<E>>| {
             let me = me.clone();
             let rpc = rpc::serve(env.clone(), listener, move |req: ServerRpc| {
@@ -528,6 +583,7 @@ impl<E: Env> Server<E> {
                 datacenter: std::sync::OnceLock::new(),
                 _rpc: rpc,
                 _batchers: batchers,
+                _lease: lease,
             }
         });
         Ok(server)
