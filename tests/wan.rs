@@ -144,18 +144,31 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
     assert_eq!(st, 500);
     assert!(body.contains("No path to datacenter"), "{body}");
     let port = s1.dns.split(':').nth(1).unwrap().to_string();
-    let out = std::process::Command::new("dig")
-        .args([
-            "+short",
-            "-p",
-            &port,
-            "@127.0.0.1",
-            "web.service.dc2.consul",
-            "A",
-        ])
-        .output()
-        .expect("dig (bind9-dnsutils)");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.9.0.1");
+    let dig = |name: &str| {
+        let out = std::process::Command::new("dig")
+            .args(["+short", "-p", &port, "@127.0.0.1", name, "A"])
+            .output()
+            .expect("dig (bind9-dnsutils)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(dig("web.service.dc2.consul"), "10.9.0.1");
+    // A body naming another datacenter is registered there, as in Consul.
+    let reg = r#"{"Datacenter": "dc2", "Node": "web-2", "Address": "10.9.0.2",
+                  "Service": {"Service": "web", "Port": 80}}"#;
+    let (st, out) = process::http(&s1.http, "PUT", "/v1/catalog/register", reg.as_bytes()).unwrap();
+    assert_eq!(st, 200, "{out}");
+    let web = json(&http_get(&s2.http, "/v1/catalog/service/web"));
+    assert_eq!(web.as_array().map(Vec::len), Some(2), "{web}");
+    assert_eq!(web[1]["Datacenter"], "dc2");
+    let (st, out) = process::http(
+        &s1.http,
+        "PUT",
+        "/v1/catalog/deregister",
+        br#"{"Datacenter": "dc2", "Node": "web-2"}"#,
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(dig("web.service.dc2.consul"), "10.9.0.1");
 
     // A prepared query fails over to the nearest other datacenter while
     // every local instance is critical.
@@ -178,11 +191,42 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
     assert_eq!(run["Datacenter"], "dc2", "{run}");
     assert_eq!(run["Failovers"], 1);
     assert_eq!(run["Nodes"][0]["Node"]["Node"], "api-2");
+    // DNS runs prepared queries too: `<name>.query[.<dc>]`, failover
+    // included; an unknown query is NXDOMAIN.
+    assert_eq!(dig("api.query.consul"), "10.2.0.1");
+    // Queries belong to their datacenter: `.dc2` runs dc2's.
+    assert!(dig("api.query.dc2.consul").is_empty());
+    let (st, out) = process::http(
+        &s1.http,
+        "POST",
+        "/v1/query?dc=dc2",
+        br#"{"Name": "api", "Service": {"Service": "api"}}"#,
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(dig("api.query.dc2.consul"), "10.2.0.1");
+    let out = std::process::Command::new("dig")
+        .args(["-p", &port, "@127.0.0.1", "nope.query.consul", "A"])
+        .output()
+        .expect("dig");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"));
+    // ?dc= runs it in the other datacenter, where the instance is local.
+    let run = json(&http_get(&s1.http, "/v1/query/api/execute?dc=dc2"));
+    assert_eq!(run["Datacenter"], "dc2", "{run}");
+    assert_eq!(run["Failovers"], 0);
     // Healthy here again: the local instance answers.
     api(&s1, "api-1", "10.1.0.1", "passing");
     let run = json(&http_get(&s1.http, &format!("/v1/query/{id}/execute")));
     assert_eq!(run["Datacenter"], "dc1", "{run}");
     assert_eq!(run["Nodes"][0]["Node"]["Node"], "api-1");
+    assert_eq!(dig("api.query.consul"), "10.1.0.1");
+    // `?near` orders local answers by RTT from a node (`_agent`: this one).
+    api(&s1, "api-3", "10.1.0.3", "passing");
+    let run = json(&http_get(
+        &s1.http,
+        "/v1/query/api/execute?near=_agent&limit=1",
+    ));
+    assert_eq!(run["Nodes"].as_array().map(Vec::len), Some(1), "{run}");
     let listed = json(&http_get(&s1.http, "/v1/query"));
     assert_eq!(listed[0]["Service"]["Failover"]["NearestN"], 1);
     let (st, _) = process::http(&s1.http, "GET", "/v1/query/nope/execute", b"").unwrap();

@@ -101,17 +101,59 @@ pub fn filter(instances: Vec<Instance>, svc: &QueryService) -> Vec<Instance> {
         .collect()
 }
 
-/// Runs `q` (executed as `name`): here first, then, while nothing healthy
-/// is found, in the `NearestN` nearest other datacenters and then the
-/// listed ones.
+/// `req` as sent to datacenter `dc` (`None`: this one).
+fn to(dc: Option<&str>, req: ClientRequest) -> ClientRequest {
+    match dc {
+        Some(dc) => ClientRequest::Remote {
+            dc: dc.to_string(),
+            req: Box::new(req),
+        },
+        None => req,
+    }
+}
+
+/// Runs the query `key` names (see [`resolve`]) in datacenter `dc`
+/// (`None`: this one, `local_dc`), as DNS's `<key>.query[.<dc>]` does: the
+/// query and what it found, or `None` when no query has that name.
+pub async fn run<E: Env>(
+    servers: &Servers<E>,
+    local_dc: &str,
+    dc: Option<&str>,
+    key: &str,
+) -> Result<Option<(PreparedQuery, Executed)>, String> {
+    let read = ClientRequest::Read {
+        read: Read {
+            consistency: Consistency::Default,
+            min_index: 0,
+            max_wait_ms: 0,
+            query: Query::PreparedQueries,
+        },
+        hops: 0,
+    };
+    let all = match servers.call(to(dc, read)).await.answer? {
+        Answer::PreparedQueries(v) => v,
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    let Some(q) = resolve(&all, key) else {
+        return Ok(None);
+    };
+    let e = execute(servers, local_dc, dc, q, key).await?;
+    Ok(Some((q.clone(), e)))
+}
+
+/// Runs `q` (executed as `name`) in datacenter `dc` (`None`: this one,
+/// `local_dc`): there first, then, while nothing healthy is found, in the
+/// `NearestN` nearest other datacenters and then the listed ones.
 pub async fn execute<E: Env>(
     servers: &Servers<E>,
     local_dc: &str,
+    dc: Option<&str>,
     q: &PreparedQuery,
     name: &str,
 ) -> Result<Executed, String> {
     let svc = render(q, name)?;
-    let read = |dc: Option<&String>| {
+    let home = dc.unwrap_or(local_dc);
+    let read = |dc: Option<&str>| {
         let req = ClientRequest::Read {
             read: Read {
                 consistency: Consistency::Default,
@@ -124,24 +166,19 @@ pub async fn execute<E: Env>(
             },
             hops: 0,
         };
-        match dc {
-            Some(dc) => ClientRequest::Remote {
-                dc: dc.clone(),
-                req: Box::new(req),
-            },
-            None => req,
-        }
+        // This datacenter's servers are asked directly.
+        to(dc.filter(|d| *d != local_dc), req)
     };
     let found = |answer: Result<Answer, String>| match answer {
         Ok(Answer::Instances(v)) => Ok(filter(v, &svc)),
         Ok(other) => Err(format!("unexpected answer {other:?}")),
         Err(e) => Err(e),
     };
-    let here = found(servers.call(read(None)).await.answer)?;
+    let here = found(servers.call(read(dc)).await.answer)?;
     let mut out = Executed {
         service: svc.service.clone(),
         nodes: here,
-        datacenter: local_dc.to_string(),
+        datacenter: home.to_string(),
         failovers: 0,
     };
     let failover = &svc.failover;
@@ -154,20 +191,20 @@ pub async fn execute<E: Env>(
         {
             order.extend(
                 dcs.into_iter()
-                    .filter(|d| d != local_dc)
+                    .filter(|d| d != home)
                     .take(failover.nearest_n as usize),
             );
         }
     }
     for d in &failover.datacenters {
-        if d != local_dc && !order.contains(d) {
+        if d != home && !order.contains(d) {
             order.push(d.clone());
         }
     }
     for dc in order {
         out.failovers += 1;
         // A datacenter that cannot be reached is skipped, as in Consul.
-        if let Ok(nodes) = found(servers.call(read(Some(&dc))).await.answer) {
+        if let Ok(nodes) = found(servers.call(read(Some(dc.as_str()))).await.answer) {
             if !nodes.is_empty() {
                 out.nodes = nodes;
                 out.datacenter = dc;

@@ -286,7 +286,8 @@ pub async fn register<E: Env>(
     body: axum::body::Bytes,
 ) -> Result<Json<bool>, ApiError> {
     let b: RegisterBody = super::decode::body(&body)?;
-    s.check_dc(&b.datacenter)?;
+    // A body naming another datacenter is registered there.
+    let dc = s.body_dc(&b.datacenter);
     if b.node.is_empty() {
         return Err(bad("Must provide node"));
     }
@@ -302,7 +303,7 @@ pub async fn register<E: Env>(
         id: b.id,
         node: b.node.clone(),
         address: b.address,
-        datacenter: s.info.datacenter.clone(),
+        datacenter: dc.clone().unwrap_or_else(|| s.info.datacenter.clone()),
         tagged_addresses: b.tagged_addresses,
         meta: b.node_meta,
         ..Node::default()
@@ -321,16 +322,12 @@ pub async fn register<E: Env>(
             c
         })
         .collect();
-    write_cmd(
-        &s,
-        Command::Register {
-            node,
-            service: b.service.map(Box::new),
-            checks,
-        },
-    )
-    .await
-    .map(Json)
+    let cmd = Command::Register {
+        node,
+        service: b.service.map(Box::new),
+        checks,
+    };
+    super::in_dc(dc, write_cmd(&s, cmd)).await.map(Json)
 }
 
 /// `PUT /v1/catalog/deregister`'s body.
@@ -351,21 +348,17 @@ pub async fn deregister<E: Env>(
     body: axum::body::Bytes,
 ) -> Result<Json<bool>, ApiError> {
     let b: DeregisterBody = super::decode::body(&body)?;
-    s.check_dc(&b.datacenter)?;
+    let dc = s.body_dc(&b.datacenter);
     if b.node.is_empty() {
         return Err(bad("Must provide node"));
     }
     let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
-    write_cmd(
-        &s,
-        Command::Deregister {
-            node: b.node,
-            service_id: nonempty(b.service_id),
-            check_id: nonempty(b.check_id),
-        },
-    )
-    .await
-    .map(Json)
+    let cmd = Command::Deregister {
+        node: b.node,
+        service_id: nonempty(b.service_id),
+        check_id: nonempty(b.check_id),
+    };
+    super::in_dc(dc, write_cmd(&s, cmd)).await.map(Json)
 }
 
 async fn checks<E: Env>(

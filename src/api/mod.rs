@@ -83,16 +83,13 @@ pub struct ApiState<E: Env> {
 }
 
 impl<E: Env> ApiState<E> {
-    /// Refuses a datacenter other than this one (`""` means this one), as
-    /// Consul does for one it has no route to.
-    pub fn check_dc(&self, dc: &str) -> Result<(), ApiError> {
-        if dc.is_empty() || dc == self.info.datacenter {
-            return Ok(());
+    /// The datacenter a request body's `Datacenter` names (`""`: the one
+    /// `?dc=` names, else this one), as `None` for this one.
+    pub fn body_dc(&self, dc: &str) -> Option<String> {
+        if dc.is_empty() {
+            return target_dc();
         }
-        Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("No path to datacenter {dc:?}"),
-        ))
+        (dc != self.info.datacenter).then(|| dc.to_string())
     }
 
     /// A fresh random ID in UUID form (sessions, events).
@@ -269,14 +266,25 @@ tokio::task_local! {
     static TARGET_DC: Option<String>;
 }
 
+/// The datacenter the request being served is for, when `?dc=` names
+/// another one.
+pub(crate) fn target_dc() -> Option<String> {
+    TARGET_DC.try_with(|d| d.clone()).ok().flatten()
+}
+
+/// Runs `f` with its requests to the servers going to datacenter `dc`
+/// (`None`: this one), as `?dc=` sends them.
+pub(crate) async fn in_dc<F: std::future::Future>(dc: Option<String>, f: F) -> F::Output {
+    TARGET_DC.scope(dc, f).await
+}
+
 /// Sends `req` to the servers: this datacenter's, or with `?dc=` another
 /// one's (a local server sends it on to a server found in the WAN pool).
 pub(crate) async fn call<E: Env>(
     s: &ApiState<E>,
     req: crate::server::ClientRequest,
 ) -> crate::server::ClientReply {
-    let dc = TARGET_DC.try_with(|d| d.clone()).ok().flatten();
-    let req = match dc {
+    let req = match target_dc() {
         Some(dc) => crate::server::ClientRequest::Remote {
             dc,
             req: Box::new(req),
@@ -383,7 +391,11 @@ async fn common_params<E: Env>(
 /// node (`"Node"`, or `"Node"."Node"` in health answers), nearest first;
 /// items of nodes without a coordinate go last, in their order. Nothing
 /// moves when `origin` has no coordinate.
-fn sort_near(value: &mut serde_json::Value, origin: &str, coords: &crate::gossip::Coordinates) {
+pub(crate) fn sort_near(
+    value: &mut serde_json::Value,
+    origin: &str,
+    coords: &crate::gossip::Coordinates,
+) {
     let Some(from) = coords.members.get(origin) else {
         return;
     };

@@ -115,7 +115,8 @@ pub async fn action<E: Env>(
             Ok(Json(serde_json::json!({ "Query": rendered })).into_response())
         }
         "execute" => {
-            let mut e = prepared::execute(&s.servers, &s.info.datacenter, q, &key)
+            let dc = super::target_dc();
+            let mut e = prepared::execute(&s.servers, &s.info.datacenter, dc.as_deref(), q, &key)
                 .await
                 .map_err(super::internal)?;
             {
@@ -123,14 +124,35 @@ pub async fn action<E: Env>(
                 let mut rng = s.rng.lock().unwrap_or_else(|p| p.into_inner());
                 e.nodes.shuffle(&mut *rng);
             }
-            if let Some(limit) = params.get("limit").and_then(|l| l.parse::<usize>().ok()) {
-                e.nodes.truncate(limit);
+            let mut nodes = serde_json::Value::Array(
+                e.nodes
+                    .into_iter()
+                    .map(|i| serde_json::json!({ "Node": i.node, "Service": i.service, "Checks": i.checks }))
+                    .collect(),
+            );
+            // `?near`, else the query's `Near` (`_agent`: this agent),
+            // orders this datacenter's answers by estimated RTT; another
+            // datacenter's instances are not near anything here.
+            let near = params
+                .get("near")
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&q.service.near);
+            if !near.is_empty() && e.datacenter == s.info.datacenter {
+                let origin = if near == "_agent" {
+                    &s.info.node_name
+                } else {
+                    near
+                };
+                if let Ok(coords) = s.gossip.coordinates().await {
+                    super::sort_near(&mut nodes, origin, &coords);
+                }
             }
-            let nodes: Vec<serde_json::Value> = e
-                .nodes
-                .into_iter()
-                .map(|i| serde_json::json!({ "Node": i.node, "Service": i.service, "Checks": i.checks }))
-                .collect();
+            if let (Some(limit), Some(v)) = (
+                params.get("limit").and_then(|l| l.parse::<usize>().ok()),
+                nodes.as_array_mut(),
+            ) {
+                v.truncate(limit);
+            }
             Ok(Json(serde_json::json!({
                 "Service": e.service,
                 "Nodes": nodes,

@@ -265,7 +265,20 @@ async fn handle<E: Env>(
     if lookup == Lookup::Outside {
         return Some(recurse(shared, &req, packet).await);
     }
-    let reply = match fetch(shared, &lookup).await {
+    // A prepared query is answered as the service it found, in the
+    // datacenter it found it in.
+    let (lookup, fetched) = match lookup {
+        Lookup::Query { name, dc } => match run_query(shared, &name, dc.as_deref()).await {
+            Ok(Some((lookup, found))) => (lookup, Ok(found)),
+            Ok(None) => (Lookup::Unknown, Ok(Arc::new(Found::Nothing))),
+            Err(e) => (Lookup::Unknown, Err(e)),
+        },
+        other => {
+            let fetched = fetch(shared, &other).await;
+            (other, fetched)
+        }
+    };
+    let reply = match fetched {
         Ok(found) => {
             // Only service answers are ordered, and only then is the
             // gossip node asked for coordinates.
@@ -301,6 +314,27 @@ fn formerr(packet: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// What the prepared query `name` finds when run in `dc` (`None`: this
+/// datacenter): the service lookup it amounts to, and the instances.
+/// `None` when there is no such query.
+async fn run_query<E: Env>(
+    shared: &Shared<E>,
+    name: &str,
+    dc: Option<&str>,
+) -> Result<Option<(Lookup, Arc<Found>)>, String> {
+    let here = &shared.cfg.datacenter;
+    let dc = dc.filter(|d| !d.eq_ignore_ascii_case(here));
+    let Some((_, e)) = crate::agent::prepared::run(&shared.servers, here, dc, name).await? else {
+        return Ok(None);
+    };
+    let lookup = Lookup::Service {
+        service: e.service,
+        tag: None,
+        dc: Some(e.datacenter),
+    };
+    Ok(Some((lookup, Arc::new(Found::Instances(e.nodes)))))
+}
+
 /// What the catalog says about `lookup`.
 async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>, String> {
     let ours = |dc: &Option<String>| {
@@ -324,7 +358,10 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
         },
         Lookup::Node { node, .. } => Query::NodeServices(node.clone()),
         Lookup::Reverse(_) => Query::Nodes,
-        Lookup::Addr(_) | Lookup::Unknown | Lookup::Outside => return Ok(Arc::new(Found::Nothing)),
+        // Prepared queries are run by `run_query`.
+        Lookup::Query { .. } | Lookup::Addr(_) | Lookup::Unknown | Lookup::Outside => {
+            return Ok(Arc::new(Found::Nothing))
+        }
     };
     // A server agent with stale reads answers from its own store: while
     // the tables a lookup reads keep their index, its answer stands.

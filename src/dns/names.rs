@@ -1,6 +1,6 @@
 //! What a DNS question asks, in Consul's names: `<service>.service`,
 //! `<tag>.<service>.service`, `_<service>._<tag>.service` (RFC 2782),
-//! `<node>.node`, each with an optional `.<dc>`, under the domain or the
+//! `<node>.node`, `<query>.query`, each with an optional `.<dc>`, under the domain or the
 //! alternate domain; the domain itself (SOA, NS); reverse lookups
 //! (`in-addr.arpa`, `ip6.arpa`).
 
@@ -18,6 +18,13 @@ pub enum Lookup {
         /// Only instances with this tag.
         tag: Option<String>,
         /// Datacenter (`None`: the agent's).
+        dc: Option<String>,
+    },
+    /// What a prepared query (by ID, name or template prefix) finds.
+    Query {
+        /// The query's ID or name.
+        name: String,
+        /// Datacenter to run it in (`None`: the agent's).
         dc: Option<String>,
     },
     /// A node's address.
@@ -53,7 +60,7 @@ pub fn parse(qname: &str, domains: &[String]) -> Lookup {
     }
     let labels: Vec<&str> = rest.split('.').collect();
     // `<...>.<type>` or `<...>.<type>.<dc>`.
-    let kinds = ["service", "node", "addr"];
+    let kinds = ["service", "node", "query", "addr"];
     let (kind_at, dc) = match labels.as_slice() {
         [.., k] if kinds.contains(k) => (labels.len() - 1, None),
         [.., k, dc] if kinds.contains(k) => (labels.len() - 2, Some(dc.to_string())),
@@ -64,6 +71,10 @@ pub fn parse(qname: &str, domains: &[String]) -> Lookup {
         ("addr", [hex]) => from_hex(hex).map_or(Lookup::Unknown, Lookup::Addr),
         ("node", [node]) => Lookup::Node {
             node: node.to_string(),
+            dc,
+        },
+        ("query", [name]) => Lookup::Query {
+            name: name.to_string(),
             dc,
         },
         ("service", [service]) => Lookup::Service {
@@ -214,6 +225,21 @@ mod tests {
                 dc: Some("dc3".into())
             }
         );
+        assert_eq!(
+            parse("web-failover.query.consul.", &d),
+            Lookup::Query {
+                name: "web-failover".into(),
+                dc: None
+            }
+        );
+        assert_eq!(
+            parse("geo-db.query.dc2.consul.", &d),
+            Lookup::Query {
+                name: "geo-db".into(),
+                dc: Some("dc2".into())
+            }
+        );
+        assert_eq!(parse("a.b.query.consul.", &d), Lookup::Unknown);
         assert_eq!(
             parse("0a000001.addr.dc1.consul.", &d),
             Lookup::Addr("10.0.0.1".parse().unwrap())
