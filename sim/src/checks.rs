@@ -433,7 +433,29 @@ pub fn evaluate(
             Check::CoordinateAccuracy {
                 median_below,
                 p90_below,
-            } => coordinate_accuracy(out.accuracy.last(), *median_below, *p90_below),
+            } => coordinate_accuracy(
+                "coordinate_accuracy",
+                out.accuracy.last(),
+                *median_below,
+                *p90_below,
+            ),
+            Check::WanCoordinateAccuracy {
+                median_below,
+                p90_below,
+            } => coordinate_accuracy(
+                "wan_coordinate_accuracy",
+                out.wan_accuracy.last(),
+                *median_below,
+                *p90_below,
+            ),
+            Check::QueryFailover { service, within } => crate::federation::failover(
+                &scenario.topology,
+                timeline,
+                trace,
+                out.virtual_time,
+                service,
+                *within,
+            ),
             Check::LeaderWithin { within } => {
                 consensus_checks::leader_within(&scenario.topology, timeline, out, *within)
             }
@@ -465,13 +487,14 @@ pub fn evaluate(
 }
 
 fn coordinate_accuracy(
+    kind: &str,
     last: Option<&Accuracy>,
     median_below: f64,
     p90_below: Option<f64>,
 ) -> CheckResult {
     let check = match p90_below {
-        Some(p) => format!("coordinate_accuracy median<{median_below} p90<{p}"),
-        None => format!("coordinate_accuracy median<{median_below}"),
+        Some(p) => format!("{kind} median<{median_below} p90<{p}"),
+        None => format!("{kind} median<{median_below}"),
     };
     let Some(a) = last else {
         return CheckResult {

@@ -386,6 +386,11 @@ pub struct RunOutput {
     pub accuracy: Vec<Accuracy>,
     /// Every scored pair at the end.
     pub final_pairs: Vec<PairError>,
+    /// WAN coordinate accuracy each virtual second: server pairs of
+    /// different datacenters (empty unless the datacenters federate).
+    pub wan_accuracy: Vec<Accuracy>,
+    /// Every WAN pair scored at the end.
+    pub wan_pairs: Vec<PairError>,
     /// Every node each virtual second.
     pub samples: Vec<NodeSample>,
     /// The actions as they took effect: limited to the nodes they could
@@ -472,6 +477,8 @@ struct World<'a> {
     /// `latency` events): what coordinates are scored against.
     one_way: Vec<Vec<Duration>>,
     board: CoordinateBoard,
+    /// Every running server's WAN coordinate.
+    wan_board: CoordinateBoard,
     /// Each node's KV load order.
     loads: Vec<watch::Sender<Option<Order>>>,
     /// Each node's services to register.
@@ -527,6 +534,7 @@ pub fn run_cluster(
     net.set_jitter(spec.topology.latency.jitter);
     let recorder = Recorder::default();
     let board: CoordinateBoard = Arc::default();
+    let wan_board: CoordinateBoard = Arc::default();
     let server_board: ServerBoard = Arc::default();
     let history = History::default();
     let mut control = Vec::new();
@@ -557,9 +565,21 @@ pub fn run_cluster(
             names: identities.names.clone(),
             board: server_board.clone(),
         });
+        // The first server of each federated datacenter runs a prepared
+        // query for every service.
+        let queried = if spec.topology.federated()
+            && crate::federation::querier(&spec.topology, node.dc) == Some(name.as_str())
+        {
+            followed.clone()
+        } else {
+            Vec::new()
+        };
         let ctx = HostCtx {
             index,
             board: board.clone(),
+            wan_board: wan_board.clone(),
+            wan_join: spec.topology.wan_join_targets(index),
+            queried,
             name: name.clone(),
             datacenter: dc.name.clone(),
             server,
@@ -605,11 +625,13 @@ pub fn run_cluster(
         status,
         one_way: spec.links.one_way.clone(),
         board,
+        wan_board,
         servers: server_board,
     };
     let mut next = 0;
     let mut steps = 0u64;
     let mut accuracy = Vec::new();
+    let mut wan_accuracy = Vec::new();
     let mut samples = Vec::new();
     let mut last_counts = vec![[0u64; 3]; n];
     let mut next_second = Duration::ZERO;
@@ -643,6 +665,7 @@ pub fn run_cluster(
             progress(now);
             let (acc, per_node, _) = w.score(now);
             accuracy.extend(acc);
+            wan_accuracy.extend(w.score_wan(now).0);
             for i in 0..n {
                 let counts = w.net.counters(w.ips[i]).read();
                 let d = |k: usize| counts[k] - last_counts[i][k];
@@ -662,6 +685,7 @@ pub fn run_cluster(
         }
     }
     let (_, _, final_pairs) = w.score(w.sim.elapsed());
+    let (_, wan_pairs) = w.score_wan(w.sim.elapsed());
     let trace = recorder.trace();
     let outages = Outages::from_timeline(&w.names, &applied);
     let spreads = spread::from_trace(spread::facts(&spec.topology, &applied, &outages), &trace);
@@ -672,6 +696,8 @@ pub fn run_cluster(
         lossy_packets: w.net.loss_counts(),
         accuracy,
         final_pairs,
+        wan_accuracy,
+        wan_pairs,
         samples,
         applied,
         spreads,
@@ -906,10 +932,9 @@ impl World<'_> {
     /// A node that stops is no longer scored; its last coordinate would
     /// otherwise linger on the board.
     fn unpost(&self, i: usize) {
-        self.board
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&i);
+        for board in [&self.board, &self.wan_board] {
+            board.lock().unwrap_or_else(|p| p.into_inner()).remove(&i);
+        }
         self.servers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -919,26 +944,12 @@ impl World<'_> {
     /// Scores every pair of running nodes in one pool against the current
     /// link latencies: overall, per node, and pair by pair.
     fn score(&self, at: Duration) -> (Option<Accuracy>, PerNode, Vec<PairError>) {
-        let coords = self.board.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let n = self.names.len();
         let topo = &self.spec.topology;
-        let mut pairs = Vec::new();
-        let mut by_node: Vec<Vec<f64>> = vec![Vec::new(); n];
-        for (&i, a) in &coords {
-            for (&j, b) in coords.range(i + 1..) {
-                if topo.pool_of(i) != topo.pool_of(j) {
-                    continue;
-                }
-                let p = PairError {
-                    a: i,
-                    b: j,
-                    true_ms: self.one_way[i][j].as_secs_f64() * 2000.0,
-                    est_ms: a.distance_secs(b) * 1000.0,
-                };
-                by_node[i].push(p.rel());
-                by_node[j].push(p.rel());
-                pairs.push(p);
-            }
+        let pairs = self.pairs_on(&self.board, |i, j| topo.pool_of(i) == topo.pool_of(j));
+        let mut by_node: Vec<Vec<f64>> = vec![Vec::new(); self.names.len()];
+        for p in &pairs {
+            by_node[p.a].push(p.rel());
+            by_node[p.b].push(p.rel());
         }
         let per_node = by_node
             .into_iter()
@@ -949,22 +960,58 @@ impl World<'_> {
                 })
             })
             .collect();
-        if pairs.is_empty() {
-            return (None, per_node, pairs);
-        }
-        let mut rel: Vec<f64> = pairs.iter().map(PairError::rel).collect();
-        rel.sort_by(f64::total_cmp);
-        let sum_abs: f64 = pairs.iter().map(|p| (p.est_ms - p.true_ms).abs()).sum();
-        let acc = Accuracy {
-            at,
-            pairs: pairs.len(),
-            median: percentile(&rel, 0.5),
-            p90: percentile(&rel, 0.9),
-            p99: percentile(&rel, 0.99),
-            mean_abs_ms: sum_abs / pairs.len() as f64,
-        };
-        (Some(acc), per_node, pairs)
+        (summarize(at, &pairs), per_node, pairs)
     }
+
+    /// Scores the WAN coordinates of every pair of running servers in
+    /// different datacenters: overall, and pair by pair.
+    fn score_wan(&self, at: Duration) -> (Option<Accuracy>, Vec<PairError>) {
+        let topo = &self.spec.topology;
+        let pairs = self.pairs_on(&self.wan_board, |i, j| topo.nodes[i].dc != topo.nodes[j].dc);
+        (summarize(at, &pairs), pairs)
+    }
+
+    /// Every pair of nodes on `board` that `keep` takes, estimate against
+    /// the current link latency.
+    fn pairs_on(
+        &self,
+        board: &CoordinateBoard,
+        keep: impl Fn(usize, usize) -> bool,
+    ) -> Vec<PairError> {
+        let coords = board.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut pairs = Vec::new();
+        for (&i, a) in &coords {
+            for (&j, b) in coords.range(i + 1..) {
+                if keep(i, j) {
+                    pairs.push(PairError {
+                        a: i,
+                        b: j,
+                        true_ms: self.one_way[i][j].as_secs_f64() * 2000.0,
+                        est_ms: a.distance_secs(b) * 1000.0,
+                    });
+                }
+            }
+        }
+        pairs
+    }
+}
+
+/// The accuracy of `pairs` at `at`; `None` when there are none.
+fn summarize(at: Duration, pairs: &[PairError]) -> Option<Accuracy> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let mut rel: Vec<f64> = pairs.iter().map(PairError::rel).collect();
+    rel.sort_by(f64::total_cmp);
+    let sum_abs: f64 = pairs.iter().map(|p| (p.est_ms - p.true_ms).abs()).sum();
+    Some(Accuracy {
+        at,
+        pairs: pairs.len(),
+        median: percentile(&rel, 0.5),
+        p90: percentile(&rel, 0.9),
+        p99: percentile(&rel, 0.99),
+        mean_abs_ms: sum_abs / pairs.len() as f64,
+    })
 }
 
 /// What a running server shows the engine.
@@ -998,6 +1045,13 @@ struct HostCtx {
     index: usize,
     /// Where to post our coordinate each second.
     board: CoordinateBoard,
+    /// Where a server posts its WAN coordinate each second.
+    wan_board: CoordinateBoard,
+    /// Where a server joins the WAN pool (empty: it does not).
+    wan_join: Vec<String>,
+    /// Services this node runs a prepared query for (see
+    /// [`crate::federation`]).
+    queried: Vec<String>,
     name: String,
     datacenter: String,
     ip: IpAddr,
@@ -1043,8 +1097,13 @@ impl HostCtx {
         config.node_name = self.name.clone();
         config.datacenter = self.datacenter.clone();
         config.bind_addr = self.ip;
-        // Servers' WAN pool: off until the simulator federates datacenters.
-        config.ports.serf_wan = 0;
+        // Servers of federated datacenters join the WAN pool; no one else
+        // listens on its port.
+        if self.wan_join.is_empty() {
+            config.ports.serf_wan = 0;
+        } else {
+            config.retry_join_wan = self.wan_join.clone();
+        }
         config.client_addr = self.ip;
         config.gossip_base = self.gossip.clone();
         config.log_level = "warn".into();
@@ -1101,6 +1160,19 @@ impl HostCtx {
                 self.recorder.clone(),
             ));
         }
+        let _querying: Vec<Task> = self
+            .queried
+            .iter()
+            .map(|s| {
+                crate::federation::query(
+                    env.clone(),
+                    self.name.clone(),
+                    http,
+                    s.clone(),
+                    self.recorder.clone(),
+                )
+            })
+            .collect();
         let _load = workload::drive(
             env.clone(),
             self.name.clone(),
@@ -1110,21 +1182,21 @@ impl HostCtx {
             self.history.clone(),
         );
         let posting = {
-            let (gossip, env2, index, board) = (
-                agent.gossip().clone(),
-                env.clone(),
-                self.index,
-                self.board.clone(),
-            );
+            let pools: Vec<_> = std::iter::once((agent.gossip().clone(), self.board.clone()))
+                .chain(agent.wan().map(|g| (g.clone(), self.wan_board.clone())))
+                .collect();
+            let (env2, index) = (env.clone(), self.index);
             env.spawn(async move {
                 loop {
                     env2.sleep(Duration::from_secs(1)).await;
-                    if let Ok(c) = gossip.coordinates().await {
-                        if let Some(local) = c.local {
-                            board
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(index, local);
+                    for (gossip, board) in &pools {
+                        if let Ok(c) = gossip.coordinates().await {
+                            if let Some(local) = c.local {
+                                board
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(index, local);
+                            }
                         }
                     }
                 }
@@ -1139,10 +1211,12 @@ impl HostCtx {
         // leave, which takes a while to spread, and take our entry down in
         // case a last post raced the runner's.
         drop(posting);
-        self.board
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.index);
+        for board in [&self.board, &self.wan_board] {
+            board
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.index);
+        }
         // A leave that cannot finish spreading (say, the node is cut off)
         // ends the node anyway, as it would for an operator.
         if let Err(e) = agent.leave().await {

@@ -18,6 +18,7 @@ pub mod checks;
 pub mod cluster;
 pub mod consensus_checks;
 pub mod env;
+pub mod federation;
 pub mod linearizability;
 pub mod mesh;
 pub mod metrics;

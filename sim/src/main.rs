@@ -246,6 +246,19 @@ fn run(
     write_run(&dir, &s, &first, &summary)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.display()))?;
     print_checks(&first);
+    for r in &summary.wan_rtt {
+        println!(
+            "WAN RTT {} <-> {} over {} server pairs: p50 {:.1} ms (true {:.1}), p99 {:.1} ms (true {:.1}, error {:.1}%)",
+            r.a,
+            r.b,
+            r.pairs,
+            r.est_ms[0],
+            r.true_ms[0],
+            r.est_ms[2],
+            r.true_ms[2],
+            100.0 * (r.est_ms[2] - r.true_ms[2]).abs() / r.true_ms[2]
+        );
+    }
     println!(
         "trace {} ({} events), {:.0} virtual s in {:.1} wall s ({:.1}x), output in {}",
         summary.trace_hash,

@@ -1,6 +1,8 @@
 //! The files a run leaves for people and tools to read: `trace.jsonl`,
 //! `metrics.csv`, `rtt_accuracy.csv`, `rtt_pairs.csv`, `summary.json`, a copy of the
-//! scenario (for replay), and charts.
+//! scenario (for replay), and charts; with federated datacenters also
+//! `wan_rtt_pairs.csv` and `wan_rtt.csv` (estimated against true RTT
+//! percentiles per datacenter pair).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checks::{detections, CheckResult, Outages};
 use crate::cluster::{Accuracy, PairError};
+use crate::federation::{self, dc_pair_percentiles, DcPairRtt};
 use crate::metrics;
 use crate::plot::{self, Chart, HeatMap, Scale, Series, Style};
 use crate::report::Report;
@@ -56,6 +59,14 @@ pub struct Summary {
     /// Coordinate accuracy at the end: median, p90, p99 relative error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_accuracy: Option<[f64; 3]>,
+    /// WAN coordinate accuracy at the end (server pairs of different
+    /// datacenters): median, p90, p99 relative error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan_rtt_accuracy: Option<[f64; 3]>,
+    /// Per datacenter pair: the p50/p90/p99 RTT the WAN coordinates
+    /// estimate against the model's (as in `wan_rtt.csv`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wan_rtt: Vec<WanRttRow>,
     /// Whether the run was repeated and its traces compared.
     pub determinism_checked: bool,
     /// How each leave, crash and join spread: time until 50 %, 90 %,
@@ -79,6 +90,33 @@ pub struct Summary {
     /// SHA-256 of the latency matrix, if the scenario uses one.
     #[serde(default)]
     pub matrix_sha256: Option<String>,
+}
+
+/// One datacenter pair's estimated and true RTT percentiles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WanRttRow {
+    /// One datacenter.
+    pub a: String,
+    /// The other.
+    pub b: String,
+    /// Server pairs scored.
+    pub pairs: usize,
+    /// Estimated p50, p90, p99, ms.
+    pub est_ms: [f64; 3],
+    /// True p50, p90, p99, ms.
+    pub true_ms: [f64; 3],
+}
+
+impl From<&DcPairRtt> for WanRttRow {
+    fn from(r: &DcPairRtt) -> Self {
+        WanRttRow {
+            a: r.a.clone(),
+            b: r.b.clone(),
+            pairs: r.pairs,
+            est_ms: r.est_ms,
+            true_ms: r.true_ms,
+        }
+    }
 }
 
 fn codec_default() -> bool {
@@ -115,6 +153,11 @@ impl Summary {
             lossy_udp_packets: out.lossy_packets.0,
             lossy_udp_dropped: out.lossy_packets.1,
             rtt_accuracy: out.accuracy.last().map(|a| [a.median, a.p90, a.p99]),
+            wan_rtt_accuracy: out.wan_accuracy.last().map(|a| [a.median, a.p90, a.p99]),
+            wan_rtt: dc_pair_percentiles(&s.topology, &out.wan_pairs)
+                .iter()
+                .map(WanRttRow::from)
+                .collect(),
             determinism_checked,
             spread: out.spreads.iter().map(Spread::summary).collect(),
             false_failures: out.false_failures,
@@ -140,8 +183,14 @@ pub fn write_run(dir: &Path, s: &Scenario, r: &Report, summary: &Summary) -> std
     std::fs::write(dir.join("trace.jsonl"), out.trace.to_jsonl())?;
     let rows = metrics::rows(&out.trace, &out.samples, &s.topology);
     std::fs::write(dir.join("metrics.csv"), metrics::to_csv(&rows, &s.topology))?;
-    write_accuracy(dir, &s.name, &out.accuracy)?;
+    write_accuracy(dir, "rtt_accuracy", &s.name, &out.accuracy)?;
     std::fs::write(dir.join("rtt_pairs.csv"), pairs_csv(s, &out.final_pairs))?;
+    if !out.wan_pairs.is_empty() {
+        std::fs::write(dir.join("wan_rtt_pairs.csv"), pairs_csv(s, &out.wan_pairs))?;
+        let rows = dc_pair_percentiles(&s.topology, &out.wan_pairs);
+        std::fs::write(dir.join("wan_rtt.csv"), federation::to_csv(&rows))?;
+        write_accuracy(dir, "wan_rtt_accuracy", &s.name, &out.wan_accuracy)?;
+    }
     std::fs::write(dir.join("spread.csv"), spread_csv(&out.spreads))?;
     if let Some(src) = &s.source {
         std::fs::write(dir.join("scenario.toml"), &src.text)?;
@@ -335,8 +384,11 @@ fn charts(
         drawn.push(("error CDF", plot::write(&chart, &dir.join("rtt_error_cdf"))));
         let dcs = &s.topology.datacenters;
         if dcs.len() > 1 {
+            // Inside a datacenter its LAN pool's coordinates; across
+            // datacenters the WAN pool's, when they federate (or a global
+            // LAN pool's).
             let mut cells = vec![vec![Vec::new(); dcs.len()]; dcs.len()];
-            for p in &out.final_pairs {
+            for p in out.final_pairs.iter().chain(&out.wan_pairs) {
                 let (a, b) = (s.topology.nodes[p.a].dc, s.topology.nodes[p.b].dc);
                 cells[a][b].push(p.rel());
                 if a != b {
@@ -368,12 +420,39 @@ fn charts(
             ));
         }
     }
+
+    // Between datacenters: the p50, p90 and p99 RTT the WAN coordinates
+    // estimate against the true ones, one colour per datacenter pair.
+    let rows = dc_pair_percentiles(&s.topology, &out.wan_pairs);
+    if !rows.is_empty() {
+        let series = rows
+            .iter()
+            .take(PALETTE_SIZE)
+            .map(|r| Series {
+                name: format!("{} - {} (p50, p90, p99)", r.a, r.b),
+                points: (0..3).map(|k| (r.true_ms[k], r.est_ms[k])).collect(),
+                style: Style::Markers,
+            })
+            .collect();
+        let chart = Chart {
+            title: title("RTT between datacenters, WAN estimate against truth"),
+            x_label: "true RTT percentile over server pairs (ms)".into(),
+            y_label: "estimated (ms)".into(),
+            x_scale: Scale::Linear,
+            y_scale: Scale::Linear,
+            diagonal: true,
+            legend: SeriesLabelPosition::UpperLeft,
+            series,
+        };
+        drawn.push(("WAN RTT", plot::write(&chart, &dir.join("wan_rtt"))));
+    }
     drawn
 }
 
-/// `rtt_accuracy.csv` and its chart: how well coordinates predicted the
-/// model's RTTs, second by second.
-pub fn write_accuracy(dir: &Path, name: &str, acc: &[Accuracy]) -> std::io::Result<()> {
+/// `STEM.csv` and its chart: how well coordinates predicted the model's
+/// RTTs, second by second (`rtt_accuracy` for the LAN pools,
+/// `wan_rtt_accuracy` for the WAN pool).
+pub fn write_accuracy(dir: &Path, stem: &str, name: &str, acc: &[Accuracy]) -> std::io::Result<()> {
     let mut csv =
         String::from("t_s,pairs,median_rel_err,p90_rel_err,p99_rel_err,mean_abs_err_ms\n");
     for a in acc {
@@ -387,7 +466,7 @@ pub fn write_accuracy(dir: &Path, name: &str, acc: &[Accuracy]) -> std::io::Resu
             a.mean_abs_ms
         );
     }
-    std::fs::write(dir.join("rtt_accuracy.csv"), csv)?;
+    std::fs::write(dir.join(format!("{stem}.csv")), csv)?;
     if acc.is_empty() {
         return Ok(());
     }
@@ -397,7 +476,14 @@ pub fn write_accuracy(dir: &Path, name: &str, acc: &[Accuracy]) -> std::io::Resu
         style: Style::Line,
     };
     let chart = Chart {
-        title: format!("{name}: coordinate accuracy over virtual time"),
+        title: format!(
+            "{name}: {} coordinate accuracy over virtual time",
+            if stem.starts_with("wan") {
+                "WAN"
+            } else {
+                "LAN"
+            }
+        ),
         x_label: "virtual time (s)".into(),
         y_label: "relative error of estimated RTT".into(),
         x_scale: Scale::Linear,
@@ -410,7 +496,7 @@ pub fn write_accuracy(dir: &Path, name: &str, acc: &[Accuracy]) -> std::io::Resu
             line("p99", |a| a.p99),
         ],
     };
-    if let Err(e) = plot::write(&chart, &dir.join("rtt_accuracy")) {
+    if let Err(e) = plot::write(&chart, &dir.join(stem)) {
         eprintln!("warning: no accuracy chart: {e}");
     }
     Ok(())

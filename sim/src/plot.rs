@@ -68,8 +68,10 @@ pub enum Style {
     Line,
     /// Step line (CDFs).
     Step,
-    /// Dots.
+    /// Dots (small and translucent: for many points).
     Points,
+    /// Large markers (for a handful of points).
+    Markers,
 }
 
 /// A named series of (x, y) points.
@@ -267,6 +269,9 @@ where
             }
             Style::Points => ctx
                 .draw_series(pts.map(|p| Circle::new(p, 1, color.mix(0.35).filled())))
+                .map_err(err)?,
+            Style::Markers => ctx
+                .draw_series(pts.map(|p| Circle::new(p, 6, color.mix(0.8).filled())))
                 .map_err(err)?,
         };
         anno.label(&s.name)

@@ -386,6 +386,9 @@ pub fn run_protocol(
         lossy_packets: e.lossy,
         accuracy,
         final_pairs,
+        // The protocol engine runs no servers, so no WAN pool.
+        wan_accuracy: Vec::new(),
+        wan_pairs: Vec::new(),
         samples,
         applied: e.applied,
         spreads: e.spreads,

@@ -190,6 +190,25 @@ pub enum Check {
         /// Deadline after the registration.
         within: Duration,
     },
+    /// At the end, the servers' WAN coordinates predict the model's RTT
+    /// between datacenters this well (server pairs of different
+    /// datacenters).
+    WanCoordinateAccuracy {
+        /// Largest acceptable median relative error.
+        median_below: f64,
+        /// Largest acceptable 90th-percentile relative error, if any.
+        p90_below: Option<f64>,
+    },
+    /// In each datacenter that loses every instance of `service`, the
+    /// prepared query its first server runs answers from the nearest
+    /// datacenter (by the model's latency) that still has one and can be
+    /// reached, within `within`.
+    QueryFailover {
+        /// The service.
+        service: String,
+        /// Deadline after the loss.
+        within: Duration,
+    },
     /// Every call between `connect_service` applications that started at
     /// least `within` after the last `intention` change went through
     /// exactly when the intentions in force allow it.
@@ -460,7 +479,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention";
-const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves, intentions_enforced";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves, intentions_enforced";
 
 impl Scenario {
     /// Reads and validates a scenario file; data files are relative to it.
@@ -1077,6 +1096,34 @@ impl Scenario {
                         .ok_or_else(|| err(format!("{here} needs median_below, like 0.2")))?,
                     p90_below: c.p90_below,
                 },
+                "wan_coordinate_accuracy" => {
+                    if !b.s.topology.federated() {
+                        return Err(err(format!(
+                            "{here}: WAN coordinates need servers in two or more datacenters; give each datacenter servers = 3"
+                        )));
+                    }
+                    Check::WanCoordinateAccuracy {
+                        median_below: c
+                            .median_below
+                            .ok_or_else(|| err(format!("{here} needs median_below, like 0.2")))?,
+                        p90_below: c.p90_below,
+                    }
+                }
+                "query_failover" => {
+                    if !b.s.topology.federated() {
+                        return Err(err(format!(
+                            "{here}: prepared queries fail over between federated datacenters; give two or more datacenters servers = 3"
+                        )));
+                    }
+                    Check::QueryFailover {
+                        service: c
+                            .service
+                            .clone()
+                            .ok_or_else(|| err(format!("{here} needs service, like \"web\"")))?,
+                        within: within
+                            .ok_or_else(|| err(format!("{here} needs within, like \"15s\"")))?,
+                    }
+                }
                 "leader_within" => Check::LeaderWithin {
                     within: within
                         .ok_or_else(|| err(format!("{here} needs within, like \"10s\"")))?,
@@ -1124,21 +1171,33 @@ impl Scenario {
                                 | "service_visible"
                                 | "dns_resolves"
                                 | "intentions_enforced"
+                                | "query_failover"
                         ),
                 ),
                 (
                     "service",
                     c.service.is_some()
-                        && !matches!(c.kind.as_str(), "service_visible" | "dns_resolves"),
+                        && !matches!(
+                            c.kind.as_str(),
+                            "service_visible" | "dns_resolves" | "query_failover"
+                        ),
                 ),
                 ("at", c.at.is_some() && c.kind != "converged"),
                 (
                     "median_below",
-                    c.median_below.is_some() && c.kind != "coordinate_accuracy",
+                    c.median_below.is_some()
+                        && !matches!(
+                            c.kind.as_str(),
+                            "coordinate_accuracy" | "wan_coordinate_accuracy"
+                        ),
                 ),
                 (
                     "p90_below",
-                    c.p90_below.is_some() && c.kind != "coordinate_accuracy",
+                    c.p90_below.is_some()
+                        && !matches!(
+                            c.kind.as_str(),
+                            "coordinate_accuracy" | "wan_coordinate_accuracy"
+                        ),
                 ),
             ]
             .into_iter()

@@ -408,6 +408,32 @@ impl Topology {
         out
     }
 
+    /// Whether servers of different datacenters federate: two or more
+    /// datacenters have servers, and then every server joins the WAN pool.
+    pub fn federated(&self) -> bool {
+        self.datacenters.iter().filter(|d| d.servers > 0).count() >= 2
+    }
+
+    /// Where server `i` joins the WAN pool (as `retry_join_wan` would
+    /// say): the first server of its own datacenter and of every other
+    /// one. Empty for clients, and when the datacenters do not federate.
+    pub fn wan_join_targets(&self, i: usize) -> Vec<String> {
+        if self.nodes[i].role != Role::Server || !self.federated() {
+            return Vec::new();
+        }
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for (j, n) in self.nodes.iter().enumerate() {
+            if n.role == Role::Server && !seen.contains(&n.dc) {
+                seen.push(n.dc);
+                if j != i {
+                    out.push(n.name.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// One-way latency between datacenters `a` and `b` (not equal).
     pub fn inter_dc(&self, a: usize, b: usize) -> Result<Duration, String> {
         let (da, db) = (&self.datacenters[a], &self.datacenters[b]);

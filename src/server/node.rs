@@ -758,9 +758,16 @@ impl<E: Env> Server<E> {
             }
             _ => Duration::ZERO,
         };
+        // One deadline for every try: a datacenter cut off from this one
+        // (its servers not yet declared failed in the WAN pool) costs a
+        // caller, and a prepared query failing over past it, ten seconds,
+        // not ten per server.
+        let deadline = self.env.now() + wait + Duration::from_secs(10);
         let mut last = String::new();
         for (_, addr) in targets.into_iter().take(tries) {
-            let deadline = self.env.now() + wait + Duration::from_secs(10);
+            if self.env.now() >= deadline {
+                break;
+            }
             match self.call_server(addr, req.clone(), deadline).await {
                 Ok(r) => return r,
                 Err(e) => last = format!("{addr}: {e}"),
