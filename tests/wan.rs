@@ -111,6 +111,28 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
     assert!(p50 >= 0.0 && p50 <= p["P99Ms"].as_f64().unwrap(), "{p}");
     let (ok, out, err) = cli(&s1, &["rtt", "-datacenters", "dc1", "dc2"]);
     assert!(ok && out.contains("p99"), "{out}{err}");
+    // Over all nodes: LAN legs (here none: each node is its own server)
+    // plus the WAN estimate; dc2's LAN coordinates come from dc2.
+    let all = wait_for(Duration::from_secs(30), "LAN coordinates of both", || {
+        let (st, body) = process::http(
+            &s1.http,
+            "GET",
+            "/v1/coordinate/rtt?source=dc1&destination=dc2&nodes=all",
+            b"",
+        )
+        .ok()?;
+        (st == 200).then(|| json(&body))
+    });
+    assert_eq!(
+        (all["Pairs"].as_u64(), all["Nodes"].as_str()),
+        (Some(1), Some("all"))
+    );
+    assert!(
+        (all["P50Ms"].as_f64().unwrap() - p50).abs() < 1.0,
+        "{all} vs {p}"
+    );
+    let (ok, out, err) = cli(&s1, &["rtt", "-datacenters", "-all-nodes", "dc1", "dc2"]);
+    assert!(ok && out.contains("node pairs"), "{out}{err}");
     let (st, _) = process::http(&s1.http, "GET", "/v1/coordinate/rtt?source=dc1", b"").unwrap();
     assert_eq!(st, 400);
 

@@ -235,6 +235,13 @@ pub async fn datacenters<E: Env>(
 /// between every server of one datacenter and every server of the other,
 /// from WAN coordinates, as percentiles (ms). Nothing is measured: the
 /// answer is instant, which is the point of network coordinates.
+///
+/// With `&nodes=all`, between every node of one and every node of the
+/// other: a node's LAN distance to the nearest server of its datacenter,
+/// plus the WAN distance between the two servers, plus the other side's
+/// LAN leg (each datacenter's LAN coordinates come from its own servers).
+/// At most [`MAX_NODES_PER_SIDE`] nodes of each side are taken, evenly
+/// spread by name.
 pub async fn rtt_between<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
     UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
@@ -244,6 +251,15 @@ pub async fn rtt_between<E: Env>(
             "required query parameters 'source' and 'destination' (datacenters)",
         ));
     };
+    let all_nodes = match params.get("nodes").map(String::as_str) {
+        None | Some("servers") => false,
+        Some("all") => true,
+        Some(other) => {
+            return Err(bad(&format!(
+                "nodes is \"servers\" (the default) or \"all\", not {other:?}"
+            )))
+        }
+    };
     let Some(wan) = &s.wan else {
         return Err(bad(
             "this agent is in no WAN pool; ask a server (WAN coordinates are the servers')",
@@ -251,26 +267,106 @@ pub async fn rtt_between<E: Env>(
     };
     let members = wan.members().await.map_err(internal)?;
     let coords = wan.coordinates().await.map_err(internal)?;
-    let of = |dc: &str| -> Vec<(&str, &crate::coordinate::Coordinate)> {
+    // Each server of `dc` with a WAN coordinate, by its LAN node name.
+    let servers = |dc: &str| -> Vec<(String, crate::coordinate::Coordinate)> {
         members
             .iter()
             .filter(|m| crate::server::cluster::server_of(m).is_some_and(|sm| sm.dc == dc))
-            .filter_map(|m| Some((m.name.as_str(), coords.members.get(&m.name)?)))
+            .filter_map(|m| {
+                let lan = m.name.strip_suffix(&format!(".{dc}"))?.to_string();
+                Some((lan, coords.members.get(&m.name)?.clone()))
+            })
             .collect()
     };
-    let (a, b) = (of(src), of(dst));
-    let mut rtts: Vec<f64> = a
+    let (a, b) = (servers(src), servers(dst));
+    let (rtts, nodes) = if all_nodes {
+        let (legs_a, legs_b) = (lan_legs(&s, src, &a).await?, lan_legs(&s, dst, &b).await?);
+        let rtts = legs_a
+            .iter()
+            .flat_map(|(na, sa, la)| {
+                let (a, b) = (&a, &b);
+                legs_b
+                    .iter()
+                    .filter(move |(nb, _, _)| !(src == dst && nb == na))
+                    .map(move |(_, sb, lb)| {
+                        la + a[*sa].1.distance_to(&b[*sb].1).as_secs_f64() * 1000.0 + lb
+                    })
+            })
+            .collect::<Vec<f64>>();
+        (rtts, (legs_a.len(), legs_b.len()))
+    } else {
+        let rtts = a
+            .iter()
+            .flat_map(|(na, ca)| {
+                b.iter()
+                    .filter(move |(nb, _)| nb != na)
+                    .map(move |(_, cb)| ca.distance_to(cb).as_secs_f64() * 1000.0)
+            })
+            .collect::<Vec<f64>>();
+        (rtts, (a.len(), b.len()))
+    };
+    percentiles_json(src, dst, rtts, nodes, all_nodes)
+}
+
+/// Most nodes of each datacenter `?nodes=all` takes.
+pub const MAX_NODES_PER_SIDE: usize = 1000;
+
+/// Every node of `dc` (at most [`MAX_NODES_PER_SIDE`]) with its nearest
+/// server in `servers` (an index) and the LAN distance to it, ms; from
+/// `dc`'s stored LAN coordinates.
+async fn lan_legs<E: Env>(
+    s: &ApiState<E>,
+    dc: &str,
+    servers: &[(String, crate::coordinate::Coordinate)],
+) -> Result<Vec<(String, usize, f64)>, ApiError> {
+    let remote = (dc != s.info.datacenter).then(|| dc.to_string());
+    let all = match super::in_dc(remote, read(s, &HashMap::new(), Query::Coordinates)).await? {
+        (_, Answer::Coordinates(all)) => all,
+        (_, a) => return Err(unexpected(a)),
+    };
+    let lan: HashMap<&str, &crate::coordinate::Coordinate> =
+        all.iter().map(|(n, c)| (n.as_str(), c)).collect();
+    let step = all.len().div_ceil(MAX_NODES_PER_SIDE).max(1);
+    Ok(all
         .iter()
-        .flat_map(|(na, ca)| {
-            b.iter()
-                .filter(move |(nb, _)| nb != na)
-                .map(move |(_, cb)| ca.distance_to(cb).as_secs_f64() * 1000.0)
+        .step_by(step)
+        .filter_map(|(node, c)| {
+            servers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (name, _))| {
+                    // A server is its own nearest server, at no distance
+                    // (a coordinate's distance to itself counts its height
+                    // twice).
+                    if name == node {
+                        return Some((i, 0.0));
+                    }
+                    let d = c.distance_to(lan.get(name.as_str())?).as_secs_f64() * 1000.0;
+                    Some((i, d))
+                })
+                .min_by(|x, y| x.1.total_cmp(&y.1))
+                .map(|(i, d)| (node.clone(), i, d))
         })
-        .collect();
+        .collect())
+}
+
+/// The answer of [`rtt_between`].
+fn percentiles_json(
+    src: &str,
+    dst: &str,
+    mut rtts: Vec<f64>,
+    nodes: (usize, usize),
+    all_nodes: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if rtts.is_empty() {
+        let what = if all_nodes {
+            "LAN and WAN coordinates for node pairs"
+        } else {
+            "WAN coordinates for server pairs"
+        };
         return Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("no WAN coordinates for server pairs of {src:?} and {dst:?} (yet)"),
+            format!("no {what} of {src:?} and {dst:?} (yet)"),
         ));
     }
     rtts.sort_by(f64::total_cmp);
@@ -278,6 +374,9 @@ pub async fn rtt_between<E: Env>(
     Ok(Json(serde_json::json!({
         "Source": src,
         "Destination": dst,
+        "Nodes": if all_nodes { "all" } else { "servers" },
+        "SourceNodes": nodes.0,
+        "DestinationNodes": nodes.1,
         "Pairs": rtts.len(),
         "P50Ms": p(0.5),
         "P90Ms": p(0.9),

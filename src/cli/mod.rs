@@ -210,6 +210,11 @@ struct RttArgs {
     /// estimated RTTs between all their servers (WAN coordinates).
     #[arg(long = "datacenters")]
     datacenters: bool,
+    /// With `-datacenters`: between all their nodes, not only servers
+    /// (each node's LAN leg to its nearest server, plus the servers' WAN
+    /// estimate).
+    #[arg(long = "all-nodes")]
+    all_nodes: bool,
     /// The first node (or datacenter).
     node_a: String,
     /// The second node (default: the agent's own), or datacenter.
@@ -578,11 +583,17 @@ async fn run_rtt(r: RttArgs) -> anyhow::Result<()> {
         let q: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("source", &r.node_a)
             .append_pair("destination", to)
+            .append_pair("nodes", if r.all_nodes { "all" } else { "servers" })
             .finish();
         let p: serde_json::Value =
             client::get_json(&env, addr, &format!("/v1/coordinate/rtt?{q}")).await?;
+        let over = if r.all_nodes {
+            "node pairs (LAN and WAN coordinates)"
+        } else {
+            "server pairs (WAN coordinates)"
+        };
         println!(
-            "Estimated {} <-> {to} rtt over {} server pairs (WAN coordinates): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms (min {:.3}, max {:.3})",
+            "Estimated {} <-> {to} rtt over {} {over}: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms (min {:.3}, max {:.3})",
             r.node_a, p["Pairs"], p["P50Ms"].as_f64().unwrap_or(f64::NAN),
             p["P90Ms"].as_f64().unwrap_or(f64::NAN), p["P99Ms"].as_f64().unwrap_or(f64::NAN),
             p["MinMs"].as_f64().unwrap_or(f64::NAN), p["MaxMs"].as_f64().unwrap_or(f64::NAN),
