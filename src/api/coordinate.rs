@@ -255,7 +255,7 @@ pub async fn rtt_between<E: Env>(
         None | Some("servers") => false,
         Some("all") => true,
         Some(other) => {
-            return Err(bad(&format!(
+            return Err(bad(format!(
                 "nodes is \"servers\" (the default) or \"all\", not {other:?}"
             )))
         }
