@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn::env::{Env, Task, TokioEnv};
+use cairn::gossip::driver::Encryption;
+use cairn::gossip::keyring::{encode_key, Keyring};
 use cairn::gossip::{Gossip, GossipOptions, MemberStatus};
 use serde_json::Value;
 
@@ -67,10 +69,18 @@ struct GoPeer {
 
 impl GoPeer {
     fn start(name: &str, join: Option<SocketAddr>) -> GoPeer {
+        GoPeer::start_with(name, join, None)
+    }
+
+    /// A peer with a gossip encryption key (base64), if given.
+    fn start_with(name: &str, join: Option<SocketAddr>, key: Option<&str>) -> GoPeer {
         let mut cmd = Command::new(go_peer_binary());
         cmd.args(["-name", name, "-bind", "127.0.0.1", "-port", "0"]);
         if let Some(j) = join {
             cmd.args(["-join", &j.to_string()]);
+        }
+        if let Some(k) = key {
+            cmd.args(["-key", k]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -160,8 +170,17 @@ impl Drop for GoPeer {
 }
 
 async fn cairn_node(env: &TokioEnv, name: &str) -> (Gossip, Task) {
+    cairn_node_with(env, name, None).await
+}
+
+/// A cairn node encrypting its gossip with `key`, if given.
+async fn cairn_node_with(env: &TokioEnv, name: &str, key: Option<&[u8]>) -> (Gossip, Task) {
     for _ in 0..20 {
-        let opts = GossipOptions::new(name, "127.0.0.1:0".parse().unwrap(), common::fast_config());
+        let mut opts =
+            GossipOptions::new(name, "127.0.0.1:0".parse().unwrap(), common::fast_config());
+        opts.encryption = key.map(|k| {
+            Encryption::new(Keyring::new(vec![k.to_vec()], [7; 32]).expect("a valid key"))
+        });
         if let Ok(started) = Gossip::start(env.clone(), opts).await {
             return started;
         }
@@ -278,6 +297,47 @@ async fn cairn_node_joins_a_go_cluster_and_crashes() {
         go_a.saw_leave("cairn-x") && go_b.saw_leave("cairn-x") && !go_a.alive().contains("cairn-x")
     })
     .await;
+}
+
+/// memberlist's gossip encryption both ways: a Go peer with the cluster's
+/// key joins cairn nodes (UDP probes and gossip, and the TCP push/pull of
+/// the join, all sealed); one with another key, and one with none, cannot,
+/// and cairn counts what it dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_gossip_crosses_the_language_boundary() {
+    let env = TokioEnv::new();
+    let key: Vec<u8> = (1..=32).collect();
+    let b64 = encode_key(&key);
+    let (a, _ta) = cairn_node_with(&env, "cairn-a", Some(&key)).await;
+    let (b, _tb) = cairn_node_with(&env, "cairn-b", Some(&key)).await;
+    b.join(vec![a.addr()]).await.unwrap();
+    let go = GoPeer::start_with("go-enc", Some(a.addr()), Some(&b64));
+    let everyone = names(&["cairn-a", "cairn-b", "go-enc"]);
+    eventually(&env, 15, "three alive members, all encrypted", || async {
+        go.alive() == everyone && all_alive(&a, &everyone).await && all_alive(&b, &everyone).await
+    })
+    .await;
+    assert!(go.find(|v| v["event"] == "joined").is_some());
+    assert_eq!(a.stats().await.unwrap().undecryptable, 0);
+
+    // Another key, or none: the join fails and nobody lets it in.
+    let wrong = encode_key(&[9u8; 16]);
+    let outsider = GoPeer::start_with("go-wrong", Some(a.addr()), Some(&wrong));
+    let plain = GoPeer::start_with("go-plain", Some(a.addr()), None);
+    eventually(&env, 10, "both outsiders report a failed join", || async {
+        outsider.find(|v| v["event"] == "join-error").is_some()
+            && plain.find(|v| v["event"] == "join-error").is_some()
+    })
+    .await;
+    env.sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        statuses(&a).await.keys().cloned().collect::<BTreeSet<_>>(),
+        everyone
+    );
+    assert!(a.stats().await.unwrap().undecryptable >= 2);
+    // And a cairn node without the key cannot join the Go peer either.
+    let (c, _tc) = cairn_node(&env, "cairn-plain").await;
+    assert!(c.join(vec![go.addr().unwrap()]).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,6 +141,13 @@ pub struct AgentConfig {
     pub retry_join_wan: Vec<String>,
     /// Overrides of the WAN pool's timing (Consul's `gossip_wan`).
     pub gossip_wan: GossipTuning,
+    /// The gossip encryption key, base64 (Consul's `encrypt`); a keyring
+    /// file in the data directory, once written, takes precedence.
+    pub encrypt: Option<String>,
+    /// Drop gossip that is not encrypted with an installed key.
+    pub encrypt_verify_incoming: bool,
+    /// Encrypt the gossip sent.
+    pub encrypt_verify_outgoing: bool,
     /// Pause between `retry_join` attempts.
     pub retry_interval: Duration,
     /// Give up `retry_join` after this many attempts (0: never).
@@ -323,6 +330,9 @@ impl Default for AgentConfig {
             start_join_wan: Vec::new(),
             retry_join_wan: Vec::new(),
             gossip_wan: GossipTuning::default(),
+            encrypt: None,
+            encrypt_verify_incoming: true,
+            encrypt_verify_outgoing: true,
             retry_interval: Duration::from_secs(30),
             retry_max: 0,
             log_level: "info".into(),
@@ -415,6 +425,9 @@ impl AgentConfig {
                 "retry_join" => self.retry_join = at.strings(v)?,
                 "start_join_wan" => self.start_join_wan = at.strings(v)?,
                 "retry_join_wan" => self.retry_join_wan = at.strings(v)?,
+                "encrypt" => self.encrypt = Some(at.string(v)?),
+                "encrypt_verify_incoming" => self.encrypt_verify_incoming = at.bool(v)?,
+                "encrypt_verify_outgoing" => self.encrypt_verify_outgoing = at.bool(v)?,
                 "retry_interval" => self.retry_interval = at.duration(v)?,
                 "retry_max" => self.retry_max = at.uint(v)? as u32,
                 "log_level" => self.log_level = at.string(v)?,
@@ -556,6 +569,10 @@ impl AgentConfig {
                 self.bind_addr
             )));
         }
+        if let Some(k) = &self.encrypt {
+            crate::gossip::keyring::parse_key(k)
+                .map_err(|e| ConfigError(format!("encrypt: {e}")))?;
+        }
         let joins_wan = !(self.start_join_wan.is_empty() && self.retry_join_wan.is_empty());
         if joins_wan && !self.server {
             return Err(ConfigError(
@@ -646,7 +663,8 @@ impl AgentConfig {
 
 const KNOWN_KEYS: &str =
     "advertise_addr, autopilot, bind_addr, bootstrap_expect, check, checks, client_addr, data_dir, \
-datacenter, enable_local_script_checks, enable_script_checks, gossip_lan, gossip_wan, leave_on_terminate, \
+datacenter, enable_local_script_checks, enable_script_checks, encrypt, encrypt_verify_incoming, \
+encrypt_verify_outgoing, gossip_lan, gossip_wan, leave_on_terminate, \
 log_level, node_id, node_meta, node_name, performance, ports, raft_snapshot_threshold, \
 raft_trailing_logs, retry_interval, retry_join, retry_join_wan, retry_max, server, service, services, \
 start_join, start_join_wan";

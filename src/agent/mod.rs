@@ -4,6 +4,7 @@
 pub mod config;
 pub mod definition;
 pub mod events;
+pub mod keyring;
 pub mod local;
 pub mod prepared;
 pub mod servers;
@@ -142,7 +143,19 @@ impl<E: Env> Agent<E> {
         opts.meta = meta.clone();
         // Consul keeps failed members (and keeps trying them) for 72 hours.
         opts.reconnect_timeout = Duration::from_secs(72 * 3600);
+        let lan_keys = keyring::load(&env, &config, false)?;
+        opts.encryption = lan_keys.as_ref().map(|(e, _)| e.clone());
         let (gossip, gossip_task) = Gossip::start(env.clone(), opts).await?;
+        let mut keyrings = Vec::new();
+        if let Some((e, file)) = lan_keys {
+            keyrings.push(keyring::PoolKeyring::new(
+                &env,
+                "lan",
+                gossip.clone(),
+                e.keyring,
+                file,
+            ));
+        }
         // A server is also in the WAN pool, as `<node>.<dc>`, with the same
         // tags: that is where servers of other datacenters find its RPC
         // address, and its WAN coordinate is measured there.
@@ -155,7 +168,18 @@ impl<E: Env> Agent<E> {
                 o.meta = meta;
                 o.reconnect_timeout = Duration::from_secs(72 * 3600);
                 o.seed_scope = "wan".into();
+                let wan_keys = keyring::load(&env, &config, true)?;
+                o.encryption = wan_keys.as_ref().map(|(e, _)| e.clone());
                 let (w, task) = Gossip::start(env.clone(), o).await?;
+                if let Some((e, file)) = wan_keys {
+                    keyrings.push(keyring::PoolKeyring::new(
+                        &env,
+                        "wan",
+                        w.clone(),
+                        e.keyring,
+                        file,
+                    ));
+                }
                 tracing::info!(wan = %w.addr(), "WAN pool listening");
                 Some((w, task))
             }
@@ -207,6 +231,9 @@ impl<E: Env> Agent<E> {
         server_tasks.push(env.spawn(local::run_probes(env.clone(), local_state.clone())));
         let events = Arc::new(events::Events::new(&config.node_name, local_state.clone()));
         server_tasks.push(env.spawn(events::run(gossip.clone(), events.clone())));
+        for k in &keyrings {
+            server_tasks.push(env.spawn(k.clone().run()));
+        }
         server_tasks.push(env.spawn(local::anti_entropy(
             env.clone(),
             local_state.clone(),
@@ -239,6 +266,7 @@ impl<E: Env> Agent<E> {
             reload: reload.clone(),
             events,
             leaves: api::connect::LeafCache::default(),
+            keyrings: keyrings.clone(),
         });
         let (http_addr, http_task) =
             api::serve(&env, http_bind, state)

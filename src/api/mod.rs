@@ -14,6 +14,7 @@ pub mod event;
 pub mod filter;
 pub mod kv;
 pub mod metrics;
+pub mod operator;
 pub mod query;
 pub mod session;
 pub mod txn;
@@ -80,6 +81,9 @@ pub struct ApiState<E: Env> {
     pub events: Arc<crate::agent::events::Events>,
     /// Connect leaf certificates held for this agent's services.
     pub leaves: connect::LeafCache,
+    /// The gossip keyrings this agent manages (LAN, and WAN on a server);
+    /// empty when gossip is not encrypted.
+    pub keyrings: Vec<Arc<crate::agent::keyring::PoolKeyring>>,
 }
 
 impl<E: Env> ApiState<E> {
@@ -216,6 +220,13 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/query/{id}/{verb}", get(query::action::<E>))
         .route("/v1/event/fire/{name}", put(event::fire::<E>))
         .route("/v1/event/list", get(event::list::<E>))
+        .route(
+            "/v1/operator/keyring",
+            get(operator::list::<E>)
+                .post(operator::install::<E>)
+                .put(operator::use_key::<E>)
+                .delete(operator::remove::<E>),
+        )
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
         .route("/v1/coordinate/node/{name}", get(coordinate::node::<E>))

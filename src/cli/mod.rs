@@ -7,6 +7,7 @@
 
 mod catalog;
 mod connect;
+mod keyring;
 mod kv;
 mod members;
 mod services;
@@ -61,6 +62,10 @@ enum Cmd {
     Connect(connect::ConnectArgs),
     /// Manage intentions: which service may connect to which.
     Intention(connect::IntentionArgs),
+    /// Print a new gossip encryption key (for `encrypt`).
+    Keygen,
+    /// Install, use, remove and list gossip encryption keys over the cluster.
+    Keyring(keyring::KeyringArgs),
     /// Print the version.
     Version,
 }
@@ -102,6 +107,9 @@ struct AgentArgs {
     /// The same, retried until it answers (repeatable).
     #[arg(long = "retry-join-wan")]
     retry_join_wan: Vec<String>,
+    /// Gossip encryption key, base64 (16, 24 or 32 bytes; `cairn keygen`).
+    #[arg(long = "encrypt")]
+    encrypt: Option<String>,
     /// HTTP API port.
     #[arg(long = "http-port")]
     http_port: Option<u16>,
@@ -318,6 +326,8 @@ pub fn main() -> ExitCode {
             Cmd::Watch(w) => watch::run(*w).await,
             Cmd::Connect(c) => connect::run(c).await,
             Cmd::Intention(i) => return connect::run_intention(i).await,
+            Cmd::Keygen => keyring::keygen(),
+            Cmd::Keyring(k) => keyring::run(k).await,
             Cmd::Version => {
                 println!("cairn v{VERSION}");
                 Ok(())
@@ -440,6 +450,9 @@ fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     }
     if !a.retry_join_wan.is_empty() {
         c.retry_join_wan = a.retry_join_wan.clone();
+    }
+    if let Some(k) = &a.encrypt {
+        c.encrypt = Some(k.clone());
     }
     if let Some(v) = &a.retry_interval {
         c.retry_interval = parse_duration(v).map_err(|e| flag("retry-interval", e))?;

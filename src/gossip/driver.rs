@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::core::{Output, StreamId, StreamRequest, SwimError};
 use super::event::{MemberEvent, PingComplete};
+use super::keyring::{self, Keyring};
 use super::node::Node;
 use super::roster::Member;
 use super::wire::{self, ErrResp, StreamMessage};
@@ -57,6 +58,62 @@ pub struct GossipOptions {
     /// Prefix of this node's seed purposes, so that a second pool on the
     /// same host (a server's WAN pool) draws its own random choices.
     pub seed_scope: String,
+    /// Gossip encryption (`None`: plain, as memberlist without a key).
+    pub encryption: Option<Encryption>,
+}
+
+/// How a node encrypts its gossip (Consul's `encrypt`,
+/// `encrypt_verify_incoming`, `encrypt_verify_outgoing`).
+#[derive(Debug, Clone)]
+pub struct Encryption {
+    /// The keys; shared with whoever rotates them.
+    pub keyring: Keyring,
+    /// Drop what is not encrypted with an installed key (off only while a
+    /// running cluster turns encryption on).
+    pub verify_incoming: bool,
+    /// Encrypt what is sent (off only while turning encryption on).
+    pub verify_outgoing: bool,
+}
+
+impl Encryption {
+    /// Full encryption with `keyring`, both ways.
+    pub fn new(keyring: Keyring) -> Self {
+        Encryption {
+            keyring,
+            verify_incoming: true,
+            verify_outgoing: true,
+        }
+    }
+
+    /// What is sent as a UDP packet.
+    fn seal_packet(&self, data: Vec<u8>) -> Vec<u8> {
+        if self.verify_outgoing {
+            self.keyring.seal_packet(&data)
+        } else {
+            data
+        }
+    }
+
+    /// The plain packet, or `None` (counted) to drop it.
+    fn open_packet(&self, data: &[u8]) -> Option<Vec<u8>> {
+        match self.keyring.open_packet(data) {
+            Ok(plain) => Some(plain),
+            Err(_) if !self.verify_incoming => Some(data.to_vec()),
+            Err(_) => {
+                self.keyring.count_dropped();
+                None
+            }
+        }
+    }
+
+    /// What is written to a stream.
+    fn seal_stream(&self, data: &[u8]) -> Vec<u8> {
+        if self.verify_outgoing {
+            self.keyring.seal_stream(data)
+        } else {
+            data.to_vec()
+        }
+    }
 }
 
 impl GossipOptions {
@@ -73,6 +130,7 @@ impl GossipOptions {
             tombstone_timeout: Duration::from_secs(24 * 3600),
             coordinates: Some(coordinate::Config::default()),
             seed_scope: String::new(),
+            encryption: None,
         }
     }
 }
@@ -115,6 +173,9 @@ pub struct GossipStats {
     pub left: usize,
     /// Our incarnation.
     pub incarnation: u32,
+    /// Packets and streams dropped because no installed key opened them
+    /// or they were not encrypted (with encryption on).
+    pub undecryptable: u64,
     /// The core's counters.
     pub core: super::core::Stats,
 }
@@ -167,7 +228,18 @@ pub struct Gossip {
 impl Gossip {
     /// Binds UDP and TCP on `opts.bind` and starts gossiping. The returned
     /// [`Task`] runs the node; dropping it stops the node abruptly.
-    pub async fn start<E: Env>(env: E, opts: GossipOptions) -> Result<(Gossip, Task), GossipError> {
+    pub async fn start<E: Env>(
+        env: E,
+        mut opts: GossipOptions,
+    ) -> Result<(Gossip, Task), GossipError> {
+        // Sealing adds a version, a nonce and a tag to every packet: the
+        // core fills that much less (memberlist's `encryptOverhead`).
+        if opts.encryption.as_ref().is_some_and(|e| e.verify_outgoing) {
+            opts.config.udp_buffer_size = opts
+                .config
+                .udp_buffer_size
+                .saturating_sub(keyring::OVERHEAD);
+        }
         let io_err = |what: &str| {
             let what = format!("{what} {}", opts.bind);
             move |source| GossipError::Io {
@@ -212,6 +284,7 @@ impl Gossip {
             listener,
             stream_tx.clone(),
             opts.config.tcp_timeout,
+            opts.encryption.clone(),
         ));
         let name: Arc<str> = Arc::from(opts.name.as_str());
         let driver = Driver {
@@ -405,7 +478,14 @@ impl<E: Env> Driver<E> {
                 _ = sleep => self.node.handle_timeout(self.env.now()),
                 Some(ev) = streams.recv() => self.stream_event(ev),
                 res = self.udp.recv_from(&mut buf) => match res {
-                    Ok((n, from)) => self.node.handle_packet(self.env.now(), from, &buf[..n]),
+                    Ok((n, from)) => match &self.opts.encryption {
+                        None => self.node.handle_packet(self.env.now(), from, &buf[..n]),
+                        Some(e) => {
+                            if let Some(plain) = e.open_packet(&buf[..n]) {
+                                self.node.handle_packet(self.env.now(), from, &plain);
+                            }
+                        }
+                    },
                     Err(e) => tracing::debug!(node = %self.opts.name, error = %e, "UDP receive failed"),
                 },
             }
@@ -480,6 +560,11 @@ impl<E: Env> Driver<E> {
                     failed: count(S::Failed),
                     left: count(S::Left),
                     incarnation: core.local_node().incarnation,
+                    undecryptable: self
+                        .opts
+                        .encryption
+                        .as_ref()
+                        .map_or(0, |e| e.keyring.dropped()),
                     core: core.stats().clone(),
                 });
             }
@@ -528,6 +613,10 @@ impl<E: Env> Driver<E> {
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Packet { to, data } => {
+                    let data = match &self.opts.encryption {
+                        Some(e) => e.seal_packet(data),
+                        None => data,
+                    };
                     if let Err(e) = self.udp.send_to(&data, to).await {
                         tracing::debug!(node = %self.opts.name, %to, error = %e, "UDP send failed");
                     }
@@ -541,6 +630,7 @@ impl<E: Env> Driver<E> {
                         self.env.clone(),
                         req,
                         self.stream_tx.clone(),
+                        self.opts.encryption.clone(),
                     ));
                     self.streams.push(task);
                 }
@@ -568,19 +658,28 @@ impl<E: Env> Driver<E> {
 
 /// Connects, writes, and (if asked) reads one message back, all before the
 /// request's deadline; reports the outcome to the driver.
-async fn outgoing_stream<E: Env>(env: E, req: StreamRequest, tx: mpsc::Sender<StreamEvent>) {
+async fn outgoing_stream<E: Env>(
+    env: E,
+    req: StreamRequest,
+    tx: mpsc::Sender<StreamEvent>,
+    encryption: Option<Encryption>,
+) {
     let exchange = async {
         let mut s = env
             .connect_tcp(req.to)
             .await
             .map_err(|e| format!("connecting to {}: {e}", req.to))?;
-        s.write_all(&req.data)
+        let data = match &encryption {
+            Some(e) => e.seal_stream(&req.data),
+            None => req.data,
+        };
+        s.write_all(&data)
             .await
             .map_err(|e| format!("writing to {}: {e}", req.to))?;
         if !req.expect_reply {
             return Ok(None);
         }
-        read_message(&mut s).await.map(Some)
+        read_message(&mut s, encryption.as_ref()).await.map(Some)
     };
     let result = match timeout_at(&env, req.deadline, exchange).await {
         Ok(r) => r,
@@ -589,10 +688,61 @@ async fn outgoing_stream<E: Env>(env: E, req: StreamRequest, tx: mpsc::Sender<St
     let _ = tx.send(StreamEvent::Result { id: req.id, result }).await;
 }
 
-/// Reads exactly one memberlist stream message.
-async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<StreamMessage, String> {
+/// Reads exactly one memberlist stream message, opening it first when it
+/// is encrypted (and refusing a plain one when encryption is required).
+async fn read_message<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    encryption: Option<&Encryption>,
+) -> Result<StreamMessage, String> {
     let mut buf = Vec::with_capacity(4096);
     let mut decoder = wire::StreamDecoder::default();
+    while buf.is_empty() {
+        if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed before a whole message arrived".into());
+        }
+    }
+    let encrypted = buf[0] == wire::MessageType::Encrypt as u8;
+    match encryption {
+        None if encrypted => {
+            return Err("the stream is encrypted and this node has no gossip key".into())
+        }
+        Some(e) if encrypted => {
+            while buf.len() < 5 {
+                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("connection closed inside an encrypted message's header".into());
+                }
+            }
+            let header: [u8; 5] = [buf[0], buf[1], buf[2], buf[3], buf[4]];
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > keyring::MAX_STREAM_BYTES {
+                return Err(format!(
+                    "encrypted stream message of {len} bytes is over the limit"
+                ));
+            }
+            while buf.len() < 5 + len {
+                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("connection closed inside an encrypted message".into());
+                }
+            }
+            let plain = e
+                .keyring
+                .open_stream(&header, &buf[5..5 + len])
+                .map_err(|err| {
+                    e.keyring.count_dropped();
+                    err.to_string()
+                })?;
+            return match decoder.decode(&plain) {
+                Ok(Some((msg, _))) => Ok(msg),
+                Ok(None) => Err("the encrypted stream message is incomplete".into()),
+                Err(err) => Err(err.to_string()),
+            };
+        }
+        Some(e) if e.verify_incoming => {
+            e.keyring.count_dropped();
+            return Err("gossip encryption is on, and the stream is not encrypted".into());
+        }
+        _ => {}
+    }
     loop {
         match decoder.decode(&buf) {
             Ok(Some((msg, _))) => return Ok(msg),
@@ -611,6 +761,7 @@ async fn accept_loop<E: Env>(
     listener: E::TcpListener,
     tx: mpsc::Sender<StreamEvent>,
     tcp_timeout: Duration,
+    encryption: Option<Encryption>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_INCOMING_STREAMS));
     loop {
@@ -628,11 +779,12 @@ async fn accept_loop<E: Env>(
         };
         let tx = tx.clone();
         let env2 = env.clone();
+        let encryption = encryption.clone();
         env.spawn(async move {
             let _permit = permit;
             let deadline: Instant = env2.now() + tcp_timeout;
             let work = async {
-                let reply = match read_message(&mut conn).await {
+                let reply = match read_message(&mut conn, encryption.as_ref()).await {
                     Ok(msg) => {
                         let (rtx, rrx) = oneshot::channel();
                         if tx
@@ -654,6 +806,10 @@ async fn accept_loop<E: Env>(
                     }
                 };
                 if let Some(bytes) = reply {
+                    let bytes = match &encryption {
+                        Some(e) => e.seal_stream(&bytes),
+                        None => bytes,
+                    };
                     let _ = conn.write_all(&bytes).await;
                     let _ = conn.shutdown().await;
                 }

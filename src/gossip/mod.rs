@@ -14,6 +14,7 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod event;
+pub mod keyring;
 pub mod lifeguard;
 pub mod lzw;
 pub mod node;

@@ -12,6 +12,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -67,6 +68,7 @@ func main() {
 	suspicion := flag.Int("suspicion-mult", 3, "suspicion multiplier")
 	compress := flag.Bool("compress", true, "LZW-compress messages (memberlist's default)")
 	verbose := flag.Bool("v", false, "memberlist logs on stderr")
+	key := flag.String("key", "", "gossip encryption key, base64 (empty: plain)")
 	flag.Parse()
 
 	c := memberlist.DefaultLocalConfig()
@@ -82,6 +84,13 @@ func main() {
 	c.EnableCompression = *compress
 	c.Events = events{}
 	c.Conflict = conflicts{}
+	if *key != "" {
+		k, err := base64.StdEncoding.DecodeString(*key)
+		if err != nil {
+			log.Fatalf("key: %v", err)
+		}
+		c.SecretKey = k
+	}
 	if !*verbose {
 		c.LogOutput = ioutil.Discard
 	}
