@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(ring.keys(), vec![k2.clone(), k1.clone()]);
         let new = ring.seal_packet(b"ping");
         assert_eq!(ring.open_packet(&old).unwrap(), b"ping");
-        assert_eq!(open(&[k2.clone()], &new, &[]).unwrap(), b"ping");
+        assert_eq!(open(std::slice::from_ref(&k2), &new, &[]).unwrap(), b"ping");
         assert!(matches!(ring.remove(&k2), Err(KeyError::RemovePrimary(_))));
         ring.remove(&k1).unwrap();
         assert_eq!(ring.open_packet(&old), Err(OpenError::NoKey));
