@@ -50,6 +50,8 @@ async fn collect<E: Env>(s: &ApiState<E>) -> Result<Vec<Metric>, ApiError> {
         counter("consul.memberlist.probes.failed", st.core.probes_failed),
         counter("consul.memberlist.refutations", st.core.refutations),
         counter("consul.memberlist.push_pulls", st.core.push_pulls),
+        // Traffic no installed gossip key opened, or sent in the clear.
+        counter("consul.memberlist.undecryptable", st.undecryptable),
     ])
 }
 

@@ -599,7 +599,7 @@ async fn agent_self<E: Env>(
         ("left", stats.left.to_string()),
         ("health_score", stats.health_score.to_string()),
         ("member_time", stats.incarnation.to_string()),
-        ("encrypted", "false".to_string()),
+        ("encrypted", (!s.keyrings.is_empty()).to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
