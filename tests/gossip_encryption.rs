@@ -141,7 +141,7 @@ fn a_cluster_rotates_its_gossip_key_without_losing_a_member() {
     // restarted agent comes back with k2.
     let file = dir.path().join("a").join("serf").join("local.keyring");
     let kept: Vec<String> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(kept, [k2.clone()]);
+    assert_eq!(kept, std::slice::from_ref(&k2));
     a.kill();
     a.restart();
     // It was the seed and joins no one by itself: join it through b.
