@@ -40,6 +40,8 @@ pub struct ClusterSpec {
     pub seed: u64,
     /// Gossip tuning of every agent.
     pub gossip: GossipConfig,
+    /// Every agent's gossip encryption key, base64 (`None`: plain).
+    pub encrypt: Option<String>,
     /// Simulation step (turmoil's tick).
     pub tick: Duration,
     /// Virtual time to run for.
@@ -61,6 +63,7 @@ impl ClusterSpec {
             links,
             seed,
             gossip: GossipConfig::lan(),
+            encrypt: None,
             tick: Duration::from_millis(1),
             duration,
         }
@@ -594,6 +597,7 @@ pub fn run_cluster(
             net: net.clone(),
             recorder: recorder.clone(),
             gossip: spec.gossip.clone(),
+            encrypt: spec.encrypt.clone(),
             join: spec.topology.join_targets(index),
             control: tx.clone(),
         };
@@ -1061,6 +1065,7 @@ struct HostCtx {
     net: Arc<NetConditions>,
     recorder: Recorder,
     gossip: GossipConfig,
+    encrypt: Option<String>,
     join: Vec<String>,
     control: watch::Sender<Control>,
     server: Option<ServerCtx>,
@@ -1106,6 +1111,7 @@ impl HostCtx {
         }
         config.client_addr = self.ip;
         config.gossip_base = self.gossip.clone();
+        config.encrypt = self.encrypt.clone();
         config.log_level = "warn".into();
         // Every host starts in the same tick: the first may not listen yet,
         // so keep trying, as an operator's retry_join would.

@@ -256,6 +256,11 @@ pub fn run_protocol(
             node.name
         )));
     }
+    if scenario.encrypt.is_some() {
+        return Err(SimError::Setup(
+            "gossip.encrypt: encryption is the agents' gossip driver's, which runs only on the full engine (--engine full)".into(),
+        ));
+    }
     let n = topo.nodes.len();
     let names = topo.names();
     let between = topo.dc_latencies().map_err(SimError::Setup)?;

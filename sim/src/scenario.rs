@@ -95,6 +95,9 @@ pub struct Scenario {
     pub tick: Duration,
     /// Gossip tuning of every agent.
     pub gossip: GossipConfig,
+    /// Every agent's gossip encryption key, base64 (`[gossip] encrypt`;
+    /// full engine only).
+    pub encrypt: Option<String>,
     /// Datacenters, nodes and the network model.
     pub topology: Topology,
     /// Fixed overrides of the model for some links.
@@ -260,6 +263,7 @@ struct GossipSection {
     retransmit_mult: Option<usize>,
     suspicion_mult: Option<usize>,
     compression: Option<bool>,
+    encrypt: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -546,6 +550,10 @@ impl Scenario {
         gossip
             .validate()
             .map_err(|e| err(format!("[gossip]: {e}")))?;
+        if let Some(k) = &f.gossip.encrypt {
+            cairn::gossip::keyring::parse_key(k)
+                .map_err(|e| err(format!("gossip.encrypt: {e}")))?;
+        }
         let pool = match f.gossip.pool.as_deref() {
             None | Some("datacenter") => PoolScope::Datacenter,
             Some("global") => PoolScope::Global,
@@ -739,6 +747,7 @@ impl Scenario {
                 duration,
                 tick,
                 gossip,
+                encrypt: f.gossip.encrypt.clone(),
                 topology,
                 links: Vec::new(),
                 events: Vec::new(),
@@ -1258,6 +1267,7 @@ impl Scenario {
             links,
             seed,
             gossip: self.gossip.clone(),
+            encrypt: self.encrypt.clone(),
             tick: self.tick,
             duration: self.duration,
         })
@@ -1303,6 +1313,7 @@ impl ScenarioBuilder {
                 duration,
                 tick: Duration::from_millis(1),
                 gossip: GossipConfig::lan(),
+                encrypt: None,
                 topology: Topology::new(Vec::new(), PoolScope::Datacenter, LatencyModel::default()),
                 links: Vec::new(),
                 events: Vec::new(),

@@ -387,6 +387,10 @@ fn broken_scenarios_get_precise_errors() {
             "needs service",
         ),
         (
+            BASE.to_string() + "[gossip]\nencrypt = \"AAAA\"\n",
+            "gossip.encrypt: the key is 3 bytes",
+        ),
+        (
             BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"crash\"\ntargets = [\"fra-0\"]\nport = 80\n",
             "port does not apply",
         ),
