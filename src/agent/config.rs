@@ -389,7 +389,13 @@ impl AgentConfig {
     pub fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        let value = parse_document(path, &text)?;
+        self.merge_text(path, &text)
+    }
+
+    /// Reads the text of a config file named `path` (`.json`, else HCL)
+    /// over this configuration.
+    pub fn merge_text(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let value = parse_document(path, text)?;
         self.merge_value(&path.display().to_string(), &value)
     }
 

@@ -92,7 +92,9 @@ impl DnsConfig {
             .unwrap_or(0)
     }
 
-    fn domains(&self) -> Vec<String> {
+    /// The domain and the alternate domain, lowercased, without dots at
+    /// either end (what [`names::parse`] expects).
+    pub fn domains(&self) -> Vec<String> {
         let clean = |d: &str| d.trim_matches('.').to_ascii_lowercase();
         std::iter::once(clean(&self.domain))
             .chain(self.alt_domain.as_deref().map(clean))

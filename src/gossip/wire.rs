@@ -1509,4 +1509,33 @@ mod tests {
             Err(WireError::TooLarge { .. })
         ));
     }
+
+    /// Writes the seed corpus of the `memberlist_codec` fuzz target
+    /// (`fuzz/corpus/memberlist_codec/`): messages of every kind, alone,
+    /// compound, compressed and with a CRC, and stream messages. Run when
+    /// the codec changes: `cargo test --lib write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_fuzz_seeds() {
+        use proptest::strategy::ValueTree;
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/memberlist_codec");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut msgs = Vec::new();
+        for _ in 0..24 {
+            msgs.push(arb_message().new_tree(&mut runner).unwrap().current());
+        }
+        let mut seeds: Vec<Vec<u8>> = msgs.iter().map(Message::to_bytes).collect();
+        let parts: Vec<Vec<u8>> = msgs.iter().take(4).map(Message::to_bytes).collect();
+        let mut compound = Vec::new();
+        encode_compound(&parts, &mut compound);
+        seeds.push(compress(&compound));
+        seeds.push(add_crc(&compound));
+        seeds.push(add_crc(&compress(&parts[0])));
+        seeds.push(compound);
+        for (i, seed) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
+        }
+    }
 }

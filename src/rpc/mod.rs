@@ -100,6 +100,13 @@ struct Envelope<T> {
     body: T,
 }
 
+/// Decodes a frame's body: the call's id and its message.
+pub fn decode_envelope<T: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<(u64, T), RpcError> {
+    serde_json::from_slice::<Envelope<T>>(frame)
+        .map(|e| (e.id, e.body))
+        .map_err(|e| RpcError::Codec(e.to_string()))
+}
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
 
 /// One open connection: a writer task fed by a channel, a reader task
@@ -184,9 +191,7 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
                 return Err(RpcError::Timeout(addr));
             }
         };
-        serde_json::from_slice::<Envelope<Resp>>(&reply)
-            .map(|e| e.body)
-            .map_err(|e| RpcError::Codec(e.to_string()))
+        decode_envelope::<Resp>(&reply).map(|(_, body)| body)
     }
 
     async fn conn(&self, addr: SocketAddr, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
@@ -305,8 +310,8 @@ async fn connection<E, Req, Resp, H, Fut>(
                 break;
             }
         };
-        let req = match serde_json::from_slice::<Envelope<Req>>(&frame) {
-            Ok(r) => r,
+        let req = match decode_envelope::<Req>(&frame) {
+            Ok((id, body)) => Envelope { id, body },
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "undecodable RPC request; closing the connection");
                 break;
@@ -407,5 +412,50 @@ mod tests {
         let mut buf = Vec::new();
         write_frame(&mut buf, b"hi").await.unwrap();
         assert_eq!(read_frame(&mut &buf[..]).await.unwrap().unwrap(), b"hi");
+    }
+
+    /// Writes the seed corpus of the `rpc_frame` fuzz target
+    /// (`fuzz/corpus/rpc_frame/`): framed server requests of several
+    /// kinds, one per file and several in a row. Run when the messages
+    /// change: `cargo test --lib write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_fuzz_seeds() {
+        use crate::server::{ClientRequest, Consistency, Query, Read, ServerRpc};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/rpc_frame");
+        std::fs::create_dir_all(&dir).unwrap();
+        let read = |query| {
+            ServerRpc::Client(ClientRequest::Read {
+                read: Read {
+                    consistency: Consistency::Stale,
+                    min_index: 3,
+                    max_wait_ms: 100,
+                    query,
+                },
+                hops: 0,
+            })
+        };
+        let reqs = [
+            ServerRpc::Client(ClientRequest::Status),
+            ServerRpc::Client(ClientRequest::Datacenters),
+            read(Query::Kv("app/x".into())),
+            read(Query::KvList("app/".into())),
+            read(Query::Nodes),
+            read(Query::Coordinates),
+            read(Query::PreparedQueries),
+        ];
+        let mut all = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let body = serde_json::to_vec(&Envelope {
+                id: i as u64,
+                body: r,
+            })
+            .unwrap();
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            std::fs::write(dir.join(format!("seed-{i:02}")), &frame).unwrap();
+            all.extend_from_slice(&frame);
+        }
+        std::fs::write(dir.join("seed-all"), all).unwrap();
     }
 }
