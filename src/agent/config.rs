@@ -28,6 +28,8 @@ pub struct Ports {
     pub serf_wan: u16,
     /// Server RPC (8300).
     pub server: u16,
+    /// HTTPS API (0: off, as Consul's -1).
+    pub https: u16,
 }
 
 impl Default for Ports {
@@ -38,6 +40,7 @@ impl Default for Ports {
             serf_lan: 8301,
             serf_wan: 8302,
             server: 8300,
+            https: 0,
         }
     }
 }
@@ -141,6 +144,14 @@ pub struct AgentConfig {
     pub retry_join_wan: Vec<String>,
     /// Overrides of the WAN pool's timing (Consul's `gossip_wan`).
     pub gossip_wan: GossipTuning,
+    /// The CA certificates (PEM) that TLS peers must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// This agent's certificate (PEM), for HTTPS (and RPC TLS).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Require a client certificate from `ca_file` on HTTPS.
+    pub verify_incoming: bool,
     /// The gossip encryption key, base64 (Consul's `encrypt`); a keyring
     /// file in the data directory, once written, takes precedence.
     pub encrypt: Option<String>,
@@ -330,6 +341,10 @@ impl Default for AgentConfig {
             start_join_wan: Vec::new(),
             retry_join_wan: Vec::new(),
             gossip_wan: GossipTuning::default(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            verify_incoming: false,
             encrypt: None,
             encrypt_verify_incoming: true,
             encrypt_verify_outgoing: true,
@@ -432,6 +447,10 @@ impl AgentConfig {
                 "start_join_wan" => self.start_join_wan = at.strings(v)?,
                 "retry_join_wan" => self.retry_join_wan = at.strings(v)?,
                 "encrypt" => self.encrypt = Some(at.string(v)?),
+                "ca_file" => self.ca_file = Some(PathBuf::from(at.string(v)?)),
+                "cert_file" => self.cert_file = Some(PathBuf::from(at.string(v)?)),
+                "key_file" => self.key_file = Some(PathBuf::from(at.string(v)?)),
+                "verify_incoming" => self.verify_incoming = at.bool(v)?,
                 "encrypt_verify_incoming" => self.encrypt_verify_incoming = at.bool(v)?,
                 "encrypt_verify_outgoing" => self.encrypt_verify_outgoing = at.bool(v)?,
                 "retry_interval" => self.retry_interval = at.duration(v)?,
@@ -493,7 +512,8 @@ impl AgentConfig {
                             match k.as_str() {
                                 "dns" => self.ports.dns = 0,
                                 "serf_wan" => self.ports.serf_wan = 0,
-                                _ => return Err(f.err("-1 turns off only dns and serf_wan")),
+                                "https" => self.ports.https = 0,
+                                _ => return Err(f.err("-1 turns off only dns, https and serf_wan")),
                             }
                             continue;
                         }
@@ -504,7 +524,12 @@ impl AgentConfig {
                             "serf_lan" => self.ports.serf_lan = port,
                             "serf_wan" => self.ports.serf_wan = port,
                             "server" => self.ports.server = port,
-                            _ => return Err(f.unknown("dns, http, serf_lan, serf_wan, server")),
+                            "https" => self.ports.https = port,
+                            _ => {
+                                return Err(
+                                    f.unknown("dns, http, https, serf_lan, serf_wan, server")
+                                )
+                            }
                         }
                     }
                 }
@@ -574,6 +599,17 @@ impl AgentConfig {
                 "bind_addr is {}; set -advertise (or -bind) to the address other agents should use",
                 self.bind_addr
             )));
+        }
+        if self.ports.https != 0 && (self.cert_file.is_none() || self.key_file.is_none()) {
+            return Err(ConfigError(
+                "ports.https needs cert_file and key_file (cairn tls cert create makes them)"
+                    .into(),
+            ));
+        }
+        if self.verify_incoming && self.ca_file.is_none() {
+            return Err(ConfigError(
+                "verify_incoming needs ca_file, the CA client certificates must chain to".into(),
+            ));
         }
         if let Some(k) = &self.encrypt {
             crate::gossip::keyring::parse_key(k)
@@ -668,12 +704,12 @@ impl AgentConfig {
 }
 
 const KNOWN_KEYS: &str =
-    "advertise_addr, autopilot, bind_addr, bootstrap_expect, check, checks, client_addr, data_dir, \
+    "advertise_addr, autopilot, bind_addr, bootstrap_expect, ca_file, cert_file, check, checks, client_addr, data_dir, \
 datacenter, enable_local_script_checks, enable_script_checks, encrypt, encrypt_verify_incoming, \
 encrypt_verify_outgoing, gossip_lan, gossip_wan, leave_on_terminate, \
-log_level, node_id, node_meta, node_name, performance, ports, raft_snapshot_threshold, \
+key_file, log_level, node_id, node_meta, node_name, performance, ports, raft_snapshot_threshold, \
 raft_trailing_logs, retry_interval, retry_join, retry_join_wan, retry_max, server, service, services, \
-start_join, start_join_wan";
+start_join, start_join_wan, verify_incoming";
 
 /// The tracing filter for a Consul log level.
 pub fn tracing_level(level: &str) -> Result<&'static str, ConfigError> {

@@ -8,6 +8,7 @@ pub mod keyring;
 pub mod local;
 pub mod prepared;
 pub mod servers;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -91,6 +92,7 @@ pub struct Agent<E: Env> {
     stop_rx: mpsc::Receiver<()>,
     _gossip_task: Task,
     _http_task: Task,
+    _https_task: Option<Task>,
     _dns_tasks: Vec<Task>,
     _retry_task: Option<Task>,
     _server_tasks: Vec<Task>,
@@ -268,6 +270,21 @@ impl<E: Env> Agent<E> {
             leaves: api::connect::LeafCache::default(),
             keyrings: keyrings.clone(),
         });
+        let https_task = match (config.ports.https, &config.cert_file, &config.key_file) {
+            (0, _, _) => None,
+            (port, Some(cert), Some(key)) => {
+                let tls =
+                    tls::https_config(cert, key, config.ca_file.as_deref(), config.verify_incoming)
+                        .map_err(|e| ConfigError(e.to_string()))?;
+                let addr = SocketAddr::new(config.client_addr, port);
+                let (bound, task) = api::serve_https(&env, addr, tls, state.clone())
+                    .await
+                    .map_err(|source| AgentError::Http { addr, source })?;
+                tracing::info!(addr = %bound, verify_incoming = config.verify_incoming, "HTTPS API listening");
+                Some(task)
+            }
+            _ => return Err(ConfigError("ports.https needs cert_file and key_file".into()).into()),
+        };
         let (http_addr, http_task) =
             api::serve(&env, http_bind, state)
                 .await
@@ -337,6 +354,7 @@ impl<E: Env> Agent<E> {
             stop_rx,
             _gossip_task: gossip_task,
             _http_task: http_task,
+            _https_task: https_task,
             _dns_tasks: dns_tasks,
             _retry_task: retry_task,
             _server_tasks: server_tasks,

@@ -451,6 +451,87 @@ pub async fn serve<E: Env>(
     Ok((bound, task))
 }
 
+/// Serves the API over HTTPS on `addr` with `tls`; returns the bound
+/// address and the serving task. Handshakes run off the accept loop (a
+/// client that never finishes one holds up nobody), for at most 10 s.
+pub async fn serve_https<E: Env>(
+    env: &E,
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<ApiState<E>>,
+) -> std::io::Result<(SocketAddr, Task)> {
+    let listener = env.bind_tcp(addr).await?;
+    let bound = crate::env::TcpListener::local_addr(&listener)?;
+    let app = router(state);
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let env2 = env.clone();
+    let task = env.spawn(async move {
+        let handshakes = env2.spawn({
+            let env = env2.clone();
+            async move {
+                loop {
+                    let (conn, from) = match crate::env::TcpListener::accept(&listener).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accepting an HTTPS connection failed");
+                            continue;
+                        }
+                    };
+                    let (acceptor, tx, env3) = (acceptor.clone(), tx.clone(), env.clone());
+                    env.spawn(async move {
+                        let shake = acceptor.accept(conn);
+                        match crate::env::timeout(&env3, std::time::Duration::from_secs(10), shake)
+                            .await
+                        {
+                            Ok(Ok(stream)) => {
+                                let _ = tx.send((stream, from)).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%from, error = %e, "HTTPS handshake refused")
+                            }
+                            Err(_) => tracing::debug!(%from, "HTTPS handshake timed out"),
+                        }
+                    })
+                    .detach();
+                }
+            }
+        });
+        let listener = TlsListener { rx, addr: bound };
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTPS API stopped");
+        }
+        drop(handshakes);
+    });
+    Ok((bound, task))
+}
+
+/// Connections that finished their TLS handshake, for axum.
+struct TlsListener<S> {
+    rx: mpsc::Receiver<(tokio_rustls::server::TlsStream<S>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl<S> axum::serve::Listener for TlsListener<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Io = tokio_rustls::server::TlsStream<S>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The handshake task is gone: the agent is stopping.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
 /// An API error: Consul answers with a status and a plain-text reason.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);

@@ -11,6 +11,7 @@ mod keyring;
 mod kv;
 mod members;
 mod services;
+mod tls;
 mod watch;
 
 use std::ffi::OsString;
@@ -66,6 +67,8 @@ enum Cmd {
     Keygen,
     /// Install, use, remove and list gossip encryption keys over the cluster.
     Keyring(keyring::KeyringArgs),
+    /// Make a CA and agent certificates for TLS (RPC and HTTPS).
+    Tls(tls::TlsArgs),
     /// Print the version.
     Version,
 }
@@ -328,6 +331,7 @@ pub fn main() -> ExitCode {
             Cmd::Intention(i) => return connect::run_intention(i).await,
             Cmd::Keygen => keyring::keygen(),
             Cmd::Keyring(k) => keyring::run(k).await,
+            Cmd::Tls(t) => tls::run(t),
             Cmd::Version => {
                 println!("cairn v{VERSION}");
                 Ok(())

@@ -1,0 +1,247 @@
+//! TLS for the agent itself (not Connect's): a CA and agent certificates
+//! as `cairn tls ca create` and `cairn tls cert create` make them (Consul's
+//! commands and file names), and the HTTPS API (`ports.https`, with
+//! `ca_file`, `cert_file`, `key_file` and `verify_incoming`).
+//!
+//! A server certificate names `server.<dc>.<domain>` (what a client checks
+//! when it verifies a server's hostname) and `localhost`; a client's names
+//! `client.<dc>.<domain>`. Both carry the server and client extended key
+//! usages, as Consul's do.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+/// What went wrong making or reading certificates.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsSetupError(pub String);
+
+fn err(what: &str) -> impl Fn(rcgen::Error) -> TlsSetupError + '_ {
+    move |e| TlsSetupError(format!("{what}: {e}"))
+}
+
+/// A PEM certificate and its PEM private key.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// The certificate.
+    pub cert_pem: String,
+    /// Its key.
+    pub key_pem: String,
+}
+
+/// Which agent a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A server: `server.<dc>.<domain>`.
+    Server,
+    /// A client agent: `client.<dc>.<domain>`.
+    Client,
+}
+
+/// A new CA for the agents of `domain`, valid `days` from `now`.
+pub fn create_ca(domain: &str, days: u32, now: SystemTime) -> Result<Pair, TlsSetupError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err("CA key"))?;
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err("CA"))?;
+    p.distinguished_name
+        .push(DnType::CommonName, format!("Cairn Agent CA for {domain}"));
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = (now - Duration::from_secs(60)).into();
+    p.not_after = (now + Duration::from_secs(u64::from(days) * 86_400)).into();
+    let cert = p.self_signed(&key).map_err(err("CA"))?;
+    Ok(Pair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// The name a `role` certificate of datacenter `dc` carries.
+pub fn agent_name(role: Role, dc: &str, domain: &str) -> String {
+    let r = match role {
+        Role::Server => "server",
+        Role::Client => "client",
+    };
+    format!("{r}.{dc}.{}", domain.trim_matches('.'))
+}
+
+/// What an agent certificate says.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    /// Server or client.
+    pub role: Role,
+    /// Its datacenter.
+    pub dc: String,
+    /// The domain (`consul`).
+    pub domain: String,
+    /// More DNS names to carry.
+    pub extra_dns: Vec<String>,
+    /// More IP addresses to carry (127.0.0.1 always is).
+    pub extra_ips: Vec<std::net::IpAddr>,
+    /// Days of validity.
+    pub days: u32,
+}
+
+/// A certificate for an agent as `spec` says, signed by `ca`, valid from
+/// `now`.
+pub fn create_cert(ca: &Pair, spec: &CertSpec, now: SystemTime) -> Result<Pair, TlsSetupError> {
+    let CertSpec {
+        role,
+        dc,
+        domain,
+        extra_dns,
+        extra_ips,
+        days,
+    } = spec;
+    let (role, days) = (*role, *days);
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(err("the CA key"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(err("the CA"))?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err("key"))?;
+    let name = agent_name(role, dc, domain);
+    let mut dns = vec![name.clone(), "localhost".to_string()];
+    dns.extend(extra_dns.iter().cloned());
+    let mut p = CertificateParams::new(dns).map_err(err("certificate"))?;
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    p.subject_alt_names
+        .extend(extra_ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.use_authority_key_identifier_extension = true;
+    p.not_before = (now - Duration::from_secs(60)).into();
+    p.not_after = (now + Duration::from_secs(u64::from(days) * 86_400)).into();
+    let cert = p.signed_by(&key, &issuer).map_err(err("certificate"))?;
+    Ok(Pair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+fn read(what: &str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path)
+        .map_err(|e| TlsSetupError(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+/// The roots of a PEM CA file.
+pub fn root_store(ca_file: &Path) -> Result<Arc<RootCertStore>, TlsSetupError> {
+    let pem = read("ca_file", ca_file)?;
+    let mut store = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert =
+            cert.map_err(|e| TlsSetupError(format!("ca_file {}: {e}", ca_file.display())))?;
+        store
+            .add(cert)
+            .map_err(|e| TlsSetupError(format!("ca_file {}: {e}", ca_file.display())))?;
+    }
+    if store.is_empty() {
+        return Err(TlsSetupError(format!(
+            "ca_file {} holds no certificate",
+            ca_file.display()
+        )));
+    }
+    Ok(Arc::new(store))
+}
+
+/// The HTTPS API's TLS: the agent's certificate and key, and with
+/// `verify_incoming` a client certificate chained to `ca_file` required.
+pub fn https_config(
+    cert_file: &Path,
+    key_file: &Path,
+    ca_file: Option<&Path>,
+    verify_incoming: bool,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read("cert_file", cert_file)?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsSetupError(format!("cert_file {}: {e}", cert_file.display())))?;
+    if chain.is_empty() {
+        return Err(TlsSetupError(format!(
+            "cert_file {} holds no certificate",
+            cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read("key_file", key_file)?)
+        .map_err(|e| TlsSetupError(format!("key_file {}: {e}", key_file.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError(e.to_string()))?;
+    let builder = if verify_incoming {
+        let ca = ca_file.ok_or_else(|| {
+            TlsSetupError(
+                "verify_incoming needs ca_file, the CA client certificates chain to".into(),
+            )
+        })?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(root_store(ca)?, provider)
+            .build()
+            .map_err(|e| TlsSetupError(e.to_string()))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsSetupError(format!("cert_file and key_file do not match: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_name_their_role_and_chain_to_the_ca() {
+        let now = SystemTime::now();
+        let ca = create_ca("consul", 30, now).unwrap();
+        let spec = CertSpec {
+            role: Role::Server,
+            dc: "dc1".into(),
+            domain: "consul.".into(),
+            extra_dns: Vec::new(),
+            extra_ips: Vec::new(),
+            days: 30,
+        };
+        let s = create_cert(&ca, &spec, now).unwrap();
+        let der = CertificateDer::from_pem_slice(s.cert_pem.as_bytes()).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let names: Vec<String> = x
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| format!("{n}"))
+            .collect();
+        assert!(
+            names.iter().any(|n| n.contains("server.dc1.consul")),
+            "{names:?}"
+        );
+        assert_eq!(
+            agent_name(Role::Client, "dc2", "consul"),
+            "client.dc2.consul"
+        );
+    }
+}

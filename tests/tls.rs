@@ -1,0 +1,207 @@
+//! TLS for the agent: `cairn tls ca create` and `cairn tls cert create`
+//! make a CA and agent certificates, and the HTTPS API (`ports.https`,
+//! `verify_incoming`) serves only clients with a certificate from that CA;
+//! a client checking for another datacenter's server name refuses the
+//! agent's certificate.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[path = "common/process.rs"]
+mod process;
+
+use process::{cairn, free_port, wait_for, Agent, FAST_GOSSIP};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn run_ok(args: &[&str]) -> String {
+    let out = cairn(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "cairn {args:?}: {text}");
+    text
+}
+
+fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// GET `path` over HTTPS from `addr`, checking the server's certificate
+/// against `ca` for `name`, presenting `client` (cert, key) if given.
+fn https_get(
+    addr: &str,
+    ca: &Path,
+    name: &str,
+    client: Option<(&Path, &Path)>,
+    path: &str,
+) -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs(ca) {
+            roots.add(c).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(certs(cert), PrivateKeyDer::from_pem_file(key).unwrap())
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let server = ServerName::try_from(name.to_string()).unwrap();
+        let work = async {
+            let mut s = connector
+                .connect(server, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)
+                .await
+                .map_err(|e| e.to_string())?;
+            if out.is_empty() {
+                return Err("no answer".to_string());
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(Duration::from_secs(10), work)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    })
+}
+
+#[test]
+fn https_serves_only_clients_with_a_certificate_from_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ds = d.display().to_string();
+    let out = run_ok(&["tls", "ca", "create", &format!("-dir={ds}")]);
+    assert!(out.contains("consul-agent-ca.pem"), "{out}");
+    run_ok(&["tls", "cert", "create", "-server", &format!("-dir={ds}")]);
+    run_ok(&["tls", "cert", "create", "-client", &format!("-dir={ds}")]);
+    // A second server certificate gets the next number, as in Consul.
+    let out = run_ok(&["tls", "cert", "create", "-server", &format!("-dir={ds}")]);
+    assert!(out.contains("dc1-server-consul-1.pem"), "{out}");
+    // A CA of someone else's, and a client certificate from it.
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let os = other.display().to_string();
+    run_ok(&["tls", "ca", "create", &format!("-dir={os}")]);
+    run_ok(&["tls", "cert", "create", "-client", &format!("-dir={os}")]);
+    let out = cairn(&["tls", "cert", "create", "-server", "-client"]);
+    assert!(!out.status.success());
+
+    let https = free_port();
+    let ca = d.join("consul-agent-ca.pem");
+    let config = format!(
+        "{FAST_GOSSIP}ports {{\n  https = {https}\n}}\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nverify_incoming = true\n",
+        ca.display(),
+        d.join("dc1-server-consul-0.pem").display(),
+        d.join("dc1-server-consul-0-key.pem").display(),
+    );
+    let _a = Agent::start(d, "a", &config, &[]);
+    let addr = format!("127.0.0.1:{https}");
+    let client = (
+        d.join("dc1-client-consul-0.pem"),
+        d.join("dc1-client-consul-0-key.pem"),
+    );
+    let mine = Some((client.0.as_path(), client.1.as_path()));
+    let answer = wait_for(Duration::from_secs(20), "the HTTPS API", || {
+        https_get(&addr, &ca, "server.dc1.consul", mine, "/v1/agent/self").ok()
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""NodeName":"a""#), "{answer}");
+
+    // No client certificate, or one from another CA: refused.
+    let none = https_get(&addr, &ca, "server.dc1.consul", None, "/v1/agent/self");
+    assert!(none.is_err(), "{none:?}");
+    let theirs = (
+        other.join("dc1-client-consul-0.pem"),
+        other.join("dc1-client-consul-0-key.pem"),
+    );
+    let foreign = https_get(
+        &addr,
+        &ca,
+        "server.dc1.consul",
+        Some((theirs.0.as_path(), theirs.1.as_path())),
+        "/v1/agent/self",
+    );
+    assert!(foreign.is_err(), "{foreign:?}");
+    // A client that wants dc2's server refuses dc1's certificate.
+    let wrong_dc = https_get(&addr, &ca, "server.dc2.consul", mine, "/v1/agent/self");
+    assert!(
+        wrong_dc.as_ref().is_err_and(|e| e.contains("certificate")),
+        "{wrong_dc:?}"
+    );
+    // The agent still serves the right client afterwards.
+    let again = https_get(&addr, &ca, "server.dc1.consul", mine, "/v1/agent/members");
+    assert!(
+        again.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 200")),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn https_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (config, want) in [
+        (
+            "ports {\n  https = 8501\n}\n",
+            "ports.https needs cert_file and key_file",
+        ),
+        ("verify_incoming = true\n", "verify_incoming needs ca_file"),
+    ] {
+        let file = d.join("c.hcl");
+        std::fs::write(&file, config).unwrap();
+        let out = cairn(&[
+            "agent",
+            "-dev",
+            "-node=x",
+            &format!("-config-file={}", file.display()),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{err}");
+    }
+    // Files that are not there are named.
+    let file = d.join("c.hcl");
+    std::fs::write(
+        &file,
+        "ports {\n  https = 8501\n}\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent-key.pem\"\n",
+    )
+    .unwrap();
+    let out = cairn(&[
+        "agent",
+        "-dev",
+        "-node=x",
+        &format!("-config-file={}", file.display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot read cert_file /nonexistent.pem"),
+        "{err}"
+    );
+}
