@@ -174,6 +174,11 @@ fn https_settings_are_checked() {
             "ports.https needs cert_file and key_file",
         ),
         ("verify_incoming = true\n", "verify_incoming needs ca_file"),
+        // Files that are not there are named.
+        (
+            "ports {\n  https = 8501\n}\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent-key.pem\"\n",
+            "cannot read cert_file /nonexistent.pem",
+        ),
     ] {
         let file = d.join("c.hcl");
         std::fs::write(&file, config).unwrap();
@@ -186,22 +191,4 @@ fn https_settings_are_checked() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(want), "{err}");
     }
-    // Files that are not there are named.
-    let file = d.join("c.hcl");
-    std::fs::write(
-        &file,
-        "ports {\n  https = 8501\n}\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent-key.pem\"\n",
-    )
-    .unwrap();
-    let out = cairn(&[
-        "agent",
-        "-dev",
-        "-node=x",
-        &format!("-config-file={}", file.display()),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("cannot read cert_file /nonexistent.pem"),
-        "{err}"
-    );
 }

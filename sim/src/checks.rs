@@ -694,17 +694,19 @@ fn no_false_failures(scenario: &Scenario, trace: &Trace, outages: &Outages) -> C
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn at(s: u64, action: Action) -> TimedAction {
+    /// `action` at `s` seconds.
+    pub(crate) fn at(s: u64, action: Action) -> TimedAction {
         TimedAction {
             at: Duration::from_secs(s),
             action,
         }
     }
 
-    fn v(names: &[&str]) -> Vec<String> {
+    /// Owned names.
+    pub(crate) fn v(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
     }
 

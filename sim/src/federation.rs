@@ -314,8 +314,9 @@ pub fn failover(
     }
 }
 
-/// Estimated against true RTT between the servers of two datacenters.
-#[derive(Debug, Clone, PartialEq)]
+/// Estimated against true RTT between the servers of two datacenters (a
+/// row of `wan_rtt.csv`, and of `summary.json`'s `wan_rtt`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DcPairRtt {
     /// One datacenter (the first in scenario order).
     pub a: String,
@@ -392,6 +393,7 @@ pub fn to_csv(rows: &[DcPairRtt]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::tests::{at, v};
     use crate::services::Registration;
     use crate::topology::{Datacenter, LatencyModel, Location, PoolScope};
     use crate::trace::TraceEvent;
@@ -409,17 +411,6 @@ mod tests {
             PoolScope::Datacenter,
             LatencyModel::default(),
         )
-    }
-
-    fn at(s: u64, action: Action) -> TimedAction {
-        TimedAction {
-            at: Duration::from_secs(s),
-            action,
-        }
-    }
-
-    fn v(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
     }
 
     fn timeline(extra: Vec<TimedAction>) -> Vec<TimedAction> {

@@ -66,7 +66,7 @@ pub struct Summary {
     /// Per datacenter pair: the p50/p90/p99 RTT the WAN coordinates
     /// estimate against the model's (as in `wan_rtt.csv`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub wan_rtt: Vec<WanRttRow>,
+    pub wan_rtt: Vec<DcPairRtt>,
     /// Whether the run was repeated and its traces compared.
     pub determinism_checked: bool,
     /// How each leave, crash and join spread: time until 50 %, 90 %,
@@ -90,33 +90,6 @@ pub struct Summary {
     /// SHA-256 of the latency matrix, if the scenario uses one.
     #[serde(default)]
     pub matrix_sha256: Option<String>,
-}
-
-/// One datacenter pair's estimated and true RTT percentiles.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WanRttRow {
-    /// One datacenter.
-    pub a: String,
-    /// The other.
-    pub b: String,
-    /// Server pairs scored.
-    pub pairs: usize,
-    /// Estimated p50, p90, p99, ms.
-    pub est_ms: [f64; 3],
-    /// True p50, p90, p99, ms.
-    pub true_ms: [f64; 3],
-}
-
-impl From<&DcPairRtt> for WanRttRow {
-    fn from(r: &DcPairRtt) -> Self {
-        WanRttRow {
-            a: r.a.clone(),
-            b: r.b.clone(),
-            pairs: r.pairs,
-            est_ms: r.est_ms,
-            true_ms: r.true_ms,
-        }
-    }
 }
 
 fn codec_default() -> bool {
@@ -154,10 +127,7 @@ impl Summary {
             lossy_udp_dropped: out.lossy_packets.1,
             rtt_accuracy: out.accuracy.last().map(|a| [a.median, a.p90, a.p99]),
             wan_rtt_accuracy: out.wan_accuracy.last().map(|a| [a.median, a.p90, a.p99]),
-            wan_rtt: dc_pair_percentiles(&s.topology, &out.wan_pairs)
-                .iter()
-                .map(WanRttRow::from)
-                .collect(),
+            wan_rtt: dc_pair_percentiles(&s.topology, &out.wan_pairs),
             determinism_checked,
             spread: out.spreads.iter().map(Spread::summary).collect(),
             false_failures: out.false_failures,

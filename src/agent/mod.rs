@@ -12,7 +12,7 @@ pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ pub use self::servers::Servers;
 use crate::api::{self, AgentInfo};
 use crate::consensus::Location;
 use crate::env::{Env, Task};
+use crate::gossip::driver::Encryption;
 use crate::gossip::{tags, Gossip, GossipError, GossipOptions};
 use crate::server::{self, ClientRequest, DutyConfig, Server};
 
@@ -148,16 +149,20 @@ impl<E: Env> Agent<E> {
         let lan_keys = keyring::load(&env, &config, false)?;
         opts.encryption = lan_keys.as_ref().map(|(e, _)| e.clone());
         let (gossip, gossip_task) = Gossip::start(env.clone(), opts).await?;
+        // Each encrypted pool's keyring, for the keyring API.
         let mut keyrings = Vec::new();
-        if let Some((e, file)) = lan_keys {
-            keyrings.push(keyring::PoolKeyring::new(
-                &env,
-                "lan",
-                gossip.clone(),
-                e.keyring,
-                file,
-            ));
-        }
+        let mut manage = |pool, g: &Gossip, keys: Option<(Encryption, Option<PathBuf>)>| {
+            if let Some((e, file)) = keys {
+                keyrings.push(keyring::PoolKeyring::new(
+                    &env,
+                    pool,
+                    g.clone(),
+                    e.keyring,
+                    file,
+                ));
+            }
+        };
+        manage("lan", &gossip, lan_keys);
         // A server is also in the WAN pool, as `<node>.<dc>`, with the same
         // tags: that is where servers of other datacenters find its RPC
         // address, and its WAN coordinate is measured there.
@@ -173,15 +178,7 @@ impl<E: Env> Agent<E> {
                 let wan_keys = keyring::load(&env, &config, true)?;
                 o.encryption = wan_keys.as_ref().map(|(e, _)| e.clone());
                 let (w, task) = Gossip::start(env.clone(), o).await?;
-                if let Some((e, file)) = wan_keys {
-                    keyrings.push(keyring::PoolKeyring::new(
-                        &env,
-                        "wan",
-                        w.clone(),
-                        e.keyring,
-                        file,
-                    ));
-                }
+                manage("wan", &w, wan_keys);
                 tracing::info!(wan = %w.addr(), "WAN pool listening");
                 Some((w, task))
             }
