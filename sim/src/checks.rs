@@ -77,6 +77,51 @@ pub struct Outages {
     cut: Spans,
 }
 
+/// Applies `action`'s cuts and heals to `cut`, the links cut so far as
+/// (cut-off node, node it cannot reach) pairs. Links are cut and healed
+/// pair by pair: an isolated node is cut off from everyone, but its peers
+/// are not cut off themselves (only one direction is recorded), while
+/// both sides of a partition are. Other actions change nothing here.
+pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], action: &Action) {
+    let pairs = |x: &[String], y: &[String]| -> Vec<(String, String)> {
+        x.iter()
+            .flat_map(|a| {
+                y.iter()
+                    .filter(move |b| *b != a)
+                    .map(move |b| (a.clone(), b.clone()))
+            })
+            .collect()
+    };
+    match action {
+        Action::Isolate(n) => {
+            let rest: Vec<String> = names.iter().filter(|x| !n.contains(x)).cloned().collect();
+            cut.extend(pairs(n, &rest));
+        }
+        Action::Partition(x, y) => {
+            cut.extend(pairs(x, y));
+            cut.extend(pairs(y, x));
+        }
+        Action::Heal => cut.clear(),
+        Action::HealBetween(x, y) => {
+            for p in pairs(x, y).into_iter().chain(pairs(y, x)) {
+                cut.remove(&p);
+            }
+        }
+        Action::Crash(_)
+        | Action::Leave(_)
+        | Action::Restart(_)
+        | Action::Join(_)
+        | Action::Loss(_)
+        | Action::LinkLoss(..)
+        | Action::Latency(..)
+        | Action::Skew(..)
+        | Action::Slow(..)
+        | Action::KvLoad(..)
+        | Action::RegisterService(..)
+        | Action::Intention(..) => {}
+    }
+}
+
 impl Outages {
     /// Reads the outages off a resolved timeline.
     pub fn from_timeline(names: &[String], actions: &[TimedAction]) -> Self {
@@ -85,19 +130,8 @@ impl Outages {
         for n in names.iter().filter(|n| starts_waiting(n, actions)) {
             o.down.open(n, Duration::ZERO);
         }
-        // Links are cut and healed pair by pair. A node is cut off while a
-        // link that an action cut it off by is still cut: an isolated
-        // node's peers are not cut off themselves, while both sides of a
-        // partition are.
-        let pairs = |x: &[String], y: &[String]| -> Vec<(String, String)> {
-            x.iter()
-                .flat_map(|a| {
-                    y.iter()
-                        .filter(move |b| *b != a)
-                        .map(move |b| (a.clone(), b.clone()))
-                })
-                .collect()
-        };
+        // A node is cut off while a link that an action cut it off by is
+        // still cut (see `cut_links`).
         let cut_off = |cut: &BTreeSet<(String, String)>| -> BTreeSet<String> {
             cut.iter().map(|(x, _)| x.clone()).collect()
         };
@@ -109,29 +143,7 @@ impl Outages {
                 Action::Restart(n) | Action::Join(n) => {
                     n.iter().for_each(|x| o.down.close(x, a.at))
                 }
-                Action::Isolate(n) => {
-                    let rest: Vec<String> =
-                        names.iter().filter(|x| !n.contains(x)).cloned().collect();
-                    cut.extend(pairs(n, &rest));
-                }
-                Action::Partition(x, y) => {
-                    cut.extend(pairs(x, y));
-                    cut.extend(pairs(y, x));
-                }
-                Action::Heal => cut.clear(),
-                Action::HealBetween(x, y) => {
-                    for p in pairs(x, y).into_iter().chain(pairs(y, x)) {
-                        cut.remove(&p);
-                    }
-                }
-                Action::Loss(_)
-                | Action::LinkLoss(..)
-                | Action::Latency(..)
-                | Action::Skew(..)
-                | Action::Slow(..)
-                | Action::KvLoad(..)
-                | Action::RegisterService(..)
-                | Action::Intention(..) => {}
+                other => cut_links(&mut cut, names, other),
             }
             let after = cut_off(&cut);
             after.difference(&before).for_each(|n| o.cut.open(n, a.at));

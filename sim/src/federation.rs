@@ -20,7 +20,7 @@ use cairn::api::client;
 use cairn::coordinate::percentile;
 use cairn::env::{Env, Task};
 
-use crate::checks::CheckResult;
+use crate::checks::{cut_links, CheckResult};
 use crate::cluster::{Action, PairError, TimedAction};
 use crate::services::record_at;
 use crate::topology::{Role, Topology};
@@ -131,43 +131,23 @@ impl State {
     /// The state just after every action at or before `t`.
     fn at(names: &[String], timeline: &[TimedAction], t: Duration) -> State {
         let mut s = State::default();
-        let both = |x: &[String], y: &[String], cut: &mut BTreeSet<(String, String)>, on: bool| {
-            for a in x {
-                for b in y.iter().filter(|b| *b != a) {
-                    for p in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
-                        if on {
-                            cut.insert(p);
-                        } else {
-                            cut.remove(&p);
-                        }
-                    }
-                }
-            }
-        };
         for a in timeline.iter().filter(|a| a.at <= t) {
             match &a.action {
                 Action::Crash(n) | Action::Leave(n) => s.down.extend(n.iter().cloned()),
                 Action::Restart(n) | Action::Join(n) => n.iter().for_each(|x| {
                     s.down.remove(x);
                 }),
-                Action::Isolate(n) => {
-                    let rest: Vec<String> =
-                        names.iter().filter(|x| !n.contains(x)).cloned().collect();
-                    both(n, &rest, &mut s.cut, true);
-                }
-                Action::Partition(x, y) => both(x, y, &mut s.cut, true),
-                Action::Heal => s.cut.clear(),
-                Action::HealBetween(x, y) => both(x, y, &mut s.cut, false),
-                _ => {}
+                other => cut_links(&mut s.cut, names, other),
             }
         }
         s
     }
 
+    /// Whether `a` and `b` are both up and no cut link lies between them
+    /// (either way: an isolated node's cut is recorded from its side).
     fn reach(&self, a: &str, b: &str) -> bool {
-        !self.down.contains(a)
-            && !self.down.contains(b)
-            && !self.cut.contains(&(a.to_string(), b.to_string()))
+        let cut = |x: &str, y: &str| self.cut.contains(&(x.to_string(), y.to_string()));
+        !self.down.contains(a) && !self.down.contains(b) && !cut(a, b) && !cut(b, a)
     }
 }
 

@@ -132,11 +132,43 @@ fn index_of(id: &str) -> u64 {
     }
 }
 
+/// The last IDs seen of something gossiped, to pass each on once: at most
+/// `N` are remembered, the oldest forgotten first.
+#[derive(Debug)]
+pub(crate) struct Seen<T, const N: usize> {
+    set: HashSet<T>,
+    order: VecDeque<T>,
+}
+
+impl<T, const N: usize> Default for Seen<T, N> {
+    fn default() -> Self {
+        Seen {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: std::hash::Hash + Eq + Clone, const N: usize> Seen<T, N> {
+    /// Whether `id` is new (and now remembered).
+    pub(crate) fn insert(&mut self, id: T) -> bool {
+        if !self.set.insert(id.clone()) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > N {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     clock: u64,
-    seen: HashSet<String>,
-    seen_order: VecDeque<String>,
+    seen: Seen<String, SEEN>,
     buffer: VecDeque<UserEvent>,
 }
 
@@ -209,12 +241,6 @@ impl Events {
         let mut inner = self.lock();
         if !inner.seen.insert(ev.id.clone()) {
             return false;
-        }
-        inner.seen_order.push_back(ev.id.clone());
-        if inner.seen_order.len() > SEEN {
-            if let Some(old) = inner.seen_order.pop_front() {
-                inner.seen.remove(&old);
-            }
         }
         inner.clock = inner.clock.max(ev.ltime);
         if !self.matches(ev) {

@@ -14,13 +14,14 @@
 //! member can tell how many hold each key, which is what `-list` shows and
 //! what an operator waits on between the steps of a rotation.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::config::{AgentConfig, ConfigError};
+use super::events::Seen;
 use crate::env::Env;
 use crate::gossip::driver::Encryption;
 use crate::gossip::keyring::{encode_key, parse_key, KeyError, Keyring};
@@ -142,7 +143,7 @@ pub struct PoolKeyring {
     gossip: Gossip,
     keyring: Keyring,
     file: Option<PathBuf>,
-    seen: Mutex<(HashSet<u64>, VecDeque<u64>)>,
+    seen: Mutex<Seen<u64, SEEN>>,
     next_id: Mutex<rand_chacha::ChaCha8Rng>,
 }
 
@@ -191,6 +192,8 @@ impl PoolKeyring {
     /// Applies `op` here and gossips it to the pool.
     pub async fn operate(&self, op: Op, key: &str) -> Result<(), String> {
         let raw = parse_key(key).map_err(|e| e.to_string())?;
+        // Gossiped in its canonical form, whatever spacing it came with.
+        let key = encode_key(&raw);
         self.apply(op, raw).map_err(|e| e.to_string())?;
         let id = {
             use rand::RngCore;
@@ -201,12 +204,7 @@ impl PoolKeyring {
         };
         self.remember(id);
         self.advertise().await;
-        self.broadcast(&Message {
-            id,
-            op,
-            key: encode_key(&parse_key(key).map_err(|e| e.to_string())?),
-        })
-        .await
+        self.broadcast(&Message { id, op, key }).await
     }
 
     async fn broadcast(&self, m: &Message) -> Result<(), String> {
@@ -221,17 +219,10 @@ impl PoolKeyring {
 
     /// Whether `id` is new (and now remembered).
     fn remember(&self, id: u64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if !seen.0.insert(id) {
-            return false;
-        }
-        seen.1.push_back(id);
-        if seen.1.len() > SEEN {
-            if let Some(old) = seen.1.pop_front() {
-                seen.0.remove(&old);
-            }
-        }
-        true
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id)
     }
 
     fn apply(&self, op: Op, key: Vec<u8>) -> Result<(), KeyError> {

@@ -101,17 +101,6 @@ pub fn filter(instances: Vec<Instance>, svc: &QueryService) -> Vec<Instance> {
         .collect()
 }
 
-/// `req` as sent to datacenter `dc` (`None`: this one).
-fn to(dc: Option<&str>, req: ClientRequest) -> ClientRequest {
-    match dc {
-        Some(dc) => ClientRequest::Remote {
-            dc: dc.to_string(),
-            req: Box::new(req),
-        },
-        None => req,
-    }
-}
-
 /// Runs the query `key` names (see [`resolve`]) in datacenter `dc`
 /// (`None`: this one, `local_dc`), as DNS's `<key>.query[.<dc>]` does: the
 /// query and what it found, or `None` when no query has that name.
@@ -130,7 +119,7 @@ pub async fn run<E: Env>(
         },
         hops: 0,
     };
-    let all = match servers.call(to(dc, read)).await.answer? {
+    let all = match servers.call(read.in_dc(dc)).await.answer? {
         Answer::PreparedQueries(v) => v,
         other => return Err(format!("unexpected answer {other:?}")),
     };
@@ -167,7 +156,7 @@ pub async fn execute<E: Env>(
             hops: 0,
         };
         // This datacenter's servers are asked directly.
-        to(dc.filter(|d| *d != local_dc), req)
+        req.in_dc(dc.filter(|d| *d != local_dc))
     };
     let found = |answer: Result<Answer, String>| match answer {
         Ok(Answer::Instances(v)) => Ok(filter(v, &svc)),

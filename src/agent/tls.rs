@@ -145,22 +145,9 @@ fn read(what: &str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
 
 /// The roots of a PEM CA file.
 pub fn root_store(ca_file: &Path) -> Result<Arc<RootCertStore>, TlsSetupError> {
-    let pem = read("ca_file", ca_file)?;
-    let mut store = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert =
-            cert.map_err(|e| TlsSetupError(format!("ca_file {}: {e}", ca_file.display())))?;
-        store
-            .add(cert)
-            .map_err(|e| TlsSetupError(format!("ca_file {}: {e}", ca_file.display())))?;
-    }
-    if store.is_empty() {
-        return Err(TlsSetupError(format!(
-            "ca_file {} holds no certificate",
-            ca_file.display()
-        )));
-    }
-    Ok(Arc::new(store))
+    let pem = String::from_utf8_lossy(&read("ca_file", ca_file)?).into_owned();
+    crate::connect::tls::root_store(&[pem])
+        .map_err(|e| TlsSetupError(format!("ca_file {}: {e}", ca_file.display())))
 }
 
 /// The HTTPS API's TLS: the agent's certificate and key, and with

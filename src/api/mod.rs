@@ -295,14 +295,7 @@ pub(crate) async fn call<E: Env>(
     s: &ApiState<E>,
     req: crate::server::ClientRequest,
 ) -> crate::server::ClientReply {
-    let req = match target_dc() {
-        Some(dc) => crate::server::ClientRequest::Remote {
-            dc,
-            req: Box::new(req),
-        },
-        None => req,
-    };
-    s.servers.call(req).await
+    s.servers.call(req.in_dc(target_dc().as_deref())).await
 }
 
 /// The parameters every endpoint takes, handled around the endpoints:

@@ -393,13 +393,7 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
             },
             hops: 0,
         };
-        match &remote {
-            Some(dc) => ClientRequest::Remote {
-                dc: dc.clone(),
-                req: Box::new(req),
-            },
-            None => req,
-        }
+        req.in_dc(remote.as_deref())
     };
     let mut reply = if shared.cfg.allow_stale {
         shared.servers.call(read(Consistency::Stale)).await

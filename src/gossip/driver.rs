@@ -696,22 +696,14 @@ async fn read_message<S: tokio::io::AsyncRead + Unpin>(
 ) -> Result<StreamMessage, String> {
     let mut buf = Vec::with_capacity(4096);
     let mut decoder = wire::StreamDecoder::default();
-    while buf.is_empty() {
-        if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-            return Err("connection closed before a whole message arrived".into());
-        }
-    }
+    fill(s, &mut buf, 1, "before a whole message arrived").await?;
     let encrypted = buf[0] == wire::MessageType::Encrypt as u8;
     match encryption {
         None if encrypted => {
             return Err("the stream is encrypted and this node has no gossip key".into())
         }
         Some(e) if encrypted => {
-            while buf.len() < 5 {
-                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                    return Err("connection closed inside an encrypted message's header".into());
-                }
-            }
+            fill(s, &mut buf, 5, "inside an encrypted message's header").await?;
             let header: [u8; 5] = [buf[0], buf[1], buf[2], buf[3], buf[4]];
             let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
             if len > keyring::MAX_STREAM_BYTES {
@@ -719,11 +711,7 @@ async fn read_message<S: tokio::io::AsyncRead + Unpin>(
                     "encrypted stream message of {len} bytes is over the limit"
                 ));
             }
-            while buf.len() < 5 + len {
-                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                    return Err("connection closed inside an encrypted message".into());
-                }
-            }
+            fill(s, &mut buf, 5 + len, "inside an encrypted message").await?;
             let plain = e
                 .keyring
                 .open_stream(&header, &buf[5..5 + len])
@@ -749,11 +737,25 @@ async fn read_message<S: tokio::io::AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let n = s.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed before a whole message arrived".into());
+        let have = buf.len();
+        fill(s, &mut buf, have + 1, "before a whole message arrived").await?;
+    }
+}
+
+/// Reads from `s` until `buf` holds at least `len` bytes; `where_` says
+/// where in a message the connection closed, if it does.
+async fn fill<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    len: usize,
+    where_: &str,
+) -> Result<(), String> {
+    while buf.len() < len {
+        if s.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err(format!("connection closed {where_}"));
         }
     }
+    Ok(())
 }
 
 async fn accept_loop<E: Env>(

@@ -271,14 +271,6 @@ impl Keyring {
         }
     }
 
-    /// Replaces every key with `keys` (the first primary), as a keyring
-    /// file read at start-up does.
-    pub fn replace(&self, keys: Vec<Vec<u8>>) -> Result<(), KeyError> {
-        let fresh = Keyring::new(keys, [0; 32])?;
-        *self.write() = fresh.keys();
-        Ok(())
-    }
-
     fn nonce(&self) -> [u8; NONCE_SIZE] {
         let mut n = [0u8; NONCE_SIZE];
         self.rng

@@ -98,6 +98,20 @@ pub enum ClientRequest {
     },
 }
 
+impl ClientRequest {
+    /// This request as sent to datacenter `dc` (`None`: this one): through
+    /// a local server, to one of that datacenter's servers.
+    pub fn in_dc(self, dc: Option<&str>) -> ClientRequest {
+        match dc {
+            Some(dc) => ClientRequest::Remote {
+                dc: dc.to_string(),
+                req: Box::new(self),
+            },
+            None => self,
+        }
+    }
+}
+
 /// What the CA is asked; the leader answers, creating the CA first if
 /// the cluster has none yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
