@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod agent;
 pub mod api;
 pub mod cli;

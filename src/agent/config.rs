@@ -206,9 +206,60 @@ pub struct AgentConfig {
     pub enable_local_script_checks: bool,
     /// How the DNS interface answers (its port is `ports.dns`; 0: off).
     pub dns: crate::dns::DnsConfig,
+    /// Access control (`acl { ... }`).
+    pub acl: crate::acl::AclConfig,
 }
 
 impl AgentConfig {
+    /// Applies an `acl` block.
+    fn merge_acl(&mut self, origin: &str, v: &Value) -> Result<(), ConfigError> {
+        for (k, av) in as_object(origin, "acl", v)? {
+            let path = format!("acl.{k}");
+            let f = Field { origin, key: &path };
+            let a = &mut self.acl;
+            match k.as_str() {
+                "enabled" => a.enabled = f.bool(av)?,
+                "default_policy" => {
+                    a.default_allow = match f.string(av)?.as_str() {
+                        "allow" => true,
+                        "deny" => false,
+                        other => {
+                            return Err(f.err(&format!(
+                                "invalid default_policy {other:?} (expected allow or deny)"
+                            )))
+                        }
+                    }
+                }
+                "down_policy" => {
+                    a.down_policy = f.string(av)?.parse().map_err(|e: String| f.err(&e))?
+                }
+                "token_ttl" => a.token_ttl = f.duration(av)?,
+                // Consul's: policies and roles are resolved with the token.
+                "policy_ttl" | "role_ttl" => {
+                    f.duration(av)?;
+                }
+                "tokens" => {
+                    for (name, tv) in as_object(origin, &path, av)? {
+                        let sub = format!("{path}.{name}");
+                        let g = Field { origin, key: &sub };
+                        let t = Some(g.string(tv)?).filter(|t| !t.is_empty());
+                        match name.as_str() {
+                            "initial_management" | "master" => a.tokens.initial_management = t,
+                            "agent" => a.tokens.agent = t,
+                            "default" => a.tokens.default = t,
+                            "dns" => a.tokens.dns = t,
+                            _ => return Err(g.unknown("initial_management, agent, default, dns")),
+                        }
+                    }
+                }
+                _ => return Err(f.unknown(
+                    "enabled, default_policy, down_policy, token_ttl, policy_ttl, role_ttl, tokens",
+                )),
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a `dns_config` block.
     fn merge_dns(&mut self, origin: &str, v: &Value) -> Result<(), ConfigError> {
         for (k, dv) in as_object(origin, "dns_config", v)? {
@@ -368,6 +419,7 @@ impl Default for AgentConfig {
             enable_script_checks: false,
             enable_local_script_checks: false,
             dns: crate::dns::DnsConfig::default(),
+            acl: crate::acl::AclConfig::default(),
         }
     }
 }
@@ -502,6 +554,7 @@ impl AgentConfig {
                         .collect::<Result<_, _>>()?
                 }
                 "dns_config" => self.merge_dns(origin, v)?,
+                "acl" => self.merge_acl(origin, v)?,
                 "ports" => {
                     for (k, pv) in as_object(origin, key, v)? {
                         let path = format!("ports.{k}");

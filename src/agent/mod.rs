@@ -1,6 +1,7 @@
 //! The agent: one per machine. Today it runs LAN gossip and the HTTP API;
 //! later it also runs servers, local services, checks, DNS and the proxy.
 
+pub mod acl;
 pub mod config;
 pub mod definition;
 pub mod events;
@@ -205,6 +206,14 @@ impl<E: Env> Agent<E> {
             &config.datacenter,
             local,
         ));
+        if config.acl.enabled {
+            servers.set_token(Some(config.acl.agent_token().to_string()));
+        }
+        let acl = Arc::new(acl::AclResolver::new(
+            env.clone(),
+            servers.clone(),
+            config.acl.clone(),
+        ));
         server_tasks.push(env.spawn(sync_coordinates(
             env.clone(),
             gossip.clone(),
@@ -266,6 +275,7 @@ impl<E: Env> Agent<E> {
             events,
             leaves: api::connect::LeafCache::default(),
             keyrings: keyrings.clone(),
+            acl,
         });
         let https_task = match (config.ports.https, &config.cert_file, &config.key_file) {
             (0, _, _) => None,
@@ -296,6 +306,10 @@ impl<E: Env> Agent<E> {
                 let addr = SocketAddr::new(config.client_addr, port);
                 let dns = crate::dns::DnsConfig {
                     datacenter: config.datacenter.clone(),
+                    acl_token: config
+                        .acl
+                        .enabled
+                        .then(|| config.acl.dns_token().to_string()),
                     ..config.dns.clone()
                 };
                 let tasks =
@@ -565,6 +579,9 @@ async fn start_server<E: Env>(
         _ => Location::Memory,
     };
     let server = Server::start(env.clone(), id, &location, listener, raft_config).await?;
+    if config.acl.enabled {
+        server.enable_acls(config.acl.default_allow);
+    }
     tracing::info!(
         raft_id = id,
         expect = config.bootstrap_expect,
@@ -574,11 +591,17 @@ async fn start_server<E: Env>(
         env.clone(),
         server.clone(),
         gossip.clone(),
-        DutyConfig::new(
-            &config.datacenter,
-            config.bootstrap_expect,
-            config.dead_server_grace,
-        ),
+        DutyConfig {
+            acl_init: config
+                .acl
+                .enabled
+                .then(|| config.acl.tokens.initial_management.clone()),
+            ..DutyConfig::new(
+                &config.datacenter,
+                config.bootstrap_expect,
+                config.dead_server_grace,
+            )
+        },
     );
     Ok((server, duties))
 }

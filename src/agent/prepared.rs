@@ -119,7 +119,13 @@ pub async fn run<E: Env>(
         },
         hops: 0,
     };
-    let all = match servers.call(read.in_dc(dc)).await.answer? {
+    // Run with the caller's token (over HTTP), so a query shows only
+    // what the caller may read.
+    let all = match servers
+        .call(crate::api::acl::as_caller(read.in_dc(dc)))
+        .await
+        .answer?
+    {
         Answer::PreparedQueries(v) => v,
         other => return Err(format!("unexpected answer {other:?}")),
     };
@@ -156,7 +162,7 @@ pub async fn execute<E: Env>(
             hops: 0,
         };
         // This datacenter's servers are asked directly.
-        req.in_dc(dc.filter(|d| *d != local_dc))
+        crate::api::acl::as_caller(req.in_dc(dc.filter(|d| *d != local_dc)))
     };
     let found = |answer: Result<Answer, String>| match answer {
         Ok(Answer::Instances(v)) => Ok(filter(v, &svc)),

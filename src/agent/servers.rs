@@ -31,6 +31,8 @@ pub struct Servers<E: Env> {
     /// The server that answered last.
     preferred: Mutex<Option<SocketAddr>>,
     rng: Mutex<ChaCha8Rng>,
+    /// With ACLs on: the token of requests that bring none (the agent's).
+    token: Mutex<Option<String>>,
 }
 
 impl<E: Env> Servers<E> {
@@ -46,6 +48,7 @@ impl<E: Env> Servers<E> {
             local,
             preferred: Mutex::new(None),
             rng: Mutex::new(rng),
+            token: Mutex::new(None),
         }
     }
 
@@ -60,8 +63,24 @@ impl<E: Env> Servers<E> {
         self.local.is_some() || !self.candidates().await.is_empty()
     }
 
+    /// With ACLs on: the token requests without one are made with (the
+    /// agent token).
+    pub fn set_token(&self, token: Option<String>) {
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+
     /// Sends `req` to a server and returns its reply (or why none came).
     pub async fn call(&self, req: ClientRequest) -> ClientReply {
+        let req = match (
+            req,
+            self.token
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_deref(),
+        ) {
+            (r @ ClientRequest::Acl { .. }, _) | (r, None) => r,
+            (r, Some(token)) => r.with_token(token),
+        };
         if let Some(server) = &self.local {
             return server.client_request(req).await;
         }
@@ -72,8 +91,11 @@ impl<E: Env> Servers<E> {
         // A write whose request may have arrived must not be sent twice
         // (a check-and-set could apply twice); only one that never reached
         // a server is safe to send elsewhere.
-        let retry_any = matches!(req, ClientRequest::Read { .. } | ClientRequest::Status);
-        let wait = match &req {
+        let retry_any = matches!(
+            req.inner(),
+            ClientRequest::Read { .. } | ClientRequest::Status
+        );
+        let wait = match req.inner() {
             ClientRequest::Read { read, .. } => Duration::from_millis(read.max_wait_ms),
             _ => Duration::ZERO,
         };

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kv::bad;
 use super::{ApiError, ApiState};
+use crate::acl::{Access, Resource};
 use crate::agent::definition::{CheckDef, ServiceDef};
 use crate::agent::local::NewCheck;
 use crate::agent::LocalError;
@@ -100,6 +101,7 @@ pub async fn register_service<E: Env>(
     body: Bytes,
 ) -> Result<(), ApiError> {
     let d: ServiceDef = super::decode::body(&body)?;
+    super::acl::require(&s, Resource::Service, &d.name, Access::Write).await?;
     let sidecar_id = format!("{}-sidecar-proxy", d.id());
     // Ports other sidecars hold (a re-registered sidecar may keep its own).
     let taken: Vec<u16> = s
@@ -151,6 +153,17 @@ pub async fn register_check<E: Env>(
 ) -> Result<(), ApiError> {
     let d: CheckDef = super::decode::body(&body)?;
     let check = d.to_check(s.scripts.api).map_err(bad)?;
+    match s
+        .local
+        .services()
+        .into_iter()
+        .find(|svc| !check.check.service_id.is_empty() && svc.id == check.check.service_id)
+    {
+        Some(svc) => {
+            super::acl::require(&s, Resource::Service, &svc.service, Access::Write).await?
+        }
+        None => super::acl::require(&s, Resource::Node, &s.info.node_name, Access::Write).await?,
+    }
     Ok(s.local.add_check(check, s.env.now())?)
 }
 

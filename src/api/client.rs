@@ -46,6 +46,15 @@ pub enum ClientError {
     },
 }
 
+/// The ACL token every request of this process carries (the CLI's
+/// `-token`, `$CONSUL_HTTP_TOKEN`); none by default.
+static TOKEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Makes every later request carry `token` as `X-Consul-Token`.
+pub fn set_token(token: Option<String>) {
+    *TOKEN.lock().unwrap_or_else(|e| e.into_inner()) = token;
+}
+
 /// Parses `http://host:port`, `host:port` or `host` (port 8500) into a
 /// socket address, resolving names through `env`.
 pub async fn parse_addr<E: Env>(env: &E, s: &str) -> Result<SocketAddr, ClientError> {
@@ -127,15 +136,17 @@ pub async fn exchange<E: Env>(
         let driver = env.spawn(async move {
             let _ = conn.await;
         });
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, addr.to_string())
-            .body(Full::new(body))
-            .map_err(|e| ClientError::Http {
-                addr,
-                why: e.to_string(),
-            })?;
+            .header(hyper::header::HOST, addr.to_string());
+        if let Some(t) = TOKEN.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+            req = req.header("x-consul-token", t);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| ClientError::Http {
+            addr,
+            why: e.to_string(),
+        })?;
         let resp = sender.send_request(req).await.map_err(http)?;
         let status = resp.status();
         let index = resp

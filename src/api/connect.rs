@@ -17,20 +17,23 @@ use serde::{Deserialize, Serialize};
 
 use super::kv::{answer_of, bad, meta_headers, read, unexpected, write_cmd};
 use super::{ApiError, ApiState};
+use crate::acl::{Access, Resource};
 use crate::connect::ca::{self, SignedLeaf, SpiffeId};
 use crate::connect::intention::{self, Action, Intention};
 use crate::env::Env;
 use crate::server::{Answer, CaOp, ClientRequest, Query, CSR_RATE_LIMITED};
 use crate::state::{CaState, Command};
 
-/// What decides when no intention matches. Consul takes the ACL default
-/// policy, which is allow while ACLs are off (as they are until issue 11
-/// brings them); a `* -> *` deny intention makes the default deny, which
-/// is how Consul recommends doing it.
-const DEFAULT_ALLOW: bool = true;
+/// What decides when no intention matches: Consul takes the ACL default
+/// policy (allow while ACLs are off). A `* -> *` deny intention makes the
+/// default deny either way, which is how Consul recommends doing it.
+fn default_allow<E: Env>(s: &ApiState<E>) -> bool {
+    let c = s.acl.config();
+    !c.enabled || c.default_allow
+}
 
 /// RFC 3339, as Consul writes times.
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
@@ -512,7 +515,7 @@ pub async fn check_intention<E: Env>(
 ) -> Result<Response, ApiError> {
     let (src, dst) = exact_of(&params)?;
     let (h, v) = intentions(&s, &params).await?;
-    let (allowed, _) = intention::authorize(&v, &src, &dst, DEFAULT_ALLOW);
+    let (allowed, _) = intention::authorize(&v, &src, &dst, default_allow(&s));
     Ok((h, Json(serde_json::json!({ "Allowed": allowed }))).into_response())
 }
 
@@ -544,6 +547,7 @@ pub async fn authorize<E: Env>(
     if b.target.is_empty() {
         return Err(bad("Target service must be specified"));
     }
+    super::acl::require(&s, Resource::Service, &b.target, Access::Write).await?;
     let id = SpiffeId::parse(&b.client_cert_uri).map_err(|e| bad(e.to_string()))?;
     let (_, ca) = roots(&s, &HashMap::new()).await?;
     let ours = ca::trust_domain(&ca.cluster_id);
@@ -558,7 +562,7 @@ pub async fn authorize<E: Env>(
     } else {
         let stale: HashMap<String, String> = [("stale".to_string(), String::new())].into();
         let (_, v) = intentions(&s, &stale).await?;
-        match intention::authorize(&v, &id.service, &b.target, DEFAULT_ALLOW) {
+        match intention::authorize(&v, &id.service, &b.target, default_allow(&s)) {
             (ok, Some(i)) => Authorized {
                 authorized: ok,
                 reason: format!(

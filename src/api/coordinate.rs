@@ -183,7 +183,7 @@ pub async fn update<E: Env>(
         },
     )
     .await;
-    reply.answer.map_err(internal)?;
+    reply.answer.map_err(super::acl::refusal)?;
     Ok(Json(true))
 }
 

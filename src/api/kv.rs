@@ -134,15 +134,17 @@ pub(super) fn meta_headers(r: &ClientReply) -> HeaderMap {
         r.last_contact_ms
     };
     put("x-consul-lastcontact", contact.to_string());
+    if r.filtered {
+        put(super::acl::FILTERED_HEADER, "true".into());
+    }
     h
 }
 
-/// The answer of a reply, or the servers' refusal as a 500 (Consul's
-/// status for "no cluster leader" and other RPC failures).
+/// The answer of a reply, or the servers' refusal: 403 for ACLs (see
+/// [`super::acl::refusal`]), else a 500 (Consul's status for "no cluster
+/// leader" and other RPC failures).
 pub(super) fn answer_of(r: &ClientReply) -> Result<Answer, ApiError> {
-    r.answer
-        .clone()
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))
+    r.answer.clone().map_err(super::acl::refusal)
 }
 
 /// An answer of the wrong kind: a bug between agent and server.
@@ -181,9 +183,11 @@ pub(super) async fn write_cmd<E: Env>(s: &ApiState<E>, cmd: Command) -> Result<b
 /// `GET /v1/kv/<key>` (`?recurse`, `?keys`, `?raw`, blocking).
 pub async fn get<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
-    Path(key): Path<String>,
+    key: Option<Path<String>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    // `/v1/kv/` itself: the root, for `?recurse` over every key.
+    let key = key.map(|Path(k)| k).unwrap_or_default();
     let list = params.contains_key("recurse") || params.contains_key("keys");
     let query = if list {
         Query::KvList(key.clone())
@@ -233,10 +237,12 @@ fn keys_of(entries: &[KvEntry], prefix: &str, separator: Option<&str>) -> Vec<St
 /// `true` or `false`.
 pub async fn put<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
-    Path(key): Path<String>,
+    key: Option<Path<String>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // `/v1/kv/` itself: the root, for `?recurse` over every key.
+    let key = key.map(|Path(k)| k).unwrap_or_default();
     if key.is_empty() {
         return Err(bad("Missing key name"));
     }
@@ -273,9 +279,11 @@ pub async fn put<E: Env>(
 /// `DELETE /v1/kv/<key>` (`?recurse`, `?cas`).
 pub async fn delete<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
-    Path(key): Path<String>,
+    key: Option<Path<String>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    // `/v1/kv/` itself: the root, for `?recurse` over every key.
+    let key = key.map(|Path(k)| k).unwrap_or_default();
     let op = match (params.contains_key("recurse"), uint_param(&params, "cas")?) {
         (true, Some(_)) => return Err(bad("Conflicting flags: cas with recurse")),
         (true, None) => KvOp::DeleteTree,

@@ -4,6 +4,7 @@
 //! Paths, JSON field names and status codes are Consul's, so existing Consul
 //! clients and tools work against a cairn agent.
 
+pub mod acl;
 pub mod agent;
 pub mod catalog;
 pub mod client;
@@ -84,6 +85,8 @@ pub struct ApiState<E: Env> {
     /// The gossip keyrings this agent manages (LAN, and WAN on a server);
     /// empty when gossip is not encrypted.
     pub keyrings: Vec<Arc<crate::agent::keyring::PoolKeyring>>,
+    /// Token resolution for the agent's own endpoints (ACLs).
+    pub acl: Arc<crate::agent::acl::AclResolver<E>>,
 }
 
 impl<E: Env> ApiState<E> {
@@ -116,7 +119,34 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/ui/", get(index::<E>))
         .route("/v1/agent/members", get(members::<E>))
         .route("/v1/agent/metrics", get(metrics::metrics::<E>))
-        .route("/v1/agent/token/{kind}", put(acl_disabled))
+        .route("/v1/agent/token/{kind}", put(acl::set_agent_token::<E>))
+        .route("/v1/acl/bootstrap", put(acl::bootstrap::<E>))
+        .route("/v1/acl/token", put(acl::create_token::<E>))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl::token::<E>)
+                .put(acl::token::<E>)
+                .delete(acl::token::<E>),
+        )
+        .route("/v1/acl/tokens", get(acl::list_tokens::<E>))
+        .route("/v1/acl/policy", put(acl::create_policy::<E>))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::policy::<E>)
+                .put(acl::policy::<E>)
+                .delete(acl::policy::<E>),
+        )
+        .route("/v1/acl/policy/name/{name}", get(acl::policy_by_name::<E>))
+        .route("/v1/acl/policies", get(acl::list_policies::<E>))
+        .route("/v1/acl/role", put(acl::create_role::<E>))
+        .route(
+            "/v1/acl/role/{id}",
+            get(acl::role::<E>)
+                .put(acl::role::<E>)
+                .delete(acl::role::<E>),
+        )
+        .route("/v1/acl/role/name/{name}", get(acl::role_by_name::<E>))
+        .route("/v1/acl/roles", get(acl::list_roles::<E>))
         .route("/v1/agent/self", get(agent_self::<E>))
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))
@@ -149,6 +179,10 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/coordinate/rtt", get(coordinate::rtt_between::<E>))
         .route(
             "/v1/kv/{*key}",
+            get(kv::get::<E>).put(kv::put::<E>).delete(kv::delete::<E>),
+        )
+        .route(
+            "/v1/kv/",
             get(kv::get::<E>).put(kv::put::<E>).delete(kv::delete::<E>),
         )
         .route("/v1/catalog/datacenters", get(catalog::datacenters::<E>))
@@ -237,6 +271,10 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            acl::enforce::<E>,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             common_params::<E>,
         ))
         .with_state(state)
@@ -295,7 +333,9 @@ pub(crate) async fn call<E: Env>(
     s: &ApiState<E>,
     req: crate::server::ClientRequest,
 ) -> crate::server::ClientReply {
-    s.servers.call(req.in_dc(target_dc().as_deref())).await
+    s.servers
+        .call(acl::as_caller(req.in_dc(target_dc().as_deref())))
+        .await
 }
 
 /// The parameters every endpoint takes, handled around the endpoints:
@@ -777,12 +817,6 @@ async fn index<E: Env>(State(s): State<Arc<ApiState<E>>>) -> axum::response::Htm
         esc(&s.info.version),
         esc(&s.info.datacenter),
     ))
-}
-
-/// What Consul answers an ACL call when ACLs are off, which they are
-/// until cairn has them.
-async fn acl_disabled() -> ApiError {
-    ApiError(StatusCode::UNAUTHORIZED, "ACL support disabled".into())
 }
 
 /// `PUT /v1/agent/reload`: re-reads the config files and applies their

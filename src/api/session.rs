@@ -217,6 +217,6 @@ pub async fn renew<E: Env>(
             Ok(Json(out).into_response())
         }
         Ok(other) => Err(unexpected(other)),
-        Err(e) => Err(super::internal(e)),
+        Err(e) => Err(super::acl::refusal(e)),
     }
 }

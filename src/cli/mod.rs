@@ -5,6 +5,7 @@
 //! (`-node=a`, `-dev`) is accepted as well as `--node=a`, so scripts written
 //! for `consul` run unchanged.
 
+mod acl;
 mod catalog;
 mod connect;
 mod keyring;
@@ -67,6 +68,8 @@ enum Cmd {
     Keygen,
     /// Install, use, remove and list gossip encryption keys over the cluster.
     Keyring(keyring::KeyringArgs),
+    /// Manage ACLs: bootstrap, tokens, policies and roles.
+    Acl(acl::AclArgs),
     /// Make a CA and agent certificates for TLS (RPC and HTTPS).
     Tls(tls::TlsArgs),
     /// Print the version.
@@ -183,15 +186,48 @@ pub(crate) struct HttpArgs {
     /// Agent HTTP address (default: $CAIRN_HTTP_ADDR, $CONSUL_HTTP_ADDR, or http://127.0.0.1:8500).
     #[arg(long = "http-addr")]
     http_addr: Option<String>,
+    /// ACL token for the requests (default: $CAIRN_HTTP_TOKEN, $CONSUL_HTTP_TOKEN).
+    #[arg(long = "token")]
+    token: Option<String>,
+    /// File holding the ACL token (default: $CONSUL_HTTP_TOKEN_FILE).
+    #[arg(long = "token-file")]
+    token_file: Option<PathBuf>,
 }
 
 impl HttpArgs {
+    /// The agent's address. Every command asks for it before its first
+    /// request, so this is also where the command's token is set for the
+    /// requests to come.
     pub(crate) fn addr(&self) -> String {
+        client::set_token(self.token());
         self.http_addr
             .clone()
             .or_else(|| std::env::var("CAIRN_HTTP_ADDR").ok())
             .or_else(|| std::env::var("CONSUL_HTTP_ADDR").ok())
             .unwrap_or_else(|| "http://127.0.0.1:8500".into())
+    }
+}
+
+impl HttpArgs {
+    /// The ACL token: `-token`, `-token-file`, then the environment.
+    fn token(&self) -> Option<String> {
+        let from_file = |p: &std::path::Path| match std::fs::read_to_string(p) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                eprintln!("cannot read the token file {}: {e}", p.display());
+                None
+            }
+        };
+        self.token
+            .clone()
+            .or_else(|| self.token_file.as_deref().and_then(from_file))
+            .or_else(|| std::env::var("CAIRN_HTTP_TOKEN").ok())
+            .or_else(|| std::env::var("CONSUL_HTTP_TOKEN").ok())
+            .or_else(|| {
+                std::env::var_os("CONSUL_HTTP_TOKEN_FILE")
+                    .and_then(|p| from_file(std::path::Path::new(&p)))
+            })
+            .filter(|t| !t.is_empty())
     }
 }
 
@@ -331,6 +367,7 @@ pub fn main() -> ExitCode {
             Cmd::Intention(i) => return connect::run_intention(i).await,
             Cmd::Keygen => keyring::keygen(),
             Cmd::Keyring(k) => keyring::run(k).await,
+            Cmd::Acl(a) => acl::run(a).await,
             Cmd::Tls(t) => tls::run(t),
             Cmd::Version => {
                 println!("cairn v{VERSION}");

@@ -59,6 +59,9 @@ pub struct DnsConfig {
     /// the agent itself), nearest first, as `?near` orders HTTP answers;
     /// `None` shuffles them, Consul's default.
     pub near: Option<String>,
+    /// With ACLs on: the token lookups are made with (`acl.tokens.dns`),
+    /// so answers hold only what it may read.
+    pub acl_token: Option<String>,
 }
 
 impl Default for DnsConfig {
@@ -78,6 +81,7 @@ impl Default for DnsConfig {
             // Consul's default: ten years, that is, any stale answer does.
             max_stale: Duration::from_secs(10 * 365 * 24 * 3600),
             near: None,
+            acl_token: None,
         }
     }
 }
@@ -374,7 +378,16 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
         .servers
         .local()
         .filter(|s| remote.is_none() && shared.cfg.allow_stale && s.last_contact_ms() <= max_stale);
-    let index = local.map(|s| s.index_of(&query));
+    // What the DNS token may read changes with the ACL table too. Both
+    // indexes only grow, so their sum changes whenever either does.
+    let index = local.map(|s| {
+        let acl = if shared.cfg.acl_token.is_some() {
+            s.index_of(&Query::AclPolicies)
+        } else {
+            0
+        };
+        s.index_of(&query).saturating_add(acl)
+    });
     if let Some(index) = index {
         let cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, found)) = cache.get(lookup) {
@@ -393,7 +406,11 @@ async fn fetch<E: Env>(shared: &Shared<E>, lookup: &Lookup) -> Result<Arc<Found>
             },
             hops: 0,
         };
-        req.in_dc(remote.as_deref())
+        let req = req.in_dc(remote.as_deref());
+        match &shared.cfg.acl_token {
+            Some(token) => req.with_token(token),
+            None => req,
+        }
     };
     let mut reply = if shared.cfg.allow_stale {
         shared.servers.call(read(Consistency::Stale)).await

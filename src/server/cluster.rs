@@ -97,6 +97,9 @@ pub struct DutyConfig {
     pub reconcile_interval: Duration,
     /// How often collected coordinates are written (Consul: 5 s).
     pub coordinate_period: Duration,
+    /// With ACLs on: the leader makes the built-in policy and anonymous
+    /// token, and this initial management token (its secret), if missing.
+    pub acl_init: Option<Option<String>>,
 }
 
 impl DutyConfig {
@@ -108,6 +111,7 @@ impl DutyConfig {
             dead_server_grace,
             reconcile_interval: Duration::from_secs(60),
             coordinate_period: Duration::from_secs(5),
+            acl_init: None,
         }
     }
 }
@@ -203,6 +207,7 @@ impl<E: Env> Duties<E> {
             if leader {
                 let now = self.env.now();
                 if !was_leader || changed || now >= next_reconcile {
+                    self.init_acls().await;
                     self.reconcile_catalog(&members).await;
                     next_reconcile = now + self.config.reconcile_interval;
                 }
@@ -291,6 +296,31 @@ impl<E: Env> Duties<E> {
         if let Err(e) = self.server.raft().initialize(voters).await {
             // NotAllowed: someone's configuration already arrived.
             tracing::debug!(error = %e, "bootstrap not needed");
+        }
+    }
+
+    /// Writes what the ACL system needs and lacks (leader only).
+    async fn init_acls(&self) {
+        let Some(initial) = &self.config.acl_init else {
+            return;
+        };
+        let commands = {
+            let store = self.server.store();
+            let store = store.read().unwrap_or_else(|e| e.into_inner());
+            crate::acl::init_commands(store.acl(), initial.as_deref())
+        };
+        for cmd in commands {
+            let reply = self
+                .server
+                .client_request(ClientRequest::Write {
+                    cmd: Box::new(cmd),
+                    hops: 0,
+                })
+                .await;
+            if let Err(e) = reply.answer {
+                tracing::warn!(error = %e, "ACL initialisation write failed; will retry");
+                return;
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! What the servers do besides replicating: the leader's duties.
 
+pub(crate) mod acl;
 pub mod cluster;
 pub mod node;
 pub mod reconcile;

@@ -96,6 +96,14 @@ pub enum ClientRequest {
         /// Servers it has passed through.
         hops: u8,
     },
+    /// A request made with an ACL token (its secret). With ACLs on, a
+    /// request without one is the anonymous token's.
+    Acl {
+        /// The token's secret.
+        token: String,
+        /// The request.
+        req: Box<ClientRequest>,
+    },
 }
 
 impl ClientRequest {
@@ -108,6 +116,30 @@ impl ClientRequest {
                 req: Box::new(self),
             },
             None => self,
+        }
+    }
+
+    /// This request made with `token` (replacing any token it had).
+    pub fn with_token(self, token: &str) -> ClientRequest {
+        ClientRequest::Acl {
+            token: token.to_string(),
+            req: Box::new(self.without_token().1),
+        }
+    }
+
+    /// The token this request was made with, and the request itself.
+    pub fn without_token(self) -> (Option<String>, ClientRequest) {
+        match self {
+            ClientRequest::Acl { token, req } => (Some(token), req.without_token().1),
+            other => (None, other),
+        }
+    }
+
+    /// The request itself, past any token.
+    pub fn inner(&self) -> &ClientRequest {
+        match self {
+            ClientRequest::Acl { req, .. } => req.inner(),
+            other => other,
         }
     }
 }
@@ -209,6 +241,15 @@ pub enum Query {
     ConnectProxies(String),
     /// Every prepared query.
     PreparedQueries,
+    /// The token with this secret, with its policies (no permission is
+    /// needed: knowing the secret is enough).
+    AclResolve(String),
+    /// Every ACL token (secrets hidden unless the reader may write ACLs).
+    AclTokens,
+    /// Every ACL policy.
+    AclPolicies,
+    /// Every ACL role.
+    AclRoles,
 }
 
 impl Query {
@@ -229,6 +270,9 @@ impl Query {
             Query::Intentions => &[Table::Intentions],
             Query::ConnectProxies(_) => &[Table::Nodes, Table::Services, Table::Checks],
             Query::PreparedQueries => &[Table::Queries],
+            Query::AclResolve(_) | Query::AclTokens | Query::AclPolicies | Query::AclRoles => {
+                &[Table::Acl]
+            }
         }
     }
 }
@@ -287,6 +331,14 @@ pub enum Answer {
         /// Every voter's RPC address.
         peers: Vec<String>,
     },
+    /// For `AclResolve`: the token and its policies, if it is valid.
+    AclResolved(Option<Box<crate::acl::Identity>>),
+    /// For `AclTokens` (links named as they stand now).
+    AclTokens(Vec<crate::acl::Token>),
+    /// For `AclPolicies`.
+    AclPolicies(Vec<crate::acl::Policy>),
+    /// For `AclRoles` (links named as they stand now).
+    AclRoles(Vec<crate::acl::Role>),
 }
 
 /// The reply to a client request, with Consul's query metadata.
@@ -301,6 +353,10 @@ pub struct ClientReply {
     pub last_contact_ms: u64,
     /// The answer, or why there is none.
     pub answer: Result<Answer, String>,
+    /// Whether ACLs left something out of the answer
+    /// (`X-Consul-Results-Filtered-By-ACLs`).
+    #[serde(default)]
+    pub filtered: bool,
 }
 
 /// Most servers a request may pass through before it is refused.
@@ -357,6 +413,8 @@ pub struct Server<E: Env> {
     wan: std::sync::OnceLock<crate::gossip::Gossip>,
     /// This server's datacenter.
     datacenter: std::sync::OnceLock<String>,
+    /// ACL enforcement, when on.
+    acl: std::sync::OnceLock<AclEnforcer>,
     _rpc: Task,
     _batchers: Vec<Task>,
     _lease: Task,
@@ -595,6 +653,7 @@ impl<E: Env> Server<E> {
                 csr_bucket,
                 wan: std::sync::OnceLock::new(),
                 datacenter: std::sync::OnceLock::new(),
+                acl: std::sync::OnceLock::new(),
                 _rpc: rpc,
                 _batchers: batchers,
                 _lease: lease,
@@ -627,6 +686,11 @@ impl<E: Env> Server<E> {
         req: ClientRequest,
         deadline: Instant,
     ) -> Result<ClientReply, RpcError> {
+        // A request forwarded on behalf of a token goes with it.
+        let req = match CURRENT_TOKEN.try_with(|t| t.clone()).ok().flatten() {
+            Some(token) => req.with_token(&token),
+            None => req,
+        };
         match self
             .client
             .call(addr, &ServerRpc::Client(req), deadline)
@@ -659,13 +723,41 @@ impl<E: Env> Server<E> {
                 }
                 ServerReply::Raft(reply)
             }
-            ServerRpc::Client(c) => ServerReply::Client(self.client_request(c).await),
+            ServerRpc::Client(c) => {
+                // From the network, a request without a token is the
+                // anonymous token's, never trusted as the server's own.
+                let c = match c {
+                    ClientRequest::Acl { .. } => c,
+                    other if self.acl.get().is_some() => {
+                        other.with_token(crate::acl::ANONYMOUS_SECRET)
+                    }
+                    other => other,
+                };
+                ServerReply::Client(self.client_request(c).await)
+            }
         }
     }
 
-    /// Handles a client request here, or forwards it to the leader.
+    /// Turns ACL enforcement on, with `default_policy = "allow"` when
+    /// `default_allow`.
+    pub fn enable_acls(&self, default_allow: bool) {
+        let _ = self.acl.set(AclEnforcer {
+            default_allow,
+            cache: Mutex::default(),
+        });
+    }
+
+    /// Whether ACLs are enforced.
+    pub fn acls_enabled(&self) -> bool {
+        self.acl.get().is_some()
+    }
+
+    /// Handles a client request here, or forwards it to the leader. A
+    /// request with a token is checked against it (with ACLs on); one
+    /// without is the server's own.
     pub async fn client_request(&self, req: ClientRequest) -> ClientReply {
         match req {
+            ClientRequest::Acl { token, req } => self.as_token(token, *req).await,
             ClientRequest::Write { cmd, hops } => self.write(*cmd, hops).await,
             ClientRequest::Read { read, hops } => self.read(read, hops).await,
             ClientRequest::Coordinates { updates, hops } => self.coordinates(updates, hops).await,
@@ -675,6 +767,37 @@ impl<E: Env> Server<E> {
             ClientRequest::Datacenters => self.datacenters().await,
             ClientRequest::SessionRenew { id, hops } => self.renew(id, hops).await,
         }
+    }
+
+    /// Serves `req` as the token with secret `token`: refused when the
+    /// token is unknown or lacks the permission, list answers filtered.
+    async fn as_token(&self, token: String, req: ClientRequest) -> ClientReply {
+        let Some(enforcer) = self.acl.get() else {
+            return Box::pin(self.client_request(req)).await;
+        };
+        // Another datacenter's servers judge its requests by their own ACLs.
+        if let ClientRequest::Remote { dc, req } = req {
+            let req = Box::new(req.with_token(&token));
+            return self.remote(dc, *req).await;
+        }
+        let authz = {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            let now_ms = wall_ms(&self.env);
+            let Some(z) = enforcer.authorizer(&store, &token, now_ms) else {
+                return ClientReply::refused(crate::acl::ACL_NOT_FOUND);
+            };
+            if let Err(denied) = super::acl::authorize(&z, &req, &store) {
+                return ClientReply::refused(&denied);
+            }
+            z
+        };
+        let mut reply = CURRENT_TOKEN
+            .scope(Some(token), Box::pin(self.client_request(req)))
+            .await;
+        if let Ok(answer) = &mut reply.answer {
+            reply.filtered |= super::acl::filter(&authz, answer);
+        }
+        reply
     }
 
     /// Joins this server to its datacenter's WAN pool view: requests for
@@ -728,6 +851,7 @@ impl<E: Env> Server<E> {
             answer: Ok(Answer::Datacenters(
                 dcs.into_iter().map(|(_, dc)| dc).collect(),
             )),
+            filtered: false,
         }
     }
 
@@ -762,11 +886,11 @@ impl<E: Env> Server<E> {
         }
         targets.sort_by(|a, b| a.0.total_cmp(&b.0));
         // Only a request that is safe to repeat goes to a second server.
-        let tries = match &req {
+        let tries = match req.inner() {
             ClientRequest::Read { .. } | ClientRequest::Status => REMOTE_TRIES,
             _ => 1,
         };
-        let wait = match &req {
+        let wait = match req.inner() {
             ClientRequest::Read { read, .. } => {
                 Duration::from_millis(read.max_wait_ms.min(MAX_WAIT_MS))
             }
@@ -841,6 +965,7 @@ impl<E: Env> Server<E> {
             known_leader: true,
             last_contact_ms: 0,
             answer: Ok(Answer::Ca(Box::new(store.ca().public()))),
+            filtered: false,
         }
     }
 
@@ -920,6 +1045,7 @@ impl<E: Env> Server<E> {
                 known_leader: true,
                 last_contact_ms: 0,
                 answer: Ok(Answer::Leaf(leaf)),
+                filtered: false,
             },
             Err(e) => ClientReply::refused(&e.to_string()),
         }
@@ -947,6 +1073,7 @@ impl<E: Env> Server<E> {
                 known_leader: true,
                 last_contact_ms: 0,
                 answer: Ok(Answer::Sessions(Vec::new())),
+                filtered: false,
             };
         };
         if let Some(ttl) = session_ttl(&session) {
@@ -960,6 +1087,7 @@ impl<E: Env> Server<E> {
             known_leader: true,
             last_contact_ms: 0,
             answer: Ok(Answer::Sessions(vec![session])),
+            filtered: false,
         }
     }
 
@@ -1028,6 +1156,7 @@ impl<E: Env> Server<E> {
                 leader: leader.map(|(_, addr)| addr.to_string()),
                 peers,
             }),
+            filtered: false,
         }
     }
 
@@ -1062,6 +1191,7 @@ impl<E: Env> Server<E> {
             known_leader: true,
             last_contact_ms: 0,
             answer: Ok(Answer::Written(true)),
+            filtered: false,
         }
     }
 
@@ -1223,6 +1353,7 @@ impl<E: Env> Server<E> {
                         Applied::Txn(t) => Answer::Txn(t),
                     })
                     .map_err(|e| e.to_string()),
+                filtered: false,
             },
             // Leadership moved while we wrote: send it on.
             Ok(Err(Refusal::NotLeader)) if hops < MAX_HOPS => {
@@ -1274,13 +1405,14 @@ impl<E: Env> Server<E> {
         let store = self.store.read().unwrap_or_else(|e| e.into_inner());
         let (index, answer) = (
             index_in(&store, &read.query),
-            answer_in(&store, &read.query),
+            answer_in(&store, &read.query, wall_ms(&self.env)),
         );
         ClientReply {
             index: index.max(1),
             known_leader: self.leader().is_some(),
             last_contact_ms: self.last_contact_ms(),
             answer: Ok(answer),
+            filtered: false,
         }
     }
 
@@ -1357,7 +1489,7 @@ fn leads(m: &openraft::RaftMetrics<u64, BasicNode>, lease_ms: u64) -> bool {
 }
 
 /// The answer to `query` from `store`.
-fn answer_in(store: &Store, query: &Query) -> Answer {
+fn answer_in(store: &Store, query: &Query, now_ms: u64) -> Answer {
     let checks = |it: &mut dyn Iterator<Item = &Check>| Answer::Checks(it.cloned().collect());
     let with_checks = |(node, svc): (&Node, &Service)| Instance {
         node: node.clone(),
@@ -1416,6 +1548,27 @@ fn answer_in(store: &Store, query: &Query) -> Answer {
         Query::CaRoots => Answer::Ca(Box::new(store.ca().public())),
         Query::Intentions => Answer::Intentions(store.intentions().cloned().collect()),
         Query::PreparedQueries => Answer::PreparedQueries(store.queries().cloned().collect()),
+        Query::AclResolve(secret) => {
+            Answer::AclResolved(crate::acl::Identity::of(store.acl(), secret, now_ms).map(Box::new))
+        }
+        Query::AclTokens => Answer::AclTokens(
+            store
+                .acl()
+                .tokens()
+                .map(|t| store.acl().current(t))
+                .collect(),
+        ),
+        Query::AclPolicies => Answer::AclPolicies(store.acl().policies().cloned().collect()),
+        Query::AclRoles => Answer::AclRoles(
+            store
+                .acl()
+                .roles()
+                .map(|r| crate::acl::Role {
+                    policies: store.acl().current_links(&r.policies, false),
+                    ..r.clone()
+                })
+                .collect(),
+        ),
         Query::ConnectProxies(dest) => Answer::Instances(
             store
                 .services()
@@ -1442,6 +1595,66 @@ impl ClientReply {
             known_leader: false,
             last_contact_ms: 0,
             answer: Err(why.to_owned()),
+            filtered: false,
         }
+    }
+}
+
+tokio::task_local! {
+    /// The token of the request being served, for requests it leads this
+    /// server to send on (to the leader, to another datacenter).
+    static CURRENT_TOKEN: Option<String>;
+}
+
+/// The wall clock in Unix ms (token expiry is wall-clock time).
+fn wall_ms<E: Env>(env: &E) -> u64 {
+    env.wall_clock()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A server's ACL enforcement: the default policy, and authorizers by
+/// secret, each good while the ACL table keeps the index it was built at.
+struct AclEnforcer {
+    default_allow: bool,
+    cache: Mutex<std::collections::HashMap<String, (u64, Arc<crate::acl::Authorizer>)>>,
+}
+
+/// Most authorizers a server keeps.
+const AUTHZ_CACHE_MAX: usize = 4096;
+
+impl AclEnforcer {
+    /// The authorizer of `secret`; `None` when no valid token has it.
+    fn authorizer(
+        &self,
+        store: &Store,
+        secret: &str,
+        now_ms: u64,
+    ) -> Option<Arc<crate::acl::Authorizer>> {
+        let index = store.index(Table::Acl);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, z)) = cache.get(secret) {
+            // Expiry is checked each time; the cached rules stand while
+            // the table does.
+            let live = store
+                .acl()
+                .token_by_secret(secret)
+                .is_some_and(|t| t.expiration_ms.is_none_or(|e| e > now_ms));
+            if *at == index && live {
+                return Some(z.clone());
+            }
+        }
+        let r = store.acl().resolve(secret, now_ms)?;
+        let z = Arc::new(crate::acl::Authorizer::new(
+            &r.token.accessor_id,
+            r.rules.iter().map(|r| r.as_ref()),
+            r.management,
+            self.default_allow,
+        ));
+        if cache.len() >= AUTHZ_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(secret.to_string(), (index, z.clone()));
+        Some(z)
     }
 }

@@ -57,11 +57,13 @@ pub enum Table {
     Intentions,
     /// Prepared queries.
     Queries,
+    /// ACL tokens, policies and roles.
+    Acl,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
@@ -71,6 +73,7 @@ impl Table {
         Table::Connect,
         Table::Intentions,
         Table::Queries,
+        Table::Acl,
     ];
 }
 
@@ -151,6 +154,29 @@ pub enum Command {
         /// Its ID.
         id: String,
     },
+    /// Make the bootstrap token (refused, as `false`, once done).
+    AclBootstrap(Box<crate::acl::Token>),
+    /// Create or replace an ACL token.
+    AclTokenSet(Box<crate::acl::Token>),
+    /// Delete an ACL token.
+    AclTokenDelete {
+        /// Its accessor ID.
+        accessor_id: String,
+    },
+    /// Create or replace an ACL policy.
+    AclPolicySet(Box<crate::acl::Policy>),
+    /// Delete an ACL policy.
+    AclPolicyDelete {
+        /// Its ID.
+        id: String,
+    },
+    /// Create or replace an ACL role.
+    AclRoleSet(Box<crate::acl::Role>),
+    /// Delete an ACL role.
+    AclRoleDelete {
+        /// Its ID.
+        id: String,
+    },
     /// Several independent commands in one log entry, applied in order,
     /// each with its own result (the leader groups concurrent writes so
     /// that one entry, and one round of replication, carries them all).
@@ -195,6 +221,7 @@ struct Data {
     ca: CaState,
     intentions: BTreeMap<String, crate::connect::intention::Intention>,
     queries: BTreeMap<String, PreparedQuery>,
+    acl: crate::acl::AclState,
     /// Keys whose lock was lost, and until when (ms) none may take it.
     lock_delays: BTreeMap<String, u64>,
     indexes: BTreeMap<Table, u64>,
@@ -209,6 +236,7 @@ struct Data {
 impl Data {
     /// Rebuilds the derived index from `services`.
     fn reindex(&mut self) {
+        self.acl.reindex();
         self.by_name.clear();
         for (key, s) in &self.services {
             self.by_name
@@ -325,6 +353,11 @@ impl Store {
         self.data.intentions.values()
     }
 
+    /// Tokens, policies and roles.
+    pub fn acl(&self) -> &crate::acl::AclState {
+        &self.data.acl
+    }
+
     /// Every prepared query, by ID.
     pub fn queries(&self) -> impl Iterator<Item = &PreparedQuery> {
         self.data.queries.values()
@@ -385,6 +418,9 @@ struct SnapshotFile {
     intentions: Vec<crate::connect::intention::Intention>,
     #[serde(default)]
     queries: Vec<PreparedQuery>,
+    /// Left out while empty, so stores without ACLs keep their bytes.
+    #[serde(default, skip_serializing_if = "crate::acl::AclState::is_empty")]
+    acl: crate::acl::AclState,
 }
 
 impl From<&Data> for SnapshotFile {
@@ -408,6 +444,7 @@ impl From<&Data> for SnapshotFile {
             ca: d.ca.clone(),
             intentions: d.intentions.values().cloned().collect(),
             queries: d.queries.values().cloned().collect(),
+            acl: d.acl.clone(),
         }
     }
 }
@@ -452,6 +489,7 @@ impl SnapshotFile {
                 .into_iter()
                 .map(|q| (q.id.clone(), q))
                 .collect(),
+            acl: self.acl,
             by_name: BTreeMap::new(),
         };
         data.reindex();
@@ -515,11 +553,31 @@ impl Tx<'_> {
             Command::IntentionDelete { id } => Ok(self.intention_delete(id)),
             Command::QuerySet(q) => self.query_set(q).map(|()| true),
             Command::QueryDelete { id } => Ok(self.query_delete(id)),
+            Command::AclBootstrap(t) => self.acl(|a, i| a.bootstrap(i, t)),
+            Command::AclTokenSet(t) => self.acl(|a, i| a.set_token(i, t)),
+            Command::AclTokenDelete { accessor_id } => self.acl(|a, _| a.delete_token(accessor_id)),
+            Command::AclPolicySet(p) => self.acl(|a, i| a.set_policy(i, p)),
+            Command::AclPolicyDelete { id } => self.acl(|a, _| a.delete_policy(id)),
+            Command::AclRoleSet(r) => self.acl(|a, i| a.set_role(i, r)),
+            Command::AclRoleDelete { id } => self.acl(|a, _| a.delete_role(id)),
             // The state machine unpacks batches; one inside another is no
             // leader's doing.
             Command::Batch(_) => Err(invalid("a batch inside a batch")),
         };
         done.map(Applied::Done)
+    }
+
+    /// Applies an ACL change; one that changed something moves the ACL
+    /// table's index.
+    fn acl(
+        &mut self,
+        f: impl FnOnce(&mut crate::acl::AclState, u64) -> Result<bool, StateError>,
+    ) -> Result<bool, StateError> {
+        let changed = f(&mut self.data.acl, self.index)?;
+        if changed {
+            self.touch(Table::Acl);
+        }
+        Ok(changed)
     }
 
     /// Records that `table` changed at this index.

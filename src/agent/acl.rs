@@ -1,0 +1,130 @@
+//! An agent's side of ACLs: resolving a token's secret to what it may do,
+//! through the servers, cached for `acl.token_ttl` (Consul's agent cache),
+//! and `acl.down_policy` when no server can be asked. The agent enforces
+//! these on its own endpoints (`/v1/agent/*`, events, the keyring); the
+//! servers enforce everything that reaches them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::acl::{AclConfig, Authorizer, DownPolicy, ACL_NOT_FOUND};
+use crate::env::Env;
+use crate::server::{Answer, ClientRequest, Consistency, Query, Read};
+use crate::time::Instant;
+
+use super::Servers;
+
+/// A resolution: what the token may do, or why it may do nothing.
+type Resolution = Result<Arc<Authorizer>, String>;
+
+/// Most tokens an agent keeps resolved.
+const CACHE_MAX: usize = 4096;
+
+/// An agent's token resolver; see the [module docs](self).
+pub struct AclResolver<E: Env> {
+    env: E,
+    servers: Arc<Servers<E>>,
+    config: RwLock<AclConfig>,
+    cache: Mutex<HashMap<String, (Instant, Resolution)>>,
+}
+
+impl<E: Env> AclResolver<E> {
+    /// A resolver asking `servers`, configured by `config`.
+    pub fn new(env: E, servers: Arc<Servers<E>>, config: AclConfig) -> Self {
+        AclResolver {
+            env,
+            servers,
+            config: RwLock::new(config),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The ACL settings (tokens change at run time through
+    /// `/v1/agent/token`).
+    pub fn config(&self) -> AclConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether ACLs are on.
+    pub fn enabled(&self) -> bool {
+        self.config().enabled
+    }
+
+    /// Replaces one of the agent's tokens (`default`, `agent`, `dns`);
+    /// false for a kind it does not have.
+    pub fn set_token(&self, kind: &str, secret: Option<String>) -> bool {
+        let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
+        let slot = match kind {
+            "default" => &mut c.tokens.default,
+            "agent" => &mut c.tokens.agent,
+            "dns" => &mut c.tokens.dns,
+            _ => return false,
+        };
+        *slot = secret;
+        self.servers.set_token(Some(c.agent_token().to_string()));
+        true
+    }
+
+    /// What the token with `secret` may do. `Err` carries Consul's
+    /// refusal.
+    pub async fn resolve(&self, secret: &str) -> Resolution {
+        let config = self.config();
+        if !config.enabled {
+            return Ok(Arc::new(Authorizer::manage_all()));
+        }
+        let secret = secret.to_string();
+        let now = self.env.now();
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&secret)
+            .cloned();
+        if let Some((at, r)) = &cached {
+            if now.saturating_duration_since(*at) < config.token_ttl {
+                return r.clone();
+            }
+        }
+        let req = ClientRequest::Read {
+            read: Read {
+                consistency: Consistency::Stale,
+                min_index: 0,
+                max_wait_ms: 0,
+                query: Query::AclResolve(secret.clone()),
+            },
+            hops: 0,
+        }
+        .with_token(&secret);
+        let reply = self.servers.call(req).await;
+        let fresh: Resolution = match reply.answer {
+            Ok(Answer::AclResolved(Some(id))) => Ok(Arc::new(id.authorizer(config.default_allow))),
+            Ok(Answer::AclResolved(None)) => Err(ACL_NOT_FOUND.to_string()),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(why) => {
+                tracing::warn!(error = %why, "cannot resolve an ACL token; applying down_policy");
+                return match config.down_policy {
+                    DownPolicy::ExtendCache | DownPolicy::AsyncCache => match cached {
+                        Some((_, r)) => r,
+                        None => Err(ACL_NOT_FOUND.to_string()),
+                    },
+                    DownPolicy::Allow => Ok(Arc::new(Authorizer::new(
+                        "down-policy",
+                        std::iter::empty(),
+                        false,
+                        true,
+                    ))),
+                    DownPolicy::Deny => Ok(Arc::new(Authorizer::deny_all("down-policy"))),
+                };
+            }
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(secret, (now, fresh.clone()));
+        fresh
+    }
+}

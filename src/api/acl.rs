@@ -1,0 +1,870 @@
+//! ACLs over HTTP: the request's token (`X-Consul-Token`, `Authorization:
+//! Bearer`, or `?token=`), the agent's own endpoints checked and their
+//! lists filtered, and Consul's `/v1/acl/*` endpoints.
+//!
+//! Requests that reach the servers carry the token there (see
+//! [`super::call`]) and are judged there; this module judges only what
+//! the agent answers itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::kv::{bad, read, unexpected, write_cmd};
+use super::{ApiError, ApiState};
+use crate::acl::{
+    Access, Authorizer, Global, Link, Policy, Resource, Role, Token, ACL_DISABLED, ACL_NOT_FOUND,
+    PERMISSION_DENIED,
+};
+use crate::env::Env;
+use crate::server::{Answer, ClientRequest, Query};
+use crate::state::Command;
+
+tokio::task_local! {
+    /// The token of the request being served (with ACLs on).
+    static TOKEN: String;
+}
+
+/// The token of the request being served (the agent's default token if
+/// it brought none), when ACLs are on.
+pub(crate) fn request_token() -> Option<String> {
+    TOKEN.try_with(|t| t.clone()).ok()
+}
+
+/// `req` made with the token of the HTTP request being served, if any
+/// (else the servers' client adds the agent's token).
+pub(crate) fn as_caller(req: ClientRequest) -> ClientRequest {
+    match request_token() {
+        Some(t) => req.with_token(&t),
+        None => req,
+    }
+}
+
+/// Consul's header for answers that ACLs filtered.
+pub(crate) const FILTERED_HEADER: &str = "x-consul-results-filtered-by-acls";
+
+/// The token a request brings: `X-Consul-Token`, then `Authorization:
+/// Bearer`, then `?token=` (empty when none).
+fn token_of(req: &axum::extract::Request) -> String {
+    let h = req.headers();
+    if let Some(t) = h.get("x-consul-token").and_then(|v| v.to_str().ok()) {
+        return t.trim().to_string();
+    }
+    if let Some(t) = h
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return t.trim().to_string();
+    }
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// A refusal as Consul's HTTP API gives it: 403 for a denied permission
+/// or an unknown token, 401 when ACLs are off.
+pub(crate) fn refusal(why: String) -> ApiError {
+    let status = if why == ACL_DISABLED {
+        StatusCode::UNAUTHORIZED
+    } else if why == ACL_NOT_FOUND || why.starts_with(PERMISSION_DENIED) {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    ApiError(status, why)
+}
+
+/// What the request's token may do (everything with ACLs off).
+pub(crate) async fn authorizer<E: Env>(s: &ApiState<E>) -> Result<Arc<Authorizer>, ApiError> {
+    let token = request_token().unwrap_or_else(|| s.acl.config().default_token().to_string());
+    s.acl.resolve(&token).await.map_err(refusal)
+}
+
+/// Refuses the request unless its token may `access` `name` of `res`.
+pub(crate) async fn require<E: Env>(
+    s: &ApiState<E>,
+    res: Resource,
+    name: &str,
+    access: Access,
+) -> Result<(), ApiError> {
+    let z = authorizer(s).await?;
+    if z.allows(res, name, access) {
+        Ok(())
+    } else {
+        Err(refusal(z.denied(&perm(res.keyword(), access), Some(name))))
+    }
+}
+
+async fn require_global<E: Env>(
+    s: &ApiState<E>,
+    g: Global,
+    access: Access,
+) -> Result<(), ApiError> {
+    let z = authorizer(s).await?;
+    if z.allows_global(g, access) {
+        Ok(())
+    } else {
+        Err(refusal(z.denied(&perm(g.keyword(), access), None)))
+    }
+}
+
+fn perm(what: &str, access: Access) -> String {
+    let level = match access {
+        Access::Read | Access::List | Access::Deny => "read",
+        Access::Write => "write",
+    };
+    format!("{what}:{level}")
+}
+
+/// What an agent endpoint needs of the token, from its method and path.
+enum Need {
+    Named(Resource, String, Access),
+    Global(Global, Access),
+}
+
+/// The need of the agent's own endpoints that name their object in the
+/// path; endpoints whose object is in the body check in their handlers,
+/// and everything the servers answer is judged there.
+fn agent_need<E: Env>(s: &ApiState<E>, method: &Method, path: &str) -> Option<Need> {
+    let node = || s.info.node_name.clone();
+    let write = method != Method::GET;
+    let local_service = |id: &str| {
+        s.local
+            .services()
+            .into_iter()
+            .find(|svc| svc.id == id)
+            .map(|svc| svc.service)
+    };
+    let check_need = |id: &str| {
+        let check = s.local.checks().into_iter().find(|c| c.check_id == id);
+        match check {
+            Some(c) if !c.service_id.is_empty() => {
+                Need::Named(Resource::Service, c.service_name, Access::Write)
+            }
+            _ => Need::Named(Resource::Node, node(), Access::Write),
+        }
+    };
+    let rest = |p: &str| path.strip_prefix(p).map(str::to_owned);
+    Some(match path {
+        "/v1/agent/self" | "/v1/agent/metrics" => {
+            Need::Named(Resource::Agent, node(), Access::Read)
+        }
+        "/v1/agent/leave" | "/v1/agent/reload" => {
+            Need::Named(Resource::Agent, node(), Access::Write)
+        }
+        "/v1/agent/maintenance" => Need::Named(Resource::Node, node(), Access::Write),
+        "/v1/operator/keyring" if write => Need::Global(Global::Keyring, Access::Write),
+        "/v1/operator/keyring" => Need::Global(Global::Keyring, Access::Read),
+        "/v1/connect/ca/configuration" if write => Need::Global(Global::Operator, Access::Write),
+        "/v1/connect/ca/configuration" => Need::Global(Global::Operator, Access::Read),
+        _ if path.starts_with("/v1/agent/join/") => {
+            Need::Named(Resource::Agent, node(), Access::Write)
+        }
+        _ if path.starts_with("/v1/agent/force-leave/") => {
+            Need::Global(Global::Operator, Access::Write)
+        }
+        _ if path.starts_with("/v1/agent/token/") => Need::Global(Global::Acl, Access::Write),
+        _ if path.starts_with("/v1/event/fire/") => {
+            Need::Named(Resource::Event, rest("/v1/event/fire/")?, Access::Write)
+        }
+        _ if path.starts_with("/v1/agent/service/deregister/")
+            || path.starts_with("/v1/agent/service/maintenance/") =>
+        {
+            let id = path.rsplit('/').next()?;
+            match local_service(id) {
+                Some(name) => Need::Named(Resource::Service, name, Access::Write),
+                // Unknown: the handler says so.
+                None => return None,
+            }
+        }
+        _ if path.starts_with("/v1/agent/check/") && path != "/v1/agent/check/register" => {
+            check_need(path.rsplit('/').next()?)
+        }
+        _ => return None,
+    })
+}
+
+/// Lists the agent answers itself, filtered per item: which field names
+/// what, and what the item needs.
+fn agent_list_filter(path: &str) -> Option<fn(&Authorizer, &Value) -> bool> {
+    fn read(z: &Authorizer, res: Resource, name: &Value) -> bool {
+        z.allows(res, name.as_str().unwrap_or_default(), Access::Read)
+    }
+    Some(match path {
+        "/v1/agent/members" => |z, v| read(z, Resource::Node, &v["Name"]),
+        "/v1/agent/services" => |z, v| read(z, Resource::Service, &v["Service"]),
+        "/v1/agent/checks" => |z, v| {
+            let node_ok = read(z, Resource::Node, &v["Node"]);
+            match v["ServiceName"].as_str() {
+                Some(s) if !s.is_empty() => node_ok && z.allows(Resource::Service, s, Access::Read),
+                _ => node_ok,
+            }
+        },
+        "/v1/event/list" => |z, v| read(z, Resource::Event, &v["Name"]),
+        _ => return None,
+    })
+}
+
+/// The ACL layer around every endpoint (with ACLs on): the token is set
+/// for the request, the agent's own endpoints are checked, and the lists
+/// it answers itself are filtered.
+pub(crate) async fn enforce<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !s.acl.enabled() {
+        return next.run(req).await;
+    }
+    let token = match token_of(&req) {
+        t if t.is_empty() => s.acl.config().default_token().to_string(),
+        t => t,
+    };
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    TOKEN
+        .scope(token, async move {
+            if let Some(need) = agent_need(&s, &method, &path) {
+                let verdict = match need {
+                    Need::Named(res, name, access) => require(&s, res, &name, access).await,
+                    Need::Global(g, access) => require_global(&s, g, access).await,
+                };
+                if let Err(e) = verdict {
+                    return e.into_response();
+                }
+            }
+            let resp = next.run(req).await;
+            match agent_list_filter(&path) {
+                Some(keep) if method == Method::GET && resp.status() == StatusCode::OK => {
+                    match authorizer(&s).await {
+                        Ok(z) => filter_json(resp, |v| keep(&z, v)).await,
+                        Err(e) => e.into_response(),
+                    }
+                }
+                _ => resp,
+            }
+        })
+        .await
+}
+
+/// `resp`'s JSON list (or map of objects) without the items `keep`
+/// refuses, marked with Consul's header when any went.
+async fn filter_json(resp: Response, keep: impl Fn(&Value) -> bool) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return super::internal("response too large").into_response();
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let removed = match &mut value {
+        Value::Array(items) => {
+            let before = items.len();
+            items.retain(|v| keep(v));
+            before != items.len()
+        }
+        Value::Object(map) => {
+            let before = map.len();
+            map.retain(|_, v| keep(v));
+            before != map.len()
+        }
+        _ => false,
+    };
+    if removed {
+        parts
+            .headers
+            .insert(FILTERED_HEADER, HeaderValue::from_static("true"));
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let text = serde_json::to_vec(&value).unwrap_or_else(|_| bytes.to_vec());
+    Response::from_parts(parts, axum::body::Body::from(text))
+}
+
+// ---- /v1/acl/* ----
+
+/// RFC 3339, as Consul writes times.
+fn rfc3339(ms: u64) -> String {
+    super::connect::rfc3339(ms)
+}
+
+/// A token in Consul's JSON.
+fn token_json(t: &Token) -> Value {
+    let mut v = json!({
+        "AccessorID": t.accessor_id,
+        "SecretID": t.secret_id,
+        "Description": t.description,
+        "Policies": links_json(&t.policies),
+        "Roles": links_json(&t.roles),
+        "Local": t.local,
+        "CreateTime": rfc3339(t.create_ms),
+        "Hash": "",
+        "CreateIndex": t.create_index,
+        "ModifyIndex": t.modify_index,
+    });
+    if let Some(at) = t.expiration_ms {
+        v["ExpirationTime"] = json!(rfc3339(at));
+    }
+    v
+}
+
+fn links_json(links: &[Link]) -> Value {
+    Value::Array(
+        links
+            .iter()
+            .map(|l| json!({"ID": l.id, "Name": l.name}))
+            .collect(),
+    )
+}
+
+fn policy_json(p: &Policy) -> Value {
+    json!({
+        "ID": p.id,
+        "Name": p.name,
+        "Description": p.description,
+        "Rules": p.rules,
+        "Datacenters": p.datacenters,
+        "Hash": "",
+        "CreateIndex": p.create_index,
+        "ModifyIndex": p.modify_index,
+    })
+}
+
+fn role_json(r: &Role) -> Value {
+    json!({
+        "ID": r.id,
+        "Name": r.name,
+        "Description": r.description,
+        "Policies": links_json(&r.policies),
+        "ServiceIdentities": null,
+        "NodeIdentities": null,
+        "Hash": "",
+        "CreateIndex": r.create_index,
+        "ModifyIndex": r.modify_index,
+    })
+}
+
+/// The ACL endpoints answer 401 while ACLs are off, as Consul's do.
+fn enabled<E: Env>(s: &ApiState<E>) -> Result<(), ApiError> {
+    if s.acl.enabled() {
+        Ok(())
+    } else {
+        Err(refusal(ACL_DISABLED.into()))
+    }
+}
+
+/// Decodes an ACL request body (Consul's field names).
+fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("Request decode failed: {e}")))
+}
+
+/// A write through the servers with the request's token; a refusal keeps
+/// Consul's status.
+async fn acl_write<E: Env>(s: &ApiState<E>, cmd: Command) -> Result<bool, ApiError> {
+    // The state's refusals of a bad token, policy or role are the
+    // caller's mistake (400), as in Consul.
+    const CALLERS: [&str; 6] = [
+        "Invalid",
+        "No such",
+        "not permitted",
+        "already in use",
+        "Cannot change",
+        "Failed to parse",
+    ];
+    write_cmd(s, cmd).await.map_err(|e| match e {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, why)
+            if CALLERS.iter().any(|c| why.contains(c)) =>
+        {
+            bad(why)
+        }
+        other => other,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TokenBody {
+    #[serde(rename = "AccessorID")]
+    accessor_id: String,
+    #[serde(rename = "SecretID")]
+    secret_id: String,
+    #[serde(rename = "Description")]
+    description: String,
+    #[serde(rename = "Policies")]
+    policies: Option<Vec<Link>>,
+    #[serde(rename = "Roles")]
+    roles: Option<Vec<Link>>,
+    #[serde(rename = "Local")]
+    local: bool,
+    #[serde(rename = "ExpirationTTL")]
+    expiration_ttl: String,
+}
+
+impl TokenBody {
+    fn into_token<E: Env>(self, s: &ApiState<E>) -> Result<Token, ApiError> {
+        let now_ms = wall_ms(s);
+        let expiration_ms = if self.expiration_ttl.is_empty() {
+            None
+        } else {
+            let ttl = crate::agent::config::parse_duration(&self.expiration_ttl)
+                .map_err(|e| bad(format!("Invalid ExpirationTTL: {e}")))?;
+            if ttl.is_zero() {
+                return Err(bad("Invalid ExpirationTTL: must be positive"));
+            }
+            Some(now_ms.saturating_add(ttl.as_millis() as u64))
+        };
+        Ok(Token {
+            accessor_id: nonempty_or(self.accessor_id, || s.new_id()),
+            secret_id: nonempty_or(self.secret_id, || s.new_id()),
+            description: self.description,
+            policies: self.policies.unwrap_or_default(),
+            roles: self.roles.unwrap_or_default(),
+            local: self.local,
+            expiration_ms,
+            create_ms: now_ms,
+            ..Token::default()
+        })
+    }
+}
+
+fn nonempty_or(v: String, f: impl FnOnce() -> String) -> String {
+    if v.is_empty() {
+        f()
+    } else {
+        v
+    }
+}
+
+fn wall_ms<E: Env>(s: &ApiState<E>) -> u64 {
+    s.env
+        .wall_clock()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Every token, as the servers list them to this request's token.
+async fn all_tokens<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+) -> Result<(HeaderMap, Vec<Token>), ApiError> {
+    match read(s, params, Query::AclTokens).await? {
+        (h, Answer::AclTokens(v)) => Ok((h, v)),
+        (_, other) => Err(unexpected(other)),
+    }
+}
+
+async fn all_policies<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+) -> Result<(HeaderMap, Vec<Policy>), ApiError> {
+    match read(s, params, Query::AclPolicies).await? {
+        (h, Answer::AclPolicies(v)) => Ok((h, v)),
+        (_, other) => Err(unexpected(other)),
+    }
+}
+
+async fn all_roles<E: Env>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+) -> Result<(HeaderMap, Vec<Role>), ApiError> {
+    match read(s, params, Query::AclRoles).await? {
+        (h, Answer::AclRoles(v)) => Ok((h, v)),
+        (_, other) => Err(unexpected(other)),
+    }
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError(StatusCode::FORBIDDEN, format!("{ACL_NOT_FOUND}: {what}"))
+}
+
+/// `PUT /v1/acl/bootstrap`: the first management token, once.
+pub async fn bootstrap<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let token = Token {
+        accessor_id: s.new_id(),
+        secret_id: s.new_id(),
+        description: "Bootstrap Token (Global Management)".into(),
+        policies: vec![Link {
+            id: crate::acl::GLOBAL_MANAGEMENT_ID.into(),
+            name: String::new(),
+        }],
+        create_ms: wall_ms(&s),
+        ..Token::default()
+    };
+    if !acl_write(&s, Command::AclBootstrap(Box::new(token.clone()))).await? {
+        // The ACL table's index stands in for Consul's reset index (cairn
+        // has no bootstrap reset).
+        let (h, _) = read(&s, &HashMap::new(), Query::AclResolve(String::new())).await?;
+        let reset = h
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("0")
+            .to_string();
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("{PERMISSION_DENIED}: ACL bootstrap no longer allowed (reset index: {reset})"),
+        ));
+    }
+    // Read back by its secret: the caller has no token that may read ACLs.
+    match read(&s, &HashMap::new(), Query::AclResolve(token.secret_id)).await? {
+        (h, Answer::AclResolved(Some(id))) => Ok((h, Json(token_json(&id.token))).into_response()),
+        (_, other) => Err(unexpected(other)),
+    }
+}
+
+/// A token read back by accessor with a management view (after a write
+/// by this request's token, which could write it).
+async fn token_by_accessor<E: Env>(s: &ApiState<E>, accessor: &str) -> Result<Response, ApiError> {
+    let params: HashMap<String, String> = HashMap::new();
+    let (h, tokens) = all_tokens(s, &params).await?;
+    let t = tokens
+        .into_iter()
+        .find(|t| t.accessor_id == accessor)
+        .ok_or_else(|| not_found("token not found"))?;
+    Ok((h, Json(token_json(&t))).into_response())
+}
+
+/// `PUT /v1/acl/token`: creates a token.
+pub async fn create_token<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let b: TokenBody = body(&bytes)?;
+    if !b.accessor_id.is_empty() {
+        let (_, tokens) = all_tokens(&s, &HashMap::new()).await?;
+        if tokens.iter().any(|t| t.accessor_id == b.accessor_id) {
+            return Err(bad("Invalid Token: AccessorID is already in use"));
+        }
+    }
+    let token = b.into_token(&s)?;
+    acl_write(&s, Command::AclTokenSet(Box::new(token.clone()))).await?;
+    token_by_accessor(&s, &token.accessor_id).await
+}
+
+/// `GET|PUT|DELETE /v1/acl/token/<accessor>`; `GET /v1/acl/token/self`.
+pub async fn token<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    method: Method,
+    Path(id): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    if id == "self" && method == Method::GET {
+        return token_self(&s).await;
+    }
+    match method {
+        Method::GET => {
+            let (h, tokens) = all_tokens(&s, &params).await?;
+            let t = tokens
+                .into_iter()
+                .find(|t| t.accessor_id == id)
+                .ok_or_else(|| not_found("token not found"))?;
+            Ok((h, Json(token_json(&t))).into_response())
+        }
+        Method::PUT => {
+            let (_, tokens) = all_tokens(&s, &params).await?;
+            let old = tokens
+                .into_iter()
+                .find(|t| t.accessor_id == id)
+                .ok_or_else(|| bad(format!("Cannot find token {id:?}")))?;
+            let b: TokenBody = body(&bytes)?;
+            let mut t = TokenBody {
+                accessor_id: id.clone(),
+                secret_id: old.secret_id.clone(),
+                ..b
+            }
+            .into_token(&s)?;
+            if t.expiration_ms.is_none() {
+                t.expiration_ms = old.expiration_ms;
+            }
+            acl_write(&s, Command::AclTokenSet(Box::new(t))).await?;
+            token_by_accessor(&s, &id).await
+        }
+        Method::DELETE => {
+            acl_write(&s, Command::AclTokenDelete { accessor_id: id }).await?;
+            Ok(Json(true).into_response())
+        }
+        _ => Err(ApiError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".into(),
+        )),
+    }
+}
+
+/// `GET /v1/acl/token/self`: the request's own token.
+async fn token_self<E: Env>(s: &ApiState<E>) -> Result<Response, ApiError> {
+    let secret = request_token().unwrap_or_else(|| s.acl.config().default_token().to_string());
+    let (h, answer) = read(s, &HashMap::new(), Query::AclResolve(secret)).await?;
+    match answer {
+        Answer::AclResolved(Some(id)) => Ok((h, Json(token_json(&id.token))).into_response()),
+        Answer::AclResolved(None) => Err(refusal(ACL_NOT_FOUND.into())),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `GET /v1/acl/tokens` (`?policy=`, `?role=`).
+pub async fn list_tokens<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let (h, tokens) = all_tokens(&s, &params).await?;
+    let has =
+        |links: &[Link], id: Option<&String>| id.is_none_or(|id| links.iter().any(|l| l.id == *id));
+    let list: Vec<Value> = tokens
+        .iter()
+        .filter(|t| has(&t.policies, params.get("policy")) && has(&t.roles, params.get("role")))
+        .map(token_json)
+        .collect();
+    Ok((h, Json(list)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PolicyBody {
+    #[serde(rename = "ID")]
+    id: String,
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Description")]
+    description: String,
+    #[serde(rename = "Rules")]
+    rules: String,
+    #[serde(rename = "Datacenters")]
+    datacenters: Option<Vec<String>>,
+}
+
+/// `PUT /v1/acl/policy`: creates a policy.
+pub async fn create_policy<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let b: PolicyBody = body(&bytes)?;
+    let id = s.new_id();
+    write_policy(&s, id, b).await
+}
+
+async fn write_policy<E: Env>(
+    s: &ApiState<E>,
+    id: String,
+    b: PolicyBody,
+) -> Result<Response, ApiError> {
+    // Refused here, with the parser's words, before it reaches the log.
+    crate::acl::Rules::parse(&b.rules).map_err(|e| bad(e.to_string()))?;
+    let p = Policy {
+        id: id.clone(),
+        name: b.name,
+        description: b.description,
+        rules: b.rules,
+        datacenters: b.datacenters.unwrap_or_default(),
+        ..Policy::default()
+    };
+    acl_write(s, Command::AclPolicySet(Box::new(p))).await?;
+    let (h, all) = all_policies(s, &HashMap::new()).await?;
+    let p = all
+        .iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| not_found("policy not found"))?;
+    Ok((h, Json(policy_json(p))).into_response())
+}
+
+/// `GET|PUT|DELETE /v1/acl/policy/<id>`.
+pub async fn policy<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    method: Method,
+    Path(id): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    match method {
+        Method::GET => {
+            let (h, all) = all_policies(&s, &params).await?;
+            let p = all
+                .iter()
+                .find(|p| p.id == id)
+                .ok_or_else(|| not_found("policy not found"))?;
+            Ok((h, Json(policy_json(p))).into_response())
+        }
+        Method::PUT => write_policy(&s, id, body(&bytes)?).await,
+        Method::DELETE => {
+            acl_write(&s, Command::AclPolicyDelete { id }).await?;
+            Ok(Json(true).into_response())
+        }
+        _ => Err(ApiError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".into(),
+        )),
+    }
+}
+
+/// `GET /v1/acl/policy/name/<name>`.
+pub async fn policy_by_name<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let (h, all) = all_policies(&s, &params).await?;
+    let p = all
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| not_found("policy not found"))?;
+    Ok((h, Json(policy_json(p))).into_response())
+}
+
+/// `GET /v1/acl/policies`.
+pub async fn list_policies<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let (h, all) = all_policies(&s, &params).await?;
+    let list: Vec<Value> = all.iter().map(policy_json).collect();
+    Ok((h, Json(list)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RoleBody {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Description")]
+    description: String,
+    #[serde(rename = "Policies")]
+    policies: Option<Vec<Link>>,
+}
+
+async fn write_role<E: Env>(
+    s: &ApiState<E>,
+    id: String,
+    b: RoleBody,
+) -> Result<Response, ApiError> {
+    let r = Role {
+        id: id.clone(),
+        name: b.name,
+        description: b.description,
+        policies: b.policies.unwrap_or_default(),
+        ..Role::default()
+    };
+    acl_write(s, Command::AclRoleSet(Box::new(r))).await?;
+    let (h, all) = all_roles(s, &HashMap::new()).await?;
+    let r = all
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| not_found("role not found"))?;
+    Ok((h, Json(role_json(r))).into_response())
+}
+
+/// `PUT /v1/acl/role`: creates a role.
+pub async fn create_role<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let id = s.new_id();
+    write_role(&s, id, body(&bytes)?).await
+}
+
+/// `GET|PUT|DELETE /v1/acl/role/<id>`.
+pub async fn role<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    method: Method,
+    Path(id): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    match method {
+        Method::GET => {
+            let (h, all) = all_roles(&s, &params).await?;
+            let r = all
+                .iter()
+                .find(|r| r.id == id)
+                .ok_or_else(|| not_found("role not found"))?;
+            Ok((h, Json(role_json(r))).into_response())
+        }
+        Method::PUT => write_role(&s, id, body(&bytes)?).await,
+        Method::DELETE => {
+            acl_write(&s, Command::AclRoleDelete { id }).await?;
+            Ok(Json(true).into_response())
+        }
+        _ => Err(ApiError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".into(),
+        )),
+    }
+}
+
+/// `GET /v1/acl/role/name/<name>`.
+pub async fn role_by_name<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(name): Path<String>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let (h, all) = all_roles(&s, &params).await?;
+    let r = all
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| not_found("role not found"))?;
+    Ok((h, Json(role_json(r))).into_response())
+}
+
+/// `GET /v1/acl/roles`.
+pub async fn list_roles<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let (h, all) = all_roles(&s, &params).await?;
+    let list: Vec<Value> = all.iter().map(role_json).collect();
+    Ok((h, Json(list)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AgentTokenBody {
+    #[serde(rename = "Token")]
+    token: String,
+}
+
+/// `PUT /v1/agent/token/<kind>`: replaces one of the agent's tokens
+/// (`default`, `agent`, `dns`) until it restarts.
+pub async fn set_agent_token<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(kind): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let b: AgentTokenBody = body(&bytes)?;
+    let kind = match kind.as_str() {
+        "acl_token" => "default",
+        "acl_agent_token" => "agent",
+        k => k,
+    };
+    if !s
+        .acl
+        .set_token(kind, Some(b.token).filter(|t| !t.is_empty()))
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("Token {kind:?} is unknown (expected default, agent or dns)"),
+        ));
+    }
+    Ok(StatusCode::OK.into_response())
+}

@@ -1,0 +1,470 @@
+//! `cairn acl`: bootstrap the ACL system, and manage tokens, policies and
+//! roles, with Consul's subcommands, flags and output.
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::HttpArgs;
+use crate::api::client;
+use crate::env::TokioEnv;
+
+/// `cairn acl` and its subcommands.
+#[derive(Args, Debug)]
+pub struct AclArgs {
+    #[command(subcommand)]
+    cmd: AclCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum AclCmd {
+    /// Make the first management token (once per cluster).
+    Bootstrap(Output),
+    /// Create, list, read, update and delete tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Create, list, read, update and delete policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Create, list, read and delete roles.
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Replace one of the agent's tokens (default, agent, dns).
+    SetAgentToken(SetAgentToken),
+}
+
+#[derive(Args, Debug)]
+struct Output {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// `pretty` (default) or `json`.
+    #[arg(long = "format", default_value = "pretty")]
+    format: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Create a token.
+    Create(TokenWrite),
+    /// Change a token's description, policies or roles.
+    Update(TokenWrite),
+    /// List tokens.
+    List(Output),
+    /// Show a token (`-id`, or `-self` for the one in use).
+    Read(ReadArgs),
+    /// Delete a token.
+    Delete(ReadArgs),
+}
+
+#[derive(Args, Debug)]
+struct TokenWrite {
+    #[command(flatten)]
+    out: Output,
+    /// The token's accessor ID (update; create: chosen if not given).
+    #[arg(long = "id", alias = "accessor")]
+    id: Option<String>,
+    /// The secret (create; chosen if not given).
+    #[arg(long = "secret")]
+    secret: Option<String>,
+    /// What the token is for.
+    #[arg(long = "description")]
+    description: Option<String>,
+    /// A policy by name (repeatable).
+    #[arg(long = "policy-name")]
+    policy_names: Vec<String>,
+    /// A policy by ID (repeatable).
+    #[arg(long = "policy-id")]
+    policy_ids: Vec<String>,
+    /// A role by name (repeatable).
+    #[arg(long = "role-name")]
+    role_names: Vec<String>,
+    /// A role by ID (repeatable).
+    #[arg(long = "role-id")]
+    role_ids: Vec<String>,
+    /// Valid in this datacenter only.
+    #[arg(long = "local")]
+    local: bool,
+    /// Expire after this long (`1h`, `30m`).
+    #[arg(long = "expires-ttl")]
+    expires_ttl: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ReadArgs {
+    #[command(flatten)]
+    out: Output,
+    /// The ID (for tokens, the accessor ID).
+    #[arg(long = "id")]
+    id: Option<String>,
+    /// By name (policies and roles).
+    #[arg(long = "name")]
+    name: Option<String>,
+    /// The token in use (tokens).
+    #[arg(long = "self")]
+    me: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Create a policy.
+    Create(PolicyWrite),
+    /// Replace a policy's rules or description.
+    Update(PolicyWrite),
+    /// List policies.
+    List(Output),
+    /// Show a policy (`-id` or `-name`).
+    Read(ReadArgs),
+    /// Delete a policy (`-id` or `-name`).
+    Delete(ReadArgs),
+}
+
+#[derive(Args, Debug)]
+struct PolicyWrite {
+    #[command(flatten)]
+    out: Output,
+    /// The policy's ID (update).
+    #[arg(long = "id")]
+    id: Option<String>,
+    /// Its name.
+    #[arg(long = "name")]
+    name: Option<String>,
+    /// What it is for.
+    #[arg(long = "description")]
+    description: Option<String>,
+    /// The rules: text, `@file`, or `-` for standard input.
+    #[arg(long = "rules")]
+    rules: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum RoleCmd {
+    /// Create a role.
+    Create(RoleWrite),
+    /// List roles.
+    List(Output),
+    /// Show a role (`-id` or `-name`).
+    Read(ReadArgs),
+    /// Delete a role (`-id` or `-name`).
+    Delete(ReadArgs),
+}
+
+#[derive(Args, Debug)]
+struct RoleWrite {
+    #[command(flatten)]
+    out: Output,
+    /// Its name.
+    #[arg(long = "name")]
+    name: String,
+    /// What it is for.
+    #[arg(long = "description")]
+    description: Option<String>,
+    /// A policy by name (repeatable).
+    #[arg(long = "policy-name")]
+    policy_names: Vec<String>,
+    /// A policy by ID (repeatable).
+    #[arg(long = "policy-id")]
+    policy_ids: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct SetAgentToken {
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Which token: default, agent or dns.
+    kind: String,
+    /// The secret.
+    token: String,
+}
+
+/// One request to the agent; the JSON answer.
+async fn call(
+    http: &HttpArgs,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let env = TokioEnv::new();
+    let addr = client::parse_addr(&env, &http.addr()).await?;
+    let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    let answer = client::request_with(&env, addr, method, path, body).await?;
+    if answer.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_slice(&answer)?)
+}
+
+fn links(names: &[String], ids: &[String]) -> Value {
+    Value::Array(
+        names
+            .iter()
+            .map(|n| json!({ "Name": n }))
+            .chain(ids.iter().map(|i| json!({ "ID": i })))
+            .collect(),
+    )
+}
+
+/// Runs `cairn acl`.
+pub async fn run(a: AclArgs) -> anyhow::Result<()> {
+    match a.cmd {
+        AclCmd::Bootstrap(out) => {
+            let t = call(&out.http, "PUT", "/v1/acl/bootstrap", None).await?;
+            show(&out, &t, print_token)
+        }
+        AclCmd::Token(cmd) => token(cmd).await,
+        AclCmd::Policy(cmd) => policy(cmd).await,
+        AclCmd::Role(cmd) => role(cmd).await,
+        AclCmd::SetAgentToken(s) => {
+            let path = format!("/v1/agent/token/{}", s.kind);
+            call(&s.http, "PUT", &path, Some(json!({ "Token": s.token }))).await?;
+            println!("ACL token {:?} set successfully", s.kind);
+            Ok(())
+        }
+    }
+}
+
+async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokenCmd::Create(w) => {
+            let mut body = token_body(&w);
+            if let Some(id) = &w.id {
+                body["AccessorID"] = json!(id);
+            }
+            if let Some(s) = &w.secret {
+                body["SecretID"] = json!(s);
+            }
+            let t = call(&w.out.http, "PUT", "/v1/acl/token", Some(body)).await?;
+            show(&w.out, &t, print_token)
+        }
+        TokenCmd::Update(w) => {
+            let id =
+                w.id.clone()
+                    .ok_or_else(|| anyhow::anyhow!("token update needs -id (the accessor ID)"))?;
+            let body = token_body(&w);
+            let t = call(
+                &w.out.http,
+                "PUT",
+                &format!("/v1/acl/token/{id}"),
+                Some(body),
+            )
+            .await?;
+            show(&w.out, &t, print_token)
+        }
+        TokenCmd::List(out) => {
+            let v = call(&out.http, "GET", "/v1/acl/tokens", None).await?;
+            show_list(&out, &v, print_token)
+        }
+        TokenCmd::Read(r) => {
+            let path = match (&r.id, r.me) {
+                (_, true) => "/v1/acl/token/self".to_string(),
+                (Some(id), false) => format!("/v1/acl/token/{id}"),
+                (None, false) => anyhow::bail!("token read needs -id or -self"),
+            };
+            let t = call(&r.out.http, "GET", &path, None).await?;
+            show(&r.out, &t, print_token)
+        }
+        TokenCmd::Delete(r) => {
+            let id =
+                r.id.ok_or_else(|| anyhow::anyhow!("token delete needs -id (the accessor ID)"))?;
+            call(&r.out.http, "DELETE", &format!("/v1/acl/token/{id}"), None).await?;
+            println!("Token {id:?} deleted successfully");
+            Ok(())
+        }
+    }
+}
+
+fn token_body(w: &TokenWrite) -> Value {
+    let mut body = json!({
+        "Description": w.description.clone().unwrap_or_default(),
+        "Policies": links(&w.policy_names, &w.policy_ids),
+        "Roles": links(&w.role_names, &w.role_ids),
+        "Local": w.local,
+    });
+    if let Some(ttl) = &w.expires_ttl {
+        body["ExpirationTTL"] = json!(ttl);
+    }
+    body
+}
+
+/// The rules of `-rules`: the text, a file's (`@file`), or standard
+/// input's (`-`).
+fn rules_of(arg: &str) -> anyhow::Result<String> {
+    if arg == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        return Ok(s);
+    }
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the rules file {path}: {e}")),
+        None => Ok(arg.to_string()),
+    }
+}
+
+/// The ID of the policy or role named `name` (`kind`: `policy`, `role`).
+async fn id_by_name(http: &HttpArgs, kind: &str, r: &ReadArgs) -> anyhow::Result<String> {
+    if let Some(id) = &r.id {
+        return Ok(id.clone());
+    }
+    let Some(name) = &r.name else {
+        anyhow::bail!("{kind} needs -id or -name");
+    };
+    let v = call(http, "GET", &format!("/v1/acl/{kind}/name/{name}"), None).await?;
+    Ok(v["ID"].as_str().unwrap_or_default().to_string())
+}
+
+async fn policy(cmd: PolicyCmd) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCmd::Create(w) => {
+            let name = w
+                .name
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("policy create needs -name"))?;
+            let rules = rules_of(w.rules.as_deref().unwrap_or(""))?;
+            let body = json!({
+                "Name": name,
+                "Description": w.description.clone().unwrap_or_default(),
+                "Rules": rules,
+            });
+            let p = call(&w.out.http, "PUT", "/v1/acl/policy", Some(body)).await?;
+            show(&w.out, &p, print_policy)
+        }
+        PolicyCmd::Update(w) => {
+            let id =
+                w.id.clone()
+                    .ok_or_else(|| anyhow::anyhow!("policy update needs -id"))?;
+            let old = call(&w.out.http, "GET", &format!("/v1/acl/policy/{id}"), None).await?;
+            let rules = match &w.rules {
+                Some(r) => rules_of(r)?,
+                None => old["Rules"].as_str().unwrap_or_default().to_string(),
+            };
+            let body = json!({
+                "Name": w.name.clone().unwrap_or_else(|| old["Name"].as_str().unwrap_or_default().to_string()),
+                "Description": w.description.clone().unwrap_or_else(|| old["Description"].as_str().unwrap_or_default().to_string()),
+                "Rules": rules,
+            });
+            let p = call(
+                &w.out.http,
+                "PUT",
+                &format!("/v1/acl/policy/{id}"),
+                Some(body),
+            )
+            .await?;
+            show(&w.out, &p, print_policy)
+        }
+        PolicyCmd::List(out) => {
+            let v = call(&out.http, "GET", "/v1/acl/policies", None).await?;
+            show_list(&out, &v, print_policy)
+        }
+        PolicyCmd::Read(r) => {
+            let id = id_by_name(&r.out.http, "policy", &r).await?;
+            let p = call(&r.out.http, "GET", &format!("/v1/acl/policy/{id}"), None).await?;
+            show(&r.out, &p, print_policy)
+        }
+        PolicyCmd::Delete(r) => {
+            let id = id_by_name(&r.out.http, "policy", &r).await?;
+            call(&r.out.http, "DELETE", &format!("/v1/acl/policy/{id}"), None).await?;
+            println!("Policy {id:?} deleted successfully");
+            Ok(())
+        }
+    }
+}
+
+async fn role(cmd: RoleCmd) -> anyhow::Result<()> {
+    match cmd {
+        RoleCmd::Create(w) => {
+            let body = json!({
+                "Name": w.name,
+                "Description": w.description.clone().unwrap_or_default(),
+                "Policies": links(&w.policy_names, &w.policy_ids),
+            });
+            let r = call(&w.out.http, "PUT", "/v1/acl/role", Some(body)).await?;
+            show(&w.out, &r, print_role)
+        }
+        RoleCmd::List(out) => {
+            let v = call(&out.http, "GET", "/v1/acl/roles", None).await?;
+            show_list(&out, &v, print_role)
+        }
+        RoleCmd::Read(r) => {
+            let id = id_by_name(&r.out.http, "role", &r).await?;
+            let v = call(&r.out.http, "GET", &format!("/v1/acl/role/{id}"), None).await?;
+            show(&r.out, &v, print_role)
+        }
+        RoleCmd::Delete(r) => {
+            let id = id_by_name(&r.out.http, "role", &r).await?;
+            call(&r.out.http, "DELETE", &format!("/v1/acl/role/{id}"), None).await?;
+            println!("Role {id:?} deleted successfully");
+            Ok(())
+        }
+    }
+}
+
+fn show(out: &Output, v: &Value, pretty: fn(&Value)) -> anyhow::Result<()> {
+    match out.format.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(v)?),
+        "pretty" => pretty(v),
+        other => anyhow::bail!("invalid -format {other:?} (expected pretty or json)"),
+    }
+    Ok(())
+}
+
+fn show_list(out: &Output, v: &Value, pretty: fn(&Value)) -> anyhow::Result<()> {
+    if out.format == "json" {
+        return show(out, v, pretty);
+    }
+    for (i, item) in v.as_array().into_iter().flatten().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        show(out, item, pretty)?;
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+fn print_links(title: &str, v: &Value) {
+    let items = v.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return;
+    }
+    println!("{title}:");
+    for l in &items {
+        println!("   {} - {}", s(&l["ID"]), s(&l["Name"]));
+    }
+}
+
+/// A token as `consul acl token read` prints it.
+fn print_token(t: &Value) {
+    println!("AccessorID:       {}", s(&t["AccessorID"]));
+    println!("SecretID:         {}", s(&t["SecretID"]));
+    println!("Description:      {}", s(&t["Description"]));
+    println!(
+        "Local:            {}",
+        t["Local"].as_bool().unwrap_or(false)
+    );
+    println!("Create Time:      {}", s(&t["CreateTime"]));
+    if let Some(at) = t["ExpirationTime"].as_str() {
+        println!("Expiration Time:  {at}");
+    }
+    print_links("Policies", &t["Policies"]);
+    print_links("Roles", &t["Roles"]);
+}
+
+/// A policy as `consul acl policy read` prints it.
+fn print_policy(p: &Value) {
+    println!("ID:           {}", s(&p["ID"]));
+    println!("Name:         {}", s(&p["Name"]));
+    println!("Description:  {}", s(&p["Description"]));
+    println!("Rules:");
+    println!("{}", s(&p["Rules"]));
+}
+
+/// A role as `consul acl role read` prints it.
+fn print_role(r: &Value) {
+    println!("ID:           {}", s(&r["ID"]));
+    println!("Name:         {}", s(&r["Name"]));
+    println!("Description:  {}", s(&r["Description"]));
+    print_links("Policies", &r["Policies"]);
+}

@@ -1,0 +1,325 @@
+//! ACL enforcement on the servers: what each request needs of its token,
+//! and what a list answer leaves out for it. Every request that reaches a
+//! server passes here (with ACLs on), whichever way it came: an agent's
+//! HTTP API, its DNS, or a client speaking RPC directly.
+
+use crate::acl::{Access, Authorizer, Global, Resource};
+use crate::server::{Answer, CaOp, ClientRequest, Query};
+use crate::state::{Command, KvOp, Store, TxnVerb};
+
+/// Ok, or Consul's refusal.
+type Verdict = Result<(), String>;
+
+fn need(z: &Authorizer, res: Resource, name: &str, access: Access) -> Verdict {
+    if z.allows(res, name, access) {
+        Ok(())
+    } else {
+        Err(z.denied(&perm(res.keyword(), access), Some(name)))
+    }
+}
+
+fn need_global(z: &Authorizer, g: Global, access: Access) -> Verdict {
+    if z.allows_global(g, access) {
+        Ok(())
+    } else {
+        Err(z.denied(&perm(g.keyword(), access), None))
+    }
+}
+
+fn need_intention(z: &Authorizer, destination: &str, access: Access) -> Verdict {
+    if z.allows_intention(destination, access) {
+        Ok(())
+    } else {
+        Err(z.denied(&perm("intention", access), Some(destination)))
+    }
+}
+
+fn perm(what: &str, access: Access) -> String {
+    let level = match access {
+        Access::Deny => "deny",
+        Access::Read => "read",
+        Access::List => "list",
+        Access::Write => "write",
+    };
+    format!("{what}:{level}")
+}
+
+/// Whether `z` may make `req`; list reads are always allowed (their
+/// answers are filtered instead, as Consul's are).
+pub(crate) fn authorize(z: &Authorizer, req: &ClientRequest, store: &Store) -> Verdict {
+    match req {
+        ClientRequest::Write { cmd, .. } => authorize_cmd(z, cmd, store),
+        ClientRequest::Read { read, .. } => match &read.query {
+            Query::Kv(key) => need(z, Resource::Key, key, Access::Read),
+            Query::AclTokens | Query::AclPolicies | Query::AclRoles => {
+                need_global(z, Global::Acl, Access::Read)
+            }
+            _ => Ok(()),
+        },
+        ClientRequest::Coordinates { updates, .. } => updates
+            .iter()
+            .try_for_each(|(node, _)| need(z, Resource::Node, node, Access::Write)),
+        ClientRequest::Ca { op, .. } => match op {
+            CaOp::Roots => Ok(()),
+            CaOp::Sign { service, .. } => need(z, Resource::Service, service, Access::Write),
+            CaOp::Rotate { .. } => need_global(z, Global::Operator, Access::Write),
+        },
+        ClientRequest::SessionRenew { id, .. } => match store.session(id) {
+            Some(s) => need(z, Resource::Session, &s.node, Access::Write),
+            None => Ok(()),
+        },
+        ClientRequest::Status | ClientRequest::Datacenters => Ok(()),
+        // Checked where they are answered.
+        ClientRequest::Remote { .. } | ClientRequest::Acl { .. } => Ok(()),
+    }
+}
+
+/// The name of the service with `id` on `node`, if registered.
+fn service_name(store: &Store, node: &str, id: &str) -> Option<String> {
+    store
+        .node_services(node)
+        .find(|s| s.id == id)
+        .map(|s| s.service.clone())
+}
+
+fn authorize_cmd(z: &Authorizer, cmd: &Command, store: &Store) -> Verdict {
+    match cmd {
+        Command::Register {
+            node,
+            service,
+            checks,
+        } => {
+            // The node itself needs write only when it is new or changes
+            // address (Consul's rule): an agent's service token need not
+            // be able to write its node.
+            let same_node = store
+                .node(&node.node)
+                .is_some_and(|n| n.address == node.address);
+            if !same_node {
+                need(z, Resource::Node, &node.node, Access::Write)?;
+            }
+            if let Some(s) = service {
+                need(z, Resource::Service, &s.service, Access::Write)?;
+            }
+            for c in checks {
+                if c.service_id.is_empty() {
+                    need(z, Resource::Node, &node.node, Access::Write)?;
+                } else {
+                    let name = service
+                        .as_ref()
+                        .filter(|s| s.id == c.service_id)
+                        .map(|s| s.service.clone())
+                        .or_else(|| service_name(store, &node.node, &c.service_id))
+                        .unwrap_or_else(|| c.service_name.clone());
+                    need(z, Resource::Service, &name, Access::Write)?;
+                }
+            }
+            Ok(())
+        }
+        Command::Deregister {
+            node,
+            service_id,
+            check_id,
+        } => {
+            let service = match (service_id, check_id) {
+                (Some(id), _) => service_name(store, node, id),
+                (None, Some(check)) => store
+                    .node_checks(node)
+                    .find(|c| c.check_id == *check && !c.service_id.is_empty())
+                    .map(|c| c.service_name.clone()),
+                (None, None) => None,
+            };
+            match service {
+                Some(s) => need(z, Resource::Service, &s, Access::Write),
+                None => need(z, Resource::Node, node, Access::Write),
+            }
+        }
+        Command::Kv { op, key, .. } => match op {
+            KvOp::DeleteTree if z.allows_key_write_prefix(key) => Ok(()),
+            KvOp::DeleteTree => Err(z.denied("key:write", Some(key))),
+            _ => need(z, Resource::Key, key, Access::Write),
+        },
+        Command::Txn(ops) => ops.iter().try_for_each(|op| match op.verb {
+            TxnVerb::Get
+            | TxnVerb::CheckIndex
+            | TxnVerb::CheckSession
+            | TxnVerb::CheckNotExists => need(z, Resource::Key, &op.key, Access::Read),
+            TxnVerb::GetTree => need(z, Resource::Key, &op.key, Access::List)
+                .or_else(|_| need(z, Resource::Key, &op.key, Access::Read)),
+            TxnVerb::DeleteTree if z.allows_key_write_prefix(&op.key) => Ok(()),
+            TxnVerb::DeleteTree => Err(z.denied("key:write", Some(&op.key))),
+            _ => need(z, Resource::Key, &op.key, Access::Write),
+        }),
+        Command::SessionCreate(s) => need(z, Resource::Session, &s.node, Access::Write),
+        Command::SessionDestroy { id } => match store.session(id) {
+            Some(s) => need(z, Resource::Session, &s.node, Access::Write),
+            None => Ok(()),
+        },
+        Command::Coordinates(updates) => updates
+            .iter()
+            .try_for_each(|(node, _)| need(z, Resource::Node, node, Access::Write)),
+        Command::IntentionSet(i) => need_intention(z, &i.destination_name, Access::Write),
+        Command::IntentionDelete { id } => match store.intentions().find(|i| i.id == *id) {
+            Some(i) => need_intention(z, &i.destination_name, Access::Write),
+            None => Ok(()),
+        },
+        Command::QuerySet(q) => need(z, Resource::Query, &q.name, Access::Write),
+        Command::QueryDelete { id } => match store.queries().find(|q| q.id == *id) {
+            Some(q) => need(z, Resource::Query, &q.name, Access::Write),
+            None => Ok(()),
+        },
+        // Anyone may try: it succeeds once per cluster.
+        Command::AclBootstrap(_) => Ok(()),
+        Command::AclTokenSet(_)
+        | Command::AclTokenDelete { .. }
+        | Command::AclPolicySet(_)
+        | Command::AclPolicyDelete { .. }
+        | Command::AclRoleSet(_)
+        | Command::AclRoleDelete { .. } => need_global(z, Global::Acl, Access::Write),
+        Command::ReapTombstones { .. } | Command::CaSetRoot { .. } => {
+            need_global(z, Global::Operator, Access::Write)
+        }
+        Command::Batch(cmds) => cmds.iter().try_for_each(|c| authorize_cmd(z, c, store)),
+    }
+}
+
+/// Leaves out of `answer` what `z` may not read; whether anything was
+/// left out (Consul's `X-Consul-Results-Filtered-By-ACLs`).
+pub(crate) fn filter(z: &Authorizer, answer: &mut Answer) -> bool {
+    if z.is_management() {
+        return false;
+    }
+    let read = |res, name: &str| z.allows(res, name, Access::Read);
+    let check_ok = |c: &crate::state::Check| {
+        if c.service_id.is_empty() {
+            read(Resource::Node, &c.node)
+        } else {
+            read(Resource::Service, &c.service_name) && read(Resource::Node, &c.node)
+        }
+    };
+    fn retain<T>(v: &mut Vec<T>, keep: impl Fn(&T) -> bool) -> bool {
+        let before = v.len();
+        v.retain(|x| keep(x));
+        v.len() != before
+    }
+    match answer {
+        Answer::KvList(v) => retain(v, |e| read(Resource::Key, &e.key)),
+        Answer::Nodes(v) => retain(v, |n| read(Resource::Node, &n.node)),
+        Answer::Coordinates(v) => retain(v, |(n, _)| read(Resource::Node, n)),
+        Answer::Services(m) => {
+            let before = m.len();
+            m.retain(|name, _| read(Resource::Service, name));
+            m.len() != before
+        }
+        Answer::Instances(v) => retain(v, |i| {
+            read(Resource::Service, &i.service.service) && read(Resource::Node, &i.node.node)
+        }),
+        Answer::NodeServices(found) => match found {
+            Some((node, _)) if !read(Resource::Node, &node.node) => {
+                *found = None;
+                true
+            }
+            Some((_, services)) => retain(services, |s| read(Resource::Service, &s.service)),
+            None => false,
+        },
+        Answer::Checks(v) => retain(v, check_ok),
+        Answer::Sessions(v) => retain(v, |s| read(Resource::Session, &s.node)),
+        Answer::Intentions(v) => {
+            retain(v, |i| z.allows_intention(&i.destination_name, Access::Read))
+        }
+        // A query without a name belongs to no rule: management only.
+        Answer::PreparedQueries(v) => {
+            retain(v, |q| !q.name.is_empty() && read(Resource::Query, &q.name))
+        }
+        Answer::AclTokens(v) => {
+            // Readers of the ACL system see tokens, not their secrets.
+            if !z.allows_global(Global::Acl, Access::Write) {
+                for t in v.iter_mut() {
+                    t.secret_id = "<hidden>".into();
+                }
+            }
+            false
+        }
+        Answer::Kv(_)
+        | Answer::Written(_)
+        | Answer::Txn(_)
+        | Answer::Ca(_)
+        | Answer::Leaf(_)
+        | Answer::Datacenters(_)
+        | Answer::Status { .. }
+        | Answer::AclResolved(_)
+        | Answer::AclPolicies(_)
+        | Answer::AclRoles(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::Rules;
+    use crate::server::Read;
+
+    fn z(rules: &str) -> Authorizer {
+        Authorizer::new("acc", [&Rules::parse(rules).unwrap()], false, false)
+    }
+
+    fn kv(op: KvOp, key: &str) -> ClientRequest {
+        ClientRequest::Write {
+            cmd: Box::new(Command::Kv {
+                op,
+                key: key.into(),
+                value: vec![],
+                flags: 0,
+            }),
+            hops: 0,
+        }
+    }
+
+    fn read(query: Query) -> ClientRequest {
+        ClientRequest::Read {
+            read: Read {
+                consistency: Default::default(),
+                min_index: 0,
+                max_wait_ms: 0,
+                query,
+            },
+            hops: 0,
+        }
+    }
+
+    #[test]
+    fn kv_writes_and_reads_follow_key_rules() {
+        let store = Store::new();
+        let a = z(r#"key_prefix "app/" { policy = "write" }"#);
+        assert!(authorize(&a, &kv(KvOp::Set, "app/x"), &store).is_ok());
+        let e = authorize(&a, &kv(KvOp::Set, "secret/y"), &store).unwrap_err();
+        assert_eq!(
+            e,
+            "Permission denied: token with AccessorID 'acc' lacks permission 'key:write' on \"secret/y\""
+        );
+        assert!(authorize(&a, &read(Query::Kv("secret/y".into())), &store).is_err());
+        assert!(authorize(&a, &read(Query::Kv("app/z".into())), &store).is_ok());
+        assert!(authorize(&a, &kv(KvOp::DeleteTree, "app/"), &store).is_ok());
+        assert!(authorize(&a, &kv(KvOp::DeleteTree, ""), &store).is_err());
+        // ACL listings need acl:read.
+        assert!(authorize(&a, &read(Query::AclTokens), &store).is_err());
+    }
+
+    #[test]
+    fn lists_lose_what_the_token_may_not_read() {
+        let a = z("service \"web\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }");
+        let mut services =
+            Answer::Services([("web".to_string(), vec![]), ("db".to_string(), vec![])].into());
+        assert!(filter(&a, &mut services));
+        let Answer::Services(m) = services else {
+            unreachable!()
+        };
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["web"]);
+        let mut nodes = Answer::Nodes(vec![]);
+        assert!(!filter(&a, &mut nodes));
+        assert!(!filter(
+            &Authorizer::manage_all(),
+            &mut Answer::Nodes(vec![])
+        ));
+    }
+}

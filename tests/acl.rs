@@ -1,0 +1,480 @@
+//! ACLs on a real agent with `default_policy = "deny"`: anonymous requests
+//! are refused with Consul's status and message on every protected
+//! endpoint and see nothing in lists; a token with `key_prefix "app/"`
+//! write can write `app/x` but not read `secret/y`; lists say when they
+//! were filtered; DNS answers only what its token may read; and a client
+//! speaking RPC to the server directly is held to the same rules.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+
+#[path = "common/process.rs"]
+mod process;
+use process::{cli, wait_for, Agent, FAST_GOSSIP};
+
+const ROOT: &str = "3f1b1d7e-0000-4000-8000-00000000root";
+const DNS: &str = "3f1b1d7e-0000-4000-8000-000000000dns";
+
+fn config() -> String {
+    format!(
+        "{FAST_GOSSIP}\nacl {{\n  enabled = true\n  default_policy = \"deny\"\n  tokens {{\n    \
+         initial_management = \"{ROOT}\"\n    agent = \"{ROOT}\"\n    dns = \"{DNS}\"\n  }}\n}}\n"
+    )
+}
+
+/// One request with `token` sent as `how` (`header`, `bearer`, `query`,
+/// or none for ""): status, head, body.
+fn req(
+    a: &Agent,
+    method: &str,
+    path: &str,
+    token: &str,
+    how: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let mut path = path.to_string();
+    let mut extra = String::new();
+    match how {
+        "header" => extra = format!("X-Consul-Token: {token}\r\n"),
+        "bearer" => extra = format!("Authorization: Bearer {token}\r\n"),
+        "query" => {
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str(&format!("token={token}"));
+        }
+        _ => {}
+    }
+    let Ok(mut s) = std::net::TcpStream::connect(&a.http) else {
+        // Not listening yet.
+        return (0, String::new(), String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+fn as_root(a: &Agent, method: &str, path: &str, body: &str) -> String {
+    let (st, _, out) = req(a, method, path, ROOT, "header", body);
+    assert_eq!(st, 200, "{method} {path} as management: {out}");
+    out
+}
+
+fn dns_lookup(a: &Agent, name: &str) -> Message {
+    let mut m = Message::query();
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.send_to(&m.to_vec().unwrap(), &a.dns).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+#[test]
+fn default_deny_refuses_anonymous_filters_lists_and_scopes_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start(
+        dir.path(),
+        "acl1",
+        &config(),
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    // The leader writes the initial management token once it leads.
+    wait_for(Duration::from_secs(30), "the management token", || {
+        let (st, _, body) = req(&a, "GET", "/v1/acl/token/self", ROOT, "header", "");
+        (st == 200 && body.contains("Initial Management Token")).then_some(())
+    });
+    as_root(&a, "PUT", "/v1/kv/secret/y", "hidden");
+    as_root(
+        &a,
+        "PUT",
+        "/v1/agent/service/register",
+        r#"{"Name":"web","Port":80}"#,
+    );
+    as_root(
+        &a,
+        "PUT",
+        "/v1/agent/service/register",
+        r#"{"Name":"db","Port":5432}"#,
+    );
+
+    // Anonymous: every protected endpoint refuses with Consul's 403.
+    let refused = [
+        ("GET", "/v1/kv/secret/y", "", "'key:read' on \"secret/y\""),
+        ("PUT", "/v1/kv/app/x", "v", "'key:write' on \"app/x\""),
+        ("DELETE", "/v1/kv/app/?recurse", "", "'key:write'"),
+        (
+            "PUT",
+            "/v1/txn",
+            r#"[{"KV":{"Verb":"set","Key":"a","Value":""}}]"#,
+            "'key:write'",
+        ),
+        ("GET", "/v1/agent/self", "", "'agent:read' on \"acl1\""),
+        ("GET", "/v1/agent/metrics", "", "'agent:read'"),
+        ("PUT", "/v1/agent/reload", "", "'agent:write'"),
+        ("PUT", "/v1/agent/join/127.0.0.1:1", "", "'agent:write'"),
+        ("PUT", "/v1/agent/force-leave/x", "", "'operator:write'"),
+        (
+            "PUT",
+            "/v1/agent/maintenance?enable=true",
+            "",
+            "'node:write'",
+        ),
+        (
+            "PUT",
+            "/v1/agent/service/register",
+            r#"{"Name":"api"}"#,
+            "'service:write' on \"api\"",
+        ),
+        (
+            "PUT",
+            "/v1/agent/service/deregister/web",
+            "",
+            "'service:write' on \"web\"",
+        ),
+        (
+            "PUT",
+            "/v1/agent/check/register",
+            r#"{"Name":"c","TTL":"10s"}"#,
+            "'node:write'",
+        ),
+        (
+            "PUT",
+            "/v1/agent/token/default",
+            r#"{"Token":"x"}"#,
+            "'acl:write'",
+        ),
+        (
+            "PUT",
+            "/v1/catalog/register",
+            r#"{"Node":"n1","Address":"10.0.0.1"}"#,
+            "'node:write' on \"n1\"",
+        ),
+        (
+            "PUT",
+            "/v1/catalog/deregister",
+            r#"{"Node":"acl1","ServiceID":"web"}"#,
+            "'service:write' on \"web\"",
+        ),
+        (
+            "PUT",
+            "/v1/session/create",
+            "{}",
+            "'session:write' on \"acl1\"",
+        ),
+        (
+            "PUT",
+            "/v1/event/fire/deploy",
+            "",
+            "'event:write' on \"deploy\"",
+        ),
+        ("GET", "/v1/operator/keyring", "", "'keyring:read'"),
+        ("GET", "/v1/connect/ca/configuration", "", "'operator:read'"),
+        (
+            "PUT",
+            "/v1/connect/ca/configuration",
+            "{}",
+            "'operator:write'",
+        ),
+        (
+            "POST",
+            "/v1/connect/intentions",
+            r#"{"SourceName":"web","DestinationName":"db","Action":"allow"}"#,
+            "'intention:write' on \"db\"",
+        ),
+        (
+            "POST",
+            "/v1/query",
+            r#"{"Name":"q","Service":{"Service":"web"}}"#,
+            "'query:write' on \"q\"",
+        ),
+        (
+            "PUT",
+            "/v1/coordinate/update",
+            r#"{"Node":"acl1","Coord":{"Vec":[0,0,0,0,0,0,0,0],"Error":1.5,"Adjustment":0,"Height":0.0001}}"#,
+            "'node:write' on \"acl1\"",
+        ),
+        ("GET", "/v1/acl/tokens", "", "'acl:read'"),
+        ("GET", "/v1/acl/policies", "", "'acl:read'"),
+        (
+            "PUT",
+            "/v1/acl/policy",
+            r#"{"Name":"p","Rules":""}"#,
+            "'acl:write'",
+        ),
+        ("PUT", "/v1/acl/token", "{}", "'acl:write'"),
+    ];
+    for (method, path, body, says) in refused {
+        let (st, _, out) = req(&a, method, path, "", "", body);
+        assert_eq!(st, 403, "{method} {path}: {out}");
+        assert!(
+            out.starts_with("Permission denied: anonymous token lacks permission")
+                && out.contains(says),
+            "{method} {path}: {out}"
+        );
+    }
+    // Lists answer, empty, and say they were filtered.
+    for path in [
+        "/v1/catalog/services",
+        "/v1/catalog/nodes",
+        "/v1/catalog/service/web",
+        "/v1/health/service/web",
+        "/v1/agent/services",
+        "/v1/agent/members",
+        "/v1/agent/checks",
+        "/v1/coordinate/nodes",
+        "/v1/health/state/any",
+    ] {
+        let (st, head, body) = req(&a, "GET", path, "", "", "");
+        if path == "/v1/agent/checks"
+            || path == "/v1/health/state/any"
+            || path == "/v1/coordinate/nodes"
+        {
+            // Nothing to hide may be there yet; what is there is hidden.
+            assert_eq!(st, 200, "{path}: {body}");
+            assert!(body == "[]" || body == "{}", "{path}: {body}");
+            continue;
+        }
+        assert_eq!(st, 200, "{path}: {body}");
+        assert!(body == "[]" || body == "{}", "{path}: {body}");
+        assert!(
+            head.contains("x-consul-results-filtered-by-acls: true"),
+            "{path}: {head}"
+        );
+    }
+    // An unknown token is not anonymous: it is refused outright.
+    let (st, _, out) = req(&a, "GET", "/v1/catalog/services", "nope", "header", "");
+    assert_eq!((st, out.as_str()), (403, "ACL not found"));
+
+    // A policy and a token through the CLI.
+    let root_flag = format!("-token={ROOT}");
+    let (ok, out, err) = cli(
+        &a,
+        &[
+            "acl",
+            "policy",
+            "create",
+            "-name=app",
+            "-rules=key_prefix \"app/\" { policy = \"write\" }",
+            &root_flag,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Name:         app"), "{out}");
+    let (ok, out, err) = cli(
+        &a,
+        &[
+            "acl",
+            "token",
+            "create",
+            "-description=app writer",
+            "-policy-name=app",
+            "-format=json",
+            &root_flag,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let token: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let app = token["SecretID"].as_str().unwrap().to_string();
+    assert_eq!(token["Policies"][0]["Name"], "app");
+
+    // The app token, presented each of Consul's three ways.
+    for how in ["header", "bearer", "query"] {
+        let (st, _, out) = req(&a, "PUT", "/v1/kv/app/x", &app, how, "hello");
+        assert_eq!((st, out.as_str()), (200, "true"), "{how}");
+        let (st, _, out) = req(&a, "GET", "/v1/kv/app/x?raw", &app, how, "");
+        assert_eq!((st, out.as_str()), (200, "hello"), "{how}");
+        let (st, _, out) = req(&a, "GET", "/v1/kv/secret/y", &app, how, "");
+        assert_eq!(st, 403, "{how}: {out}");
+        assert!(
+            out.contains("lacks permission 'key:read' on \"secret/y\""),
+            "{out}"
+        );
+        assert!(out.contains(token["AccessorID"].as_str().unwrap()), "{out}");
+    }
+    let (st, _, _) = req(&a, "PUT", "/v1/kv/secret/y", &app, "header", "x");
+    assert_eq!(st, 403);
+    // A recursive read keeps what the token may read, and says so.
+    let (st, head, body) = req(&a, "GET", "/v1/kv/?recurse", &app, "header", "");
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        body.contains("\"app/x\"") && !body.contains("secret/y"),
+        "{body}"
+    );
+    assert!(
+        head.contains("x-consul-results-filtered-by-acls: true"),
+        "{head}"
+    );
+    // The CLI with the token from the environment.
+    let (ok, out, err) = cli(&a, &["kv", "get", &format!("-token={app}"), "app/x"]);
+    assert!(ok && out.trim() == "hello", "{out}{err}");
+
+    // Roles carry policies to tokens.
+    let (ok, out, err) = cli(
+        &a,
+        &[
+            "acl",
+            "role",
+            "create",
+            "-name=app-role",
+            "-policy-name=app",
+            &root_flag,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let body = as_root(
+        &a,
+        "PUT",
+        "/v1/acl/token",
+        r#"{"Roles":[{"Name":"app-role"}],"ExpirationTTL":"3s"}"#,
+    );
+    let via_role: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let via_role = via_role["SecretID"].as_str().unwrap().to_string();
+    let (st, _, _) = req(&a, "PUT", "/v1/kv/app/y", &via_role, "header", "1");
+    assert_eq!(st, 200);
+    // ... until it expires.
+    wait_for(Duration::from_secs(10), "the token to expire", || {
+        let (st, _, out) = req(&a, "PUT", "/v1/kv/app/y", &via_role, "header", "1");
+        (st == 403 && out == "ACL not found").then_some(())
+    });
+
+    // A service reader sees web, and only web, in lists and over DNS.
+    let (ok, out, err) = cli(
+        &a,
+        &[
+            "acl",
+            "policy",
+            "create",
+            "-name=web-reader",
+            "-rules=service \"web\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }",
+            &root_flag,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    as_root(
+        &a,
+        "PUT",
+        "/v1/acl/token",
+        &format!(
+            r#"{{"SecretID":"{DNS}","Description":"dns","Policies":[{{"Name":"web-reader"}}]}}"#
+        ),
+    );
+    let (st, head, body) = req(&a, "GET", "/v1/catalog/services", DNS, "header", "");
+    assert_eq!(st, 200);
+    let services: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&String> = services.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["web"], "{body}");
+    assert!(head.contains("x-consul-results-filtered-by-acls: true"));
+    let web = wait_for(Duration::from_secs(20), "web over DNS", || {
+        let m = dns_lookup(&a, "web.service.consul.");
+        (m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty()).then_some(m)
+    });
+    assert_eq!(web.answers.len(), 1);
+    let db = dns_lookup(&a, "db.service.consul.");
+    assert!(db.answers.is_empty(), "{db:?}");
+    assert_eq!(db.metadata.response_code, ResponseCode::NXDomain);
+    // With management, db is there (the DNS token is what hides it).
+    let body = as_root(&a, "GET", "/v1/catalog/services", "");
+    assert!(body.contains("\"db\""), "{body}");
+
+    // Bootstrapping: once, even after the initial management token.
+    let (st, _, body) = req(&a, "PUT", "/v1/acl/bootstrap", "", "", "");
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("global-management"), "{body}");
+    let (st, _, body) = req(&a, "PUT", "/v1/acl/bootstrap", "", "", "");
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("ACL bootstrap no longer allowed"), "{body}");
+
+    // The CLI lists what there is.
+    let (ok, out, err) = cli(&a, &["acl", "token", "list", &root_flag]);
+    assert!(ok, "{err}");
+    for d in [
+        "Anonymous Token",
+        "Initial Management Token",
+        "app writer",
+        "Bootstrap Token",
+    ] {
+        assert!(out.contains(d), "{d}: {out}");
+    }
+    let (ok, out, _) = cli(&a, &["acl", "policy", "list"]);
+    assert!(!ok, "anonymous may not list policies: {out}");
+
+    // A client speaking RPC to the server directly: no token is the
+    // anonymous token, and a token is judged as over HTTP.
+    rpc_is_held_to_the_same_rules(SocketAddr::from(([127, 0, 0, 1], a.rpc)), &app);
+}
+
+fn rpc_is_held_to_the_same_rules(server: SocketAddr, app: &str) {
+    use cairn::env::{Env, TokioEnv};
+    use cairn::rpc::Client;
+    use cairn::server::{
+        Answer, ClientRequest, Consistency, Query as Q, Read, ServerReply, ServerRpc,
+    };
+    use cairn::state::{Command, KvOp};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let env = TokioEnv::new();
+        let client: Client<TokioEnv, ServerRpc, ServerReply> = Client::new(env.clone());
+        let ask = |req: ClientRequest| {
+            let (client, env) = (&client, &env);
+            async move {
+                let deadline = env.now() + Duration::from_secs(15);
+                match client.call(server, &ServerRpc::Client(req), deadline).await {
+                    Ok(ServerReply::Client(r)) => r,
+                    other => panic!("unexpected reply: {other:?}"),
+                }
+            }
+        };
+        let read = |key: &str| ClientRequest::Read {
+            read: Read {
+                consistency: Consistency::Default,
+                min_index: 0,
+                max_wait_ms: 0,
+                query: Q::Kv(key.into()),
+            },
+            hops: 0,
+        };
+        let write = |key: &str| ClientRequest::Write {
+            cmd: Box::new(Command::Kv {
+                op: KvOp::Set,
+                key: key.into(),
+                value: b"rpc".to_vec(),
+                flags: 0,
+            }),
+            hops: 0,
+        };
+        let r = ask(read("secret/y")).await;
+        let why = r.answer.unwrap_err();
+        assert!(
+            why.starts_with("Permission denied: anonymous token"),
+            "{why}"
+        );
+        let r = ask(write("app/rpc")).await;
+        assert!(r.answer.is_err(), "an anonymous RPC write went through");
+        let r = ask(write("app/rpc").with_token(app)).await;
+        assert_eq!(r.answer, Ok(Answer::Written(true)));
+        let r = ask(read("secret/y").with_token(app)).await;
+        assert!(r.answer.unwrap_err().contains("'key:read' on \"secret/y\""));
+        let r = ask(read("x").with_token("no-such-token")).await;
+        assert_eq!(r.answer.unwrap_err(), "ACL not found");
+    });
+}
