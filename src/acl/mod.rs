@@ -174,13 +174,20 @@ pub fn init_commands(
     }
     if let Some(secret) = initial_management.filter(|s| !s.is_empty()) {
         if acl.token_by_secret(secret).is_none() {
-            out.push(Command::AclTokenSet(Box::new(Token {
+            let token = Box::new(Token {
                 accessor_id: accessor_for(secret),
                 secret_id: secret.into(),
                 description: "Initial Management Token".into(),
                 policies: vec![management],
                 ..Token::default()
-            })));
+            });
+            // It bootstraps the ACL system, as in Consul: `acl bootstrap`
+            // is refused afterwards.
+            out.push(if acl.bootstrapped().is_none() {
+                Command::AclBootstrap(token)
+            } else {
+                Command::AclTokenSet(token)
+            });
         }
     }
     out

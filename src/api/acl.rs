@@ -361,12 +361,51 @@ fn enabled<E: Env>(s: &ApiState<E>) -> Result<(), ApiError> {
     }
 }
 
-/// Decodes an ACL request body (Consul's field names).
+/// The field names of the ACL bodies, as Consul spells them.
+const FIELDS: [&str; 13] = [
+    "AccessorID",
+    "SecretID",
+    "Description",
+    "Policies",
+    "Roles",
+    "Local",
+    "ExpirationTTL",
+    "ID",
+    "Name",
+    "Rules",
+    "Datacenters",
+    "Token",
+    "Policy",
+];
+
+/// `v` with field names in Consul's spelling: Consul's JSON decoding
+/// ignores case, and clients send `name` as well as `Name`.
+fn canonical_keys(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let k = FIELDS
+                        .iter()
+                        .find(|f| f.eq_ignore_ascii_case(&k))
+                        .map_or(k, |f| f.to_string());
+                    (k, canonical_keys(v))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical_keys).collect()),
+        other => other,
+    }
+}
+
+/// Decodes an ACL request body (Consul's field names, in any case).
 fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| bad(format!("Request decode failed: {e}")))
+    let fail = |e: serde_json::Error| bad(format!("Request decode failed: {e}"));
+    let v: Value = serde_json::from_slice(bytes).map_err(fail)?;
+    serde_json::from_value(canonical_keys(v)).map_err(fail)
 }
 
 /// A write through the servers with the request's token; a refusal keeps
@@ -484,8 +523,29 @@ async fn all_roles<E: Env>(
     }
 }
 
+/// An unknown token: 403, as Consul answers (a token's existence is not
+/// told apart from the caller's right to see it).
 fn not_found(what: &str) -> ApiError {
     ApiError(StatusCode::FORBIDDEN, format!("{ACL_NOT_FOUND}: {what}"))
+}
+
+/// An unknown policy or role: 404, as Consul answers.
+fn missing(what: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("{what} not found"))
+}
+
+/// Policy and role IDs are UUIDs; anything else is the caller's mistake.
+fn check_uuid(kind: &str, id: &str) -> Result<(), ApiError> {
+    let ok = id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!("{kind} ID {id:?} is not a UUID")))
+    }
 }
 
 /// `PUT /v1/acl/bootstrap`: the first management token, once.
@@ -604,6 +664,40 @@ pub async fn token<E: Env>(
     }
 }
 
+/// `PUT /v1/acl/token/<accessor>/clone`: a new token with the same
+/// policies and roles (and the body's `Description`, if any).
+pub async fn clone_token<E: Env>(
+    State(s): State<Arc<ApiState<E>>>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let b: TokenBody = body(&bytes)?;
+    let (_, tokens) = all_tokens(&s, &HashMap::new()).await?;
+    let old = tokens
+        .into_iter()
+        .find(|t| t.accessor_id == id)
+        .ok_or_else(|| not_found("token not found"))?;
+    let t = Token {
+        accessor_id: s.new_id(),
+        secret_id: s.new_id(),
+        description: if b.description.is_empty() {
+            old.description
+        } else {
+            b.description
+        },
+        create_ms: wall_ms(&s),
+        policies: old.policies,
+        roles: old.roles,
+        local: old.local,
+        expiration_ms: old.expiration_ms,
+        ..Token::default()
+    };
+    let accessor = t.accessor_id.clone();
+    acl_write(&s, Command::AclTokenSet(Box::new(t))).await?;
+    token_by_accessor(&s, &accessor).await
+}
+
 /// `GET /v1/acl/token/self`: the request's own token.
 async fn token_self<E: Env>(s: &ApiState<E>) -> Result<Response, ApiError> {
     let secret = request_token().unwrap_or_else(|| s.acl.config().default_token().to_string());
@@ -678,7 +772,7 @@ async fn write_policy<E: Env>(
     let p = all
         .iter()
         .find(|p| p.id == id)
-        .ok_or_else(|| not_found("policy not found"))?;
+        .ok_or_else(|| missing("policy"))?;
     Ok((h, Json(policy_json(p))).into_response())
 }
 
@@ -691,13 +785,14 @@ pub async fn policy<E: Env>(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
+    check_uuid("Policy", &id)?;
     match method {
         Method::GET => {
             let (h, all) = all_policies(&s, &params).await?;
             let p = all
                 .iter()
                 .find(|p| p.id == id)
-                .ok_or_else(|| not_found("policy not found"))?;
+                .ok_or_else(|| missing("policy"))?;
             Ok((h, Json(policy_json(p))).into_response())
         }
         Method::PUT => write_policy(&s, id, body(&bytes)?).await,
@@ -723,7 +818,7 @@ pub async fn policy_by_name<E: Env>(
     let p = all
         .iter()
         .find(|p| p.name == name)
-        .ok_or_else(|| not_found("policy not found"))?;
+        .ok_or_else(|| missing("policy"))?;
     Ok((h, Json(policy_json(p))).into_response())
 }
 
@@ -766,7 +861,7 @@ async fn write_role<E: Env>(
     let r = all
         .iter()
         .find(|r| r.id == id)
-        .ok_or_else(|| not_found("role not found"))?;
+        .ok_or_else(|| missing("role"))?;
     Ok((h, Json(role_json(r))).into_response())
 }
 
@@ -789,13 +884,14 @@ pub async fn role<E: Env>(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
+    check_uuid("Role", &id)?;
     match method {
         Method::GET => {
             let (h, all) = all_roles(&s, &params).await?;
             let r = all
                 .iter()
                 .find(|r| r.id == id)
-                .ok_or_else(|| not_found("role not found"))?;
+                .ok_or_else(|| missing("role"))?;
             Ok((h, Json(role_json(r))).into_response())
         }
         Method::PUT => write_role(&s, id, body(&bytes)?).await,
@@ -821,7 +917,7 @@ pub async fn role_by_name<E: Env>(
     let r = all
         .iter()
         .find(|r| r.name == name)
-        .ok_or_else(|| not_found("role not found"))?;
+        .ok_or_else(|| missing("role"))?;
     Ok((h, Json(role_json(r))).into_response())
 }
 

@@ -128,6 +128,7 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
                 .put(acl::token::<E>)
                 .delete(acl::token::<E>),
         )
+        .route("/v1/acl/token/{id}/clone", put(acl::clone_token::<E>))
         .route("/v1/acl/tokens", get(acl::list_tokens::<E>))
         .route("/v1/acl/policy", put(acl::create_policy::<E>))
         .route(

@@ -8,7 +8,9 @@ the suite's HTTP checks point at that address. The binary comes from CAIRN_BIN.
 from __future__ import annotations
 
 import collections
+import json
 import os
+import uuid
 import shutil
 import socket
 import subprocess
@@ -33,7 +35,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _start_cairn():
+def _start_cairn(acl_token: str | None = None):
     binary = os.environ.get("CAIRN_BIN")
     if not binary:
         pytest.fail("set CAIRN_BIN to the cairn binary to test")
@@ -44,11 +46,15 @@ def _start_cairn():
         time.sleep(0.1)
     data_dir = tempfile.mkdtemp(prefix="cairn-py-consul-")
     log = open(os.path.join(data_dir, "agent.log"), "w", encoding="utf-8")
-    proc = subprocess.Popen(
-        [binary, "agent", "-dev", "-enable-script-checks", "-data-dir", data_dir],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    args = [binary, "agent", "-dev", "-enable-script-checks", "-data-dir", data_dir]
+    if acl_token:
+        # What py-consul's own fixture gives Consul: ACLs on (default
+        # policy allow) and an initial management token.
+        config = os.path.join(data_dir, "acl.json")
+        with open(config, "w", encoding="utf-8") as f:
+            json.dump({"acl": {"enabled": True, "tokens": {"initial_management": acl_token}}}, f)
+        args += ["-config-file", config]
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{HTTP_PORT}/v1/"
     deadline = time.time() + 10
     while True:
@@ -60,13 +66,20 @@ def _start_cairn():
         try:
             r = requests.get(base + "status/leader", timeout=2)
             if r.status_code == 200 and r.json():
-                break
+                if not acl_token:
+                    break
+                # The leader writes the initial management token once it leads.
+                r = requests.get(base + "acl/token/self", headers={"X-Consul-Token": acl_token}, timeout=2)
+                if r.status_code == 200:
+                    break
         except requests.RequestException:
             pass
         time.sleep(0.05)
-    version = requests.get(base + "agent/self", timeout=5).json()["Config"]["Version"]
+    headers = {"X-Consul-Token": acl_token} if acl_token else {}
+    version = requests.get(base + "agent/self", headers=headers, timeout=5).json()["Config"]["Version"]
     try:
-        yield ConsulInstance(proc, HTTP_PORT, version)
+        instance = ConsulInstance(proc, HTTP_PORT, version)
+        yield instance if acl_token is None else (instance, acl_token)
     finally:
         proc.terminate()
         try:
@@ -93,7 +106,7 @@ def consul_instance():
 
 @pytest.fixture
 def acl_consul_instance():
-    pytest.skip("ACLs are not built yet (issue 11)")
+    yield from _start_cairn(acl_token=str(uuid.uuid4()))
 
 
 @pytest.fixture

@@ -1,0 +1,3 @@
+key_prefix "app/" {
+  policy = "write"
+}

@@ -1,0 +1,5 @@
+acl = "write"
+operator = "read"
+keyring = "write"
+mesh = "read"
+peering = "deny"

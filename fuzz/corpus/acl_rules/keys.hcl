@@ -1,0 +1,3 @@
+key_prefix "" { policy = "read" }
+key "secret/y" { policy = "deny" }
+key_prefix "lists/" { policy = "list" }

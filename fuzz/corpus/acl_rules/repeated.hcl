@@ -1,0 +1,2 @@
+key "a" { policy = "read" }
+key "a" { policy = "write" }
