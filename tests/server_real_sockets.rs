@@ -87,6 +87,7 @@ async fn clients_reach_the_leader_through_any_server() {
                 &Location::Dir(dir),
                 listener,
                 config.clone(),
+                (None, None),
             )
             .await
             .unwrap(),

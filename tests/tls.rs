@@ -34,6 +34,25 @@ fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
         .unwrap()
 }
 
+/// A TLS client trusting `ca`, presenting `client` (cert, key) if given.
+fn client_config(ca: &Path, client: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca) {
+        roots.add(c).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certs(cert), PrivateKeyDer::from_pem_file(key).unwrap())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    })
+}
+
 /// GET `path` over HTTPS from `addr`, checking the server's certificate
 /// against `ca` for `name`, presenting `client` (cert, key) if given.
 fn https_get(
@@ -48,22 +67,7 @@ fn https_get(
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certs(ca) {
-            roots.add(c).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let config = match client {
-            Some((cert, key)) => builder
-                .with_client_auth_cert(certs(cert), PrivateKeyDer::from_pem_file(key).unwrap())
-                .unwrap(),
-            None => builder.with_no_client_auth(),
-        };
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let connector = tokio_rustls::TlsConnector::from(client_config(ca, client));
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
@@ -191,4 +195,105 @@ fn https_settings_are_checked() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(want), "{err}");
     }
+}
+
+#[test]
+fn server_rpc_over_tls_takes_only_certificates_from_the_ca_for_the_right_dc() {
+    use cairn::env::{Env, TokioEnv};
+    use cairn::rpc::{Client, ClientTls};
+    use cairn::server::{ClientRequest, ServerReply, ServerRpc};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ds = format!("-dir={}", d.display());
+    run_ok(&["tls", "ca", "create", &ds]);
+    run_ok(&["tls", "cert", "create", "-server", &ds]);
+    run_ok(&["tls", "cert", "create", "-client", &ds]);
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let os = format!("-dir={}", other.display());
+    run_ok(&["tls", "ca", "create", &os]);
+    run_ok(&["tls", "cert", "create", "-client", &os]);
+    let ca = d.join("consul-agent-ca.pem");
+    let server_config = format!(
+        "{FAST_GOSSIP}ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nverify_incoming = true\nverify_outgoing = true\n",
+        ca.display(),
+        d.join("dc1-server-consul-0.pem").display(),
+        d.join("dc1-server-consul-0-key.pem").display(),
+    );
+    let s1 = Agent::solo_server_with(d, "s1", &server_config);
+    let client = (
+        d.join("dc1-client-consul-0.pem"),
+        d.join("dc1-client-consul-0-key.pem"),
+    );
+    // An agent with a client certificate from the CA works through it.
+    let client_config_text = format!(
+        "{FAST_GOSSIP}ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nverify_outgoing = true\n",
+        ca.display(),
+        client.0.display(),
+        client.1.display(),
+    );
+    let c1 = Agent::start(
+        d,
+        "c1",
+        &client_config_text,
+        &[
+            format!("-retry-join=127.0.0.1:{}", s1.serf),
+            "-retry-interval=200ms".into(),
+        ],
+    );
+    wait_for(Duration::from_secs(30), "a KV write through c1", || {
+        let (st, body) = process::http(&c1.http, "PUT", "/v1/kv/over-tls", b"yes").ok()?;
+        (st == 200 && body == "true").then_some(())
+    });
+
+    // Direct RPC clients, each asking for the servers' status.
+    let rpc = std::net::SocketAddr::from(([127, 0, 0, 1], s1.rpc));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ask = |tls: Option<ClientTls>, dc: Option<&str>| {
+        rt.block_on(async {
+            let env = TokioEnv::new();
+            let c: Client<TokioEnv, ServerRpc, ServerReply> = Client::with_tls(env.clone(), tls);
+            let deadline = env.now() + Duration::from_secs(10);
+            c.call_in(rpc, dc, &ServerRpc::Client(ClientRequest::Status), deadline)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    };
+    let tls = |client: Option<(&Path, &Path)>| {
+        Some(ClientTls {
+            config: client_config(&ca, client),
+            datacenter: "dc1".into(),
+            domain: "consul".into(),
+        })
+    };
+    let mine = Some((client.0.as_path(), client.1.as_path()));
+    assert_eq!(ask(tls(mine), None), Ok(()));
+    // No certificate, one from another CA, or no TLS at all: refused.
+    let none = ask(tls(None), None);
+    assert!(none.is_err(), "{none:?}");
+    let theirs = (
+        other.join("dc1-client-consul-0.pem"),
+        other.join("dc1-client-consul-0-key.pem"),
+    );
+    let foreign = ask(tls(Some((theirs.0.as_path(), theirs.1.as_path()))), None);
+    assert!(foreign.is_err(), "{foreign:?}");
+    let plain = ask(None, None);
+    assert!(plain.is_err(), "{plain:?}");
+    // A client that wants dc2's servers refuses dc1's certificate.
+    let wrong_dc = ask(tls(mine), Some("dc2"));
+    assert!(
+        wrong_dc
+            .as_ref()
+            .is_err_and(|e| e.contains("server.dc2.consul")),
+        "{wrong_dc:?}"
+    );
+    // ... and the server still serves the right client.
+    assert_eq!(ask(tls(mine), None), Ok(()));
+    let log = std::fs::read_to_string(&s1.log).unwrap_or_default();
+    assert!(log.contains("RPC TLS handshake refused"), "{log}");
 }

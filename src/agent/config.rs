@@ -152,6 +152,11 @@ pub struct AgentConfig {
     pub key_file: Option<PathBuf>,
     /// Require a client certificate from `ca_file` on HTTPS.
     pub verify_incoming: bool,
+    /// Dial servers over TLS and verify their certificates.
+    pub verify_outgoing: bool,
+    /// With TLS to servers: check they prove `server.<dc>.<domain>` (on by
+    /// default; Consul's default is off).
+    pub verify_server_hostname: bool,
     /// The gossip encryption key, base64 (Consul's `encrypt`); a keyring
     /// file in the data directory, once written, takes precedence.
     pub encrypt: Option<String>,
@@ -396,6 +401,8 @@ impl Default for AgentConfig {
             cert_file: None,
             key_file: None,
             verify_incoming: false,
+            verify_outgoing: false,
+            verify_server_hostname: true,
             encrypt: None,
             encrypt_verify_incoming: true,
             encrypt_verify_outgoing: true,
@@ -503,6 +510,8 @@ impl AgentConfig {
                 "cert_file" => self.cert_file = Some(PathBuf::from(at.string(v)?)),
                 "key_file" => self.key_file = Some(PathBuf::from(at.string(v)?)),
                 "verify_incoming" => self.verify_incoming = at.bool(v)?,
+                "verify_outgoing" => self.verify_outgoing = at.bool(v)?,
+                "verify_server_hostname" => self.verify_server_hostname = at.bool(v)?,
                 "encrypt_verify_incoming" => self.encrypt_verify_incoming = at.bool(v)?,
                 "encrypt_verify_outgoing" => self.encrypt_verify_outgoing = at.bool(v)?,
                 "retry_interval" => self.retry_interval = at.duration(v)?,
@@ -659,6 +668,11 @@ impl AgentConfig {
                     .into(),
             ));
         }
+        if self.verify_outgoing && self.ca_file.is_none() {
+            return Err(ConfigError(
+                "verify_outgoing needs ca_file, the CA servers' certificates must chain to".into(),
+            ));
+        }
         if self.verify_incoming && self.ca_file.is_none() {
             return Err(ConfigError(
                 "verify_incoming needs ca_file, the CA client certificates must chain to".into(),
@@ -762,7 +776,7 @@ datacenter, enable_local_script_checks, enable_script_checks, encrypt, encrypt_v
 encrypt_verify_outgoing, gossip_lan, gossip_wan, leave_on_terminate, \
 key_file, log_level, node_id, node_meta, node_name, performance, ports, raft_snapshot_threshold, \
 raft_trailing_logs, retry_interval, retry_join, retry_join_wan, retry_max, server, service, services, \
-start_join, start_join_wan, verify_incoming";
+start_join, start_join_wan, verify_incoming, verify_outgoing, verify_server_hostname";
 
 /// The tracing filter for a Consul log level.
 pub fn tracing_level(level: &str) -> Result<&'static str, ConfigError> {
@@ -1119,6 +1133,34 @@ mod tests {
             let p = write(dir.path(), "bad.hcl", text);
             let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
             assert!(e.contains("bad.hcl") && e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn acl_settings_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "acl.hcl",
+            "acl {\n  enabled = true\n  default_policy = \"deny\"\n  down_policy = \"deny\"\n  token_ttl = \"5s\"\n  tokens {\n    initial_management = \"m\"\n    agent = \"a\"\n    dns = \"d\"\n  }\n}\n",
+        );
+        let mut c = AgentConfig::default();
+        c.merge_file(&p).unwrap();
+        assert!(c.acl.enabled && !c.acl.default_allow);
+        assert_eq!(c.acl.down_policy, crate::acl::DownPolicy::Deny);
+        assert_eq!(c.acl.token_ttl, Duration::from_secs(5));
+        assert_eq!(c.acl.agent_token(), "a");
+        assert_eq!(c.acl.dns_token(), "d");
+        assert_eq!(c.acl.default_token(), crate::acl::ANONYMOUS_SECRET);
+        for (text, says) in [
+            ("acl { default_policy = \"maybe\" }", "acl.default_policy"),
+            ("acl { down_policy = \"later\" }", "invalid down_policy"),
+            ("acl {\n  tokens {\n    root = \"x\"\n  }\n}", "acl.tokens.root"),
+            ("acl { enable = true }", "acl.enable"),
+        ] {
+            let p = write(dir.path(), "bad.hcl", text);
+            let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
+            assert!(e.contains("bad.hcl") && e.contains(says), "{text}: {e}");
         }
     }
 

@@ -188,10 +188,12 @@ impl<E: Env> Agent<E> {
         tracing::info!(node = %config.node_name, id = %node_id, gossip = %gossip.addr(), "agent started");
 
         let mut server_tasks = Vec::new();
+        let rpc_tls = tls::rpc_tls(&config).map_err(|e| ConfigError(e.to_string()))?;
         let local = match rpc_listener {
             Some(listener) => {
                 let (server, duties) =
-                    start_server(&env, &config, &node_id, &gossip, listener).await?;
+                    start_server(&env, &config, &node_id, &gossip, listener, rpc_tls.clone())
+                        .await?;
                 server_tasks.push(duties);
                 Some(server)
             }
@@ -205,6 +207,7 @@ impl<E: Env> Agent<E> {
             gossip.clone(),
             &config.datacenter,
             local,
+            rpc_tls.0,
         ));
         if config.acl.enabled {
             servers.set_token(Some(config.acl.agent_token().to_string()));
@@ -566,6 +569,7 @@ async fn start_server<E: Env>(
     node_id: &str,
     gossip: &Gossip,
     listener: E::TcpListener,
+    tls: server::RpcTls,
 ) -> Result<(Arc<Server<E>>, Task), AgentError> {
     let id = server::raft_id(node_id).ok_or_else(|| {
         ConfigError(format!(
@@ -578,7 +582,7 @@ async fn start_server<E: Env>(
         (None, Some(d), false) => Location::Dir(d.join("raft")),
         _ => Location::Memory,
     };
-    let server = Server::start(env.clone(), id, &location, listener, raft_config).await?;
+    let server = Server::start(env.clone(), id, &location, listener, raft_config, tls).await?;
     if config.acl.enabled {
         server.enable_acls(config.acl.default_allow);
     }

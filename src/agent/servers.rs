@@ -37,11 +37,17 @@ pub struct Servers<E: Env> {
 
 impl<E: Env> Servers<E> {
     /// Requests go to `local` when this agent is a server, else to the
-    /// servers of `dc` that `gossip` knows.
-    pub fn new(env: E, gossip: Gossip, dc: &str, local: Option<Arc<Server<E>>>) -> Self {
+    /// servers of `dc` that `gossip` knows (over TLS with `tls`).
+    pub fn new(
+        env: E,
+        gossip: Gossip,
+        dc: &str,
+        local: Option<Arc<Server<E>>>,
+        tls: Option<crate::rpc::ClientTls>,
+    ) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(env.seed("server-pick"));
         Servers {
-            client: Client::new(env.clone()),
+            client: Client::with_tls(env.clone(), tls),
             env,
             gossip,
             dc: dc.to_owned(),

@@ -7,6 +7,13 @@
 //! when it verifies a server's hostname) and `localhost`; a client's names
 //! `client.<dc>.<domain>`. Both carry the server and client extended key
 //! usages, as Consul's do.
+//!
+//! Server RPC over TLS ([`rpc_tls`]): with `verify_outgoing`, an agent
+//! dials its servers over TLS and checks that they prove
+//! `server.<dc>.<domain>` with a certificate from `ca_file` (the name check
+//! can be turned off with `verify_server_hostname = false`, which is not
+//! advised); with `verify_incoming`, a server takes only connections that
+//! present a certificate from `ca_file`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -158,6 +165,16 @@ pub fn https_config(
     ca_file: Option<&Path>,
     verify_incoming: bool,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let mut config = server_config(cert_file, key_file, ca_file, verify_incoming)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The agent's certificate chain and key.
+fn identity(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(&read("cert_file", cert_file)?)
             .collect::<Result<_, _>>()
@@ -170,6 +187,18 @@ pub fn https_config(
     }
     let key = PrivateKeyDer::from_pem_slice(&read("key_file", key_file)?)
         .map_err(|e| TlsSetupError(format!("key_file {}: {e}", key_file.display())))?;
+    Ok((chain, key))
+}
+
+/// A server side presenting `cert_file`, and with `verify_incoming`
+/// requiring a client certificate chained to `ca_file`.
+fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    ca_file: Option<&Path>,
+    verify_incoming: bool,
+) -> Result<ServerConfig, TlsSetupError> {
+    let (chain, key) = identity(cert_file, key_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -187,11 +216,131 @@ pub fn https_config(
     } else {
         builder.with_no_client_auth()
     };
-    let mut config = builder
+    builder
         .with_single_cert(chain, key)
-        .map_err(|e| TlsSetupError(format!("cert_file and key_file do not match: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+        .map_err(|e| TlsSetupError(format!("cert_file and key_file do not match: {e}")))
+}
+
+/// TLS for server RPC, from the agent's settings: how it dials servers
+/// (`None`: plain TCP), and on a server, how it answers (`None`: plain).
+/// A server dials over TLS when it demands TLS of others
+/// (`verify_incoming`), so servers that demand it reach each other.
+pub fn rpc_tls(
+    config: &super::AgentConfig,
+) -> Result<(Option<crate::rpc::ClientTls>, Option<Arc<ServerConfig>>), TlsSetupError> {
+    let server_side = config.server && config.verify_incoming;
+    let dial = config.verify_outgoing || server_side;
+    if !dial {
+        return Ok((None, None));
+    }
+    let ca = config.ca_file.as_deref().ok_or_else(|| {
+        TlsSetupError("verify_outgoing and verify_incoming need ca_file, the CA servers' certificates chain to".into())
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = root_store(ca)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError(e.to_string()))?;
+    let builder = if config.verify_server_hostname {
+        builder.with_root_certificates(roots)
+    } else {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| TlsSetupError(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+    };
+    let client = match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => {
+            let (chain, key) = identity(cert, key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsSetupError(format!("cert_file and key_file do not match: {e}")))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let server = match (config.server, &config.cert_file, &config.key_file) {
+        (true, Some(cert), Some(key)) => Some(Arc::new(server_config(
+            cert,
+            key,
+            Some(ca),
+            config.verify_incoming,
+        )?)),
+        (true, _, _) => {
+            return Err(TlsSetupError(
+                "a server with verify_incoming or verify_outgoing needs cert_file and key_file (cairn tls cert create -server)".into(),
+            ))
+        }
+        _ => None,
+    };
+    Ok((
+        Some(crate::rpc::ClientTls {
+            config: Arc::new(client),
+            datacenter: config.datacenter.clone(),
+            domain: config.dns.domain.clone(),
+        }),
+        server,
+    ))
+}
+
+/// With `verify_server_hostname = false`: a server's chain is checked
+/// against the CA, but not the name it proves (Consul's legacy default;
+/// any certificate from the CA, a client's included, then passes).
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        // Checked against a name the certificate itself carries: the
+        // chain and validity are verified, the name is not.
+        let name = first_dns_name(end_entity).ok_or_else(|| {
+            rustls::Error::General("the server certificate carries no DNS name".into())
+        })?;
+        let name = rustls::pki_types::ServerName::try_from(name)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        self.0
+            .verify_server_cert(end_entity, intermediates, &name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The first DNS name among a certificate's subject alternative names.
+fn first_dns_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -44,6 +44,33 @@ pub enum RpcError {
     Codec(String),
 }
 
+/// A stream that may be TLS or plain TCP.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// TLS for a [`Client`]: the rustls configuration (the CA's roots, and a
+/// certificate to present) and the name a server must prove,
+/// `server.<dc>.<domain>`.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The rustls configuration.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The servers' datacenter, for calls that name none.
+    pub datacenter: String,
+    /// The domain (`consul`).
+    pub domain: String,
+}
+
+impl ClientTls {
+    /// The name the servers of `dc` prove.
+    pub fn server_name(&self, dc: &str) -> String {
+        format!("server.{dc}.{}", self.domain.trim_matches('.'))
+    }
+}
+
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
     if body.len() > MAX_FRAME {
@@ -132,6 +159,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
 /// again after it breaks.
 pub struct Client<E: Env, Req, Resp> {
     env: E,
+    tls: Option<ClientTls>,
     /// One slot per peer: connecting to one peer never holds up calls to
     /// another.
     conns: Mutex<HashMap<SocketAddr, Slot>>,
@@ -142,8 +170,14 @@ pub struct Client<E: Env, Req, Resp> {
 impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
     /// A client with no connections yet.
     pub fn new(env: E) -> Self {
+        Client::with_tls(env, None)
+    }
+
+    /// A client whose connections use TLS when `tls` is given.
+    pub fn with_tls(env: E, tls: Option<ClientTls>) -> Self {
         Client {
             env,
+            tls,
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             _types: PhantomData,
@@ -157,10 +191,22 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
         req: &Req,
         deadline: Instant,
     ) -> Result<Resp, RpcError> {
+        self.call_in(addr, None, req, deadline).await
+    }
+
+    /// [`call`](Self::call) to a server of datacenter `dc` (`None`: the
+    /// client's own), which with TLS must prove that datacenter's name.
+    pub async fn call_in(
+        &self,
+        addr: SocketAddr,
+        dc: Option<&str>,
+        req: &Req,
+        deadline: Instant,
+    ) -> Result<Resp, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = serde_json::to_vec(&Envelope { id, body: req })
             .map_err(|e| RpcError::Codec(e.to_string()))?;
-        let conn = self.conn(addr, deadline).await?;
+        let conn = self.conn(addr, dc, deadline).await?;
         let (tx, rx) = oneshot::channel();
         conn.pending
             .lock()
@@ -194,7 +240,12 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
         decode_envelope::<Resp>(&reply).map(|(_, body)| body)
     }
 
-    async fn conn(&self, addr: SocketAddr, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
+    async fn conn(
+        &self,
+        addr: SocketAddr,
+        dc: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Arc<Conn>, RpcError> {
         let slot: Slot = self
             .conns
             .lock()
@@ -212,6 +263,25 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
             Err(_) => {
                 let source = io::Error::new(io::ErrorKind::TimedOut, "connecting timed out");
                 return Err(RpcError::Connect { addr, source });
+            }
+        };
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let refused = |why: String| RpcError::Connect {
+                    addr,
+                    source: io::Error::new(io::ErrorKind::PermissionDenied, why),
+                };
+                let name = tls.server_name(dc.unwrap_or(&tls.datacenter));
+                let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| refused(format!("bad server name {name:?}: {e}")))?;
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let until = deadline.min(self.env.now() + HANDSHAKE_TIMEOUT);
+                match timeout_at(&self.env, until, connector.connect(server_name, stream)).await {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => return Err(refused(format!("TLS handshake as {name}: {e}"))),
+                    Err(_) => return Err(refused("TLS handshake timed out".into())),
+                }
             }
         };
         let (mut rd, mut wr) = tokio::io::split(stream);
@@ -266,6 +336,25 @@ where
     H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Resp> + Send + 'static,
 {
+    serve_tls(env, listener, None, handler)
+}
+
+/// [`serve`], over TLS when `tls` is given: a connection whose handshake
+/// fails (no client certificate from the CA, when the configuration
+/// demands one) is closed before it can send a request.
+pub fn serve_tls<E, Req, Resp, H, Fut>(
+    env: E,
+    listener: E::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: H,
+) -> Task
+where
+    E: Env,
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
     let spawner = env.clone();
     env.spawn(async move {
         let mut conns = Vec::new();
@@ -280,17 +369,35 @@ where
                 }
             };
             conns.retain(|t: &Task| !t.is_finished());
-            conns.push(spawner.spawn(connection(spawner.clone(), stream, peer, handler.clone())));
+            let (env, handler, tls) = (spawner.clone(), handler.clone(), tls.clone());
+            conns.push(spawner.spawn(async move {
+                let stream: Box<dyn Io> = match tls {
+                    None => Box::new(stream),
+                    Some(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                        match crate::env::timeout(&env, HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => Box::new(s),
+                            Ok(Err(e)) => {
+                                tracing::warn!(%peer, error = %e, "RPC TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "RPC TLS handshake timed out");
+                                return;
+                            }
+                        }
+                    }
+                };
+                connection(env, stream, peer, handler).await
+            }));
         }
     })
 }
 
-async fn connection<E, Req, Resp, H, Fut>(
-    env: E,
-    stream: E::TcpStream,
-    peer: SocketAddr,
-    handler: H,
-) where
+async fn connection<E, Req, Resp, H, Fut>(env: E, stream: Box<dyn Io>, peer: SocketAddr, handler: H)
+where
     E: Env,
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,

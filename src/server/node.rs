@@ -25,6 +25,13 @@ use crate::state::{
 use crate::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
+/// TLS for a server's RPC: how it dials (`None`: plain TCP) and how it
+/// answers (`None`: plain TCP).
+pub type RpcTls = (
+    Option<crate::rpc::ClientTls>,
+    Option<Arc<rustls::ServerConfig>>,
+);
+
 /// A message to a server's RPC port.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ServerRpc {
@@ -594,17 +601,21 @@ pub enum StartError {
 }
 
 impl<E: Env> Server<E> {
-    /// Starts server `id` on `listener` with its state at `location`.
+    /// Starts server `id` on `listener` with its state at `location`;
+    /// with `tls`, it dials other servers over TLS, and answers over TLS
+    /// when a server configuration is given.
     pub async fn start(
         env: E,
         id: u64,
         location: &consensus::Location,
         listener: E::TcpListener,
         config: Arc<openraft::Config>,
+        tls: RpcTls,
     ) -> Result<Arc<Server<E>>, StartError> {
         let (log, sm) = location.open()?;
         let store = sm.store();
-        let client = Arc::new(Client::new(env.clone()));
+        let (dial, answer) = tls;
+        let client = Arc::new(Client::with_tls(env.clone(), dial));
         let network = Network::over(env.clone(), Arc::new(Wrapped(client.clone())));
         consensus::runtime::seed(env.seed("raft"));
         let leader_lease_ms = config.election_timeout_min;
@@ -629,7 +640,7 @@ impl<E: Env> Server<E> {
         ));
         let server = Arc::new_cyclic(|me: &std::sync::Weak<Server<E>>| {
             let me = me.clone();
-            let rpc = rpc::serve(env.clone(), listener, move |req: ServerRpc| {
+            let rpc = rpc::serve_tls(env.clone(), listener, answer, move |req: ServerRpc| {
                 let me = me.clone();
                 async move {
                     let Some(server) = me.upgrade() else {
@@ -686,6 +697,18 @@ impl<E: Env> Server<E> {
         req: ClientRequest,
         deadline: Instant,
     ) -> Result<ClientReply, RpcError> {
+        self.call_server_in(addr, None, req, deadline).await
+    }
+
+    /// [`call_server`](Self::call_server) to a server of datacenter `dc`
+    /// (with TLS, it must prove that datacenter's name).
+    async fn call_server_in(
+        &self,
+        addr: SocketAddr,
+        dc: Option<&str>,
+        req: ClientRequest,
+        deadline: Instant,
+    ) -> Result<ClientReply, RpcError> {
         // A request forwarded on behalf of a token goes with it.
         let req = match CURRENT_TOKEN.try_with(|t| t.clone()).ok().flatten() {
             Some(token) => req.with_token(&token),
@@ -693,7 +716,7 @@ impl<E: Env> Server<E> {
         };
         match self
             .client
-            .call(addr, &ServerRpc::Client(req), deadline)
+            .call_in(addr, dc, &ServerRpc::Client(req), deadline)
             .await?
         {
             ServerReply::Client(r) => Ok(r),
@@ -906,7 +929,10 @@ impl<E: Env> Server<E> {
             if self.env.now() >= deadline {
                 break;
             }
-            match self.call_server(addr, req.clone(), deadline).await {
+            match self
+                .call_server_in(addr, Some(&dc), req.clone(), deadline)
+                .await
+            {
                 Ok(r) => return r,
                 Err(e) => last = format!("{addr}: {e}"),
             }

@@ -94,10 +94,15 @@ impl Agent {
     /// A server of its own (`-bootstrap-expect=1`), returned once its HTTP
     /// API answers and it leads.
     pub fn solo_server(dir: &Path, name: &str) -> Agent {
+        Agent::solo_server_with(dir, name, FAST_GOSSIP)
+    }
+
+    /// [`solo_server`](Self::solo_server) with config file text `config`.
+    pub fn solo_server_with(dir: &Path, name: &str, config: &str) -> Agent {
         let a = Agent::start(
             dir,
             name,
-            FAST_GOSSIP,
+            config,
             &["-server".into(), "-bootstrap-expect=1".into()],
         );
         wait_for(Duration::from_secs(20), "a leader", || {
