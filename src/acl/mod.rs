@@ -89,7 +89,20 @@ pub struct AgentTokens {
     pub default: Option<String>,
     /// For DNS lookups (else `default`, else anonymous).
     pub dns: Option<String>,
+    /// Works on this agent's own endpoints (`agent:write`, `node:read`)
+    /// even when no server can be asked.
+    pub agent_recovery: Option<String>,
+    /// Kept for replication between datacenters (which cairn does not do
+    /// yet).
+    pub replication: Option<String>,
+    /// For services and checks from config files (kept; cairn registers
+    /// them with the agent token).
+    pub config_file_service_registration: Option<String>,
 }
+
+/// What the agent recovery token may do.
+pub const AGENT_RECOVERY_RULES: &str =
+    "agent_prefix \"\" {\n  policy = \"write\"\n}\nnode_prefix \"\" {\n  policy = \"read\"\n}\n";
 
 /// The `acl` block of the agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

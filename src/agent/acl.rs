@@ -53,14 +53,19 @@ impl<E: Env> AclResolver<E> {
         self.config().enabled
     }
 
-    /// Replaces one of the agent's tokens (`default`, `agent`, `dns`);
-    /// false for a kind it does not have.
+    /// Replaces one of the agent's tokens (`default`, `agent`, `dns`,
+    /// `agent_recovery`, `replication`, `config_file_service_registration`,
+    /// or their older names); false for a kind it does not have.
     pub fn set_token(&self, kind: &str, secret: Option<String>) -> bool {
         let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
+        let t = &mut c.tokens;
         let slot = match kind {
-            "default" => &mut c.tokens.default,
-            "agent" => &mut c.tokens.agent,
-            "dns" => &mut c.tokens.dns,
+            "default" | "acl_token" => &mut t.default,
+            "agent" | "acl_agent_token" => &mut t.agent,
+            "dns" => &mut t.dns,
+            "agent_recovery" | "agent_master" | "acl_agent_master_token" => &mut t.agent_recovery,
+            "replication" | "acl_replication_token" => &mut t.replication,
+            "config_file_service_registration" => &mut t.config_file_service_registration,
             _ => return false,
         };
         *slot = secret;
@@ -74,6 +79,16 @@ impl<E: Env> AclResolver<E> {
         let config = self.config();
         if !config.enabled {
             return Ok(Arc::new(Authorizer::manage_all()));
+        }
+        if config.tokens.agent_recovery.as_deref() == Some(secret) {
+            let rules =
+                crate::acl::Rules::parse(crate::acl::AGENT_RECOVERY_RULES).unwrap_or_default();
+            return Ok(Arc::new(Authorizer::new(
+                "agent-recovery",
+                [&rules],
+                false,
+                false,
+            )));
         }
         let secret = secret.to_string();
         let now = self.env.now();

@@ -253,7 +253,16 @@ impl AgentConfig {
                             "agent" => a.tokens.agent = t,
                             "default" => a.tokens.default = t,
                             "dns" => a.tokens.dns = t,
-                            _ => return Err(g.unknown("initial_management, agent, default, dns")),
+                            "agent_recovery" | "agent_master" => a.tokens.agent_recovery = t,
+                            "replication" => a.tokens.replication = t,
+                            "config_file_service_registration" => {
+                                a.tokens.config_file_service_registration = t
+                            }
+                            _ => {
+                                return Err(g.unknown(
+                                    "initial_management, agent, default, dns, agent_recovery, replication, config_file_service_registration",
+                                ))
+                            }
                         }
                     }
                 }
@@ -1155,7 +1164,10 @@ mod tests {
         for (text, says) in [
             ("acl { default_policy = \"maybe\" }", "acl.default_policy"),
             ("acl { down_policy = \"later\" }", "invalid down_policy"),
-            ("acl {\n  tokens {\n    root = \"x\"\n  }\n}", "acl.tokens.root"),
+            (
+                "acl {\n  tokens {\n    root = \"x\"\n  }\n}",
+                "acl.tokens.root",
+            ),
             ("acl { enable = true }", "acl.enable"),
         ] {
             let p = write(dir.path(), "bad.hcl", text);

@@ -948,18 +948,15 @@ pub async fn set_agent_token<E: Env>(
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
     let b: AgentTokenBody = body(&bytes)?;
-    let kind = match kind.as_str() {
-        "acl_token" => "default",
-        "acl_agent_token" => "agent",
-        k => k,
-    };
     if !s
         .acl
-        .set_token(kind, Some(b.token).filter(|t| !t.is_empty()))
+        .set_token(&kind, Some(b.token).filter(|t| !t.is_empty()))
     {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("Token {kind:?} is unknown (expected default, agent or dns)"),
+            format!(
+                "Token {kind:?} is unknown (expected default, agent, dns, agent_recovery, replication or config_file_service_registration)"
+            ),
         ));
     }
     Ok(StatusCode::OK.into_response())

@@ -109,9 +109,21 @@ fn leaf_ttl(ca: &CaState) -> Duration {
     }
 }
 
+/// A duration as Consul shows the CA configuration's: only the parts
+/// that are not zero (`72h`, `1h30m`, `90s`).
 fn go_duration(d: Duration) -> String {
     let s = d.as_secs();
-    format!("{}h{}m{}s", s / 3600, s % 3600 / 60, s % 60)
+    let parts = [(s / 3600, "h"), (s % 3600 / 60, "m"), (s % 60, "s")];
+    let text: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".into()
+    } else {
+        text
+    }
 }
 
 /// `GET /v1/connect/ca/configuration`.
@@ -126,8 +138,8 @@ pub async fn ca_configuration<E: Env>(
         "ClusterID": ca.cluster_id,
         "Config": {
             "LeafCertTTL": go_duration(leaf_ttl(&ca)),
-            "RotationPeriod": "2160h0m0s",
-            "IntermediateCertTTL": "8760h0m0s",
+            "RotationPeriod": "2160h",
+            "IntermediateCertTTL": "8760h",
         },
         "State": null,
         "ForceWithoutCrossSigning": false,
