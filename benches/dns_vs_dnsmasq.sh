@@ -10,6 +10,10 @@
 # (dnsperf's), and cairn's qps as a ratio of dnsmasq's.
 #
 #   benches/dns_vs_dnsmasq.sh [SECONDS=10] [CLIENTS=8]
+#
+# With ACL=1, cairn runs with ACLs on and default_policy = "deny", and DNS
+# answers with a DNS token that may read every service and node: what
+# ACL enforcement costs on the DNS path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -35,13 +39,41 @@ cargo build --release --quiet --bin cairn
 cairn=target/release/cairn
 
 http=18500; dns=18600; dnsmasq_port=18653
+acl_args=()
+root=""
+if [ "${ACL:-0}" = 1 ]; then
+  root=bench-management
+  cat > "$work/acl.hcl" <<ACL
+acl {
+  enabled = true
+  default_policy = "deny"
+  tokens {
+    initial_management = "$root"
+    agent = "$root"
+    dns = "bench-dns"
+  }
+}
+ACL
+  acl_args=(-config-file "$work/acl.hcl")
+fi
 "$cairn" agent -dev -http-port $http -dns-port $dns -server-port 18300 -serf-lan-port 18301 \
-  -data-dir "$work/cairn" -log-level warn > "$work/cairn.log" 2>&1 &
+  -data-dir "$work/cairn" -log-level warn "${acl_args[@]}" > "$work/cairn.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -s "http://127.0.0.1:$http/v1/status/leader" 2>/dev/null | grep -q 8300 && break
   sleep 0.1
 done
+if [ -n "$root" ]; then
+  for _ in $(seq 1 100); do
+    curl -sf -H "X-Consul-Token: $root" "http://127.0.0.1:$http/v1/acl/token/self" >/dev/null && break
+    sleep 0.1
+  done
+  curl -sf -X PUT -H "X-Consul-Token: $root" "http://127.0.0.1:$http/v1/acl/policy" \
+    -d '{"Name":"dns-read","Rules":"service_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }"}' >/dev/null
+  curl -sf -X PUT -H "X-Consul-Token: $root" "http://127.0.0.1:$http/v1/acl/token" \
+    -d '{"SecretID":"bench-dns","Policies":[{"Name":"dns-read"}]}' >/dev/null
+  echo "ACLs on: default_policy deny, DNS token reads every service and node" >&2
+fi
 
 echo "registering 100 services x 3 instances..." >&2
 : > "$work/hosts"
@@ -49,7 +81,7 @@ echo "registering 100 services x 3 instances..." >&2
 for s in $(seq 0 99); do
   for i in 0 1 2; do
     ip="10.$((s / 250)).$((s % 250)).$((i + 1))"
-    curl -s -X PUT "http://127.0.0.1:$http/v1/catalog/register" \
+    curl -s -X PUT -H "X-Consul-Token: $root" "http://127.0.0.1:$http/v1/catalog/register" \
       -d "{\"Node\": \"n-$s-$i\", \"Address\": \"$ip\", \"Service\": {\"Service\": \"svc-$s\", \"Port\": 80}}" > /dev/null
     echo "$ip svc-$s.service.consul" >> "$work/hosts"
   done
