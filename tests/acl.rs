@@ -5,7 +5,6 @@
 //! were filtered; DNS answers only what its token may read; and a client
 //! speaking RPC to the server directly is held to the same rules.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -47,26 +46,11 @@ fn req(
         }
         _ => {}
     }
-    let Ok(mut s) = std::net::TcpStream::connect(&a.http) else {
+    match process::http_with(&a.http, method, &path, &extra, body.as_bytes()) {
+        Ok((status, head, body)) => (status, head.to_ascii_lowercase(), body),
         // Not listening yet.
-        return (0, String::new(), String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_ascii_lowercase(), body.to_string())
+        Err(_) => (0, String::new(), String::new()),
+    }
 }
 
 fn as_root(a: &Agent, method: &str, path: &str, body: &str) -> String {

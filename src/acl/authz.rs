@@ -171,6 +171,45 @@ impl Authorizer {
     pub fn denied(&self, perm: &str, on: Option<&str>) -> String {
         super::permission_denied(&self.accessor, perm, on)
     }
+
+    /// Ok if the token may `access` `name` of `res`, else Consul's refusal.
+    pub fn check(&self, res: Resource, name: &str, access: Access) -> Result<(), String> {
+        if self.allows(res, name, access) {
+            Ok(())
+        } else {
+            Err(self.denied(&perm(res.keyword(), access), Some(name)))
+        }
+    }
+
+    /// [`check`](Self::check) for a global resource.
+    pub fn check_global(&self, g: Global, access: Access) -> Result<(), String> {
+        if self.allows_global(g, access) {
+            Ok(())
+        } else {
+            Err(self.denied(&perm(g.keyword(), access), None))
+        }
+    }
+
+    /// [`check`](Self::check) for the intentions whose destination is
+    /// `service`.
+    pub fn check_intention(&self, service: &str, access: Access) -> Result<(), String> {
+        if self.allows_intention(service, access) {
+            Ok(())
+        } else {
+            Err(self.denied(&perm("intention", access), Some(service)))
+        }
+    }
+}
+
+/// A permission as Consul names it in refusals (`key:write`).
+fn perm(what: &str, access: Access) -> String {
+    let level = match access {
+        Access::Deny => "deny",
+        Access::Read => "read",
+        Access::List => "list",
+        Access::Write => "write",
+    };
+    format!("{what}:{level}")
 }
 
 #[cfg(test)]

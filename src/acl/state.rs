@@ -93,6 +93,8 @@ pub struct Resolved {
     pub rules: Vec<Arc<Rules>>,
     /// Whether one of them is global management.
     pub management: bool,
+    /// The IDs of those policies (its own and its roles').
+    pub policy_ids: Vec<String>,
 }
 
 /// A token as an agent learns it from the servers: the token, and every
@@ -111,15 +113,10 @@ impl Identity {
     /// The identity of the valid token with `secret` in `acl`.
     pub fn of(acl: &AclState, secret: &str, now_ms: u64) -> Option<Identity> {
         let r = acl.resolve(secret, now_ms)?;
-        let mut ids: Vec<&str> = r.token.policies.iter().map(|l| l.id.as_str()).collect();
-        for role in r.token.roles.iter().filter_map(|l| acl.role(&l.id)) {
-            ids.extend(role.policies.iter().map(|l| l.id.as_str()));
-        }
-        ids.sort_unstable();
-        ids.dedup();
         Some(Identity {
             token: acl.current(&r.token),
-            policies: ids
+            policies: r
+                .policy_ids
                 .iter()
                 .filter_map(|id| acl.policy(id).cloned())
                 .collect(),
@@ -283,6 +280,7 @@ impl AclState {
                 .iter()
                 .filter_map(|id| self.compiled.get(*id).cloned())
                 .collect(),
+            policy_ids: ids.into_iter().map(str::to_owned).collect(),
         })
     }
 

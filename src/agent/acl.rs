@@ -23,6 +23,9 @@ const CACHE_MAX: usize = 4096;
 /// An agent's token resolver; see the [module docs](self).
 pub struct AclResolver<E: Env> {
     env: E,
+    /// Fixed at start (only the tokens change at run time), so the
+    /// common case, ACLs off, costs a request no lock.
+    enabled: bool,
     servers: Arc<Servers<E>>,
     config: RwLock<AclConfig>,
     cache: Mutex<HashMap<String, (Instant, Resolution)>>,
@@ -33,6 +36,7 @@ impl<E: Env> AclResolver<E> {
     pub fn new(env: E, servers: Arc<Servers<E>>, config: AclConfig) -> Self {
         AclResolver {
             env,
+            enabled: config.enabled,
             servers,
             config: RwLock::new(config),
             cache: Mutex::default(),
@@ -50,7 +54,16 @@ impl<E: Env> AclResolver<E> {
 
     /// Whether ACLs are on.
     pub fn enabled(&self) -> bool {
-        self.config().enabled
+        self.enabled
+    }
+
+    /// The token requests without one run as.
+    pub fn default_token(&self) -> String {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .default_token()
+            .to_string()
     }
 
     /// Replaces one of the agent's tokens (`default`, `agent`, `dns`,
@@ -76,10 +89,10 @@ impl<E: Env> AclResolver<E> {
     /// What the token with `secret` may do. `Err` carries Consul's
     /// refusal.
     pub async fn resolve(&self, secret: &str) -> Resolution {
-        let config = self.config();
-        if !config.enabled {
+        if !self.enabled {
             return Ok(Arc::new(Authorizer::manage_all()));
         }
+        let config = self.config();
         if config.tokens.agent_recovery.as_deref() == Some(secret) {
             let rules =
                 crate::acl::Rules::parse(crate::acl::AGENT_RECOVERY_RULES).unwrap_or_default();

@@ -85,7 +85,7 @@ pub(crate) fn refusal(why: String) -> ApiError {
 
 /// What the request's token may do (everything with ACLs off).
 pub(crate) async fn authorizer<E: Env>(s: &ApiState<E>) -> Result<Arc<Authorizer>, ApiError> {
-    let token = request_token().unwrap_or_else(|| s.acl.config().default_token().to_string());
+    let token = request_token().unwrap_or_else(|| s.acl.default_token());
     s.acl.resolve(&token).await.map_err(refusal)
 }
 
@@ -96,12 +96,10 @@ pub(crate) async fn require<E: Env>(
     name: &str,
     access: Access,
 ) -> Result<(), ApiError> {
-    let z = authorizer(s).await?;
-    if z.allows(res, name, access) {
-        Ok(())
-    } else {
-        Err(refusal(z.denied(&perm(res.keyword(), access), Some(name))))
-    }
+    authorizer(s)
+        .await?
+        .check(res, name, access)
+        .map_err(refusal)
 }
 
 async fn require_global<E: Env>(
@@ -109,20 +107,10 @@ async fn require_global<E: Env>(
     g: Global,
     access: Access,
 ) -> Result<(), ApiError> {
-    let z = authorizer(s).await?;
-    if z.allows_global(g, access) {
-        Ok(())
-    } else {
-        Err(refusal(z.denied(&perm(g.keyword(), access), None)))
-    }
-}
-
-fn perm(what: &str, access: Access) -> String {
-    let level = match access {
-        Access::Read | Access::List | Access::Deny => "read",
-        Access::Write => "write",
-    };
-    format!("{what}:{level}")
+    authorizer(s)
+        .await?
+        .check_global(g, access)
+        .map_err(refusal)
 }
 
 /// What an agent endpoint needs of the token, from its method and path.
@@ -226,7 +214,7 @@ pub(crate) async fn enforce<E: Env>(
         return next.run(req).await;
     }
     let token = match token_of(&req) {
-        t if t.is_empty() => s.acl.config().default_token().to_string(),
+        t if t.is_empty() => s.acl.default_token(),
         t => t,
     };
     let path = req.uri().path().to_owned();
@@ -291,11 +279,6 @@ async fn filter_json(resp: Response, keep: impl Fn(&Value) -> bool) -> Response 
 
 // ---- /v1/acl/* ----
 
-/// RFC 3339, as Consul writes times.
-fn rfc3339(ms: u64) -> String {
-    super::connect::rfc3339(ms)
-}
-
 /// A token in Consul's JSON.
 fn token_json(t: &Token) -> Value {
     let mut v = json!({
@@ -305,13 +288,13 @@ fn token_json(t: &Token) -> Value {
         "Policies": links_json(&t.policies),
         "Roles": links_json(&t.roles),
         "Local": t.local,
-        "CreateTime": rfc3339(t.create_ms),
+        "CreateTime": super::connect::rfc3339(t.create_ms),
         "Hash": "",
         "CreateIndex": t.create_index,
         "ModifyIndex": t.modify_index,
     });
     if let Some(at) = t.expiration_ms {
-        v["ExpirationTime"] = json!(rfc3339(at));
+        v["ExpirationTime"] = json!(super::connect::rfc3339(at));
     }
     v
 }
@@ -486,10 +469,7 @@ fn nonempty_or(v: String, f: impl FnOnce() -> String) -> String {
 }
 
 fn wall_ms<E: Env>(s: &ApiState<E>) -> u64 {
-    s.env
-        .wall_clock()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::connect::ca::unix_ms(s.env.wall_clock())
 }
 
 /// Every token, as the servers list them to this request's token.
@@ -499,26 +479,6 @@ async fn all_tokens<E: Env>(
 ) -> Result<(HeaderMap, Vec<Token>), ApiError> {
     match read(s, params, Query::AclTokens).await? {
         (h, Answer::AclTokens(v)) => Ok((h, v)),
-        (_, other) => Err(unexpected(other)),
-    }
-}
-
-async fn all_policies<E: Env>(
-    s: &ApiState<E>,
-    params: &HashMap<String, String>,
-) -> Result<(HeaderMap, Vec<Policy>), ApiError> {
-    match read(s, params, Query::AclPolicies).await? {
-        (h, Answer::AclPolicies(v)) => Ok((h, v)),
-        (_, other) => Err(unexpected(other)),
-    }
-}
-
-async fn all_roles<E: Env>(
-    s: &ApiState<E>,
-    params: &HashMap<String, String>,
-) -> Result<(HeaderMap, Vec<Role>), ApiError> {
-    match read(s, params, Query::AclRoles).await? {
-        (h, Answer::AclRoles(v)) => Ok((h, v)),
         (_, other) => Err(unexpected(other)),
     }
 }
@@ -544,7 +504,12 @@ fn check_uuid(kind: &str, id: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(bad(format!("{kind} ID {id:?} is not a UUID")))
+        // `policy` -> `Policy`, as the message always said.
+        let mut k = kind.to_string();
+        if let Some(c) = k.get_mut(..1) {
+            c.make_ascii_uppercase();
+        }
+        Err(bad(format!("{k} ID {id:?} is not a UUID")))
     }
 }
 
@@ -700,7 +665,7 @@ pub async fn clone_token<E: Env>(
 
 /// `GET /v1/acl/token/self`: the request's own token.
 async fn token_self<E: Env>(s: &ApiState<E>) -> Result<Response, ApiError> {
-    let secret = request_token().unwrap_or_else(|| s.acl.config().default_token().to_string());
+    let secret = request_token().unwrap_or_else(|| s.acl.default_token());
     let (h, answer) = read(s, &HashMap::new(), Query::AclResolve(secret)).await?;
     match answer {
         Answer::AclResolved(Some(id)) => Ok((h, Json(token_json(&id.token))).into_response()),
@@ -729,8 +694,6 @@ pub async fn list_tokens<E: Env>(
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct PolicyBody {
-    #[serde(rename = "ID")]
-    id: String,
     #[serde(rename = "Name")]
     name: String,
     #[serde(rename = "Description")]
@@ -739,98 +702,6 @@ struct PolicyBody {
     rules: String,
     #[serde(rename = "Datacenters")]
     datacenters: Option<Vec<String>>,
-}
-
-/// `PUT /v1/acl/policy`: creates a policy.
-pub async fn create_policy<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    bytes: Bytes,
-) -> Result<Response, ApiError> {
-    enabled(&s)?;
-    let b: PolicyBody = body(&bytes)?;
-    let id = s.new_id();
-    write_policy(&s, id, b).await
-}
-
-async fn write_policy<E: Env>(
-    s: &ApiState<E>,
-    id: String,
-    b: PolicyBody,
-) -> Result<Response, ApiError> {
-    // Refused here, with the parser's words, before it reaches the log.
-    crate::acl::Rules::parse(&b.rules).map_err(|e| bad(e.to_string()))?;
-    let p = Policy {
-        id: id.clone(),
-        name: b.name,
-        description: b.description,
-        rules: b.rules,
-        datacenters: b.datacenters.unwrap_or_default(),
-        ..Policy::default()
-    };
-    acl_write(s, Command::AclPolicySet(Box::new(p))).await?;
-    let (h, all) = all_policies(s, &HashMap::new()).await?;
-    let p = all
-        .iter()
-        .find(|p| p.id == id)
-        .ok_or_else(|| missing("policy"))?;
-    Ok((h, Json(policy_json(p))).into_response())
-}
-
-/// `GET|PUT|DELETE /v1/acl/policy/<id>`.
-pub async fn policy<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    method: Method,
-    Path(id): Path<String>,
-    UrlQuery(params): UrlQuery<HashMap<String, String>>,
-    bytes: Bytes,
-) -> Result<Response, ApiError> {
-    enabled(&s)?;
-    check_uuid("Policy", &id)?;
-    match method {
-        Method::GET => {
-            let (h, all) = all_policies(&s, &params).await?;
-            let p = all
-                .iter()
-                .find(|p| p.id == id)
-                .ok_or_else(|| missing("policy"))?;
-            Ok((h, Json(policy_json(p))).into_response())
-        }
-        Method::PUT => write_policy(&s, id, body(&bytes)?).await,
-        Method::DELETE => {
-            acl_write(&s, Command::AclPolicyDelete { id }).await?;
-            Ok(Json(true).into_response())
-        }
-        _ => Err(ApiError(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".into(),
-        )),
-    }
-}
-
-/// `GET /v1/acl/policy/name/<name>`.
-pub async fn policy_by_name<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    Path(name): Path<String>,
-    UrlQuery(params): UrlQuery<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    enabled(&s)?;
-    let (h, all) = all_policies(&s, &params).await?;
-    let p = all
-        .iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| missing("policy"))?;
-    Ok((h, Json(policy_json(p))).into_response())
-}
-
-/// `GET /v1/acl/policies`.
-pub async fn list_policies<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    UrlQuery(params): UrlQuery<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    enabled(&s)?;
-    let (h, all) = all_policies(&s, &params).await?;
-    let list: Vec<Value> = all.iter().map(policy_json).collect();
-    Ok((h, Json(list)).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -844,39 +715,146 @@ struct RoleBody {
     policies: Option<Vec<Link>>,
 }
 
-async fn write_role<E: Env>(
-    s: &ApiState<E>,
-    id: String,
-    b: RoleBody,
-) -> Result<Response, ApiError> {
-    let r = Role {
-        id: id.clone(),
-        name: b.name,
-        description: b.description,
-        policies: b.policies.unwrap_or_default(),
-        ..Role::default()
-    };
-    acl_write(s, Command::AclRoleSet(Box::new(r))).await?;
-    let (h, all) = all_roles(s, &HashMap::new()).await?;
-    let r = all
-        .iter()
-        .find(|r| r.id == id)
-        .ok_or_else(|| missing("role"))?;
-    Ok((h, Json(role_json(r))).into_response())
+/// What the policy and role endpoints share: both are listed whole by the
+/// servers, found by ID or name, written from a body and deleted by ID.
+pub trait Named: Sized + Send + Sync + 'static {
+    /// `policy` or `role`, as in the paths.
+    const KIND: &'static str;
+    /// The read that lists them all.
+    fn listing() -> Query;
+    /// The list in an answer to [`listing`](Self::listing).
+    fn list_of(a: Answer) -> Result<Vec<Self>, ApiError>;
+    /// Its ID.
+    fn id(&self) -> &str;
+    /// Its name.
+    fn name(&self) -> &str;
+    /// Consul's JSON for it.
+    fn json(&self) -> Value;
+    /// The write of `id` from a request body.
+    fn set(id: String, bytes: &[u8]) -> Result<Command, ApiError>;
+    /// The delete of `id`.
+    fn delete(id: String) -> Command;
 }
 
-/// `PUT /v1/acl/role`: creates a role.
-pub async fn create_role<E: Env>(
+impl Named for Policy {
+    const KIND: &'static str = "policy";
+    fn listing() -> Query {
+        Query::AclPolicies
+    }
+    fn list_of(a: Answer) -> Result<Vec<Self>, ApiError> {
+        match a {
+            Answer::AclPolicies(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn json(&self) -> Value {
+        policy_json(self)
+    }
+    fn set(id: String, bytes: &[u8]) -> Result<Command, ApiError> {
+        let b: PolicyBody = body(bytes)?;
+        // Refused here, with the parser's words, before it reaches the log.
+        crate::acl::Rules::parse(&b.rules).map_err(|e| bad(e.to_string()))?;
+        Ok(Command::AclPolicySet(Box::new(Policy {
+            id,
+            name: b.name,
+            description: b.description,
+            rules: b.rules,
+            datacenters: b.datacenters.unwrap_or_default(),
+            ..Policy::default()
+        })))
+    }
+    fn delete(id: String) -> Command {
+        Command::AclPolicyDelete { id }
+    }
+}
+
+impl Named for Role {
+    const KIND: &'static str = "role";
+    fn listing() -> Query {
+        Query::AclRoles
+    }
+    fn list_of(a: Answer) -> Result<Vec<Self>, ApiError> {
+        match a {
+            Answer::AclRoles(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn json(&self) -> Value {
+        role_json(self)
+    }
+    fn set(id: String, bytes: &[u8]) -> Result<Command, ApiError> {
+        let b: RoleBody = body(bytes)?;
+        Ok(Command::AclRoleSet(Box::new(Role {
+            id,
+            name: b.name,
+            description: b.description,
+            policies: b.policies.unwrap_or_default(),
+            ..Role::default()
+        })))
+    }
+    fn delete(id: String) -> Command {
+        Command::AclRoleDelete { id }
+    }
+}
+
+/// Every policy (or role), as the servers list them to this request's
+/// token.
+async fn all<E: Env, T: Named>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+) -> Result<(HeaderMap, Vec<T>), ApiError> {
+    let (h, answer) = read(s, params, T::listing()).await?;
+    T::list_of(answer).map(|v| (h, v))
+}
+
+/// The one that `pick` picks, in Consul's JSON; 404 when none does.
+async fn found<E: Env, T: Named>(
+    s: &ApiState<E>,
+    params: &HashMap<String, String>,
+    pick: impl Fn(&T) -> bool,
+) -> Result<Response, ApiError> {
+    let (h, all) = all::<E, T>(s, params).await?;
+    let one = all
+        .iter()
+        .find(|x| pick(x))
+        .ok_or_else(|| missing(T::KIND))?;
+    Ok((h, Json(one.json())).into_response())
+}
+
+/// Writes `id` from a request body; the result as stored.
+async fn write<E: Env, T: Named>(
+    s: &ApiState<E>,
+    id: String,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    acl_write(s, T::set(id.clone(), bytes)?).await?;
+    found::<E, T>(s, &HashMap::new(), |x| x.id() == id).await
+}
+
+/// `PUT /v1/acl/policy` and `PUT /v1/acl/role`: creates one.
+pub async fn create<E: Env, T: Named>(
     State(s): State<Arc<ApiState<E>>>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
     let id = s.new_id();
-    write_role(&s, id, body(&bytes)?).await
+    write::<E, T>(&s, id, &bytes).await
 }
 
-/// `GET|PUT|DELETE /v1/acl/role/<id>`.
-pub async fn role<E: Env>(
+/// `GET|PUT|DELETE /v1/acl/policy/<id>` and `/v1/acl/role/<id>`.
+pub async fn by_id<E: Env, T: Named>(
     State(s): State<Arc<ApiState<E>>>,
     method: Method,
     Path(id): Path<String>,
@@ -884,19 +862,12 @@ pub async fn role<E: Env>(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
-    check_uuid("Role", &id)?;
+    check_uuid(T::KIND, &id)?;
     match method {
-        Method::GET => {
-            let (h, all) = all_roles(&s, &params).await?;
-            let r = all
-                .iter()
-                .find(|r| r.id == id)
-                .ok_or_else(|| missing("role"))?;
-            Ok((h, Json(role_json(r))).into_response())
-        }
-        Method::PUT => write_role(&s, id, body(&bytes)?).await,
+        Method::GET => found::<E, T>(&s, &params, |x| x.id() == id).await,
+        Method::PUT => write::<E, T>(&s, id, &bytes).await,
         Method::DELETE => {
-            acl_write(&s, Command::AclRoleDelete { id }).await?;
+            acl_write(&s, T::delete(id)).await?;
             Ok(Json(true).into_response())
         }
         _ => Err(ApiError(
@@ -906,29 +877,24 @@ pub async fn role<E: Env>(
     }
 }
 
-/// `GET /v1/acl/role/name/<name>`.
-pub async fn role_by_name<E: Env>(
+/// `GET /v1/acl/policy/name/<name>` and `/v1/acl/role/name/<name>`.
+pub async fn by_name<E: Env, T: Named>(
     State(s): State<Arc<ApiState<E>>>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
-    let (h, all) = all_roles(&s, &params).await?;
-    let r = all
-        .iter()
-        .find(|r| r.name == name)
-        .ok_or_else(|| missing("role"))?;
-    Ok((h, Json(role_json(r))).into_response())
+    found::<E, T>(&s, &params, |x| x.name() == name).await
 }
 
-/// `GET /v1/acl/roles`.
-pub async fn list_roles<E: Env>(
+/// `GET /v1/acl/policies` and `/v1/acl/roles`.
+pub async fn list<E: Env, T: Named>(
     State(s): State<Arc<ApiState<E>>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
-    let (h, all) = all_roles(&s, &params).await?;
-    let list: Vec<Value> = all.iter().map(role_json).collect();
+    let (h, all) = all::<E, T>(&s, &params).await?;
+    let list: Vec<Value> = all.iter().map(T::json).collect();
     Ok((h, Json(list)).into_response())
 }
 

@@ -34,6 +34,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::acl::{Policy, Role};
 use crate::env::{AxumListener, Env, Task};
 use crate::gossip::{Gossip, Member};
 
@@ -130,24 +131,24 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         )
         .route("/v1/acl/token/{id}/clone", put(acl::clone_token::<E>))
         .route("/v1/acl/tokens", get(acl::list_tokens::<E>))
-        .route("/v1/acl/policy", put(acl::create_policy::<E>))
+        .route("/v1/acl/policy", put(acl::create::<E, Policy>))
         .route(
             "/v1/acl/policy/{id}",
-            get(acl::policy::<E>)
-                .put(acl::policy::<E>)
-                .delete(acl::policy::<E>),
+            get(acl::by_id::<E, Policy>)
+                .put(acl::by_id::<E, Policy>)
+                .delete(acl::by_id::<E, Policy>),
         )
-        .route("/v1/acl/policy/name/{name}", get(acl::policy_by_name::<E>))
-        .route("/v1/acl/policies", get(acl::list_policies::<E>))
-        .route("/v1/acl/role", put(acl::create_role::<E>))
+        .route("/v1/acl/policy/name/{name}", get(acl::by_name::<E, Policy>))
+        .route("/v1/acl/policies", get(acl::list::<E, Policy>))
+        .route("/v1/acl/role", put(acl::create::<E, Role>))
         .route(
             "/v1/acl/role/{id}",
-            get(acl::role::<E>)
-                .put(acl::role::<E>)
-                .delete(acl::role::<E>),
+            get(acl::by_id::<E, Role>)
+                .put(acl::by_id::<E, Role>)
+                .delete(acl::by_id::<E, Role>),
         )
-        .route("/v1/acl/role/name/{name}", get(acl::role_by_name::<E>))
-        .route("/v1/acl/roles", get(acl::list_roles::<E>))
+        .route("/v1/acl/role/name/{name}", get(acl::by_name::<E, Role>))
+        .route("/v1/acl/roles", get(acl::list::<E, Role>))
         .route("/v1/agent/self", get(agent_self::<E>))
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))

@@ -312,6 +312,22 @@ async fn id_by_name(http: &HttpArgs, kind: &str, r: &ReadArgs) -> anyhow::Result
     Ok(v["ID"].as_str().unwrap_or_default().to_string())
 }
 
+/// Shows the policy or role (`kind`) that `-id` or `-name` names.
+async fn read_named(kind: &str, r: &ReadArgs, pretty: fn(&Value)) -> anyhow::Result<()> {
+    let id = id_by_name(&r.out.http, kind, r).await?;
+    let v = call(&r.out.http, "GET", &format!("/v1/acl/{kind}/{id}"), None).await?;
+    show(&r.out, &v, pretty)
+}
+
+/// Deletes the policy or role (`kind`, `title` in messages) that `-id`
+/// or `-name` names.
+async fn delete_named(kind: &str, title: &str, r: &ReadArgs) -> anyhow::Result<()> {
+    let id = id_by_name(&r.out.http, kind, r).await?;
+    call(&r.out.http, "DELETE", &format!("/v1/acl/{kind}/{id}"), None).await?;
+    println!("{title} {id:?} deleted successfully");
+    Ok(())
+}
+
 async fn policy(cmd: PolicyCmd) -> anyhow::Result<()> {
     match cmd {
         PolicyCmd::Create(w) => {
@@ -355,17 +371,8 @@ async fn policy(cmd: PolicyCmd) -> anyhow::Result<()> {
             let v = call(&out.http, "GET", "/v1/acl/policies", None).await?;
             show_list(&out, &v, print_policy)
         }
-        PolicyCmd::Read(r) => {
-            let id = id_by_name(&r.out.http, "policy", &r).await?;
-            let p = call(&r.out.http, "GET", &format!("/v1/acl/policy/{id}"), None).await?;
-            show(&r.out, &p, print_policy)
-        }
-        PolicyCmd::Delete(r) => {
-            let id = id_by_name(&r.out.http, "policy", &r).await?;
-            call(&r.out.http, "DELETE", &format!("/v1/acl/policy/{id}"), None).await?;
-            println!("Policy {id:?} deleted successfully");
-            Ok(())
-        }
+        PolicyCmd::Read(r) => read_named("policy", &r, print_policy).await,
+        PolicyCmd::Delete(r) => delete_named("policy", "Policy", &r).await,
     }
 }
 
@@ -384,17 +391,8 @@ async fn role(cmd: RoleCmd) -> anyhow::Result<()> {
             let v = call(&out.http, "GET", "/v1/acl/roles", None).await?;
             show_list(&out, &v, print_role)
         }
-        RoleCmd::Read(r) => {
-            let id = id_by_name(&r.out.http, "role", &r).await?;
-            let v = call(&r.out.http, "GET", &format!("/v1/acl/role/{id}"), None).await?;
-            show(&r.out, &v, print_role)
-        }
-        RoleCmd::Delete(r) => {
-            let id = id_by_name(&r.out.http, "role", &r).await?;
-            call(&r.out.http, "DELETE", &format!("/v1/acl/role/{id}"), None).await?;
-            println!("Role {id:?} deleted successfully");
-            Ok(())
-        }
+        RoleCmd::Read(r) => read_named("role", &r, print_role).await,
+        RoleCmd::Delete(r) => delete_named("role", "Role", &r).await,
     }
 }
 

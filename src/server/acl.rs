@@ -10,62 +10,28 @@ use crate::state::{Command, KvOp, Store, TxnVerb};
 /// Ok, or Consul's refusal.
 type Verdict = Result<(), String>;
 
-fn need(z: &Authorizer, res: Resource, name: &str, access: Access) -> Verdict {
-    if z.allows(res, name, access) {
-        Ok(())
-    } else {
-        Err(z.denied(&perm(res.keyword(), access), Some(name)))
-    }
-}
-
-fn need_global(z: &Authorizer, g: Global, access: Access) -> Verdict {
-    if z.allows_global(g, access) {
-        Ok(())
-    } else {
-        Err(z.denied(&perm(g.keyword(), access), None))
-    }
-}
-
-fn need_intention(z: &Authorizer, destination: &str, access: Access) -> Verdict {
-    if z.allows_intention(destination, access) {
-        Ok(())
-    } else {
-        Err(z.denied(&perm("intention", access), Some(destination)))
-    }
-}
-
-fn perm(what: &str, access: Access) -> String {
-    let level = match access {
-        Access::Deny => "deny",
-        Access::Read => "read",
-        Access::List => "list",
-        Access::Write => "write",
-    };
-    format!("{what}:{level}")
-}
-
 /// Whether `z` may make `req`; list reads are always allowed (their
 /// answers are filtered instead, as Consul's are).
 pub(crate) fn authorize(z: &Authorizer, req: &ClientRequest, store: &Store) -> Verdict {
     match req {
         ClientRequest::Write { cmd, .. } => authorize_cmd(z, cmd, store),
         ClientRequest::Read { read, .. } => match &read.query {
-            Query::Kv(key) => need(z, Resource::Key, key, Access::Read),
+            Query::Kv(key) => z.check(Resource::Key, key, Access::Read),
             Query::AclTokens | Query::AclPolicies | Query::AclRoles => {
-                need_global(z, Global::Acl, Access::Read)
+                z.check_global(Global::Acl, Access::Read)
             }
             _ => Ok(()),
         },
         ClientRequest::Coordinates { updates, .. } => updates
             .iter()
-            .try_for_each(|(node, _)| need(z, Resource::Node, node, Access::Write)),
+            .try_for_each(|(node, _)| z.check(Resource::Node, node, Access::Write)),
         ClientRequest::Ca { op, .. } => match op {
             CaOp::Roots => Ok(()),
-            CaOp::Sign { service, .. } => need(z, Resource::Service, service, Access::Write),
-            CaOp::Rotate { .. } => need_global(z, Global::Operator, Access::Write),
+            CaOp::Sign { service, .. } => z.check(Resource::Service, service, Access::Write),
+            CaOp::Rotate { .. } => z.check_global(Global::Operator, Access::Write),
         },
         ClientRequest::SessionRenew { id, .. } => match store.session(id) {
-            Some(s) => need(z, Resource::Session, &s.node, Access::Write),
+            Some(s) => z.check(Resource::Session, &s.node, Access::Write),
             None => Ok(()),
         },
         ClientRequest::Status | ClientRequest::Datacenters => Ok(()),
@@ -96,14 +62,14 @@ fn authorize_cmd(z: &Authorizer, cmd: &Command, store: &Store) -> Verdict {
                 .node(&node.node)
                 .is_some_and(|n| n.address == node.address);
             if !same_node {
-                need(z, Resource::Node, &node.node, Access::Write)?;
+                z.check(Resource::Node, &node.node, Access::Write)?;
             }
             if let Some(s) = service {
-                need(z, Resource::Service, &s.service, Access::Write)?;
+                z.check(Resource::Service, &s.service, Access::Write)?;
             }
             for c in checks {
                 if c.service_id.is_empty() {
-                    need(z, Resource::Node, &node.node, Access::Write)?;
+                    z.check(Resource::Node, &node.node, Access::Write)?;
                 } else {
                     let name = service
                         .as_ref()
@@ -111,7 +77,7 @@ fn authorize_cmd(z: &Authorizer, cmd: &Command, store: &Store) -> Verdict {
                         .map(|s| s.service.clone())
                         .or_else(|| service_name(store, &node.node, &c.service_id))
                         .unwrap_or_else(|| c.service_name.clone());
-                    need(z, Resource::Service, &name, Access::Write)?;
+                    z.check(Resource::Service, &name, Access::Write)?;
                 }
             }
             Ok(())
@@ -130,42 +96,41 @@ fn authorize_cmd(z: &Authorizer, cmd: &Command, store: &Store) -> Verdict {
                 (None, None) => None,
             };
             match service {
-                Some(s) => need(z, Resource::Service, &s, Access::Write),
-                None => need(z, Resource::Node, node, Access::Write),
+                Some(s) => z.check(Resource::Service, &s, Access::Write),
+                None => z.check(Resource::Node, node, Access::Write),
             }
         }
         Command::Kv { op, key, .. } => match op {
             KvOp::DeleteTree if z.allows_key_write_prefix(key) => Ok(()),
             KvOp::DeleteTree => Err(z.denied("key:write", Some(key))),
-            _ => need(z, Resource::Key, key, Access::Write),
+            _ => z.check(Resource::Key, key, Access::Write),
         },
         Command::Txn(ops) => ops.iter().try_for_each(|op| match op.verb {
             TxnVerb::Get
+            | TxnVerb::GetTree
             | TxnVerb::CheckIndex
             | TxnVerb::CheckSession
-            | TxnVerb::CheckNotExists => need(z, Resource::Key, &op.key, Access::Read),
-            TxnVerb::GetTree => need(z, Resource::Key, &op.key, Access::List)
-                .or_else(|_| need(z, Resource::Key, &op.key, Access::Read)),
+            | TxnVerb::CheckNotExists => z.check(Resource::Key, &op.key, Access::Read),
             TxnVerb::DeleteTree if z.allows_key_write_prefix(&op.key) => Ok(()),
             TxnVerb::DeleteTree => Err(z.denied("key:write", Some(&op.key))),
-            _ => need(z, Resource::Key, &op.key, Access::Write),
+            _ => z.check(Resource::Key, &op.key, Access::Write),
         }),
-        Command::SessionCreate(s) => need(z, Resource::Session, &s.node, Access::Write),
+        Command::SessionCreate(s) => z.check(Resource::Session, &s.node, Access::Write),
         Command::SessionDestroy { id } => match store.session(id) {
-            Some(s) => need(z, Resource::Session, &s.node, Access::Write),
+            Some(s) => z.check(Resource::Session, &s.node, Access::Write),
             None => Ok(()),
         },
         Command::Coordinates(updates) => updates
             .iter()
-            .try_for_each(|(node, _)| need(z, Resource::Node, node, Access::Write)),
-        Command::IntentionSet(i) => need_intention(z, &i.destination_name, Access::Write),
+            .try_for_each(|(node, _)| z.check(Resource::Node, node, Access::Write)),
+        Command::IntentionSet(i) => z.check_intention(&i.destination_name, Access::Write),
         Command::IntentionDelete { id } => match store.intentions().find(|i| i.id == *id) {
-            Some(i) => need_intention(z, &i.destination_name, Access::Write),
+            Some(i) => z.check_intention(&i.destination_name, Access::Write),
             None => Ok(()),
         },
-        Command::QuerySet(q) => need(z, Resource::Query, &q.name, Access::Write),
+        Command::QuerySet(q) => z.check(Resource::Query, &q.name, Access::Write),
         Command::QueryDelete { id } => match store.queries().find(|q| q.id == *id) {
-            Some(q) => need(z, Resource::Query, &q.name, Access::Write),
+            Some(q) => z.check(Resource::Query, &q.name, Access::Write),
             None => Ok(()),
         },
         // Anyone may try: it succeeds once per cluster.
@@ -175,9 +140,9 @@ fn authorize_cmd(z: &Authorizer, cmd: &Command, store: &Store) -> Verdict {
         | Command::AclPolicySet(_)
         | Command::AclPolicyDelete { .. }
         | Command::AclRoleSet(_)
-        | Command::AclRoleDelete { .. } => need_global(z, Global::Acl, Access::Write),
+        | Command::AclRoleDelete { .. } => z.check_global(Global::Acl, Access::Write),
         Command::ReapTombstones { .. } | Command::CaSetRoot { .. } => {
-            need_global(z, Global::Operator, Access::Write)
+            z.check_global(Global::Operator, Access::Write)
         }
         Command::Batch(cmds) => cmds.iter().try_for_each(|c| authorize_cmd(z, c, store)),
     }

@@ -309,6 +309,12 @@ impl<E: Env> Duties<E> {
             let store = store.read().unwrap_or_else(|e| e.into_inner());
             crate::acl::init_commands(store.acl(), initial.as_deref())
         };
+        self.write_all(commands, "ACL initialisation").await;
+    }
+
+    /// Writes the leader's own `commands` in order, stopping at the first
+    /// that fails (the next round retries what is still missing).
+    async fn write_all(&self, commands: Vec<crate::state::Command>, what: &str) {
         for cmd in commands {
             let reply = self
                 .server
@@ -318,7 +324,7 @@ impl<E: Env> Duties<E> {
                 })
                 .await;
             if let Err(e) = reply.answer {
-                tracing::warn!(error = %e, "ACL initialisation write failed; will retry");
+                tracing::warn!(error = %e, "{what} write failed; will retry");
                 return;
             }
         }
@@ -330,19 +336,7 @@ impl<E: Env> Duties<E> {
             let store = store.read().unwrap_or_else(|e| e.into_inner());
             reconcile(members, &store, &self.config.dc)
         };
-        for cmd in commands {
-            let reply = self
-                .server
-                .client_request(ClientRequest::Write {
-                    cmd: Box::new(cmd),
-                    hops: 0,
-                })
-                .await;
-            if let Err(e) = reply.answer {
-                tracing::warn!(error = %e, "catalog reconcile write failed; will retry");
-                return;
-            }
-        }
+        self.write_all(commands, "catalog reconcile").await;
     }
 
     /// Adds alive servers as voters and removes departed and long-failed

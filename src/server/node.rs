@@ -1634,9 +1634,7 @@ tokio::task_local! {
 
 /// The wall clock in Unix ms (token expiry is wall-clock time).
 fn wall_ms<E: Env>(env: &E) -> u64 {
-    env.wall_clock()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    ca::unix_ms(env.wall_clock())
 }
 
 /// A server's ACL enforcement: the default policy, and authorizers by

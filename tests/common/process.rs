@@ -220,11 +220,22 @@ pub fn http_full(
     path: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, String, String)> {
+    http_with(addr, method, path, "", body)
+}
+
+/// [`http_full`] with more header lines (`"Name: value\r\n"` each).
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     )?;
     s.write_all(body)?;
