@@ -6,15 +6,18 @@
 # for `codec/compound_encode_decode` in benches/gossip.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 echo "building the Go harness..." >&2
 GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOCACHE="$out/gocache" \
   go build -o "$out/codec_go" benches/compare/codec_go/main.go
 echo "timing memberlist (median of 5 x 200k round trips)..." >&2
-go_ns=$("$out/codec_go")
+# shellcheck disable=SC2086 # GO_ARGS is a list of flags (-iters N -reps N)
+go_ns=$("$out/codec_go" ${GO_ARGS:-})
 echo "timing cairn (criterion)..." >&2
-cargo bench --quiet --bench gossip -- --noplot 'codec/compound_encode_decode$' > "$out/criterion.txt" 2>&1
+# shellcheck disable=SC2086 # CRITERION_ARGS is a list of flags
+cargo bench --profile "$profile" --quiet --bench gossip -- --noplot ${CRITERION_ARGS:-} 'codec/compound_encode_decode$' > "$out/criterion.txt" 2>&1
 rs_ns=$(python3 - "$out/criterion.txt" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()

@@ -12,6 +12,7 @@
 # offline against it), and the harness sources, which are read, not copied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 seed=${1:-1}
 rounds=${2:-200}
 harness_dir=${SERF_HARNESS_DIR:-../shared/anchors/serf-vivaldi}
@@ -28,7 +29,7 @@ trap 'rm -rf "$work"' EXIT
 echo "building the Serf harness and cairn-sim..." >&2
 (cd "$harness_dir" && env GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOFLAGS= \
   GOTOOLCHAIN=local CGO_ENABLED=0 GOCACHE="$work/gocache" go build -trimpath -o "$work/harness" main.go)
-cargo build --release --quiet -p cairn-sim
+build -p cairn-sim
 
 last_row() { grep -v '^#' "$1" | tail -n 1; }
 ns_line() { sed -n 's/^# ns_per_update=\([0-9.]*\).*/\1/p' "$1" | tail -n 1; }
@@ -39,7 +40,7 @@ for m in scenarios/data/*.csv; do
   name=$(basename "$m" .csv)
   out="$work/$name"
   mkdir -p "$out"
-  target/release/cairn-sim tomography --matrix "$m" --seed "$seed" --rounds "$rounds" \
+  "$bin_dir/cairn-sim" tomography --matrix "$m" --seed "$seed" --rounds "$rounds" \
     --algorithm default --out "$out" > /dev/null 2>&1
   stream="$out/$name.seed$seed.R$rounds.txt"
   "$work/harness" -matrix "$m" -obs "$stream" -k 10 > "$out/serf.csv" 2> /dev/null

@@ -12,15 +12,16 @@
 #   benches/connect_vs_stunnel.sh [MIB=512] [PINGS=5000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 mib=${1:-512}
 pings=${2:-5000}
 command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || {
   echo "stunnel not found: apt-get install stunnel4" >&2; exit 1; }
 stunnel=$(command -v stunnel4 || command -v stunnel)
-echo "== building (release)"
-cargo build --release --quiet --bin cairn --example tcp_bench
-bin=target/release/cairn
-bench=target/release/examples/tcp_bench
+echo "== building ($profile)"
+build --bin cairn --example tcp_bench
+bin=$bin_dir/cairn
+bench=$bin_dir/examples/tcp_bench
 work=$(mktemp -d)
 pids=()
 cleanup() {

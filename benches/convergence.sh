@@ -12,8 +12,9 @@
 #                                            for the big one: ~4 GB, minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 sizes="${1:-1000 10000}"
-cargo build --release --quiet -p cairn-sim --bin cairn-sim
+build -p cairn-sim --bin cairn-sim
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 printf "%-7s %6s %6s %6s %7s %7s %6s %8s %8s %9s %9s\n" \
@@ -49,7 +50,7 @@ action = "leave"
 targets = ["dc1-$((n / 2))"]
 EOF
   echo "running $n nodes..." >&2
-  /usr/bin/time -f "%M" -o "$work/mem-$n" ./target/release/cairn-sim run "$work/conv-$n.toml" \
+  /usr/bin/time -f "%M" -o "$work/mem-$n" "$bin_dir/cairn-sim" run "$work/conv-$n.toml" \
     --quiet --out "$work/out-$n" > /dev/null
   python3 - "$work/out-$n" "$n" "$model" "$work/mem-$n" <<'PY'
 import csv, json, sys

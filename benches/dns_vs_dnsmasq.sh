@@ -16,6 +16,7 @@
 # ACL enforcement costs on the DNS path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 seconds=${1:-10}
 clients=${2:-8}
 for tool in dnsperf dnsmasq; do
@@ -35,8 +36,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building cairn..." >&2
-cargo build --release --quiet --bin cairn
-cairn=target/release/cairn
+build --bin cairn
+cairn=$bin_dir/cairn
 
 http=18500; dns=18600; dnsmasq_port=18653
 acl_args=()
@@ -56,7 +57,7 @@ acl {
 ACL
   acl_args=(-config-file "$work/acl.hcl")
 fi
-"$cairn" agent -dev -http-port $http -dns-port $dns -server-port 18300 -serf-lan-port 18301 \
+"$cairn" agent -dev -http-port $http -dns-port $dns -server-port 18300 -serf-lan-port 18301 -serf-wan-port 18302 \
   -data-dir "$work/cairn" -log-level warn "${acl_args[@]}" > "$work/cairn.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do

@@ -7,9 +7,14 @@
 # forward to the leader in both systems. Prints writes/s and p50/p99
 # latency for each, and cairn's throughput as a ratio of etcd's.
 #
+# Every listener of every server has its own port (HTTP, DNS, LAN and WAN
+# gossip, server RPC), so the three never collide with each other or with
+# an agent already running on the default ports.
+#
 #   benches/kv_vs_etcd.sh [CLIENTS=64] [SECONDS=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 clients=${1:-64}
 seconds=${2:-10}
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
@@ -23,9 +28,9 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building cairn and the load generator..." >&2
-cargo build --release --quiet --bin cairn --example kvload
-cairn=target/release/cairn
-load=target/release/examples/kvload
+build --bin cairn --example kvload
+cairn=$bin_dir/cairn
+load=$bin_dir/examples/kvload
 
 wait_http() { # URL PATTERN
   for _ in $(seq 1 100); do
@@ -39,8 +44,9 @@ wait_http() { # URL PATTERN
 echo "starting 3 cairn servers..." >&2
 for i in 0 1 2; do
   args=(agent -server -bootstrap-expect=3 -node="s$i" -bind=127.0.0.1 -client=127.0.0.1
-        -serf-lan-port=$((18301 + i * 10)) -server-port=$((18300 + i * 10))
-        -http-port=$((18500 + i)) -data-dir="$work/cairn$i" -log-level=warn)
+        -serf-lan-port=$((18301 + i * 10)) -serf-wan-port=$((18302 + i * 10))
+        -server-port=$((18300 + i * 10)) -http-port=$((18500 + i)) -dns-port=$((18600 + i))
+        -data-dir="$work/cairn$i" -log-level=warn)
   [ "$i" -gt 0 ] && args+=(-retry-join=127.0.0.1:18301 -retry-interval=200ms)
   "$cairn" "${args[@]}" >"$work/cairn$i.log" 2>&1 &
   pids+=($!)

@@ -310,6 +310,36 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// How many bytes [`Writer::map_len`] or [`Writer::array_len`] writes for
+/// `n` entries.
+pub fn container_len(n: usize) -> usize {
+    match n {
+        0..16 => 1,
+        16..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// How many bytes [`Writer::raw`] writes for `n` bytes.
+pub fn raw_len(n: usize) -> usize {
+    n + match n {
+        0..32 => 1,
+        32..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// How many bytes [`Writer::uint`] writes for `v`.
+pub fn uint_len(v: u64) -> usize {
+    match v {
+        0..128 => 1,
+        128..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
 /// Appends msgpack values to a byte vector, encoded as the Go codec does.
 #[derive(Debug)]
 pub struct Writer<'a> {

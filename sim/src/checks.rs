@@ -97,7 +97,9 @@ pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], 
             let rest: Vec<String> = names.iter().filter(|x| !n.contains(x)).cloned().collect();
             cut.extend(pairs(n, &rest));
         }
-        Action::Partition(x, y) => {
+        // A one-way cut takes both sides' probes down with it (one loses
+        // its pings, the other its acks): both are cut off.
+        Action::Partition(x, y) | Action::OneWay(x, y) => {
             cut.extend(pairs(x, y));
             cut.extend(pairs(y, x));
         }
@@ -107,7 +109,9 @@ pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], 
                 cut.remove(&p);
             }
         }
+        // A clog holds streams only; datagrams still cross.
         Action::Crash(_)
+        | Action::Clog(..)
         | Action::Leave(_)
         | Action::Restart(_)
         | Action::Join(_)

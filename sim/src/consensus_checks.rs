@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::checks::CheckResult;
-use crate::cluster::{Action, Replica, RunOutput, TimedAction, RAFT_EVENT};
+use crate::cluster::{Action, Replica, RunOutput, TimedAction};
+use crate::host::RAFT_EVENT;
 use crate::linearizability::{self, Input, Op, Output};
 use crate::topology::{Role, Topology};
 use crate::trace::Trace;
@@ -62,36 +63,54 @@ fn secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 
-/// `single_leader`: no two servers of a datacenter lead in one term.
+/// `single_leader`: leadership in each datacenter passes as openraft's
+/// leader IDs allow. Those are (term, server) pairs, ordered: in one term,
+/// a candidate with a higher server ID may still win after another won (it
+/// needs a majority that had not heard from the first), which is what
+/// keeps two candidates of equal timeouts from splitting every vote. So a
+/// term may see more than one leader, but each later than the last with a
+/// higher ID: never two leaders under one leader ID, never a term handed
+/// back down.
 pub fn single_leader(topo: &Topology, trace: &Trace) -> CheckResult {
-    let mut leaders: BTreeMap<(&str, u64), BTreeSet<&str>> = BTreeMap::new();
+    // Each (datacenter, term)'s leaders, in the order they first led.
+    let mut leaders: BTreeMap<(&str, u64), Vec<&str>> = BTreeMap::new();
     for v in raft_views(trace) {
         if v.leader == Some(v.node) {
-            leaders
-                .entry((dc_of(topo, v.node), v.term))
-                .or_default()
-                .insert(v.node);
+            let seen = leaders.entry((dc_of(topo, v.node), v.term)).or_default();
+            if !seen.contains(&v.node) {
+                seen.push(v.node);
+            }
         }
     }
+    let id = |name: &str| cairn::server::raft_id(&crate::cluster::server_node_id(name));
     let bad: Vec<String> = leaders
         .iter()
-        .filter(|(_, l)| l.len() > 1)
-        .map(|((dc, term), l)| {
-            format!(
-                "{dc} term {term}: {}",
-                l.iter().copied().collect::<Vec<_>>().join(", ")
-            )
-        })
+        .filter(|(_, l)| l.windows(2).any(|w| id(w[0]) >= id(w[1])))
+        .map(|((dc, term), l)| format!("{dc} term {term}: {}", l.join(" then ")))
         .collect();
+    let shared = leaders.values().filter(|l| l.len() > 1).count();
     CheckResult {
         check: "single_leader".into(),
         passed: bad.is_empty() && !leaders.is_empty(),
         detail: if leaders.is_empty() {
             "no server ever led".into()
         } else if bad.is_empty() {
-            format!("{} terms had a leader, one each", leaders.len())
+            format!(
+                "{} terms had a leader{}",
+                leaders.len(),
+                if shared == 0 {
+                    ", one each".to_string()
+                } else {
+                    format!(
+                        "; in {shared} of them a candidate of higher ID took over, as openraft's leader IDs allow"
+                    )
+                }
+            )
         } else {
-            format!("two leaders in one term: {}", bad.join("; "))
+            format!(
+                "leaders out of leader-ID order (a later leader of a term must have a higher ID): {}",
+                bad.join("; ")
+            )
         },
     }
 }
@@ -468,6 +487,48 @@ mod tests {
             ret.map(|t| (t, Output::Done)),
             Input::Put(v.as_bytes().to_vec()),
         )
+    }
+
+    #[test]
+    fn a_term_may_pass_to_a_higher_leader_id_only() {
+        use crate::topology::{Datacenter, LatencyModel, Location, PoolScope};
+        let topo = Topology::new(
+            vec![Datacenter {
+                name: "dc1".into(),
+                clients: 0,
+                servers: 3,
+                location: Location::Unplaced,
+            }],
+            PoolScope::Datacenter,
+            LatencyModel::default(),
+        );
+        let mut servers: Vec<&str> = vec!["dc1-server-0", "dc1-server-1", "dc1-server-2"];
+        let id = |n: &str| cairn::server::raft_id(&crate::cluster::server_node_id(n));
+        servers.sort_by_key(|n| id(n));
+        let lead = |t: u64, node: &str, term: u64| crate::trace::TraceEvent {
+            t_us: t,
+            node: node.into(),
+            event: RAFT_EVENT.into(),
+            member: None,
+            incarnation: None,
+            detail: Some(format!("term={term} leader={node}")),
+        };
+        let trace = |events| Trace { events };
+        let (low, high) = (servers[0], servers[2]);
+        let up = trace(vec![lead(1, low, 1), lead(2, high, 1), lead(3, low, 2)]);
+        let r = single_leader(&topo, &up);
+        assert!(
+            r.passed && r.detail.contains("higher ID took over"),
+            "{}",
+            r.detail
+        );
+        let down = trace(vec![lead(1, high, 1), lead(2, low, 1)]);
+        let r = single_leader(&topo, &down);
+        assert!(
+            !r.passed && r.detail.contains("out of leader-ID order"),
+            "{}",
+            r.detail
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! cairn-sim: the deterministic multi-datacenter simulator.
 //!
-//! Real cairn agents run as turmoil hosts on a [`SimEnv`], placed in
+//! Real cairn agents run on a [`SimEnv`] over cairn's own simulated
+//! network ([`net`]), placed in
 //! datacenters on measured geography ([`topology`]); a timed schedule
 //! injects faults; every membership change is recorded with its virtual
 //! time. Same scenario and seed, same trace, byte for byte.
@@ -14,14 +15,17 @@
 
 #![warn(missing_docs)]
 
+pub mod action;
 pub mod checks;
 pub mod cluster;
 pub mod consensus_checks;
 pub mod env;
 pub mod federation;
+mod host;
 pub mod linearizability;
 pub mod mesh;
 pub mod metrics;
+pub mod net;
 pub mod output;
 pub mod plot;
 pub mod protocol;
@@ -30,6 +34,7 @@ pub mod scenario;
 pub mod select;
 pub mod services;
 pub mod spread;
+pub mod sweep;
 pub mod tomography;
 pub mod topology;
 pub mod trace;
@@ -39,7 +44,7 @@ pub use cluster::{
     run_cluster, Accuracy, Action, ClusterSpec, LatencyChange, NodeSample, NodeStatus, PairError,
     RunOutput, SimError, TimedAction,
 };
-pub use env::{NetConditions, SimEnv};
+pub use env::SimEnv;
 pub use report::Report;
 pub use scenario::{Check, Scenario, ScenarioBuilder};
 pub use trace::{Recorder, Trace, TraceEvent};

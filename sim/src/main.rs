@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use cairn_sim::output::{write_run, Summary};
 use cairn_sim::scenario::{Engine, Scenario};
+use cairn_sim::sweep::{SeedResult, Shard, SweepFile};
 use cairn_sim::Report;
 use clap::{Parser, Subcommand};
 
@@ -59,12 +60,32 @@ enum Cmd {
         /// Protocol engine: pass messages as values (see `run`).
         #[arg(long)]
         no_codec: bool,
-        /// Where failing seeds' output goes (default: out/NAME).
+        /// Where failing seeds' output and the results file (sweep.json,
+        /// or sweep-shard-K-of-N.json) go (default: out/NAME).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Seeds run at once (default: every core). Each seed's result is
+        /// the one it gets alone.
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run only slice K of N of the seeds (every N-th from the K-th),
+        /// for spreading one sweep over machines; join the slices'
+        /// results with `sweep-merge`.
+        #[arg(long)]
+        shard: Option<String>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Join the results of a sweep's shards (their directories or
+    /// results files) into the whole sweep's, and list the failing seeds.
+    SweepMerge {
+        /// Directories holding sweep-shard-K-of-N.json files, or the files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Where the joined results go.
+        #[arg(long, default_value = "sweep.json")]
+        out: PathBuf,
     },
     /// Rerun a recorded run (a directory written by `run`) and compare traces.
     Replay {
@@ -135,8 +156,18 @@ fn main() -> ExitCode {
             engine,
             no_codec,
             out,
+            jobs,
+            shard,
             quiet,
-        } => sweep(&file, &seeds, (engine, no_codec), out, quiet),
+        } => sweep(
+            &file,
+            &seeds,
+            (engine, no_codec),
+            out,
+            Parallel { jobs, shard },
+            quiet,
+        ),
+        Cmd::SweepMerge { inputs, out } => sweep_merge(&inputs, &out),
         Cmd::Replay { dir, quiet } => replay(&dir, quiet),
         Cmd::Tomography(t) => tomography(&t),
     };
@@ -288,60 +319,178 @@ fn parse_seeds(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u64>> {
     Ok(a..=b)
 }
 
+/// How a sweep spreads: over this machine's cores, and over machines.
+struct Parallel {
+    jobs: Option<usize>,
+    shard: Option<String>,
+}
+
 fn sweep(
     file: &Path,
     seeds: &str,
     engine: Overrides,
     out: Option<PathBuf>,
+    parallel: Parallel,
     quiet: bool,
 ) -> anyhow::Result<bool> {
     let s = load(file, engine)?;
-    let seeds = parse_seeds(seeds)?;
-    let total = seeds.end() - seeds.start() + 1;
+    let range = parse_seeds(seeds)?;
+    let all: Vec<u64> = range.clone().collect();
+    let shard = parallel
+        .shard
+        .as_deref()
+        .map(Shard::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let mine = match shard {
+        Some(sh) => sh.pick(&all),
+        None => all.clone(),
+    };
+    let jobs = match parallel.jobs {
+        Some(0) => anyhow::bail!("--jobs must be at least 1"),
+        Some(j) => j,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let total = mine.len();
     eprintln!(
-        "sweeping {} over {total} seeds ({}..{})",
+        "sweeping {} over {total} seeds ({}..{}{}), {} at a time",
         s.name,
-        seeds.start(),
-        seeds.end()
+        range.start(),
+        range.end(),
+        shard.map_or(String::new(), |sh| format!(", shard {}/{}", sh.k, sh.n)),
+        jobs.min(total.max(1))
     );
-    let mut failing = Vec::new();
+    let root = out.unwrap_or_else(|| PathBuf::from("out").join(&s.name));
     let started = Instant::now();
-    for (k, seed) in seeds.enumerate() {
-        let r = run_once(&s, seed, quiet, &format!("seed {seed} ({}/{total})", k + 1))?;
-        let failed: Vec<&str> = r
-            .checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| c.check.as_str())
-            .collect();
-        println!(
-            "seed {seed}: {} {} ({:.1}x)",
-            if failed.is_empty() { "PASS" } else { "FAIL" },
-            r.trace_hash(),
-            r.speed()
+    // One bar over the seeds when several run at once; with one at a time,
+    // each run's own bar.
+    let seeds_bar = if quiet || jobs == 1 {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(total as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("seeds [{bar:40}] {pos}/{len}  {elapsed} wall")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        if !failed.is_empty() {
-            let dir = default_dir(out.clone(), &s, seed);
-            write_run(&dir, &s, &r, &Summary::new(&s, &r, false, true))
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.display()))?;
-            failing.push((seed, failed.join(", "), dir));
+        b
+    };
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let results = cairn_sim::sweep::run_parallel(
+        &mine,
+        jobs,
+        |seed| -> anyhow::Result<SeedResult> {
+            let k = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let label = format!("seed {seed} ({k}/{total})");
+            let r = run_once(&s, seed, quiet || jobs > 1, &label)?;
+            let failed: Vec<String> = r
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.check.clone())
+                .collect();
+            let mut output = None;
+            if !failed.is_empty() {
+                let dir = default_dir(Some(root.clone()), &s, seed);
+                write_run(&dir, &s, &r, &Summary::new(&s, &r, false, true))
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.display()))?;
+                output = Some(dir.display().to_string());
+            }
+            Ok(SeedResult {
+                seed,
+                passed: failed.is_empty(),
+                failed,
+                trace_hash: r.trace_hash(),
+                virtual_s: r.output.virtual_time.as_secs_f64(),
+                wall_s: r.wall.as_secs_f64(),
+                output,
+            })
+        },
+        |r| {
+            seeds_bar.suspend(|| {
+                println!(
+                    "seed {}: {} {} ({:.1}x)",
+                    r.seed,
+                    if r.passed { "PASS" } else { "FAIL" },
+                    r.trace_hash,
+                    r.virtual_s / r.wall_s.max(1e-9)
+                )
+            });
+            seeds_bar.inc(1);
+        },
+    )?;
+    seeds_bar.finish_and_clear();
+    let results_file = SweepFile {
+        scenario: s.name.clone(),
+        scenario_sha256: scenario_sha256(&s),
+        engine: s.engine.as_str().into(),
+        codec: s.codec,
+        seeds: [*range.start(), *range.end()],
+        shard,
+        results,
+    };
+    let written = results_file
+        .write(&root, &Shard::file_name(shard))
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "{} of {total} seeds passed in {:.1} s; results in {}",
+        results_file.results.iter().filter(|r| r.passed).count(),
+        started.elapsed().as_secs_f64(),
+        written.display()
+    );
+    print_failing(&results_file, &file.display().to_string());
+    Ok(results_file.results.iter().all(|r| r.passed))
+}
+
+/// SHA-256 of the scenario's text (its file's, when it came from one).
+fn scenario_sha256(s: &Scenario) -> String {
+    let text = s.source.as_ref().map_or("", |src| src.text.as_str());
+    cairn_sim::trace::sha256_hex(text.as_bytes())
+}
+
+/// Lists the failing seeds with how to reproduce each.
+fn print_failing(f: &SweepFile, file: &str) {
+    for r in f.results.iter().filter(|r| !r.passed) {
+        println!(
+            "  seed {} failed {}; {}reproduce with: cargo run --release -p cairn-sim -- run {file} --seed {} --engine {}{}",
+            r.seed,
+            r.failed.join(", "),
+            r.output
+                .as_deref()
+                .map_or(String::new(), |o| format!("output in {o}; ")),
+            r.seed,
+            f.engine,
+            if f.codec { "" } else { " --no-codec" }
+        );
+    }
+}
+
+fn sweep_merge(inputs: &[PathBuf], out: &Path) -> anyhow::Result<bool> {
+    let mut files = Vec::new();
+    for input in inputs {
+        for path in cairn_sim::sweep::results_files(input).map_err(anyhow::Error::msg)? {
+            let f = SweepFile::load(&path).map_err(anyhow::Error::msg)?;
+            files.push((path, f));
         }
     }
+    let merged = cairn_sim::sweep::merge(&files).map_err(anyhow::Error::msg)?;
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow::anyhow!("--out names a file, not {}", out.display()))?;
+    let written = merged
+        .write(dir.unwrap_or(Path::new(".")), &name)
+        .map_err(anyhow::Error::msg)?;
+    let passed = merged.results.iter().filter(|r| r.passed).count();
     println!(
-        "{} of {total} seeds passed in {:.1} s",
-        total as usize - failing.len(),
-        started.elapsed().as_secs_f64()
+        "{} shards of {}: {passed} of {} seeds passed; results in {}",
+        files.len(),
+        merged.scenario,
+        merged.results.len(),
+        written.display()
     );
-    for (seed, checks, dir) in &failing {
-        println!(
-            "  seed {seed} failed {checks}; output in {}; reproduce with: cargo run --release -p cairn-sim -- run {} --seed {seed} --engine {}{}",
-            dir.display(),
-            file.display(),
-            s.engine.as_str(),
-            if s.codec { "" } else { " --no-codec" }
-        );
-    }
-    Ok(failing.is_empty())
+    print_failing(&merged, &format!("SCENARIO ({})", merged.scenario));
+    Ok(passed == merged.results.len())
 }
 
 fn replay(dir: &Path, quiet: bool) -> anyhow::Result<bool> {

@@ -236,9 +236,11 @@ async fn echo<E: Env>(env: E, addr: SocketAddr) {
 /// `intentions_enforced`: every call that started at least `within` after
 /// the last intention change went through exactly when the intentions in
 /// force allowed it (with no intention matching: allowed, as with ACLs
-/// off). Calls before the first intention are not judged; each intention
-/// change must be followed by judged calls, so the check cannot pass on
-/// silence.
+/// off). Calls before the first intention are not judged, nor calls still
+/// in flight (for up to their timeout) when the next change is made: the
+/// destination's proxy decides when the call reaches it, which may be
+/// after. Each intention change must be followed by judged calls, so the
+/// check cannot pass on silence.
 pub fn enforced(timeline: &[TimedAction], trace: &Trace, within: Duration) -> CheckResult {
     let check = format!("intentions_enforced {:.3}s", within.as_secs_f64());
     // Which service each node's application is.
@@ -286,7 +288,11 @@ pub fn enforced(timeline: &[TimedAction], trace: &Trace, within: Duration) -> Ch
         let Some(last) = changes.iter().rposition(|(t, _)| *t <= at) else {
             continue;
         };
-        if at < changes[last].0 + within {
+        if at < changes[last].0 + within
+            || changes
+                .get(last + 1)
+                .is_some_and(|(next, _)| *next <= at + CALL_TIMEOUT)
+        {
             continue;
         }
         let (Some(src), Some(dst)) = (service_of.get(&e.node), e.member.as_deref()) else {

@@ -122,7 +122,13 @@ impl Summary {
             wall_time_s: r.wall.as_secs_f64(),
             speed: r.speed(),
             steps: out.steps,
-            tick_ms: s.tick.as_secs_f64() * 1000.0,
+            // The full engine's timers have tokio's 1 ms resolution; the
+            // protocol engine's time is continuous.
+            tick_ms: if s.engine == crate::scenario::Engine::Full {
+                1.0
+            } else {
+                0.0
+            },
             lossy_udp_packets: out.lossy_packets.0,
             lossy_udp_dropped: out.lossy_packets.1,
             rtt_accuracy: out.accuracy.last().map(|a| [a.median, a.p90, a.p99]),

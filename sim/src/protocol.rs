@@ -6,13 +6,17 @@
 //! - Events wait in one queue ordered by (time, insertion number), so ties
 //!   break the same way every run.
 //! - Datagrams travel through the real codec: the bytes a node emits are
-//!   the bytes its peer parses. Each one is lost, cut off by a partition, or
-//!   delivered after the link's latency (the scenario's model, drawn per
-//!   pair without ever holding all N² pairs) plus jitter and slowness.
-//! - A stream exchange (push/pull, TCP fallback probe) costs a connection
-//!   handshake and the request one way, and the reply the other way; it
-//!   fails at its deadline when the peer is down or cut off. Loss does not
-//!   touch streams, as TCP retransmits.
+//!   the bytes its peer parses. What the network does to each is the shared
+//!   [`Model`]'s (the full engine's too): lost, cut off, duplicated, held
+//!   back, or delivered after the link's latency (drawn per pair without
+//!   ever holding all N² pairs) plus jitter and slowness.
+//! - A stream exchange (push/pull, TCP fallback probe) costs a handshake (a
+//!   round trip), then the request's bytes one way and the reply's the
+//!   other, each queued on its link and taking its transmission time (sized
+//!   before compression, so skipping the codec changes nothing). It fails
+//!   at its deadline when the peer is down, or the path is cut or clogged:
+//!   the engine does not retransmit into a heal. Loss does not touch
+//!   streams, as TCP retransmits.
 //! - Every node's randomness is seeded from the run's seed, its name and
 //!   its boot count, exactly as in the full engine.
 //!
@@ -21,10 +25,9 @@
 //! news spreading ([`Spread`]) and false failures are counted over everyone.
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
-
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn::gossip::wire::{self, Message, StreamMessage};
 use cairn::gossip::{tags, GossipOptions, KnownMembers, Node, Output, StreamId, StreamRequest};
@@ -35,10 +38,11 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checks::Outages;
 use crate::cluster::{
-    starts_waiting, Accuracy, Action, LatencyChange, NodeSample, NodeStatus, PairError, RunOutput,
-    SimError, TimedAction,
+    starts_waiting, Accuracy, Action, NodeSample, NodeStatus, PairError, RunOutput, SimError,
+    TimedAction,
 };
 use crate::env::derive_seed;
+use crate::net::{self, Bits, Model, Override};
 use crate::scenario::{Scenario, Start};
 use crate::select::resolve_names;
 use crate::spread::Spread;
@@ -65,55 +69,6 @@ impl Default for Sampling {
             observed_nodes: 500,
             scored_pairs: 20_000,
         }
-    }
-}
-
-/// A set of node indices.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Bits(Vec<u64>);
-
-impl Bits {
-    fn new(n: usize) -> Self {
-        Bits(vec![0; n.div_ceil(64)])
-    }
-
-    fn of(n: usize, idx: impl IntoIterator<Item = usize>) -> Self {
-        let mut b = Bits::new(n);
-        for i in idx {
-            b.insert(i);
-        }
-        b
-    }
-
-    fn insert(&mut self, i: usize) -> bool {
-        let (w, m) = (i / 64, 1u64 << (i % 64));
-        let fresh = self.0[w] & m == 0;
-        self.0[w] |= m;
-        fresh
-    }
-
-    fn has(&self, i: usize) -> bool {
-        self.0[i / 64] & (1 << (i % 64)) != 0
-    }
-}
-
-/// A rule about the links between two sets: the latest one covering a
-/// pair decides.
-#[derive(Debug, Clone)]
-struct Rule<T> {
-    a: Bits,
-    b: Bits,
-    what: T,
-}
-
-impl<T: Copy> Rule<T> {
-    fn covers(&self, i: usize, j: usize) -> bool {
-        (self.a.has(i) && self.b.has(j)) || (self.a.has(j) && self.b.has(i))
-    }
-
-    /// What the newest rule covering (i, j) says.
-    fn latest(rules: &[Rule<T>], i: usize, j: usize) -> Option<T> {
-        rules.iter().rev().find(|r| r.covers(i, j)).map(|r| r.what)
     }
 }
 
@@ -192,19 +147,13 @@ struct Slot {
     sampled: [u64; 3],
 }
 
-/// The address of node `i`: 10.0.0.1 onwards.
+/// The gossip address of node `i`.
 fn addr_of(i: usize) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0001u32 + i as u32)), PORT)
+    SocketAddr::new(net::ip_of(i), PORT)
 }
 
 fn index_of(a: SocketAddr, n: usize) -> Option<usize> {
-    match a.ip() {
-        IpAddr::V4(v4) => {
-            let i = u32::from(v4).checked_sub(0x0a00_0001)? as usize;
-            (i < n && a.port() == PORT).then_some(i)
-        }
-        IpAddr::V6(_) => None,
-    }
+    net::index_of(a.ip(), n).filter(|_| a.port() == PORT)
 }
 
 struct Engine<'a> {
@@ -212,20 +161,11 @@ struct Engine<'a> {
     seed: u64,
     n: usize,
     names: Vec<String>,
-    between: Vec<Vec<Duration>>,
     slots: Vec<Slot>,
     queue: BinaryHeap<Queued>,
     seq: u64,
     now: Instant,
-    net_rng: ChaCha8Rng,
-    /// Fixed link rules of the scenario: latency and loss.
-    fixed: Vec<Rule<(Option<Duration>, Option<f64>)>>,
-    cuts: Vec<Rule<bool>>,
-    loss_rules: Vec<Rule<Option<f64>>>,
-    global_loss: Option<f64>,
-    latency_rules: Vec<Rule<LatencyChange>>,
-    slow: Vec<Duration>,
-    lossy: (u64, u64),
+    net: Model,
     events: u64,
     trace: Vec<TraceEvent>,
     observers: Bits,
@@ -263,7 +203,6 @@ pub fn run_protocol(
     }
     let n = topo.nodes.len();
     let names = topo.names();
-    let between = topo.dc_latencies().map_err(SimError::Setup)?;
     let bits = |sel: &[crate::select::Selector]| {
         let names = resolve_names(sel, topo, seed, "link");
         Bits::of(n, names.iter().filter_map(|x| topo.index(x)))
@@ -271,12 +210,15 @@ pub fn run_protocol(
     let fixed = scenario
         .links
         .iter()
-        .map(|r| Rule {
+        .map(|r| Override {
             a: bits(&r.between.0),
             b: bits(&r.between.1),
-            what: (r.latency, r.loss),
+            latency: r.latency.map(|d| d.max(Duration::from_micros(1))),
+            loss: r.loss,
+            bandwidth: r.bandwidth,
         })
         .collect();
+    let net = Model::drawn(topo, seed, fixed).map_err(SimError::Setup)?;
     let mut pick_rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, "", 0, "protocol-sampling"));
     let sample = |k: usize, rng: &mut ChaCha8Rng| -> Bits {
         let mut idx: Vec<usize> = (0..n).collect();
@@ -292,19 +234,11 @@ pub fn run_protocol(
         s: scenario,
         seed,
         n,
-        between,
         slots: Vec::with_capacity(n),
         queue: BinaryHeap::new(),
         seq: 0,
         now: Instant::from_duration(Duration::ZERO),
-        net_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "", 0, "protocol-network")),
-        fixed,
-        cuts: Vec::new(),
-        loss_rules: Vec::new(),
-        global_loss: None,
-        latency_rules: Vec::new(),
-        slow: vec![Duration::ZERO; n],
-        lossy: (0, 0),
+        net,
         events: 0,
         trace: Vec::new(),
         observers,
@@ -388,7 +322,7 @@ pub fn run_protocol(
         trace,
         virtual_time: scenario.duration,
         steps: e.events,
-        lossy_packets: e.lossy,
+        lossy_packets: e.net.lossy(),
         accuracy,
         final_pairs,
         // The protocol engine runs no servers, so no WAN pool.
@@ -675,44 +609,6 @@ impl Engine<'_> {
             .count() as u64
     }
 
-    /// The model's latency and loss for (i, j), with the scenario's fixed
-    /// rules applied.
-    fn model(&self, i: usize, j: usize) -> (Duration, f64) {
-        let topo = &self.s.topology;
-        // Each field from the newest rule that sets it, as the full engine
-        // applies rules field by field.
-        let covering = || self.fixed.iter().rev().filter(|r| r.covers(i, j));
-        let lat = covering().find_map(|r| r.what.0);
-        let loss = covering().find_map(|r| r.what.1);
-        (
-            lat.unwrap_or_else(|| topo.link_one_way(self.seed, &self.between, i, j)),
-            loss.unwrap_or(topo.latency.loss),
-        )
-    }
-
-    /// The current one-way latency of (i, j).
-    fn latency(&self, i: usize, j: usize) -> Duration {
-        let model = self.model(i, j).0;
-        match Rule::latest(&self.latency_rules, i, j) {
-            None | Some(LatencyChange::Reset) => model,
-            Some(LatencyChange::Set(d)) => d,
-            Some(LatencyChange::Scale(f)) => model.mul_f64(f),
-        }
-        .max(Duration::from_micros(1))
-    }
-
-    fn loss(&self, i: usize, j: usize) -> f64 {
-        match Rule::latest(&self.loss_rules, i, j) {
-            Some(Some(r)) => r,
-            Some(None) => self.model(i, j).1,
-            None => self.global_loss.unwrap_or_else(|| self.model(i, j).1),
-        }
-    }
-
-    fn cut(&self, i: usize, j: usize) -> bool {
-        Rule::latest(&self.cuts, i, j).unwrap_or(false)
-    }
-
     fn send(&mut self, i: usize, to: SocketAddr, data: Datagram, size: usize) {
         let s = &mut self.slots[i].sent;
         s[0] += 1;
@@ -720,49 +616,50 @@ impl Engine<'_> {
         let Some(j) = index_of(to, self.n) else {
             return;
         };
-        if self.cut(i, j) {
-            return;
+        let arrivals = self.net.datagram(self.now, i, j);
+        if let Some(again) = arrivals.again {
+            let copy = match &data {
+                Datagram::Bytes(b) => Datagram::Bytes(b.clone()),
+                Datagram::Values(m) => Datagram::Values(m.clone()),
+            };
+            let (to, from) = (j as u32, i as u32);
+            self.push_at(
+                again,
+                Ev::Packet {
+                    to,
+                    from,
+                    data: copy,
+                },
+            );
         }
-        let loss = self.loss(i, j);
-        if loss > 0.0 {
-            let dropped = self.net_rng.random_bool(loss.min(1.0));
-            self.lossy.0 += 1;
-            self.lossy.1 += dropped as u64;
-            if dropped {
-                return;
-            }
+        if let Some(at) = arrivals.first {
+            let (to, from) = (j as u32, i as u32);
+            self.push_at(at, Ev::Packet { to, from, data });
         }
-        let jitter = self.s.topology.latency.jitter;
-        let extra = if jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            jitter.sample(&mut self.net_rng)
-        };
-        let delay = self.latency(i, j) + extra + self.slow[i] + self.slow[j];
-        self.push_at(
-            self.now + delay,
-            Ev::Packet {
-                to: j as u32,
-                from: i as u32,
-                data,
-            },
-        );
     }
 
+    /// Opens a stream exchange: a handshake (a round trip), then the
+    /// request's bytes over the link. A path stalled either way, or bytes
+    /// that would arrive after the deadline, fail it at the deadline.
     fn open_stream(&mut self, i: usize, req: StreamRequest) {
         self.slots[i].sent[2] += req.data.len() as u64;
         let boot = self.slots[i].boot;
-        let j = index_of(req.to, self.n);
-        let reachable = j.filter(|&j| !self.cut(i, j));
-        let arrive = reachable.map(|j| self.now + self.latency(i, j) * 3);
-        let Some(j) = reachable.filter(|_| arrive.is_some_and(|t| t <= req.deadline)) else {
+        let now = self.now;
+        let len = req.size;
+        let arrive = index_of(req.to, self.n)
+            .filter(|&j| self.net.can_connect(i, j))
+            .and_then(|j| {
+                let open = now + self.net.latency(i, j) + self.net.latency(j, i);
+                let at = self.net.stream_bytes(open, i, j, len)?;
+                (at <= req.deadline).then_some((j, at))
+            });
+        let Some((j, at)) = arrive else {
             let result = Err(format!("no answer from {} in time", req.to));
-            self.stream_done(req.deadline.max(self.now), i as u32, boot, req.id, result);
+            self.stream_done(req.deadline.max(now), i as u32, boot, req.id, result);
             return;
         };
-        // A handshake, then the request.
         self.push_at(
-            arrive.unwrap_or(self.now),
+            at,
             Ev::StreamIn {
                 to: j as u32,
                 from: i as u32,
@@ -831,7 +728,7 @@ impl Engine<'_> {
                     let (at, result) = if self.slots[to].status == NodeStatus::Crashed {
                         (deadline.max(now), fail)
                     } else {
-                        let back = now + self.latency(to, from);
+                        let back = now + self.net.latency(to, from);
                         (back, Err(format!("{} refused the connection", addr_of(to))))
                     };
                     self.stream_done(at, from as u32, from_boot, id, result);
@@ -849,7 +746,6 @@ impl Engine<'_> {
                     },
                 };
                 self.settle(to);
-                let back = now + self.latency(to, from);
                 let result = match (expect_reply, reply) {
                     (false, _) => Ok(None),
                     (true, None) => Err("the peer closed the stream without answering".into()),
@@ -863,10 +759,16 @@ impl Engine<'_> {
                         }
                     }
                 };
-                let (at, result) = if late(back) || self.cut(to, from) {
-                    (deadline.max(now), fail)
-                } else {
-                    (back, result)
+                // The reply's bytes cross the link back, sized before
+                // compression so that skipping the codec times them alike.
+                let back = match &result {
+                    Ok(Some(msg)) => self.net.stream_bytes(now, to, from, msg.encoded_len()),
+                    _ if self.net.stalled(to, from) => None,
+                    _ => Some(now + self.net.latency(to, from)),
+                };
+                let (at, result) = match back {
+                    Some(back) if !late(back) => (back, result),
+                    _ => (deadline.max(now), fail),
                 };
                 self.stream_done(at, from as u32, from_boot, id, result);
             }
@@ -953,26 +855,12 @@ impl Engine<'_> {
         Ok(())
     }
 
-    fn set(&self, names: &[String]) -> Bits {
-        Bits::of(self.n, names.iter().filter_map(|x| self.index(x)))
-    }
-
     fn apply(&mut self, action: &Action) -> Result<(), SimError> {
+        let topo = &self.s.topology;
+        if self.net.apply(action, |x| topo.index(x)) {
+            return Ok(());
+        }
         match action {
-            Action::Isolate(set) => {
-                let a = self.set(set);
-                let b = Bits::of(self.n, (0..self.n).filter(|&i| !a.has(i)));
-                self.cuts.push(Rule { a, b, what: true });
-            }
-            Action::Partition(x, y) => {
-                let (a, b) = (self.set(x), self.set(y));
-                self.cuts.push(Rule { a, b, what: true });
-            }
-            Action::Heal => self.cuts.clear(),
-            Action::HealBetween(x, y) => {
-                let (a, b) = (self.set(x), self.set(y));
-                self.cuts.push(Rule { a, b, what: false });
-            }
             Action::Crash(set) => {
                 for x in set {
                     if let Some(i) = self.index(x) {
@@ -1009,22 +897,6 @@ impl Engine<'_> {
                     }
                 }
             }
-            Action::Loss(rate) => {
-                self.global_loss = Some(*rate);
-                self.loss_rules.clear();
-            }
-            Action::LinkLoss(x, y, rate) => {
-                let (a, b) = (self.set(x), self.set(y));
-                self.loss_rules.push(Rule { a, b, what: *rate });
-            }
-            Action::Latency(x, y, change) => {
-                let (a, b) = (self.set(x), self.set(y));
-                self.latency_rules.push(Rule {
-                    a,
-                    b,
-                    what: *change,
-                });
-            }
             // Gossip reads no wall clock: a skew changes nothing here; and
             // there are no servers for KV clients to talk to (a scenario
             // with servers does not reach this engine).
@@ -1032,13 +904,17 @@ impl Engine<'_> {
             | Action::KvLoad(..)
             | Action::RegisterService(..)
             | Action::Intention(..) => {}
-            Action::Slow(set, d) => {
-                for x in set {
-                    if let Some(i) = self.index(x) {
-                        self.slow[i] = *d;
-                    }
-                }
-            }
+            // The network's (handled above).
+            Action::Isolate(_)
+            | Action::Partition(..)
+            | Action::OneWay(..)
+            | Action::Heal
+            | Action::HealBetween(..)
+            | Action::Clog(..)
+            | Action::Loss(_)
+            | Action::LinkLoss(..)
+            | Action::Latency(..)
+            | Action::Slow(..) => {}
         }
         Ok(())
     }
@@ -1054,7 +930,7 @@ impl Engine<'_> {
             scored.push(PairError {
                 a: i,
                 b: j,
-                true_ms: self.latency(i, j).as_secs_f64() * 2000.0,
+                true_ms: (self.net.latency(i, j) + self.net.latency(j, i)).as_secs_f64() * 1000.0,
                 est_ms: a.distance_secs(b) * 1000.0,
             });
         }

@@ -68,7 +68,7 @@ impl Scenario {
                 let n = self.topology.nodes.len();
                 if n > MAX_FULL_NODES {
                     return Err(SimError::Setup(format!(
-                        "{n} nodes is more than the full engine's {MAX_FULL_NODES} (its cost grows with the cube of the node count): run it with --engine protocol"
+                        "{n} nodes is more than the full engine's {MAX_FULL_NODES} (each runs a whole agent): run it with --engine protocol"
                     )));
                 }
                 if !self.codec {

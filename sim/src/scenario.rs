@@ -91,8 +91,6 @@ pub struct Scenario {
     pub seed: u64,
     /// Virtual time to simulate.
     pub duration: Duration,
-    /// Simulation step.
-    pub tick: Duration,
     /// Gossip tuning of every agent.
     pub gossip: GossipConfig,
     /// Every agent's gossip encryption key, base64 (`[gossip] encrypt`;
@@ -128,6 +126,8 @@ pub struct LinkRule {
     pub latency: Option<Duration>,
     /// Loss rate instead of the model's.
     pub loss: Option<f64>,
+    /// Bandwidth (bytes per second) instead of the model's.
+    pub bandwidth: Option<f64>,
 }
 
 /// An assertion about a run.
@@ -274,6 +274,9 @@ struct LatencySection {
     inter_dc: Option<String>,
     jitter: Option<toml::Value>,
     loss: Option<f64>,
+    bandwidth: Option<String>,
+    duplicate: Option<f64>,
+    reorder: Option<f64>,
     km_per_ms: Option<f64>,
 }
 
@@ -298,6 +301,7 @@ struct LinkSection {
     between: Vec<String>,
     latency: Option<String>,
     loss: Option<f64>,
+    bandwidth: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +312,7 @@ struct EventSection {
     #[serde(default)]
     targets: Vec<String>,
     between: Option<Vec<String>>,
+    one_way: Option<bool>,
     rate: Option<f64>,
     offset: Option<String>,
     latency: Option<String>,
@@ -340,9 +345,9 @@ struct CheckSection {
     service: Option<String>,
 }
 
-/// Most nodes the full-stack engine takes (its cost grows with the cube of
-/// the host count).
-pub const MAX_FULL_NODES: usize = 300;
+/// Most nodes the full-stack engine takes: each is a whole agent (about
+/// 0.7 MB, a server more), and it scores every pair of a pool each second.
+pub const MAX_FULL_NODES: usize = 2000;
 
 /// Most nodes a scenario may have (the protocol engine's reach).
 pub const MAX_NODES: usize = 200_000;
@@ -380,6 +385,41 @@ fn rate(what: &str, r: f64) -> Result<f64, ScenarioError> {
 
 /// A distribution: `"2ms"` (fixed) or a table with `dist` = `uniform`
 /// (`min`, `max`), `normal` (`mean`, `stddev`) or `exponential` (`mean`).
+/// A bandwidth like `"1Gbit/s"`, `"100Mbit/s"`, `"20MB/s"` or
+/// `"unlimited"`, in bytes per second.
+fn bandwidth(what: &str, s: &str) -> Result<f64, ScenarioError> {
+    let bad = || {
+        err(format!(
+            "{what}: {s:?} is not a bandwidth; write a number with a unit, like \"1Gbit/s\", \"100Mbit/s\", \"20MB/s\" (k, M, G; bit/s or B/s), or \"unlimited\""
+        ))
+    };
+    let t = s.trim();
+    if t == "unlimited" {
+        return Ok(f64::INFINITY);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let (scale, unit) = match unit.trim_start().chars().next() {
+        Some('k') => (1e3, &unit.trim_start()[1..]),
+        Some('M') => (1e6, &unit.trim_start()[1..]),
+        Some('G') => (1e9, &unit.trim_start()[1..]),
+        _ => (1.0, unit.trim_start()),
+    };
+    let per_byte = match unit {
+        "bit/s" | "bps" => 1.0 / 8.0,
+        "B/s" => 1.0,
+        _ => return Err(bad()),
+    };
+    let bytes = v * scale * per_byte;
+    if !(bytes.is_finite() && bytes >= 1.0) {
+        return Err(err(format!("{what}: {s:?} is less than a byte a second")));
+    }
+    Ok(bytes)
+}
+
 fn dist(what: &str, v: &toml::Value) -> Result<Dist, ScenarioError> {
     let table = match v {
         toml::Value::String(s) => return Ok(Dist::Const(dur(what, s)?)),
@@ -482,7 +522,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-const ACTIONS: &str = "partition, heal, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention";
+const ACTIONS: &str = "partition, heal, clog, unclog, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention";
 const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves, intentions_enforced";
 
 impl Scenario {
@@ -577,6 +617,15 @@ impl Scenario {
         }
         if let Some(v) = l.loss {
             latency.loss = rate("latency.loss", v)?;
+        }
+        if let Some(v) = &l.bandwidth {
+            latency.bandwidth = bandwidth("latency.bandwidth", v)?;
+        }
+        if let Some(v) = l.duplicate {
+            latency.duplicate = rate("latency.duplicate", v)?;
+        }
+        if let Some(v) = l.reorder {
+            latency.reorder = rate("latency.reorder", v)?;
         }
         if let Some(v) = l.km_per_ms {
             if !(v.is_finite() && v > 0.0) {
@@ -730,12 +779,14 @@ impl Scenario {
         if duration.is_zero() {
             return Err(err("duration must be more than zero"));
         }
-        let tick = match &f.tick {
-            Some(t) => dur("tick", t)?,
-            None => Duration::from_millis(1),
-        };
-        if tick < Duration::from_micros(1) || tick > Duration::from_millis(100) {
-            return Err(err("tick must be between 1us and 100ms"));
+        // Files from when the full engine ran on turmoil's ticks may say
+        // what is still true.
+        if let Some(t) = &f.tick {
+            if dur("tick", t)? != Duration::from_millis(1) {
+                return Err(err(
+                    "tick: the full engine no longer ticks; it steps from event to event, with timers at 1 ms resolution. Remove tick",
+                ));
+            }
         }
         let mut b = ScenarioBuilder {
             s: Scenario {
@@ -745,7 +796,6 @@ impl Scenario {
                 codec: f.codec.unwrap_or(true),
                 seed: f.seed,
                 duration,
-                tick,
                 gossip,
                 encrypt: f.gossip.encrypt.clone(),
                 topology,
@@ -786,13 +836,21 @@ impl Scenario {
                 .loss
                 .map(|v| rate(&format!("{here}: loss"), v))
                 .transpose()?;
-            if latency.is_none() && loss.is_none() {
-                return Err(err(format!("{here} changes nothing: set latency or loss")));
+            let bandwidth = l
+                .bandwidth
+                .as_deref()
+                .map(|v| bandwidth(&format!("{here}: bandwidth"), v))
+                .transpose()?;
+            if latency.is_none() && loss.is_none() && bandwidth.is_none() {
+                return Err(err(format!(
+                    "{here} changes nothing: set latency, loss or bandwidth"
+                )));
             }
             b.s.links.push(LinkRule {
                 between: pair,
                 latency,
                 loss,
+                bandwidth,
             });
         }
 
@@ -828,13 +886,23 @@ impl Scenario {
                 }
             };
             let action = match e.action.as_str() {
-                "partition" => match &pair {
-                    Some(p) if targets.is_empty() => Action::Partition(p.0.clone(), p.1.clone()),
-                    Some(_) => {
+                "partition" => match (&pair, e.one_way.unwrap_or(false)) {
+                    (Some(_), _) if !targets.is_empty() => {
                         return Err(err(format!("{here}: give targets or between, not both")))
                     }
-                    None => Action::Isolate(need_targets()?),
+                    (Some(p), false) => Action::Partition(p.0.clone(), p.1.clone()),
+                    (Some(p), true) => Action::OneWay(p.0.clone(), p.1.clone()),
+                    (None, false) => Action::Isolate(need_targets()?),
+                    (None, true) => {
+                        return Err(err(format!(
+                            "{here}: one_way needs between = [FROM, TO]: what FROM sends stops reaching TO"
+                        )))
+                    }
                 },
+                "clog" | "unclog" => {
+                    let (x, y) = sets()?;
+                    Action::Clog(x, y, e.action == "clog")
+                }
                 "heal" => match (&pair, targets.is_empty()) {
                     (None, true) => Action::Heal,
                     _ => {
@@ -1014,6 +1082,7 @@ impl Scenario {
             let registers = matches!(e.action.as_str(), "register_service" | "connect_service");
             let unused: Vec<&str> = [
                 ("rate", e.rate.is_some() && e.action != "loss"),
+                ("one_way", e.one_way.is_some() && e.action != "partition"),
                 ("offset", e.offset.is_some() && e.action != "skew"),
                 (
                     "latency",
@@ -1259,6 +1328,10 @@ impl Scenario {
                         links.loss[x][y] = r;
                         links.loss[y][x] = r;
                     }
+                    if let Some(bw) = rule.bandwidth {
+                        links.bandwidth[x][y] = bw;
+                        links.bandwidth[y][x] = bw;
+                    }
                 }
             }
         }
@@ -1268,7 +1341,17 @@ impl Scenario {
             seed,
             gossip: self.gossip.clone(),
             encrypt: self.encrypt.clone(),
-            tick: self.tick,
+            resolved: Some(
+                self.checks
+                    .iter()
+                    .filter_map(|c| match c {
+                        Check::DnsResolves { service, .. } => Some(service.clone()),
+                        _ => None,
+                    })
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            ),
             duration: self.duration,
         })
     }
@@ -1301,7 +1384,7 @@ pub struct ScenarioBuilder {
 
 impl ScenarioBuilder {
     /// An empty scenario called `name` running for `duration`, with seed 1,
-    /// LAN gossip and a 1 ms tick; add datacenters before events.
+    /// LAN gossip; add datacenters before events.
     pub fn new(name: &str, duration: Duration) -> Self {
         ScenarioBuilder {
             s: Scenario {
@@ -1311,7 +1394,6 @@ impl ScenarioBuilder {
                 codec: true,
                 seed: 1,
                 duration,
-                tick: Duration::from_millis(1),
                 gossip: GossipConfig::lan(),
                 encrypt: None,
                 topology: Topology::new(Vec::new(), PoolScope::Datacenter, LatencyModel::default()),
@@ -1346,12 +1428,6 @@ impl ScenarioBuilder {
     /// Sets the latency model.
     pub fn latency(mut self, model: LatencyModel) -> Self {
         self.s.topology.latency = model;
-        self
-    }
-
-    /// Sets the simulation step.
-    pub fn tick(mut self, tick: Duration) -> Self {
-        self.s.tick = tick;
         self
     }
 
@@ -1481,6 +1557,63 @@ within = "20s"
     }
 
     #[test]
+    fn network_keys_and_actions_parse() {
+        let text = GOOD.replace(
+            "[[datacenter]]",
+            "[latency]\nbandwidth = \"100Mbit/s\"\nduplicate = 0.01\nreorder = 0.02\n\n[[datacenter]]",
+        ) + r#"
+[[link]]
+between = ["dc1-0", "dc1-1"]
+bandwidth = "20MB/s"
+
+[[event]]
+at = "20s"
+action = "partition"
+between = ["dc1-0", "dc1-2"]
+one_way = true
+
+[[event]]
+at = "21s"
+action = "clog"
+between = ["dc1-1", "dc1-3"]
+
+[[event]]
+at = "22s"
+action = "unclog"
+"#;
+        let s = Scenario::parse("t.toml", &text).unwrap();
+        let l = &s.topology.latency;
+        assert_eq!((l.bandwidth, l.duplicate, l.reorder), (12.5e6, 0.01, 0.02));
+        assert_eq!(s.links[0].bandwidth, Some(20e6));
+        let links = s.cluster(3).unwrap().links;
+        assert_eq!(
+            (links.bandwidth[0][1], links.bandwidth[1][2]),
+            (20e6, 12.5e6)
+        );
+        let t = s.timeline(3);
+        let names = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(t
+            .iter()
+            .any(|a| a.action == Action::OneWay(names(&["dc1-0"]), names(&["dc1-2"]))));
+        assert!(t
+            .iter()
+            .any(|a| a.action == Action::Clog(names(&["dc1-1"]), names(&["dc1-3"]), true)));
+        assert!(t
+            .iter()
+            .any(|a| matches!(&a.action, Action::Clog(a, _, false) if a.len() == 5)));
+        for (bad, want) in [
+            ("fast", "not a bandwidth"),
+            ("0.1bit/s", "less than a byte"),
+            ("10 Mb/s", "not a bandwidth"),
+        ] {
+            let e = bandwidth("latency.bandwidth", bad).unwrap_err().0;
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        assert_eq!(bandwidth("x", "unlimited").unwrap(), f64::INFINITY);
+        assert_eq!(bandwidth("x", "1Gbit/s").unwrap(), 125e6);
+    }
+
+    #[test]
     fn unknown_keys_point_at_the_line() {
         let bad = GOOD.replace("clients = 5", "clients = 5\nclinets = 2");
         let e = Scenario::parse("t.toml", &bad).unwrap_err().0;
@@ -1491,6 +1624,17 @@ within = "20s"
     #[test]
     fn bad_values_say_what_to_fix() {
         for (from, to, want) in [
+            ("seed = 3", "seed = 3\ntick = \"10ms\"", "no longer ticks"),
+            (
+                "action = \"partition\"",
+                "action = \"partition\"\none_way = true",
+                "one_way needs between",
+            ),
+            (
+                "action = \"partition\"",
+                "action = \"crash\"\none_way = true",
+                "one_way does not apply",
+            ),
             ("\"60s\"", "\"soon\"", "duration"),
             ("dc1-4\"]", "dc9-4\"]", "neither a node"),
             ("\"partition\"", "\"explode\"", "unknown action"),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::env::derive_seed;
+use crate::net::SplitMix;
 use crate::tomography::Matrix;
 
 /// A probability distribution of durations (latencies, jitter).
@@ -151,6 +152,9 @@ pub enum PoolScope {
     Global,
 }
 
+/// Each link's bandwidth unless a scenario says otherwise: 1 Gbit/s.
+pub const DEFAULT_BANDWIDTH: f64 = 125e6;
+
 /// The latency model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyModel {
@@ -162,6 +166,15 @@ pub struct LatencyModel {
     pub jitter: Dist,
     /// Share of UDP datagrams lost on every link.
     pub loss: f64,
+    /// Bytes per second each link carries, per direction (infinite: no
+    /// limit). Stream bytes queue behind each other and take their
+    /// transmission time.
+    pub bandwidth: f64,
+    /// Share of UDP datagrams delivered twice.
+    pub duplicate: f64,
+    /// Share of UDP datagrams held back by up to another latency, so that
+    /// datagrams sent after them may arrive first.
+    pub reorder: f64,
     /// The measured matrix datacenters sit on, with its site labels.
     pub matrix: Option<Arc<Sites>>,
     /// Effective one-way distance covered per millisecond between
@@ -177,6 +190,9 @@ impl Default for LatencyModel {
             inter_dc: Duration::from_millis(50),
             jitter: Dist::default(),
             loss: 0.0,
+            bandwidth: DEFAULT_BANDWIDTH,
+            duplicate: 0.0,
+            reorder: 0.0,
             matrix: None,
             km_per_ms: 100.0,
         }
@@ -298,14 +314,16 @@ pub struct Topology {
     pub latency: LatencyModel,
 }
 
-/// A concrete network drawn from the model: the one-way latency and loss
-/// rate of every pair of nodes.
+/// A concrete network drawn from the model: the one-way latency, loss
+/// rate and bandwidth of every pair of nodes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Links {
     /// `one_way[i][j]`, symmetric.
     pub one_way: Vec<Vec<Duration>>,
     /// `loss[i][j]`, symmetric.
     pub loss: Vec<Vec<f64>>,
+    /// `bandwidth[i][j]`, bytes per second each way.
+    pub bandwidth: Vec<Vec<f64>>,
 }
 
 impl Links {
@@ -503,10 +521,10 @@ impl Topology {
         } else {
             let (lo, hi) = (i.min(j) as u64, i.max(j) as u64);
             let pair_seed = derive_seed(seed, "link", lo << 32 | hi, "intra-dc");
-            self.latency.intra_dc.sample(&mut PairRng(pair_seed))
+            self.latency.intra_dc.sample(&mut SplitMix(pair_seed))
         };
-        // A link never takes less than a microsecond: turmoil treats zero as
-        // "deliver now", which no network does.
+        // A link never takes less than a microsecond: no network delivers
+        // at once.
         d.max(Duration::from_micros(1))
     }
 
@@ -520,34 +538,12 @@ impl Topology {
         for (i, row) in loss.iter_mut().enumerate() {
             row[i] = 0.0;
         }
-        Ok(Links { one_way, loss })
-    }
-}
-
-/// SplitMix64: the generator behind a link's latency. The protocol engine
-/// asks for a link's latency on every datagram, and a generator seeded for
-/// one or two draws must cost next to nothing to start (ChaCha's first
-/// block was a sixth of the engine's time).
-struct PairRng(u64);
-
-impl rand::RngCore for PairRng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        for chunk in dst.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
+        let bandwidth = vec![vec![self.latency.bandwidth; n]; n];
+        Ok(Links {
+            one_way,
+            loss,
+            bandwidth,
+        })
     }
 }
 

@@ -117,3 +117,82 @@ fn broken_input_gets_exit_2_and_a_message() {
     let o = sim(&["sweep", "bad.toml", "--seeds", "5..1"], dir.path());
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// The per-seed results of a sweep's results file, in seed order.
+fn sweep_results(path: &Path) -> Vec<(u64, bool, String)> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["seed"].as_u64().unwrap(),
+                r["passed"].as_bool().unwrap(),
+                r["trace_hash"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn parallel_and_sharded_sweeps_give_each_seed_its_own_result() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("small.toml"), SMALL).unwrap();
+    let sweep = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "sweep",
+            "small.toml",
+            "--seeds",
+            "1..6",
+            "--quiet",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let o = sim(&args, dir.path());
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let alone = sweep(&["--jobs", "1"], "one");
+    let together = sweep(&["--jobs", "3"], "three");
+    let one = sweep_results(&dir.path().join("one/sweep.json"));
+    assert_eq!(one.len(), 6);
+    assert_eq!(one, sweep_results(&dir.path().join("three/sweep.json")));
+    // Lines come in seed order either way.
+    let lines = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("seed "))
+            .map(|l| l.split(" (").next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(lines(&alone), lines(&together));
+
+    // Three shards, each run on its own, merge to the whole sweep.
+    for k in 1..=3 {
+        sweep(&["--shard", &format!("{k}/3"), "--jobs", "1"], "shards");
+    }
+    let shard = sweep_results(&dir.path().join("shards/sweep-shard-2-of-3.json"));
+    assert_eq!(shard.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 5]);
+    let o = sim(
+        &["sweep-merge", "shards", "--out", "merged.json"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("6 of 6 seeds passed"), "{}", text(&o));
+    assert_eq!(sweep_results(&dir.path().join("merged.json")), one);
+
+    // A shard missing is named, and the merge refuses.
+    std::fs::remove_file(dir.path().join("shards/sweep-shard-3-of-3.json")).unwrap();
+    let o = sim(&["sweep-merge", "shards"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("2 of seeds 1..6 have no result (first: 3, 6"),
+        "{}",
+        text(&o)
+    );
+    let o = sim(&["sweep", "small.toml", "--shard", "4/3"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--shard takes K/N"), "{}", text(&o));
+}

@@ -478,12 +478,36 @@ pub async fn serve<E: Env>(
     let listener = env.bind_tcp(addr).await?;
     let bound = crate::env::TcpListener::local_addr(&listener)?;
     let app = router(state);
-    let task = env.spawn(async move {
-        if let Err(e) = axum::serve(AxumListener(listener), app).await {
-            tracing::error!(error = %e, "HTTP API stopped");
-        }
-    });
+    let env2 = env.clone();
+    let task =
+        env.spawn(async move { serve_connections(&env2, AxumListener(listener), app).await });
     Ok((bound, task))
+}
+
+/// Serves `app` over HTTP/1.1 on every connection `listener` accepts, each
+/// in a task of `env`'s. (`axum::serve` would start them with
+/// `tokio::spawn`, outside the `Env`: a simulated crash would leave them
+/// running.)
+async fn serve_connections<E: Env, L: axum::serve::Listener>(
+    env: &E,
+    mut listener: L,
+    app: axum::Router,
+) where
+    L::Addr: std::fmt::Debug,
+{
+    loop {
+        let (io, from) = listener.accept().await;
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        env.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(?from, error = %e, "HTTP connection failed");
+            }
+        })
+        .detach();
+    }
 }
 
 /// Serves the API over HTTPS on `addr` with `tls`; returns the bound
@@ -533,9 +557,7 @@ pub async fn serve_https<E: Env>(
             }
         });
         let listener = TlsListener { rx, addr: bound };
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTPS API stopped");
-        }
+        serve_connections(&env2, listener, app).await;
         drop(handshakes);
     });
     Ok((bound, task))

@@ -1,4 +1,5 @@
-//! openraft's async runtime: tokio's, except for randomness. openraft draws
+//! openraft's async runtime: tokio's, except for randomness and spawning
+//! (into the caller's task group, see `env::TaskGroup`). openraft draws
 //! its election timeouts from `AsyncRuntime::thread_rng()`; here that reads
 //! a generator the caller seeds ([`seed`]) before it starts a node, from the
 //! node's `Env` seed. On real servers the `Env` seed is entropy; in the
@@ -82,7 +83,9 @@ impl AsyncRuntime for CairnRuntime {
         T: Future + OptionalSend + 'static,
         T::Output: OptionalSend + 'static,
     {
-        TokioRuntime::spawn(future)
+        // In the caller's task group, so a simulated crash of its node
+        // ends Raft's tasks too (see `env::TaskGroup`).
+        crate::env::spawn_inheriting(future)
     }
 
     fn sleep(duration: Duration) -> Self::Sleep {

@@ -478,7 +478,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let flusher = self.flusher.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(flush_appends(self.db.clone(), rx));
+            crate::env::spawn_inheriting(flush_appends(self.db.clone(), rx));
             tx
         });
         if let Err(unsent) = flusher.send(callback) {

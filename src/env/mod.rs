@@ -8,6 +8,7 @@
 //! the simulator touches sockets, `SystemTime::now` or OS entropy, which is
 //! what lets the same code replay identically from a seed.
 
+mod group;
 mod tokio_env;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use self::group::{spawn_inheriting, TaskGroup};
 pub use self::tokio_env::TokioEnv;
 use crate::time::Instant;
 

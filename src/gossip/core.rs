@@ -88,6 +88,9 @@ pub struct StreamRequest {
     /// The message itself, instead of `data`, when the codec is skipped
     /// ([`Swim::skip_codec`]).
     pub message: Option<StreamMessage>,
+    /// The message's encoded length before compression, with the codec
+    /// skipped or not (simulators time the transfer by it).
+    pub size: usize,
     /// Give up after this.
     pub deadline: Instant,
     /// Whether to read a reply.
@@ -2053,6 +2056,7 @@ impl Swim {
         self.next_stream += 1;
         let id = self.next_stream;
         self.streams.insert(id, kind);
+        let size = msg.encoded_len();
         let (data, message) = if self.typed {
             (Vec::new(), Some(msg))
         } else {
@@ -2063,6 +2067,7 @@ impl Swim {
             to: wire::canonical(to),
             data,
             message,
+            size,
             deadline,
             expect_reply,
         }));

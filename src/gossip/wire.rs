@@ -559,6 +559,54 @@ impl StreamMessage {
         self.encode(&mut out);
         out
     }
+
+    /// How long [`to_bytes`](Self::to_bytes) would be, without encoding a
+    /// push/pull's thousands of members (simulators size streams by it).
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            StreamMessage::PushPull(pp) => push_pull_len(pp),
+            other => other.to_bytes().len(),
+        }
+    }
+}
+
+/// The length of what [`encode_push_pull`] writes.
+fn push_pull_len(pp: &PushPull) -> usize {
+    use crate::msgpack::{container_len, raw_len, uint_len};
+    let key = |k: &str| raw_len(k.len());
+    let bytes_or_nil = |b: &[u8]| if b.is_empty() { 1 } else { raw_len(b.len()) };
+    let head = 1
+        + container_len(3)
+        + key("Nodes")
+        + uint_len(pp.nodes.len() as u64)
+        + key("UserStateLen")
+        + uint_len(pp.user_state.len() as u64)
+        + key("Join")
+        + 1;
+    let fixed = container_len(7)
+        + key("Name")
+        + key("Addr")
+        + key("Port")
+        + key("Meta")
+        + key("Incarnation")
+        + key("State")
+        + key("Vsn");
+    let nodes: usize = pp
+        .nodes
+        .iter()
+        .map(|n| {
+            let addr = if n.addr.is_ipv4() { 4 } else { 16 };
+            fixed
+                + raw_len(n.name.len())
+                + raw_len(addr)
+                + uint_len(n.addr.port() as u64)
+                + bytes_or_nil(&n.meta)
+                + uint_len(n.incarnation as u64)
+                + uint_len(n.state as u64)
+                + bytes_or_nil(n.vsn.as_ref().map_or(&[][..], |v| &v[..]))
+        })
+        .sum();
+    head + nodes + pp.user_state.len()
 }
 
 fn encode_push_pull(pp: &PushPull, out: &mut Vec<u8>) {
@@ -1310,6 +1358,7 @@ mod tests {
         fn push_pull_round_trips_and_frames(pp in arb_push_pull(), compressed in any::<bool>()) {
             let msg = StreamMessage::PushPull(pp);
             let mut bytes = msg.to_bytes();
+            prop_assert_eq!(msg.encoded_len(), bytes.len());
             if compressed {
                 bytes = compress(&bytes);
             }

@@ -1,0 +1,245 @@
+//! What a scenario does to a run: the faults and operations of its
+//! timeline ([`Action`]), each at its point in virtual time
+//! ([`TimedAction`]), naming nodes by selector in a file and by name once
+//! resolved for a run.
+
+use std::time::Duration;
+
+use crate::cluster::NodeStatus;
+use crate::mesh::IntentionOrder;
+use crate::services::Registration;
+use crate::trace::TraceEvent;
+use crate::workload::KvLoad;
+
+/// A change to a link's latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LatencyChange {
+    /// This one-way latency.
+    Set(Duration),
+    /// The model's latency times this factor.
+    Scale(f64),
+    /// Back to the model's latency.
+    Reset,
+}
+
+/// A fault or operation injected at a point in virtual time. `T` names the
+/// nodes: selectors in a scenario, node names once resolved for a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action<T = Vec<String>> {
+    /// Cut every link between these nodes and all others.
+    Isolate(T),
+    /// Cut every link between the two sets.
+    Partition(T, T),
+    /// Cut the links from the first set to the second, one way: the second
+    /// stops hearing the first, while the first still hears the second.
+    OneWay(T, T),
+    /// Restore every link cut by a partition.
+    Heal,
+    /// Restore the links between the two sets.
+    HealBetween(T, T),
+    /// Stall TCP between the two sets (`true`) or let it go again
+    /// (`false`): bytes wait, then cross when TCP next retransmits them.
+    /// Datagrams are not held.
+    Clog(T, T, bool),
+    /// Stop these nodes abruptly.
+    Crash(T),
+    /// Start these crashed or departed nodes again, as fresh processes.
+    Restart(T),
+    /// Start these nodes for the first time (or again after a leave).
+    Join(T),
+    /// Have these nodes leave gracefully (they stop afterwards).
+    Leave(T),
+    /// Drop this fraction of UDP packets on every link.
+    Loss(f64),
+    /// Drop this fraction on the links between the two sets; `None` goes
+    /// back to the model's loss.
+    LinkLoss(T, T, Option<f64>),
+    /// Change the latency of the links between the two sets.
+    Latency(T, T, LatencyChange),
+    /// Skew these nodes' wall clocks by this many milliseconds.
+    Skew(T, i64),
+    /// Make these nodes slow: every datagram they send or receive takes
+    /// this much longer (zero makes them well again).
+    Slow(T, Duration),
+    /// Run KV clients on these nodes (see [`workload`](crate::workload)).
+    KvLoad(T, KvLoad),
+    /// Register a service with these nodes' agents over HTTP (see
+    /// [`services`](crate::services)).
+    RegisterService(T, Registration),
+    /// Set an intention through the first of these nodes' agents (see
+    /// [`mesh`](crate::mesh)).
+    Intention(T, IntentionOrder),
+}
+
+impl<T> Action<T> {
+    /// The same action with its node sets mapped by `f`.
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Action<U> {
+        match self {
+            Action::Isolate(a) => Action::Isolate(f(a)),
+            Action::Partition(a, b) => Action::Partition(f(a), f(b)),
+            Action::OneWay(a, b) => Action::OneWay(f(a), f(b)),
+            Action::Clog(a, b, on) => Action::Clog(f(a), f(b), *on),
+            Action::Heal => Action::Heal,
+            Action::HealBetween(a, b) => Action::HealBetween(f(a), f(b)),
+            Action::Crash(a) => Action::Crash(f(a)),
+            Action::Restart(a) => Action::Restart(f(a)),
+            Action::Join(a) => Action::Join(f(a)),
+            Action::Leave(a) => Action::Leave(f(a)),
+            Action::Loss(r) => Action::Loss(*r),
+            Action::LinkLoss(a, b, r) => Action::LinkLoss(f(a), f(b), *r),
+            Action::Latency(a, b, c) => Action::Latency(f(a), f(b), *c),
+            Action::Skew(a, ms) => Action::Skew(f(a), *ms),
+            Action::Slow(a, d) => Action::Slow(f(a), *d),
+            Action::KvLoad(a, l) => Action::KvLoad(f(a), *l),
+            Action::RegisterService(a, r) => Action::RegisterService(f(a), r.clone()),
+            Action::Intention(a, o) => Action::Intention(f(a), o.clone()),
+        }
+    }
+
+    /// The action's name in traces and scenario files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Isolate(_) | Action::Partition(..) => "partition",
+            Action::OneWay(..) => "partition_one_way",
+            Action::Clog(_, _, true) => "clog",
+            Action::Clog(_, _, false) => "unclog",
+            Action::Heal | Action::HealBetween(..) => "heal",
+            Action::Crash(_) => "crash",
+            Action::Restart(_) => "restart",
+            Action::Join(_) => "join",
+            Action::Leave(_) => "leave",
+            Action::Loss(_) => "loss",
+            Action::LinkLoss(_, _, Some(_)) => "loss",
+            Action::LinkLoss(_, _, None) => "loss_off",
+            Action::Latency(_, _, LatencyChange::Reset) => "latency_reset",
+            Action::Latency(..) => "latency",
+            Action::Skew(..) => "skew",
+            Action::Slow(..) => "slow",
+            Action::KvLoad(..) => "kv_load",
+            Action::RegisterService(_, reg) if reg.connect => "connect_service",
+            Action::RegisterService(..) => "register_service",
+            Action::Intention(..) => "intention",
+        }
+    }
+}
+
+impl Action {
+    /// Every node the action names.
+    pub fn nodes(&self) -> Vec<&String> {
+        match self {
+            Action::Isolate(a)
+            | Action::Crash(a)
+            | Action::Restart(a)
+            | Action::Join(a)
+            | Action::Leave(a)
+            | Action::Skew(a, _)
+            | Action::Slow(a, _)
+            | Action::KvLoad(a, _)
+            | Action::RegisterService(a, _)
+            | Action::Intention(a, _) => a.iter().collect(),
+            Action::Partition(a, b)
+            | Action::OneWay(a, b)
+            | Action::Clog(a, b, _)
+            | Action::HealBetween(a, b)
+            | Action::LinkLoss(a, b, _)
+            | Action::Latency(a, b, _) => a.iter().chain(b).collect(),
+            Action::Heal | Action::Loss(_) => Vec::new(),
+        }
+    }
+
+    /// Whether the action changes nothing: a lifecycle action left with no
+    /// node to change (see [`effective`](Self::effective)).
+    pub fn is_noop(&self) -> bool {
+        self.nodes().is_empty() && !matches!(self, Action::Heal | Action::Loss(_))
+    }
+
+    /// The action limited to the nodes it can change, given each node's
+    /// status: only running nodes crash or leave, only stopped ones start.
+    pub fn effective(&self, status: impl Fn(&str) -> Option<NodeStatus>) -> Action {
+        let keep = |set: &Vec<String>, want: fn(NodeStatus) -> bool| -> Vec<String> {
+            set.iter()
+                .filter(|x| status(x).is_some_and(want))
+                .cloned()
+                .collect()
+        };
+        match self {
+            Action::Crash(set) => Action::Crash(keep(set, |s| s == NodeStatus::Running)),
+            Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
+            Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
+            Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
+            other => other.clone(),
+        }
+    }
+
+    /// The fact a lifecycle action creates about each of its nodes (what
+    /// the rest of the pool should come to know): `left`, `failed` or
+    /// `joined`.
+    pub fn fact(&self) -> Option<(&[String], &'static str)> {
+        match self {
+            Action::Leave(s) => Some((s, "left")),
+            Action::Crash(s) => Some((s, "failed")),
+            Action::Join(s) | Action::Restart(s) => Some((s, "joined")),
+            _ => None,
+        }
+    }
+
+    /// The trace line recording this action at `at`.
+    pub fn trace_event(&self, at: Duration) -> TraceEvent {
+        TraceEvent {
+            t_us: at.as_micros() as u64,
+            node: "sim".into(),
+            event: self.name().into(),
+            member: None,
+            incarnation: None,
+            detail: self.detail(),
+        }
+    }
+
+    /// The parameters, for the trace.
+    pub fn detail(&self) -> Option<String> {
+        let pair = |a: &[String], b: &[String]| format!("{}|{}", a.join(","), b.join(","));
+        match self {
+            Action::Isolate(n)
+            | Action::Crash(n)
+            | Action::Restart(n)
+            | Action::Join(n)
+            | Action::Leave(n) => Some(n.join(",")),
+            Action::Partition(a, b)
+            | Action::OneWay(a, b)
+            | Action::Clog(a, b, _)
+            | Action::HealBetween(a, b) => Some(pair(a, b)),
+            Action::Heal => None,
+            Action::Loss(r) => Some(format!("{r}")),
+            Action::LinkLoss(a, b, r) => Some(match r {
+                Some(r) => format!("{}:{r}", pair(a, b)),
+                None => pair(a, b),
+            }),
+            Action::Latency(a, b, c) => Some(format!("{}:{c:?}", pair(a, b))),
+            Action::Skew(n, ms) => Some(format!("{}:{ms}ms", n.join(","))),
+            Action::Slow(n, d) => Some(format!("{}:{d:?}", n.join(","))),
+            Action::KvLoad(n, l) => Some(format!("{}:{}", n.join(","), l.detail())),
+            Action::RegisterService(n, r) => Some(format!("{}:{}", n.join(","), r.detail())),
+            Action::Intention(n, o) => Some(format!("{}:{}", n.join(","), o.detail())),
+        }
+    }
+}
+
+/// Whether `name` starts the run waiting: its first lifecycle event (crash,
+/// restart, join, leave) is a join, which starts it.
+pub fn starts_waiting(name: &str, actions: &[TimedAction]) -> bool {
+    actions
+        .iter()
+        .find(|a| {
+            matches!(&a.action, Action::Crash(s) | Action::Restart(s) | Action::Join(s) | Action::Leave(s) if s.iter().any(|x| x == name))
+        })
+        .is_some_and(|a| matches!(a.action, Action::Join(_)))
+}
+
+/// An action and when it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedAction<T = Vec<String>> {
+    /// Virtual time since the start.
+    pub at: Duration,
+    /// What happens.
+    pub action: Action<T>,
+}
