@@ -11,6 +11,9 @@ cd "$(dirname "$0")"
 # cargo fuzz passes nightly flags (-Zsanitizer); this machine has one
 # toolchain, stable, and RUSTC_BOOTSTRAP lets it take them.
 export RUSTC_BOOTSTRAP=1
+# cargo fuzz sets RUSTFLAGS, which replaces .cargo/config.toml's: keep the
+# cfg the simulator needs (its runtime's seeded randomness) in front of it.
+export RUSTFLAGS="--cfg tokio_unstable ${RUSTFLAGS:-}"
 secs="${1:-20}"
 shift || true
 targets=("$@")
