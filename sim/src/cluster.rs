@@ -289,6 +289,7 @@ pub fn run_cluster(
         ))
         .build()
         .map_err(|e| SimError::Setup(format!("cannot start the simulation's runtime: {e}")))?;
+    let _memo = net::CodecMemo::on();
     // Everything the run started ends with the runtime, before returning.
     runtime.block_on(drive(spec, actions, progress))
 }

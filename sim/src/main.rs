@@ -131,6 +131,12 @@ struct TomographyArgs {
     no_sha_check: bool,
 }
 
+/// A join storm allocates and frees millions of small messages a second;
+/// mimalloc serves them several times faster than the system allocator.
+/// (Addresses never reach the simulation's order, so runs replay the same.)
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {

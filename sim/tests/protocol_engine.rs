@@ -127,6 +127,7 @@ fn large_runs_keep_a_sample_and_still_judge_it() {
     let sampling = Sampling {
         observed_nodes: 15,
         scored_pairs: 100,
+        ..Sampling::default()
     };
     let out = run_protocol(&s, 3, &timeline, sampling, |_| {}).unwrap();
     let observers: BTreeSet<&str> = out
@@ -147,6 +148,52 @@ fn large_runs_keep_a_sample_and_still_judge_it() {
     let checks = cairn_sim::checks::evaluate(&s, &out.applied, &out);
     for c in checks {
         assert!(c.passed, "{}: {}", c.check, c.detail);
+    }
+}
+
+/// The engine skips work no output shows (compression of what unobserved
+/// nodes send, building, encoding, decoding and merging the same push/pull
+/// state twice): every output is what the run that does all the work
+/// gives. Once from a cold start, once converged with frequent push/pulls
+/// (states that agree, then differ after the crash, then agree again).
+#[test]
+fn shortcuts_change_nothing_but_the_cost() {
+    let cold = CROSS.replace("clients = 30", "clients = 60");
+    let converged = cold
+        .replace("seed = 5\n", "seed = 5\nstart = \"converged\"\n")
+        .replace(
+            "[latency]",
+            "[gossip]\npush_pull_interval = \"2s\"\n\n[latency]",
+        );
+    for text in [cold, converged] {
+        let s = scenario(&text);
+        let timeline = s.timeline(4);
+        let run = |shortcuts| {
+            let sampling = Sampling {
+                observed_nodes: 20,
+                scored_pairs: 300,
+                shortcuts,
+            };
+            run_protocol(&s, 4, &timeline, sampling, |_| {}).unwrap()
+        };
+        let (fast, exact) = (run(true), run(false));
+        assert_eq!(fast.trace.to_jsonl(), exact.trace.to_jsonl());
+        assert_eq!(fast.samples.len(), exact.samples.len());
+        for (f, e) in fast.samples.iter().zip(&exact.samples) {
+            assert_eq!(f, e);
+        }
+        assert!(fast
+            .samples
+            .iter()
+            .any(|x| x.udp_bytes > 0 && x.tcp_bytes > 0));
+        assert_eq!(fast.accuracy, exact.accuracy);
+        assert_eq!(fast.final_pairs, exact.final_pairs);
+        assert_eq!(fast.steps, exact.steps);
+        assert_eq!(fast.false_failures, exact.false_failures);
+        let delays = |o: &cairn_sim::RunOutput| -> Vec<Vec<Duration>> {
+            o.spreads.iter().map(|f| f.delays.clone()).collect()
+        };
+        assert_eq!(delays(&fast), delays(&exact));
     }
 }
 

@@ -12,8 +12,9 @@
 //! timeout, refutation, piggybacked dissemination, push/pull anti-entropy —
 //! so a cairn node and a Go memberlist node can share a cluster.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::collections::{BTreeMap, VecDeque};
+
+use super::hash::LookupMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,9 @@ use super::broadcast::BroadcastQueue;
 use super::config::Config;
 use super::event::{EventKind, MemberEvent, NodeInfo, PingComplete};
 use super::lifeguard::{Awareness, Suspicion};
+pub(crate) use super::members::MemberTable;
+use super::members::{Members, NodeState};
+use super::memo;
 use super::wire::{
     self, Ack, Alive, Dead, IndirectPing, Message, Nack, NodeStateKind, Ping, PushNodeState,
     PushPull, StreamMessage, Suspect, Versions, WireError, COMPOUND_HEADER_OVERHEAD,
@@ -178,11 +182,6 @@ impl super::broadcast::Encoded for Part {
     }
 }
 
-/// A member's record to change, copied first if other nodes share it.
-fn state_mut<'m>(map: &'m mut NodeMap, name: &str) -> Option<&'m mut NodeState> {
-    map.get_mut(name).map(Arc::make_mut)
-}
-
 /// A walk through the first `len` slots of a probe order.
 #[derive(Debug, Clone, Copy)]
 struct Walk {
@@ -203,87 +202,6 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
         (a, b) = (b, a % b);
     }
     a
-}
-
-/// The member map: persistent, so clones share structure, and with a fixed
-/// hasher so nothing about it varies from run to run.
-/// Values are boxed in `Arc`s so that copying a path of the trie on a
-/// change copies pointers, not records.
-type NodeMap = imbl::GenericHashMap<
-    Arc<str>,
-    Arc<NodeState>,
-    BuildHasherDefault<DefaultHasher>,
-    imbl::shared_ptr::DefaultSharedPtr,
->;
-
-/// Members, all alive, that nodes can start out knowing (see
-/// [`Swim::preload`]). Built once and shared: every node given the same
-/// table shares its entries, and copies only the few it later changes, so
-/// N nodes that all know N members cost about N entries, not N².
-#[derive(Debug, Clone, Default)]
-pub(crate) struct MemberTable {
-    nodes: imbl::Vector<Arc<str>>,
-    map: NodeMap,
-}
-
-impl MemberTable {
-    /// A table of `members` as they describe themselves, alive since `now`.
-    pub(crate) fn new(
-        members: impl IntoIterator<Item = NodeInfo>,
-        now: Instant,
-    ) -> Result<Self, SwimError> {
-        let mut t = MemberTable::default();
-        for m in members {
-            let name: Arc<str> = Arc::from(m.name.as_str());
-            let state = NodeState {
-                name: name.clone(),
-                addr: m.addr,
-                meta: m.meta,
-                incarnation: m.incarnation,
-                state: NodeStateKind::Alive,
-                state_change: now,
-                vsn: m.vsn,
-            };
-            if t.map.insert(name.clone(), Arc::new(state)).is_some() {
-                return Err(SwimError::Preload(format!("{name} is listed twice")));
-            }
-            t.nodes.push_back(name);
-        }
-        Ok(t)
-    }
-
-    /// How many members.
-    pub(crate) fn len(&self) -> usize {
-        self.nodes.len()
-    }
-}
-
-#[derive(Debug, Clone)]
-struct NodeState {
-    name: Arc<str>,
-    addr: SocketAddr,
-    meta: Vec<u8>,
-    incarnation: u32,
-    state: NodeStateKind,
-    state_change: Instant,
-    vsn: Versions,
-}
-
-impl NodeState {
-    fn pmax(&self) -> u8 {
-        self.vsn[1]
-    }
-
-    fn info(&self) -> NodeInfo {
-        NodeInfo {
-            name: self.name.to_string(),
-            addr: self.addr,
-            meta: self.meta.clone(),
-            incarnation: self.incarnation,
-            state: self.state,
-            vsn: self.vsn,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -358,7 +276,7 @@ pub struct Swim {
     /// Persistent (structurally shared) so that members preloaded from one
     /// [`MemberTable`] cost a pool its size once, not once per node.
     nodes: imbl::Vector<Arc<str>>,
-    map: NodeMap,
+    map: Members,
     probe_index: usize,
     /// This node's own walk through a shared probe order (see `preload`);
     /// `None`: the order is private and walked as it stands.
@@ -372,17 +290,17 @@ pub struct Swim {
     gossip_clock: (Instant, bool),
     /// Messages go out and come in as values, not bytes (`skip_codec`).
     typed: bool,
-    suspicions: HashMap<Arc<str>, Suspicion>,
+    suspicions: LookupMap<Arc<str>, Suspicion>,
     /// Verification pings in flight: suspect -> (seq, acked).
-    verifying: HashMap<Arc<str>, (u32, bool)>,
-    acks: HashMap<u32, AckHandler>,
-    relay_timers: HashMap<u32, (Instant, u64)>,
+    verifying: LookupMap<Arc<str>, (u32, bool)>,
+    acks: LookupMap<u32, AckHandler>,
+    relay_timers: LookupMap<u32, (Instant, u64)>,
     probe: Option<ProbeRun>,
     probe_tick_missed: bool,
     timers: BTreeMap<(Instant, u64), Timer>,
     timer_seq: u64,
     outputs: VecDeque<Output>,
-    streams: HashMap<StreamId, PendingStream>,
+    streams: LookupMap<StreamId, PendingStream>,
     next_stream: StreamId,
     left: bool,
     leave_reported: bool,
@@ -412,23 +330,23 @@ impl Swim {
             seq: 0,
             incarnation: 0,
             nodes: imbl::Vector::new(),
-            map: NodeMap::default(),
+            map: Members::default(),
             probe_index: 0,
             probe_walk: None,
             awareness: Awareness::new(cfg.awareness_max_multiplier),
             broadcasts: BroadcastQueue::new(cfg.max_queued_broadcasts),
             gossip_clock: (now, true),
             typed: false,
-            suspicions: HashMap::new(),
-            verifying: HashMap::new(),
-            acks: HashMap::new(),
-            relay_timers: HashMap::new(),
+            suspicions: LookupMap::default(),
+            verifying: LookupMap::default(),
+            acks: LookupMap::default(),
+            relay_timers: LookupMap::default(),
             probe: None,
             probe_tick_missed: false,
             timers: BTreeMap::new(),
             timer_seq: 0,
             outputs: VecDeque::new(),
-            streams: HashMap::new(),
+            streams: LookupMap::default(),
             next_stream: 0,
             left: false,
             leave_reported: false,
@@ -633,14 +551,11 @@ impl Swim {
     /// Handles one UDP packet from `from`.
     pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.stats.packets_received += 1;
-        let mut msgs = Vec::new();
-        wire::decode_packet(data, &mut |m| msgs.push(m));
-        for m in msgs {
-            match m {
-                Ok(m) => self.handle_message(now, from, m),
-                Err(e) => self.decode_failed(from, e),
-            }
-        }
+        // Each part is handled as it is decoded, in the packet's order.
+        wire::decode_packet(data, &mut |m| match m {
+            Ok(m) => self.handle_message(now, from, m),
+            Err(e) => self.decode_failed(from, e),
+        });
     }
 
     /// Handles one datagram's messages, as values (see
@@ -1426,18 +1341,20 @@ impl Swim {
         }
         self.awareness.apply(1);
         self.stats.refutations += 1;
-        let Some(me) = state_mut(&mut self.map, &self.me) else {
-            return;
+        let (name, alive) = {
+            let Some(mut me) = self.map.state_mut(&self.me) else {
+                return;
+            };
+            me.incarnation = inc;
+            let alive = Message::Alive(Alive {
+                incarnation: inc,
+                node: me.name.to_string(),
+                addr: me.addr,
+                meta: me.meta.clone(),
+                vsn: Some(me.vsn),
+            });
+            (me.name.clone(), alive)
         };
-        me.incarnation = inc;
-        let alive = Message::Alive(Alive {
-            incarnation: inc,
-            node: me.name.to_string(),
-            addr: me.addr,
-            meta: me.meta.clone(),
-            vsn: Some(me.vsn),
-        });
-        let name = me.name.clone();
         self.broadcast(now, &name, &alive, None);
         self.event(now, EventKind::Refuted, &name);
     }
@@ -1470,13 +1387,18 @@ impl Swim {
                         return;
                     }
                 }
+                // Most alive messages repeat what is known: done with one
+                // lookup.
+                if a.incarnation <= state.incarnation && !is_local && !updates_node {
+                    return;
+                }
                 name.clone()
             }
             None => {
                 let name: Arc<str> = Arc::from(a.node.as_str());
                 self.map.insert(
                     name.clone(),
-                    Arc::new(NodeState {
+                    NodeState {
                         name: name.clone(),
                         addr: a.addr,
                         meta: a.meta.clone(),
@@ -1484,7 +1406,7 @@ impl Swim {
                         state: NodeStateKind::Dead,
                         state_change: now,
                         vsn: a.vsn.unwrap_or_default(),
-                    }),
+                    },
                 );
                 // A random slot, not the end: appending would leave new nodes
                 // unprobed for a whole round and stretch detection times.
@@ -1526,18 +1448,20 @@ impl Swim {
             return;
         }
         self.broadcast(now, &name, &Message::Alive(a.clone()), None);
-        let Some(state) = state_mut(&mut self.map, &name) else {
-            return;
-        };
-        if let Some(v) = a.vsn {
-            state.vsn = v;
-        }
-        state.incarnation = a.incarnation;
-        state.meta = a.meta.clone();
-        state.addr = a.addr;
-        if state.state != NodeStateKind::Alive {
-            state.state = NodeStateKind::Alive;
-            state.state_change = now;
+        {
+            let Some(mut state) = self.map.state_mut(&name) else {
+                return;
+            };
+            if let Some(v) = a.vsn {
+                state.vsn = v;
+            }
+            state.incarnation = a.incarnation;
+            state.meta = a.meta.clone();
+            state.addr = a.addr;
+            if state.state != NodeStateKind::Alive {
+                state.state = NodeStateKind::Alive;
+                state.state_change = now;
+            }
         }
         match old_state {
             NodeStateKind::Dead | NodeStateKind::Left => self.event(now, EventKind::Joined, &name),
@@ -1596,7 +1520,7 @@ impl Swim {
         if witnessed {
             self.broadcast(now, &name, &Message::Suspect(s.clone()), None);
         }
-        if let Some(state) = state_mut(&mut self.map, &name) {
+        if let Some(mut state) = self.map.state_mut(&name) {
             state.incarnation = s.incarnation;
             state.state = NodeStateKind::Suspect;
             state.state_change = now;
@@ -1765,7 +1689,7 @@ impl Swim {
             self.broadcast(now, &name, &msg, None);
         }
         let left = d.node == d.from;
-        if let Some(state) = state_mut(&mut self.map, &name) {
+        if let Some(mut state) = self.map.state_mut(&name) {
             state.incarnation = d.incarnation;
             state.state = if left {
                 NodeStateKind::Left
@@ -1784,13 +1708,16 @@ impl Swim {
 
     // ------------------------------------------------------------- push/pull
 
-    fn local_state(&self, join: bool) -> PushPull {
-        PushPull {
-            join,
-            nodes: self
-                .nodes
-                .iter()
-                .filter_map(|n| self.map.get(n))
+    /// Every member as this node sees it, by name: nodes that see the same
+    /// pool send the same bytes (memberlist's own order, its shuffled probe
+    /// list, says nothing the receiver uses; the member map's order
+    /// depends on the order members were added). With the [`memo`] on,
+    /// nodes whose tables agree share one state.
+    fn local_state(&self, join: bool) -> Arc<PushPull> {
+        let build = || {
+            let mut nodes: Vec<PushNodeState> = self
+                .map
+                .values()
                 .map(|n| PushNodeState {
                     name: n.name.to_string(),
                     addr: n.addr,
@@ -1799,12 +1726,53 @@ impl Swim {
                     state: n.state,
                     vsn: Some(n.vsn),
                 })
-                .collect(),
-            user_state: Vec::new(),
+                .collect();
+            nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            PushPull::new(join, nodes, Vec::new())
+        };
+        if !memo::enabled() {
+            return Arc::new(build());
         }
+        let (digest, len) = self.map.digest();
+        memo::state((digest, len, join), build)
+    }
+
+    /// Whether merging `pp` would change nothing here, known without
+    /// merging it: it holds exactly our table (by digest, with the [`memo`]
+    /// on), so every alive, suspect, dead and left record in it repeats
+    /// ours at our incarnation, and each handler returns at its first
+    /// check. The one side effect those handlers could have, dropping a
+    /// suspicion, needs a suspicion of a member not suspect here, and
+    /// there is none.
+    fn holds_our_table(&self, pp: &PushPull) -> bool {
+        if !memo::enabled() || pp.digest() != self.map.digest() {
+            return false;
+        }
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(
+            self.map.digest().0,
+            self.map.digest_from_scratch(),
+            "{}: the member digest drifted",
+            self.me
+        );
+        self.suspicions.keys().all(|n| {
+            self.map
+                .get(n)
+                .is_some_and(|s| s.state == NodeStateKind::Suspect)
+        })
     }
 
     fn merge_remote(&mut self, now: Instant, pp: &PushPull) -> Result<(), String> {
+        if self.holds_our_table(pp) {
+            // The check runs over the union of both tables, here one table:
+            // its verdict is the state's own.
+            pp.memo
+                .verified
+                .get_or_init(|| self.verify_protocol(&pp.nodes))
+                .clone()?;
+            self.stats.push_pulls += 1;
+            return Ok(());
+        }
         self.verify_protocol(&pp.nodes)?;
         self.stats.push_pulls += 1;
         for r in &pp.nodes {
@@ -1875,11 +1843,7 @@ impl Swim {
         let remote_all = remote
             .iter()
             .map(|r| (r.name.as_str(), r.vsn.unwrap_or_default()));
-        let local_all = self
-            .nodes
-            .iter()
-            .filter_map(|n| self.map.get(n))
-            .map(|n| (&*n.name, n.vsn));
+        let local_all = self.map.values().map(|n| (&*n.name, n.vsn));
         for (name, v) in remote_all.chain(local_all) {
             if v[2] < maxpmin || v[2] > minpmax {
                 return Err(format!(
@@ -2036,11 +2000,30 @@ impl Swim {
     }
 
     fn stream_bytes(&self, msg: &StreamMessage) -> Vec<u8> {
-        let raw = msg.to_bytes();
-        if self.cfg.enable_compression {
-            wire::compress(&raw)
-        } else {
-            raw
+        let encode = || {
+            let raw = msg.to_bytes();
+            if self.cfg.enable_compression {
+                wire::compress(&raw)
+            } else {
+                raw
+            }
+        };
+        match msg {
+            // A state shared by many nodes is encoded once per form, and
+            // its bytes decode to it by lookup.
+            StreamMessage::PushPull(pp) if memo::enabled() => {
+                let slot = &pp.memo.encoded[usize::from(self.cfg.enable_compression)];
+                let mut fresh = false;
+                let bytes = slot.get_or_init(|| {
+                    fresh = true;
+                    encode()
+                });
+                if fresh {
+                    memo::remember_stream(bytes, pp);
+                }
+                bytes.clone()
+            }
+            _ => encode(),
         }
     }
 

@@ -265,7 +265,20 @@ fn force_leave_turns_a_failed_member_into_a_departed_one_everywhere() {
 
 #[test]
 fn application_messages_reach_every_member() {
-    let mut net = Net::new(8, Config::local(), 12);
+    for seed in 1..40 {
+        application_messages_reach_every_member_with(seed);
+    }
+}
+
+fn application_messages_reach_every_member_with(seed: u64) {
+    // Each node sends a message as often as memberlist's LAN default
+    // (retransmit_mult 4) says: the local preset's 2 lets an epidemic of
+    // eight die out by chance before it reaches everyone.
+    let cfg = Config {
+        retransmit_mult: 4,
+        ..Config::local()
+    };
+    let mut net = Net::new(8, cfg, seed);
     converge(&mut net, 8, secs(20));
     net.with_swim(3, |s, now| {
         assert!(s.broadcast_user(now, b"deploy v2".to_vec()))
@@ -290,7 +303,7 @@ fn application_messages_reach_every_member() {
             }
         }
     }
-    assert_eq!(got, (0..8).collect::<BTreeSet<usize>>());
+    assert_eq!(got, (0..8).collect::<BTreeSet<usize>>(), "seed {seed}");
     // Too large for a packet: refused, not queued for ever.
     net.with_swim(0, |s, now| assert!(!s.broadcast_user(now, vec![0; 2000])));
 }
@@ -658,11 +671,7 @@ fn go_style_sixteen_byte_addresses_are_relayed_as_received() {
     });
     s.handle_packet(Instant::ZERO, addr(1), &a.to_bytes());
     // Our push/pull state carries Go's bytes unchanged ...
-    let pp = wire::StreamMessage::PushPull(wire::PushPull {
-        join: false,
-        nodes: vec![],
-        user_state: vec![],
-    });
+    let pp = wire::StreamMessage::PushPull(Arc::new(wire::PushPull::default()));
     let reply = s.handle_stream(Instant::ZERO, addr(1), pp).unwrap();
     let Some((wire::StreamMessage::PushPull(state), _)) = wire::decode_stream(&reply).unwrap()
     else {

@@ -9,8 +9,18 @@
 //! generation number, so a small packet costs only its own bytes. Its
 //! output is Go's, code for code (the `weezl` crate's encoder differs from
 //! Go's on long inputs); decompression stays with `weezl`.
+//!
+//! A simulator that runs every node on one thread may turn on
+//! [`memo`](super::memo): then the thread remembers what it compressed
+//! lately, so that the same payload is compressed once, and what it
+//! compressed is decompressed by looking it up rather than by decoding it.
+//! The bytes are the same either way; only the work is not done twice.
 
 use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use super::memo::{self, fingerprint};
 
 const LIT_WIDTH: u32 = 8;
 const CLEAR: u32 = 1 << LIT_WIDTH;
@@ -104,12 +114,109 @@ impl BitWriter {
 
 thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table::new());
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
 }
 
 /// `input`, LZW-compressed as Go's `compress/lzw` writer (LSB, 8-bit
 /// literals) writes it.
 pub fn compress(input: &[u8]) -> Vec<u8> {
-    TABLE.with(|t| encode(&mut t.borrow_mut(), input))
+    if !memo::enabled() {
+        return TABLE.with(|t| encode(&mut t.borrow_mut(), input));
+    }
+    if let Some(hit) = MEMO.with(|m| m.borrow().compressed(input)) {
+        return hit;
+    }
+    let out = TABLE.with(|t| encode(&mut t.borrow_mut(), input));
+    MEMO.with(|m| m.borrow_mut().remember(input, &out));
+    out
+}
+
+/// What `input` (LZW as [`compress`] writes it) decompresses to, if this
+/// thread compressed it lately and remembers (see [`memo`]); the caller
+/// decodes it otherwise.
+pub fn remembered(input: &[u8]) -> Option<Vec<u8>> {
+    if !memo::enabled() {
+        return None;
+    }
+    MEMO.with(|m| m.borrow().plain(input))
+}
+
+/// Forgets every compression remembered.
+pub(crate) fn forget() {
+    MEMO.with(|m| *m.borrow_mut() = Memo::default());
+}
+
+/// Most bytes (plain and compressed) the memory holds; the oldest entries
+/// go first.
+const MEMO_BYTES: usize = 256 << 20;
+
+/// Recent compressions, looked up both ways.
+#[derive(Default)]
+struct Memo {
+    by_plain: HashMap<(u64, usize), Rc<Pair>>,
+    by_packed: HashMap<(u64, usize), Rc<Pair>>,
+    order: VecDeque<Rc<Pair>>,
+    bytes: usize,
+}
+
+struct Pair {
+    plain: Vec<u8>,
+    packed: Vec<u8>,
+    keys: [(u64, usize); 2],
+}
+
+impl Memo {
+    fn compressed(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let p = self.by_plain.get(&fingerprint(plain))?;
+        (p.plain == plain).then(|| p.packed.clone())
+    }
+
+    fn plain(&self, packed: &[u8]) -> Option<Vec<u8>> {
+        let p = self.by_packed.get(&fingerprint(packed))?;
+        (p.packed == packed).then(|| p.plain.clone())
+    }
+
+    fn remember(&mut self, plain: &[u8], packed: &[u8]) {
+        let size = plain.len() + packed.len();
+        // What does not shrink, its wrapper (at most 16 bytes) included,
+        // is sent as it is (memberlist's rule) and never decompressed: not
+        // worth keeping.
+        if packed.len() + 16 >= plain.len() || size > MEMO_BYTES / 4 {
+            return;
+        }
+        while self.bytes + size > MEMO_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.bytes -= old.plain.len() + old.packed.len();
+            // A later pair with the same key replaced this one's entry:
+            // leave that in place.
+            if self
+                .by_plain
+                .get(&old.keys[0])
+                .is_some_and(|p| Rc::ptr_eq(p, &old))
+            {
+                self.by_plain.remove(&old.keys[0]);
+            }
+            if self
+                .by_packed
+                .get(&old.keys[1])
+                .is_some_and(|p| Rc::ptr_eq(p, &old))
+            {
+                self.by_packed.remove(&old.keys[1]);
+            }
+        }
+        let keys = [fingerprint(plain), fingerprint(packed)];
+        let pair = Rc::new(Pair {
+            plain: plain.to_vec(),
+            packed: packed.to_vec(),
+            keys,
+        });
+        self.by_plain.insert(keys[0], pair.clone());
+        self.by_packed.insert(keys[1], pair.clone());
+        self.order.push_back(pair);
+        self.bytes += size;
+    }
 }
 
 fn encode(table: &mut Table, input: &[u8]) -> Vec<u8> {
@@ -189,6 +296,37 @@ mod tests {
         for input in [&[][..], &[1], &[1, 1], &[0, 255, 0, 255], &long_run, &noise] {
             assert_eq!(decode(&compress(input)), input, "{} bytes", input.len());
         }
+    }
+
+    #[test]
+    fn the_memory_gives_what_the_work_would() {
+        let inputs: Vec<Vec<u8>> = (0..50u32)
+            .map(|i| {
+                (0..(i * 37) as usize)
+                    .map(|j| (j as u32 * i % 251) as u8)
+                    .collect()
+            })
+            .collect();
+        let plain: Vec<Vec<u8>> = inputs.iter().map(|x| compress(x)).collect();
+        assert!(remembered(&plain[3]).is_none(), "off by default");
+        let was = memo::enable(true);
+        for (x, c) in inputs.iter().zip(&plain) {
+            assert_eq!(&compress(x), c);
+            // Twice: the second from memory.
+            assert_eq!(&compress(x), c);
+            // What does not shrink is sent as it is, so never looked up.
+            if c.len() + 16 < x.len() {
+                assert_eq!(remembered(c).as_deref(), Some(&x[..]));
+            }
+        }
+        assert!(inputs
+            .iter()
+            .zip(&plain)
+            .any(|(x, c)| c.len() + 16 < x.len()));
+        assert!(remembered(b"never compressed").is_none());
+        memo::enable(false);
+        assert!(remembered(&plain[3]).is_none(), "off, it forgets");
+        memo::enable(was);
     }
 
     #[test]

@@ -299,7 +299,7 @@ pub struct PushNodeState {
 }
 
 /// A full state exchange.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct PushPull {
     /// True on the first exchange of a join.
     pub join: bool,
@@ -307,6 +307,83 @@ pub struct PushPull {
     pub nodes: Vec<PushNodeState>,
     /// Opaque state of the layer above.
     pub user_state: Vec<u8>,
+    /// What was worked out about this state once (never sent).
+    pub(crate) memo: PushPullMemo,
+}
+
+impl PushPull {
+    /// A state exchange.
+    pub fn new(join: bool, nodes: Vec<PushNodeState>, user_state: Vec<u8>) -> Self {
+        PushPull {
+            join,
+            nodes,
+            user_state,
+            memo: PushPullMemo::default(),
+        }
+    }
+
+    /// The sum of the nodes' [`entry_digest`]s, and how many there are:
+    /// what a member table holding exactly these nodes has (see
+    /// [`memo`](super::memo)). Worked out once.
+    pub fn digest(&self) -> (u64, usize) {
+        *self.memo.digest.get_or_init(|| {
+            let sum = self.nodes.iter().fold(0u64, |d, n| {
+                d.wrapping_add(entry_digest(
+                    &n.name,
+                    n.addr,
+                    &n.meta,
+                    n.incarnation,
+                    n.state,
+                    n.vsn,
+                ))
+            });
+            (sum, self.nodes.len())
+        })
+    }
+}
+
+impl PartialEq for PushPull {
+    fn eq(&self, o: &Self) -> bool {
+        (self.join, &self.nodes, &self.user_state) == (o.join, &o.nodes, &o.user_state)
+    }
+}
+
+impl Eq for PushPull {}
+
+/// Results about a [`PushPull`] worked out once and shared by every holder
+/// of it: its digest, its protocol check, its encodings (plain and
+/// compressed), its encoded length.
+#[derive(Clone, Default)]
+pub(crate) struct PushPullMemo {
+    pub(crate) digest: std::sync::OnceLock<(u64, usize)>,
+    pub(crate) verified: std::sync::OnceLock<Result<(), String>>,
+    pub(crate) encoded: [std::sync::OnceLock<Vec<u8>>; 2],
+    len: std::sync::OnceLock<usize>,
+}
+
+impl std::fmt::Debug for PushPullMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushPullMemo")
+    }
+}
+
+/// A 64-bit hash of one member as push/pull sends it: two member tables
+/// with the same wrapping sum of these (and the same size) send the same
+/// state, but for a chance of about 2⁻⁶⁴.
+pub fn entry_digest(
+    name: &str,
+    addr: SocketAddr,
+    meta: &[u8],
+    incarnation: u32,
+    state: NodeStateKind,
+    vsn: Option<Versions>,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same in every process of one build,
+    // and the digest never leaves the process.
+    let mut h = std::hash::DefaultHasher::new();
+    (name, addr, meta, incarnation, state, vsn).hash(&mut h);
+    h.finish()
 }
 
 /// A message that can travel in a UDP packet.
@@ -339,8 +416,8 @@ pub enum StreamMessage {
     Ping(Ping),
     /// Answer to a TCP probe.
     Ack(Ack),
-    /// Full state exchange.
-    PushPull(PushPull),
+    /// Full state exchange (shared: a settled pool's nodes send one state).
+    PushPull(std::sync::Arc<PushPull>),
     /// Reliable user message.
     User(Vec<u8>),
     /// The peer reports an error.
@@ -564,7 +641,7 @@ impl StreamMessage {
     /// push/pull's thousands of members (simulators size streams by it).
     pub fn encoded_len(&self) -> usize {
         match self {
-            StreamMessage::PushPull(pp) => push_pull_len(pp),
+            StreamMessage::PushPull(pp) => *pp.memo.len.get_or_init(|| push_pull_len(pp)),
             other => other.to_bytes().len(),
         }
     }
@@ -923,6 +1000,12 @@ fn decompress_body(r: &mut Reader<'_>, limit: usize) -> Result<Vec<u8>, WireErro
 }
 
 fn lzw_decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
+    if let Some(plain) = super::lzw::remembered(input) {
+        if plain.len() > limit {
+            return Err(WireError::TooLarge { limit });
+        }
+        return Ok(plain);
+    }
     let mut dec = weezl::decode::Decoder::new(weezl::BitOrder::Lsb, 8);
     let mut out = Vec::with_capacity((input.len() * 3).min(limit));
     let mut chunk = [0u8; 4096];
@@ -1114,11 +1197,9 @@ impl StreamDecoder {
             return Ok(None);
         };
         Ok(Some((
-            StreamMessage::PushPull(PushPull {
-                join: p.join,
-                nodes: p.nodes,
-                user_state,
-            }),
+            StreamMessage::PushPull(std::sync::Arc::new(PushPull::new(
+                p.join, p.nodes, user_state,
+            ))),
             end,
         )))
     }
@@ -1130,6 +1211,10 @@ impl StreamDecoder {
 /// `Ok(Some((message, consumed)))` once it is complete, and an error for bytes
 /// that can never become a valid message.
 pub fn decode_stream(buf: &[u8]) -> Result<Option<(StreamMessage, usize)>, WireError> {
+    // A state this thread encoded, byte for byte (see `memo`).
+    if let Some(pp) = super::memo::stream(buf) {
+        return Ok(Some((StreamMessage::PushPull(pp), buf.len())));
+    }
     match decode_stream_inner(buf, 0) {
         Ok(v) => Ok(Some(v)),
         Err(WireError::Truncated) if buf.len() < MAX_PUSH_STATE_BYTES => Ok(None),
@@ -1185,11 +1270,7 @@ fn decode_stream_inner(buf: &[u8], depth: usize) -> Result<(StreamMessage, usize
                 list.push(decode_push_node(&mut r)?);
             }
             let user_state = r.take(user_len).map_err(malformed("push/pull"))?.to_vec();
-            StreamMessage::PushPull(PushPull {
-                join,
-                nodes: list,
-                user_state,
-            })
+            StreamMessage::PushPull(std::sync::Arc::new(PushPull::new(join, list, user_state)))
         }
         Some(MessageType::Encrypt) => return Err(WireError::Encrypted),
         _ => return Err(WireError::UnexpectedType(t)),
@@ -1328,11 +1409,7 @@ mod tests {
             proptest::collection::vec(node, 0..20),
             proptest::collection::vec(any::<u8>(), 0..100),
         )
-            .prop_map(|(join, nodes, user_state)| PushPull {
-                join,
-                nodes,
-                user_state,
-            })
+            .prop_map(|(join, nodes, user_state)| PushPull::new(join, nodes, user_state))
     }
 
     proptest! {
@@ -1356,7 +1433,7 @@ mod tests {
 
         #[test]
         fn push_pull_round_trips_and_frames(pp in arb_push_pull(), compressed in any::<bool>()) {
-            let msg = StreamMessage::PushPull(pp);
+            let msg = StreamMessage::PushPull(std::sync::Arc::new(pp));
             let mut bytes = msg.to_bytes();
             prop_assert_eq!(msg.encoded_len(), bytes.len());
             if compressed {
@@ -1374,7 +1451,7 @@ mod tests {
 
         #[test]
         fn stream_decoder_matches_decode_stream_piece_by_piece(pp in arb_push_pull(), step in 1usize..64) {
-            let bytes = StreamMessage::PushPull(pp.clone()).to_bytes();
+            let bytes = StreamMessage::PushPull(std::sync::Arc::new(pp.clone())).to_bytes();
             let mut dec = StreamDecoder::default();
             let mut end = step.min(bytes.len());
             let got = loop {
@@ -1384,7 +1461,7 @@ mod tests {
                 prop_assert!(end < bytes.len(), "complete message not recognised");
                 end = (end + step).min(bytes.len());
             };
-            prop_assert_eq!(got, (StreamMessage::PushPull(pp), bytes.len()));
+            prop_assert_eq!(got, (StreamMessage::PushPull(std::sync::Arc::new(pp)), bytes.len()));
         }
 
         #[test]

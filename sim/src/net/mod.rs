@@ -15,6 +15,26 @@ use std::net::{IpAddr, Ipv4Addr};
 pub use fabric::{Counters, Network, SimTcpListener, SimTcpStream, SimUdpSocket};
 pub use model::{Arrivals, Bits, Link, Model, Override, SplitMix};
 
+/// Makes this thread remember what its nodes encode while the value lives
+/// (see `cairn::gossip::memo`): every node of a run is on one thread, so
+/// what one compresses, another decompresses by lookup, and a state sent
+/// by node after node is encoded once. The bytes are the same; a test
+/// holds that every output is too.
+pub struct CodecMemo(bool);
+
+impl CodecMemo {
+    /// Turns the memory on for this thread.
+    pub fn on() -> CodecMemo {
+        CodecMemo(cairn::gossip::memo::enable(true))
+    }
+}
+
+impl Drop for CodecMemo {
+    fn drop(&mut self) {
+        cairn::gossip::memo::enable(self.0);
+    }
+}
+
 /// The address of node `i` on either engine: 10.0.0.1 onwards.
 pub fn ip_of(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(0x0a00_0001u32 + i as u32))

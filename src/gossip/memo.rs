@@ -1,0 +1,201 @@
+//! What a simulator that runs every node on one thread may remember, so
+//! that work many nodes repeat byte for byte is done once.
+//!
+//! Off by default, and off on every real node. A simulator turns it on for
+//! its thread with [`enable`]. Then:
+//! - LZW compression remembers what it compressed (see
+//!   [`lzw`](super::lzw)): what one node compresses, its peer decompresses
+//!   by lookup;
+//! - a node's push/pull state is built, encoded and compressed once per
+//!   content: nodes whose member tables have the same digest (see
+//!   `members.rs`) share one state;
+//! - the bytes of a push/pull that some node encoded decode, by lookup,
+//!   to that state (the bytes are compared in full first);
+//! - a node merging a state equal to its own (by digest) skips the merge,
+//!   which would change nothing.
+//!
+//! Every answer is the one the work would give: the bytes sent are the
+//! same, and what each node does with them is the same. The simulator's
+//! tests run the same scenarios with and without and compare every output.
+//! The digests are 64-bit sums, so two different tables agree by chance
+//! with probability about 2⁻⁶⁴ per comparison.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::wire::PushPull;
+
+thread_local! {
+    static ON: Cell<bool> = const { Cell::new(false) };
+    static STATES: RefCell<States> = RefCell::new(States::default());
+    static STREAMS: RefCell<Streams> = RefCell::new(Streams::default());
+}
+
+/// Turns this thread's memory on or off; returns the previous setting.
+/// Turning it off forgets everything remembered.
+pub fn enable(on: bool) -> bool {
+    if !on {
+        STATES.with(|s| *s.borrow_mut() = States::default());
+        STREAMS.with(|s| *s.borrow_mut() = Streams::default());
+        super::lzw::forget();
+    }
+    ON.with(|c| c.replace(on))
+}
+
+/// Whether this thread remembers.
+pub(crate) fn enabled() -> bool {
+    ON.with(Cell::get)
+}
+
+/// The push/pull state of a member table with digest `key` (digest,
+/// members, join flag): remembered, or built by `build` and remembered.
+pub(crate) fn state(key: (u64, usize, bool), build: impl FnOnce() -> PushPull) -> Arc<PushPull> {
+    if let Some(hit) = STATES.with(|s| s.borrow().by_key.get(&key).cloned()) {
+        return hit;
+    }
+    let pp = Arc::new(build());
+    STATES.with(|s| s.borrow_mut().remember(key, pp.clone()));
+    pp
+}
+
+/// Remembers that `bytes` (a stream message as sent) decode to `pp`.
+pub(crate) fn remember_stream(bytes: &[u8], pp: &Arc<PushPull>) {
+    STREAMS.with(|s| s.borrow_mut().remember(bytes, pp));
+}
+
+/// The state `bytes` decode to, if this thread encoded them lately.
+pub(crate) fn stream(bytes: &[u8]) -> Option<Arc<PushPull>> {
+    if !enabled() {
+        return None;
+    }
+    STREAMS.with(|s| s.borrow().get(bytes))
+}
+
+/// A fast 64-bit hash of `b` and its length: finds candidates, which are
+/// then compared byte for byte. Four independent lanes keep the multiplier
+/// busy on the large states a push/pull carries.
+pub(crate) fn fingerprint(b: &[u8]) -> (u64, usize) {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut lanes = [
+        0xcbf2_9ce4_8422_2325u64,
+        0x8422_2325_cbf2_9ce4,
+        0x2325_cbf2_9ce4_8422,
+        0x9ce4_8422_2325_cbf2,
+    ];
+    let mut blocks = b.chunks_exact(32);
+    for block in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(w);
+            *lane = (*lane ^ u64::from_le_bytes(x))
+                .wrapping_mul(K)
+                .rotate_left(31);
+        }
+    }
+    let mut h = lanes.iter().fold(b.len() as u64, |h, l| {
+        (h ^ l).wrapping_mul(K).rotate_left(27)
+    });
+    for &byte in blocks.remainder() {
+        h = (h ^ u64::from(byte)).wrapping_mul(K);
+    }
+    (h ^ (h >> 32), b.len())
+}
+
+/// Most states remembered, and most members over all of them.
+const MAX_STATES: usize = 64;
+const MAX_STATE_MEMBERS: usize = 4_000_000;
+
+#[derive(Default)]
+struct States {
+    by_key: HashMap<(u64, usize, bool), Arc<PushPull>>,
+    order: VecDeque<(u64, usize, bool)>,
+    members: usize,
+}
+
+impl States {
+    fn remember(&mut self, key: (u64, usize, bool), pp: Arc<PushPull>) {
+        let size = pp.nodes.len();
+        while self.order.len() >= MAX_STATES
+            || (self.members + size > MAX_STATE_MEMBERS && !self.order.is_empty())
+        {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(p) = self.by_key.remove(&old) {
+                self.members -= p.nodes.len();
+            }
+        }
+        if self.by_key.insert(key, pp).is_none() {
+            self.order.push_back(key);
+            self.members += size;
+        }
+    }
+}
+
+/// Most stream bytes remembered.
+const MAX_STREAM_BYTES: usize = 256 << 20;
+
+#[derive(Default)]
+struct Streams {
+    by_bytes: HashMap<(u64, usize), (Vec<u8>, Arc<PushPull>)>,
+    order: VecDeque<(u64, usize)>,
+    bytes: usize,
+}
+
+impl Streams {
+    fn get(&self, bytes: &[u8]) -> Option<Arc<PushPull>> {
+        let (b, pp) = self.by_bytes.get(&fingerprint(bytes))?;
+        (b[..] == *bytes).then(|| pp.clone())
+    }
+
+    fn remember(&mut self, bytes: &[u8], pp: &Arc<PushPull>) {
+        if bytes.len() > MAX_STREAM_BYTES / 4 {
+            return;
+        }
+        while self.bytes + bytes.len() > MAX_STREAM_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((b, _)) = self.by_bytes.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+        let key = fingerprint(bytes);
+        if let Some((old, _)) = self.by_bytes.insert(key, (bytes.to_vec(), pp.clone())) {
+            // A fingerprint collision replaced an entry (its key stays in
+            // the order once).
+            self.bytes -= old.len();
+        } else {
+            self.order.push_back(key);
+        }
+        self.bytes += bytes.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_tell_contents_and_lengths_apart() {
+        let a: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut b = a.clone();
+        b[999] ^= 1;
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&a[..999]));
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+    }
+
+    #[test]
+    fn streams_are_found_only_by_their_exact_bytes() {
+        let was = enable(true);
+        let pp = Arc::new(PushPull::default());
+        remember_stream(b"some encoded state", &pp);
+        assert!(stream(b"some encoded state").is_some_and(|p| Arc::ptr_eq(&p, &pp)));
+        assert!(stream(b"some encoded statE").is_none());
+        enable(false);
+        assert!(stream(b"some encoded state").is_none(), "off, it forgets");
+        enable(was);
+    }
+}
