@@ -66,3 +66,36 @@ proptest! {
         }
     }
 }
+
+/// Found by the property above (seed 396): both join targets of a pool
+/// (`dc1-0` and `dc1-1`) crash, then restart together. Each rejoins only
+/// the other, and the rest hold both failed, so the two stay an island
+/// until Serf's reconnect loop (every 30 s, with probability
+/// failed/alive per node) happens to try one of them. Consul closes this
+/// gap with Serf's snapshot: a restarted agent rejoins the members it knew
+/// (`data_dir/serf/local.snapshot`). cairn has no per-node disk for
+/// client agents yet (the fault work on disks brings one), so this waits
+/// for it.
+#[test]
+#[ignore = "needs Serf's snapshot rejoin on restart; see the comment"]
+fn restarted_join_targets_find_the_rest_again() {
+    let names: Vec<String> = (0..NODES).map(|i| format!("dc1-{i}")).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let quiet = Duration::from_secs(QUIET_FROM);
+    let s = ScenarioBuilder::new("island", Duration::from_secs(QUIET_FROM + 45))
+        .datacenter("dc1", NODES)
+        .seed(396)
+        .event_sel(Duration::from_secs(6), Action::Crash(vec!["dc1-1"]))
+        .unwrap()
+        .event_sel(Duration::from_secs(24), Action::Crash(vec!["dc1-0"]))
+        .unwrap()
+        .event_sel(quiet, Action::Restart(all))
+        .unwrap()
+        .with_check(Check::Converged { at: None })
+        .unwrap()
+        .build();
+    let r = s.run(396).unwrap();
+    for c in &r.checks {
+        assert!(c.passed, "{}: {}", c.check, c.detail);
+    }
+}
