@@ -198,6 +198,9 @@ struct Engine<'a> {
     trace: Vec<TraceEvent>,
     observers: Bits,
     shortcuts: bool,
+    /// The scored pairs' true RTTs (ms), and the model's latency epoch
+    /// they were drawn at.
+    true_rtt: (Option<u64>, Vec<f64>),
     spreads: Vec<Spread>,
     /// Per fact: who should hear of it, and who has.
     spread_audience: Vec<Bits>,
@@ -272,6 +275,7 @@ pub fn run_protocol(
         trace: Vec::new(),
         observers,
         shortcuts: sampling.shortcuts,
+        true_rtt: (None, Vec::new()),
         spreads: Vec::new(),
         spread_audience: Vec::new(),
         spread_seen: Vec::new(),
@@ -950,17 +954,25 @@ impl Engine<'_> {
     }
 
     /// Scores the pairs whose both nodes run with a coordinate.
-    fn score(&self, pairs: &[(usize, usize)]) -> (Option<Accuracy>, Vec<PairError>) {
+    fn score(&mut self, pairs: &[(usize, usize)]) -> (Option<Accuracy>, Vec<PairError>) {
+        // The pairs' true RTTs, drawn again only when latencies change.
+        let epoch = self.net.latency_epoch();
+        if self.true_rtt.0 != Some(epoch) || self.true_rtt.1.len() != pairs.len() {
+            let rtt = |&(i, j): &(usize, usize)| {
+                (self.net.latency(i, j) + self.net.latency(j, i)).as_secs_f64() * 1000.0
+            };
+            self.true_rtt = (Some(epoch), pairs.iter().map(rtt).collect());
+        }
         let coord = |i: usize| self.slots[i].node.as_ref().and_then(Node::coordinate);
         let mut scored = Vec::new();
-        for &(i, j) in pairs {
+        for (&(i, j), &true_ms) in pairs.iter().zip(&self.true_rtt.1) {
             let (Some(a), Some(b)) = (coord(i), coord(j)) else {
                 continue;
             };
             scored.push(PairError {
                 a: i,
                 b: j,
-                true_ms: (self.net.latency(i, j) + self.net.latency(j, i)).as_secs_f64() * 1000.0,
+                true_ms,
                 est_ms: a.distance_secs(b) * 1000.0,
             });
         }
@@ -984,11 +996,11 @@ impl Engine<'_> {
     /// A row for each observed node.
     fn sample(&mut self, scored: &[PairError], out: &mut Vec<NodeSample>) {
         let which = &self.observers;
-        let mut errs: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        let mut errs: Vec<Vec<f64>> = vec![Vec::new(); self.n];
         for p in scored {
             for x in [p.a, p.b] {
                 if which.has(x) {
-                    errs.entry(x).or_default().push(p.rel());
+                    errs[x].push(p.rel());
                 }
             }
         }
@@ -997,8 +1009,9 @@ impl Engine<'_> {
             let d = |k: usize| slot.sent[k] - slot.sampled[k];
             let (p, b, t) = (d(0), d(1), d(2));
             slot.sampled = slot.sent;
-            let stats = errs.get_mut(&i).map(|v| {
-                v.sort_by(f64::total_cmp);
+            let v = &mut errs[i];
+            let stats = (!v.is_empty()).then(|| {
+                v.sort_unstable_by(f64::total_cmp);
                 (percentile(v, 0.5), percentile(v, 0.9))
             });
             out.push(NodeSample {

@@ -13,8 +13,6 @@
 //! so a cairn node and a Go memberlist node can share a cluster.
 
 use std::collections::{BTreeMap, VecDeque};
-
-use super::hash::LookupMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use super::broadcast::BroadcastQueue;
 use super::config::Config;
 use super::event::{EventKind, MemberEvent, NodeInfo, PingComplete};
+use super::hash::LookupMap;
 use super::lifeguard::{Awareness, Suspicion};
 pub(crate) use super::members::MemberTable;
 use super::members::{Members, NodeState};

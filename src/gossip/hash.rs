@@ -2,9 +2,9 @@
 //! hundreds of thousands of times a second: FxHash's word-at-a-time
 //! mixing, with a final avalanche.
 //!
-//! - [`NameHasher`] is unkeyed, for the member map, whose order reaches
-//!   push/pull messages and must replay identically in the simulator (it
-//!   replaced a SipHash with fixed keys: no more predictable, much cheaper).
+//! - [`NameHasher`] is unkeyed, for the member map, which is walked (its
+//!   order must replay identically in the simulator; it replaced a SipHash
+//!   with fixed keys: no more predictable, much cheaper).
 //! - [`Keyed`] draws a random key per map, for the maps that are only ever
 //!   looked up (suspicions, pending acks, the broadcast queue's names): their
 //!   order never shows, and a key a peer cannot know keeps names it chose

@@ -180,6 +180,9 @@ pub struct Model {
     loss_rules: Vec<Rule<Option<f64>>>,
     global_loss: Option<f64>,
     latency_rules: Vec<Rule<LatencyChange>>,
+    /// Counts changes to latencies (`latency` rules), so that whoever
+    /// keeps latencies it asked for knows when to ask again.
+    latency_epoch: u64,
     slow: Vec<Duration>,
     /// When each directed link is done sending the stream bytes queued on
     /// it; entries whose time has passed are dropped now and then.
@@ -227,6 +230,7 @@ impl Model {
             loss_rules: Vec::new(),
             global_loss: None,
             latency_rules: Vec::new(),
+            latency_epoch: 0,
             slow: vec![Duration::ZERO; n],
             busy: BTreeMap::new(),
             busy_swept: 0,
@@ -248,38 +252,64 @@ impl Model {
 
     /// The model's link between `i` and `j`, before any event.
     pub fn link(&self, i: usize, j: usize) -> Link {
+        Link {
+            one_way: self.base_one_way(i, j),
+            loss: self.base_loss(i, j),
+            bandwidth: self.base_bandwidth(i, j),
+        }
+    }
+
+    /// The newest rule covering the pair that sets a field (`pick`).
+    fn covering<T>(
+        fixed: &[Override],
+        i: usize,
+        j: usize,
+        pick: impl Fn(&Override) -> Option<T>,
+    ) -> Option<T> {
+        fixed
+            .iter()
+            .rev()
+            .filter(|r| (r.a.has(i) && r.b.has(j)) || (r.a.has(j) && r.b.has(i)))
+            .find_map(pick)
+    }
+
+    /// [`link`](Self::link)'s latency alone: a packet's path asks for its
+    /// latency and its loss, and drawing a latency is the costly part.
+    fn base_one_way(&self, i: usize, j: usize) -> Duration {
         match &self.base {
-            Base::Table(t) => Link {
-                one_way: t.one_way[i][j],
-                loss: t.loss[i][j],
-                bandwidth: t.bandwidth[i][j],
-            },
+            Base::Table(t) => t.one_way[i][j],
             Base::Drawn {
                 topology,
                 seed,
                 between,
                 fixed,
-            } => {
-                // Each field from the newest rule that sets it.
-                let covering = || {
-                    fixed
-                        .iter()
-                        .rev()
-                        .filter(|r| (r.a.has(i) && r.b.has(j)) || (r.a.has(j) && r.b.has(i)))
-                };
-                Link {
-                    one_way: covering()
-                        .find_map(|r| r.latency)
-                        .unwrap_or_else(|| topology.link_one_way(*seed, between, i, j)),
-                    loss: covering()
-                        .find_map(|r| r.loss)
-                        .unwrap_or(topology.latency.loss),
-                    bandwidth: covering()
-                        .find_map(|r| r.bandwidth)
-                        .unwrap_or(topology.latency.bandwidth),
-                }
-            }
+            } => Self::covering(fixed, i, j, |r| r.latency)
+                .unwrap_or_else(|| topology.link_one_way(*seed, between, i, j)),
         }
+    }
+
+    fn base_loss(&self, i: usize, j: usize) -> f64 {
+        match &self.base {
+            Base::Table(t) => t.loss[i][j],
+            Base::Drawn {
+                topology, fixed, ..
+            } => Self::covering(fixed, i, j, |r| r.loss).unwrap_or(topology.latency.loss),
+        }
+    }
+
+    fn base_bandwidth(&self, i: usize, j: usize) -> f64 {
+        match &self.base {
+            Base::Table(t) => t.bandwidth[i][j],
+            Base::Drawn {
+                topology, fixed, ..
+            } => Self::covering(fixed, i, j, |r| r.bandwidth).unwrap_or(topology.latency.bandwidth),
+        }
+    }
+
+    /// Changes to [`latency`](Self::latency)'s answers so far: while it
+    /// stays, so do they.
+    pub fn latency_epoch(&self) -> u64 {
+        self.latency_epoch
     }
 
     /// The one-way latency from `i` to `j` now (the model's, changed by
@@ -288,7 +318,7 @@ impl Model {
         if i == j {
             return Duration::ZERO;
         }
-        let model = self.link(i, j).one_way;
+        let model = self.base_one_way(i, j);
         match Rule::latest(&self.latency_rules, i, j) {
             None | Some(LatencyChange::Reset) => model,
             Some(LatencyChange::Set(d)) => d,
@@ -301,8 +331,8 @@ impl Model {
     pub fn loss(&self, i: usize, j: usize) -> f64 {
         match Rule::latest(&self.loss_rules, i, j) {
             Some(Some(r)) => r,
-            Some(None) => self.link(i, j).loss,
-            None => self.global_loss.unwrap_or_else(|| self.link(i, j).loss),
+            Some(None) => self.base_loss(i, j),
+            None => self.global_loss.unwrap_or_else(|| self.base_loss(i, j)),
         }
     }
 
@@ -327,7 +357,7 @@ impl Model {
     }
 
     fn transmission(&self, i: usize, j: usize, len: usize) -> Duration {
-        let bw = self.link(i, j).bandwidth;
+        let bw = self.base_bandwidth(i, j);
         if i == j || !bw.is_finite() || bw <= 0.0 {
             return Duration::ZERO;
         }
@@ -475,6 +505,7 @@ impl Model {
                     one_way,
                     what: *change,
                 });
+                self.latency_epoch += 1;
             }
             Action::Slow(x, d) => {
                 for i in x.iter().filter_map(|x| index(x)) {
