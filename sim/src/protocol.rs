@@ -525,8 +525,8 @@ impl Engine<'_> {
                 Output::Messages { to, msgs, size } => {
                     self.send(i, to, Datagram::Values(msgs), size)
                 }
-                Output::Stream(req) => self.open_stream(i, req),
-                Output::Event(ev) => self.observe(i, ev),
+                Output::Stream(req) => self.open_stream(i, *req),
+                Output::Event(ev) => self.observe(i, *ev),
                 Output::PingComplete(_) | Output::User(_) => {}
                 // The rest of this round (the leave's last transmission
                 // among it) still goes out.
@@ -964,7 +964,7 @@ impl Engine<'_> {
             self.true_rtt = (Some(epoch), pairs.iter().map(rtt).collect());
         }
         let coord = |i: usize| self.slots[i].node.as_ref().and_then(Node::coordinate);
-        let mut scored = Vec::new();
+        let mut scored = Vec::with_capacity(pairs.len());
         for (&(i, j), &true_ms) in pairs.iter().zip(&self.true_rtt.1) {
             let (Some(a), Some(b)) = (coord(i), coord(j)) else {
                 continue;

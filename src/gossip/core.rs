@@ -30,8 +30,8 @@ pub(crate) use super::members::MemberTable;
 use super::members::{Members, NodeState};
 use super::memo;
 use super::wire::{
-    self, Ack, Alive, Dead, IndirectPing, Message, Nack, NodeStateKind, Ping, PushNodeState,
-    PushPull, StreamMessage, Suspect, Versions, WireError, COMPOUND_HEADER_OVERHEAD,
+    self, Ack, Alive, AliveRef, Dead, IndirectPing, Message, Nack, NodeStateKind, Ping,
+    PushNodeState, PushPull, StreamMessage, Suspect, Versions, WireError, COMPOUND_HEADER_OVERHEAD,
     COMPOUND_OVERHEAD, MAX_COMPOUND_PARTS, MAX_NAME_LEN, META_MAX_SIZE, PROTOCOL_VERSION_MAX,
     PROTOCOL_VERSION_MIN,
 };
@@ -120,10 +120,12 @@ pub enum Output {
         /// Bytes the datagram would take encoded, before compression.
         size: usize,
     },
-    /// Open a stream (see [`StreamRequest`]).
-    Stream(StreamRequest),
+    /// Open a stream (see [`StreamRequest`]). (Boxed, as is the event:
+    /// every packet is an `Output` too, moved through two queues, and
+    /// these two would make each several times larger.)
+    Stream(Box<StreamRequest>),
     /// A membership change.
-    Event(MemberEvent),
+    Event(Box<MemberEvent>),
     /// A direct probe completed; carries the RTT and the ack payload.
     PingComplete(PingComplete),
     /// Our leave notice has been gossiped enough; it is safe to shut down.
@@ -361,7 +363,7 @@ impl Swim {
             meta: local.meta,
             vsn: Some(s.versions()),
         };
-        s.alive_node(now, &alive, true);
+        s.alive_node(now, &alive.view(), true);
         // A random stagger keeps members from probing in lockstep.
         let probe_at = now + s.stagger(s.cfg.probe_interval);
         s.schedule(probe_at, Timer::ProbeTick);
@@ -551,10 +553,31 @@ impl Swim {
     pub fn handle_packet(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.stats.packets_received += 1;
         // Each part is handled as it is decoded, in the packet's order.
-        wire::decode_packet(data, &mut |m| match m {
-            Ok(m) => self.handle_message(now, from, m),
-            Err(e) => self.decode_failed(from, e),
+        wire::decode_packet_parts(data, &mut |part| match part {
+            wire::Part::Alive(a) => self.handle_alive(now, a),
+            wire::Part::Message(Ok(m)) => self.handle_message(now, from, m),
+            wire::Part::Message(Err(e)) => self.decode_failed(from, e),
         });
+    }
+
+    /// An alive notice from a packet. Most repeat what we know (a join
+    /// storm delivers each about a dozen times): those return here, before
+    /// anything is copied, exactly where [`alive_node`](Self::alive_node)
+    /// would return without a trace.
+    fn handle_alive(&mut self, now: Instant, mut a: AliveRef<'_>) {
+        if a.addr.port() == 0 {
+            a.addr.set_port(self.advertise.port());
+        }
+        let valid = a.vsn.is_none_or(|v| v[0] != 0 && v[1] != 0 && v[0] <= v[1]);
+        let known = *a.node != *self.me
+            && valid
+            && self
+                .map
+                .get(a.node)
+                .is_some_and(|s| s.addr == a.addr && a.incarnation <= s.incarnation);
+        if !known {
+            self.alive_node(now, &a, false);
+        }
     }
 
     /// Handles one datagram's messages, as values (see
@@ -578,12 +601,7 @@ impl Swim {
             Message::Ack(a) => self.handle_ack(now, a),
             Message::Nack(n) => self.handle_nack(n),
             Message::Suspect(s) => self.suspect_node(now, &s, true),
-            Message::Alive(mut a) => {
-                if a.addr.port() == 0 {
-                    a.addr.set_port(self.advertise.port());
-                }
-                self.alive_node(now, &a, false)
-            }
+            Message::Alive(a) => self.handle_alive(now, a.view()),
             Message::Dead(d) => self.dead_node(now, &d),
             Message::User(payload) => {
                 self.stats.user_messages += 1;
@@ -766,7 +784,7 @@ impl Swim {
             meta,
             vsn: Some(self.versions()),
         };
-        self.alive_node(now, &a, true);
+        self.alive_node(now, &a.view(), true);
         Ok(())
     }
 
@@ -1254,11 +1272,11 @@ impl Swim {
     fn event(&mut self, now: Instant, kind: EventKind, name: &str) {
         if let Some(n) = self.map.get(name) {
             let node = n.info();
-            self.outputs.push_back(Output::Event(MemberEvent {
+            self.outputs.push_back(Output::Event(Box::new(MemberEvent {
                 at: now,
                 kind,
                 node,
-            }));
+            })));
         }
     }
 
@@ -1358,7 +1376,7 @@ impl Swim {
         self.event(now, EventKind::Refuted, &name);
     }
 
-    fn alive_node(&mut self, now: Instant, a: &Alive, bootstrap: bool) {
+    fn alive_node(&mut self, now: Instant, a: &AliveRef<'_>, bootstrap: bool) {
         let is_local = *a.node == *self.me;
         if self.left && is_local {
             return;
@@ -1370,7 +1388,7 @@ impl Swim {
             }
         }
         let mut updates_node = false;
-        let name: Arc<str> = match self.map.get_key_value(a.node.as_str()) {
+        let name: Arc<str> = match self.map.get_key_value(a.node) {
             Some((name, state)) => {
                 if state.addr != a.addr {
                     let reclaim = !self.cfg.dead_node_reclaim_time.is_zero()
@@ -1394,13 +1412,13 @@ impl Swim {
                 name.clone()
             }
             None => {
-                let name: Arc<str> = Arc::from(a.node.as_str());
+                let name: Arc<str> = Arc::from(a.node);
                 self.map.insert(
                     name.clone(),
                     NodeState {
                         name: name.clone(),
                         addr: a.addr,
-                        meta: a.meta.clone(),
+                        meta: a.meta.to_vec(),
                         incarnation: 0,
                         state: NodeStateKind::Dead,
                         state_change: now,
@@ -1431,7 +1449,7 @@ impl Swim {
             return;
         }
         let old_state = state.state;
-        let old_meta_differs = state.meta != a.meta;
+        let old_meta_differs = state.meta[..] != *a.meta;
         let changed = old_meta_differs || a.vsn.is_some_and(|v| v != state.vsn);
         let identical =
             a.incarnation == state.incarnation && !old_meta_differs && a.vsn == Some(state.vsn);
@@ -1446,7 +1464,7 @@ impl Swim {
             self.refute(now, a.incarnation);
             return;
         }
-        self.broadcast(now, &name, &Message::Alive(a.clone()), None);
+        self.broadcast(now, &name, &Message::Alive(a.to_owned()), None);
         {
             let Some(mut state) = self.map.state_mut(&name) else {
                 return;
@@ -1455,7 +1473,7 @@ impl Swim {
                 state.vsn = v;
             }
             state.incarnation = a.incarnation;
-            state.meta = a.meta.clone();
+            state.meta = a.meta.to_vec();
             state.addr = a.addr;
             if state.state != NodeStateKind::Alive {
                 state.state = NodeStateKind::Alive;
@@ -1781,11 +1799,11 @@ impl Swim {
                     if addr.port() == 0 {
                         addr.set_port(self.advertise.port());
                     }
-                    let a = Alive {
+                    let a = AliveRef {
                         incarnation: r.incarnation,
-                        node: r.name.clone(),
+                        node: &r.name,
                         addr,
-                        meta: r.meta.clone(),
+                        meta: &r.meta,
                         vsn: r.vsn,
                     };
                     self.alive_node(now, &a, false);
@@ -2044,15 +2062,16 @@ impl Swim {
         } else {
             (self.stream_bytes(&msg), None)
         };
-        self.outputs.push_back(Output::Stream(StreamRequest {
-            id,
-            to: wire::canonical(to),
-            data,
-            message,
-            size,
-            deadline,
-            expect_reply,
-        }));
+        self.outputs
+            .push_back(Output::Stream(Box::new(StreamRequest {
+                id,
+                to: wire::canonical(to),
+                data,
+                message,
+                size,
+                deadline,
+                expect_reply,
+            })));
         id
     }
 }

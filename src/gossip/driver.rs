@@ -628,7 +628,7 @@ impl<E: Env> Driver<E> {
                 Output::Stream(req) => {
                     let task = self.env.spawn(outgoing_stream(
                         self.env.clone(),
-                        req,
+                        *req,
                         self.stream_tx.clone(),
                         self.opts.encryption.clone(),
                     ));
@@ -636,7 +636,8 @@ impl<E: Env> Driver<E> {
                 }
                 Output::Event(ev) => {
                     tracing::info!(node = %self.opts.name, member = %ev.node.name, event = %ev.kind, incarnation = ev.node.incarnation, "membership");
-                    self.member_subs.retain(|s| s.send(ev.clone()).is_ok());
+                    self.member_subs
+                        .retain(|s| s.send(MemberEvent::clone(&ev)).is_ok());
                 }
                 Output::PingComplete(p) => {
                     self.ping_subs.retain(|s| s.send(p.clone()).is_ok());

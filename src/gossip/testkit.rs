@@ -272,9 +272,11 @@ impl Net {
                     self.push(self.now + self.latency, j, Ev::Packet { from, data });
                 }
                 Output::Stream(req) => match self.index_of(req.to) {
-                    Some(j) if self.reachable(i, j) && self.reachable(j, i) => {
-                        self.push(self.now + self.latency, j, Ev::StreamIn { from: i, req })
-                    }
+                    Some(j) if self.reachable(i, j) && self.reachable(j, i) => self.push(
+                        self.now + self.latency,
+                        j,
+                        Ev::StreamIn { from: i, req: *req },
+                    ),
                     _ => {
                         let epoch = self.slots[i].epoch;
                         let ev = Ev::StreamResult {
@@ -285,7 +287,7 @@ impl Net {
                         self.push(req.deadline, i, ev);
                     }
                 },
-                Output::Event(e) => self.events.push((i, e)),
+                Output::Event(e) => self.events.push((i, *e)),
                 Output::PingComplete(p) => self.pings.push((i, p)),
                 Output::LeaveComplete => self.leave_complete.push(i),
                 Output::User(payload) => self.users.push((i, payload)),

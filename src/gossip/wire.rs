@@ -266,6 +266,44 @@ pub struct Dead {
     pub from: String,
 }
 
+/// An [`Alive`] still in the bytes it came in: most alive notices a node
+/// receives repeat what it knows, and are dropped without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AliveRef<'a> {
+    /// Incarnation number; higher wins.
+    pub incarnation: u32,
+    /// The node.
+    pub node: &'a str,
+    /// Its gossip address.
+    pub addr: SocketAddr,
+    /// Its metadata.
+    pub meta: &'a [u8],
+    /// Its protocol versions, if it sent them.
+    pub vsn: Option<Versions>,
+}
+
+impl AliveRef<'_> {
+    /// The notice as an owned message.
+    pub fn to_owned(&self) -> Alive {
+        Alive {
+            incarnation: self.incarnation,
+            node: self.node.to_owned(),
+            addr: self.addr,
+            meta: self.meta.to_vec(),
+            vsn: self.vsn,
+        }
+    }
+}
+
+/// One part of a packet as [`decode_packet_parts`] hands it over.
+#[derive(Debug)]
+pub enum Part<'a> {
+    /// An alive notice, borrowed.
+    Alive(AliveRef<'a>),
+    /// Any other message, or why a part could not be read.
+    Message(Result<Message, WireError>),
+}
+
 /// A node is alive at an incarnation, with its address, metadata and versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alive {
@@ -279,6 +317,19 @@ pub struct Alive {
     pub meta: Vec<u8>,
     /// Its protocol versions, if it sent them.
     pub vsn: Option<Versions>,
+}
+
+impl Alive {
+    /// The notice, borrowed.
+    pub fn view(&self) -> AliveRef<'_> {
+        AliveRef {
+            incarnation: self.incarnation,
+            node: &self.node,
+            addr: self.addr,
+            meta: &self.meta,
+            vsn: self.vsn,
+        }
+    }
 }
 
 /// One node's entry in a push/pull exchange.
@@ -922,7 +973,7 @@ fn check_meta(meta: &[u8], message: &'static str) -> Result<(), WireError> {
     Ok(())
 }
 
-fn decode_alive(r: &mut Reader<'_>) -> Result<Alive, WireError> {
+fn decode_alive<'a>(r: &mut Reader<'a>) -> Result<AliveRef<'a>, WireError> {
     let (mut inc, mut node, mut addr, mut port, mut meta, mut vsn) =
         (0, "", None, 0, &[][..], &[][..]);
     read_fields(r, "alive", |k, r| {
@@ -940,11 +991,11 @@ fn decode_alive(r: &mut Reader<'_>) -> Result<Alive, WireError> {
     check_name(node, "alive")?;
     let addr = addr.ok_or_else(|| bad("alive", "no address"))?;
     check_meta(meta, "alive")?;
-    Ok(Alive {
+    Ok(AliveRef {
         incarnation: inc,
-        node: node.to_owned(),
+        node,
         addr: SocketAddr::new(ip_from_wire(addr, "alive")?, port),
-        meta: meta.to_vec(),
+        meta,
         vsn: vsn_from_wire(vsn, "alive")?,
     })
 }
@@ -1032,25 +1083,38 @@ fn lzw_decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
 /// bad part of a compound message does not stop the other parts (as in
 /// memberlist). `max_payload` bounds decompressed sizes.
 pub fn decode_packet(buf: &[u8], sink: &mut impl FnMut(Result<Message, WireError>)) {
+    decode_packet_parts(buf, &mut |p| {
+        sink(match p {
+            Part::Alive(a) => Ok(Message::Alive(a.to_owned())),
+            Part::Message(m) => m,
+        })
+    })
+}
+
+/// [`decode_packet`], handing alive notices over still borrowed from the
+/// packet (see [`AliveRef`]).
+pub fn decode_packet_parts(buf: &[u8], sink: &mut impl FnMut(Part<'_>)) {
+    let fail = |e| Part::Message(Err(e));
     if buf.first() == Some(&(MessageType::HasCrc as u8)) {
         if buf.len() < 5 {
-            return sink(Err(WireError::Truncated));
+            return sink(fail(WireError::Truncated));
         }
         let expected = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
         if crc32fast::hash(&buf[5..]) != expected {
-            return sink(Err(WireError::Checksum));
+            return sink(fail(WireError::Checksum));
         }
         return decode_command(&buf[5..], 0, sink);
     }
     decode_command(buf, 0, sink)
 }
 
-fn decode_command(buf: &[u8], depth: usize, sink: &mut impl FnMut(Result<Message, WireError>)) {
+fn decode_command(buf: &[u8], depth: usize, sink: &mut impl FnMut(Part<'_>)) {
+    let fail = |e| Part::Message(Err(e));
     if depth > MAX_WRAP_DEPTH {
-        return sink(Err(WireError::TooDeep));
+        return sink(fail(WireError::TooDeep));
     }
     let Some((&t, body)) = buf.split_first() else {
-        return sink(Err(WireError::Truncated));
+        return sink(fail(WireError::Truncated));
     };
     let mut r = Reader::new(body);
     let msg = match MessageType::from_byte(t) {
@@ -1079,29 +1143,35 @@ fn decode_command(buf: &[u8], depth: usize, sink: &mut impl FnMut(Result<Message
                 from,
             })
         }),
-        Some(MessageType::Alive) => decode_alive(&mut r).map(Message::Alive),
+        Some(MessageType::Alive) => {
+            return sink(match decode_alive(&mut r) {
+                Ok(a) => Part::Alive(a),
+                Err(e) => fail(e),
+            })
+        }
         Some(MessageType::User) => Ok(Message::User(body.to_vec())),
         Some(MessageType::Err) => decode_err(&mut r).map(Message::Err),
         Some(MessageType::Encrypt) => Err(WireError::Encrypted),
         _ => Err(WireError::UnexpectedType(t)),
     };
-    sink(msg)
+    sink(Part::Message(msg))
 }
 
-fn decode_compound(buf: &[u8], depth: usize, sink: &mut impl FnMut(Result<Message, WireError>)) {
+fn decode_compound(buf: &[u8], depth: usize, sink: &mut impl FnMut(Part<'_>)) {
+    let fail = |e| Part::Message(Err(e));
     let Some((&count, rest)) = buf.split_first() else {
-        return sink(Err(WireError::Truncated));
+        return sink(fail(WireError::Truncated));
     };
     let count = count as usize;
     if rest.len() < count * 2 {
-        return sink(Err(WireError::Truncated));
+        return sink(fail(WireError::Truncated));
     }
     let (lens, mut body) = rest.split_at(count * 2);
     for i in 0..count {
         let len = u16::from_be_bytes([lens[2 * i], lens[2 * i + 1]]) as usize;
         if body.len() < len {
             // memberlist processes the parts that arrived and reports the rest.
-            return sink(Err(WireError::Truncated));
+            return sink(fail(WireError::Truncated));
         }
         let (part, tail) = body.split_at(len);
         body = tail;
