@@ -384,7 +384,31 @@ impl Topology {
 
     /// The index of the node called `name`.
     pub fn index(&self, name: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.name == name)
+        // Names follow `new`'s pattern, so the index is computed from the
+        // name and then verified: a lookup per member event at 100,000
+        // nodes cannot afford a scan. Renamed nodes still fall back to one.
+        self.index_by_pattern(name)
+            .or_else(|| self.nodes.iter().position(|n| n.name == name))
+    }
+
+    fn index_by_pattern(&self, name: &str) -> Option<usize> {
+        let (prefix, number) = name.rsplit_once('-')?;
+        let k: usize = number.parse().ok()?;
+        let mut offset = 0;
+        for dc in &self.datacenters {
+            let at = if prefix.strip_suffix("-server") == Some(dc.name.as_str()) && k < dc.servers {
+                Some(offset + k)
+            } else if prefix == dc.name && k < dc.clients {
+                Some(offset + dc.servers + k)
+            } else {
+                None
+            };
+            if let Some(i) = at.filter(|&i| self.nodes.get(i).is_some_and(|n| n.name == name)) {
+                return Some(i);
+            }
+            offset += dc.servers + dc.clients;
+        }
+        None
     }
 
     /// The gossip pool of node `i`: nodes in one pool gossip together.
@@ -552,6 +576,33 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn index_finds_every_node_and_nothing_else() {
+        let dc = |name: &str, servers, clients| Datacenter {
+            name: name.into(),
+            clients,
+            servers,
+            location: Location::Unplaced,
+        };
+        // "x-server" as a datacenter makes "x-server-0" name two nodes;
+        // the lookup must answer as a scan does, with the first.
+        let mut t = Topology::new(
+            vec![dc("x", 3, 2), dc("x-server", 1, 4), dc("dc-2", 0, 12)],
+            PoolScope::Global,
+            LatencyModel::default(),
+        );
+        t.nodes[5].name = "renamed".into();
+        for n in &t.nodes {
+            let first = t.nodes.iter().position(|m| m.name == n.name);
+            assert_eq!(t.index(&n.name), first, "{}", n.name);
+        }
+        assert_eq!(t.index("x-server-0"), Some(0));
+        assert_eq!(t.index("renamed"), Some(5));
+        for absent in ["x-9", "dc-2-12", "x-server-4", "x-", "-1", "", "x-01"] {
+            assert_eq!(t.index(absent), None, "{absent}");
+        }
+    }
 
     #[test]
     fn distributions_stay_in_range_and_near_their_mean() {

@@ -87,7 +87,8 @@ pub struct StreamRequest {
     /// Peer address.
     pub to: SocketAddr,
     /// Bytes to write (empty when the codec is skipped: see `message`).
-    pub data: Vec<u8>,
+    /// Shared, not copied: a push/pull state many nodes send is one buffer.
+    pub data: Bytes,
     /// The message itself, instead of `data`, when the codec is skipped
     /// ([`Swim::skip_codec`]).
     pub message: Option<StreamMessage>,
@@ -620,7 +621,7 @@ impl Swim {
         now: Instant,
         from: SocketAddr,
         msg: StreamMessage,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Bytes> {
         let reply = self.handle_stream_message(now, from, msg)?;
         Some(self.stream_bytes(&reply))
     }
@@ -1412,7 +1413,7 @@ impl Swim {
                 name.clone()
             }
             None => {
-                let name: Arc<str> = Arc::from(a.node);
+                let name = memo::name(a.node);
                 self.map.insert(
                     name.clone(),
                     NodeState {
@@ -2016,14 +2017,14 @@ impl Swim {
         self.outputs.push_back(Output::Packet { to, data });
     }
 
-    fn stream_bytes(&self, msg: &StreamMessage) -> Vec<u8> {
+    fn stream_bytes(&self, msg: &StreamMessage) -> Bytes {
         let encode = || {
             let raw = msg.to_bytes();
-            if self.cfg.enable_compression {
+            Bytes::from(if self.cfg.enable_compression {
                 wire::compress(&raw)
             } else {
                 raw
-            }
+            })
         };
         match msg {
             // A state shared by many nodes is encoded once per form, and
@@ -2058,7 +2059,7 @@ impl Swim {
         self.streams.insert(id, kind);
         let size = msg.encoded_len();
         let (data, message) = if self.typed {
-            (Vec::new(), Some(msg))
+            (Bytes::new(), Some(msg))
         } else {
             (self.stream_bytes(&msg), None)
         };

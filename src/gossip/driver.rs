@@ -203,7 +203,7 @@ enum StreamEvent {
     Incoming {
         from: SocketAddr,
         msg: StreamMessage,
-        reply: oneshot::Sender<Option<Vec<u8>>>,
+        reply: oneshot::Sender<Option<bytes::Bytes>>,
     },
 }
 
@@ -671,7 +671,7 @@ async fn outgoing_stream<E: Env>(
             .await
             .map_err(|e| format!("connecting to {}: {e}", req.to))?;
         let data = match &encryption {
-            Some(e) => e.seal_stream(&req.data),
+            Some(e) => e.seal_stream(&req.data).into(),
             None => req.data,
         };
         s.write_all(&data)
@@ -805,12 +805,12 @@ async fn accept_loop<E: Env>(
                     }
                     Err(e) => {
                         tracing::debug!(%from, error = %e, "bad gossip stream");
-                        Some(StreamMessage::Err(ErrResp { error: e }).to_bytes())
+                        Some(StreamMessage::Err(ErrResp { error: e }).to_bytes().into())
                     }
                 };
                 if let Some(bytes) = reply {
                     let bytes = match &encryption {
-                        Some(e) => e.seal_stream(&bytes),
+                        Some(e) => e.seal_stream(&bytes).into(),
                         None => bytes,
                     };
                     let _ = conn.write_all(&bytes).await;

@@ -128,7 +128,7 @@ impl Members {
 
     /// The digest recomputed from scratch (tests check the running one
     /// against it).
-    #[cfg(debug_assertions)]
+    #[cfg(any(test, debug_assertions))]
     pub(super) fn digest_from_scratch(&self) -> u64 {
         self.map
             .values()

@@ -12,7 +12,9 @@
 //! - the bytes of a push/pull that some node encoded decode, by lookup,
 //!   to that state (the bytes are compared in full first);
 //! - a node merging a state equal to its own (by digest) skips the merge,
-//!   which would change nothing.
+//!   which would change nothing;
+//! - member names are interned: every node's table keys a member by one
+//!   shared string, so a lookup compares bytes that are in cache.
 //!
 //! Every answer is the one the work would give: the bytes sent are the
 //! same, and what each node does with them is the same. The simulator's
@@ -21,8 +23,10 @@
 //! with probability about 2⁻⁶⁴ per comparison.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::wire::PushPull;
 
@@ -30,6 +34,7 @@ thread_local! {
     static ON: Cell<bool> = const { Cell::new(false) };
     static STATES: RefCell<States> = RefCell::new(States::default());
     static STREAMS: RefCell<Streams> = RefCell::new(Streams::default());
+    static NAMES: RefCell<HashSet<Arc<str>>> = RefCell::new(HashSet::new());
 }
 
 /// Turns this thread's memory on or off; returns the previous setting.
@@ -38,6 +43,7 @@ pub fn enable(on: bool) -> bool {
     if !on {
         STATES.with(|s| *s.borrow_mut() = States::default());
         STREAMS.with(|s| *s.borrow_mut() = Streams::default());
+        NAMES.with(|s| *s.borrow_mut() = HashSet::new());
         super::lzw::forget();
     }
     ON.with(|c| c.replace(on))
@@ -59,8 +65,26 @@ pub(crate) fn state(key: (u64, usize, bool), build: impl FnOnce() -> PushPull) -
     pp
 }
 
+/// `name` as a member table's key: this thread's one copy when it
+/// remembers, else a fresh one. A simulated pool names at most as many
+/// members as it has nodes, so the set stays that size.
+pub(crate) fn name(name: &str) -> Arc<str> {
+    if !enabled() {
+        return Arc::from(name);
+    }
+    NAMES.with(|s| {
+        let mut s = s.borrow_mut();
+        if let Some(n) = s.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        s.insert(n.clone());
+        n
+    })
+}
+
 /// Remembers that `bytes` (a stream message as sent) decode to `pp`.
-pub(crate) fn remember_stream(bytes: &[u8], pp: &Arc<PushPull>) {
+pub(crate) fn remember_stream(bytes: &Bytes, pp: &Arc<PushPull>) {
     STREAMS.with(|s| s.borrow_mut().remember(bytes, pp));
 }
 
@@ -138,18 +162,33 @@ const MAX_STREAM_BYTES: usize = 256 << 20;
 
 #[derive(Default)]
 struct Streams {
-    by_bytes: HashMap<(u64, usize), (Vec<u8>, Arc<PushPull>)>,
+    by_bytes: HashMap<(u64, usize), (Bytes, Arc<PushPull>)>,
+    /// The buffers remembered, by address and length: bytes handed on
+    /// without a copy (the protocol engine's streams) are found without
+    /// hashing or comparing them. A remembered buffer is kept alive here,
+    /// so its address cannot be reused for other bytes.
+    by_address: HashMap<(usize, usize), (u64, usize)>,
     order: VecDeque<(u64, usize)>,
     bytes: usize,
 }
 
 impl Streams {
     fn get(&self, bytes: &[u8]) -> Option<Arc<PushPull>> {
+        if let Some(key) = self.by_address.get(&(bytes.as_ptr() as usize, bytes.len())) {
+            return self.by_bytes.get(key).map(|(_, pp)| pp.clone());
+        }
         let (b, pp) = self.by_bytes.get(&fingerprint(bytes))?;
         (b[..] == *bytes).then(|| pp.clone())
     }
 
-    fn remember(&mut self, bytes: &[u8], pp: &Arc<PushPull>) {
+    fn forget(&mut self, key: (u64, usize)) {
+        if let Some((b, _)) = self.by_bytes.remove(&key) {
+            self.by_address.remove(&(b.as_ptr() as usize, b.len()));
+            self.bytes -= b.len();
+        }
+    }
+
+    fn remember(&mut self, bytes: &Bytes, pp: &Arc<PushPull>) {
         if bytes.len() > MAX_STREAM_BYTES / 4 {
             return;
         }
@@ -157,18 +196,19 @@ impl Streams {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
-            if let Some((b, _)) = self.by_bytes.remove(&old) {
-                self.bytes -= b.len();
-            }
+            self.forget(old);
         }
         let key = fingerprint(bytes);
-        if let Some((old, _)) = self.by_bytes.insert(key, (bytes.to_vec(), pp.clone())) {
-            // A fingerprint collision replaced an entry (its key stays in
-            // the order once).
-            self.bytes -= old.len();
+        if self.by_bytes.contains_key(&key) {
+            // A fingerprint collision replaces the entry; its key stays in
+            // the order once.
+            self.forget(key);
         } else {
             self.order.push_back(key);
         }
+        self.by_address
+            .insert((bytes.as_ptr() as usize, bytes.len()), key);
+        self.by_bytes.insert(key, (bytes.clone(), pp.clone()));
         self.bytes += bytes.len();
     }
 }
@@ -191,9 +231,16 @@ mod tests {
     fn streams_are_found_only_by_their_exact_bytes() {
         let was = enable(true);
         let pp = Arc::new(PushPull::default());
-        remember_stream(b"some encoded state", &pp);
+        let sent = Bytes::from(b"some encoded state".to_vec());
+        remember_stream(&sent, &pp);
+        // The buffer itself, found by address; a copy, found by content.
+        assert!(stream(&sent).is_some_and(|p| Arc::ptr_eq(&p, &pp)));
         assert!(stream(b"some encoded state").is_some_and(|p| Arc::ptr_eq(&p, &pp)));
         assert!(stream(b"some encoded statE").is_none());
+        assert!(
+            stream(&sent[..4]).is_none(),
+            "a prefix of the buffer is not it"
+        );
         enable(false);
         assert!(stream(b"some encoded state").is_none(), "off, it forgets");
         enable(was);

@@ -240,7 +240,7 @@ impl Node {
         now: Instant,
         from: SocketAddr,
         msg: StreamMessage,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<bytes::Bytes> {
         self.core.handle_stream(now, from, msg)
     }
 

@@ -408,7 +408,7 @@ impl Eq for PushPull {}
 pub(crate) struct PushPullMemo {
     pub(crate) digest: std::sync::OnceLock<(u64, usize)>,
     pub(crate) verified: std::sync::OnceLock<Result<(), String>>,
-    pub(crate) encoded: [std::sync::OnceLock<Vec<u8>>; 2],
+    pub(crate) encoded: [std::sync::OnceLock<bytes::Bytes>; 2],
     len: std::sync::OnceLock<usize>,
 }
 
