@@ -16,6 +16,7 @@ pub mod consensus;
 pub mod coordinate;
 pub mod dns;
 pub mod env;
+pub mod format;
 pub mod gossip;
 pub mod msgpack;
 pub mod rpc;

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn::env::{Env, Task, TokioEnv};
-use cairn::gossip::driver::Encryption;
 use cairn::gossip::keyring::{encode_key, Keyring};
+use cairn::gossip::Encryption;
 use cairn::gossip::{Gossip, GossipOptions, MemberStatus};
 use serde_json::Value;
 

@@ -862,7 +862,7 @@ pub fn server_node_id(name: &str) -> String {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&crate::env::derive_seed(0, name, 0, "node-id").to_be_bytes());
     b[8..].copy_from_slice(&crate::env::derive_seed(1, name, 0, "node-id").to_be_bytes());
-    cairn::agent::config::format_uuid(b)
+    cairn::format::format_uuid(b)
 }
 
 /// Per node: (median, p90) relative error of its estimates.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::agent::config::parse_duration;
+use cairn::format::parse_duration;
 use cairn::gossip::Config as GossipConfig;
 use serde::Deserialize;
 

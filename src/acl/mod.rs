@@ -3,18 +3,18 @@
 //! ([`rules`]), and an [`Authorizer`] decides what a token may do.
 //!
 //! The servers keep tokens, policies and roles in the replicated state
-//! ([`AclState`]) and enforce them on every request that reaches them
+//! ([`AclState`](crate::state::acl::AclState)) and enforce them on every request that reaches them
 //! (`crate::server::acl`); agents enforce them on their own endpoints and
 //! on DNS, resolving tokens through the servers with a TTL cache
 //! (`crate::agent::acl`).
 
 pub mod authz;
+mod model;
 pub mod rules;
-mod state;
 
 pub use authz::Authorizer;
+pub use model::{Identity, Link, Policy, Resolved, Role, Token};
 pub use rules::{Access, Global, Resource, Rules, RulesError};
-pub use state::{AclState, Identity, Link, Policy, Resolved, Role, Token};
 
 use std::time::Duration;
 
@@ -154,58 +154,6 @@ impl AclConfig {
     }
 }
 
-/// What the leader writes for the ACL system to work, given what `acl`
-/// has: the global-management policy, the anonymous token, and a
-/// management token with secret `initial_management` (Consul's
-/// `acl.tokens.initial_management`), each only when missing.
-pub fn init_commands(
-    acl: &AclState,
-    initial_management: Option<&str>,
-) -> Vec<crate::state::Command> {
-    use crate::state::Command;
-    let mut out = Vec::new();
-    let management = Link {
-        id: GLOBAL_MANAGEMENT_ID.into(),
-        name: GLOBAL_MANAGEMENT_NAME.into(),
-    };
-    if acl.policy(GLOBAL_MANAGEMENT_ID).is_none() {
-        out.push(Command::AclPolicySet(Box::new(Policy {
-            id: GLOBAL_MANAGEMENT_ID.into(),
-            name: GLOBAL_MANAGEMENT_NAME.into(),
-            description: "Builtin Policy that grants unlimited access".into(),
-            rules: GLOBAL_MANAGEMENT_RULES.into(),
-            ..Policy::default()
-        })));
-    }
-    if acl.token(ANONYMOUS_ID).is_none() {
-        out.push(Command::AclTokenSet(Box::new(Token {
-            accessor_id: ANONYMOUS_ID.into(),
-            secret_id: ANONYMOUS_SECRET.into(),
-            description: "Anonymous Token".into(),
-            ..Token::default()
-        })));
-    }
-    if let Some(secret) = initial_management.filter(|s| !s.is_empty()) {
-        if acl.token_by_secret(secret).is_none() {
-            let token = Box::new(Token {
-                accessor_id: accessor_for(secret),
-                secret_id: secret.into(),
-                description: "Initial Management Token".into(),
-                policies: vec![management],
-                ..Token::default()
-            });
-            // It bootstraps the ACL system, as in Consul: `acl bootstrap`
-            // is refused afterwards.
-            out.push(if acl.bootstrapped().is_none() {
-                Command::AclBootstrap(token)
-            } else {
-                Command::AclTokenSet(token)
-            });
-        }
-    }
-    out
-}
-
 /// The rules of the global-management policy (a management token is
 /// recognised by the policy's ID; the rules say the same for readers).
 pub const GLOBAL_MANAGEMENT_RULES: &str = r#"
@@ -225,13 +173,3 @@ service_prefix "" {
 }
 session_prefix "" { policy = "write" }
 "#;
-
-/// The accessor ID of the initial management token: derived from its
-/// secret, so that every leader that writes it writes the same token.
-fn accessor_for(secret: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("cairn initial management {secret}").as_bytes());
-    let mut raw = [0u8; 16];
-    raw.copy_from_slice(&digest[..16]);
-    crate::agent::config::format_uuid(raw)
-}

@@ -704,7 +704,7 @@ impl AgentConfig {
             ));
         }
         if let Some(id) = &self.node_id {
-            parse_uuid(id).ok_or_else(|| {
+            crate::format::parse_uuid(id).ok_or_else(|| {
                 ConfigError(format!(
                     "node_id {id:?} is not a UUID (like 5f0cbb5c-2a43-4a5e-bd27-8f3d2b0e1a67)"
                 ))
@@ -808,35 +808,6 @@ fn valid_dns_label(s: &str) -> bool {
         && s.len() <= 63
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// Parses a canonical UUID string into its 16 bytes.
-pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    let groups: Vec<usize> = s.split('-').map(str::len).collect();
-    if hex.len() != 32 || groups != [8, 4, 4, 4, 12] {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Formats 16 random bytes as a version-4 UUID.
-pub fn format_uuid(mut b: [u8; 16]) -> String {
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 /// HCL blocks come as one-element lists of objects; a definition wants the
@@ -988,46 +959,8 @@ impl Field<'_> {
 
     fn duration(&self, v: &Value) -> Result<Duration, ConfigError> {
         let s = self.string(v)?;
-        parse_duration(&s).map_err(|e| self.err(&e))
+        crate::format::parse_duration(&s).map_err(|e| self.err(&e))
     }
-}
-
-/// Parses a Go-style duration: `"30s"`, `"1m30s"`, `"250ms"`, `"1h"`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("must be a duration like \"30s\", \"1m30s\" or \"250ms\", not {s:?}");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += num * scale;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total > 1e12 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]
@@ -1213,24 +1146,5 @@ mod tests {
         assert!(c.validate().unwrap_err().0.contains("UUID"));
         assert!(AgentConfig::default().validate().is_err(), "no data dir");
         AgentConfig::dev().validate().unwrap();
-    }
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5 s").is_err());
-    }
-
-    #[test]
-    fn uuids_round_trip() {
-        let id = format_uuid([7; 16]);
-        assert_eq!(id.len(), 36);
-        let b = parse_uuid(&id).unwrap();
-        assert_eq!(format_uuid(b), id);
-        assert!(parse_uuid("00000000-0000-0000-0000-00000000000").is_none());
     }
 }

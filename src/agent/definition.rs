@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::config::parse_duration;
 use super::local::{Kind, NewCheck, Probe, Target};
+use crate::format::parse_duration;
 use crate::state::{Check, Health, Service, ServiceAddress, Weights};
 
 /// Every field name cairn decodes from a request body or a definition, in

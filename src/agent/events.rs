@@ -122,7 +122,7 @@ impl UserEvent {
 /// Consul's index for an event list: the last event's UUID folded into
 /// 64 bits (its two halves XORed).
 fn index_of(id: &str) -> u64 {
-    match super::config::parse_uuid(id) {
+    match crate::format::parse_uuid(id) {
         Some(b) => {
             let (hi, lo) = b.split_at(8);
             let word = |s: &[u8]| s.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::config::{AgentConfig, ConfigError};
 use super::events::Seen;
 use crate::env::Env;
-use crate::gossip::driver::Encryption;
 use crate::gossip::keyring::{encode_key, parse_key, KeyError, Keyring};
+use crate::gossip::Encryption;
 use crate::gossip::{tags, Gossip};
 
 /// Marks a gossip application message as a keyring operation (version 1).

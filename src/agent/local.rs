@@ -439,7 +439,7 @@ async fn probe_once<E: Env>(env: &E, probe: &Probe) -> (Health, String) {
         Target::Tcp(target) => {
             let attempt = async {
                 let (host, port) =
-                    super::split_host_port(target, 0).map_err(std::io::Error::other)?;
+                    crate::format::split_host_port(target, 0).map_err(std::io::Error::other)?;
                 let addrs = env.resolve(&host, port).await?;
                 let addr = addrs
                     .into_iter()

@@ -27,7 +27,7 @@ pub use self::servers::Servers;
 use crate::api::{self, AgentInfo};
 use crate::consensus::Location;
 use crate::env::{Env, Task};
-use crate::gossip::driver::Encryption;
+use crate::gossip::Encryption;
 use crate::gossip::{tags, Gossip, GossipError, GossipOptions};
 use crate::server::{self, ClientRequest, DutyConfig, Server};
 
@@ -679,7 +679,7 @@ fn node_id<E: Env>(env: &E, config: &AgentConfig) -> Result<String, AgentError> 
     let fresh = || {
         let mut b = [0u8; 16];
         ChaCha8Rng::seed_from_u64(env.seed("node-id")).fill_bytes(&mut b);
-        config::format_uuid(b)
+        crate::format::format_uuid(b)
     };
     let Some(dir) = config.data_dir.as_deref().filter(|_| !config.dev) else {
         return Ok(fresh());
@@ -693,7 +693,7 @@ fn node_id<E: Env>(env: &E, config: &AgentConfig) -> Result<String, AgentError> 
     match std::fs::read_to_string(&file) {
         Ok(s) => {
             let id = s.trim().to_string();
-            config::parse_uuid(&id).ok_or_else(|| {
+            crate::format::parse_uuid(&id).ok_or_else(|| {
                 err(format!(
                     "{} does not hold a UUID; remove it to make a new one",
                     file.display()
@@ -726,7 +726,7 @@ pub async fn resolve_all<E: Env>(
 ) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for t in targets {
-        match split_host_port(t, default_port) {
+        match crate::format::split_host_port(t, default_port) {
             Ok((host, port)) => match env.resolve(&host, port).await {
                 Ok(addrs) if !addrs.is_empty() => out.extend(addrs),
                 Ok(_) => tracing::warn!(target = %t, "join address resolves to nothing"),
@@ -736,33 +736,6 @@ pub async fn resolve_all<E: Env>(
         }
     }
     out
-}
-
-/// Splits `host[:port]` (IPv6 in brackets when a port is given).
-pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty address".into());
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, tail) = rest.split_once(']').ok_or("missing ']' in IPv6 address")?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
-            None if tail.is_empty() => default_port,
-            None => return Err(format!("unexpected {tail:?} after IPv6 address")),
-        };
-        return Ok((host.to_string(), port));
-    }
-    match s.matches(':').count() {
-        0 => Ok((s.to_string(), default_port)),
-        1 => {
-            let (h, p) = s.split_once(':').ok_or("bad address")?;
-            let port = p.parse().map_err(|_| format!("bad port {p:?} in {s:?}"))?;
-            Ok((h.to_string(), port))
-        }
-        // A bare IPv6 address.
-        _ => Ok((s.to_string(), default_port)),
-    }
 }
 
 async fn retry_join<E: Env>(
@@ -790,31 +763,5 @@ async fn retry_join<E: Env>(
             return;
         }
         env.sleep(interval).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(
-            split_host_port("10.0.0.1", 8301).unwrap(),
-            ("10.0.0.1".into(), 8301)
-        );
-        assert_eq!(
-            split_host_port("10.0.0.1:9", 8301).unwrap(),
-            ("10.0.0.1".into(), 9)
-        );
-        assert_eq!(
-            split_host_port("node-a", 8301).unwrap(),
-            ("node-a".into(), 8301)
-        );
-        assert_eq!(split_host_port("[::1]:7", 8301).unwrap(), ("::1".into(), 7));
-        assert_eq!(split_host_port("::1", 8301).unwrap(), ("::1".into(), 8301));
-        assert!(split_host_port("a:b", 1).is_err());
-        assert!(split_host_port("[::1", 1).is_err());
-        assert!(split_host_port("", 1).is_err());
     }
 }

@@ -439,7 +439,7 @@ impl TokenBody {
         let expiration_ms = if self.expiration_ttl.is_empty() {
             None
         } else {
-            let ttl = crate::agent::config::parse_duration(&self.expiration_ttl)
+            let ttl = crate::format::parse_duration(&self.expiration_ttl)
                 .map_err(|e| bad(format!("Invalid ExpirationTTL: {e}")))?;
             if ttl.is_zero() {
                 return Err(bad("Invalid ExpirationTTL: must be positive"));

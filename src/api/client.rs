@@ -67,7 +67,7 @@ pub async fn parse_addr<E: Env>(env: &E, s: &str) -> Result<SocketAddr, ClientEr
         s
     };
     let rest = rest.trim_end_matches('/');
-    let (host, port) = crate::agent::split_host_port(rest, 8500).map_err(|e| bad(&e))?;
+    let (host, port) = crate::format::split_host_port(rest, 8500).map_err(|e| bad(&e))?;
     let addrs = env
         .resolve(&host, port)
         .await

@@ -176,7 +176,7 @@ pub async fn ca_set_configuration<E: Env>(
     let leaf_ttl_ms = match b.config.get("LeafCertTTL") {
         None => None,
         Some(serde_json::Value::String(t)) => {
-            let d = crate::agent::config::parse_duration(t)
+            let d = crate::format::parse_duration(t)
                 .map_err(|e| bad(format!("Config.LeafCertTTL: {e}")))?;
             if d < Duration::from_secs(60) || d > Duration::from_secs(365 * 24 * 3600) {
                 return Err(bad("Config.LeafCertTTL must be between 1m and 8760h"));

@@ -199,7 +199,7 @@ pub async fn datacenters<E: Env>(
         let mut by_dc: std::collections::BTreeMap<String, Vec<ApiNodeCoord>> =
             std::collections::BTreeMap::new();
         for m in &members {
-            let Some(sm) = crate::server::cluster::server_of(m) else {
+            let Some(sm) = crate::server::member::server_of(m) else {
                 continue;
             };
             let list = by_dc.entry(sm.dc).or_default();
@@ -271,7 +271,7 @@ pub async fn rtt_between<E: Env>(
     let servers = |dc: &str| -> Vec<(String, crate::coordinate::Coordinate)> {
         members
             .iter()
-            .filter(|m| crate::server::cluster::server_of(m).is_some_and(|sm| sm.dc == dc))
+            .filter(|m| crate::server::member::server_of(m).is_some_and(|sm| sm.dc == dc))
             .filter_map(|m| {
                 let lan = m.name.strip_suffix(&format!(".{dc}"))?.to_string();
                 Some((lan, coords.members.get(&m.name)?.clone()))

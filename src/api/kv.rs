@@ -14,8 +14,8 @@ use base64::Engine;
 use serde::Serialize;
 
 use super::{ApiError, ApiState};
-use crate::agent::config::parse_duration;
 use crate::env::Env;
+use crate::format::parse_duration;
 use crate::server::{Answer, ClientReply, ClientRequest, Consistency, Query, Read};
 use crate::state::{Command, KvEntry, KvOp};
 

@@ -108,7 +108,7 @@ impl<E: Env> ApiState<E> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .fill_bytes(&mut raw);
-        crate::agent::config::format_uuid(raw)
+        crate::format::format_uuid(raw)
     }
 }
 
@@ -686,7 +686,7 @@ fn wan_servers<'a>(
 ) -> impl Iterator<Item = (String, &'a Member)> + 'a {
     members
         .iter()
-        .filter(move |m| crate::server::cluster::server_of(m).is_some_and(|sm| sm.dc == dc))
+        .filter(move |m| crate::server::member::server_of(m).is_some_and(|sm| sm.dc == dc))
         .map(move |m| (format!("{}.{dc}", m.name), m))
 }
 

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::kv::{bad, read, unexpected, write_cmd};
 use super::{ApiError, ApiState};
-use crate::agent::config::parse_duration;
 use crate::env::Env;
+use crate::format::parse_duration;
 use crate::server::{Answer, ClientRequest, Query};
 use crate::state::{Behavior, Command, Session};
 

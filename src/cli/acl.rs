@@ -5,7 +5,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::HttpArgs;
+use super::http::HttpArgs;
 use crate::api::client;
 use crate::env::TokioEnv;
 

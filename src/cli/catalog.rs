@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 
-use super::HttpArgs;
+use super::http::HttpArgs;
 use crate::api::client;
 use crate::env::TokioEnv;
 
@@ -108,7 +108,7 @@ pub async fn run(args: CatalogArgs) -> anyhow::Result<()> {
         CatalogCmd::Nodes(n) => {
             let addr = client::parse_addr(&env, &n.http.addr()).await?;
             let path = match &n.service {
-                Some(s) => format!("/v1/catalog/service/{}", super::percent_encode(s)),
+                Some(s) => format!("/v1/catalog/service/{}", super::http::percent_encode(s)),
                 None => "/v1/catalog/nodes".into(),
             };
             let nodes: Vec<NodeRow> = client::get_json(&env, addr, &path).await?;
@@ -132,7 +132,7 @@ pub async fn run(args: CatalogArgs) -> anyhow::Result<()> {
             let addr = client::parse_addr(&env, &sv.http.addr()).await?;
             let services: BTreeMap<String, Vec<String>> = match &sv.node {
                 Some(node) => {
-                    let path = format!("/v1/catalog/node/{}", super::percent_encode(node));
+                    let path = format!("/v1/catalog/node/{}", super::http::percent_encode(node));
                     let n: Option<NodeServices> = client::get_json(&env, addr, &path).await?;
                     let n = n.ok_or_else(|| anyhow::anyhow!("No node found with name {node:?}"))?;
                     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();

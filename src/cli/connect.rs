@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::HttpArgs;
+use super::http::HttpArgs;
 use crate::api::client;
 use crate::connect::intention::Intention;
 use crate::connect::proxy::{Observed, Proxy, ProxyConfig, UpstreamConfig, OBSERVED_PREFIX};
@@ -65,7 +65,7 @@ struct ProxyArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::agent::config::parse_duration(s)
+    crate::format::parse_duration(s)
 }
 
 fn socket(what: &str, s: &str) -> anyhow::Result<SocketAddr> {

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use clap::Args;
 
-use super::HttpArgs;
+use super::http::HttpArgs;
 use crate::agent::keyring::KeyringStatus;
 use crate::api::client;
 use crate::env::TokioEnv;

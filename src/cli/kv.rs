@@ -6,7 +6,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 
-use super::{percent_encode, HttpArgs};
+use super::http::{percent_encode, HttpArgs};
 use crate::api::client::{self, ClientError};
 use crate::env::TokioEnv;
 

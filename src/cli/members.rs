@@ -2,11 +2,28 @@
 
 use std::collections::BTreeMap;
 
+use clap::Args;
 use serde::Deserialize;
 
-use super::MembersArgs;
+use super::http::HttpArgs;
 use crate::api::client;
 use crate::env::TokioEnv;
+
+/// `cairn members`.
+#[derive(Args, Debug)]
+pub(crate) struct MembersArgs {
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+    /// Show every tag instead of the summary columns.
+    #[arg(long = "detailed")]
+    pub(crate) detailed: bool,
+    /// Only members whose status matches this regular expression.
+    #[arg(long = "status")]
+    pub(crate) status: Option<String>,
+    /// The WAN pool: every datacenter's servers.
+    #[arg(long = "wan")]
+    pub(crate) wan: bool,
+}
 
 /// The fields of `/v1/agent/members` the table shows.
 #[derive(Debug, Clone, Deserialize)]

@@ -8,6 +8,7 @@
 mod acl;
 mod catalog;
 mod connect;
+mod http;
 mod keyring;
 mod kv;
 mod members;
@@ -22,9 +23,12 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::agent::{config::parse_duration, Agent, AgentConfig, ConfigError, VERSION};
+use self::http::{percent_encode, HttpArgs};
+use self::members::MembersArgs;
+use crate::agent::{Agent, AgentConfig, ConfigError, VERSION};
 use crate::api::client;
 use crate::env::{Env, TokioEnv};
+use crate::format::parse_duration;
 
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version = VERSION, about = "A service mesh control plane: agent and tools")]
@@ -179,71 +183,6 @@ struct AgentArgs {
     /// Allow script checks from config files only.
     #[arg(long = "enable-local-script-checks")]
     enable_local_script_checks: bool,
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct HttpArgs {
-    /// Agent HTTP address (default: $CAIRN_HTTP_ADDR, $CONSUL_HTTP_ADDR, or http://127.0.0.1:8500).
-    #[arg(long = "http-addr")]
-    http_addr: Option<String>,
-    /// ACL token for the requests (default: $CAIRN_HTTP_TOKEN, $CONSUL_HTTP_TOKEN).
-    #[arg(long = "token")]
-    token: Option<String>,
-    /// File holding the ACL token (default: $CONSUL_HTTP_TOKEN_FILE).
-    #[arg(long = "token-file")]
-    token_file: Option<PathBuf>,
-}
-
-impl HttpArgs {
-    /// The agent's address. Every command asks for it before its first
-    /// request, so this is also where the command's token is set for the
-    /// requests to come.
-    pub(crate) fn addr(&self) -> String {
-        client::set_token(self.token());
-        self.http_addr
-            .clone()
-            .or_else(|| std::env::var("CAIRN_HTTP_ADDR").ok())
-            .or_else(|| std::env::var("CONSUL_HTTP_ADDR").ok())
-            .unwrap_or_else(|| "http://127.0.0.1:8500".into())
-    }
-}
-
-impl HttpArgs {
-    /// The ACL token: `-token`, `-token-file`, then the environment.
-    fn token(&self) -> Option<String> {
-        let from_file = |p: &std::path::Path| match std::fs::read_to_string(p) {
-            Ok(t) => Some(t.trim().to_string()),
-            Err(e) => {
-                eprintln!("cannot read the token file {}: {e}", p.display());
-                None
-            }
-        };
-        self.token
-            .clone()
-            .or_else(|| self.token_file.as_deref().and_then(from_file))
-            .or_else(|| std::env::var("CAIRN_HTTP_TOKEN").ok())
-            .or_else(|| std::env::var("CONSUL_HTTP_TOKEN").ok())
-            .or_else(|| {
-                std::env::var_os("CONSUL_HTTP_TOKEN_FILE")
-                    .and_then(|p| from_file(std::path::Path::new(&p)))
-            })
-            .filter(|t| !t.is_empty())
-    }
-}
-
-#[derive(Args, Debug)]
-struct MembersArgs {
-    #[command(flatten)]
-    http: HttpArgs,
-    /// Show every tag instead of the summary columns.
-    #[arg(long = "detailed")]
-    detailed: bool,
-    /// Only members whose status matches this regular expression.
-    #[arg(long = "status")]
-    status: Option<String>,
-    /// The WAN pool: every datacenter's servers.
-    #[arg(long = "wan")]
-    wan: bool,
 }
 
 #[derive(Args, Debug)]
@@ -752,17 +691,6 @@ async fn run_reload(h: HttpArgs) -> anyhow::Result<()> {
     put_to_agent(&h, "/v1/agent/reload").await?;
     println!("Configuration reload triggered");
     Ok(())
-}
-
-pub(crate) fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

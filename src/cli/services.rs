@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 
-use super::HttpArgs;
+use super::http::HttpArgs;
 use crate::agent::definition::ServiceDef;
 use crate::agent::AgentConfig;
 use crate::api::client;
@@ -154,7 +154,7 @@ pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
             for id in ids {
                 let path = format!(
                     "/v1/agent/service/deregister/{}",
-                    super::percent_encode(&id)
+                    super::http::percent_encode(&id)
                 );
                 client::request(&env, addr, "PUT", &path).await?;
                 println!("Deregistered service: {id}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 
-use super::{percent_encode, HttpArgs};
+use super::http::{percent_encode, HttpArgs};
 use crate::api::client::{self, ClientError};
 use crate::env::{Env, TokioEnv};
 

@@ -1,6 +1,12 @@
 //! Gossip tuning, with memberlist's three presets.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use super::keyring::Encryption;
+use super::wire::{MAX_NAME_LEN, META_MAX_SIZE};
+use crate::coordinate::{self, Coordinate};
 
 /// Timing and fan-out of the SWIM protocol. The presets equal memberlist's
 /// `DefaultLANConfig`, `DefaultWANConfig` and `DefaultLocalConfig`.
@@ -205,6 +211,90 @@ impl Default for Config {
     fn default() -> Self {
         Self::lan()
     }
+}
+
+/// How often members past their reconnect or tombstone timeout are
+/// forgotten (Serf's `ReapInterval`).
+pub const REAP_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How to run a gossip node.
+#[derive(Debug, Clone)]
+pub struct GossipOptions {
+    /// Unique node name.
+    pub name: String,
+    /// Address to bind UDP and TCP on.
+    pub bind: SocketAddr,
+    /// Address to advertise (defaults to the bound address).
+    pub advertise: Option<SocketAddr>,
+    /// Node metadata (see [`tags`](super::tags)).
+    pub meta: Vec<u8>,
+    /// Protocol tuning.
+    pub config: Config,
+    /// How often to try reaching a failed member again (zero disables).
+    pub reconnect_interval: Duration,
+    /// How long a failed member is kept and retried before it is forgotten.
+    pub reconnect_timeout: Duration,
+    /// How long a member that left is kept in the member list.
+    pub tombstone_timeout: Duration,
+    /// Network coordinates learned from probe round trips (`None`: off).
+    pub coordinates: Option<coordinate::Config>,
+    /// Prefix of this node's seed purposes, so that a second pool on the
+    /// same host (a server's WAN pool) draws its own random choices.
+    pub seed_scope: String,
+    /// Gossip encryption (`None`: plain, as memberlist without a key).
+    pub encryption: Option<Encryption>,
+}
+
+impl GossipOptions {
+    /// Options with Serf's defaults for everything but the identity.
+    pub fn new(name: impl Into<String>, bind: SocketAddr, config: Config) -> Self {
+        GossipOptions {
+            name: name.into(),
+            bind,
+            advertise: None,
+            meta: Vec::new(),
+            config,
+            reconnect_interval: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(24 * 3600),
+            tombstone_timeout: Duration::from_secs(24 * 3600),
+            coordinates: Some(coordinate::Config::default()),
+            seed_scope: String::new(),
+            encryption: None,
+        }
+    }
+}
+
+/// Network coordinates as a node knows them: its own, and every member's it
+/// has heard in an ack (estimate coordinates, for RTT estimates).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Coordinates {
+    /// This node's estimate coordinate (`None` when coordinates are off).
+    pub local: Option<Coordinate>,
+    /// Members' coordinates by node name, this node included.
+    pub members: BTreeMap<String, Coordinate>,
+}
+
+/// Errors from setting up or reconfiguring the core.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwimError {
+    /// The configuration is unusable.
+    #[error("invalid gossip configuration: {0}")]
+    Config(String),
+    /// Metadata larger than memberlist allows.
+    #[error("node metadata is {0} bytes; memberlist allows at most {META_MAX_SIZE}")]
+    MetaTooLarge(usize),
+    /// A node needs a name.
+    #[error("node name must not be empty")]
+    EmptyName,
+    /// A name other members would refuse.
+    #[error("node name is {0} bytes; the limit is {MAX_NAME_LEN}")]
+    NameTooLong(usize),
+    /// A member table that cannot be preloaded into this node.
+    #[error("cannot preload members: {0}")]
+    Preload(String),
+    /// A force-leave that does not apply.
+    #[error("{0}")]
+    ForceLeave(String),
 }
 
 #[cfg(test)]

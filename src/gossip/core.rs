@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::broadcast::BroadcastQueue;
-use super::config::Config;
+use super::config::{Config, SwimError};
 use super::event::{EventKind, MemberEvent, NodeInfo, PingComplete};
 use super::hash::LookupMap;
 use super::lifeguard::{Awareness, Suspicion};
@@ -52,29 +52,6 @@ pub struct LocalNode {
     pub addr: SocketAddr,
     /// Metadata, at most [`META_MAX_SIZE`] bytes.
     pub meta: Vec<u8>,
-}
-
-/// Errors from setting up or reconfiguring the core.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SwimError {
-    /// The configuration is unusable.
-    #[error("invalid gossip configuration: {0}")]
-    Config(String),
-    /// Metadata larger than memberlist allows.
-    #[error("node metadata is {0} bytes; memberlist allows at most {META_MAX_SIZE}")]
-    MetaTooLarge(usize),
-    /// A node needs a name.
-    #[error("node name must not be empty")]
-    EmptyName,
-    /// A name other members would refuse.
-    #[error("node name is {0} bytes; the limit is {MAX_NAME_LEN}")]
-    NameTooLong(usize),
-    /// A member table that cannot be preloaded into this node.
-    #[error("cannot preload members: {0}")]
-    Preload(String),
-    /// A force-leave that does not apply.
-    #[error("{0}")]
-    ForceLeave(String),
 }
 
 /// A stream the driver should open: connect to `to`, write `data`, and if
@@ -1752,7 +1729,7 @@ impl Swim {
             return Arc::new(build());
         }
         let (digest, len) = self.map.digest();
-        memo::state((digest, len, join), build)
+        memo::state((digest, len, join), build, |pp| pp.nodes.len())
     }
 
     /// Whether merging `pp` would change nothing here, known without
@@ -2037,7 +2014,7 @@ impl Swim {
                     encode()
                 });
                 if fresh {
-                    memo::remember_stream(bytes, pp);
+                    memo::remember_stream(bytes, pp.clone());
                 }
                 bytes.clone()
             }

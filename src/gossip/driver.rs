@@ -3,10 +3,10 @@
 //! else talks to that task through a [`Gossip`] handle.
 //!
 //! The node itself (SWIM, Serf's roster, coordinates, the reconnect loop
-//! and reaping every [`REAP_INTERVAL`]) does no I/O; this module only moves
+//! and reaping every [`REAP_INTERVAL`](super::config::REAP_INTERVAL)) does no I/O; this module only moves
 //! its packets, streams and timers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,14 +15,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::core::{Output, StreamId, StreamRequest, SwimError};
+use super::config::{Coordinates, GossipOptions, SwimError};
+use super::core::{Output, StreamId, StreamRequest};
 use super::event::{MemberEvent, PingComplete};
-use super::keyring::{self, Keyring};
+use super::keyring::{self, Encryption};
 use super::node::Node;
 use super::roster::Member;
 use super::wire::{self, ErrResp, StreamMessage};
-use super::Config;
-use crate::coordinate::{self, Coordinate};
 use crate::env::{timeout_at, Env, Task, TcpListener, UdpSocket};
 use crate::time::Instant;
 
@@ -30,110 +29,6 @@ use crate::time::Instant;
 const MAX_DATAGRAM: usize = 65_536;
 /// Incoming streams handled at once (memberlist's push/pull limit).
 const MAX_INCOMING_STREAMS: usize = 128;
-/// How often members past their reconnect or tombstone timeout are
-/// forgotten (Serf's `ReapInterval`).
-pub const REAP_INTERVAL: Duration = Duration::from_secs(15);
-
-/// How to run a gossip node.
-#[derive(Debug, Clone)]
-pub struct GossipOptions {
-    /// Unique node name.
-    pub name: String,
-    /// Address to bind UDP and TCP on.
-    pub bind: SocketAddr,
-    /// Address to advertise (defaults to the bound address).
-    pub advertise: Option<SocketAddr>,
-    /// Node metadata (see [`tags`](super::tags)).
-    pub meta: Vec<u8>,
-    /// Protocol tuning.
-    pub config: Config,
-    /// How often to try reaching a failed member again (zero disables).
-    pub reconnect_interval: Duration,
-    /// How long a failed member is kept and retried before it is forgotten.
-    pub reconnect_timeout: Duration,
-    /// How long a member that left is kept in the member list.
-    pub tombstone_timeout: Duration,
-    /// Network coordinates learned from probe round trips (`None`: off).
-    pub coordinates: Option<coordinate::Config>,
-    /// Prefix of this node's seed purposes, so that a second pool on the
-    /// same host (a server's WAN pool) draws its own random choices.
-    pub seed_scope: String,
-    /// Gossip encryption (`None`: plain, as memberlist without a key).
-    pub encryption: Option<Encryption>,
-}
-
-/// How a node encrypts its gossip (Consul's `encrypt`,
-/// `encrypt_verify_incoming`, `encrypt_verify_outgoing`).
-#[derive(Debug, Clone)]
-pub struct Encryption {
-    /// The keys; shared with whoever rotates them.
-    pub keyring: Keyring,
-    /// Drop what is not encrypted with an installed key (off only while a
-    /// running cluster turns encryption on).
-    pub verify_incoming: bool,
-    /// Encrypt what is sent (off only while turning encryption on).
-    pub verify_outgoing: bool,
-}
-
-impl Encryption {
-    /// Full encryption with `keyring`, both ways.
-    pub fn new(keyring: Keyring) -> Self {
-        Encryption {
-            keyring,
-            verify_incoming: true,
-            verify_outgoing: true,
-        }
-    }
-
-    /// What is sent as a UDP packet.
-    fn seal_packet(&self, data: Vec<u8>) -> Vec<u8> {
-        if self.verify_outgoing {
-            self.keyring.seal_packet(&data)
-        } else {
-            data
-        }
-    }
-
-    /// The plain packet, or `None` (counted) to drop it.
-    fn open_packet(&self, data: &[u8]) -> Option<Vec<u8>> {
-        match self.keyring.open_packet(data) {
-            Ok(plain) => Some(plain),
-            Err(_) if !self.verify_incoming => Some(data.to_vec()),
-            Err(_) => {
-                self.keyring.count_dropped();
-                None
-            }
-        }
-    }
-
-    /// What is written to a stream.
-    fn seal_stream(&self, data: &[u8]) -> Vec<u8> {
-        if self.verify_outgoing {
-            self.keyring.seal_stream(data)
-        } else {
-            data.to_vec()
-        }
-    }
-}
-
-impl GossipOptions {
-    /// Options with Serf's defaults for everything but the identity.
-    pub fn new(name: impl Into<String>, bind: SocketAddr, config: Config) -> Self {
-        GossipOptions {
-            name: name.into(),
-            bind,
-            advertise: None,
-            meta: Vec::new(),
-            config,
-            reconnect_interval: Duration::from_secs(30),
-            reconnect_timeout: Duration::from_secs(24 * 3600),
-            tombstone_timeout: Duration::from_secs(24 * 3600),
-            coordinates: Some(coordinate::Config::default()),
-            seed_scope: String::new(),
-            encryption: None,
-        }
-    }
-}
 
 /// Errors from a gossip node.
 #[derive(Debug, thiserror::Error)]
@@ -205,16 +100,6 @@ enum StreamEvent {
         msg: StreamMessage,
         reply: oneshot::Sender<Option<bytes::Bytes>>,
     },
-}
-
-/// Network coordinates as a node knows them: its own, and every member's it
-/// has heard in an ack (estimate coordinates, for RTT estimates).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Coordinates {
-    /// This node's estimate coordinate (`None` when coordinates are off).
-    pub local: Option<Coordinate>,
-    /// Members' coordinates by node name, this node included.
-    pub members: BTreeMap<String, Coordinate>,
 }
 
 /// A handle on a running gossip node. Cheap to clone.

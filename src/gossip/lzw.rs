@@ -127,7 +127,14 @@ pub fn compress(input: &[u8]) -> Vec<u8> {
         return hit;
     }
     let out = TABLE.with(|t| encode(&mut t.borrow_mut(), input));
-    MEMO.with(|m| m.borrow_mut().remember(input, &out));
+    MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        if !m.registered {
+            m.registered = true;
+            memo::forget_when_off(forget);
+        }
+        m.remember(input, &out)
+    });
     out
 }
 
@@ -142,7 +149,7 @@ pub fn remembered(input: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Forgets every compression remembered.
-pub(crate) fn forget() {
+fn forget() {
     MEMO.with(|m| *m.borrow_mut() = Memo::default());
 }
 
@@ -157,6 +164,8 @@ struct Memo {
     by_packed: HashMap<(u64, usize), Rc<Pair>>,
     order: VecDeque<Rc<Pair>>,
     bytes: usize,
+    /// Whether turning the memo off will call [`forget`].
+    registered: bool,
 }
 
 struct Pair {

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use super::core::SwimError;
+use super::config::SwimError;
 use super::event::NodeInfo;
 use super::hash::NameHasher;
 use super::wire::{self, NodeStateKind, Versions};

@@ -22,19 +22,23 @@
 //! The digests are 64-bit sums, so two different tables agree by chance
 //! with probability about 2⁻⁶⁴ per comparison.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::wire::PushPull;
+/// What the memory holds: values of the modules that remember (push/pull
+/// states, in `wire`), which this module, below them all, does not know.
+pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
 thread_local! {
     static ON: Cell<bool> = const { Cell::new(false) };
     static STATES: RefCell<States> = RefCell::new(States::default());
     static STREAMS: RefCell<Streams> = RefCell::new(Streams::default());
     static NAMES: RefCell<HashSet<Arc<str>>> = RefCell::new(HashSet::new());
+    static FORGETS: RefCell<Vec<fn()>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Turns this thread's memory on or off; returns the previous setting.
@@ -44,7 +48,9 @@ pub fn enable(on: bool) -> bool {
         STATES.with(|s| *s.borrow_mut() = States::default());
         STREAMS.with(|s| *s.borrow_mut() = Streams::default());
         NAMES.with(|s| *s.borrow_mut() = HashSet::new());
-        super::lzw::forget();
+        for forget in FORGETS.with(|f| std::mem::take(&mut *f.borrow_mut())) {
+            forget();
+        }
     }
     ON.with(|c| c.replace(on))
 }
@@ -54,15 +60,30 @@ pub(crate) fn enabled() -> bool {
     ON.with(Cell::get)
 }
 
+/// Has `forget` called the next time this thread's memory is turned off:
+/// how a module that remembers on its own (LZW) forgets with the rest.
+/// Register again after each forgetting.
+pub(crate) fn forget_when_off(forget: fn()) {
+    FORGETS.with(|f| f.borrow_mut().push(forget));
+}
+
 /// The push/pull state of a member table with digest `key` (digest,
 /// members, join flag): remembered, or built by `build` and remembered.
-pub(crate) fn state(key: (u64, usize, bool), build: impl FnOnce() -> PushPull) -> Arc<PushPull> {
-    if let Some(hit) = STATES.with(|s| s.borrow().by_key.get(&key).cloned()) {
+/// `members` says how many members a state holds (the memory is bounded
+/// by their sum).
+pub(crate) fn state<T: Any + Send + Sync>(
+    key: (u64, usize, bool),
+    build: impl FnOnce() -> T,
+    members: impl FnOnce(&T) -> usize,
+) -> Arc<T> {
+    let hit = STATES.with(|s| s.borrow().by_key.get(&key).map(|(v, _)| v.clone()));
+    if let Some(hit) = hit.and_then(|v| v.downcast::<T>().ok()) {
         return hit;
     }
-    let pp = Arc::new(build());
-    STATES.with(|s| s.borrow_mut().remember(key, pp.clone()));
-    pp
+    let value = Arc::new(build());
+    let size = members(&value);
+    STATES.with(|s| s.borrow_mut().remember(key, value.clone(), size));
+    value
 }
 
 /// `name` as a member table's key: this thread's one copy when it
@@ -83,13 +104,13 @@ pub(crate) fn name(name: &str) -> Arc<str> {
     })
 }
 
-/// Remembers that `bytes` (a stream message as sent) decode to `pp`.
-pub(crate) fn remember_stream(bytes: &Bytes, pp: &Arc<PushPull>) {
-    STREAMS.with(|s| s.borrow_mut().remember(bytes, pp));
+/// Remembers that `bytes` (a stream message as sent) decode to `value`.
+pub(crate) fn remember_stream(bytes: &Bytes, value: Value) {
+    STREAMS.with(|s| s.borrow_mut().remember(bytes, value));
 }
 
-/// The state `bytes` decode to, if this thread encoded them lately.
-pub(crate) fn stream(bytes: &[u8]) -> Option<Arc<PushPull>> {
+/// What `bytes` decode to, if this thread encoded them lately.
+pub(crate) fn stream(bytes: &[u8]) -> Option<Value> {
     if !enabled() {
         return None;
     }
@@ -132,25 +153,25 @@ const MAX_STATE_MEMBERS: usize = 4_000_000;
 
 #[derive(Default)]
 struct States {
-    by_key: HashMap<(u64, usize, bool), Arc<PushPull>>,
+    /// Each state, with how many members it holds.
+    by_key: HashMap<(u64, usize, bool), (Value, usize)>,
     order: VecDeque<(u64, usize, bool)>,
     members: usize,
 }
 
 impl States {
-    fn remember(&mut self, key: (u64, usize, bool), pp: Arc<PushPull>) {
-        let size = pp.nodes.len();
+    fn remember(&mut self, key: (u64, usize, bool), value: Value, size: usize) {
         while self.order.len() >= MAX_STATES
             || (self.members + size > MAX_STATE_MEMBERS && !self.order.is_empty())
         {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
-            if let Some(p) = self.by_key.remove(&old) {
-                self.members -= p.nodes.len();
+            if let Some((_, n)) = self.by_key.remove(&old) {
+                self.members -= n;
             }
         }
-        if self.by_key.insert(key, pp).is_none() {
+        if self.by_key.insert(key, (value, size)).is_none() {
             self.order.push_back(key);
             self.members += size;
         }
@@ -162,7 +183,7 @@ const MAX_STREAM_BYTES: usize = 256 << 20;
 
 #[derive(Default)]
 struct Streams {
-    by_bytes: HashMap<(u64, usize), (Bytes, Arc<PushPull>)>,
+    by_bytes: HashMap<(u64, usize), (Bytes, Value)>,
     /// The buffers remembered, by address and length: bytes handed on
     /// without a copy (the protocol engine's streams) are found without
     /// hashing or comparing them. A remembered buffer is kept alive here,
@@ -173,12 +194,12 @@ struct Streams {
 }
 
 impl Streams {
-    fn get(&self, bytes: &[u8]) -> Option<Arc<PushPull>> {
+    fn get(&self, bytes: &[u8]) -> Option<Value> {
         if let Some(key) = self.by_address.get(&(bytes.as_ptr() as usize, bytes.len())) {
-            return self.by_bytes.get(key).map(|(_, pp)| pp.clone());
+            return self.by_bytes.get(key).map(|(_, v)| v.clone());
         }
-        let (b, pp) = self.by_bytes.get(&fingerprint(bytes))?;
-        (b[..] == *bytes).then(|| pp.clone())
+        let (b, v) = self.by_bytes.get(&fingerprint(bytes))?;
+        (b[..] == *bytes).then(|| v.clone())
     }
 
     fn forget(&mut self, key: (u64, usize)) {
@@ -188,7 +209,7 @@ impl Streams {
         }
     }
 
-    fn remember(&mut self, bytes: &Bytes, pp: &Arc<PushPull>) {
+    fn remember(&mut self, bytes: &Bytes, value: Value) {
         if bytes.len() > MAX_STREAM_BYTES / 4 {
             return;
         }
@@ -208,7 +229,7 @@ impl Streams {
         }
         self.by_address
             .insert((bytes.as_ptr() as usize, bytes.len()), key);
-        self.by_bytes.insert(key, (bytes.clone(), pp.clone()));
+        self.by_bytes.insert(key, (bytes.clone(), value));
         self.bytes += bytes.len();
     }
 }
@@ -230,9 +251,9 @@ mod tests {
     #[test]
     fn streams_are_found_only_by_their_exact_bytes() {
         let was = enable(true);
-        let pp = Arc::new(PushPull::default());
+        let pp: Value = Arc::new(String::from("a decoded state"));
         let sent = Bytes::from(b"some encoded state".to_vec());
-        remember_stream(&sent, &pp);
+        remember_stream(&sent, pp.clone());
         // The buffer itself, found by address; a copy, found by content.
         assert!(stream(&sent).is_some_and(|p| Arc::ptr_eq(&p, &pp)));
         assert!(stream(b"some encoded state").is_some_and(|p| Arc::ptr_eq(&p, &pp)));

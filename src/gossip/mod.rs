@@ -27,9 +27,10 @@ pub mod tags;
 pub(crate) mod testkit;
 pub mod wire;
 
-pub use self::config::Config;
-pub use self::core::{LocalNode, Output, StreamId, StreamRequest, Swim, SwimError};
-pub use self::driver::{Coordinates, Gossip, GossipError, GossipOptions, GossipStats};
+pub use self::config::{Config, Coordinates, GossipOptions, SwimError};
+pub use self::core::{LocalNode, Output, StreamId, StreamRequest, Swim};
+pub use self::driver::{Gossip, GossipError, GossipStats};
 pub use self::event::{EventKind, MemberEvent, NodeInfo, PingComplete};
+pub use self::keyring::Encryption;
 pub use self::node::{KnownMembers, Node};
 pub use self::roster::{Member, MemberStatus, Roster};

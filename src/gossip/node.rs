@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::core::{LocalNode, MemberTable, Output, StreamId, Swim, SwimError};
-use super::driver::{Coordinates, GossipOptions, REAP_INTERVAL};
+use super::config::{Coordinates, GossipOptions, SwimError, REAP_INTERVAL};
+use super::core::{LocalNode, MemberTable, Output, StreamId, Swim};
 use super::event::NodeInfo;
 use super::event::PingComplete;
 use super::roster::{roster_table, Roster, RosterTable};

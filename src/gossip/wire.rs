@@ -1282,7 +1282,7 @@ impl StreamDecoder {
 /// that can never become a valid message.
 pub fn decode_stream(buf: &[u8]) -> Result<Option<(StreamMessage, usize)>, WireError> {
     // A state this thread encoded, byte for byte (see `memo`).
-    if let Some(pp) = super::memo::stream(buf) {
+    if let Some(pp) = super::memo::stream(buf).and_then(|v| v.downcast::<PushPull>().ok()) {
         return Ok(Some((StreamMessage::PushPull(pp), buf.len())));
     }
     match decode_stream_inner(buf, 0) {

@@ -3,8 +3,12 @@
 //! server passes here (with ACLs on), whichever way it came: an agent's
 //! HTTP API, its DNS, or a client speaking RPC directly.
 
-use crate::acl::{Access, Authorizer, Global, Resource};
+use crate::acl::{
+    Access, Authorizer, Global, Link, Policy, Resource, Token, ANONYMOUS_ID, ANONYMOUS_SECRET,
+    GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME, GLOBAL_MANAGEMENT_RULES,
+};
 use crate::server::{Answer, CaOp, ClientRequest, Query};
+use crate::state::acl::AclState;
 use crate::state::{Command, KvOp, Store, TxnVerb};
 
 /// Ok, or Consul's refusal.
@@ -216,6 +220,68 @@ pub(crate) fn filter(z: &Authorizer, answer: &mut Answer) -> bool {
         | Answer::AclPolicies(_)
         | Answer::AclRoles(_) => false,
     }
+}
+
+/// What the leader writes for the ACL system to work, given what `acl`
+/// has: the global-management policy, the anonymous token, and a
+/// management token with secret `initial_management` (Consul's
+/// `acl.tokens.initial_management`), each only when missing.
+pub(crate) fn init_commands(
+    acl: &AclState,
+    initial_management: Option<&str>,
+) -> Vec<crate::state::Command> {
+    use crate::state::Command;
+    let mut out = Vec::new();
+    let management = Link {
+        id: GLOBAL_MANAGEMENT_ID.into(),
+        name: GLOBAL_MANAGEMENT_NAME.into(),
+    };
+    if acl.policy(GLOBAL_MANAGEMENT_ID).is_none() {
+        out.push(Command::AclPolicySet(Box::new(Policy {
+            id: GLOBAL_MANAGEMENT_ID.into(),
+            name: GLOBAL_MANAGEMENT_NAME.into(),
+            description: "Builtin Policy that grants unlimited access".into(),
+            rules: GLOBAL_MANAGEMENT_RULES.into(),
+            ..Policy::default()
+        })));
+    }
+    if acl.token(ANONYMOUS_ID).is_none() {
+        out.push(Command::AclTokenSet(Box::new(Token {
+            accessor_id: ANONYMOUS_ID.into(),
+            secret_id: ANONYMOUS_SECRET.into(),
+            description: "Anonymous Token".into(),
+            ..Token::default()
+        })));
+    }
+    if let Some(secret) = initial_management.filter(|s| !s.is_empty()) {
+        if acl.token_by_secret(secret).is_none() {
+            let token = Box::new(Token {
+                accessor_id: accessor_for(secret),
+                secret_id: secret.into(),
+                description: "Initial Management Token".into(),
+                policies: vec![management],
+                ..Token::default()
+            });
+            // It bootstraps the ACL system, as in Consul: `acl bootstrap`
+            // is refused afterwards.
+            out.push(if acl.bootstrapped().is_none() {
+                Command::AclBootstrap(token)
+            } else {
+                Command::AclTokenSet(token)
+            });
+        }
+    }
+    out
+}
+
+/// The accessor ID of the initial management token: derived from its
+/// secret, so that every leader that writes it writes the same token.
+fn accessor_for(secret: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("cairn initial management {secret}").as_bytes());
+    let mut raw = [0u8; 16];
+    raw.copy_from_slice(&digest[..16]);
+    crate::format::format_uuid(raw)
 }
 
 #[cfg(test)]

@@ -2,12 +2,16 @@
 
 pub(crate) mod acl;
 pub mod cluster;
+pub mod member;
 pub mod node;
 pub mod reconcile;
+pub mod request;
 
-pub use cluster::{raft_id, server_of, server_tags, DutyConfig, ServerMember, SERVER_ROLE};
-pub use node::{
-    Answer, CaOp, ClientReply, ClientRequest, Consistency, Instance, Query, Read, RpcTls, Server,
-    ServerReply, ServerRpc, StartError, CSR_RATE_LIMITED,
-};
+pub use cluster::DutyConfig;
+pub use member::{raft_id, server_of, server_tags, ServerMember, SERVER_ROLE};
+pub use node::{Server, StartError, CSR_RATE_LIMITED};
 pub use reconcile::{reconcile, SERF_CHECK};
+pub use request::{
+    Answer, CaOp, ClientReply, ClientRequest, Consistency, Instance, Query, Read, RpcTls,
+    ServerReply, ServerRpc,
+};

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use openraft::{BasicNode, Raft, ServerState};
-use serde::{Deserialize, Serialize};
 
 use crate::connect::ca;
 use crate::consensus::network::{answer, Transport};
@@ -19,352 +18,14 @@ use crate::consensus::{self, Network, RaftReply, RaftRequest, Request, TypeConfi
 use crate::coordinate::Coordinate;
 use crate::env::{timeout_at, Env, Task};
 use crate::rpc::{self, Client, RpcError};
-use crate::state::{
-    Applied, Check, Command, Health, KvEntry, Node, Service, Session, StateError, Store, Table,
-};
+use crate::state::{Applied, Check, Command, Node, Service, Session, StateError, Store, Table};
 use crate::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// TLS for a server's RPC: how it dials (`None`: plain TCP) and how it
-/// answers (`None`: plain TCP).
-pub type RpcTls = (
-    Option<crate::rpc::ClientTls>,
-    Option<Arc<rustls::ServerConfig>>,
-);
-
-/// A message to a server's RPC port.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ServerRpc {
-    /// Among servers: Raft.
-    Raft(RaftRequest),
-    /// From agents and other servers: a client request.
-    Client(ClientRequest),
-}
-
-/// The answer to a [`ServerRpc`].
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ServerReply {
-    /// To `Raft`.
-    Raft(RaftReply),
-    /// To `Client`.
-    Client(ClientReply),
-}
-
-/// What a client asks of the servers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum ClientRequest {
-    /// Change the store.
-    Write {
-        /// The change.
-        cmd: Box<crate::state::Command>,
-        /// Servers it has passed through (forwarding stops after a few).
-        hops: u8,
-    },
-    /// Read from the store.
-    Read {
-        /// What and how.
-        read: Read,
-        /// Servers it has passed through.
-        hops: u8,
-    },
-    /// Agents' network coordinates. The leader collects them and writes
-    /// them in batches, so a large cluster's updates cost a few log
-    /// entries, not one each.
-    Coordinates {
-        /// Node name and its coordinate.
-        updates: Vec<(String, Coordinate)>,
-        /// Servers it has passed through.
-        hops: u8,
-    },
-    /// This server's own view of the Raft group (never forwarded).
-    Status,
-    /// Ask the CA (the leader's) for something.
-    Ca {
-        /// What.
-        op: CaOp,
-        /// Servers it has passed through.
-        hops: u8,
-    },
-    /// Every datacenter this server knows (its own, and the WAN pool's),
-    /// its own first, then nearest first by WAN RTT estimate.
-    Datacenters,
-    /// A request for another datacenter: the server sends it on to one of
-    /// that datacenter's servers, found in the WAN pool.
-    Remote {
-        /// The datacenter.
-        dc: String,
-        /// The request, as that datacenter's servers take it.
-        req: Box<ClientRequest>,
-    },
-    /// Restart a TTL session's timer (the leader keeps the timers).
-    SessionRenew {
-        /// The session.
-        id: String,
-        /// Servers it has passed through.
-        hops: u8,
-    },
-    /// A request made with an ACL token (its secret). With ACLs on, a
-    /// request without one is the anonymous token's.
-    Acl {
-        /// The token's secret.
-        token: String,
-        /// The request.
-        req: Box<ClientRequest>,
-    },
-}
-
-impl ClientRequest {
-    /// This request as sent to datacenter `dc` (`None`: this one): through
-    /// a local server, to one of that datacenter's servers.
-    pub fn in_dc(self, dc: Option<&str>) -> ClientRequest {
-        match dc {
-            Some(dc) => ClientRequest::Remote {
-                dc: dc.to_string(),
-                req: Box::new(self),
-            },
-            None => self,
-        }
-    }
-
-    /// This request made with `token` (replacing any token it had).
-    pub fn with_token(self, token: &str) -> ClientRequest {
-        ClientRequest::Acl {
-            token: token.to_string(),
-            req: Box::new(self.without_token().1),
-        }
-    }
-
-    /// The token this request was made with, and the request itself.
-    pub fn without_token(self) -> (Option<String>, ClientRequest) {
-        match self {
-            ClientRequest::Acl { token, req } => (Some(token), req.without_token().1),
-            other => (None, other),
-        }
-    }
-
-    /// The request itself, past any token.
-    pub fn inner(&self) -> &ClientRequest {
-        match self {
-            ClientRequest::Acl { req, .. } => req.inner(),
-            other => other,
-        }
-    }
-}
-
-/// What the CA is asked; the leader answers, creating the CA first if
-/// the cluster has none yet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum CaOp {
-    /// The roots.
-    Roots,
-    /// Sign a leaf for `service` of `datacenter`.
-    Sign {
-        /// The CSR, PEM.
-        csr_pem: String,
-        /// The service it must name.
-        service: String,
-        /// The service's datacenter.
-        datacenter: String,
-    },
-    /// Make a new root the active one (the old ones stay trusted until
-    /// they expire), optionally with a new leaf lifetime.
-    Rotate {
-        /// Lifetime of new leaves, in ms.
-        leaf_ttl_ms: Option<u64>,
-        /// A root the operator brings, certificate and key (PEM); none:
-        /// a new one is generated.
-        root: Option<(String, String)>,
-    },
-}
-
-/// Which server may answer a read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Consistency {
-    /// The leader, from its store.
-    #[default]
-    Default,
-    /// The leader, after a round with a majority proves it still leads.
-    Consistent,
-    /// Any server, from its own store.
-    Stale,
-}
-
-/// A read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Read {
-    /// Who may answer.
-    pub consistency: Consistency,
-    /// Block until the answer's index is past this (0: answer at once).
-    pub min_index: u64,
-    /// The longest to block, milliseconds.
-    pub max_wait_ms: u64,
-    /// What to read.
-    pub query: Query,
-}
-
-/// What to read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Query {
-    /// One KV entry.
-    Kv(String),
-    /// The KV entries under a prefix.
-    KvList(String),
-    /// Every catalog node.
-    Nodes,
-    /// Every stored network coordinate.
-    Coordinates,
-    /// Every service name, with the union of its instances' tags.
-    Services,
-    /// The instances of a service (those with `tag`, if given), each with
-    /// its node and the checks that bear on it.
-    Instances {
-        /// Service name.
-        service: String,
-        /// Only instances with this tag.
-        tag: Option<String>,
-    },
-    /// Every instance of every service, with its node (no checks).
-    AllInstances,
-    /// A node and the services on it.
-    NodeServices(String),
-    /// The checks on a node (its own and its services').
-    NodeChecks(String),
-    /// The checks of a service's instances.
-    ServiceChecks(String),
-    /// The checks in a state (every check for `None`).
-    ChecksIn(Option<Health>),
-    /// Every session.
-    Sessions,
-    /// One session.
-    Session(String),
-    /// The sessions of a node.
-    NodeSessions(String),
-    /// The CA's roots (never their keys).
-    CaRoots,
-    /// Every intention.
-    Intentions,
-    /// The Connect proxies of a service (kind `connect-proxy`, with it as
-    /// their destination), each with its node and checks.
-    ConnectProxies(String),
-    /// Every prepared query.
-    PreparedQueries,
-    /// The token with this secret, with its policies (no permission is
-    /// needed: knowing the secret is enough).
-    AclResolve(String),
-    /// Every ACL token (secrets hidden unless the reader may write ACLs).
-    AclTokens,
-    /// Every ACL policy.
-    AclPolicies,
-    /// Every ACL role.
-    AclRoles,
-}
-
-impl Query {
-    /// The tables the answer comes from: their highest index is the
-    /// answer's, and a change to any of them wakes a blocking read.
-    fn tables(&self) -> &'static [Table] {
-        match self {
-            Query::Kv(_) | Query::KvList(_) => &[Table::Kvs],
-            Query::Nodes => &[Table::Nodes],
-            Query::Coordinates => &[Table::Coordinates],
-            Query::Services => &[Table::Services],
-            Query::Instances { .. } => &[Table::Nodes, Table::Services, Table::Checks],
-            Query::AllInstances => &[Table::Nodes, Table::Services],
-            Query::NodeServices(_) => &[Table::Nodes, Table::Services],
-            Query::NodeChecks(_) | Query::ServiceChecks(_) | Query::ChecksIn(_) => &[Table::Checks],
-            Query::Sessions | Query::Session(_) | Query::NodeSessions(_) => &[Table::Sessions],
-            Query::CaRoots => &[Table::Connect],
-            Query::Intentions => &[Table::Intentions],
-            Query::ConnectProxies(_) => &[Table::Nodes, Table::Services, Table::Checks],
-            Query::PreparedQueries => &[Table::Queries],
-            Query::AclResolve(_) | Query::AclTokens | Query::AclPolicies | Query::AclRoles => {
-                &[Table::Acl]
-            }
-        }
-    }
-}
-
-/// A service instance with its node and the checks that bear on it (what
-/// `/v1/health/service/<s>` lists).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Instance {
-    /// Its node.
-    pub node: Node,
-    /// The instance.
-    pub service: Service,
-    /// The node's checks and the instance's.
-    pub checks: Vec<Check>,
-}
-
-/// What a read found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Answer {
-    /// For `Write`: whether it took effect (`false`: a failed CAS).
-    Written(bool),
-    /// For a `Write` of a transaction: its results, or its failures.
-    Txn(crate::state::TxnOutcome),
-    /// For `Kv`.
-    Kv(Option<KvEntry>),
-    /// For `KvList`.
-    KvList(Vec<KvEntry>),
-    /// For `Nodes`.
-    Nodes(Vec<Node>),
-    /// For `Query::Coordinates`.
-    Coordinates(Vec<(String, Coordinate)>),
-    /// For `Query::Services`.
-    Services(std::collections::BTreeMap<String, Vec<String>>),
-    /// For `Query::Instances`.
-    Instances(Vec<Instance>),
-    /// For `Query::NodeServices`: `None` when the node is unknown.
-    NodeServices(Option<(Node, Vec<Service>)>),
-    /// For the check queries.
-    Checks(Vec<Check>),
-    /// For the session queries.
-    Sessions(Vec<Session>),
-    /// For `CaRoots` and the CA requests (keys stripped).
-    Ca(Box<crate::state::CaState>),
-    /// For `Intentions`.
-    Intentions(Vec<crate::connect::intention::Intention>),
-    /// A signed leaf certificate.
-    Leaf(crate::connect::ca::SignedLeaf),
-    /// For `PreparedQueries`.
-    PreparedQueries(Vec<crate::state::PreparedQuery>),
-    /// For `Datacenters`: every datacenter, this one first, then nearest.
-    Datacenters(Vec<String>),
-    /// For `Status`: the leader's RPC address and the voters'.
-    Status {
-        /// The leader, if one is known.
-        leader: Option<String>,
-        /// Every voter's RPC address.
-        peers: Vec<String>,
-    },
-    /// For `AclResolve`: the token and its policies, if it is valid.
-    AclResolved(Option<Box<crate::acl::Identity>>),
-    /// For `AclTokens` (links named as they stand now).
-    AclTokens(Vec<crate::acl::Token>),
-    /// For `AclPolicies`.
-    AclPolicies(Vec<crate::acl::Policy>),
-    /// For `AclRoles` (links named as they stand now).
-    AclRoles(Vec<crate::acl::Role>),
-}
-
-/// The reply to a client request, with Consul's query metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClientReply {
-    /// The index the answer reflects (`X-Consul-Index`).
-    pub index: u64,
-    /// Whether the answering server knew a leader (`X-Consul-KnownLeader`).
-    pub known_leader: bool,
-    /// Milliseconds since the answering server heard from the leader (0 on
-    /// the leader; `X-Consul-LastContact`).
-    pub last_contact_ms: u64,
-    /// The answer, or why there is none.
-    pub answer: Result<Answer, String>,
-    /// Whether ACLs left something out of the answer
-    /// (`X-Consul-Results-Filtered-By-ACLs`).
-    #[serde(default)]
-    pub filtered: bool,
-}
+use super::request::{
+    Answer, CaOp, ClientReply, ClientRequest, Consistency, Instance, Query, Read, RpcTls,
+    ServerReply, ServerRpc,
+};
 
 /// Most servers a request may pass through before it is refused.
 const MAX_HOPS: u8 = 3;
@@ -451,7 +112,7 @@ const SESSION_TTL_MULTIPLIER: u32 = 2;
 /// A session's TTL, if it has one that parses.
 fn session_ttl(s: &Session) -> Option<Duration> {
     (!s.ttl.is_empty())
-        .then(|| crate::agent::config::parse_duration(&s.ttl).ok())
+        .then(|| crate::format::parse_duration(&s.ttl).ok())
         .flatten()
         .filter(|d| !d.is_zero())
 }
@@ -843,7 +504,7 @@ impl<E: Env> Server<E> {
             };
             let me = coords.members.get(wan.name());
             for m in &members {
-                let Some(sm) = crate::server::cluster::server_of(m) else {
+                let Some(sm) = crate::server::member::server_of(m) else {
                     continue;
                 };
                 let list = rtts.entry(sm.dc).or_default();
@@ -895,7 +556,7 @@ impl<E: Env> Server<E> {
         let mut targets: Vec<(f64, SocketAddr)> = members
             .iter()
             .filter_map(|m| {
-                let sm = crate::server::cluster::server_of(m)?;
+                let sm = crate::server::member::server_of(m)?;
                 (sm.dc == dc && sm.status == crate::gossip::MemberStatus::Alive).then_some(())?;
                 let rtt = match (me, coords.members.get(&m.name)) {
                     (Some(a), Some(b)) => a.distance_to(b).as_secs_f64(),
@@ -1007,7 +668,7 @@ impl<E: Env> Server<E> {
         }
         let cluster_id = {
             let mut rng = self.ca_rng.lock().unwrap_or_else(|e| e.into_inner());
-            crate::agent::config::format_uuid(rand::Rng::random(&mut *rng))
+            crate::format::format_uuid(rand::Rng::random(&mut *rng))
         };
         let root =
             ca::generate_root(&ca::trust_domain(&cluster_id), 1, now).map_err(|e| e.to_string())?;
@@ -1575,7 +1236,7 @@ fn answer_in(store: &Store, query: &Query, now_ms: u64) -> Answer {
         Query::Intentions => Answer::Intentions(store.intentions().cloned().collect()),
         Query::PreparedQueries => Answer::PreparedQueries(store.queries().cloned().collect()),
         Query::AclResolve(secret) => {
-            Answer::AclResolved(crate::acl::Identity::of(store.acl(), secret, now_ms).map(Box::new))
+            Answer::AclResolved(store.acl().identity(secret, now_ms).map(Box::new))
         }
         Query::AclTokens => Answer::AclTokens(
             store
@@ -1610,19 +1271,6 @@ fn answer_in(store: &Store, query: &Query, now_ms: u64) -> Answer {
                 .map(with_checks)
                 .collect(),
         ),
-    }
-}
-
-impl ClientReply {
-    /// A reply that carries only why the request failed.
-    pub fn refused(why: &str) -> ClientReply {
-        ClientReply {
-            index: 0,
-            known_leader: false,
-            last_contact_ms: 0,
-            answer: Err(why.to_owned()),
-            filtered: false,
-        }
     }
 }
 

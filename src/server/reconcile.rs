@@ -65,7 +65,7 @@ pub fn reconcile(members: &[Member], store: &Store, dc: &str) -> Vec<Command> {
             check_type: "serf".into(),
             ..Check::default()
         };
-        let service = super::cluster::server_of(m).map(|srv| Service {
+        let service = super::member::server_of(m).map(|srv| Service {
             id: CONSUL_SERVICE.into(),
             service: CONSUL_SERVICE.into(),
             port: srv.rpc.port(),
@@ -170,7 +170,7 @@ mod tests {
     fn servers_carry_the_consul_service_with_their_rpc_port() {
         let mut srv = member("s1", MemberStatus::Alive, "dc1");
         let mut t = srv.tags();
-        crate::server::cluster::server_tags(&mut t, 8300, 3);
+        crate::server::member::server_tags(&mut t, 8300, 3);
         t.insert("id".into(), "5f0cbb5c-2a43-4a5e-bd27-8f3d2b0e1a67".into());
         srv.meta = tags::encode(&t).unwrap();
         let pool = [srv, member("c1", MemberStatus::Alive, "dc1")];

@@ -11,8 +11,10 @@
 //! Time enters only through the commands: the leader stamps each with its
 //! clock (`at_ms`), so lock delays come out the same on every replica.
 
+pub mod acl;
 mod catalog;
 mod connect;
+mod error;
 mod kv;
 mod query;
 mod session;
@@ -24,10 +26,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use self::error::invalid;
+
 pub use catalog::{
     Check, Health, Locality, Node, Service, ServiceAddress, ServiceProxy, Upstream, Weights,
 };
 pub use connect::{CaRoot, CaState};
+pub use error::StateError;
 pub use kv::{KvEntry, KvOp};
 pub use query::{PreparedQuery, QueryDns, QueryFailover, QueryService, QueryTemplate};
 pub use session::{Behavior, Session};
@@ -193,21 +198,6 @@ pub enum Applied {
     Txn(TxnOutcome),
 }
 
-/// Why a command was refused. A refused command changes nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum StateError {
-    /// A request that names something missing or says something invalid.
-    #[error("{0}")]
-    Invalid(String),
-    /// A snapshot that cannot be read.
-    #[error("unreadable snapshot: {0}")]
-    Snapshot(String),
-}
-
-fn invalid(msg: impl Into<String>) -> StateError {
-    StateError::Invalid(msg.into())
-}
-
 /// The data, as a snapshot holds it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Data {
@@ -221,7 +211,7 @@ struct Data {
     ca: CaState,
     intentions: BTreeMap<String, crate::connect::intention::Intention>,
     queries: BTreeMap<String, PreparedQuery>,
-    acl: crate::acl::AclState,
+    acl: acl::AclState,
     /// Keys whose lock was lost, and until when (ms) none may take it.
     lock_delays: BTreeMap<String, u64>,
     indexes: BTreeMap<Table, u64>,
@@ -354,7 +344,7 @@ impl Store {
     }
 
     /// Tokens, policies and roles.
-    pub fn acl(&self) -> &crate::acl::AclState {
+    pub fn acl(&self) -> &acl::AclState {
         &self.data.acl
     }
 
@@ -419,8 +409,8 @@ struct SnapshotFile {
     #[serde(default)]
     queries: Vec<PreparedQuery>,
     /// Left out while empty, so stores without ACLs keep their bytes.
-    #[serde(default, skip_serializing_if = "crate::acl::AclState::is_empty")]
-    acl: crate::acl::AclState,
+    #[serde(default, skip_serializing_if = "acl::AclState::is_empty")]
+    acl: acl::AclState,
 }
 
 impl From<&Data> for SnapshotFile {
@@ -571,7 +561,7 @@ impl Tx<'_> {
     /// table's index.
     fn acl(
         &mut self,
-        f: impl FnOnce(&mut crate::acl::AclState, u64) -> Result<bool, StateError>,
+        f: impl FnOnce(&mut acl::AclState, u64) -> Result<bool, StateError>,
     ) -> Result<bool, StateError> {
         let changed = f(&mut self.data.acl, self.index)?;
         if changed {

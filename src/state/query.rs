@@ -104,8 +104,7 @@ impl PreparedQuery {
             return Err("only a template (Template.Type) may interpolate ${...}".into());
         }
         if !self.dns.ttl.is_empty() {
-            crate::agent::config::parse_duration(&self.dns.ttl)
-                .map_err(|e| format!("DNS.TTL: {e}"))?;
+            crate::format::parse_duration(&self.dns.ttl).map_err(|e| format!("DNS.TTL: {e}"))?;
         }
         Ok(())
     }

@@ -638,6 +638,30 @@ impl Graph {
         }
     }
 
+    /// Every dependency between two files of `circle`, with the line that
+    /// makes it: what to cut to break it.
+    pub fn steps_within(&self, circle: &Circle) -> Vec<Step> {
+        let inside: Vec<usize> = circle
+            .files
+            .iter()
+            .filter_map(|p| self.files.iter().position(|f| &f.path == p))
+            .collect();
+        let mut out = Vec::new();
+        for &a in &inside {
+            for (&b, (line, path)) in &self.edges[a] {
+                if inside.contains(&b) {
+                    out.push(Step {
+                        from: self.files[a].path.clone(),
+                        line: *line,
+                        path: path.clone(),
+                        to: self.files[b].path.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     fn link(&mut self) {
         for a in 0..self.files.len() {
             for r in &self.files[a].facts.references {

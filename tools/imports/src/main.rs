@@ -1,5 +1,6 @@
-//! `cairn-imports [--known FILE [--write]] DIR...`: the circles in the
-//! import graphs of the library crates rooted at each `DIR/lib.rs`.
+//! `cairn-imports [--all] [--known FILE [--write]] DIR...`: the circles in
+//! the import graphs of the library crates rooted at each `DIR/lib.rs`
+//! (with `--all`, every step inside each circle, not one loop).
 //!
 //! Without `--known`, any circle fails. With it, the circles must be
 //! exactly the ones FILE lists (one per line: `DIR: file file ...`), so a
@@ -14,6 +15,7 @@ use cairn_imports::{compare, known_lines, Graph};
 fn main() -> ExitCode {
     let mut known: Option<PathBuf> = None;
     let mut write = false;
+    let mut all = false;
     let mut dirs = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
                 None => return usage("--known needs a file"),
             },
             "--write" => write = true,
+            "--all" => all = true,
             "-h" | "--help" => return usage(""),
             _ if a.starts_with('-') => return usage(&format!("unknown flag {a}")),
             _ => dirs.push(PathBuf::from(a)),
@@ -49,6 +52,12 @@ fn main() -> ExitCode {
         );
         for c in &circles {
             print!("  {c}");
+            if all {
+                println!("    every step inside it:");
+                for s in g.steps_within(c) {
+                    println!("      {}:{} `{}` -> {}", s.from, s.line, s.path, s.to);
+                }
+            }
         }
         found.extend(known_lines(&dir.to_string_lossy(), &circles));
     }
@@ -92,6 +101,6 @@ fn usage(problem: &str) -> ExitCode {
     if !problem.is_empty() {
         eprintln!("cairn-imports: {problem}");
     }
-    eprintln!("usage: cairn-imports [--known FILE [--write]] DIR...");
+    eprintln!("usage: cairn-imports [--all] [--known FILE [--write]] DIR...");
     ExitCode::from(2)
 }

@@ -1,145 +1,16 @@
-//! Tokens, policies and roles as the servers keep them (a part of the
-//! replicated store), and resolving a secret to what it may do.
+//! The ACL part of the replicated store: tokens, policies and roles as the
+//! servers keep them, and resolving a secret to what it may do.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::rules::Rules;
-use super::{ANONYMOUS_ID, GLOBAL_MANAGEMENT_ID};
-use crate::state::StateError;
-
-/// A reference to a policy or role, by ID or by name (names are resolved
-/// to IDs when the token or role is written).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Link {
-    /// Its ID.
-    #[serde(rename = "ID", default)]
-    pub id: String,
-    /// Its name.
-    #[serde(rename = "Name", default)]
-    pub name: String,
-}
-
-/// A token.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Token {
-    /// Public ID: names the token in listings and logs.
-    pub accessor_id: String,
-    /// The secret a request presents.
-    pub secret_id: String,
-    /// What it is for.
-    pub description: String,
-    /// Its policies.
-    pub policies: Vec<Link>,
-    /// Its roles.
-    pub roles: Vec<Link>,
-    /// Valid in this datacenter only.
-    pub local: bool,
-    /// When it stops being valid (Unix ms).
-    pub expiration_ms: Option<u64>,
-    /// When it was made (Unix ms).
-    pub create_ms: u64,
-    /// Raft index of its creation.
-    pub create_index: u64,
-    /// Raft index of its last change.
-    pub modify_index: u64,
-}
-
-/// A policy: named rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    /// Its ID.
-    pub id: String,
-    /// Its unique name.
-    pub name: String,
-    /// What it is for.
-    pub description: String,
-    /// The rules (HCL or JSON).
-    pub rules: String,
-    /// Datacenters it is valid in (empty: all).
-    pub datacenters: Vec<String>,
-    /// Raft index of its creation.
-    pub create_index: u64,
-    /// Raft index of its last change.
-    pub modify_index: u64,
-}
-
-/// A role: a named set of policies that tokens may share.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Role {
-    /// Its ID.
-    pub id: String,
-    /// Its unique name.
-    pub name: String,
-    /// What it is for.
-    pub description: String,
-    /// Its policies.
-    pub policies: Vec<Link>,
-    /// Raft index of its creation.
-    pub create_index: u64,
-    /// Raft index of its last change.
-    pub modify_index: u64,
-}
-
-/// A secret resolved: the token, and the rules of every policy it has
-/// (its own and its roles').
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The token.
-    pub token: Token,
-    /// Its policies' rules.
-    pub rules: Vec<Arc<Rules>>,
-    /// Whether one of them is global management.
-    pub management: bool,
-    /// The IDs of those policies (its own and its roles').
-    pub policy_ids: Vec<String>,
-}
-
-/// A token as an agent learns it from the servers: the token, and every
-/// policy it has, its roles' included.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// The token (links named as they stand now).
-    pub token: Token,
-    /// Its policies.
-    pub policies: Vec<Policy>,
-    /// Whether one of them is global management.
-    pub management: bool,
-}
-
-impl Identity {
-    /// The identity of the valid token with `secret` in `acl`.
-    pub fn of(acl: &AclState, secret: &str, now_ms: u64) -> Option<Identity> {
-        let r = acl.resolve(secret, now_ms)?;
-        Some(Identity {
-            token: acl.current(&r.token),
-            policies: r
-                .policy_ids
-                .iter()
-                .filter_map(|id| acl.policy(id).cloned())
-                .collect(),
-            management: r.management,
-        })
-    }
-
-    /// What it may do, under `default_policy = "allow"` when
-    /// `default_allow`.
-    pub fn authorizer(&self, default_allow: bool) -> super::Authorizer {
-        let rules: Vec<Rules> = self
-            .policies
-            .iter()
-            .map(|p| Rules::parse(&p.rules).unwrap_or_default())
-            .collect();
-        super::Authorizer::new(
-            &self.token.accessor_id,
-            &rules,
-            self.management,
-            default_allow,
-        )
-    }
-}
+use super::error::StateError;
+use crate::acl::rules::Rules;
+use crate::acl::{
+    Identity, Link, Policy, Resolved, Role, Token, ANONYMOUS_ID, GLOBAL_MANAGEMENT_ID,
+};
 
 /// The ACL part of the store.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -162,6 +33,21 @@ fn invalid(msg: impl Into<String>) -> StateError {
 }
 
 impl AclState {
+    /// The identity of the valid token with `secret`.
+    pub fn identity(&self, secret: &str, now_ms: u64) -> Option<Identity> {
+        let acl = self;
+        let r = acl.resolve(secret, now_ms)?;
+        Some(Identity {
+            token: acl.current(&r.token),
+            policies: r
+                .policy_ids
+                .iter()
+                .filter_map(|id| acl.policy(id).cloned())
+                .collect(),
+            management: r.management,
+        })
+    }
+
     /// Whether nothing has been written (snapshots leave it out then, so
     /// clusters without ACLs keep their snapshot bytes).
     pub fn is_empty(&self) -> bool {

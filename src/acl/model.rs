@@ -1,0 +1,125 @@
+//! Tokens, policies and roles: what the servers keep (in
+//! [`state::acl`](crate::state::acl)) and what an agent learns of a token.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::rules::Rules;
+
+/// A reference to a policy or role, by ID or by name (names are resolved
+/// to IDs when the token or role is written).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// Its ID.
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// Its name.
+    #[serde(rename = "Name", default)]
+    pub name: String,
+}
+
+/// A token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// Public ID: names the token in listings and logs.
+    pub accessor_id: String,
+    /// The secret a request presents.
+    pub secret_id: String,
+    /// What it is for.
+    pub description: String,
+    /// Its policies.
+    pub policies: Vec<Link>,
+    /// Its roles.
+    pub roles: Vec<Link>,
+    /// Valid in this datacenter only.
+    pub local: bool,
+    /// When it stops being valid (Unix ms).
+    pub expiration_ms: Option<u64>,
+    /// When it was made (Unix ms).
+    pub create_ms: u64,
+    /// Raft index of its creation.
+    pub create_index: u64,
+    /// Raft index of its last change.
+    pub modify_index: u64,
+}
+
+/// A policy: named rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Its ID.
+    pub id: String,
+    /// Its unique name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// The rules (HCL or JSON).
+    pub rules: String,
+    /// Datacenters it is valid in (empty: all).
+    pub datacenters: Vec<String>,
+    /// Raft index of its creation.
+    pub create_index: u64,
+    /// Raft index of its last change.
+    pub modify_index: u64,
+}
+
+/// A role: a named set of policies that tokens may share.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    /// Its ID.
+    pub id: String,
+    /// Its unique name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Its policies.
+    pub policies: Vec<Link>,
+    /// Raft index of its creation.
+    pub create_index: u64,
+    /// Raft index of its last change.
+    pub modify_index: u64,
+}
+
+/// A secret resolved: the token, and the rules of every policy it has
+/// (its own and its roles').
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The token.
+    pub token: Token,
+    /// Its policies' rules.
+    pub rules: Vec<Arc<Rules>>,
+    /// Whether one of them is global management.
+    pub management: bool,
+    /// The IDs of those policies (its own and its roles').
+    pub policy_ids: Vec<String>,
+}
+
+/// A token as an agent learns it from the servers: the token, and every
+/// policy it has, its roles' included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The token (links named as they stand now).
+    pub token: Token,
+    /// Its policies.
+    pub policies: Vec<Policy>,
+    /// Whether one of them is global management.
+    pub management: bool,
+}
+
+impl Identity {
+    /// What it may do, under `default_policy = "allow"` when
+    /// `default_allow`.
+    pub fn authorizer(&self, default_allow: bool) -> super::Authorizer {
+        let rules: Vec<Rules> = self
+            .policies
+            .iter()
+            .map(|p| Rules::parse(&p.rules).unwrap_or_default())
+            .collect();
+        super::Authorizer::new(
+            &self.token.accessor_id,
+            &rules,
+            self.management,
+            default_allow,
+        )
+    }
+}
