@@ -259,6 +259,41 @@ struct FileFacts {
     references: Vec<Reference>,
     /// Names of top-level items.
     defines: BTreeSet<String>,
+    /// Functions with a body: (name, first line, lines).
+    functions: Vec<(String, usize, usize)>,
+    /// Lines of the file, and of them, lines of test code.
+    lines: usize,
+    test_lines: usize,
+}
+
+/// From `i` at a `fn`, its body's first and last token, if it has one.
+fn fn_body(t: &[Token], i: usize) -> Option<(usize, usize)> {
+    let mut j = i + 1;
+    let mut depth = 0i32;
+    let open = loop {
+        match t.get(j)?.tok {
+            Tok::Punct('(' | '[') => depth += 1,
+            Tok::Punct(')' | ']') => depth -= 1,
+            Tok::Punct(';') if depth == 0 => return None,
+            Tok::Punct('{') if depth == 0 => break j,
+            _ => {}
+        }
+        j += 1;
+    };
+    let mut braces = 0;
+    for (k, tok) in t.iter().enumerate().skip(open) {
+        match tok.tok {
+            Tok::Punct('{') => braces += 1,
+            Tok::Punct('}') => {
+                braces -= 1;
+                if braces == 0 {
+                    return Some((open, k));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn ident(t: Option<&Token>) -> Option<&str> {
@@ -439,10 +474,14 @@ fn facts(src: &str) -> FileFacts {
     let mut i = 0;
     let mut depth = 0i32;
     let mut test_next = false;
+    let mut test_from = 0;
     let mut path_next: Option<String> = None;
     let mut uses = Vec::new();
     while i < t.len() {
         if let Some((end, test, path)) = attribute(&t, i) {
+            if test && !test_next {
+                test_from = t[i].line;
+            }
             test_next |= test;
             if path.is_some() {
                 path_next = path;
@@ -453,7 +492,11 @@ fn facts(src: &str) -> FileFacts {
         if test_next {
             test_next = false;
             path_next = None;
-            i = skip_item(&t, i);
+            let end = skip_item(&t, i);
+            if let Some(b) = t.get(end.saturating_sub(1)) {
+                f.test_lines += b.line + 1 - test_from.min(b.line);
+            }
+            i = end;
             continue;
         }
         match &t[i].tok {
@@ -489,6 +532,17 @@ fn facts(src: &str) -> FileFacts {
                     }
                 }
                 i += 2;
+            }
+            Tok::Ident(kw) if kw == "fn" && ident(t.get(i + 1)).is_some() => {
+                let name = ident(t.get(i + 1)).unwrap_or_default().to_string();
+                if let Some((_, close)) = fn_body(&t, i) {
+                    f.functions
+                        .push((name.clone(), t[i].line, t[close].line + 1 - t[i].line));
+                }
+                if depth == 0 {
+                    f.defines.insert(name);
+                }
+                i += 1;
             }
             Tok::Ident(kw) if depth == 0 && ITEM_KEYWORDS.contains(&kw.as_str()) => {
                 if let Some(name) = ident(t.get(i + 1)) {
@@ -576,7 +630,8 @@ impl Graph {
         let mut todo = vec![(root, Vec::<String>::new(), true)];
         while let Some((path, module, owns_dir)) = todo.pop() {
             let src = std::fs::read_to_string(&path).map_err(|e| Error::Read(path.clone(), e))?;
-            let facts = facts(&src);
+            let mut facts = facts(&src);
+            facts.lines = src.lines().count();
             let base = if owns_dir {
                 path.parent().map(Path::to_path_buf).unwrap_or_default()
             } else {
@@ -636,6 +691,35 @@ impl Graph {
             (Some(a), Some(b)) => self.edges[a].contains_key(&b),
             _ => false,
         }
+    }
+
+    /// Files with more than `limit` lines of production code (test code
+    /// beside it is not counted), as "path (N lines)".
+    pub fn long_files(&self, limit: usize) -> Vec<(String, usize)> {
+        self.files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    f.facts.lines.saturating_sub(f.facts.test_lines),
+                )
+            })
+            .filter(|(_, n)| *n > limit)
+            .collect()
+    }
+
+    /// Production functions longer than `limit` lines, as (path, name,
+    /// first line, lines).
+    pub fn long_functions(&self, limit: usize) -> Vec<(String, String, usize, usize)> {
+        let mut out = Vec::new();
+        for f in &self.files {
+            for (name, line, n) in &f.facts.functions {
+                if *n > limit {
+                    out.push((f.path.clone(), name.clone(), *line, *n));
+                }
+            }
+        }
+        out
     }
 
     /// Every dependency between two files of `circle`, with the line that
@@ -887,12 +971,34 @@ impl fmt::Display for Circle {
     }
 }
 
-/// The circles of crate `dir` as lines of a known-circles file.
-pub fn known_lines(dir: &str, circles: &[Circle]) -> Vec<String> {
-    circles
+/// Most lines of production code a file may have.
+pub const FILE_LIMIT: usize = 1200;
+/// Most lines a function may have.
+pub const FN_LIMIT: usize = 200;
+
+/// What crate `dir` still has to mend, as lines of a known-list file: its
+/// circles (`circle DIR: files`), its files over [`FILE_LIMIT`] lines
+/// (`file DIR: path`) and its functions over [`FN_LIMIT`] (`fn DIR: path
+/// name`).
+pub fn known_lines(dir: &str, g: &Graph) -> Vec<String> {
+    let mut out: Vec<String> = g
+        .circles()
         .iter()
-        .map(|c| format!("{dir}: {}", c.files.join(" ")))
-        .collect()
+        .map(|c| format!("circle {dir}: {}", c.files.join(" ")))
+        .collect();
+    out.extend(
+        g.long_files(FILE_LIMIT)
+            .into_iter()
+            .map(|(p, _)| format!("file {dir}: {p}")),
+    );
+    out.extend(
+        g.long_functions(FN_LIMIT)
+            .into_iter()
+            .map(|(p, name, _, _)| format!("fn {dir}: {p} {name}")),
+    );
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// What differs between a known-circles file's text and the lines found:
@@ -906,13 +1012,18 @@ pub fn compare(listed: &str, found: &[String]) -> String {
     let found: BTreeSet<&str> = found.iter().map(String::as_str).collect();
     let mut out = String::new();
     for new in found.difference(&listed) {
-        out.push_str(&format!(
-            "a new import circle (break it: move the shared item below both sides):\n  {new}\n"
-        ));
+        let what = match new.split(' ').next() {
+            Some("circle") => {
+                "a new import circle (break it: move the shared item below both sides)"
+            }
+            Some("file") => "a file over the line limit (split it by concept)",
+            _ => "a function over the line limit (split it into steps)",
+        };
+        out.push_str(&format!("{what}:\n  {new}\n"));
     }
     for gone in listed.difference(&found) {
         out.push_str(&format!(
-            "a listed circle is gone or changed shape (good: rewrite the list with --write):\n  {gone}\n"
+            "listed, but gone or changed (good: rewrite the list with --write):\n  {gone}\n"
         ));
     }
     out
@@ -1084,6 +1195,33 @@ mod more_tests;
             circles("scope", &tree),
             vec![vec!["acl.rs", "state/command.rs"]]
         );
+    }
+
+    #[test]
+    fn long_files_and_functions_count_production_code_only() {
+        let body = "    let x = 1;\n".repeat(30);
+        let tree = [
+            ("lib.rs", "pub mod a;\n".to_string()),
+            (
+                "a.rs",
+                format!(
+                    "pub fn long() {{\n{body}}}\nfn short() {{}}\ntrait T {{ fn sig(&self); }}\n#[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{body}    }}\n}}\n"
+                ),
+            ),
+        ];
+        let tree: Vec<(&str, &str)> = tree.iter().map(|(p, s)| (*p, s.as_str())).collect();
+        let dir = scratch("long", &tree);
+        let g = Graph::read(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            g.long_functions(20),
+            vec![("a.rs".into(), "long".into(), 1, 32)]
+        );
+        assert!(g.long_functions(40).is_empty());
+        // 32 + 1 + 1 lines of production code; the 35 of the test module do
+        // not count.
+        assert_eq!(g.long_files(30), vec![("a.rs".into(), 34)]);
+        assert!(g.long_files(34).is_empty());
     }
 
     #[test]
