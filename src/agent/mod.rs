@@ -1,5 +1,7 @@
-//! The agent: one per machine. Today it runs LAN gossip and the HTTP API;
-//! later it also runs servers, local services, checks, DNS and the proxy.
+//! The agent: one per machine. It runs LAN gossip (and, on a server, the
+//! WAN pool and the server itself), the agent's own services and checks,
+//! the HTTP API, DNS and Connect's leaf certificates, and reloads its
+//! configuration on SIGHUP or `PUT /v1/agent/reload`.
 
 pub mod acl;
 pub mod config;

@@ -1001,7 +1001,7 @@ pub fn known_lines(dir: &str, g: &Graph) -> Vec<String> {
     out
 }
 
-/// What differs between a known-circles file's text and the lines found:
+/// What differs between a known-list file's text and the lines found:
 /// empty when they agree, else what to do about it.
 pub fn compare(listed: &str, found: &[String]) -> String {
     let listed: BTreeSet<&str> = listed
