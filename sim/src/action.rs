@@ -5,9 +5,6 @@
 
 use std::time::Duration;
 
-use crate::cluster::NodeStatus;
-use crate::mesh::IntentionOrder;
-use crate::services::Registration;
 use crate::trace::TraceEvent;
 use crate::workload::KvLoad;
 
@@ -242,4 +239,56 @@ pub struct TimedAction<T = Vec<String>> {
     pub at: Duration,
     /// What happens.
     pub action: Action<T>,
+}
+
+/// What a node is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// Not started yet: a `join` event starts it.
+    Waiting,
+    /// Running.
+    Running,
+    /// Crashed.
+    Crashed,
+    /// Left gracefully.
+    Left,
+}
+
+impl NodeStatus {
+    /// Lowercase name for files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Waiting => "waiting",
+            NodeStatus::Running => "running",
+            NodeStatus::Crashed => "crashed",
+            NodeStatus::Left => "left",
+        }
+    }
+}
+
+/// An intention an `intention` event sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentionOrder {
+    /// Source service, or `*`.
+    pub source: String,
+    /// Destination service, or `*`.
+    pub destination: String,
+    /// Allow, or deny.
+    pub allow: bool,
+}
+
+/// A service a `register_service` event registers on each node it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Service name (also the instance ID).
+    pub name: String,
+    /// Port.
+    pub port: u16,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// With a sidecar proxy and an application behind it (a
+    /// `connect_service` event).
+    pub connect: bool,
+    /// The service the application calls through its sidecar.
+    pub upstream: Option<String>,
 }

@@ -147,30 +147,7 @@ pub struct NodeSample {
     pub coord_p90: Option<f64>,
 }
 
-/// What a node is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeStatus {
-    /// Not started yet: a `join` event starts it.
-    Waiting,
-    /// Running.
-    Running,
-    /// Crashed.
-    Crashed,
-    /// Left gracefully.
-    Left,
-}
-
-impl NodeStatus {
-    /// Lowercase name for files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeStatus::Waiting => "waiting",
-            NodeStatus::Running => "running",
-            NodeStatus::Crashed => "crashed",
-            NodeStatus::Left => "left",
-        }
-    }
-}
+pub use crate::action::NodeStatus;
 
 /// What a run produced.
 #[derive(Debug, Clone)]
@@ -860,8 +837,8 @@ fn server_identities(topo: &Topology) -> Result<Identities, SimError> {
 /// restarted server comes back as itself.
 pub fn server_node_id(name: &str) -> String {
     let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&crate::env::derive_seed(0, name, 0, "node-id").to_be_bytes());
-    b[8..].copy_from_slice(&crate::env::derive_seed(1, name, 0, "node-id").to_be_bytes());
+    b[..8].copy_from_slice(&crate::seed::derive_seed(0, name, 0, "node-id").to_be_bytes());
+    b[8..].copy_from_slice(&crate::seed::derive_seed(1, name, 0, "node-id").to_be_bytes());
     cairn::format::format_uuid(b)
 }
 

@@ -18,6 +18,7 @@ use cairn::env::{Env, Task, TaskGroup};
 use cairn::time::Instant;
 
 use crate::net::{Network, SimTcpListener, SimTcpStream, SimUdpSocket};
+use crate::seed::derive_seed;
 
 /// The simulated hosts' names and addresses, for name resolution.
 pub type HostTable = Arc<BTreeMap<String, IpAddr>>;
@@ -88,28 +89,6 @@ impl SimEnv {
     pub fn ip(&self) -> IpAddr {
         self.inner.ip
     }
-}
-
-/// A stable 64-bit seed from the run's seed, a node, its boot count and a
-/// purpose (FNV-1a, then SplitMix64 to spread the bits). Stable across
-/// platforms and Rust versions, unlike `std`'s hashers.
-pub fn derive_seed(run_seed: u64, node: &str, boot: u64, purpose: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    feed(&run_seed.to_le_bytes());
-    feed(node.as_bytes());
-    feed(&[0xff]);
-    feed(&boot.to_le_bytes());
-    feed(purpose.as_bytes());
-    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl Env for SimEnv {

@@ -31,6 +31,7 @@ pub mod plot;
 pub mod protocol;
 pub mod report;
 pub mod scenario;
+pub mod seed;
 pub mod select;
 pub mod services;
 pub mod spread;

@@ -39,16 +39,7 @@ pub const ATTEMPT: &str = "connect_call";
 /// detail: `allow` or `deny`).
 pub const INTENTION: &str = "intention_set";
 
-/// An intention an `intention` event sets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IntentionOrder {
-    /// Source service, or `*`.
-    pub source: String,
-    /// Destination service, or `*`.
-    pub destination: String,
-    /// Allow, or deny.
-    pub allow: bool,
-}
+pub use crate::action::IntentionOrder;
 
 impl IntentionOrder {
     /// The parameters, for the trace.

@@ -42,9 +42,9 @@ use crate::cluster::{
     starts_waiting, Accuracy, Action, NodeSample, NodeStatus, PairError, RunOutput, SimError,
     TimedAction,
 };
-use crate::env::derive_seed;
 use crate::net::{self, Bits, Model, Override};
 use crate::scenario::{Scenario, Start};
+use crate::seed::derive_seed;
 use crate::select::resolve_names;
 use crate::spread::Spread;
 use crate::tomography::percentile;

@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::env::derive_seed;
+use crate::seed::derive_seed;
 use crate::topology::Topology;
 
 /// How many of the matching nodes to take.

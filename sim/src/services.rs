@@ -24,21 +24,7 @@ use crate::cluster::{Action, TimedAction};
 use crate::topology::{Role, Topology};
 use crate::trace::{Recorder, Trace, TraceEvent};
 
-/// A service a `register_service` event registers on each node it names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registration {
-    /// Service name (also the instance ID).
-    pub name: String,
-    /// Port.
-    pub port: u16,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// With a sidecar proxy and an application behind it (a
-    /// `connect_service` event).
-    pub connect: bool,
-    /// The service the application calls through its sidecar.
-    pub upstream: Option<String>,
-}
+pub use crate::action::Registration;
 
 impl Registration {
     /// The parameters, for the trace.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::env::derive_seed;
-use crate::net::SplitMix;
+use crate::seed::derive_seed;
+use crate::seed::SplitMix;
 use crate::tomography::Matrix;
 
 /// A probability distribution of durations (latencies, jitter).

@@ -13,7 +13,7 @@ pub mod model;
 use std::net::{IpAddr, Ipv4Addr};
 
 pub use fabric::{Counters, Network, SimTcpListener, SimTcpStream, SimUdpSocket};
-pub use model::{Arrivals, Bits, Link, Model, Override, SplitMix};
+pub use model::{Arrivals, Bits, Link, Model, Override};
 
 /// Makes this thread remember what its nodes encode while the value lives
 /// (see `cairn::gossip::memo`): every node of a run is on one thread, so

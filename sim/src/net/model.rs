@@ -31,7 +31,7 @@ use cairn::time::Instant;
 use rand::Rng;
 
 use crate::cluster::{Action, LatencyChange};
-use crate::env::derive_seed;
+use crate::seed::{derive_seed, SplitMix};
 use crate::topology::{Dist, Links, Topology};
 
 /// A set of node indices.
@@ -90,31 +90,6 @@ impl<T: Copy> Rule<T> {
             .rev()
             .find(|r| r.covers(from, to))
             .map(|r| r.what)
-    }
-}
-
-/// SplitMix64: cheap to seed, good enough for network draws.
-#[derive(Debug, Clone)]
-pub struct SplitMix(pub u64);
-
-impl rand::RngCore for SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        for chunk in dst.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
     }
 }
 
