@@ -253,8 +253,6 @@ struct Binding {
 struct FileFacts {
     /// Child modules declared with `mod x;`, with their `#[path]`.
     children: Vec<(String, Option<String>)>,
-    /// Child modules declared inline (`mod x { .. }`).
-    inline_children: BTreeSet<String>,
     bindings: Vec<Binding>,
     references: Vec<Reference>,
     /// Names of top-level items.
@@ -527,7 +525,6 @@ fn facts(src: &str) -> FileFacts {
                     if is_punct(t.get(i + 2), ';') {
                         f.children.push((name.to_string(), path_next.take()));
                     } else {
-                        f.inline_children.insert(name.to_string());
                         f.defines.insert(name.to_string());
                     }
                 }
