@@ -99,6 +99,14 @@ pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), Stri
     }
 }
 
+/// RFC 3339, as Consul writes times.
+pub fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

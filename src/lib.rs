@@ -18,6 +18,7 @@ pub mod dns;
 pub mod env;
 pub mod format;
 pub mod gossip;
+pub mod http_client;
 pub mod msgpack;
 pub mod rpc;
 pub mod server;

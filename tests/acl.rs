@@ -97,6 +97,12 @@ fn default_deny_refuses_anonymous_filters_lists_and_scopes_tokens() {
         "/v1/agent/service/register",
         r#"{"Name":"db","Port":5432}"#,
     );
+    // Anti-entropy puts the services in the catalog; the refusals below
+    // name the service a catalog deregistration would touch.
+    wait_for(Duration::from_secs(30), "web in the catalog", || {
+        let (_, _, body) = req(&a, "GET", "/v1/catalog/service/web", ROOT, "header", "");
+        body.contains("\"ServiceID\":\"web\"").then_some(())
+    });
 
     // Anonymous: every protected endpoint refuses with Consul's 403.
     let refused = [

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::api::client;
+use cairn::http_client as client;
 use cairn::coordinate::percentile;
 use cairn::env::{Env, Task};
 

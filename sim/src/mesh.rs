@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::api::client;
+use cairn::http_client as client;
 use cairn::connect::intention::{self, Action as Decision, Intention};
 use cairn::connect::proxy::{Proxy, ProxyConfig, UpstreamConfig};
 use cairn::env::{timeout, Env, Task, TcpListener};

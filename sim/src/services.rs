@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::api::client;
+use cairn::http_client as client;
 use cairn::env::{Env, Task};
 use tokio::sync::watch;
 

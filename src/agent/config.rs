@@ -210,7 +210,7 @@ pub struct AgentConfig {
     /// Allow script checks from config files only.
     pub enable_local_script_checks: bool,
     /// How the DNS interface answers (its port is `ports.dns`; 0: off).
-    pub dns: crate::dns::DnsConfig,
+    pub dns: crate::dns::config::DnsConfig,
     /// Access control (`acl { ... }`).
     pub acl: crate::acl::AclConfig,
 }
@@ -434,7 +434,7 @@ impl Default for AgentConfig {
             checks: Vec::new(),
             enable_script_checks: false,
             enable_local_script_checks: false,
-            dns: crate::dns::DnsConfig::default(),
+            dns: crate::dns::config::DnsConfig::default(),
             acl: crate::acl::AclConfig::default(),
         }
     }

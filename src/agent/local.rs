@@ -395,7 +395,7 @@ pub async fn run_probes<E: Env>(env: E, local: Arc<LocalState>) {
 
 /// One try of `probe`: the check's new status and output.
 async fn probe_once<E: Env>(env: &E, probe: &Probe) -> (Health, String) {
-    use crate::api::client::{self, ClientError};
+    use crate::http_client::{self as client, ClientError};
     let cut = |s: &str| s.chars().take(MAX_OUTPUT).collect::<String>();
     match &probe.target {
         Target::Http(url) => {

@@ -7,9 +7,12 @@ pub mod acl;
 pub mod config;
 pub mod definition;
 pub mod events;
+pub mod join;
 pub mod keyring;
+pub mod leaves;
 pub mod local;
 pub mod prepared;
+pub mod reload;
 pub mod servers;
 pub mod tls;
 
@@ -25,6 +28,7 @@ use tokio::sync::mpsc;
 
 pub use self::config::{AgentConfig, ConfigError};
 pub use self::local::{LocalError, LocalState};
+pub use self::reload::{ConfigReload, Reloader};
 pub use self::servers::Servers;
 use crate::api::{self, AgentInfo};
 use crate::consensus::Location;
@@ -235,11 +239,7 @@ impl<E: Env> Agent<E> {
             meta: config.node_meta.clone(),
             ..crate::state::Node::default()
         };
-        let reload = Arc::new(ConfigReload {
-            reloader,
-            local: local_state.clone(),
-            loaded: std::sync::Mutex::new(Loaded::default()),
-        });
+        let reload = Arc::new(ConfigReload::new(reloader, local_state.clone()));
         reload.apply(&config, env.now())?;
         server_tasks.push(env.spawn(local::run_probes(env.clone(), local_state.clone())));
         let events = Arc::new(events::Events::new(&config.node_name, local_state.clone()));
@@ -278,7 +278,7 @@ impl<E: Env> Agent<E> {
             scripts: config.script_policy(),
             reload: reload.clone(),
             events,
-            leaves: api::connect::LeafCache::default(),
+            leaves: leaves::LeafCache::default(),
             keyrings: keyrings.clone(),
             acl,
         });
@@ -327,12 +327,13 @@ impl<E: Env> Agent<E> {
         };
 
         if !config.start_join.is_empty() {
-            let addrs = resolve_all(&env, &config.start_join, config.ports.serf_lan).await;
+            let addrs = join::resolve_all(&env, &config.start_join, config.ports.serf_lan).await;
             let n = gossip.join(addrs).await?;
             tracing::info!(joined = n, "joined the cluster");
         }
         if let Some((w, _)) = wan.as_ref().filter(|_| !config.start_join_wan.is_empty()) {
-            let addrs = resolve_all(&env, &config.start_join_wan, config.ports.serf_wan).await;
+            let addrs =
+                join::resolve_all(&env, &config.start_join_wan, config.ports.serf_wan).await;
             let n = w.join(addrs).await?;
             tracing::info!(joined = n, "joined the WAN pool");
         }
@@ -340,7 +341,7 @@ impl<E: Env> Agent<E> {
             .as_ref()
             .filter(|_| !config.retry_join_wan.is_empty())
             .map(|(w, _)| {
-                env.spawn(retry_join(
+                env.spawn(join::retry_join(
                     env.clone(),
                     w.clone(),
                     config.retry_join_wan.clone(),
@@ -350,7 +351,7 @@ impl<E: Env> Agent<E> {
                 ))
             });
         let retry_task = (!config.retry_join.is_empty()).then(|| {
-            env.spawn(retry_join(
+            env.spawn(join::retry_join(
                 env.clone(),
                 gossip.clone(),
                 config.retry_join.clone(),
@@ -455,112 +456,6 @@ impl<E: Env> Agent<E> {
         if let Some(w) = &self.wan {
             w.shutdown().await;
         }
-    }
-}
-
-/// Makes the agent's configuration afresh (re-reading its files).
-pub type Reloader = Arc<dyn Fn() -> Result<AgentConfig, ConfigError> + Send + Sync>;
-
-/// The services and checks the config files put in place last, so that a
-/// reload can take away the ones no longer defined.
-#[derive(Debug, Default)]
-struct Loaded {
-    services: Vec<String>,
-    checks: Vec<String>,
-}
-
-/// Applies config-file services and checks, at start and on reload.
-pub struct ConfigReload {
-    reloader: Reloader,
-    local: Arc<LocalState>,
-    loaded: std::sync::Mutex<Loaded>,
-}
-
-impl ConfigReload {
-    /// Reads the configuration again and applies it.
-    pub fn reload(&self, now: crate::time::Instant) -> Result<(), ConfigError> {
-        let config = (self.reloader)()?;
-        config.validate()?;
-        self.apply(&config, now)?;
-        tracing::info!(
-            services = config.services.len(),
-            checks = config.checks.len(),
-            "configuration reloaded"
-        );
-        Ok(())
-    }
-
-    /// Puts `config`'s services and checks in place, replacing those of
-    /// the last load; services and checks registered through the API stay.
-    fn apply(&self, config: &AgentConfig, now: crate::time::Instant) -> Result<(), ConfigError> {
-        let scripts = config.script_policy().config;
-        let mut services = Vec::new();
-        let mut sidecar_ports = Vec::new();
-        for d in &config.services {
-            let fail =
-                |e: String| ConfigError(format!("{}: service {:?}: {e}", d.origin, d.def.name));
-            let (service, checks) = d.def.to_parts(scripts).map_err(fail)?;
-            services.push((service, checks));
-            if let Some(sc) = d.def.sidecar(&sidecar_ports).map_err(fail)? {
-                sidecar_ports.push(sc.port);
-                services.push(sc.to_parts(scripts).map_err(fail)?);
-            }
-        }
-        let mut checks = Vec::new();
-        for d in &config.checks {
-            let fail =
-                |e: String| ConfigError(format!("{}: check {:?}: {e}", d.origin, d.def.name));
-            checks.push((d.origin.clone(), d.def.to_check(scripts).map_err(fail)?));
-        }
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        // Refuse before changing anything: a check of a service that will
-        // not exist.
-        let current = self.local.services();
-        for (origin, c) in &checks {
-            let sid = &c.check.service_id;
-            let kept = current
-                .iter()
-                .any(|s| &s.id == sid && !loaded.services.contains(sid));
-            if !sid.is_empty() && !kept && !services.iter().any(|(s, _)| &s.id == sid) {
-                return Err(ConfigError(format!(
-                    "{origin}: check {:?}: ServiceID {sid:?} does not exist",
-                    c.check.name
-                )));
-            }
-        }
-        let now_services: Vec<String> = services.iter().map(|(s, _)| s.id.clone()).collect();
-        for gone in loaded
-            .services
-            .iter()
-            .filter(|id| !now_services.contains(id))
-        {
-            let _ = self.local.remove_service(gone);
-        }
-        for gone in &loaded.checks {
-            let _ = self.local.remove_check(gone);
-        }
-        for (service, checks) in services {
-            self.local
-                .add_service(service, checks, now)
-                .map_err(|e| ConfigError(e.to_string()))?;
-        }
-        let mut check_ids = Vec::new();
-        for (origin, check) in checks {
-            let id = if check.check.check_id.is_empty() {
-                check.check.name.clone()
-            } else {
-                check.check.check_id.clone()
-            };
-            self.local
-                .add_check(check, now)
-                .map_err(|e| ConfigError(format!("{origin}: check {id:?}: {e}")))?;
-            check_ids.push(id);
-        }
-        *loaded = Loaded {
-            services: now_services,
-            checks: check_ids,
-        };
-        Ok(())
     }
 }
 
@@ -717,53 +612,4 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
-}
-
-/// Resolves join targets (`host`, `host:port`, `[v6]:port`), logging the
-/// ones that do not resolve.
-pub async fn resolve_all<E: Env>(
-    env: &E,
-    targets: &[String],
-    default_port: u16,
-) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for t in targets {
-        match crate::format::split_host_port(t, default_port) {
-            Ok((host, port)) => match env.resolve(&host, port).await {
-                Ok(addrs) if !addrs.is_empty() => out.extend(addrs),
-                Ok(_) => tracing::warn!(target = %t, "join address resolves to nothing"),
-                Err(e) => tracing::warn!(target = %t, error = %e, "cannot resolve join address"),
-            },
-            Err(e) => tracing::warn!(target = %t, error = %e, "bad join address"),
-        }
-    }
-    out
-}
-
-async fn retry_join<E: Env>(
-    env: E,
-    gossip: Gossip,
-    targets: Vec<String>,
-    port: u16,
-    interval: Duration,
-    max: u32,
-) {
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let addrs = resolve_all(&env, &targets, port).await;
-        match gossip.join(addrs).await {
-            Ok(n) => {
-                tracing::info!(joined = n, attempt, "retry-join succeeded");
-                return;
-            }
-            Err(GossipError::Shutdown) => return,
-            Err(e) => tracing::warn!(attempt, error = %e, "retry-join failed; will try again"),
-        }
-        if max > 0 && attempt >= max {
-            tracing::error!(attempts = attempt, "retry-join gave up");
-            return;
-        }
-        env.sleep(interval).await;
-    }
 }

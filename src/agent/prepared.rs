@@ -101,11 +101,23 @@ pub fn filter(instances: Vec<Instance>, svc: &QueryService) -> Vec<Instance> {
         .collect()
 }
 
+/// `req` sent with `token`, or without one (the servers' client then adds
+/// the agent's).
+fn with_token(req: ClientRequest, token: Option<&str>) -> ClientRequest {
+    match token {
+        Some(t) => req.with_token(t),
+        None => req,
+    }
+}
+
 /// Runs the query `key` names (see [`resolve`]) in datacenter `dc`
 /// (`None`: this one, `local_dc`), as DNS's `<key>.query[.<dc>]` does: the
 /// query and what it found, or `None` when no query has that name.
+/// `token` is the caller's (`None`: the agent's own), so a query shows only
+/// what the caller may read.
 pub async fn run<E: Env>(
     servers: &Servers<E>,
+    token: Option<&str>,
     local_dc: &str,
     dc: Option<&str>,
     key: &str,
@@ -119,10 +131,8 @@ pub async fn run<E: Env>(
         },
         hops: 0,
     };
-    // Run with the caller's token (over HTTP), so a query shows only
-    // what the caller may read.
     let all = match servers
-        .call(crate::api::acl::as_caller(read.in_dc(dc)))
+        .call(with_token(read.in_dc(dc), token))
         .await
         .answer?
     {
@@ -132,15 +142,17 @@ pub async fn run<E: Env>(
     let Some(q) = resolve(&all, key) else {
         return Ok(None);
     };
-    let e = execute(servers, local_dc, dc, q, key).await?;
+    let e = execute(servers, token, local_dc, dc, q, key).await?;
     Ok(Some((q.clone(), e)))
 }
 
 /// Runs `q` (executed as `name`) in datacenter `dc` (`None`: this one,
 /// `local_dc`): there first, then, while nothing healthy is found, in the
 /// `NearestN` nearest other datacenters and then the listed ones.
+/// `token` is the caller's, as for [`run`].
 pub async fn execute<E: Env>(
     servers: &Servers<E>,
+    token: Option<&str>,
     local_dc: &str,
     dc: Option<&str>,
     q: &PreparedQuery,
@@ -162,7 +174,7 @@ pub async fn execute<E: Env>(
             hops: 0,
         };
         // This datacenter's servers are asked directly.
-        crate::api::acl::as_caller(req.in_dc(dc.filter(|d| *d != local_dc)))
+        with_token(req.in_dc(dc.filter(|d| *d != local_dc)), token)
     };
     let found = |answer: Result<Answer, String>| match answer {
         Ok(Answer::Instances(v)) => Ok(filter(v, &svc)),

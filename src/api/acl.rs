@@ -3,7 +3,7 @@
 //! lists filtered, and Consul's `/v1/acl/*` endpoints.
 //!
 //! Requests that reach the servers carry the token there (see
-//! [`super::call`]) and are judged there; this module judges only what
+//! [`super::context::call`]) and are judged there; this module judges only what
 //! the agent answers itself.
 
 use std::collections::HashMap;
@@ -17,38 +17,17 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::kv::{bad, read, unexpected, write_cmd};
-use super::{ApiError, ApiState};
+use super::context::{
+    authorizer, read, require, require_global, write_cmd, Api, ApiState, Caller, FILTERED_HEADER,
+};
+use super::error::{bad, internal, refusal, unexpected, ApiError};
 use crate::acl::{
     Access, Authorizer, Global, Link, Policy, Resource, Role, Token, ACL_DISABLED, ACL_NOT_FOUND,
     PERMISSION_DENIED,
 };
 use crate::env::Env;
-use crate::server::{Answer, ClientRequest, Query};
+use crate::server::{Answer, Query};
 use crate::state::Command;
-
-tokio::task_local! {
-    /// The token of the request being served (with ACLs on).
-    static TOKEN: String;
-}
-
-/// The token of the request being served (the agent's default token if
-/// it brought none), when ACLs are on.
-pub(crate) fn request_token() -> Option<String> {
-    TOKEN.try_with(|t| t.clone()).ok()
-}
-
-/// `req` made with the token of the HTTP request being served, if any
-/// (else the servers' client adds the agent's token).
-pub(crate) fn as_caller(req: ClientRequest) -> ClientRequest {
-    match request_token() {
-        Some(t) => req.with_token(&t),
-        None => req,
-    }
-}
-
-/// Consul's header for answers that ACLs filtered.
-pub(crate) const FILTERED_HEADER: &str = "x-consul-results-filtered-by-acls";
 
 /// The token a request brings: `X-Consul-Token`, then `Authorization:
 /// Bearer`, then `?token=` (empty when none).
@@ -70,49 +49,6 @@ fn token_of(req: &axum::extract::Request) -> String {
         .unwrap_or_default()
 }
 
-/// A refusal as Consul's HTTP API gives it: 403 for a denied permission
-/// or an unknown token, 401 when ACLs are off.
-pub(crate) fn refusal(why: String) -> ApiError {
-    let status = if why == ACL_DISABLED {
-        StatusCode::UNAUTHORIZED
-    } else if why == ACL_NOT_FOUND || why.starts_with(PERMISSION_DENIED) {
-        StatusCode::FORBIDDEN
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
-    ApiError(status, why)
-}
-
-/// What the request's token may do (everything with ACLs off).
-pub(crate) async fn authorizer<E: Env>(s: &ApiState<E>) -> Result<Arc<Authorizer>, ApiError> {
-    let token = request_token().unwrap_or_else(|| s.acl.default_token());
-    s.acl.resolve(&token).await.map_err(refusal)
-}
-
-/// Refuses the request unless its token may `access` `name` of `res`.
-pub(crate) async fn require<E: Env>(
-    s: &ApiState<E>,
-    res: Resource,
-    name: &str,
-    access: Access,
-) -> Result<(), ApiError> {
-    authorizer(s)
-        .await?
-        .check(res, name, access)
-        .map_err(refusal)
-}
-
-async fn require_global<E: Env>(
-    s: &ApiState<E>,
-    g: Global,
-    access: Access,
-) -> Result<(), ApiError> {
-    authorizer(s)
-        .await?
-        .check_global(g, access)
-        .map_err(refusal)
-}
-
 /// What an agent endpoint needs of the token, from its method and path.
 enum Need {
     Named(Resource, String, Access),
@@ -122,7 +58,7 @@ enum Need {
 /// The need of the agent's own endpoints that name their object in the
 /// path; endpoints whose object is in the body check in their handlers,
 /// and everything the servers answer is judged there.
-fn agent_need<E: Env>(s: &ApiState<E>, method: &Method, path: &str) -> Option<Need> {
+fn agent_need<E: Env>(s: &Api<E>, method: &Method, path: &str) -> Option<Need> {
     let node = || s.info.node_name.clone();
     let write = method != Method::GET;
     let local_service = |id: &str| {
@@ -203,11 +139,11 @@ fn agent_list_filter(path: &str) -> Option<fn(&Authorizer, &Value) -> bool> {
 }
 
 /// The ACL layer around every endpoint (with ACLs on): the token is set
-/// for the request, the agent's own endpoints are checked, and the lists
+/// in the request's [`Caller`], the agent's own endpoints are checked, and the lists
 /// it answers itself are filtered.
 pub(crate) async fn enforce<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     if !s.acl.enabled() {
@@ -219,29 +155,33 @@ pub(crate) async fn enforce<E: Env>(
     };
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    TOKEN
-        .scope(token, async move {
-            if let Some(need) = agent_need(&s, &method, &path) {
-                let verdict = match need {
-                    Need::Named(res, name, access) => require(&s, res, &name, access).await,
-                    Need::Global(g, access) => require_global(&s, g, access).await,
-                };
-                if let Err(e) = verdict {
-                    return e.into_response();
-                }
+    let mut caller = req
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default();
+    caller.token = Some(token);
+    req.extensions_mut().insert(caller.clone());
+    let s = Api::new(s, caller);
+    if let Some(need) = agent_need(&s, &method, &path) {
+        let verdict = match need {
+            Need::Named(res, name, access) => require(&s, res, &name, access).await,
+            Need::Global(g, access) => require_global(&s, g, access).await,
+        };
+        if let Err(e) = verdict {
+            return e.into_response();
+        }
+    }
+    let resp = next.run(req).await;
+    match agent_list_filter(&path) {
+        Some(keep) if method == Method::GET && resp.status() == StatusCode::OK => {
+            match authorizer(&s).await {
+                Ok(z) => filter_json(resp, |v| keep(&z, v)).await,
+                Err(e) => e.into_response(),
             }
-            let resp = next.run(req).await;
-            match agent_list_filter(&path) {
-                Some(keep) if method == Method::GET && resp.status() == StatusCode::OK => {
-                    match authorizer(&s).await {
-                        Ok(z) => filter_json(resp, |v| keep(&z, v)).await,
-                        Err(e) => e.into_response(),
-                    }
-                }
-                _ => resp,
-            }
-        })
-        .await
+        }
+        _ => resp,
+    }
 }
 
 /// `resp`'s JSON list (or map of objects) without the items `keep`
@@ -249,7 +189,7 @@ pub(crate) async fn enforce<E: Env>(
 async fn filter_json(resp: Response, keep: impl Fn(&Value) -> bool) -> Response {
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
-        return super::internal("response too large").into_response();
+        return internal("response too large").into_response();
     };
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, axum::body::Body::from(bytes));
@@ -288,13 +228,13 @@ fn token_json(t: &Token) -> Value {
         "Policies": links_json(&t.policies),
         "Roles": links_json(&t.roles),
         "Local": t.local,
-        "CreateTime": super::connect::rfc3339(t.create_ms),
+        "CreateTime": crate::format::rfc3339(t.create_ms),
         "Hash": "",
         "CreateIndex": t.create_index,
         "ModifyIndex": t.modify_index,
     });
     if let Some(at) = t.expiration_ms {
-        v["ExpirationTime"] = json!(super::connect::rfc3339(at));
+        v["ExpirationTime"] = json!(crate::format::rfc3339(at));
     }
     v
 }
@@ -336,7 +276,7 @@ fn role_json(r: &Role) -> Value {
 }
 
 /// The ACL endpoints answer 401 while ACLs are off, as Consul's do.
-fn enabled<E: Env>(s: &ApiState<E>) -> Result<(), ApiError> {
+fn enabled<E: Env>(s: &Api<E>) -> Result<(), ApiError> {
     if s.acl.enabled() {
         Ok(())
     } else {
@@ -393,7 +333,7 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Api
 
 /// A write through the servers with the request's token; a refusal keeps
 /// Consul's status.
-async fn acl_write<E: Env>(s: &ApiState<E>, cmd: Command) -> Result<bool, ApiError> {
+async fn acl_write<E: Env>(s: &Api<E>, cmd: Command) -> Result<bool, ApiError> {
     // The state's refusals of a bad token, policy or role are the
     // caller's mistake (400), as in Consul.
     const CALLERS: [&str; 6] = [
@@ -434,7 +374,7 @@ struct TokenBody {
 }
 
 impl TokenBody {
-    fn into_token<E: Env>(self, s: &ApiState<E>) -> Result<Token, ApiError> {
+    fn into_token<E: Env>(self, s: &Api<E>) -> Result<Token, ApiError> {
         let now_ms = wall_ms(s);
         let expiration_ms = if self.expiration_ttl.is_empty() {
             None
@@ -468,13 +408,13 @@ fn nonempty_or(v: String, f: impl FnOnce() -> String) -> String {
     }
 }
 
-fn wall_ms<E: Env>(s: &ApiState<E>) -> u64 {
+fn wall_ms<E: Env>(s: &Api<E>) -> u64 {
     crate::connect::ca::unix_ms(s.env.wall_clock())
 }
 
 /// Every token, as the servers list them to this request's token.
 async fn all_tokens<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
 ) -> Result<(HeaderMap, Vec<Token>), ApiError> {
     match read(s, params, Query::AclTokens).await? {
@@ -514,7 +454,7 @@ fn check_uuid(kind: &str, id: &str) -> Result<(), ApiError> {
 }
 
 /// `PUT /v1/acl/bootstrap`: the first management token, once.
-pub async fn bootstrap<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<Response, ApiError> {
+pub async fn bootstrap<E: Env>(s: Api<E>) -> Result<Response, ApiError> {
     enabled(&s)?;
     let token = Token {
         accessor_id: s.new_id(),
@@ -550,7 +490,7 @@ pub async fn bootstrap<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<Resp
 
 /// A token read back by accessor with a management view (after a write
 /// by this request's token, which could write it).
-async fn token_by_accessor<E: Env>(s: &ApiState<E>, accessor: &str) -> Result<Response, ApiError> {
+async fn token_by_accessor<E: Env>(s: &Api<E>, accessor: &str) -> Result<Response, ApiError> {
     let params: HashMap<String, String> = HashMap::new();
     let (h, tokens) = all_tokens(s, &params).await?;
     let t = tokens
@@ -561,10 +501,7 @@ async fn token_by_accessor<E: Env>(s: &ApiState<E>, accessor: &str) -> Result<Re
 }
 
 /// `PUT /v1/acl/token`: creates a token.
-pub async fn create_token<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    bytes: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn create_token<E: Env>(s: Api<E>, bytes: Bytes) -> Result<Response, ApiError> {
     enabled(&s)?;
     let b: TokenBody = body(&bytes)?;
     if !b.accessor_id.is_empty() {
@@ -580,7 +517,7 @@ pub async fn create_token<E: Env>(
 
 /// `GET|PUT|DELETE /v1/acl/token/<accessor>`; `GET /v1/acl/token/self`.
 pub async fn token<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     method: Method,
     Path(id): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
@@ -632,7 +569,7 @@ pub async fn token<E: Env>(
 /// `PUT /v1/acl/token/<accessor>/clone`: a new token with the same
 /// policies and roles (and the body's `Description`, if any).
 pub async fn clone_token<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
@@ -664,8 +601,12 @@ pub async fn clone_token<E: Env>(
 }
 
 /// `GET /v1/acl/token/self`: the request's own token.
-async fn token_self<E: Env>(s: &ApiState<E>) -> Result<Response, ApiError> {
-    let secret = request_token().unwrap_or_else(|| s.acl.default_token());
+async fn token_self<E: Env>(s: &Api<E>) -> Result<Response, ApiError> {
+    let secret = s
+        .caller
+        .token
+        .clone()
+        .unwrap_or_else(|| s.acl.default_token());
     let (h, answer) = read(s, &HashMap::new(), Query::AclResolve(secret)).await?;
     match answer {
         Answer::AclResolved(Some(id)) => Ok((h, Json(token_json(&id.token))).into_response()),
@@ -676,7 +617,7 @@ async fn token_self<E: Env>(s: &ApiState<E>) -> Result<Response, ApiError> {
 
 /// `GET /v1/acl/tokens` (`?policy=`, `?role=`).
 pub async fn list_tokens<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
@@ -812,7 +753,7 @@ impl Named for Role {
 /// Every policy (or role), as the servers list them to this request's
 /// token.
 async fn all<E: Env, T: Named>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
 ) -> Result<(HeaderMap, Vec<T>), ApiError> {
     let (h, answer) = read(s, params, T::listing()).await?;
@@ -821,7 +762,7 @@ async fn all<E: Env, T: Named>(
 
 /// The one that `pick` picks, in Consul's JSON; 404 when none does.
 async fn found<E: Env, T: Named>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
     pick: impl Fn(&T) -> bool,
 ) -> Result<Response, ApiError> {
@@ -835,7 +776,7 @@ async fn found<E: Env, T: Named>(
 
 /// Writes `id` from a request body; the result as stored.
 async fn write<E: Env, T: Named>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     id: String,
     bytes: &[u8],
 ) -> Result<Response, ApiError> {
@@ -844,10 +785,7 @@ async fn write<E: Env, T: Named>(
 }
 
 /// `PUT /v1/acl/policy` and `PUT /v1/acl/role`: creates one.
-pub async fn create<E: Env, T: Named>(
-    State(s): State<Arc<ApiState<E>>>,
-    bytes: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn create<E: Env, T: Named>(s: Api<E>, bytes: Bytes) -> Result<Response, ApiError> {
     enabled(&s)?;
     let id = s.new_id();
     write::<E, T>(&s, id, &bytes).await
@@ -855,7 +793,7 @@ pub async fn create<E: Env, T: Named>(
 
 /// `GET|PUT|DELETE /v1/acl/policy/<id>` and `/v1/acl/role/<id>`.
 pub async fn by_id<E: Env, T: Named>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     method: Method,
     Path(id): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
@@ -879,7 +817,7 @@ pub async fn by_id<E: Env, T: Named>(
 
 /// `GET /v1/acl/policy/name/<name>` and `/v1/acl/role/name/<name>`.
 pub async fn by_name<E: Env, T: Named>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -889,7 +827,7 @@ pub async fn by_name<E: Env, T: Named>(
 
 /// `GET /v1/acl/policies` and `/v1/acl/roles`.
 pub async fn list<E: Env, T: Named>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
@@ -908,7 +846,7 @@ struct AgentTokenBody {
 /// `PUT /v1/agent/token/<kind>`: replaces one of the agent's tokens
 /// (`default`, `agent`, `dns`) until it restarts.
 pub async fn set_agent_token<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(kind): Path<String>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {

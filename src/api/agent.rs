@@ -3,16 +3,15 @@
 //! anti-entropy carries into the catalog.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, Query as UrlQuery};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::kv::bad;
-use super::{ApiError, ApiState};
+use super::context::Api;
+use super::error::{bad, ApiError};
 use crate::acl::{Access, Resource};
 use crate::agent::definition::{CheckDef, ServiceDef};
 use crate::agent::local::NewCheck;
@@ -55,9 +54,7 @@ pub struct AgentService {
 }
 
 /// `GET /v1/agent/services`: this agent's services by ID.
-pub async fn services<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-) -> Json<BTreeMap<String, AgentService>> {
+pub async fn services<E: Env>(s: Api<E>) -> Json<BTreeMap<String, AgentService>> {
     let out = s
         .local
         .services()
@@ -85,7 +82,7 @@ pub async fn services<E: Env>(
 }
 
 /// `GET /v1/agent/checks`: this agent's checks by ID.
-pub async fn checks<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Json<BTreeMap<String, Check>> {
+pub async fn checks<E: Env>(s: Api<E>) -> Json<BTreeMap<String, Check>> {
     Json(
         s.local
             .checks()
@@ -96,12 +93,9 @@ pub async fn checks<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Json<BTreeMap<
 }
 
 /// `PUT /v1/agent/service/register`, with embedded checks.
-pub async fn register_service<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<(), ApiError> {
+pub async fn register_service<E: Env>(s: Api<E>, body: Bytes) -> Result<(), ApiError> {
     let d: ServiceDef = super::decode::body(&body)?;
-    super::acl::require(&s, Resource::Service, &d.name, Access::Write).await?;
+    super::context::require(&s, Resource::Service, &d.name, Access::Write).await?;
     let sidecar_id = format!("{}-sidecar-proxy", d.id());
     // Ports other sidecars hold (a re-registered sidecar may keep its own).
     let taken: Vec<u16> = s
@@ -127,10 +121,7 @@ pub async fn register_service<E: Env>(
 }
 
 /// `PUT /v1/agent/service/deregister/<id>`.
-pub async fn deregister_service<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    Path(id): Path<String>,
-) -> Result<(), ApiError> {
+pub async fn deregister_service<E: Env>(s: Api<E>, Path(id): Path<String>) -> Result<(), ApiError> {
     s.local.remove_service(&id)?;
     // A sidecar registered with the service goes with it.
     let sidecar = format!("{id}-sidecar-proxy");
@@ -147,10 +138,7 @@ pub async fn deregister_service<E: Env>(
 }
 
 /// `PUT /v1/agent/check/register`.
-pub async fn register_check<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<(), ApiError> {
+pub async fn register_check<E: Env>(s: Api<E>, body: Bytes) -> Result<(), ApiError> {
     let d: CheckDef = super::decode::body(&body)?;
     let check = d.to_check(s.scripts.api).map_err(bad)?;
     match s
@@ -160,24 +148,23 @@ pub async fn register_check<E: Env>(
         .find(|svc| !check.check.service_id.is_empty() && svc.id == check.check.service_id)
     {
         Some(svc) => {
-            super::acl::require(&s, Resource::Service, &svc.service, Access::Write).await?
+            super::context::require(&s, Resource::Service, &svc.service, Access::Write).await?
         }
-        None => super::acl::require(&s, Resource::Node, &s.info.node_name, Access::Write).await?,
+        None => {
+            super::context::require(&s, Resource::Node, &s.info.node_name, Access::Write).await?
+        }
     }
     Ok(s.local.add_check(check, s.env.now())?)
 }
 
 /// `PUT /v1/agent/check/deregister/<id>`.
-pub async fn deregister_check<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    Path(id): Path<String>,
-) -> Result<(), ApiError> {
+pub async fn deregister_check<E: Env>(s: Api<E>, Path(id): Path<String>) -> Result<(), ApiError> {
     Ok(s.local.remove_check(&id)?)
 }
 
 /// `PUT /v1/agent/check/{pass,warn,fail}/<id>` (`?note=`).
 pub async fn mark_check<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path((verb, id)): Path<(String, String)>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<(), ApiError> {
@@ -201,7 +188,7 @@ struct CheckUpdate {
 
 /// `PUT /v1/agent/check/update/<id>` with `{"Status": ..., "Output": ...}`.
 pub async fn update_check<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(), ApiError> {
@@ -228,7 +215,7 @@ fn enable_param(params: &HashMap<String, String>) -> Result<bool, ApiError> {
 /// Puts a maintenance check in place (critical, so the node or service
 /// drops out of healthy answers), or takes it away.
 fn maintenance<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
     check_id: String,
     name: &str,
@@ -259,7 +246,7 @@ fn maintenance<E: Env>(
 
 /// `PUT /v1/agent/maintenance?enable=...&reason=...`.
 pub async fn node_maintenance<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<(), ApiError> {
     maintenance(
@@ -274,7 +261,7 @@ pub async fn node_maintenance<E: Env>(
 
 /// `PUT /v1/agent/service/maintenance/<id>?enable=...&reason=...`.
 pub async fn service_maintenance<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(id): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<(), ApiError> {

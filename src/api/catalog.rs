@@ -3,16 +3,15 @@
 //! (`?index`, `?wait`) and `?stale`/`?consistent` like every read.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, Query as UrlQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::kv::{bad, read, unexpected, write_cmd};
-use super::{ApiError, ApiState};
+use super::context::{read, write_cmd, Api};
+use super::error::{bad, unexpected, ApiError};
 use crate::env::Env;
 use crate::server::{Answer, Instance, Query};
 use crate::state::{Check, Command, Health, Node, Service};
@@ -20,11 +19,9 @@ use crate::state::{Check, Command, Health, Node, Service};
 /// `GET /v1/catalog/datacenters`: every datacenter of the WAN pool, this
 /// one first, then nearest first by estimated RTT (a server's answer; a
 /// client agent asks one).
-pub async fn datacenters<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-) -> Result<Json<Vec<String>>, ApiError> {
-    let reply = super::call(&s, crate::server::ClientRequest::Datacenters).await;
-    match super::kv::answer_of(&reply)? {
+pub async fn datacenters<E: Env>(s: Api<E>) -> Result<Json<Vec<String>>, ApiError> {
+    let reply = super::context::call(&s, crate::server::ClientRequest::Datacenters).await;
+    match super::context::answer_of(&reply)? {
         Answer::Datacenters(v) => Ok(Json(v)),
         other => Err(unexpected(other)),
     }
@@ -32,7 +29,7 @@ pub async fn datacenters<E: Env>(
 
 /// `GET /v1/catalog/nodes`.
 pub async fn nodes<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     match read(&s, &params, Query::Nodes).await? {
@@ -43,7 +40,7 @@ pub async fn nodes<E: Env>(
 
 /// `GET /v1/catalog/services`: every service name with its tags.
 pub async fn services<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let Some(expr) = params.get("filter").filter(|f| !f.is_empty()) else {
@@ -66,7 +63,7 @@ pub async fn services<E: Env>(
     };
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for i in &all {
-        let item = serde_json::to_value(CatalogService::from(i)).map_err(super::internal)?;
+        let item = serde_json::to_value(CatalogService::from(i)).map_err(super::error::internal)?;
         if filter.matches(&item) {
             let tags = out.entry(i.service.service.clone()).or_default();
             for t in &i.service.tags {
@@ -158,7 +155,7 @@ impl From<&Instance> for CatalogService {
 
 /// A service's instances, or with `connect` the proxies in front of it.
 async fn instances<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
     service: String,
     connect: bool,
@@ -181,7 +178,7 @@ async fn instances<E: Env>(
 
 /// `GET /v1/catalog/service/<s>` (`?tag`).
 pub async fn service<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -190,7 +187,7 @@ pub async fn service<E: Env>(
 
 /// `GET /v1/catalog/connect/<s>`: the Connect proxies of `s`.
 pub async fn connect<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -198,7 +195,7 @@ pub async fn connect<E: Env>(
 }
 
 async fn catalog_instances<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
     name: String,
     connect: bool,
@@ -225,7 +222,7 @@ struct NodeServicesList {
 }
 
 async fn node_services<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
     name: String,
 ) -> Result<(axum::http::HeaderMap, Option<(Node, Vec<Service>)>), ApiError> {
@@ -237,7 +234,7 @@ async fn node_services<E: Env>(
 
 /// `GET /v1/catalog/node/<n>`: `null` for an unknown node, as Consul.
 pub async fn node<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -251,7 +248,7 @@ pub async fn node<E: Env>(
 
 /// `GET /v1/catalog/node-services/<n>`: 404 for an unknown node, as Consul.
 pub async fn node_services_list<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -281,10 +278,7 @@ struct RegisterBody {
 }
 
 /// `PUT /v1/catalog/register`.
-pub async fn register<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: axum::body::Bytes,
-) -> Result<Json<bool>, ApiError> {
+pub async fn register<E: Env>(s: Api<E>, body: axum::body::Bytes) -> Result<Json<bool>, ApiError> {
     let b: RegisterBody = super::decode::body(&body)?;
     // A body naming another datacenter is registered there.
     let dc = s.body_dc(&b.datacenter);
@@ -327,7 +321,7 @@ pub async fn register<E: Env>(
         service: b.service.map(Box::new),
         checks,
     };
-    super::in_dc(dc, write_cmd(&s, cmd)).await.map(Json)
+    write_cmd(&s.in_dc(dc), cmd).await.map(Json)
 }
 
 /// `PUT /v1/catalog/deregister`'s body.
@@ -344,7 +338,7 @@ struct DeregisterBody {
 
 /// `PUT /v1/catalog/deregister`: a check, a service, or the whole node.
 pub async fn deregister<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     body: axum::body::Bytes,
 ) -> Result<Json<bool>, ApiError> {
     let b: DeregisterBody = super::decode::body(&body)?;
@@ -358,11 +352,11 @@ pub async fn deregister<E: Env>(
         service_id: nonempty(b.service_id),
         check_id: nonempty(b.check_id),
     };
-    super::in_dc(dc, write_cmd(&s, cmd)).await.map(Json)
+    write_cmd(&s.in_dc(dc), cmd).await.map(Json)
 }
 
 async fn checks<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
     query: Query,
 ) -> Result<Response, ApiError> {
@@ -374,7 +368,7 @@ async fn checks<E: Env>(
 
 /// `GET /v1/health/node/<n>`.
 pub async fn health_node<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -383,7 +377,7 @@ pub async fn health_node<E: Env>(
 
 /// `GET /v1/health/checks/<s>`.
 pub async fn health_checks<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -393,7 +387,7 @@ pub async fn health_checks<E: Env>(
 /// `GET /v1/health/state/<state>`: `any`, `passing`, `warning`,
 /// `critical` or `maintenance`.
 pub async fn health_state<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(state): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -425,7 +419,7 @@ struct ServiceEntry {
 /// its node and checks; with `passing`, only instances whose every check
 /// passes.
 pub async fn health_service<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -436,7 +430,7 @@ pub async fn health_service<E: Env>(
 /// with their health, which is how a proxy finds where to send a
 /// connection for its upstream `s`.
 pub async fn health_connect<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -444,7 +438,7 @@ pub async fn health_connect<E: Env>(
 }
 
 async fn health_instances<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
     name: String,
     connect: bool,

@@ -5,20 +5,20 @@
 //! (`/v1/health/connect/<s>`, `/v1/catalog/connect/<s>`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, Query as UrlQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::kv::{answer_of, bad, meta_headers, read, unexpected, write_cmd};
-use super::{ApiError, ApiState};
+use super::context::{answer_of, meta_headers, read, write_cmd, Api};
+use super::error::{bad, unexpected, ApiError};
 use crate::acl::{Access, Resource};
-use crate::connect::ca::{self, SignedLeaf, SpiffeId};
+use crate::agent::leaves::CachedLeaf;
+use crate::connect::ca::{self, SpiffeId};
 use crate::connect::intention::{self, Action, Intention};
 use crate::env::Env;
 use crate::server::{Answer, CaOp, ClientRequest, Query, CSR_RATE_LIMITED};
@@ -27,22 +27,14 @@ use crate::state::{CaState, Command};
 /// What decides when no intention matches: Consul takes the ACL default
 /// policy (allow while ACLs are off). A `* -> *` deny intention makes the
 /// default deny either way, which is how Consul recommends doing it.
-fn default_allow<E: Env>(s: &ApiState<E>) -> bool {
+fn default_allow<E: Env>(s: &Api<E>) -> bool {
     let c = s.acl.config();
     !c.enabled || c.default_allow
 }
 
-/// RFC 3339, as Consul writes times.
-pub(crate) fn rfc3339(ms: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// A CA request through the servers; 429 when the CSR limit is reached.
-async fn ca_call<E: Env>(s: &ApiState<E>, op: CaOp) -> Result<(HeaderMap, Answer), ApiError> {
-    let reply = super::call(s, ClientRequest::Ca { op, hops: 0 }).await;
+async fn ca_call<E: Env>(s: &Api<E>, op: CaOp) -> Result<(HeaderMap, Answer), ApiError> {
+    let reply = super::context::call(s, ClientRequest::Ca { op, hops: 0 }).await;
     match &reply.answer {
         Err(e) if e == CSR_RATE_LIMITED => Err(ApiError(StatusCode::TOO_MANY_REQUESTS, e.clone())),
         _ => Ok((meta_headers(&reply), answer_of(&reply)?)),
@@ -52,7 +44,7 @@ async fn ca_call<E: Env>(s: &ApiState<E>, op: CaOp) -> Result<(HeaderMap, Answer
 /// The CA's roots: a (blocking) read, and the leader creates the CA if
 /// the cluster has none yet.
 async fn roots<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
 ) -> Result<(HeaderMap, CaState), ApiError> {
     if let (h, Answer::Ca(ca)) = read(s, params, Query::CaRoots).await? {
@@ -68,7 +60,7 @@ async fn roots<E: Env>(
 
 /// `GET /v1/connect/ca/roots` and `/v1/agent/connect/ca/roots`.
 pub async fn ca_roots<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (h, ca) = roots(&s, &params).await?;
@@ -82,8 +74,8 @@ pub async fn ca_roots<E: Env>(
                 "SerialNumber": r.keys.serial,
                 "SigningKeyID": r.keys.signing_key_id,
                 "ExternalTrustDomain": ca.cluster_id,
-                "NotBefore": rfc3339(r.keys.not_before_ms),
-                "NotAfter": rfc3339(r.keys.not_after_ms),
+                "NotBefore": crate::format::rfc3339(r.keys.not_before_ms),
+                "NotAfter": crate::format::rfc3339(r.keys.not_after_ms),
                 "RootCert": r.keys.cert_pem,
                 "IntermediateCerts": [],
                 "Active": r.active,
@@ -128,7 +120,7 @@ fn go_duration(d: Duration) -> String {
 
 /// `GET /v1/connect/ca/configuration`.
 pub async fn ca_configuration<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (h, ca) = roots(&s, &params).await?;
@@ -162,10 +154,7 @@ struct CaConfigBody {
 /// with `Config.LeafCertTTL` a new leaf lifetime. The old roots stay in the
 /// bundle until they expire, so every leaf they signed stays valid while
 /// agents renew onto the new root.
-pub async fn ca_set_configuration<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn ca_set_configuration<E: Env>(s: Api<E>, body: Bytes) -> Result<Response, ApiError> {
     let b: CaConfigBody = super::decode::body(&body)?;
     if !b.provider.is_empty() && b.provider != "consul" {
         return Err(bad(format!(
@@ -204,27 +193,9 @@ pub async fn ca_set_configuration<E: Env>(
     Ok(StatusCode::OK.into_response())
 }
 
-/// A leaf the agent holds for one of its services.
-#[derive(Debug, Clone)]
-struct CachedLeaf {
-    leaf: SignedLeaf,
-    key_pem: String,
-    uri: String,
-    /// The root index it was signed under.
-    root_index: u64,
-    /// When it is renewed: a random point between 60 % and 90 % of its life.
-    renew_at_ms: u64,
-}
-
-/// The leaves the agent holds, by service.
-#[derive(Debug, Default)]
-pub struct LeafCache {
-    leaves: Mutex<HashMap<String, CachedLeaf>>,
-}
-
 /// The leaf for `service`: the cached one while it is fresh and signed by
 /// the active root, a new one otherwise.
-async fn leaf_for<E: Env>(s: &ApiState<E>, service: &str) -> Result<CachedLeaf, ApiError> {
+async fn leaf_for<E: Env>(s: &Api<E>, service: &str) -> Result<CachedLeaf, ApiError> {
     let (h, ca) = roots(s, &HashMap::new()).await?;
     let root_index: u64 = h
         .get("x-consul-index")
@@ -233,15 +204,9 @@ async fn leaf_for<E: Env>(s: &ApiState<E>, service: &str) -> Result<CachedLeaf, 
         .unwrap_or(0);
     let active = ca.active().map(|r| r.create_index).unwrap_or(0);
     let now = ca::unix_ms(s.env.wall_clock());
-    if let Some(c) = s
-        .leaves
-        .leaves
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(service)
-    {
+    if let Some(c) = s.leaves.get(service) {
         if now < c.renew_at_ms && c.root_index >= active {
-            return Ok(c.clone());
+            return Ok(c);
         }
     }
     let id = SpiffeId {
@@ -249,7 +214,7 @@ async fn leaf_for<E: Env>(s: &ApiState<E>, service: &str) -> Result<CachedLeaf, 
         datacenter: s.info.datacenter.clone(),
         service: service.to_string(),
     };
-    let req = ca::leaf_request(&id).map_err(super::internal)?;
+    let req = ca::leaf_request(&id).map_err(super::error::internal)?;
     let op = CaOp::Sign {
         csr_pem: req.csr_pem,
         service: service.to_string(),
@@ -271,17 +236,13 @@ async fn leaf_for<E: Env>(s: &ApiState<E>, service: &str) -> Result<CachedLeaf, 
         uri: id.uri(),
         root_index: root_index.max(active),
     };
-    s.leaves
-        .leaves
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(service.to_string(), c.clone());
+    s.leaves.insert(service, c.clone());
     Ok(c)
 }
 
 /// `GET /v1/agent/connect/ca/leaf/<service>`.
 pub async fn agent_leaf<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(service): Path<String>,
 ) -> Result<Response, ApiError> {
     if service.is_empty() || service.contains('/') {
@@ -294,8 +255,8 @@ pub async fn agent_leaf<E: Env>(
         "PrivateKeyPEM": c.key_pem,
         "Service": service,
         "ServiceURI": c.uri,
-        "ValidAfter": rfc3339(c.leaf.not_before_ms),
-        "ValidBefore": rfc3339(c.leaf.not_after_ms),
+        "ValidAfter": crate::format::rfc3339(c.leaf.not_before_ms),
+        "ValidBefore": crate::format::rfc3339(c.leaf.not_after_ms),
         "CreateIndex": c.root_index,
         "ModifyIndex": c.root_index,
     });
@@ -308,7 +269,7 @@ pub async fn agent_leaf<E: Env>(
 
 /// Every intention.
 async fn intentions<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
 ) -> Result<(HeaderMap, Vec<Intention>), ApiError> {
     match read(s, params, Query::Intentions).await? {
@@ -328,7 +289,7 @@ async fn intentions<E: Env>(
 
 /// `GET /v1/connect/intentions` (`?filter` applies as everywhere).
 pub async fn list_intentions<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (h, v) = intentions(&s, &params).await?;
@@ -379,16 +340,13 @@ impl IntentionBody {
     }
 }
 
-async fn store_intention<E: Env>(s: &ApiState<E>, i: Intention) -> Result<(), ApiError> {
+async fn store_intention<E: Env>(s: &Api<E>, i: Intention) -> Result<(), ApiError> {
     write_cmd(s, Command::IntentionSet(Box::new(i))).await?;
     Ok(())
 }
 
 /// `POST /v1/connect/intentions`: creates one; `{"ID": ...}`.
-pub async fn create_intention<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn create_intention<E: Env>(s: Api<E>, body: Bytes) -> Result<Response, ApiError> {
     let b: IntentionBody = super::decode::body(&body)?;
     let id = s.new_id();
     store_intention(&s, b.into_intention(id.clone())?).await?;
@@ -413,7 +371,7 @@ fn exact_of(params: &HashMap<String, String>) -> Result<(String, String), ApiErr
 
 /// `GET /v1/connect/intentions/<id>`, or `exact?source=&destination=`.
 pub async fn get_intention<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(id): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -432,7 +390,7 @@ pub async fn get_intention<E: Env>(
 /// `PUT /v1/connect/intentions/<id>` (update), or
 /// `exact?source=&destination=` (create or update by name).
 pub async fn put_intention<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(id): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
     body: Bytes,
@@ -455,7 +413,7 @@ pub async fn put_intention<E: Env>(
 
 /// `DELETE /v1/connect/intentions/<id>`, or `exact?source=&destination=`.
 pub async fn delete_intention<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(id): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -479,7 +437,7 @@ pub async fn delete_intention<E: Env>(
 /// `GET /v1/connect/intentions/match?by=source|destination&name=...`:
 /// for each name, the intentions that bear on it, deciding-first.
 pub async fn match_intentions<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(raw): UrlQuery<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let params: HashMap<String, String> = raw.iter().cloned().collect();
@@ -522,7 +480,7 @@ pub async fn match_intentions<E: Env>(
 
 /// `GET /v1/connect/intentions/check?source=&destination=`.
 pub async fn check_intention<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (src, dst) = exact_of(&params)?;
@@ -551,15 +509,12 @@ struct Authorized {
 /// `POST /v1/agent/connect/authorize`: may the holder of a certificate
 /// with `ClientCertURI` connect to `Target`? (Stale reads: the intentions
 /// of any server will do, as Consul's agent cache serves them.)
-pub async fn authorize<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn authorize<E: Env>(s: Api<E>, body: Bytes) -> Result<Response, ApiError> {
     let b: AuthorizeBody = super::decode::body(&body)?;
     if b.target.is_empty() {
         return Err(bad("Target service must be specified"));
     }
-    super::acl::require(&s, Resource::Service, &b.target, Access::Write).await?;
+    super::context::require(&s, Resource::Service, &b.target, Access::Write).await?;
     let id = SpiffeId::parse(&b.client_cert_uri).map_err(|e| bad(e.to_string()))?;
     let (_, ca) = roots(&s, &HashMap::new()).await?;
     let ours = ca::trust_domain(&ca.cluster_id);

@@ -4,17 +4,16 @@
 //! from what their own gossip learned.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, Query as UrlQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::kv::{bad, read, unexpected};
-use super::{internal, ApiError, ApiState};
+use super::context::{read, Api};
+use super::error::{bad, internal, unexpected, ApiError};
 use crate::env::Env;
 use crate::server::{Answer, ClientRequest, Query};
 
@@ -93,7 +92,7 @@ pub struct ApiDcCoords {
 
 /// The stored coordinates, in Consul's shape, with the read's headers.
 async fn stored<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
 ) -> Result<(axum::http::HeaderMap, Vec<ApiNodeCoord>), ApiError> {
     // A cluster of agents without servers (a gossip-only testbed) has no
@@ -121,7 +120,7 @@ async fn stored<E: Env>(
 /// `GET /v1/coordinate/nodes`: every node's stored LAN coordinate
 /// (blocking, with `X-Consul-Index`).
 pub async fn nodes<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (h, all) = stored(&s, &params).await?;
@@ -131,7 +130,7 @@ pub async fn nodes<E: Env>(
 /// `GET /v1/coordinate/node/<n>`: the node's coordinate, in a list of one
 /// as Consul answers; 404 when none is stored.
 pub async fn node<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -155,10 +154,7 @@ struct Update {
 /// `PUT /v1/coordinate/update`: stores a node's coordinate. As in Consul
 /// the leader writes updates in batches, so it shows up within a batch
 /// period, and an update for a node the catalog does not know is dropped.
-pub async fn update<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Json<bool>, ApiError> {
+pub async fn update<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<bool>, ApiError> {
     let u: Update = super::decode::body(&body)?;
     let bad = |m: &str| ApiError(StatusCode::BAD_REQUEST, m.to_string());
     if u.node.is_empty() {
@@ -175,7 +171,7 @@ pub async fn update<E: Env>(
     if local.is_some_and(|l| !l.is_compatible_with(&coord)) {
         return Err(bad("rejected bad coordinate: incompatible dimensionality"));
     }
-    let reply = super::call(
+    let reply = super::context::call(
         &s,
         ClientRequest::Coordinates {
             updates: vec![(u.node, coord)],
@@ -183,16 +179,14 @@ pub async fn update<E: Env>(
         },
     )
     .await;
-    reply.answer.map_err(super::acl::refusal)?;
+    reply.answer.map_err(super::error::refusal)?;
     Ok(Json(true))
 }
 
 /// `GET /v1/coordinate/datacenters`: every datacenter's servers and their
 /// WAN coordinates, from this server's WAN pool. A client agent (in no
 /// WAN pool) gives its own datacenter, with its servers' LAN coordinates.
-pub async fn datacenters<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-) -> Result<Json<Vec<ApiDcCoords>>, ApiError> {
+pub async fn datacenters<E: Env>(s: Api<E>) -> Result<Json<Vec<ApiDcCoords>>, ApiError> {
     if let Some(wan) = &s.wan {
         let members = wan.members().await.map_err(internal)?;
         let coords = wan.coordinates().await.map_err(internal)?;
@@ -221,7 +215,7 @@ pub async fn datacenters<E: Env>(
     let members = s.gossip.members().await.map_err(internal)?;
     let coords = s.gossip.coordinates().await.map_err(internal)?;
     let dc = &s.info.datacenter;
-    let coordinates = super::wan_servers(&members, dc)
+    let coordinates = crate::server::member::wan_servers(&members, dc)
         .filter_map(|(name, m)| Some(ApiNodeCoord::new(name, coords.members.get(&m.name)?)))
         .collect();
     Ok(Json(vec![ApiDcCoords {
@@ -243,7 +237,7 @@ pub async fn datacenters<E: Env>(
 /// At most [`MAX_NODES_PER_SIDE`] nodes of each side are taken, evenly
 /// spread by name.
 pub async fn rtt_between<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (Some(src), Some(dst)) = (params.get("source"), params.get("destination")) else {
@@ -315,12 +309,12 @@ pub const MAX_NODES_PER_SIDE: usize = 1000;
 /// server in `servers` (an index) and the LAN distance to it, ms; from
 /// `dc`'s stored LAN coordinates.
 async fn lan_legs<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     dc: &str,
     servers: &[(String, crate::coordinate::Coordinate)],
 ) -> Result<Vec<(String, usize, f64)>, ApiError> {
     let remote = (dc != s.info.datacenter).then(|| dc.to_string());
-    let all = match super::in_dc(remote, read(s, &HashMap::new(), Query::Coordinates)).await? {
+    let all = match read(&s.in_dc(remote), &HashMap::new(), Query::Coordinates).await? {
         (_, Answer::Coordinates(all)) => all,
         (_, a) => return Err(unexpected(a)),
     };
@@ -384,4 +378,78 @@ fn percentiles_json(
         "MinMs": rtts[0],
         "MaxMs": rtts[rtts.len() - 1],
     })))
+}
+
+/// Sorts a list answer by the estimated RTT from `origin` to each item's
+/// node (`"Node"`, or `"Node"."Node"` in health answers), nearest first;
+/// items of nodes without a coordinate go last, in their order. Nothing
+/// moves when `origin` has no coordinate.
+pub(crate) fn sort_near(
+    value: &mut serde_json::Value,
+    origin: &str,
+    coords: &crate::gossip::Coordinates,
+) {
+    let Some(from) = coords.members.get(origin) else {
+        return;
+    };
+    let Some(items) = value.as_array_mut() else {
+        return;
+    };
+    let node_of = |v: &serde_json::Value| -> Option<String> {
+        match &v["Node"] {
+            serde_json::Value::String(n) => Some(n.clone()),
+            serde_json::Value::Object(o) => o.get("Node")?.as_str().map(str::to_owned),
+            _ => None,
+        }
+    };
+    let mut keyed: Vec<(f64, serde_json::Value)> = items
+        .drain(..)
+        .map(|v| {
+            let d = node_of(&v)
+                .and_then(|n| coords.members.get(&n))
+                .map_or(f64::INFINITY, |c| from.distance_to(c).as_secs_f64());
+            (d, v)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    items.extend(keyed.into_iter().map(|(_, v)| v));
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::coordinate::on_line as at;
+
+    #[test]
+    fn near_sorts_by_estimated_rtt_and_puts_the_unknown_last() {
+        let coords = crate::gossip::Coordinates {
+            local: None,
+            members: [("a", 0.0), ("b", 0.05), ("c", 0.01), ("d", 0.2)]
+                .into_iter()
+                .map(|(n, x)| (n.to_string(), at(x)))
+                .collect(),
+        };
+        // Catalog answers name the node as a string, health answers as
+        // an object.
+        let mut v = json!([
+            {"Node": "d"}, {"Node": "x"}, {"Node": {"Node": "b"}}, {"Node": "c"}, {"Node": "a"}
+        ]);
+        sort_near(&mut v, "a", &coords);
+        let order: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| match &i["Node"] {
+                serde_json::Value::String(s) => s.clone(),
+                o => o["Node"].as_str().unwrap().to_string(),
+            })
+            .collect();
+        assert_eq!(order, ["a", "c", "b", "d", "x"]);
+        // From a node without a coordinate nothing moves.
+        let before = v.clone();
+        sort_near(&mut v, "nobody", &coords);
+        assert_eq!(v, before);
+    }
 }

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// Decodes a request body, whatever the case of its field names.
 pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

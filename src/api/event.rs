@@ -2,15 +2,14 @@
 //! ([`crate::agent::events`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, Query as UrlQuery};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::Json;
 
-use super::kv::{bad, blocking_of};
-use super::{ApiError, ApiState};
+use super::context::{blocking_of, Api};
+use super::error::{bad, ApiError};
 use crate::agent::events::{self, EventError, UserEvent};
 use crate::env::Env;
 
@@ -18,7 +17,7 @@ impl From<EventError> for ApiError {
     fn from(e: EventError) -> Self {
         match e {
             EventError::Invalid(m) => bad(m),
-            EventError::Stopped => super::internal(e),
+            EventError::Stopped => super::error::internal(e),
         }
     }
 }
@@ -26,7 +25,7 @@ impl From<EventError> for ApiError {
 /// `PUT /v1/event/fire/<name>` (`?node=`, `?service=`, `?tag=` filters,
 /// the body as payload): the event as fired.
 pub async fn fire<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(name): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
     body: Bytes,
@@ -47,7 +46,7 @@ pub async fn fire<E: Env>(
 /// `GET /v1/event/list` (`?name=`, blocking with `?index=` and `?wait=`):
 /// the events this agent has kept, oldest first.
 pub async fn list<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<(HeaderMap, Json<Vec<UserEvent>>), ApiError> {
     let name = params.get("name").map(String::as_str);

@@ -2,30 +2,23 @@
 //! group's status, answered by the servers through the agent.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query as UrlQuery, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::extract::{Path, Query as UrlQuery};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use serde::Serialize;
 
-use super::{ApiError, ApiState};
+use super::context::{answer_of, read, uint_param, write_cmd, Api};
+use super::error::{bad, unexpected, ApiError};
 use crate::env::Env;
-use crate::format::parse_duration;
-use crate::server::{Answer, ClientReply, ClientRequest, Consistency, Query, Read};
+use crate::server::{Answer, ClientRequest, Query};
 use crate::state::{Command, KvEntry, KvOp};
 
 /// Largest value accepted (Consul's `kv_max_value_size` default).
 pub const MAX_VALUE: usize = 512 * 1024;
-
-/// A blocking query's wait when none is given, and the most allowed
-/// (Consul's defaults).
-const DEFAULT_WAIT: Duration = Duration::from_secs(300);
-const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// A KV entry in Consul's JSON shape.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -63,126 +56,9 @@ impl From<&KvEntry> for ApiKv {
     }
 }
 
-pub(super) fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
-
-fn uint_param(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
-    params
-        .get(name)
-        .map(|v| {
-            v.parse().map_err(|_| {
-                bad(format!(
-                    "Invalid {name} parameter {v:?}: not an unsigned integer"
-                ))
-            })
-        })
-        .transpose()
-}
-
-/// `?stale`, `?consistent`, `?index` and `?wait` as a [`Read`] of `query`.
-pub(super) fn read_of(params: &HashMap<String, String>, query: Query) -> Result<Read, ApiError> {
-    let consistency = match (
-        params.contains_key("stale"),
-        params.contains_key("consistent"),
-    ) {
-        (true, true) => {
-            return Err(bad(
-                "Cannot specify ?stale with ?consistent, conflicting semantics.",
-            ))
-        }
-        (true, false) => Consistency::Stale,
-        (false, true) => Consistency::Consistent,
-        (false, false) => Consistency::Default,
-    };
-    let (min_index, wait) = blocking_of(params)?;
-    Ok(Read {
-        consistency,
-        min_index,
-        max_wait_ms: wait.as_millis() as u64,
-        query,
-    })
-}
-
-/// `?index` and `?wait` of a blocking query: the index seen, and how long
-/// to wait for a change past it.
-pub(super) fn blocking_of(params: &HashMap<String, String>) -> Result<(u64, Duration), ApiError> {
-    let min_index = uint_param(params, "index")?.unwrap_or(0);
-    let wait = match params.get("wait") {
-        Some(w) => parse_duration(w).map_err(|e| bad(format!("Invalid wait time: {e}")))?,
-        None => DEFAULT_WAIT,
-    }
-    .min(MAX_WAIT);
-    // Consul adds up to wait/16 so that many watchers woken by one change
-    // do not all come back at once.
-    Ok((min_index, wait + wait / 16))
-}
-
-/// Consul's query metadata headers.
-pub(super) fn meta_headers(r: &ClientReply) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    let mut put = |k: &'static str, v: String| {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.insert(HeaderName::from_static(k), v);
-        }
-    };
-    put("x-consul-index", r.index.to_string());
-    put("x-consul-knownleader", r.known_leader.to_string());
-    let contact = if r.last_contact_ms == u64::MAX {
-        0
-    } else {
-        r.last_contact_ms
-    };
-    put("x-consul-lastcontact", contact.to_string());
-    if r.filtered {
-        put(super::acl::FILTERED_HEADER, "true".into());
-    }
-    h
-}
-
-/// The answer of a reply, or the servers' refusal: 403 for ACLs (see
-/// [`super::acl::refusal`]), else a 500 (Consul's status for "no cluster
-/// leader" and other RPC failures).
-pub(super) fn answer_of(r: &ClientReply) -> Result<Answer, ApiError> {
-    r.answer.clone().map_err(super::acl::refusal)
-}
-
-/// An answer of the wrong kind: a bug between agent and server.
-pub(super) fn unexpected(a: Answer) -> ApiError {
-    super::internal(format!("unexpected answer {a:?}"))
-}
-
-/// Runs a read of `query` with the request's parameters (`?stale`,
-/// `?index`, ...); Consul's metadata headers and the answer.
-pub(super) async fn read<E: Env>(
-    s: &ApiState<E>,
-    params: &HashMap<String, String>,
-    query: Query,
-) -> Result<(HeaderMap, Answer), ApiError> {
-    let read = read_of(params, query)?;
-    let reply = super::call(s, ClientRequest::Read { read, hops: 0 }).await;
-    Ok((meta_headers(&reply), answer_of(&reply)?))
-}
-
-/// Writes `cmd` through the servers; whether it took effect.
-pub(super) async fn write_cmd<E: Env>(s: &ApiState<E>, cmd: Command) -> Result<bool, ApiError> {
-    let reply = super::call(
-        s,
-        ClientRequest::Write {
-            cmd: Box::new(cmd),
-            hops: 0,
-        },
-    )
-    .await;
-    match answer_of(&reply)? {
-        Answer::Written(ok) => Ok(ok),
-        other => Err(unexpected(other)),
-    }
-}
-
 /// `GET /v1/kv/<key>` (`?recurse`, `?keys`, `?raw`, blocking).
 pub async fn get<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     key: Option<Path<String>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -236,7 +112,7 @@ fn keys_of(entries: &[KvEntry], prefix: &str, separator: Option<&str>) -> Vec<St
 /// `PUT /v1/kv/<key>` (`?flags`, `?cas`, `?acquire`, `?release`): answers
 /// `true` or `false`.
 pub async fn put<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     key: Option<Path<String>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
     body: Bytes,
@@ -278,7 +154,7 @@ pub async fn put<E: Env>(
 
 /// `DELETE /v1/kv/<key>` (`?recurse`, `?cas`).
 pub async fn delete<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     key: Option<Path<String>>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -294,7 +170,7 @@ pub async fn delete<E: Env>(
 }
 
 async fn write<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     op: KvOp,
     key: String,
     value: Vec<u8>,
@@ -309,10 +185,8 @@ async fn write<E: Env>(
     Ok(Json(write_cmd(s, cmd).await?).into_response())
 }
 
-pub(super) async fn status<E: Env>(
-    s: &ApiState<E>,
-) -> Result<(Option<String>, Vec<String>), ApiError> {
-    let reply = super::call(s, ClientRequest::Status).await;
+pub(super) async fn status<E: Env>(s: &Api<E>) -> Result<(Option<String>, Vec<String>), ApiError> {
+    let reply = super::context::call(s, ClientRequest::Status).await;
     match answer_of(&reply)? {
         Answer::Status { leader, peers } => Ok((leader, peers)),
         other => Err(unexpected(other)),
@@ -320,14 +194,12 @@ pub(super) async fn status<E: Env>(
 }
 
 /// `GET /v1/status/leader`: the leader's RPC address, `""` when none.
-pub async fn leader<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<Json<String>, ApiError> {
+pub async fn leader<E: Env>(s: Api<E>) -> Result<Json<String>, ApiError> {
     Ok(Json(status(&s).await?.0.unwrap_or_default()))
 }
 
 /// `GET /v1/status/peers`: the voters' RPC addresses.
-pub async fn peers<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-) -> Result<Json<Vec<String>>, ApiError> {
+pub async fn peers<E: Env>(s: Api<E>) -> Result<Json<Vec<String>>, ApiError> {
     Ok(Json(status(&s).await?.1))
 }
 
@@ -356,25 +228,5 @@ mod tests {
         assert_eq!(keys_of(&e, "a/", Some("/")), ["a/b", "a/c/", "a/f"]);
         assert_eq!(keys_of(&e, "a/", None), ["a/b", "a/c/d", "a/c/e", "a/f"]);
         assert_eq!(keys_of(&e, "", Some("/")), ["a/"]);
-    }
-
-    #[test]
-    fn read_parameters() {
-        let p = |kv: &[(&str, &str)]| -> HashMap<String, String> {
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let r = read_of(&p(&[("index", "7"), ("wait", "16s")]), Query::Nodes).unwrap();
-        assert_eq!((r.min_index, r.max_wait_ms), (7, 17_000));
-        assert_eq!(r.consistency, Consistency::Default);
-        let r = read_of(&p(&[("stale", "")]), Query::Nodes).unwrap();
-        assert_eq!(r.consistency, Consistency::Stale);
-        assert!(read_of(&p(&[("stale", ""), ("consistent", "")]), Query::Nodes).is_err());
-        assert!(read_of(&p(&[("index", "x")]), Query::Nodes).is_err());
-        assert!(read_of(&p(&[("wait", "forever")]), Query::Nodes).is_err());
-        // Waits are capped at ten minutes (plus jitter).
-        let r = read_of(&p(&[("wait", "1h")]), Query::Nodes).unwrap();
-        assert_eq!(r.max_wait_ms, 637_500);
     }
 }

@@ -3,16 +3,16 @@
 //! in Prometheus' text format with `?format=prometheus`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use axum::extract::{Query as UrlQuery, State};
+use axum::extract::Query as UrlQuery;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{internal, ApiError, ApiState};
+use super::context::Api;
+use super::error::{internal, ApiError};
 use crate::env::Env;
 
 /// One metric: its Consul-style dotted name, its value, and whether it
@@ -24,7 +24,7 @@ struct Metric {
 }
 
 /// What the agent can report about itself right now.
-async fn collect<E: Env>(s: &ApiState<E>) -> Result<Vec<Metric>, ApiError> {
+async fn collect<E: Env>(s: &Api<E>) -> Result<Vec<Metric>, ApiError> {
     let st = s.gossip.stats().await.map_err(internal)?;
     let gauge = |name, value: usize| Metric {
         name,
@@ -57,7 +57,7 @@ async fn collect<E: Env>(s: &ApiState<E>) -> Result<Vec<Metric>, ApiError> {
 
 /// `GET /v1/agent/metrics` (`?format=prometheus` for the text format).
 pub async fn metrics<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let all = collect(&s).await?;

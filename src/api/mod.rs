@@ -7,10 +7,11 @@
 pub mod acl;
 pub mod agent;
 pub mod catalog;
-pub mod client;
 pub mod connect;
+pub mod context;
 pub mod coordinate;
 pub mod decode;
+pub mod error;
 pub mod event;
 pub mod filter;
 pub mod kv;
@@ -20,7 +21,9 @@ pub mod query;
 pub mod session;
 pub mod txn;
 
+pub use context::{AgentInfo, Api, ApiState, Caller};
 pub use coordinate::{ApiCoord, ApiDcCoords, ApiNodeCoord};
+pub use error::ApiError;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,81 +39,8 @@ use tokio::sync::mpsc;
 
 use crate::acl::{Policy, Role};
 use crate::env::{AxumListener, Env, Task};
-use crate::gossip::{Gossip, Member};
-
-/// Static facts about the agent, for `/v1/agent/self`.
-#[derive(Debug, Clone)]
-pub struct AgentInfo {
-    /// Node name.
-    pub node_name: String,
-    /// Node ID.
-    pub node_id: String,
-    /// Datacenter.
-    pub datacenter: String,
-    /// cairn version.
-    pub version: String,
-    /// Node metadata.
-    pub node_meta: BTreeMap<String, String>,
-    /// The agent's settings in Consul's runtime-config names (`DebugConfig`).
-    pub debug_config: serde_json::Value,
-}
-
-/// What the handlers need.
-pub struct ApiState<E: Env> {
-    /// The environment (for resolving join addresses).
-    pub env: E,
-    /// Agent facts.
-    pub info: AgentInfo,
-    /// The LAN gossip node.
-    pub gossip: Gossip,
-    /// A server's WAN pool (none on client agents).
-    pub wan: Option<Gossip>,
-    /// The way to the servers.
-    pub servers: Arc<crate::agent::Servers<E>>,
-    /// The agent's own services and checks.
-    pub local: Arc<crate::agent::LocalState>,
-    /// Randomness for IDs the agent makes (sessions).
-    pub rng: std::sync::Mutex<rand_chacha::ChaCha8Rng>,
-    /// Asks the agent to leave and stop.
-    pub stop: mpsc::Sender<()>,
-    /// Port assumed for join addresses without one.
-    pub default_port: u16,
-    /// Where script checks may come from.
-    pub scripts: crate::agent::definition::ScriptPolicy,
-    /// Re-reads the configuration (`PUT /v1/agent/reload`).
-    pub reload: Arc<crate::agent::ConfigReload>,
-    /// User events.
-    pub events: Arc<crate::agent::events::Events>,
-    /// Connect leaf certificates held for this agent's services.
-    pub leaves: connect::LeafCache,
-    /// The gossip keyrings this agent manages (LAN, and WAN on a server);
-    /// empty when gossip is not encrypted.
-    pub keyrings: Vec<Arc<crate::agent::keyring::PoolKeyring>>,
-    /// Token resolution for the agent's own endpoints (ACLs).
-    pub acl: Arc<crate::agent::acl::AclResolver<E>>,
-}
-
-impl<E: Env> ApiState<E> {
-    /// The datacenter a request body's `Datacenter` names (`""`: the one
-    /// `?dc=` names, else this one), as `None` for this one.
-    pub fn body_dc(&self, dc: &str) -> Option<String> {
-        if dc.is_empty() {
-            return target_dc();
-        }
-        (dc != self.info.datacenter).then(|| dc.to_string())
-    }
-
-    /// A fresh random ID in UUID form (sessions, events).
-    pub fn new_id(&self) -> String {
-        use rand::RngCore;
-        let mut raw = [0u8; 16];
-        self.rng
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .fill_bytes(&mut raw);
-        crate::format::format_uuid(raw)
-    }
-}
+use crate::gossip::Member;
+use error::internal;
 
 /// The routes of the API.
 pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
@@ -311,42 +241,13 @@ fn path_in(path: &str, list: &[&str]) -> bool {
         .any(|p| path == *p || (p.ends_with('/') && path.starts_with(p)))
 }
 
-tokio::task_local! {
-    /// The datacenter the request being served is for (`?dc=`), when it
-    /// is not this agent's.
-    static TARGET_DC: Option<String>;
-}
-
-/// The datacenter the request being served is for, when `?dc=` names
-/// another one.
-pub(crate) fn target_dc() -> Option<String> {
-    TARGET_DC.try_with(|d| d.clone()).ok().flatten()
-}
-
-/// Runs `f` with its requests to the servers going to datacenter `dc`
-/// (`None`: this one), as `?dc=` sends them.
-pub(crate) async fn in_dc<F: std::future::Future>(dc: Option<String>, f: F) -> F::Output {
-    TARGET_DC.scope(dc, f).await
-}
-
-/// Sends `req` to the servers: this datacenter's, or with `?dc=` another
-/// one's (a local server sends it on to a server found in the WAN pool).
-pub(crate) async fn call<E: Env>(
-    s: &ApiState<E>,
-    req: crate::server::ClientRequest,
-) -> crate::server::ClientReply {
-    s.servers
-        .call(acl::as_caller(req.in_dc(target_dc().as_deref())))
-        .await
-}
-
 /// The parameters every endpoint takes, handled around the endpoints:
 /// `?dc` (another datacenter's servers answer, through the WAN pool), `?filter` (a [`filter::Filter`] over the
 /// list answered), `?near` (the list sorted by estimated RTT from a node,
 /// `_agent` for this one) and `?pretty` (indented JSON).
 async fn common_params<E: Env>(
     State(s): State<Arc<ApiState<E>>>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -360,7 +261,7 @@ async fn common_params<E: Env>(
             .map(|(_, v)| v.clone())
     };
     // Another datacenter: every request to the servers this endpoint
-    // makes goes there (see [`call`]).
+    // makes goes there (see [`context::call`]).
     let remote_dc = param("dc").filter(|dc| !dc.is_empty() && *dc != s.info.datacenter);
     let path = req.uri().path().to_owned();
     let is_get = req.method() == axum::http::Method::GET;
@@ -387,7 +288,11 @@ async fn common_params<E: Env>(
             }
         });
     let pretty = param("pretty").is_some();
-    let resp = TARGET_DC.scope(remote_dc, next.run(req)).await;
+    req.extensions_mut().insert(Caller {
+        token: None,
+        dc: remote_dc,
+    });
+    let resp = next.run(req).await;
     let is_json = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -415,7 +320,7 @@ async fn common_params<E: Env>(
         }
         if let Some(origin) = &near {
             if let Ok(coords) = s.gossip.coordinates().await {
-                sort_near(&mut value, origin, &coords);
+                coordinate::sort_near(&mut value, origin, &coords);
             }
         }
     }
@@ -431,41 +336,6 @@ async fn common_params<E: Env>(
     let mut parts = parts;
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(text))
-}
-
-/// Sorts a list answer by the estimated RTT from `origin` to each item's
-/// node (`"Node"`, or `"Node"."Node"` in health answers), nearest first;
-/// items of nodes without a coordinate go last, in their order. Nothing
-/// moves when `origin` has no coordinate.
-pub(crate) fn sort_near(
-    value: &mut serde_json::Value,
-    origin: &str,
-    coords: &crate::gossip::Coordinates,
-) {
-    let Some(from) = coords.members.get(origin) else {
-        return;
-    };
-    let Some(items) = value.as_array_mut() else {
-        return;
-    };
-    let node_of = |v: &serde_json::Value| -> Option<String> {
-        match &v["Node"] {
-            serde_json::Value::String(n) => Some(n.clone()),
-            serde_json::Value::Object(o) => o.get("Node")?.as_str().map(str::to_owned),
-            _ => None,
-        }
-    };
-    let mut keyed: Vec<(f64, serde_json::Value)> = items
-        .drain(..)
-        .map(|v| {
-            let d = node_of(&v)
-                .and_then(|n| coords.members.get(&n))
-                .map_or(f64::INFINITY, |c| from.distance_to(c).as_secs_f64());
-            (d, v)
-        })
-        .collect();
-    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
-    items.extend(keyed.into_iter().map(|(_, v)| v));
 }
 
 /// Binds `addr` through `env` and serves the API; returns the bound address
@@ -589,20 +459,6 @@ where
     }
 }
 
-/// An API error: Consul answers with a status and a plain-text reason.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, self.1).into_response()
-    }
-}
-
-pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
 async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "Not Found".into())
 }
@@ -657,7 +513,7 @@ impl From<&Member> for ApiMember {
 /// (`<node>.<dc>`, every datacenter's servers). A client agent is in no
 /// WAN pool; it lists its own datacenter's servers under their WAN names.
 async fn members<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Vec<ApiMember>>, ApiError> {
     if let (true, Some(wan)) = (params.contains_key("wan"), &s.wan) {
@@ -669,25 +525,13 @@ async fn members<E: Env>(
         return Ok(Json(members.iter().map(ApiMember::from).collect()));
     }
     Ok(Json(
-        wan_servers(&members, &s.info.datacenter)
+        crate::server::member::wan_servers(&members, &s.info.datacenter)
             .map(|(name, m)| ApiMember {
                 name,
                 ..ApiMember::from(m)
             })
             .collect(),
     ))
-}
-
-/// The servers of datacenter `dc` among `members`, each with the name the
-/// WAN pool gives it (`<node>.<dc>`).
-fn wan_servers<'a>(
-    members: &'a [Member],
-    dc: &'a str,
-) -> impl Iterator<Item = (String, &'a Member)> + 'a {
-    members
-        .iter()
-        .filter(move |m| crate::server::member::server_of(m).is_some_and(|sm| sm.dc == dc))
-        .map(move |m| (format!("{}.{dc}", m.name), m))
 }
 
 #[derive(Serialize)]
@@ -717,9 +561,7 @@ struct SelfResponse {
     xds: Option<()>,
 }
 
-async fn agent_self<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn agent_self<E: Env>(s: Api<E>) -> Result<Json<serde_json::Value>, ApiError> {
     let members = s.gossip.members().await.map_err(internal)?;
     let stats = s.gossip.stats().await.map_err(internal)?;
     let coords = s.gossip.coordinates().await.map_err(internal)?;
@@ -780,12 +622,10 @@ async fn agent_self<E: Env>(
     serde_json::to_value(body).map(Json).map_err(internal)
 }
 
-async fn join<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    Path(address): Path<String>,
-) -> Result<(), ApiError> {
+async fn join<E: Env>(s: Api<E>, Path(address): Path<String>) -> Result<(), ApiError> {
     let addrs =
-        crate::agent::resolve_all(&s.env, std::slice::from_ref(&address), s.default_port).await;
+        crate::agent::join::resolve_all(&s.env, std::slice::from_ref(&address), s.default_port)
+            .await;
     if addrs.is_empty() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -799,7 +639,7 @@ async fn join<E: Env>(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-async fn leave<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiError> {
+async fn leave<E: Env>(s: Api<E>) -> Result<(), ApiError> {
     // The agent's owner performs the leave and stops; answering first lets
     // the caller see success before the listener goes away.
     s.stop.try_send(()).or_else(|e| match e {
@@ -810,10 +650,7 @@ async fn leave<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiError
 
 /// `PUT /v1/agent/force-leave/<node>`: a failed member is declared
 /// departed, everywhere, as if it had left.
-async fn force_leave<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    Path(node): Path<String>,
-) -> Result<(), ApiError> {
+async fn force_leave<E: Env>(s: Api<E>, Path(node): Path<String>) -> Result<(), ApiError> {
     let members = s.gossip.members().await.map_err(internal)?;
     if !members.iter().any(|m| m.name == node) {
         // Consul's answer, an error (500) rather than a 404.
@@ -828,7 +665,7 @@ async fn force_leave<E: Env>(
 /// `GET /` and `/ui/`: a page naming the agent. Consul sends `/` to its
 /// web UI, so HTTP checks and load balancers that probe an agent's root
 /// expect a 200 there.
-async fn index<E: Env>(State(s): State<Arc<ApiState<E>>>) -> axum::response::Html<String> {
+async fn index<E: Env>(s: Api<E>) -> axum::response::Html<String> {
     let esc = |t: &str| {
         t.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -845,7 +682,7 @@ async fn index<E: Env>(State(s): State<Arc<ApiState<E>>>) -> axum::response::Htm
 
 /// `PUT /v1/agent/reload`: re-reads the config files and applies their
 /// services and checks; a bad file changes nothing and says why.
-async fn reload<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiError> {
+async fn reload<E: Env>(s: Api<E>) -> Result<(), ApiError> {
     s.reload
         .reload(s.env.now())
         .map_err(|e| internal(format!("Failed reloading config: {e}")))
@@ -854,41 +691,6 @@ async fn reload<E: Env>(State(s): State<Arc<ApiState<E>>>) -> Result<(), ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    use crate::coordinate::on_line as at;
-
-    #[test]
-    fn near_sorts_by_estimated_rtt_and_puts_the_unknown_last() {
-        let coords = crate::gossip::Coordinates {
-            local: None,
-            members: [("a", 0.0), ("b", 0.05), ("c", 0.01), ("d", 0.2)]
-                .into_iter()
-                .map(|(n, x)| (n.to_string(), at(x)))
-                .collect(),
-        };
-        // Catalog answers name the node as a string, health answers as
-        // an object.
-        let mut v = json!([
-            {"Node": "d"}, {"Node": "x"}, {"Node": {"Node": "b"}}, {"Node": "c"}, {"Node": "a"}
-        ]);
-        sort_near(&mut v, "a", &coords);
-        let order: Vec<String> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| match &i["Node"] {
-                serde_json::Value::String(s) => s.clone(),
-                o => o["Node"].as_str().unwrap().to_string(),
-            })
-            .collect();
-        assert_eq!(order, ["a", "c", "b", "d", "x"]);
-        // From a node without a coordinate nothing moves.
-        let before = v.clone();
-        sort_near(&mut v, "nobody", &coords);
-        assert_eq!(v, before);
-    }
-
     #[test]
     fn filters_and_sorting_apply_to_list_endpoints_only() {
         assert!(path_in("/v1/catalog/nodes", FILTERABLE));

@@ -4,15 +4,13 @@
 //! agent and then, gossiped, on every member of its pools (the LAN pool,
 //! and on a server the WAN pool too).
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::{ApiError, ApiState};
+use super::context::Api;
+use super::error::ApiError;
 use crate::agent::keyring::{KeyringStatus, Op};
 use crate::env::Env;
 
@@ -30,9 +28,7 @@ fn not_encrypted() -> ApiError {
 }
 
 /// `GET /v1/operator/keyring`.
-pub async fn list<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-) -> Result<Json<Vec<KeyringStatus>>, ApiError> {
+pub async fn list<E: Env>(s: Api<E>) -> Result<Json<Vec<KeyringStatus>>, ApiError> {
     if s.keyrings.is_empty() {
         return Err(not_encrypted());
     }
@@ -41,13 +37,13 @@ pub async fn list<E: Env>(
         out.push(
             k.status(&s.info.datacenter)
                 .await
-                .map_err(super::internal)?,
+                .map_err(super::error::internal)?,
         );
     }
     Ok(Json(out))
 }
 
-async fn operate<E: Env>(s: &ApiState<E>, op: Op, body: &Bytes) -> Result<Json<bool>, ApiError> {
+async fn operate<E: Env>(s: &Api<E>, op: Op, body: &Bytes) -> Result<Json<bool>, ApiError> {
     let b: KeyBody = super::decode::body(body)?;
     if s.keyrings.is_empty() {
         return Err(not_encrypted());
@@ -64,25 +60,16 @@ async fn operate<E: Env>(s: &ApiState<E>, op: Op, body: &Bytes) -> Result<Json<b
 }
 
 /// `POST /v1/operator/keyring` with `{"Key": "..."}`: install a key.
-pub async fn install<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Json<bool>, ApiError> {
+pub async fn install<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<bool>, ApiError> {
     operate(&s, Op::Install, &body).await
 }
 
 /// `PUT /v1/operator/keyring`: make a key primary.
-pub async fn use_key<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Json<bool>, ApiError> {
+pub async fn use_key<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<bool>, ApiError> {
     operate(&s, Op::Use, &body).await
 }
 
 /// `DELETE /v1/operator/keyring`: remove a key.
-pub async fn remove<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Json<bool>, ApiError> {
+pub async fn remove<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<bool>, ApiError> {
     operate(&s, Op::Remove, &body).await
 }

@@ -2,23 +2,22 @@
 //! execute (with failover to other datacenters) and explain.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, Query as UrlQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 
-use super::kv::{bad, read, unexpected, write_cmd};
-use super::{ApiError, ApiState};
+use super::context::{read, write_cmd, Api};
+use super::error::{bad, unexpected, ApiError};
 use crate::agent::prepared;
 use crate::env::Env;
 use crate::server::{Answer, Query};
 use crate::state::{Command, PreparedQuery};
 
 async fn all<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
 ) -> Result<(axum::http::HeaderMap, Vec<PreparedQuery>), ApiError> {
     match read(s, params, Query::PreparedQueries).await? {
@@ -35,10 +34,7 @@ fn decode(body: &Bytes) -> Result<PreparedQuery, ApiError> {
 }
 
 /// `POST /v1/query`: `{"ID": ...}`.
-pub async fn create<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn create<E: Env>(s: Api<E>, body: Bytes) -> Result<Response, ApiError> {
     let mut q = decode(&body)?;
     q.id = s.new_id();
     write_cmd(&s, Command::QuerySet(Box::new(q.clone()))).await?;
@@ -47,7 +43,7 @@ pub async fn create<E: Env>(
 
 /// `GET /v1/query`.
 pub async fn list<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (h, v) = all(&s, &params).await?;
@@ -60,7 +56,7 @@ fn not_found(key: &str) -> ApiError {
 
 /// `GET /v1/query/<id>`: a list of one, as Consul answers.
 pub async fn get<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(id): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -74,7 +70,7 @@ pub async fn get<E: Env>(
 
 /// `PUT /v1/query/<id>`.
 pub async fn update<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -89,17 +85,14 @@ pub async fn update<E: Env>(
 }
 
 /// `DELETE /v1/query/<id>`.
-pub async fn delete<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn delete<E: Env>(s: Api<E>, Path(id): Path<String>) -> Result<Response, ApiError> {
     write_cmd(&s, Command::QueryDelete { id }).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `GET /v1/query/<id or name>/execute` (`?limit=N`), and `/explain`.
 pub async fn action<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path((key, verb)): Path<(String, String)>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -115,10 +108,17 @@ pub async fn action<E: Env>(
             Ok(Json(serde_json::json!({ "Query": rendered })).into_response())
         }
         "execute" => {
-            let dc = super::target_dc();
-            let mut e = prepared::execute(&s.servers, &s.info.datacenter, dc.as_deref(), q, &key)
-                .await
-                .map_err(super::internal)?;
+            let dc = s.caller.dc.clone();
+            let mut e = prepared::execute(
+                &s.servers,
+                s.caller.token.as_deref(),
+                &s.info.datacenter,
+                dc.as_deref(),
+                q,
+                &key,
+            )
+            .await
+            .map_err(super::error::internal)?;
             {
                 use rand::seq::SliceRandom;
                 let mut rng = s.rng.lock().unwrap_or_else(|p| p.into_inner());
@@ -144,7 +144,7 @@ pub async fn action<E: Env>(
                     near
                 };
                 if let Ok(coords) = s.gossip.coordinates().await {
-                    super::sort_near(&mut nodes, origin, &coords);
+                    super::coordinate::sort_near(&mut nodes, origin, &coords);
                 }
             }
             if let (Some(limit), Some(v)) = (

@@ -3,18 +3,17 @@
 //! are not (after twice their TTL, as Consul).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, Query as UrlQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::kv::{bad, read, unexpected, write_cmd};
-use super::{ApiError, ApiState};
+use super::context::{read, write_cmd, Api};
+use super::error::{bad, unexpected, ApiError};
 use crate::env::Env;
 use crate::format::parse_duration;
 use crate::server::{Answer, ClientRequest, Query};
@@ -100,10 +99,7 @@ fn lock_delay(v: Option<&serde_json::Value>) -> Result<Duration, ApiError> {
 }
 
 /// `PUT /v1/session/create`: `{"ID": ...}`.
-pub async fn create<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn create<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
     let b: CreateBody = if body.is_empty() {
         CreateBody::default()
     } else {
@@ -138,24 +134,23 @@ pub async fn create<E: Env>(
     };
     let id = session.id.clone();
     if !write_cmd(&s, Command::SessionCreate(session)).await? {
-        return Err(super::internal("the servers did not create the session"));
+        return Err(super::error::internal(
+            "the servers did not create the session",
+        ));
     }
     Ok(Json(serde_json::json!({ "ID": id })))
 }
 
 /// `PUT /v1/session/destroy/<id>`: `true` (also for an unknown session,
 /// as Consul).
-pub async fn destroy<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    Path(id): Path<String>,
-) -> Result<Json<bool>, ApiError> {
+pub async fn destroy<E: Env>(s: Api<E>, Path(id): Path<String>) -> Result<Json<bool>, ApiError> {
     // Destroying a session that is gone already is no error, as in Consul.
     write_cmd(&s, Command::SessionDestroy { id }).await?;
     Ok(Json(true))
 }
 
 async fn list<E: Env>(
-    s: &ApiState<E>,
+    s: &Api<E>,
     params: &HashMap<String, String>,
     query: Query,
 ) -> Result<Response, ApiError> {
@@ -170,7 +165,7 @@ async fn list<E: Env>(
 
 /// `GET /v1/session/info/<id>`: a list of one, or empty.
 pub async fn info<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(id): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -179,7 +174,7 @@ pub async fn info<E: Env>(
 
 /// `GET /v1/session/node/<node>`.
 pub async fn node<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     Path(node): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -188,18 +183,15 @@ pub async fn node<E: Env>(
 
 /// `GET /v1/session/list`.
 pub async fn all<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
+    s: Api<E>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     list(&s, &params, Query::Sessions).await
 }
 
 /// `PUT /v1/session/renew/<id>`: the session, or 404 when it is gone.
-pub async fn renew<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let reply = super::call(
+pub async fn renew<E: Env>(s: Api<E>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let reply = super::context::call(
         &s,
         ClientRequest::SessionRenew {
             id: id.clone(),
@@ -217,6 +209,6 @@ pub async fn renew<E: Env>(
             Ok(Json(out).into_response())
         }
         Ok(other) => Err(unexpected(other)),
-        Err(e) => Err(super::acl::refusal(e)),
+        Err(e) => Err(super::error::refusal(e)),
     }
 }

@@ -4,18 +4,16 @@
 //! with `Results` (the entries read or written) or 409 with `Errors` (each
 //! failed operation's position and why).
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::kv::{answer_of, bad, meta_headers, unexpected, ApiKv, MAX_VALUE};
-use super::{ApiError, ApiState};
+use super::context::{answer_of, meta_headers, Api};
+use super::error::{bad, unexpected, ApiError};
+use super::kv::{ApiKv, MAX_VALUE};
 use crate::env::Env;
 use crate::server::{Answer, ClientRequest};
 use crate::state::{Command, TxnOp, TxnVerb, MAX_TXN_OPS};
@@ -131,12 +129,9 @@ fn parse(body: &[u8]) -> Result<Vec<TxnOp>, ApiError> {
 }
 
 /// `PUT /v1/txn`.
-pub async fn txn<E: Env>(
-    State(s): State<Arc<ApiState<E>>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn txn<E: Env>(s: Api<E>, body: Bytes) -> Result<Response, ApiError> {
     let ops = parse(&body)?;
-    let reply = super::call(
+    let reply = super::context::call(
         &s,
         ClientRequest::Write {
             cmd: Box::new(Command::Txn(ops)),

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::http::HttpArgs;
-use crate::api::client;
 use crate::env::TokioEnv;
+use crate::http_client as client;
 
 /// `cairn acl` and its subcommands.
 #[derive(Args, Debug)]

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand};
 use serde::Deserialize;
 
 use super::http::HttpArgs;
-use crate::api::client;
 use crate::env::TokioEnv;
+use crate::http_client as client;
 
 /// `cairn catalog`.
 #[derive(Args, Debug)]

@@ -11,11 +11,11 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::http::HttpArgs;
-use crate::api::client;
 use crate::connect::intention::Intention;
 use crate::connect::proxy::{Observed, Proxy, ProxyConfig, UpstreamConfig, OBSERVED_PREFIX};
 use crate::connect::suggest::suggest;
 use crate::env::TokioEnv;
+use crate::http_client as client;
 use crate::state::ServiceProxy;
 
 /// `cairn connect`.

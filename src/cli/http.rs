@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::api::client;
+use crate::http_client as client;
 
 /// The agent to talk to, and the ACL token to send.
 #[derive(Args, Debug)]

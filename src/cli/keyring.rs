@@ -11,8 +11,8 @@ use clap::Args;
 
 use super::http::HttpArgs;
 use crate::agent::keyring::KeyringStatus;
-use crate::api::client;
 use crate::env::TokioEnv;
+use crate::http_client as client;
 
 /// `cairn keyring` flags (one operation).
 #[derive(Args, Debug)]

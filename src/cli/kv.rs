@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use serde::Deserialize;
 
 use super::http::{percent_encode, HttpArgs};
-use crate::api::client::{self, ClientError};
 use crate::env::TokioEnv;
+use crate::http_client::{self as client, ClientError};
 
 /// `cairn kv`.
 #[derive(Args, Debug)]

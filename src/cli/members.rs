@@ -6,8 +6,8 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::http::HttpArgs;
-use crate::api::client;
 use crate::env::TokioEnv;
+use crate::http_client as client;
 
 /// `cairn members`.
 #[derive(Args, Debug)]

@@ -26,9 +26,9 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use self::http::{percent_encode, HttpArgs};
 use self::members::MembersArgs;
 use crate::agent::{Agent, AgentConfig, ConfigError, VERSION};
-use crate::api::client;
 use crate::env::{Env, TokioEnv};
 use crate::format::parse_duration;
+use crate::http_client as client;
 
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version = VERSION, about = "A service mesh control plane: agent and tools")]

@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use super::http::HttpArgs;
 use crate::agent::definition::ServiceDef;
 use crate::agent::AgentConfig;
-use crate::api::client;
 use crate::env::TokioEnv;
+use crate::http_client as client;
 
 /// `cairn services`.
 #[derive(Args, Debug)]

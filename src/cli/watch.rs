@@ -8,8 +8,8 @@ use bytes::Bytes;
 use clap::Args;
 
 use super::http::{percent_encode, HttpArgs};
-use crate::api::client::{self, ClientError};
 use crate::env::{Env, TokioEnv};
+use crate::http_client::{self as client, ClientError};
 
 /// `cairn watch`.
 #[derive(Args, Debug)]

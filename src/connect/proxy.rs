@@ -28,8 +28,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::intention::{self, Intention};
 use super::tls::{self, Identity};
-use crate::api::client::{exchange, ClientError};
 use crate::env::{timeout, Env, Task, TcpListener};
+use crate::http_client::{exchange, ClientError};
 
 /// Longest a TLS handshake, or a connection to the application, may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,8 +11,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use super::config::DnsConfig;
 use super::names::Lookup;
-use super::DnsConfig;
 use crate::coordinate::Coordinate;
 use crate::server::Instance;
 use crate::state::{Health, Node};

@@ -62,6 +62,18 @@ pub fn raft_id(node_id: &str) -> Option<u64> {
     Some(u64::from_be_bytes(head))
 }
 
+/// The servers of datacenter `dc` among `members`, each with the name the
+/// WAN pool gives it (`<node>.<dc>`).
+pub fn wan_servers<'a>(
+    members: &'a [Member],
+    dc: &'a str,
+) -> impl Iterator<Item = (String, &'a Member)> + 'a {
+    members
+        .iter()
+        .filter(move |m| server_of(m).is_some_and(|sm| sm.dc == dc))
+        .map(move |m| (format!("{}.{dc}", m.name), m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
