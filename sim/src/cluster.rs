@@ -24,7 +24,6 @@ use cairn::time::Instant;
 use tokio::sync::watch;
 
 pub use crate::action::{starts_waiting, Action, LatencyChange, TimedAction};
-use crate::checks::Outages;
 use crate::env::{HostTable, Identity, SimEnv};
 pub use crate::host::RAFT_EVENT;
 use crate::host::{Control, CoordinateBoard, HostCtx, ServerBoard, ServerCtx};
@@ -33,9 +32,10 @@ use crate::net::{self, Model, Network};
 use crate::select::leader_of_placeholder;
 use crate::services;
 use crate::spread::{self, Spread};
-use crate::tomography::percentile;
+use crate::tomography::{percentile, Accuracy, PairError};
 use crate::topology::{Links, Role, Topology};
 use crate::trace::{Recorder, Trace};
+use crate::verdict::Outages;
 use crate::workload::History;
 
 /// The simulated cluster.
@@ -86,43 +86,6 @@ impl ClusterSpec {
     /// Node names, in order.
     pub fn names(&self) -> Vec<String> {
         self.topology.names()
-    }
-}
-
-/// How well coordinates predicted the model's RTTs at one moment.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Accuracy {
-    /// Virtual time.
-    pub at: Duration,
-    /// Pairs scored (both nodes running, in one pool, with a coordinate).
-    pub pairs: usize,
-    /// Median relative error.
-    pub median: f64,
-    /// 90th percentile of the relative error.
-    pub p90: f64,
-    /// 99th percentile of the relative error.
-    pub p99: f64,
-    /// Mean absolute error, milliseconds.
-    pub mean_abs_ms: f64,
-}
-
-/// One scored pair at the end of the run.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PairError {
-    /// Node indices, `a < b`.
-    pub a: usize,
-    /// Second node.
-    pub b: usize,
-    /// The model's RTT, ms.
-    pub true_ms: f64,
-    /// The coordinates' estimate, ms.
-    pub est_ms: f64,
-}
-
-impl PairError {
-    /// |estimate - truth| / truth.
-    pub fn rel(&self) -> f64 {
-        (self.est_ms - self.true_ms).abs() / self.true_ms
     }
 }
 

@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::checks::CheckResult;
 use crate::cluster::{Action, Replica, RunOutput, TimedAction};
 use crate::host::RAFT_EVENT;
 use crate::linearizability::{self, Input, Op, Output};
 use crate::topology::{Role, Topology};
 use crate::trace::Trace;
+use crate::verdict::CheckResult;
 
 /// One `raft` trace event.
 #[derive(Debug, Clone, PartialEq)]

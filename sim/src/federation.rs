@@ -20,11 +20,11 @@ use cairn::api::client;
 use cairn::coordinate::percentile;
 use cairn::env::{Env, Task};
 
-use crate::checks::{cut_links, CheckResult};
-use crate::cluster::{Action, PairError, TimedAction};
-use crate::services::record_at;
+use crate::cluster::{Action, TimedAction};
+use crate::tomography::PairError;
 use crate::topology::{Role, Topology};
-use crate::trace::{Recorder, Trace};
+use crate::trace::{record_at, Recorder, Trace};
+use crate::verdict::{cut_links, CheckResult};
 
 /// Trace event: a prepared query run by a node answered from a datacenter
 /// (member: the service; detail: `dc=<datacenter> nodes=<a,b,...>`).

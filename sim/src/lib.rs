@@ -39,13 +39,15 @@ pub mod sweep;
 pub mod tomography;
 pub mod topology;
 pub mod trace;
+pub mod verdict;
 pub mod workload;
 
 pub use cluster::{
-    run_cluster, Accuracy, Action, ClusterSpec, LatencyChange, NodeSample, NodeStatus, PairError,
-    RunOutput, SimError, TimedAction,
+    run_cluster, Action, ClusterSpec, LatencyChange, NodeSample, NodeStatus, RunOutput, SimError,
+    TimedAction,
 };
 pub use env::SimEnv;
 pub use report::Report;
 pub use scenario::{Check, Scenario, ScenarioBuilder};
+pub use tomography::{Accuracy, PairError};
 pub use trace::{Recorder, Trace, TraceEvent};

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 use plotters::chart::SeriesLabelPosition;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{detections, CheckResult, Outages};
-use crate::cluster::{Accuracy, PairError};
+use crate::checks::detections;
 use crate::federation::{self, dc_pair_percentiles, DcPairRtt};
 use crate::metrics;
 use crate::plot::{self, Chart, HeatMap, Scale, Series, Style};
 use crate::report::Report;
 use crate::scenario::Scenario;
 use crate::spread::{Spread, SpreadSummary};
-use crate::tomography::percentile;
+use crate::tomography::{percentile, Accuracy, PairError};
+use crate::verdict::{CheckResult, Outages};
 
 /// `summary.json`: what ran, its fingerprint, and how it went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

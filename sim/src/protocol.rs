@@ -37,19 +37,18 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::checks::Outages;
 use crate::cluster::{
-    starts_waiting, Accuracy, Action, NodeSample, NodeStatus, PairError, RunOutput, SimError,
-    TimedAction,
+    starts_waiting, Action, NodeSample, NodeStatus, RunOutput, SimError, TimedAction,
 };
 use crate::net::{self, Bits, Model, Override};
 use crate::scenario::{Scenario, Start};
 use crate::seed::derive_seed;
 use crate::select::resolve_names;
 use crate::spread::Spread;
-use crate::tomography::percentile;
+use crate::tomography::{percentile, Accuracy, PairError};
 use crate::topology::Role;
 use crate::trace::{Trace, TraceEvent};
+use crate::verdict::Outages;
 
 /// The gossip port every simulated node uses.
 const PORT: u16 = 8301;

@@ -2,10 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::checks::{evaluate, CheckResult};
+use crate::checks::evaluate;
 use crate::cluster::{run_cluster, RunOutput, SimError, TimedAction};
 use crate::protocol::{run_protocol, Sampling};
 use crate::scenario::{Engine, Scenario, Start, MAX_FULL_NODES};
+use crate::verdict::CheckResult;
 
 /// Everything one run of a scenario produced.
 #[derive(Debug, Clone)]

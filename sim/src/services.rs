@@ -19,10 +19,10 @@ use cairn::api::client;
 use cairn::env::{Env, Task};
 use tokio::sync::watch;
 
-use crate::checks::{CheckResult, Outages};
 use crate::cluster::{Action, TimedAction};
 use crate::topology::{Role, Topology};
-use crate::trace::{Recorder, Trace, TraceEvent};
+use crate::trace::{record_at, Recorder, Trace};
+use crate::verdict::{CheckResult, Outages};
 
 pub use crate::action::Registration;
 
@@ -86,25 +86,6 @@ fn record<E: Env>(
         service,
         detail,
     );
-}
-
-/// Records `event` about `member`, seen by `node`, at `at`.
-pub(crate) fn record_at(
-    recorder: &Recorder,
-    at: Duration,
-    node: &str,
-    event: &str,
-    member: &str,
-    detail: Option<String>,
-) {
-    recorder.record(TraceEvent {
-        t_us: at.as_micros() as u64,
-        node: node.to_owned(),
-        event: event.into(),
-        member: Some(member.to_owned()),
-        incarnation: None,
-        detail,
-    });
 }
 
 /// Pause between tries of a registration the agent did not accept.

@@ -3,12 +3,14 @@
 //! against the full matrix, in the same format as the Serf reference
 //! harness (`shared/anchors/serf-vivaldi`).
 
+pub mod accuracy;
 pub mod matrix;
 pub mod pyrandom;
 pub mod replay;
 pub mod report;
 pub mod stream;
 
+pub use accuracy::{Accuracy, PairError};
 pub use matrix::{Matrix, MatrixError, Pair};
 pub use replay::{percentile, replay, time_per_update, to_csv, Checkpoint, Replay};
 pub use stream::{generate, Noise, Observation, Stream, StreamError};
