@@ -20,10 +20,10 @@ use cairn::api::client;
 use cairn::coordinate::percentile;
 use cairn::env::{Env, Task};
 
-use crate::cluster::{Action, TimedAction};
+use crate::action::{Action, TimedAction};
+use crate::net::topology::{Role, Topology};
+use crate::output::trace::{record_at, Recorder, Trace};
 use crate::tomography::PairError;
-use crate::topology::{Role, Topology};
-use crate::trace::{record_at, Recorder, Trace};
 use crate::verdict::{cut_links, CheckResult};
 
 /// Trace event: a prepared query run by a node answered from a datacenter
@@ -374,9 +374,9 @@ pub fn to_csv(rows: &[DcPairRtt]) -> String {
 mod tests {
     use super::*;
     use crate::checks::tests::{at, v};
-    use crate::services::Registration;
-    use crate::topology::{Datacenter, LatencyModel, Location, PoolScope};
-    use crate::trace::TraceEvent;
+    use crate::engine::full::services::Registration;
+    use crate::net::topology::{Datacenter, LatencyModel, Location, PoolScope};
+    use crate::output::trace::TraceEvent;
 
     /// Three datacenters on the equator: `near` 10° from `home`, `far` 30°.
     fn topo() -> Topology {

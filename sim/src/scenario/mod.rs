@@ -3,7 +3,10 @@
 //!
 //! Every key is documented in `scenarios/README.md`. Unknown keys are errors
 //! that name the file, line and column, and list the keys allowed there.
-//! [`ScenarioBuilder`] makes the same scenarios in code.
+//! [`ScenarioBuilder`] makes the same scenarios in code. [`select`] says
+//! which nodes an event or a check is about.
+
+pub mod select;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,12 +16,15 @@ use cairn::format::parse_duration;
 use cairn::gossip::Config as GossipConfig;
 use serde::Deserialize;
 
-use crate::cluster::{Action, ClusterSpec, LatencyChange, TimedAction};
-use crate::select::{resolve_names, Selector};
-use crate::services::Registration;
+use crate::action::{Action, LatencyChange, TimedAction};
+use crate::engine::full::services::Registration;
+use crate::engine::full::workload::{parse_consistency, KvLoad};
+use crate::engine::full::ClusterSpec;
+use crate::net::topology::{
+    Datacenter, Dist, LatencyModel, Location, PoolScope, Role, Sites, Topology,
+};
+use crate::scenario::select::{resolve_names, Selector};
 use crate::tomography::Matrix;
-use crate::topology::{Datacenter, Dist, LatencyModel, Location, PoolScope, Role, Sites, Topology};
-use crate::workload::{parse_consistency, KvLoad};
 
 /// Which engine runs a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1018,13 +1024,13 @@ impl Scenario {
                     let port = e.port.unwrap_or(0);
                     if connect
                         && (port == 0
-                            || port == crate::mesh::SIDECAR_PORT
-                            || port == crate::mesh::UPSTREAM_PORT)
+                            || port == crate::engine::full::mesh::SIDECAR_PORT
+                            || port == crate::engine::full::mesh::UPSTREAM_PORT)
                     {
                         return Err(err(format!(
                             "{here} needs the application's port, like port = 8080 (not {} or {}, which the sidecar uses)",
-                            crate::mesh::SIDECAR_PORT,
-                            crate::mesh::UPSTREAM_PORT
+                            crate::engine::full::mesh::SIDECAR_PORT,
+                            crate::engine::full::mesh::UPSTREAM_PORT
                         )));
                     }
                     if let Some(u) = &e.upstream {
@@ -1064,7 +1070,7 @@ impl Scenario {
                     };
                     Action::Intention(
                         need_targets()?,
-                        crate::mesh::IntentionOrder {
+                        crate::engine::full::mesh::IntentionOrder {
                             source: name("source", &e.source)?,
                             destination: name("destination", &e.destination)?,
                             allow,

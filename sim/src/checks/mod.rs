@@ -1,14 +1,27 @@
-//! Evaluates a scenario's checks against the trace of its run.
+//! The checks: evaluates a scenario's checks against the trace of its run.
+//!
+//! [`evaluate`] turns each [`Check`] a scenario asks for into a
+//! [`CheckResult`]. Membership checks
+//! (convergence, failure detection, false failures) and coordinate
+//! accuracy are judged here; Raft and KV checks in [`consensus`], over
+//! the histories [`linearizability`] searches; the checks about a
+//! feature's own trace events (services, DNS, prepared-query failover,
+//! intentions) live beside the feature in [`engine::full`](crate::engine::full),
+//! and are called from here. Checks read a finished run and change
+//! nothing; the engines never call into them.
+
+pub mod consensus;
+pub mod linearizability;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use crate::cluster::{Action, RunOutput, TimedAction};
-use crate::consensus_checks;
+use crate::action::{Action, TimedAction};
+use crate::engine::RunOutput;
+use crate::net::topology::Topology;
+use crate::output::trace::{Trace, TraceEvent};
 use crate::scenario::{Check, Scenario};
 use crate::tomography::Accuracy;
-use crate::topology::Topology;
-use crate::trace::{Trace, TraceEvent};
 use crate::verdict::{CheckResult, Outages};
 
 /// Every observer's view of membership, built by feeding it the trace in
@@ -300,7 +313,7 @@ pub fn evaluate(
                 *median_below,
                 *p90_below,
             ),
-            Check::QueryFailover { service, within } => crate::federation::failover(
+            Check::QueryFailover { service, within } => crate::engine::full::federation::failover(
                 &scenario.topology,
                 timeline,
                 trace,
@@ -309,21 +322,23 @@ pub fn evaluate(
                 *within,
             ),
             Check::LeaderWithin { within } => {
-                consensus_checks::leader_within(&scenario.topology, timeline, out, *within)
+                consensus::leader_within(&scenario.topology, timeline, out, *within)
             }
-            Check::SingleLeader => consensus_checks::single_leader(&scenario.topology, trace),
-            Check::Linearizable => consensus_checks::linearizable(&out.history),
-            Check::NoLostWrites => consensus_checks::no_lost_writes(&out.history, &out.replicas),
+            Check::SingleLeader => consensus::single_leader(&scenario.topology, trace),
+            Check::Linearizable => consensus::linearizable(&out.history),
+            Check::NoLostWrites => consensus::no_lost_writes(&out.history, &out.replicas),
             Check::ReplicasConverge => {
-                consensus_checks::replicas_converge(&scenario.topology, &out.replicas)
+                consensus::replicas_converge(&scenario.topology, &out.replicas)
             }
-            Check::IntentionsEnforced { within } => crate::mesh::enforced(timeline, trace, *within),
+            Check::IntentionsEnforced { within } => {
+                crate::engine::full::mesh::enforced(timeline, trace, *within)
+            }
             Check::ServiceVisible { service, within } | Check::DnsResolves { service, within } => {
                 let seen = match c {
-                    Check::DnsResolves { .. } => crate::services::Seen::Dns,
-                    _ => crate::services::Seen::Catalog,
+                    Check::DnsResolves { .. } => crate::engine::full::services::Seen::Dns,
+                    _ => crate::engine::full::services::Seen::Catalog,
                 };
-                crate::services::visible(
+                crate::engine::full::services::visible(
                     &scenario.topology,
                     timeline,
                     &outages,
@@ -565,7 +580,7 @@ pub(crate) mod tests {
     #[test]
     fn a_node_already_held_failed_need_not_be_declared_again() {
         let names = v(&["a", "b"]);
-        let ev = |t: u64, node: &str, event: &str, member: &str| crate::trace::TraceEvent {
+        let ev = |t: u64, node: &str, event: &str, member: &str| crate::output::trace::TraceEvent {
             t_us: t * 1_000_000,
             node: node.into(),
             event: event.into(),
@@ -607,7 +622,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_cut_off_nodes_verdict_may_spread_but_others_may_not() {
-        let ev = |ms: u64, node: &str, member: &str, inc: u32| crate::trace::TraceEvent {
+        let ev = |ms: u64, node: &str, member: &str, inc: u32| crate::output::trace::TraceEvent {
             t_us: ms * 1000,
             node: node.into(),
             event: "failed".into(),

@@ -19,9 +19,9 @@ use cairn::api::client;
 use cairn::env::{Env, Task};
 use tokio::sync::watch;
 
-use crate::cluster::{Action, TimedAction};
-use crate::topology::{Role, Topology};
-use crate::trace::{record_at, Recorder, Trace};
+use crate::action::{Action, TimedAction};
+use crate::net::topology::{Role, Topology};
+use crate::output::trace::{record_at, Recorder, Trace};
 use crate::verdict::{CheckResult, Outages};
 
 pub use crate::action::Registration;
@@ -39,7 +39,7 @@ impl Registration {
 
     fn body(&self, ip: std::net::IpAddr) -> Bytes {
         if self.connect {
-            return crate::mesh::registration_body(
+            return crate::engine::full::mesh::registration_body(
                 &self.name,
                 self.port,
                 &self.tags,
@@ -60,7 +60,7 @@ pub enum ApiOrder {
     /// Register a service (and with Connect, run it and its sidecar).
     Register(Registration),
     /// Set an intention.
-    Intention(crate::mesh::IntentionOrder),
+    Intention(crate::engine::full::mesh::IntentionOrder),
 }
 
 /// Trace event: a node's agent accepted a registration (member: service).
@@ -122,7 +122,7 @@ pub fn register<E: Env>(
                     .map(|_| {
                         record(&env, &recorder, &node, REGISTERED, &r.name, None);
                         if r.connect {
-                            running.extend(crate::mesh::start(
+                            running.extend(crate::engine::full::mesh::start(
                                 &env,
                                 &node,
                                 http,

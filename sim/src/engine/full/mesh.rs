@@ -17,8 +17,8 @@ use cairn::connect::proxy::{Proxy, ProxyConfig, UpstreamConfig};
 use cairn::env::{timeout, Env, Task, TcpListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cluster::{Action, TimedAction};
-use crate::trace::{record_at, Recorder, Trace};
+use crate::action::{Action, TimedAction};
+use crate::output::trace::{record_at, Recorder, Trace};
 use crate::verdict::CheckResult;
 
 /// The sidecar's public port on every node.
