@@ -14,7 +14,7 @@
 //! randomness (`select!`) is seeded from the run's seed.
 //!
 //! This module is the engine itself ([`run_cluster`]: the world, the
-//! schedule, the sampling). Beside it: [`env`] (cairn's `Env` for one
+//! schedule, the sampling). Beside it: [`env`](mod@env) (cairn's `Env` for one
 //! node), `host` (one node's software), and what the scenario asks of the
 //! agents through their API: [`services`] (registrations, the catalog and
 //! DNS), [`mesh`] (Connect sidecars and intentions), [`federation`]
