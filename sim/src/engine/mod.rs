@@ -8,12 +8,14 @@
 //!   state machines driven by one event queue, without sockets or tasks;
 //!   for 10,000 nodes and more, membership and coordinates only.
 //!
-//! Both take a resolved timeline ([`TimedAction`]s)
-//! over the same network model ([`net`](crate::net)) and return a
-//! [`RunOutput`]: the trace, the samples, the accuracy and what the
-//! checks in [`checks`](crate::checks) judge. Neither engine imports the
-//! other; what they share lives here and below (`action`, `verdict`,
-//! `net`, `output::trace`).
+//! Both take a resolved timeline ([`TimedAction`]s) over the same network
+//! model ([`net`](crate::net)) and return a [`RunOutput`]: the trace, the
+//! samples, the accuracy and what the checks in [`checks`](crate::checks)
+//! judge. Neither engine imports the other; what they share lives here
+//! and below (`action`, `verdict`, `net`, `output::trace`).
+
+pub mod full;
+pub mod protocol;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,9 +25,6 @@ use crate::checks::linearizability::Op;
 use crate::output::spread::Spread;
 use crate::output::trace::Trace;
 use crate::tomography::{Accuracy, PairError};
-
-pub mod full;
-pub mod protocol;
 
 /// One node at one sampling instant (each virtual second).
 #[derive(Debug, Clone, Copy, PartialEq)]

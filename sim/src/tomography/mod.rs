@@ -2,6 +2,10 @@
 //! streams through cairn's Vivaldi clients and score the coordinates
 //! against the full matrix, in the same format as the Serf reference
 //! harness (`shared/anchors/serf-vivaldi`).
+//!
+//! [`accuracy`] holds the same kind of score for a simulated run: how well
+//! the coordinates predicted the model's RTTs, each virtual second and
+//! pair by pair at the end, as both engines measure it.
 
 pub mod accuracy;
 pub mod matrix;
