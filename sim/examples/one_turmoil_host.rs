@@ -37,7 +37,7 @@ fn main() {
     sim.host("world", move || {
         let (spec, actions, out) = (spec.clone(), actions.clone(), out.clone());
         async move {
-            let r = cairn_sim::cluster::drive(&spec, &actions, |_| {}).await?;
+            let r = cairn_sim::engine::full::drive(&spec, &actions, |_| {}).await?;
             *out.lock().unwrap() = Some(r.trace.events.len());
             Ok(())
         }

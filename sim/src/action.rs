@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::trace::TraceEvent;
-use crate::workload::KvLoad;
+use crate::engine::full::workload::KvLoad;
+use crate::output::trace::TraceEvent;
 
 /// A change to a link's latency.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,13 +58,13 @@ pub enum Action<T = Vec<String>> {
     /// Make these nodes slow: every datagram they send or receive takes
     /// this much longer (zero makes them well again).
     Slow(T, Duration),
-    /// Run KV clients on these nodes (see [`workload`](crate::workload)).
+    /// Run KV clients on these nodes (see [`workload`](crate::engine::full::workload)).
     KvLoad(T, KvLoad),
     /// Register a service with these nodes' agents over HTTP (see
-    /// [`services`](crate::services)).
+    /// [`services`](crate::engine::full::services)).
     RegisterService(T, Registration),
     /// Set an intention through the first of these nodes' agents (see
-    /// [`mesh`](crate::mesh)).
+    /// [`mesh`](crate::engine::full::mesh)).
     Intention(T, IntentionOrder),
 }
 

@@ -450,7 +450,7 @@ fn sweep(
 /// SHA-256 of the scenario's text (its file's, when it came from one).
 fn scenario_sha256(s: &Scenario) -> String {
     let text = s.source.as_ref().map_or("", |src| src.text.as_str());
-    cairn_sim::trace::sha256_hex(text.as_bytes())
+    cairn_sim::output::trace::sha256_hex(text.as_bytes())
 }
 
 /// Lists the failing seeds with how to reproduce each.

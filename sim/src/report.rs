@@ -2,10 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::checks::{evaluate, CheckResult};
-use crate::cluster::{run_cluster, RunOutput, SimError, TimedAction};
-use crate::protocol::{run_protocol, Sampling};
+use crate::action::TimedAction;
+use crate::checks::evaluate;
+use crate::engine::full::run_cluster;
+use crate::engine::protocol::{run_protocol, Sampling};
+use crate::engine::{RunOutput, SimError};
 use crate::scenario::{Engine, Scenario, Start, MAX_FULL_NODES};
+use crate::verdict::CheckResult;
 
 /// Everything one run of a scenario produced.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_sim::protocol::{run_protocol, Sampling};
+use cairn_sim::engine::protocol::{run_protocol, Sampling};
 use cairn_sim::scenario::{Engine, Scenario};
 use cairn_sim::Report;
 
@@ -300,7 +300,7 @@ fn a_converged_start_begins_with_every_pool_known_and_replays_exactly() {
         .collect();
     assert_eq!(heard, BTreeSet::from(["dc1-3", "dc2-7"]));
     // The views start full: at 0 s each node counts its pool less itself.
-    let rows = cairn_sim::metrics::rows(&a.output.trace, &a.output.samples, &s.topology);
+    let rows = cairn_sim::output::metrics::rows(&a.output.trace, &a.output.samples, &s.topology);
     let first = rows.iter().find(|r| r.sample.at.is_zero()).unwrap();
     let pool = if s.topology.nodes[first.sample.node].dc == 0 {
         150

@@ -101,7 +101,8 @@ fn three_dc() {
     // The p99 RTT between each two datacenters, estimated from WAN
     // coordinates, within 15 % of the true one.
     let s = load("three-dc");
-    let rows = cairn_sim::federation::dc_pair_percentiles(&s.topology, &r.output.wan_pairs);
+    let rows =
+        cairn_sim::engine::full::federation::dc_pair_percentiles(&s.topology, &r.output.wan_pairs);
     assert_eq!(rows.len(), 3);
     for row in &rows {
         assert_eq!(row.pairs, 9, "{row:?}");
@@ -169,7 +170,7 @@ fn service_discovery() {
         .trace
         .events
         .iter()
-        .filter(|e| e.event == cairn_sim::services::REGISTERED)
+        .filter(|e| e.event == cairn_sim::engine::full::services::REGISTERED)
         .count();
     // Five clients register web, two api, one billing.
     assert_eq!(registered, 8);
@@ -222,7 +223,9 @@ fn dc_partition() {
         .trace
         .events
         .iter()
-        .filter(|e| e.event == cairn_sim::federation::QUERY && e.node == "fra-server-0")
+        .filter(|e| {
+            e.event == cairn_sim::engine::full::federation::QUERY && e.node == "fra-server-0"
+        })
         .filter_map(|e| e.detail.as_deref()?.split(' ').next())
         .collect();
     let sgp = answers.iter().position(|d| *d == "dc=sgp");
@@ -456,7 +459,10 @@ fn connect() {
             .trace
             .events
             .iter()
-            .filter(|e| e.event == cairn_sim::mesh::ATTEMPT && e.detail.as_deref() == Some(detail))
+            .filter(|e| {
+                e.event == cairn_sim::engine::full::mesh::ATTEMPT
+                    && e.detail.as_deref() == Some(detail)
+            })
             .count()
     };
     assert!(

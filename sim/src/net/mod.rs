@@ -6,9 +6,14 @@
 //! protocol engine asks it directly from its event queue; the full engine's
 //! [`Network`] turns it into sockets for the real agents. So a latency or a
 //! fault in a scenario means the same thing on either engine.
+//!
+//! [`topology`] is where the nodes are: datacenters on measured geography
+//! or map coordinates, and the latency and loss that placement implies;
+//! the model realizes it link by link.
 
 pub mod fabric;
 pub mod model;
+pub mod topology;
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -30,9 +30,9 @@ use std::time::Duration;
 use cairn::time::Instant;
 use rand::Rng;
 
-use crate::cluster::{Action, LatencyChange};
+use crate::action::{Action, LatencyChange};
+use crate::net::topology::{Dist, Links, Topology};
 use crate::seed::{derive_seed, SplitMix};
-use crate::topology::{Dist, Links, Topology};
 
 /// A set of node indices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -496,7 +496,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{Datacenter, LatencyModel, Location, PoolScope};
+    use crate::net::topology::{Datacenter, LatencyModel, Location, PoolScope};
 
     fn topo(n: usize, bandwidth: f64) -> Topology {
         let latency = LatencyModel {

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::trace::sha256_hex;
+use crate::output::trace::sha256_hex;
 
 /// Largest node id accepted: a per-node table is allocated for every id up to
 /// the largest, so a stray huge id must be an error, not an allocation.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::replay::Replay;
 use plotters::chart::SeriesLabelPosition;
 
-use crate::plot::{self, Chart, PlotError, Scale, Series, Style};
+use crate::output::plot::{self, Chart, PlotError, Scale, Series, Style};
 
 /// At most this many points per drawn series.
 const MAX_POINTS: usize = 2000;

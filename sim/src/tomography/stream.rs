@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::trace::sha256_hex;
+use crate::output::trace::sha256_hex;
 
 use super::matrix::Matrix;
 use super::pyrandom::PyRandom;

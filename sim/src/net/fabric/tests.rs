@@ -8,9 +8,9 @@ use cairn::env::{TcpListener, UdpSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::cluster::Action;
+use crate::action::Action;
+use crate::net::topology::{Datacenter, Dist, LatencyModel, Location, PoolScope, Topology};
 use crate::net::{ip_of, Model};
-use crate::topology::{Datacenter, Dist, LatencyModel, Location, PoolScope, Topology};
 
 /// Three hosts 5 ms apart (one way), on links of `bandwidth` bytes a
 /// second.

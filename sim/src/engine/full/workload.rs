@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::watch;
 
-use crate::linearizability::{Input, Op, Output};
+use crate::checks::linearizability::{Input, Op, Output};
 
 /// What a `kv_load` event asks of each node it names.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checks::Outages;
-use crate::cluster::TimedAction;
-use crate::topology::Topology;
-use crate::trace::Trace;
+use crate::action::TimedAction;
+use crate::net::topology::Topology;
+use crate::output::trace::Trace;
+use crate::verdict::Outages;
 
 /// One fact and how it spread.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,6 +12,15 @@
 //! sockets down, while a server's disk outlives it. Same seed, same
 //! schedule: tasks run in the order they were woken, and the runtime's own
 //! randomness (`select!`) is seeded from the run's seed.
+//!
+//! This module is the engine itself ([`run_cluster`]: the world, the
+//! schedule, the sampling). Beside it: [`env`](mod@env) (cairn's `Env` for one
+//! node), `host` (one node's software), and what the scenario asks of the
+//! agents through their API: [`services`] (registrations, the catalog and
+//! DNS), [`mesh`] (Connect sidecars and intentions), [`federation`]
+//! (prepared queries across datacenters) and [`workload`] (KV clients).
+//! Each of those also holds the check that reads its own trace events,
+//! which [`checks`](crate::checks) calls.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,20 +32,27 @@ use cairn::gossip::Config as GossipConfig;
 use cairn::time::Instant;
 use tokio::sync::watch;
 
-pub use crate::action::{starts_waiting, Action, LatencyChange, TimedAction};
-use crate::checks::Outages;
-use crate::env::{HostTable, Identity, SimEnv};
-pub use crate::host::RAFT_EVENT;
-use crate::host::{Control, CoordinateBoard, HostCtx, ServerBoard, ServerCtx};
-use crate::linearizability::Op;
+pub mod env;
+pub mod federation;
+pub(crate) mod host;
+pub mod mesh;
+pub mod services;
+pub mod workload;
+
+pub use host::RAFT_EVENT;
+
+use crate::action::{starts_waiting, Action, NodeStatus, TimedAction};
+use crate::engine::{NodeSample, Replica, RunOutput, SimError};
+use crate::net::topology::{Links, Role, Topology};
 use crate::net::{self, Model, Network};
-use crate::select::leader_of_placeholder;
-use crate::services;
-use crate::spread::{self, Spread};
-use crate::tomography::percentile;
-use crate::topology::{Links, Role, Topology};
-use crate::trace::{Recorder, Trace};
-use crate::workload::History;
+use crate::output::spread;
+use crate::output::trace::Recorder;
+use crate::scenario::select::leader_of_placeholder;
+use crate::tomography::{percentile, Accuracy, PairError};
+use crate::verdict::Outages;
+use env::{HostTable, Identity, SimEnv};
+use host::{Control, CoordinateBoard, HostCtx, ServerBoard, ServerCtx};
+use workload::History;
 
 /// The simulated cluster.
 #[derive(Debug, Clone)]
@@ -87,140 +103,6 @@ impl ClusterSpec {
     pub fn names(&self) -> Vec<String> {
         self.topology.names()
     }
-}
-
-/// How well coordinates predicted the model's RTTs at one moment.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Accuracy {
-    /// Virtual time.
-    pub at: Duration,
-    /// Pairs scored (both nodes running, in one pool, with a coordinate).
-    pub pairs: usize,
-    /// Median relative error.
-    pub median: f64,
-    /// 90th percentile of the relative error.
-    pub p90: f64,
-    /// 99th percentile of the relative error.
-    pub p99: f64,
-    /// Mean absolute error, milliseconds.
-    pub mean_abs_ms: f64,
-}
-
-/// One scored pair at the end of the run.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PairError {
-    /// Node indices, `a < b`.
-    pub a: usize,
-    /// Second node.
-    pub b: usize,
-    /// The model's RTT, ms.
-    pub true_ms: f64,
-    /// The coordinates' estimate, ms.
-    pub est_ms: f64,
-}
-
-impl PairError {
-    /// |estimate - truth| / truth.
-    pub fn rel(&self) -> f64 {
-        (self.est_ms - self.true_ms).abs() / self.true_ms
-    }
-}
-
-/// One node at one sampling instant (each virtual second).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NodeSample {
-    /// Virtual time.
-    pub at: Duration,
-    /// Node index.
-    pub node: usize,
-    /// Running, waiting to join, crashed or gone.
-    pub status: NodeStatus,
-    /// UDP datagrams sent since the last sample.
-    pub udp_packets: u64,
-    /// UDP bytes sent since the last sample.
-    pub udp_bytes: u64,
-    /// TCP bytes written since the last sample.
-    pub tcp_bytes: u64,
-    /// Median relative error of this node's RTT estimates to its pool.
-    pub coord_median: Option<f64>,
-    /// 90th percentile of the same.
-    pub coord_p90: Option<f64>,
-}
-
-pub use crate::action::NodeStatus;
-
-/// What a run produced.
-#[derive(Debug, Clone)]
-pub struct RunOutput {
-    /// Every event, by time.
-    pub trace: Trace,
-    /// Virtual time simulated.
-    pub virtual_time: Duration,
-    /// Simulation steps taken: events the protocol engine handled, or
-    /// deliveries the full engine's network made.
-    pub steps: u64,
-    /// UDP packets sent over lossy links, and how many were dropped.
-    pub lossy_packets: (u64, u64),
-    /// Coordinate accuracy each virtual second.
-    pub accuracy: Vec<Accuracy>,
-    /// Every scored pair at the end.
-    pub final_pairs: Vec<PairError>,
-    /// WAN coordinate accuracy each virtual second: server pairs of
-    /// different datacenters (empty unless the datacenters federate).
-    pub wan_accuracy: Vec<Accuracy>,
-    /// Every WAN pair scored at the end.
-    pub wan_pairs: Vec<PairError>,
-    /// Every node each virtual second.
-    pub samples: Vec<NodeSample>,
-    /// The actions as they took effect: limited to the nodes they could
-    /// change (a crash of a crashed node is no crash), in order.
-    pub applied: Vec<TimedAction>,
-    /// How each leave, crash and join spread through its pool.
-    pub spreads: Vec<Spread>,
-    /// Failure verdicts about running, reachable nodes by running,
-    /// reachable observers, counted over every node (the protocol engine
-    /// counts these live; the full engine's `no_false_failures` check
-    /// judges its complete trace instead).
-    pub false_failures: Option<u64>,
-    /// The nodes whose membership events the trace holds, when only a
-    /// sample does (large protocol-engine runs); `None`: every node.
-    pub observed: Option<std::collections::BTreeSet<String>>,
-    /// Every KV operation the `kv_load` clients made.
-    pub history: Vec<Op>,
-    /// The state of every server running at the end.
-    pub replicas: Vec<Replica>,
-}
-
-/// A server's replicated state at the end of a run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Replica {
-    /// The server.
-    pub node: String,
-    /// Its datacenter.
-    pub dc: String,
-    /// The last Raft log index it applied.
-    pub last_applied: u64,
-    /// Every KV entry: key -> (value, ModifyIndex).
-    pub kv: BTreeMap<String, (Vec<u8>, u64)>,
-}
-
-/// Errors from a run.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    /// A host's software failed.
-    #[error("simulation failed at {at:?}: {why}")]
-    Host {
-        /// Virtual time of the failure.
-        at: Duration,
-        /// What the host reported.
-        why: String,
-    },
-    /// The schedule names a node the cluster does not have.
-    #[error("the schedule names unknown node {0:?}")]
-    UnknownNode(String),
-    /// The cluster cannot be set up as specified.
-    #[error("{0}")]
-    Setup(String),
 }
 
 /// A host's software failed: when, and what it said.
@@ -345,7 +227,8 @@ impl<'a> World<'a> {
             // The first server of each federated datacenter runs a prepared
             // query for every service.
             let queried = if spec.topology.federated()
-                && crate::federation::querier(&spec.topology, node.dc) == Some(name.as_str())
+                && crate::engine::full::federation::querier(&spec.topology, node.dc)
+                    == Some(name.as_str())
             {
                 followed.clone()
             } else {
@@ -676,7 +559,7 @@ impl<'a> World<'a> {
             Action::KvLoad(set, load) => {
                 let until = self.net.now().as_duration() + load.duration;
                 for x in set {
-                    let order = crate::workload::Order { load: *load, until };
+                    let order = crate::engine::full::workload::Order { load: *load, until };
                     self.slots[self.index(x)].ctx.load.send_replace(Some(order));
                 }
             }

@@ -4,11 +4,12 @@
 
 use std::fmt::Write as _;
 
+use crate::action::NodeStatus;
 pub use crate::checks::Membership;
 use crate::checks::Views;
-use crate::cluster::{NodeSample, NodeStatus};
-use crate::topology::Topology;
-use crate::trace::Trace;
+use crate::engine::NodeSample;
+use crate::net::topology::Topology;
+use crate::output::trace::Trace;
 
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,7 +71,7 @@ pub fn to_csv(rows: &[MetricsRow], topo: &Topology) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::TraceEvent;
+    use crate::output::trace::TraceEvent;
     use std::time::Duration;
 
     fn ev(t: u64, node: &str, event: &str, member: &str) -> TraceEvent {

@@ -17,10 +17,10 @@ use cairn::server::Server;
 use cairn::state::Store;
 use tokio::sync::watch;
 
-use crate::env::SimEnv;
-use crate::services::{self, ApiOrder};
-use crate::trace::{Recorder, TraceEvent};
-use crate::workload::{self, History, Order};
+use crate::engine::full::env::SimEnv;
+use crate::engine::full::services::{self, ApiOrder};
+use crate::engine::full::workload::{self, History, Order};
+use crate::output::trace::{Recorder, TraceEvent};
 
 /// Every running node's estimate coordinate, posted by the node itself.
 pub(crate) type CoordinateBoard = Arc<std::sync::Mutex<BTreeMap<usize, Coordinate>>>;
@@ -70,7 +70,7 @@ pub(crate) struct HostCtx {
     /// Where a server joins the WAN pool (empty: it does not).
     pub(crate) wan_join: Vec<String>,
     /// Services this node runs a prepared query for (see
-    /// [`crate::federation`]).
+    /// [`crate::engine::full::federation`]).
     pub(crate) queried: Vec<String>,
     pub(crate) name: String,
     pub(crate) datacenter: String,
@@ -180,7 +180,7 @@ impl HostCtx {
             .queried
             .iter()
             .map(|s| {
-                crate::federation::query(
+                crate::engine::full::federation::query(
                     env.clone(),
                     self.name.clone(),
                     http,

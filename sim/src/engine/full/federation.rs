@@ -20,11 +20,11 @@ use cairn::http_client as client;
 use cairn::coordinate::percentile;
 use cairn::env::{Env, Task};
 
-use crate::checks::{cut_links, CheckResult};
-use crate::cluster::{Action, PairError, TimedAction};
-use crate::services::record_at;
-use crate::topology::{Role, Topology};
-use crate::trace::{Recorder, Trace};
+use crate::action::{Action, TimedAction};
+use crate::net::topology::{Role, Topology};
+use crate::output::trace::{record_at, Recorder, Trace};
+use crate::tomography::PairError;
+use crate::verdict::{cut_links, CheckResult};
 
 /// Trace event: a prepared query run by a node answered from a datacenter
 /// (member: the service; detail: `dc=<datacenter> nodes=<a,b,...>`).
@@ -374,9 +374,9 @@ pub fn to_csv(rows: &[DcPairRtt]) -> String {
 mod tests {
     use super::*;
     use crate::checks::tests::{at, v};
-    use crate::services::Registration;
-    use crate::topology::{Datacenter, LatencyModel, Location, PoolScope};
-    use crate::trace::TraceEvent;
+    use crate::engine::full::services::Registration;
+    use crate::net::topology::{Datacenter, LatencyModel, Location, PoolScope};
+    use crate::output::trace::TraceEvent;
 
     /// Three datacenters on the equator: `near` 10° from `home`, `far` 30°.
     fn topo() -> Topology {

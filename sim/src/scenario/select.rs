@@ -17,8 +17,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::net::topology::Topology;
 use crate::seed::derive_seed;
-use crate::topology::Topology;
 
 /// How many of the matching nodes to take.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -218,7 +218,7 @@ pub fn resolve_names(sel: &[Selector], topo: &Topology, seed: u64, salt: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{Datacenter, LatencyModel, Location, PoolScope};
+    use crate::net::topology::{Datacenter, LatencyModel, Location, PoolScope};
 
     fn topo() -> Topology {
         let dc = |name: &str, clients| Datacenter {

@@ -9,12 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::checks::CheckResult;
-use crate::cluster::{Action, Replica, RunOutput, TimedAction};
-use crate::host::RAFT_EVENT;
-use crate::linearizability::{self, Input, Op, Output};
-use crate::topology::{Role, Topology};
-use crate::trace::Trace;
+use crate::action::{Action, TimedAction};
+use crate::checks::linearizability::{self, Input, Op, Output};
+use crate::engine::full::host::RAFT_EVENT;
+use crate::engine::{Replica, RunOutput};
+use crate::net::topology::{Role, Topology};
+use crate::output::trace::Trace;
+use crate::verdict::CheckResult;
 
 /// One `raft` trace event.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +83,7 @@ pub fn single_leader(topo: &Topology, trace: &Trace) -> CheckResult {
             }
         }
     }
-    let id = |name: &str| cairn::server::raft_id(&crate::cluster::server_node_id(name));
+    let id = |name: &str| cairn::server::raft_id(&crate::engine::full::server_node_id(name));
     let bad: Vec<String> = leaders
         .iter()
         .filter(|(_, l)| l.windows(2).any(|w| id(w[0]) >= id(w[1])))
@@ -491,7 +492,7 @@ mod tests {
 
     #[test]
     fn a_term_may_pass_to_a_higher_leader_id_only() {
-        use crate::topology::{Datacenter, LatencyModel, Location, PoolScope};
+        use crate::net::topology::{Datacenter, LatencyModel, Location, PoolScope};
         let topo = Topology::new(
             vec![Datacenter {
                 name: "dc1".into(),
@@ -503,9 +504,9 @@ mod tests {
             LatencyModel::default(),
         );
         let mut servers: Vec<&str> = vec!["dc1-server-0", "dc1-server-1", "dc1-server-2"];
-        let id = |n: &str| cairn::server::raft_id(&crate::cluster::server_node_id(n));
+        let id = |n: &str| cairn::server::raft_id(&crate::engine::full::server_node_id(n));
         servers.sort_by_key(|n| id(n));
-        let lead = |t: u64, node: &str, term: u64| crate::trace::TraceEvent {
+        let lead = |t: u64, node: &str, term: u64| crate::output::trace::TraceEvent {
             t_us: t,
             node: node.into(),
             event: RAFT_EVENT.into(),

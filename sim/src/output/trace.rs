@@ -125,3 +125,22 @@ impl Trace {
             .filter_map(|e| Some((e.node.as_str(), e.member.as_deref()?, e.at())))
     }
 }
+
+/// Records `event` about `member`, seen by `node`, at `at`.
+pub(crate) fn record_at(
+    recorder: &Recorder,
+    at: Duration,
+    node: &str,
+    event: &str,
+    member: &str,
+    detail: Option<String>,
+) {
+    recorder.record(TraceEvent {
+        t_us: at.as_micros() as u64,
+        node: node.to_owned(),
+        event: event.into(),
+        member: Some(member.to_owned()),
+        incarnation: None,
+        detail,
+    });
+}

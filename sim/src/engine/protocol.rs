@@ -37,19 +37,17 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::checks::Outages;
-use crate::cluster::{
-    starts_waiting, Accuracy, Action, NodeSample, NodeStatus, PairError, RunOutput, SimError,
-    TimedAction,
-};
+use crate::action::{starts_waiting, Action, NodeStatus, TimedAction};
+use crate::engine::{NodeSample, RunOutput, SimError};
+use crate::net::topology::Role;
 use crate::net::{self, Bits, Model, Override};
+use crate::output::spread::Spread;
+use crate::output::trace::{Trace, TraceEvent};
+use crate::scenario::select::resolve_names;
 use crate::scenario::{Scenario, Start};
 use crate::seed::derive_seed;
-use crate::select::resolve_names;
-use crate::spread::Spread;
-use crate::tomography::percentile;
-use crate::topology::Role;
-use crate::trace::{Trace, TraceEvent};
+use crate::tomography::{percentile, Accuracy, PairError};
+use crate::verdict::Outages;
 
 /// The gossip port every simulated node uses.
 const PORT: u16 = 8301;
@@ -236,7 +234,7 @@ pub fn run_protocol(
     }
     let n = topo.nodes.len();
     let names = topo.names();
-    let bits = |sel: &[crate::select::Selector]| {
+    let bits = |sel: &[crate::scenario::select::Selector]| {
         let names = resolve_names(sel, topo, seed, "link");
         Bits::of(n, names.iter().filter_map(|x| topo.index(x)))
     };

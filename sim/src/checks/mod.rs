@@ -1,179 +1,28 @@
-//! Evaluates a scenario's checks against the trace of its run.
+//! The checks: evaluates a scenario's checks against the trace of its run.
+//!
+//! [`evaluate`] turns each [`Check`] a scenario asks for into a
+//! [`CheckResult`]. Membership checks
+//! (convergence, failure detection, false failures) and coordinate
+//! accuracy are judged here; Raft and KV checks in [`consensus`], over
+//! the histories [`linearizability`] searches; the checks about a
+//! feature's own trace events (services, DNS, prepared-query failover,
+//! intentions) live beside the feature in [`engine::full`](crate::engine::full),
+//! and are called from here. Checks read a finished run and change
+//! nothing; the engines never call into them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+pub mod consensus;
+pub mod linearizability;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::cluster::{starts_waiting, Accuracy, Action, RunOutput, TimedAction};
-use crate::consensus_checks;
+use crate::action::{Action, TimedAction};
+use crate::engine::RunOutput;
+use crate::net::topology::Topology;
+use crate::output::trace::{Trace, TraceEvent};
 use crate::scenario::{Check, Scenario};
-use crate::topology::Topology;
-use crate::trace::{Trace, TraceEvent};
-
-/// The outcome of one check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckResult {
-    /// The check, as written.
-    pub check: String,
-    /// Whether it held.
-    pub passed: bool,
-    /// Evidence: what was measured, or what went wrong.
-    pub detail: String,
-}
-
-/// Time spans per node, open-ended while they last.
-#[derive(Debug, Default)]
-struct Spans(BTreeMap<String, Vec<(Duration, Option<Duration>)>>);
-
-impl Spans {
-    fn open(&mut self, node: &str, at: Duration) {
-        let spans = self.0.entry(node.to_owned()).or_default();
-        if spans.last().is_none_or(|s| s.1.is_some()) {
-            spans.push((at, None));
-        }
-    }
-
-    fn close(&mut self, node: &str, at: Duration) {
-        if let Some(last) = self.0.get_mut(node).and_then(|s| s.last_mut()) {
-            if last.1.is_none() {
-                last.1 = Some(at);
-            }
-        }
-    }
-
-    fn any_between(&self, node: &str, from: Duration, to: Duration) -> bool {
-        self.0.get(node).is_some_and(|s| {
-            s.iter()
-                .any(|(a, b)| *a <= to && b.is_none_or(|b| b >= from))
-        })
-    }
-
-    fn down_at(&self, node: &str, t: Option<Duration>) -> bool {
-        self.0.get(node).is_some_and(|s| {
-            s.iter().any(|(a, b)| match t {
-                None => b.is_none(),
-                Some(t) => *a <= t && b.is_none_or(|b| b > t),
-            })
-        })
-    }
-
-    /// The span containing `at`, if any: `Some(end)`, where `end` is `None`
-    /// when it lasts to the end of the run.
-    fn containing(&self, node: &str, at: Duration) -> Option<Option<Duration>> {
-        self.0
-            .get(node)?
-            .iter()
-            .find(|(a, b)| *a <= at && b.is_none_or(|b| b > at))
-            .map(|s| s.1)
-    }
-}
-
-/// When each node was unreachable: down (not started yet, crashed, or gone
-/// after leaving) or cut off by a partition.
-#[derive(Debug, Default)]
-pub struct Outages {
-    down: Spans,
-    cut: Spans,
-}
-
-/// Applies `action`'s cuts and heals to `cut`, the links cut so far as
-/// (cut-off node, node it cannot reach) pairs. Links are cut and healed
-/// pair by pair: an isolated node is cut off from everyone, but its peers
-/// are not cut off themselves (only one direction is recorded), while
-/// both sides of a partition are. Other actions change nothing here.
-pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], action: &Action) {
-    let pairs = |x: &[String], y: &[String]| -> Vec<(String, String)> {
-        x.iter()
-            .flat_map(|a| {
-                y.iter()
-                    .filter(move |b| *b != a)
-                    .map(move |b| (a.clone(), b.clone()))
-            })
-            .collect()
-    };
-    match action {
-        Action::Isolate(n) => {
-            let rest: Vec<String> = names.iter().filter(|x| !n.contains(x)).cloned().collect();
-            cut.extend(pairs(n, &rest));
-        }
-        // A one-way cut takes both sides' probes down with it (one loses
-        // its pings, the other its acks): both are cut off.
-        Action::Partition(x, y) | Action::OneWay(x, y) => {
-            cut.extend(pairs(x, y));
-            cut.extend(pairs(y, x));
-        }
-        Action::Heal => cut.clear(),
-        Action::HealBetween(x, y) => {
-            for p in pairs(x, y).into_iter().chain(pairs(y, x)) {
-                cut.remove(&p);
-            }
-        }
-        // A clog holds streams only; datagrams still cross.
-        Action::Crash(_)
-        | Action::Clog(..)
-        | Action::Leave(_)
-        | Action::Restart(_)
-        | Action::Join(_)
-        | Action::Loss(_)
-        | Action::LinkLoss(..)
-        | Action::Latency(..)
-        | Action::Skew(..)
-        | Action::Slow(..)
-        | Action::KvLoad(..)
-        | Action::RegisterService(..)
-        | Action::Intention(..) => {}
-    }
-}
-
-impl Outages {
-    /// Reads the outages off a resolved timeline.
-    pub fn from_timeline(names: &[String], actions: &[TimedAction]) -> Self {
-        let mut o = Outages::default();
-        // A node that waits for its join is absent until then.
-        for n in names.iter().filter(|n| starts_waiting(n, actions)) {
-            o.down.open(n, Duration::ZERO);
-        }
-        // A node is cut off while a link that an action cut it off by is
-        // still cut (see `cut_links`).
-        let cut_off = |cut: &BTreeSet<(String, String)>| -> BTreeSet<String> {
-            cut.iter().map(|(x, _)| x.clone()).collect()
-        };
-        let mut cut: BTreeSet<(String, String)> = BTreeSet::new();
-        for a in actions {
-            let before = cut_off(&cut);
-            match &a.action {
-                Action::Crash(n) | Action::Leave(n) => n.iter().for_each(|x| o.down.open(x, a.at)),
-                Action::Restart(n) | Action::Join(n) => {
-                    n.iter().for_each(|x| o.down.close(x, a.at))
-                }
-                other => cut_links(&mut cut, names, other),
-            }
-            let after = cut_off(&cut);
-            after.difference(&before).for_each(|n| o.cut.open(n, a.at));
-            before.difference(&after).for_each(|n| o.cut.close(n, a.at));
-        }
-        o
-    }
-
-    /// Whether `node` was down or cut off at any time in `[from, to]`.
-    pub fn any_between(&self, node: &str, from: Duration, to: Duration) -> bool {
-        self.down.any_between(node, from, to) || self.cut.any_between(node, from, to)
-    }
-
-    /// Whether `node` is down or cut off at `t` (`None`: at the end).
-    pub fn out_at(&self, node: &str, t: Option<Duration>) -> bool {
-        self.down.down_at(node, t) || self.cut.down_at(node, t)
-    }
-
-    /// When `node`'s outage that includes `at` ended (`None`: never).
-    fn end_of(&self, node: &str, at: Duration) -> Option<Duration> {
-        self.down
-            .containing(node, at)
-            .or_else(|| self.cut.containing(node, at))
-            .flatten()
-    }
-}
+use crate::tomography::Accuracy;
+use crate::verdict::{CheckResult, Outages};
 
 /// Every observer's view of membership, built by feeding it the trace in
 /// order: member -> the last membership event about it. A node that
@@ -464,7 +313,7 @@ pub fn evaluate(
                 *median_below,
                 *p90_below,
             ),
-            Check::QueryFailover { service, within } => crate::federation::failover(
+            Check::QueryFailover { service, within } => crate::engine::full::federation::failover(
                 &scenario.topology,
                 timeline,
                 trace,
@@ -473,21 +322,23 @@ pub fn evaluate(
                 *within,
             ),
             Check::LeaderWithin { within } => {
-                consensus_checks::leader_within(&scenario.topology, timeline, out, *within)
+                consensus::leader_within(&scenario.topology, timeline, out, *within)
             }
-            Check::SingleLeader => consensus_checks::single_leader(&scenario.topology, trace),
-            Check::Linearizable => consensus_checks::linearizable(&out.history),
-            Check::NoLostWrites => consensus_checks::no_lost_writes(&out.history, &out.replicas),
+            Check::SingleLeader => consensus::single_leader(&scenario.topology, trace),
+            Check::Linearizable => consensus::linearizable(&out.history),
+            Check::NoLostWrites => consensus::no_lost_writes(&out.history, &out.replicas),
             Check::ReplicasConverge => {
-                consensus_checks::replicas_converge(&scenario.topology, &out.replicas)
+                consensus::replicas_converge(&scenario.topology, &out.replicas)
             }
-            Check::IntentionsEnforced { within } => crate::mesh::enforced(timeline, trace, *within),
+            Check::IntentionsEnforced { within } => {
+                crate::engine::full::mesh::enforced(timeline, trace, *within)
+            }
             Check::ServiceVisible { service, within } | Check::DnsResolves { service, within } => {
                 let seen = match c {
-                    Check::DnsResolves { .. } => crate::services::Seen::Dns,
-                    _ => crate::services::Seen::Catalog,
+                    Check::DnsResolves { .. } => crate::engine::full::services::Seen::Dns,
+                    _ => crate::engine::full::services::Seen::Catalog,
                 };
-                crate::services::visible(
+                crate::engine::full::services::visible(
                     &scenario.topology,
                     timeline,
                     &outages,
@@ -729,7 +580,7 @@ pub(crate) mod tests {
     #[test]
     fn a_node_already_held_failed_need_not_be_declared_again() {
         let names = v(&["a", "b"]);
-        let ev = |t: u64, node: &str, event: &str, member: &str| crate::trace::TraceEvent {
+        let ev = |t: u64, node: &str, event: &str, member: &str| crate::output::trace::TraceEvent {
             t_us: t * 1_000_000,
             node: node.into(),
             event: event.into(),
@@ -771,7 +622,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_cut_off_nodes_verdict_may_spread_but_others_may_not() {
-        let ev = |ms: u64, node: &str, member: &str, inc: u32| crate::trace::TraceEvent {
+        let ev = |ms: u64, node: &str, member: &str, inc: u32| crate::output::trace::TraceEvent {
             t_us: ms * 1000,
             node: node.into(),
             event: "failed".into(),

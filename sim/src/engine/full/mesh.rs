@@ -17,10 +17,9 @@ use cairn::connect::proxy::{Proxy, ProxyConfig, UpstreamConfig};
 use cairn::env::{timeout, Env, Task, TcpListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::checks::CheckResult;
-use crate::cluster::{Action, TimedAction};
-use crate::services::record_at;
-use crate::trace::{Recorder, Trace};
+use crate::action::{Action, TimedAction};
+use crate::output::trace::{record_at, Recorder, Trace};
+use crate::verdict::CheckResult;
 
 /// The sidecar's public port on every node.
 pub const SIDECAR_PORT: u16 = 21000;

@@ -19,10 +19,10 @@ use cairn::http_client as client;
 use cairn::env::{Env, Task};
 use tokio::sync::watch;
 
-use crate::checks::{CheckResult, Outages};
-use crate::cluster::{Action, TimedAction};
-use crate::topology::{Role, Topology};
-use crate::trace::{Recorder, Trace, TraceEvent};
+use crate::action::{Action, TimedAction};
+use crate::net::topology::{Role, Topology};
+use crate::output::trace::{record_at, Recorder, Trace};
+use crate::verdict::{CheckResult, Outages};
 
 pub use crate::action::Registration;
 
@@ -39,7 +39,7 @@ impl Registration {
 
     fn body(&self, ip: std::net::IpAddr) -> Bytes {
         if self.connect {
-            return crate::mesh::registration_body(
+            return crate::engine::full::mesh::registration_body(
                 &self.name,
                 self.port,
                 &self.tags,
@@ -60,7 +60,7 @@ pub enum ApiOrder {
     /// Register a service (and with Connect, run it and its sidecar).
     Register(Registration),
     /// Set an intention.
-    Intention(crate::mesh::IntentionOrder),
+    Intention(crate::engine::full::mesh::IntentionOrder),
 }
 
 /// Trace event: a node's agent accepted a registration (member: service).
@@ -86,25 +86,6 @@ fn record<E: Env>(
         service,
         detail,
     );
-}
-
-/// Records `event` about `member`, seen by `node`, at `at`.
-pub(crate) fn record_at(
-    recorder: &Recorder,
-    at: Duration,
-    node: &str,
-    event: &str,
-    member: &str,
-    detail: Option<String>,
-) {
-    recorder.record(TraceEvent {
-        t_us: at.as_micros() as u64,
-        node: node.to_owned(),
-        event: event.into(),
-        member: Some(member.to_owned()),
-        incarnation: None,
-        detail,
-    });
 }
 
 /// Pause between tries of a registration the agent did not accept.
@@ -141,7 +122,7 @@ pub fn register<E: Env>(
                     .map(|_| {
                         record(&env, &recorder, &node, REGISTERED, &r.name, None);
                         if r.connect {
-                            running.extend(crate::mesh::start(
+                            running.extend(crate::engine::full::mesh::start(
                                 &env,
                                 &node,
                                 http,

@@ -1,23 +1,32 @@
+//! What a run leaves behind. [`trace`] records every event as the run goes
+//! and hashes it; [`spread`] and [`metrics`] read the trace into curves
+//! and per-second rows; [`plot`] draws charts; this module writes them
+//! all out.
+//!
 //! The files a run leaves for people and tools to read: `trace.jsonl`,
 //! `metrics.csv`, `rtt_accuracy.csv`, `rtt_pairs.csv`, `summary.json`, a copy of the
 //! scenario (for replay), and charts; with federated datacenters also
 //! `wan_rtt_pairs.csv` and `wan_rtt.csv` (estimated against true RTT
 //! percentiles per datacenter pair).
 
+pub mod metrics;
+pub mod plot;
+pub mod spread;
+pub mod trace;
+
 use std::path::{Path, PathBuf};
 
 use plotters::chart::SeriesLabelPosition;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{detections, CheckResult, Outages};
-use crate::cluster::{Accuracy, PairError};
-use crate::federation::{self, dc_pair_percentiles, DcPairRtt};
-use crate::metrics;
-use crate::plot::{self, Chart, HeatMap, Scale, Series, Style};
+use crate::checks::detections;
+use crate::engine::full::federation::{self, dc_pair_percentiles, DcPairRtt};
+use crate::output::spread::{Spread, SpreadSummary};
 use crate::report::Report;
 use crate::scenario::Scenario;
-use crate::spread::{Spread, SpreadSummary};
-use crate::tomography::percentile;
+use crate::tomography::{percentile, Accuracy, PairError};
+use crate::verdict::{CheckResult, Outages};
+use plot::{Chart, HeatMap, Scale, Series, Style};
 
 /// `summary.json`: what ran, its fingerprint, and how it went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

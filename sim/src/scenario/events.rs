@@ -1,0 +1,344 @@
+//! `[[event]]`s: the scenario's timeline, each event parsed into an
+//! [`Action`] on node selectors at its time.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::parse::{
+    between, dur, err, rate, selectors, signed_ms, valid_service_name, ScenarioError,
+};
+use crate::action::{Action, IntentionOrder, LatencyChange, Registration};
+use crate::engine::full::mesh;
+use crate::engine::full::workload::{parse_consistency, KvLoad};
+use crate::net::topology::{Role, Topology};
+use crate::scenario::select::Selector;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventSection {
+    at: String,
+    action: String,
+    #[serde(default)]
+    targets: Vec<String>,
+    between: Option<Vec<String>>,
+    one_way: Option<bool>,
+    rate: Option<f64>,
+    offset: Option<String>,
+    latency: Option<String>,
+    factor: Option<f64>,
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    clients: Option<u32>,
+    interval: Option<String>,
+    keys: Option<u32>,
+    consistency: Option<String>,
+    service: Option<String>,
+    port: Option<u16>,
+    tags: Option<Vec<String>>,
+    upstream: Option<String>,
+    source: Option<String>,
+    destination: Option<String>,
+    decision: Option<String>,
+}
+
+const ACTIONS: &str = "partition, heal, clog, unclog, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention";
+
+/// Event `i` (from 0): where it is in the file (for errors), when it
+/// happens and what it does.
+pub(super) fn parse(
+    i: usize,
+    e: &EventSection,
+    topology: &Topology,
+) -> Result<(String, Duration, Action<Vec<Selector>>), ScenarioError> {
+    let here = format!("event #{} ({})", i + 1, e.action);
+    let at = dur(&format!("{here}: at"), &e.at)?;
+    let targets = selectors(topology, &here, &e.targets)?;
+    let pair = between(topology, &here, &e.between)?;
+    let need_targets = || {
+        if targets.is_empty() {
+            Err(err(format!(
+                "{here} needs targets, like [\"dc1-3\"] or [\"dc=dc2\"]"
+            )))
+        } else {
+            Ok(targets.clone())
+        }
+    };
+    // `between` names two sets; `targets` alone means "and everyone else".
+    let sets = || -> Result<(Vec<Selector>, Vec<Selector>), ScenarioError> {
+        match (&pair, targets.is_empty()) {
+            (Some(_), false) => Err(err(format!("{here}: give targets or between, not both"))),
+            (Some(p), true) => Ok(p.clone()),
+            (None, false) => Ok((
+                targets.clone(),
+                vec![Selector::parse("all", topology).map_err(err)?],
+            )),
+            (None, true) => {
+                let all = vec![Selector::parse("all", topology).map_err(err)?];
+                Ok((all.clone(), all))
+            }
+        }
+    };
+    let action = match e.action.as_str() {
+        "partition" => match (&pair, e.one_way.unwrap_or(false)) {
+            (Some(_), _) if !targets.is_empty() => {
+                return Err(err(format!("{here}: give targets or between, not both")))
+            }
+            (Some(p), false) => Action::Partition(p.0.clone(), p.1.clone()),
+            (Some(p), true) => Action::OneWay(p.0.clone(), p.1.clone()),
+            (None, false) => Action::Isolate(need_targets()?),
+            (None, true) => {
+                return Err(err(format!(
+                    "{here}: one_way needs between = [FROM, TO]: what FROM sends stops reaching TO"
+                )))
+            }
+        },
+        "clog" | "unclog" => {
+            let (x, y) = sets()?;
+            Action::Clog(x, y, e.action == "clog")
+        }
+        "heal" => match (&pair, targets.is_empty()) {
+            (None, true) => Action::Heal,
+            _ => {
+                let (x, y) = sets()?;
+                Action::HealBetween(x, y)
+            }
+        },
+        "crash" => Action::Crash(need_targets()?),
+        "restart" => Action::Restart(need_targets()?),
+        "join" => Action::Join(need_targets()?),
+        "leave" => Action::Leave(need_targets()?),
+        "loss" => {
+            let r = e
+                .rate
+                .ok_or_else(|| err(format!("{here} needs rate, from 0 to 1")))?;
+            let r = rate(&format!("{here}: rate"), r)?;
+            if pair.is_none() && targets.is_empty() {
+                Action::Loss(r)
+            } else {
+                let (x, y) = sets()?;
+                Action::LinkLoss(x, y, Some(r))
+            }
+        }
+        "loss_off" => {
+            let (x, y) = sets()?;
+            Action::LinkLoss(x, y, None)
+        }
+        "latency" => {
+            let change = match (&e.latency, e.factor) {
+                (Some(v), None) => LatencyChange::Set(dur(&format!("{here}: latency"), v)?),
+                (None, Some(f)) if f.is_finite() && f > 0.0 => LatencyChange::Scale(f),
+                (None, Some(_)) => return Err(err(format!("{here}: factor must be a positive number"))),
+                _ => {
+                    return Err(err(format!(
+                        "{here} needs latency (one-way, like \"80ms\") or factor (times the model's), not both"
+                    )))
+                }
+            };
+            let (x, y) = sets()?;
+            Action::Latency(x, y, change)
+        }
+        "latency_reset" => {
+            let (x, y) = sets()?;
+            Action::Latency(x, y, LatencyChange::Reset)
+        }
+        "slow" => {
+            let d = e.latency.as_deref().ok_or_else(|| {
+                err(format!("{here} needs latency, the extra delay of every datagram the targets send or receive, like \"200ms\" (\"0\" ends it)"))
+            })?;
+            Action::Slow(need_targets()?, dur(&format!("{here}: latency"), d)?)
+        }
+        "skew" => {
+            let o = e
+                .offset
+                .as_deref()
+                .ok_or_else(|| err(format!("{here} needs offset, like \"-250ms\"")))?;
+            Action::Skew(need_targets()?, signed_ms(&format!("{here}: offset"), o)?)
+        }
+        "kv_load" => {
+            let load = kv_load(&here, e, topology)?;
+            Action::KvLoad(need_targets()?, load)
+        }
+        "register_service" | "connect_service" => {
+            let registration = registration(&here, e, topology)?;
+            Action::RegisterService(need_targets()?, registration)
+        }
+        "intention" => {
+            let name = |what: &str, v: &Option<String>| -> Result<String, ScenarioError> {
+                v.clone()
+                    .filter(|s| s == "*" || valid_service_name(s))
+                    .ok_or_else(|| err(format!("{here} needs {what}, a service name or \"*\"")))
+            };
+            let allow = match e.decision.as_deref() {
+                Some("allow") => true,
+                Some("deny") => false,
+                _ => {
+                    return Err(err(format!(
+                        "{here} needs decision = \"allow\" or \"deny\""
+                    )))
+                }
+            };
+            Action::Intention(
+                need_targets()?,
+                IntentionOrder {
+                    source: name("source", &e.source)?,
+                    destination: name("destination", &e.destination)?,
+                    allow,
+                },
+            )
+        }
+        other => {
+            return Err(err(format!(
+                "event #{}: unknown action {other:?} (known: {ACTIONS})",
+                i + 1
+            )))
+        }
+    };
+    // Keys that the action would silently ignore are mistakes.
+    let unused = unused(e);
+    if !unused.is_empty() {
+        return Err(err(format!(
+            "{here}: {} does not apply to this action",
+            unused.join(", ")
+        )));
+    }
+    Ok((here, at, action))
+}
+
+/// A `kv_load` event's load.
+fn kv_load(here: &str, e: &EventSection, topology: &Topology) -> Result<KvLoad, ScenarioError> {
+    if !topology.nodes.iter().any(|n| n.role == Role::Server) {
+        return Err(err(format!(
+            "{here}: KV clients need servers; give a datacenter servers = 3"
+        )));
+    }
+    let d = KvLoad::default();
+    let positive = |what: &str, v: Option<u32>, default: u32| match v {
+        None => Ok(default),
+        Some(0) => Err(err(format!("{here}: {what} must be at least 1"))),
+        Some(n) if n > 64 => Err(err(format!("{here}: {what} is at most 64"))),
+        Some(n) => Ok(n),
+    };
+    let load = KvLoad {
+        duration: match &e.for_ {
+            Some(v) => dur(&format!("{here}: for"), v)?,
+            None => d.duration,
+        },
+        clients: positive("clients", e.clients, d.clients)?,
+        interval: match &e.interval {
+            Some(v) => dur(&format!("{here}: interval"), v)?,
+            None => d.interval,
+        },
+        keys: positive("keys", e.keys, d.keys)?,
+        consistency: match &e.consistency {
+            Some(c) => parse_consistency(c).map_err(|m| err(format!("{here}: {m}")))?,
+            None => d.consistency,
+        },
+    };
+    if load.interval < Duration::from_millis(1) {
+        return Err(err(format!(
+            "{here}: interval must be at least 1ms (each client waits that long between operations)"
+        )));
+    }
+    Ok(load)
+}
+
+/// A `register_service` or `connect_service` event's registration.
+fn registration(
+    here: &str,
+    e: &EventSection,
+    topology: &Topology,
+) -> Result<Registration, ScenarioError> {
+    if !topology.nodes.iter().any(|n| n.role == Role::Server) {
+        return Err(err(format!(
+            "{here}: services are registered in the servers' catalog; give a datacenter servers = 3"
+        )));
+    }
+    let name = e
+        .service
+        .clone()
+        .filter(|s| valid_service_name(s))
+        .ok_or_else(|| {
+            err(format!(
+                "{here} needs service, a name of letters, digits and dashes, like \"web\""
+            ))
+        })?;
+    let connect = e.action == "connect_service";
+    let port = e.port.unwrap_or(0);
+    if connect && (port == 0 || port == mesh::SIDECAR_PORT || port == mesh::UPSTREAM_PORT) {
+        return Err(err(format!(
+            "{here} needs the application's port, like port = 8080 (not {} or {}, which the sidecar uses)",
+            mesh::SIDECAR_PORT,
+            mesh::UPSTREAM_PORT
+        )));
+    }
+    if let Some(u) = &e.upstream {
+        if !valid_service_name(u) {
+            return Err(err(format!("{here}: upstream {u:?} is not a service name")));
+        }
+    }
+    Ok(Registration {
+        name,
+        port,
+        tags: e.tags.clone().unwrap_or_default(),
+        connect,
+        upstream: e.upstream.clone(),
+    })
+}
+
+/// The keys `e` sets that its action does not read.
+fn unused(e: &EventSection) -> Vec<&'static str> {
+    let registers = matches!(e.action.as_str(), "register_service" | "connect_service");
+    [
+        ("rate", e.rate.is_some() && e.action != "loss"),
+        ("one_way", e.one_way.is_some() && e.action != "partition"),
+        ("offset", e.offset.is_some() && e.action != "skew"),
+        (
+            "latency",
+            e.latency.is_some() && e.action != "latency" && e.action != "slow",
+        ),
+        ("factor", e.factor.is_some() && e.action != "latency"),
+        (
+            "between",
+            e.between.is_some()
+                && matches!(
+                    e.action.as_str(),
+                    "crash"
+                        | "restart"
+                        | "join"
+                        | "leave"
+                        | "skew"
+                        | "slow"
+                        | "kv_load"
+                        | "register_service"
+                        | "connect_service"
+                        | "intention"
+                ),
+        ),
+        ("for", e.for_.is_some() && e.action != "kv_load"),
+        ("clients", e.clients.is_some() && e.action != "kv_load"),
+        ("interval", e.interval.is_some() && e.action != "kv_load"),
+        ("keys", e.keys.is_some() && e.action != "kv_load"),
+        (
+            "consistency",
+            e.consistency.is_some() && e.action != "kv_load",
+        ),
+        ("service", e.service.is_some() && !registers),
+        ("port", e.port.is_some() && !registers),
+        ("tags", e.tags.is_some() && !registers),
+        (
+            "upstream",
+            e.upstream.is_some() && e.action != "connect_service",
+        ),
+        ("source", e.source.is_some() && e.action != "intention"),
+        (
+            "destination",
+            e.destination.is_some() && e.action != "intention",
+        ),
+        ("decision", e.decision.is_some() && e.action != "intention"),
+    ]
+    .into_iter()
+    .filter(|x| x.1)
+    .map(|x| x.0)
+    .collect()
+}
