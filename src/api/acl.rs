@@ -3,7 +3,7 @@
 //! lists filtered, and Consul's `/v1/acl/*` endpoints.
 //!
 //! Requests that reach the servers carry the token there (see
-//! [`super::context::call`]) and are judged there; this module judges only what
+//! `context::call`) and are judged there; this module judges only what
 //! the agent answers itself.
 
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //! token's authorizer.
 //!
 //! The caller travels as a value, set by the layers around the endpoints
-//! (`?dc=` in `common_params`, the token in [`super::acl::enforce`]) and
+//! (`?dc=` in `common_params`, the token in `acl::enforce`) and
 //! read from the request's extensions, so a request to the servers carries
 //! exactly the datacenter and token of the HTTP request it serves.
 

@@ -75,7 +75,7 @@ impl DnsConfig {
     }
 
     /// The domain and the alternate domain, lowercased, without dots at
-    /// either end (what [`names::parse`] expects).
+    /// either end (what [`super::names::parse`] expects).
     pub fn domains(&self) -> Vec<String> {
         let clean = |d: &str| d.trim_matches('.').to_ascii_lowercase();
         std::iter::once(clean(&self.domain))

@@ -7,9 +7,11 @@ use crate::acl::{
     Access, Authorizer, Global, Link, Policy, Resource, Token, ANONYMOUS_ID, ANONYMOUS_SECRET,
     GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME, GLOBAL_MANAGEMENT_RULES,
 };
+use std::sync::{Arc, Mutex};
+
 use crate::server::{Answer, CaOp, ClientRequest, Query};
 use crate::state::acl::AclState;
-use crate::state::{Command, KvOp, Store, TxnVerb};
+use crate::state::{Command, KvOp, Store, Table, TxnVerb};
 
 /// Ok, or Consul's refusal.
 type Verdict = Result<(), String>;
@@ -282,6 +284,60 @@ fn accessor_for(secret: &str) -> String {
     let mut raw = [0u8; 16];
     raw.copy_from_slice(&digest[..16]);
     crate::format::format_uuid(raw)
+}
+
+/// A server's ACL enforcement: the default policy, and authorizers by
+/// secret, each good while the ACL table keeps the index it was built at.
+pub(super) struct AclEnforcer {
+    default_allow: bool,
+    cache: Mutex<std::collections::HashMap<String, (u64, Arc<crate::acl::Authorizer>)>>,
+}
+
+/// Most authorizers a server keeps.
+const AUTHZ_CACHE_MAX: usize = 4096;
+
+impl AclEnforcer {
+    /// Enforcement with `default_policy = "allow"` when `default_allow`.
+    pub(super) fn new(default_allow: bool) -> Self {
+        AclEnforcer {
+            default_allow,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The authorizer of `secret`; `None` when no valid token has it.
+    pub(super) fn authorizer(
+        &self,
+        store: &Store,
+        secret: &str,
+        now_ms: u64,
+    ) -> Option<Arc<crate::acl::Authorizer>> {
+        let index = store.index(Table::Acl);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, z)) = cache.get(secret) {
+            // Expiry is checked each time; the cached rules stand while
+            // the table does.
+            let live = store
+                .acl()
+                .token_by_secret(secret)
+                .is_some_and(|t| t.expiration_ms.is_none_or(|e| e > now_ms));
+            if *at == index && live {
+                return Some(z.clone());
+            }
+        }
+        let r = store.acl().resolve(secret, now_ms)?;
+        let z = Arc::new(crate::acl::Authorizer::new(
+            &r.token.accessor_id,
+            r.rules.iter().map(|r| r.as_ref()),
+            r.management,
+            self.default_allow,
+        ));
+        if cache.len() >= AUTHZ_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(secret.to_string(), (index, z.clone()));
+        Some(z)
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,36 @@
-//! What the servers do besides replicating: the leader's duties.
+//! A cairn server: the Raft node that keeps the catalog, and the duties
+//! of its leader.
+//!
+//! - [`request`]: the RPC vocabulary agents speak to servers (requests,
+//!   queries, answers).
+//! - [`node`]: a running [`Server`]: start-up, the RPC port, ACL checks
+//!   and forwarding to the leader. Beside it, by concern: `write` (writes,
+//!   coordinates, sessions) over `batch` (group commit), `read` (reads and
+//!   blocking queries), `ca` (the Connect CA, with `csr`'s rate limit) and
+//!   `wan` (other datacenters).
+//! - `acl`: what a token may do with each request, and the
+//!   ACL bootstrap the leader writes.
+//! - [`cluster`], `reconcile`, [`member`]: the leader's duties (forming
+//!   the Raft group from gossip, keeping the catalog in step with the
+//!   LAN pool) and how servers find each other in gossip.
 
 pub(crate) mod acl;
+mod batch;
+mod ca;
 pub mod cluster;
+mod csr;
 pub mod member;
 pub mod node;
+mod read;
 pub mod reconcile;
 pub mod request;
+mod wan;
+mod write;
 
 pub use cluster::DutyConfig;
+pub use csr::CSR_RATE_LIMITED;
 pub use member::{raft_id, server_of, server_tags, ServerMember, SERVER_ROLE};
-pub use node::{Server, StartError, CSR_RATE_LIMITED};
+pub use node::{Server, StartError};
 pub use reconcile::{reconcile, SERF_CHECK};
 pub use request::{
     Answer, CaOp, ClientReply, ClientRequest, Consistency, Instance, Query, Read, RpcTls,

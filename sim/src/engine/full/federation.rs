@@ -16,9 +16,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::http_client as client;
 use cairn::coordinate::percentile;
 use cairn::env::{Env, Task};
+use cairn::http_client as client;
 
 use crate::action::{Action, TimedAction};
 use crate::net::topology::{Role, Topology};

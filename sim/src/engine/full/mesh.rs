@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::http_client as client;
 use cairn::connect::intention::{self, Action as Decision, Intention};
 use cairn::connect::proxy::{Proxy, ProxyConfig, UpstreamConfig};
 use cairn::env::{timeout, Env, Task, TcpListener};
+use cairn::http_client as client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::action::{Action, TimedAction};

@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::http_client as client;
 use cairn::env::{Env, Task};
+use cairn::http_client as client;
 use tokio::sync::watch;
 
 use crate::action::{Action, TimedAction};
