@@ -1,7 +1,12 @@
 //! Membership and failure detection: SWIM with the Lifeguard extensions,
 //! speaking memberlist's wire protocol.
 //!
-//! - [`core::Swim`] is the protocol as a sans-IO state machine;
+//! - [`core::Swim`] is the protocol as a sans-IO state machine: `core/`
+//!   holds the node's state and entry points (`mod.rs`), the probe cycle
+//!   (`probe/`), the member table and alive/suspect/dead/refute
+//!   (`members/`), push/pull (`push_pull.rs`) and what is sent (`send.rs`);
+//!   [`lifeguard`] and [`broadcast`] are the Lifeguard timers and the
+//!   piggyback queue it uses;
 //! - [`node::Node`] adds what Serf keeps on top (roster, coordinates,
 //!   reconnecting, reaping), still without I/O;
 //! - [`driver`] connects a node to an [`Env`](crate::env::Env): sockets, timers, tasks;
@@ -18,7 +23,6 @@ pub mod hash;
 pub mod keyring;
 pub mod lifeguard;
 pub mod lzw;
-mod members;
 pub mod memo;
 pub mod node;
 pub mod roster;
