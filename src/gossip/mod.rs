@@ -10,7 +10,9 @@
 //! - [`node::Node`] adds what Serf keeps on top (roster, coordinates,
 //!   reconnecting, reaping), still without I/O;
 //! - [`driver`] connects a node to an [`Env`](crate::env::Env): sockets, timers, tasks;
-//! - [`wire`] is memberlist's message format; [`config`] its tuning presets;
+//! - [`wire`] is memberlist's message format (its vocabulary in `wire/mod.rs`,
+//!   writing it in `encode.rs`, reading it in `decode.rs`); [`config`] its
+//!   tuning presets;
 //! - [`roster`] keeps the Serf-style member list (alive, leaving, left,
 //!   failed) that the agent shows, and [`tags`] encodes node metadata as Serf does.
 

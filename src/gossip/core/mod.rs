@@ -17,13 +17,13 @@
 //! commands) and its timers. Each concern of the protocol is an `impl Swim`
 //! of its own, in a file below this one:
 //!
-//! - [`probe`]: the probe cycle (direct, indirect, TCP fallback), the walk
+//! - `probe/`: the probe cycle (direct, indirect, TCP fallback), the walk
 //!   through the probe order, and the ping, ack and nack handlers; the
 //!   probe's own state is in `probe/state.rs`;
-//! - [`members`]: the member table (`members/table.rs`) and its changes:
+//! - `members/`: the member table (`members/table.rs`) and its changes:
 //!   alive, suspect, dead, refute, and when a suspicion runs out;
-//! - [`push_pull`]: anti-entropy, a full state exchange over a stream;
-//! - [`send`]: what leaves the node: the broadcast queue, the gossip tick,
+//! - `push_pull.rs`: anti-entropy, a full state exchange over a stream;
+//! - `send.rs`: what leaves the node: the broadcast queue, the gossip tick,
 //!   packets (compound, compressed, checksummed) and streams.
 //!
 //! Data flows one way: the concerns use the types defined here, and this

@@ -3,7 +3,7 @@
 //! node refuting what is said about it, and what happens when a suspicion
 //! runs out (Lifeguard's confirmations, and, beyond memberlist, a last
 //! look before condemning a member on our word alone). The table itself,
-//! with its running digest, is [`table`].
+//! with its running digest, is in `table.rs`.
 
 use std::sync::Arc;
 
