@@ -782,7 +782,7 @@ fn a_converged_start_knows_everyone_and_each_node_probes_everyone_once_a_round()
             assert!(!distinct.contains(format!("n{i}").as_str()));
         }
         first_targets.insert(probed[0]);
-        let walking = net.swim(i).is_some_and(|s| s.probe_walk.is_some());
+        let walking = net.swim(i).is_some_and(|s| s.probe.walk.is_some());
         assert!(walking, "node {i} copied the shared order");
     }
     // The nodes share one order but do not walk it in step.
@@ -866,7 +866,7 @@ fn a_walk_through_a_shared_order_visits_every_slot_once_even_as_members_join() {
         }
         let n = s.nodes.len();
         assert_eq!(n, 15);
-        let slots: BTreeSet<usize> = (0..n).map(|i| s.probe_slot(i)).collect();
+        let slots: BTreeSet<usize> = (0..n).map(|i| s.probe.slot(i)).collect();
         assert_eq!(slots.len(), n, "node {seed}: a slot visited twice");
     }
 }

@@ -6,7 +6,7 @@
 //! ones they change. Every change goes through [`Members`], which keeps the
 //! digest: the wrapping sum of each record's [`wire::entry_digest`]. Two
 //! nodes whose digests and sizes agree send the same push/pull state, which
-//! a simulator's shortcuts use (see [`super::memo`]); a real node never
+//! a simulator's shortcuts use (see [`crate::gossip::memo`]); a real node never
 //! reads it.
 
 use std::hash::BuildHasherDefault;
@@ -14,30 +14,30 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use super::config::SwimError;
-use super::event::NodeInfo;
-use super::hash::NameHasher;
-use super::wire::{self, NodeStateKind, Versions};
+use crate::gossip::config::SwimError;
+use crate::gossip::event::NodeInfo;
+use crate::gossip::hash::NameHasher;
+use crate::gossip::wire::{self, NodeStateKind, Versions};
 use crate::time::Instant;
 
 /// A member as this node sees it.
 #[derive(Debug, Clone)]
-pub(super) struct NodeState {
-    pub(super) name: Arc<str>,
-    pub(super) addr: SocketAddr,
-    pub(super) meta: Vec<u8>,
-    pub(super) incarnation: u32,
-    pub(super) state: NodeStateKind,
-    pub(super) state_change: Instant,
-    pub(super) vsn: Versions,
+pub(crate) struct NodeState {
+    pub(crate) name: Arc<str>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) meta: Vec<u8>,
+    pub(crate) incarnation: u32,
+    pub(crate) state: NodeStateKind,
+    pub(crate) state_change: Instant,
+    pub(crate) vsn: Versions,
 }
 
 impl NodeState {
-    pub(super) fn pmax(&self) -> u8 {
+    pub(crate) fn pmax(&self) -> u8 {
         self.vsn[1]
     }
 
-    pub(super) fn info(&self) -> NodeInfo {
+    pub(crate) fn info(&self) -> NodeInfo {
         NodeInfo {
             name: self.name.to_string(),
             addr: self.addr,
@@ -65,7 +65,7 @@ impl NodeState {
 /// hasher so nothing about it varies from run to run (its order is what
 /// push/pull sends). Values are boxed in `Arc`s so that copying a path of
 /// the trie on a change copies pointers, not records.
-pub(super) type NodeMap = imbl::GenericHashMap<
+pub(crate) type NodeMap = imbl::GenericHashMap<
     Arc<str>,
     Arc<NodeState>,
     BuildHasherDefault<NameHasher>,
@@ -75,7 +75,7 @@ pub(super) type NodeMap = imbl::GenericHashMap<
 /// The member map and its digest. Reads go through `Deref`; there is no
 /// `DerefMut`, so every change passes here and the digest cannot drift.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Members {
+pub(crate) struct Members {
     map: NodeMap,
     digest: u64,
 }
@@ -90,7 +90,7 @@ impl Deref for Members {
 
 impl Members {
     /// Adds or replaces `name`'s record; the one replaced, if any.
-    pub(super) fn insert(&mut self, name: Arc<str>, state: NodeState) -> Option<Arc<NodeState>> {
+    pub(crate) fn insert(&mut self, name: Arc<str>, state: NodeState) -> Option<Arc<NodeState>> {
         self.digest = self.digest.wrapping_add(state.digest());
         let old = self.map.insert(name, Arc::new(state));
         if let Some(o) = &old {
@@ -100,7 +100,7 @@ impl Members {
     }
 
     /// Forgets `name`.
-    pub(super) fn remove(&mut self, name: &str) -> Option<Arc<NodeState>> {
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Arc<NodeState>> {
         let old = self.map.remove(name);
         if let Some(o) = &old {
             self.digest = self.digest.wrapping_sub(o.digest());
@@ -110,7 +110,7 @@ impl Members {
 
     /// `name`'s record to change, copied first if other nodes share it.
     /// The digest follows the change when the guard is dropped.
-    pub(super) fn state_mut(&mut self, name: &str) -> Option<StateMut<'_>> {
+    pub(crate) fn state_mut(&mut self, name: &str) -> Option<StateMut<'_>> {
         let state = Arc::make_mut(self.map.get_mut(name)?);
         let before = state.digest();
         Some(StateMut {
@@ -122,14 +122,14 @@ impl Members {
 
     /// The digest and the number of members: equal for two tables that
     /// would send the same push/pull state (up to a 64-bit collision).
-    pub(super) fn digest(&self) -> (u64, usize) {
+    pub(crate) fn digest(&self) -> (u64, usize) {
         (self.digest, self.map.len())
     }
 
     /// The digest recomputed from scratch (tests check the running one
     /// against it).
     #[cfg(any(test, debug_assertions))]
-    pub(super) fn digest_from_scratch(&self) -> u64 {
+    pub(crate) fn digest_from_scratch(&self) -> u64 {
         self.map
             .values()
             .fold(0u64, |d, s| d.wrapping_add(s.digest()))
@@ -137,7 +137,7 @@ impl Members {
 }
 
 /// A member's record being changed; see [`Members::state_mut`].
-pub(super) struct StateMut<'m> {
+pub(crate) struct StateMut<'m> {
     state: &'m mut NodeState,
     digest: &'m mut u64,
     before: u64,
@@ -167,14 +167,14 @@ impl Drop for StateMut<'_> {
 }
 
 /// Members, all alive, that nodes can start out knowing (see
-/// [`Swim::preload`](super::core::Swim::preload)). Built once and shared:
+/// [`Swim::preload`](crate::gossip::core::Swim::preload)). Built once and shared:
 /// every node given the same table shares its entries, and copies only the
 /// few it later changes, so N nodes that all know N members cost about N
 /// entries, not N².
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MemberTable {
-    pub(super) nodes: imbl::Vector<Arc<str>>,
-    pub(super) map: Members,
+    pub(crate) nodes: imbl::Vector<Arc<str>>,
+    pub(crate) map: Members,
 }
 
 impl MemberTable {
