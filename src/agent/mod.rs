@@ -127,70 +127,13 @@ impl<E: Env> Agent<E> {
     ) -> Result<Self, AgentError> {
         config.validate()?;
         let node_id = node_id(&env, &config)?;
-        let mut tags = agent_tags(&config, &node_id);
-        // The RPC port is bound before gossip starts, so the port gossiped
-        // is the one bound (port 0 picks one).
-        let rpc_listener = if config.server {
-            let addr = SocketAddr::new(config.bind_addr, config.ports.server);
-            let l = env
-                .bind_tcp(addr)
-                .await
-                .map_err(|source| AgentError::Rpc { addr, source })?;
-            let port = crate::env::TcpListener::local_addr(&l)
-                .map_err(|source| AgentError::Rpc { addr, source })?
-                .port();
-            server::server_tags(&mut tags, port, config.bootstrap_expect);
-            Some(l)
-        } else {
-            None
-        };
-        let meta = tags::encode(&tags).map_err(ConfigError)?;
-        let bind = SocketAddr::new(config.bind_addr, config.ports.serf_lan);
-        let mut opts = GossipOptions::new(config.node_name.clone(), bind, config.gossip_config()?);
-        opts.advertise = config
-            .advertise_addr
-            .map(|ip| SocketAddr::new(ip, config.ports.serf_lan));
-        opts.meta = meta.clone();
-        // Consul keeps failed members (and keeps trying them) for 72 hours.
-        opts.reconnect_timeout = Duration::from_secs(72 * 3600);
-        let lan_keys = keyring::load(&env, &config, false)?;
-        opts.encryption = lan_keys.as_ref().map(|(e, _)| e.clone());
-        let (gossip, gossip_task) = Gossip::start(env.clone(), opts).await?;
-        // Each encrypted pool's keyring, for the keyring API.
-        let mut keyrings = Vec::new();
-        let mut manage = |pool, g: &Gossip, keys: Option<(Encryption, Option<PathBuf>)>| {
-            if let Some((e, file)) = keys {
-                keyrings.push(keyring::PoolKeyring::new(
-                    &env,
-                    pool,
-                    g.clone(),
-                    e.keyring,
-                    file,
-                ));
-            }
-        };
-        manage("lan", &gossip, lan_keys);
-        // A server is also in the WAN pool, as `<node>.<dc>`, with the same
-        // tags: that is where servers of other datacenters find its RPC
-        // address, and its WAN coordinate is measured there.
-        let wan = match (config.server, config.ports.serf_wan) {
-            (true, port) if port != 0 => {
-                let bind = SocketAddr::new(config.bind_addr, port);
-                let name = format!("{}.{}", config.node_name, config.datacenter);
-                let mut o = GossipOptions::new(name, bind, config.gossip_wan_config()?);
-                o.advertise = config.advertise_addr.map(|ip| SocketAddr::new(ip, port));
-                o.meta = meta;
-                o.reconnect_timeout = Duration::from_secs(72 * 3600);
-                o.seed_scope = "wan".into();
-                let wan_keys = keyring::load(&env, &config, true)?;
-                o.encryption = wan_keys.as_ref().map(|(e, _)| e.clone());
-                let (w, task) = Gossip::start(env.clone(), o).await?;
-                manage("wan", &w, wan_keys);
-                tracing::info!(wan = %w.addr(), "WAN pool listening");
-                Some((w, task))
-            }
-            _ => None,
-        };
+        let Pools {
+            rpc_listener,
+            gossip,
+            gossip_task,
+            wan,
+            keyrings,
+        } = start_pools(&env, &config, &node_id).await?;
         tracing::info!(node = %config.node_name, id = %node_id, gossip = %gossip.addr(), "agent started");
 
         let mut server_tasks = Vec::new();
@@ -264,7 +207,6 @@ impl<E: Env> Agent<E> {
             node_meta: config.node_meta.clone(),
             debug_config: config.debug_config(&node_id),
         };
-        let http_bind = SocketAddr::new(config.client_addr, config.ports.http);
         let state = Arc::new(api::ApiState {
             env: env.clone(),
             info,
@@ -282,84 +224,11 @@ impl<E: Env> Agent<E> {
             keyrings: keyrings.clone(),
             acl,
         });
-        let https_task = match (config.ports.https, &config.cert_file, &config.key_file) {
-            (0, _, _) => None,
-            (port, Some(cert), Some(key)) => {
-                let tls =
-                    tls::https_config(cert, key, config.ca_file.as_deref(), config.verify_incoming)
-                        .map_err(|e| ConfigError(e.to_string()))?;
-                let addr = SocketAddr::new(config.client_addr, port);
-                let (bound, task) = api::serve_https(&env, addr, tls, state.clone())
-                    .await
-                    .map_err(|source| AgentError::Http { addr, source })?;
-                tracing::info!(addr = %bound, verify_incoming = config.verify_incoming, "HTTPS API listening");
-                Some(task)
-            }
-            _ => return Err(ConfigError("ports.https needs cert_file and key_file".into()).into()),
-        };
-        let (http_addr, http_task) =
-            api::serve(&env, http_bind, state)
-                .await
-                .map_err(|source| AgentError::Http {
-                    addr: http_bind,
-                    source,
-                })?;
-        tracing::info!(addr = %http_addr, "HTTP API listening");
-        let dns_tasks = match config.ports.dns {
-            0 => Vec::new(),
-            port => {
-                let addr = SocketAddr::new(config.client_addr, port);
-                let dns = crate::dns::DnsConfig {
-                    datacenter: config.datacenter.clone(),
-                    acl_token: config
-                        .acl
-                        .enabled
-                        .then(|| config.acl.dns_token().to_string()),
-                    ..config.dns.clone()
-                };
-                let tasks =
-                    crate::dns::serve(env.clone(), addr, dns, servers.clone(), gossip.clone())
-                        .await
-                        .map_err(|source| AgentError::Dns { addr, source })?;
-                tracing::info!(%addr, "DNS listening");
-                tasks
-            }
-        };
+        let (http_addr, http_task, https_task, dns_tasks) =
+            serve_interfaces(&env, &config, state, &servers, &gossip).await?;
 
-        if !config.start_join.is_empty() {
-            let addrs = join::resolve_all(&env, &config.start_join, config.ports.serf_lan).await;
-            let n = gossip.join(addrs).await?;
-            tracing::info!(joined = n, "joined the cluster");
-        }
-        if let Some((w, _)) = wan.as_ref().filter(|_| !config.start_join_wan.is_empty()) {
-            let addrs =
-                join::resolve_all(&env, &config.start_join_wan, config.ports.serf_wan).await;
-            let n = w.join(addrs).await?;
-            tracing::info!(joined = n, "joined the WAN pool");
-        }
-        let retry_wan_task = wan
-            .as_ref()
-            .filter(|_| !config.retry_join_wan.is_empty())
-            .map(|(w, _)| {
-                env.spawn(join::retry_join(
-                    env.clone(),
-                    w.clone(),
-                    config.retry_join_wan.clone(),
-                    config.ports.serf_wan,
-                    config.retry_interval,
-                    config.retry_max,
-                ))
-            });
-        let retry_task = (!config.retry_join.is_empty()).then(|| {
-            env.spawn(join::retry_join(
-                env.clone(),
-                gossip.clone(),
-                config.retry_join.clone(),
-                config.ports.serf_lan,
-                config.retry_interval,
-                config.retry_max,
-            ))
-        });
+        let (retry_task, retry_wan_task) =
+            join_pools(&env, &config, &gossip, wan.as_ref().map(|(w, _)| w)).await?;
         Ok(Agent {
             env,
             config,
@@ -457,6 +326,192 @@ impl<E: Env> Agent<E> {
             w.shutdown().await;
         }
     }
+}
+
+/// What [`start_pools`] starts: a server's RPC listener, the LAN pool, a
+/// server's WAN pool, and the keyrings of the encrypted ones.
+struct Pools<E: Env> {
+    rpc_listener: Option<E::TcpListener>,
+    gossip: Gossip,
+    gossip_task: Task,
+    wan: Option<(Gossip, Task)>,
+    keyrings: Vec<Arc<keyring::PoolKeyring>>,
+}
+
+/// Binds a server's RPC port and starts the gossip pools, each gossiping
+/// the agent's tags.
+async fn start_pools<E: Env>(
+    env: &E,
+    config: &AgentConfig,
+    node_id: &str,
+) -> Result<Pools<E>, AgentError> {
+    let mut tags = agent_tags(config, node_id);
+    // The RPC port is bound before gossip starts, so the port gossiped
+    // is the one bound (port 0 picks one).
+    let rpc_listener = if config.server {
+        let addr = SocketAddr::new(config.bind_addr, config.ports.server);
+        let l = env
+            .bind_tcp(addr)
+            .await
+            .map_err(|source| AgentError::Rpc { addr, source })?;
+        let port = crate::env::TcpListener::local_addr(&l)
+            .map_err(|source| AgentError::Rpc { addr, source })?
+            .port();
+        server::server_tags(&mut tags, port, config.bootstrap_expect);
+        Some(l)
+    } else {
+        None
+    };
+    let meta = tags::encode(&tags).map_err(ConfigError)?;
+    let bind = SocketAddr::new(config.bind_addr, config.ports.serf_lan);
+    let mut opts = GossipOptions::new(config.node_name.clone(), bind, config.gossip_config()?);
+    opts.advertise = config
+        .advertise_addr
+        .map(|ip| SocketAddr::new(ip, config.ports.serf_lan));
+    opts.meta = meta.clone();
+    // Consul keeps failed members (and keeps trying them) for 72 hours.
+    opts.reconnect_timeout = Duration::from_secs(72 * 3600);
+    let lan_keys = keyring::load(env, config, false)?;
+    opts.encryption = lan_keys.as_ref().map(|(e, _)| e.clone());
+    let (gossip, gossip_task) = Gossip::start(env.clone(), opts).await?;
+    // Each encrypted pool's keyring, for the keyring API.
+    let mut keyrings = Vec::new();
+    let mut manage = |pool, g: &Gossip, keys: Option<(Encryption, Option<PathBuf>)>| {
+        if let Some((e, file)) = keys {
+            keyrings.push(keyring::PoolKeyring::new(
+                env,
+                pool,
+                g.clone(),
+                e.keyring,
+                file,
+            ));
+        }
+    };
+    manage("lan", &gossip, lan_keys);
+    // A server is also in the WAN pool, as `<node>.<dc>`, with the same
+    // tags: that is where servers of other datacenters find its RPC
+    // address, and its WAN coordinate is measured there.
+    let wan = match (config.server, config.ports.serf_wan) {
+        (true, port) if port != 0 => {
+            let bind = SocketAddr::new(config.bind_addr, port);
+            let name = format!("{}.{}", config.node_name, config.datacenter);
+            let mut o = GossipOptions::new(name, bind, config.gossip_wan_config()?);
+            o.advertise = config.advertise_addr.map(|ip| SocketAddr::new(ip, port));
+            o.meta = meta;
+            o.reconnect_timeout = Duration::from_secs(72 * 3600);
+            o.seed_scope = "wan".into();
+            let wan_keys = keyring::load(env, config, true)?;
+            o.encryption = wan_keys.as_ref().map(|(e, _)| e.clone());
+            let (w, task) = Gossip::start(env.clone(), o).await?;
+            manage("wan", &w, wan_keys);
+            tracing::info!(wan = %w.addr(), "WAN pool listening");
+            Some((w, task))
+        }
+        _ => None,
+    };
+    Ok(Pools {
+        rpc_listener,
+        gossip,
+        gossip_task,
+        wan,
+        keyrings,
+    })
+}
+
+/// Serves the HTTP API (and HTTPS when configured) and DNS: the HTTP
+/// address bound, and the serving tasks (HTTP, HTTPS, DNS).
+async fn serve_interfaces<E: Env>(
+    env: &E,
+    config: &AgentConfig,
+    state: Arc<api::ApiState<E>>,
+    servers: &Arc<Servers<E>>,
+    gossip: &Gossip,
+) -> Result<(SocketAddr, Task, Option<Task>, Vec<Task>), AgentError> {
+    let http_bind = SocketAddr::new(config.client_addr, config.ports.http);
+    let https_task = match (config.ports.https, &config.cert_file, &config.key_file) {
+        (0, _, _) => None,
+        (port, Some(cert), Some(key)) => {
+            let tls =
+                tls::https_config(cert, key, config.ca_file.as_deref(), config.verify_incoming)
+                    .map_err(|e| ConfigError(e.to_string()))?;
+            let addr = SocketAddr::new(config.client_addr, port);
+            let (bound, task) = api::serve_https(env, addr, tls, state.clone())
+                .await
+                .map_err(|source| AgentError::Http { addr, source })?;
+            tracing::info!(addr = %bound, verify_incoming = config.verify_incoming, "HTTPS API listening");
+            Some(task)
+        }
+        _ => return Err(ConfigError("ports.https needs cert_file and key_file".into()).into()),
+    };
+    let (http_addr, http_task) =
+        api::serve(env, http_bind, state)
+            .await
+            .map_err(|source| AgentError::Http {
+                addr: http_bind,
+                source,
+            })?;
+    tracing::info!(addr = %http_addr, "HTTP API listening");
+    let dns_tasks = match config.ports.dns {
+        0 => Vec::new(),
+        port => {
+            let addr = SocketAddr::new(config.client_addr, port);
+            let dns = crate::dns::DnsConfig {
+                datacenter: config.datacenter.clone(),
+                acl_token: config
+                    .acl
+                    .enabled
+                    .then(|| config.acl.dns_token().to_string()),
+                ..config.dns.clone()
+            };
+            let tasks = crate::dns::serve(env.clone(), addr, dns, servers.clone(), gossip.clone())
+                .await
+                .map_err(|source| AgentError::Dns { addr, source })?;
+            tracing::info!(%addr, "DNS listening");
+            tasks
+        }
+    };
+    Ok((http_addr, http_task, https_task, dns_tasks))
+}
+
+/// Joins the pools named by `start_join` (and `start_join_wan`), and
+/// starts the `retry_join` loops: the LAN pool's task and the WAN pool's.
+async fn join_pools<E: Env>(
+    env: &E,
+    config: &AgentConfig,
+    gossip: &Gossip,
+    wan: Option<&Gossip>,
+) -> Result<(Option<Task>, Option<Task>), AgentError> {
+    if !config.start_join.is_empty() {
+        let addrs = join::resolve_all(env, &config.start_join, config.ports.serf_lan).await;
+        let n = gossip.join(addrs).await?;
+        tracing::info!(joined = n, "joined the cluster");
+    }
+    if let Some(w) = wan.filter(|_| !config.start_join_wan.is_empty()) {
+        let addrs = join::resolve_all(env, &config.start_join_wan, config.ports.serf_wan).await;
+        let n = w.join(addrs).await?;
+        tracing::info!(joined = n, "joined the WAN pool");
+    }
+    let retry_wan_task = wan.filter(|_| !config.retry_join_wan.is_empty()).map(|w| {
+        env.spawn(join::retry_join(
+            env.clone(),
+            w.clone(),
+            config.retry_join_wan.clone(),
+            config.ports.serf_wan,
+            config.retry_interval,
+            config.retry_max,
+        ))
+    });
+    let retry_task = (!config.retry_join.is_empty()).then(|| {
+        env.spawn(join::retry_join(
+            env.clone(),
+            gossip.clone(),
+            config.retry_join.clone(),
+            config.ports.serf_lan,
+            config.retry_interval,
+            config.retry_max,
+        ))
+    });
+    Ok((retry_task, retry_wan_task))
 }
 
 /// Starts this agent's server on `listener` and its duties.
