@@ -197,6 +197,7 @@ pub(crate) async fn call<E: Env>(s: &Api<E>, req: ClientRequest) -> ClientReply 
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
+/// The unsigned integer parameter `name`, if given; 400 when it is not one.
 pub(crate) fn uint_param(
     params: &HashMap<String, String>,
     name: &str,
