@@ -326,9 +326,8 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Api
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    let fail = |e: serde_json::Error| bad(format!("Request decode failed: {e}"));
-    let v: Value = serde_json::from_slice(bytes).map_err(fail)?;
-    serde_json::from_value(canonical_keys(v)).map_err(fail)
+    let v = super::decode::value(bytes)?;
+    serde_json::from_value(canonical_keys(v)).map_err(super::decode::decode_failed)
 }
 
 /// A write through the servers with the request's token; a refusal keeps

@@ -27,8 +27,8 @@ async fn all<E: Env>(
 }
 
 fn decode(body: &Bytes) -> Result<PreparedQuery, ApiError> {
-    let q: PreparedQuery =
-        serde_json::from_slice(body).map_err(|e| bad(format!("Request decode failed: {e}")))?;
+    let q: PreparedQuery = serde_json::from_value(super::decode::value(body)?)
+        .map_err(super::decode::decode_failed)?;
     q.validate().map_err(bad)?;
     Ok(q)
 }
