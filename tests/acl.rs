@@ -492,3 +492,43 @@ fn bootstrap_makes_one_management_token_once() {
     assert_eq!(st, 403, "{body}");
     assert!(body.contains("ACL bootstrap no longer allowed"), "{body}");
 }
+
+/// `acl.enable_token_persistence`: a token set through `/v1/agent/token/*`
+/// survives a restart; without it, the config's tokens come back.
+#[test]
+fn agent_tokens_set_at_run_time_survive_a_restart_when_persisted() {
+    for persist in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "{FAST_GOSSIP}\nacl {{\n  enabled = true\n  default_policy = \"deny\"\n  \
+             enable_token_persistence = {persist}\n  tokens {{\n    \
+             initial_management = \"{ROOT}\"\n    agent = \"{ROOT}\"\n  }}\n}}\n"
+        );
+        let mut a = Agent::start(
+            dir.path(),
+            "persist1",
+            &cfg,
+            &["-server".into(), "-bootstrap-expect=1".into()],
+        );
+        wait_for(Duration::from_secs(30), "the management token", || {
+            let (st, _, body) = req(&a, "GET", "/v1/acl/token/self", ROOT, "header", "");
+            (st == 200 && body.contains("Initial Management Token")).then_some(())
+        });
+        // Requests without a token run as the default token: management.
+        as_root(
+            &a,
+            "PUT",
+            "/v1/agent/token/default",
+            &format!(r#"{{"Token":"{ROOT}"}}"#),
+        );
+        let (st, _, out) = req(&a, "PUT", "/v1/kv/p", "", "", "v");
+        assert_eq!(st, 200, "as the default token: {out}");
+        a.restart();
+        let st = wait_for(Duration::from_secs(30), "the agent back", || {
+            let (st, _, _) = req(&a, "PUT", "/v1/kv/p", "", "", "v");
+            (st == 200 || st == 403).then_some(st)
+        });
+        let expected = if persist { 200 } else { 403 };
+        assert_eq!(st, expected, "persist = {persist}");
+    }
+}

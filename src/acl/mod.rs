@@ -117,6 +117,10 @@ pub struct AclConfig {
     pub token_ttl: Duration,
     /// The agent's own tokens.
     pub tokens: AgentTokens,
+    /// Tokens set through `/v1/agent/token/*` are kept in the data
+    /// directory and come back after a restart (Consul's
+    /// `enable_token_persistence`).
+    pub enable_token_persistence: bool,
 }
 
 impl Default for AclConfig {
@@ -127,6 +131,7 @@ impl Default for AclConfig {
             down_policy: DownPolicy::ExtendCache,
             token_ttl: Duration::from_secs(30),
             tokens: AgentTokens::default(),
+            enable_token_persistence: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! servers enforce everything that reaches them.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::acl::{AclConfig, Authorizer, DownPolicy, ACL_NOT_FOUND};
@@ -29,6 +30,27 @@ pub struct AclResolver<E: Env> {
     servers: Arc<Servers<E>>,
     config: RwLock<AclConfig>,
     cache: Mutex<HashMap<String, (Instant, Resolution)>>,
+    /// Where tokens set at run time are kept (`enable_token_persistence`).
+    persist: Option<PathBuf>,
+}
+
+/// The tokens `enable_token_persistence` keeps, in the file's JSON (the
+/// names of Consul's `acl-tokens.json`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct Persisted {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", alias = "agent_master")]
+    agent_recovery: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_file_service_registration: Option<String>,
 }
 
 impl<E: Env> AclResolver<E> {
@@ -40,7 +62,43 @@ impl<E: Env> AclResolver<E> {
             servers,
             config: RwLock::new(config),
             cache: Mutex::default(),
+            persist: None,
         }
+    }
+
+    /// Keeps the tokens set through `/v1/agent/token/*` in `file`, and
+    /// takes back the ones kept there before (they win over the config
+    /// files' tokens, as in Consul). A file that cannot be read is an
+    /// error naming it: starting without the tokens it holds would run the
+    /// agent as someone else.
+    pub fn persist_to(mut self, file: PathBuf) -> Result<Self, String> {
+        match std::fs::read(&file) {
+            Ok(bytes) => {
+                let kept: Persisted = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: not a token file: {e}", file.display()))?;
+                let c = self.config.get_mut().unwrap_or_else(|e| e.into_inner());
+                let t = &mut c.tokens;
+                let take = |slot: &mut Option<String>, kept: Option<String>| {
+                    if kept.is_some() {
+                        *slot = kept;
+                    }
+                };
+                take(&mut t.agent, kept.agent);
+                take(&mut t.agent_recovery, kept.agent_recovery);
+                take(&mut t.default, kept.default);
+                take(&mut t.dns, kept.dns);
+                take(&mut t.replication, kept.replication);
+                take(
+                    &mut t.config_file_service_registration,
+                    kept.config_file_service_registration,
+                );
+                self.servers.set_token(Some(c.agent_token().to_string()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        }
+        self.persist = Some(file);
+        Ok(self)
     }
 
     /// The ACL settings (tokens change at run time through
@@ -68,8 +126,9 @@ impl<E: Env> AclResolver<E> {
 
     /// Replaces one of the agent's tokens (`default`, `agent`, `dns`,
     /// `agent_recovery`, `replication`, `config_file_service_registration`,
-    /// or their older names); false for a kind it does not have.
-    pub fn set_token(&self, kind: &str, secret: Option<String>) -> bool {
+    /// or their older names); `Ok(false)` for a kind it does not have, and
+    /// `Err` when the token could not be kept (`enable_token_persistence`).
+    pub fn set_token(&self, kind: &str, secret: Option<String>) -> Result<bool, String> {
         let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
         let t = &mut c.tokens;
         let slot = match kind {
@@ -79,11 +138,25 @@ impl<E: Env> AclResolver<E> {
             "agent_recovery" | "agent_master" | "acl_agent_master_token" => &mut t.agent_recovery,
             "replication" | "acl_replication_token" => &mut t.replication,
             "config_file_service_registration" => &mut t.config_file_service_registration,
-            _ => return false,
+            _ => return Ok(false),
         };
         *slot = secret;
         self.servers.set_token(Some(c.agent_token().to_string()));
-        true
+        if let Some(file) = &self.persist {
+            let t = &c.tokens;
+            let kept = Persisted {
+                agent: t.agent.clone(),
+                agent_recovery: t.agent_recovery.clone(),
+                default: t.default.clone(),
+                dns: t.dns.clone(),
+                replication: t.replication.clone(),
+                config_file_service_registration: t.config_file_service_registration.clone(),
+            };
+            let json = serde_json::to_vec(&kept).map_err(|e| e.to_string())?;
+            super::write_atomically(file, &json)
+                .map_err(|e| format!("cannot keep the token in {}: {e}", file.display()))?;
+        }
+        Ok(true)
     }
 
     /// What the token with `secret` may do. `Err` carries Consul's

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::consul_keys;
 use super::definition::{decode, CheckDef, ScriptPolicy, ServiceDef};
 use crate::gossip::Config as GossipConfig;
 
@@ -87,11 +88,7 @@ fn merge_tuning(
             "probe_timeout" => g.probe_timeout = Some(f.duration(gv)?),
             "suspicion_mult" => g.suspicion_mult = Some(f.uint(gv)? as usize),
             "retransmit_mult" => g.retransmit_mult = Some(f.uint(gv)? as usize),
-            _ => {
-                return Err(f.unknown(
-                    "gossip_nodes, gossip_interval, probe_interval, probe_timeout, suspicion_mult, retransmit_mult",
-                ))
-            }
+            _ => return Err(f.unknown()),
         }
     }
     Ok(())
@@ -213,11 +210,73 @@ pub struct AgentConfig {
     pub dns: crate::dns::config::DnsConfig,
     /// Access control (`acl { ... }`).
     pub acl: crate::acl::AclConfig,
+    /// Consul keys the files set that cairn accepts without acting on
+    /// them, in the order met (the agent warns of each once at start).
+    pub ignored: Vec<String>,
 }
 
 impl AgentConfig {
+    /// Consul's agent flag `-name` (given `value`, none for a flag that
+    /// takes none), which cairn's `agent` has no flag for: applied as the
+    /// key it sets would be from a file, or noted as accepted without
+    /// effect when it sets none.
+    pub fn merge_flag(&mut self, name: &str, value: Option<&str>) -> Result<(), ConfigError> {
+        let origin = format!("-{name}");
+        let Some(key) = consul_keys::flag(name) else {
+            return Err(ConfigError(format!(
+                "{origin}: not a flag of Consul's agent"
+            )));
+        };
+        let Some(key) = key else {
+            if !self.ignored.contains(&origin) {
+                self.ignored.push(origin);
+            }
+            return Ok(());
+        };
+        let v = match value {
+            None => Value::Bool(true),
+            Some(v) => match (v.parse::<i64>(), v) {
+                (Ok(n), _) => Value::from(n),
+                (_, "true") => Value::Bool(true),
+                (_, "false") => Value::Bool(false),
+                (_, text) => Value::from(text),
+            },
+        };
+        let nested = key
+            .rsplit('.')
+            .fold(v, |inner, part| serde_json::json!({ part: inner }));
+        self.merge_value(&origin, &nested)
+    }
+
+    /// A key cairn does not read (`path`, dotted, set to `v`). Consul's
+    /// other keys are accepted and noted in [`ignored`](Self::ignored),
+    /// unless they would turn on a protection cairn lacks; a key Consul
+    /// does not know either is refused, with the nearest known one named.
+    fn other_key(&mut self, origin: &str, path: &str, v: &Value) -> Result<(), ConfigError> {
+        let f = Field { origin, key: path };
+        match consul_keys::lookup(path) {
+            Some(_) if consul_keys::is_protection(path) && !consul_keys::is_off(v) => Err(f.err(
+                "turns on a protection cairn does not implement; remove it (cairn will not run as if it were on)",
+            )),
+            Some(_) => {
+                if !self.ignored.iter().any(|k| k == path) {
+                    self.ignored.push(path.to_string());
+                }
+                Ok(())
+            }
+            None if consul_keys::is_block(path) => {
+                for (k, sub) in as_object(origin, path, v)? {
+                    self.other_key(origin, &format!("{path}.{k}"), sub)?;
+                }
+                Ok(())
+            }
+            None => Err(f.unknown()),
+        }
+    }
+
     /// Applies an `acl` block.
     fn merge_acl(&mut self, origin: &str, v: &Value) -> Result<(), ConfigError> {
+        let mut others = Vec::new();
         for (k, av) in as_object(origin, "acl", v)? {
             let path = format!("acl.{k}");
             let f = Field { origin, key: &path };
@@ -247,6 +306,22 @@ impl AgentConfig {
                     for (name, tv) in as_object(origin, &path, av)? {
                         let sub = format!("{path}.{name}");
                         let g = Field { origin, key: &sub };
+                        let mine = matches!(
+                            name.as_str(),
+                            "initial_management"
+                                | "master"
+                                | "agent"
+                                | "default"
+                                | "dns"
+                                | "agent_recovery"
+                                | "agent_master"
+                                | "replication"
+                                | "config_file_service_registration"
+                        );
+                        if !mine {
+                            others.push((sub.clone(), tv));
+                            continue;
+                        }
                         let t = Some(g.string(tv)?).filter(|t| !t.is_empty());
                         match name.as_str() {
                             "initial_management" | "master" => a.tokens.initial_management = t,
@@ -258,24 +333,23 @@ impl AgentConfig {
                             "config_file_service_registration" => {
                                 a.tokens.config_file_service_registration = t
                             }
-                            _ => {
-                                return Err(g.unknown(
-                                    "initial_management, agent, default, dns, agent_recovery, replication, config_file_service_registration",
-                                ))
-                            }
+                            _ => {}
                         }
                     }
                 }
-                _ => return Err(f.unknown(
-                    "enabled, default_policy, down_policy, token_ttl, policy_ttl, role_ttl, tokens",
-                )),
+                "enable_token_persistence" => a.enable_token_persistence = f.bool(av)?,
+                _ => others.push((path.clone(), av)),
             }
+        }
+        for (path, v) in others {
+            self.other_key(origin, &path, v)?;
         }
         Ok(())
     }
 
     /// Applies a `dns_config` block.
     fn merge_dns(&mut self, origin: &str, v: &Value) -> Result<(), ConfigError> {
+        let mut others = Vec::new();
         for (k, dv) in as_object(origin, "dns_config", v)? {
             let path = format!("dns_config.{k}");
             let f = Field { origin, key: &path };
@@ -307,16 +381,15 @@ impl AgentConfig {
                         let g = Field { origin, key: &sub };
                         match name.as_str() {
                             "min_ttl" => d.soa_min_ttl = g.uint(sv)? as u32,
-                            _ => return Err(g.unknown("min_ttl")),
+                            _ => others.push((sub.clone(), sv)),
                         }
                     }
                 }
-                _ => {
-                    return Err(f.unknown(
-                        "allow_stale, max_stale, near, only_passing, udp_answer_limit, node_ttl, service_ttl, soa",
-                    ))
-                }
+                _ => others.push((path.clone(), dv)),
             }
+        }
+        for (path, v) in others {
+            self.other_key(origin, &path, v)?;
         }
         Ok(())
     }
@@ -436,6 +509,7 @@ impl Default for AgentConfig {
             enable_local_script_checks: false,
             dns: crate::dns::config::DnsConfig::default(),
             acl: crate::acl::AclConfig::default(),
+            ignored: Vec::new(),
         }
     }
 }
@@ -537,7 +611,7 @@ impl AgentConfig {
                         let f = Field { origin, key: &path };
                         match k.as_str() {
                             "raft_multiplier" => self.raft_multiplier = f.uint(pv)? as u32,
-                            _ => return Err(f.unknown("raft_multiplier")),
+                            _ => self.other_key(origin, &path, pv)?,
                         }
                     }
                 }
@@ -549,7 +623,7 @@ impl AgentConfig {
                             "server_stabilization_time" => {
                                 self.dead_server_grace = f.duration(av)?
                             }
-                            _ => return Err(f.unknown("server_stabilization_time")),
+                            _ => self.other_key(origin, &path, av)?,
                         }
                     }
                 }
@@ -596,11 +670,7 @@ impl AgentConfig {
                             "serf_wan" => self.ports.serf_wan = port,
                             "server" => self.ports.server = port,
                             "https" => self.ports.https = port,
-                            _ => {
-                                return Err(
-                                    f.unknown("dns, http, https, serf_lan, serf_wan, server")
-                                )
-                            }
+                            _ => self.other_key(origin, &path, pv)?,
                         }
                     }
                 }
@@ -628,7 +698,7 @@ impl AgentConfig {
                         });
                     }
                 }
-                _ => return Err(at.unknown(KNOWN_KEYS)),
+                _ => self.other_key(origin, key, v)?,
             }
         }
         Ok(())
@@ -779,14 +849,6 @@ impl AgentConfig {
     }
 }
 
-const KNOWN_KEYS: &str =
-    "advertise_addr, autopilot, bind_addr, bootstrap_expect, ca_file, cert_file, check, checks, client_addr, data_dir, \
-datacenter, enable_local_script_checks, enable_script_checks, encrypt, encrypt_verify_incoming, \
-encrypt_verify_outgoing, gossip_lan, gossip_wan, leave_on_terminate, \
-key_file, log_level, node_id, node_meta, node_name, performance, ports, raft_snapshot_threshold, \
-raft_trailing_logs, retry_interval, retry_join, retry_join_wan, retry_max, server, service, services, \
-start_join, start_join_wan, verify_incoming, verify_outgoing, verify_server_hostname";
-
 /// The tracing filter for a Consul log level.
 pub fn tracing_level(level: &str) -> Result<&'static str, ConfigError> {
     Ok(match level.to_ascii_lowercase().as_str() {
@@ -885,9 +947,14 @@ impl Field<'_> {
         ConfigError(format!("{}: \"{}\" {what}", self.origin, self.key))
     }
 
-    fn unknown(&self, allowed: &str) -> ConfigError {
+    /// A key that neither cairn nor Consul knows, with the nearest one
+    /// Consul knows.
+    fn unknown(&self) -> ConfigError {
+        let hint = consul_keys::closest(self.key)
+            .map(|k| format!("; did you mean \"{k}\"?"))
+            .unwrap_or_default();
         ConfigError(format!(
-            "{}: unknown key \"{}\" (known keys here: {allowed})",
+            "{}: unknown key \"{}\" (not one of Consul's agent settings){hint}",
             self.origin, self.key
         ))
     }
@@ -1131,6 +1198,64 @@ mod tests {
         );
         let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
         assert!(e.contains("gossip_lan.probe_interval"), "{e}");
+    }
+
+    #[test]
+    fn consul_keys_cairn_lacks_are_accepted_unless_they_would_protect() {
+        let dir = tempfile::tempdir().unwrap();
+        // A config as a Consul user writes it: keys cairn does not act on
+        // start the agent, and are noted for a warning.
+        let p = write(
+            dir.path(),
+            "consul.hcl",
+            "primary_datacenter = \"dc1\"\nui_config { enabled = true }\n\
+             acl { enabled = true\n enable_token_persistence = true\n enable_token_replication = false }\n\
+             tls { defaults { verify_incoming = false } }\nports { grpc = 8502 }\n\
+             telemetry { prometheus_retention_time = \"24h\" }\nnode_meta { rack = \"r1\" }\n",
+        );
+        let mut c = AgentConfig::default();
+        c.merge_file(&p).unwrap();
+        assert!(c.acl.enable_token_persistence);
+        assert_eq!(c.node_meta["rack"], "r1");
+        for k in [
+            "primary_datacenter",
+            "ui_config.enabled",
+            "acl.enable_token_replication",
+            "tls.defaults.verify_incoming",
+            "ports.grpc",
+            "telemetry.prometheus_retention_time",
+        ] {
+            assert!(c.ignored.iter().any(|i| i == k), "{k}: {:?}", c.ignored);
+        }
+        // A protection cairn does not have is never silently off.
+        for (text, key) in [
+            (
+                "tls { defaults { verify_incoming = true } }",
+                "tls.defaults.verify_incoming",
+            ),
+            ("auto_encrypt { tls = true }", "auto_encrypt.tls"),
+            (
+                "acl { enable_key_list_policy = true }",
+                "acl.enable_key_list_policy",
+            ),
+            ("verify_incoming_rpc = true", "verify_incoming_rpc"),
+        ] {
+            let p = write(dir.path(), "p.hcl", text);
+            let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
+            assert!(e.contains(key) && e.contains("protection"), "{text}: {e}");
+        }
+        // What Consul does not know either is refused, with a suggestion.
+        let p = write(
+            dir.path(),
+            "t.hcl",
+            "acl { enable_token_persistance = true }",
+        );
+        let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
+        assert!(
+            e.contains("\"acl.enable_token_persistance\"")
+                && e.contains("did you mean \"acl.enable_token_persistence\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod config;
+pub mod consul_keys;
 pub mod definition;
 pub mod events;
 pub mod join;
@@ -126,6 +127,7 @@ impl<E: Env> Agent<E> {
         reloader: Reloader,
     ) -> Result<Self, AgentError> {
         config.validate()?;
+        warn_ignored(&config.ignored);
         let node_id = node_id(&env, &config)?;
         let Pools {
             rpc_listener,
@@ -161,11 +163,17 @@ impl<E: Env> Agent<E> {
         if config.acl.enabled {
             servers.set_token(Some(config.acl.agent_token().to_string()));
         }
-        let acl = Arc::new(acl::AclResolver::new(
-            env.clone(),
-            servers.clone(),
-            config.acl.clone(),
-        ));
+        let mut acl = acl::AclResolver::new(env.clone(), servers.clone(), config.acl.clone());
+        if let (true, true, Some(dir)) = (
+            config.acl.enabled,
+            config.acl.enable_token_persistence,
+            &config.data_dir,
+        ) {
+            acl = acl
+                .persist_to(dir.join("acl-tokens.json"))
+                .map_err(ConfigError)?;
+        }
+        let acl = Arc::new(acl);
         server_tasks.push(env.spawn(sync_coordinates(
             env.clone(),
             gossip.clone(),
@@ -324,6 +332,19 @@ impl<E: Env> Agent<E> {
         self.gossip.shutdown().await;
         if let Some(w) = &self.wan {
             w.shutdown().await;
+        }
+    }
+}
+
+/// Says once, at WARN, which of Consul's settings the config files gave
+/// that cairn accepts without acting on.
+fn warn_ignored(keys: &[String]) {
+    for key in keys {
+        match consul_keys::lookup(key).and_then(|k| k.deprecated) {
+            Some(new) if !new.is_empty() => tracing::warn!(
+                "`{key}` (deprecated in Consul for `{new}`) is accepted but has no effect in cairn"
+            ),
+            _ => tracing::warn!("`{key}` is accepted but has no effect in cairn"),
         }
     }
 }
@@ -663,7 +684,7 @@ fn node_id<E: Env>(env: &E, config: &AgentConfig) -> Result<String, AgentError> 
     }
 }
 
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)

@@ -851,10 +851,11 @@ pub async fn set_agent_token<E: Env>(
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
     let b: AgentTokenBody = body(&bytes)?;
-    if !s
+    let known = s
         .acl
         .set_token(&kind, Some(b.token).filter(|t| !t.is_empty()))
-    {
+        .map_err(internal)?;
+    if !known {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!(

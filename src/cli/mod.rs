@@ -183,6 +183,10 @@ struct AgentArgs {
     /// Allow script checks from config files only.
     #[arg(long = "enable-local-script-checks")]
     enable_local_script_checks: bool,
+    /// Consul's agent flags cairn has no flag for, with their values (see
+    /// [`consul_only_flags`]); applied like the config keys they set.
+    #[arg(skip)]
+    consul_only: Vec<(String, Option<String>)>,
 }
 
 #[derive(Args, Debug)]
@@ -264,9 +268,59 @@ fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
         .collect()
 }
 
+/// Takes out of `consul agent`'s command line the flags of Consul's that
+/// cairn's `agent` has no flag for (`-ui`, `-grpc-port=8502`, `-hcl '...'`),
+/// with the value each was given, so a Consul user's start-up script runs
+/// unchanged; they are applied as the config keys they set.
+fn consul_only_flags(args: Vec<OsString>) -> (Vec<OsString>, Vec<(String, Option<String>)>) {
+    let Some(sub_pos) = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'))
+        .map(|p| p + 1)
+        .filter(|p| args[*p] == "agent")
+    else {
+        return (args, Vec::new());
+    };
+    let cmd = Cli::command();
+    let longs: Vec<String> = cmd
+        .find_subcommand("agent")
+        .into_iter()
+        .flat_map(|sub| {
+            sub.get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_owned))
+        })
+        .collect();
+    let (mut kept, mut taken) = (Vec::new(), Vec::new());
+    let mut it = args.into_iter().enumerate().peekable();
+    while let Some((i, a)) = it.next() {
+        let s = a.to_string_lossy().into_owned();
+        let bare = s.trim_start_matches('-');
+        let (name, inline) = match bare.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (bare.to_string(), None),
+        };
+        let consul_only = i > sub_pos
+            && s.starts_with('-')
+            && !longs.contains(&name)
+            && crate::agent::consul_keys::flag(&name).is_some();
+        if !consul_only {
+            kept.push(a);
+            continue;
+        }
+        let value = match inline {
+            Some(v) => Some(v),
+            None if crate::agent::consul_keys::is_bool_flag(&name) => None,
+            None => it.next().map(|(_, v)| v.to_string_lossy().into_owned()),
+        };
+        taken.push((name, value));
+    }
+    (kept, taken)
+}
+
 /// Runs the command line with the process's arguments.
 pub fn main() -> ExitCode {
-    let args = normalize_args(std::env::args_os().collect());
+    let (args, consul_only) = consul_only_flags(normalize_args(std::env::args_os().collect()));
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -290,7 +344,10 @@ pub fn main() -> ExitCode {
     };
     let res = rt.block_on(async move {
         let done = match cli.cmd {
-            Cmd::Agent(a) => run_agent(*a).await,
+            Cmd::Agent(mut a) => {
+                a.consul_only = consul_only;
+                run_agent(*a).await
+            }
             Cmd::Members(m) => members::run(m).await,
             Cmd::Join(j) => run_join(j).await,
             Cmd::Leave(h) => run_leave(h).await,
@@ -337,6 +394,9 @@ fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     }
     for d in &a.config_dir {
         c.merge_dir(d)?;
+    }
+    for (name, value) in &a.consul_only {
+        c.merge_flag(name, value.as_deref())?;
     }
     let flag = |name: &str, e: String| ConfigError(format!("-{name}: {e}"));
     if let Some(v) = &a.node {
@@ -746,5 +806,46 @@ mod tests {
             ..Default::default()
         };
         assert!(agent_config(&bad).unwrap_err().0.contains("-node-meta"));
+    }
+
+    #[test]
+    fn consuls_agent_flags_cairn_lacks_start_the_agent() {
+        let (args, consul_only) = consul_only_flags(normalize_args(os(&[
+            "cairn",
+            "agent",
+            "-dev",
+            "-ui",
+            "-grpc-port=8502",
+            "-https-port",
+            "8501",
+            "-hcl",
+            "x = 1",
+            "-node=a",
+        ])));
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Cmd::Agent(mut a) = cli.cmd else { panic!() };
+        assert_eq!(
+            consul_only,
+            [
+                ("ui".to_string(), None),
+                ("grpc-port".to_string(), Some("8502".to_string())),
+                ("https-port".to_string(), Some("8501".to_string())),
+                ("hcl".to_string(), Some("x = 1".to_string())),
+            ]
+        );
+        a.consul_only = consul_only;
+        let c = agent_config(&a).unwrap();
+        assert_eq!((c.node_name.as_str(), c.ports.https), ("a", 8501));
+        assert_eq!(c.ignored, ["ui_config.enabled", "ports.grpc", "-hcl"]);
+        // A protection is refused from the command line too.
+        let a = AgentArgs {
+            dev: true,
+            consul_only: vec![("allow-write-http-from".into(), Some("127.0.0.0/8".into()))],
+            ..Default::default()
+        };
+        assert!(agent_config(&a)
+            .unwrap_err()
+            .0
+            .contains("allow_write_http_from"));
     }
 }
