@@ -523,6 +523,7 @@ fn agent_tokens_set_at_run_time_survive_a_restart_when_persisted() {
         );
         let (st, _, out) = req(&a, "PUT", "/v1/kv/p", "", "", "v");
         assert_eq!(st, 200, "as the default token: {out}");
+        a.kill();
         a.restart();
         let st = wait_for(Duration::from_secs(30), "the agent back", || {
             let (st, _, _) = req(&a, "PUT", "/v1/kv/p", "", "", "v");

@@ -1208,10 +1208,10 @@ mod tests {
         let p = write(
             dir.path(),
             "consul.hcl",
-            "primary_datacenter = \"dc1\"\nui_config { enabled = true }\n\
-             acl { enabled = true\n enable_token_persistence = true\n enable_token_replication = false }\n\
-             tls { defaults { verify_incoming = false } }\nports { grpc = 8502 }\n\
-             telemetry { prometheus_retention_time = \"24h\" }\nnode_meta { rack = \"r1\" }\n",
+            "primary_datacenter = \"dc1\"\nui_config {\n  enabled = true\n}\n\
+             acl {\n  enabled = true\n  enable_token_persistence = true\n  enable_token_replication = false\n}\n\
+             tls {\n  defaults {\n    verify_incoming = false\n  }\n}\nports {\n  grpc = 8502\n}\n\
+             telemetry {\n  prometheus_retention_time = \"24h\"\n}\nnode_meta {\n  rack = \"r1\"\n}\n",
         );
         let mut c = AgentConfig::default();
         c.merge_file(&p).unwrap();
@@ -1230,17 +1230,17 @@ mod tests {
         // A protection cairn does not have is never silently off.
         for (text, key) in [
             (
-                "tls { defaults { verify_incoming = true } }",
+                r#"{"tls": {"defaults": {"verify_incoming": true}}}"#,
                 "tls.defaults.verify_incoming",
             ),
-            ("auto_encrypt { tls = true }", "auto_encrypt.tls"),
+            (r#"{"auto_encrypt": {"tls": true}}"#, "auto_encrypt.tls"),
             (
-                "acl { enable_key_list_policy = true }",
+                r#"{"acl": {"enable_key_list_policy": true}}"#,
                 "acl.enable_key_list_policy",
             ),
-            ("verify_incoming_rpc = true", "verify_incoming_rpc"),
+            (r#"{"verify_incoming_rpc": true}"#, "verify_incoming_rpc"),
         ] {
-            let p = write(dir.path(), "p.hcl", text);
+            let p = write(dir.path(), "p.json", text);
             let e = AgentConfig::default().merge_file(&p).unwrap_err().0;
             assert!(e.contains(key) && e.contains("protection"), "{text}: {e}");
         }

@@ -816,8 +816,8 @@ mod tests {
             "-dev",
             "-ui",
             "-grpc-port=8502",
-            "-https-port",
-            "8501",
+            "-log-file",
+            "/var/log/consul/",
             "-hcl",
             "x = 1",
             "-node=a",
@@ -829,14 +829,21 @@ mod tests {
             [
                 ("ui".to_string(), None),
                 ("grpc-port".to_string(), Some("8502".to_string())),
-                ("https-port".to_string(), Some("8501".to_string())),
+                ("log-file".to_string(), Some("/var/log/consul/".to_string())),
                 ("hcl".to_string(), Some("x = 1".to_string())),
             ]
         );
         a.consul_only = consul_only;
         let c = agent_config(&a).unwrap();
-        assert_eq!((c.node_name.as_str(), c.ports.https), ("a", 8501));
-        assert_eq!(c.ignored, ["ui_config.enabled", "ports.grpc", "-hcl"]);
+        assert_eq!(c.node_name, "a");
+        assert_eq!(
+            c.ignored,
+            ["ui_config.enabled", "ports.grpc", "log_file", "-hcl"]
+        );
+        // A flag for a key cairn reads sets it.
+        let mut c = AgentConfig::default();
+        c.merge_flag("https-port", Some("8501")).unwrap();
+        assert_eq!(c.ports.https, 8501);
         // A protection is refused from the command line too.
         let a = AgentArgs {
             dev: true,
