@@ -193,6 +193,7 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
                 .put(operator::use_key::<E>)
                 .delete(operator::remove::<E>),
         )
+        .route("/v1/operator/usage", get(operator::usage::<E>))
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
         .route("/v1/coordinate/node/{name}", get(coordinate::node::<E>))
