@@ -153,7 +153,7 @@ impl<E: Env> AclResolver<E> {
                 config_file_service_registration: t.config_file_service_registration.clone(),
             };
             let json = serde_json::to_vec(&kept).map_err(|e| e.to_string())?;
-            super::write_atomically(file, &json)
+            super::files::write_atomically(file, &json)
                 .map_err(|e| format!("cannot keep the token in {}: {e}", file.display()))?;
         }
         Ok(true)

@@ -8,6 +8,7 @@ pub mod config;
 pub mod consul_keys;
 pub mod definition;
 pub mod events;
+pub mod files;
 pub mod join;
 pub mod keyring;
 pub mod leaves;
@@ -19,7 +20,7 @@ pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -676,16 +677,10 @@ fn node_id<E: Env>(env: &E, config: &AgentConfig) -> Result<String, AgentError> 
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = fresh();
-            write_atomically(&file, id.as_bytes())
+            files::write_atomically(&file, id.as_bytes())
                 .map_err(|e| err(format!("cannot write node-id: {e}")))?;
             Ok(id)
         }
         Err(e) => Err(err(format!("cannot read {}: {e}", file.display()))),
     }
-}
-
-pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
 }
