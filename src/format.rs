@@ -43,6 +43,45 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
+/// Writes a duration as Go's `time.Duration.String` does: `"200ms"`,
+/// `"10s"`, `"1m30s"`, `"1h0m0s"`, `"0s"`, so that clients comparing
+/// Consul's strings see the same ones.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    // Below a second Go picks the largest unit that keeps the integer part
+    // non-zero, and writes the rest as a trimmed fraction.
+    let fraction = |value: u128, unit: u128, name: &str| {
+        let (whole, rest) = (value / unit, value % unit);
+        let digits = unit.ilog10() as usize;
+        let frac = format!("{rest:0digits$}");
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            format!("{whole}{name}")
+        } else {
+            format!("{whole}.{frac}{name}")
+        }
+    };
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return fraction(nanos, 1_000, "µs");
+    }
+    if nanos < 1_000_000_000 {
+        return fraction(nanos, 1_000_000, "ms");
+    }
+    let secs = fraction(nanos % 60_000_000_000, 1_000_000_000, "s");
+    let minutes = nanos / 60_000_000_000;
+    match (minutes / 60, minutes % 60) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
 /// Parses a canonical UUID string into its 16 bytes.
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
@@ -110,6 +149,25 @@ pub fn rfc3339(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_like_go() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(5), "5ns"),
+            (Duration::from_nanos(1_500), "1.5µs"),
+            (Duration::from_millis(200), "200ms"),
+            (Duration::from_micros(1_250), "1.25ms"),
+            (Duration::from_secs(10), "10s"),
+            (Duration::from_millis(10_500), "10.5s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(3723), "1h2m3s"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(go_duration(d), want);
+        }
+    }
 
     #[test]
     fn durations_parse_like_go() {

@@ -195,6 +195,10 @@ pub struct AgentConfig {
     /// from the Raft group (autopilot's `server_stabilization_time`-like
     /// grace for `cleanup_dead_servers`).
     pub dead_server_grace: Duration,
+    /// The `autopilot` block: the settings the first leader stores when
+    /// the cluster has none (`/v1/operator/autopilot/configuration`
+    /// changes them afterwards).
+    pub autopilot: crate::state::AutopilotConfig,
     /// Keep the server's Raft state on this simulated disk instead of in
     /// `data_dir` (the simulator's: a disk that survives crashes).
     pub sim_disk: Option<crate::consensus::MemoryDisk>,
@@ -502,6 +506,7 @@ impl Default for AgentConfig {
             raft_snapshot_threshold: 16384,
             raft_trailing_logs: 10240,
             dead_server_grace: Duration::from_secs(30),
+            autopilot: crate::state::AutopilotConfig::default(),
             sim_disk: None,
             services: Vec::new(),
             checks: Vec::new(),
@@ -619,10 +624,25 @@ impl AgentConfig {
                     for (k, av) in as_object(origin, key, v)? {
                         let path = format!("autopilot.{k}");
                         let f = Field { origin, key: &path };
+                        let ap = &mut self.autopilot;
                         match k.as_str() {
                             "server_stabilization_time" => {
-                                self.dead_server_grace = f.duration(av)?
+                                self.dead_server_grace = f.duration(av)?;
+                                ap.server_stabilization_time =
+                                    crate::format::go_duration(self.dead_server_grace);
                             }
+                            "cleanup_dead_servers" => ap.cleanup_dead_servers = f.bool(av)?,
+                            "last_contact_threshold" => {
+                                ap.last_contact_threshold =
+                                    crate::format::go_duration(f.duration(av)?)
+                            }
+                            "max_trailing_logs" => ap.max_trailing_logs = f.uint(av)?,
+                            "min_quorum" => ap.min_quorum = f.uint(av)? as u32,
+                            "redundancy_zone_tag" => ap.redundancy_zone_tag = f.string(av)?,
+                            "disable_upgrade_migration" => {
+                                ap.disable_upgrade_migration = f.bool(av)?
+                            }
+                            "upgrade_version_tag" => ap.upgrade_version_tag = f.string(av)?,
                             _ => self.other_key(origin, &path, av)?,
                         }
                     }

@@ -574,6 +574,8 @@ async fn start_server<E: Env>(
                 .acl
                 .enabled
                 .then(|| config.acl.tokens.initial_management.clone()),
+            autopilot: Some(config.autopilot.clone())
+                .filter(|a| *a != crate::state::AutopilotConfig::default()),
             ..DutyConfig::new(
                 &config.datacenter,
                 config.bootstrap_expect,

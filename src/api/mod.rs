@@ -18,7 +18,9 @@ pub mod kv;
 pub mod metrics;
 pub mod operator;
 pub mod query;
+pub mod raft;
 pub mod session;
+pub mod snapshot;
 pub mod txn;
 
 pub use context::{AgentInfo, Api, ApiState, Caller};
@@ -32,7 +34,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -194,6 +196,27 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
                 .delete(operator::remove::<E>),
         )
         .route("/v1/operator/usage", get(operator::usage::<E>))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(raft::configuration::<E>),
+        )
+        .route("/v1/operator/raft/peer", delete(raft::remove_peer::<E>))
+        .route(
+            "/v1/operator/raft/transfer-leader",
+            post(raft::transfer_leader::<E>),
+        )
+        .route(
+            "/v1/operator/autopilot/configuration",
+            get(raft::get_config::<E>).put(raft::set_config::<E>),
+        )
+        .route("/v1/operator/autopilot/health", get(raft::health::<E>))
+        .route("/v1/operator/autopilot/state", get(raft::state::<E>))
+        .route(
+            "/v1/snapshot",
+            get(snapshot::save::<E>).put(snapshot::restore::<E>).layer(
+                axum::extract::DefaultBodyLimit::max(crate::archive::MAX_STATE as usize),
+            ),
+        )
         .route("/v1/status/leader", get(kv::leader::<E>))
         .route("/v1/status/peers", get(kv::peers::<E>))
         .route("/v1/coordinate/node/{name}", get(coordinate::node::<E>))

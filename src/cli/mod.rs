@@ -12,7 +12,9 @@ mod http;
 mod keyring;
 mod kv;
 mod members;
+mod operator;
 mod services;
+mod snapshot;
 mod tls;
 mod watch;
 
@@ -76,6 +78,10 @@ enum Cmd {
     Acl(acl::AclArgs),
     /// Make a CA and agent certificates for TLS (RPC and HTTPS).
     Tls(tls::TlsArgs),
+    /// Operate the servers: Raft peers and leadership, autopilot.
+    Operator(operator::OperatorArgs),
+    /// Save, restore and inspect snapshots of the servers' state.
+    Snapshot(snapshot::SnapshotArgs),
     /// Print the version.
     Version,
 }
@@ -365,6 +371,8 @@ pub fn main() -> ExitCode {
             Cmd::Keyring(k) => keyring::run(k).await,
             Cmd::Acl(a) => acl::run(a).await,
             Cmd::Tls(t) => tls::run(t),
+            Cmd::Operator(o) => operator::run(o).await,
+            Cmd::Snapshot(s) => snapshot::run(s).await,
             Cmd::Version => {
                 println!("cairn v{VERSION}");
                 Ok(())

@@ -9,7 +9,7 @@ use crate::acl::{
 };
 use std::sync::{Arc, Mutex};
 
-use crate::server::{Answer, CaOp, ClientRequest, Query};
+use crate::server::{Answer, CaOp, ClientRequest, OperatorOp, Query};
 use crate::state::acl::AclState;
 use crate::state::{Command, KvOp, Store, Table, TxnVerb};
 
@@ -26,6 +26,9 @@ pub(crate) fn authorize(z: &Authorizer, req: &ClientRequest, store: &Store) -> V
             Query::AclTokens | Query::AclPolicies | Query::AclRoles => {
                 z.check_global(Global::Acl, Access::Read)
             }
+            Query::Autopilot => z.check_global(Global::Operator, Access::Read),
+            // Every secret is in it: Consul asks for `acl = "write"`.
+            Query::Snapshot => z.check_global(Global::Acl, Access::Write),
             _ => Ok(()),
         },
         ClientRequest::Coordinates { updates, .. } => updates
@@ -39,6 +42,14 @@ pub(crate) fn authorize(z: &Authorizer, req: &ClientRequest, store: &Store) -> V
         ClientRequest::SessionRenew { id, .. } => match store.session(id) {
             Some(s) => z.check(Resource::Session, &s.node, Access::Write),
             None => Ok(()),
+        },
+        ClientRequest::Operator { op, .. } => match op {
+            OperatorOp::RaftConfiguration | OperatorOp::Health => {
+                z.check_global(Global::Operator, Access::Read)
+            }
+            OperatorOp::RemovePeer { .. }
+            | OperatorOp::TransferLeader { .. }
+            | OperatorOp::Elect => z.check_global(Global::Operator, Access::Write),
         },
         ClientRequest::Status | ClientRequest::Datacenters => Ok(()),
         // Checked where they are answered.
@@ -147,9 +158,11 @@ fn authorize_cmd(z: &Authorizer, cmd: &Command, store: &Store) -> Verdict {
         | Command::AclPolicyDelete { .. }
         | Command::AclRoleSet(_)
         | Command::AclRoleDelete { .. } => z.check_global(Global::Acl, Access::Write),
-        Command::ReapTombstones { .. } | Command::CaSetRoot { .. } => {
-            z.check_global(Global::Operator, Access::Write)
-        }
+        Command::ReapTombstones { .. }
+        | Command::CaSetRoot { .. }
+        | Command::AutopilotSet { .. } => z.check_global(Global::Operator, Access::Write),
+        // A snapshot holds every secret: Consul asks for `acl = "write"`.
+        Command::Restore { .. } => z.check_global(Global::Acl, Access::Write),
         Command::Batch(cmds) => cmds.iter().try_for_each(|c| authorize_cmd(z, c, store)),
     }
 }
@@ -220,7 +233,11 @@ pub(crate) fn filter(z: &Authorizer, answer: &mut Answer) -> bool {
         | Answer::Status { .. }
         | Answer::AclResolved(_)
         | Answer::AclPolicies(_)
-        | Answer::AclRoles(_) => false,
+        | Answer::AclRoles(_)
+        // Whole answers, behind operator or ACL permissions.
+        | Answer::Raft(_)
+        | Answer::Autopilot(_)
+        | Answer::Snapshot { .. } => false,
     }
 }
 

@@ -9,8 +9,9 @@
 //! The leader then keeps the group and the catalog in step with gossip:
 //! alive servers of the datacenter join as voters, servers that left are
 //! removed at once, and servers that have failed for longer than a grace
-//! period are removed too (autopilot's dead-server cleanup), but never so
-//! many that the rest would lose a majority. It reconciles the catalog
+//! period are removed too (autopilot's dead-server cleanup, unless its
+//! configuration turns it off), but never so many that the rest would lose
+//! a majority or fall below its `MinQuorum`. It reconciles the catalog
 //! ([`reconcile`](super::reconcile)) on every membership event and every
 //! minute, and writes the coordinates agents sent in batches.
 
@@ -44,6 +45,9 @@ pub struct DutyConfig {
     /// With ACLs on: the leader makes the built-in policy and anonymous
     /// token, and this initial management token (its secret), if missing.
     pub acl_init: Option<Option<String>>,
+    /// Autopilot's settings from the agent's configuration, which the
+    /// leader stores while the cluster has none (`None`: the defaults).
+    pub autopilot: Option<crate::state::AutopilotConfig>,
 }
 
 impl DutyConfig {
@@ -56,6 +60,7 @@ impl DutyConfig {
             reconcile_interval: Duration::from_secs(60),
             coordinate_period: Duration::from_secs(5),
             acl_init: None,
+            autopilot: None,
         }
     }
 }
@@ -152,6 +157,7 @@ impl<E: Env> Duties<E> {
                 let now = self.env.now();
                 if !was_leader || changed || now >= next_reconcile {
                     self.init_acls().await;
+                    self.init_autopilot().await;
                     self.reconcile_catalog(&members).await;
                     next_reconcile = now + self.config.reconcile_interval;
                 }
@@ -256,6 +262,28 @@ impl<E: Env> Duties<E> {
         self.write_all(commands, "ACL initialisation").await;
     }
 
+    /// Stores the configured autopilot settings if the cluster has none
+    /// yet (as Consul's leader does on taking office).
+    async fn init_autopilot(&self) {
+        let Some(config) = &self.config.autopilot else {
+            return;
+        };
+        if self
+            .server
+            .store()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .autopilot_stored()
+        {
+            return;
+        }
+        let cmd = crate::state::Command::AutopilotSet {
+            config: Box::new(config.clone()),
+            cas: Some(0),
+        };
+        self.write_all(vec![cmd], "autopilot initialisation").await;
+    }
+
     /// Writes the leader's own `commands` in order, stopping at the first
     /// that fails (the next round retries what is still missing).
     async fn write_all(&self, commands: Vec<crate::state::Command>, what: &str) {
@@ -333,8 +361,19 @@ impl<E: Env> Duties<E> {
             }
         }
         // Never remove so many at once that the rest lose their majority
-        // (autopilot's rule): the failed may come back.
-        let max_dead = (voters.len().saturating_sub(1)) / 2;
+        // (autopilot's rule): the failed may come back. Operators may turn
+        // the cleanup off, or keep a minimum number of voters.
+        let autopilot = self
+            .server
+            .store()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .autopilot();
+        let above_min = voters.len().saturating_sub(autopilot.min_quorum as usize);
+        let max_dead = match autopilot.cleanup_dead_servers {
+            true => ((voters.len().saturating_sub(1)) / 2).min(above_min),
+            false => 0,
+        };
         dead.truncate(max_dead);
         let remove: BTreeSet<u64> = gone.into_iter().chain(dead).collect();
         if remove.is_empty() {

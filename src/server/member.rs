@@ -62,6 +62,12 @@ pub fn raft_id(node_id: &str) -> Option<u64> {
     Some(u64::from_be_bytes(head))
 }
 
+/// A Raft ID as operators see it when no node ID is known for it: 16 hex
+/// digits, the start of the node ID it came from.
+pub fn format_raft_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
 /// The servers of datacenter `dc` among `members`, each with the name the
 /// WAN pool gives it (`<node>.<dc>`).
 pub fn wan_servers<'a>(

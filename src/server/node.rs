@@ -344,6 +344,7 @@ impl<E: Env> Server<E> {
             ClientRequest::Remote { dc, req } => self.remote(dc, *req, token).await,
             ClientRequest::Datacenters => self.datacenters().await,
             ClientRequest::SessionRenew { id, hops } => self.renew(id, hops, token).await,
+            ClientRequest::Operator { op, hops } => self.operator(op, hops, token).await,
         }
     }
 
@@ -467,7 +468,19 @@ impl<E: Env> Server<E> {
         // server has given up on that leader (an election starts within
         // two seconds). The caller learns the outcome is unknown, and a
         // retry finds the new leader.
+        // A leadership transfer deposes the leader it was sent to: that
+        // is its answer, not a reason to give up on it.
+        let transfer = matches!(
+            req.inner(),
+            ClientRequest::Operator {
+                op: super::operator::OperatorOp::TransferLeader { .. },
+                ..
+            }
+        );
         let deposed = async {
+            if transfer {
+                std::future::pending::<()>().await;
+            }
             let gone = self
                 .raft
                 .wait(Some(limit))

@@ -103,6 +103,13 @@ fn answer_in(store: &Store, query: &Query, now_ms: u64) -> Answer {
                 })
                 .collect(),
         ),
+        Query::Autopilot => Answer::Autopilot(store.autopilot()),
+        Query::Snapshot => Answer::Snapshot {
+            // The store writes JSON, which is UTF-8.
+            state: String::from_utf8_lossy(&store.snapshot()).into_owned(),
+            index: store.last_applied(),
+            term: 0,
+        },
         Query::ConnectProxies(dest) => Answer::Instances(
             store
                 .services()
@@ -157,10 +164,14 @@ impl<E: Env> Server<E> {
             }
         }
         let store = self.store.read().unwrap_or_else(|e| e.into_inner());
-        let (index, answer) = (
+        let (index, mut answer) = (
             index_in(&store, &read.query),
             answer_in(&store, &read.query, wall_ms(&self.env)),
         );
+        drop(store);
+        if let Answer::Snapshot { index, term, .. } = &mut answer {
+            *term = self.term_of(*index);
+        }
         ClientReply {
             index: index.max(1),
             known_leader: self.leader().is_some(),
@@ -208,6 +219,17 @@ impl<E: Env> Server<E> {
             }
         };
         let _ = timeout_at(&self.env, deadline, any).await;
+    }
+
+    /// The term of the applied entry at `index` (the current term when
+    /// Raft has moved past it since).
+    fn term_of(&self, index: u64) -> u64 {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        match m.last_applied {
+            Some(l) if l.index == index => l.leader_id.term,
+            _ => m.current_term,
+        }
     }
 
     /// The index a read of `query` would answer with now, from this

@@ -88,6 +88,13 @@ pub enum ClientRequest {
         /// Servers it has passed through.
         hops: u8,
     },
+    /// An operator's request about the Raft group.
+    Operator {
+        /// What.
+        op: super::operator::OperatorOp,
+        /// Servers it has passed through.
+        hops: u8,
+    },
     /// A request made with an ACL token (its secret). With ACLs on, a
     /// request without one is the anonymous token's.
     Acl {
@@ -242,6 +249,10 @@ pub enum Query {
     AclPolicies,
     /// Every ACL role.
     AclRoles,
+    /// Autopilot's configuration.
+    Autopilot,
+    /// The whole store, as a snapshot (`GET /v1/snapshot`).
+    Snapshot,
 }
 
 impl Query {
@@ -265,6 +276,8 @@ impl Query {
             Query::AclResolve(_) | Query::AclTokens | Query::AclPolicies | Query::AclRoles => {
                 &[Table::Acl]
             }
+            Query::Autopilot => &[Table::Autopilot],
+            Query::Snapshot => &Table::ALL,
         }
     }
 }
@@ -323,6 +336,8 @@ pub enum Answer {
         /// Every voter's RPC address.
         peers: Vec<String>,
     },
+    /// For the operator's Raft requests: the group as the leader sees it.
+    Raft(super::operator::RaftView),
     /// For `AclResolve`: the token and its policies, if it is valid.
     AclResolved(Option<Box<crate::acl::Identity>>),
     /// For `AclTokens` (links named as they stand now).
@@ -331,6 +346,18 @@ pub enum Answer {
     AclPolicies(Vec<crate::acl::Policy>),
     /// For `AclRoles` (links named as they stand now).
     AclRoles(Vec<crate::acl::Role>),
+    /// For `Query::Autopilot`.
+    Autopilot(crate::state::AutopilotConfig),
+    /// For `Query::Snapshot`: the store's contents, and the Raft entry
+    /// they reflect (its index and term).
+    Snapshot {
+        /// What [`crate::state::Store::snapshot`] writes.
+        state: String,
+        /// Index of the last entry applied.
+        index: u64,
+        /// Its term.
+        term: u64,
+    },
 }
 
 /// The reply to a client request, with Consul's query metadata.

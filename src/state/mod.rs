@@ -16,6 +16,7 @@ mod catalog;
 mod connect;
 mod error;
 mod kv;
+mod operator;
 mod query;
 mod session;
 mod txn;
@@ -34,6 +35,7 @@ pub use catalog::{
 pub use connect::{CaRoot, CaState};
 pub use error::StateError;
 pub use kv::{KvEntry, KvOp};
+pub use operator::AutopilotConfig;
 pub use query::{PreparedQuery, QueryDns, QueryFailover, QueryService, QueryTemplate};
 pub use session::{Behavior, Session};
 pub use txn::{TxnError, TxnOp, TxnOutcome, TxnVerb, MAX_TXN_OPS};
@@ -64,11 +66,13 @@ pub enum Table {
     Queries,
     /// ACL tokens, policies and roles.
     Acl,
+    /// Autopilot's configuration.
+    Autopilot,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
@@ -79,6 +83,7 @@ impl Table {
         Table::Intentions,
         Table::Queries,
         Table::Acl,
+        Table::Autopilot,
     ];
 }
 
@@ -182,6 +187,21 @@ pub enum Command {
         /// Its ID.
         id: String,
     },
+    /// Set autopilot's configuration (with `cas`: only if its
+    /// `ModifyIndex` is that).
+    AutopilotSet {
+        /// The new settings (indexes are ignored).
+        config: Box<AutopilotConfig>,
+        /// Check-and-set index.
+        cas: Option<u64>,
+    },
+    /// Replace the whole store with a snapshot's contents (`PUT
+    /// /v1/snapshot`). Every table's index moves to this entry's, so no
+    /// index goes backwards and every blocked reader wakes.
+    Restore {
+        /// The snapshot, as [`Store::snapshot`] writes it.
+        snapshot: String,
+    },
     /// Several independent commands in one log entry, applied in order,
     /// each with its own result (the leader groups concurrent writes so
     /// that one entry, and one round of replication, carries them all).
@@ -212,6 +232,8 @@ struct Data {
     intentions: BTreeMap<String, crate::connect::intention::Intention>,
     queries: BTreeMap<String, PreparedQuery>,
     acl: acl::AclState,
+    /// Autopilot's configuration, once an operator set it.
+    autopilot: Option<AutopilotConfig>,
     /// Keys whose lock was lost, and until when (ms) none may take it.
     lock_delays: BTreeMap<String, u64>,
     indexes: BTreeMap<Table, u64>,
@@ -269,6 +291,10 @@ impl Store {
         cmd: &Command,
     ) -> Result<Applied, StateError> {
         self.data.last_applied = self.data.last_applied.max(index);
+        if let Command::Restore { snapshot } = cmd {
+            self.restore_at(index, snapshot.as_bytes())?;
+            return Ok(Applied::Done(true));
+        }
         // Lock delays that ran out are forgotten (they are timed by the
         // commands, so every replica forgets them at the same entry).
         if !self.data.lock_delays.is_empty() {
@@ -311,6 +337,33 @@ impl Store {
         }
         self.hub.touch_all_prefixes(self.data.last_applied);
         Ok(())
+    }
+
+    /// Replaces the contents with a snapshot's, as the log entry at
+    /// `index`: nothing changes when the snapshot cannot be read.
+    fn restore_at(&mut self, index: u64, bytes: &[u8]) -> Result<(), StateError> {
+        let mut data = Store::restore(bytes)?.data;
+        data.last_applied = index;
+        for t in Table::ALL {
+            data.indexes.insert(t, index);
+        }
+        self.data = data;
+        for t in Table::ALL {
+            self.hub.touch_table(t, index);
+        }
+        self.hub.touch_all_prefixes(index);
+        Ok(())
+    }
+
+    /// Autopilot's configuration (Consul's defaults until one is set).
+    pub fn autopilot(&self) -> AutopilotConfig {
+        self.data.autopilot.clone().unwrap_or_default()
+    }
+
+    /// Whether an operator (or the first leader) stored autopilot's
+    /// settings.
+    pub fn autopilot_stored(&self) -> bool {
+        self.data.autopilot.is_some()
     }
 
     /// The index of `table`'s last change.
@@ -411,30 +464,52 @@ struct SnapshotFile {
     /// Left out while empty, so stores without ACLs keep their bytes.
     #[serde(default, skip_serializing_if = "acl::AclState::is_empty")]
     acl: acl::AclState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    autopilot: Option<AutopilotConfig>,
 }
 
 impl From<&Data> for SnapshotFile {
     fn from(d: &Data) -> Self {
+        // Named one by one, with no `..`: a table added to `Data` does not
+        // compile until the snapshot carries it.
+        let Data {
+            nodes,
+            services,
+            checks,
+            kv,
+            tombstones,
+            sessions,
+            coordinates,
+            ca,
+            intentions,
+            queries,
+            acl,
+            autopilot,
+            lock_delays,
+            indexes,
+            last_applied,
+            by_name: _,
+        } = d;
         SnapshotFile {
             format: SNAPSHOT_FORMAT,
-            nodes: d.nodes.values().cloned().collect(),
-            services: d
-                .services
+            nodes: nodes.values().cloned().collect(),
+            services: services
                 .iter()
                 .map(|((node, _), s)| (node.clone(), s.clone()))
                 .collect(),
-            checks: d.checks.values().cloned().collect(),
-            kv: d.kv.values().cloned().collect(),
-            tombstones: d.tombstones.clone(),
-            sessions: d.sessions.values().cloned().collect(),
-            coordinates: d.coordinates.clone(),
-            lock_delays: d.lock_delays.clone(),
-            indexes: d.indexes.iter().map(|(t, i)| (*t, *i)).collect(),
-            last_applied: d.last_applied,
-            ca: d.ca.clone(),
-            intentions: d.intentions.values().cloned().collect(),
-            queries: d.queries.values().cloned().collect(),
-            acl: d.acl.clone(),
+            checks: checks.values().cloned().collect(),
+            kv: kv.values().cloned().collect(),
+            tombstones: tombstones.clone(),
+            sessions: sessions.values().cloned().collect(),
+            coordinates: coordinates.clone(),
+            lock_delays: lock_delays.clone(),
+            indexes: indexes.iter().map(|(t, i)| (*t, *i)).collect(),
+            last_applied: *last_applied,
+            ca: ca.clone(),
+            intentions: intentions.values().cloned().collect(),
+            queries: queries.values().cloned().collect(),
+            acl: acl.clone(),
+            autopilot: autopilot.clone(),
         }
     }
 }
@@ -480,6 +555,7 @@ impl SnapshotFile {
                 .map(|q| (q.id.clone(), q))
                 .collect(),
             acl: self.acl,
+            autopilot: self.autopilot,
             by_name: BTreeMap::new(),
         };
         data.reindex();
@@ -550,6 +626,9 @@ impl Tx<'_> {
             Command::AclPolicyDelete { id } => self.acl(|a, _| a.delete_policy(id)),
             Command::AclRoleSet(r) => self.acl(|a, i| a.set_role(i, r)),
             Command::AclRoleDelete { id } => self.acl(|a, _| a.delete_role(id)),
+            Command::AutopilotSet { config, cas } => self.autopilot_set(config, *cas),
+            // `apply_outcome` takes restores before a `Tx` exists.
+            Command::Restore { .. } => Err(invalid("a restore replaces the store whole")),
             // The state machine unpacks batches; one inside another is no
             // leader's doing.
             Command::Batch(_) => Err(invalid("a batch inside a batch")),

@@ -631,3 +631,153 @@ fn lookups_by_service_name_follow_every_change() {
     let restored = Store::restore(&s.snapshot()).unwrap();
     assert_eq!(found(&restored, "api"), ["n2/a"]);
 }
+
+/// A command that puts something in `table`. The match names every table,
+/// so a new one does not compile until it has a filler here, and then
+/// [`a_snapshot_carries_every_table`] proves the snapshot carries it.
+fn fill(table: Table) -> Command {
+    match table {
+        Table::Nodes => register("n2", Vec::new()),
+        Table::Checks => register("n1", vec![check("c2", Health::Warning)]),
+        Table::Services => Command::Register {
+            node: node("n1"),
+            service: Some(Box::new(Service {
+                id: "web-1".into(),
+                service: "web".into(),
+                ..Service::default()
+            })),
+            checks: Vec::new(),
+        },
+        Table::Kvs => kv(KvOp::Set, "k", "v"),
+        Table::Sessions => session("s", "n1", Behavior::Release, 0),
+        Table::Coordinates => Command::Coordinates(vec![(
+            "n1".into(),
+            Coordinate::origin(&crate::coordinate::Config::default()),
+        )]),
+        Table::Connect => Command::CaSetRoot {
+            cluster_id: "cluster".into(),
+            root: Box::new(crate::connect::ca::RootKeys {
+                cert_pem: "cert".into(),
+                key_pem: "key".into(),
+                signing_key_id: "01:02".into(),
+                serial: 7,
+                not_before_ms: 0,
+                not_after_ms: 1,
+            }),
+            only_if_none: true,
+            leaf_ttl_ms: None,
+        },
+        Table::Intentions => {
+            Command::IntentionSet(Box::new(crate::connect::intention::Intention {
+                id: "i1".into(),
+                source_name: "web".into(),
+                destination_name: "db".into(),
+                ..Default::default()
+            }))
+        }
+        Table::Queries => Command::QuerySet(Box::new(PreparedQuery {
+            id: "q1".into(),
+            name: "q".into(),
+            service: QueryService {
+                service: "web".into(),
+                ..QueryService::default()
+            },
+            ..PreparedQuery::default()
+        })),
+        Table::Acl => Command::AclPolicySet(Box::new(crate::acl::Policy {
+            id: "p1".into(),
+            name: "p".into(),
+            rules: "key_prefix \"\" { policy = \"read\" }".into(),
+            ..Default::default()
+        })),
+        Table::Autopilot => Command::AutopilotSet {
+            config: Box::new(AutopilotConfig {
+                cleanup_dead_servers: false,
+                ..AutopilotConfig::default()
+            }),
+            cas: None,
+        },
+    }
+}
+
+#[test]
+fn a_snapshot_carries_every_table() {
+    let mut s = with_node();
+    for (i, table) in Table::ALL.into_iter().enumerate() {
+        let index = 10 + i as u64;
+        assert_eq!(s.apply(index, 0, &fill(table)), Ok(true), "{table:?}");
+        assert_eq!(s.index(table), index, "{table:?} moved its index");
+    }
+    let back = Store::restore(&s.snapshot()).unwrap();
+    assert_eq!(back.data, s.data);
+    for table in Table::ALL {
+        assert_eq!(back.index(table), s.index(table), "{table:?}");
+    }
+}
+
+#[test]
+fn a_restore_replaces_the_store_and_moves_every_index_forward() {
+    let mut s = with_node();
+    s.apply(2, 0, &kv(KvOp::Set, "k", "before")).unwrap();
+    let snapshot = String::from_utf8(s.snapshot()).unwrap();
+    s.apply(3, 0, &kv(KvOp::Set, "k", "after")).unwrap();
+    s.apply(4, 0, &kv(KvOp::Set, "new", "x")).unwrap();
+    let hub = s.watches();
+    let mut table = hub.table(Table::Kvs);
+    let mut prefix = hub.prefix("k", s.kv_index("k"));
+    table.borrow_and_update();
+    prefix.borrow_and_update();
+    assert_eq!(s.apply(5, 0, &Command::Restore { snapshot }), Ok(true));
+    assert_eq!(
+        s.kv_get("k").map(|e| e.value.clone()),
+        Some(b"before".to_vec())
+    );
+    assert!(s.kv_get("new").is_none());
+    for table in Table::ALL {
+        assert_eq!(s.index(table), 5, "{table:?}");
+    }
+    assert!(table.has_changed().unwrap(), "readers of the table wake");
+    assert!(prefix.has_changed().unwrap(), "readers of a prefix wake");
+    assert_eq!(*prefix.borrow(), 5);
+    // A snapshot that does not read changes nothing.
+    let bad = Command::Restore {
+        snapshot: "{\"format\": 1".into(),
+    };
+    assert!(s.apply(6, 0, &bad).is_err());
+    assert_eq!(
+        s.kv_get("k").map(|e| e.value.clone()),
+        Some(b"before".to_vec())
+    );
+    assert_eq!(s.index(Table::Kvs), 5);
+}
+
+#[test]
+fn autopilot_settings_follow_check_and_set() {
+    let mut s = Store::new();
+    assert!(s.autopilot().cleanup_dead_servers, "Consul's default");
+    let off = AutopilotConfig {
+        cleanup_dead_servers: false,
+        ..AutopilotConfig::default()
+    };
+    let set = |config: &AutopilotConfig, cas| Command::AutopilotSet {
+        config: Box::new(config.clone()),
+        cas,
+    };
+    assert_eq!(s.apply(3, 0, &set(&off, Some(1))), Ok(false), "stale cas");
+    assert!(s.autopilot().cleanup_dead_servers);
+    assert_eq!(s.apply(4, 0, &set(&off, None)), Ok(true));
+    assert_eq!(s.autopilot().modify_index, 4);
+    assert_eq!(s.autopilot().create_index, 4);
+    assert_eq!(
+        s.apply(5, 0, &set(&AutopilotConfig::default(), Some(4))),
+        Ok(true)
+    );
+    let now = s.autopilot();
+    assert!(now.cleanup_dead_servers);
+    assert_eq!((now.create_index, now.modify_index), (4, 5));
+    let bad = AutopilotConfig {
+        last_contact_threshold: "soon".into(),
+        ..AutopilotConfig::default()
+    };
+    assert!(s.apply(6, 0, &set(&bad, None)).is_err());
+}

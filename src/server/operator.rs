@@ -1,0 +1,273 @@
+//! What operators ask of the Raft group (Consul's `/v1/operator/raft/*`
+//! and autopilot's health): answered by the leader, from Raft's own view,
+//! and the one request a follower answers itself, the election a
+//! leadership transfer asks of it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+
+use super::node::{Server, MAX_HOPS};
+use super::request::{Answer, ClientReply, ClientRequest};
+use crate::env::Env;
+
+/// An operator's request about the Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorOp {
+    /// The voters and learners, and who leads.
+    RaftConfiguration,
+    /// Remove a server from the group, named by Raft ID or RPC address.
+    RemovePeer {
+        /// Its Raft ID.
+        id: Option<u64>,
+        /// Its RPC address (`ip:port`).
+        address: Option<String>,
+    },
+    /// Hand leadership to another voter (`None`: the most up to date).
+    TransferLeader {
+        /// The voter to hand it to.
+        to: Option<u64>,
+    },
+    /// How each server is doing, as autopilot judges it.
+    Health,
+    /// From a leader handing over: campaign now (answered by the server
+    /// asked, never forwarded).
+    Elect,
+}
+
+/// One server of the Raft group, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftPeer {
+    /// Its Raft ID.
+    pub id: u64,
+    /// Its RPC address.
+    pub address: String,
+    /// Whether it votes (a learner does not).
+    pub voter: bool,
+    /// Whether it leads.
+    pub leader: bool,
+    /// The last entry the leader knows it holds, and that entry's term.
+    pub last_index: u64,
+    /// The term of that entry.
+    pub last_term: u64,
+    /// Milliseconds since it heard from the leader, as it answered just
+    /// now (`None`: it did not answer).
+    pub last_contact_ms: Option<u64>,
+}
+
+/// The Raft group, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftView {
+    /// The log index of the configuration in force.
+    pub index: u64,
+    /// The leader's term.
+    pub term: u64,
+    /// The leader's last log index.
+    pub last_index: u64,
+    /// Every server, voters first, each by Raft ID.
+    pub servers: Vec<RaftPeer>,
+}
+
+/// How long a server asked about its health has to answer.
+const HEALTH_ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl<E: Env> Server<E> {
+    /// Answers an operator request: `Elect` here, the rest on the leader.
+    pub(super) async fn operator(
+        &self,
+        op: OperatorOp,
+        hops: u8,
+        token: Option<&str>,
+    ) -> ClientReply {
+        if op != OperatorOp::Elect && !self.is_leader() {
+            if hops >= MAX_HOPS {
+                return ClientReply::refused("no cluster leader (too many forwards)");
+            }
+            let req = ClientRequest::Operator { op, hops: hops + 1 };
+            return self.forward(req, token).await;
+        }
+        match op {
+            OperatorOp::RaftConfiguration => {
+                self.answered(Answer::Raft(self.raft_view(false).await))
+            }
+            OperatorOp::Health => self.answered(Answer::Raft(self.raft_view(true).await)),
+            OperatorOp::RemovePeer { id, address } => self.remove_peer(id, address).await,
+            OperatorOp::TransferLeader { to } => self.transfer_leader(to, hops, token).await,
+            OperatorOp::Elect => match self.raft.trigger().elect().await {
+                Ok(()) => self.answered(Answer::Written(true)),
+                Err(e) => ClientReply::refused(&e.to_string()),
+            },
+        }
+    }
+
+    fn answered(&self, answer: Answer) -> ClientReply {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        ClientReply {
+            index: m.last_applied.map_or(0, |l| l.index),
+            known_leader: m.current_leader.is_some(),
+            last_contact_ms: self.last_contact_ms(),
+            answer: Ok(answer),
+            filtered: false,
+        }
+    }
+
+    /// The group as this leader sees it; with `ask`, each server is also
+    /// asked how long since it heard from the leader.
+    async fn raft_view(&self, ask: bool) -> RaftView {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let matched: BTreeMap<u64, Option<openraft::LogId<u64>>> =
+            m.replication.clone().unwrap_or_default();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let mut servers = Vec::new();
+        for (id, node) in membership.nodes() {
+            let leader = *id == self.id && m.state == ServerState::Leader;
+            let last = if leader {
+                m.last_log_index.map(|i| (i, m.current_term))
+            } else {
+                matched
+                    .get(id)
+                    .copied()
+                    .flatten()
+                    .map(|l| (l.index, l.leader_id.term))
+            };
+            let last_contact_ms = match (ask, leader) {
+                (_, true) => Some(0),
+                (false, false) => None,
+                (true, false) => self.ask_last_contact(&node.addr).await,
+            };
+            servers.push(RaftPeer {
+                id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+                leader,
+                last_index: last.map_or(0, |l| l.0),
+                last_term: last.map_or(0, |l| l.1),
+                last_contact_ms,
+            });
+        }
+        servers.sort_by_key(|s| (!s.voter, s.id));
+        RaftView {
+            index: m.membership_config.log_id().map_or(0, |l| l.index),
+            term: m.current_term,
+            last_index: m.last_log_index.unwrap_or(0),
+            servers,
+        }
+    }
+
+    /// How long since the server at `addr` heard from the leader, as it
+    /// says; `None` when it does not answer in time.
+    async fn ask_last_contact(&self, addr: &str) -> Option<u64> {
+        let addr = addr.parse().ok()?;
+        let deadline = self.env.now() + HEALTH_ASK_TIMEOUT;
+        let reply = self
+            .call_server(addr, ClientRequest::Status, deadline)
+            .await
+            .ok()?;
+        reply.answer.is_ok().then_some(reply.last_contact_ms)
+    }
+
+    async fn remove_peer(&self, id: Option<u64>, address: Option<String>) -> ClientReply {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let found = membership
+            .nodes()
+            .find(|(nid, node)| match (&id, &address) {
+                (Some(want), _) => *nid == want,
+                (None, Some(addr)) => node.addr == *addr,
+                (None, None) => false,
+            });
+        let Some((&target, _)) = found else {
+            let what = match (id, address) {
+                (Some(id), _) => format!("ID {}", super::member::format_raft_id(id)),
+                (None, Some(a)) => format!("address {a:?}"),
+                (None, None) => return ClientReply::refused("Must specify either ?id with the server's ID or ?address with IP:port of peer to remove"),
+            };
+            return ClientReply::refused(&format!(
+                "{what} was not found in the Raft configuration"
+            ));
+        };
+        if target == self.id {
+            return ClientReply::refused(
+                "cannot remove the leader itself; transfer leadership first",
+            );
+        }
+        let change = if membership.voter_ids().any(|v| v == target) {
+            ChangeMembers::RemoveVoters([target].into())
+        } else {
+            ChangeMembers::RemoveNodes([target].into())
+        };
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => self.answered(Answer::Written(true)),
+            Err(e) => ClientReply::refused(&format!("cannot remove the server: {e}")),
+        }
+    }
+
+    /// Hands leadership to `to` (or the most up-to-date other voter). A
+    /// follower still within the leader's lease refuses to vote, so the
+    /// leader first goes quiet for a lease, then asks the target to
+    /// campaign; it answers once someone else leads. Another follower
+    /// whose timer ran out may win that election instead: then the new
+    /// leader is asked to hand over in turn (a few times at most).
+    async fn transfer_leader(&self, to: Option<u64>, hops: u8, token: Option<&str>) -> ClientReply {
+        let view = self.raft_view(false).await;
+        let others = view.servers.iter().filter(|s| s.voter && s.id != self.id);
+        let target = match to {
+            Some(to) => others.into_iter().find(|s| s.id == to),
+            None => others.max_by_key(|s| (s.last_index, std::cmp::Reverse(s.id))),
+        };
+        let Some(target) = target.cloned() else {
+            return ClientReply::refused(&match to {
+                Some(id) => format!(
+                    "cannot transfer leadership to {}: it is not a voter of the Raft configuration",
+                    super::member::format_raft_id(id)
+                ),
+                None => "cannot transfer leadership: there is no other voter".into(),
+            });
+        };
+        let Ok(addr) = target.address.parse() else {
+            return ClientReply::refused("the target's address does not parse");
+        };
+        let config = self.raft.config().clone();
+        let lease = Duration::from_millis(config.election_timeout_max);
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
+        self.env
+            .sleep(lease + Duration::from_millis(config.heartbeat_interval))
+            .await;
+        let deadline = self.env.now() + HEALTH_ASK_TIMEOUT;
+        let elect = ClientRequest::Operator {
+            op: OperatorOp::Elect,
+            hops: 0,
+        };
+        let asked = self.call_server(addr, elect, deadline).await;
+        let me = self.id;
+        let moved = self
+            .raft
+            .wait(Some(lease * 4))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "another leader",
+            )
+            .await;
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        match (moved, asked) {
+            (Ok(m), _) if to.is_some() && m.current_leader != to && hops < MAX_HOPS => {
+                let again = ClientRequest::Operator {
+                    op: OperatorOp::TransferLeader { to },
+                    hops: hops + 1,
+                };
+                self.forward(again, token).await
+            }
+            (Ok(_), _) => self.answered(Answer::Written(true)),
+            (Err(_), Err(e)) => ClientReply::refused(&format!("the target did not campaign: {e}")),
+            (Err(_), Ok(_)) => {
+                ClientReply::refused("leadership did not move in time; this server still leads")
+            }
+        }
+    }
+}
