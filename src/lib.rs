@@ -24,4 +24,5 @@ pub mod msgpack;
 pub mod rpc;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod time;

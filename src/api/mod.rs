@@ -14,8 +14,10 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod host;
 pub mod kv;
 pub mod metrics;
+pub mod monitor;
 pub mod operator;
 pub mod query;
 pub mod raft;
@@ -52,6 +54,8 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/ui/", get(index::<E>))
         .route("/v1/agent/members", get(members::<E>))
         .route("/v1/agent/metrics", get(metrics::metrics::<E>))
+        .route("/v1/agent/monitor", get(monitor::monitor::<E>))
+        .route("/v1/agent/host", get(host::host::<E>))
         .route("/v1/agent/token/{kind}", put(acl::set_agent_token::<E>))
         .route("/v1/acl/bootstrap", put(acl::bootstrap::<E>))
         .route("/v1/acl/token", put(acl::create_token::<E>))

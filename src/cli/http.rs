@@ -37,7 +37,7 @@ impl HttpArgs {
 
 impl HttpArgs {
     /// The ACL token: `-token`, `-token-file`, then the environment.
-    fn token(&self) -> Option<String> {
+    pub(crate) fn token(&self) -> Option<String> {
         let from_file = |p: &std::path::Path| match std::fs::read_to_string(p) {
             Ok(t) => Some(t.trim().to_string()),
             Err(e) => {

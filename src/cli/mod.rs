@@ -1,5 +1,5 @@
 //! The `cairn` command line: `agent`, `members`, `join`, `leave`, `kv`,
-//! `catalog`, `services`, `info`, `watch`, `rtt`, `version`.
+//! `catalog`, `services`, `info`, `monitor`, `watch`, `rtt`, `version`.
 //!
 //! Flags are spelled as Consul spells them; Consul's single-dash form
 //! (`-node=a`, `-dev`) is accepted as well as `--node=a`, so scripts written
@@ -12,6 +12,7 @@ mod http;
 mod keyring;
 mod kv;
 mod members;
+mod monitor;
 mod operator;
 mod services;
 mod snapshot;
@@ -64,6 +65,8 @@ enum Cmd {
     Services(services::ServicesArgs),
     /// Show the local agent's state and statistics.
     Info(HttpArgs),
+    /// Stream the local agent's log lines as they happen.
+    Monitor(monitor::MonitorArgs),
     /// Follow keys, services, nodes or checks and act on every change.
     Watch(Box<watch::WatchArgs>),
     /// Connect: run the mutual-TLS sidecar proxy.
@@ -364,6 +367,7 @@ pub fn main() -> ExitCode {
             Cmd::Catalog(c) => catalog::run(c).await,
             Cmd::Services(s) => services::run(s).await,
             Cmd::Info(h) => run_info(h).await,
+            Cmd::Monitor(m) => monitor::run(m).await,
             Cmd::Watch(w) => watch::run(*w).await,
             Cmd::Connect(c) => connect::run(c).await,
             Cmd::Intention(i) => return connect::run_intention(i).await,
@@ -601,14 +605,22 @@ async fn terminate() {
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let level = crate::agent::config::tracing_level(level)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         // openraft narrates every step at info; its warnings are what matter.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Each layer filters for itself: stderr at the configured level, the
+    // monitors (`/v1/agent/monitor`) at whatever level they ask for.
+    let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(crate::telemetry::monitor::install())
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

@@ -67,6 +67,8 @@ pub struct Server<E: Env> {
     pub(super) datacenter: std::sync::OnceLock<String>,
     /// ACL enforcement, when on.
     pub(super) acl: std::sync::OnceLock<AclEnforcer>,
+    /// Counters and timers under Consul's metric names.
+    pub(super) telemetry: Arc<crate::telemetry::Registry>,
     pub(super) _rpc: Task,
     pub(super) _batchers: Vec<Task>,
     pub(super) _lease: Task,
@@ -91,6 +93,7 @@ async fn watch_lease<E: Env>(
     last_contact: Arc<Mutex<Option<Instant>>>,
     lease_ms: u64,
     every: Duration,
+    telemetry: Arc<crate::telemetry::Registry>,
 ) {
     let mut silenced = false;
     loop {
@@ -98,6 +101,7 @@ async fn watch_lease<E: Env>(
         let (acked, lapsed) = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
+            telemetry.observe_raft(&m);
             let acked = m
                 .millis_since_quorum_ack
                 .filter(|_| m.state == ServerState::Leader);
@@ -171,6 +175,7 @@ impl<E: Env> Server<E> {
         let last_contact: Arc<Mutex<Option<Instant>>> = Arc::default();
         let ca_rng = Mutex::new(rand::SeedableRng::seed_from_u64(env.seed("connect")));
         let csr_limit = CsrLimit::new(env.now());
+        let telemetry: Arc<crate::telemetry::Registry> = Arc::default();
         let raft = Raft::new(id, config, network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -185,6 +190,7 @@ impl<E: Env> Server<E> {
             last_contact.clone(),
             leader_lease_ms,
             heartbeat,
+            telemetry.clone(),
         ));
         let server = Arc::new_cyclic(|me: &std::sync::Weak<Server<E>>| {
             let me = me.clone();
@@ -213,6 +219,7 @@ impl<E: Env> Server<E> {
                 wan: std::sync::OnceLock::new(),
                 datacenter: std::sync::OnceLock::new(),
                 acl: std::sync::OnceLock::new(),
+                telemetry,
                 _rpc: rpc,
                 _batchers: batchers,
                 _lease: lease,
@@ -230,6 +237,11 @@ impl<E: Env> Server<E> {
     /// metrics).
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// This server's counters and timers (`/v1/agent/metrics`).
+    pub fn telemetry(&self) -> &crate::telemetry::Registry {
+        &self.telemetry
     }
 
     /// The store, for local readers.
@@ -325,6 +337,7 @@ impl<E: Env> Server<E> {
     /// request with a token is checked against it (with ACLs on); one
     /// without is the server's own.
     pub async fn client_request(&self, req: ClientRequest) -> ClientReply {
+        self.telemetry.incr("consul.rpc.request", 1.0);
         self.serve(req, None).await
     }
 

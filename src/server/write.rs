@@ -55,6 +55,10 @@ impl<E: Env> Server<E> {
                 )
                 .await;
         }
+        let (started, metric) = (
+            self.env.now(),
+            crate::telemetry::registry::write_metric(&cmd),
+        );
         let (done, result) = oneshot::channel();
         let proposal = Proposal {
             cmd: cmd.clone(),
@@ -63,7 +67,12 @@ impl<E: Env> Server<E> {
         if self.proposals.send(proposal).is_err() {
             return ClientReply::refused("the server is stopping");
         }
-        match result.await {
+        let result = result.await;
+        if let Ok(Ok(_)) = &result {
+            let took = self.env.now().saturating_duration_since(started);
+            self.telemetry.applied(metric, took);
+        }
+        match result {
             Ok(Ok((index, r))) => ClientReply {
                 index,
                 known_leader: true,
