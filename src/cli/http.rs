@@ -69,3 +69,36 @@ pub(crate) fn percent_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Consul's "server" flags: which datacenter's servers answer, and whether
+/// any server may answer a read (`-stale`), for the commands that have them
+/// in Consul (`kv export|import`, `lock`).
+#[derive(Args, Debug, Default)]
+pub(crate) struct ServerArgs {
+    /// Datacenter to ask (default: the agent's own).
+    #[arg(long = "datacenter")]
+    datacenter: Option<String>,
+    /// Let any server answer reads, not only the leader.
+    #[arg(long = "stale")]
+    stale: bool,
+}
+
+impl ServerArgs {
+    /// The query parameters for a read (`dc`, `stale`), each followed by
+    /// `&`, to put after a path's `?`.
+    pub(crate) fn read_query(&self) -> String {
+        let mut q = self.write_query();
+        if self.stale {
+            q.push_str("stale&");
+        }
+        q
+    }
+
+    /// The query parameter for a write (`dc`), followed by `&`, or nothing.
+    pub(crate) fn write_query(&self) -> String {
+        match self.datacenter.as_deref().filter(|d| !d.is_empty()) {
+            Some(dc) => format!("dc={}&", percent_encode(dc)),
+            None => String::new(),
+        }
+    }
+}

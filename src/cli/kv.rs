@@ -1,4 +1,5 @@
-//! `cairn kv get|put|delete`, with Consul's flags, output and exit codes.
+//! `cairn kv get|put|delete|export|import`, with Consul's flags, output,
+//! export format and exit codes.
 
 use std::io::Read;
 
@@ -6,7 +7,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 
-use super::http::{percent_encode, HttpArgs};
+use super::http::{percent_encode, HttpArgs, ServerArgs};
 use crate::env::TokioEnv;
 use crate::http_client::{self as client, ClientError};
 
@@ -36,6 +37,8 @@ enum KvCmd {
 struct ExportArgs {
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    server: ServerArgs,
     /// The prefix (default: everything).
     #[arg(default_value = "")]
     prefix: String,
@@ -45,11 +48,13 @@ struct ExportArgs {
 struct ImportArgs {
     #[command(flatten)]
     http: HttpArgs,
-    /// Put this prefix in front of every imported key.
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Put every imported key under this prefix (joined with a `/`).
     #[arg(long = "prefix", default_value = "")]
     prefix: String,
-    /// The export's JSON.
-    data: String,
+    /// The export's JSON (`-`: standard input; `@FILE`: the file's contents).
+    data: Option<String>,
 }
 
 /// One key of `kv export`'s output, Consul's format.
@@ -140,13 +145,30 @@ fn read_input(v: &str) -> anyhow::Result<Vec<u8>> {
     })
 }
 
+/// `prefix` and `key` joined by one `/`, as Consul's `kv import -prefix`
+/// joins them; unlike Consul's `path.Join`, a folder key keeps its
+/// trailing `/` (Consul's own bug, hashicorp/consul#10906).
+fn join_prefix(prefix: &str, key: &str) -> String {
+    let prefix = prefix.trim_start_matches('/');
+    if prefix.is_empty() {
+        return key.to_string();
+    }
+    format!(
+        "{}/{}",
+        prefix.trim_end_matches('/'),
+        key.trim_start_matches('/')
+    )
+}
+
 /// The keys of an export, checked: every key named, every value base64.
 fn parse_import(data: &[u8], prefix: &str) -> anyhow::Result<Vec<(String, u64, Vec<u8>)>> {
     use base64::Engine;
-    let entries: Vec<Exported> = serde_json::from_slice(data).map_err(|e| {
+    // `null` is an empty export, as Go reads it.
+    let entries: Option<Vec<Exported>> = serde_json::from_slice(data).map_err(|e| {
         anyhow::anyhow!("Error! the import is not a kv export (a JSON list of {{\"key\", \"flags\", \"value\"}}): {e}")
     })?;
     entries
+        .unwrap_or_default()
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
@@ -158,7 +180,7 @@ fn parse_import(data: &[u8], prefix: &str) -> anyhow::Result<Vec<(String, u64, V
                 .map_err(|err| {
                     anyhow::anyhow!("Error! entry {i} ({}): value is not base64: {err}", e.key)
                 })?;
-            Ok((format!("{prefix}{}", e.key), e.flags, value))
+            Ok((join_prefix(prefix, &e.key), e.flags, value))
         })
         .collect()
 }
@@ -247,33 +269,73 @@ pub async fn run(args: KvArgs) -> anyhow::Result<()> {
             client::request(&env, addr, "DELETE", &path).await?;
             println!("Success! Deleted key: {}", d.key);
         }
-        KvCmd::Export(x) => {
-            let addr = client::parse_addr(&env, &x.http.addr()).await?;
-            let q = format!("{}?recurse", path_of(&x.prefix));
-            let entries: Vec<Entry> = match client::get_json(&env, addr, &q).await {
-                Err(ClientError::Status { status: 404, .. }) => Vec::new(),
-                r => r?,
-            };
-            // The API's values are already the export's base64.
-            let out: Vec<Exported> = entries
-                .into_iter()
-                .map(|e| Exported {
-                    key: e.key,
-                    flags: e.flags,
-                    value: e.value.unwrap_or_default(),
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        KvCmd::Import(m) => {
-            let addr = client::parse_addr(&env, &m.http.addr()).await?;
-            let entries = parse_import(&read_input(&m.data)?, &m.prefix)?;
-            for (key, flags, value) in entries {
-                let path = format!("{}?flags={flags}", path_of(&key));
-                client::request_with(&env, addr, "PUT", &path, Bytes::from(value)).await?;
-                println!("Imported: {key}");
-            }
-        }
+        KvCmd::Export(x) => export(&env, x).await?,
+        KvCmd::Import(m) => import(&env, m).await?,
     }
     Ok(())
+}
+
+/// `cairn kv export`: every key under the prefix as Consul's JSON list,
+/// tab-indented as Consul prints it.
+async fn export(env: &TokioEnv, x: ExportArgs) -> anyhow::Result<()> {
+    let addr = client::parse_addr(env, &x.http.addr()).await?;
+    let q = format!("{}?{}recurse", path_of(&x.prefix), x.server.read_query());
+    let entries: Vec<Entry> = match client::get_json(env, addr, &q).await {
+        Err(ClientError::Status { status: 404, .. }) => Vec::new(),
+        r => r.map_err(|e| anyhow::anyhow!("Error querying Consul agent: {e}"))?,
+    };
+    // The API's values are already the export's base64.
+    let out: Vec<Exported> = entries
+        .into_iter()
+        .map(|e| Exported {
+            key: e.key,
+            flags: e.flags,
+            value: e.value.unwrap_or_default(),
+        })
+        .collect();
+    let mut text = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut text,
+        serde_json::ser::PrettyFormatter::with_indent(b"\t"),
+    );
+    serde::Serialize::serialize(&out, &mut ser)?;
+    println!("{}", String::from_utf8_lossy(&text));
+    Ok(())
+}
+
+/// `cairn kv import`: checks the whole export first, then PUTs its keys
+/// one by one, naming each as it is written.
+async fn import(env: &TokioEnv, m: ImportArgs) -> anyhow::Result<()> {
+    let data = match m.data.as_deref() {
+        None => anyhow::bail!("Error! Missing DATA argument"),
+        Some("") => anyhow::bail!("Error! Empty DATA argument"),
+        Some(d) => read_input(d)?,
+    };
+    let entries = parse_import(&data, &m.prefix)?;
+    let addr = client::parse_addr(env, &m.http.addr()).await?;
+    let dc = m.server.write_query();
+    for (key, flags, value) in entries {
+        let path = format!("{}?{dc}flags={flags}", path_of(&key));
+        client::request_with(env, addr, "PUT", &path, Bytes::from(value))
+            .await
+            .map_err(|e| anyhow::anyhow!("Error! Failed writing data for key {key}: {e}"))?;
+        println!("Imported: {key}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_prefix_joins_with_one_slash_and_keeps_folders() {
+        assert_eq!(join_prefix("", "a/b"), "a/b");
+        assert_eq!(join_prefix("copy", "a/b"), "copy/a/b");
+        assert_eq!(join_prefix("copy/", "a/b"), "copy/a/b");
+        assert_eq!(join_prefix("/copy/", "/dir/"), "copy/dir/");
+        let got = parse_import(br#"[{"key": "k", "flags": 3, "value": "AP8="}]"#, "p").unwrap();
+        assert_eq!(got, [("p/k".to_string(), 3, vec![0, 255])]);
+        assert!(parse_import(b"null", "").unwrap().is_empty());
+    }
 }

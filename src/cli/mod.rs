@@ -1,5 +1,6 @@
 //! The `cairn` command line: `agent`, `members`, `join`, `leave`, `kv`,
-//! `catalog`, `services`, `info`, `monitor`, `watch`, `rtt`, `version`.
+//! `catalog`, `services`, `info`, `monitor`, `watch`, `lock`, `event`,
+//! `maint`, `rtt`, `version`, and more.
 //!
 //! Flags are spelled as Consul spells them; Consul's single-dash form
 //! (`-node=a`, `-dev`) is accepted as well as `--node=a`, so scripts written
@@ -8,9 +9,13 @@
 mod acl;
 mod catalog;
 mod connect;
+mod event;
 mod http;
 mod keyring;
 mod kv;
+mod lock;
+mod lock_kv;
+mod maint;
 mod members;
 mod monitor;
 mod operator;
@@ -69,6 +74,13 @@ enum Cmd {
     Monitor(monitor::MonitorArgs),
     /// Follow keys, services, nodes or checks and act on every change.
     Watch(Box<watch::WatchArgs>),
+    /// Run a command while holding a lock (or, with -n, a semaphore slot)
+    /// on a KV prefix; the command is killed if the lock is lost.
+    Lock(Box<lock::LockArgs>),
+    /// Fire a user event to the datacenter.
+    Event(event::EventArgs),
+    /// Put the node or a service in maintenance, take it out, or list.
+    Maint(maint::MaintArgs),
     /// Connect: run the mutual-TLS sidecar proxy.
     Connect(connect::ConnectArgs),
     /// Manage intentions: which service may connect to which.
@@ -260,11 +272,19 @@ fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
         .filter_map(|a| a.get_long().map(str::to_owned))
         .chain(["help".to_string()])
         .collect();
+    // A command that runs another (`lock PREFIX CHILD...`, `watch ...
+    // HANDLER...`) leaves that command's arguments alone: flags end at the
+    // first argument that is not one, as with Go's flag package.
+    let flags_end = if sub.get_positionals().any(|p| p.is_trailing_var_arg_set()) {
+        first_positional(sub, &args, sub_pos + 1)
+    } else {
+        args.len()
+    };
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
             let s = a.to_string_lossy();
-            if i <= sub_pos || s.starts_with("--") || !s.starts_with('-') {
+            if i <= sub_pos || i >= flags_end || s.starts_with("--") || !s.starts_with('-') {
                 return a;
             }
             let name = s[1..].split('=').next().unwrap_or("");
@@ -275,6 +295,36 @@ fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
             }
         })
         .collect()
+}
+
+/// The position of the first argument from `from` on that is neither a
+/// flag of `sub` nor a flag's value (`args.len()` if none).
+fn first_positional(sub: &clap::Command, args: &[OsString], from: usize) -> usize {
+    let takes_value = |flag: &str| {
+        let name = flag.trim_start_matches('-');
+        sub.get_arguments().any(|a| {
+            let named = if flag.starts_with("--") || name.len() > 1 {
+                a.get_long() == Some(name)
+            } else {
+                a.get_short().map(String::from).as_deref() == Some(name)
+            };
+            named && a.get_action().takes_values() && !a.is_require_equals_set()
+        })
+    };
+    let mut i = from;
+    while i < args.len() {
+        let s = args[i].to_string_lossy();
+        if s == "--" || !s.starts_with('-') || s == "-" {
+            return i;
+        }
+        // `-flag value`: the value is no positional.
+        i += if !s.contains('=') && takes_value(&s) {
+            2
+        } else {
+            1
+        };
+    }
+    args.len()
 }
 
 /// Takes out of `consul agent`'s command line the flags of Consul's that
@@ -369,6 +419,9 @@ pub fn main() -> ExitCode {
             Cmd::Info(h) => run_info(h).await,
             Cmd::Monitor(m) => monitor::run(m).await,
             Cmd::Watch(w) => watch::run(*w).await,
+            Cmd::Lock(l) => return lock::run(*l).await,
+            Cmd::Event(e) => event::run(e).await,
+            Cmd::Maint(m) => maint::run(m).await,
             Cmd::Connect(c) => connect::run(c).await,
             Cmd::Intention(i) => return connect::run_intention(i).await,
             Cmd::Keygen => keyring::keygen(),
@@ -799,6 +852,44 @@ mod tests {
         assert_eq!(
             got,
             os(&["cairn", "members", "--detailed", "--http-addr=127.0.0.1:1"])
+        );
+    }
+
+    #[test]
+    fn a_child_commands_flags_are_left_alone() {
+        let got = normalize_args(os(&[
+            "cairn",
+            "lock",
+            "-verbose",
+            "-n",
+            "2",
+            "-http-addr",
+            "x",
+            "pfx",
+            "ls",
+            "-verbose",
+        ]));
+        assert_eq!(
+            got,
+            os(&[
+                "cairn",
+                "lock",
+                "--verbose",
+                "-n",
+                "2",
+                "--http-addr",
+                "x",
+                "pfx",
+                "ls",
+                "-verbose"
+            ])
+        );
+        let cli = Cli::try_parse_from(got).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Lock(_)));
+        let got = normalize_args(os(&["cairn", "watch", "-type=nodes", "h.sh", "-type=x"]));
+        assert_eq!(
+            got,
+            os(&["cairn", "watch", "--type=nodes", "h.sh", "-type=x"])
         );
     }
 
