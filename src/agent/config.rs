@@ -678,7 +678,13 @@ impl AgentConfig {
                                 "dns" => self.ports.dns = 0,
                                 "serf_wan" => self.ports.serf_wan = 0,
                                 "https" => self.ports.https = 0,
-                                _ => return Err(f.err("-1 turns off only dns, https and serf_wan")),
+                                // cairn serves no gRPC yet: already off.
+                                "grpc" | "grpc_tls" => {}
+                                _ => {
+                                    return Err(f.err(
+                                        "-1 turns off only dns, https, grpc, grpc_tls and serf_wan",
+                                    ))
+                                }
                             }
                             continue;
                         }

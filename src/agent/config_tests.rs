@@ -240,3 +240,41 @@ fn validation_explains_what_to_fix() {
     assert!(AgentConfig::default().validate().is_err(), "no data dir");
     AgentConfig::dev().validate().unwrap();
 }
+
+/// The file py-consul's test fixture hands Consul (its
+/// `CONSUL_LOCAL_CONFIG`, with ACLs), byte for byte: it must start an
+/// agent unchanged.
+#[test]
+fn py_consuls_fixture_config_loads_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "local.json",
+        r#"{"ports": {"https": -1, "dns": -1, "grpc_tls": -1}, "performance": {"raft_multiplier": 1}, "enable_script_checks": true, "primary_datacenter": "dc1", "acl": {"enabled": true, "tokens": {"initial_management": "root"}}}"#,
+    );
+    let mut c = AgentConfig::default();
+    c.merge_file(&f).unwrap();
+    assert_eq!((c.ports.https, c.ports.dns), (0, 0));
+    assert!(c.enable_script_checks && c.acl.enabled);
+    let bad = write(dir.path(), "bad.json", r#"{"ports": {"http": -1}}"#);
+    let err = AgentConfig::default().merge_file(&bad).unwrap_err();
+    assert!(err.to_string().contains("ports.http"), "{err}");
+}
+
+#[test]
+fn the_autopilot_block_sets_what_the_leader_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "a.hcl",
+        "autopilot {\n  cleanup_dead_servers = false\n  last_contact_threshold = \"1s\"\n  max_trailing_logs = 500\n  min_quorum = 3\n  server_stabilization_time = \"20s\"\n}\n",
+    );
+    let mut c = AgentConfig::default();
+    c.merge_file(&f).unwrap();
+    assert!(!c.autopilot.cleanup_dead_servers);
+    assert_eq!(c.autopilot.last_contact_threshold, "1s");
+    assert_eq!(c.autopilot.max_trailing_logs, 500);
+    assert_eq!(c.autopilot.min_quorum, 3);
+    assert_eq!(c.autopilot.server_stabilization_time, "20s");
+    assert_eq!(c.dead_server_grace, Duration::from_secs(20));
+}

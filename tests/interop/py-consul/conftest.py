@@ -46,14 +46,29 @@ def _start_cairn(acl_token: str | None = None):
         time.sleep(0.1)
     data_dir = tempfile.mkdtemp(prefix="cairn-py-consul-")
     log = open(os.path.join(data_dir, "agent.log"), "w", encoding="utf-8")
-    args = [binary, "agent", "-dev", "-enable-script-checks", "-data-dir", data_dir]
+    # Exactly the configuration py-consul's own fixture hands Consul (its
+    # CONSUL_LOCAL_CONFIG), and its command line, but for -client: the tests
+    # listen on 127.0.0.1 only.
+    config = {
+        "ports": {
+            "https": -1,
+            "dns": -1,
+            "grpc_tls": -1,
+        },
+        "performance": {"raft_multiplier": 1},
+        "enable_script_checks": True,
+    }
     if acl_token:
-        # What py-consul's own fixture gives Consul: ACLs on (default
-        # policy allow) and an initial management token.
-        config = os.path.join(data_dir, "acl.json")
-        with open(config, "w", encoding="utf-8") as f:
-            json.dump({"acl": {"enabled": True, "tokens": {"initial_management": acl_token}}}, f)
-        args += ["-config-file", config]
+        config = {
+            **config,
+            "primary_datacenter": "dc1",
+            "acl": {"enabled": True, "tokens": {"initial_management": acl_token}},
+        }
+    config_file = os.path.join(data_dir, "local.json")
+    with open(config_file, "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    args = [binary, "agent", "-dev", "-client=127.0.0.1", "-log-level", "trace"]
+    args += ["-data-dir", data_dir, "-config-file", config_file]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{HTTP_PORT}/v1/"
     deadline = time.time() + 10
