@@ -557,7 +557,7 @@ impl ServiceDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn any_spelling_of_a_field_is_consuls_and_user_keys_stay() {
@@ -627,6 +627,127 @@ mod tests {
             Some(Kind::Probe(p)) => assert_eq!(p.interval, Duration::from_secs(10)),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn probe_of(v: Value) -> Probe {
+        let d: CheckDef = decode(v).unwrap();
+        match d.to_check(false).unwrap().kind {
+            Some(Kind::Probe(p)) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn grpc_h2ping_udp_and_http_fields_in_any_spelling() {
+        let tls = |name: &str, skip| {
+            Some(TlsOptions {
+                server_name: name.into(),
+                skip_verify: skip,
+            })
+        };
+        let p = probe_of(json!({"GRPC": "127.0.0.1:9/db", "GRPCUseTLS": true,
+                                "TLSServerName": "db.local", "Interval": "5s"}));
+        assert_eq!(
+            p.target,
+            Target::Grpc {
+                target: "127.0.0.1:9/db".into(),
+                tls: tls("db.local", false)
+            }
+        );
+        assert_eq!(p.timeout, Duration::from_secs(10));
+        // Config files' snake_case.
+        let p = probe_of(
+            json!({"grpc": "h:1", "grpc_use_tls": true, "tls_skip_verify": true,
+                                "interval": "1s"}),
+        );
+        assert_eq!(
+            p.target,
+            Target::Grpc {
+                target: "h:1".into(),
+                tls: tls("", true)
+            }
+        );
+        let p = probe_of(json!({"grpc": "h:1", "interval": "1s"}));
+        assert_eq!(
+            p.target,
+            Target::Grpc {
+                target: "h:1".into(),
+                tls: None
+            }
+        );
+        // H2PING is over TLS unless told otherwise.
+        let p = probe_of(json!({"H2PING": "h:2", "Interval": "1s"}));
+        assert_eq!(
+            p.target,
+            Target::H2Ping {
+                addr: "h:2".into(),
+                tls: tls("", false)
+            }
+        );
+        let p = probe_of(json!({"h2ping": "h:2", "h2ping_use_tls": false, "interval": "1s"}));
+        assert_eq!(
+            p.target,
+            Target::H2Ping {
+                addr: "h:2".into(),
+                tls: None
+            }
+        );
+        let p = probe_of(json!({"udp": "h:3", "interval": "1s", "timeout": "2s"}));
+        assert_eq!(
+            (p.target, p.timeout),
+            (Target::Udp("h:3".into()), Duration::from_secs(2))
+        );
+        let p = probe_of(
+            json!({"http": "https://h/x", "method": "POST", "body": "{}",
+                                "header": {"X-Token": ["a", "b"]}, "disable_redirects": true,
+                                "tls_server_name": "h.example", "interval": "1s"}),
+        );
+        let Target::Http(h) = p.target else {
+            panic!("http")
+        };
+        assert_eq!((h.method.as_str(), h.body.as_str()), ("POST", "{}"));
+        assert_eq!(h.header["X-Token"], ["a", "b"], "header names are data");
+        assert!(h.disable_redirects);
+        assert_eq!(h.tls.server_name, "h.example");
+        let d: CheckDef = decode(json!({"udp": "h:3"})).unwrap();
+        assert!(d
+            .to_check(false)
+            .unwrap_err()
+            .contains("Interval must be > 0"));
+        let d: CheckDef = decode(json!({"udp": "h:3", "tcp": "h:4", "interval": "1s"})).unwrap();
+        assert!(d.to_check(false).unwrap_err().contains("not several"));
+    }
+
+    #[test]
+    fn alias_checks_need_no_interval_and_take_no_ttl() {
+        let d: CheckDef =
+            decode(json!({"name": "a", "alias_service": "web", "alias_node": "n2"})).unwrap();
+        let c = d.to_check(false).unwrap();
+        assert_eq!(
+            c.kind,
+            Some(Kind::Alias(AliasTarget {
+                node: "n2".into(),
+                service: "web".into()
+            }))
+        );
+        let d: CheckDef = decode(json!({"AliasService": "web"})).unwrap();
+        assert!(
+            matches!(d.to_check(false).unwrap().kind, Some(Kind::Alias(a)) if a.node.is_empty())
+        );
+        let d: CheckDef = decode(json!({"AliasService": "web", "TTL": "5s"})).unwrap();
+        assert_eq!(
+            d.to_check(false).unwrap_err(),
+            "TTL must be not be set for Alias checks"
+        );
+        let d: CheckDef =
+            decode(json!({"AliasNode": "n", "HTTP": "http://x", "Interval": "1s"})).unwrap();
+        assert!(d.to_check(false).is_err());
+        // Empty strings are no target, as in Consul.
+        let d: CheckDef = decode(json!({"HTTP": "", "TTL": "5s"})).unwrap();
+        assert!(matches!(
+            d.to_check(false).unwrap().kind,
+            Some(Kind::Ttl(_))
+        ));
     }
 
     #[test]

@@ -784,6 +784,68 @@ mod tests {
     }
 
     #[test]
+    fn local_aliases_follow_the_service_they_mirror() {
+        let l = LocalState::new("n1");
+        let t0 = Instant::ZERO;
+        let named = |id: &str| Check {
+            check_id: id.into(),
+            name: id.into(),
+            ..Check::default()
+        };
+        let ttl = |id: &str| NewCheck::new(named(id), Some(Kind::Ttl(Duration::from_secs(60))));
+        let alias = |id: &str, service: &str| {
+            let target = AliasTarget {
+                node: String::new(),
+                service: service.into(),
+            };
+            NewCheck::new(named(id), Some(Kind::Alias(target)))
+        };
+        l.add_service(svc("web", "web"), vec![ttl("web-ttl")], t0)
+            .unwrap();
+        // A sidecar's alias of web, and an alias of the sidecar.
+        l.add_service(svc("side", "side"), vec![alias("side-alias", "web")], t0)
+            .unwrap();
+        l.add_service(
+            svc("outer", "outer"),
+            vec![alias("outer-alias", "side")],
+            t0,
+        )
+        .unwrap();
+        let status = |id: &str| {
+            let c = l.checks().into_iter().find(|c| c.check_id == id).unwrap();
+            (c.status, c.output, c.check_type)
+        };
+        let (s, out, kind) = status("side-alias");
+        assert_eq!((s, kind.as_str()), (Health::Critical, "alias"));
+        assert_eq!(out, "Aliased check \"web-ttl\" failing: ");
+        l.update_check("web-ttl", Health::Passing, "ok", t0)
+            .unwrap();
+        assert_eq!(status("side-alias").0, Health::Passing);
+        assert_eq!(status("outer-alias").0, Health::Passing, "chains settle");
+        l.update_check("web-ttl", Health::Warning, "slow", t0)
+            .unwrap();
+        assert_eq!(
+            status("outer-alias").1,
+            "Aliased check \"side-alias\" failing: Aliased check \"web-ttl\" failing: slow"
+        );
+        assert_eq!(status("outer-alias").0, Health::Warning);
+        // A node check counts for every service of the node.
+        l.add_check(ttl("node-ttl"), t0).unwrap();
+        assert_eq!(status("side-alias").0, Health::Critical);
+        l.remove_check("node-ttl").unwrap();
+        assert_eq!(status("side-alias").0, Health::Warning);
+        l.remove_service("web").unwrap();
+        assert_eq!(
+            status("side-alias"),
+            (
+                Health::Critical,
+                "Service web could not be found on node ".into(),
+                "alias".into()
+            )
+        );
+    }
+
+    #[test]
     fn big_clusters_sync_less_often() {
         assert_eq!(sync_interval(5), Duration::from_secs(60));
         assert_eq!(sync_interval(512), Duration::from_secs(180));
