@@ -417,6 +417,10 @@ async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
         "/302" => answer(302, Some("method".into()), String::new()),
         "/method" => answer(200, None, format!("{method} {body}")),
         "/busy" => answer(429, None, "slow down".into()),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            answer(200, None, "too late".into())
+        }
         "/whoami" => answer(200, None, format!("{agent} token={token}")),
         _ => answer(404, None, "no such page".into()),
     }
@@ -459,6 +463,7 @@ fn http_checks_follow_redirects_as_go_does() {
         json!({"HTTP": url("/r/1"), "disable_redirects": true}),
     );
     reg("busy", json!({"HTTP": url("/busy")}));
+    reg("slow", json!({"HTTP": url("/slow"), "Timeout": "1s"}));
     reg(
         "who",
         json!({"HTTP": url("/whoami"), "Header": {"X-Token": ["a", "b"]}}),
@@ -494,6 +499,13 @@ fn http_checks_follow_redirects_as_go_does() {
         format!(
             "HTTP GET {}: 429 Too Many Requests Output: slow down",
             url("/busy")
+        )
+    );
+    assert_eq!(
+        output(&a, "slow", "critical"),
+        format!(
+            "Get {:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+            url("/slow")
         )
     );
     assert!(output(&a, "who", "passing").ends_with("Output: Consul Health Check token=a,b"));

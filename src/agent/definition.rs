@@ -353,7 +353,7 @@ impl CheckDef {
                 })
             }
             (None, None) => return Err(
-                "a check needs a TTL, an alias (AliasNode, AliasService), or an HTTP, TCP, UDP, GRPC, H2PING or Args target with an Interval"
+                "a check needs a TTL, or an HTTP, TCP or Args target (or UDP, GRPC, H2PING) with an Interval, or an AliasService or AliasNode"
                     .into(),
             ),
             (Some(Ok(_)), Some(_)) if self.interval.is_some() => {

@@ -54,11 +54,15 @@ pub async fn check<E: Env>(env: &E, t: &HttpTarget, timeout: Duration) -> (Healt
         t.method.clone()
     };
     let op = url_error_op(&method);
-    match crate::env::timeout(env, timeout, follow(env, t, &method)).await {
-        Ok(Ok((resp, _driver))) => {
-            let code = resp.status().as_u16();
-            let status = status_text(&resp);
-            let body = tail(resp.into_body()).await;
+    // The timeout covers the body too, as Go's client timeout does.
+    let attempt = async {
+        let (resp, _driver) = follow(env, t, &method).await?;
+        let code = resp.status().as_u16();
+        let status = status_text(&resp);
+        Ok::<_, String>((code, status, tail(resp.into_body()).await))
+    };
+    match crate::env::timeout(env, timeout, attempt).await {
+        Ok(Ok((code, status, body))) => {
             let result = format!("HTTP {method} {}: {status} Output: {body}", t.url);
             match code {
                 200..=299 => (Health::Passing, result),
