@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::local::{Kind, NewCheck, Probe, Target};
+use super::local::{Kind, NewCheck};
+use super::probes::{AliasTarget, HttpTarget, Probe, Target, TlsOptions};
 use crate::format::parse_duration;
 use crate::state::{Check, Health, Service, ServiceAddress, Weights};
 
@@ -23,6 +24,19 @@ use crate::state::{Check, Health, Service, ServiceAddress, Weights};
 /// one keeps the rewrite a lookup.
 const FIELDS: &[&str] = &[
     "Address",
+    "AliasNode",
+    "AliasService",
+    "Body",
+    "DisableRedirects",
+    "GRPC",
+    "GRPCUseTLS",
+    "H2PING",
+    "H2PingUseTLS",
+    "Header",
+    "Method",
+    "TLSServerName",
+    "TLSSkipVerify",
+    "UDP",
     "Args",
     "Behavior",
     "Check",
@@ -84,7 +98,7 @@ const FIELDS: &[&str] = &[
 ];
 
 /// Fields whose value is a map of the user's own keys.
-const USER_MAPS: &[&str] = &["Meta", "NodeMeta", "TaggedAddresses"];
+const USER_MAPS: &[&str] = &["Meta", "NodeMeta", "TaggedAddresses", "Header"];
 
 /// `key` in Consul's spelling, if it names a known field.
 fn canonical(key: &str) -> Option<&'static str> {
@@ -162,9 +176,42 @@ pub struct CheckDef {
     /// HTTP check: the URL to GET.
     #[serde(rename = "HTTP")]
     pub http: Option<String>,
+    /// HTTP check: the method (`GET` unless given).
+    pub method: String,
+    /// HTTP check: request headers, each with its values.
+    pub header: BTreeMap<String, Vec<String>>,
+    /// HTTP check: the request body.
+    pub body: String,
+    /// HTTP check: take a redirect as the answer instead of following it.
+    pub disable_redirects: bool,
     /// TCP check: the `host:port` to connect to.
     #[serde(rename = "TCP")]
     pub tcp: Option<String>,
+    /// UDP check: the `host:port` to send a datagram to.
+    #[serde(rename = "UDP")]
+    pub udp: Option<String>,
+    /// gRPC check: `host:port` or `host:port/service`.
+    #[serde(rename = "GRPC")]
+    pub grpc: Option<String>,
+    /// gRPC check over TLS.
+    #[serde(rename = "GRPCUseTLS")]
+    pub grpc_use_tls: bool,
+    /// H2PING check: the `host:port` to send an HTTP/2 PING to.
+    #[serde(rename = "H2PING")]
+    pub h2ping: Option<String>,
+    /// H2PING check over TLS (Consul's default when `H2PING` is given).
+    #[serde(rename = "H2PingUseTLS")]
+    pub h2ping_use_tls: Option<bool>,
+    /// Alias check: the node whose checks it mirrors (none: this agent).
+    pub alias_node: String,
+    /// Alias check: the service instance (ID) whose checks it mirrors.
+    pub alias_service: String,
+    /// TLS checks: the server name to expect (none: the host dialled).
+    #[serde(rename = "TLSServerName")]
+    pub tls_server_name: String,
+    /// TLS checks: accept any certificate.
+    #[serde(rename = "TLSSkipVerify")]
+    pub tls_skip_verify: bool,
     /// Script check: the program and its arguments.
     pub args: Option<Vec<String>>,
     /// Pause between probes.
@@ -206,31 +253,82 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Consul's message when a script check is not allowed.
 pub const SCRIPTS_DISABLED: &str = "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true";
 
+/// Consul's message for a probed check without an interval.
+fn no_interval() -> String {
+    "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or OSService checks".into()
+}
+
 impl CheckDef {
+    /// What the check probes (`Ok`) or mirrors (`Err`), if either: at most
+    /// one of `HTTP`, `TCP`, `UDP`, `GRPC`, `H2PING`, `Args` and the alias
+    /// fields (an empty string counts as left out, as in Consul).
+    fn target(&self, scripts: bool) -> Result<Option<Result<Target, AliasTarget>>, String> {
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let tls = TlsOptions {
+            server_name: self.tls_server_name.clone(),
+            skip_verify: self.tls_skip_verify,
+        };
+        let mut found = Vec::new();
+        if let Some(url) = given(&self.http) {
+            found.push(Ok(Target::Http(HttpTarget {
+                url,
+                method: self.method.clone(),
+                header: self.header.clone(),
+                body: self.body.clone(),
+                disable_redirects: self.disable_redirects,
+                tls: tls.clone(),
+            })));
+        }
+        if let Some(addr) = given(&self.tcp) {
+            found.push(Ok(Target::Tcp(addr)));
+        }
+        if let Some(addr) = given(&self.udp) {
+            found.push(Ok(Target::Udp(addr)));
+        }
+        if let Some(target) = given(&self.grpc) {
+            let tls = self.grpc_use_tls.then(|| tls.clone());
+            found.push(Ok(Target::Grpc { target, tls }));
+        }
+        if let Some(addr) = given(&self.h2ping) {
+            let tls = self.h2ping_use_tls.unwrap_or(true).then(|| tls.clone());
+            found.push(Ok(Target::H2Ping { addr, tls }));
+        }
+        if let Some(args) = &self.args {
+            if !scripts {
+                return Err(SCRIPTS_DISABLED.into());
+            }
+            if args.first().is_none_or(|a| a.is_empty()) {
+                return Err("Args must name the program to run".into());
+            }
+            found.push(Ok(Target::Script(args.clone())));
+        }
+        if !self.alias_node.is_empty() || !self.alias_service.is_empty() {
+            found.push(Err(AliasTarget {
+                node: self.alias_node.clone(),
+                service: self.alias_service.clone(),
+            }));
+        }
+        if found.len() > 1 {
+            return Err(
+                "a check has one of HTTP, TCP, UDP, GRPC, H2PING, Args, an alias or TTL, not several"
+                    .into(),
+            );
+        }
+        Ok(found.pop())
+    }
+
     /// The check and how it is kept up to date; `scripts` says whether
     /// script checks are allowed from where this definition came.
     pub fn to_check(&self, scripts: bool) -> Result<NewCheck, String> {
         let dur =
             |what: &str, v: &str| parse_duration(v).map_err(|e| format!("Invalid {what}: {e}"));
-        let target = match (&self.http, &self.tcp, &self.args) {
-            (Some(url), None, None) => Some(Target::Http(url.clone())),
-            (None, Some(addr), None) => Some(Target::Tcp(addr.clone())),
-            (None, None, Some(args)) => {
-                if !scripts {
-                    return Err(SCRIPTS_DISABLED.into());
-                }
-                if args.first().is_none_or(|a| a.is_empty()) {
-                    return Err("Args must name the program to run".into());
-                }
-                Some(Target::Script(args.clone()))
+        let kind = match (self.target(scripts)?, &self.ttl) {
+            (None, Some(t)) => Kind::Ttl(dur("TTL", t)?),
+            (Some(Err(_)), Some(_)) => {
+                return Err("TTL must be not be set for Alias checks".into())
             }
-            (None, None, None) => None,
-            _ => return Err("a check has one of HTTP, TCP, Args or TTL, not several".into()),
-        };
-        let no_interval = || "Interval must be > 0 for Script, HTTP, or TCP checks".to_string();
-        let kind = match (&self.ttl, target) {
-            (Some(t), None) => Kind::Ttl(dur("TTL", t)?),
-            (None, Some(target)) => {
+            (Some(Err(alias)), None) => Kind::Alias(alias),
+            (Some(Ok(target)), None) => {
                 let interval = dur(
                     "Interval",
                     self.interval.as_deref().ok_or_else(no_interval)?,
@@ -254,12 +352,14 @@ impl CheckDef {
                     timeout,
                 })
             }
-            (None, None) => {
-                return Err(
-                    "a check needs a TTL, or an HTTP, TCP or Args target with an Interval".into(),
-                )
+            (None, None) => return Err(
+                "a check needs a TTL, or an HTTP, TCP or Args target (or UDP, GRPC, H2PING) with an Interval, or an AliasService or AliasNode"
+                    .into(),
+            ),
+            (Some(Ok(_)), Some(_)) if self.interval.is_some() => {
+                return Err("Interval and TTL cannot both be specified".into())
             }
-            (Some(_), Some(_)) => return Err("a TTL check has no HTTP, TCP or Args target".into()),
+            (Some(Ok(_)), Some(_)) => return Err(no_interval()),
         };
         let deregister_after = self
             .deregister_critical_service_after
@@ -457,7 +557,7 @@ impl ServiceDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn any_spelling_of_a_field_is_consuls_and_user_keys_stay() {
@@ -527,6 +627,127 @@ mod tests {
             Some(Kind::Probe(p)) => assert_eq!(p.interval, Duration::from_secs(10)),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn probe_of(v: Value) -> Probe {
+        let d: CheckDef = decode(v).unwrap();
+        match d.to_check(false).unwrap().kind {
+            Some(Kind::Probe(p)) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn grpc_h2ping_udp_and_http_fields_in_any_spelling() {
+        let tls = |name: &str, skip| {
+            Some(TlsOptions {
+                server_name: name.into(),
+                skip_verify: skip,
+            })
+        };
+        let p = probe_of(json!({"GRPC": "127.0.0.1:9/db", "GRPCUseTLS": true,
+                                "TLSServerName": "db.local", "Interval": "5s"}));
+        assert_eq!(
+            p.target,
+            Target::Grpc {
+                target: "127.0.0.1:9/db".into(),
+                tls: tls("db.local", false)
+            }
+        );
+        assert_eq!(p.timeout, Duration::from_secs(10));
+        // Config files' snake_case.
+        let p = probe_of(
+            json!({"grpc": "h:1", "grpc_use_tls": true, "tls_skip_verify": true,
+                                "interval": "1s"}),
+        );
+        assert_eq!(
+            p.target,
+            Target::Grpc {
+                target: "h:1".into(),
+                tls: tls("", true)
+            }
+        );
+        let p = probe_of(json!({"grpc": "h:1", "interval": "1s"}));
+        assert_eq!(
+            p.target,
+            Target::Grpc {
+                target: "h:1".into(),
+                tls: None
+            }
+        );
+        // H2PING is over TLS unless told otherwise.
+        let p = probe_of(json!({"H2PING": "h:2", "Interval": "1s"}));
+        assert_eq!(
+            p.target,
+            Target::H2Ping {
+                addr: "h:2".into(),
+                tls: tls("", false)
+            }
+        );
+        let p = probe_of(json!({"h2ping": "h:2", "h2ping_use_tls": false, "interval": "1s"}));
+        assert_eq!(
+            p.target,
+            Target::H2Ping {
+                addr: "h:2".into(),
+                tls: None
+            }
+        );
+        let p = probe_of(json!({"udp": "h:3", "interval": "1s", "timeout": "2s"}));
+        assert_eq!(
+            (p.target, p.timeout),
+            (Target::Udp("h:3".into()), Duration::from_secs(2))
+        );
+        let p = probe_of(
+            json!({"http": "https://h/x", "method": "POST", "body": "{}",
+                                "header": {"X-Token": ["a", "b"]}, "disable_redirects": true,
+                                "tls_server_name": "h.example", "interval": "1s"}),
+        );
+        let Target::Http(h) = p.target else {
+            panic!("http")
+        };
+        assert_eq!((h.method.as_str(), h.body.as_str()), ("POST", "{}"));
+        assert_eq!(h.header["X-Token"], ["a", "b"], "header names are data");
+        assert!(h.disable_redirects);
+        assert_eq!(h.tls.server_name, "h.example");
+        let d: CheckDef = decode(json!({"udp": "h:3"})).unwrap();
+        assert!(d
+            .to_check(false)
+            .unwrap_err()
+            .contains("Interval must be > 0"));
+        let d: CheckDef = decode(json!({"udp": "h:3", "tcp": "h:4", "interval": "1s"})).unwrap();
+        assert!(d.to_check(false).unwrap_err().contains("not several"));
+    }
+
+    #[test]
+    fn alias_checks_need_no_interval_and_take_no_ttl() {
+        let d: CheckDef =
+            decode(json!({"name": "a", "alias_service": "web", "alias_node": "n2"})).unwrap();
+        let c = d.to_check(false).unwrap();
+        assert_eq!(
+            c.kind,
+            Some(Kind::Alias(AliasTarget {
+                node: "n2".into(),
+                service: "web".into()
+            }))
+        );
+        let d: CheckDef = decode(json!({"AliasService": "web"})).unwrap();
+        assert!(
+            matches!(d.to_check(false).unwrap().kind, Some(Kind::Alias(a)) if a.node.is_empty())
+        );
+        let d: CheckDef = decode(json!({"AliasService": "web", "TTL": "5s"})).unwrap();
+        assert_eq!(
+            d.to_check(false).unwrap_err(),
+            "TTL must be not be set for Alias checks"
+        );
+        let d: CheckDef =
+            decode(json!({"AliasNode": "n", "HTTP": "http://x", "Interval": "1s"})).unwrap();
+        assert!(d.to_check(false).is_err());
+        // Empty strings are no target, as in Consul.
+        let d: CheckDef = decode(json!({"HTTP": "", "TTL": "5s"})).unwrap();
+        assert!(matches!(
+            d.to_check(false).unwrap().kind,
+            Some(Kind::Ttl(_))
+        ));
     }
 
     #[test]

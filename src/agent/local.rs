@@ -7,7 +7,10 @@
 //! put right.
 //!
 //! TTL checks live here too: each must be refreshed (`pass`, `warn`,
-//! `fail`, `update`) within its TTL, or it turns critical.
+//! `fail`, `update`) within its TTL, or it turns critical. So do alias
+//! checks of this agent's own services: they are worked out again
+//! whenever a check changes. Probes and aliases of other nodes run in
+//! tasks ([`run_probes`], [`run_remote_aliases`]) that report here.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,8 +18,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::probes::{self, alias, AliasTarget, Probe};
 use super::Servers;
-use crate::env::Env;
+use crate::env::{Env, Task};
 use crate::server::{Answer, ClientRequest, Consistency, Query, Read, SERF_CHECK};
 use crate::state::{Check, Command, Health, Node, Service};
 use crate::time::Instant;
@@ -30,8 +34,10 @@ pub struct LocalCheck {
     pub ttl: Option<Duration>,
     /// When the TTL runs out.
     pub expires: Option<Instant>,
-    /// For HTTP and TCP checks: what the agent probes, and when next.
+    /// For probed checks: what the agent probes, and when next.
     pub probe: Option<(Probe, Instant)>,
+    /// For alias checks: what they mirror.
+    pub alias: Option<AliasTarget>,
     /// Remove the check's service once it has been critical this long.
     pub deregister_after: Option<Duration>,
     /// Since when it has been critical.
@@ -60,29 +66,6 @@ impl NewCheck {
     }
 }
 
-/// What an HTTP or TCP check does, and how often.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
-    /// What to try.
-    pub target: Target,
-    /// Pause between tries.
-    pub interval: Duration,
-    /// How long one try may take.
-    pub timeout: Duration,
-}
-
-/// The thing a probe tries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// GET this URL: 2xx passes, 429 warns, anything else is critical.
-    Http(String),
-    /// Connect to this `host:port`.
-    Tcp(String),
-    /// Run this program with these arguments: exit 0 passes, 1 warns,
-    /// anything else (or no exit within the timeout) is critical.
-    Script(Vec<String>),
-}
-
 /// How a check is kept up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -90,6 +73,8 @@ pub enum Kind {
     Ttl(Duration),
     /// Probed by the agent.
     Probe(Probe),
+    /// The health of another node's or service's checks.
+    Alias(AliasTarget),
 }
 
 /// Why a change to the local state was refused.
@@ -112,6 +97,70 @@ pub enum LocalError {
 struct Inner {
     services: BTreeMap<String, Service>,
     checks: BTreeMap<String, LocalCheck>,
+    /// The latest time a change came with (a removal comes with none, and
+    /// an alias it turns critical is critical since then).
+    now: Instant,
+}
+
+impl Inner {
+    /// Works out this agent's own alias checks again; whether one changed.
+    fn refresh_aliases(&mut self, now: Instant) -> bool {
+        self.now = self.now.max(now);
+        let now = self.now;
+        let ids: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|(_, c)| c.alias.as_ref().is_some_and(|a| a.node.is_empty()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut changed = false;
+        // An alias may mirror a service with an alias of its own: go round
+        // until nothing moves (a chain settles in one round per alias).
+        for _ in 0..=ids.len() {
+            let mut moved = false;
+            for id in &ids {
+                let Some(target) = self.checks.get(id).and_then(|c| c.alias.clone()) else {
+                    continue;
+                };
+                // Not itself: its own status would hold it where it is.
+                let others = self
+                    .checks
+                    .iter()
+                    .filter(|(k, _)| *k != id)
+                    .map(|(_, c)| &c.check);
+                let v = alias::evaluate(&target, others);
+                let (status, output) =
+                    if !v.service_found && !self.services.contains_key(&target.service) {
+                        alias::not_found(&target)
+                    } else {
+                        (v.status, v.output)
+                    };
+                if let Some(c) = self.checks.get_mut(id) {
+                    moved |= set_status(c, status, &output, now);
+                }
+            }
+            changed |= moved;
+            if !moved {
+                break;
+            }
+        }
+        changed
+    }
+}
+
+/// Sets a check's status and output; whether either changed.
+fn set_status(c: &mut LocalCheck, status: Health, output: &str, now: Instant) -> bool {
+    if c.check.status == status && c.check.output == output {
+        return false;
+    }
+    c.check.status = status;
+    c.check.output = output.to_owned();
+    c.critical_since = match (status, c.critical_since) {
+        (Health::Critical, None) => Some(now),
+        (Health::Critical, since) => since,
+        _ => None,
+    };
+    true
 }
 
 /// The agent's services and checks; see the [module docs](self).
@@ -167,6 +216,7 @@ impl LocalState {
             self.put_check(&mut inner, spec, &service, now);
         }
         inner.services.insert(service.id.clone(), service);
+        inner.refresh_aliases(now);
         drop(inner);
         self.changed.notify_one();
         Ok(())
@@ -179,18 +229,16 @@ impl LocalState {
         c.service_tags = service.tags.clone();
         c.check_type = match &spec.kind {
             Some(Kind::Ttl(_)) => "ttl".into(),
-            Some(Kind::Probe(p)) => match p.target {
-                Target::Http(_) => "http".into(),
-                Target::Tcp(_) => "tcp".into(),
-                Target::Script(_) => "script".into(),
-            },
+            Some(Kind::Probe(p)) => p.target.check_type().into(),
+            Some(Kind::Alias(_)) => "alias".into(),
             None => c.check_type,
         };
-        let (ttl, probe) = match spec.kind {
-            Some(Kind::Ttl(t)) => (Some(t), None),
+        let (ttl, probe, alias) = match spec.kind {
+            Some(Kind::Ttl(t)) => (Some(t), None, None),
             // The first probe goes out at once.
-            Some(Kind::Probe(p)) => (None, Some((p, now))),
-            None => (None, None),
+            Some(Kind::Probe(p)) => (None, Some((p, now)), None),
+            Some(Kind::Alias(a)) => (None, None, Some(a)),
+            None => (None, None, None),
         };
         let critical_since = (c.status == Health::Critical).then_some(now);
         inner.checks.insert(
@@ -200,24 +248,51 @@ impl LocalState {
                 ttl,
                 expires: ttl.map(|t| now + t),
                 probe,
+                alias,
                 deregister_after: spec.deregister_after,
                 critical_since,
             },
         );
     }
 
-    /// The probes due at `now`, each marked as run until its next interval.
+    /// The probes due at `now`. Each is due again an interval after it
+    /// ends ([`probe_done`](Self::probe_done)), as Consul's run one after
+    /// the other; until then, no sooner than its timeout and interval.
     fn due_probes(&self, now: Instant) -> Vec<(String, Probe)> {
         let mut due = Vec::new();
         for (id, c) in self.lock().checks.iter_mut() {
             if let Some((p, next)) = &mut c.probe {
                 if *next <= now {
-                    *next = now + p.interval;
+                    *next = now + p.timeout + p.interval;
                     due.push((id.clone(), p.clone()));
                 }
             }
         }
         due
+    }
+
+    /// A try of check `id`'s `probe` ended at `now`: the next is due an
+    /// interval later (unless the check changed meanwhile).
+    fn probe_done(&self, id: &str, probe: &Probe, now: Instant) {
+        if let Some(c) = self.lock().checks.get_mut(id) {
+            if let Some((p, next)) = &mut c.probe {
+                if p == probe {
+                    *next = now + p.interval;
+                }
+            }
+        }
+    }
+
+    /// The alias checks that mirror another node, by check ID.
+    fn remote_aliases(&self) -> BTreeMap<String, AliasTarget> {
+        self.lock()
+            .checks
+            .iter()
+            .filter_map(|(id, c)| match &c.alias {
+                Some(a) if !a.node.is_empty() => Some((id.clone(), a.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Removes a service and its checks.
@@ -227,6 +302,8 @@ impl LocalState {
             return Err(LocalError::UnknownService(id.into()));
         }
         inner.checks.retain(|_, c| c.check.service_id != id);
+        let now = inner.now;
+        inner.refresh_aliases(now);
         drop(inner);
         self.changed.notify_one();
         Ok(())
@@ -266,6 +343,7 @@ impl LocalState {
             deregister_after,
         };
         self.put_check(&mut inner, spec, &service, now);
+        inner.refresh_aliases(now);
         drop(inner);
         self.changed.notify_one();
         Ok(())
@@ -273,9 +351,13 @@ impl LocalState {
 
     /// Removes a check.
     pub fn remove_check(&self, id: &str) -> Result<(), LocalError> {
-        if self.lock().checks.remove(id).is_none() {
+        let mut inner = self.lock();
+        if inner.checks.remove(id).is_none() {
             return Err(LocalError::UnknownCheck(id.into()));
         }
+        let now = inner.now;
+        inner.refresh_aliases(now);
+        drop(inner);
         self.changed.notify_one();
         Ok(())
     }
@@ -294,16 +376,10 @@ impl LocalState {
             .get_mut(id)
             .ok_or_else(|| LocalError::UnknownCheck(id.into()))?;
         c.expires = c.ttl.map(|t| now + t);
-        if c.check.status == status && c.check.output == output {
+        if !set_status(c, status, output, now) {
             return Ok(());
         }
-        c.check.status = status;
-        c.check.output = output.to_owned();
-        c.critical_since = match (status, c.critical_since) {
-            (Health::Critical, None) => Some(now),
-            (Health::Critical, since) => since,
-            _ => None,
-        };
+        inner.refresh_aliases(now);
         drop(inner);
         self.changed.notify_one();
         Ok(())
@@ -312,7 +388,8 @@ impl LocalState {
     /// TTL checks whose time ran out turn critical; whether any did.
     pub fn expire(&self, now: Instant) -> bool {
         let mut expired = false;
-        for c in self.lock().checks.values_mut() {
+        let mut inner = self.lock();
+        for c in inner.checks.values_mut() {
             if c.expires.is_some_and(|t| t <= now) && c.check.status != Health::Critical {
                 c.check.status = Health::Critical;
                 c.check.output = "TTL expired".into();
@@ -320,6 +397,10 @@ impl LocalState {
                 expired = true;
             }
         }
+        if expired {
+            inner.refresh_aliases(now);
+        }
+        drop(inner);
         if expired {
             self.changed.notify_one();
         }
@@ -372,11 +453,8 @@ impl LocalState {
     }
 }
 
-/// Most of a probe's answer kept as the check's output (Consul's 4 KiB).
-const MAX_OUTPUT: usize = 4096;
-
-/// Runs the HTTP, TCP and script checks of `local` until the agent stops, each
-/// every interval, each try bounded by its timeout.
+/// Runs the probed checks of `local` until the agent stops, each every
+/// interval, each try bounded by its timeout.
 pub async fn run_probes<E: Env>(env: E, local: Arc<LocalState>) {
     let mut running: Vec<crate::env::Task> = Vec::new();
     loop {
@@ -384,117 +462,43 @@ pub async fn run_probes<E: Env>(env: E, local: Arc<LocalState>) {
         for (id, probe) in local.due_probes(env.now()) {
             let (env2, local2) = (env.clone(), local.clone());
             running.push(env.spawn(async move {
-                let (status, output) = probe_once(&env2, &probe).await;
+                let (status, output) = probes::probe_once(&env2, &probe).await;
                 // Deregistered meanwhile: nothing to update.
                 let _ = local2.update_check(&id, status, &output, env2.now());
+                local2.probe_done(&id, &probe, env2.now());
             }));
         }
         env.sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// One try of `probe`: the check's new status and output.
-async fn probe_once<E: Env>(env: &E, probe: &Probe) -> (Health, String) {
-    use crate::http_client::{self as client, ClientError};
-    let cut = |s: &str| s.chars().take(MAX_OUTPUT).collect::<String>();
-    match &probe.target {
-        Target::Http(url) => {
-            let Some(rest) = url.strip_prefix("http://") else {
-                return (
-                    Health::Critical,
-                    format!("{url}: only http:// URLs are checked so far"),
-                );
-            };
-            let (host, path) = match rest.find('/') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => (rest, "/"),
-            };
-            let attempt = async {
-                let addr = client::parse_addr(env, host).await?;
-                client::request(env, addr, "GET", path).await
-            };
-            match crate::env::timeout(env, probe.timeout, attempt).await {
-                Ok(Ok(body)) => (
-                    Health::Passing,
-                    format!(
-                        "HTTP GET {url}: 2xx Output: {}",
-                        cut(&String::from_utf8_lossy(&body))
-                    ),
-                ),
-                Ok(Err(ClientError::Status { status, body })) => (
-                    if status == 429 {
-                        Health::Warning
-                    } else {
-                        Health::Critical
-                    },
-                    format!("HTTP GET {url}: {status} Output: {}", cut(&body)),
-                ),
-                Ok(Err(e)) => (Health::Critical, format!("Get {url:?}: {e}")),
-                Err(_) => (
-                    Health::Critical,
-                    format!("Get {url:?}: timed out after {:?}", probe.timeout),
-                ),
+/// Runs the alias checks of `local` that mirror another node until the
+/// agent stops: one task follows each through the servers
+/// ([`alias::watch`]), started when the check is added and stopped when
+/// it goes or changes.
+pub async fn run_remote_aliases<E: Env>(env: E, local: Arc<LocalState>, servers: Arc<Servers<E>>) {
+    let mut watching: BTreeMap<String, (AliasTarget, Task)> = BTreeMap::new();
+    loop {
+        let wanted = local.remote_aliases();
+        watching.retain(|id, (target, _)| wanted.get(id) == Some(target));
+        for (id, target) in wanted {
+            if watching.contains_key(&id) {
+                continue;
             }
-        }
-        Target::Tcp(target) => {
-            let attempt = async {
-                let (host, port) =
-                    crate::format::split_host_port(target, 0).map_err(std::io::Error::other)?;
-                let addrs = env.resolve(&host, port).await?;
-                let addr = addrs
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| std::io::Error::other("resolves to no address"))?;
-                env.connect_tcp(addr).await.map(drop)
+            let (env2, local2, id2) = (env.clone(), local.clone(), id.clone());
+            let report = move |status: Health, output: String| {
+                // Deregistered meanwhile: nothing to update.
+                let _ = local2.update_check(&id2, status, &output, env2.now());
             };
-            match crate::env::timeout(env, probe.timeout, attempt).await {
-                Ok(Ok(())) => (Health::Passing, format!("TCP connect {target}: Success")),
-                Ok(Err(e)) => (Health::Critical, format!("dial tcp {target}: {e}")),
-                Err(_) => (
-                    Health::Critical,
-                    format!("dial tcp {target}: timed out after {:?}", probe.timeout),
-                ),
-            }
+            let task = env.spawn(alias::watch(
+                env.clone(),
+                servers.clone(),
+                target.clone(),
+                report,
+            ));
+            watching.insert(id, (target, task));
         }
-        Target::Script(args) => run_script(env, args, probe.timeout).await,
-    }
-}
-
-/// Runs a script check's program once. Scripts are real processes, outside
-/// the [`Env`] seam: the simulator never enables them.
-async fn run_script<E: Env>(env: &E, args: &[String], timeout: Duration) -> (Health, String) {
-    let Some((program, rest)) = args.split_first() else {
-        return (Health::Critical, "no program to run".into());
-    };
-    let child = tokio::process::Command::new(program)
-        .args(rest)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        // A timed-out script is killed when its future is dropped.
-        .kill_on_drop(true)
-        .spawn();
-    let child = match child {
-        Ok(c) => c,
-        Err(e) => return (Health::Critical, format!("cannot run {program:?}: {e}")),
-    };
-    match crate::env::timeout(env, timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            let text: String = text.chars().take(MAX_OUTPUT).collect();
-            let status = match out.status.code() {
-                Some(0) => Health::Passing,
-                Some(1) => Health::Warning,
-                _ => Health::Critical,
-            };
-            (status, text)
-        }
-        Ok(Err(e)) => (Health::Critical, format!("running {program:?}: {e}")),
-        Err(_) => (
-            Health::Critical,
-            format!("Timed out ({timeout:?}) running check"),
-        ),
+        env.sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -519,6 +523,13 @@ pub async fn anti_entropy<E: Env>(
     servers: Arc<Servers<E>>,
     gossip: crate::gossip::Gossip,
 ) {
+    // Aliases of other nodes read through the servers, which only this
+    // task is given; they stop with it.
+    let _aliases = env.spawn(run_remote_aliases(
+        env.clone(),
+        local.clone(),
+        servers.clone(),
+    ));
     let mut next_full = env.now();
     let mut dirty = true;
     loop {
@@ -770,6 +781,68 @@ mod tests {
         assert!(l.reap_critical(t0 + Duration::from_secs(99)).is_empty());
         assert_eq!(l.reap_critical(t0 + Duration::from_secs(100)), ["web"]);
         assert!(l.services().is_empty() && l.checks().is_empty());
+    }
+
+    #[test]
+    fn local_aliases_follow_the_service_they_mirror() {
+        let l = LocalState::new("n1");
+        let t0 = Instant::ZERO;
+        let named = |id: &str| Check {
+            check_id: id.into(),
+            name: id.into(),
+            ..Check::default()
+        };
+        let ttl = |id: &str| NewCheck::new(named(id), Some(Kind::Ttl(Duration::from_secs(60))));
+        let alias = |id: &str, service: &str| {
+            let target = AliasTarget {
+                node: String::new(),
+                service: service.into(),
+            };
+            NewCheck::new(named(id), Some(Kind::Alias(target)))
+        };
+        l.add_service(svc("web", "web"), vec![ttl("web-ttl")], t0)
+            .unwrap();
+        // A sidecar's alias of web, and an alias of the sidecar.
+        l.add_service(svc("side", "side"), vec![alias("side-alias", "web")], t0)
+            .unwrap();
+        l.add_service(
+            svc("outer", "outer"),
+            vec![alias("outer-alias", "side")],
+            t0,
+        )
+        .unwrap();
+        let status = |id: &str| {
+            let c = l.checks().into_iter().find(|c| c.check_id == id).unwrap();
+            (c.status, c.output, c.check_type)
+        };
+        let (s, out, kind) = status("side-alias");
+        assert_eq!((s, kind.as_str()), (Health::Critical, "alias"));
+        assert_eq!(out, "Aliased check \"web-ttl\" failing: ");
+        l.update_check("web-ttl", Health::Passing, "ok", t0)
+            .unwrap();
+        assert_eq!(status("side-alias").0, Health::Passing);
+        assert_eq!(status("outer-alias").0, Health::Passing, "chains settle");
+        l.update_check("web-ttl", Health::Warning, "slow", t0)
+            .unwrap();
+        assert_eq!(
+            status("outer-alias").1,
+            "Aliased check \"side-alias\" failing: Aliased check \"web-ttl\" failing: slow"
+        );
+        assert_eq!(status("outer-alias").0, Health::Warning);
+        // A node check counts for every service of the node.
+        l.add_check(ttl("node-ttl"), t0).unwrap();
+        assert_eq!(status("side-alias").0, Health::Critical);
+        l.remove_check("node-ttl").unwrap();
+        assert_eq!(status("side-alias").0, Health::Warning);
+        l.remove_service("web").unwrap();
+        assert_eq!(
+            status("side-alias"),
+            (
+                Health::Critical,
+                "Service web could not be found on node ".into(),
+                "alias".into()
+            )
+        );
     }
 
     #[test]

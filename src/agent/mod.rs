@@ -14,6 +14,7 @@ pub mod keyring;
 pub mod leaves;
 pub mod local;
 pub mod prepared;
+pub mod probes;
 pub mod reload;
 pub mod servers;
 pub mod tls;
