@@ -88,6 +88,9 @@ pub enum LocalError {
         "Unknown service ID {0:?}. Ensure that the service ID is passed, not the service name."
     )]
     UnknownService(String),
+    /// A check names a service this agent does not have.
+    #[error("ServiceID {0:?} does not exist")]
+    MissingService(String),
     /// Anything else wrong with the request.
     #[error("{0}")]
     Invalid(String),
@@ -333,9 +336,7 @@ impl LocalState {
                 .services
                 .get(&check.service_id)
                 .cloned()
-                .ok_or_else(|| {
-                    LocalError::Invalid(format!("ServiceID {:?} does not exist", check.service_id))
-                })?
+                .ok_or_else(|| LocalError::MissingService(check.service_id.clone()))?
         };
         let spec = NewCheck {
             check,

@@ -22,7 +22,9 @@ use crate::state::{Check, Health};
 impl From<LocalError> for ApiError {
     fn from(e: LocalError) -> Self {
         let status = match e {
-            LocalError::UnknownCheck(_) | LocalError::UnknownService(_) => StatusCode::NOT_FOUND,
+            LocalError::UnknownCheck(_)
+            | LocalError::UnknownService(_)
+            | LocalError::MissingService(_) => StatusCode::NOT_FOUND,
             LocalError::Invalid(_) => StatusCode::BAD_REQUEST,
         };
         ApiError(status, e.to_string())
