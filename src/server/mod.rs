@@ -6,7 +6,7 @@
 //! - [`node`]: a running [`Server`]: start-up, the RPC port, ACL checks
 //!   and forwarding to the leader. Beside it, by concern: `write` (writes,
 //!   coordinates, sessions) over `batch` (group commit), `read` (reads and
-//!   blocking queries), [`operator`] (Raft's configuration, peers,
+//!   blocking queries), `operator` (Raft's configuration, peers,
 //!   leadership transfer and health), `ca` (the Connect CA, with `csr`'s rate limit) and
 //!   `wan` (other datacenters).
 //! - `acl`: what a token may do with each request, and the
@@ -22,7 +22,7 @@ pub mod cluster;
 mod csr;
 pub mod member;
 pub mod node;
-pub mod operator;
+mod operator;
 mod read;
 pub mod reconcile;
 pub mod request;
@@ -33,9 +33,8 @@ pub use cluster::DutyConfig;
 pub use csr::CSR_RATE_LIMITED;
 pub use member::{format_raft_id, raft_id, server_of, server_tags, ServerMember, SERVER_ROLE};
 pub use node::{Server, StartError};
-pub use operator::{OperatorOp, RaftPeer, RaftView};
 pub use reconcile::{reconcile, SERF_CHECK};
 pub use request::{
-    Answer, CaOp, ClientReply, ClientRequest, Consistency, Instance, Query, Read, RpcTls,
-    ServerReply, ServerRpc,
+    Answer, CaOp, ClientReply, ClientRequest, Consistency, Instance, OperatorOp, Query, RaftPeer,
+    RaftView, Read, RpcTls, ServerReply, ServerRpc,
 };

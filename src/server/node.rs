@@ -486,7 +486,7 @@ impl<E: Env> Server<E> {
         let transfer = matches!(
             req.inner(),
             ClientRequest::Operator {
-                op: super::operator::OperatorOp::TransferLeader { .. },
+                op: super::request::OperatorOp::TransferLeader { .. },
                 ..
             }
         );

@@ -91,7 +91,7 @@ pub enum ClientRequest {
     /// An operator's request about the Raft group.
     Operator {
         /// What.
-        op: super::operator::OperatorOp,
+        op: OperatorOp,
         /// Servers it has passed through.
         hops: u8,
     },
@@ -141,6 +141,65 @@ impl ClientRequest {
             other => other,
         }
     }
+}
+
+// The operator's requests about the Raft group (answered in `operator`).
+
+/// An operator's request about the Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorOp {
+    /// The voters and learners, and who leads.
+    RaftConfiguration,
+    /// Remove a server from the group, named by Raft ID or RPC address.
+    RemovePeer {
+        /// Its Raft ID.
+        id: Option<u64>,
+        /// Its RPC address (`ip:port`).
+        address: Option<String>,
+    },
+    /// Hand leadership to another voter (`None`: the most up to date).
+    TransferLeader {
+        /// The voter to hand it to.
+        to: Option<u64>,
+    },
+    /// How each server is doing, as autopilot judges it.
+    Health,
+    /// From a leader handing over: campaign now (answered by the server
+    /// asked, never forwarded).
+    Elect,
+}
+
+/// One server of the Raft group, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftPeer {
+    /// Its Raft ID.
+    pub id: u64,
+    /// Its RPC address.
+    pub address: String,
+    /// Whether it votes (a learner does not).
+    pub voter: bool,
+    /// Whether it leads.
+    pub leader: bool,
+    /// The last entry the leader knows it holds, and that entry's term.
+    pub last_index: u64,
+    /// The term of that entry.
+    pub last_term: u64,
+    /// Milliseconds since it heard from the leader, as it answered just
+    /// now (`None`: it did not answer).
+    pub last_contact_ms: Option<u64>,
+}
+
+/// The Raft group, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftView {
+    /// The log index of the configuration in force.
+    pub index: u64,
+    /// The leader's term.
+    pub term: u64,
+    /// The leader's last log index.
+    pub last_index: u64,
+    /// Every server, voters first, each by Raft ID.
+    pub servers: Vec<RaftPeer>,
 }
 
 /// What the CA is asked; the leader answers, creating the CA first if
@@ -337,7 +396,7 @@ pub enum Answer {
         peers: Vec<String>,
     },
     /// For the operator's Raft requests: the group as the leader sees it.
-    Raft(super::operator::RaftView),
+    Raft(RaftView),
     /// For `AclResolve`: the token and its policies, if it is valid.
     AclResolved(Option<Box<crate::acl::Identity>>),
     /// For `AclTokens` (links named as they stand now).
