@@ -757,7 +757,7 @@ mod tests {
         };
         assert!(matches!(
             l.add_check(NewCheck::new(orphan, None), t0),
-            Err(LocalError::Invalid(_))
+            Err(LocalError::MissingService(_))
         ));
     }
 
