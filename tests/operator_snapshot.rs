@@ -212,13 +212,19 @@ fn operators_see_the_group_move_its_leader_and_restore_a_snapshot() {
     // Leadership moves to the server named.
     let before = leader_id(&raft);
     let target = ids.iter().find(|id| **id != before).unwrap().to_string();
-    let (status, body) = call(
-        &servers[0],
-        "POST",
-        &format!("/v1/operator/raft/transfer-leader?id={target}"),
-        "",
-    );
-    assert_eq!(status, 200, "{body}");
+    // Another follower can win the election the target was asked to
+    // hold, more than once on a loaded machine: then the request says so,
+    // and asking again is the operator's remedy.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let path = format!("/v1/operator/raft/transfer-leader?id={target}");
+        let (status, body) = call(&servers[0], "POST", &path, "");
+        answers.push((status, body));
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(answers.last().map(|a| a.0), Some(200), "{answers:?}");
     wait_for(Duration::from_secs(20), "the new leader", || {
         (leader_id(&raft_of(&servers[0])) == target).then_some(())
     });

@@ -136,7 +136,7 @@ pub async fn transfer_leader<E: Env>(
     let reply = call(
         &s,
         ClientRequest::Operator {
-            op: OperatorOp::TransferLeader { to },
+            op: OperatorOp::TransferLeader { to, tries: 0 },
             hops: 0,
         },
     )

@@ -12,6 +12,10 @@ use super::node::{Server, MAX_HOPS};
 use super::request::{Answer, ClientReply, ClientRequest, OperatorOp, RaftPeer, RaftView};
 use crate::env::Env;
 
+/// Elections a transfer to a named server may go through before it gives
+/// up (another follower can win each one).
+const TRANSFER_TRIES: u8 = 5;
+
 /// How long a server asked about its health has to answer.
 const HEALTH_ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -36,7 +40,9 @@ impl<E: Env> Server<E> {
             }
             OperatorOp::Health => self.answered(Answer::Raft(self.raft_view(true).await)),
             OperatorOp::RemovePeer { id, address } => self.remove_peer(id, address).await,
-            OperatorOp::TransferLeader { to } => self.transfer_leader(to, hops, token).await,
+            OperatorOp::TransferLeader { to, tries } => {
+                self.transfer_leader(to, tries, token).await
+            }
             OperatorOp::Elect => match self.raft.trigger().elect().await {
                 Ok(()) => self.answered(Answer::Written(true)),
                 Err(e) => ClientReply::refused(&e.to_string()),
@@ -153,8 +159,14 @@ impl<E: Env> Server<E> {
     /// leader first goes quiet for a lease, then asks the target to
     /// campaign; it answers once someone else leads. Another follower
     /// whose timer ran out may win that election instead: then the new
-    /// leader is asked to hand over in turn (a few times at most).
-    async fn transfer_leader(&self, to: Option<u64>, hops: u8, token: Option<&str>) -> ClientReply {
+    /// leader is asked to hand over in turn (a few times at most), and the
+    /// request fails if the server asked for never leads.
+    async fn transfer_leader(
+        &self,
+        to: Option<u64>,
+        tries: u8,
+        token: Option<&str>,
+    ) -> ClientReply {
         let view = self.raft_view(false).await;
         let others = view.servers.iter().filter(|s| s.voter && s.id != self.id);
         let target = match to {
@@ -180,34 +192,50 @@ impl<E: Env> Server<E> {
         self.env
             .sleep(lease + Duration::from_millis(config.heartbeat_interval))
             .await;
-        let deadline = self.env.now() + HEALTH_ASK_TIMEOUT;
-        let elect = ClientRequest::Operator {
-            op: OperatorOp::Elect,
-            hops: 0,
-        };
-        let asked = self.call_server(addr, elect, deadline).await;
+        // Asked again every few heartbeats: a campaign the lease still
+        // refused leaves the target waiting out a whole election timeout.
         let me = self.id;
-        let moved = self
-            .raft
-            .wait(Some(lease * 4))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| l != me),
-                "another leader",
-            )
-            .await;
+        let retry = Duration::from_millis(config.heartbeat_interval * 4);
+        let until = self.env.now() + lease * 4;
+        let (mut moved, mut asked) = (None, Ok(()));
+        while moved.is_none() && self.env.now() < until {
+            let deadline = self.env.now() + HEALTH_ASK_TIMEOUT;
+            let elect = ClientRequest::Operator {
+                op: OperatorOp::Elect,
+                hops: 0,
+            };
+            asked = self.call_server(addr, elect, deadline).await.map(drop);
+            moved = self
+                .raft
+                .wait(Some(retry))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != me),
+                    "another leader",
+                )
+                .await
+                .ok();
+        }
         self.raft.runtime_config().heartbeat(true);
         self.raft.runtime_config().elect(true);
         match (moved, asked) {
-            (Ok(m), _) if to.is_some() && m.current_leader != to && hops < MAX_HOPS => {
+            (Some(m), _) if to.is_some() && m.current_leader != to => {
+                if tries + 1 >= TRANSFER_TRIES {
+                    return ClientReply::refused(
+                        "leadership moved, but another server won the election; try again",
+                    );
+                }
                 let again = ClientRequest::Operator {
-                    op: OperatorOp::TransferLeader { to },
-                    hops: hops + 1,
+                    op: OperatorOp::TransferLeader {
+                        to,
+                        tries: tries + 1,
+                    },
+                    hops: 0,
                 };
                 self.forward(again, token).await
             }
-            (Ok(_), _) => self.answered(Answer::Written(true)),
-            (Err(_), Err(e)) => ClientReply::refused(&format!("the target did not campaign: {e}")),
-            (Err(_), Ok(_)) => {
+            (Some(_), _) => self.answered(Answer::Written(true)),
+            (None, Err(e)) => ClientReply::refused(&format!("the target did not campaign: {e}")),
+            (None, Ok(())) => {
                 ClientReply::refused("leadership did not move in time; this server still leads")
             }
         }

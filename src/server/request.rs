@@ -161,6 +161,9 @@ pub enum OperatorOp {
     TransferLeader {
         /// The voter to hand it to.
         to: Option<u64>,
+        /// Elections so far that another server won instead.
+        #[serde(default)]
+        tries: u8,
     },
     /// How each server is doing, as autopilot judges it.
     Health,
