@@ -603,8 +603,8 @@ fn a_check_for_a_service_that_does_not_exist_is_refused() {
             .as_bytes(),
     )
     .expect("HTTP");
-    // Consul answers 404, with these words.
-    assert_eq!(status, 404, "{body}");
+    // Refused with Consul's words.
+    assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("ServiceID \"ghost\" does not exist"),
         "{body}"

@@ -22,10 +22,11 @@ use crate::state::{Check, Health};
 impl From<LocalError> for ApiError {
     fn from(e: LocalError) -> Self {
         let status = match e {
-            LocalError::UnknownCheck(_)
-            | LocalError::UnknownService(_)
-            | LocalError::MissingService(_) => StatusCode::NOT_FOUND,
-            LocalError::Invalid(_) => StatusCode::BAD_REQUEST,
+            LocalError::UnknownCheck(_) | LocalError::UnknownService(_) => StatusCode::NOT_FOUND,
+            // py-consul reads a 404 here as "raise" (Consul after 1.11)
+            // and expects a plain refusal from servers that report an
+            // older version, as cairn's 0.x does.
+            LocalError::MissingService(_) | LocalError::Invalid(_) => StatusCode::BAD_REQUEST,
         };
         ApiError(status, e.to_string())
     }
