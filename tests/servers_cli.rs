@@ -31,12 +31,13 @@ fn peers_of(a: &Agent) -> Option<Vec<String>> {
     (status == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
-/// PUTs `key = value` through `a`; whether the cluster acknowledged it.
-fn put(a: &Agent, key: &str, value: &str) -> bool {
-    matches!(
-        http(&a.http, "PUT", &format!("/v1/kv/{key}"), value.as_bytes()),
-        Ok((200, body)) if body.trim() == "true"
-    )
+/// PUTs `key = value` through `a`: whether the cluster acknowledged it,
+/// and what came back when it did not.
+fn put(a: &Agent, key: &str, value: &str) -> Result<(), String> {
+    match http(&a.http, "PUT", &format!("/v1/kv/{key}"), value.as_bytes()) {
+        Ok((200, body)) if body.trim() == "true" => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
 }
 
 /// Reads `key` through `a` with `?consistent`: its value, or `None` if
@@ -77,10 +78,13 @@ fn servers_bootstrap_fail_over_and_restart_with_every_acknowledged_write() {
     let mut servers = [s1, s2, s3];
     let clients = [c1, c2];
 
-    // One group of three, seen from a client.
-    wait_for(Duration::from_secs(30), "three voters", || {
-        peers_of(&clients[0]).filter(|p| p.len() == 3)
-    });
+    // One group of three, seen from every client: a client that has not
+    // yet heard of a server through gossip has nowhere to send a write.
+    for c in &clients {
+        wait_for(Duration::from_secs(30), "three voters", || {
+            peers_of(c).filter(|p| p.len() == 3)
+        });
+    }
     let bootstraps = |servers: &[Agent]| -> usize {
         servers
             .iter()
@@ -98,7 +102,9 @@ fn servers_bootstrap_fail_over_and_restart_with_every_acknowledged_write() {
             &clients[i % 5 - 3]
         };
         let (k, v) = (format!("app/k{i:02}"), format!("v{i}"));
-        assert!(put(node, &k, &v), "write {k} through {}", node.name);
+        if let Err(e) = put(node, &k, &v) {
+            panic!("write {k} through {}: {e}", node.name);
+        }
         acked.insert(k, v);
     }
 
@@ -134,11 +140,9 @@ fn servers_bootstrap_fail_over_and_restart_with_every_acknowledged_write() {
             &servers[survivor]
         };
         let (k, v) = (format!("app/k{i:02}"), format!("v{i}"));
-        assert!(
-            put(node, &k, &v),
-            "write {k} through {} after failover",
-            node.name
-        );
+        if let Err(e) = put(node, &k, &v) {
+            panic!("write {k} through {} after failover: {e}", node.name);
+        }
         acked.insert(k, v);
     }
     for (k, v) in &acked {
@@ -214,5 +218,7 @@ fn servers_bootstrap_fail_over_and_restart_with_every_acknowledged_write() {
         before,
         "a restarted cluster bootstrapped again"
     );
-    assert!(put(&clients[1], "app/after", "restart"));
+    if let Err(e) = put(&clients[1], "app/after", "restart") {
+        panic!("write after the restart: {e}");
+    }
 }
