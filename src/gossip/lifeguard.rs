@@ -91,16 +91,16 @@ impl Suspicion {
     /// news (and so worth re-gossiping). The first witness of a hearsay
     /// suspicion becomes its origin; later independent witnesses are
     /// confirmations and move the deadline earlier.
-    pub fn confirm(&mut self, from: &Arc<str>) -> bool {
+    pub fn confirm(&mut self, from: &str) -> bool {
         if !self.witnessed {
             self.witnessed = true;
-            self.confirmations.insert(from.clone());
+            self.confirmations.insert(Arc::from(from));
             return true;
         }
         if self.n >= self.k || self.confirmations.contains(from) {
             return false;
         }
-        self.confirmations.insert(from.clone());
+        self.confirmations.insert(Arc::from(from));
         self.n += 1;
         self.deadline = self.start + timeout_after(self.n, self.k, self.min, self.max);
         true
@@ -168,14 +168,14 @@ mod tests {
         let (min, max) = (Duration::from_millis(500), Duration::from_secs(2));
         let mut s = Suspicion::new(Some("me".into()), 3, min, max, t0);
         assert_eq!(s.deadline, t0 + max);
-        assert!(!s.confirm(&"me".into()));
-        assert!(s.confirm(&"foo".into()));
+        assert!(!s.confirm("me"));
+        assert!(s.confirm("foo"));
         assert_eq!(s.deadline, t0 + Duration::from_millis(1250));
-        assert!(!s.confirm(&"foo".into()));
-        assert!(s.confirm(&"bar".into()));
-        assert!(s.confirm(&"baz".into()));
+        assert!(!s.confirm("foo"));
+        assert!(s.confirm("bar"));
+        assert!(s.confirm("baz"));
         assert_eq!(s.deadline, t0 + min);
-        assert!(!s.confirm(&"qux".into()), "k confirmations reached");
+        assert!(!s.confirm("qux"), "k confirmations reached");
     }
 
     #[test]
@@ -184,10 +184,10 @@ mod tests {
         let (min, max) = (Duration::from_millis(500), Duration::from_secs(2));
         let mut s = Suspicion::new(None, 3, min, max, t0);
         assert!(!s.witnessed());
-        assert!(s.confirm(&"me".into()));
+        assert!(s.confirm("me"));
         assert!(s.witnessed());
         assert_eq!((s.confirmations(), s.deadline), (0, t0 + max));
-        assert!(s.confirm(&"other".into()));
+        assert!(s.confirm("other"));
         assert_eq!(s.confirmations(), 1);
     }
 

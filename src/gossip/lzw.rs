@@ -155,7 +155,7 @@ fn forget() {
 
 /// Most bytes (plain and compressed) the memory holds; the oldest entries
 /// go first.
-const MEMO_BYTES: usize = 256 << 20;
+const MEMO_BYTES: usize = 32 << 20;
 
 /// Recent compressions, looked up both ways.
 #[derive(Default)]

@@ -179,7 +179,7 @@ impl States {
 }
 
 /// Most stream bytes remembered.
-const MAX_STREAM_BYTES: usize = 256 << 20;
+const MAX_STREAM_BYTES: usize = 64 << 20;
 
 #[derive(Default)]
 struct Streams {

@@ -764,13 +764,9 @@ impl Swim {
     /// Up to `k` distinct random nodes not rejected by `exclude` (memberlist's
     /// `kRandomNodes`: at most 3n draws, so small clusters are searched
     /// exhaustively and large ones cheaply).
-    fn k_random_nodes(
-        &mut self,
-        k: usize,
-        exclude: impl Fn(&NodeState) -> bool,
-    ) -> Vec<Arc<NodeState>> {
+    fn k_random_nodes(&mut self, k: usize, exclude: impl Fn(&NodeState) -> bool) -> Vec<NodeState> {
         let n = self.nodes.len();
-        let mut out: Vec<Arc<NodeState>> = Vec::with_capacity(k);
+        let mut out: Vec<NodeState> = Vec::with_capacity(k);
         let mut i = 0;
         while i < 3 * n && out.len() < k {
             i += 1;

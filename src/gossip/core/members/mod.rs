@@ -225,14 +225,13 @@ impl Swim {
         if s.incarnation < state.incarnation {
             return;
         }
-        let from: Arc<str> = Arc::from(s.from.as_str());
         if *name == *self.me && s.incarnation == u32::MAX {
             // Nothing can outbid it: only a broken or hostile peer sends it.
             tracing::warn!(node = %self.me, from = %s.from, "ignoring a suspicion at the largest incarnation");
             return;
         }
         if let Some(susp) = self.suspicions.get_mut(&name) {
-            if witnessed && susp.confirm(&from) {
+            if witnessed && susp.confirm(&s.from) {
                 let deadline = susp.deadline;
                 self.arm_suspicion(name.clone(), deadline);
                 self.broadcast(now, &name, &Message::Suspect(s.clone()), None);
@@ -264,7 +263,8 @@ impl Swim {
         }
         let min = self.cfg.suspicion_timeout(n);
         let max = min * self.cfg.suspicion_max_timeout_mult as u32;
-        let susp = Suspicion::new(witnessed.then_some(from), k, min, max, now);
+        let from = witnessed.then(|| memo::name(&s.from));
+        let susp = Suspicion::new(from, k, min, max, now);
         let deadline = susp.deadline;
         self.suspicions.insert(name.clone(), susp);
         self.arm_suspicion(name.clone(), deadline);

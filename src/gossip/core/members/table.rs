@@ -1,14 +1,17 @@
 //! The member table of the SWIM core: every node this node knows, with a
 //! running digest of what a push/pull would say about them.
 //!
-//! The map is persistent (`imbl`), so clones share structure: nodes
-//! preloaded from one [`MemberTable`] share its records and copy only the
-//! ones they change. Every change goes through [`Members`], which keeps the
+//! A table preloaded from a [`MemberTable`] is persistent (`imbl`), so
+//! clones share structure: the nodes preloaded from one table share its
+//! records and copy only the ones they change. A table a node builds
+//! itself (every real node's, and a cold simulated pool's) is a flat hash
+//! map, cheaper to look up and to grow. Every change goes through [`Members`], which keeps the
 //! digest: the wrapping sum of each record's [`wire::entry_digest`]. Two
 //! nodes whose digests and sizes agree send the same push/pull state, which
 //! a simulator's shortcuts use (see [`crate::gossip::memo`]); a real node never
 //! reads it.
 
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
@@ -61,10 +64,10 @@ impl NodeState {
     }
 }
 
-/// The member map: persistent, so clones share structure, and with a fixed
-/// hasher so nothing about it varies from run to run (its order is what
-/// push/pull sends). Values are boxed in `Arc`s so that copying a path of
-/// the trie on a change copies pointers, not records.
+/// The member map of a table shared with other nodes: persistent, so
+/// clones share structure, and with a fixed hasher so nothing about it
+/// varies from run to run. Values are boxed in `Arc`s so that copying a
+/// path of the trie on a change copies pointers, not records.
 pub(crate) type NodeMap = imbl::GenericHashMap<
     Arc<str>,
     Arc<NodeState>,
@@ -72,46 +75,117 @@ pub(crate) type NodeMap = imbl::GenericHashMap<
     imbl::shared_ptr::DefaultSharedPtr,
 >;
 
-/// The member map and its digest. Reads go through `Deref`; there is no
-/// `DerefMut`, so every change passes here and the digest cannot drift.
-#[derive(Debug, Clone, Default)]
+/// The member map of a table this node built alone: flat, with the
+/// records in place, so a lookup costs one probe rather than a walk down a
+/// trie and a pointer to the record. A join storm looks up every alive
+/// notice a node receives (19 million at 1,000 nodes), and the trie's
+/// nodes and the boxed records were most of their cache misses.
+type FlatMap = HashMap<Arc<str>, NodeState, BuildHasherDefault<NameHasher>>;
+
+/// How a table holds its members.
+#[derive(Debug, Clone)]
+enum Repr {
+    /// Built from a [`MemberTable`] that other nodes share.
+    Shared(NodeMap),
+    /// Built by this node, member by member.
+    Flat(FlatMap),
+}
+
+/// The member map and its digest. Every change goes through here, so the
+/// digest cannot drift.
+#[derive(Debug, Clone)]
 pub(crate) struct Members {
-    map: NodeMap,
+    map: Repr,
     digest: u64,
 }
 
-impl Deref for Members {
-    type Target = NodeMap;
-
-    fn deref(&self) -> &NodeMap {
-        &self.map
+impl Default for Members {
+    fn default() -> Self {
+        Members {
+            map: Repr::Flat(FlatMap::default()),
+            digest: 0,
+        }
     }
 }
 
 impl Members {
-    /// Adds or replaces `name`'s record; the one replaced, if any.
-    pub(crate) fn insert(&mut self, name: Arc<str>, state: NodeState) -> Option<Arc<NodeState>> {
-        self.digest = self.digest.wrapping_add(state.digest());
-        let old = self.map.insert(name, Arc::new(state));
-        if let Some(o) = &old {
-            self.digest = self.digest.wrapping_sub(o.digest());
+    /// An empty table meant to be cloned into many nodes, which then share
+    /// its records (see [`MemberTable`]).
+    fn shared() -> Self {
+        Members {
+            map: Repr::Shared(NodeMap::default()),
+            digest: 0,
         }
-        old
+    }
+
+    /// `name`'s record.
+    pub(crate) fn get(&self, name: &str) -> Option<&NodeState> {
+        match &self.map {
+            Repr::Shared(m) => m.get(name).map(|s| &**s),
+            Repr::Flat(m) => m.get(name),
+        }
+    }
+
+    /// `name` as this table keys it, and its record.
+    pub(crate) fn get_key_value(&self, name: &str) -> Option<(&Arc<str>, &NodeState)> {
+        match &self.map {
+            Repr::Shared(m) => m.get_key_value(name).map(|(k, s)| (k, &**s)),
+            Repr::Flat(m) => m.get_key_value(name),
+        }
+    }
+
+    /// Every record, in an order that depends only on what was done to
+    /// the table.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &NodeState> {
+        let (shared, flat) = match &self.map {
+            Repr::Shared(m) => (Some(m.values().map(|s| &**s)), None),
+            Repr::Flat(m) => (None, Some(m.values())),
+        };
+        shared
+            .into_iter()
+            .flatten()
+            .chain(flat.into_iter().flatten())
+    }
+
+    /// How many members.
+    pub(crate) fn len(&self) -> usize {
+        match &self.map {
+            Repr::Shared(m) => m.len(),
+            Repr::Flat(m) => m.len(),
+        }
+    }
+
+    /// Adds or replaces `name`'s record; whether it replaced one.
+    pub(crate) fn insert(&mut self, name: Arc<str>, state: NodeState) -> bool {
+        self.digest = self.digest.wrapping_add(state.digest());
+        let old = match &mut self.map {
+            Repr::Shared(m) => m.insert(name, Arc::new(state)).map(|o| o.digest()),
+            Repr::Flat(m) => m.insert(name, state).map(|o| o.digest()),
+        };
+        if let Some(o) = old {
+            self.digest = self.digest.wrapping_sub(o);
+        }
+        old.is_some()
     }
 
     /// Forgets `name`.
-    pub(crate) fn remove(&mut self, name: &str) -> Option<Arc<NodeState>> {
-        let old = self.map.remove(name);
-        if let Some(o) = &old {
-            self.digest = self.digest.wrapping_sub(o.digest());
+    pub(crate) fn remove(&mut self, name: &str) {
+        let old = match &mut self.map {
+            Repr::Shared(m) => m.remove(name).map(|o| o.digest()),
+            Repr::Flat(m) => m.remove(name).map(|o| o.digest()),
+        };
+        if let Some(o) = old {
+            self.digest = self.digest.wrapping_sub(o);
         }
-        old
     }
 
     /// `name`'s record to change, copied first if other nodes share it.
     /// The digest follows the change when the guard is dropped.
     pub(crate) fn state_mut(&mut self, name: &str) -> Option<StateMut<'_>> {
-        let state = Arc::make_mut(self.map.get_mut(name)?);
+        let state = match &mut self.map {
+            Repr::Shared(m) => Arc::make_mut(m.get_mut(name)?),
+            Repr::Flat(m) => m.get_mut(name)?,
+        };
         let before = state.digest();
         Some(StateMut {
             state,
@@ -123,16 +197,14 @@ impl Members {
     /// The digest and the number of members: equal for two tables that
     /// would send the same push/pull state (up to a 64-bit collision).
     pub(crate) fn digest(&self) -> (u64, usize) {
-        (self.digest, self.map.len())
+        (self.digest, self.len())
     }
 
     /// The digest recomputed from scratch (tests check the running one
     /// against it).
     #[cfg(any(test, debug_assertions))]
     pub(crate) fn digest_from_scratch(&self) -> u64 {
-        self.map
-            .values()
-            .fold(0u64, |d, s| d.wrapping_add(s.digest()))
+        self.values().fold(0u64, |d, s| d.wrapping_add(s.digest()))
     }
 }
 
@@ -171,10 +243,19 @@ impl Drop for StateMut<'_> {
 /// every node given the same table shares its entries, and copies only the
 /// few it later changes, so N nodes that all know N members cost about N
 /// entries, not N².
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct MemberTable {
     pub(crate) nodes: imbl::Vector<Arc<str>>,
     pub(crate) map: Members,
+}
+
+impl Default for MemberTable {
+    fn default() -> Self {
+        MemberTable {
+            nodes: imbl::Vector::new(),
+            map: Members::shared(),
+        }
+    }
 }
 
 impl MemberTable {
@@ -195,7 +276,7 @@ impl MemberTable {
                 state_change: now,
                 vsn: m.vsn,
             };
-            if t.map.insert(name.clone(), state).is_some() {
+            if t.map.insert(name.clone(), state) {
                 return Err(SwimError::Preload(format!("{name} is listed twice")));
             }
             t.nodes.push_back(name);

@@ -258,7 +258,7 @@ impl Swim {
             && !self
                 .nodes
                 .iter()
-                .any(|n| map.get(n).is_none_or(|s| expired(s)))
+                .any(|n| map.get(n).is_none_or(&expired))
         {
             self.probe.walk = Some(self.random_walk());
             return;
