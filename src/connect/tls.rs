@@ -129,10 +129,12 @@ pub fn client_config(
     clock: Clock,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let rustls = |e: &dyn std::fmt::Display| TlsError::Rustls(e.to_string());
-    let verifier = SpiffeVerifier {
-        roots,
-        trust_domain: trust_domain.to_ascii_lowercase(),
-        service: service.to_string(),
+    let verifier = Verifier {
+        check: SpiffeCheck {
+            roots,
+            trust_domain: trust_domain.to_ascii_lowercase(),
+            service: service.to_string(),
+        },
         provider: provider(),
     };
     let config = ClientConfig::builder_with_details(provider(), Arc::new(ClockTime(clock)))
@@ -154,17 +156,30 @@ pub fn peer_id(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
     }
 }
 
-/// Checks the chain as WebPKI does, and the identity by SPIFFE ID; the
-/// server name the client dialled means nothing in the mesh.
-#[derive(Debug)]
-struct SpiffeVerifier {
-    roots: Arc<RootCertStore>,
-    trust_domain: String,
-    service: String,
-    provider: Arc<CryptoProvider>,
+/// How a [`Verifier`] judges a server's certificate; the handshake's
+/// signatures it checks itself.
+pub(crate) trait CertCheck: std::fmt::Debug + Send + Sync {
+    /// Whether `end_entity` (with `intermediates`) is acceptable at `now`.
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        provider: &CryptoProvider,
+    ) -> Result<(), rustls::Error>;
 }
 
-impl ServerCertVerifier for SpiffeVerifier {
+/// A server certificate verifier: the certificate as its [`CertCheck`]
+/// says, the handshake's signatures with the provider's algorithms.
+#[derive(Debug)]
+pub(crate) struct Verifier<C> {
+    /// How the certificate is judged.
+    pub(crate) check: C,
+    /// Whose signature algorithms check the handshake.
+    pub(crate) provider: Arc<CryptoProvider>,
+}
+
+impl<C: CertCheck> ServerCertVerifier for Verifier<C> {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -173,23 +188,8 @@ impl ServerCertVerifier for SpiffeVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        let ok = match peer_id(Some(std::slice::from_ref(end_entity))) {
-            Some(id) => id.trust_domain == self.trust_domain && id.service == self.service,
-            None => false,
-        };
-        if !ok {
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ));
-        }
+        self.check
+            .check(end_entity, intermediates, now, &self.provider)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -225,5 +225,43 @@ impl ServerCertVerifier for SpiffeVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// Checks the chain as WebPKI does, and the identity by SPIFFE ID; the
+/// server name the client dialled means nothing in the mesh.
+#[derive(Debug)]
+struct SpiffeCheck {
+    roots: Arc<RootCertStore>,
+    trust_domain: String,
+    service: String,
+}
+
+impl CertCheck for SpiffeCheck {
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        provider: &CryptoProvider,
+    ) -> Result<(), rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            provider.signature_verification_algorithms.all,
+        )?;
+        let ok = match peer_id(Some(std::slice::from_ref(end_entity))) {
+            Some(id) => id.trust_domain == self.trust_domain && id.service == self.service,
+            None => false,
+        };
+        if !ok {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(())
     }
 }

@@ -97,6 +97,15 @@ pub trait UdpSocket: Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
     /// The address the socket is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// Connects the socket to `peer`: [`send`](Self::send) goes there,
+    /// [`recv`](Self::recv) hears only from there, and, on a real network,
+    /// an ICMP error about the peer (nothing listens on that port) comes
+    /// back as an error from them. UDP checks depend on that.
+    fn connect(&self, peer: SocketAddr) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends one datagram to the connected peer.
+    fn send(&self, buf: &[u8]) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Receives one datagram from the connected peer. Cancel-safe.
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
 }
 
 /// A listening TCP socket.

@@ -100,6 +100,18 @@ impl UdpSocket for tokio::net::UdpSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::UdpSocket::local_addr(self)
     }
+
+    fn connect(&self, peer: SocketAddr) -> impl Future<Output = io::Result<()>> + Send {
+        tokio::net::UdpSocket::connect(self, peer)
+    }
+
+    fn send(&self, buf: &[u8]) -> impl Future<Output = io::Result<usize>> + Send {
+        tokio::net::UdpSocket::send(self, buf)
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send {
+        tokio::net::UdpSocket::recv(self, buf)
+    }
 }
 
 impl TcpListener for tokio::net::TcpListener {

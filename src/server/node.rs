@@ -69,6 +69,9 @@ pub struct Server<E: Env> {
     pub(super) acl: std::sync::OnceLock<AclEnforcer>,
     /// Counters and timers under Consul's metric names.
     pub(super) telemetry: Arc<crate::telemetry::Registry>,
+    /// While this leader hands leadership over: the server it goes to.
+    /// Other candidates get no vote from it meanwhile.
+    pub(super) transfer_to: Mutex<Option<u64>>,
     pub(super) _rpc: Task,
     pub(super) _batchers: Vec<Task>,
     pub(super) _lease: Task,
@@ -220,6 +223,7 @@ impl<E: Env> Server<E> {
                 datacenter: std::sync::OnceLock::new(),
                 acl: std::sync::OnceLock::new(),
                 telemetry,
+                transfer_to: Mutex::new(None),
                 _rpc: rpc,
                 _batchers: batchers,
                 _lease: lease,
@@ -293,6 +297,11 @@ impl<E: Env> Server<E> {
     async fn handle(&self, req: ServerRpc) -> ServerReply {
         match req {
             ServerRpc::Raft(r) => {
+                if let RaftRequest::Vote(v) = &r {
+                    if let Some(refused) = self.refuse_vote(v) {
+                        return ServerReply::Raft(refused);
+                    }
+                }
                 let reply = answer(&self.raft, r).await;
                 // Contact with the leader is a message Raft accepted from
                 // it, not any message (a deposed leader's are refused).
@@ -320,6 +329,29 @@ impl<E: Env> Server<E> {
                 ServerReply::Client(self.client_request(c).await)
             }
         }
+    }
+
+    /// During a leadership transfer, a vote for anyone but the target is
+    /// refused, as a leader within its lease refuses one: a follower
+    /// whose timer ran out must not win the election the target was asked
+    /// to call (openraft 0.9 has no TimeoutNow to make the target's the
+    /// only one). The answer carries this leader's last log, so the
+    /// candidate also waits before trying again.
+    fn refuse_vote(&self, v: &openraft::raft::VoteRequest<u64>) -> Option<RaftReply> {
+        let to = (*self.transfer_to.lock().unwrap_or_else(|e| e.into_inner()))?;
+        if v.vote.leader_id().voted_for() == Some(to) {
+            return None;
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let last_log_id = m.last_log_index.map(|index| openraft::LogId {
+            leader_id: openraft::CommittedLeaderId::new(m.current_term, self.id),
+            index,
+        });
+        Some(RaftReply::Vote(Ok(openraft::raft::VoteResponse {
+            vote: m.vote,
+            vote_granted: false,
+            last_log_id,
+        })))
     }
 
     /// Turns ACL enforcement on, with `default_policy = "allow"` when
@@ -396,15 +428,26 @@ impl<E: Env> Server<E> {
             .voter_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone()))
             .collect();
-        let leader = self.leader();
+        self.answered(Answer::Status {
+            leader: self.leader().map(|(_, addr)| addr.to_string()),
+            peers,
+        })
+    }
+
+    /// `answer` as this server replies it: its applied index, whether it
+    /// knows a leader, and how long since it heard from one.
+    pub(super) fn answered(&self, answer: Answer) -> ClientReply {
+        let index = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
         ClientReply {
-            index: m.last_applied.map_or(0, |l| l.index),
-            known_leader: leader.is_some(),
+            index,
+            known_leader: self.leader().is_some(),
             last_contact_ms: self.last_contact_ms(),
-            answer: Ok(Answer::Status {
-                leader: leader.map(|(_, addr)| addr.to_string()),
-                peers,
-            }),
+            answer: Ok(answer),
             filtered: false,
         }
     }

@@ -50,18 +50,6 @@ impl<E: Env> Server<E> {
         }
     }
 
-    fn answered(&self, answer: Answer) -> ClientReply {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        ClientReply {
-            index: m.last_applied.map_or(0, |l| l.index),
-            known_leader: m.current_leader.is_some(),
-            last_contact_ms: self.last_contact_ms(),
-            answer: Ok(answer),
-            filtered: false,
-        }
-    }
-
     /// The group as this leader sees it; with `ask`, each server is also
     /// asked how long since it heard from the leader.
     async fn raft_view(&self, ask: bool) -> RaftView {
@@ -186,8 +174,7 @@ impl<E: Env> Server<E> {
         };
         let config = self.raft.config().clone();
         let lease = Duration::from_millis(config.election_timeout_max);
-        self.raft.runtime_config().heartbeat(false);
-        self.raft.runtime_config().elect(false);
+        let quiet = Quiet::start(self, target.id);
         // The target campaigns at once, before any other follower's timer
         // runs out: this leader's vote is its to take. Asked again every
         // few heartbeats, until the other followers' leases run out and
@@ -198,11 +185,19 @@ impl<E: Env> Server<E> {
         let (mut moved, mut asked) = (None, Ok(()));
         while moved.is_none() && self.env.now() < until {
             let deadline = self.env.now() + HEALTH_ASK_TIMEOUT;
-            let elect = ClientRequest::Operator {
+            let mut elect = ClientRequest::Operator {
                 op: OperatorOp::Elect,
                 hops: 0,
             };
-            asked = self.call_server(addr, elect, deadline).await.map(drop);
+            // With ACLs on, the target checks the operator's token as the
+            // leader did: a request without one is the anonymous token's.
+            if let Some(t) = token {
+                elect = elect.with_token(t);
+            }
+            asked = match self.call_server(addr, elect, deadline).await {
+                Ok(reply) => reply.answer.map(drop),
+                Err(e) => Err(e.to_string()),
+            };
             moved = self
                 .raft
                 .wait(Some(retry))
@@ -213,8 +208,7 @@ impl<E: Env> Server<E> {
                 .await
                 .ok();
         }
-        self.raft.runtime_config().heartbeat(true);
-        self.raft.runtime_config().elect(true);
+        drop(quiet);
         match (moved, asked) {
             (Some(m), _) if to.is_some() && m.current_leader != to => {
                 if tries + 1 >= TRANSFER_TRIES {
@@ -237,5 +231,27 @@ impl<E: Env> Server<E> {
                 ClientReply::refused("leadership did not move in time; this server still leads")
             }
         }
+    }
+}
+
+/// A leader gone quiet for a transfer to another server: no heartbeats,
+/// no elections of its own, no vote for anyone but the target. Dropping it
+/// ends the quiet, however the transfer ends (a cancelled request too).
+struct Quiet<'s, E: Env>(&'s Server<E>);
+
+impl<'s, E: Env> Quiet<'s, E> {
+    fn start(server: &'s Server<E>, target: u64) -> Self {
+        server.raft.runtime_config().heartbeat(false);
+        server.raft.runtime_config().elect(false);
+        *server.transfer_to.lock().unwrap_or_else(|e| e.into_inner()) = Some(target);
+        Quiet(server)
+    }
+}
+
+impl<E: Env> Drop for Quiet<'_, E> {
+    fn drop(&mut self) {
+        *self.0.transfer_to.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.0.raft.runtime_config().heartbeat(true);
+        self.0.raft.runtime_config().elect(true);
     }
 }

@@ -391,6 +391,7 @@ impl Network {
             bind: host.binds,
             local: SocketAddr::new(host.ip, port),
             rx: tokio::sync::Mutex::new(rx),
+            peer: std::sync::Mutex::new(None),
             counters: host.counters.clone(),
         })
     }
@@ -839,6 +840,21 @@ pub struct SimUdpSocket {
     local: SocketAddr,
     rx: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
     counters: Arc<Counters>,
+    /// The peer of a connected socket. The simulated network sends no
+    /// ICMP, so a connected socket learns nothing more than an unconnected
+    /// one, but it hears only from its peer, as a real one does.
+    peer: std::sync::Mutex<Option<SocketAddr>>,
+}
+
+impl SimUdpSocket {
+    fn peer(&self) -> io::Result<SocketAddr> {
+        self.peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotConnected, "the socket is not connected")
+            })
+    }
 }
 
 impl std::fmt::Debug for SimUdpSocket {
@@ -875,6 +891,28 @@ impl UdpSocket for SimUdpSocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
+    }
+
+    async fn connect(&self, peer: SocketAddr) -> io::Result<()> {
+        *self
+            .peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(peer);
+        Ok(())
+    }
+
+    async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.send_to(buf, self.peer()?).await
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let peer = self.peer()?;
+        loop {
+            let (n, from) = self.recv_from(buf).await?;
+            if from == peer {
+                return Ok(n);
+            }
+        }
     }
 }
 

@@ -2,7 +2,6 @@
 //! reply passes, and so does silence until the timeout (UDP promises no
 //! answer), but an ICMP error (nothing listens on that port) is critical.
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,38 +24,26 @@ pub async fn check<E: Env>(env: &E, target: &str, timeout: Duration) -> (Health,
         Ok(s) => s,
         Err(e) => return (Health::Critical, format!("dial udp {target}: {e}")),
     };
-    // Only a connected socket hears of ICMP errors. The Env seam has no
-    // connect, so a real socket is connected here directly; a simulated
-    // one knows no ICMP, and silence passes there.
-    if let Some(real) = (&sock as &dyn Any).downcast_ref::<tokio::net::UdpSocket>() {
-        if let Err(e) = real.connect(addr).await {
-            return (Health::Critical, format!("dial udp {addr}: {e}"));
-        }
-        let local = real
-            .local_addr()
-            .map_or_else(|_| any.to_string(), |a| a.to_string());
-        if let Err(e) = real.send(&[]).await {
-            return (
-                Health::Critical,
-                format!("write udp {local}->{addr}: {}", words(&e)),
-            );
-        }
-        let mut buf = [0u8; 1];
-        return match crate::env::timeout(env, timeout, real.recv(&mut buf)).await {
-            Ok(Ok(_)) | Err(_) => passing(),
-            Ok(Err(e)) => (
-                Health::Critical,
-                format!("read udp {local}->{addr}: read: {}", words(&e)),
-            ),
-        };
+    // Only a connected socket hears of ICMP errors.
+    if let Err(e) = sock.connect(addr).await {
+        return (Health::Critical, format!("dial udp {addr}: {e}"));
     }
-    if let Err(e) = sock.send_to(&[], addr).await {
-        return (Health::Critical, format!("write udp {addr}: {e}"));
+    let local = sock
+        .local_addr()
+        .map_or_else(|_| any.to_string(), |a| a.to_string());
+    if let Err(e) = sock.send(&[]).await {
+        return (
+            Health::Critical,
+            format!("write udp {local}->{addr}: {}", words(&e)),
+        );
     }
     let mut buf = [0u8; 1];
-    match crate::env::timeout(env, timeout, sock.recv_from(&mut buf)).await {
+    match crate::env::timeout(env, timeout, sock.recv(&mut buf)).await {
         Ok(Ok(_)) | Err(_) => passing(),
-        Ok(Err(e)) => (Health::Critical, format!("read udp {addr}: {e}")),
+        Ok(Err(e)) => (
+            Health::Critical,
+            format!("read udp {local}->{addr}: read: {}", words(&e)),
+        ),
     }
 }
 
