@@ -254,11 +254,7 @@ impl Swim {
             |s: &NodeState| s.state == NodeStateKind::Dead && now - s.state_change > keep_for;
         // A shared order with nobody to forget stays shared: a fresh random
         // walk through it is this node's reshuffle.
-        if self.probe.walk.is_some()
-            && !self
-                .nodes
-                .iter()
-                .any(|n| map.get(n).is_none_or(&expired))
+        if self.probe.walk.is_some() && !self.nodes.iter().any(|n| map.get(n).is_none_or(&expired))
         {
             self.probe.walk = Some(self.random_walk());
             return;
