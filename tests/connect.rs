@@ -33,12 +33,18 @@ impl Drop for Running {
 }
 
 fn proxy(agent: &Agent, args: &[String], log: &std::path::Path) -> Running {
+    proxy_as(agent, args, log, "")
+}
+
+/// [`proxy`] with `token` as its ACL token (none when empty).
+fn proxy_as(agent: &Agent, args: &[String], log: &std::path::Path, token: &str) -> Running {
     let log = std::fs::File::create(log).unwrap();
     let child = Command::new(CAIRN)
         .arg("connect")
         .arg("proxy")
         .args(args)
         .env("CAIRN_HTTP_ADDR", format!("http://{}", agent.http))
+        .env("CAIRN_HTTP_TOKEN", token)
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
@@ -138,9 +144,14 @@ struct Pair {
 }
 
 fn db_and_web(agent: &Agent, dir: &std::path::Path, web_extra: &[String]) -> Pair {
+    db_and_web_as(agent, dir, web_extra, "")
+}
+
+/// [`db_and_web`] with both proxies using `token`.
+fn db_and_web_as(agent: &Agent, dir: &std::path::Path, web_extra: &[String], token: &str) -> Pair {
     let echo = echo_server();
     let (db_public, web_up) = (free_port(), free_port());
-    let db = proxy(
+    let db = proxy_as(
         agent,
         &[
             "-service=db".into(),
@@ -149,10 +160,11 @@ fn db_and_web(agent: &Agent, dir: &std::path::Path, web_extra: &[String]) -> Pai
             "-register".into(),
         ],
         &dir.join("db-proxy.log"),
+        token,
     );
     let mut web_args = vec!["-service=web".to_string(), format!("-upstream=db:{web_up}")];
     web_args.extend_from_slice(web_extra);
-    let web = proxy(agent, &web_args, &dir.join("web-proxy.log"));
+    let web = proxy_as(agent, &web_args, &dir.join("web-proxy.log"), token);
     Pair {
         _db: db,
         web,
@@ -396,6 +408,72 @@ fn traffic_flows_over_mutual_tls_and_intentions_and_certificates_decide() {
 
 /// `Connect.SidecarService` registrations, and proxies that take their
 /// whole configuration from them (`-sidecar-for`).
+#[test]
+fn with_acls_denying_by_default_a_connection_no_intention_allows_is_refused() {
+    const ROOT: &str = "a1b2c3d4-0000-4000-8000-00000000cafe";
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}acl {{\n  enabled = true\n  default_policy = \"deny\"\n  tokens {{\n    \
+         initial_management = \"{ROOT}\"\n    agent = \"{ROOT}\"\n  }}\n}}\n",
+        process::FAST_GOSSIP
+    );
+    let agent = Agent::solo_server_with(dir.path(), "node1", &config);
+    let pair = db_and_web_as(&agent, dir.path(), &[], ROOT);
+    let token = format!("-token={ROOT}");
+    let intention = |args: &[&str]| {
+        let mut all = vec!["intention"];
+        all.extend_from_slice(args);
+        all.push(&token);
+        let (ok, out, err) = cli(&agent, &all);
+        assert!(ok, "intention {args:?}: {out}{err}");
+    };
+
+    // An allow carries traffic, so both proxies are up and talking...
+    intention(&["create", "web", "db"]);
+    wait_for(Duration::from_secs(20), "traffic under an allow", || {
+        round_trip(pair.up, b"hello")
+    });
+    // ...and with no intention at all, the ACL default (deny) decides.
+    intention(&["delete", "web", "db"]);
+    wait_for(
+        Duration::from_secs(5),
+        "the ACL default to refuse the connection",
+        || round_trip(pair.up, b"ping").is_none().then_some(()),
+    );
+    let (ok, out, _) = cli(&agent, &["intention", "check", "web", "db", &token]);
+    assert!(!ok && out.contains("Denied"), "{out}");
+    for _ in 0..5 {
+        assert_eq!(
+            round_trip(pair.up, b"ping"),
+            None,
+            "a connection got through"
+        );
+    }
+    // What the proxy asked the agent, asked again: the default decided.
+    let roots = json(&http_get(&agent.http, "/v1/connect/ca/roots"));
+    let web = SpiffeId {
+        trust_domain: roots["TrustDomain"].as_str().unwrap().to_string(),
+        datacenter: "dc1".into(),
+        service: "web".into(),
+    };
+    let body = serde_json::json!({"Target": "db", "ClientCertURI": web.uri()}).to_string();
+    let (status, _, answer) = process::http_with(
+        &agent.http,
+        "POST",
+        "/v1/agent/connect/authorize",
+        &format!("X-Consul-Token: {ROOT}\r\n"),
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let answer = json(&answer);
+    assert_eq!(answer["Authorized"], false, "{answer}");
+    assert_eq!(
+        answer["Reason"], "Default behavior configured by ACLs",
+        "{answer}"
+    );
+}
+
 #[test]
 fn sidecars_registered_with_their_services_carry_traffic() {
     let dir = tempfile::tempdir().unwrap();

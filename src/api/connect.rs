@@ -541,7 +541,7 @@ pub async fn authorize<E: Env>(s: Api<E>, body: Bytes) -> Result<Response, ApiEr
             },
             (ok, None) => Authorized {
                 authorized: ok,
-                reason: "Default behavior configured by ACLs".into(),
+                reason: crate::connect::proxy::DEFAULT_REASON.into(),
             },
         }
     };

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::ca::SpiffeId;
 use super::intention::{self, Intention};
 use super::tls::{self, Identity};
 use crate::env::{timeout, Env, Task, TcpListener};
@@ -130,6 +131,8 @@ struct Shared<E: Env> {
     live: AtomicUsize,
     /// Connections refused, inbound and outbound.
     refused: AtomicU64,
+    /// What the agent decides when no intention matches, once asked.
+    default_allow: std::sync::OnceLock<bool>,
 }
 
 /// A running proxy; dropping it stops it at once, [`Proxy::shutdown`]
@@ -165,6 +168,7 @@ impl<E: Env> Proxy<E> {
             observed: Mutex::new(BTreeMap::new()),
             live: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
+            default_allow: std::sync::OnceLock::new(),
         });
         let bind = |addr: SocketAddr| {
             let env = env.clone();
@@ -573,7 +577,7 @@ async fn inbound<E: Env>(
             peer.trust_domain, tls.trust_domain
         ));
     }
-    let allowed = authorize(shared, &peer.service).await?;
+    let allowed = authorize(shared, &peer).await?;
     {
         let mut obs = shared.observed.lock().unwrap_or_else(|e| e.into_inner());
         let o = obs.entry(peer.service.clone()).or_default();
@@ -597,25 +601,68 @@ async fn inbound<E: Env>(
     Ok(())
 }
 
-/// Whether `source` may connect, from the followed intentions (waiting
-/// briefly for the first answer).
-async fn authorize<E: Env>(shared: &Shared<E>, source: &str) -> Result<bool, String> {
+/// Whether `peer` may connect. A matching intention among those followed
+/// decides (waiting briefly for the first answer). When none matches, the
+/// agent's default decides, as in Consul: the ACL default policy, so a mesh
+/// whose ACLs deny by default refuses what no intention allows. The proxy
+/// asks the agent (`/v1/agent/connect/authorize`) and remembers a default
+/// answer, which changes only with the agent's configuration.
+async fn authorize<E: Env>(shared: &Shared<E>, peer: &SpiffeId) -> Result<bool, String> {
     let deadline = shared.env.now() + HANDSHAKE_TIMEOUT;
     loop {
-        if let Some(list) = shared
+        let matched = shared
             .intentions
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-        {
-            return Ok(intention::authorize(list, source, &shared.cfg.service, true).0);
+            .map(|list| {
+                let (ok, by) = intention::authorize(list, &peer.service, &shared.cfg.service, true);
+                by.map(|_| ok)
+            });
+        match matched {
+            Some(Some(ok)) => return Ok(ok),
+            Some(None) => break,
+            None if shared.env.now() >= deadline => return Err("intentions not known yet".into()),
+            None => shared.env.sleep(Duration::from_millis(20)).await,
         }
-        if shared.env.now() >= deadline {
-            return Err("intentions not known yet".into());
-        }
-        shared.env.sleep(Duration::from_millis(20)).await;
     }
+    if let Some(allow) = shared.default_allow.get() {
+        return Ok(*allow);
+    }
+    let body = serde_json::json!({
+        "Target": shared.cfg.service,
+        "ClientCertURI": peer.uri(),
+    });
+    let answer = exchange(
+        &shared.env,
+        shared.cfg.agent,
+        "POST",
+        "/v1/agent/connect/authorize",
+        Bytes::from(body.to_string()),
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .map_err(|e| format!("asking the agent whether {} may connect: {e}", peer.service))?;
+    let verdict: Verdict = json(&answer.body)?;
+    // An intention the followed list did not have yet may have decided;
+    // only the default is worth remembering.
+    if verdict.reason == DEFAULT_REASON {
+        let _ = shared.default_allow.set(verdict.authorized);
+    }
+    Ok(verdict.authorized)
 }
+
+/// What `/v1/agent/connect/authorize` answers.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Verdict {
+    authorized: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The reason the agent gives when no intention matched (Consul's words).
+pub(crate) const DEFAULT_REASON: &str = "Default behavior configured by ACLs";
 
 /// Accepts an upstream's local connections.
 async fn accept_outbound<E: Env>(shared: Arc<Shared<E>>, listener: E::TcpListener, dest: String) {
