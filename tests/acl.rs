@@ -382,6 +382,27 @@ fn default_deny_refuses_anonymous_filters_lists_and_scopes_tokens() {
     // With management, db is there (the DNS token is what hides it).
     let body = as_root(&a, "GET", "/v1/catalog/services", "");
     assert!(body.contains("\"db\""), "{body}");
+    // Prepared queries over DNS run with the DNS token too: found by name
+    // (executing needs no `query` rule, as in Consul), they find only what
+    // the DNS token may read.
+    for (name, service) in [("webq", "web"), ("dbq", "db")] {
+        as_root(
+            &a,
+            "POST",
+            "/v1/query",
+            &format!(r#"{{"Name":"{name}","Service":{{"Service":"{service}"}}}}"#),
+        );
+    }
+    let webq = wait_for(Duration::from_secs(10), "webq over DNS", || {
+        let m = dns_lookup(&a, "webq.query.consul.");
+        (!m.answers.is_empty()).then_some(m)
+    });
+    assert_eq!(webq.answers.len(), 1, "{webq:?}");
+    let dbq = dns_lookup(&a, "dbq.query.consul.");
+    assert!(
+        dbq.answers.is_empty(),
+        "db is not the DNS token's to see: {dbq:?}"
+    );
 
     // The initial management token bootstrapped the ACL system.
     let (st, _, body) = req(&a, "PUT", "/v1/acl/bootstrap", "", "", "");

@@ -21,21 +21,7 @@ pub struct Executed {
     pub failovers: u32,
 }
 
-/// The query `key` means: an ID, an exact name, or else the template
-/// whose name is the longest prefix of `key`.
-pub fn resolve<'a>(all: &'a [PreparedQuery], key: &str) -> Option<&'a PreparedQuery> {
-    all.iter()
-        .find(|q| q.id == key)
-        .or_else(|| {
-            all.iter()
-                .find(|q| q.template.kind.is_empty() && q.name == key)
-        })
-        .or_else(|| {
-            all.iter()
-                .filter(|q| q.template.kind == "name_prefix_match" && key.starts_with(&q.name))
-                .max_by_key(|q| q.name.len())
-        })
-}
+pub use crate::state::resolve_query as resolve;
 
 /// `q`'s lookup for the name it was executed by: a template's
 /// `${name.full}`, `${name.prefix}`, `${name.suffix}` and `${match(N)}`
@@ -127,23 +113,21 @@ pub async fn run<E: Env>(
             consistency: Consistency::Default,
             min_index: 0,
             max_wait_ms: 0,
-            query: Query::PreparedQueries,
+            query: Query::PreparedQuery(key.to_string()),
         },
         hops: 0,
     };
-    let all = match servers
+    let q = match servers
         .call(with_token(read.in_dc(dc), token))
         .await
         .answer?
     {
-        Answer::PreparedQueries(v) => v,
+        Answer::PreparedQuery(Some(q)) => q,
+        Answer::PreparedQuery(None) => return Ok(None),
         other => return Err(format!("unexpected answer {other:?}")),
     };
-    let Some(q) = resolve(&all, key) else {
-        return Ok(None);
-    };
-    let e = execute(servers, token, local_dc, dc, q, key).await?;
-    Ok(Some((q.clone(), e)))
+    let e = execute(servers, token, local_dc, dc, &q, key).await?;
+    Ok(Some((*q, e)))
 }
 
 /// Runs `q` (executed as `name`) in datacenter `dc` (`None`: this one,

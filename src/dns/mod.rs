@@ -253,7 +253,10 @@ async fn run_query<E: Env>(
 ) -> Result<Option<(Lookup, Arc<Found>)>, String> {
     let here = &shared.cfg.datacenter;
     let dc = dc.filter(|d| !d.eq_ignore_ascii_case(here));
-    let Some((_, e)) = crate::agent::prepared::run(&shared.servers, None, here, dc, name).await?
+    // With the DNS token, as every other DNS answer: the query runs for
+    // anyone who knows its name, and finds what that token may read.
+    let token = shared.cfg.acl_token.as_deref();
+    let Some((_, e)) = crate::agent::prepared::run(&shared.servers, token, here, dc, name).await?
     else {
         return Ok(None);
     };

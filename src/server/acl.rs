@@ -224,7 +224,9 @@ pub(crate) fn filter(z: &Authorizer, answer: &mut Answer) -> bool {
             }
             false
         }
-        Answer::Kv(_)
+        // Executing a query needs no `query` rule (see Query::PreparedQuery).
+        Answer::PreparedQuery(_)
+        | Answer::Kv(_)
         | Answer::Written(_)
         | Answer::Txn(_)
         | Answer::Ca(_)

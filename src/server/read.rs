@@ -82,6 +82,14 @@ fn answer_in(store: &Store, query: &Query, now_ms: u64) -> Answer {
         Query::CaRoots => Answer::Ca(Box::new(store.ca().public())),
         Query::Intentions => Answer::Intentions(store.intentions().cloned().collect()),
         Query::PreparedQueries => Answer::PreparedQueries(store.queries().cloned().collect()),
+        Query::PreparedQuery(key) => {
+            let all: Vec<_> = store.queries().cloned().collect();
+            Answer::PreparedQuery(
+                crate::state::resolve_query(&all, key)
+                    .cloned()
+                    .map(Box::new),
+            )
+        }
         Query::AclResolve(secret) => {
             Answer::AclResolved(store.acl().identity(secret, now_ms).map(Box::new))
         }

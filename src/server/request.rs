@@ -302,6 +302,11 @@ pub enum Query {
     ConnectProxies(String),
     /// Every prepared query.
     PreparedQueries,
+    /// The prepared query an ID or name means, to execute it. As in
+    /// Consul, any token may run a query it knows the name of (listing and
+    /// reading definitions need `query` read); what the query finds is
+    /// filtered by the caller's token.
+    PreparedQuery(String),
     /// The token with this secret, with its policies (no permission is
     /// needed: knowing the secret is enough).
     AclResolve(String),
@@ -334,7 +339,7 @@ impl Query {
             Query::CaRoots => &[Table::Connect],
             Query::Intentions => &[Table::Intentions],
             Query::ConnectProxies(_) => &[Table::Nodes, Table::Services, Table::Checks],
-            Query::PreparedQueries => &[Table::Queries],
+            Query::PreparedQueries | Query::PreparedQuery(_) => &[Table::Queries],
             Query::AclResolve(_) | Query::AclTokens | Query::AclPolicies | Query::AclRoles => {
                 &[Table::Acl]
             }
@@ -389,6 +394,8 @@ pub enum Answer {
     Leaf(crate::connect::ca::SignedLeaf),
     /// For `PreparedQueries`.
     PreparedQueries(Vec<crate::state::PreparedQuery>),
+    /// For `PreparedQuery`: the query, if the key means one.
+    PreparedQuery(Option<Box<crate::state::PreparedQuery>>),
     /// For `Datacenters`: every datacenter, this one first, then nearest.
     Datacenters(Vec<String>),
     /// For `Status`: the leader's RPC address and the voters'.

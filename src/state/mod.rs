@@ -36,7 +36,9 @@ pub use connect::{CaRoot, CaState};
 pub use error::StateError;
 pub use kv::{KvEntry, KvOp};
 pub use operator::AutopilotConfig;
-pub use query::{PreparedQuery, QueryDns, QueryFailover, QueryService, QueryTemplate};
+pub use query::{
+    resolve_query, PreparedQuery, QueryDns, QueryFailover, QueryService, QueryTemplate,
+};
 pub use session::{Behavior, Session};
 pub use txn::{TxnError, TxnOp, TxnOutcome, TxnVerb, MAX_TXN_OPS};
 pub use watch::WatchHub;

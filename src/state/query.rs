@@ -150,3 +150,19 @@ impl Tx<'_> {
         found
     }
 }
+
+/// The query `key` means: an ID, an exact name, or else the template
+/// whose name is the longest prefix of `key`.
+pub fn resolve_query<'a>(all: &'a [PreparedQuery], key: &str) -> Option<&'a PreparedQuery> {
+    all.iter()
+        .find(|q| q.id == key)
+        .or_else(|| {
+            all.iter()
+                .find(|q| q.template.kind.is_empty() && q.name == key)
+        })
+        .or_else(|| {
+            all.iter()
+                .filter(|q| q.template.kind == "name_prefix_match" && key.starts_with(&q.name))
+                .max_by_key(|q| q.name.len())
+        })
+}
