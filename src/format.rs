@@ -146,9 +146,25 @@ pub fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
+/// An RFC 3339 time (as Consul reads `ExpirationTime`) in Unix ms.
+pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| format!("{s:?} is before 1970"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        let ms = 1_765_000_000_123;
+        assert_eq!(parse_rfc3339_ms(&rfc3339(ms)).unwrap(), ms);
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z").unwrap(), 1000);
+        assert!(parse_rfc3339_ms("yesterday").is_err());
+        assert!(parse_rfc3339_ms("1969-12-31T23:59:59Z").is_err());
+    }
 
     #[test]
     fn durations_print_like_go() {

@@ -554,3 +554,206 @@ fn agent_tokens_set_at_run_time_survive_a_restart_when_persisted() {
         assert_eq!(st, expected, "persist = {persist}");
     }
 }
+
+/// Service and node identities, templated policies, and roles carrying
+/// them grant what Consul's synthetic policies grant, in their datacenter
+/// only; bad ones are refused with Consul's words.
+#[test]
+fn identities_and_templated_policies_grant_what_consul_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start(
+        dir.path(),
+        "ident1",
+        &config(),
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    wait_for(Duration::from_secs(30), "the management token", || {
+        let (st, _, body) = req(&a, "GET", "/v1/acl/token/self", ROOT, "header", "");
+        (st == 200 && body.contains("Initial Management Token")).then_some(())
+    });
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
+    let secret_of = |body: &str| {
+        let (st, _, out) = req(&a, "PUT", "/v1/acl/token", ROOT, "header", body);
+        assert_eq!(st, 200, "{body}: {out}");
+        json(&out)["SecretID"].as_str().unwrap().to_string()
+    };
+    let register = |token: &str, name: &str| {
+        let body = format!(r#"{{"Name":"{name}","Port":80}}"#);
+        req(
+            &a,
+            "PUT",
+            "/v1/agent/service/register",
+            token,
+            "header",
+            &body,
+        )
+        .0
+    };
+
+    // The templates, and a preview with Consul's synthetic ID and name.
+    let list = json(&as_root(&a, "GET", "/v1/acl/templated-policies", ""));
+    for t in ["builtin/service", "builtin/node", "builtin/dns"] {
+        assert_eq!(list[t]["TemplateName"], t, "{list}");
+    }
+    let (st, _, _) = req(&a, "GET", "/v1/acl/templated-policies", "", "", "");
+    assert_eq!(st, 403, "listing templates needs acl:read");
+    let one = json(&as_root(
+        &a,
+        "GET",
+        "/v1/acl/templated-policy/name/builtin/node",
+        "",
+    ));
+    assert!(one["Template"]
+        .as_str()
+        .unwrap()
+        .contains("node \"{{.Name}}\""));
+    let p = json(&as_root(
+        &a,
+        "POST",
+        "/v1/acl/templated-policy/preview/builtin/service",
+        r#"{"Name":"api"}"#,
+    ));
+    assert!(p["Rules"]
+        .as_str()
+        .unwrap()
+        .contains("service \"api-sidecar-proxy\""));
+    assert!(p["Name"]
+        .as_str()
+        .unwrap()
+        .starts_with("synthetic-policy-0a7365727669636520226170692220"));
+    let (st, _, out) = req(
+        &a,
+        "POST",
+        "/v1/acl/templated-policy/preview/builtin/service",
+        ROOT,
+        "header",
+        "",
+    );
+    assert_eq!(st, 400, "{out}");
+    assert!(out.contains("name is required"), "{out}");
+
+    // A service identity writes its service (and sidecar), reads the rest.
+    let web = secret_of(
+        r#"{"ServiceIdentities":[{"ServiceName":"web"}],
+            "NodeIdentities":[{"NodeName":"ident1","Datacenter":"dc1"}]}"#,
+    );
+    assert_eq!(register(&web, "web"), 200);
+    assert_eq!(register(&web, "web-sidecar-proxy"), 200);
+    assert_eq!(register(&web, "db"), 403);
+    let (st, _, _) = req(&a, "GET", "/v1/catalog/services", &web, "header", "");
+    assert_eq!(st, 200);
+    let (st, _, _) = req(&a, "PUT", "/v1/kv/k", &web, "header", "v");
+    assert_eq!(st, 403, "an identity grants no KV");
+    let t = json(&as_root(&a, "GET", "/v1/acl/tokens", ""));
+    let listed = t
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["SecretID"] == web.as_str())
+        .unwrap();
+    assert_eq!(listed["ServiceIdentities"][0]["ServiceName"], "web");
+    assert_eq!(listed["NodeIdentities"][0]["Datacenter"], "dc1");
+
+    // Limited to another datacenter, it grants nothing here.
+    let elsewhere =
+        secret_of(r#"{"ServiceIdentities":[{"ServiceName":"web","Datacenters":["dc2"]}]}"#);
+    assert_eq!(register(&elsewhere, "web"), 403);
+
+    // Through a role, and as a templated policy.
+    let (st, _, out) = req(
+        &a,
+        "PUT",
+        "/v1/acl/role",
+        ROOT,
+        "header",
+        r#"{"Name":"dbs","ServiceIdentities":[{"ServiceName":"db"}]}"#,
+    );
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(json(&out)["ServiceIdentities"][0]["ServiceName"], "db");
+    let db = secret_of(r#"{"Roles":[{"Name":"dbs"}]}"#);
+    assert_eq!(register(&db, "db"), 200);
+    assert_eq!(register(&db, "web"), 403);
+    let api = secret_of(
+        r#"{"TemplatedPolicies":[{"TemplateName":"builtin/service","TemplateVariables":{"Name":"api"}}]}"#,
+    );
+    assert_eq!(register(&api, "api"), 200);
+    assert_eq!(register(&api, "web"), 403);
+
+    // Refusals, with Consul's words.
+    for (body, says) in [
+        (
+            r#"{"ServiceIdentities":[{"ServiceName":"Web"}]}"#,
+            "has an invalid name",
+        ),
+        (
+            r#"{"NodeIdentities":[{"NodeName":"n1"}]}"#,
+            "missing the datacenter",
+        ),
+        (
+            r#"{"TemplatedPolicies":[{"TemplateName":"builtin/nope"}]}"#,
+            "does not exist",
+        ),
+        (
+            r#"{"Local":true,"ServiceIdentities":[{"ServiceName":"web","Datacenters":["dc1"]}]}"#,
+            "local token",
+        ),
+        (
+            r#"{"ExpirationTime":"2001-01-01T00:00:00Z"}"#,
+            "cannot be in the past",
+        ),
+        (
+            r#"{"ExpirationTime":"2999-01-01T00:00:00Z","ExpirationTTL":"1h"}"#,
+            "cannot both be set",
+        ),
+    ] {
+        let (st, _, out) = req(&a, "PUT", "/v1/acl/token", ROOT, "header", body);
+        assert_eq!(st, 400, "{body}: {out}");
+        assert!(out.contains(says), "{body}: {out}");
+    }
+    let (st, _, out) = req(
+        &a,
+        "PUT",
+        "/v1/acl/token",
+        ROOT,
+        "header",
+        r#"{"ExpirationTime":"2999-01-01T00:00:00Z"}"#,
+    );
+    assert_eq!(st, 200, "{out}");
+    assert!(
+        out.contains("\"ExpirationTime\":\"2999-01-01T00:00:00Z\""),
+        "{out}"
+    );
+
+    // The CLI.
+    let root = format!("-token={ROOT}");
+    let (ok, out, err) = cli(
+        &a,
+        &[
+            "acl",
+            "token",
+            "create",
+            "-service-identity=api:dc1",
+            "-node-identity=n2:dc1",
+            &root,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Service Identities:\n   api (Datacenters: dc1)"),
+        "{out}"
+    );
+    assert!(out.contains("n2 (Datacenter: dc1)"), "{out}");
+    let (ok, out, err) = cli(
+        &a,
+        &[
+            "acl",
+            "templated-policy",
+            "preview",
+            "-name=builtin/node",
+            "-var=name:n9",
+            &root,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("node \"n9\""), "{out}");
+}

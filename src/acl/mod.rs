@@ -9,10 +9,12 @@
 //! (`crate::agent::acl`).
 
 pub mod authz;
+pub mod identity;
 mod model;
 pub mod rules;
 
 pub use authz::Authorizer;
+pub use identity::{Identities, NodeIdentity, ServiceIdentity, TemplatedPolicy};
 pub use model::{Identity, Link, Policy, Resolved, Role, Token};
 pub use rules::{Access, Global, Resource, Rules, RulesError};
 

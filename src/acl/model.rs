@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::identity::Identities;
 use super::rules::Rules;
 
 /// A reference to a policy or role, by ID or by name (names are resolved
@@ -32,6 +33,9 @@ pub struct Token {
     pub policies: Vec<Link>,
     /// Its roles.
     pub roles: Vec<Link>,
+    /// Its service and node identities and templated policies.
+    #[serde(flatten)]
+    pub identities: Identities,
     /// Valid in this datacenter only.
     pub local: bool,
     /// When it stops being valid (Unix ms).
@@ -74,6 +78,9 @@ pub struct Role {
     pub description: String,
     /// Its policies.
     pub policies: Vec<Link>,
+    /// Its service and node identities and templated policies.
+    #[serde(flatten)]
+    pub identities: Identities,
     /// Raft index of its creation.
     pub create_index: u64,
     /// Raft index of its last change.
@@ -92,6 +99,9 @@ pub struct Resolved {
     pub management: bool,
     /// The IDs of those policies (its own and its roles').
     pub policy_ids: Vec<String>,
+    /// The synthetic policies of its identities and templated policies
+    /// (its own and its roles'), whose rules are in `rules` too.
+    pub synthetic: Vec<Policy>,
 }
 
 /// A token as an agent learns it from the servers: the token, and every

@@ -152,8 +152,11 @@ impl<E: Env> Agent<E> {
             }
             None => None,
         };
-        if let (Some(server), Some((w, _))) = (&local, &wan) {
-            server.set_wan(&config.datacenter, w.clone());
+        if let Some(server) = &local {
+            server.set_datacenter(&config.datacenter);
+            if let Some((w, _)) = &wan {
+                server.set_wan(w.clone());
+            }
         }
         let servers = Arc::new(Servers::new(
             env.clone(),

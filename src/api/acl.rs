@@ -22,8 +22,8 @@ use super::context::{
 };
 use super::error::{bad, internal, refusal, unexpected, ApiError};
 use crate::acl::{
-    Access, Authorizer, Global, Link, Policy, Resource, Role, Token, ACL_DISABLED, ACL_NOT_FOUND,
-    PERMISSION_DENIED,
+    Access, Authorizer, Global, Identities, Link, Policy, Resource, Role, Token, ACL_DISABLED,
+    ACL_NOT_FOUND, PERMISSION_DENIED,
 };
 use crate::env::Env;
 use crate::server::{Answer, Query};
@@ -97,6 +97,7 @@ fn agent_need<E: Env>(s: &Api<E>, method: &Method, path: &str) -> Option<Need> {
             Need::Global(Global::Operator, Access::Write)
         }
         _ if path.starts_with("/v1/agent/token/") => Need::Global(Global::Acl, Access::Write),
+        _ if path.starts_with("/v1/acl/templated-polic") => Need::Global(Global::Acl, Access::Read),
         _ if path.starts_with("/v1/event/fire/") => {
             Need::Named(Resource::Event, rest("/v1/event/fire/")?, Access::Write)
         }
@@ -236,7 +237,21 @@ fn token_json(t: &Token) -> Value {
     if let Some(at) = t.expiration_ms {
         v["ExpirationTime"] = json!(crate::format::rfc3339(at));
     }
+    add_identities(&mut v, &t.identities);
     v
+}
+
+/// Consul leaves out empty identity lists.
+fn add_identities(v: &mut Value, ids: &Identities) {
+    if !ids.service_identities.is_empty() {
+        v["ServiceIdentities"] = json!(ids.service_identities);
+    }
+    if !ids.node_identities.is_empty() {
+        v["NodeIdentities"] = json!(ids.node_identities);
+    }
+    if !ids.templated_policies.is_empty() {
+        v["TemplatedPolicies"] = json!(ids.templated_policies);
+    }
 }
 
 fn links_json(links: &[Link]) -> Value {
@@ -262,17 +277,17 @@ fn policy_json(p: &Policy) -> Value {
 }
 
 fn role_json(r: &Role) -> Value {
-    json!({
+    let mut v = json!({
         "ID": r.id,
         "Name": r.name,
         "Description": r.description,
         "Policies": links_json(&r.policies),
-        "ServiceIdentities": null,
-        "NodeIdentities": null,
         "Hash": "",
         "CreateIndex": r.create_index,
         "ModifyIndex": r.modify_index,
-    })
+    });
+    add_identities(&mut v, &r.identities);
+    v
 }
 
 /// The ACL endpoints answer 401 while ACLs are off, as Consul's do.
@@ -285,7 +300,16 @@ fn enabled<E: Env>(s: &Api<E>) -> Result<(), ApiError> {
 }
 
 /// The field names of the ACL bodies, as Consul spells them.
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 22] = [
+    "ServiceIdentities",
+    "NodeIdentities",
+    "TemplatedPolicies",
+    "ServiceName",
+    "NodeName",
+    "Datacenter",
+    "TemplateName",
+    "TemplateVariables",
+    "ExpirationTime",
     "AccessorID",
     "SecretID",
     "Description",
@@ -335,7 +359,10 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Api
 async fn acl_write<E: Env>(s: &Api<E>, cmd: Command) -> Result<bool, ApiError> {
     // The state's refusals of a bad token, policy or role are the
     // caller's mistake (400), as in Consul.
-    const CALLERS: [&str; 6] = [
+    const CALLERS: [&str; 9] = [
+        "identity",
+        "templated policy",
+        "Service identity",
         "Invalid",
         "No such",
         "not permitted",
@@ -370,12 +397,50 @@ struct TokenBody {
     local: bool,
     #[serde(rename = "ExpirationTTL")]
     expiration_ttl: String,
+    #[serde(rename = "ExpirationTime")]
+    expiration_time: String,
+    #[serde(flatten)]
+    identities: IdentitiesBody,
+}
+
+/// Identities in a token or role body, with Consul's names.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct IdentitiesBody {
+    #[serde(rename = "ServiceIdentities")]
+    service_identities: Vec<crate::acl::ServiceIdentity>,
+    #[serde(rename = "NodeIdentities")]
+    node_identities: Vec<crate::acl::NodeIdentity>,
+    #[serde(rename = "TemplatedPolicies")]
+    templated_policies: Vec<crate::acl::TemplatedPolicy>,
+}
+
+impl From<IdentitiesBody> for Identities {
+    fn from(b: IdentitiesBody) -> Identities {
+        Identities {
+            service_identities: b.service_identities,
+            node_identities: b.node_identities,
+            templated_policies: b.templated_policies,
+        }
+    }
 }
 
 impl TokenBody {
     fn into_token<E: Env>(self, s: &Api<E>) -> Result<Token, ApiError> {
         let now_ms = wall_ms(s);
-        let expiration_ms = if self.expiration_ttl.is_empty() {
+        let expiration_ms = if !self.expiration_time.is_empty() {
+            if !self.expiration_ttl.is_empty() {
+                return Err(bad(
+                    "Token Expiration TTL and Expiration Time cannot both be set",
+                ));
+            }
+            let at = crate::format::parse_rfc3339_ms(&self.expiration_time)
+                .map_err(|e| bad(format!("Invalid ExpirationTime: {e}")))?;
+            if at <= now_ms {
+                return Err(bad("ExpirationTime cannot be in the past"));
+            }
+            Some(at)
+        } else if self.expiration_ttl.is_empty() {
             None
         } else {
             let ttl = crate::format::parse_duration(&self.expiration_ttl)
@@ -391,6 +456,7 @@ impl TokenBody {
             description: self.description,
             policies: self.policies.unwrap_or_default(),
             roles: self.roles.unwrap_or_default(),
+            identities: self.identities.into(),
             local: self.local,
             expiration_ms,
             create_ms: now_ms,
@@ -590,6 +656,7 @@ pub async fn clone_token<E: Env>(
         create_ms: wall_ms(&s),
         policies: old.policies,
         roles: old.roles,
+        identities: old.identities,
         local: old.local,
         expiration_ms: old.expiration_ms,
         ..Token::default()
@@ -653,6 +720,8 @@ struct RoleBody {
     description: String,
     #[serde(rename = "Policies")]
     policies: Option<Vec<Link>>,
+    #[serde(flatten)]
+    identities: IdentitiesBody,
 }
 
 /// What the policy and role endpoints share: both are listed whole by the
@@ -741,6 +810,7 @@ impl Named for Role {
             name: b.name,
             description: b.description,
             policies: b.policies.unwrap_or_default(),
+            identities: b.identities.into(),
             ..Role::default()
         })))
     }
@@ -833,6 +903,66 @@ pub async fn list<E: Env, T: Named>(
     let (h, all) = all::<E, T>(&s, &params).await?;
     let list: Vec<Value> = all.iter().map(T::json).collect();
     Ok((h, Json(list)).into_response())
+}
+
+/// A built-in template in Consul's JSON.
+fn template_json(t: &crate::acl::identity::Template) -> Value {
+    json!({"TemplateName": t.name, "Schema": t.schema, "Template": t.template})
+}
+
+/// The built-in template `name` (axum's wildcard keeps the leading `/`).
+fn template_named(name: &str) -> Result<&'static crate::acl::identity::Template, ApiError> {
+    let name = name.trim_start_matches('/');
+    crate::acl::identity::template(name).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("Invalid templated policy Name: {name:?} does not exist"),
+        )
+    })
+}
+
+/// `GET /v1/acl/templated-policies`: the built-in templates, by name.
+pub async fn templated_policies<E: Env>(s: Api<E>) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let all: serde_json::Map<String, Value> = crate::acl::identity::TEMPLATES
+        .iter()
+        .map(|t| (t.name.to_string(), template_json(t)))
+        .collect();
+    Ok(Json(Value::Object(all)).into_response())
+}
+
+/// `GET /v1/acl/templated-policy/name/<name>`.
+pub async fn templated_policy<E: Env>(
+    s: Api<E>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    Ok(Json(template_json(template_named(&name)?)).into_response())
+}
+
+/// `POST /v1/acl/templated-policy/preview/<name>` with `{"Name": ...}`:
+/// the synthetic policy the template makes with those variables.
+pub async fn preview_templated_policy<E: Env>(
+    s: Api<E>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let t = template_named(&name)?;
+    let variables: Option<crate::acl::identity::TemplateVariables> =
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            Some(body(&bytes)?)
+        };
+    let tp = crate::acl::TemplatedPolicy {
+        template_name: t.name.to_string(),
+        variables,
+        datacenters: Vec::new(),
+    };
+    tp.validate(false).map_err(bad)?;
+    let p = tp.synthetic().map_err(bad)?;
+    Ok(Json(policy_json(&p)).into_response())
 }
 
 #[derive(Deserialize, Default)]

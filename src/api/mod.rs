@@ -85,6 +85,18 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         )
         .route("/v1/acl/role/name/{name}", get(acl::by_name::<E, Role>))
         .route("/v1/acl/roles", get(acl::list::<E, Role>))
+        .route(
+            "/v1/acl/templated-policies",
+            get(acl::templated_policies::<E>),
+        )
+        .route(
+            "/v1/acl/templated-policy/name/{*name}",
+            get(acl::templated_policy::<E>),
+        )
+        .route(
+            "/v1/acl/templated-policy/preview/{*name}",
+            post(acl::preview_templated_policy::<E>),
+        )
         .route("/v1/agent/self", get(agent_self::<E>))
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))

@@ -29,8 +29,97 @@ enum AclCmd {
     /// Create, list, read and delete roles.
     #[command(subcommand)]
     Role(RoleCmd),
+    /// List, read and preview the built-in policy templates.
+    #[command(subcommand, name = "templated-policy")]
+    TemplatedPolicy(TemplateCmd),
     /// Replace one of the agent's tokens (default, agent, dns).
     SetAgentToken(SetAgentToken),
+}
+
+#[derive(Subcommand, Debug)]
+enum TemplateCmd {
+    /// List the templates.
+    List(Output),
+    /// Show a template (`-name`).
+    Read(TemplateArgs),
+    /// Show the policy a template makes with `-var name:<value>`.
+    Preview(TemplateArgs),
+}
+
+#[derive(Args, Debug)]
+struct TemplateArgs {
+    #[command(flatten)]
+    out: Output,
+    /// The template, e.g. `builtin/service`.
+    #[arg(long = "name")]
+    name: String,
+    /// A variable, `name:<value>`.
+    #[arg(long = "var")]
+    vars: Vec<String>,
+}
+
+/// Identities and templated policies, for tokens and roles.
+#[derive(Args, Debug)]
+struct IdentityArgs {
+    /// A service identity, `<service>[:<dc>,...]` (repeatable).
+    #[arg(long = "service-identity")]
+    service_identities: Vec<String>,
+    /// A node identity, `<node>:<dc>` (repeatable).
+    #[arg(long = "node-identity")]
+    node_identities: Vec<String>,
+    /// A templated policy by name (with `-var`).
+    #[arg(long = "templated-policy")]
+    templated_policy: Option<String>,
+    /// The templated policy's variable, `name:<value>`.
+    #[arg(long = "var")]
+    vars: Vec<String>,
+}
+
+impl IdentityArgs {
+    /// The identities as Consul's JSON fields, added to `body`.
+    fn add_to(&self, body: &mut Value) -> anyhow::Result<()> {
+        let mut services = Vec::new();
+        for s in &self.service_identities {
+            let (name, dcs) = s.split_once(':').unwrap_or((s, ""));
+            let dcs: Vec<&str> = dcs.split(',').filter(|d| !d.is_empty()).collect();
+            services.push(json!({"ServiceName": name, "Datacenters": dcs}));
+        }
+        let mut nodes = Vec::new();
+        for n in &self.node_identities {
+            let (name, dc) = n.split_once(':').ok_or_else(|| {
+                anyhow::anyhow!("-node-identity {n:?} must be <node>:<datacenter>")
+            })?;
+            nodes.push(json!({"NodeName": name, "Datacenter": dc}));
+        }
+        if !services.is_empty() {
+            body["ServiceIdentities"] = json!(services);
+        }
+        if !nodes.is_empty() {
+            body["NodeIdentities"] = json!(nodes);
+        }
+        if let Some(t) = &self.templated_policy {
+            let mut tp = json!({"TemplateName": t});
+            if let Some(name) = var_name(&self.vars)? {
+                tp["TemplateVariables"] = json!({"Name": name});
+            }
+            body["TemplatedPolicies"] = json!([tp]);
+        } else if !self.vars.is_empty() {
+            anyhow::bail!("-var needs -templated-policy");
+        }
+        Ok(())
+    }
+}
+
+/// The `name` of `-var name:<value>` (the only variable templates take).
+fn var_name(vars: &[String]) -> anyhow::Result<Option<String>> {
+    let mut name = None;
+    for v in vars {
+        match v.split_once(':') {
+            Some(("name", value)) => name = Some(value.to_string()),
+            _ => anyhow::bail!("-var {v:?} must be name:<value>"),
+        }
+    }
+    Ok(name)
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +176,8 @@ struct TokenWrite {
     /// Expire after this long (`1h`, `30m`).
     #[arg(long = "expires-ttl")]
     expires_ttl: Option<String>,
+    #[command(flatten)]
+    identities: IdentityArgs,
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +255,8 @@ struct RoleWrite {
     /// A policy by ID (repeatable).
     #[arg(long = "policy-id")]
     policy_ids: Vec<String>,
+    #[command(flatten)]
+    identities: IdentityArgs,
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +306,7 @@ pub async fn run(a: AclArgs) -> anyhow::Result<()> {
         AclCmd::Token(cmd) => token(cmd).await,
         AclCmd::Policy(cmd) => policy(cmd).await,
         AclCmd::Role(cmd) => role(cmd).await,
+        AclCmd::TemplatedPolicy(cmd) => templated_policy(cmd).await,
         AclCmd::SetAgentToken(s) => {
             let path = format!("/v1/agent/token/{}", s.kind);
             call(&s.http, "PUT", &path, Some(json!({ "Token": s.token }))).await?;
@@ -225,7 +319,7 @@ pub async fn run(a: AclArgs) -> anyhow::Result<()> {
 async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     match cmd {
         TokenCmd::Create(w) => {
-            let mut body = token_body(&w);
+            let mut body = token_body(&w)?;
             if let Some(id) = &w.id {
                 body["AccessorID"] = json!(id);
             }
@@ -239,7 +333,7 @@ async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
             let id =
                 w.id.clone()
                     .ok_or_else(|| anyhow::anyhow!("token update needs -id (the accessor ID)"))?;
-            let body = token_body(&w);
+            let body = token_body(&w)?;
             let t = call(
                 &w.out.http,
                 "PUT",
@@ -272,7 +366,7 @@ async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     }
 }
 
-fn token_body(w: &TokenWrite) -> Value {
+fn token_body(w: &TokenWrite) -> anyhow::Result<Value> {
     let mut body = json!({
         "Description": w.description.clone().unwrap_or_default(),
         "Policies": links(&w.policy_names, &w.policy_ids),
@@ -282,7 +376,34 @@ fn token_body(w: &TokenWrite) -> Value {
     if let Some(ttl) = &w.expires_ttl {
         body["ExpirationTTL"] = json!(ttl);
     }
-    body
+    w.identities.add_to(&mut body)?;
+    Ok(body)
+}
+
+async fn templated_policy(cmd: TemplateCmd) -> anyhow::Result<()> {
+    match cmd {
+        TemplateCmd::List(out) => {
+            let v = call(&out.http, "GET", "/v1/acl/templated-policies", None).await?;
+            if out.format == "json" {
+                return show(&out, &v, print_template);
+            }
+            for name in v.as_object().into_iter().flat_map(|m| m.keys()) {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        TemplateCmd::Read(a) => {
+            let path = format!("/v1/acl/templated-policy/name/{}", a.name);
+            let v = call(&a.out.http, "GET", &path, None).await?;
+            show(&a.out, &v, print_template)
+        }
+        TemplateCmd::Preview(a) => {
+            let path = format!("/v1/acl/templated-policy/preview/{}", a.name);
+            let body = var_name(&a.vars)?.map(|n| json!({ "Name": n }));
+            let v = call(&a.out.http, "POST", &path, body).await?;
+            show(&a.out, &v, print_policy)
+        }
+    }
 }
 
 /// The rules of `-rules`: the text, a file's (`@file`), or standard
@@ -379,11 +500,12 @@ async fn policy(cmd: PolicyCmd) -> anyhow::Result<()> {
 async fn role(cmd: RoleCmd) -> anyhow::Result<()> {
     match cmd {
         RoleCmd::Create(w) => {
-            let body = json!({
+            let mut body = json!({
                 "Name": w.name,
                 "Description": w.description.clone().unwrap_or_default(),
                 "Policies": links(&w.policy_names, &w.policy_ids),
             });
+            w.identities.add_to(&mut body)?;
             let r = call(&w.out.http, "PUT", "/v1/acl/role", Some(body)).await?;
             show(&w.out, &r, print_role)
         }
@@ -448,6 +570,60 @@ fn print_token(t: &Value) {
     }
     print_links("Policies", &t["Policies"]);
     print_links("Roles", &t["Roles"]);
+    print_identities(t);
+}
+
+fn dcs_of(v: &Value) -> String {
+    let dcs: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if dcs.is_empty() {
+        "all".into()
+    } else {
+        dcs.join(", ")
+    }
+}
+
+/// Identities and templated policies, as Consul prints them.
+fn print_identities(v: &Value) {
+    if let Some(list) = v["ServiceIdentities"].as_array() {
+        println!("Service Identities:");
+        for i in list {
+            let dcs = dcs_of(&i["Datacenters"]);
+            println!("   {} (Datacenters: {dcs})", s(&i["ServiceName"]));
+        }
+    }
+    if let Some(list) = v["NodeIdentities"].as_array() {
+        println!("Node Identities:");
+        for i in list {
+            let (node, dc) = (s(&i["NodeName"]), s(&i["Datacenter"]));
+            println!("   {node} (Datacenter: {dc})");
+        }
+    }
+    if let Some(list) = v["TemplatedPolicies"].as_array() {
+        println!("Templated Policies:");
+        for t in list {
+            println!("   {}", s(&t["TemplateName"]));
+            if let Some(name) = t["TemplateVariables"]["name"].as_str() {
+                println!("      Name: {name}");
+            }
+            println!("      Datacenters: {}", dcs_of(&t["Datacenters"]));
+        }
+    }
+}
+
+/// A template as `consul acl templated-policy read` prints it.
+fn print_template(t: &Value) {
+    println!("Name:            {}", s(&t["TemplateName"]));
+    if !s(&t["Schema"]).is_empty() {
+        println!("Input variables:");
+        println!("   Name: String - Required - The name of the service or node.");
+    }
+    println!("Template:");
+    println!("{}", s(&t["Template"]));
 }
 
 /// A policy as `consul acl policy read` prints it.
@@ -465,4 +641,5 @@ fn print_role(r: &Value) {
     println!("Name:         {}", s(&r["Name"]));
     println!("Description:  {}", s(&r["Description"]));
     print_links("Policies", &r["Policies"]);
+    print_identities(r);
 }

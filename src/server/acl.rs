@@ -330,6 +330,7 @@ impl AclEnforcer {
         store: &Store,
         secret: &str,
         now_ms: u64,
+        dc: &str,
     ) -> Option<Arc<crate::acl::Authorizer>> {
         let index = store.index(Table::Acl);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -344,7 +345,7 @@ impl AclEnforcer {
                 return Some(z.clone());
             }
         }
-        let r = store.acl().resolve(secret, now_ms)?;
+        let r = store.acl().resolve(secret, now_ms, dc)?;
         let z = Arc::new(crate::acl::Authorizer::new(
             &r.token.accessor_id,
             r.rules.iter().map(|r| r.as_ref()),

@@ -406,7 +406,8 @@ impl<E: Env> Server<E> {
         let authz = {
             let store = self.store.read().unwrap_or_else(|e| e.into_inner());
             let now_ms = wall_ms(&self.env);
-            let Some(z) = enforcer.authorizer(&store, &token, now_ms) else {
+            let dc = self.datacenter.get().map_or("", String::as_str);
+            let Some(z) = enforcer.authorizer(&store, &token, now_ms, dc) else {
                 return ClientReply::refused(crate::acl::ACL_NOT_FOUND);
             };
             if let Err(denied) = super::acl::authorize(&z, &req, &store) {

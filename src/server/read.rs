@@ -23,7 +23,7 @@ fn index_in(store: &Store, query: &Query) -> u64 {
 }
 
 /// The answer to `query` from `store`.
-fn answer_in(store: &Store, query: &Query, now_ms: u64) -> Answer {
+fn answer_in(store: &Store, query: &Query, now_ms: u64, dc: &str) -> Answer {
     let checks = |it: &mut dyn Iterator<Item = &Check>| Answer::Checks(it.cloned().collect());
     let with_checks = |(node, svc): (&Node, &Service)| Instance {
         node: node.clone(),
@@ -91,7 +91,7 @@ fn answer_in(store: &Store, query: &Query, now_ms: u64) -> Answer {
             )
         }
         Query::AclResolve(secret) => {
-            Answer::AclResolved(store.acl().identity(secret, now_ms).map(Box::new))
+            Answer::AclResolved(store.acl().identity(secret, now_ms, dc).map(Box::new))
         }
         Query::AclTokens => Answer::AclTokens(
             store
@@ -171,10 +171,11 @@ impl<E: Env> Server<E> {
                 }
             }
         }
+        let dc = self.datacenter.get().map_or("", String::as_str);
         let store = self.store.read().unwrap_or_else(|e| e.into_inner());
         let (index, mut answer) = (
             index_in(&store, &read.query),
-            answer_in(&store, &read.query, wall_ms(&self.env)),
+            answer_in(&store, &read.query, wall_ms(&self.env), dc),
         );
         drop(store);
         if let Answer::Snapshot { index, term, .. } = &mut answer {

@@ -13,10 +13,15 @@ use crate::env::Env;
 const REMOTE_TRIES: usize = 3;
 
 impl<E: Env> Server<E> {
-    /// Joins this server to its datacenter's WAN pool view: requests for
-    /// `datacenter` are its own, others go to servers found in `wan`.
-    pub fn set_wan(&self, datacenter: &str, wan: crate::gossip::Gossip) {
+    /// Names this server's datacenter: requests for it are its own, and
+    /// ACL identities and policies limited to it apply.
+    pub fn set_datacenter(&self, datacenter: &str) {
         let _ = self.datacenter.set(datacenter.to_string());
+    }
+
+    /// Joins this server to the WAN pool: requests for other datacenters
+    /// go to servers found in `wan`.
+    pub fn set_wan(&self, wan: crate::gossip::Gossip) {
         let _ = self.wan.set(wan);
     }
 

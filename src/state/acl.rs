@@ -33,17 +33,19 @@ fn invalid(msg: impl Into<String>) -> StateError {
 }
 
 impl AclState {
-    /// The identity of the valid token with `secret`.
-    pub fn identity(&self, secret: &str, now_ms: u64) -> Option<Identity> {
-        let acl = self;
-        let r = acl.resolve(secret, now_ms)?;
+    /// The identity of the valid token with `secret` in datacenter `dc`:
+    /// its policies, synthetic ones included.
+    pub fn identity(&self, secret: &str, now_ms: u64, dc: &str) -> Option<Identity> {
+        let r = self.resolve(secret, now_ms, dc)?;
+        let mut policies: Vec<Policy> = r
+            .policy_ids
+            .iter()
+            .filter_map(|id| self.policy(id).cloned())
+            .collect();
+        policies.extend(r.synthetic);
         Some(Identity {
-            token: acl.current(&r.token),
-            policies: r
-                .policy_ids
-                .iter()
-                .filter_map(|id| acl.policy(id).cloned())
-                .collect(),
+            token: self.current(&r.token),
+            policies,
             management: r.management,
         })
     }
@@ -144,29 +146,49 @@ impl AclState {
         }
     }
 
-    /// Resolves `secret` at wall-clock `now_ms`: `None` when no valid token
-    /// has it (unknown, or expired).
-    pub fn resolve(&self, secret: &str, now_ms: u64) -> Option<Resolved> {
+    /// Resolves `secret` at wall-clock `now_ms` in datacenter `dc`: `None`
+    /// when no valid token has it (unknown, or expired). Policies limited
+    /// to other datacenters, and identities of other datacenters, grant
+    /// nothing here.
+    pub fn resolve(&self, secret: &str, now_ms: u64, dc: &str) -> Option<Resolved> {
         let token = self.token_by_secret(secret)?;
         if token.expiration_ms.is_some_and(|at| at <= now_ms) {
             return None;
         }
         let mut ids: Vec<&str> = token.policies.iter().map(|l| l.id.as_str()).collect();
+        let mut synthetic = token.identities.synthetic_policies(dc);
         for r in &token.roles {
             if let Some(role) = self.roles.get(&r.id) {
                 ids.extend(role.policies.iter().map(|l| l.id.as_str()));
+                synthetic.extend(role.identities.synthetic_policies(dc));
             }
         }
         ids.sort_unstable();
         ids.dedup();
+        ids.retain(|id| {
+            self.policies
+                .get(*id)
+                .is_none_or(|p| p.datacenters.is_empty() || p.datacenters.iter().any(|d| d == dc))
+        });
+        synthetic.sort_by(|a, b| a.id.cmp(&b.id));
+        synthetic.dedup_by(|a, b| a.id == b.id);
+        let mut rules: Vec<Arc<Rules>> = ids
+            .iter()
+            .filter_map(|id| self.compiled.get(*id).cloned())
+            .collect();
+        // Templates are built in and parse; one that did not would grant
+        // nothing.
+        rules.extend(
+            synthetic
+                .iter()
+                .map(|p| Arc::new(Rules::parse(&p.rules).unwrap_or_default())),
+        );
         Some(Resolved {
             token: token.clone(),
             management: ids.contains(&GLOBAL_MANAGEMENT_ID),
-            rules: ids
-                .iter()
-                .filter_map(|id| self.compiled.get(*id).cloned())
-                .collect(),
+            rules,
             policy_ids: ids.into_iter().map(str::to_owned).collect(),
+            synthetic,
         })
     }
 
@@ -219,6 +241,7 @@ impl AclState {
         let mut t = token.clone();
         t.policies = self.resolve_links(&token.policies, false)?;
         t.roles = self.resolve_links(&token.roles, true)?;
+        t.identities = token.identities.validated(token.local).map_err(invalid)?;
         match self.tokens.get(&t.accessor_id) {
             Some(old) => {
                 if old.secret_id != t.secret_id {
@@ -330,6 +353,7 @@ impl AclState {
         }
         let mut r = role.clone();
         r.policies = self.resolve_links(&role.policies, false)?;
+        r.identities = role.identities.validated(false).map_err(invalid)?;
         r.create_index = self.roles.get(&r.id).map_or(index, |old| old.create_index);
         r.modify_index = index;
         self.roles.insert(r.id.clone(), r);
@@ -413,11 +437,11 @@ mod tests {
         .unwrap();
         s.set_token(4, &token("a1", "s1", &["app"], &["web-readers"]))
             .unwrap();
-        let r = s.resolve("s1", 0).unwrap();
+        let r = s.resolve("s1", 0, "dc1").unwrap();
         assert_eq!(r.rules.len(), 2);
         assert!(!r.management);
         assert_eq!(r.token.policies[0].id, "p1");
-        assert!(s.resolve("nope", 0).is_none());
+        assert!(s.resolve("nope", 0, "dc1").is_none());
         // Unknown names are refused and change nothing.
         let e = s
             .set_token(5, &token("a2", "s2", &["nope"], &[]))
@@ -430,7 +454,7 @@ mod tests {
         assert!(s.set_token(6, &token("a3", "s1", &[], &[])).is_err());
         // Deleting a policy drops it from what tokens resolve to.
         s.delete_policy("p1").unwrap();
-        assert_eq!(s.resolve("s1", 0).unwrap().rules.len(), 1);
+        assert_eq!(s.resolve("s1", 0, "dc1").unwrap().rules.len(), 1);
         assert!(s
             .current_links(&s.token("a1").unwrap().policies, false)
             .is_empty());
@@ -442,8 +466,8 @@ mod tests {
         let mut t = token("a", "s", &[], &[]);
         t.expiration_ms = Some(1000);
         s.set_token(1, &t).unwrap();
-        assert!(s.resolve("s", 999).is_some());
-        assert!(s.resolve("s", 1000).is_none());
+        assert!(s.resolve("s", 999, "dc1").is_some());
+        assert!(s.resolve("s", 1000, "dc1").is_none());
         assert!(s.set_policy(2, &policy("p", "bad name", "")).is_err());
         assert!(s.set_policy(2, &policy("p", "ok", "kee {}")).is_err());
         s.set_policy(3, &policy("p", "ok", "")).unwrap();
@@ -463,6 +487,6 @@ mod tests {
         let bytes = serde_json::to_vec(&s).unwrap();
         let mut back: AclState = serde_json::from_slice(&bytes).unwrap();
         back.reindex();
-        assert_eq!(back.resolve("s1", 0).unwrap().rules.len(), 1);
+        assert_eq!(back.resolve("s1", 0, "dc1").unwrap().rules.len(), 1);
     }
 }
