@@ -757,3 +757,196 @@ fn identities_and_templated_policies_grant_what_consul_grants() {
     assert!(ok, "{err}");
     assert!(out.contains("node \"n9\""), "{out}");
 }
+
+/// A JWT auth method: a login with a valid JWT gets a token bound by the
+/// rules whose selectors match its claims; bad JWTs, unmatched logins and
+/// logouts of tokens no login made are refused; deleting the method
+/// deletes its tokens. Over HTTP and through `cairn login`/`logout`.
+#[test]
+fn jwt_login_binds_what_the_rules_say_and_logout_deletes_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start(
+        dir.path(),
+        "jwt1",
+        &config(),
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    wait_for(Duration::from_secs(30), "the management token", || {
+        let (st, _, body) = req(&a, "GET", "/v1/acl/token/self", ROOT, "header", "");
+        (st == 200 && body.contains("Initial Management Token")).then_some(())
+    });
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let signer = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let jwt = |claims: serde_json::Value| {
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        jsonwebtoken::encode(&header, &claims, &signer).unwrap()
+    };
+    let good = serde_json::json!({
+        "iss": "https://idp", "aud": "cairn", "exp": now + 600,
+        "service": "web", "groups": ["mesh"],
+    });
+
+    let method = serde_json::json!({
+        "Name": "idp", "Type": "jwt", "MaxTokenTTL": "1h",
+        "Config": {
+            "JWTValidationPubKeys": [key.public_key_pem()],
+            "JWTSupportedAlgs": ["ES256"],
+            "BoundIssuer": "https://idp",
+            "BoundAudiences": ["cairn"],
+            "ClaimMappings": {"service": "svc"},
+            "ListClaimMappings": {"groups": "groups"},
+        },
+    });
+    let m = json(&as_root(
+        &a,
+        "PUT",
+        "/v1/acl/auth-method",
+        &method.to_string(),
+    ));
+    assert_eq!(m["MaxTokenTTL"], "1h0m0s");
+    assert_eq!(
+        m["Config"]["ClaimMappings"]["service"], "svc",
+        "claim names keep their case"
+    );
+    let (st, _, out) = req(
+        &a,
+        "PUT",
+        "/v1/acl/auth-method",
+        ROOT,
+        "header",
+        r#"{"Name":"k8s","Type":"kubernetes"}"#,
+    );
+    assert_eq!(st, 400, "{out}");
+    let rule = r#"{"AuthMethod":"idp","BindType":"service","BindName":"${value.svc}",
+                   "Selector":"\"mesh\" in list.groups"}"#;
+    let r = json(&as_root(&a, "PUT", "/v1/acl/binding-rule", rule));
+    assert_eq!(r["BindName"], "${value.svc}");
+    let (st, _, out) = req(
+        &a,
+        "PUT",
+        "/v1/acl/binding-rule",
+        ROOT,
+        "header",
+        r#"{"AuthMethod":"idp","BindType":"service","BindName":"x","Selector":"value.svc =="}"#,
+    );
+    assert_eq!(st, 400, "{out}");
+    assert!(out.contains("Selector"), "{out}");
+
+    let login = |bearer: &str| {
+        let body =
+            serde_json::json!({"AuthMethod": "idp", "BearerToken": bearer, "Meta": {"pod": "p1"}});
+        req(&a, "POST", "/v1/acl/login", "", "", &body.to_string())
+    };
+    let (st, _, out) = login(&jwt(good.clone()));
+    assert_eq!(st, 200, "{out}");
+    let t = json(&out);
+    assert_eq!(t["AuthMethod"], "idp");
+    assert_eq!(t["ServiceIdentities"][0]["ServiceName"], "web");
+    assert_eq!(t["Local"], true);
+    assert!(
+        t["ExpirationTime"].is_string(),
+        "MaxTokenTTL sets the expiry"
+    );
+    assert_eq!(t["Description"], r#"token created via login: {"pod":"p1"}"#);
+    let secret = t["SecretID"].as_str().unwrap().to_string();
+    let register = |token: &str, name: &str| {
+        let body = format!(r#"{{"Name":"{name}","Port":80}}"#);
+        req(
+            &a,
+            "PUT",
+            "/v1/agent/service/register",
+            token,
+            "header",
+            &body,
+        )
+        .0
+    };
+    assert_eq!(register(&secret, "web"), 200);
+    assert_eq!(register(&secret, "db"), 403);
+
+    // Refused logins: another issuer, expired, unsigned by the key, no
+    // rule matching, no such method, no bearer token.
+    let mut other = good.clone();
+    other["iss"] = "https://evil".into();
+    let mut old = good.clone();
+    old["exp"] = (now - 3600).into();
+    let mut outsider = good.clone();
+    outsider["groups"] = serde_json::json!(["guests"]);
+    let forged = {
+        let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let e = jsonwebtoken::EncodingKey::from_ec_pem(k.serialize_pem().as_bytes()).unwrap();
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        jsonwebtoken::encode(&header, &good, &e).unwrap()
+    };
+    for (bearer, says) in [
+        (jwt(other), "issuer"),
+        (jwt(old), "expired"),
+        (forged, "signature"),
+        (jwt(outsider), "no binding rule"),
+    ] {
+        let (st, _, out) = login(&bearer);
+        assert_eq!(st, 403, "{says}: {out}");
+        assert!(out.contains(says), "{says}: {out}");
+    }
+    let (st, _, out) = req(
+        &a,
+        "POST",
+        "/v1/acl/login",
+        "",
+        "",
+        r#"{"AuthMethod":"nope","BearerToken":"x"}"#,
+    );
+    assert_eq!(st, 403, "{out}");
+    let (st, _, out) = req(
+        &a,
+        "POST",
+        "/v1/acl/login",
+        "",
+        "",
+        r#"{"AuthMethod":"idp"}"#,
+    );
+    assert_eq!(st, 400, "{out}");
+
+    // Only a login's token may log out.
+    let (st, _, out) = req(&a, "POST", "/v1/acl/logout", ROOT, "header", "");
+    assert_eq!(st, 403, "{out}");
+    let (st, _, out) = req(&a, "POST", "/v1/acl/logout", &secret, "header", "");
+    assert_eq!(st, 200, "{out}");
+    let (st, _, _) = req(&a, "GET", "/v1/acl/token/self", &secret, "header", "");
+    assert_eq!(st, 403, "the token is gone");
+
+    // The CLI: the secret lands in a file only its owner reads.
+    let bearer_file = dir.path().join("jwt");
+    let sink = dir.path().join("token");
+    std::fs::write(&bearer_file, jwt(good.clone())).unwrap();
+    let (ok, _, err) = cli(
+        &a,
+        &[
+            "login",
+            "-method=idp",
+            &format!("-bearer-token-file={}", bearer_file.display()),
+            &format!("-token-sink-file={}", sink.display()),
+        ],
+    );
+    assert!(ok, "{err}");
+    let cli_secret = std::fs::read_to_string(&sink).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sink).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(register(&cli_secret, "web"), 200);
+
+    // Deleting the method deletes its rules and the tokens it made.
+    as_root(&a, "DELETE", "/v1/acl/auth-method/idp", "");
+    let (st, _, _) = req(&a, "GET", "/v1/acl/token/self", &cli_secret, "header", "");
+    assert_eq!(st, 403, "the method's tokens went with it");
+    let rules = json(&as_root(&a, "GET", "/v1/acl/binding-rules", ""));
+    assert_eq!(rules, serde_json::json!([]));
+}

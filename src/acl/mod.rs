@@ -8,11 +8,13 @@
 //! on DNS, resolving tokens through the servers with a TTL cache
 //! (`crate::agent::acl`).
 
+pub mod auth;
 pub mod authz;
 pub mod identity;
 mod model;
 pub mod rules;
 
+pub use auth::{AuthMethod, BindingRule};
 pub use authz::Authorizer;
 pub use identity::{Identities, NodeIdentity, ServiceIdentity, TemplatedPolicy};
 pub use model::{Identity, Link, Policy, Resolved, Role, Token};

@@ -38,6 +38,9 @@ pub struct Token {
     pub identities: Identities,
     /// Valid in this datacenter only.
     pub local: bool,
+    /// The auth method that made it at login (empty: made directly).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub auth_method: String,
     /// When it stops being valid (Unix ms).
     pub expiration_ms: Option<u64>,
     /// When it was made (Unix ms).

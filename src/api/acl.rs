@@ -221,7 +221,7 @@ async fn filter_json(resp: Response, keep: impl Fn(&Value) -> bool) -> Response 
 // ---- /v1/acl/* ----
 
 /// A token in Consul's JSON.
-fn token_json(t: &Token) -> Value {
+pub(super) fn token_json(t: &Token) -> Value {
     let mut v = json!({
         "AccessorID": t.accessor_id,
         "SecretID": t.secret_id,
@@ -238,6 +238,9 @@ fn token_json(t: &Token) -> Value {
         v["ExpirationTime"] = json!(crate::format::rfc3339(at));
     }
     add_identities(&mut v, &t.identities);
+    if !t.auth_method.is_empty() {
+        v["AuthMethod"] = json!(t.auth_method);
+    }
     v
 }
 
@@ -291,7 +294,7 @@ fn role_json(r: &Role) -> Value {
 }
 
 /// The ACL endpoints answer 401 while ACLs are off, as Consul's do.
-fn enabled<E: Env>(s: &Api<E>) -> Result<(), ApiError> {
+pub(super) fn enabled<E: Env>(s: &Api<E>) -> Result<(), ApiError> {
     if s.acl.enabled() {
         Ok(())
     } else {
@@ -300,7 +303,19 @@ fn enabled<E: Env>(s: &Api<E>) -> Result<(), ApiError> {
 }
 
 /// The field names of the ACL bodies, as Consul spells them.
-const FIELDS: [&str; 22] = [
+const FIELDS: [&str; 34] = [
+    "Meta",
+    "Type",
+    "DisplayName",
+    "MaxTokenTTL",
+    "TokenLocality",
+    "Config",
+    "AuthMethod",
+    "Selector",
+    "BindType",
+    "BindName",
+    "BindVars",
+    "BearerToken",
     "ServiceIdentities",
     "NodeIdentities",
     "TemplatedPolicies",
@@ -325,18 +340,51 @@ const FIELDS: [&str; 22] = [
     "Policy",
 ];
 
+/// The fields of a `jwt` auth method's `Config`.
+const JWT_FIELDS: [&str; 12] = [
+    "JWTValidationPubKeys",
+    "JWKS",
+    "JWKSURL",
+    "OIDCDiscoveryURL",
+    "BoundIssuer",
+    "BoundAudiences",
+    "ClaimMappings",
+    "ListClaimMappings",
+    "JWTSupportedAlgs",
+    "ExpirationLeeway",
+    "NotBeforeLeeway",
+    "ClockSkewLeeway",
+];
+
+/// `k` spelled as in `fields`, if it is one of them in any case.
+fn canonical(fields: &[&str], k: String) -> String {
+    fields
+        .iter()
+        .find(|f| f.eq_ignore_ascii_case(&k))
+        .map_or(k, |f| f.to_string())
+}
+
 /// `v` with field names in Consul's spelling: Consul's JSON decoding
-/// ignores case, and clients send `name` as well as `Name`.
+/// ignores case, and clients send `name` as well as `Name`. What users
+/// name themselves (`Meta` keys, claim names in a `Config`) is kept.
 fn canonical_keys(v: Value) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.into_iter()
-                .map(|(k, v)| {
-                    let k = FIELDS
-                        .iter()
-                        .find(|f| f.eq_ignore_ascii_case(&k))
-                        .map_or(k, |f| f.to_string());
-                    (k, canonical_keys(v))
+                .map(|(k, v)| match canonical(&FIELDS, k) {
+                    k if k == "Meta" => (k, v),
+                    k if k == "Config" => {
+                        let v = match v {
+                            Value::Object(c) => Value::Object(
+                                c.into_iter()
+                                    .map(|(k, v)| (canonical(&JWT_FIELDS, k), v))
+                                    .collect(),
+                            ),
+                            other => other,
+                        };
+                        (k, v)
+                    }
+                    k => (k, canonical_keys(v)),
                 })
                 .collect(),
         ),
@@ -346,7 +394,7 @@ fn canonical_keys(v: Value) -> Value {
 }
 
 /// Decodes an ACL request body (Consul's field names, in any case).
-fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -356,7 +404,7 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Api
 
 /// A write through the servers with the request's token; a refusal keeps
 /// Consul's status.
-async fn acl_write<E: Env>(s: &Api<E>, cmd: Command) -> Result<bool, ApiError> {
+pub(super) async fn acl_write<E: Env>(s: &Api<E>, cmd: Command) -> Result<bool, ApiError> {
     // The state's refusals of a bad token, policy or role are the
     // caller's mistake (400), as in Consul.
     const CALLERS: [&str; 9] = [

@@ -37,7 +37,7 @@ pub(crate) fn unexpected(a: Answer) -> ApiError {
 pub(crate) fn refusal(why: String) -> ApiError {
     let status = if why == ACL_DISABLED {
         StatusCode::UNAUTHORIZED
-    } else if why == ACL_NOT_FOUND || why.starts_with(PERMISSION_DENIED) {
+    } else if why.starts_with(ACL_NOT_FOUND) || why.starts_with(PERMISSION_DENIED) {
         StatusCode::FORBIDDEN
     } else {
         StatusCode::INTERNAL_SERVER_ERROR

@@ -5,6 +5,7 @@
 //! clients and tools work against a cairn agent.
 
 pub mod acl;
+mod acl_auth;
 pub mod agent;
 pub mod catalog;
 pub mod connect;
@@ -89,6 +90,24 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
             "/v1/acl/templated-policies",
             get(acl::templated_policies::<E>),
         )
+        .route("/v1/acl/auth-method", put(acl_auth::create_method::<E>))
+        .route(
+            "/v1/acl/auth-method/{name}",
+            get(acl_auth::method::<E>)
+                .put(acl_auth::method::<E>)
+                .delete(acl_auth::method::<E>),
+        )
+        .route("/v1/acl/auth-methods", get(acl_auth::list_methods::<E>))
+        .route("/v1/acl/binding-rule", put(acl_auth::create_rule::<E>))
+        .route(
+            "/v1/acl/binding-rule/{id}",
+            get(acl_auth::rule::<E>)
+                .put(acl_auth::rule::<E>)
+                .delete(acl_auth::rule::<E>),
+        )
+        .route("/v1/acl/binding-rules", get(acl_auth::list_rules::<E>))
+        .route("/v1/acl/login", post(acl_auth::login::<E>))
+        .route("/v1/acl/logout", post(acl_auth::logout::<E>))
         .route(
             "/v1/acl/templated-policy/name/{*name}",
             get(acl::templated_policy::<E>),

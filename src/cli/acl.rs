@@ -29,6 +29,12 @@ enum AclCmd {
     /// Create, list, read and delete roles.
     #[command(subcommand)]
     Role(RoleCmd),
+    /// Create, list, read, update and delete auth methods.
+    #[command(subcommand, name = "auth-method")]
+    AuthMethod(super::acl_auth::MethodCmd),
+    /// Create, list, read and delete binding rules.
+    #[command(subcommand, name = "binding-rule")]
+    BindingRule(super::acl_auth::RuleCmd),
     /// List, read and preview the built-in policy templates.
     #[command(subcommand, name = "templated-policy")]
     TemplatedPolicy(TemplateCmd),
@@ -123,12 +129,12 @@ fn var_name(vars: &[String]) -> anyhow::Result<Option<String>> {
 }
 
 #[derive(Args, Debug)]
-struct Output {
+pub(super) struct Output {
     #[command(flatten)]
-    http: HttpArgs,
+    pub(super) http: HttpArgs,
     /// `pretty` (default) or `json`.
     #[arg(long = "format", default_value = "pretty")]
-    format: String,
+    pub(super) format: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,7 +276,7 @@ struct SetAgentToken {
 }
 
 /// One request to the agent; the JSON answer.
-async fn call(
+pub(super) async fn call(
     http: &HttpArgs,
     method: &str,
     path: &str,
@@ -307,6 +313,8 @@ pub async fn run(a: AclArgs) -> anyhow::Result<()> {
         AclCmd::Policy(cmd) => policy(cmd).await,
         AclCmd::Role(cmd) => role(cmd).await,
         AclCmd::TemplatedPolicy(cmd) => templated_policy(cmd).await,
+        AclCmd::AuthMethod(cmd) => super::acl_auth::method(cmd).await,
+        AclCmd::BindingRule(cmd) => super::acl_auth::rule(cmd).await,
         AclCmd::SetAgentToken(s) => {
             let path = format!("/v1/agent/token/{}", s.kind);
             call(&s.http, "PUT", &path, Some(json!({ "Token": s.token }))).await?;
@@ -518,7 +526,7 @@ async fn role(cmd: RoleCmd) -> anyhow::Result<()> {
     }
 }
 
-fn show(out: &Output, v: &Value, pretty: fn(&Value)) -> anyhow::Result<()> {
+pub(super) fn show(out: &Output, v: &Value, pretty: fn(&Value)) -> anyhow::Result<()> {
     match out.format.as_str() {
         "json" => println!("{}", serde_json::to_string_pretty(v)?),
         "pretty" => pretty(v),
@@ -527,7 +535,7 @@ fn show(out: &Output, v: &Value, pretty: fn(&Value)) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn show_list(out: &Output, v: &Value, pretty: fn(&Value)) -> anyhow::Result<()> {
+pub(super) fn show_list(out: &Output, v: &Value, pretty: fn(&Value)) -> anyhow::Result<()> {
     if out.format == "json" {
         return show(out, v, pretty);
     }
@@ -540,7 +548,7 @@ fn show_list(out: &Output, v: &Value, pretty: fn(&Value)) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn s(v: &Value) -> &str {
+pub(super) fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
 

@@ -7,6 +7,7 @@
 //! for `consul` run unchanged.
 
 mod acl;
+mod acl_auth;
 mod catalog;
 mod connect;
 mod event;
@@ -91,6 +92,10 @@ enum Cmd {
     Keyring(keyring::KeyringArgs),
     /// Manage ACLs: bootstrap, tokens, policies and roles.
     Acl(acl::AclArgs),
+    /// Trade a bearer token (a JWT) for an ACL token through an auth method.
+    Login(acl_auth::LoginArgs),
+    /// Delete the ACL token in use, if `login` made it.
+    Logout(acl_auth::LogoutArgs),
     /// Make a CA and agent certificates for TLS (RPC and HTTPS).
     Tls(tls::TlsArgs),
     /// Operate the servers: Raft peers and leadership, autopilot.
@@ -427,6 +432,8 @@ pub fn main() -> ExitCode {
             Cmd::Keygen => keyring::keygen(),
             Cmd::Keyring(k) => keyring::run(k).await,
             Cmd::Acl(a) => acl::run(a).await,
+            Cmd::Login(a) => acl_auth::login(a).await,
+            Cmd::Logout(a) => acl_auth::logout(a).await,
             Cmd::Tls(t) => tls::run(t),
             Cmd::Operator(o) => operator::run(o).await,
             Cmd::Snapshot(s) => snapshot::run(s).await,

@@ -23,9 +23,11 @@ pub(crate) fn authorize(z: &Authorizer, req: &ClientRequest, store: &Store) -> V
         ClientRequest::Write { cmd, .. } => authorize_cmd(z, cmd, store),
         ClientRequest::Read { read, .. } => match &read.query {
             Query::Kv(key) => z.check(Resource::Key, key, Access::Read),
-            Query::AclTokens | Query::AclPolicies | Query::AclRoles => {
-                z.check_global(Global::Acl, Access::Read)
-            }
+            Query::AclTokens
+            | Query::AclPolicies
+            | Query::AclRoles
+            | Query::AclAuthMethods
+            | Query::AclBindingRules => z.check_global(Global::Acl, Access::Read),
             Query::Autopilot => z.check_global(Global::Operator, Access::Read),
             // Every secret is in it: Consul asks for `acl = "write"`.
             Query::Snapshot => z.check_global(Global::Acl, Access::Write),
@@ -51,7 +53,12 @@ pub(crate) fn authorize(z: &Authorizer, req: &ClientRequest, store: &Store) -> V
             | OperatorOp::TransferLeader { .. }
             | OperatorOp::Elect => z.check_global(Global::Operator, Access::Write),
         },
-        ClientRequest::Status | ClientRequest::Datacenters => Ok(()),
+        // Login needs no permission (the credential is the proof);
+        // logout checks that a login made the caller's token.
+        ClientRequest::Status
+        | ClientRequest::Datacenters
+        | ClientRequest::Login { .. }
+        | ClientRequest::Logout { .. } => Ok(()),
         // Checked where they are answered.
         ClientRequest::Remote { .. } | ClientRequest::Acl { .. } => Ok(()),
     }
@@ -157,7 +164,11 @@ fn authorize_cmd(z: &Authorizer, cmd: &Command, store: &Store) -> Verdict {
         | Command::AclPolicySet(_)
         | Command::AclPolicyDelete { .. }
         | Command::AclRoleSet(_)
-        | Command::AclRoleDelete { .. } => z.check_global(Global::Acl, Access::Write),
+        | Command::AclRoleDelete { .. }
+        | Command::AclAuthMethodSet(_)
+        | Command::AclAuthMethodDelete { .. }
+        | Command::AclBindingRuleSet(_)
+        | Command::AclBindingRuleDelete { .. } => z.check_global(Global::Acl, Access::Write),
         Command::ReapTombstones { .. }
         | Command::CaSetRoot { .. }
         | Command::AutopilotSet { .. } => z.check_global(Global::Operator, Access::Write),
@@ -236,6 +247,8 @@ pub(crate) fn filter(z: &Authorizer, answer: &mut Answer) -> bool {
         | Answer::AclResolved(_)
         | Answer::AclPolicies(_)
         | Answer::AclRoles(_)
+        | Answer::AclAuthMethods(_)
+        | Answer::AclBindingRules(_)
         // Whole answers, behind operator or ACL permissions.
         | Answer::Raft(_)
         | Answer::Autopilot(_)

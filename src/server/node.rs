@@ -390,6 +390,8 @@ impl<E: Env> Server<E> {
             ClientRequest::Datacenters => self.datacenters().await,
             ClientRequest::SessionRenew { id, hops } => self.renew(id, hops, token).await,
             ClientRequest::Operator { op, hops } => self.operator(op, hops, token).await,
+            ClientRequest::Login { login, hops } => self.login(*login, hops, token).await,
+            ClientRequest::Logout { hops } => self.logout(hops, token).await,
         }
     }
 

@@ -111,6 +111,12 @@ fn answer_in(store: &Store, query: &Query, now_ms: u64, dc: &str) -> Answer {
                 })
                 .collect(),
         ),
+        Query::AclAuthMethods => {
+            Answer::AclAuthMethods(store.acl().auth_methods().cloned().collect())
+        }
+        Query::AclBindingRules => {
+            Answer::AclBindingRules(store.acl().binding_rules().cloned().collect())
+        }
         Query::Autopilot => Answer::Autopilot(store.autopilot()),
         Query::Snapshot => Answer::Snapshot {
             // The store writes JSON, which is UTF-8.

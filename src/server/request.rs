@@ -95,6 +95,19 @@ pub enum ClientRequest {
         /// Servers it has passed through.
         hops: u8,
     },
+    /// Trade a bearer token for an ACL token through an auth method
+    /// (answered on the leader; anyone may ask).
+    Login {
+        /// The login.
+        login: Box<Login>,
+        /// Servers it has passed through.
+        hops: u8,
+    },
+    /// Delete the caller's token, if a login made it.
+    Logout {
+        /// Servers it has passed through.
+        hops: u8,
+    },
     /// A request made with an ACL token (its secret). With ACLs on, a
     /// request without one is the anonymous token's.
     Acl {
@@ -141,6 +154,22 @@ impl ClientRequest {
             other => other,
         }
     }
+}
+
+/// A login: the auth method, the credential, and the IDs the new token
+/// gets (chosen by the agent, so the leader needs no randomness).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    /// The auth method's name.
+    pub method: String,
+    /// The credential (a JWT).
+    pub bearer_token: String,
+    /// Shown in the token's description.
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// The new token's accessor ID.
+    pub accessor_id: String,
+    /// The new token's secret.
+    pub secret_id: String,
 }
 
 // The operator's requests about the Raft group (answered in `operator`).
@@ -316,6 +345,10 @@ pub enum Query {
     AclPolicies,
     /// Every ACL role.
     AclRoles,
+    /// Every auth method.
+    AclAuthMethods,
+    /// Every binding rule.
+    AclBindingRules,
     /// Autopilot's configuration.
     Autopilot,
     /// The whole store, as a snapshot (`GET /v1/snapshot`).
@@ -340,9 +373,12 @@ impl Query {
             Query::Intentions => &[Table::Intentions],
             Query::ConnectProxies(_) => &[Table::Nodes, Table::Services, Table::Checks],
             Query::PreparedQueries | Query::PreparedQuery(_) => &[Table::Queries],
-            Query::AclResolve(_) | Query::AclTokens | Query::AclPolicies | Query::AclRoles => {
-                &[Table::Acl]
-            }
+            Query::AclResolve(_)
+            | Query::AclTokens
+            | Query::AclPolicies
+            | Query::AclRoles
+            | Query::AclAuthMethods
+            | Query::AclBindingRules => &[Table::Acl],
             Query::Autopilot => &[Table::Autopilot],
             Query::Snapshot => &Table::ALL,
         }
@@ -415,6 +451,10 @@ pub enum Answer {
     AclPolicies(Vec<crate::acl::Policy>),
     /// For `AclRoles` (links named as they stand now).
     AclRoles(Vec<crate::acl::Role>),
+    /// For `AclAuthMethods`.
+    AclAuthMethods(Vec<crate::acl::AuthMethod>),
+    /// For `AclBindingRules`.
+    AclBindingRules(Vec<crate::acl::BindingRule>),
     /// For `Query::Autopilot`.
     Autopilot(crate::state::AutopilotConfig),
     /// For `Query::Snapshot`: the store's contents, and the Raft entry

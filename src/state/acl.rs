@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::error::StateError;
 use crate::acl::rules::Rules;
 use crate::acl::{
-    Identity, Link, Policy, Resolved, Role, Token, ANONYMOUS_ID, GLOBAL_MANAGEMENT_ID,
+    AuthMethod, BindingRule, Identity, Link, Policy, Resolved, Role, Token, ANONYMOUS_ID,
+    GLOBAL_MANAGEMENT_ID,
 };
 
 /// The ACL part of the store.
@@ -18,6 +19,12 @@ pub struct AclState {
     tokens: BTreeMap<String, Token>,
     policies: BTreeMap<String, Policy>,
     roles: BTreeMap<String, Role>,
+    /// Auth methods, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    auth_methods: BTreeMap<String, AuthMethod>,
+    /// Binding rules, by ID.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    binding_rules: BTreeMap<String, BindingRule>,
     /// The index bootstrapping happened at (it happens once).
     bootstrapped: Option<u64>,
     /// Secret -> accessor. Derived; rebuilt on restore.
@@ -56,6 +63,7 @@ impl AclState {
         self.tokens.is_empty()
             && self.policies.is_empty()
             && self.roles.is_empty()
+            && self.auth_methods.is_empty()
             && self.bootstrapped.is_none()
     }
 
@@ -111,6 +119,21 @@ impl AclState {
     /// A role by ID.
     pub fn role(&self, id: &str) -> Option<&Role> {
         self.roles.get(id)
+    }
+
+    /// Every auth method.
+    pub fn auth_methods(&self) -> impl Iterator<Item = &AuthMethod> {
+        self.auth_methods.values()
+    }
+
+    /// An auth method by name.
+    pub fn auth_method(&self, name: &str) -> Option<&AuthMethod> {
+        self.auth_methods.get(name)
+    }
+
+    /// Every binding rule.
+    pub fn binding_rules(&self) -> impl Iterator<Item = &BindingRule> {
+        self.binding_rules.values()
     }
 
     /// The index bootstrapping happened at, if it has.
@@ -363,6 +386,93 @@ impl AclState {
     /// Deletes a role.
     pub fn delete_role(&mut self, id: &str) -> Result<bool, StateError> {
         Ok(self.roles.remove(id).is_some())
+    }
+
+    /// Creates or replaces an auth method (its type cannot change).
+    pub fn set_auth_method(&mut self, index: u64, m: &AuthMethod) -> Result<bool, StateError> {
+        m.validate().map_err(invalid)?;
+        let mut m = m.clone();
+        match self.auth_methods.get(&m.name) {
+            Some(old) if old.method_type != m.method_type => {
+                return Err(invalid(format!(
+                    "Invalid Auth Method: cannot change type from {} to {}",
+                    old.method_type, m.method_type
+                )))
+            }
+            Some(old) => m.create_index = old.create_index,
+            None => m.create_index = index,
+        }
+        m.modify_index = index;
+        self.auth_methods.insert(m.name.clone(), m);
+        Ok(true)
+    }
+
+    /// Deletes an auth method, with its binding rules and every token it
+    /// made (as Consul does).
+    pub fn delete_auth_method(&mut self, name: &str) -> Result<bool, StateError> {
+        if self.auth_methods.remove(name).is_none() {
+            return Ok(false);
+        }
+        self.binding_rules.retain(|_, r| r.auth_method != name);
+        let made: Vec<String> = self
+            .tokens
+            .values()
+            .filter(|t| t.auth_method == name)
+            .map(|t| t.accessor_id.clone())
+            .collect();
+        for accessor in made {
+            self.delete_token(&accessor)?;
+        }
+        Ok(true)
+    }
+
+    /// Creates or replaces a binding rule; its auth method must exist.
+    pub fn set_binding_rule(&mut self, index: u64, r: &BindingRule) -> Result<bool, StateError> {
+        if r.id.is_empty() {
+            return Err(invalid("a binding rule needs an ID"));
+        }
+        r.validate().map_err(invalid)?;
+        if !self.auth_methods.contains_key(&r.auth_method) {
+            return Err(invalid(format!(
+                "Invalid Binding Rule: AuthMethod is invalid: no such auth method {:?}",
+                r.auth_method
+            )));
+        }
+        let mut r = r.clone();
+        r.create_index = self
+            .binding_rules
+            .get(&r.id)
+            .map_or(index, |old| old.create_index);
+        r.modify_index = index;
+        self.binding_rules.insert(r.id.clone(), r);
+        Ok(true)
+    }
+
+    /// Deletes a binding rule.
+    pub fn delete_binding_rule(&mut self, id: &str) -> Result<bool, StateError> {
+        Ok(self.binding_rules.remove(id).is_some())
+    }
+
+    /// What a login to `method` with `claims` in datacenter `dc` binds:
+    /// every matching rule's identity, role or policy (roles and policies
+    /// that do not exist are skipped, as in Consul).
+    pub fn login_bindings(
+        &self,
+        method: &str,
+        claims: &crate::acl::auth::Claims,
+        dc: &str,
+    ) -> Result<crate::acl::auth::Bindings, String> {
+        let mut out = crate::acl::auth::Bindings::default();
+        for rule in self.binding_rules.values() {
+            if rule.auth_method == method && rule.selects(claims) {
+                rule.bind(claims, dc, &mut out)?;
+            }
+        }
+        out.roles
+            .retain(|l| self.roles.values().any(|r| r.name == l.name));
+        out.policies
+            .retain(|l| self.policies.values().any(|p| p.name == l.name));
+        Ok(out)
     }
 }
 

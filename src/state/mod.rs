@@ -189,6 +189,20 @@ pub enum Command {
         /// Its ID.
         id: String,
     },
+    /// Create or replace an auth method.
+    AclAuthMethodSet(Box<crate::acl::AuthMethod>),
+    /// Delete an auth method, its binding rules and its tokens.
+    AclAuthMethodDelete {
+        /// Its name.
+        name: String,
+    },
+    /// Create or replace a binding rule.
+    AclBindingRuleSet(Box<crate::acl::BindingRule>),
+    /// Delete a binding rule.
+    AclBindingRuleDelete {
+        /// Its ID.
+        id: String,
+    },
     /// Set autopilot's configuration (with `cas`: only if its
     /// `ModifyIndex` is that).
     AutopilotSet {
@@ -628,6 +642,10 @@ impl Tx<'_> {
             Command::AclPolicyDelete { id } => self.acl(|a, _| a.delete_policy(id)),
             Command::AclRoleSet(r) => self.acl(|a, i| a.set_role(i, r)),
             Command::AclRoleDelete { id } => self.acl(|a, _| a.delete_role(id)),
+            Command::AclAuthMethodSet(m) => self.acl(|a, i| a.set_auth_method(i, m)),
+            Command::AclAuthMethodDelete { name } => self.acl(|a, _| a.delete_auth_method(name)),
+            Command::AclBindingRuleSet(r) => self.acl(|a, i| a.set_binding_rule(i, r)),
+            Command::AclBindingRuleDelete { id } => self.acl(|a, _| a.delete_binding_rule(id)),
             Command::AutopilotSet { config, cas } => self.autopilot_set(config, *cas),
             // `apply_outcome` takes restores before a `Tx` exists.
             Command::Restore { .. } => Err(invalid("a restore replaces the store whole")),
