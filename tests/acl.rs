@@ -403,6 +403,23 @@ fn default_deny_refuses_anonymous_filters_lists_and_scopes_tokens() {
         dbq.answers.is_empty(),
         "db is not the DNS token's to see: {dbq:?}"
     );
+    // Over HTTP the same: the web reader (no `query` rule) executes both
+    // by name, and finds web's instance but not db's; explaining shows
+    // the definition, which needs `query` read.
+    let (st, _, out) = req(&a, "GET", "/v1/query/webq/execute", DNS, "header", "");
+    assert_eq!(st, 200, "{out}");
+    let nodes = |out: &str| {
+        serde_json::from_str::<serde_json::Value>(out).unwrap()["Nodes"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(nodes(&out), 1, "{out}");
+    let (st, _, out) = req(&a, "GET", "/v1/query/dbq/execute", DNS, "header", "");
+    assert_eq!((st, nodes(&out)), (200, 0), "{out}");
+    let (st, _, out) = req(&a, "GET", "/v1/query/webq/explain", DNS, "header", "");
+    assert_eq!(st, 404, "{out}");
+    let (st, _, _) = req(&a, "GET", "/v1/query/nothing/execute", DNS, "header", "");
+    assert_eq!(st, 404);
 
     // The initial management token bootstrapped the ACL system.
     let (st, _, body) = req(&a, "PUT", "/v1/acl/bootstrap", "", "", "");

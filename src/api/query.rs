@@ -96,10 +96,11 @@ pub async fn action<E: Env>(
     Path((key, verb)): Path<(String, String)>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let (_, v) = all(&s, &HashMap::new()).await?;
-    let q = prepared::resolve(&v, &key).ok_or_else(|| not_found(&key))?;
     match verb.as_str() {
         "explain" => {
+            // Explaining shows the definition: that needs `query` read.
+            let (_, v) = all(&s, &HashMap::new()).await?;
+            let q = prepared::resolve(&v, &key).ok_or_else(|| not_found(&key))?;
             let svc = prepared::render(q, &key).map_err(bad)?;
             let rendered = PreparedQuery {
                 service: svc,
@@ -108,17 +109,20 @@ pub async fn action<E: Env>(
             Ok(Json(serde_json::json!({ "Query": rendered })).into_response())
         }
         "execute" => {
+            // As in Consul, any token may run a query it can name; what
+            // the query finds is filtered by the token.
             let dc = s.caller.dc.clone();
-            let mut e = prepared::execute(
+            let (q, mut e) = prepared::run(
                 &s.servers,
                 s.caller.token.as_deref(),
                 &s.info.datacenter,
                 dc.as_deref(),
-                q,
                 &key,
             )
             .await
-            .map_err(super::error::internal)?;
+            .map_err(super::error::refusal)?
+            .ok_or_else(|| not_found(&key))?;
+            let q = &q;
             {
                 use rand::seq::SliceRandom;
                 let mut rng = s.rng.lock().unwrap_or_else(|p| p.into_inner());
