@@ -331,7 +331,8 @@ pub fn evaluate(
                 consensus::replicas_converge(&scenario.topology, &out.replicas)
             }
             Check::IntentionsEnforced { within } => {
-                crate::engine::full::mesh::enforced(timeline, trace, *within)
+                let default_allow = scenario.acl_default_allow.unwrap_or(true);
+                crate::engine::full::mesh::enforced(timeline, trace, *within, default_allow)
             }
             Check::ServiceVisible { service, within } | Check::DnsResolves { service, within } => {
                 let seen = match c {

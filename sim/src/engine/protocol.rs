@@ -232,6 +232,11 @@ pub fn run_protocol(
             "gossip.encrypt: encryption is the agents' gossip driver's, which runs only on the full engine (--engine full)".into(),
         ));
     }
+    if scenario.acl_default_allow.is_some() {
+        return Err(SimError::Setup(
+            "[acl]: ACLs are the agents' and servers', which run only on the full engine (--engine full)".into(),
+        ));
+    }
     let n = topo.nodes.len();
     let names = topo.names();
     let bits = |sel: &[crate::scenario::select::Selector]| {

@@ -112,6 +112,9 @@ pub struct Scenario {
     /// Every agent's gossip encryption key, base64 (`[gossip] encrypt`;
     /// full engine only).
     pub encrypt: Option<String>,
+    /// ACLs on every agent (`[acl]`; full engine only): `Some(true)` when
+    /// their default policy allows, `Some(false)` when it denies.
+    pub acl_default_allow: Option<bool>,
     /// Datacenters, nodes and the network model.
     pub topology: Topology,
     /// Fixed overrides of the model for some links.
@@ -145,6 +148,7 @@ struct File {
     codec: Option<bool>,
     #[serde(default)]
     gossip: GossipSection,
+    acl: Option<AclSection>,
     #[serde(default)]
     latency: datacenters::LatencySection,
     datacenter: Vec<datacenters::DatacenterSection>,
@@ -171,6 +175,28 @@ struct GossipSection {
     suspicion_mult: Option<usize>,
     compression: Option<bool>,
     encrypt: Option<String>,
+}
+
+/// `[acl]`: ACLs on every agent, as an agent's `acl` block says.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclSection {
+    enabled: bool,
+    default_policy: Option<String>,
+}
+
+/// What `[acl]` asks for: `Some(default_allow)` when enabled.
+fn acl(a: &Option<AclSection>) -> Result<Option<bool>, ScenarioError> {
+    let Some(a) = a.as_ref().filter(|a| a.enabled) else {
+        return Ok(None);
+    };
+    match a.default_policy.as_deref() {
+        None | Some("allow") => Ok(Some(true)),
+        Some("deny") => Ok(Some(false)),
+        Some(other) => Err(err(format!(
+            "acl.default_policy {other:?} is not allow or deny"
+        ))),
+    }
 }
 
 /// Most nodes the full-stack engine takes: each is a whole agent (about
@@ -303,6 +329,7 @@ impl Scenario {
                 duration,
                 gossip,
                 encrypt: f.gossip.encrypt.clone(),
+                acl_default_allow: acl(&f.acl)?,
                 topology,
                 links: Vec::new(),
                 events: Vec::new(),
@@ -373,6 +400,7 @@ impl Scenario {
             seed,
             gossip: self.gossip.clone(),
             encrypt: self.encrypt.clone(),
+            acl_default_allow: self.acl_default_allow,
             resolved: Some(
                 self.checks
                     .iter()
@@ -428,6 +456,7 @@ impl ScenarioBuilder {
                 duration,
                 gossip: GossipConfig::lan(),
                 encrypt: None,
+                acl_default_allow: None,
                 topology: Topology::new(Vec::new(), PoolScope::Datacenter, LatencyModel::default()),
                 links: Vec::new(),
                 events: Vec::new(),

@@ -78,6 +78,7 @@ pub(crate) struct HostCtx {
     pub(crate) recorder: Recorder,
     pub(crate) gossip: GossipConfig,
     pub(crate) encrypt: Option<String>,
+    pub(crate) acl_default_allow: Option<bool>,
     pub(crate) join: Vec<String>,
     pub(crate) control: watch::Sender<Control>,
     pub(crate) server: Option<ServerCtx>,
@@ -114,6 +115,14 @@ impl HostCtx {
         config.client_addr = self.ip;
         config.gossip_base = self.gossip.clone();
         config.encrypt = self.encrypt.clone();
+        if let Some(default_allow) = self.acl_default_allow {
+            let root = Some(super::SIM_MANAGEMENT_TOKEN.to_string());
+            config.acl.enabled = true;
+            config.acl.default_allow = default_allow;
+            config.acl.tokens.initial_management = root.clone();
+            config.acl.tokens.agent = root.clone();
+            config.acl.tokens.default = root;
+        }
         config.log_level = "warn".into();
         // Every host starts in the same tick: the first may not listen yet,
         // so keep trying, as an operator's retry_join would.

@@ -225,13 +225,20 @@ async fn echo<E: Env>(env: E, addr: SocketAddr) {
 
 /// `intentions_enforced`: every call that started at least `within` after
 /// the last intention change went through exactly when the intentions in
-/// force allowed it (with no intention matching: allowed, as with ACLs
-/// off). Calls before the first intention are not judged, nor calls still
-/// in flight (for up to their timeout) when the next change is made: the
-/// destination's proxy decides when the call reaches it, which may be
-/// after. Each intention change must be followed by judged calls, so the
-/// check cannot pass on silence.
-pub fn enforced(timeline: &[TimedAction], trace: &Trace, within: Duration) -> CheckResult {
+/// force allowed it (with no intention matching: the ACL default,
+/// `default_allow`, which is allow with ACLs off). Calls before the first
+/// intention are judged only under a deny default (from `within` after
+/// time zero: nothing may get through before an intention allows it).
+/// Calls still in flight (for up to their timeout) when the next change
+/// is made are not judged: the destination's proxy decides when the call
+/// reaches it, which may be after. Each intention change must be followed
+/// by judged calls, so the check cannot pass on silence.
+pub fn enforced(
+    timeline: &[TimedAction],
+    trace: &Trace,
+    within: Duration,
+    default_allow: bool,
+) -> CheckResult {
     let check = format!("intentions_enforced {:.3}s", within.as_secs_f64());
     // Which service each node's application is.
     let mut service_of: BTreeMap<String, String> = BTreeMap::new();
@@ -274,13 +281,15 @@ pub fn enforced(timeline: &[TimedAction], trace: &Trace, within: Duration) -> Ch
             continue;
         }
         let at = e.at();
-        // The intentions in force: every change up to the call, by pair.
-        let Some(last) = changes.iter().rposition(|(t, _)| *t <= at) else {
-            continue;
-        };
-        if at < changes[last].0 + within
+        // The intentions in force: every change up to the call, by pair
+        // (`None`: before the first).
+        let last = changes.iter().rposition(|(t, _)| *t <= at);
+        let since = last.map_or(Duration::ZERO, |l| changes[l].0);
+        let next = last.map_or(0, |l| l + 1);
+        if (last.is_none() && default_allow)
+            || at < since + within
             || changes
-                .get(last + 1)
+                .get(next)
                 .is_some_and(|(next, _)| *next <= at + CALL_TIMEOUT)
         {
             continue;
@@ -289,12 +298,14 @@ pub fn enforced(timeline: &[TimedAction], trace: &Trace, within: Duration) -> Ch
             continue;
         };
         let mut in_force: BTreeMap<String, Intention> = BTreeMap::new();
-        for (_, i) in &changes[..=last] {
+        for (_, i) in &changes[..next] {
             in_force.insert(i.id.clone(), i.clone());
         }
-        let expect = intention::authorize(in_force.values(), src, dst, true).0;
+        let expect = intention::authorize(in_force.values(), src, dst, default_allow).0;
         let ok = e.detail.as_deref() == Some("ok");
-        judged_after[last] += 1;
+        if let Some(l) = last {
+            judged_after[l] += 1;
+        }
         if ok {
             allowed += 1;
         } else {

@@ -67,6 +67,12 @@ pub struct ClusterSpec {
     pub gossip: GossipConfig,
     /// Every agent's gossip encryption key, base64 (`None`: plain).
     pub encrypt: Option<String>,
+    /// ACLs on every agent, with `default_policy = "allow"` when `true`
+    /// (`None`: off). Every agent's default token is the management
+    /// token [`SIM_MANAGEMENT_TOKEN`], so the scenario's own requests
+    /// (registrations, intentions, proxies) are allowed; what the ACL
+    /// default changes is what no intention decides.
+    pub acl_default_allow: Option<bool>,
     /// The services every node resolves through its own DNS interface
     /// four times a second, recording what it answers (`dns_service`
     /// events): `None` for every service registered, as by default;
@@ -94,6 +100,7 @@ impl ClusterSpec {
             seed,
             gossip: GossipConfig::lan(),
             encrypt: None,
+            acl_default_allow: None,
             resolved: None,
             duration,
         }
@@ -104,6 +111,9 @@ impl ClusterSpec {
         self.topology.names()
     }
 }
+
+/// The management token of a simulated cluster with ACLs on.
+pub const SIM_MANAGEMENT_TOKEN: &str = "5e1f0c2a-0000-4000-8000-00000000acl0";
 
 /// A host's software failed: when, and what it said.
 type Failure = Arc<Mutex<Option<(Duration, String)>>>;
@@ -246,6 +256,7 @@ impl<'a> World<'a> {
                 recorder: recorder.clone(),
                 gossip: spec.gossip.clone(),
                 encrypt: spec.encrypt.clone(),
+                acl_default_allow: spec.acl_default_allow,
                 join: spec.topology.join_targets(index),
                 control: watch::channel(Control::Run).0,
                 server,
