@@ -297,3 +297,155 @@ fn server_rpc_over_tls_takes_only_certificates_from_the_ca_for_the_right_dc() {
     let log = std::fs::read_to_string(&s1.log).unwrap_or_default();
     assert!(log.contains("RPC TLS handshake refused"), "{log}");
 }
+
+/// Rolling TLS out on server RPC one agent at a time, as Consul's guide
+/// does it, with writes between every step and none lost: servers first
+/// take TLS beside plain TCP (a certificate, `verify_incoming = false`;
+/// the first byte tells a handshake from a frame), then dial with it
+/// (`verify_outgoing`), then the client dials with it, then servers
+/// demand it (`verify_incoming`). At the end a plain connection is
+/// refused.
+#[test]
+fn rpc_tls_rolls_out_one_agent_at_a_time_without_losing_a_write() {
+    use cairn::env::{Env, TokioEnv};
+    use cairn::rpc::Client;
+    use cairn::server::{ClientRequest, ServerReply, ServerRpc};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ds = format!("-dir={}", d.display());
+    run_ok(&["tls", "ca", "create", &ds]);
+    run_ok(&["tls", "cert", "create", "-server", &ds]);
+    run_ok(&["tls", "cert", "create", "-client", &ds]);
+    let ca = d.join("consul-agent-ca.pem");
+    let files = |kind: &str| {
+        format!(
+            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            ca.display(),
+            d.join(format!("dc1-{kind}-consul-0.pem")).display(),
+            d.join(format!("dc1-{kind}-consul-0-key.pem")).display(),
+        )
+    };
+    let plain = FAST_GOSSIP.to_string();
+    let accept = format!("{FAST_GOSSIP}{}", files("server"));
+    let dial = format!("{accept}verify_outgoing = true\n");
+    let demand = format!("{dial}verify_incoming = true\n");
+    let client_tls = format!("{FAST_GOSSIP}{}verify_outgoing = true\n", files("client"));
+
+    let server = |name: &str, join: Option<u16>| {
+        let mut f = vec!["-server".to_string(), "-bootstrap-expect=3".to_string()];
+        if let Some(p) = join {
+            f.push(format!("-retry-join=127.0.0.1:{p}"));
+            f.push("-retry-interval=200ms".into());
+        }
+        Agent::start(d, name, &plain, &f)
+    };
+    let s1 = server("s1", None);
+    let s2 = server("s2", Some(s1.serf));
+    let s3 = server("s3", Some(s1.serf));
+    let mut c1 = Agent::start(
+        d,
+        "c1",
+        &plain,
+        &[
+            format!("-retry-join=127.0.0.1:{}", s1.serf),
+            "-retry-interval=200ms".into(),
+        ],
+    );
+    let mut servers = [s1, s2, s3];
+
+    let mut acked: Vec<String> = Vec::new();
+    let mut write = |c1: &Agent, step: &str| {
+        let key = format!("roll/{:02}", acked.len());
+        wait_for(
+            Duration::from_secs(60),
+            &format!("a write after {step}"),
+            || {
+                let (st, body) =
+                    process::http(&c1.http, "PUT", &format!("/v1/kv/{key}"), step.as_bytes())
+                        .ok()?;
+                (st == 200 && body.trim() == "true").then_some(())
+            },
+        );
+        acked.push(key);
+    };
+    wait_for(Duration::from_secs(30), "three voters", || {
+        let (st, body) = process::http(&c1.http, "GET", "/v1/status/peers", b"").ok()?;
+        let peers: Vec<String> = serde_json::from_str(&body).ok()?;
+        (st == 200 && peers.len() == 3).then_some(())
+    });
+    write(&c1, "all plain");
+
+    let restart = |a: &mut Agent, config: &str| {
+        a.kill();
+        std::fs::write(d.join(format!("{}.hcl", a.name)), config).unwrap();
+        a.restart();
+    };
+    for (phase, config) in [("takes TLS", &accept), ("dials TLS", &dial)] {
+        for s in servers.iter_mut() {
+            restart(s, config);
+            write(&c1, &format!("{} {phase}", s.name));
+        }
+    }
+    restart(&mut c1, &client_tls);
+    write(&c1, "c1 dials TLS");
+
+    // Mid-rollout, a server takes both: a plain RPC client and a TLS one.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ask = |port: u16, tls: bool| {
+        let tls = tls.then(|| cairn::rpc::ClientTls {
+            config: client_config(
+                &ca,
+                Some((
+                    &d.join("dc1-client-consul-0.pem"),
+                    &d.join("dc1-client-consul-0-key.pem"),
+                )),
+            ),
+            datacenter: "dc1".into(),
+            domain: "consul".into(),
+        });
+        rt.block_on(async {
+            let env = TokioEnv::new();
+            let c: Client<TokioEnv, ServerRpc, ServerReply> = Client::with_tls(env.clone(), tls);
+            let deadline = env.now() + Duration::from_secs(10);
+            let rpc = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            c.call_in(
+                rpc,
+                None,
+                &ServerRpc::Client(ClientRequest::Status),
+                deadline,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    };
+    let port = servers[0].rpc;
+    assert_eq!(ask(port, false), Ok(()), "plain, before TLS is demanded");
+    assert_eq!(ask(port, true), Ok(()), "TLS, before it is demanded");
+
+    for s in servers.iter_mut() {
+        restart(s, &demand);
+        write(&c1, &format!("{} demands TLS", s.name));
+    }
+    let refused = ask(servers[0].rpc, false);
+    assert!(
+        refused.is_err(),
+        "a plain connection once TLS is demanded: {refused:?}"
+    );
+    assert_eq!(ask(servers[0].rpc, true), Ok(()));
+    assert!(servers[0]
+        .log_text()
+        .contains("plain RPC connection refused"));
+
+    // Nothing acknowledged was lost.
+    for key in &acked {
+        let (st, _) =
+            process::http(&c1.http, "GET", &format!("/v1/kv/{key}?consistent"), b"").unwrap();
+        assert_eq!(st, 200, "{key} was acknowledged, then lost");
+    }
+    assert_eq!(acked.len(), 11);
+}

@@ -222,16 +222,35 @@ fn server_config(
 }
 
 /// TLS for server RPC, from the agent's settings: how it dials servers
-/// (`None`: plain TCP), and on a server, how it answers (`None`: plain).
-/// A server dials over TLS when it demands TLS of others
-/// (`verify_incoming`), so servers that demand it reach each other.
+/// (`None`: plain TCP), and on a server, how it answers (`None`: plain
+/// only). A server with a certificate answers TLS, and plain TCP too
+/// unless `verify_incoming`, so TLS rolls out one agent at a time. A
+/// server dials over TLS when it demands TLS of others (`verify_incoming`),
+/// so servers that demand it reach each other.
 pub fn rpc_tls(
     config: &super::AgentConfig,
-) -> Result<(Option<crate::rpc::ClientTls>, Option<Arc<ServerConfig>>), TlsSetupError> {
+) -> Result<(Option<crate::rpc::ClientTls>, Option<crate::rpc::ServerTls>), TlsSetupError> {
     let server_side = config.server && config.verify_incoming;
     let dial = config.verify_outgoing || server_side;
+    let server = match (config.server, &config.cert_file, &config.key_file) {
+        (true, Some(cert), Some(key)) => Some(crate::rpc::ServerTls {
+            config: Arc::new(server_config(
+                cert,
+                key,
+                config.ca_file.as_deref(),
+                config.verify_incoming,
+            )?),
+            plain_too: !config.verify_incoming,
+        }),
+        (true, _, _) if dial => {
+            return Err(TlsSetupError(
+                "a server with verify_incoming or verify_outgoing needs cert_file and key_file (cairn tls cert create -server)".into(),
+            ))
+        }
+        _ => None,
+    };
     if !dial {
-        return Ok((None, None));
+        return Ok((None, server));
     }
     let ca = config.ca_file.as_deref().ok_or_else(|| {
         TlsSetupError("verify_outgoing and verify_incoming need ca_file, the CA servers' certificates chain to".into())
@@ -259,20 +278,6 @@ pub fn rpc_tls(
                 .map_err(|e| TlsSetupError(format!("cert_file and key_file do not match: {e}")))?
         }
         _ => builder.with_no_client_auth(),
-    };
-    let server = match (config.server, &config.cert_file, &config.key_file) {
-        (true, Some(cert), Some(key)) => Some(Arc::new(server_config(
-            cert,
-            key,
-            Some(ca),
-            config.verify_incoming,
-        )?)),
-        (true, _, _) => {
-            return Err(TlsSetupError(
-                "a server with verify_incoming or verify_outgoing needs cert_file and key_file (cairn tls cert create -server)".into(),
-            ))
-        }
-        _ => None,
     };
     Ok((
         Some(crate::rpc::ClientTls {

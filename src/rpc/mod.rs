@@ -51,6 +51,75 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The first byte of a TLS connection (a handshake record). A plain
+/// connection begins with a frame's length, whose first byte is at most
+/// `MAX_FRAME >> 24` (16), so one byte tells the two apart, as Consul's
+/// RPC port does.
+const TLS_HANDSHAKE: u8 = 0x16;
+const _: () = assert!(MAX_FRAME >> 24 < TLS_HANDSHAKE as usize);
+
+/// How a server answers on its RPC port once it has a certificate.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The rustls configuration.
+    pub config: Arc<rustls::ServerConfig>,
+    /// Plain TCP is taken too (`verify_incoming = false`), so TLS can be
+    /// rolled out one agent at a time.
+    pub plain_too: bool,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("plain_too", &self.plain_too)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream with one byte already read from it put back in front.
+struct Prefixed<S> {
+    first: Option<u8>,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if buf.remaining() > 0 {
+            if let Some(b) = self.first.take() {
+                buf.put_slice(&[b]);
+                return std::task::Poll::Ready(Ok(()));
+            }
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// TLS for a [`Client`]: the rustls configuration (the CA's roots, and a
 /// certificate to present) and the name a server must prove,
 /// `server.<dc>.<domain>`.
@@ -339,13 +408,14 @@ where
     serve_tls(env, listener, None, handler)
 }
 
-/// [`serve`], over TLS when `tls` is given: a connection whose handshake
-/// fails (no client certificate from the CA, when the configuration
-/// demands one) is closed before it can send a request.
+/// [`serve`], over TLS when `tls` is given (and plain TCP too when it
+/// allows): a connection whose handshake fails (no client certificate
+/// from the CA, when the configuration demands one), or a plain one where
+/// TLS is demanded, is closed before it can send a request.
 pub fn serve_tls<E, Req, Resp, H, Fut>(
     env: E,
     listener: E::TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<ServerTls>,
     handler: H,
 ) -> Task
 where
@@ -373,8 +443,28 @@ where
             conns.push(spawner.spawn(async move {
                 let stream: Box<dyn Io> = match tls {
                     None => Box::new(stream),
-                    Some(config) => {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    Some(tls) => {
+                        let mut stream = stream;
+                        let mut first = [0u8; 1];
+                        let read = stream.read_exact(&mut first);
+                        if !matches!(
+                            crate::env::timeout(&env, HANDSHAKE_TIMEOUT, read).await,
+                            Ok(Ok(_))
+                        ) {
+                            return;
+                        }
+                        let stream = Prefixed {
+                            first: Some(first[0]),
+                            inner: stream,
+                        };
+                        if first[0] != TLS_HANDSHAKE {
+                            if tls.plain_too {
+                                return connection(env, Box::new(stream), peer, handler).await;
+                            }
+                            tracing::warn!(%peer, "plain RPC connection refused: verify_incoming demands TLS");
+                            return;
+                        }
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
                         match crate::env::timeout(&env, HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
                         {

@@ -2,8 +2,6 @@
 //! server's RPC port, and what comes back: the vocabulary `agent`, `api`
 //! and `dns` speak to the servers, below the server that answers it.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::{RaftReply, RaftRequest};
@@ -11,11 +9,8 @@ use crate::coordinate::Coordinate;
 use crate::state::{Check, Health, KvEntry, Node, Service, Session, Table};
 
 /// TLS for a server's RPC: how it dials (`None`: plain TCP) and how it
-/// answers (`None`: plain TCP).
-pub type RpcTls = (
-    Option<crate::rpc::ClientTls>,
-    Option<Arc<rustls::ServerConfig>>,
-);
+/// answers (`None`: plain TCP only).
+pub type RpcTls = (Option<crate::rpc::ClientTls>, Option<crate::rpc::ServerTls>);
 
 /// A message to a server's RPC port.
 #[derive(Debug, Serialize, Deserialize)]
