@@ -282,3 +282,114 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
         (wan_members(&s1)? == [("s1.dc1".to_string(), 1), ("s2.dc2".to_string(), 3)]).then_some(())
     });
 }
+
+/// ACL replication: dc1 is the primary; dc2's server copies its policies,
+/// roles and global tokens, resolves them itself (requests to dc2 with a
+/// token made in dc1 work, directly and with `?dc=dc2`), sends a global
+/// token made through dc2 to dc1 and can read it back at once, keeps its
+/// local tokens to itself, and reports all this at `/v1/acl/replication`.
+#[test]
+fn a_secondary_datacenter_replicates_the_primarys_acls() {
+    const ROOT: &str = "4c1b1d7e-0000-4000-8000-0000000r00t0";
+    let dir = tempfile::tempdir().unwrap();
+    let acl = format!(
+        "{FAST_GOSSIP}{FAST_WAN}primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  \
+         default_policy = \"deny\"\n  enable_token_replication = true\n  tokens {{\n    \
+         initial_management = \"{ROOT}\"\n    agent = \"{ROOT}\"\n    replication = \"{ROOT}\"\n  }}\n}}\n"
+    );
+    let s1 = Agent::start(
+        dir.path(),
+        "s1",
+        &acl,
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    let s2 = Agent::start(
+        dir.path(),
+        "s2",
+        &acl,
+        &[
+            "-server".into(),
+            "-bootstrap-expect=1".into(),
+            "-datacenter=dc2".into(),
+            format!("-retry-join-wan=127.0.0.1:{}", s1.wan),
+            "-retry-interval=200ms".into(),
+        ],
+    );
+    let call = |a: &Agent, method: &str, path: &str, token: &str, body: &str| {
+        let head = format!("X-Consul-Token: {token}\r\n");
+        match process::http_with(&a.http, method, path, &head, body.as_bytes()) {
+            Ok((st, _, out)) => (st, out),
+            Err(_) => (0, String::new()),
+        }
+    };
+    // A policy and a token in the primary.
+    let policy = r#"{"Name":"app","Rules":"key_prefix \"app/\" { policy = \"write\" }"}"#;
+    wait_for(Duration::from_secs(30), "the policy written in dc1", || {
+        (call(&s1, "PUT", "/v1/acl/policy", ROOT, policy).0 == 200).then_some(())
+    });
+    let (st, out) = call(
+        &s1,
+        "PUT",
+        "/v1/acl/token",
+        ROOT,
+        r#"{"Description":"app","Policies":[{"Name":"app"}]}"#,
+    );
+    assert_eq!(st, 200, "{out}");
+    let app = json(&out)["SecretID"].as_str().unwrap().to_string();
+
+    // dc2 resolves it itself once replicated: directly, and from dc1 with
+    // ?dc=dc2 (dc2's servers judge requests for dc2).
+    wait_for(Duration::from_secs(30), "the token working in dc2", || {
+        (call(&s2, "PUT", "/v1/kv/app/x", &app, "2").0 == 200).then_some(())
+    });
+    let (st, _) = call(&s1, "PUT", "/v1/kv/app/y?dc=dc2", &app, "1");
+    assert_eq!(st, 200);
+    let (st, _) = call(&s2, "PUT", "/v1/kv/other", &app, "1");
+    assert_eq!(st, 403, "the policy's limits hold in dc2");
+    let status = json(&call(&s2, "GET", "/v1/acl/replication", ROOT, "").1);
+    assert_eq!(status["Enabled"], true, "{status}");
+    assert_eq!(status["Running"], true, "{status}");
+    assert_eq!(status["SourceDatacenter"], "dc1", "{status}");
+    assert_eq!(status["ReplicationType"], "tokens", "{status}");
+    assert!(status["ReplicatedIndex"].as_u64().unwrap() > 0, "{status}");
+    let primary = json(&call(&s1, "GET", "/v1/acl/replication", ROOT, "").1);
+    assert_eq!(primary["Enabled"], false, "{primary}");
+
+    // A global token made through dc2 is the primary's, and readable in
+    // dc2 at once; a local one stays in dc2.
+    let (st, out) = call(
+        &s2,
+        "PUT",
+        "/v1/acl/token",
+        ROOT,
+        r#"{"Description":"made in dc2","Policies":[{"Name":"app"}]}"#,
+    );
+    assert_eq!(st, 200, "{out}");
+    let global = json(&out)["AccessorID"].as_str().unwrap().to_string();
+    let (st, _) = call(&s1, "GET", &format!("/v1/acl/token/{global}"), ROOT, "");
+    assert_eq!(st, 200, "the global token is the primary's");
+    let (st, out) = call(
+        &s2,
+        "PUT",
+        "/v1/acl/token",
+        ROOT,
+        r#"{"Description":"dc2 only","Local":true,"Policies":[{"Name":"app"}]}"#,
+    );
+    assert_eq!(st, 200, "{out}");
+    let local = json(&out)["AccessorID"].as_str().unwrap().to_string();
+    let (st, _) = call(&s1, "GET", &format!("/v1/acl/token/{local}"), ROOT, "");
+    assert_eq!(st, 403, "a local token stays in its datacenter");
+    // A policy deleted in the primary goes from dc2 too, and survives
+    // replication there no longer.
+    let (_, out) = call(&s1, "GET", "/v1/acl/policy/name/app", ROOT, "");
+    let id = json(&out)["ID"].as_str().unwrap().to_string();
+    let (st, _) = call(&s2, "DELETE", &format!("/v1/acl/policy/{id}"), ROOT, "");
+    assert_eq!(st, 200);
+    let (st, _) = call(&s1, "GET", &format!("/v1/acl/policy/{id}"), ROOT, "");
+    assert_eq!(st, 404, "deleted through dc2, at the primary");
+    let (st, _) = call(&s2, "PUT", "/v1/kv/app/z", &app, "1");
+    assert_eq!(
+        st, 403,
+        "without its policy the token grants nothing in dc2"
+    );
+}

@@ -96,8 +96,8 @@ pub struct AgentTokens {
     /// Works on this agent's own endpoints (`agent:write`, `node:read`)
     /// even when no server can be asked.
     pub agent_recovery: Option<String>,
-    /// Kept for replication between datacenters (which cairn does not do
-    /// yet).
+    /// What a secondary datacenter's servers read the primary's ACLs
+    /// with (needs `acl = "write"` to replicate tokens).
     pub replication: Option<String>,
     /// For services and checks from config files (kept; cairn registers
     /// them with the agent token).
@@ -125,6 +125,9 @@ pub struct AclConfig {
     /// directory and come back after a restart (Consul's
     /// `enable_token_persistence`).
     pub enable_token_persistence: bool,
+    /// In a secondary datacenter, replicate global tokens from the
+    /// primary too (policies and roles always are).
+    pub enable_token_replication: bool,
 }
 
 impl Default for AclConfig {
@@ -136,6 +139,7 @@ impl Default for AclConfig {
             token_ttl: Duration::from_secs(30),
             tokens: AgentTokens::default(),
             enable_token_persistence: false,
+            enable_token_replication: false,
         }
     }
 }

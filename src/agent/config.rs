@@ -121,6 +121,10 @@ pub struct AgentConfig {
     pub node_id: Option<String>,
     /// Datacenter name.
     pub datacenter: String,
+    /// The datacenter that owns ACL policies, roles and global tokens
+    /// (`primary_datacenter`; `None`: this one). Other datacenters'
+    /// servers replicate them from it.
+    pub primary_datacenter: Option<String>,
     /// Where state is kept (not needed in dev mode).
     pub data_dir: Option<PathBuf>,
     /// Address the cluster-facing listeners bind to.
@@ -342,6 +346,7 @@ impl AgentConfig {
                     }
                 }
                 "enable_token_persistence" => a.enable_token_persistence = f.bool(av)?,
+                "enable_token_replication" => a.enable_token_replication = f.bool(av)?,
                 _ => others.push((path.clone(), av)),
             }
         }
@@ -473,6 +478,7 @@ impl Default for AgentConfig {
             node_name: default_node_name(),
             node_id: None,
             datacenter: "dc1".into(),
+            primary_datacenter: None,
             data_dir: None,
             bind_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             advertise_addr: None,
@@ -585,6 +591,9 @@ impl AgentConfig {
                 "node_name" => self.node_name = at.string(v)?,
                 "node_id" => self.node_id = Some(at.string(v)?),
                 "datacenter" => self.datacenter = at.string(v)?,
+                "primary_datacenter" | "acl_datacenter" => {
+                    self.primary_datacenter = Some(at.string(v)?).filter(|d| !d.is_empty())
+                }
                 "data_dir" => self.data_dir = Some(PathBuf::from(at.string(v)?)),
                 "bind_addr" => self.bind_addr = at.ip(v)?,
                 "advertise_addr" => self.advertise_addr = Some(at.ip(v)?),

@@ -147,7 +147,7 @@ impl<E: Env> Agent<E> {
                 let (server, duties) =
                     start_server(&env, &config, &node_id, &gossip, listener, rpc_tls.clone())
                         .await?;
-                server_tasks.push(duties);
+                server_tasks.extend(duties);
                 Some(server)
             }
             None => None,
@@ -548,7 +548,7 @@ async fn start_server<E: Env>(
     gossip: &Gossip,
     listener: E::TcpListener,
     tls: server::RpcTls,
-) -> Result<(Arc<Server<E>>, Task), AgentError> {
+) -> Result<(Arc<Server<E>>, Vec<Task>), AgentError> {
     let id = server::raft_id(node_id).ok_or_else(|| {
         ConfigError(format!(
             "node ID {node_id:?} is not a UUID, and a server's Raft ID is made from it"
@@ -569,14 +569,28 @@ async fn start_server<E: Env>(
         expect = config.bootstrap_expect,
         "server started"
     );
+    // A secondary datacenter copies the primary's ACLs rather than making
+    // its own (Consul's initial_management is the primary's alone).
+    let primary = config
+        .primary_datacenter
+        .clone()
+        .filter(|p| config.acl.enabled && *p != config.datacenter);
+    let mut tasks = Vec::new();
+    if let Some(primary) = &primary {
+        tasks.push(
+            server.replicate_acls(server::replication::ReplicationConfig {
+                primary: primary.clone(),
+                token: config.acl.tokens.replication.clone(),
+                tokens: config.acl.enable_token_replication,
+            }),
+        );
+    }
     let duties = server::cluster::spawn(
         env.clone(),
         server.clone(),
         gossip.clone(),
         DutyConfig {
-            acl_init: config
-                .acl
-                .enabled
+            acl_init: (config.acl.enabled && primary.is_none())
                 .then(|| config.acl.tokens.initial_management.clone()),
             autopilot: Some(config.autopilot.clone())
                 .filter(|a| *a != crate::state::AutopilotConfig::default()),
@@ -587,7 +601,8 @@ async fn start_server<E: Env>(
             )
         },
     );
-    Ok((server, duties))
+    tasks.push(duties);
+    Ok((server, tasks))
 }
 
 /// Fewest seconds between an agent's coordinate updates (Consul's

@@ -353,6 +353,31 @@ pub async fn login<E: Env>(s: Api<E>, bytes: Bytes) -> Result<Response, ApiError
     }
 }
 
+/// `GET /v1/acl/replication`: the leader's ACL replication status, in
+/// Consul's fields.
+pub async fn replication<E: Env>(s: Api<E>) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let reply = call(&s, ClientRequest::AclReplication { hops: 0 }).await;
+    let st = match answer_of(&reply)? {
+        Answer::AclReplication(st) => st,
+        other => return Err(unexpected(other)),
+    };
+    let time = |ms: Option<u64>| crate::format::rfc3339(ms.unwrap_or(0));
+    Ok(Json(json!({
+        "Enabled": st.enabled,
+        "Running": st.running,
+        "SourceDatacenter": st.source_datacenter,
+        "ReplicationType": st.replication_type,
+        "ReplicatedIndex": st.replicated_index,
+        "ReplicatedRoleIndex": st.replicated_index,
+        "ReplicatedTokenIndex": if st.replication_type == "tokens" { st.replicated_index } else { 0 },
+        "LastSuccess": time(st.last_success_ms),
+        "LastError": time(st.last_error_ms),
+        "LastErrorMessage": st.last_error_message,
+    }))
+    .into_response())
+}
+
 /// `POST /v1/acl/logout`: deletes the request's token, if a login made it.
 pub async fn logout<E: Env>(s: Api<E>) -> Result<Response, ApiError> {
     enabled(&s)?;

@@ -108,6 +108,7 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/acl/binding-rules", get(acl_auth::list_rules::<E>))
         .route("/v1/acl/login", post(acl_auth::login::<E>))
         .route("/v1/acl/logout", post(acl_auth::logout::<E>))
+        .route("/v1/acl/replication", get(acl_auth::replication::<E>))
         .route(
             "/v1/acl/templated-policy/name/{*name}",
             get(acl::templated_policy::<E>),

@@ -58,7 +58,8 @@ pub(crate) fn authorize(z: &Authorizer, req: &ClientRequest, store: &Store) -> V
         ClientRequest::Status
         | ClientRequest::Datacenters
         | ClientRequest::Login { .. }
-        | ClientRequest::Logout { .. } => Ok(()),
+        | ClientRequest::Logout { .. }
+        | ClientRequest::AclReplication { .. } => Ok(()),
         // Checked where they are answered.
         ClientRequest::Remote { .. } | ClientRequest::Acl { .. } => Ok(()),
     }
@@ -168,7 +169,8 @@ fn authorize_cmd(z: &Authorizer, cmd: &Command, store: &Store) -> Verdict {
         | Command::AclAuthMethodSet(_)
         | Command::AclAuthMethodDelete { .. }
         | Command::AclBindingRuleSet(_)
-        | Command::AclBindingRuleDelete { .. } => z.check_global(Global::Acl, Access::Write),
+        | Command::AclBindingRuleDelete { .. }
+        | Command::AclReplicate { .. } => z.check_global(Global::Acl, Access::Write),
         Command::ReapTombstones { .. }
         | Command::CaSetRoot { .. }
         | Command::AutopilotSet { .. } => z.check_global(Global::Operator, Access::Write),
@@ -249,6 +251,7 @@ pub(crate) fn filter(z: &Authorizer, answer: &mut Answer) -> bool {
         | Answer::AclRoles(_)
         | Answer::AclAuthMethods(_)
         | Answer::AclBindingRules(_)
+        | Answer::AclReplication(_)
         // Whole answers, behind operator or ACL permissions.
         | Answer::Raft(_)
         | Answer::Autopilot(_)

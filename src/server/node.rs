@@ -72,6 +72,8 @@ pub struct Server<E: Env> {
     /// While this leader hands leadership over: the server it goes to.
     /// Other candidates get no vote from it meanwhile.
     pub(super) transfer_to: Mutex<Option<u64>>,
+    /// ACL replication from the primary datacenter (in a secondary).
+    pub(super) replication: super::replication::Replication,
     pub(super) _rpc: Task,
     pub(super) _batchers: Vec<Task>,
     pub(super) _lease: Task,
@@ -224,6 +226,7 @@ impl<E: Env> Server<E> {
                 acl: std::sync::OnceLock::new(),
                 telemetry,
                 transfer_to: Mutex::new(None),
+                replication: Default::default(),
                 _rpc: rpc,
                 _batchers: batchers,
                 _lease: lease,
@@ -392,6 +395,13 @@ impl<E: Env> Server<E> {
             ClientRequest::Operator { op, hops } => self.operator(op, hops, token).await,
             ClientRequest::Login { login, hops } => self.login(*login, hops, token).await,
             ClientRequest::Logout { hops } => self.logout(hops, token).await,
+            ClientRequest::AclReplication { hops } => {
+                if !self.is_leader() && hops < MAX_HOPS {
+                    let req = ClientRequest::AclReplication { hops: hops + 1 };
+                    return self.forward(req, token).await;
+                }
+                self.answered(Answer::AclReplication(Box::new(self.replication_status())))
+            }
         }
     }
 

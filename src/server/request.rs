@@ -103,6 +103,11 @@ pub enum ClientRequest {
         /// Servers it has passed through.
         hops: u8,
     },
+    /// The leader's ACL replication status (`/v1/acl/replication`).
+    AclReplication {
+        /// Servers it has passed through.
+        hops: u8,
+    },
     /// A request made with an ACL token (its secret). With ACLs on, a
     /// request without one is the anonymous token's.
     Acl {
@@ -446,6 +451,8 @@ pub enum Answer {
     AclPolicies(Vec<crate::acl::Policy>),
     /// For `AclRoles` (links named as they stand now).
     AclRoles(Vec<crate::acl::Role>),
+    /// For `AclReplication`.
+    AclReplication(Box<super::replication::ReplicationStatus>),
     /// For `AclAuthMethods`.
     AclAuthMethods(Vec<crate::acl::AuthMethod>),
     /// For `AclBindingRules`.

@@ -55,6 +55,11 @@ impl<E: Env> Server<E> {
                 )
                 .await;
         }
+        // A secondary datacenter's leader sends what the primary owns
+        // (policies, roles, global tokens) there.
+        if self.owned_by_primary(&cmd) {
+            return self.write_at_primary(cmd, token).await;
+        }
         let (started, metric) = (
             self.env.now(),
             crate::telemetry::registry::write_metric(&cmd),

@@ -448,6 +448,41 @@ impl AclState {
         Ok(true)
     }
 
+    /// Takes the primary datacenter's policies and roles (and, with
+    /// `tokens`, its global tokens) in place of ours; local tokens stay.
+    /// Whether anything changed.
+    pub fn replicate(
+        &mut self,
+        policies: &[Policy],
+        roles: &[Role],
+        tokens: Option<&[Token]>,
+    ) -> bool {
+        let policies: BTreeMap<String, Policy> =
+            policies.iter().map(|p| (p.id.clone(), p.clone())).collect();
+        let roles: BTreeMap<String, Role> =
+            roles.iter().map(|r| (r.id.clone(), r.clone())).collect();
+        let mut changed = policies != self.policies || roles != self.roles;
+        self.policies = policies;
+        self.roles = roles;
+        if let Some(tokens) = tokens {
+            let mut next: BTreeMap<String, Token> = self
+                .tokens
+                .iter()
+                .filter(|(_, t)| t.local)
+                .map(|(k, t)| (k.clone(), t.clone()))
+                .collect();
+            for t in tokens.iter().filter(|t| !t.local) {
+                next.insert(t.accessor_id.clone(), t.clone());
+            }
+            changed |= next != self.tokens;
+            self.tokens = next;
+        }
+        if changed {
+            self.reindex();
+        }
+        changed
+    }
+
     /// Deletes a binding rule.
     pub fn delete_binding_rule(&mut self, id: &str) -> Result<bool, StateError> {
         Ok(self.binding_rules.remove(id).is_some())

@@ -203,6 +203,17 @@ pub enum Command {
         /// Its ID.
         id: String,
     },
+    /// A secondary datacenter's copy of the primary's ACLs: its policies
+    /// and roles replace ours, and with `tokens`, its global tokens replace
+    /// our global ones (local tokens stay).
+    AclReplicate {
+        /// The primary's policies.
+        policies: Vec<crate::acl::Policy>,
+        /// The primary's roles.
+        roles: Vec<crate::acl::Role>,
+        /// The primary's global tokens, when tokens are replicated.
+        tokens: Option<Vec<crate::acl::Token>>,
+    },
     /// Set autopilot's configuration (with `cas`: only if its
     /// `ModifyIndex` is that).
     AutopilotSet {
@@ -646,6 +657,11 @@ impl Tx<'_> {
             Command::AclAuthMethodDelete { name } => self.acl(|a, _| a.delete_auth_method(name)),
             Command::AclBindingRuleSet(r) => self.acl(|a, i| a.set_binding_rule(i, r)),
             Command::AclBindingRuleDelete { id } => self.acl(|a, _| a.delete_binding_rule(id)),
+            Command::AclReplicate {
+                policies,
+                roles,
+                tokens,
+            } => self.acl(|a, _| Ok(a.replicate(policies, roles, tokens.as_deref()))),
             Command::AutopilotSet { config, cas } => self.autopilot_set(config, *cas),
             // `apply_outcome` takes restores before a `Tx` exists.
             Command::Restore { .. } => Err(invalid("a restore replaces the store whole")),
