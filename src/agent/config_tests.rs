@@ -185,10 +185,11 @@ fn consul_keys_cairn_lacks_are_accepted_unless_they_would_protect() {
     c.merge_file(&p).unwrap();
     assert!(c.acl.enable_token_persistence);
     assert_eq!(c.node_meta["rack"], "r1");
+    // Keys cairn now implements take effect.
+    assert_eq!(c.primary_datacenter.as_deref(), Some("dc1"));
+    assert!(!c.acl.enable_token_replication);
     for k in [
-        "primary_datacenter",
         "ui_config.enabled",
-        "acl.enable_token_replication",
         "tls.defaults.verify_incoming",
         "ports.grpc",
         "telemetry.prometheus_retention_time",
