@@ -6,8 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Policy;
-
 /// A service identity: write on the service and its sidecar proxy, read
 /// on every service and node (what a service needs to join the mesh).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,44 +216,11 @@ impl TemplatedPolicy {
         }
     }
 
-    /// The policy it stands for. Consul's ID and name carry over: the
-    /// rules in hex followed by the FNV-128a offset basis (what Consul's
-    /// `hasher.Sum(rules)` yields), so a preview matches Consul's.
-    pub fn synthetic(&self) -> Result<Policy, String> {
-        let t = template(&self.template_name).ok_or_else(|| {
-            format!(
-                "acl templated policy does not exist: {}",
-                self.template_name
-            )
-        })?;
-        let name = self.variables.as_ref().map_or("", |v| v.name.as_str());
-        let rules = t.template.replace("{{.Name}}", name);
-        let mut id = String::with_capacity(rules.len() * 2 + 32);
-        for b in rules.as_bytes() {
-            id.push_str(&format!("{b:02x}"));
-        }
-        id.push_str(FNV128A_OFFSET_HEX);
-        Ok(Policy {
-            name: format!("synthetic-policy-{id}"),
-            id,
-            description: format!(
-                "synthetic policy generated from templated policy: {}",
-                self.template_name
-            ),
-            rules,
-            datacenters: self.datacenters.clone(),
-            ..Policy::default()
-        })
-    }
-
     /// Whether it applies in datacenter `dc`.
     pub fn applies_in(&self, dc: &str) -> bool {
         self.datacenters.is_empty() || self.datacenters.iter().any(|d| d == dc)
     }
 }
-
-/// FNV-128a's offset basis, in hex.
-const FNV128A_OFFSET_HEX: &str = "6c62272e07bb014262b821756295c58d";
 
 /// What a token or role carries besides policies and roles.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,18 +288,6 @@ impl Identities {
         }
         Ok(out)
     }
-
-    /// The synthetic policies that apply in datacenter `dc`.
-    pub fn synthetic_policies(&self, dc: &str) -> Vec<Policy> {
-        self.service_identities
-            .iter()
-            .map(ServiceIdentity::templated)
-            .chain(self.node_identities.iter().map(NodeIdentity::templated))
-            .chain(self.templated_policies.iter().cloned())
-            .filter(|t| t.applies_in(dc))
-            .filter_map(|t| t.synthetic().ok())
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -357,7 +310,7 @@ mod tests {
         );
         // Consul's documented preview ID starts with the rules in hex.
         assert!(p.id.starts_with("0a73657276696365202277656222207"));
-        assert!(p.id.ends_with(FNV128A_OFFSET_HEX));
+        assert!(p.id.ends_with("6c62272e07bb014262b821756295c58d"));
         assert_eq!(p.name, format!("synthetic-policy-{}", p.id));
         assert_eq!(
             p.description,

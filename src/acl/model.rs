@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::Identities;
+use super::identity::{template, Identities, NodeIdentity, ServiceIdentity, TemplatedPolicy};
 use super::rules::Rules;
 
 /// A reference to a policy or role, by ID or by name (names are resolved
@@ -134,5 +134,54 @@ impl Identity {
             self.management,
             default_allow,
         )
+    }
+}
+
+/// FNV-128a's offset basis, in hex.
+const FNV128A_OFFSET_HEX: &str = "6c62272e07bb014262b821756295c58d";
+
+impl TemplatedPolicy {
+    /// The policy it stands for. Consul's ID and name carry over: the
+    /// rules in hex followed by the FNV-128a offset basis (what Consul's
+    /// `hasher.Sum(rules)` yields), so a preview matches Consul's.
+    pub fn synthetic(&self) -> Result<Policy, String> {
+        let t = template(&self.template_name).ok_or_else(|| {
+            format!(
+                "acl templated policy does not exist: {}",
+                self.template_name
+            )
+        })?;
+        let name = self.variables.as_ref().map_or("", |v| v.name.as_str());
+        let rules = t.template.replace("{{.Name}}", name);
+        let mut id = String::with_capacity(rules.len() * 2 + 32);
+        for b in rules.as_bytes() {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id.push_str(FNV128A_OFFSET_HEX);
+        Ok(Policy {
+            name: format!("synthetic-policy-{id}"),
+            id,
+            description: format!(
+                "synthetic policy generated from templated policy: {}",
+                self.template_name
+            ),
+            rules,
+            datacenters: self.datacenters.clone(),
+            ..Policy::default()
+        })
+    }
+}
+
+impl Identities {
+    /// The synthetic policies that apply in datacenter `dc`.
+    pub fn synthetic_policies(&self, dc: &str) -> Vec<Policy> {
+        self.service_identities
+            .iter()
+            .map(ServiceIdentity::templated)
+            .chain(self.node_identities.iter().map(NodeIdentity::templated))
+            .chain(self.templated_policies.iter().cloned())
+            .filter(|t| t.applies_in(dc))
+            .filter_map(|t| t.synthetic().ok())
+            .collect()
     }
 }

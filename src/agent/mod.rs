@@ -577,13 +577,11 @@ async fn start_server<E: Env>(
         .filter(|p| config.acl.enabled && *p != config.datacenter);
     let mut tasks = Vec::new();
     if let Some(primary) = &primary {
-        tasks.push(
-            server.replicate_acls(server::replication::ReplicationConfig {
-                primary: primary.clone(),
-                token: config.acl.tokens.replication.clone(),
-                tokens: config.acl.enable_token_replication,
-            }),
-        );
+        tasks.push(server.replicate_acls(server::request::ReplicationConfig {
+            primary: primary.clone(),
+            token: config.acl.tokens.replication.clone(),
+            tokens: config.acl.enable_token_replication,
+        }));
     }
     let duties = server::cluster::spawn(
         env.clone(),

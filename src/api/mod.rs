@@ -57,66 +57,7 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
         .route("/v1/agent/metrics", get(metrics::metrics::<E>))
         .route("/v1/agent/monitor", get(monitor::monitor::<E>))
         .route("/v1/agent/host", get(host::host::<E>))
-        .route("/v1/agent/token/{kind}", put(acl::set_agent_token::<E>))
-        .route("/v1/acl/bootstrap", put(acl::bootstrap::<E>))
-        .route("/v1/acl/token", put(acl::create_token::<E>))
-        .route(
-            "/v1/acl/token/{id}",
-            get(acl::token::<E>)
-                .put(acl::token::<E>)
-                .delete(acl::token::<E>),
-        )
-        .route("/v1/acl/token/{id}/clone", put(acl::clone_token::<E>))
-        .route("/v1/acl/tokens", get(acl::list_tokens::<E>))
-        .route("/v1/acl/policy", put(acl::create::<E, Policy>))
-        .route(
-            "/v1/acl/policy/{id}",
-            get(acl::by_id::<E, Policy>)
-                .put(acl::by_id::<E, Policy>)
-                .delete(acl::by_id::<E, Policy>),
-        )
-        .route("/v1/acl/policy/name/{name}", get(acl::by_name::<E, Policy>))
-        .route("/v1/acl/policies", get(acl::list::<E, Policy>))
-        .route("/v1/acl/role", put(acl::create::<E, Role>))
-        .route(
-            "/v1/acl/role/{id}",
-            get(acl::by_id::<E, Role>)
-                .put(acl::by_id::<E, Role>)
-                .delete(acl::by_id::<E, Role>),
-        )
-        .route("/v1/acl/role/name/{name}", get(acl::by_name::<E, Role>))
-        .route("/v1/acl/roles", get(acl::list::<E, Role>))
-        .route(
-            "/v1/acl/templated-policies",
-            get(acl::templated_policies::<E>),
-        )
-        .route("/v1/acl/auth-method", put(acl_auth::create_method::<E>))
-        .route(
-            "/v1/acl/auth-method/{name}",
-            get(acl_auth::method::<E>)
-                .put(acl_auth::method::<E>)
-                .delete(acl_auth::method::<E>),
-        )
-        .route("/v1/acl/auth-methods", get(acl_auth::list_methods::<E>))
-        .route("/v1/acl/binding-rule", put(acl_auth::create_rule::<E>))
-        .route(
-            "/v1/acl/binding-rule/{id}",
-            get(acl_auth::rule::<E>)
-                .put(acl_auth::rule::<E>)
-                .delete(acl_auth::rule::<E>),
-        )
-        .route("/v1/acl/binding-rules", get(acl_auth::list_rules::<E>))
-        .route("/v1/acl/login", post(acl_auth::login::<E>))
-        .route("/v1/acl/logout", post(acl_auth::logout::<E>))
-        .route("/v1/acl/replication", get(acl_auth::replication::<E>))
-        .route(
-            "/v1/acl/templated-policy/name/{*name}",
-            get(acl::templated_policy::<E>),
-        )
-        .route(
-            "/v1/acl/templated-policy/preview/{*name}",
-            post(acl::preview_templated_policy::<E>),
-        )
+        .merge(acl_routes::<E>())
         .route("/v1/agent/self", get(agent_self::<E>))
         .route("/v1/agent/join/{address}", put(join::<E>))
         .route("/v1/agent/leave", put(leave::<E>))
@@ -270,6 +211,71 @@ pub fn router<E: Env>(state: Arc<ApiState<E>>) -> Router {
             common_params::<E>,
         ))
         .with_state(state)
+}
+
+/// The ACL routes (`/v1/acl/*`, and the agent's own tokens).
+fn acl_routes<E: Env>() -> Router<Arc<ApiState<E>>> {
+    Router::new()
+        .route("/v1/agent/token/{kind}", put(acl::set_agent_token::<E>))
+        .route("/v1/acl/bootstrap", put(acl::bootstrap::<E>))
+        .route("/v1/acl/token", put(acl::create_token::<E>))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl::token::<E>)
+                .put(acl::token::<E>)
+                .delete(acl::token::<E>),
+        )
+        .route("/v1/acl/token/{id}/clone", put(acl::clone_token::<E>))
+        .route("/v1/acl/tokens", get(acl::list_tokens::<E>))
+        .route("/v1/acl/policy", put(acl::create::<E, Policy>))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::by_id::<E, Policy>)
+                .put(acl::by_id::<E, Policy>)
+                .delete(acl::by_id::<E, Policy>),
+        )
+        .route("/v1/acl/policy/name/{name}", get(acl::by_name::<E, Policy>))
+        .route("/v1/acl/policies", get(acl::list::<E, Policy>))
+        .route("/v1/acl/role", put(acl::create::<E, Role>))
+        .route(
+            "/v1/acl/role/{id}",
+            get(acl::by_id::<E, Role>)
+                .put(acl::by_id::<E, Role>)
+                .delete(acl::by_id::<E, Role>),
+        )
+        .route("/v1/acl/role/name/{name}", get(acl::by_name::<E, Role>))
+        .route("/v1/acl/roles", get(acl::list::<E, Role>))
+        .route(
+            "/v1/acl/templated-policies",
+            get(acl::templated_policies::<E>),
+        )
+        .route("/v1/acl/auth-method", put(acl_auth::create_method::<E>))
+        .route(
+            "/v1/acl/auth-method/{name}",
+            get(acl_auth::method::<E>)
+                .put(acl_auth::method::<E>)
+                .delete(acl_auth::method::<E>),
+        )
+        .route("/v1/acl/auth-methods", get(acl_auth::list_methods::<E>))
+        .route("/v1/acl/binding-rule", put(acl_auth::create_rule::<E>))
+        .route(
+            "/v1/acl/binding-rule/{id}",
+            get(acl_auth::rule::<E>)
+                .put(acl_auth::rule::<E>)
+                .delete(acl_auth::rule::<E>),
+        )
+        .route("/v1/acl/binding-rules", get(acl_auth::list_rules::<E>))
+        .route("/v1/acl/login", post(acl_auth::login::<E>))
+        .route("/v1/acl/logout", post(acl_auth::logout::<E>))
+        .route("/v1/acl/replication", get(acl_auth::replication::<E>))
+        .route(
+            "/v1/acl/templated-policy/name/{*name}",
+            get(acl::templated_policy::<E>),
+        )
+        .route(
+            "/v1/acl/templated-policy/preview/{*name}",
+            post(acl::preview_templated_policy::<E>),
+        )
 }
 
 /// Endpoints whose answers `?filter` applies to (Consul's list endpoints).

@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::acl::{call, s, show, show_list, Output};
+use super::acl_io::{call, s, show, show_list, Output};
 use super::http::HttpArgs;
 
 #[derive(Subcommand, Debug)]

@@ -8,6 +8,7 @@
 
 mod acl;
 mod acl_auth;
+mod acl_io;
 mod catalog;
 mod connect;
 mod event;

@@ -26,7 +26,7 @@ pub mod node;
 mod operator;
 mod read;
 pub mod reconcile;
-pub mod replication;
+mod replication;
 pub mod request;
 mod wan;
 mod write;

@@ -73,7 +73,7 @@ pub struct Server<E: Env> {
     /// Other candidates get no vote from it meanwhile.
     pub(super) transfer_to: Mutex<Option<u64>>,
     /// ACL replication from the primary datacenter (in a secondary).
-    pub(super) replication: super::replication::Replication,
+    pub(super) replication: super::request::Replication,
     pub(super) _rpc: Task,
     pub(super) _batchers: Vec<Task>,
     pub(super) _lease: Task,

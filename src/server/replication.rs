@@ -6,68 +6,15 @@
 //! writes of what the primary owns to the primary, and answers once its
 //! copy has caught up with them.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-
 use super::node::{wall_ms, Server};
-use super::request::{Answer, ClientReply, ClientRequest, Consistency, Query, Read};
+use super::request::{
+    Answer, ClientReply, ClientRequest, Consistency, Query, Read, ReplicationConfig,
+    ReplicationStatus,
+};
 use crate::env::Env;
 use crate::state::Command;
-
-/// Where a secondary replicates from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicationConfig {
-    /// The primary datacenter.
-    pub primary: String,
-    /// The token it reads with (`acl.tokens.replication`).
-    pub token: Option<String>,
-    /// Whether global tokens are replicated too
-    /// (`acl.enable_token_replication`).
-    pub tokens: bool,
-}
-
-/// `/v1/acl/replication`, in Consul's terms.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicationStatus {
-    /// Whether this datacenter replicates (it is a secondary).
-    pub enabled: bool,
-    /// Whether this server runs the replication (it leads).
-    pub running: bool,
-    /// The primary datacenter.
-    pub source_datacenter: String,
-    /// `policies` or `tokens`.
-    pub replication_type: String,
-    /// The primary's ACL index last copied.
-    pub replicated_index: u64,
-    /// When the last round succeeded (Unix ms).
-    pub last_success_ms: Option<u64>,
-    /// When the last round failed (Unix ms).
-    pub last_error_ms: Option<u64>,
-    /// Why it failed.
-    pub last_error_message: String,
-}
-
-/// A secondary's replication: its settings, its status, and the primary's
-/// index its copy has reached (writers wait on it).
-#[derive(Debug)]
-pub(super) struct Replication {
-    config: std::sync::OnceLock<ReplicationConfig>,
-    status: Mutex<ReplicationStatus>,
-    reached: watch::Sender<u64>,
-}
-
-impl Default for Replication {
-    fn default() -> Self {
-        Replication {
-            config: std::sync::OnceLock::new(),
-            status: Mutex::default(),
-            reached: watch::channel(0).0,
-        }
-    }
-}
 
 /// How long a blocking read of the primary waits for a change.
 const BLOCK_MS: u64 = 30_000;

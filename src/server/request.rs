@@ -452,7 +452,7 @@ pub enum Answer {
     /// For `AclRoles` (links named as they stand now).
     AclRoles(Vec<crate::acl::Role>),
     /// For `AclReplication`.
-    AclReplication(Box<super::replication::ReplicationStatus>),
+    AclReplication(Box<ReplicationStatus>),
     /// For `AclAuthMethods`.
     AclAuthMethods(Vec<crate::acl::AuthMethod>),
     /// For `AclBindingRules`.
@@ -498,6 +498,58 @@ impl ClientReply {
             last_contact_ms: 0,
             answer: Err(why.to_owned()),
             filtered: false,
+        }
+    }
+}
+
+/// Where a secondary replicates from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// The primary datacenter.
+    pub primary: String,
+    /// The token it reads with (`acl.tokens.replication`).
+    pub token: Option<String>,
+    /// Whether global tokens are replicated too
+    /// (`acl.enable_token_replication`).
+    pub tokens: bool,
+}
+
+/// `/v1/acl/replication`, in Consul's terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// Whether this datacenter replicates (it is a secondary).
+    pub enabled: bool,
+    /// Whether this server runs the replication (it leads).
+    pub running: bool,
+    /// The primary datacenter.
+    pub source_datacenter: String,
+    /// `policies` or `tokens`.
+    pub replication_type: String,
+    /// The primary's ACL index last copied.
+    pub replicated_index: u64,
+    /// When the last round succeeded (Unix ms).
+    pub last_success_ms: Option<u64>,
+    /// When the last round failed (Unix ms).
+    pub last_error_ms: Option<u64>,
+    /// Why it failed.
+    pub last_error_message: String,
+}
+
+/// A secondary's replication: its settings, its status, and the primary's
+/// index its copy has reached (writers wait on it).
+#[derive(Debug)]
+pub(crate) struct Replication {
+    pub(super) config: std::sync::OnceLock<ReplicationConfig>,
+    pub(super) status: std::sync::Mutex<ReplicationStatus>,
+    pub(super) reached: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication {
+            config: std::sync::OnceLock::new(),
+            status: std::sync::Mutex::default(),
+            reached: tokio::sync::watch::channel(0).0,
         }
     }
 }

@@ -92,6 +92,10 @@ pub(crate) struct HostCtx {
     pub(crate) history: History,
 }
 
+/// The management token of a simulated cluster with ACLs on: every
+/// agent's initial management, agent and default token.
+const SIM_MANAGEMENT_TOKEN: &str = "5e1f0c2a-0000-4000-8000-00000000acl0";
+
 impl HostCtx {
     /// Runs the node's software on `env` until it leaves; an error is a
     /// failure of the host's software, which ends the run.
@@ -116,7 +120,7 @@ impl HostCtx {
         config.gossip_base = self.gossip.clone();
         config.encrypt = self.encrypt.clone();
         if let Some(default_allow) = self.acl_default_allow {
-            let root = Some(super::SIM_MANAGEMENT_TOKEN.to_string());
+            let root = Some(SIM_MANAGEMENT_TOKEN.to_string());
             config.acl.enabled = true;
             config.acl.default_allow = default_allow;
             config.acl.tokens.initial_management = root.clone();

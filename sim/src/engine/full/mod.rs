@@ -68,8 +68,8 @@ pub struct ClusterSpec {
     /// Every agent's gossip encryption key, base64 (`None`: plain).
     pub encrypt: Option<String>,
     /// ACLs on every agent, with `default_policy = "allow"` when `true`
-    /// (`None`: off). Every agent's default token is the management
-    /// token [`SIM_MANAGEMENT_TOKEN`], so the scenario's own requests
+    /// (`None`: off). Every agent's default token is one management
+    /// token, so the scenario's own requests
     /// (registrations, intentions, proxies) are allowed; what the ACL
     /// default changes is what no intention decides.
     pub acl_default_allow: Option<bool>,
@@ -111,9 +111,6 @@ impl ClusterSpec {
         self.topology.names()
     }
 }
-
-/// The management token of a simulated cluster with ACLs on.
-pub const SIM_MANAGEMENT_TOKEN: &str = "5e1f0c2a-0000-4000-8000-00000000acl0";
 
 /// A host's software failed: when, and what it said.
 type Failure = Arc<Mutex<Option<(Duration, String)>>>;
