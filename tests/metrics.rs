@@ -41,8 +41,21 @@ fn writes_count_under_consuls_metric_names() {
         "/v1/catalog/register",
         r#"{"Node":"ext","Address":"10.0.0.9","Service":{"Service":"db"}}"#,
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&http_get(&a.http, "/v1/agent/metrics")).unwrap();
+    // Roles are sampled from Raft's metrics once per heartbeat, so the
+    // election may show a moment after the server answers as leader.
+    let v: serde_json::Value = process::wait_for(
+        std::time::Duration::from_secs(10),
+        "the role counted",
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&http_get(&a.http, "/v1/agent/metrics")).ok()?;
+            let counted = v["Counters"]
+                .as_array()?
+                .iter()
+                .any(|m| m["Name"] == "consul.raft.state.leader");
+            counted.then_some(v)
+        },
+    );
 
     let count = |list: &str, name: &str| entry(&v, list, name)["Count"].as_u64().unwrap_or(0);
     assert!(count("Counters", "consul.raft.apply") >= 5, "{v}");

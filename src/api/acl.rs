@@ -543,7 +543,7 @@ fn not_found(what: &str) -> ApiError {
 }
 
 /// An unknown policy or role: 404, as Consul answers.
-fn missing(what: &str) -> ApiError {
+pub(super) fn missing(what: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("{what} not found"))
 }
 

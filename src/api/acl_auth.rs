@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::acl::{acl_write, body, enabled, token_json};
+use super::acl::{acl_write, body, enabled, missing, token_json};
 use super::context::{answer_of, call, read, Api};
 use super::error::{bad, unexpected, ApiError};
 use crate::acl::identity::TemplateVariables;
@@ -144,10 +144,6 @@ async fn rules<E: Env>(
     }
 }
 
-fn not_found(what: &str) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, format!("{what} not found"))
-}
-
 async fn method_named<E: Env>(
     s: &Api<E>,
     params: &HashMap<String, String>,
@@ -157,7 +153,7 @@ async fn method_named<E: Env>(
     let m = all
         .iter()
         .find(|m| m.name == name)
-        .ok_or_else(|| not_found("auth method"))?;
+        .ok_or_else(|| missing("auth method"))?;
     Ok((h, Json(method_json(m))).into_response())
 }
 
@@ -237,7 +233,7 @@ async fn rule_by_id<E: Env>(
     let r = all
         .iter()
         .find(|r| r.id == id)
-        .ok_or_else(|| not_found("binding rule"))?;
+        .ok_or_else(|| missing("binding rule"))?;
     Ok((h, Json(rule_json(r))).into_response())
 }
 
