@@ -59,6 +59,22 @@ fn as_root(a: &Agent, method: &str, path: &str, body: &str) -> String {
     out
 }
 
+/// A server of its own with [`config`], once the leader has written the
+/// initial management token.
+fn acl_server(dir: &std::path::Path, name: &str) -> Agent {
+    let a = Agent::start(
+        dir,
+        name,
+        &config(),
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    wait_for(Duration::from_secs(30), "the management token", || {
+        let (st, _, body) = req(&a, "GET", "/v1/acl/token/self", ROOT, "header", "");
+        (st == 200 && body.contains("Initial Management Token")).then_some(())
+    });
+    a
+}
+
 fn dns_lookup(a: &Agent, name: &str) -> Message {
     let mut m = Message::query();
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
@@ -73,17 +89,7 @@ fn dns_lookup(a: &Agent, name: &str) -> Message {
 #[test]
 fn default_deny_refuses_anonymous_filters_lists_and_scopes_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::start(
-        dir.path(),
-        "acl1",
-        &config(),
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
-    // The leader writes the initial management token once it leads.
-    wait_for(Duration::from_secs(30), "the management token", || {
-        let (st, _, body) = req(&a, "GET", "/v1/acl/token/self", ROOT, "header", "");
-        (st == 200 && body.contains("Initial Management Token")).then_some(())
-    });
+    let a = acl_server(dir.path(), "acl1");
     as_root(&a, "PUT", "/v1/kv/secret/y", "hidden");
     as_root(
         &a,
@@ -578,16 +584,7 @@ fn agent_tokens_set_at_run_time_survive_a_restart_when_persisted() {
 #[test]
 fn identities_and_templated_policies_grant_what_consul_grants() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::start(
-        dir.path(),
-        "ident1",
-        &config(),
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
-    wait_for(Duration::from_secs(30), "the management token", || {
-        let (st, _, body) = req(&a, "GET", "/v1/acl/token/self", ROOT, "header", "");
-        (st == 200 && body.contains("Initial Management Token")).then_some(())
-    });
+    let a = acl_server(dir.path(), "ident1");
     let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
     let secret_of = |body: &str| {
         let (st, _, out) = req(&a, "PUT", "/v1/acl/token", ROOT, "header", body);
@@ -782,16 +779,7 @@ fn identities_and_templated_policies_grant_what_consul_grants() {
 #[test]
 fn jwt_login_binds_what_the_rules_say_and_logout_deletes_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Agent::start(
-        dir.path(),
-        "jwt1",
-        &config(),
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
-    wait_for(Duration::from_secs(30), "the management token", || {
-        let (st, _, body) = req(&a, "GET", "/v1/acl/token/self", ROOT, "header", "");
-        (st == 200 && body.contains("Initial Management Token")).then_some(())
-    });
+    let a = acl_server(dir.path(), "jwt1");
     let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let signer = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();

@@ -27,6 +27,31 @@ fn run_ok(args: &[&str]) -> String {
     text
 }
 
+/// Asks the server at `rpc` for its status over RPC (TLS with `tls`,
+/// checking for `dc`'s server name): whether it answered.
+fn rpc_status(
+    rpc: std::net::SocketAddr,
+    tls: Option<cairn::rpc::ClientTls>,
+    dc: Option<&str>,
+) -> Result<(), String> {
+    use cairn::env::{Env, TokioEnv};
+    use cairn::rpc::Client;
+    use cairn::server::{ClientRequest, ServerReply, ServerRpc};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let env = TokioEnv::new();
+        let c: Client<TokioEnv, ServerRpc, ServerReply> = Client::with_tls(env.clone(), tls);
+        let deadline = env.now() + Duration::from_secs(10);
+        c.call_in(rpc, dc, &ServerRpc::Client(ClientRequest::Status), deadline)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
 fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_file_iter(path)
         .unwrap()
@@ -199,9 +224,7 @@ fn https_settings_are_checked() {
 
 #[test]
 fn server_rpc_over_tls_takes_only_certificates_from_the_ca_for_the_right_dc() {
-    use cairn::env::{Env, TokioEnv};
-    use cairn::rpc::{Client, ClientTls};
-    use cairn::server::{ClientRequest, ServerReply, ServerRpc};
+    use cairn::rpc::ClientTls;
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -249,21 +272,7 @@ fn server_rpc_over_tls_takes_only_certificates_from_the_ca_for_the_right_dc() {
 
     // Direct RPC clients, each asking for the servers' status.
     let rpc = std::net::SocketAddr::from(([127, 0, 0, 1], s1.rpc));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let ask = |tls: Option<ClientTls>, dc: Option<&str>| {
-        rt.block_on(async {
-            let env = TokioEnv::new();
-            let c: Client<TokioEnv, ServerRpc, ServerReply> = Client::with_tls(env.clone(), tls);
-            let deadline = env.now() + Duration::from_secs(10);
-            c.call_in(rpc, dc, &ServerRpc::Client(ClientRequest::Status), deadline)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    };
+    let ask = |tls: Option<ClientTls>, dc: Option<&str>| rpc_status(rpc, tls, dc);
     let tls = |client: Option<(&Path, &Path)>| {
         Some(ClientTls {
             config: client_config(&ca, client),
@@ -307,10 +316,6 @@ fn server_rpc_over_tls_takes_only_certificates_from_the_ca_for_the_right_dc() {
 /// refused.
 #[test]
 fn rpc_tls_rolls_out_one_agent_at_a_time_without_losing_a_write() {
-    use cairn::env::{Env, TokioEnv};
-    use cairn::rpc::Client;
-    use cairn::server::{ClientRequest, ServerReply, ServerRpc};
-
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ds = format!("-dir={}", d.display());
@@ -391,10 +396,6 @@ fn rpc_tls_rolls_out_one_agent_at_a_time_without_losing_a_write() {
     write(&c1, "c1 dials TLS");
 
     // Mid-rollout, a server takes both: a plain RPC client and a TLS one.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let ask = |port: u16, tls: bool| {
         let tls = tls.then(|| cairn::rpc::ClientTls {
             config: client_config(
@@ -407,21 +408,11 @@ fn rpc_tls_rolls_out_one_agent_at_a_time_without_losing_a_write() {
             datacenter: "dc1".into(),
             domain: "consul".into(),
         });
-        rt.block_on(async {
-            let env = TokioEnv::new();
-            let c: Client<TokioEnv, ServerRpc, ServerReply> = Client::with_tls(env.clone(), tls);
-            let deadline = env.now() + Duration::from_secs(10);
-            let rpc = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            c.call_in(
-                rpc,
-                None,
-                &ServerRpc::Client(ClientRequest::Status),
-                deadline,
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-        })
+        rpc_status(
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            tls,
+            None,
+        )
     };
     let port = servers[0].rpc;
     assert_eq!(ask(port, false), Ok(()), "plain, before TLS is demanded");

@@ -672,10 +672,7 @@ pub async fn token<E: Env>(
             acl_write(&s, Command::AclTokenDelete { accessor_id: id }).await?;
             Ok(Json(true).into_response())
         }
-        _ => Err(ApiError(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".into(),
-        )),
+        _ => Err(super::error::method_not_allowed()),
     }
 }
 
@@ -925,10 +922,7 @@ pub async fn by_id<E: Env, T: Named>(
             acl_write(&s, T::delete(id)).await?;
             Ok(Json(true).into_response())
         }
-        _ => Err(ApiError(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".into(),
-        )),
+        _ => Err(super::error::method_not_allowed()),
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query as UrlQuery};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -197,10 +197,7 @@ pub async fn method<E: Env>(
             acl_write(&s, Command::AclAuthMethodDelete { name }).await?;
             Ok(Json(true).into_response())
         }
-        _ => Err(ApiError(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".into(),
-        )),
+        _ => Err(super::error::method_not_allowed()),
     }
 }
 
@@ -284,10 +281,7 @@ pub async fn rule<E: Env>(
             acl_write(&s, Command::AclBindingRuleDelete { id }).await?;
             Ok(Json(true).into_response())
         }
-        _ => Err(ApiError(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".into(),
-        )),
+        _ => Err(super::error::method_not_allowed()),
     }
 }
 
