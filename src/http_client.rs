@@ -121,6 +121,21 @@ pub async fn exchange<E: Env>(
     body: Bytes,
     limit: Duration,
 ) -> Result<Answer, ClientError> {
+    let token = TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    exchange_as(env, addr, method, path, body, limit, token.as_deref()).await
+}
+
+/// [`exchange`] with `token` (instead of the process's) as
+/// `X-Consul-Token`: for callers that act for several identities at once.
+pub async fn exchange_as<E: Env>(
+    env: &E,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Bytes,
+    limit: Duration,
+    token: Option<&str>,
+) -> Result<Answer, ClientError> {
     let exchange = async {
         let stream = env
             .connect_tcp(addr)
@@ -140,7 +155,7 @@ pub async fn exchange<E: Env>(
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, addr.to_string());
-        if let Some(t) = TOKEN.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+        if let Some(t) = token {
             req = req.header("x-consul-token", t);
         }
         let req = req.body(Full::new(body)).map_err(|e| ClientError::Http {

@@ -66,6 +66,12 @@ pub enum Action<T = Vec<String>> {
     /// Set an intention through the first of these nodes' agents (see
     /// [`mesh`](crate::engine::full::mesh)).
     Intention(T, IntentionOrder),
+    /// Rotate the Connect CA's root through the first of these nodes'
+    /// agents (`PUT /v1/connect/ca/configuration`).
+    CaRotate(T),
+    /// Create a policy and a token, both named by the string, through the
+    /// first of these nodes' agents (see [`acl`](crate::engine::full::acl)).
+    AclToken(T, String),
 }
 
 impl<T> Action<T> {
@@ -90,6 +96,8 @@ impl<T> Action<T> {
             Action::KvLoad(a, l) => Action::KvLoad(f(a), *l),
             Action::RegisterService(a, r) => Action::RegisterService(f(a), r.clone()),
             Action::Intention(a, o) => Action::Intention(f(a), o.clone()),
+            Action::CaRotate(a) => Action::CaRotate(f(a)),
+            Action::AclToken(a, t) => Action::AclToken(f(a), t.clone()),
         }
     }
 
@@ -116,6 +124,8 @@ impl<T> Action<T> {
             Action::RegisterService(_, reg) if reg.connect => "connect_service",
             Action::RegisterService(..) => "register_service",
             Action::Intention(..) => "intention",
+            Action::CaRotate(_) => "ca_rotate",
+            Action::AclToken(..) => "acl_token",
         }
     }
 }
@@ -133,7 +143,9 @@ impl Action {
             | Action::Slow(a, _)
             | Action::KvLoad(a, _)
             | Action::RegisterService(a, _)
-            | Action::Intention(a, _) => a.iter().collect(),
+            | Action::Intention(a, _)
+            | Action::CaRotate(a)
+            | Action::AclToken(a, _) => a.iter().collect(),
             Action::Partition(a, b)
             | Action::OneWay(a, b)
             | Action::Clog(a, b, _)
@@ -217,6 +229,8 @@ impl Action {
             Action::KvLoad(n, l) => Some(format!("{}:{}", n.join(","), l.detail())),
             Action::RegisterService(n, r) => Some(format!("{}:{}", n.join(","), r.detail())),
             Action::Intention(n, o) => Some(format!("{}:{}", n.join(","), o.detail())),
+            Action::CaRotate(n) => Some(n.join(",")),
+            Action::AclToken(n, t) => Some(format!("{}:{t}", n.join(","))),
         }
     }
 }

@@ -123,7 +123,9 @@ pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], 
         | Action::Slow(..)
         | Action::KvLoad(..)
         | Action::RegisterService(..)
-        | Action::Intention(..) => {}
+        | Action::Intention(..)
+        | Action::CaRotate(_)
+        | Action::AclToken(..) => {}
     }
 }
 

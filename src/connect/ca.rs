@@ -114,6 +114,11 @@ pub struct RootKeys {
     pub not_before_ms: u64,
     /// End of validity, in ms since the Unix epoch.
     pub not_after_ms: u64,
+    /// This root cross-signed by the root it replaced (PEM), Consul's
+    /// `IntermediateCerts`: leaves carry it, so a peer that still trusts
+    /// only the old root accepts them while the new bundle reaches it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intermediate_pems: Vec<String>,
 }
 
 /// `t` in milliseconds since the Unix epoch (0 before it).
@@ -176,6 +181,7 @@ pub fn generate_root(
         serial,
         not_before_ms: unix_ms(now.checked_sub(BACKDATE).unwrap_or(now)),
         not_after_ms: unix_ms(now + ROOT_TTL),
+        intermediate_pems: Vec::new(),
     })
 }
 
@@ -211,14 +217,7 @@ pub fn root_from_pem(cert_pem: &str, key_pem: &str, now: SystemTime) -> Result<R
     if !(not_before_ms..not_after_ms).contains(&unix_ms(now)) {
         return Err(bad("the certificate is not valid now"));
     }
-    let ski = cert
-        .extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-            _ => None,
-        })
-        .unwrap_or_else(|| der.iter().take(20).copied().collect());
+    let ski = subject_key_id(&cert).unwrap_or_else(|| der.iter().take(20).copied().collect());
     let serial_bytes = cert.raw_serial();
     let serial = serial_bytes
         .iter()
@@ -233,7 +232,82 @@ pub fn root_from_pem(cert_pem: &str, key_pem: &str, now: SystemTime) -> Result<R
         serial,
         not_before_ms,
         not_after_ms,
+        intermediate_pems: Vec::new(),
     })
+}
+
+/// `new` cross-signed by `old`, as Consul does it on a rotation: the same
+/// subject, key and extensions as `new`, issued by `old` and valid no
+/// longer than `old` is. A verifier that trusts `old` alone then accepts a
+/// leaf of `new` that carries it (leaf, cross-signed root, `old`).
+pub fn cross_sign(old: &RootKeys, new: &RootKeys) -> Result<String, CaError> {
+    let der = pem_certs(&new.cert_pem);
+    let der = der
+        .first()
+        .ok_or_else(|| crypto("the new root has no certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(crypto)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
+    params.distinguished_name = subject_of(cert.subject())?;
+    params.subject_alt_names = uris_of(der)
+        .into_iter()
+        .map(|u| u.try_into().map(SanType::URI))
+        .collect::<Result<_, _>>()
+        .map_err(crypto)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(SerialNumber::from_slice(cert.raw_serial()));
+    if let Some(ski) = subject_key_id(&cert) {
+        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(ski);
+    }
+    params.use_authority_key_identifier_extension = true;
+    let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+    params.not_before = at(new.not_before_ms).into();
+    params.not_after = at(old.not_after_ms.min(new.not_after_ms)).into();
+    let new_key = KeyPair::from_pem(&new.key_pem).map_err(crypto)?;
+    let old_key = KeyPair::from_pem(&old.key_pem).map_err(crypto)?;
+    let issuer = Issuer::from_ca_cert_pem(&old.cert_pem, old_key).map_err(crypto)?;
+    let cross = params.signed_by(&new_key, &issuer).map_err(crypto)?;
+    Ok(cross.pem())
+}
+
+/// `name` as rcgen builds names, each attribute in its string type, so a
+/// certificate made with it names the same subject byte for byte.
+fn subject_of(name: &x509_parser::x509::X509Name) -> Result<rcgen::DistinguishedName, CaError> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let mut dn = rcgen::DistinguishedName::new();
+    for attr in name.iter_attributes() {
+        let oid: Vec<u64> = attr
+            .attr_type()
+            .iter()
+            .ok_or_else(|| crypto("an attribute type too long to read"))?
+            .collect();
+        let data = attr.attr_value().data;
+        let text = std::str::from_utf8(data).map_err(crypto)?;
+        let value = match attr.attr_value().header.tag() {
+            Tag::PrintableString => {
+                rcgen::DnValue::PrintableString(text.try_into().map_err(crypto)?)
+            }
+            Tag::Ia5String => rcgen::DnValue::Ia5String(text.try_into().map_err(crypto)?),
+            Tag::Utf8String => rcgen::DnValue::Utf8String(text.to_string()),
+            other => return Err(crypto(format!("a subject attribute of type {other}"))),
+        };
+        dn.push(rcgen::DnType::from_oid(&oid), value);
+    }
+    Ok(dn)
+}
+
+/// The subject key identifier a certificate carries.
+fn subject_key_id(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<Vec<u8>> {
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
 }
 
 /// A leaf's private key and the CSR a service sends for it.
@@ -319,8 +393,17 @@ pub fn sign_leaf(
     params.serial_number = Some(SerialNumber::from(serial));
     validity(&mut params, now, ttl);
     let cert = params.signed_by(&csr.public_key, &issuer).map_err(crypto)?;
+    // The chain after the leaf: a peer that has only the previous root
+    // still finds a path to it.
+    let cert_pem = std::iter::once(cert.pem())
+        .chain(
+            root.intermediate_pems
+                .iter()
+                .map(|p| p.trim_end().to_string() + "\n"),
+        )
+        .collect();
     Ok(SignedLeaf {
-        cert_pem: cert.pem(),
+        cert_pem,
         serial: colon_hex(&serial.to_be_bytes()),
         not_before_ms: unix_ms(now.checked_sub(BACKDATE).unwrap_or(now)),
         not_after_ms: unix_ms(now + ttl),
@@ -400,6 +483,56 @@ mod tests {
             sign_leaf(&root, "garbage", &id("web"), 9, now, LEAF_TTL),
             Err(CaError::BadCsr(_))
         ));
+    }
+
+    /// Whether a verifier trusting only `anchor` accepts `chain_pem` (a
+    /// leaf and what follows it) as a client certificate.
+    fn accepted_by(anchor: &RootKeys, chain_pem: &str) -> bool {
+        use rustls::pki_types::{CertificateDer, UnixTime};
+        let mut store = rustls::RootCertStore::empty();
+        store
+            .add(CertificateDer::from(pem_certs(&anchor.cert_pem)[0].clone()))
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(store.into(), provider)
+                .build()
+                .unwrap();
+        let certs: Vec<CertificateDer<'static>> = pem_certs(chain_pem)
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect();
+        verifier
+            .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn a_leaf_of_a_cross_signed_root_is_accepted_by_peers_that_trust_only_the_old_one() {
+        let now = SystemTime::now();
+        let td = id("x").trust_domain;
+        let old = generate_root(&td, 1, now).unwrap();
+        let mut new = generate_root(&td, 2, now).unwrap();
+        let req = leaf_request(&id("web")).unwrap();
+        let bare = sign_leaf(&new, &req.csr_pem, &id("web"), 3, now, LEAF_TTL).unwrap();
+        assert!(accepted_by(&new, &bare.cert_pem));
+        assert!(
+            !accepted_by(&old, &bare.cert_pem),
+            "no path without the cross-signed root"
+        );
+
+        new.intermediate_pems = vec![cross_sign(&old, &new).unwrap()];
+        let leaf = sign_leaf(&new, &req.csr_pem, &id("web"), 4, now, LEAF_TTL).unwrap();
+        assert_eq!(
+            pem_certs(&leaf.cert_pem).len(),
+            2,
+            "the leaf carries the intermediate"
+        );
+        assert!(accepted_by(&old, &leaf.cert_pem));
+        assert!(accepted_by(&new, &leaf.cert_pem));
+        // Cross-signed by a root nobody trusts: no help.
+        let stranger = generate_root(&td, 9, now).unwrap();
+        assert!(!accepted_by(&stranger, &leaf.cert_pem));
     }
 
     #[test]

@@ -28,16 +28,23 @@ impl<E: Env> Server<E> {
         match op {
             CaOp::Roots => {}
             CaOp::Rotate { leaf_ttl_ms, root } => {
-                let (cluster_id, serial) = {
+                let (cluster_id, serial, old) = {
                     let store = self.store.read().unwrap_or_else(|e| e.into_inner());
                     let ca = store.ca();
                     let top = ca.roots.iter().map(|r| r.keys.serial).max().unwrap_or(0);
-                    (ca.cluster_id.clone(), top + 1)
+                    let old = ca.active().map(|r| r.keys.clone());
+                    (ca.cluster_id.clone(), top + 1, old)
                 };
                 let root = match root {
                     Some((cert, key)) => ca::root_from_pem(&cert, &key, now),
                     None => ca::generate_root(&ca::trust_domain(&cluster_id), serial, now),
                 };
+                let root = root.and_then(|mut r| {
+                    if let Some(old) = old {
+                        r.intermediate_pems = vec![ca::cross_sign(&old, &r)?];
+                    }
+                    Ok(r)
+                });
                 let root = match root {
                     Ok(r) => r,
                     Err(e) => return ClientReply::refused(&e.to_string()),

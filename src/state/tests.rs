@@ -663,6 +663,7 @@ fn fill(table: Table) -> Command {
                 serial: 7,
                 not_before_ms: 0,
                 not_after_ms: 1,
+                intermediate_pems: Vec::new(),
             }),
             only_if_none: true,
             leaf_ttl_ms: None,

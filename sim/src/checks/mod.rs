@@ -330,6 +330,14 @@ pub fn evaluate(
             Check::ReplicasConverge => {
                 consensus::replicas_converge(&scenario.topology, &out.replicas)
             }
+            Check::AclTokensWork { within } => crate::engine::full::acl::tokens_work(
+                &scenario.topology,
+                timeline,
+                &outages,
+                trace,
+                out.virtual_time,
+                *within,
+            ),
             Check::IntentionsEnforced { within } => {
                 let default_allow = scenario.acl_default_allow.unwrap_or(true);
                 crate::engine::full::mesh::enforced(timeline, trace, *within, default_allow)

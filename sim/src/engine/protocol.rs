@@ -940,7 +940,9 @@ impl Engine<'_> {
             Action::Skew(..)
             | Action::KvLoad(..)
             | Action::RegisterService(..)
-            | Action::Intention(..) => {}
+            | Action::Intention(..)
+            | Action::CaRotate(_)
+            | Action::AclToken(..) => {}
             // The network's (handled above).
             Action::Isolate(_)
             | Action::Partition(..)

@@ -97,6 +97,13 @@ pub enum Check {
         /// How long an intention change may take to apply.
         within: Duration,
     },
+    /// Every token an `acl_token` event made is accepted by every node's
+    /// agent, in every datacenter, from `within` after it was made to the
+    /// end of the run.
+    AclTokensWork {
+        /// How long a token may take to reach every datacenter.
+        within: Duration,
+    },
 }
 
 #[derive(Deserialize)]
@@ -112,7 +119,7 @@ pub(super) struct CheckSection {
     service: Option<String>,
 }
 
-const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves, intentions_enforced";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves, intentions_enforced, acl_tokens_work";
 
 /// Check `i` (from 0): where it is in the file (for errors), and what it
 /// asks.
@@ -188,6 +195,9 @@ pub(super) fn parse(
         "intentions_enforced" => Check::IntentionsEnforced {
             within: within.ok_or_else(|| err(format!("{here} needs within, like \"2s\"")))?,
         },
+        "acl_tokens_work" => Check::AclTokensWork {
+            within: within.ok_or_else(|| err(format!("{here} needs within, like \"5s\"")))?,
+        },
         "service_visible" | "dns_resolves" => {
             let service = c
                 .service
@@ -234,6 +244,7 @@ fn unused(c: &CheckSection) -> Vec<&'static str> {
                         | "service_visible"
                         | "dns_resolves"
                         | "intentions_enforced"
+                        | "acl_tokens_work"
                         | "query_failover"
                 ),
         ),

@@ -40,9 +40,10 @@ pub(super) struct EventSection {
     source: Option<String>,
     destination: Option<String>,
     decision: Option<String>,
+    token: Option<String>,
 }
 
-const ACTIONS: &str = "partition, heal, clog, unclog, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention";
+const ACTIONS: &str = "partition, heal, clog, unclog, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
 
 /// Event `i` (from 0): where it is in the file (for errors), when it
 /// happens and what it does.
@@ -187,6 +188,19 @@ pub(super) fn parse(
                 },
             )
         }
+        "ca_rotate" => Action::CaRotate(need_targets()?),
+        "acl_token" => {
+            let name = e
+                .token
+                .clone()
+                .filter(|t| valid_service_name(t))
+                .ok_or_else(|| {
+                    err(format!(
+                        "{here} needs token, a name of letters, digits and dashes"
+                    ))
+                })?;
+            Action::AclToken(need_targets()?, name)
+        }
         other => {
             return Err(err(format!(
                 "event #{}: unknown action {other:?} (known: {ACTIONS})",
@@ -313,6 +327,8 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
                         | "register_service"
                         | "connect_service"
                         | "intention"
+                        | "ca_rotate"
+                        | "acl_token"
                 ),
         ),
         ("for", e.for_.is_some() && e.action != "kv_load"),
@@ -336,6 +352,7 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
             e.destination.is_some() && e.action != "intention",
         ),
         ("decision", e.decision.is_some() && e.action != "intention"),
+        ("token", e.token.is_some() && e.action != "acl_token"),
     ]
     .into_iter()
     .filter(|x| x.1)

@@ -79,6 +79,12 @@ pub(crate) struct HostCtx {
     pub(crate) gossip: GossipConfig,
     pub(crate) encrypt: Option<String>,
     pub(crate) acl_default_allow: Option<bool>,
+    /// With ACLs across datacenters: the primary, which owns policies
+    /// and global tokens (the others replicate them).
+    pub(crate) primary_datacenter: Option<String>,
+    /// Tokens (by `acl_token` name) this node asks with (see
+    /// [`crate::engine::full::acl`]).
+    pub(crate) acl_probed: Vec<String>,
     pub(crate) join: Vec<String>,
     pub(crate) control: watch::Sender<Control>,
     pub(crate) server: Option<ServerCtx>,
@@ -125,7 +131,12 @@ impl HostCtx {
             config.acl.default_allow = default_allow;
             config.acl.tokens.initial_management = root.clone();
             config.acl.tokens.agent = root.clone();
-            config.acl.tokens.default = root;
+            config.acl.tokens.default = root.clone();
+            if let Some(primary) = &self.primary_datacenter {
+                config.primary_datacenter = Some(primary.clone());
+                config.acl.enable_token_replication = true;
+                config.acl.tokens.replication = root;
+            }
         }
         config.log_level = "warn".into();
         // Every host starts in the same tick: the first may not listen yet,
@@ -189,6 +200,15 @@ impl HostCtx {
                 self.recorder.clone(),
             ));
         }
+        let _probing = (!self.acl_probed.is_empty()).then(|| {
+            crate::engine::full::acl::probe(
+                env.clone(),
+                self.name.clone(),
+                http,
+                self.acl_probed.clone(),
+                self.recorder.clone(),
+            )
+        });
         let _querying: Vec<Task> = self
             .queried
             .iter()

@@ -38,7 +38,30 @@ pub const ATTEMPT: &str = "connect_call";
 /// detail: `allow` or `deny`).
 pub const INTENTION: &str = "intention_set";
 
+/// Trace event: a node's sidecar serves a new leaf certificate (member:
+/// its service; detail: the leaf's serial), seen within [`ATTEMPT_EVERY`].
+pub const LEAF: &str = "connect_leaf";
+/// Trace event: the CA's root was rotated (member: `ca`).
+pub const CA_ROTATED: &str = "ca_rotated";
+
 pub use crate::action::IntentionOrder;
+
+/// Rotates the CA's root through the agent at `http`, as an operator
+/// would: a new generated root, cross-signed by the old one.
+pub async fn rotate_ca<E: Env>(env: &E, http: SocketAddr) -> Result<(), String> {
+    let body = serde_json::json!({ "Provider": "consul", "Config": {} }).to_string();
+    client::exchange(
+        env,
+        http,
+        "PUT",
+        "/v1/connect/ca/configuration",
+        Bytes::from(body),
+        Duration::from_secs(10),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
 
 impl IntentionOrder {
     /// The parameters, for the trace.
@@ -146,14 +169,24 @@ pub fn start<E: Env>(
             .into_iter()
             .collect(),
     };
-    let e = env.clone();
+    let (e, me, rec) = (env.clone(), node.to_owned(), recorder.clone());
     tasks.push(env.spawn(async move {
         loop {
             match Proxy::start(e.clone(), cfg.clone()).await {
                 Ok(proxy) => {
-                    // The proxy serves while this task holds it.
-                    std::future::pending::<()>().await;
-                    drop(proxy);
+                    // The proxy serves while this task holds it; its leaf
+                    // goes in the trace each time it changes (a rotation
+                    // that never reached the proxies would prove nothing).
+                    let mut shown = None;
+                    loop {
+                        let serial = proxy.leaf_serial();
+                        if serial != shown {
+                            let at = e.now().as_duration();
+                            record_at(&rec, at, &me, LEAF, &cfg.service, serial.clone());
+                            shown = serial;
+                        }
+                        e.sleep(ATTEMPT_EVERY).await;
+                    }
                 }
                 Err(err) => {
                     tracing::debug!(error = %err, "sidecar not started; retrying");

@@ -32,6 +32,7 @@ use cairn::gossip::Config as GossipConfig;
 use cairn::time::Instant;
 use tokio::sync::watch;
 
+pub mod acl;
 pub mod env;
 pub mod federation;
 pub(crate) mod host;
@@ -220,6 +221,10 @@ impl<'a> World<'a> {
         let servers: ServerBoard = Arc::default();
         let history = History::default();
         let followed = services::followed(actions);
+        let acl_probed = acl::probed(actions);
+        // With ACLs across datacenters, the first is the primary.
+        let primary = (spec.acl_default_allow.is_some() && spec.topology.datacenters.len() > 1)
+            .then(|| spec.topology.datacenters[0].name.clone());
         let mut slots = Vec::new();
         for (index, name) in names.iter().enumerate() {
             let node = &spec.topology.nodes[index];
@@ -254,6 +259,8 @@ impl<'a> World<'a> {
                 gossip: spec.gossip.clone(),
                 encrypt: spec.encrypt.clone(),
                 acl_default_allow: spec.acl_default_allow,
+                primary_datacenter: primary.clone(),
+                acl_probed: acl_probed.clone(),
                 join: spec.topology.join_targets(index),
                 control: watch::channel(Control::Run).0,
                 server,
@@ -586,6 +593,22 @@ impl<'a> World<'a> {
                         .ctx
                         .registrations
                         .send_modify(|v| v.push(services::ApiOrder::Intention(o.clone())));
+                }
+            }
+            Action::CaRotate(set) => {
+                if let Some(x) = set.first() {
+                    self.slots[self.index(x)]
+                        .ctx
+                        .registrations
+                        .send_modify(|v| v.push(services::ApiOrder::CaRotate));
+                }
+            }
+            Action::AclToken(set, name) => {
+                if let Some(x) = set.first() {
+                    self.slots[self.index(x)]
+                        .ctx
+                        .registrations
+                        .send_modify(|v| v.push(services::ApiOrder::AclToken(name.clone())));
                 }
             }
             // The network's (handled above).

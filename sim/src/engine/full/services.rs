@@ -61,6 +61,10 @@ pub enum ApiOrder {
     Register(Registration),
     /// Set an intention.
     Intention(crate::engine::full::mesh::IntentionOrder),
+    /// Rotate the CA's root.
+    CaRotate,
+    /// Make the ACL policy and token of this name.
+    AclToken(String),
 }
 
 /// Trace event: a node's agent accepted a registration (member: service).
@@ -138,6 +142,23 @@ pub fn register<E: Env>(
                         .send(&env, http)
                         .await
                         .map(|()| i.record(&env, &recorder, &node)),
+                    ApiOrder::AclToken(name) => crate::engine::full::acl::create(&env, http, name)
+                        .await
+                        .map(|()| {
+                            crate::engine::full::acl::record_set(&env, &recorder, &node, name)
+                        }),
+                    ApiOrder::CaRotate => crate::engine::full::mesh::rotate_ca(&env, http)
+                        .await
+                        .map(|()| {
+                            record(
+                                &env,
+                                &recorder,
+                                &node,
+                                crate::engine::full::mesh::CA_ROTATED,
+                                "ca",
+                                None,
+                            )
+                        }),
                 };
                 match outcome {
                     Ok(()) => done += 1,
