@@ -379,6 +379,33 @@ fn a_secondary_datacenter_replicates_the_primarys_acls() {
     let local = json(&out)["AccessorID"].as_str().unwrap().to_string();
     let (st, _) = call(&s1, "GET", &format!("/v1/acl/token/{local}"), ROOT, "");
     assert_eq!(st, 403, "a local token stays in its datacenter");
+    // An auth method of dc2 that would make global tokens: its logins are
+    // refused in words (Consul's), not with a forwarded write's 403.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let method = serde_json::json!({
+        "Name": "idp", "Type": "jwt", "TokenLocality": "global",
+        "Config": {"JWTValidationPubKeys": [key.public_key_pem()], "JWTSupportedAlgs": ["ES256"]},
+    });
+    let (st, out) = call(&s2, "PUT", "/v1/acl/auth-method", ROOT, &method.to_string());
+    assert_eq!(st, 200, "{out}");
+    let rule = r#"{"AuthMethod":"idp","BindType":"service","BindName":"web"}"#;
+    let (st, out) = call(&s2, "PUT", "/v1/acl/binding-rule", ROOT, rule);
+    assert_eq!(st, 200, "{out}");
+    let signer = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    let bearer = jsonwebtoken::encode(&header, &serde_json::json!({"exp": exp}), &signer).unwrap();
+    let body = serde_json::json!({"AuthMethod": "idp", "BearerToken": bearer});
+    let (st, out) = call(&s2, "POST", "/v1/acl/login", "", &body.to_string());
+    assert!(
+        st != 200 && out.contains("only permitted in the primary datacenter"),
+        "{st} {out}"
+    );
+
     // A policy deleted in the primary goes from dc2 too, and survives
     // replication there no longer.
     let (_, out) = call(&s1, "GET", "/v1/acl/policy/name/app", ROOT, "");

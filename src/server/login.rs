@@ -33,6 +33,13 @@ impl<E: Env> Server<E> {
             Ok(t) => t,
             Err(why) => return ClientReply::refused(&why),
         };
+        // A global token is the primary's to make (Consul's rule and
+        // words): a secondary would have to write it there with no token.
+        if !t.local && self.primary().is_some() {
+            return ClientReply::refused(
+                "creating global tokens via auth methods is only permitted in the primary datacenter",
+            );
+        }
         let reply = self.write(Command::AclTokenSet(Box::new(t)), 0, None).await;
         if let Err(e) = reply.answer {
             return ClientReply::refused(&e);
