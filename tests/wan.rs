@@ -420,3 +420,76 @@ fn a_secondary_datacenter_replicates_the_primarys_acls() {
         "without its policy the token grants nothing in dc2"
     );
 }
+
+/// Without token replication (Consul's default), a secondary copies the
+/// primary's policies but not its global tokens: it asks the primary to
+/// resolve them, keeps each answer for `acl.token_ttl`, and while the
+/// primary is gone the down policy (`extend-cache`) keeps what it saw. A
+/// token it never saw is refused then.
+#[test]
+fn without_token_replication_a_secondary_resolves_global_tokens_at_the_primary() {
+    const ROOT: &str = "4c1b1d7e-0000-4000-8000-0000000r00t1";
+    const APP: &str = "4c1b1d7e-0000-4000-8000-000000000a99";
+    const UNSEEN: &str = "4c1b1d7e-0000-4000-8000-000000000b99";
+    let dir = tempfile::tempdir().unwrap();
+    let acl = format!(
+        "{FAST_GOSSIP}{FAST_WAN}primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  \
+         default_policy = \"deny\"\n  token_ttl = \"1s\"\n  tokens {{\n    \
+         initial_management = \"{ROOT}\"\n    agent = \"{ROOT}\"\n    replication = \"{ROOT}\"\n  }}\n}}\n"
+    );
+    let mut s1 = Agent::start(
+        dir.path(),
+        "s1",
+        &acl,
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    let s2 = Agent::start(
+        dir.path(),
+        "s2",
+        &acl,
+        &[
+            "-server".into(),
+            "-bootstrap-expect=1".into(),
+            "-datacenter=dc2".into(),
+            format!("-retry-join-wan=127.0.0.1:{}", s1.wan),
+            "-retry-interval=200ms".into(),
+        ],
+    );
+    let call = |a: &Agent, method: &str, path: &str, token: &str, body: &str| {
+        let head = format!("X-Consul-Token: {token}\r\n");
+        match process::http_with(&a.http, method, path, &head, body.as_bytes()) {
+            Ok((st, _, out)) => (st, out),
+            Err(_) => (0, String::new()),
+        }
+    };
+    let policy = r#"{"Name":"app","Rules":"key_prefix \"app/\" { policy = \"write\" }"}"#;
+    wait_for(Duration::from_secs(30), "the policy written in dc1", || {
+        (call(&s1, "PUT", "/v1/acl/policy", ROOT, policy).0 == 200).then_some(())
+    });
+    for secret in [APP, UNSEEN] {
+        let token = format!(r#"{{"SecretID":"{secret}","Policies":[{{"Name":"app"}}]}}"#);
+        let (st, out) = call(&s1, "PUT", "/v1/acl/token", ROOT, &token);
+        assert_eq!(st, 200, "{out}");
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "the dc1 token working in dc2",
+        || (call(&s2, "PUT", "/v1/kv/app/x", APP, "1").0 == 200).then_some(()),
+    );
+    let (st, _) = call(&s2, "PUT", "/v1/kv/other", APP, "1");
+    assert_eq!(st, 403, "the policy's limits hold in dc2");
+    let status = json(&call(&s2, "GET", "/v1/acl/replication", ROOT, "").1);
+    assert_eq!(status["ReplicationType"], "policies", "{status}");
+    let (st, out) = call(&s2, "GET", "/v1/acl/token/self", APP, "");
+    assert_eq!(st, 200, "{out}");
+
+    s1.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (st, out) = call(&s2, "PUT", "/v1/kv/app/y", APP, "2");
+    assert_eq!(
+        st, 200,
+        "extend-cache: a token seen before still works: {out}"
+    );
+    let (st, _) = call(&s2, "PUT", "/v1/kv/app/z", UNSEEN, "3");
+    assert_eq!(st, 403, "a token never seen cannot be resolved");
+}

@@ -581,6 +581,8 @@ async fn start_server<E: Env>(
             primary: primary.clone(),
             token: config.acl.tokens.replication.clone(),
             tokens: config.acl.enable_token_replication,
+            token_ttl: config.acl.token_ttl,
+            down_policy: config.acl.down_policy,
         }));
     }
     let duties = server::cluster::spawn(

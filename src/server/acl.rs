@@ -340,6 +340,11 @@ impl AclEnforcer {
         }
     }
 
+    /// Whether what no rule decides is allowed (`default_policy`).
+    pub(super) fn default_allow(&self) -> bool {
+        self.default_allow
+    }
+
     /// The authorizer of `secret`; `None` when no valid token has it.
     pub(super) fn authorizer(
         &self,

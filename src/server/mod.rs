@@ -26,6 +26,7 @@ pub mod node;
 mod operator;
 mod read;
 pub mod reconcile;
+mod remote_acl;
 mod replication;
 pub mod request;
 mod wan;

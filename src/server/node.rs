@@ -415,18 +415,36 @@ impl<E: Env> Server<E> {
         if let ClientRequest::Remote { dc, req } = req {
             return self.remote(dc, req.with_token(&token), None).await;
         }
-        let authz = {
+        let local = {
             let store = self.store.read().unwrap_or_else(|e| e.into_inner());
             let now_ms = wall_ms(&self.env);
             let dc = self.datacenter.get().map_or("", String::as_str);
-            let Some(z) = enforcer.authorizer(&store, &token, now_ms, dc) else {
-                return ClientReply::refused(crate::acl::ACL_NOT_FOUND);
-            };
-            if let Err(denied) = super::acl::authorize(&z, &req, &store) {
+            enforcer.authorizer(&store, &token, now_ms, dc)
+        };
+        let authz = match local {
+            Some(z) => z,
+            None => match self
+                .remote_authorizer(&token, enforcer.default_allow())
+                .await
+            {
+                // The token is the primary's alone: so is reading it.
+                Some(_) if req.reads_own_token() => {
+                    let primary = self
+                        .primary()
+                        .map(|c| c.primary.clone())
+                        .unwrap_or_default();
+                    return self.remote(primary, req.with_token(&token), None).await;
+                }
+                Some(z) => z,
+                None => return ClientReply::refused(crate::acl::ACL_NOT_FOUND),
+            },
+        };
+        {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            if let Err(denied) = super::acl::authorize(&authz, &req, &store) {
                 return ClientReply::refused(&denied);
             }
-            z
-        };
+        }
         let mut reply = Box::pin(self.serve(req, Some(&token))).await;
         if let Ok(answer) = &mut reply.answer {
             reply.filtered |= super::acl::filter(&authz, answer);

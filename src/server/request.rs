@@ -139,6 +139,11 @@ impl ClientRequest {
         }
     }
 
+    /// Whether it reads the caller's own token (`/v1/acl/token/self`).
+    pub fn reads_own_token(&self) -> bool {
+        matches!(self, ClientRequest::Read { read, .. } if matches!(read.query, Query::AclResolve(_)))
+    }
+
     /// The token this request was made with, and the request itself.
     pub fn without_token(self) -> (Option<String>, ClientRequest) {
         match self {
@@ -510,8 +515,12 @@ pub struct ReplicationConfig {
     /// The token it reads with (`acl.tokens.replication`).
     pub token: Option<String>,
     /// Whether global tokens are replicated too
-    /// (`acl.enable_token_replication`).
+    /// (`acl.enable_token_replication`); if not, the primary resolves them.
     pub tokens: bool,
+    /// How long a token the primary resolved is kept (`acl.token_ttl`).
+    pub token_ttl: std::time::Duration,
+    /// What to do when the primary cannot resolve one (`acl.down_policy`).
+    pub down_policy: crate::acl::DownPolicy,
 }
 
 /// `/v1/acl/replication`, in Consul's terms.
@@ -542,7 +551,15 @@ pub(crate) struct Replication {
     pub(super) config: std::sync::OnceLock<ReplicationConfig>,
     pub(super) status: std::sync::Mutex<ReplicationStatus>,
     pub(super) reached: tokio::sync::watch::Sender<u64>,
+    /// Without token replication: global tokens the primary resolved, by
+    /// secret, with when (monotonic ms); `None` for secrets it did not know.
+    pub(super) remote_tokens: RemoteTokens,
 }
+
+/// Global tokens the primary resolved, by secret: when (monotonic ms),
+/// and the token (`None`: the primary did not know the secret).
+pub(crate) type RemoteTokens =
+    std::sync::Mutex<std::collections::HashMap<String, (u64, Option<crate::acl::Token>)>>;
 
 impl Default for Replication {
     fn default() -> Self {
@@ -550,6 +567,7 @@ impl Default for Replication {
             config: std::sync::OnceLock::new(),
             status: std::sync::Mutex::default(),
             reached: tokio::sync::watch::channel(0).0,
+            remote_tokens: Default::default(),
         }
     }
 }

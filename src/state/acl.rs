@@ -174,7 +174,12 @@ impl AclState {
     /// to other datacenters, and identities of other datacenters, grant
     /// nothing here.
     pub fn resolve(&self, secret: &str, now_ms: u64, dc: &str) -> Option<Resolved> {
-        let token = self.token_by_secret(secret)?;
+        self.resolve_token(self.token_by_secret(secret)?, now_ms, dc)
+    }
+
+    /// Resolves `token` (this store's, or another datacenter's that this
+    /// one does not copy) against this store's roles and policies.
+    pub fn resolve_token(&self, token: &Token, now_ms: u64, dc: &str) -> Option<Resolved> {
         if token.expiration_ms.is_some_and(|at| at <= now_ms) {
             return None;
         }
