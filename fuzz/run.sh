@@ -18,7 +18,7 @@ secs="${1:-20}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(memberlist_codec gossip_decrypt rpc_frame dns_request acl_rules acl_login scenario_file config_file)
+  targets=(memberlist_codec gossip_decrypt rpc_frame dns_request acl_rules acl_login scenario_file config_file api_bodies)
 fi
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT

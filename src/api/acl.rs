@@ -428,9 +428,10 @@ pub(super) async fn acl_write<E: Env>(s: &Api<E>, cmd: Command) -> Result<bool, 
     })
 }
 
+/// A token as a request body gives it.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct TokenBody {
+pub(super) struct TokenBody {
     #[serde(rename = "AccessorID")]
     accessor_id: String,
     #[serde(rename = "SecretID")]
@@ -475,7 +476,17 @@ impl From<IdentitiesBody> for Identities {
 
 impl TokenBody {
     fn into_token<E: Env>(self, s: &Api<E>) -> Result<Token, ApiError> {
-        let now_ms = wall_ms(s);
+        self.token_at(wall_ms(s), || s.new_id())
+    }
+
+    /// The token, checked, as made at `now_ms`, with `new_id` for the IDs
+    /// the body leaves out (apart from the handler so the fuzz target
+    /// checks the same).
+    pub(super) fn token_at(
+        self,
+        now_ms: u64,
+        new_id: impl Fn() -> String,
+    ) -> Result<Token, ApiError> {
         let expiration_ms = if !self.expiration_time.is_empty() {
             if !self.expiration_ttl.is_empty() {
                 return Err(bad(
@@ -499,8 +510,8 @@ impl TokenBody {
             Some(now_ms.saturating_add(ttl.as_millis() as u64))
         };
         Ok(Token {
-            accessor_id: nonempty_or(self.accessor_id, || s.new_id()),
-            secret_id: nonempty_or(self.secret_id, || s.new_id()),
+            accessor_id: nonempty_or(self.accessor_id, &new_id),
+            secret_id: nonempty_or(self.secret_id, &new_id),
             description: self.description,
             policies: self.policies.unwrap_or_default(),
             roles: self.roles.unwrap_or_default(),
@@ -990,12 +1001,22 @@ pub async fn preview_templated_policy<E: Env>(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     enabled(&s)?;
-    let t = template_named(&name)?;
+    let p = preview(template_named(&name)?, &bytes)?;
+    Ok(Json(policy_json(&p)).into_response())
+}
+
+/// The synthetic policy template `t` makes with a preview body's
+/// variables, checked (apart from the handler so the fuzz target checks
+/// the same).
+pub(super) fn preview(
+    t: &crate::acl::identity::Template,
+    bytes: &[u8],
+) -> Result<Policy, ApiError> {
     let variables: Option<crate::acl::identity::TemplateVariables> =
         if bytes.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            Some(body(&bytes)?)
+            Some(body(bytes)?)
         };
     let tp = crate::acl::TemplatedPolicy {
         template_name: t.name.to_string(),
@@ -1003,13 +1024,13 @@ pub async fn preview_templated_policy<E: Env>(
         datacenters: Vec::new(),
     };
     tp.validate(false).map_err(bad)?;
-    let p = tp.synthetic().map_err(bad)?;
-    Ok(Json(policy_json(&p)).into_response())
+    tp.synthetic().map_err(bad)
 }
 
+/// The body of `PUT /v1/agent/token/<kind>`.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct AgentTokenBody {
+pub(super) struct AgentTokenBody {
     #[serde(rename = "Token")]
     token: String,
 }

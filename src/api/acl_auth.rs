@@ -57,9 +57,10 @@ fn rule_json(r: &BindingRule) -> Value {
     v
 }
 
+/// An auth method as a request body gives it.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct MethodBody {
+pub(super) struct MethodBody {
     #[serde(rename = "Name")]
     name: String,
     #[serde(rename = "Type")]
@@ -77,7 +78,9 @@ struct MethodBody {
 }
 
 impl MethodBody {
-    fn into_method(self) -> Result<AuthMethod, ApiError> {
+    /// The auth method, checked as far as the agent checks it (the fuzz
+    /// target checks the same).
+    pub(super) fn into_method(self) -> Result<AuthMethod, ApiError> {
         let max_token_ttl_ms = match self.max_token_ttl {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() || s == "0s" => None,
@@ -107,9 +110,10 @@ impl MethodBody {
     }
 }
 
+/// A binding rule as a request body gives it.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct RuleBody {
+pub(super) struct RuleBody {
     #[serde(rename = "Description")]
     description: String,
     #[serde(rename = "AuthMethod")]
@@ -234,18 +238,25 @@ async fn rule_by_id<E: Env>(
     Ok((h, Json(rule_json(r))).into_response())
 }
 
+impl RuleBody {
+    /// The binding rule `id` (the servers check it; the fuzz target makes
+    /// the same).
+    pub(super) fn into_rule(self, id: String) -> BindingRule {
+        BindingRule {
+            id,
+            description: self.description,
+            auth_method: self.auth_method,
+            selector: self.selector,
+            bind_type: self.bind_type,
+            bind_name: self.bind_name,
+            bind_vars: self.bind_vars,
+            ..BindingRule::default()
+        }
+    }
+}
+
 async fn write_rule<E: Env>(s: &Api<E>, id: String, bytes: &[u8]) -> Result<Response, ApiError> {
-    let b: RuleBody = body(bytes)?;
-    let r = BindingRule {
-        id: id.clone(),
-        description: b.description,
-        auth_method: b.auth_method,
-        selector: b.selector,
-        bind_type: b.bind_type,
-        bind_name: b.bind_name,
-        bind_vars: b.bind_vars,
-        ..BindingRule::default()
-    };
+    let r = body::<RuleBody>(bytes)?.into_rule(id.clone());
     acl_write(s, Command::AclBindingRuleSet(Box::new(r))).await?;
     rule_by_id(s, &HashMap::new(), &id).await
 }
@@ -301,9 +312,10 @@ pub async fn list_rules<E: Env>(
     Ok((h, Json(list)).into_response())
 }
 
+/// The body of `POST /v1/acl/login`.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct LoginBody {
+pub(super) struct LoginBody {
     #[serde(rename = "AuthMethod")]
     auth_method: String,
     #[serde(rename = "BearerToken")]
@@ -312,23 +324,30 @@ struct LoginBody {
     meta: BTreeMap<String, String>,
 }
 
+impl LoginBody {
+    /// The login, checked, with `new_id` for the new token's IDs (apart
+    /// from the handler so the fuzz target checks the same).
+    pub(super) fn into_login(self, new_id: impl Fn() -> String) -> Result<Login, ApiError> {
+        if self.auth_method.is_empty() {
+            return Err(bad("Missing auth method name"));
+        }
+        if self.bearer_token.is_empty() {
+            return Err(bad("Missing auth method bearer token"));
+        }
+        Ok(Login {
+            method: self.auth_method,
+            bearer_token: self.bearer_token,
+            meta: self.meta,
+            accessor_id: new_id(),
+            secret_id: new_id(),
+        })
+    }
+}
+
 /// `POST /v1/acl/login`: a bearer token traded for an ACL token.
 pub async fn login<E: Env>(s: Api<E>, bytes: Bytes) -> Result<Response, ApiError> {
     enabled(&s)?;
-    let b: LoginBody = body(&bytes)?;
-    if b.auth_method.is_empty() {
-        return Err(bad("Missing auth method name"));
-    }
-    if b.bearer_token.is_empty() {
-        return Err(bad("Missing auth method bearer token"));
-    }
-    let login = Login {
-        method: b.auth_method,
-        bearer_token: b.bearer_token,
-        meta: b.meta,
-        accessor_id: s.new_id(),
-        secret_id: s.new_id(),
-    };
+    let login = body::<LoginBody>(&bytes)?.into_login(|| s.new_id())?;
     let reply = call(
         &s,
         ClientRequest::Login {

@@ -17,7 +17,7 @@ use crate::agent::definition::{CheckDef, ServiceDef};
 use crate::agent::local::NewCheck;
 use crate::agent::LocalError;
 use crate::env::Env;
-use crate::state::{Check, Health};
+use crate::state::{Check, Health, Service};
 
 impl From<LocalError> for ApiError {
     fn from(e: LocalError) -> Self {
@@ -108,19 +108,33 @@ pub async fn register_service<E: Env>(s: Api<E>, body: Bytes) -> Result<(), ApiE
         .filter(|x| x.kind == "connect-proxy" && x.id != sidecar_id)
         .map(|x| x.port)
         .collect();
-    let sidecar = d.sidecar(&taken).map_err(bad)?;
-    let (service, checks) = d.to_parts(s.scripts.api).map_err(bad)?;
-    // Both are checked before either is added.
-    let sidecar = sidecar
-        .map(|sc| sc.to_parts(s.scripts.api))
-        .transpose()
-        .map_err(|e| bad(format!("SidecarService: {e}")))?;
+    let ((service, checks), sidecar) = service_parts(&d, &taken, s.scripts.api)?;
     let now = s.env.now();
     s.local.add_service(service, checks, now)?;
     if let Some((svc, checks)) = sidecar {
         s.local.add_service(svc, checks, now)?;
     }
     Ok(())
+}
+
+/// A service and its checks, as the agent adds them.
+type Parts = (Service, Vec<NewCheck>);
+
+/// What a service definition registers: the service with its checks, and
+/// its sidecar's (on a port not in `taken`), both checked before either
+/// is added. Apart from the handler so the fuzz target checks the same.
+pub(super) fn service_parts(
+    d: &ServiceDef,
+    taken: &[u16],
+    scripts: bool,
+) -> Result<(Parts, Option<Parts>), ApiError> {
+    let sidecar = d.sidecar(taken).map_err(bad)?;
+    let parts = d.to_parts(scripts).map_err(bad)?;
+    let sidecar = sidecar
+        .map(|sc| sc.to_parts(scripts))
+        .transpose()
+        .map_err(|e| bad(format!("SidecarService: {e}")))?;
+    Ok((parts, sidecar))
 }
 
 /// `PUT /v1/agent/service/deregister/<id>`.
@@ -140,10 +154,16 @@ pub async fn deregister_service<E: Env>(s: Api<E>, Path(id): Path<String>) -> Re
     Ok(())
 }
 
+/// The check a `/v1/agent/check/register` body defines (apart from the
+/// handler so the fuzz target checks the same).
+pub(super) fn check_of(body: &[u8], scripts: bool) -> Result<NewCheck, ApiError> {
+    let d: CheckDef = super::decode::body(body)?;
+    d.to_check(scripts).map_err(bad)
+}
+
 /// `PUT /v1/agent/check/register`.
 pub async fn register_check<E: Env>(s: Api<E>, body: Bytes) -> Result<(), ApiError> {
-    let d: CheckDef = super::decode::body(&body)?;
-    let check = d.to_check(s.scripts.api).map_err(bad)?;
+    let check = check_of(&body, s.scripts.api)?;
     match s
         .local
         .services()
@@ -195,14 +215,21 @@ pub async fn update_check<E: Env>(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(), ApiError> {
-    let u: CheckUpdate = super::decode::body(&body)?;
+    let (status, output) = check_update(&body)?;
+    Ok(s.local.update_check(&id, status, &output, s.env.now())?)
+}
+
+/// The status and output a `/v1/agent/check/update/<id>` body sets (apart
+/// from the handler so the fuzz target checks the same).
+pub(super) fn check_update(body: &[u8]) -> Result<(Health, String), ApiError> {
+    let u: CheckUpdate = super::decode::body(body)?;
     let status = match u.status.as_str() {
         "passing" => Health::Passing,
         "warning" => Health::Warning,
         "critical" => Health::Critical,
         other => return Err(bad(format!("Invalid check status: {other:?}"))),
     };
-    Ok(s.local.update_check(&id, status, &u.output, s.env.now())?)
+    Ok((status, u.output))
 }
 
 /// `?enable=true|false` of the maintenance endpoints.

@@ -264,7 +264,7 @@ pub async fn node_services_list<E: Env>(
 /// `PUT /v1/catalog/register`'s body (Consul's field names).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct RegisterBody {
+pub(super) struct RegisterBody {
     #[serde(rename = "ID")]
     id: String,
     node: String,
@@ -282,52 +282,60 @@ pub async fn register<E: Env>(s: Api<E>, body: axum::body::Bytes) -> Result<Json
     let b: RegisterBody = super::decode::body(&body)?;
     // A body naming another datacenter is registered there.
     let dc = s.body_dc(&b.datacenter);
-    if b.node.is_empty() {
-        return Err(bad("Must provide node"));
-    }
-    if b.address.is_empty() {
-        return Err(bad("Must provide address"));
-    }
-    if let Some(svc) = &b.service {
-        if svc.service.is_empty() {
-            return Err(bad("Must provide service name with ID"));
-        }
-    }
-    let node = Node {
-        id: b.id,
-        node: b.node.clone(),
-        address: b.address,
-        datacenter: dc.clone().unwrap_or_else(|| s.info.datacenter.clone()),
-        tagged_addresses: b.tagged_addresses,
-        meta: b.node_meta,
-        ..Node::default()
-    };
-    let checks: Vec<Check> = b.check.into_iter().chain(b.checks).collect();
-    if checks
-        .iter()
-        .any(|c| c.check_id.is_empty() && c.name.is_empty())
-    {
-        return Err(bad("Must provide a CheckID or Name for every check"));
-    }
-    let checks = checks
-        .into_iter()
-        .map(|mut c| {
-            c.node = b.node.clone();
-            c
-        })
-        .collect();
-    let cmd = Command::Register {
-        node,
-        service: b.service.map(Box::new),
-        checks,
-    };
+    let cmd = b.into_command(dc.clone().unwrap_or_else(|| s.info.datacenter.clone()))?;
     write_cmd(&s.in_dc(dc), cmd).await.map(Json)
+}
+
+impl RegisterBody {
+    /// The registration, checked, of a node in datacenter `dc` (apart
+    /// from the handler so the fuzz target checks the same).
+    pub(super) fn into_command(self, dc: String) -> Result<Command, ApiError> {
+        if self.node.is_empty() {
+            return Err(bad("Must provide node"));
+        }
+        if self.address.is_empty() {
+            return Err(bad("Must provide address"));
+        }
+        if let Some(svc) = &self.service {
+            if svc.service.is_empty() {
+                return Err(bad("Must provide service name with ID"));
+            }
+        }
+        let node = Node {
+            id: self.id,
+            node: self.node.clone(),
+            address: self.address,
+            datacenter: dc,
+            tagged_addresses: self.tagged_addresses,
+            meta: self.node_meta,
+            ..Node::default()
+        };
+        let checks: Vec<Check> = self.check.into_iter().chain(self.checks).collect();
+        if checks
+            .iter()
+            .any(|c| c.check_id.is_empty() && c.name.is_empty())
+        {
+            return Err(bad("Must provide a CheckID or Name for every check"));
+        }
+        let checks = checks
+            .into_iter()
+            .map(|mut c| {
+                c.node = self.node.clone();
+                c
+            })
+            .collect();
+        Ok(Command::Register {
+            node,
+            service: self.service.map(Box::new),
+            checks,
+        })
+    }
 }
 
 /// `PUT /v1/catalog/deregister`'s body.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct DeregisterBody {
+pub(super) struct DeregisterBody {
     node: String,
     datacenter: String,
     #[serde(rename = "ServiceID")]
@@ -343,16 +351,24 @@ pub async fn deregister<E: Env>(
 ) -> Result<Json<bool>, ApiError> {
     let b: DeregisterBody = super::decode::body(&body)?;
     let dc = s.body_dc(&b.datacenter);
-    if b.node.is_empty() {
-        return Err(bad("Must provide node"));
-    }
-    let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
-    let cmd = Command::Deregister {
-        node: b.node,
-        service_id: nonempty(b.service_id),
-        check_id: nonempty(b.check_id),
-    };
+    let cmd = b.into_command()?;
     write_cmd(&s.in_dc(dc), cmd).await.map(Json)
+}
+
+impl DeregisterBody {
+    /// The deregistration, checked (apart from the handler so the fuzz
+    /// target checks the same).
+    pub(super) fn into_command(self) -> Result<Command, ApiError> {
+        if self.node.is_empty() {
+            return Err(bad("Must provide node"));
+        }
+        let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
+        Ok(Command::Deregister {
+            node: self.node,
+            service_id: nonempty(self.service_id),
+            check_id: nonempty(self.check_id),
+        })
+    }
 }
 
 async fn checks<E: Env>(

@@ -77,7 +77,7 @@ pub async fn ca_roots<E: Env>(
                 "NotBefore": crate::format::rfc3339(r.keys.not_before_ms),
                 "NotAfter": crate::format::rfc3339(r.keys.not_after_ms),
                 "RootCert": r.keys.cert_pem,
-                "IntermediateCerts": [],
+                "IntermediateCerts": r.keys.intermediate_pems,
                 "Active": r.active,
                 "PrivateKeyType": "ec",
                 "PrivateKeyBits": 256,
@@ -144,7 +144,7 @@ pub async fn ca_configuration<E: Env>(
 /// The body of `PUT /v1/connect/ca/configuration`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct CaConfigBody {
+pub(super) struct CaConfigBody {
     provider: String,
     config: BTreeMap<String, serde_json::Value>,
 }
@@ -156,34 +156,7 @@ struct CaConfigBody {
 /// agents renew onto the new root.
 pub async fn ca_set_configuration<E: Env>(s: Api<E>, body: Bytes) -> Result<Response, ApiError> {
     let b: CaConfigBody = super::decode::body(&body)?;
-    if !b.provider.is_empty() && b.provider != "consul" {
-        return Err(bad(format!(
-            "unknown CA provider {:?}: cairn has the built-in one, \"consul\"",
-            b.provider
-        )));
-    }
-    let leaf_ttl_ms = match b.config.get("LeafCertTTL") {
-        None => None,
-        Some(serde_json::Value::String(t)) => {
-            let d = crate::format::parse_duration(t)
-                .map_err(|e| bad(format!("Config.LeafCertTTL: {e}")))?;
-            if d < Duration::from_secs(60) || d > Duration::from_secs(365 * 24 * 3600) {
-                return Err(bad("Config.LeafCertTTL must be between 1m and 8760h"));
-            }
-            Some(d.as_millis() as u64)
-        }
-        Some(other) => return Err(bad(format!("Config.LeafCertTTL: not a duration: {other}"))),
-    };
-    let text = |k: &str| match b.config.get(k) {
-        Some(serde_json::Value::String(v)) if !v.trim().is_empty() => Some(v.clone()),
-        _ => None,
-    };
-    let root = match (text("RootCert"), text("PrivateKey")) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        _ => return Err(bad("Config.RootCert and Config.PrivateKey go together")),
-    };
-    match ca_call(&s, CaOp::Rotate { leaf_ttl_ms, root }).await {
+    match ca_call(&s, b.to_op()?).await {
         // The leader's refusal of a brought root says what is wrong with it.
         Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, why)) if why.contains("RootCert") => {
             return Err(bad(why));
@@ -191,6 +164,41 @@ pub async fn ca_set_configuration<E: Env>(s: Api<E>, body: Bytes) -> Result<Resp
         r => r?,
     };
     Ok(StatusCode::OK.into_response())
+}
+
+impl CaConfigBody {
+    /// The CA rotation the body asks for, checked (apart from the handler
+    /// so the fuzz target checks the same).
+    pub(super) fn to_op(&self) -> Result<CaOp, ApiError> {
+        if !self.provider.is_empty() && self.provider != "consul" {
+            return Err(bad(format!(
+                "unknown CA provider {:?}: cairn has the built-in one, \"consul\"",
+                self.provider
+            )));
+        }
+        let leaf_ttl_ms = match self.config.get("LeafCertTTL") {
+            None => None,
+            Some(serde_json::Value::String(t)) => {
+                let d = crate::format::parse_duration(t)
+                    .map_err(|e| bad(format!("Config.LeafCertTTL: {e}")))?;
+                if d < Duration::from_secs(60) || d > Duration::from_secs(365 * 24 * 3600) {
+                    return Err(bad("Config.LeafCertTTL must be between 1m and 8760h"));
+                }
+                Some(d.as_millis() as u64)
+            }
+            Some(other) => return Err(bad(format!("Config.LeafCertTTL: not a duration: {other}"))),
+        };
+        let text = |k: &str| match self.config.get(k) {
+            Some(serde_json::Value::String(v)) if !v.trim().is_empty() => Some(v.clone()),
+            _ => None,
+        };
+        let root = match (text("RootCert"), text("PrivateKey")) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err(bad("Config.RootCert and Config.PrivateKey go together")),
+        };
+        Ok(CaOp::Rotate { leaf_ttl_ms, root })
+    }
 }
 
 /// The leaf for `service`: the cached one while it is fresh and signed by
@@ -299,7 +307,7 @@ pub async fn list_intentions<E: Env>(
 /// An intention as a request body gives it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct IntentionBody {
+pub(super) struct IntentionBody {
     source_name: String,
     destination_name: String,
     source_type: String,
@@ -309,7 +317,9 @@ struct IntentionBody {
 }
 
 impl IntentionBody {
-    fn into_intention(self, id: String) -> Result<Intention, ApiError> {
+    /// The intention `id` the body describes, checked (the fuzz target
+    /// checks the same).
+    pub(super) fn into_intention(self, id: String) -> Result<Intention, ApiError> {
         let action = match self
             .action
             .as_deref()
@@ -492,10 +502,18 @@ pub async fn check_intention<E: Env>(
 /// The body of `POST /v1/agent/connect/authorize`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct AuthorizeBody {
+pub(super) struct AuthorizeBody {
     target: String,
     #[serde(rename = "ClientCertURI")]
     client_cert_uri: String,
+}
+
+impl AuthorizeBody {
+    /// The identity `ClientCertURI` names (apart from the handler so the
+    /// fuzz target checks the same).
+    pub(super) fn client_id(&self) -> Result<SpiffeId, ApiError> {
+        SpiffeId::parse(&self.client_cert_uri).map_err(|e| bad(e.to_string()))
+    }
 }
 
 /// What `/v1/agent/connect/authorize` answers.
@@ -515,7 +533,7 @@ pub async fn authorize<E: Env>(s: Api<E>, body: Bytes) -> Result<Response, ApiEr
         return Err(bad("Target service must be specified"));
     }
     super::context::require(&s, Resource::Service, &b.target, Access::Write).await?;
-    let id = SpiffeId::parse(&b.client_cert_uri).map_err(|e| bad(e.to_string()))?;
+    let id = b.client_id()?;
     let (_, ca) = roots(&s, &HashMap::new()).await?;
     let ours = ca::trust_domain(&ca.cluster_id);
     let answer = if id.trust_domain != ours {

@@ -151,12 +151,10 @@ struct Update {
     coord: Option<ApiCoord>,
 }
 
-/// `PUT /v1/coordinate/update`: stores a node's coordinate. As in Consul
-/// the leader writes updates in batches, so it shows up within a batch
-/// period, and an update for a node the catalog does not know is dropped.
-pub async fn update<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<bool>, ApiError> {
-    let u: Update = super::decode::body(&body)?;
-    let bad = |m: &str| ApiError(StatusCode::BAD_REQUEST, m.to_string());
+/// The node and coordinate an update body gives, checked (apart from the
+/// handler so the fuzz target checks the same).
+pub(super) fn update_of(body: &[u8]) -> Result<(String, crate::coordinate::Coordinate), ApiError> {
+    let u: Update = super::decode::body(body)?;
     if u.node.is_empty() {
         return Err(bad("Must provide node"));
     }
@@ -167,6 +165,14 @@ pub async fn update<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<bool>, ApiErr
     if !coord.is_valid() {
         return Err(bad("rejected bad coordinate: values must be finite"));
     }
+    Ok((u.node, coord))
+}
+
+/// `PUT /v1/coordinate/update`: stores a node's coordinate. As in Consul
+/// the leader writes updates in batches, so it shows up within a batch
+/// period, and an update for a node the catalog does not know is dropped.
+pub async fn update<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<bool>, ApiError> {
+    let (node, coord) = update_of(&body)?;
     let local = s.gossip.coordinates().await.map_err(internal)?.local;
     if local.is_some_and(|l| !l.is_compatible_with(&coord)) {
         return Err(bad("rejected bad coordinate: incompatible dimensionality"));
@@ -174,7 +180,7 @@ pub async fn update<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<bool>, ApiErr
     let reply = super::context::call(
         &s,
         ClientRequest::Coordinates {
-            updates: vec![(u.node, coord)],
+            updates: vec![(node, coord)],
             hops: 0,
         },
     )

@@ -30,17 +30,26 @@ pub async fn fire<E: Env>(
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<UserEvent>, ApiError> {
-    let param = |k: &str| params.get(k).cloned().unwrap_or_default();
     let ev = UserEvent {
         id: s.new_id(),
+        ..event_of(name, &params, &body)
+    };
+    Ok(Json(events::fire(&s.events, &s.gossip, ev).await?))
+}
+
+/// The event `name` with the body as its payload and the filters of
+/// `params` (without its ID; [`events::fire`] checks it). Apart from the
+/// handler so the fuzz target fires the same.
+pub(super) fn event_of(name: String, params: &HashMap<String, String>, body: &[u8]) -> UserEvent {
+    let param = |k: &str| params.get(k).cloned().unwrap_or_default();
+    UserEvent {
         name,
         payload: body.to_vec(),
         node_filter: param("node"),
         service_filter: param("service"),
         tag_filter: param("tag"),
         ..UserEvent::default()
-    };
-    Ok(Json(events::fire(&s.events, &s.gossip, ev).await?))
+    }
 }
 
 /// `GET /v1/event/list` (`?name=`, blocking with `?index=` and `?wait=`):

@@ -122,15 +122,7 @@ pub async fn put<E: Env>(
     if key.is_empty() {
         return Err(bad("Missing key name"));
     }
-    if body.len() > MAX_VALUE {
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "Request body({} bytes) too large, max size: {MAX_VALUE} bytes.",
-                body.len()
-            ),
-        ));
-    }
+    let value = value_of(&body)?;
     let flags = uint_param(&params, "flags")?.unwrap_or(0);
     let op = match (
         uint_param(&params, "cas")?,
@@ -149,7 +141,23 @@ pub async fn put<E: Env>(
         },
         (None, None, None) => KvOp::Set,
     };
-    write(&s, op, key, body.to_vec(), flags).await
+    write(&s, op, key, value, flags).await
+}
+
+/// A `PUT /v1/kv/<key>` body as the value stored: the raw bytes, at most
+/// [`MAX_VALUE`] of them (apart from the handler so the fuzz target
+/// checks the same).
+pub(super) fn value_of(body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    if body.len() > MAX_VALUE {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Request body({} bytes) too large, max size: {MAX_VALUE} bytes.",
+                body.len()
+            ),
+        ));
+    }
+    Ok(body.to_vec())
 }
 
 /// `DELETE /v1/kv/<key>` (`?recurse`, `?cas`).

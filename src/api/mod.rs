@@ -15,6 +15,8 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod kv;
 pub mod metrics;

@@ -55,13 +55,20 @@ pub async fn list<E: Env>(s: Api<E>) -> Result<Json<Vec<KeyringStatus>>, ApiErro
     Ok(Json(out))
 }
 
-async fn operate<E: Env>(s: &Api<E>, op: Op, body: &Bytes) -> Result<Json<bool>, ApiError> {
+/// The key a keyring body names, still base64 (apart from the handler so
+/// the fuzz target decodes the same).
+pub(super) fn key_of(body: &[u8]) -> Result<String, ApiError> {
     let b: KeyBody = super::decode::body(body)?;
+    Ok(b.key)
+}
+
+async fn operate<E: Env>(s: &Api<E>, op: Op, body: &Bytes) -> Result<Json<bool>, ApiError> {
+    let key = key_of(body)?;
     if s.keyrings.is_empty() {
         return Err(not_encrypted());
     }
     for k in &s.keyrings {
-        k.operate(op, &b.key).await.map_err(|e| {
+        k.operate(op, &key).await.map_err(|e| {
             ApiError(
                 StatusCode::BAD_REQUEST,
                 format!("{} pool: {e}", k.pool.to_uppercase()),

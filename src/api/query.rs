@@ -26,7 +26,9 @@ async fn all<E: Env>(
     }
 }
 
-fn decode(body: &Bytes) -> Result<PreparedQuery, ApiError> {
+/// The prepared query a create or update body defines, checked (the
+/// fuzz target checks the same).
+pub(super) fn decode(body: &[u8]) -> Result<PreparedQuery, ApiError> {
     let q: PreparedQuery = serde_json::from_value(super::decode::value(body)?)
         .map_err(super::decode::decode_failed)?;
     q.validate().map_err(bad)?;

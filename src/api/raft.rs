@@ -165,16 +165,23 @@ pub async fn set_config<E: Env>(
     body: Bytes,
 ) -> Result<Json<bool>, ApiError> {
     require_global(&s, Global::Operator, Access::Write).await?;
-    let config: AutopilotConfig = super::decode::body(&body)?;
-    config
-        .validate()
-        .map_err(|e| bad(format!("Invalid autopilot configuration: {e}")))?;
+    let config = autopilot_config(&body)?;
     let cas = uint_param(&params, "cas")?;
     let cmd = Command::AutopilotSet {
         config: Box::new(config),
         cas,
     };
     super::context::write_cmd(&s, cmd).await.map(Json)
+}
+
+/// The autopilot configuration a body sets, checked (apart from the
+/// handler so the fuzz target checks the same).
+pub(super) fn autopilot_config(body: &[u8]) -> Result<AutopilotConfig, ApiError> {
+    let config: AutopilotConfig = super::decode::body(body)?;
+    config
+        .validate()
+        .map_err(|e| bad(format!("Invalid autopilot configuration: {e}")))?;
+    Ok(config)
 }
 
 /// One server's health, as autopilot judges it.

@@ -100,10 +100,28 @@ fn lock_delay(v: Option<&serde_json::Value>) -> Result<Duration, ApiError> {
 
 /// `PUT /v1/session/create`: `{"ID": ...}`.
 pub async fn create<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = session_of(&body, &s.info.node_name)?;
+    let session = Session {
+        id: s.new_id(),
+        ..session
+    };
+    let id = session.id.clone();
+    if !write_cmd(&s, Command::SessionCreate(session)).await? {
+        return Err(super::error::internal(
+            "the servers did not create the session",
+        ));
+    }
+    Ok(Json(serde_json::json!({ "ID": id })))
+}
+
+/// The session a create body asks for (without its ID), checked; on
+/// `node` (this agent's) unless it names another. Apart from the handler
+/// so the fuzz target checks the same.
+pub(super) fn session_of(body: &[u8], node: &str) -> Result<Session, ApiError> {
     let b: CreateBody = if body.is_empty() {
         CreateBody::default()
     } else {
-        super::decode::body(&body)?
+        super::decode::body(body)?
     };
     if !b.ttl.is_empty() {
         let ttl =
@@ -116,11 +134,10 @@ pub async fn create<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<serde_json::V
         }
     }
     let delay = lock_delay(b.lock_delay.as_ref())?;
-    let session = Session {
-        id: s.new_id(),
+    Ok(Session {
         name: b.name,
         node: if b.node.is_empty() {
-            s.info.node_name.clone()
+            node.to_string()
         } else {
             b.node
         },
@@ -131,14 +148,7 @@ pub async fn create<E: Env>(s: Api<E>, body: Bytes) -> Result<Json<serde_json::V
         behavior: b.behavior.unwrap_or_default(),
         ttl: b.ttl,
         ..Session::default()
-    };
-    let id = session.id.clone();
-    if !write_cmd(&s, Command::SessionCreate(session)).await? {
-        return Err(super::error::internal(
-            "the servers did not create the session",
-        ));
-    }
-    Ok(Json(serde_json::json!({ "ID": id })))
+    })
 }
 
 /// `PUT /v1/session/destroy/<id>`: `true` (also for an unknown session,

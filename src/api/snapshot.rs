@@ -87,10 +87,15 @@ async fn configuration<E: Env>(s: &Api<E>) -> Result<(Configuration, u64), ApiEr
 /// whose state does not read, is refused before anything changes.
 pub async fn restore<E: Env>(s: Api<E>, body: Bytes) -> Result<Response, ApiError> {
     require_global(&s, Global::Acl, Access::Write).await?;
-    let (_, state) = crate::archive::read(&body).map_err(|e| bad(e.to_string()))?;
-    Store::restore(&state).map_err(|e| bad(format!("snapshot state: {e}")))?;
-    let snapshot = String::from_utf8(state)
-        .map_err(|_| bad("snapshot state: not the text this version writes"))?;
+    let snapshot = snapshot_of(&body)?;
     super::context::write_cmd(&s, Command::Restore { snapshot }).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// The state an archive holds, once it reads back whole (apart from the
+/// handler so the fuzz target checks the same).
+pub(super) fn snapshot_of(body: &[u8]) -> Result<String, ApiError> {
+    let (_, state) = crate::archive::read(body).map_err(|e| bad(e.to_string()))?;
+    Store::restore(&state).map_err(|e| bad(format!("snapshot state: {e}")))?;
+    String::from_utf8(state).map_err(|_| bad("snapshot state: not the text this version writes"))
 }

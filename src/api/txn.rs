@@ -67,8 +67,9 @@ fn too_large(msg: String) -> ApiError {
     ApiError(StatusCode::PAYLOAD_TOO_LARGE, msg)
 }
 
-/// The operations of a request body, checked.
-fn parse(body: &[u8]) -> Result<Vec<TxnOp>, ApiError> {
+/// The operations of a request body, checked (the fuzz target checks
+/// the same).
+pub(super) fn parse(body: &[u8]) -> Result<Vec<TxnOp>, ApiError> {
     if body.len() > MAX_TXN_BODY {
         return Err(too_large(format!(
             "Request body({} bytes) too large, max size: {MAX_TXN_BODY} bytes.",
