@@ -244,12 +244,11 @@ fn assert_refused(got: &Result<Vec<u8>, String>, reasons: &[&str], what: &str) {
     }
 }
 
-/// The alerts that say "not from a CA I trust". A CA another
-/// `cairn tls ca create` made has the same subject name as the trusted
-/// one, so the chain is built to the trusted root by name and its
-/// signature fails (rustls's alert for a bad signature is
-/// `DecryptError`); a CA of another name is not found at all
-/// (`UnknownCA`).
+/// The alerts that say "not from a CA I trust". A Connect root of the
+/// same trust domain has the same subject name as the trusted one, so the
+/// chain is built to the trusted root by name and its signature fails
+/// (rustls's alert for a bad signature is `DecryptError`); a CA of another
+/// name is not found at all (`UnknownCA`).
 const NOT_OUR_CA: &[&str] = &["UnknownCA", "DecryptError"];
 
 /// The agent TLS material for the HTTPS and RPC tests, from cairn's own
@@ -262,6 +261,8 @@ struct AgentCerts {
     /// `ca_file`, `cert_file`, `key_file` for the agent's configuration.
     files: String,
     good: Cert,
+    /// The server's own certificate (`server.dc1.consul`).
+    server: Cert,
     /// (case, certificate or none, the alerts the listener may send).
     bad: Vec<(&'static str, Option<Cert>, &'static [&'static str])>,
 }
@@ -313,8 +314,10 @@ fn agent_certs(dir: &Path) -> AgentCerts {
         roots: Arc::new(roots),
         files,
         good: Cert::from_pem(&good.cert_pem, &good.key_pem),
+        server: Cert::from_pem(&server.cert_pem, &server.key_pem),
         bad: vec![
-            ("another CA's certificate", cert(&foreign), NOT_OUR_CA),
+            // Each agent CA has a name of its own.
+            ("another CA's certificate", cert(&foreign), &["UnknownCA"]),
             (
                 "an expired certificate",
                 cert(&expired),
@@ -415,11 +418,20 @@ fn agent_https_with_verify_incoming_refuses_bad_client_certificates() {
 /// big-endian length and the JSON envelope.
 fn status_frame() -> Vec<u8> {
     use cairn::server::{ClientRequest, ServerRpc};
-    let body = serde_json::to_vec(&serde_json::json!({
-        "id": 7,
-        "body": ServerRpc::Client(ClientRequest::Status),
-    }))
-    .expect("encode the request");
+    frame(ServerRpc::Client(ClientRequest::Status))
+}
+
+/// A Raft vote request from a candidate of a later term, framed.
+fn vote_frame() -> Vec<u8> {
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(99, 42u64), None);
+    frame(cairn::server::ServerRpc::Raft(
+        cairn::consensus::network::RaftRequest::Vote(vote),
+    ))
+}
+
+fn frame(req: cairn::server::ServerRpc) -> Vec<u8> {
+    let body = serde_json::to_vec(&serde_json::json!({ "id": 7, "body": req }))
+        .expect("encode the request");
     let mut frame = u32::try_from(body.len())
         .expect("a small frame")
         .to_be_bytes()
@@ -481,6 +493,30 @@ fn server_rpc_with_verify_incoming_refuses_bad_client_certificates() {
             &format!("good certificate, {vname}, after"),
         );
     }
+    // With verify_server_hostname (on by default), a client agent's
+    // certificate, from the same CA, may ask but not speak Raft; the
+    // servers' own certificate may (CVE-2021-37219's lesson).
+    let vote = vote_frame();
+    let raft_as = |cert: &Cert| {
+        let config = client(&TLS13, &ServerCheck::Ca(certs.roots.clone()), Some(cert));
+        let answer = rt
+            .block_on(ask(addr, config, "server.dc1.consul", &vote, whole_frame))
+            .expect("an answer");
+        cairn::rpc::decode_envelope::<ServerReply>(&answer[4..])
+            .expect("a reply")
+            .1
+    };
+    match raft_as(&certs.good) {
+        ServerReply::Client(c) => {
+            let why = c.answer.expect_err("refused");
+            assert!(why.contains("server certificate"), "{why}");
+        }
+        other => panic!("a client certificate spoke Raft: {other:?}"),
+    }
+    assert!(
+        matches!(raft_as(&certs.server), ServerReply::Raft(_)),
+        "the server certificate speaks Raft"
+    );
     drop(server);
 }
 

@@ -59,8 +59,21 @@ pub enum Role {
 pub fn create_ca(domain: &str, days: u32, now: SystemTime) -> Result<Pair, TlsSetupError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err("CA key"))?;
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err("CA"))?;
-    p.distinguished_name
-        .push(DnType::CommonName, format!("Cairn Agent CA for {domain}"));
+    // Each CA's name is its own (as Consul's carry a serial): a verifier
+    // that finds another CA of the same name would try its key, and fail
+    // as a bad signature rather than as an unknown CA.
+    let serial = key
+        .public_key_raw()
+        .iter()
+        .skip(1)
+        .take(8)
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        >> 1;
+    p.serial_number = Some(rcgen::SerialNumber::from(serial));
+    p.distinguished_name.push(
+        DnType::CommonName,
+        format!("Cairn Agent CA {serial} for {domain}"),
+    );
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -241,6 +254,13 @@ pub fn rpc_tls(
                 config.verify_incoming,
             )?),
             plain_too: !config.verify_incoming,
+            servers_are: (config.verify_incoming && config.verify_server_hostname).then(|| {
+                format!(
+                    "server.{}.{}",
+                    config.datacenter,
+                    config.dns.domain.trim_matches('.')
+                )
+            }),
         }),
         (true, _, _) if dial => {
             return Err(TlsSetupError(

@@ -66,6 +66,37 @@ pub struct ServerTls {
     /// Plain TCP is taken too (`verify_incoming = false`), so TLS can be
     /// rolled out one agent at a time.
     pub plain_too: bool,
+    /// With `verify_incoming` and `verify_server_hostname`: the name
+    /// (`server.<dc>.<domain>`) a peer's certificate must carry for it to
+    /// speak as a server ([`Peer::server`]), as Consul demands since
+    /// CVE-2021-37219: a client agent's certificate is from the same CA,
+    /// and must not be enough to send Raft messages.
+    pub servers_are: Option<String>,
+}
+
+/// Who is at the other end of an RPC connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether it may make server-to-server requests: always, unless the
+    /// listener names what servers are ([`ServerTls::servers_are`]) and
+    /// the peer's certificate does not carry that name.
+    pub server: bool,
+}
+
+/// Whether `cert` (DER) names `name` among its DNS subject alternative
+/// names.
+fn names(cert: &[u8], name: &str) -> bool {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+        return false;
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return false;
+    };
+    san.value.general_names.iter().any(|n| {
+        matches!(n, x509_parser::extensions::GeneralName::DNSName(d) if d.eq_ignore_ascii_case(name))
+    })
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -405,13 +436,14 @@ where
     H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Resp> + Send + 'static,
 {
-    serve_tls(env, listener, None, handler)
+    serve_tls(env, listener, None, move |req, _: Peer| handler(req))
 }
 
 /// [`serve`], over TLS when `tls` is given (and plain TCP too when it
 /// allows): a connection whose handshake fails (no client certificate
 /// from the CA, when the configuration demands one), or a plain one where
-/// TLS is demanded, is closed before it can send a request.
+/// TLS is demanded, is closed before it can send a request. The handler
+/// learns who sent each request ([`Peer`]).
 pub fn serve_tls<E, Req, Resp, H, Fut>(
     env: E,
     listener: E::TcpListener,
@@ -422,7 +454,7 @@ where
     E: Env,
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
-    H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(Req, Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Resp> + Send + 'static,
 {
     let spawner = env.clone();
@@ -441,6 +473,10 @@ where
             conns.retain(|t: &Task| !t.is_finished());
             let (env, handler, tls) = (spawner.clone(), handler.clone(), tls.clone());
             conns.push(spawner.spawn(async move {
+                let mut peer = Peer {
+                    addr: peer,
+                    server: true,
+                };
                 let stream: Box<dyn Io> = match tls {
                     None => Box::new(stream),
                     Some(tls) => {
@@ -457,24 +493,32 @@ where
                             first: Some(first[0]),
                             inner: stream,
                         };
+                        let at = peer.addr;
                         if first[0] != TLS_HANDSHAKE {
                             if tls.plain_too {
+                                peer.server = tls.servers_are.is_none();
                                 return connection(env, Box::new(stream), peer, handler).await;
                             }
-                            tracing::warn!(%peer, "plain RPC connection refused: verify_incoming demands TLS");
+                            tracing::warn!(peer = %at, "plain RPC connection refused: verify_incoming demands TLS");
                             return;
                         }
                         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
                         match crate::env::timeout(&env, HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
                         {
-                            Ok(Ok(s)) => Box::new(s),
+                            Ok(Ok(s)) => {
+                                if let Some(name) = &tls.servers_are {
+                                    let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                                    peer.server = cert.is_some_and(|c| names(c, name));
+                                }
+                                Box::new(s)
+                            }
                             Ok(Err(e)) => {
-                                tracing::warn!(%peer, error = %e, "RPC TLS handshake refused");
+                                tracing::warn!(peer = %at, error = %e, "RPC TLS handshake refused");
                                 return;
                             }
                             Err(_) => {
-                                tracing::debug!(%peer, "RPC TLS handshake timed out");
+                                tracing::debug!(peer = %at, "RPC TLS handshake timed out");
                                 return;
                             }
                         }
@@ -486,12 +530,12 @@ where
     })
 }
 
-async fn connection<E, Req, Resp, H, Fut>(env: E, stream: Box<dyn Io>, peer: SocketAddr, handler: H)
+async fn connection<E, Req, Resp, H, Fut>(env: E, stream: Box<dyn Io>, who: Peer, handler: H)
 where
     E: Env,
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
-    H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(Req, Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Resp> + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -503,21 +547,21 @@ where
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "dropping RPC connection");
+                tracing::debug!(peer = %who.addr, error = %e, "dropping RPC connection");
                 break;
             }
         };
         let req = match decode_envelope::<Req>(&frame) {
             Ok((id, body)) => Envelope { id, body },
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "undecodable RPC request; closing the connection");
+                tracing::warn!(peer = %who.addr, error = %e, "undecodable RPC request; closing the connection");
                 break;
             }
         };
         let (handler, out) = (handler.clone(), out.clone());
         calls.retain(|t: &Task| !t.is_finished());
         calls.push(env.spawn(async move {
-            let body = handler(req.body).await;
+            let body = handler(req.body, who).await;
             if let Ok(frame) = serde_json::to_vec(&Envelope { id: req.id, body }) {
                 let _ = out.send(frame);
             }

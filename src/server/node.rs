@@ -199,15 +199,22 @@ impl<E: Env> Server<E> {
         ));
         let server = Arc::new_cyclic(|me: &std::sync::Weak<Server<E>>| {
             let me = me.clone();
-            let rpc = rpc::serve_tls(env.clone(), listener, answer, move |req: ServerRpc| {
-                let me = me.clone();
-                async move {
-                    let Some(server) = me.upgrade() else {
-                        return ServerReply::Client(ClientReply::refused("the server is stopping"));
-                    };
-                    server.handle(req).await
-                }
-            });
+            let rpc = rpc::serve_tls(
+                env.clone(),
+                listener,
+                answer,
+                move |req: ServerRpc, peer: rpc::Peer| {
+                    let me = me.clone();
+                    async move {
+                        let Some(server) = me.upgrade() else {
+                            return ServerReply::Client(ClientReply::refused(
+                                "the server is stopping",
+                            ));
+                        };
+                        server.handle(req, peer).await
+                    }
+                },
+            );
             Server {
                 env,
                 id,
@@ -297,8 +304,14 @@ impl<E: Env> Server<E> {
         let _ = self.raft.shutdown().await;
     }
 
-    async fn handle(&self, req: ServerRpc) -> ServerReply {
+    async fn handle(&self, req: ServerRpc, peer: rpc::Peer) -> ServerReply {
         match req {
+            ServerRpc::Raft(_) if !peer.server => {
+                tracing::warn!(peer = %peer.addr, "Raft message refused: the peer's certificate is not a server's");
+                ServerReply::Client(ClientReply::refused(
+                    "Raft needs a server certificate (server.<datacenter>.<domain>)",
+                ))
+            }
             ServerRpc::Raft(r) => {
                 if let RaftRequest::Vote(v) = &r {
                     if let Some(refused) = self.refuse_vote(v) {
