@@ -143,7 +143,10 @@ pub fn read(archive: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), ArchiveError> {
         if size > MAX_STATE {
             return Err(ArchiveError::TooLarge(size));
         }
-        let mut data = Vec::with_capacity(size as usize);
+        // Reserve what the header claims only up to a megabyte: the bytes
+        // must arrive to earn the rest, so a few hundred bytes that claim
+        // MAX_STATE cannot make the agent set that much aside.
+        let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
         entry
             .read_to_end(&mut data)
             .map_err(|e| ArchiveError::Read(e.to_string()))?;
