@@ -70,15 +70,8 @@ fn write_file(file: &Path, keys: &[Vec<u8>]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let list: Vec<String> = keys.iter().map(|k| encode_key(k)).collect();
-    let tmp = file.with_extension("keyring.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&list).unwrap_or_default())?;
     // Only the agent may read its keys.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
-    std::fs::rename(tmp, file)
+    super::files::write_private(file, &serde_json::to_vec(&list).unwrap_or_default())
 }
 
 /// The encryption of a pool (`wan`: a server's WAN pool), from its keyring

@@ -16,6 +16,7 @@ pub mod local;
 pub mod prepared;
 pub mod probes;
 pub mod reload;
+pub mod secure;
 pub mod servers;
 pub mod tls;
 

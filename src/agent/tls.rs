@@ -38,7 +38,7 @@ fn err(what: &str) -> impl Fn(rcgen::Error) -> TlsSetupError + '_ {
 }
 
 /// A PEM certificate and its PEM private key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pair {
     /// The certificate.
     pub cert_pem: String,

@@ -257,24 +257,13 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
     let body = json!({"AuthMethod": a.method, "BearerToken": bearer.trim(), "Meta": meta});
     let t = call(&a.http, "POST", "/v1/acl/login", Some(body)).await?;
     let secret = s(&t["SecretID"]).to_string();
-    write_private(&a.token_sink_file, &secret).map_err(|e| {
+    crate::agent::files::write_private(&a.token_sink_file, secret.as_bytes()).map_err(|e| {
         anyhow::anyhow!(
             "logged in, but cannot write the token to {}: {e}",
             a.token_sink_file.display()
         )
     })?;
     Ok(())
-}
-
-/// `text` in a new file at `path` that only its owner may read.
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(text.as_bytes())
 }
 
 /// Runs `cairn logout`: deletes the token in use, if a login made it.
