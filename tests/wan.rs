@@ -283,6 +283,49 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
     });
 }
 
+/// ACLs at default deny with `primary_datacenter = "dc1"`, `root` as every
+/// token the agent needs, and `extra` in the `acl` block.
+fn acl_config(root: &str, extra: &str) -> String {
+    format!(
+        "{FAST_GOSSIP}{FAST_WAN}primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  \
+         default_policy = \"deny\"\n  {extra}\n  tokens {{\n    \
+         initial_management = \"{root}\"\n    agent = \"{root}\"\n    replication = \"{root}\"\n  }}\n}}\n"
+    )
+}
+
+/// A server of dc1 and one of dc2 joined over the WAN, both with `config`.
+fn two_datacenters(dir: &std::path::Path, config: &str) -> (Agent, Agent) {
+    let s1 = Agent::start(
+        dir,
+        "s1",
+        config,
+        &["-server".into(), "-bootstrap-expect=1".into()],
+    );
+    let s2 = Agent::start(
+        dir,
+        "s2",
+        config,
+        &[
+            "-server".into(),
+            "-bootstrap-expect=1".into(),
+            "-datacenter=dc2".into(),
+            format!("-retry-join-wan=127.0.0.1:{}", s1.wan),
+            "-retry-interval=200ms".into(),
+        ],
+    );
+    (s1, s2)
+}
+
+/// `method path` with `body` as `token`: the status and body (0 and
+/// nothing when the agent did not answer).
+fn call(a: &Agent, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let head = format!("X-Consul-Token: {token}\r\n");
+    match process::http_with(&a.http, method, path, &head, body.as_bytes()) {
+        Ok((st, _, out)) => (st, out),
+        Err(_) => (0, String::new()),
+    }
+}
+
 /// ACL replication: dc1 is the primary; dc2's server copies its policies,
 /// roles and global tokens, resolves them itself (requests to dc2 with a
 /// token made in dc1 work, directly and with `?dc=dc2`), sends a global
@@ -292,36 +335,8 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
 fn a_secondary_datacenter_replicates_the_primarys_acls() {
     const ROOT: &str = "4c1b1d7e-0000-4000-8000-0000000r00t0";
     let dir = tempfile::tempdir().unwrap();
-    let acl = format!(
-        "{FAST_GOSSIP}{FAST_WAN}primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  \
-         default_policy = \"deny\"\n  enable_token_replication = true\n  tokens {{\n    \
-         initial_management = \"{ROOT}\"\n    agent = \"{ROOT}\"\n    replication = \"{ROOT}\"\n  }}\n}}\n"
-    );
-    let s1 = Agent::start(
-        dir.path(),
-        "s1",
-        &acl,
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
-    let s2 = Agent::start(
-        dir.path(),
-        "s2",
-        &acl,
-        &[
-            "-server".into(),
-            "-bootstrap-expect=1".into(),
-            "-datacenter=dc2".into(),
-            format!("-retry-join-wan=127.0.0.1:{}", s1.wan),
-            "-retry-interval=200ms".into(),
-        ],
-    );
-    let call = |a: &Agent, method: &str, path: &str, token: &str, body: &str| {
-        let head = format!("X-Consul-Token: {token}\r\n");
-        match process::http_with(&a.http, method, path, &head, body.as_bytes()) {
-            Ok((st, _, out)) => (st, out),
-            Err(_) => (0, String::new()),
-        }
-    };
+    let acl = acl_config(ROOT, "enable_token_replication = true");
+    let (s1, s2) = two_datacenters(dir.path(), &acl);
     // A policy and a token in the primary.
     let policy = r#"{"Name":"app","Rules":"key_prefix \"app/\" { policy = \"write\" }"}"#;
     wait_for(Duration::from_secs(30), "the policy written in dc1", || {
@@ -432,36 +447,8 @@ fn without_token_replication_a_secondary_resolves_global_tokens_at_the_primary()
     const APP: &str = "4c1b1d7e-0000-4000-8000-000000000a99";
     const UNSEEN: &str = "4c1b1d7e-0000-4000-8000-000000000b99";
     let dir = tempfile::tempdir().unwrap();
-    let acl = format!(
-        "{FAST_GOSSIP}{FAST_WAN}primary_datacenter = \"dc1\"\nacl {{\n  enabled = true\n  \
-         default_policy = \"deny\"\n  token_ttl = \"1s\"\n  tokens {{\n    \
-         initial_management = \"{ROOT}\"\n    agent = \"{ROOT}\"\n    replication = \"{ROOT}\"\n  }}\n}}\n"
-    );
-    let mut s1 = Agent::start(
-        dir.path(),
-        "s1",
-        &acl,
-        &["-server".into(), "-bootstrap-expect=1".into()],
-    );
-    let s2 = Agent::start(
-        dir.path(),
-        "s2",
-        &acl,
-        &[
-            "-server".into(),
-            "-bootstrap-expect=1".into(),
-            "-datacenter=dc2".into(),
-            format!("-retry-join-wan=127.0.0.1:{}", s1.wan),
-            "-retry-interval=200ms".into(),
-        ],
-    );
-    let call = |a: &Agent, method: &str, path: &str, token: &str, body: &str| {
-        let head = format!("X-Consul-Token: {token}\r\n");
-        match process::http_with(&a.http, method, path, &head, body.as_bytes()) {
-            Ok((st, _, out)) => (st, out),
-            Err(_) => (0, String::new()),
-        }
-    };
+    let acl = acl_config(ROOT, "token_ttl = \"1s\"");
+    let (mut s1, s2) = two_datacenters(dir.path(), &acl);
     let policy = r#"{"Name":"app","Rules":"key_prefix \"app/\" { policy = \"write\" }"}"#;
     wait_for(Duration::from_secs(30), "the policy written in dc1", || {
         (call(&s1, "PUT", "/v1/acl/policy", ROOT, policy).0 == 200).then_some(())
