@@ -21,6 +21,7 @@ pub mod format;
 pub mod gossip;
 pub mod http_client;
 pub mod msgpack;
+pub mod pki;
 pub mod rpc;
 pub mod server;
 pub mod state;

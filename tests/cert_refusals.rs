@@ -520,6 +520,95 @@ fn server_rpc_with_verify_incoming_refuses_bad_client_certificates() {
     drop(server);
 }
 
+/// A `cairn agent -secure` server takes a TLS connection that brings no
+/// client certificate, for one thing only: asking to join with a join
+/// token. Anything else on it is refused, Raft included; a certificate
+/// that is brought is still checked.
+#[test]
+fn a_secure_servers_rpc_port_lets_a_connection_without_a_certificate_only_join() {
+    use cairn::server::request::JoinRequest;
+    use cairn::server::{ClientRequest, ServerReply, ServerRpc};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let server = Agent::start(d, "s1", FAST_GOSSIP, &["-server".into(), "-secure".into()]);
+    let ca_pem = wait_for(READY, "the secure material", || {
+        std::fs::read_to_string(d.join("s1/secure/ca.pem")).ok()
+    });
+    let roots = cairn::connect::tls::root_store(&[ca_pem]).expect("the agent CA");
+    let addr: SocketAddr = ([127, 0, 0, 1], server.rpc).into();
+    let rt = runtime();
+    let anonymous = client(&TLS13, &ServerCheck::Ca(roots.clone()), None);
+    let answer = |req: ServerRpc| -> Result<String, String> {
+        let bytes = rt.block_on(ask(
+            addr,
+            anonymous.clone(),
+            "server.dc1.consul",
+            &frame(req),
+            whole_frame,
+        ))?;
+        match cairn::rpc::decode_envelope::<ServerReply>(&bytes[4..]).map(|(_, r)| r) {
+            Ok(ServerReply::Client(c)) => c.answer.map(|a| format!("{a:?}")),
+            other => Ok(format!("{other:?}")),
+        }
+    };
+    let refusal = |req: ServerRpc| answer(req).expect_err("refused");
+    let why = wait_for(READY, "the RPC port", || {
+        answer(ServerRpc::Client(ClientRequest::Status)).err()
+    });
+    assert!(why.contains("may only ask to join"), "{why}");
+    let why = refusal(ServerRpc::Client(
+        ClientRequest::Status.with_token("anything"),
+    ));
+    assert!(why.contains("may only ask to join"), "{why}");
+    let vote = vote_frame();
+    let got = rt
+        .block_on(ask(
+            addr,
+            anonymous.clone(),
+            "server.dc1.consul",
+            &vote,
+            whole_frame,
+        ))
+        .expect("an answer");
+    match cairn::rpc::decode_envelope::<ServerReply>(&got[4..])
+        .expect("a reply")
+        .1
+    {
+        ServerReply::Client(c) => assert!(c.answer.is_err()),
+        other => panic!("Raft without a certificate: {other:?}"),
+    }
+    // A join is heard: a secret the cluster never made is refused as such.
+    let join = || {
+        ServerRpc::Client(ClientRequest::Join {
+            join: Box::new(JoinRequest {
+                secret: "guess".into(),
+                node: "intruder".into(),
+                server: true,
+                csr_pem: cairn::pki::key_and_csr().expect("a CSR").1,
+            }),
+            hops: 0,
+        })
+    };
+    let why = wait_for(READY, "the agent CA in Raft", || {
+        answer(join())
+            .err()
+            .filter(|w| !w.contains("does not admit"))
+    });
+    assert!(why.contains("not recognised"), "{why}");
+    // A certificate from another CA is refused at the handshake.
+    let other = agent_certs(d);
+    let config = client(&TLS13, &ServerCheck::Ca(roots), Some(&other.good));
+    let got = rt.block_on(ask(
+        addr,
+        config,
+        "server.dc1.consul",
+        &frame(join()),
+        whole_frame,
+    ));
+    assert_refused(&got, NOT_OUR_CA, "another CA's certificate");
+    drop(server);
+}
+
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }

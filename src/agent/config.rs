@@ -206,6 +206,11 @@ pub struct AgentConfig {
     /// Keep the server's Raft state on this simulated disk instead of in
     /// `data_dir` (the simulator's: a disk that survives crashes).
     pub sim_disk: Option<crate::consensus::MemoryDisk>,
+    /// Started with `-secure` (cairn's own): TLS, gossip encryption and
+    /// default-deny ACLs from `<data_dir>/secure`, and on a server, TLS
+    /// connections without a client certificate taken for joins by join
+    /// token ([`crate::agent::secure`]).
+    pub secure: bool,
     /// Services defined in config files (`service`, `services`).
     pub services: Vec<Defined<ServiceDef>>,
     /// Checks defined in config files (`check`, `checks`).
@@ -514,6 +519,7 @@ impl Default for AgentConfig {
             dead_server_grace: Duration::from_secs(30),
             autopilot: crate::state::AutopilotConfig::default(),
             sim_disk: None,
+            secure: false,
             services: Vec::new(),
             checks: Vec::new(),
             enable_script_checks: false,

@@ -182,6 +182,14 @@ impl PoolKeyring {
         })
     }
 
+    /// The pool's primary key (base64), the one a new member needs.
+    pub fn primary_key(&self) -> Option<String> {
+        self.keyring
+            .keys()
+            .first()
+            .map(|k| crate::gossip::keyring::encode_key(k))
+    }
+
     /// Applies `op` here and gossips it to the pool.
     pub async fn operate(&self, op: Op, key: &str) -> Result<(), String> {
         let raw = parse_key(key).map_err(|e| e.to_string())?;

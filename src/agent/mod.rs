@@ -237,6 +237,11 @@ impl<E: Env> Agent<E> {
             leaves: leaves::LeafCache::default(),
             keyrings: keyrings.clone(),
             acl,
+            join_issuer: if config.secure {
+                Some(secure::JoinIssuer::of(&config).map_err(|e| ConfigError(e.to_string()))?)
+            } else {
+                None
+            },
         });
         let (http_addr, http_task, https_task, dns_tasks) =
             serve_interfaces(&env, &config, state, &servers, &gossip).await?;
@@ -593,6 +598,7 @@ async fn start_server<E: Env>(
         DutyConfig {
             acl_init: (config.acl.enabled && primary.is_none())
                 .then(|| config.acl.tokens.initial_management.clone()),
+            agent_ca: config.secure.then(|| secure::agent_ca(config)).flatten(),
             autopilot: Some(config.autopilot.clone())
                 .filter(|a| *a != crate::state::AutopilotConfig::default()),
             ..DutyConfig::new(

@@ -89,15 +89,7 @@ impl JoinToken {
     }
 }
 
-/// The hash by which servers know a join token's secret (hex SHA-256):
-/// what their Raft log keeps, so that reading it admits nobody.
-pub fn secret_hash(secret: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::state::join::secret_hash;
 
 /// An agent's secure material, as kept in `<data_dir>/secure/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +104,9 @@ pub struct Material {
     pub agent_token: String,
     /// The bootstrap management token (the first server's alone).
     pub bootstrap_token: Option<String>,
+    /// Servers' LAN addresses, to join at every start (from the join
+    /// token; none on the first server).
+    pub join: Vec<String>,
 }
 
 /// `<data_dir>/secure/` and the files in it.
@@ -160,6 +155,10 @@ impl SecureDir {
         if let Some(t) = &m.bootstrap_token {
             files.push(("bootstrap-token", t, true));
         }
+        let join = m.join.join("\n");
+        if !join.is_empty() {
+            files.push(("join", &join, false));
+        }
         // Last: its presence says the rest is there.
         files.push(("agent-token", &m.agent_token, true));
         for (name, text, private) in files {
@@ -199,6 +198,9 @@ impl SecureDir {
             },
             agent_token: read("agent-token")?,
             bootstrap_token: optional("bootstrap-token"),
+            join: optional("join")
+                .map(|j| j.lines().map(str::to_string).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -252,7 +254,266 @@ pub fn bootstrap(
         cert,
         agent_token: token.clone(),
         bootstrap_token: Some(token),
+        join: Vec::new(),
     })
+}
+
+/// What [`prepare`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// Made the cluster's material: this is its first server.
+    Bootstrapped,
+    /// Joined with a join token.
+    Joined,
+    /// Found the material of an earlier start.
+    Again,
+}
+
+/// `cairn agent -secure`: the agent's secure material (made, on the
+/// first server; bought with `join_token`, on any other agent; or kept
+/// from an earlier start), and `config` set to use it (see [`apply`]).
+pub async fn prepare<E: crate::env::Env>(
+    env: &E,
+    config: &mut super::AgentConfig,
+    join_token: Option<&str>,
+) -> Result<Started, SecureError> {
+    let dir = secure_dir(config)?;
+    let started = if dir.exists() {
+        if join_token.is_some() {
+            tracing::warn!(
+                "this agent joined before ({} exists): the join token is not used",
+                dir.0.display()
+            );
+        }
+        Started::Again
+    } else if let Some(text) = join_token {
+        let token = JoinToken::decode(text)?;
+        let m = request_join(env, &token, &config.node_name, config.server).await?;
+        dir.save(&m)?;
+        Started::Joined
+    } else if config.server {
+        if config.bootstrap_expect > 1 {
+            return Err(SecureError(
+                "with -secure the first server starts alone: leave out -bootstrap-expect, and start the other servers with join tokens made by `cairn acl join-token create -server`".into(),
+            ));
+        }
+        let ips: Vec<std::net::IpAddr> = [Some(config.bind_addr), config.advertise_addr]
+            .into_iter()
+            .flatten()
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        let m = bootstrap(
+            &config.datacenter,
+            &config.dns.domain,
+            ips,
+            env.wall_clock(),
+        )?;
+        dir.save(&m)?;
+        Started::Bootstrapped
+    } else {
+        return Err(SecureError(
+            "a client agent joins a -secure cluster with -join-token (make one on a server with `cairn acl join-token create`)".into(),
+        ));
+    };
+    apply(config)?;
+    Ok(started)
+}
+
+fn secure_dir(config: &super::AgentConfig) -> Result<SecureDir, SecureError> {
+    match (&config.data_dir, config.dev) {
+        (Some(d), false) => Ok(SecureDir::new(d)),
+        _ => Err(SecureError(
+            "-secure keeps keys and certificates in the data directory: give -data-dir (and not -dev)".into(),
+        )),
+    }
+}
+
+/// Sets `config` to use the material kept in `<data_dir>/secure`: gossip
+/// encryption with its key; TLS on the RPC port with its certificate,
+/// verifying both ways and servers' names; ACLs on, default deny, with
+/// its agent token (and on the first server, its bootstrap token as the
+/// initial management token); and its servers to join. What the
+/// configuration set for these is overridden: `-secure` means exactly
+/// this.
+pub fn apply(config: &mut super::AgentConfig) -> Result<(), SecureError> {
+    let dir = secure_dir(config)?;
+    let m = dir.load()?;
+    config.secure = true;
+    config.encrypt = Some(m.gossip_key);
+    config.ca_file = Some(dir.file("ca.pem"));
+    config.cert_file = Some(dir.file("agent.pem"));
+    config.key_file = Some(dir.file("agent-key.pem"));
+    config.verify_incoming = true;
+    config.verify_outgoing = true;
+    config.verify_server_hostname = true;
+    config.acl.enabled = true;
+    config.acl.default_allow = false;
+    config.acl.tokens.agent = Some(m.agent_token);
+    if let Some(t) = m.bootstrap_token {
+        config.acl.tokens.initial_management = Some(t);
+        if config.bootstrap_expect == 0 {
+            config.bootstrap_expect = 1;
+        }
+    }
+    if config.retry_join.is_empty() {
+        config.retry_join = m.join;
+    }
+    Ok(())
+}
+
+/// The agent CA with its key, on the first server (which stores it in
+/// Raft, so that any leader can sign for agents that join).
+pub fn agent_ca(config: &super::AgentConfig) -> Option<crate::state::join::AgentCa> {
+    let m = secure_dir(config).ok()?.load().ok()?;
+    (!m.ca.key_pem.is_empty()).then(|| crate::state::join::AgentCa {
+        cert_pem: m.ca.cert_pem,
+        key_pem: m.ca.key_pem,
+        domain: config.dns.domain.trim_matches('.').to_string(),
+    })
+}
+
+/// What an agent started with `-secure` puts in the join tokens it makes,
+/// besides the servers and gossip key it learns as it runs.
+#[derive(Debug, Clone)]
+pub struct JoinIssuer {
+    /// The datacenter.
+    pub datacenter: String,
+    /// The domain servers' names are in.
+    pub domain: String,
+    /// The agent CA's certificate (PEM).
+    pub ca_pem: String,
+}
+
+impl JoinIssuer {
+    /// From the agent's configuration, after [`apply`].
+    pub fn of(config: &super::AgentConfig) -> Result<JoinIssuer, SecureError> {
+        Ok(JoinIssuer {
+            datacenter: config.datacenter.clone(),
+            domain: config.dns.domain.trim_matches('.').to_string(),
+            ca_pem: secure_dir(config)?.load()?.ca.cert_pem,
+        })
+    }
+
+    /// A join token for `secret`, naming `servers` (RPC and LAN
+    /// addresses).
+    pub fn token(
+        &self,
+        servers: &[(std::net::SocketAddr, std::net::SocketAddr)],
+        gossip_key: String,
+        secret: String,
+        server: bool,
+    ) -> JoinToken {
+        JoinToken {
+            datacenter: self.datacenter.clone(),
+            domain: self.domain.clone(),
+            servers: servers.iter().map(|(rpc, _)| rpc.to_string()).collect(),
+            join: servers.iter().map(|(_, lan)| lan.to_string()).collect(),
+            gossip_key,
+            ca_pem: self.ca_pem.clone(),
+            secret,
+            server,
+        }
+    }
+}
+
+/// How long a joining agent waits for one server's answer.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Rounds over the token's servers before giving up, when none answered
+/// for sure (unreachable, or no leader yet).
+const JOIN_ROUNDS: u32 = 5;
+
+/// Asks the token's servers to admit this agent: over TLS that proves
+/// `server.<dc>.<domain>` with the token's CA, presenting no certificate
+/// (it has none yet), it sends the secret and a CSR for a key made here,
+/// and gets its certificate and agent token. A definite refusal (a used
+/// or expired token) ends it at once; unreachable servers are tried in
+/// turn, a few rounds.
+pub async fn request_join<E: crate::env::Env>(
+    env: &E,
+    token: &JoinToken,
+    node: &str,
+    server: bool,
+) -> Result<Material, SecureError> {
+    use crate::server::request::{Answer, ClientRequest, JoinRequest, ServerReply, ServerRpc};
+    let tls = |e: super::tls::TlsSetupError| SecureError(e.to_string());
+    let (key, csr_pem) = crate::pki::key_and_csr().map_err(tls)?;
+    let roots = crate::connect::tls::root_store(std::slice::from_ref(&token.ca_pem))
+        .map_err(|e| SecureError(format!("the join token's CA does not read: {e}")))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SecureError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = crate::rpc::Client::<E, ServerRpc, ServerReply>::with_tls(
+        env.clone(),
+        Some(crate::rpc::ClientTls {
+            config: std::sync::Arc::new(config),
+            datacenter: token.datacenter.clone(),
+            domain: token.domain.clone(),
+        }),
+    );
+    let req = ServerRpc::Client(ClientRequest::Join {
+        join: Box::new(JoinRequest {
+            secret: token.secret.clone(),
+            node: node.to_string(),
+            server,
+            csr_pem,
+        }),
+        hops: 0,
+    });
+    let mut last = String::from("no server answered");
+    for round in 0..JOIN_ROUNDS {
+        if round > 0 {
+            env.sleep(std::time::Duration::from_secs(2)).await;
+        }
+        for addr in super::join::resolve_all(env, &token.servers, 8300).await {
+            let deadline = env.now() + JOIN_TIMEOUT;
+            let reply = match client.call(addr, &req, deadline).await {
+                Ok(ServerReply::Client(r)) => r,
+                Ok(ServerReply::Raft(_)) => {
+                    last = format!("{addr} answered with a Raft message");
+                    continue;
+                }
+                Err(e) => {
+                    last = format!("{addr}: {e}");
+                    tracing::warn!(server = %addr, error = %e, "cannot ask to join");
+                    continue;
+                }
+            };
+            match reply.answer {
+                Ok(Answer::Admitted(a)) => {
+                    return Ok(Material {
+                        gossip_key: token.gossip_key.clone(),
+                        ca: Pair {
+                            cert_pem: token.ca_pem.clone(),
+                            key_pem: String::new(),
+                        },
+                        cert: Pair {
+                            cert_pem: a.cert_pem,
+                            key_pem: key.serialize_pem(),
+                        },
+                        agent_token: a.agent_token,
+                        bootstrap_token: None,
+                        join: token.join.clone(),
+                    })
+                }
+                Ok(other) => last = format!("{addr} answered {other:?}"),
+                // No leader yet, or one being elected: ask again.
+                Err(e) if e.contains("leader") => last = format!("{addr}: {e}"),
+                Err(e) => {
+                    return Err(SecureError(format!(
+                        "the cluster refused to admit this agent: {e}"
+                    )))
+                }
+            }
+        }
+    }
+    Err(SecureError(format!(
+        "could not join: {last} (the join token names {:?})",
+        token.servers
+    )))
 }
 
 #[cfg(test)]

@@ -17,146 +17,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
-};
+pub use crate::pki::{agent_name, create_ca, create_cert, CertSpec, Pair, Role, TlsSetupError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-
-/// What went wrong making or reading certificates.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsSetupError(pub String);
-
-fn err(what: &str) -> impl Fn(rcgen::Error) -> TlsSetupError + '_ {
-    move |e| TlsSetupError(format!("{what}: {e}"))
-}
-
-/// A PEM certificate and its PEM private key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pair {
-    /// The certificate.
-    pub cert_pem: String,
-    /// Its key.
-    pub key_pem: String,
-}
-
-/// Which agent a certificate is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// A server: `server.<dc>.<domain>`.
-    Server,
-    /// A client agent: `client.<dc>.<domain>`.
-    Client,
-}
-
-/// A new CA for the agents of `domain`, valid `days` from `now`.
-pub fn create_ca(domain: &str, days: u32, now: SystemTime) -> Result<Pair, TlsSetupError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err("CA key"))?;
-    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err("CA"))?;
-    // Each CA's name is its own (as Consul's carry a serial): a verifier
-    // that finds another CA of the same name would try its key, and fail
-    // as a bad signature rather than as an unknown CA.
-    let serial = key
-        .public_key_raw()
-        .iter()
-        .skip(1)
-        .take(8)
-        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-        >> 1;
-    p.serial_number = Some(rcgen::SerialNumber::from(serial));
-    p.distinguished_name.push(
-        DnType::CommonName,
-        format!("Cairn Agent CA {serial} for {domain}"),
-    );
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    p.not_before = (now - Duration::from_secs(60)).into();
-    p.not_after = (now + Duration::from_secs(u64::from(days) * 86_400)).into();
-    let cert = p.self_signed(&key).map_err(err("CA"))?;
-    Ok(Pair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
-}
-
-/// The name a `role` certificate of datacenter `dc` carries.
-pub fn agent_name(role: Role, dc: &str, domain: &str) -> String {
-    let r = match role {
-        Role::Server => "server",
-        Role::Client => "client",
-    };
-    format!("{r}.{dc}.{}", domain.trim_matches('.'))
-}
-
-/// What an agent certificate says.
-#[derive(Debug, Clone)]
-pub struct CertSpec {
-    /// Server or client.
-    pub role: Role,
-    /// Its datacenter.
-    pub dc: String,
-    /// The domain (`consul`).
-    pub domain: String,
-    /// More DNS names to carry.
-    pub extra_dns: Vec<String>,
-    /// More IP addresses to carry (127.0.0.1 always is).
-    pub extra_ips: Vec<std::net::IpAddr>,
-    /// Days of validity.
-    pub days: u32,
-}
-
-/// A certificate for an agent as `spec` says, signed by `ca`, valid from
-/// `now`.
-pub fn create_cert(ca: &Pair, spec: &CertSpec, now: SystemTime) -> Result<Pair, TlsSetupError> {
-    let CertSpec {
-        role,
-        dc,
-        domain,
-        extra_dns,
-        extra_ips,
-        days,
-    } = spec;
-    let (role, days) = (*role, *days);
-    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(err("the CA key"))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(err("the CA"))?;
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err("key"))?;
-    let name = agent_name(role, dc, domain);
-    let mut dns = vec![name.clone(), "localhost".to_string()];
-    dns.extend(extra_dns.iter().cloned());
-    let mut p = CertificateParams::new(dns).map_err(err("certificate"))?;
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.subject_alt_names
-        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-    p.subject_alt_names
-        .extend(extra_ips.iter().map(|ip| SanType::IpAddress(*ip)));
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    p.use_authority_key_identifier_extension = true;
-    p.not_before = (now - Duration::from_secs(60)).into();
-    p.not_after = (now + Duration::from_secs(u64::from(days) * 86_400)).into();
-    let cert = p.signed_by(&key, &issuer).map_err(err("certificate"))?;
-    Ok(Pair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
-}
 
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
     std::fs::read(path)
@@ -178,7 +44,7 @@ pub fn https_config(
     ca_file: Option<&Path>,
     verify_incoming: bool,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
-    let mut config = server_config(cert_file, key_file, ca_file, verify_incoming)?;
+    let mut config = server_config(cert_file, key_file, ca_file, verify_incoming, false)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -210,6 +76,7 @@ fn server_config(
     key_file: &Path,
     ca_file: Option<&Path>,
     verify_incoming: bool,
+    anonymous_joins: bool,
 ) -> Result<ServerConfig, TlsSetupError> {
     let (chain, key) = identity(cert_file, key_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -222,9 +89,15 @@ fn server_config(
                 "verify_incoming needs ca_file, the CA client certificates chain to".into(),
             )
         })?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(root_store(ca)?, provider)
-            .build()
-            .map_err(|e| TlsSetupError(e.to_string()))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(root_store(ca)?, provider);
+        // A certificate that is offered is still checked; one that is not
+        // leaves the connection able to ask for a join alone.
+        let verifier = if anonymous_joins {
+            verifier.allow_unauthenticated()
+        } else {
+            verifier
+        };
+        let verifier = verifier.build().map_err(|e| TlsSetupError(e.to_string()))?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()
@@ -252,8 +125,10 @@ pub fn rpc_tls(
                 key,
                 config.ca_file.as_deref(),
                 config.verify_incoming,
+                config.secure,
             )?),
             plain_too: !config.verify_incoming,
+            anonymous_joins: config.secure && config.verify_incoming,
             servers_are: (config.verify_incoming && config.verify_server_hostname).then(|| {
                 format!(
                     "server.{}.{}",
@@ -371,6 +246,7 @@ fn first_dns_name(cert: &CertificateDer<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     #[test]
     fn certificates_name_their_role_and_chain_to_the_ca() {

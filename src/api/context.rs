@@ -77,6 +77,8 @@ pub struct ApiState<E: Env> {
     pub keyrings: Vec<Arc<crate::agent::keyring::PoolKeyring>>,
     /// Token resolution for the agent's own endpoints (ACLs).
     pub acl: Arc<crate::agent::acl::AclResolver<E>>,
+    /// On an agent started with `-secure`: what its join tokens carry.
+    pub join_issuer: Option<crate::agent::secure::JoinIssuer>,
 }
 
 impl<E: Env> ApiState<E> {

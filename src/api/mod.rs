@@ -18,6 +18,7 @@ pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;
+mod join;
 pub mod kv;
 pub mod metrics;
 pub mod monitor;
@@ -270,6 +271,7 @@ fn acl_routes<E: Env>() -> Router<Arc<ApiState<E>>> {
         .route("/v1/acl/login", post(acl_auth::login::<E>))
         .route("/v1/acl/logout", post(acl_auth::logout::<E>))
         .route("/v1/acl/replication", get(acl_auth::replication::<E>))
+        .route("/v1/acl/join-token", put(join::create::<E>))
         .route(
             "/v1/acl/templated-policy/name/{*name}",
             get(acl::templated_policy::<E>),

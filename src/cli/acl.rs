@@ -38,6 +38,27 @@ enum AclCmd {
     TemplatedPolicy(TemplateCmd),
     /// Replace one of the agent's tokens (default, agent, dns).
     SetAgentToken(SetAgentToken),
+    /// One-time join tokens for a `cairn agent -secure` cluster.
+    #[command(subcommand, name = "join-token")]
+    JoinToken(JoinTokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum JoinTokenCmd {
+    /// Make a join token that admits one agent (`-server`: one server).
+    Create(JoinTokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct JoinTokenArgs {
+    #[command(flatten)]
+    out: Output,
+    /// How long it is good for (a Go duration; default 1h).
+    #[arg(long = "ttl")]
+    ttl: Option<String>,
+    /// It admits a server (else a client agent).
+    #[arg(long = "server")]
+    server: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -274,6 +295,19 @@ fn links(names: &[String], ids: &[String]) -> Value {
     )
 }
 
+/// A join token on stdout (to pipe or copy), and how to use it on
+/// stderr.
+fn print_join_token(v: &Value) {
+    println!("{}", s(&v["JoinToken"]));
+    let server = v["Server"].as_bool().unwrap_or(false);
+    eprintln!(
+        "(admits one {} until {}; start it with: cairn agent -secure -data-dir <dir>{} -join-token <token>)",
+        if server { "server" } else { "client agent" },
+        s(&v["ExpirationTime"]),
+        if server { " -server" } else { "" },
+    );
+}
+
 /// Runs `cairn acl`.
 pub async fn run(a: AclArgs) -> anyhow::Result<()> {
     match a.cmd {
@@ -287,6 +321,11 @@ pub async fn run(a: AclArgs) -> anyhow::Result<()> {
         AclCmd::TemplatedPolicy(cmd) => templated_policy(cmd).await,
         AclCmd::AuthMethod(cmd) => super::acl_auth::method(cmd).await,
         AclCmd::BindingRule(cmd) => super::acl_auth::rule(cmd).await,
+        AclCmd::JoinToken(JoinTokenCmd::Create(j)) => {
+            let body = json!({ "TTL": j.ttl.unwrap_or_default(), "Server": j.server });
+            let v = call(&j.out.http, "PUT", "/v1/acl/join-token", Some(body)).await?;
+            show(&j.out, &v, print_join_token)
+        }
         AclCmd::SetAgentToken(s) => {
             let path = format!("/v1/agent/token/{}", s.kind);
             call(&s.http, "PUT", &path, Some(json!({ "Token": s.token }))).await?;

@@ -171,6 +171,16 @@ struct AgentArgs {
     /// Form a Raft group of this one server (same as -bootstrap-expect=1).
     #[arg(long = "bootstrap")]
     bootstrap: bool,
+    /// Secure by default (cairn's own): gossip encryption, TLS both ways
+    /// on the RPC port and ACLs at default deny, with keys, certificates
+    /// and tokens kept in <data-dir>/secure. The first server (-server,
+    /// no -join-token) makes them; every other agent joins with a one-time
+    /// token from `cairn acl join-token create`.
+    #[arg(long = "secure")]
+    secure: bool,
+    /// With -secure: the one-time join token (or @FILE holding it).
+    #[arg(long = "join-token", value_name = "TOKEN")]
+    join_token: Option<String>,
     /// Server RPC port (8300).
     #[arg(long = "server-port")]
     server_port: Option<u16>,
@@ -589,14 +599,25 @@ fn agent_config(a: &AgentArgs) -> Result<AgentConfig, ConfigError> {
 }
 
 async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
-    let config = agent_config(&a)?;
+    let mut config = agent_config(&a)?;
     init_logging(&config.log_level)?;
-    let leave_on_terminate = config.leave_on_terminate;
     let env = TokioEnv::new();
+    if a.secure {
+        secure_start(&env, &mut config, a.join_token.as_deref()).await?;
+    } else if a.join_token.is_some() {
+        anyhow::bail!("-join-token joins a -secure cluster: add -secure");
+    }
+    let leave_on_terminate = config.leave_on_terminate;
     let args = std::sync::Arc::new(a);
     let reloader: crate::agent::Reloader = {
         let args = args.clone();
-        std::sync::Arc::new(move || agent_config(&args))
+        std::sync::Arc::new(move || {
+            let mut c = agent_config(&args)?;
+            if args.secure {
+                crate::agent::secure::apply(&mut c).map_err(|e| ConfigError(e.to_string()))?;
+            }
+            Ok(c)
+        })
     };
     let mut agent = Agent::start_reloadable(env.clone(), config, reloader).await?;
     enum Why {
@@ -630,6 +651,43 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
             agent.shutdown().await;
         }
         _ => agent.leave().await?,
+    }
+    Ok(())
+}
+
+/// `-secure`: the agent's secure material made, bought with the join
+/// token (`@FILE`: read from FILE) or found, and what to do next said.
+async fn secure_start(
+    env: &TokioEnv,
+    config: &mut AgentConfig,
+    join_token: Option<&str>,
+) -> anyhow::Result<()> {
+    use crate::agent::secure::{prepare, SecureDir, Started};
+    let token = match join_token {
+        Some(t) => Some(match t.strip_prefix('@') {
+            Some(file) => std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("-join-token @{file}: {e}"))?,
+            None => t.to_string(),
+        }),
+        None => None,
+    };
+    let started = prepare(env, config, token.as_deref()).await?;
+    let dir = config.data_dir.as_deref().map(SecureDir::new);
+    match (started, dir) {
+        (Started::Bootstrapped, Some(dir)) => eprintln!(
+            "cairn: made this cluster's gossip key, agent CA and bootstrap token in {}.\n\
+             The bootstrap (management) token is in {}.\n\
+             Let another agent join: CONSUL_HTTP_TOKEN_FILE={} cairn acl join-token create [-server]\n\
+             and start it with: cairn agent -secure -data-dir <dir> -join-token <token>",
+            dir.bootstrap_token_file()
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            dir.bootstrap_token_file().display(),
+            dir.bootstrap_token_file().display(),
+        ),
+        (Started::Joined, _) => eprintln!("cairn: admitted to the cluster by the join token"),
+        _ => {}
     }
     Ok(())
 }

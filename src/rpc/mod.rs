@@ -72,6 +72,11 @@ pub struct ServerTls {
     /// CVE-2021-37219: a client agent's certificate is from the same CA,
     /// and must not be enough to send Raft messages.
     pub servers_are: Option<String>,
+    /// A TLS connection without a client certificate is taken too (the
+    /// configuration's verifier allows it), for one request only: an
+    /// agent joining with a join token, which has no certificate yet
+    /// ([`Peer::certified`] is false on it).
+    pub anonymous_joins: bool,
 }
 
 /// Who is at the other end of an RPC connection.
@@ -83,6 +88,10 @@ pub struct Peer {
     /// listener names what servers are ([`ServerTls::servers_are`]) and
     /// the peer's certificate does not carry that name.
     pub server: bool,
+    /// Whether it may make any client request: false only on a TLS
+    /// connection without a client certificate, taken for joins
+    /// ([`ServerTls::anonymous_joins`]).
+    pub certified: bool,
 }
 
 /// Whether `cert` (DER) names `name` among its DNS subject alternative
@@ -476,6 +485,7 @@ where
                 let mut peer = Peer {
                     addr: peer,
                     server: true,
+                    certified: true,
                 };
                 let stream: Box<dyn Io> = match tls {
                     None => Box::new(stream),
@@ -507,10 +517,12 @@ where
                             .await
                         {
                             Ok(Ok(s)) => {
+                                let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first());
                                 if let Some(name) = &tls.servers_are {
-                                    let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first());
                                     peer.server = cert.is_some_and(|c| names(c, name));
                                 }
+                                peer.certified = cert.is_some() || !tls.anonymous_joins;
+                                peer.server &= peer.certified;
                                 Box::new(s)
                             }
                             Ok(Err(e)) => {

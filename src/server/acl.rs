@@ -60,6 +60,8 @@ pub(crate) fn authorize(z: &Authorizer, req: &ClientRequest, store: &Store) -> V
         | ClientRequest::Login { .. }
         | ClientRequest::Logout { .. }
         | ClientRequest::AclReplication { .. } => Ok(()),
+        // The join token's secret is the proof.
+        ClientRequest::Join { .. } => Ok(()),
         // Checked where they are answered.
         ClientRequest::Remote { .. } | ClientRequest::Acl { .. } => Ok(()),
     }
@@ -170,7 +172,12 @@ fn authorize_cmd(z: &Authorizer, cmd: &Command, store: &Store) -> Verdict {
         | Command::AclAuthMethodDelete { .. }
         | Command::AclBindingRuleSet(_)
         | Command::AclBindingRuleDelete { .. }
-        | Command::AclReplicate { .. } => z.check_global(Global::Acl, Access::Write),
+        | Command::AclReplicate { .. }
+        // The agent CA's key and join tickets admit agents: as much as
+        // making tokens.
+        | Command::AgentCaSet(_)
+        | Command::JoinTicketCreate { .. }
+        | Command::JoinTicketUse { .. } => z.check_global(Global::Acl, Access::Write),
         Command::ReapTombstones { .. }
         | Command::CaSetRoot { .. }
         | Command::AutopilotSet { .. } => z.check_global(Global::Operator, Access::Write),
@@ -252,6 +259,7 @@ pub(crate) fn filter(z: &Authorizer, answer: &mut Answer) -> bool {
         | Answer::AclAuthMethods(_)
         | Answer::AclBindingRules(_)
         | Answer::AclReplication(_)
+        | Answer::Admitted(_)
         // Whole answers, behind operator or ACL permissions.
         | Answer::Raft(_)
         | Answer::Autopilot(_)

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::csr::CSR_RATE_LIMITED;
-use super::node::{Server, MAX_HOPS};
+use super::node::Server;
 use super::request::{Answer, CaOp, ClientReply, ClientRequest};
 use crate::connect::ca;
 use crate::env::Env;
@@ -14,12 +14,7 @@ impl<E: Env> Server<E> {
     /// Answers a CA request on the leader, forwarding it there otherwise.
     pub(super) async fn ca(&self, op: CaOp, hops: u8, token: Option<&str>) -> ClientReply {
         if !self.is_leader() {
-            if hops >= MAX_HOPS {
-                return ClientReply::refused("no cluster leader (too many forwards)");
-            }
-            return self
-                .forward(ClientRequest::Ca { op, hops: hops + 1 }, token)
-                .await;
+            return self.to_leader(ClientRequest::Ca { op, hops }, token).await;
         }
         let now = self.env.wall_clock();
         if let Err(e) = self.ensure_ca(now, token).await {

@@ -45,6 +45,9 @@ pub struct DutyConfig {
     /// With ACLs on: the leader makes the built-in policy and anonymous
     /// token, and this initial management token (its secret), if missing.
     pub acl_init: Option<Option<String>>,
+    /// On the first server of a `cairn agent -secure` cluster: the agent
+    /// CA, which the leader stores if the cluster has none.
+    pub agent_ca: Option<crate::state::join::AgentCa>,
     /// Autopilot's settings from the agent's configuration, which the
     /// leader stores while the cluster has none (`None`: the defaults).
     pub autopilot: Option<crate::state::AutopilotConfig>,
@@ -60,6 +63,7 @@ impl DutyConfig {
             reconcile_interval: Duration::from_secs(60),
             coordinate_period: Duration::from_secs(5),
             acl_init: None,
+            agent_ca: None,
             autopilot: None,
         }
     }
@@ -257,7 +261,13 @@ impl<E: Env> Duties<E> {
         let commands = {
             let store = self.server.store();
             let store = store.read().unwrap_or_else(|e| e.into_inner());
-            super::acl::init_commands(store.acl(), initial.as_deref())
+            let mut commands = super::acl::init_commands(store.acl(), initial.as_deref());
+            if let Some(ca) = &self.config.agent_ca {
+                if store.acl().join().agent_ca().is_none() {
+                    commands.push(crate::state::Command::AgentCaSet(Box::new(ca.clone())));
+                }
+            }
+            commands
         };
         self.write_all(commands, "ACL initialisation").await;
     }

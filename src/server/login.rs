@@ -2,7 +2,7 @@
 //! against its auth method becomes an ACL token bound by the method's
 //! rules; a token made that way may delete itself.
 
-use super::node::{wall_ms, Server, MAX_HOPS};
+use super::node::{wall_ms, Server};
 use super::request::{Answer, ClientReply, ClientRequest, Login};
 use crate::acl::auth::{login_description, JwtConfig};
 use crate::acl::{Identities, Token, ACL_NOT_FOUND, PERMISSION_DENIED};
@@ -14,14 +14,11 @@ impl<E: Env> Server<E> {
     /// there otherwise): the token and its policies.
     pub(super) async fn login(&self, login: Login, hops: u8, token: Option<&str>) -> ClientReply {
         if !self.is_leader() {
-            if hops >= MAX_HOPS {
-                return ClientReply::refused("no cluster leader (too many forwards)");
-            }
             let req = ClientRequest::Login {
                 login: Box::new(login),
-                hops: hops + 1,
+                hops,
             };
-            return self.forward(req, token).await;
+            return self.to_leader(req, token).await;
         }
         let now_ms = wall_ms(&self.env);
         let dc = self.datacenter.get().cloned().unwrap_or_default();
@@ -55,11 +52,7 @@ impl<E: Env> Server<E> {
     /// Deletes the caller's token if a login made it (on the leader).
     pub(super) async fn logout(&self, hops: u8, token: Option<&str>) -> ClientReply {
         if !self.is_leader() {
-            if hops >= MAX_HOPS {
-                return ClientReply::refused("no cluster leader (too many forwards)");
-            }
-            let req = ClientRequest::Logout { hops: hops + 1 };
-            return self.forward(req, token).await;
+            return self.to_leader(ClientRequest::Logout { hops }, token).await;
         }
         let accessor = {
             let store = self.store.read().unwrap_or_else(|e| e.into_inner());

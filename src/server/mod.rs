@@ -20,6 +20,7 @@ mod batch;
 mod ca;
 pub mod cluster;
 mod csr;
+mod join;
 mod login;
 pub mod member;
 pub mod node;

@@ -332,6 +332,14 @@ impl<E: Env> Server<E> {
                 }
                 ServerReply::Raft(reply)
             }
+            ServerRpc::Client(c)
+                if !peer.certified && !matches!(c.inner(), ClientRequest::Join { .. }) =>
+            {
+                tracing::warn!(peer = %peer.addr, "request refused: the connection brought no client certificate");
+                ServerReply::Client(ClientReply::refused(
+                    "this connection brought no client certificate: it may only ask to join with a join token",
+                ))
+            }
             ServerRpc::Client(c) => {
                 // From the network, a request without a token is the
                 // anonymous token's, never trusted as the server's own.
@@ -408,10 +416,11 @@ impl<E: Env> Server<E> {
             ClientRequest::Operator { op, hops } => self.operator(op, hops, token).await,
             ClientRequest::Login { login, hops } => self.login(*login, hops, token).await,
             ClientRequest::Logout { hops } => self.logout(hops, token).await,
+            ClientRequest::Join { join, hops } => self.admit(*join, hops, token).await,
             ClientRequest::AclReplication { hops } => {
                 if !self.is_leader() && hops < MAX_HOPS {
-                    let req = ClientRequest::AclReplication { hops: hops + 1 };
-                    return self.forward(req, token).await;
+                    let req = ClientRequest::AclReplication { hops };
+                    return self.to_leader(req, token).await;
                 }
                 self.answered(Answer::AclReplication(Box::new(self.replication_status())))
             }
@@ -524,6 +533,21 @@ impl<E: Env> Server<E> {
     /// longer counts as leader, here or to anyone who asks.
     fn leads(&self, m: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
         leads(m, self.leader_lease_ms)
+    }
+
+    /// Sends `req` on to the leader, one hop further along, unless it has
+    /// already passed through [`MAX_HOPS`] servers (leadership moving
+    /// faster than the request).
+    pub(super) async fn to_leader(
+        &self,
+        mut req: ClientRequest,
+        token: Option<&str>,
+    ) -> ClientReply {
+        match req.hops_mut() {
+            Some(h) if *h < MAX_HOPS => *h += 1,
+            _ => return ClientReply::refused("no cluster leader (too many forwards)"),
+        }
+        self.forward(req, token).await
     }
 
     pub(super) async fn forward(&self, req: ClientRequest, token: Option<&str>) -> ClientReply {

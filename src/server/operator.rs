@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use openraft::{ChangeMembers, ServerState};
 
-use super::node::{Server, MAX_HOPS};
+use super::node::Server;
 use super::request::{Answer, ClientReply, ClientRequest, OperatorOp, RaftPeer, RaftView};
 use crate::env::Env;
 
@@ -28,11 +28,9 @@ impl<E: Env> Server<E> {
         token: Option<&str>,
     ) -> ClientReply {
         if op != OperatorOp::Elect && !self.is_leader() {
-            if hops >= MAX_HOPS {
-                return ClientReply::refused("no cluster leader (too many forwards)");
-            }
-            let req = ClientRequest::Operator { op, hops: hops + 1 };
-            return self.forward(req, token).await;
+            return self
+                .to_leader(ClientRequest::Operator { op, hops }, token)
+                .await;
         }
         match op {
             OperatorOp::RaftConfiguration => {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::node::{wall_ms, Server, MAX_HOPS, MAX_WAIT_MS};
+use super::node::{wall_ms, Server, MAX_WAIT_MS};
 use super::request::{Answer, ClientReply, ClientRequest, Consistency, Instance, Query, Read};
 use crate::env::{timeout_at, Env};
 use crate::state::{Check, Node, Service, Store};
@@ -149,17 +149,8 @@ impl<E: Env> Server<E> {
             Consistency::Default | Consistency::Consistent => self.is_leader(),
         };
         if !local {
-            if hops >= MAX_HOPS {
-                return ClientReply::refused("no cluster leader (too many forwards)");
-            }
             return self
-                .forward(
-                    ClientRequest::Read {
-                        read,
-                        hops: hops + 1,
-                    },
-                    token,
-                )
+                .to_leader(ClientRequest::Read { read, hops }, token)
                 .await;
         }
         if read.consistency == Consistency::Consistent {

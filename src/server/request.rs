@@ -108,6 +108,15 @@ pub enum ClientRequest {
         /// Servers it has passed through.
         hops: u8,
     },
+    /// An agent joining with a one-time join token asks for its
+    /// certificate and agent token (answered on the leader). The one
+    /// request a connection without a client certificate may make.
+    Join {
+        /// The request.
+        join: Box<JoinRequest>,
+        /// Servers it has passed through.
+        hops: u8,
+    },
     /// A request made with an ACL token (its secret). With ACLs on, a
     /// request without one is the anonymous token's.
     Acl {
@@ -152,6 +161,26 @@ impl ClientRequest {
         }
     }
 
+    /// How many servers it has passed through, where it counts them.
+    pub fn hops_mut(&mut self) -> Option<&mut u8> {
+        match self {
+            ClientRequest::Write { hops, .. }
+            | ClientRequest::Read { hops, .. }
+            | ClientRequest::Coordinates { hops, .. }
+            | ClientRequest::Ca { hops, .. }
+            | ClientRequest::SessionRenew { hops, .. }
+            | ClientRequest::Operator { hops, .. }
+            | ClientRequest::Login { hops, .. }
+            | ClientRequest::Logout { hops }
+            | ClientRequest::AclReplication { hops }
+            | ClientRequest::Join { hops, .. } => Some(hops),
+            ClientRequest::Acl { req, .. } => req.hops_mut(),
+            ClientRequest::Status | ClientRequest::Datacenters | ClientRequest::Remote { .. } => {
+                None
+            }
+        }
+    }
+
     /// The request itself, past any token.
     pub fn inner(&self) -> &ClientRequest {
         match self {
@@ -175,6 +204,31 @@ pub struct Login {
     pub accessor_id: String,
     /// The new token's secret.
     pub secret_id: String,
+}
+
+/// What an agent joining with a join token sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The join token's secret.
+    pub secret: String,
+    /// The agent's node name.
+    pub node: String,
+    /// Whether it joins as a server.
+    pub server: bool,
+    /// A PEM certificate signing request for the agent's key.
+    pub csr_pem: String,
+}
+
+/// What an admitted agent gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admitted {
+    /// Its certificate (PEM), `server.<dc>.<domain>` or
+    /// `client.<dc>.<domain>`.
+    pub cert_pem: String,
+    /// The agent CA's certificate (PEM).
+    pub ca_pem: String,
+    /// Its agent token's secret.
+    pub agent_token: String,
 }
 
 // The operator's requests about the Raft group (answered in `operator`).
@@ -458,6 +512,8 @@ pub enum Answer {
     AclRoles(Vec<crate::acl::Role>),
     /// For `AclReplication`.
     AclReplication(Box<ReplicationStatus>),
+    /// For `Join`: the admitted agent's certificate and token.
+    Admitted(Box<Admitted>),
     /// For `AclAuthMethods`.
     AclAuthMethods(Vec<crate::acl::AuthMethod>),
     /// For `AclBindingRules`.

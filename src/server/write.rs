@@ -42,18 +42,11 @@ impl<E: Env> Server<E> {
         token: Option<&str>,
     ) -> ClientReply {
         if !self.is_leader() {
-            if hops >= MAX_HOPS {
-                return ClientReply::refused("no cluster leader (too many forwards)");
-            }
-            return self
-                .forward(
-                    ClientRequest::Write {
-                        cmd: Box::new(cmd),
-                        hops: hops + 1,
-                    },
-                    token,
-                )
-                .await;
+            let req = ClientRequest::Write {
+                cmd: Box::new(cmd),
+                hops,
+            };
+            return self.to_leader(req, token).await;
         }
         // A secondary datacenter's leader sends what the primary owns
         // (policies, roles, global tokens) there.
@@ -116,18 +109,8 @@ impl<E: Env> Server<E> {
         token: Option<&str>,
     ) -> ClientReply {
         if !self.is_leader() {
-            if hops >= MAX_HOPS {
-                return ClientReply::refused("no cluster leader (too many forwards)");
-            }
-            return self
-                .forward(
-                    ClientRequest::Coordinates {
-                        updates,
-                        hops: hops + 1,
-                    },
-                    token,
-                )
-                .await;
+            let req = ClientRequest::Coordinates { updates, hops };
+            return self.to_leader(req, token).await;
         }
         // A coordinate with NaNs or the wrong shape would poison every
         // estimate made from it.
@@ -185,12 +168,8 @@ impl<E: Env> Server<E> {
     /// none when it is gone.
     pub(super) async fn renew(&self, id: String, hops: u8, token: Option<&str>) -> ClientReply {
         if !self.is_leader() {
-            if hops >= MAX_HOPS {
-                return ClientReply::refused("no cluster leader (too many forwards)");
-            }
-            return self
-                .forward(ClientRequest::SessionRenew { id, hops: hops + 1 }, token)
-                .await;
+            let req = ClientRequest::SessionRenew { id, hops };
+            return self.to_leader(req, token).await;
         }
         let (index, session) = {
             let store = self.store.read().unwrap_or_else(|e| e.into_inner());

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::error::StateError;
+use super::join::{AgentCa, JoinState, JoinTicket};
 use crate::acl::rules::Rules;
 use crate::acl::{
     AuthMethod, BindingRule, Identity, Link, Policy, Resolved, Role, Token, ANONYMOUS_ID,
@@ -27,6 +28,9 @@ pub struct AclState {
     binding_rules: BTreeMap<String, BindingRule>,
     /// The index bootstrapping happened at (it happens once).
     bootstrapped: Option<u64>,
+    /// The agent CA and join tickets of a `cairn agent -secure` cluster.
+    #[serde(default, skip_serializing_if = "JoinState::is_empty")]
+    join: JoinState,
     /// Secret -> accessor. Derived; rebuilt on restore.
     #[serde(skip)]
     by_secret: BTreeMap<String, String>,
@@ -139,6 +143,42 @@ impl AclState {
     /// The index bootstrapping happened at, if it has.
     pub fn bootstrapped(&self) -> Option<u64> {
         self.bootstrapped
+    }
+
+    /// What is kept for agents joining by join token.
+    pub fn join(&self) -> &JoinState {
+        &self.join
+    }
+
+    /// Stores the agent CA, unless one is stored.
+    pub fn set_agent_ca(&mut self, ca: &AgentCa) -> Result<bool, StateError> {
+        Ok(self.join.set_agent_ca(ca))
+    }
+
+    /// Keeps a new join ticket (see [`JoinState::create_ticket`]).
+    pub fn create_join_ticket(
+        &mut self,
+        hash: &str,
+        ticket: &JoinTicket,
+    ) -> Result<bool, StateError> {
+        self.join.create_ticket(hash, ticket)
+    }
+
+    /// Uses the join ticket under `hash` for `node`: the ticket is spent
+    /// and its agent token made, in one step, or nothing happens.
+    pub fn use_join_ticket(
+        &mut self,
+        index: u64,
+        hash: &str,
+        server: bool,
+        node: &str,
+        dc: &str,
+        now_ms: u64,
+    ) -> Result<bool, StateError> {
+        let token = self.join.admit(hash, server, node, dc, now_ms)?;
+        self.set_token(index, &token)?;
+        self.join.mark_used(hash, node);
+        Ok(true)
     }
 
     /// `links` as they stand now: names from the current policies (or

@@ -15,6 +15,7 @@ pub mod acl;
 mod catalog;
 mod connect;
 mod error;
+pub mod join;
 mod kv;
 mod operator;
 mod query;
@@ -213,6 +214,32 @@ pub enum Command {
         roles: Vec<crate::acl::Role>,
         /// The primary's global tokens, when tokens are replicated.
         tokens: Option<Vec<crate::acl::Token>>,
+    },
+    /// Store the agent CA of a `cairn agent -secure` cluster (the first
+    /// server's leader does, once).
+    AgentCaSet(Box<join::AgentCa>),
+    /// Keep a one-time join ticket under its secret's hash.
+    JoinTicketCreate {
+        /// The hex SHA-256 of the join token's secret.
+        hash: String,
+        /// What it admits.
+        ticket: Box<join::JoinTicket>,
+    },
+    /// Spend a join ticket for a joining agent, making its agent token;
+    /// refused if the ticket is unknown, used, expired or for the other
+    /// role.
+    JoinTicketUse {
+        /// The hex SHA-256 of the secret the agent brought.
+        hash: String,
+        /// Whether the agent joins as a server.
+        server: bool,
+        /// Its node name.
+        node: String,
+        /// This datacenter (the token's node identity names it).
+        dc: String,
+        /// The leader's clock when it asked (Unix ms): expiry is judged
+        /// by it, so every server applies the entry alike.
+        at_ms: u64,
     },
     /// Set autopilot's configuration (with `cas`: only if its
     /// `ModifyIndex` is that).
@@ -662,6 +689,17 @@ impl Tx<'_> {
                 roles,
                 tokens,
             } => self.acl(|a, _| Ok(a.replicate(policies, roles, tokens.as_deref()))),
+            Command::AgentCaSet(ca) => self.acl(|a, _| a.set_agent_ca(ca)),
+            Command::JoinTicketCreate { hash, ticket } => {
+                self.acl(|a, _| a.create_join_ticket(hash, ticket))
+            }
+            Command::JoinTicketUse {
+                hash,
+                server,
+                node,
+                dc,
+                at_ms,
+            } => self.acl(|a, i| a.use_join_ticket(i, hash, *server, node, dc, *at_ms)),
             Command::AutopilotSet { config, cas } => self.autopilot_set(config, *cas),
             // `apply_outcome` takes restores before a `Tx` exists.
             Command::Restore { .. } => Err(invalid("a restore replaces the store whole")),
