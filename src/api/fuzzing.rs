@@ -38,7 +38,7 @@ type Decoder = (&'static str, fn(&[u8]) -> Result<(), ApiError>);
 
 /// Every decoder, by mode. New ones go at the end, so that the seeds'
 /// first bytes keep their meaning.
-const DECODERS: [Decoder; 25] = [
+const DECODERS: [Decoder; 26] = [
     ("agent_service", agent_service),
     ("agent_check", |b| super::agent::check_of(b, true).map(drop)),
     ("agent_check_update", |b| {
@@ -115,6 +115,7 @@ const DECODERS: [Decoder; 25] = [
     ("snapshot_restore", |b| {
         super::snapshot::snapshot_of(b).map(drop)
     }),
+    ("acl_join_token", |b| super::join::asked(b).map(drop)),
 ];
 
 /// Runs decoder `mode` (modulo their number) on the body `bytes` as its

@@ -38,15 +38,10 @@ struct Body {
     server: Option<bool>,
 }
 
-/// `PUT /v1/acl/join-token`: needs `acl = "write"`.
-pub async fn create<E: Env>(s: Api<E>, bytes: Bytes) -> Result<Response, ApiError> {
-    enabled(&s)?;
-    let Some(issuer) = &s.join_issuer else {
-        return Err(bad(
-            "join tokens are for clusters started with `cairn agent -secure`; this agent was not",
-        ));
-    };
-    let b = body::<Body>(&bytes)?;
+/// What a body asks for: how long the token is good for, and whether it
+/// admits a server.
+pub(super) fn asked(bytes: &[u8]) -> Result<(Duration, bool), ApiError> {
+    let b = body::<Body>(bytes)?;
     let ttl = match b.ttl.as_deref().filter(|t| !t.is_empty()) {
         None => DEFAULT_TTL,
         Some(t) => crate::format::parse_duration(t).map_err(|e| bad(format!("TTL: {e}")))?,
@@ -57,7 +52,18 @@ pub async fn create<E: Env>(s: Api<E>, bytes: Bytes) -> Result<Response, ApiErro
             crate::format::go_duration(MAX_TTL)
         )));
     }
-    let server = b.server.unwrap_or(false);
+    Ok((ttl, b.server.unwrap_or(false)))
+}
+
+/// `PUT /v1/acl/join-token`: needs `acl = "write"`.
+pub async fn create<E: Env>(s: Api<E>, bytes: Bytes) -> Result<Response, ApiError> {
+    enabled(&s)?;
+    let Some(issuer) = &s.join_issuer else {
+        return Err(bad(
+            "join tokens are for clusters started with `cairn agent -secure`; this agent was not",
+        ));
+    };
+    let (ttl, server) = asked(&bytes)?;
     let members = s.gossip.members().await.map_err(internal)?;
     let servers: Vec<_> = members
         .iter()
