@@ -139,14 +139,76 @@ impl Location {
 
 /// A disk made of memory that outlives the processes using it: the
 /// simulator gives each server one, so a server that crashes and restarts
-/// finds what it had written, as it would on a real disk. Every write
-/// reaches it at once (there is no page cache to lose in a crash), and
-/// only one running server may use it at a time, like redb's file lock.
+/// finds what it had written, as it would on a real disk.
+///
+/// It has a page cache, as a real machine does: a write is seen by reads
+/// at once, but it is durable only once `sync_data` (fsync) returns. A
+/// crash ([`MemoryDisk::crash`]) loses every write since the last sync,
+/// except that the last one may survive torn: a prefix of it reached the
+/// platter. Only one running server may use the disk at a time, like
+/// redb's file lock, and a crash fences the crashed server's handle: what
+/// its database does as its tasks are torn down never reaches the disk.
 #[derive(Clone, Default)]
 pub struct MemoryDisk {
     name: Arc<str>,
-    bytes: Arc<std::sync::Mutex<Vec<u8>>>,
-    mounted: Arc<std::sync::atomic::AtomicBool>,
+    state: Arc<std::sync::Mutex<DiskState>>,
+}
+
+#[derive(Default)]
+struct DiskState {
+    /// What reads see: the durable bytes with every later write applied.
+    bytes: Vec<u8>,
+    /// How to take back each write and resize since the last sync,
+    /// oldest first.
+    unsynced: Vec<Undo>,
+    /// Bumped by each crash; a handle mounted before it is fenced.
+    generation: u64,
+    /// The generation the running server's handle was mounted in.
+    mounted: Option<u64>,
+    /// Set by [`MemoryDisk::crash_at_next_sync`]: the draw that decides
+    /// how the last write tears.
+    crash_at_sync: Option<u64>,
+    /// What the last crash took.
+    last_crash: Option<CrashLoss>,
+}
+
+/// What a write or a resize replaced.
+struct Undo {
+    /// Where it started.
+    offset: usize,
+    /// The bytes it overwrote from there (those within the old length).
+    old: Vec<u8>,
+    /// The disk's length before it.
+    old_len: usize,
+    /// How many bytes it wrote (0 for a resize).
+    wrote: usize,
+}
+
+impl Undo {
+    /// Takes the change back from `bytes`, but for the first `keep` bytes
+    /// it wrote (a torn write).
+    fn revert(&self, bytes: &mut Vec<u8>, keep: usize) {
+        let keep = keep.min(self.wrote);
+        let len = if keep > 0 {
+            self.old_len.max(self.offset + keep)
+        } else {
+            self.old_len
+        };
+        bytes.resize(len, 0);
+        for (i, b) in self.old.iter().enumerate().skip(keep) {
+            bytes[self.offset + i] = *b;
+        }
+    }
+}
+
+/// What a crash took from a [`MemoryDisk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CrashLoss {
+    /// Writes and resizes since the last sync, taken back.
+    pub unsynced: usize,
+    /// Of the last write, the bytes that survived (a torn write), and how
+    /// many it wrote.
+    pub torn: Option<(usize, usize)>,
 }
 
 impl MemoryDisk {
@@ -158,9 +220,9 @@ impl MemoryDisk {
         }
     }
 
-    /// Bytes written so far.
+    /// Bytes on it, synced or not.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().bytes.len()
     }
 
     /// Whether nothing was ever written.
@@ -168,18 +230,71 @@ impl MemoryDisk {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.bytes.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, DiskState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The machine crashed: every write since the last sync is lost, but
+    /// for a prefix of the last one, `tear(its length)` bytes long, and
+    /// the running server's handle is fenced off.
+    pub fn crash(&self, tear: impl FnOnce(usize) -> usize) -> CrashLoss {
+        self.lock().crash(tear)
+    }
+
+    /// The machine will crash in the middle of the next fsync: the sync
+    /// fails, and [`crash`](Self::crash) happens with the last write torn
+    /// `draw % (its length + 1)` bytes in. A power cut during a commit.
+    pub fn crash_at_next_sync(&self, draw: u64) {
+        self.lock().crash_at_sync = Some(draw);
+    }
+
+    /// What the last crash took, if there was one.
+    pub fn last_crash(&self) -> Option<CrashLoss> {
+        self.lock().last_crash
+    }
+}
+
+impl DiskState {
+    fn crash(&mut self, tear: impl FnOnce(usize) -> usize) -> CrashLoss {
+        let st = self;
+        st.crash_at_sync = None;
+        st.generation += 1;
+        st.mounted = None;
+        let unsynced = std::mem::take(&mut st.unsynced);
+        let mut loss = CrashLoss {
+            unsynced: unsynced.len(),
+            torn: None,
+        };
+        let mut tear = Some(tear);
+        for u in unsynced.iter().rev() {
+            // Only the last write can be torn: the ones before it had
+            // finished when it started.
+            let keep = match tear.take() {
+                Some(t) if u.wrote > 0 => t(u.wrote).min(u.wrote),
+                _ => 0,
+            };
+            if keep > 0 {
+                loss.torn = Some((keep, u.wrote));
+            }
+            u.revert(&mut st.bytes, keep);
+        }
+        st.last_crash = Some(loss);
+        loss
+    }
+}
+
+impl MemoryDisk {
     /// The backend for one server's database, unless another holds it.
     fn mount(&self) -> Option<Mounted> {
-        use std::sync::atomic::Ordering;
-        let free = self
-            .mounted
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        free.then(|| Mounted(self.clone()))
+        let mut st = self.lock();
+        if st.mounted.is_some() {
+            return None;
+        }
+        st.mounted = Some(st.generation);
+        Some(Mounted {
+            disk: self.clone(),
+            generation: st.generation,
+        })
     }
 }
 
@@ -191,32 +306,56 @@ impl Debug for MemoryDisk {
 
 impl PartialEq for MemoryDisk {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.bytes, &other.bytes)
+        Arc::ptr_eq(&self.state, &other.state)
     }
 }
 
 /// A mounted [`MemoryDisk`]; unmounts when the database drops it.
-#[derive(Debug)]
-struct Mounted(MemoryDisk);
+struct Mounted {
+    disk: MemoryDisk,
+    /// The disk's generation when mounted: after a crash, this handle
+    /// reaches nothing.
+    generation: u64,
+}
+
+impl Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mounted({:?})", self.disk)
+    }
+}
+
+impl Mounted {
+    /// The disk's state, unless the machine crashed since this mount.
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, DiskState>, std::io::Error> {
+        let st = self.disk.lock();
+        if st.generation != self.generation {
+            return Err(std::io::Error::other(
+                "the simulated machine crashed: this disk handle is gone",
+            ));
+        }
+        Ok(st)
+    }
+}
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        self.0
-            .mounted
-            .store(false, std::sync::atomic::Ordering::Release);
+        let mut st = self.disk.lock();
+        if st.mounted == Some(self.generation) {
+            st.mounted = None;
+        }
     }
 }
 
 impl redb::StorageBackend for Mounted {
     fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.0.lock().len() as u64)
+        Ok(self.state()?.bytes.len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        let bytes = self.0.lock();
+        let st = self.state()?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(out.len());
-        let src = bytes.get(start..end).ok_or_else(|| {
+        let src = st.bytes.get(start..end).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "read past the end of the simulated disk",
@@ -230,22 +369,51 @@ impl redb::StorageBackend for Mounted {
         let len = usize::try_from(len).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::OutOfMemory, "simulated disk too large")
         })?;
-        self.0.lock().resize(len, 0);
+        let mut st = self.state()?;
+        let old_len = st.bytes.len();
+        let old = st.bytes.get(len..).map(<[u8]>::to_vec).unwrap_or_default();
+        st.unsynced.push(Undo {
+            offset: len.min(old_len),
+            old,
+            old_len,
+            wrote: 0,
+        });
+        st.bytes.resize(len, 0);
         Ok(())
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
+        let mut st = self.state()?;
+        if let Some(draw) = st.crash_at_sync {
+            st.crash(|len| (draw % (len as u64 + 1)) as usize);
+            return Err(std::io::Error::other(
+                "the simulated machine crashed during fsync",
+            ));
+        }
+        st.unsynced.clear();
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        let mut bytes = self.0.lock();
+        let mut st = self.state()?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(data.len());
-        if end > bytes.len() {
-            bytes.resize(end, 0);
+        let old_len = st.bytes.len();
+        let old = st
+            .bytes
+            .get(start.min(old_len)..end.min(old_len))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        st.unsynced.push(Undo {
+            offset: start,
+            old,
+            old_len,
+            wrote: data.len(),
+        });
+        if end > st.bytes.len() {
+            st.bytes.resize(end, 0);
         }
-        bytes[start..end].copy_from_slice(data);
+        st.bytes[start..end].copy_from_slice(data);
         Ok(())
     }
 }
@@ -761,6 +929,47 @@ mod tests {
             let (mut log, _sm) = open_on(&disk).unwrap();
             assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(7, 3)));
         });
+    }
+
+    #[test]
+    fn a_crash_takes_what_was_not_synced_and_never_what_was() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let point = |i| Some(LogId::new(openraft::CommittedLeaderId::new(7, 3), i));
+        let mut torn = 0;
+        // However the last write tears, the store opens with every synced
+        // write in it.
+        for draw in [0u64, 1, 7, 100, 1000, 4095, 4096, 65_537, u64::MAX] {
+            let disk = MemoryDisk::new("s1");
+            rt.block_on(async {
+                let (mut log, sm) = open_on(&disk).unwrap();
+                log.save_vote(&Vote::new(7, 3)).await.unwrap();
+                log.save_committed(point(1)).await.unwrap();
+                durable_commit(&log.db).unwrap();
+                // Not durable: a crash takes it.
+                log.save_committed(point(2)).await.unwrap();
+                // A power cut in the middle of the next commit: it fails,
+                // so nothing is acknowledged that was not kept.
+                disk.crash_at_next_sync(draw);
+                let refused = log.save_vote(&Vote::new(8, 3)).await;
+                assert!(refused.is_err(), "draw {draw}: a crashed commit succeeded");
+                let loss = disk.last_crash().expect("a crash");
+                assert!(loss.unsynced > 0, "draw {draw}: {loss:?}");
+                torn += usize::from(loss.torn.is_some());
+                // The crashed server's handle reaches nothing any more.
+                assert!(log.save_vote(&Vote::new(9, 3)).await.is_err());
+                drop((log, sm));
+                let (mut log, _sm) = open_on(&disk).unwrap_or_else(|e| panic!("draw {draw}: {e}"));
+                let vote = log.read_vote().await.unwrap();
+                assert!(
+                    vote == Some(Vote::new(7, 3)) || vote == Some(Vote::new(8, 3)),
+                    "draw {draw}: {vote:?}"
+                );
+                assert_eq!(log.read_committed().await.unwrap(), point(1), "draw {draw}");
+            });
+        }
+        assert!(torn >= 5, "only {torn} of the crashes tore a write");
     }
 
     #[test]

@@ -452,6 +452,23 @@ impl<'a> World<'a> {
         }
     }
 
+    /// A crash takes what node `i`'s disk had not synced, and may leave
+    /// the last write torn, at a point drawn from the seed: what a server
+    /// acknowledged before an fsync returned is what a crash can take.
+    fn lose_unsynced(&mut self, i: usize) {
+        let Some(server) = &self.slots[i].ctx.server else {
+            return;
+        };
+        let draw = crate::seed::derive_seed(
+            self.spec.seed,
+            &self.names[i],
+            self.slots[i].boots,
+            "torn-write",
+        );
+        let loss = server.disk.crash(|len| (draw % (len as u64 + 1)) as usize);
+        tracing::debug!(node = %self.names[i], ?loss, "crash: unsynced writes lost");
+    }
+
     /// The first failure of a host's software: an error it returned, or a
     /// panic in one of its tasks.
     fn failed(&self) -> Option<(Duration, String)> {
@@ -543,6 +560,7 @@ impl<'a> World<'a> {
                     let i = self.index(x);
                     if self.status[i] == NodeStatus::Running {
                         self.stop(i);
+                        self.lose_unsynced(i);
                         self.status[i] = NodeStatus::Crashed;
                         self.unpost(i);
                     }
