@@ -58,6 +58,13 @@ pub enum Action<T = Vec<String>> {
     /// Make these nodes slow: every datagram they send or receive takes
     /// this much longer (zero makes them well again).
     Slow(T, Duration),
+    /// Freeze these nodes' processes, as a long GC pause or a stopped VM
+    /// does: nothing of theirs runs, while what is sent to them waits;
+    /// they resume (their timers late) after the duration, if one is
+    /// given, or at a `Resume`.
+    Pause(T, Option<Duration>),
+    /// Let paused nodes run again.
+    Resume(T),
     /// Run KV clients on these nodes (see [`workload`](crate::engine::full::workload)).
     KvLoad(T, KvLoad),
     /// Register a service with these nodes' agents over HTTP (see
@@ -93,6 +100,8 @@ impl<T> Action<T> {
             Action::Latency(a, b, c) => Action::Latency(f(a), f(b), *c),
             Action::Skew(a, ms) => Action::Skew(f(a), *ms),
             Action::Slow(a, d) => Action::Slow(f(a), *d),
+            Action::Pause(a, d) => Action::Pause(f(a), *d),
+            Action::Resume(a) => Action::Resume(f(a)),
             Action::KvLoad(a, l) => Action::KvLoad(f(a), *l),
             Action::RegisterService(a, r) => Action::RegisterService(f(a), r.clone()),
             Action::Intention(a, o) => Action::Intention(f(a), o.clone()),
@@ -120,6 +129,8 @@ impl<T> Action<T> {
             Action::Latency(..) => "latency",
             Action::Skew(..) => "skew",
             Action::Slow(..) => "slow",
+            Action::Pause(..) => "pause",
+            Action::Resume(_) => "resume",
             Action::KvLoad(..) => "kv_load",
             Action::RegisterService(_, reg) if reg.connect => "connect_service",
             Action::RegisterService(..) => "register_service",
@@ -141,6 +152,8 @@ impl Action {
             | Action::Leave(a)
             | Action::Skew(a, _)
             | Action::Slow(a, _)
+            | Action::Pause(a, _)
+            | Action::Resume(a)
             | Action::KvLoad(a, _)
             | Action::RegisterService(a, _)
             | Action::Intention(a, _)
@@ -176,6 +189,8 @@ impl Action {
             Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
             Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
             Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
+            Action::Pause(set, d) => Action::Pause(keep(set, |s| s == NodeStatus::Running), *d),
+            Action::Resume(set) => Action::Resume(keep(set, |s| s == NodeStatus::Running)),
             other => other.clone(),
         }
     }
@@ -226,6 +241,8 @@ impl Action {
             Action::Latency(a, b, c) => Some(format!("{}:{c:?}", pair(a, b))),
             Action::Skew(n, ms) => Some(format!("{}:{ms}ms", n.join(","))),
             Action::Slow(n, d) => Some(format!("{}:{d:?}", n.join(","))),
+            Action::Pause(n, Some(d)) => Some(format!("{}:{d:?}", n.join(","))),
+            Action::Pause(n, None) | Action::Resume(n) => Some(n.join(",")),
             Action::KvLoad(n, l) => Some(format!("{}:{}", n.join(","), l.detail())),
             Action::RegisterService(n, r) => Some(format!("{}:{}", n.join(","), r.detail())),
             Action::Intention(n, o) => Some(format!("{}:{}", n.join(","), o.detail())),

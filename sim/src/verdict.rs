@@ -71,11 +71,13 @@ impl Spans {
 }
 
 /// When each node was unreachable: down (not started yet, crashed, or gone
-/// after leaving) or cut off by a partition.
+/// after leaving), cut off by a partition, or paused.
 #[derive(Debug, Default)]
 pub struct Outages {
     pub(crate) down: Spans,
     cut: Spans,
+    /// Frozen by a pause: running, but answering nothing.
+    paused: Spans,
 }
 
 /// Applies `action`'s cuts and heals to `cut`, the links cut so far as
@@ -121,6 +123,8 @@ pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], 
         | Action::Latency(..)
         | Action::Skew(..)
         | Action::Slow(..)
+        | Action::Pause(..)
+        | Action::Resume(_)
         | Action::KvLoad(..)
         | Action::RegisterService(..)
         | Action::Intention(..)
@@ -146,10 +150,15 @@ impl Outages {
         for a in actions {
             let before = cut_off(&cut);
             match &a.action {
-                Action::Crash(n) | Action::Leave(n) => n.iter().for_each(|x| o.down.open(x, a.at)),
+                Action::Crash(n) | Action::Leave(n) => n.iter().for_each(|x| {
+                    o.paused.close(x, a.at);
+                    o.down.open(x, a.at)
+                }),
                 Action::Restart(n) | Action::Join(n) => {
                     n.iter().for_each(|x| o.down.close(x, a.at))
                 }
+                Action::Pause(n, _) => n.iter().for_each(|x| o.paused.open(x, a.at)),
+                Action::Resume(n) => n.iter().for_each(|x| o.paused.close(x, a.at)),
                 other => cut_links(&mut cut, names, other),
             }
             let after = cut_off(&cut);
@@ -161,12 +170,16 @@ impl Outages {
 
     /// Whether `node` was down or cut off at any time in `[from, to]`.
     pub fn any_between(&self, node: &str, from: Duration, to: Duration) -> bool {
-        self.down.any_between(node, from, to) || self.cut.any_between(node, from, to)
+        [&self.down, &self.cut, &self.paused]
+            .iter()
+            .any(|s| s.any_between(node, from, to))
     }
 
     /// Whether `node` is down or cut off at `t` (`None`: at the end).
     pub fn out_at(&self, node: &str, t: Option<Duration>) -> bool {
-        self.down.down_at(node, t) || self.cut.down_at(node, t)
+        [&self.down, &self.cut, &self.paused]
+            .iter()
+            .any(|s| s.down_at(node, t))
     }
 
     /// When `node`'s outage that includes `at` ended (`None`: never).
@@ -174,6 +187,7 @@ impl Outages {
         self.down
             .containing(node, at)
             .or_else(|| self.cut.containing(node, at))
+            .or_else(|| self.paused.containing(node, at))
             .flatten()
     }
 }

@@ -57,6 +57,7 @@ fn every_shipped_scenario_parses_and_has_a_test() {
             "lan-basic",
             "leader-crash",
             "leader-isolated",
+            "leader-paused",
             "leave-propagation-10k",
             "loss-storm",
             "rolling-restart",
@@ -159,6 +160,86 @@ fn leader_crash() {
     assert!(r.output.history.len() > 1000, "{}", r.output.history.len());
     let back = r.output.replicas.iter().find(|x| x.node == who).unwrap();
     assert!(back.last_applied > 1000, "{back:?}");
+}
+
+/// The Raft leader's process freezes for eight seconds under KV load: a
+/// new leader is elected meanwhile, the old one wakes with its timers late
+/// and serves nothing stale, and a frozen client is declared failed and
+/// comes back alive.
+#[test]
+fn leader_paused() {
+    let r = passes_and_replays("leader-paused");
+    let at = |name: &str| -> Vec<(u64, String)> {
+        r.output
+            .trace
+            .events
+            .iter()
+            .filter(|e| e.node == "sim" && e.event == name)
+            .map(|e| (e.t_us, e.detail.clone().unwrap_or_default()))
+            .collect()
+    };
+    let (pauses, resumes) = (at("pause"), at("resume"));
+    assert_eq!(pauses.len(), 2, "{pauses:?}");
+    let leader = pauses[0].1.split(':').next().unwrap().to_string();
+    assert!(leader.starts_with("dc1-server-"), "{leader}");
+    // Each woke when its pause ran out.
+    assert_eq!(
+        resumes,
+        [
+            (23_000_000, leader.clone()),
+            (36_000_000, "dc1-0".to_string())
+        ]
+    );
+    // Another server led while it was frozen.
+    let others_led = r.output.trace.events.iter().any(|e| {
+        e.event == "raft"
+            && (15_000_000..23_000_000).contains(&e.t_us)
+            && e.detail.as_deref().is_some_and(|d| {
+                d.contains("leader=dc1-server-") && !d.ends_with(&format!("leader={leader}"))
+            })
+    });
+    assert!(others_led, "no new leader during the pause");
+    // The frozen client was declared failed, then was alive again.
+    let about = |kind: &str| {
+        r.output.trace.events.iter().any(|e| {
+            e.event == kind
+                && e.member.as_deref() == Some("dc1-0")
+                && (26_000_000..45_000_000).contains(&e.t_us)
+        })
+    };
+    assert!(
+        about("failed") && about("joined"),
+        "dc1-0 was not declared failed and then back"
+    );
+}
+
+/// A pause on either engine: the frozen agent is declared failed (which
+/// is no false failure: it answered nothing), and when its pause runs out
+/// it refutes with its timers late and is alive everywhere again.
+#[test]
+fn a_paused_agent_is_declared_failed_and_comes_back_on_both_engines() {
+    let text = "name = \"pause\"\nseed = 3\nduration = \"60s\"\n\
+        [[datacenter]]\nname = \"dc1\"\nclients = 8\n\
+        [[event]]\nat = \"10s\"\naction = \"pause\"\ntargets = [\"dc1-2\"]\nfor = \"15s\"\n\
+        [[check]]\nkind = \"failed_within\"\ntargets = [\"dc1-2\"]\nwithin = \"12s\"\n\
+        [[check]]\nkind = \"no_false_failures\"\n\
+        [[check]]\nkind = \"converged\"\n";
+    for engine in ["full", "protocol"] {
+        let t = text.replace("seed = 3", &format!("seed = 3\nengine = \"{engine}\""));
+        let s = Scenario::parse_in("pause.toml", &t, &scenarios_dir())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = s.run(s.seed).unwrap();
+        for c in &r.checks {
+            assert!(c.passed, "{engine}: {}: {}", c.check, c.detail);
+        }
+        let back = r.output.trace.events.iter().any(|e| {
+            e.member.as_deref() == Some("dc1-2")
+                && e.event == "joined"
+                && e.t_us > 25_000_000
+                && e.node != "dc1-2"
+        });
+        assert!(back, "{engine}: dc1-2 never came back");
+    }
 }
 
 /// Services registered over HTTP inside the simulator reach every

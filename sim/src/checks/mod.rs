@@ -190,7 +190,7 @@ pub struct Detection {
     pub observers: Vec<(String, Option<Duration>)>,
 }
 
-/// Every crash or partition in the timeline, per node it cut off, with who
+/// Every crash, pause or partition in the timeline, per node it cut off, with who
 /// detected it when. Observers are nodes of the same pool on the other side
 /// that stayed up through the fault.
 pub fn detections(
@@ -209,7 +209,9 @@ pub fn detections(
     let mut out = Vec::new();
     for a in actions {
         let sides: Vec<(Vec<String>, Vec<String>)> = match &a.action {
-            Action::Crash(set) | Action::Isolate(set) => set
+            // A paused node answers nothing: as good as crashed to its
+            // pool until it wakes.
+            Action::Crash(set) | Action::Isolate(set) | Action::Pause(set, _) => set
                 .iter()
                 .map(|t| {
                     (
@@ -468,7 +470,9 @@ fn failed_within(all: &[Detection], targets: &[String], within: Duration) -> Che
     let (mut judged, mut skipped) = (0, 0);
     for t in targets {
         if !all.iter().any(|d| d.target == *t) {
-            late.push(format!("no crash or partition of {t} in the timeline"));
+            late.push(format!(
+                "no crash, pause or partition of {t} in the timeline"
+            ));
         }
     }
     for d in all

@@ -110,10 +110,27 @@ enum Ev {
     LeaveDeadline { node: u32, boot: u32 },
     /// A node whose join found nobody tries again.
     Rejoin { node: u32, boot: u32 },
+    /// A paused node's pause is over.
+    Resume { node: u32, boot: u32 },
     /// The next scenario action is due.
     Action,
     /// Once a virtual second: score, sample, report progress.
     Sample,
+}
+
+impl Ev {
+    /// The node whose process handles it, if one does.
+    fn target(&self) -> Option<usize> {
+        match self {
+            Ev::Packet { to, .. } | Ev::StreamIn { to, .. } | Ev::StreamDone { to, .. } => {
+                Some(*to as usize)
+            }
+            Ev::Timer { node, .. } | Ev::LeaveDeadline { node, .. } | Ev::Rejoin { node, .. } => {
+                Some(*node as usize)
+            }
+            Ev::Resume { .. } | Ev::Action | Ev::Sample => None,
+        }
+    }
 }
 
 struct Queued {
@@ -172,6 +189,9 @@ struct Slot {
     /// UDP datagrams, UDP bytes, stream bytes sent; and at the last sample.
     sent: [u64; 3],
     sampled: [u64; 3],
+    /// Frozen by a pause: what reaches it waits in `held`.
+    paused: bool,
+    held: Vec<Ev>,
 }
 
 /// The gossip address of node `i`.
@@ -299,6 +319,8 @@ pub fn run_protocol(
             joined: false,
             sent: [0; 3],
             sampled: [0; 3],
+            paused: false,
+            held: Vec::new(),
         });
         if !starts_waiting(&e.names[i], actions) {
             if scenario.start == Start::Converged {
@@ -568,6 +590,34 @@ impl Engine<'_> {
         slot.node = None;
         slot.status = status;
         slot.armed = None;
+        slot.paused = false;
+        slot.held.clear();
+    }
+
+    /// Lets paused node `i` run again: what reached it meanwhile arrives
+    /// now, its timers late. `auto`: its pause ran out (the trace says so).
+    fn resume(&mut self, i: usize, auto: bool) {
+        let slot = &mut self.slots[i];
+        if !slot.paused {
+            return;
+        }
+        slot.paused = false;
+        let held = std::mem::take(&mut slot.held);
+        for ev in held {
+            if let Ev::Timer { boot, .. } = ev {
+                if boot != self.slots[i].boot {
+                    continue;
+                }
+                self.slots[i].armed = Some(self.now);
+            }
+            self.push_at(self.now, ev);
+        }
+        if auto {
+            let action = Action::Resume(vec![self.names[i].clone()]);
+            let at = self.now.as_duration();
+            self.trace.push(action.trace_event(at));
+            self.applied.push(TimedAction { at, action });
+        }
     }
 
     fn observe(&mut self, i: usize, ev: cairn::gossip::MemberEvent) {
@@ -727,6 +777,10 @@ impl Engine<'_> {
     }
 
     fn handle(&mut self, ev: Ev) -> Result<(), SimError> {
+        if let Some(i) = ev.target().filter(|&i| self.slots[i].paused) {
+            self.slots[i].held.push(ev);
+            return Ok(());
+        }
         match ev {
             Ev::Packet { to, from, data } => {
                 let (to, from) = (to as usize, from as usize);
@@ -861,6 +915,12 @@ impl Engine<'_> {
                     self.settle(i);
                 }
             }
+            Ev::Resume { node, boot } => {
+                let i = node as usize;
+                if self.slots[i].boot == boot {
+                    self.resume(i, true);
+                }
+            }
             Ev::Action | Ev::Sample => {}
         }
         Ok(())
@@ -931,6 +991,27 @@ impl Engine<'_> {
                                 boot,
                             },
                         );
+                    }
+                }
+            }
+            Action::Pause(set, for_) => {
+                for x in set {
+                    let Some(i) = self.index(x) else { continue };
+                    let slot = &mut self.slots[i];
+                    if slot.node.is_none() || slot.paused {
+                        continue;
+                    }
+                    slot.paused = true;
+                    let (node, boot) = (i as u32, slot.boot);
+                    if let Some(d) = for_ {
+                        self.push_at(self.now + *d, Ev::Resume { node, boot });
+                    }
+                }
+            }
+            Action::Resume(set) => {
+                for x in set {
+                    if let Some(i) = self.index(x) {
+                        self.resume(i, false);
                     }
                 }
             }

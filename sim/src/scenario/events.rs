@@ -43,7 +43,7 @@ pub(super) struct EventSection {
     token: Option<String>,
 }
 
-const ACTIONS: &str = "partition, heal, clog, unclog, crash, restart, join, leave, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
+const ACTIONS: &str = "partition, heal, clog, unclog, crash, restart, join, leave, pause, resume, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
 
 /// Event `i` (from 0): where it is in the file (for errors), when it
 /// happens and what it does.
@@ -109,6 +109,14 @@ pub(super) fn parse(
         "restart" => Action::Restart(need_targets()?),
         "join" => Action::Join(need_targets()?),
         "leave" => Action::Leave(need_targets()?),
+        "pause" => {
+            let d = match &e.for_ {
+                Some(v) => Some(dur(&format!("{here}: for"), v)?).filter(|d| !d.is_zero()),
+                None => None,
+            };
+            Action::Pause(need_targets()?, d)
+        }
+        "resume" => Action::Resume(need_targets()?),
         "loss" => {
             let r = e
                 .rate
@@ -321,6 +329,8 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
                         | "restart"
                         | "join"
                         | "leave"
+                        | "pause"
+                        | "resume"
                         | "skew"
                         | "slow"
                         | "kv_load"
@@ -331,7 +341,10 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
                         | "acl_token"
                 ),
         ),
-        ("for", e.for_.is_some() && e.action != "kv_load"),
+        (
+            "for",
+            e.for_.is_some() && e.action != "kv_load" && e.action != "pause",
+        ),
         ("clients", e.clients.is_some() && e.action != "kv_load"),
         ("interval", e.interval.is_some() && e.action != "kv_load"),
         ("keys", e.keys.is_some() && e.action != "kv_load"),

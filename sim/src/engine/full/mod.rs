@@ -139,6 +139,8 @@ struct World<'a> {
     wan_board: CoordinateBoard,
     servers: ServerBoard,
     failure: Failure,
+    /// Paused nodes due to resume, and when.
+    resumes: Vec<(Duration, usize)>,
 }
 
 /// Runs the cluster through `actions`; `progress` is told the virtual time
@@ -290,6 +292,7 @@ impl<'a> World<'a> {
             wan_board,
             servers,
             failure: Arc::default(),
+            resumes: Vec::new(),
         }
     }
 
@@ -346,6 +349,11 @@ impl<'a> World<'a> {
                     action,
                 });
             }
+            for (at, i) in self.due_resumes(now) {
+                let action = Action::Resume(vec![self.names[i].clone()]);
+                recorder.record(action.trace_event(at));
+                applied.push(TimedAction { at, action });
+            }
             if let Some((at, why)) = self.failed() {
                 pump.abort();
                 return Err(SimError::Host { at, why });
@@ -379,6 +387,7 @@ impl<'a> World<'a> {
                 .get(next)
                 .map_or(next_second, |a| a.at.min(next_second))
                 .min(spec.duration);
+            let wake = self.resumes.iter().map(|r| r.0).fold(wake, Duration::min);
             tokio::time::sleep_until(self.net.deadline(Instant::from_duration(wake))).await;
         }
         pump.abort();
@@ -450,6 +459,28 @@ impl<'a> World<'a> {
             g.abort();
             self.net.host_down(i);
         }
+    }
+
+    /// Resumes the paused nodes due by `now`: each with when it was due.
+    /// A node that crashed meanwhile is no longer paused (its restart is a
+    /// fresh process), and is skipped.
+    fn due_resumes(&mut self, now: Duration) -> Vec<(Duration, usize)> {
+        let mut due: Vec<(Duration, usize)> = Vec::new();
+        self.resumes.retain(|r| {
+            if r.0 <= now {
+                due.push(*r);
+            }
+            r.0 > now
+        });
+        due.sort();
+        due.retain(|&(_, i)| match &self.slots[i].group {
+            Some(g) if g.is_paused() => {
+                g.resume();
+                true
+            }
+            _ => false,
+        });
+        due
     }
 
     /// A crash takes what node `i`'s disk had not synced, and may leave
@@ -571,6 +602,27 @@ impl<'a> World<'a> {
                     let i = self.index(x);
                     if self.status[i] != NodeStatus::Running {
                         self.start(i);
+                    }
+                }
+            }
+            Action::Pause(set, for_) => {
+                let now = self.net.now().as_duration();
+                for x in set {
+                    let i = self.index(x);
+                    if let Some(g) = &self.slots[i].group {
+                        g.pause();
+                        if let Some(d) = for_ {
+                            self.resumes.push((now + *d, i));
+                        }
+                    }
+                }
+            }
+            Action::Resume(set) => {
+                for x in set {
+                    let i = self.index(x);
+                    self.resumes.retain(|r| r.1 != i);
+                    if let Some(g) = &self.slots[i].group {
+                        g.resume();
                     }
                 }
             }
