@@ -40,6 +40,10 @@ pub enum Action<T = Vec<String>> {
     Clog(T, T, bool),
     /// Stop these nodes abruptly.
     Crash(T),
+    /// Stop these servers abruptly in the middle of their next fsync: the
+    /// commit fails, what was not synced is lost and the last write may
+    /// survive torn. Nodes without a disk crash at once.
+    CrashInFsync(T),
     /// Start these crashed or departed nodes again, as fresh processes.
     Restart(T),
     /// Start these nodes for the first time (or again after a leave).
@@ -92,6 +96,7 @@ impl<T> Action<T> {
             Action::Heal => Action::Heal,
             Action::HealBetween(a, b) => Action::HealBetween(f(a), f(b)),
             Action::Crash(a) => Action::Crash(f(a)),
+            Action::CrashInFsync(a) => Action::CrashInFsync(f(a)),
             Action::Restart(a) => Action::Restart(f(a)),
             Action::Join(a) => Action::Join(f(a)),
             Action::Leave(a) => Action::Leave(f(a)),
@@ -119,6 +124,7 @@ impl<T> Action<T> {
             Action::Clog(_, _, false) => "unclog",
             Action::Heal | Action::HealBetween(..) => "heal",
             Action::Crash(_) => "crash",
+            Action::CrashInFsync(_) => "crash_in_fsync",
             Action::Restart(_) => "restart",
             Action::Join(_) => "join",
             Action::Leave(_) => "leave",
@@ -147,6 +153,7 @@ impl Action {
         match self {
             Action::Isolate(a)
             | Action::Crash(a)
+            | Action::CrashInFsync(a)
             | Action::Restart(a)
             | Action::Join(a)
             | Action::Leave(a)
@@ -186,6 +193,9 @@ impl Action {
         };
         match self {
             Action::Crash(set) => Action::Crash(keep(set, |s| s == NodeStatus::Running)),
+            Action::CrashInFsync(set) => {
+                Action::CrashInFsync(keep(set, |s| s == NodeStatus::Running))
+            }
             Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
             Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
             Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
@@ -225,6 +235,7 @@ impl Action {
         match self {
             Action::Isolate(n)
             | Action::Crash(n)
+            | Action::CrashInFsync(n)
             | Action::Restart(n)
             | Action::Join(n)
             | Action::Leave(n) => Some(n.join(",")),

@@ -125,6 +125,8 @@ pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], 
         | Action::Slow(..)
         | Action::Pause(..)
         | Action::Resume(_)
+        // The crash itself joins the timeline when it strikes.
+        | Action::CrashInFsync(_)
         | Action::KvLoad(..)
         | Action::RegisterService(..)
         | Action::Intention(..)

@@ -15,7 +15,8 @@ use crate::state::{Command, StateError};
 
 pub use network::{Network, RaftReply, RaftRequest};
 pub use storage::{
-    open, open_in_memory, open_on, Location, LogStore, MemoryDisk, StateMachine, StorageOpenError,
+    open, open_in_memory, open_on, CrashLoss, Location, LogStore, MemoryDisk, StateMachine,
+    StorageOpenError,
 };
 
 /// A log entry's payload: a change to the store, and when the leader

@@ -166,11 +166,15 @@ struct DiskState {
     /// The generation the running server's handle was mounted in.
     mounted: Option<u64>,
     /// Set by [`MemoryDisk::crash_at_next_sync`]: the draw that decides
-    /// how the last write tears.
-    crash_at_sync: Option<u64>,
+    /// how the last write tears, and what to do once it has.
+    crash_at_sync: Option<(u64, CrashHook)>,
     /// What the last crash took.
     last_crash: Option<CrashLoss>,
 }
+
+/// What a crash armed by [`MemoryDisk::crash_at_next_sync`] does once it
+/// strikes (the simulator stops the machine's processes there).
+type CrashHook = Box<dyn FnOnce(CrashLoss) + Send>;
 
 /// What a write or a resize replaced.
 struct Undo {
@@ -242,10 +246,17 @@ impl MemoryDisk {
     }
 
     /// The machine will crash in the middle of the next fsync: the sync
-    /// fails, and [`crash`](Self::crash) happens with the last write torn
-    /// `draw % (its length + 1)` bytes in. A power cut during a commit.
-    pub fn crash_at_next_sync(&self, draw: u64) {
-        self.lock().crash_at_sync = Some(draw);
+    /// fails, [`crash`](Self::crash) happens with the last write torn
+    /// `draw % (its length + 1)` bytes in, and then `then` is told what
+    /// was lost. A power cut during a commit. Any crash before it, or
+    /// [`disarm`](Self::disarm), calls it off.
+    pub fn crash_at_next_sync(&self, draw: u64, then: impl FnOnce(CrashLoss) + Send + 'static) {
+        self.lock().crash_at_sync = Some((draw, Box::new(then)));
+    }
+
+    /// Calls off a crash armed by [`crash_at_next_sync`](Self::crash_at_next_sync).
+    pub fn disarm(&self) {
+        self.lock().crash_at_sync = None;
     }
 
     /// What the last crash took, if there was one.
@@ -384,8 +395,10 @@ impl redb::StorageBackend for Mounted {
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
         let mut st = self.state()?;
-        if let Some(draw) = st.crash_at_sync {
-            st.crash(|len| (draw % (len as u64 + 1)) as usize);
+        if let Some((draw, then)) = st.crash_at_sync.take() {
+            let loss = st.crash(|len| (draw % (len as u64 + 1)) as usize);
+            drop(st);
+            then(loss);
             return Err(std::io::Error::other(
                 "the simulated machine crashed during fsync",
             ));
@@ -951,7 +964,7 @@ mod tests {
                 log.save_committed(point(2)).await.unwrap();
                 // A power cut in the middle of the next commit: it fails,
                 // so nothing is acknowledged that was not kept.
-                disk.crash_at_next_sync(draw);
+                disk.crash_at_next_sync(draw, |_| {});
                 let refused = log.save_vote(&Vote::new(8, 3)).await;
                 assert!(refused.is_err(), "draw {draw}: a crashed commit succeeded");
                 let loss = disk.last_crash().expect("a crash");

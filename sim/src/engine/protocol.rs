@@ -933,9 +933,14 @@ impl Engine<'_> {
                 break;
             }
             self.next_action += 1;
-            let action = a
+            let action = match a
                 .action
-                .effective(|x| self.index(x).map(|i| self.slots[i].status));
+                .effective(|x| self.index(x).map(|i| self.slots[i].status))
+            {
+                // No disks here: the crash strikes at once, and is one.
+                Action::CrashInFsync(set) => Action::Crash(set),
+                other => other,
+            };
             if action.is_noop() {
                 continue;
             }
@@ -958,7 +963,8 @@ impl Engine<'_> {
             return Ok(());
         }
         match action {
-            Action::Crash(set) => {
+            // No disks here: nothing waits for an fsync.
+            Action::Crash(set) | Action::CrashInFsync(set) => {
                 for x in set {
                     if let Some(i) = self.index(x) {
                         self.stop(i, NodeStatus::Crashed);

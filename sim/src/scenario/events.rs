@@ -43,7 +43,7 @@ pub(super) struct EventSection {
     token: Option<String>,
 }
 
-const ACTIONS: &str = "partition, heal, clog, unclog, crash, restart, join, leave, pause, resume, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
+const ACTIONS: &str = "partition, heal, clog, unclog, crash, crash_in_fsync, restart, join, leave, pause, resume, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
 
 /// Event `i` (from 0): where it is in the file (for errors), when it
 /// happens and what it does.
@@ -106,6 +106,7 @@ pub(super) fn parse(
             }
         },
         "crash" => Action::Crash(need_targets()?),
+        "crash_in_fsync" => Action::CrashInFsync(need_targets()?),
         "restart" => Action::Restart(need_targets()?),
         "join" => Action::Join(need_targets()?),
         "leave" => Action::Leave(need_targets()?),
@@ -326,6 +327,7 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
                 && matches!(
                     e.action.as_str(),
                     "crash"
+                        | "crash_in_fsync"
                         | "restart"
                         | "join"
                         | "leave"

@@ -47,7 +47,7 @@ use crate::engine::{NodeSample, Replica, RunOutput, SimError};
 use crate::net::topology::{Links, Role, Topology};
 use crate::net::{self, Model, Network};
 use crate::output::spread;
-use crate::output::trace::Recorder;
+use crate::output::trace::{Recorder, TraceEvent};
 use crate::scenario::select::leader_of_placeholder;
 use crate::tomography::{percentile, Accuracy, PairError};
 use crate::verdict::Outages;
@@ -141,7 +141,13 @@ struct World<'a> {
     failure: Failure,
     /// Paused nodes due to resume, and when.
     resumes: Vec<(Duration, usize)>,
+    /// Servers a `crash_in_fsync` struck, when, and what their disks lost:
+    /// already stopped, waiting for the engine to record it.
+    struck: Struck,
 }
+
+/// See [`World::struck`].
+type Struck = Arc<Mutex<Vec<(Duration, usize, cairn::consensus::CrashLoss)>>>;
 
 /// Runs the cluster through `actions`; `progress` is told the virtual time
 /// once per simulated second.
@@ -293,6 +299,7 @@ impl<'a> World<'a> {
             servers,
             failure: Arc::default(),
             resumes: Vec::new(),
+            struck: Arc::default(),
         }
     }
 
@@ -348,6 +355,26 @@ impl<'a> World<'a> {
                     at: actions[next - 1].at,
                     action,
                 });
+            }
+            for (at, i, loss) in self.struck_in_fsync() {
+                let name = self.names[i].clone();
+                let torn = loss.torn.map_or(String::new(), |(k, of)| {
+                    format!(", the last torn at {k} of {of} bytes")
+                });
+                recorder.record(TraceEvent {
+                    t_us: at.as_micros() as u64,
+                    node: "sim".into(),
+                    event: "crash".into(),
+                    member: None,
+                    incarnation: None,
+                    detail: Some(format!(
+                        "{name}: in fsync, {} unsynced writes lost{torn}",
+                        loss.unsynced
+                    )),
+                });
+                let pos = applied.partition_point(|a: &TimedAction| a.at <= at);
+                let action = Action::Crash(vec![name]);
+                applied.insert(pos, TimedAction { at, action });
             }
             for (at, i) in self.due_resumes(now) {
                 let action = Action::Resume(vec![self.names[i].clone()]);
@@ -419,6 +446,10 @@ impl<'a> World<'a> {
     /// Boots node `i` (again): a fresh process on its host, with its disk.
     fn start(&mut self, i: usize) {
         self.stop(i);
+        // A crash armed for an earlier boot that never struck is off.
+        if let Some(server) = &self.slots[i].ctx.server {
+            server.disk.disarm();
+        }
         let slot = &mut self.slots[i];
         let group = TaskGroup::new();
         let env = SimEnv::new(
@@ -459,6 +490,50 @@ impl<'a> World<'a> {
             g.abort();
             self.net.host_down(i);
         }
+    }
+
+    /// Arms node `i`'s disk to crash the node in its next fsync (at once,
+    /// without a disk): the commit fails and the node's processes stop
+    /// there and then; [`struck_in_fsync`](Self::struck_in_fsync) tells
+    /// the engine.
+    fn crash_in_fsync(&mut self, i: usize) {
+        let (net, struck) = (self.net.clone(), self.struck.clone());
+        let group = self.slots[i].group.clone();
+        let strike = move |loss| {
+            if let Some(g) = &group {
+                g.abort();
+            }
+            net.host_down(i);
+            let at = net.now().as_duration();
+            struck
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((at, i, loss));
+        };
+        match &self.slots[i].ctx.server {
+            Some(server) => {
+                let draw = crate::seed::derive_seed(
+                    self.spec.seed,
+                    &self.names[i],
+                    self.slots[i].boots,
+                    "torn-write",
+                );
+                server.disk.crash_at_next_sync(draw, strike);
+            }
+            None => strike(cairn::consensus::CrashLoss::default()),
+        }
+    }
+
+    /// The nodes a `crash_in_fsync` has struck since the last call, now
+    /// marked crashed, each with when and what its disk lost.
+    fn struck_in_fsync(&mut self) -> Vec<(Duration, usize, cairn::consensus::CrashLoss)> {
+        let struck = std::mem::take(&mut *self.struck.lock().unwrap_or_else(|p| p.into_inner()));
+        for &(_, i, _) in &struck {
+            self.stop(i);
+            self.status[i] = NodeStatus::Crashed;
+            self.unpost(i);
+        }
+        struck
     }
 
     /// Resumes the paused nodes due by `now`: each with when it was due.
@@ -602,6 +677,14 @@ impl<'a> World<'a> {
                     let i = self.index(x);
                     if self.status[i] != NodeStatus::Running {
                         self.start(i);
+                    }
+                }
+            }
+            Action::CrashInFsync(set) => {
+                for x in set {
+                    let i = self.index(x);
+                    if self.status[i] == NodeStatus::Running {
+                        self.crash_in_fsync(i);
                     }
                 }
             }
