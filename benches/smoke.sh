@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every comparison script in benches/ at a tiny size, to show that each
-# still builds, starts, runs both sides and prints its ratio line. It
+# still builds, starts, runs both sides and prints its ratio line (and
+# kill9.sh, which compares nothing, its count of lost writes). It
 # measures nothing (tiny runs of debug builds say nothing about speed);
 # it is how CI notices a script that no longer starts.
 #
@@ -50,6 +51,7 @@ fi
 smoke connect_vs_stunnel 'cairn/direct = ' bash benches/connect_vs_stunnel.sh 4 100
 smoke dns_vs_dnsmasq 'cairn/dnsmasq qps ratio' bash benches/dns_vs_dnsmasq.sh 1 2
 smoke kv_vs_etcd 'cairn/etcd throughput' bash benches/kv_vs_etcd.sh 4 1
+smoke kill9 '^kill9: .* 0 lost$' bash benches/kill9.sh 3 1
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "smoke: FAILED: ${failed[*]}"

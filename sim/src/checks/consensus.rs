@@ -217,8 +217,13 @@ fn elections(
         losses: Vec::new(),
         recoveries: Vec::new(),
     };
-    // Losses waiting for a leader of a later term: (index, lost term).
-    let mut waiting: Vec<(usize, u64)> = Vec::new();
+    // Losses waiting for a leader of a later term: (index, lost term,
+    // whether the lost leader stopped). A leader that stopped and came
+    // back may lead its old term again (its vote says it won it: openraft
+    // restores it, as after a power loss of every server), and that is a
+    // recovery too; one that was only cut off or paused still holds its
+    // old view, so only a later term counts then.
+    let mut waiting: Vec<(usize, u64, bool)> = Vec::new();
     let (mut a, mut v) = (0, 0);
     loop {
         // Faults first at equal times: what a server saw at the instant of
@@ -239,7 +244,8 @@ fn elections(
             if leader_lost(&act.action, &leader, &dc_servers, majority) {
                 r.losses.push(act.at);
                 r.recoveries.push(None);
-                waiting.push((r.losses.len() - 1, term));
+                let stopped = matches!(&act.action, Action::Crash(s) | Action::Leave(s) if has_name(s, &leader));
+                waiting.push((r.losses.len() - 1, term, stopped));
             }
             forget_stopped(&mut state, &act.action);
         } else {
@@ -251,8 +257,8 @@ fn elections(
             state.insert(view.node, (view.term, view.leader));
             if let Some((term, _)) = agreed(&state) {
                 r.first.get_or_insert(view.at);
-                waiting.retain(|&(i, lost)| {
-                    if term > lost {
+                waiting.retain(|&(i, lost, stopped)| {
+                    if term > lost || (stopped && term == lost) {
                         r.recoveries[i] = Some(view.at - r.losses[i]);
                         false
                     } else {
@@ -281,7 +287,7 @@ fn leader_lost(action: &Action, leader: &str, servers: &[&str], majority: usize)
     let has = |set: &[String]| has_name(set, leader);
     let reachable = |cut: &[String]| servers.iter().filter(|s| !has_name(cut, s)).count();
     match action {
-        Action::Crash(set) | Action::Leave(set) => has(set),
+        Action::Crash(set) | Action::Leave(set) | Action::Pause(set, _) => has(set),
         Action::Isolate(set) => {
             has(set) && servers.iter().filter(|s| has_name(set, s)).count() < majority
         }

@@ -335,6 +335,29 @@ impl<'a> World<'a> {
             .unwrap_or_default();
         loop {
             let now = self.net.now().as_duration();
+            // Crashes that struck since the last wake first: the actions
+            // due now must see those nodes as crashed (a restart restarts
+            // them).
+            for (at, i, loss) in self.struck_in_fsync() {
+                let name = self.names[i].clone();
+                let torn = loss.torn.map_or(String::new(), |(k, of)| {
+                    format!(", the last torn at {k} of {of} bytes")
+                });
+                recorder.record(TraceEvent {
+                    t_us: at.as_micros() as u64,
+                    node: "sim".into(),
+                    event: "crash".into(),
+                    member: None,
+                    incarnation: None,
+                    detail: Some(format!(
+                        "{name}: in fsync, {} unsynced writes lost{torn}",
+                        loss.unsynced
+                    )),
+                });
+                let pos = applied.partition_point(|a: &TimedAction| a.at <= at);
+                let action = Action::Crash(vec![name]);
+                applied.insert(pos, TimedAction { at, action });
+            }
             while next < actions.len() && actions[next].at <= now {
                 // The trace says what happened, and readers of it (views
                 // that restart afresh) rely on that: a restart of a running
@@ -355,26 +378,6 @@ impl<'a> World<'a> {
                     at: actions[next - 1].at,
                     action,
                 });
-            }
-            for (at, i, loss) in self.struck_in_fsync() {
-                let name = self.names[i].clone();
-                let torn = loss.torn.map_or(String::new(), |(k, of)| {
-                    format!(", the last torn at {k} of {of} bytes")
-                });
-                recorder.record(TraceEvent {
-                    t_us: at.as_micros() as u64,
-                    node: "sim".into(),
-                    event: "crash".into(),
-                    member: None,
-                    incarnation: None,
-                    detail: Some(format!(
-                        "{name}: in fsync, {} unsynced writes lost{torn}",
-                        loss.unsynced
-                    )),
-                });
-                let pos = applied.partition_point(|a: &TimedAction| a.at <= at);
-                let action = Action::Crash(vec![name]);
-                applied.insert(pos, TimedAction { at, action });
             }
             for (at, i) in self.due_resumes(now) {
                 let action = Action::Resume(vec![self.names[i].clone()]);
