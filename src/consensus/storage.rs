@@ -519,9 +519,18 @@ async fn flush_appends(
 
 /// A commit that changes nothing but makes every earlier one durable.
 fn durable_commit(db: &Database) -> StorageResult<()> {
-    let txn = db.begin_write().map_err(write_err)?;
+    let mut txn = db.begin_write().map_err(write_err)?;
+    txn.set_durability(DURABLE).map_err(write_err)?;
     txn.commit().map_err(write_err)
 }
+
+/// What a durable commit asks of redb: an fsync, unless a planted bug
+/// (benches/planted_bugs.sh) skips it.
+const DURABLE: redb::Durability = if cfg!(cairn_planted = "fsync_skipped") {
+    redb::Durability::None
+} else {
+    redb::Durability::Immediate
+};
 
 impl LogStore {
     fn meta<T: serde::de::DeserializeOwned>(&mut self, key: &str) -> StorageResult<Option<T>> {
@@ -536,7 +545,7 @@ impl LogStore {
     }
 
     fn set_meta<T: serde::Serialize>(&mut self, key: &str, value: &T) -> StorageResult<()> {
-        self.write_meta(key, value, redb::Durability::Immediate)
+        self.write_meta(key, value, DURABLE)
     }
 
     fn write_meta<T: serde::Serialize>(
@@ -615,6 +624,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        if cfg!(cairn_planted = "vote_not_persisted") {
+            return self.write_meta("vote", vote, redb::Durability::None);
+        }
         self.set_meta("vote", vote)
     }
 
