@@ -2,20 +2,18 @@
 # Can the simulator's faults and checks fail? For each deliberate bug,
 # builds cairn-sim with it compiled in (RUSTFLAGS --cfg cairn_planted=BUG,
 # in target/planted, so the ordinary build is untouched), then runs the
-# scenario that should catch it seed after seed until a check fails, and
-# prints the seed and the checks that caught it. A seed whose failure the
-# build without the bug shares (a liveness check that also misses there)
-# catches nothing, and the search goes on. Fails if a bug survives SEEDS
-# seeds.
+# chaos sweep (scenarios/chaos-raft.toml: a random fault timeline per
+# seed) seed after seed until a check fails, and prints the seed and the
+# checks that caught it. A seed whose failure the build without the bug
+# shares catches nothing, and the search goes on. Fails if a bug survives
+# SEEDS seeds. PLANTED_SCENARIO=FILE sweeps another scenario instead.
 #
-# The bugs, and what should find them:
-#   fsync_skipped       durable commits without fsync: scenarios/power-loss.toml
-#                       (every server crashes, so a majority's copies go)
-#   vote_not_persisted  a vote kept in memory only: power-loss.toml
-#   no_lease            a leader that lost its quorum still answers as
-#                       leader: leader-isolated.toml with default reads
-#   stale_default_read  default reads answered by any server:
-#                       leader-isolated.toml with default reads
+# The bugs:
+#   fsync_skipped       durable commits without fsync
+#   vote_not_persisted  a vote kept in memory only
+#   no_lease            a leader that lost its quorum still answers
+#                       default reads as leader
+#   stale_default_read  default reads answered by any server
 #
 #   benches/planted_bugs.sh [SEEDS=200] [BUG...]
 set -euo pipefail
@@ -26,17 +24,13 @@ bugs=("$@")
 [ ${#bugs[@]} -gt 0 ] || bugs=(fsync_skipped vote_not_persisted no_lease stale_default_read)
 work=target/planted
 mkdir -p "$work"
-# The leader-isolated scenario with default reads (its own uses consistent).
-sed 's/^keys = 4$/keys = 4\nconsistency = "default"/' scenarios/leader-isolated.toml >"$work/leader-isolated-default.toml"
-grep -q 'consistency = "default"' "$work/leader-isolated-default.toml"
-
-scenario_for() {
-  case $1 in
-    fsync_skipped | vote_not_persisted) echo scenarios/power-loss.toml ;;
-    no_lease | stale_default_read) echo "$work/leader-isolated-default.toml" ;;
-    *) echo "unknown bug $1" >&2; return 1 ;;
+scenario=${PLANTED_SCENARIO:-scenarios/chaos-raft.toml}
+for bug in "${bugs[@]}"; do
+  case $bug in
+    fsync_skipped | vote_not_persisted | no_lease | stale_default_read) ;;
+    *) echo "unknown bug $bug (bugs: fsync_skipped vote_not_persisted no_lease stale_default_read)" >&2; exit 2 ;;
   esac
-}
+done
 
 echo "== building cairn-sim without a planted bug, to judge failures against..." >&2
 cargo build --release --quiet -p cairn-sim
@@ -47,7 +41,6 @@ failing_checks() { printf '%s\n' "$1" | { grep '^FAIL' || true; } | cut -d: -f1 
 
 missed=()
 for bug in "${bugs[@]}"; do
-  scenario=$(scenario_for "$bug")
   echo "== $bug: building cairn-sim with it..." >&2
   # RUSTFLAGS replaces .cargo/config.toml's flags: tokio_unstable, which
   # the simulator's seeded runtime needs, goes in again.
@@ -56,9 +49,9 @@ for bug in "${bugs[@]}"; do
   sim=$work/$bug/release/cairn-sim
   found=""
   for seed in $(seq 1 "$seeds"); do
-    if ! out=$("$sim" run "$scenario" --seed "$seed" --quiet --out "$work/out/$bug" 2>&1); then
+    if ! out=$("$sim" run "$scenario" --seed "$seed" --quiet --no-shrink --out "$work/out/$bug" 2>&1); then
       caught=$(failing_checks "$out")
-      base=$("$clean" run "$scenario" --seed "$seed" --quiet --out "$work/out/clean" 2>&1 || true)
+      base=$("$clean" run "$scenario" --seed "$seed" --quiet --no-shrink --out "$work/out/clean" 2>&1 || true)
       if [ -n "$caught" ] && [ "$caught" = "$(failing_checks "$base")" ]; then
         echo "   $bug: seed $seed fails $caught without the bug too; not counted" >&2
         continue

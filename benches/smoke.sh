@@ -52,6 +52,7 @@ smoke connect_vs_stunnel 'cairn/direct = ' bash benches/connect_vs_stunnel.sh 4 
 smoke dns_vs_dnsmasq 'cairn/dnsmasq qps ratio' bash benches/dns_vs_dnsmasq.sh 1 2
 smoke kv_vs_etcd 'cairn/etcd throughput' bash benches/kv_vs_etcd.sh 4 1
 smoke kill9 '^kill9: .* 0 lost$' bash benches/kill9.sh 3 1
+smoke chaos_sweep '^chaos_sweep: .* seeds per minute$' bash benches/chaos_sweep.sh 4 2
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "smoke: FAILED: ${failed[*]}"

@@ -26,7 +26,10 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(2)
     }));
-    let actions = Arc::new(s.timeline(s.seed));
+    let actions = Arc::new(s.timeline(s.seed).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    }));
     let mut sim = turmoil::Builder::new()
         .simulation_duration(s.duration + Duration::from_secs(60))
         .tick_duration(Duration::from_millis(1))

@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod chaos;
 pub mod checks;
 pub mod engine;
 pub mod net;
@@ -48,6 +49,7 @@ pub mod output;
 pub mod report;
 pub mod scenario;
 pub mod seed;
+pub mod shrink;
 pub mod sweep;
 pub mod tomography;
 pub mod verdict;

@@ -43,9 +43,28 @@ enum Cmd {
         /// Run twice and fail unless both traces are identical.
         #[arg(long)]
         check_determinism: bool,
+        /// When a scenario with [chaos] fails, do not shrink its faults.
+        #[arg(long)]
+        no_shrink: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Run one seed of a scenario with [chaos] and, if it fails, shrink it
+    /// to a plain scenario file that fails the same way: fewer faults,
+    /// shorter ones, fewer nodes.
+    Shrink {
+        /// The scenario.
+        file: PathBuf,
+        /// The failing seed.
+        #[arg(long)]
+        seed: u64,
+        /// Most runs to spend shrinking.
+        #[arg(long, default_value_t = 150)]
+        budget: usize,
+        /// Where the shrunk file goes (default: out/NAME/seed-SEED/shrunk.toml).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run a scenario under many seeds and list the ones whose checks fail.
     Sweep {
@@ -68,6 +87,10 @@ enum Cmd {
         /// the one it gets alone.
         #[arg(long)]
         jobs: Option<usize>,
+        /// Shrink each failing seed of a scenario with [chaos] after the
+        /// sweep (see `shrink`).
+        #[arg(long)]
+        shrink: bool,
         /// Run only slice K of N of the seeds (every N-th from the K-th),
         /// for spreading one sweep over machines; join the slices'
         /// results with `sweep-merge`.
@@ -147,15 +170,22 @@ fn main() -> ExitCode {
             no_codec,
             out,
             check_determinism,
+            no_shrink,
             quiet,
         } => run(
             &file,
             seed,
             (engine, no_codec),
             out,
-            check_determinism,
+            (check_determinism, !no_shrink),
             quiet,
         ),
+        Cmd::Shrink {
+            file,
+            seed,
+            budget,
+            out,
+        } => shrink_seed(&file, seed, budget, out),
         Cmd::Sweep {
             file,
             seeds,
@@ -163,6 +193,7 @@ fn main() -> ExitCode {
             no_codec,
             out,
             jobs,
+            shrink,
             shard,
             quiet,
         } => sweep(
@@ -171,7 +202,7 @@ fn main() -> ExitCode {
             (engine, no_codec),
             out,
             Parallel { jobs, shard },
-            quiet,
+            (shrink, quiet),
         ),
         Cmd::SweepMerge { inputs, out } => sweep_merge(&inputs, &out),
         Cmd::Replay { dir, quiet } => replay(&dir, quiet),
@@ -248,7 +279,7 @@ fn run(
     seed: Option<u64>,
     engine: Overrides,
     out: Option<PathBuf>,
-    check_determinism: bool,
+    (check_determinism, shrink): (bool, bool),
     quiet: bool,
 ) -> anyhow::Result<bool> {
     let s = load(file, engine)?;
@@ -305,7 +336,70 @@ fn run(
         summary.speed,
         dir.display()
     );
+    if !summary.passed && shrink && s.chaos.is_some() {
+        shrink_and_write(&s, &first, 150, &dir.join("shrunk.toml"))?;
+    }
     Ok(summary.passed)
+}
+
+/// Shrinks the failing run `failing` of `s`, writes the file to `path`
+/// and prints how to replay it.
+fn shrink_and_write(
+    s: &Scenario,
+    failing: &Report,
+    budget: usize,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let shrunk = cairn_sim::shrink::shrink(s, failing, budget, |m| eprintln!("{m}"))
+        .map_err(anyhow::Error::msg)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, &shrunk.text)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "shrunk in {} runs ({:.0} s): {} of {} faults, {} of {} nodes, failing {}; written to {}",
+        shrunk.runs,
+        started.elapsed().as_secs_f64(),
+        shrunk.faults.1,
+        shrunk.faults.0,
+        shrunk.nodes.1,
+        shrunk.nodes.0,
+        shrunk.failed.join(", "),
+        path.display()
+    );
+    println!(
+        "replay it with: cargo run --release -p cairn-sim -- run {} --engine {}",
+        path.display(),
+        s.engine.as_str()
+    );
+    Ok(())
+}
+
+/// `shrink`: runs one seed and shrinks it if it fails.
+fn shrink_seed(
+    file: &Path,
+    seed: u64,
+    budget: usize,
+    out: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    let s = load(file, (None, false))?;
+    if s.chaos.is_none() {
+        anyhow::bail!(
+            "{} has no [chaos] section: shrinking takes faults away from a drawn timeline",
+            file.display()
+        );
+    }
+    let r = run_once(&s, seed, false, "run")?;
+    if r.passed() {
+        println!("seed {seed} passes every check: nothing to shrink");
+        return Ok(true);
+    }
+    print_checks(&r);
+    let path = out.unwrap_or_else(|| default_dir(None, &s, seed).join("shrunk.toml"));
+    shrink_and_write(&s, &r, budget, &path)?;
+    Ok(false)
 }
 
 /// `A..B` (inclusive) or a single seed.
@@ -337,9 +431,15 @@ fn sweep(
     engine: Overrides,
     out: Option<PathBuf>,
     parallel: Parallel,
-    quiet: bool,
+    (shrink, quiet): (bool, bool),
 ) -> anyhow::Result<bool> {
     let s = load(file, engine)?;
+    if shrink && s.chaos.is_none() {
+        anyhow::bail!(
+            "--shrink: {} has no [chaos] section to shrink",
+            file.display()
+        );
+    }
     let range = parse_seeds(seeds)?;
     let all: Vec<u64> = range.clone().collect();
     let shard = parallel
@@ -388,12 +488,7 @@ fn sweep(
             let k = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let label = format!("seed {seed} ({k}/{total})");
             let r = run_once(&s, seed, quiet || jobs > 1, &label)?;
-            let failed: Vec<String> = r
-                .checks
-                .iter()
-                .filter(|c| !c.passed)
-                .map(|c| c.check.clone())
-                .collect();
+            let failed: Vec<String> = r.failed();
             let mut output = None;
             if !failed.is_empty() {
                 let dir = default_dir(Some(root.clone()), &s, seed);
@@ -444,6 +539,13 @@ fn sweep(
         written.display()
     );
     print_failing(&results_file, &file.display().to_string());
+    if shrink {
+        for r in results_file.results.iter().filter(|r| !r.passed) {
+            let failing = run_once(&s, r.seed, true, "")?;
+            let path = default_dir(Some(root.clone()), &s, r.seed).join("shrunk.toml");
+            shrink_and_write(&s, &failing, 150, &path)?;
+        }
+    }
     Ok(results_file.results.iter().all(|r| r.passed))
 }
 

@@ -34,6 +34,15 @@ impl Report {
         self.checks.iter().all(|c| c.passed)
     }
 
+    /// The checks that failed, as written.
+    pub fn failed(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.check.clone())
+            .collect()
+    }
+
     /// The run's fingerprint: SHA-256 of its trace.
     pub fn trace_hash(&self) -> String {
         self.output.trace.hash()
@@ -64,7 +73,9 @@ impl Scenario {
         seed: u64,
         progress: impl FnMut(Duration),
     ) -> Result<Report, SimError> {
-        let timeline = self.timeline(seed);
+        let timeline = self
+            .timeline(seed)
+            .map_err(|e| SimError::Setup(e.to_string()))?;
         let started = Instant::now();
         let output = match engine {
             Engine::Full => {

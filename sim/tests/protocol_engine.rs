@@ -123,7 +123,7 @@ fn the_protocol_engine_replays_exactly() {
 #[test]
 fn large_runs_keep_a_sample_and_still_judge_it() {
     let s = scenario(&CROSS.replace("clients = 30", "clients = 80"));
-    let timeline = s.timeline(3);
+    let timeline = s.timeline(3).unwrap();
     let sampling = Sampling {
         observed_nodes: 15,
         scored_pairs: 100,
@@ -167,7 +167,7 @@ fn shortcuts_change_nothing_but_the_cost() {
         );
     for text in [cold, converged] {
         let s = scenario(&text);
-        let timeline = s.timeline(4);
+        let timeline = s.timeline(4).unwrap();
         let run = |shortcuts| {
             let sampling = Sampling {
                 observed_nodes: 20,

@@ -47,6 +47,7 @@ fn every_shipped_scenario_parses_and_has_a_test() {
         names,
         [
             "acl-replication",
+            "chaos-raft",
             "clock-skew",
             "connect",
             "coordinates-world",
@@ -70,6 +71,19 @@ fn every_shipped_scenario_parses_and_has_a_test() {
             "vivaldi-250-cities"
         ]
     );
+}
+
+#[test]
+fn chaos_raft() {
+    let r = passes_and_replays("chaos-raft");
+    // Its seed's ten drawn faults took effect, of several kinds.
+    let kinds: std::collections::BTreeSet<&str> = r
+        .timeline
+        .iter()
+        .filter(|a| !matches!(a.action, cairn_sim::Action::KvLoad(..)))
+        .map(|a| a.action.name())
+        .collect();
+    assert!(kinds.len() >= 4, "{kinds:?}");
 }
 
 #[test]

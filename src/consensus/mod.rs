@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{Command, StateError};
 
-pub use network::{Network, RaftReply, RaftRequest};
+pub use network::{Acks, Network, RaftReply, RaftRequest};
 pub use storage::{
     open, open_in_memory, open_on, CrashLoss, Location, LogStore, MemoryDisk, StateMachine,
     StorageOpenError,

@@ -55,8 +55,9 @@ pub struct Server<E: Env> {
     pub(super) proposals: mpsc::UnboundedSender<Proposal>,
     /// On the leader: when each TTL session runs out.
     pub(super) session_timers: Mutex<std::collections::HashMap<String, Instant>>,
-    /// How long a leader stays one without hearing from a quorum.
-    pub(super) leader_lease_ms: u64,
+    /// How long a leader stays one without hearing from a quorum, and
+    /// when it last did.
+    pub(super) lease: Lease,
     /// Cluster IDs and serial numbers for the CA.
     pub(super) ca_rng: Mutex<rand_chacha::ChaCha8Rng>,
     /// Leaves signed recently (CSR rate limit).
@@ -96,29 +97,26 @@ async fn watch_lease<E: Env>(
     env: E,
     raft: Raft<TypeConfig>,
     last_contact: Arc<Mutex<Option<Instant>>>,
-    lease_ms: u64,
+    lease: Lease,
     every: Duration,
     telemetry: Arc<crate::telemetry::Registry>,
 ) {
     let mut silenced = false;
     loop {
         env.sleep(every).await;
+        let now = env.now();
         let (acked, lapsed) = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
             telemetry.observe_raft(&m);
-            let acked = m
-                .millis_since_quorum_ack
-                .filter(|_| m.state == ServerState::Leader);
-            (acked, acked.is_some_and(|ms| ms > lease_ms))
+            let acked = lease.acked(&m, now);
+            (
+                acked,
+                m.state == ServerState::Leader && !lease.held(&m, now),
+            )
         };
-        if let Some(ms) = acked {
-            let at = env
-                .now()
-                .as_duration()
-                .saturating_sub(Duration::from_millis(ms));
-            *last_contact.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Instant::from_duration(at));
+        if let Some(at) = acked {
+            *last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
         }
         if lapsed != silenced {
             raft.runtime_config().heartbeat(!lapsed);
@@ -175,7 +173,11 @@ impl<E: Env> Server<E> {
         let client = Arc::new(Client::with_tls(env.clone(), dial));
         let network = Network::over(env.clone(), Arc::new(Wrapped(client.clone())));
         consensus::runtime::seed(env.seed("raft"));
-        let leader_lease_ms = config.election_timeout_min;
+        let lease = Lease {
+            me: id,
+            ms: config.election_timeout_min,
+            acks: network.acks(),
+        };
         let heartbeat = Duration::from_millis(config.heartbeat_interval);
         let last_contact: Arc<Mutex<Option<Instant>>> = Arc::default();
         let ca_rng = Mutex::new(rand::SeedableRng::seed_from_u64(env.seed("connect")));
@@ -189,11 +191,11 @@ impl<E: Env> Server<E> {
         let batchers = (0..BATCHERS)
             .map(|_| env.spawn(propose_batches(env.clone(), raft.clone(), queue.clone())))
             .collect();
-        let lease = env.spawn(watch_lease(
+        let watcher = env.spawn(watch_lease(
             env.clone(),
             raft.clone(),
             last_contact.clone(),
-            leader_lease_ms,
+            lease.clone(),
             heartbeat,
             telemetry.clone(),
         ));
@@ -225,7 +227,7 @@ impl<E: Env> Server<E> {
                 pending_coordinates: Mutex::default(),
                 proposals,
                 session_timers: Mutex::default(),
-                leader_lease_ms,
+                lease,
                 ca_rng,
                 csr_limit,
                 wan: std::sync::OnceLock::new(),
@@ -236,7 +238,7 @@ impl<E: Env> Server<E> {
                 replication: Default::default(),
                 _rpc: rpc,
                 _batchers: batchers,
-                _lease: lease,
+                _lease: watcher,
             }
         });
         Ok(server)
@@ -532,7 +534,7 @@ impl<E: Env> Server<E> {
     /// Raft's leader lease has it (and Consul's leaders step down), it no
     /// longer counts as leader, here or to anyone who asks.
     fn leads(&self, m: &openraft::RaftMetrics<u64, BasicNode>) -> bool {
-        leads(m, self.leader_lease_ms)
+        self.lease.held(m, self.env.now())
     }
 
     /// Sends `req` on to the leader, one hop further along, unless it has
@@ -557,13 +559,13 @@ impl<E: Env> Server<E> {
         // the first answer from a quorum.
         if self.leader().is_none() {
             let hold = Some(RPC_HOLD_TIMEOUT);
-            let (me, lease) = (self.id, self.leader_lease_ms);
+            let (me, lease, env) = (self.id, self.lease.clone(), self.env.clone());
             let _ = self
                 .raft
                 .wait(hold)
                 .metrics(
-                    |m| match m.current_leader {
-                        Some(id) if id == me => leads(m, lease),
+                    move |m| match m.current_leader {
+                        Some(id) if id == me => lease.held(m, env.now()),
                         other => other.is_some(),
                     },
                     "a leader",
@@ -637,12 +639,35 @@ impl<E: Env> Server<E> {
     }
 }
 
-/// Whether `m` are the metrics of a leader whose lease (`lease_ms` since
-/// a quorum last answered) still holds.
-fn leads(m: &openraft::RaftMetrics<u64, BasicNode>, lease_ms: u64) -> bool {
-    let lease_held = cfg!(cairn_planted = "no_lease")
-        || m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease_ms);
-    m.state == ServerState::Leader && lease_held
+/// A leader's lease: it leads while a quorum acknowledged it within `ms`
+/// (Raft's election timeout: no other server campaigns sooner).
+#[derive(Clone)]
+pub(super) struct Lease {
+    me: u64,
+    ms: u64,
+    acks: consensus::Acks,
+}
+
+impl Lease {
+    /// Since when a quorum has acknowledged this server leading as `m`
+    /// says it does; `None` unless it leads.
+    fn acked(&self, m: &openraft::RaftMetrics<u64, BasicNode>, now: Instant) -> Option<Instant> {
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let voters = m.membership_config.membership().get_joint_config();
+        self.acks
+            .quorum_since(self.me, m.vote.leader_id(), voters, now)
+    }
+
+    /// Whether `m` are the metrics of a leader whose lease holds `now`.
+    fn held(&self, m: &openraft::RaftMetrics<u64, BasicNode>, now: Instant) -> bool {
+        m.state == ServerState::Leader
+            && (cfg!(cairn_planted = "no_lease")
+                || self
+                    .acked(m, now)
+                    .is_some_and(|at| now - at <= Duration::from_millis(self.ms)))
+    }
 }
 
 /// The wall clock in Unix ms (token expiry is wall-clock time).

@@ -204,14 +204,8 @@ fn elections(
         .filter(|n| is_server(&n.name))
         .map(|n| n.name.as_str())
         .collect();
-    let mut state: BTreeMap<&str, (u64, Option<&str>)> = BTreeMap::new();
-    let agreed = |state: &BTreeMap<&str, (u64, Option<&str>)>| -> Option<(u64, String)> {
-        state
-            .iter()
-            .filter(|(n, (_, l))| *l == Some(**n))
-            .find(|(_, view)| state.values().filter(|v| *v == *view).count() >= majority)
-            .map(|(n, (t, _))| (*t, n.to_string()))
-    };
+    let mut state: Views = BTreeMap::new();
+    let agreed = |state: &Views| agreed(state, majority);
     let mut r = Elections {
         first: None,
         losses: Vec::new(),
@@ -271,8 +265,20 @@ fn elections(
     r
 }
 
+/// Each server's latest view: its term and whom it follows.
+type Views<'t> = BTreeMap<&'t str, (u64, Option<&'t str>)>;
+
+/// The term and leader a majority of the servers follow, if they do.
+fn agreed(state: &Views, majority: usize) -> Option<(u64, String)> {
+    state
+        .iter()
+        .filter(|(n, (_, l))| *l == Some(**n))
+        .find(|(_, view)| state.values().filter(|v| *v == *view).count() >= majority)
+        .map(|(n, (t, _))| (*t, n.to_string()))
+}
+
 /// Servers that stopped no longer hold a view.
-fn forget_stopped(state: &mut BTreeMap<&str, (u64, Option<&str>)>, action: &Action) {
+fn forget_stopped(state: &mut Views, action: &Action) {
     if let Action::Crash(set) | Action::Leave(set) | Action::Restart(set) | Action::Join(set) =
         action
     {
@@ -458,6 +464,139 @@ pub fn replicas_converge(topo: &Topology, replicas: &[Replica]) -> CheckResult {
         check: "replicas_converge".into(),
         passed,
         detail: lines.join("; "),
+    }
+}
+
+/// Whether an action is one of the timeline's faults (or their ends), not
+/// an operation a client asks of the cluster.
+fn is_fault(action: &Action) -> bool {
+    !matches!(
+        action,
+        Action::KvLoad(..)
+            | Action::RegisterService(..)
+            | Action::Intention(..)
+            | Action::CaRotate(_)
+            | Action::AclToken(..)
+    )
+}
+
+/// `recovers_within`: the liveness check of a chaos run. Once the last
+/// fault has ended (the quiet phase), within `within` every datacenter
+/// with servers has a leader that a majority of them follow, and, when KV
+/// clients are running, one of their writes called in the quiet phase is
+/// acknowledged.
+pub fn recovers_within(
+    topo: &Topology,
+    applied: &[TimedAction],
+    out: &RunOutput,
+    within: Duration,
+) -> CheckResult {
+    let check = format!("recovers_within {}", secs(within));
+    let quiet = applied
+        .iter()
+        .filter(|a| is_fault(&a.action))
+        .map(|a| a.at)
+        .max()
+        .unwrap_or_default();
+    let deadline = quiet + within;
+    if deadline > out.virtual_time {
+        return CheckResult {
+            check,
+            passed: false,
+            detail: format!(
+                "the last fault ends at {}, and the run ends before {} more: make the run longer",
+                secs(quiet),
+                secs(within)
+            ),
+        };
+    }
+    let views = raft_views(&out.trace);
+    let mut passed = true;
+    let mut lines = Vec::new();
+    for (dc, servers) in server_dcs(topo) {
+        let majority = servers / 2 + 1;
+        let mine = |n: &str| {
+            topo.index(n)
+                .is_some_and(|i| topo.nodes[i].role == Role::Server && dc_of(topo, n) == dc)
+        };
+        let mut state: Views = BTreeMap::new();
+        let mut recovered = None;
+        let (mut a, mut v) = (0, 0);
+        // Replay faults and views up to the deadline; faults first at
+        // equal times, as in `elections`.
+        loop {
+            let next_action = applied.get(a).filter(|x| x.at <= deadline);
+            let next_view = views.get(v).filter(|y| y.at <= deadline);
+            let now = match (next_action, next_view) {
+                (Some(x), Some(y)) if x.at <= y.at => {
+                    a += 1;
+                    forget_stopped(&mut state, &x.action);
+                    x.at
+                }
+                (Some(x), None) => {
+                    a += 1;
+                    forget_stopped(&mut state, &x.action);
+                    x.at
+                }
+                (_, Some(y)) => {
+                    v += 1;
+                    if mine(y.node) {
+                        state.insert(y.node, (y.term, y.leader));
+                    }
+                    y.at
+                }
+                (None, None) => break,
+            };
+            if now >= quiet && recovered.is_none() {
+                if let Some((term, leader)) = agreed(&state, majority) {
+                    recovered = Some((now, term, leader));
+                }
+            }
+        }
+        match recovered {
+            Some((at, term, leader)) => lines.push(format!(
+                "{dc}: {leader} leads term {term} at {} ({} after the last fault)",
+                secs(at),
+                secs(at.saturating_sub(quiet))
+            )),
+            None => {
+                passed = false;
+                lines.push(format!(
+                    "{dc}: no leader that a majority follows by {}",
+                    secs(deadline)
+                ));
+            }
+        }
+    }
+    let (from, until) = (quiet.as_micros() as u64, deadline.as_micros() as u64);
+    let called = out.history.iter().filter(|o| o.call >= from).count();
+    if called > 0 {
+        let done = out
+            .history
+            .iter()
+            .filter(|o| o.call >= from && !matches!(o.input, Input::Get))
+            .filter_map(|o| o.ret.as_ref().map(|r| r.0))
+            .filter(|&ret| ret <= until)
+            .min();
+        match done {
+            Some(us) => lines.push(format!(
+                "a write acknowledged at {}",
+                secs(Duration::from_micros(us))
+            )),
+            None => {
+                passed = false;
+                lines.push(format!(
+                    "no write acknowledged between {} and {} ({called} operations called)",
+                    secs(quiet),
+                    secs(deadline)
+                ));
+            }
+        }
+    }
+    CheckResult {
+        check,
+        passed,
+        detail: format!("quiet from {}; {}", secs(quiet), lines.join("; ")),
     }
 }
 

@@ -326,6 +326,9 @@ pub fn evaluate(
             Check::LeaderWithin { within } => {
                 consensus::leader_within(&scenario.topology, timeline, out, *within)
             }
+            Check::RecoversWithin { within } => {
+                consensus::recovers_within(&scenario.topology, timeline, out, *within)
+            }
             Check::SingleLeader => consensus::single_leader(&scenario.topology, trace),
             Check::Linearizable => consensus::linearizable(&out.history),
             Check::NoLostWrites => consensus::no_lost_writes(&out.history, &out.replicas),

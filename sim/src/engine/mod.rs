@@ -87,6 +87,11 @@ pub struct RunOutput {
     pub history: Vec<Op>,
     /// The state of every server running at the end.
     pub replicas: Vec<Replica>,
+    /// What each tagged leader placeholder of the timeline stood for when
+    /// its event came (see [`tagged_leader_placeholder`]).
+    ///
+    /// [`tagged_leader_placeholder`]: crate::scenario::select::tagged_leader_placeholder
+    pub picks: BTreeMap<usize, String>,
 }
 
 /// A server's replicated state at the end of a run.

@@ -394,6 +394,8 @@ pub fn run_protocol(
         observed,
         history: Vec::new(),
         replicas: Vec::new(),
+        // No servers lead here, so no placeholder stands for one.
+        picks: Default::default(),
     })
 }
 

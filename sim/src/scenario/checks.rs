@@ -44,6 +44,14 @@ pub enum Check {
         /// Election deadline.
         within: Duration,
     },
+    /// Once the last fault of the timeline has ended (the quiet phase of a
+    /// `[chaos]` run), every datacenter with servers has a leader that a
+    /// majority follow, and the KV clients get a write through, within
+    /// `within`: the liveness check.
+    RecoversWithin {
+        /// How long recovery may take.
+        within: Duration,
+    },
     /// No two servers of a datacenter ever lead in the same term.
     SingleLeader,
     /// The `kv_load` clients' history is linearizable.
@@ -119,7 +127,7 @@ pub(super) struct CheckSection {
     service: Option<String>,
 }
 
-const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves, intentions_enforced, acl_tokens_work";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, recovers_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves, intentions_enforced, acl_tokens_work";
 
 /// Check `i` (from 0): where it is in the file (for errors), and what it
 /// asks.
@@ -188,6 +196,16 @@ pub(super) fn parse(
         "leader_within" => Check::LeaderWithin {
             within: within.ok_or_else(|| err(format!("{here} needs within, like \"10s\"")))?,
         },
+        "recovers_within" => {
+            if !topology.datacenters.iter().any(|d| d.servers > 0) {
+                return Err(err(format!(
+                    "{here}: it judges Raft leaders and KV writes; give a datacenter servers = 3"
+                )));
+            }
+            Check::RecoversWithin {
+                within: within.ok_or_else(|| err(format!("{here} needs within, like \"15s\"")))?,
+            }
+        }
         "single_leader" => Check::SingleLeader,
         "linearizable" => Check::Linearizable,
         "no_lost_writes" => Check::NoLostWrites,
@@ -241,6 +259,7 @@ fn unused(c: &CheckSection) -> Vec<&'static str> {
                     c.kind.as_str(),
                     "failed_within"
                         | "leader_within"
+                        | "recovers_within"
                         | "service_visible"
                         | "dns_resolves"
                         | "intentions_enforced"

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::parse::{bandwidth, between, dist, dur, err, rate, ScenarioError};
+use super::parse::{bandwidth, between, dist, dur, err, rate, ScenarioError, Side};
 use crate::net::topology::{Datacenter, LatencyModel, Location, PoolScope, Sites, Topology};
 use crate::scenario::select::Selector;
 use crate::tomography::Matrix;
@@ -62,7 +62,7 @@ pub(super) struct DatacenterSection {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LinkSection {
-    between: Vec<String>,
+    between: Vec<Side>,
     latency: Option<String>,
     loss: Option<f64>,
     bandwidth: Option<String>,

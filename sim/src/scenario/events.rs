@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::parse::{
-    between, dur, err, rate, selectors, signed_ms, valid_service_name, ScenarioError,
+    between, dur, err, rate, selectors, signed_ms, valid_service_name, ScenarioError, Side,
 };
 use crate::action::{Action, IntentionOrder, LatencyChange, Registration};
 use crate::engine::full::mesh;
@@ -21,7 +21,7 @@ pub(super) struct EventSection {
     action: String,
     #[serde(default)]
     targets: Vec<String>,
-    between: Option<Vec<String>>,
+    between: Option<Vec<Side>>,
     one_way: Option<bool>,
     rate: Option<f64>,
     offset: Option<String>,
@@ -373,4 +373,67 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
     .filter(|x| x.1)
     .map(|x| x.0)
     .collect()
+}
+
+/// A duration as a file writes it, exact to the microsecond.
+pub(crate) fn duration_text(d: Duration) -> String {
+    let us = d.as_micros();
+    if us % 1000 == 0 {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
+    }
+}
+
+/// The `[[event]]` table that [`parse`] reads back as `action` at `at`,
+/// for the faults and their ends (what generated timelines hold); `None`
+/// for the operations (loads, registrations), which a file writes with
+/// keys of their own.
+pub(crate) fn to_table(at: Duration, action: &Action) -> Option<toml::Table> {
+    use toml::Value;
+    let list = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
+    let between = |a: &[String], b: &[String]| Value::Array(vec![list(a), list(b)]);
+    let name = match action {
+        Action::OneWay(..) => "partition",
+        a => a.name(),
+    };
+    let mut t = toml::Table::new();
+    t.insert("at".into(), Value::String(duration_text(at)));
+    t.insert("action".into(), Value::String(name.into()));
+    let keys: Vec<(&str, Value)> = match action {
+        Action::Crash(x)
+        | Action::CrashInFsync(x)
+        | Action::Restart(x)
+        | Action::Resume(x)
+        | Action::Isolate(x) => vec![("targets", list(x))],
+        Action::Partition(a, b)
+        | Action::HealBetween(a, b)
+        | Action::Clog(a, b, _)
+        | Action::LinkLoss(a, b, None) => vec![("between", between(a, b))],
+        Action::OneWay(a, b) => vec![
+            ("between", between(a, b)),
+            ("one_way", Value::Boolean(true)),
+        ],
+        Action::Heal => vec![],
+        Action::Pause(x, d) => {
+            let mut v = vec![("targets", list(x))];
+            v.extend(d.map(|d| ("for", Value::String(duration_text(d)))));
+            v
+        }
+        Action::Loss(r) => vec![("rate", Value::Float(*r))],
+        Action::LinkLoss(a, b, Some(r)) => {
+            vec![("between", between(a, b)), ("rate", Value::Float(*r))]
+        }
+        Action::Slow(x, d) => vec![
+            ("targets", list(x)),
+            ("latency", Value::String(duration_text(*d))),
+        ],
+        Action::Skew(x, ms) => vec![
+            ("targets", list(x)),
+            ("offset", Value::String(format!("{ms}ms"))),
+        ],
+        _ => return None,
+    };
+    t.extend(keys.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    Some(t)
 }

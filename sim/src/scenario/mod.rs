@@ -14,6 +14,7 @@
 //! selector lists) and [`select`] (which nodes an event or a check is
 //! about), and know nothing of this module.
 
+mod chaos;
 mod checks;
 mod datacenters;
 mod events;
@@ -22,6 +23,7 @@ pub mod select;
 
 pub use checks::Check;
 pub use datacenters::{LinkRule, MAX_NODES};
+pub(crate) use events::to_table as events_to_table;
 pub use parse::ScenarioError;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +33,7 @@ use cairn::gossip::Config as GossipConfig;
 use serde::Deserialize;
 
 use crate::action::{Action, TimedAction};
+use crate::chaos::Chaos;
 use crate::engine::full::ClusterSpec;
 use crate::net::topology::{Datacenter, LatencyModel, Location, PoolScope, Topology};
 use crate::scenario::select::{resolve_names, Selector};
@@ -123,6 +126,9 @@ pub struct Scenario {
     pub events: Vec<TimedAction<Vec<Selector>>>,
     /// Checks to evaluate on the run.
     pub checks: Vec<Check>,
+    /// Faults each run draws from its seed, after the timeline's own
+    /// (`[chaos]`).
+    pub chaos: Option<Chaos>,
     /// The file it came from, if any (kept with a run's output for replay).
     pub source: Option<Source>,
 }
@@ -158,6 +164,7 @@ struct File {
     event: Vec<events::EventSection>,
     #[serde(default)]
     check: Vec<checks::CheckSection>,
+    chaos: Option<chaos::ChaosSection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -334,9 +341,13 @@ impl Scenario {
                 links: Vec::new(),
                 events: Vec::new(),
                 checks: Vec::new(),
+                chaos: None,
                 source: None,
             },
         };
+        if let Some(c) = &f.chaos {
+            b.s.chaos = Some(chaos::parse(c, &b.s.topology, duration)?);
+        }
         b.s.links = datacenters::links(&b.s.topology, &f.link)?;
 
         for (i, e) in f.event.iter().enumerate() {
@@ -354,9 +365,11 @@ impl Scenario {
     }
 
     /// The timeline with every selector resolved to node names for a run
-    /// with `seed` (random picks depend on it).
-    pub fn timeline(&self, seed: u64) -> Vec<TimedAction> {
-        self.events
+    /// with `seed` (random picks depend on it), with the faults `[chaos]`
+    /// draws from it after the events of the same instant.
+    pub fn timeline(&self, seed: u64) -> Result<Vec<TimedAction>, ScenarioError> {
+        let mut t: Vec<TimedAction> = self
+            .events
             .iter()
             .enumerate()
             .map(|(i, e)| TimedAction {
@@ -365,7 +378,12 @@ impl Scenario {
                     .action
                     .map(|sel| resolve_names(sel, &self.topology, seed, &format!("event-{i}"))),
             })
-            .collect()
+            .collect();
+        if let Some(c) = &self.chaos {
+            t.extend(c.timeline(seed).map_err(err)?);
+            t.sort_by_key(|a| a.at);
+        }
+        Ok(t)
     }
 
     /// The cluster for a run with `seed`: the model's links drawn, with the
@@ -461,6 +479,7 @@ impl ScenarioBuilder {
                 links: Vec::new(),
                 events: Vec::new(),
                 checks: Vec::new(),
+                chaos: None,
                 source: None,
             },
         }
@@ -583,6 +602,55 @@ mod tests {
     use super::*;
     use crate::net::topology::Dist;
 
+    #[test]
+    fn a_fault_written_as_an_event_reads_back_as_the_same_fault() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let faults = [
+            Action::Crash(v(&["dc1-0"])),
+            Action::CrashInFsync(v(&["dc1-server-0"])),
+            Action::Restart(v(&["dc1-0", "dc1-1"])),
+            Action::Isolate(v(&["dc1-1"])),
+            Action::Partition(v(&["dc1-0", "dc1-server-0"]), v(&["dc1-1"])),
+            Action::OneWay(v(&["dc1-0"]), v(&["dc1-1", "dc1-server-0"])),
+            Action::Heal,
+            Action::HealBetween(v(&["dc1-0"]), v(&["dc1-1"])),
+            Action::Clog(v(&["dc1-0"]), v(&["dc1-1"]), true),
+            Action::Clog(v(&["dc1-0"]), v(&["dc1-1"]), false),
+            Action::Pause(v(&["dc1-1"]), Some(Duration::from_millis(2813))),
+            Action::Pause(v(&["dc1-1"]), None),
+            Action::Resume(v(&["dc1-1"])),
+            Action::Loss(0.25),
+            Action::LinkLoss(v(&["dc1-0"]), v(&["dc1-1"]), Some(0.37)),
+            Action::LinkLoss(v(&["dc1-0"]), v(&["dc1-1"]), None),
+            Action::Slow(v(&["dc1-0"]), Duration::from_micros(1500)),
+            Action::Slow(v(&["dc1-0"]), Duration::ZERO),
+            Action::Skew(v(&["dc1-0"]), -1250),
+        ];
+        for (i, a) in faults.iter().enumerate() {
+            let at = Duration::from_millis(1000 + 7 * i as u64);
+            let event = events_to_table(at, a).unwrap();
+            let mut doc = toml::Table::new();
+            doc.insert("event".into(), toml::Value::Array(vec![event.into()]));
+            let text = format!(
+                "name = \"t\"\nseed = 1\nduration = \"10s\"\n[[datacenter]]\nname = \"dc1\"\nservers = 1\nclients = 2\n{}",
+                toml::to_string(&doc).unwrap()
+            );
+            let s = Scenario::parse("t", &text).unwrap_or_else(|e| panic!("{a:?}: {e}\n{text}"));
+            // Node sets come back in the topology's order.
+            let sorted = |a: &Action| {
+                a.map(|set| {
+                    let mut set = set.clone();
+                    set.sort();
+                    set
+                })
+            };
+            let t = s.timeline(1).unwrap();
+            assert_eq!(t.len(), 1, "{text}");
+            assert_eq!((t[0].at, sorted(&t[0].action)), (at, sorted(a)), "{text}");
+        }
+        assert!(events_to_table(Duration::ZERO, &Action::CaRotate(v(&["dc1-0"]))).is_none());
+    }
+
     const GOOD: &str = r#"
 name = "t"
 seed = 3
@@ -613,7 +681,7 @@ within = "20s"
     fn parses_and_orders_events() {
         let s = Scenario::parse("t.toml", GOOD).unwrap();
         assert_eq!(s.names().len(), 5);
-        let t = s.timeline(3);
+        let t = s.timeline(3).unwrap();
         assert_eq!(t[0].action, Action::Skew(vec!["dc1-1".into()], -250));
         assert_eq!(t[1].action, Action::Isolate(vec!["dc1-4".into()]));
         assert!(matches!(s.checks[0], Check::FailedWithin { .. }));
@@ -653,7 +721,7 @@ action = "unclog"
             (links.bandwidth[0][1], links.bandwidth[1][2]),
             (20e6, 12.5e6)
         );
-        let t = s.timeline(3);
+        let t = s.timeline(3).unwrap();
         let names = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(t
             .iter()
@@ -801,7 +869,7 @@ loss = 0.5
             .unwrap()
             .build();
         assert_eq!(s.names(), ["a-0", "a-1", "a-2", "b-0", "b-1"]);
-        let t = s.timeline(1);
+        let t = s.timeline(1).unwrap();
         assert_eq!(
             t[0].action,
             Action::Partition(

@@ -157,20 +157,39 @@ pub(super) fn selectors(
 /// Two sets of nodes: a link, a partition or a heal is between them.
 pub(super) type Sets = (Vec<Selector>, Vec<Selector>);
 
+/// One side of a `between`: a selector, or a list of them (their union).
+#[derive(serde::Deserialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub(super) enum Side {
+    /// `"dc=dc1"`.
+    One(String),
+    /// `["dc1-0", "dc1-3"]`.
+    Many(Vec<String>),
+}
+
+impl Side {
+    fn list(&self) -> &[String] {
+        match self {
+            Side::One(s) => std::slice::from_ref(s),
+            Side::Many(v) => v,
+        }
+    }
+}
+
 /// The two sets a `between` key names, if it is there.
 pub(super) fn between(
     topology: &Topology,
     here: &str,
-    list: &Option<Vec<String>>,
+    list: &Option<Vec<Side>>,
 ) -> Result<Option<Sets>, ScenarioError> {
-    match list {
+    match list.as_deref() {
         None => Ok(None),
-        Some(l) if l.len() == 2 => Ok(Some((
-            selectors(topology, here, &l[..1])?,
-            selectors(topology, here, &l[1..])?,
+        Some([a, b]) if !a.list().is_empty() && !b.list().is_empty() => Ok(Some((
+            selectors(topology, here, a.list())?,
+            selectors(topology, here, b.list())?,
         ))),
         Some(_) => Err(err(format!(
-            "{here}: between takes two selectors, like [\"dc=dc1\", \"dc=dc2\"]"
+            "{here}: between takes two sides, each a selector or a list of them, like [\"dc=dc1\", \"dc=dc2\"] or [[\"dc1-0\", \"dc1-1\"], \"all\"]"
         ))),
     }
 }

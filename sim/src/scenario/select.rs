@@ -51,12 +51,52 @@ pub fn leader_placeholder(dc: &str) -> String {
     format!("{LEADER_MARK}{dc}")
 }
 
+/// "The leader of `dc`", remembered under `tag` so that a later event can
+/// name the same server with [`picked_placeholder`]: a generated fault
+/// that crashes the leader restarts that server, whoever leads by then.
+pub fn tagged_leader_placeholder(dc: &str, tag: usize) -> String {
+    format!("{LEADER_MARK}{dc}{TAG_MARK}{tag}")
+}
+
+/// "Whatever the leader placeholder tagged `tag` stood for when its event
+/// happened" (no node, when it stood for none).
+pub fn picked_placeholder(tag: usize) -> String {
+    format!("{PICKED_MARK}{tag}")
+}
+
+/// What a name in a resolved timeline stands for, if it is a placeholder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder<'a> {
+    /// The leader of this datacenter at the event, remembered under the
+    /// tag if there is one.
+    Leader(&'a str, Option<usize>),
+    /// What the leader placeholder with this tag stood for.
+    Picked(usize),
+}
+
+/// Reads a placeholder; `None` for a node's name.
+pub fn placeholder(name: &str) -> Option<Placeholder<'_>> {
+    if let Some(tag) = name.strip_prefix(PICKED_MARK) {
+        return tag.parse().ok().map(Placeholder::Picked);
+    }
+    let rest = name.strip_prefix(LEADER_MARK)?;
+    Some(match rest.rsplit_once(TAG_MARK) {
+        Some((dc, tag)) => Placeholder::Leader(dc, tag.parse().ok()),
+        None => Placeholder::Leader(rest, None),
+    })
+}
+
 /// The datacenter a [`leader_placeholder`] stands for.
 pub fn leader_of_placeholder(name: &str) -> Option<&str> {
-    name.strip_prefix(LEADER_MARK)
+    match placeholder(name)? {
+        Placeholder::Leader(dc, _) => Some(dc),
+        Placeholder::Picked(_) => None,
+    }
 }
 
 const LEADER_MARK: &str = "@leader:";
+const TAG_MARK: &str = "#";
+const PICKED_MARK: &str = "@picked:";
 
 impl Selector {
     /// Parses and validates `text` against the topology.
@@ -288,6 +328,14 @@ mod tests {
         assert!(Selector::parse("leader", &t).unwrap().is_dynamic());
         assert_eq!(leader_of_placeholder("@leader:a"), Some("a"));
         assert_eq!(leader_of_placeholder("a-server-0"), None);
+        assert_eq!(
+            placeholder(&tagged_leader_placeholder("a", 7)),
+            Some(Placeholder::Leader("a", Some(7)))
+        );
+        assert_eq!(
+            placeholder(&picked_placeholder(7)),
+            Some(Placeholder::Picked(7))
+        );
         assert!(Selector::parse("role=leader dc=b", &t).is_err());
         let e = Selector::parse("role=leader count=1", &t).unwrap_err();
         assert!(e.contains("one node per datacenter"), "{e}");

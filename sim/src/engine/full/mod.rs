@@ -48,7 +48,7 @@ use crate::net::topology::{Links, Role, Topology};
 use crate::net::{self, Model, Network};
 use crate::output::spread;
 use crate::output::trace::{Recorder, TraceEvent};
-use crate::scenario::select::leader_of_placeholder;
+use crate::scenario::select::{placeholder, Placeholder};
 use crate::tomography::{percentile, Accuracy, PairError};
 use crate::verdict::Outages;
 use env::{HostTable, Identity, SimEnv};
@@ -144,6 +144,8 @@ struct World<'a> {
     /// Servers a `crash_in_fsync` struck, when, and what their disks lost:
     /// already stopped, waiting for the engine to record it.
     struck: Struck,
+    /// What each tagged leader placeholder stood for when its event came.
+    picks: BTreeMap<usize, String>,
 }
 
 /// See [`World::struck`].
@@ -188,13 +190,14 @@ pub async fn drive(
             "{n} nodes need {n}x{n} tables of link latency, loss and bandwidth"
         )));
     }
-    let leads = |x: &str| {
-        leader_of_placeholder(x).is_some_and(|dc| {
-            spec.topology
-                .datacenters
-                .iter()
-                .any(|d| d.name == dc && d.servers > 0)
-        })
+    let leads = |x: &str| match placeholder(x) {
+        Some(Placeholder::Leader(dc, _)) => spec
+            .topology
+            .datacenters
+            .iter()
+            .any(|d| d.name == dc && d.servers > 0),
+        Some(Placeholder::Picked(_)) => true,
+        None => false,
     };
     for a in actions {
         if let Some(bad) = a
@@ -300,6 +303,7 @@ impl<'a> World<'a> {
             failure: Arc::default(),
             resumes: Vec::new(),
             struck: Arc::default(),
+            picks: BTreeMap::new(),
         }
     }
 
@@ -443,6 +447,7 @@ impl<'a> World<'a> {
             observed: None,
             history: history.ops(),
             replicas: self.replicas(),
+            picks: std::mem::take(&mut self.picks),
         })
     }
 
@@ -596,13 +601,22 @@ impl<'a> World<'a> {
         })
     }
     /// `action` with every leader placeholder replaced by the server that
-    /// leads its datacenter now (dropped when none does).
-    fn with_leaders(&self, action: &Action) -> Action {
-        action.map(|set| {
+    /// leads its datacenter now (dropped when none does), remembering
+    /// tagged ones, and every picked placeholder by what it remembers.
+    fn with_leaders(&mut self, action: &Action) -> Action {
+        let mut picks = std::mem::take(&mut self.picks);
+        let out = action.map(|set| {
             let mut out: Vec<String> = Vec::new();
             for x in set {
-                let name = match leader_of_placeholder(x) {
-                    Some(dc) => self.leader(dc),
+                let name = match placeholder(x) {
+                    Some(Placeholder::Leader(dc, tag)) => {
+                        let leader = self.leader(dc);
+                        if let (Some(tag), Some(l)) = (tag, &leader) {
+                            picks.insert(tag, l.clone());
+                        }
+                        leader
+                    }
+                    Some(Placeholder::Picked(tag)) => picks.get(&tag).cloned(),
                     None => Some(x.clone()),
                 };
                 if let Some(n) = name.filter(|n| !out.contains(n)) {
@@ -610,7 +624,9 @@ impl<'a> World<'a> {
                 }
             }
             out
-        })
+        });
+        self.picks = picks;
+        out
     }
 
     /// The running server of `dc` that leads in the highest term.
