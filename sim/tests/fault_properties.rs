@@ -68,16 +68,13 @@ proptest! {
 }
 
 /// Found by the property above (seed 396): both join targets of a pool
-/// (`dc1-0` and `dc1-1`) crash, then restart together. Each rejoins only
-/// the other, and the rest hold both failed, so the two stay an island
+/// (`dc1-0` and `dc1-1`) crash, then restart together. Each rejoined only
+/// the other, and the rest held both failed, so the two stayed an island
 /// until Serf's reconnect loop (every 30 s, with probability
-/// failed/alive per node) happens to try one of them. Consul closes this
-/// gap with Serf's snapshot: a restarted agent rejoins the members it knew
-/// (`data_dir/serf/local.snapshot`). cairn has no per-node disk for
-/// client agents yet (the fault work on disks brings one), so this waits
-/// for it.
+/// failed/alive per node) happened to try one of them. Consul closes this
+/// gap with Serf's snapshot, and so does cairn now: a restarted agent
+/// rejoins the members it knew (`cairn::agent::snapshot`).
 #[test]
-#[ignore = "needs Serf's snapshot rejoin on restart; see the comment"]
 fn restarted_join_targets_find_the_rest_again() {
     let names: Vec<String> = (0..NODES).map(|i| format!("dc1-{i}")).collect();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();

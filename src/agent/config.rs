@@ -206,6 +206,10 @@ pub struct AgentConfig {
     /// Keep the server's Raft state on this simulated disk instead of in
     /// `data_dir` (the simulator's: a disk that survives crashes).
     pub sim_disk: Option<crate::consensus::MemoryDisk>,
+    /// Keep the Serf snapshot (the members to rejoin after a restart)
+    /// here instead of `<data_dir>/serf/local.snapshot` (the simulator
+    /// keeps it in memory that survives the node's crashes).
+    pub serf_snapshot: Option<crate::agent::snapshot::SnapshotStore>,
     /// Started with `-secure` (cairn's own): TLS, gossip encryption and
     /// default-deny ACLs from `<data_dir>/secure`, and on a server, TLS
     /// connections without a client certificate taken for joins by join
@@ -519,6 +523,7 @@ impl Default for AgentConfig {
             dead_server_grace: Duration::from_secs(30),
             autopilot: crate::state::AutopilotConfig::default(),
             sim_disk: None,
+            serf_snapshot: None,
             secure: false,
             services: Vec::new(),
             checks: Vec::new(),

@@ -18,6 +18,7 @@ pub mod probes;
 pub mod reload;
 pub mod secure;
 pub mod servers;
+pub mod snapshot;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -111,6 +112,8 @@ pub struct Agent<E: Env> {
     /// A server's WAN pool.
     wan: Option<Gossip>,
     _wan_tasks: Vec<Task>,
+    /// Where the members to rejoin after a restart are kept.
+    snapshot: Option<snapshot::SnapshotStore>,
 }
 
 impl<E: Env> Agent<E> {
@@ -246,6 +249,19 @@ impl<E: Env> Agent<E> {
         let (http_addr, http_task, https_task, dns_tasks) =
             serve_interfaces(&env, &config, state, &servers, &gossip).await?;
 
+        // The members it knew before a restart first, as Serf does; then
+        // the configured joins.
+        let snapshot = snapshot::SnapshotStore::of(&config);
+        if let Some(store) = &snapshot {
+            let known = snapshot::rejoin_targets(store);
+            server_tasks.push(env.spawn(snapshot::rejoin(gossip.clone(), known)));
+            server_tasks.push(env.spawn(snapshot::keep(
+                env.clone(),
+                gossip.clone(),
+                store.clone(),
+                SNAPSHOT_INTERVAL,
+            )));
+        }
         let (retry_task, retry_wan_task) =
             join_pools(&env, &config, &gossip, wan.as_ref().map(|(w, _)| w)).await?;
         Ok(Agent {
@@ -264,6 +280,7 @@ impl<E: Env> Agent<E> {
             _retry_task: retry_task,
             _server_tasks: server_tasks,
             wan: wan.as_ref().map(|(w, _)| w.clone()),
+            snapshot,
             _wan_tasks: wan
                 .map(|(_, t)| t)
                 .into_iter()
@@ -328,6 +345,10 @@ impl<E: Env> Agent<E> {
             }
         }
         self.stop_parts().await;
+        // After a leave, the next start does not rejoin (Consul's default).
+        if let Some(store) = &self.snapshot {
+            snapshot::mark_left(store);
+        }
         res.map_err(AgentError::from)
     }
 
@@ -611,6 +632,10 @@ async fn start_server<E: Env>(
     tasks.push(duties);
     Ok((server, tasks))
 }
+
+/// How often the Serf snapshot is brought up to date (it is written only
+/// when the alive members changed).
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Fewest seconds between an agent's coordinate updates (Consul's
 /// `sync_coordinate_interval_min`).

@@ -96,6 +96,9 @@ pub(crate) struct HostCtx {
     /// Of those, the ones it resolves through its DNS interface.
     pub(crate) resolved: Vec<String>,
     pub(crate) history: History,
+    /// The agent's Serf snapshot: the members it rejoins after a crash
+    /// (every node has one, as every Consul agent has a data directory).
+    pub(crate) snapshot: cairn::agent::snapshot::SnapshotStore,
 }
 
 /// The management token of a simulated cluster with ACLs on: every
@@ -112,6 +115,7 @@ impl HostCtx {
         config.bootstrap_expect = self.server.as_ref().map_or(0, |s| s.expect);
         config.node_id = self.server.as_ref().map(|s| s.node_id.clone());
         config.sim_disk = self.server.as_ref().map(|s| s.disk.clone());
+        config.serf_snapshot = Some(self.snapshot.clone());
         config.node_name = self.name.clone();
         config.datacenter = self.datacenter.clone();
         config.bind_addr = self.ip;

@@ -283,6 +283,7 @@ impl<'a> World<'a> {
                     Some(r) => r.clone(),
                 },
                 history: history.clone(),
+                snapshot: cairn::agent::snapshot::SnapshotStore::Memory(Default::default()),
             };
             slots.push(Slot {
                 ctx,
@@ -366,7 +367,9 @@ impl<'a> World<'a> {
                 // The trace says what happened, and readers of it (views
                 // that restart afresh) rely on that: a restart of a running
                 // node is no restart.
-                let action = self.with_leaders(&actions[next].action).effective(|x| {
+                let resolved = self.with_leaders(&actions[next].action);
+                self.call_off_armed_crashes(&resolved);
+                let action = resolved.effective(|x| {
                     self.names
                         .iter()
                         .position(|n| n == x)
@@ -504,6 +507,22 @@ impl<'a> World<'a> {
     /// without a disk): the commit fails and the node's processes stop
     /// there and then; [`struck_in_fsync`](Self::struck_in_fsync) tells
     /// the engine.
+    /// A restart of a running server whose `crash_in_fsync` has not
+    /// struck yet (no fsync came) calls the crash off: the fault's window
+    /// is over, and striking later would leave it down for good.
+    fn call_off_armed_crashes(&self, action: &Action) {
+        if let Action::Restart(set) | Action::Join(set) = action {
+            for x in set {
+                let i = self.index(x);
+                if let (NodeStatus::Running, Some(server)) =
+                    (self.status[i], &self.slots[i].ctx.server)
+                {
+                    server.disk.disarm();
+                }
+            }
+        }
+    }
+
     fn crash_in_fsync(&mut self, i: usize) {
         let (net, struck) = (self.net.clone(), self.struck.clone());
         let group = self.slots[i].group.clone();
