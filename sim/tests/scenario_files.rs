@@ -371,6 +371,23 @@ fn leader_isolated() {
             "{mode} reads of a cut-off leader: {}",
             lin.detail
         );
+        if !linearizable {
+            // The failure comes with a few operations that show it, in
+            // words and drawn.
+            let few: usize = lin
+                .detail
+                .split("; these ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no witness in {}", lin.detail));
+            assert!((1..=8).contains(&few), "{}", lin.detail);
+            let dir = tempfile::tempdir().unwrap();
+            let summary = cairn_sim::output::Summary::new(&s, &r, false, true);
+            cairn_sim::output::write_run(dir.path(), &s, &r, &summary).unwrap();
+            let svg = std::fs::read_to_string(dir.path().join("linearizability.svg")).unwrap();
+            assert_eq!(svg.matches("<rect").count(), few, "{svg}");
+        }
     }
 }
 

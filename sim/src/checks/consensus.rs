@@ -338,7 +338,7 @@ pub fn linearizable(history: &[Op]) -> CheckResult {
         Err(v) => CheckResult {
             check,
             passed: false,
-            detail: format!("{summary}: {v}"),
+            detail: format!("{summary}: {v}; {}", v.witness()),
         },
     }
 }

@@ -71,6 +71,13 @@ pub struct Violation {
     pub ops: Vec<Op>,
 }
 
+impl Violation {
+    /// A few of its operations that have no order either.
+    pub fn witness(&self) -> Witness {
+        witness(&self.key, &self.ops)
+    }
+}
+
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -207,10 +214,16 @@ impl Events {
 }
 
 fn check_key(ops: &[&Op]) -> bool {
+    check_key_from(ops, None)
+}
+
+/// Whether `ops` have a linearizable order from a register holding
+/// `initial`.
+fn check_key_from(ops: &[&Op], initial: Option<Vec<u8>>) -> bool {
     let mut events = Events::new(ops);
     let words = ops.len().div_ceil(64);
     let mut placed = vec![0u64; words];
-    let mut state: Option<Vec<u8>> = None;
+    let mut state: Option<Vec<u8>> = initial;
     let mut seen: HashSet<(Vec<u64>, Option<Vec<u8>>)> = HashSet::new();
     let mut stack: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
     let mut cur = events.next[HEAD];
@@ -245,6 +258,286 @@ fn check_key(ops: &[&Op]) -> bool {
         }
     }
     true
+}
+
+/// A few operations of a violation that already have no linearizable
+/// order, whatever the key held before them (unless `from_start`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witness {
+    /// The key.
+    pub key: String,
+    /// The operations, in call order.
+    pub ops: Vec<Op>,
+    /// Whether they fail only from the key's start (absent): the first
+    /// operations of the history, with no earlier state to blame.
+    pub from_start: bool,
+}
+
+fn ret_at(op: &Op) -> u64 {
+    op.ret.as_ref().map_or(u64::MAX, |r| r.0)
+}
+
+/// The operations (indices into `ops`) that a window from `lo` to `hi`
+/// must hold to be judged alone: every one that overlaps it, widened until
+/// each operation left out returned before every one in it was called, or
+/// was called after every one in it returned. Those before are then
+/// summed up by the state they left, and those after cannot matter.
+fn closed(ops: &[Op], mut lo: u64, mut hi: u64) -> Vec<usize> {
+    loop {
+        let w: Vec<usize> = (0..ops.len())
+            .filter(|&i| ops[i].call <= hi && ret_at(&ops[i]) >= lo)
+            .collect();
+        let nlo = w.iter().map(|&i| ops[i].call).fold(lo, u64::min);
+        let nhi = w.iter().map(|&i| ret_at(&ops[i])).fold(hi, u64::max);
+        if (nlo, nhi) == (lo, hi) {
+            return w;
+        }
+        (lo, hi) = (nlo, nhi);
+    }
+}
+
+/// Whether `ops` have a linearizable order from some state: absent, a
+/// value they read or expect, or one they never mention.
+fn linearizable_from_any(ops: &[&Op]) -> bool {
+    let mut starts: Vec<Option<Vec<u8>>> = vec![None, Some(b"\0unmentioned".to_vec())];
+    for op in ops {
+        if let Some((_, Output::Value(Some(v)))) = &op.ret {
+            starts.push(Some(v.clone()));
+        }
+        if let Input::Cas {
+            expect: Some(v), ..
+        } = &op.input
+        {
+            starts.push(Some(v.clone()));
+        }
+    }
+    starts.sort();
+    starts.dedup();
+    starts.into_iter().any(|s| check_key_from(ops, s))
+}
+
+/// The fewest operations of one key's `ops` (which have no linearizable
+/// order) that have none either: the shortest prefix that fails, then the
+/// shortest window ending with it that fails whatever the key held
+/// before, then without each read that is not needed.
+pub fn witness(key: &str, ops: &[Op]) -> Witness {
+    // An operation that never returned and whose effect nobody saw can
+    // always go last; it explains nothing.
+    let seen = |op: &Op| -> bool {
+        let wrote: Option<Option<&Vec<u8>>> = match &op.input {
+            Input::Get => return false,
+            Input::Put(v) | Input::Cas { new: v, .. } => Some(Some(v)),
+            Input::Delete => Some(None),
+        };
+        ops.iter().any(|o| {
+            matches!(&o.ret, Some((_, Output::Value(v))) if Some(v.as_ref()) == wrote)
+                || matches!(&o.input, Input::Cas { expect, .. } if Some(expect.as_ref()) == wrote)
+        })
+    };
+    let mut all: Vec<Op> = ops
+        .iter()
+        .filter(|o| o.ret.is_some() || seen(o))
+        .cloned()
+        .collect();
+    all.sort_by_key(|o| o.call);
+    let refs = |idx: &[usize]| -> Vec<&Op> { idx.iter().map(|&i| &all[i]).collect() };
+    let whole = || Witness {
+        key: key.to_owned(),
+        ops: all.clone(),
+        from_start: true,
+    };
+    if check_key(&refs(&(0..all.len()).collect::<Vec<_>>())) {
+        return whole();
+    }
+    // The earliest return by which the prefix fails.
+    let mut rets: Vec<u64> = all.iter().map(ret_at).collect();
+    rets.sort_unstable();
+    rets.dedup();
+    let fails_by = |hi: u64| !check_key(&refs(&closed(&all, 0, hi)));
+    let (mut a, mut b) = (0, rets.len() - 1);
+    if !fails_by(rets[b]) {
+        return whole();
+    }
+    while a < b {
+        let m = (a + b) / 2;
+        if fails_by(rets[m]) {
+            b = m;
+        } else {
+            a = m + 1;
+        }
+    }
+    let hi = rets[a];
+    // The latest start from which the window still fails from any state.
+    let mut calls: Vec<u64> = all.iter().map(|o| o.call).filter(|&c| c <= hi).collect();
+    calls.sort_unstable();
+    calls.dedup();
+    let fails_from = |lo: u64| !linearizable_from_any(&refs(&closed(&all, lo, hi)));
+    let (mut window, from_start) = if calls.first().is_some_and(|&c| fails_from(c)) {
+        let (mut a, mut b) = (0, calls.len() - 1);
+        while a < b {
+            let m = (a + b).div_ceil(2);
+            if fails_from(calls[m]) {
+                a = m;
+            } else {
+                b = m - 1;
+            }
+        }
+        (closed(&all, calls[a], hi), false)
+    } else {
+        (closed(&all, 0, hi), true)
+    };
+    let fails = |w: &[usize]| {
+        if from_start {
+            !check_key(&refs(w))
+        } else {
+            !linearizable_from_any(&refs(w))
+        }
+    };
+    // Reads only add constraints: drop each one the failure does not need.
+    let mut i = 0;
+    while i < window.len() {
+        if all[window[i]].input == Input::Get {
+            let mut without = window.clone();
+            without.remove(i);
+            if fails(&without) {
+                window = without;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    Witness {
+        key: key.to_owned(),
+        ops: window.iter().map(|&i| all[i].clone()).collect(),
+        from_start,
+    }
+}
+
+impl std::fmt::Display for Witness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |v: &[u8]| {
+            let s = String::from_utf8_lossy(v);
+            let s: String = s.chars().take(24).collect();
+            format!("{s:?}")
+        };
+        let value = |v: &Option<Vec<u8>>| v.as_deref().map_or("absent".into(), text);
+        write!(
+            f,
+            "these {} on {:?} have none either{}:",
+            self.ops.len(),
+            self.key,
+            if self.from_start {
+                " (from the start, the key absent)"
+            } else {
+                ", whatever the key held before them"
+            }
+        )?;
+        for op in &self.ops {
+            let what = match &op.input {
+                Input::Get => "get".to_string(),
+                Input::Put(v) => format!("put {}", text(v)),
+                Input::Delete => "delete".to_string(),
+                Input::Cas { expect, new } => format!("cas {} -> {}", value(expect), text(new)),
+            };
+            let (until, saw) = match &op.ret {
+                None => ("never".to_string(), "unknown".to_string()),
+                Some((t, o)) => (
+                    format!("{:.3}s", *t as f64 / 1e6),
+                    match o {
+                        Output::Value(v) => value(v),
+                        Output::Done => "done".into(),
+                        Output::Swapped(s) => format!("swapped={s}"),
+                    },
+                ),
+            };
+            write!(
+                f,
+                " [client {} {what} {:.3}s..{until}: {saw}]",
+                op.client,
+                op.call as f64 / 1e6
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The witness drawn as Porcupine draws one: a row per client, each
+/// operation a bar from its call to its return, labelled with what it
+/// asked and saw.
+pub fn witness_svg(w: &Witness) -> String {
+    let clients: Vec<u32> = w
+        .ops
+        .iter()
+        .map(|o| o.client)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let t0 = w.ops.iter().map(|o| o.call).min().unwrap_or(0);
+    let t1 = w
+        .ops
+        .iter()
+        .map(|o| o.ret.as_ref().map_or(o.call, |r| r.0))
+        .max()
+        .unwrap_or(t0)
+        .max(t0 + 1);
+    let (left, width, row) = (90.0, 900.0, 46.0);
+    let x = |t: u64| left + width * (t.saturating_sub(t0)) as f64 / (t1 - t0) as f64;
+    let height = 60.0 + row * clients.len() as f64;
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <text x=\"10\" y=\"18\" font-size=\"13\">{}: {} operations with no linearizable order ({:.3}s to {:.3}s)</text>\n",
+        left + width + 20.0,
+        esc(&w.key),
+        w.ops.len(),
+        t0 as f64 / 1e6,
+        t1 as f64 / 1e6
+    );
+    for (r, c) in clients.iter().enumerate() {
+        let y = 40.0 + row * r as f64;
+        out += &format!("<text x=\"10\" y=\"{}\">client {c}</text>\n", y + 18.0);
+        for op in w.ops.iter().filter(|o| o.client == *c) {
+            let (x0, x1) = (x(op.call), op.ret.as_ref().map_or(left + width, |r| x(r.0)));
+            let fill = if op.input == Input::Get {
+                "#9ecae1"
+            } else {
+                "#fdae6b"
+            };
+            let label = match (&op.input, &op.ret) {
+                (Input::Get, Some((_, Output::Value(v)))) => {
+                    format!(
+                        "get: {}",
+                        v.as_deref()
+                            .map_or("absent".into(), |v| String::from_utf8_lossy(v).into_owned())
+                    )
+                }
+                (Input::Put(v), _) => format!("put {}", String::from_utf8_lossy(v)),
+                (Input::Delete, _) => "delete".into(),
+                (Input::Cas { new, .. }, r) => format!(
+                    "cas {}{}",
+                    String::from_utf8_lossy(new),
+                    match r {
+                        Some((_, Output::Swapped(false))) => " (no swap)",
+                        _ => "",
+                    }
+                ),
+                _ => "?".into(),
+            };
+            out += &format!(
+                "<rect x=\"{x0:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"26\" fill=\"{fill}\" stroke=\"#333\"/>\n\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+                (x1 - x0).max(2.0),
+                x0 + 3.0,
+                y + 17.0,
+                esc(&label)
+            );
+        }
+    }
+    out + "</svg>\n"
 }
 
 #[cfg(test)]
@@ -283,6 +576,49 @@ mod tests {
     fn a_sequential_history_is_linearizable() {
         let h = vec![get(1, 0, 1, None), put(1, 2, 3, 1), get(1, 4, 5, Some(1))];
         assert_eq!(check(&h), Ok(()));
+    }
+
+    #[test]
+    fn a_long_history_with_one_stale_read_has_a_witness_of_two() {
+        // 60 correct operations, then a read of an older value after a
+        // write returned, then 60 more.
+        let mut h = Vec::new();
+        let mut t = 0;
+        for i in 0..30u8 {
+            h.push(put(1, t, t + 5, i));
+            h.push(get(2, t + 6, t + 8, Some(i)));
+            t += 10;
+        }
+        h.push(put(1, t, t + 5, 200));
+        h.push(get(3, t + 6, t + 8, Some(29)));
+        t += 10;
+        for i in 30..60u8 {
+            h.push(put(1, t, t + 5, i));
+            h.push(get(2, t + 6, t + 8, Some(i)));
+            t += 10;
+        }
+        let w = check(&h).unwrap_err().witness();
+        assert!(!w.from_start, "{w}");
+        assert_eq!(w.ops.len(), 2, "{w}");
+        assert_eq!(w.ops[0].input, Input::Put(v(200)));
+        let text = w.to_string();
+        assert!(text.contains("whatever the key held before"), "{text}");
+        let svg = witness_svg(&w);
+        assert!(svg.starts_with("<svg") && svg.contains("client 1") && svg.contains("client 3"));
+    }
+
+    #[test]
+    fn a_read_before_any_write_is_witnessed_from_the_start() {
+        // The first read sees a value written only later: from the start
+        // (absent), that read alone has no order.
+        let h = vec![
+            get(1, 0, 1, Some(5)),
+            put(2, 2, 3, 5),
+            get(1, 4, 5, Some(5)),
+        ];
+        let w = check(&h).unwrap_err().witness();
+        assert!(w.from_start, "{w}");
+        assert_eq!(w.ops, h[..1], "{w}");
     }
 
     #[test]

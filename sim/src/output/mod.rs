@@ -184,6 +184,18 @@ pub fn write_run(dir: &Path, s: &Scenario, r: &Report, summary: &Summary) -> std
         dir.join("summary.json"),
         serde_json::to_string_pretty(summary).map_err(std::io::Error::other)? + "\n",
     )?;
+    // A failed linearizability check is drawn: its witness, per client.
+    if r.checks
+        .iter()
+        .any(|c| !c.passed && c.check == "linearizable")
+    {
+        if let Err(v) = crate::checks::linearizability::check(&out.history) {
+            std::fs::write(
+                dir.join("linearizability.svg"),
+                crate::checks::linearizability::witness_svg(&v.witness()),
+            )?;
+        }
+    }
     for (stem, result) in charts(dir, s, r, &rows) {
         if let Err(e) = result {
             eprintln!("warning: no {stem} chart: {e}");
