@@ -78,7 +78,8 @@ pub fn single_leader(topo: &Topology, trace: &Trace) -> CheckResult {
     // that first say so at the same instant are in no order the trace can
     // tell (each server's view is recorded as its own task notices it), so
     // they are taken in the one order openraft allows, by ID.
-    let mut first: BTreeMap<(&str, u64), Vec<(Duration, Option<u64>, &str)>> = BTreeMap::new();
+    type FirstLed<'t> = Vec<(Duration, Option<u64>, &'t str)>;
+    let mut first: BTreeMap<(&str, u64), FirstLed> = BTreeMap::new();
     for v in raft_views(trace) {
         if v.leader == Some(v.node) {
             let seen = first.entry((dc_of(topo, v.node), v.term)).or_default();
