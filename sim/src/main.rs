@@ -60,7 +60,7 @@ enum Cmd {
         #[arg(long)]
         seed: u64,
         /// Most runs to spend shrinking.
-        #[arg(long, default_value_t = 150)]
+        #[arg(long, default_value_t = SHRINK_BUDGET)]
         budget: usize,
         /// Where the shrunk file goes (default: out/NAME/seed-SEED/shrunk.toml).
         #[arg(long)]
@@ -337,10 +337,14 @@ fn run(
         dir.display()
     );
     if !summary.passed && shrink && s.chaos.is_some() {
-        shrink_and_write(&s, &first, 150, &dir.join("shrunk.toml"))?;
+        shrink_and_write(&s, &first, SHRINK_BUDGET, &dir.join("shrunk.toml"))?;
     }
     Ok(summary.passed)
 }
+
+/// Most runs `run` and `sweep --shrink` spend shrinking a failing seed
+/// (`shrink --budget` sets its own).
+const SHRINK_BUDGET: usize = 150;
 
 /// Shrinks the failing run `failing` of `s`, writes the file to `path`
 /// and prints how to replay it.
@@ -543,7 +547,7 @@ fn sweep(
         for r in results_file.results.iter().filter(|r| !r.passed) {
             let failing = run_once(&s, r.seed, true, "")?;
             let path = default_dir(Some(root.clone()), &s, r.seed).join("shrunk.toml");
-            shrink_and_write(&s, &failing, 150, &path)?;
+            shrink_and_write(&s, &failing, SHRINK_BUDGET, &path)?;
         }
     }
     Ok(results_file.results.iter().all(|r| r.passed))

@@ -251,7 +251,7 @@ impl<E: Env> Agent<E> {
 
         // The members it knew before a restart first, as Serf does; then
         // the configured joins.
-        let snapshot = snapshot::SnapshotStore::of(&config);
+        let snapshot = snapshot_store(&config);
         if let Some(store) = &snapshot {
             let known = snapshot::rejoin_targets(store);
             server_tasks.push(env.spawn(snapshot::rejoin(gossip.clone(), known)));
@@ -631,6 +631,18 @@ async fn start_server<E: Env>(
     );
     tasks.push(duties);
     Ok((server, tasks))
+}
+
+/// Where an agent with `config` keeps its Serf snapshot: the simulator's
+/// memory, or `<data_dir>/serf/local.snapshot` (none in `-dev`).
+fn snapshot_store(config: &AgentConfig) -> Option<snapshot::SnapshotStore> {
+    if let Some(s) = &config.serf_snapshot {
+        return Some(s.clone());
+    }
+    let dir = config.data_dir.as_ref().filter(|_| !config.dev)?;
+    Some(snapshot::SnapshotStore::File(
+        dir.join("serf").join("local.snapshot"),
+    ))
 }
 
 /// How often the Serf snapshot is brought up to date (it is written only

@@ -43,16 +43,6 @@ impl PartialEq for SnapshotStore {
 }
 
 impl SnapshotStore {
-    /// Where an agent with `config` keeps its snapshot: the simulator's
-    /// memory, or `<data_dir>/serf/local.snapshot` (none in `-dev`).
-    pub fn of(config: &crate::agent::config::AgentConfig) -> Option<SnapshotStore> {
-        if let Some(s) = &config.serf_snapshot {
-            return Some(s.clone());
-        }
-        let dir = config.data_dir.as_ref().filter(|_| !config.dev)?;
-        Some(SnapshotStore::File(dir.join("serf").join("local.snapshot")))
-    }
-
     /// The snapshot's text, if there is one.
     fn read(&self) -> Option<String> {
         match self {
