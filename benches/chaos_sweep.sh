@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Random fault timelines at scale: SEEDS seeds of scenarios/chaos-raft.toml
-# (three Raft servers and two client agents under KV load, ten faults of
-# every kind drawn from each seed, safety checked throughout and recovery
-# in the quiet phase), JOBS at a time. Prints the seeds per minute and the
+# (three Raft servers and two client agents under KV, lock and transaction
+# load, ten faults of every kind drawn from each seed, safety checked
+# throughout and recovery in the quiet phase), JOBS at a time. Prints the seeds per minute and the
 # failing seeds, each shrunk to a plain scenario file (out/chaos-raft/
 # seed-N/shrunk.toml) with the command that replays it. Fails if any seed
 # fails. Target: 10,000 seeds within 2 hours on 2 cores, none failing.

@@ -14,6 +14,10 @@
 #   no_lease            a leader that lost its quorum still answers
 #                       default reads as leader
 #   stale_default_read  default reads answered by any server
+#   lock_delay_short    a lock its session lost free again after the
+#                       lock delay read as seconds, not milliseconds
+#   txn_not_atomic      a failed transaction keeps the writes of its
+#                       operations that succeeded
 #
 #   benches/planted_bugs.sh [SEEDS=200] [BUG...]
 set -euo pipefail
@@ -21,14 +25,14 @@ cd "$(dirname "$0")/.."
 seeds=${1:-200}
 shift || true
 bugs=("$@")
-[ ${#bugs[@]} -gt 0 ] || bugs=(fsync_skipped vote_not_persisted no_lease stale_default_read)
+[ ${#bugs[@]} -gt 0 ] || bugs=(fsync_skipped vote_not_persisted no_lease stale_default_read lock_delay_short txn_not_atomic)
 work=target/planted
 mkdir -p "$work"
 scenario=${PLANTED_SCENARIO:-scenarios/chaos-raft.toml}
 for bug in "${bugs[@]}"; do
   case $bug in
-    fsync_skipped | vote_not_persisted | no_lease | stale_default_read) ;;
-    *) echo "unknown bug $bug (bugs: fsync_skipped vote_not_persisted no_lease stale_default_read)" >&2; exit 2 ;;
+    fsync_skipped | vote_not_persisted | no_lease | stale_default_read | lock_delay_short | txn_not_atomic) ;;
+    *) echo "unknown bug $bug (bugs: fsync_skipped vote_not_persisted no_lease stale_default_read lock_delay_short txn_not_atomic)" >&2; exit 2 ;;
   esac
 done
 

@@ -574,6 +574,20 @@ fn broken_scenarios_get_precise_errors() {
             "consistency is default, consistent or stale, not \"strong\"",
         ),
         (
+            BASE.replace("clients = 2\n\n[[datacenter]]", "clients = 2\nservers = 3\n\n[[datacenter]]")
+                + "[[event]]\nat = \"5s\"\naction = \"kv_load\"\ntargets = [\"all\"]\nlocks = 65\n",
+            "locks is at most 64",
+        ),
+        (
+            BASE.replace("clients = 2\n\n[[datacenter]]", "clients = 2\nservers = 3\n\n[[datacenter]]")
+                + "[[event]]\nat = \"5s\"\naction = \"kv_load\"\ntargets = [\"all\"]\ntxns = 100\n",
+            "txns is at most 64",
+        ),
+        (
+            BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"crash\"\ntargets = [\"fra-0\"]\nlocks = 1\n",
+            "locks does not apply",
+        ),
+        (
             BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"crash\"\ntargets = [\"fra-0\"]\nkeys = 3\n",
             "keys does not apply",
         ),

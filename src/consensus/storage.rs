@@ -447,6 +447,8 @@ fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), Storag
     let log = LogStore {
         db: db.clone(),
         flusher: Arc::default(),
+        #[cfg(cairn_planted = "vote_not_persisted")]
+        vote_in_memory: Arc::default(),
     };
     // Read everything once now, so damage shows at start, not mid-run.
     let mut probe = log.clone();
@@ -484,6 +486,9 @@ pub struct LogStore {
     db: Arc<Database>,
     /// Appends waiting for the next fsync; started with the first append.
     flusher: Arc<std::sync::OnceLock<Flusher>>,
+    /// The planted bug's vote, which never reaches the disk.
+    #[cfg(cairn_planted = "vote_not_persisted")]
+    vote_in_memory: Arc<std::sync::Mutex<Option<Vote<NodeId>>>>,
 }
 
 /// Group commit for the log. openraft writes every client request as its
@@ -533,6 +538,17 @@ const DURABLE: redb::Durability = if cfg!(cairn_planted = "fsync_skipped") {
 };
 
 impl LogStore {
+    /// Where the planted bug keeps the vote instead of the disk.
+    #[cfg(cairn_planted = "vote_not_persisted")]
+    fn planted_vote(&self) -> Option<&std::sync::Mutex<Option<Vote<NodeId>>>> {
+        Some(&self.vote_in_memory)
+    }
+
+    #[cfg(not(cairn_planted = "vote_not_persisted"))]
+    fn planted_vote(&self) -> Option<&std::sync::Mutex<Option<Vote<NodeId>>>> {
+        None
+    }
+
     fn meta<T: serde::de::DeserializeOwned>(&mut self, key: &str) -> StorageResult<Option<T>> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(META).map_err(read_err)?;
@@ -624,13 +640,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        if cfg!(cairn_planted = "vote_not_persisted") {
-            return self.write_meta("vote", vote, redb::Durability::None);
+        // Planted: the vote stays in memory, so a restart forgets it. (An
+        // unsynced write would not do: the next append's fsync makes every
+        // earlier commit to the same file durable, vote included.)
+        if let Some(memory) = self.planted_vote() {
+            *memory.lock().unwrap_or_else(|e| e.into_inner()) = Some(*vote);
+            return Ok(());
         }
         self.set_meta("vote", vote)
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        if let Some(memory) = self.planted_vote() {
+            return Ok(*memory.lock().unwrap_or_else(|e| e.into_inner()));
+        }
         self.meta("vote")
     }
 

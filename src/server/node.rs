@@ -38,7 +38,7 @@ pub(super) const MAX_HOPS: u8 = 3;
 pub(super) const MAX_WAIT_MS: u64 = 10 * 60 * 1000;
 
 /// How long a request waits for a leader to be known (Consul's default).
-const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
+pub(super) const RPC_HOLD_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// A running server; see the [module docs](self).
 pub struct Server<E: Env> {

@@ -161,6 +161,11 @@ impl<E: Env> Server<E> {
                 return ClientReply::refused(&format!("cannot confirm leadership: {e}"));
             }
         }
+        if read.consistency == Consistency::Default && self.is_leader() && !self.caught_up().await {
+            return ClientReply::refused(
+                "the new leader has not yet applied what earlier leaders committed; try again",
+            );
+        }
         if read.min_index > 0 {
             self.wait_past(&read).await;
             // Still the leader after the wait? A deposed one must not
@@ -188,6 +193,27 @@ impl<E: Env> Server<E> {
             answer: Ok(answer),
             filtered: false,
         }
+    }
+
+    /// Waits (a little) until this leader has applied an entry of its own
+    /// term, and says whether it has. Until then its store may lack writes
+    /// that earlier leaders committed: a server restarted from its disk
+    /// applies only what it knows to be committed, and a leader learns
+    /// that by committing the blank entry it appends on election (Raft
+    /// §8). A default read answered before would come from the past.
+    /// (Consistent reads wait for the same inside `ensure_linearizable`.)
+    async fn caught_up(&self) -> bool {
+        self.raft
+            .wait(Some(super::node::RPC_HOLD_TIMEOUT))
+            .metrics(
+                |m| {
+                    m.last_applied
+                        .is_some_and(|l| l.leader_id == *m.vote.leader_id())
+                },
+                "an entry of its own term applied",
+            )
+            .await
+            .is_ok()
     }
 
     /// Blocks until the queried data's index passes `read.min_index`, or

@@ -98,11 +98,18 @@ impl Tx<'_> {
             .filter(|e| e.session.as_deref() == Some(id))
             .map(|e| e.key.clone())
             .collect();
+        // Planted: the delay's milliseconds read as seconds, so a lost lock
+        // is free again almost at once.
+        let delay_ms = if cfg!(cairn_planted = "lock_delay_short") {
+            s.lock_delay_ms / 1000
+        } else {
+            s.lock_delay_ms
+        };
         for key in held {
-            if s.lock_delay_ms > 0 {
+            if delay_ms > 0 {
                 self.data
                     .lock_delays
-                    .insert(key.clone(), self.at_ms.saturating_add(s.lock_delay_ms));
+                    .insert(key.clone(), self.at_ms.saturating_add(delay_ms));
             }
             match s.behavior {
                 Behavior::Delete => self.kv_delete(&key),

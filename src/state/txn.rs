@@ -141,6 +141,10 @@ impl Tx<'_> {
         if errors.is_empty() {
             return Ok(Ok(results));
         }
+        // Planted: a failed transaction keeps the writes that succeeded.
+        if cfg!(cairn_planted = "txn_not_atomic") {
+            return Ok(Err(errors));
+        }
         // Newest first, so a key changed twice ends at its first saved state.
         for (key, entry, tomb) in undo.keys.into_iter().rev() {
             match entry {

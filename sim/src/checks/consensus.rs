@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::action::{Action, TimedAction};
 use crate::checks::linearizability::{self, Input, Op, Output};
+use crate::checks::serializability::{self, Status, Txn};
 use crate::engine::full::host::RAFT_EVENT;
 use crate::engine::{Replica, RunOutput};
 use crate::net::topology::{Role, Topology};
@@ -350,6 +351,40 @@ pub fn linearizable(history: &[Op]) -> CheckResult {
             check,
             passed: false,
             detail: format!("{summary}: {v}; {}", v.witness()),
+        },
+    }
+}
+
+/// `strict_serializable` over a run's transactions.
+pub fn strict_serializable(history: &[Txn]) -> CheckResult {
+    let check = "strict_serializable".to_string();
+    let ok = history.iter().filter(|t| t.status == Status::Ok).count();
+    let failed = history
+        .iter()
+        .filter(|t| t.status == Status::Failed)
+        .count();
+    if ok == 0 {
+        return CheckResult {
+            check,
+            passed: false,
+            detail: "no transaction committed: give a kv_load event txns = 1".into(),
+        };
+    }
+    let summary = format!(
+        "{} transactions ({ok} committed, {failed} failed, {} of unknown outcome)",
+        history.len(),
+        history.len() - ok - failed
+    );
+    match serializability::check(history) {
+        Ok(()) => CheckResult {
+            check,
+            passed: true,
+            detail: format!("{summary}: strictly serializable"),
+        },
+        Err(a) => CheckResult {
+            check,
+            passed: false,
+            detail: format!("{summary}: {a}"),
         },
     }
 }

@@ -12,6 +12,8 @@
 
 pub mod consensus;
 pub mod linearizability;
+pub mod locks;
+pub mod serializability;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -332,6 +334,8 @@ pub fn evaluate(
             Check::SingleLeader => consensus::single_leader(&scenario.topology, trace),
             Check::Linearizable => consensus::linearizable(&out.history),
             Check::NoLostWrites => consensus::no_lost_writes(&out.history, &out.replicas),
+            Check::LocksExclusive => locks::locks_exclusive(&out.holds),
+            Check::StrictSerializable => consensus::strict_serializable(&out.txns),
             Check::ReplicasConverge => {
                 consensus::replicas_converge(&scenario.topology, &out.replicas)
             }

@@ -85,6 +85,10 @@ pub struct RunOutput {
     pub observed: Option<std::collections::BTreeSet<String>>,
     /// Every KV operation the `kv_load` clients made.
     pub history: Vec<Op>,
+    /// Every time a `kv_load` lock client believed it held a lock.
+    pub holds: Vec<crate::engine::full::locks::Hold>,
+    /// Every transaction the `kv_load` transaction clients made.
+    pub txns: Vec<crate::checks::serializability::Txn>,
     /// The state of every server running at the end.
     pub replicas: Vec<Replica>,
     /// What each tagged leader placeholder of the timeline stood for when

@@ -393,6 +393,8 @@ pub fn run_protocol(
         false_failures: Some(false_failures),
         observed,
         history: Vec::new(),
+        holds: Vec::new(),
+        txns: Vec::new(),
         replicas: Vec::new(),
         // No servers lead here, so no placeholder stands for one.
         picks: Default::default(),

@@ -62,6 +62,12 @@ pub enum Check {
     /// At the end, the running servers of each datacenter hold the same
     /// KV data.
     ReplicasConverge,
+    /// No two `kv_load` lock clients ever believed they held one lock at
+    /// the same time.
+    LocksExclusive,
+    /// The `kv_load` transaction clients' transactions are strictly
+    /// serializable.
+    StrictSerializable,
     /// After each `register_service` event for `service`, every server of
     /// the registering nodes' datacenters lists them within `within`.
     ServiceVisible {
@@ -127,7 +133,7 @@ pub(super) struct CheckSection {
     service: Option<String>,
 }
 
-const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, recovers_within, single_leader, linearizable, no_lost_writes, replicas_converge, service_visible, dns_resolves, intentions_enforced, acl_tokens_work";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, recovers_within, single_leader, linearizable, no_lost_writes, replicas_converge, locks_exclusive, strict_serializable, service_visible, dns_resolves, intentions_enforced, acl_tokens_work";
 
 /// Check `i` (from 0): where it is in the file (for errors), and what it
 /// asks.
@@ -210,6 +216,8 @@ pub(super) fn parse(
         "linearizable" => Check::Linearizable,
         "no_lost_writes" => Check::NoLostWrites,
         "replicas_converge" => Check::ReplicasConverge,
+        "locks_exclusive" => Check::LocksExclusive,
+        "strict_serializable" => Check::StrictSerializable,
         "intentions_enforced" => Check::IntentionsEnforced {
             within: within.ok_or_else(|| err(format!("{here} needs within, like \"2s\"")))?,
         },

@@ -32,6 +32,8 @@ pub(super) struct EventSection {
     clients: Option<u32>,
     interval: Option<String>,
     keys: Option<u32>,
+    locks: Option<u32>,
+    txns: Option<u32>,
     consistency: Option<String>,
     service: Option<String>,
     port: Option<u16>,
@@ -236,6 +238,10 @@ fn kv_load(here: &str, e: &EventSection, topology: &Topology) -> Result<KvLoad, 
         )));
     }
     let d = KvLoad::default();
+    let at_most_64 = |what: &str, v: Option<u32>, default: u32| match v {
+        Some(n) if n > 64 => Err(err(format!("{here}: {what} is at most 64"))),
+        n => Ok(n.unwrap_or(default)),
+    };
     let positive = |what: &str, v: Option<u32>, default: u32| match v {
         None => Ok(default),
         Some(0) => Err(err(format!("{here}: {what} must be at least 1"))),
@@ -253,6 +259,8 @@ fn kv_load(here: &str, e: &EventSection, topology: &Topology) -> Result<KvLoad, 
             None => d.interval,
         },
         keys: positive("keys", e.keys, d.keys)?,
+        locks: at_most_64("locks", e.locks, d.locks)?,
+        txns: at_most_64("txns", e.txns, d.txns)?,
         consistency: match &e.consistency {
             Some(c) => parse_consistency(c).map_err(|m| err(format!("{here}: {m}")))?,
             None => d.consistency,
@@ -350,6 +358,8 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
         ("clients", e.clients.is_some() && e.action != "kv_load"),
         ("interval", e.interval.is_some() && e.action != "kv_load"),
         ("keys", e.keys.is_some() && e.action != "kv_load"),
+        ("locks", e.locks.is_some() && e.action != "kv_load"),
+        ("txns", e.txns.is_some() && e.action != "kv_load"),
         (
             "consistency",
             e.consistency.is_some() && e.action != "kv_load",

@@ -33,11 +33,14 @@ use cairn::time::Instant;
 use tokio::sync::watch;
 
 pub mod acl;
+pub mod clients;
 pub mod env;
 pub mod federation;
 pub(crate) mod host;
+pub mod locks;
 pub mod mesh;
 pub mod services;
+pub mod txns;
 pub mod workload;
 
 pub use host::RAFT_EVENT;
@@ -449,6 +452,8 @@ impl<'a> World<'a> {
             false_failures: None,
             observed: None,
             history: history.ops(),
+            holds: history.holds(),
+            txns: history.txns(),
             replicas: self.replicas(),
             picks: std::mem::take(&mut self.picks),
         })

@@ -19,12 +19,16 @@ use std::time::Duration;
 use cairn::agent::Servers;
 use cairn::env::{Env, Task};
 use cairn::server::{Answer, ClientReply, ClientRequest, Consistency, Query, Read};
-use cairn::state::{Command, KvOp};
+use cairn::state::KvOp;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::watch;
 
+use super::clients::{call_within, kv_write};
+use super::locks::{Hold, Holds, LockClient};
+use super::txns::{TxnClient, Txns};
 use crate::checks::linearizability::{Input, Op, Output};
+use crate::checks::serializability::Txn;
 
 /// What a `kv_load` event asks of each node it names.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,6 +43,10 @@ pub struct KvLoad {
     pub keys: u32,
     /// How reads are made.
     pub consistency: Consistency,
+    /// Lock clients per node (see [`super::locks`]).
+    pub locks: u32,
+    /// Transaction clients per node (see [`super::txns`]).
+    pub txns: u32,
 }
 
 impl Default for KvLoad {
@@ -49,6 +57,8 @@ impl Default for KvLoad {
             interval: Duration::from_millis(100),
             keys: 4,
             consistency: Consistency::Consistent,
+            locks: 0,
+            txns: 0,
         }
     }
 }
@@ -56,14 +66,23 @@ impl Default for KvLoad {
 impl KvLoad {
     /// The parameters, for the trace.
     pub fn detail(&self) -> String {
-        format!(
+        let mut d = format!(
             "for={:?} clients={} interval={:?} keys={} reads={}",
             self.duration,
             self.clients,
             self.interval,
             self.keys,
             consistency_name(self.consistency)
-        )
+        );
+        // Only when there are any, so the traces of loads without locks
+        // keep their hashes.
+        if self.locks > 0 {
+            d.push_str(&format!(" locks={}", self.locks));
+        }
+        if self.txns > 0 {
+            d.push_str(&format!(" txns={}", self.txns));
+        }
+        d
     }
 }
 
@@ -103,12 +122,24 @@ pub struct History {
     /// stays out of the history rather than counting as unknown).
     ops: Arc<Mutex<Vec<Option<Op>>>>,
     next_client: Arc<Mutex<u32>>,
+    holds: Holds,
+    txns: Txns,
 }
 
 impl History {
     /// The operations so far, in call order.
     pub fn ops(&self) -> Vec<Op> {
         self.lock().iter().flatten().cloned().collect()
+    }
+
+    /// Every time a lock client believed it held a lock.
+    pub fn holds(&self) -> Vec<Hold> {
+        self.holds.all()
+    }
+
+    /// Every transaction of the transaction clients.
+    pub fn txns(&self) -> Vec<Txn> {
+        self.txns.all()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Op>>> {
@@ -172,6 +203,30 @@ pub fn drive<E: Env>(
                         };
                         clients.push(env.spawn(c.run()));
                     }
+                    for _ in 0..order.load.locks {
+                        let c = LockClient {
+                            env: env.clone(),
+                            id: history.new_client(),
+                            node: node.clone(),
+                            dc: dc.clone(),
+                            servers: servers.clone(),
+                            holds: history.holds.clone(),
+                            until: order.until,
+                        };
+                        clients.push(env.spawn(c.run()));
+                    }
+                    for _ in 0..order.load.txns {
+                        let c = TxnClient {
+                            env: env.clone(),
+                            id: history.new_client(),
+                            dc: dc.clone(),
+                            servers: servers.clone(),
+                            txns: history.txns.clone(),
+                            until: order.until,
+                            interval: order.load.interval,
+                        };
+                        clients.push(env.spawn(c.run()));
+                    }
                 }
             }
             if orders.changed().await.is_err() {
@@ -220,7 +275,7 @@ impl<E: Env> Client<E> {
                         hops: 0,
                     },
                 ),
-                4..7 => (Input::Put(value.clone()), write(KvOp::Set, &key, &value)),
+                4..7 => (Input::Put(value.clone()), kv_write(KvOp::Set, &key, &value)),
                 7..9 => {
                     let last = seen.get(&key).cloned().flatten();
                     let index = last.as_ref().map_or(0, |l| l.1);
@@ -229,10 +284,10 @@ impl<E: Env> Client<E> {
                             expect: last.map(|l| l.0),
                             new: value.clone(),
                         },
-                        write(KvOp::Cas { index }, &key, &value),
+                        kv_write(KvOp::Cas { index }, &key, &value),
                     )
                 }
-                _ => (Input::Delete, write(KvOp::Delete, &key, b"")),
+                _ => (Input::Delete, kv_write(KvOp::Delete, &key, b"")),
             };
             let at = self.history.call(Op {
                 client: self.id,
@@ -241,10 +296,7 @@ impl<E: Env> Client<E> {
                 ret: None,
                 input: input.clone(),
             });
-            let reply = tokio::select! {
-                r = self.servers.call(req) => Some(r),
-                _ = self.env.sleep(OP_TIMEOUT) => None,
-            };
+            let reply = call_within(&self.env, &self.servers, req, OP_TIMEOUT).await;
             match (input, reply.map(|r: ClientReply| r.answer)) {
                 (Input::Get, Some(Ok(Answer::Kv(entry)))) => {
                     let entry = entry.map(|e| (e.value, e.modify_index));
@@ -270,17 +322,5 @@ impl<E: Env> Client<E> {
 
     fn now_us(&self) -> u64 {
         self.env.now().as_duration().as_micros() as u64
-    }
-}
-
-fn write(op: KvOp, key: &str, value: &[u8]) -> ClientRequest {
-    ClientRequest::Write {
-        cmd: Box::new(Command::Kv {
-            op,
-            key: key.to_owned(),
-            value: value.to_vec(),
-            flags: 0,
-        }),
-        hops: 0,
     }
 }
