@@ -219,7 +219,12 @@ impl<E: Env> LockClient<E> {
                 true
             }
             Some(Ok(Answer::Sessions(_))) => false,
-            _ => self.now() < lease.end(),
+            // In doubt: wait before asking again (an error can come back
+            // at once), for as long as the lease still holds.
+            _ => {
+                self.env.sleep(RETRY).await;
+                self.now() < lease.end()
+            }
         }
     }
 
