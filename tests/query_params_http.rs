@@ -118,7 +118,7 @@ fn filters_near_sorting_datacenter_coordinates_and_force_leave() {
     let dcs = get(&web, "/v1/coordinate/datacenters");
     assert_eq!(dcs[0]["Datacenter"], "dc1");
     assert_eq!(dcs[0]["AreaID"], "wan");
-    assert_eq!(dcs[0]["Coordinates"][0]["Node"], "srv.dc1");
+    assert_eq!(dcs[0]["Coordinates"][0]["Node"], "srv");
     assert!(dcs[0]["Coordinates"][0]["Coord"]["Vec"].is_array());
 
     // force-leave: refused while alive; a failed node becomes "left"

@@ -92,7 +92,7 @@ fn servers_of_two_datacenters_federate_over_the_wan_pool() {
     });
     assert_eq!(dcs[0]["Datacenter"], "dc1");
     assert_eq!(dcs[1]["Datacenter"], "dc2");
-    assert_eq!(dcs[1]["Coordinates"][0]["Node"], "s2.dc2");
+    assert_eq!(dcs[1]["Coordinates"][0]["Node"], "s2");
     assert_eq!(dcs[1]["AreaID"], "wan");
 
     // Estimated RTTs from WAN coordinates: a pair, and percentiles over

@@ -86,7 +86,9 @@ pub struct ApiDcCoords {
     /// The gossip pool the coordinates come from.
     #[serde(rename = "AreaID")]
     pub area_id: String,
-    /// Its servers' coordinates, named `<node>.<dc>`.
+    /// Its servers' coordinates, under their node names: Consul strips the
+    /// WAN pool's `.<dc>` suffix, so a name here is the one the catalog and
+    /// `/v1/coordinate/update` know.
     pub coordinates: Vec<ApiNodeCoord>,
 }
 
@@ -202,9 +204,13 @@ pub async fn datacenters<E: Env>(s: Api<E>) -> Result<Json<Vec<ApiDcCoords>>, Ap
             let Some(sm) = crate::server::member::server_of(m) else {
                 continue;
             };
-            let list = by_dc.entry(sm.dc).or_default();
             if let Some(c) = coords.members.get(&m.name) {
-                list.push(ApiNodeCoord::new(m.name.clone(), c));
+                let node = m.name.strip_suffix(&format!(".{}", sm.dc));
+                let node = node.unwrap_or(&m.name).to_string();
+                by_dc
+                    .entry(sm.dc)
+                    .or_default()
+                    .push(ApiNodeCoord::new(node, c));
             }
         }
         return Ok(Json(
@@ -222,7 +228,12 @@ pub async fn datacenters<E: Env>(s: Api<E>) -> Result<Json<Vec<ApiDcCoords>>, Ap
     let coords = s.gossip.coordinates().await.map_err(internal)?;
     let dc = &s.info.datacenter;
     let coordinates = crate::server::member::wan_servers(&members, dc)
-        .filter_map(|(name, m)| Some(ApiNodeCoord::new(name, coords.members.get(&m.name)?)))
+        .filter_map(|(_, m)| {
+            Some(ApiNodeCoord::new(
+                m.name.clone(),
+                coords.members.get(&m.name)?,
+            ))
+        })
         .collect();
     Ok(Json(vec![ApiDcCoords {
         datacenter: dc.clone(),

@@ -812,7 +812,17 @@ async fn run_rtt(r: RttArgs) -> anyhow::Result<()> {
     let coords: Vec<ApiNodeCoord> = if r.wan {
         let dcs: Vec<crate::api::ApiDcCoords> =
             client::get_json(&env, addr, "/v1/coordinate/datacenters").await?;
-        dcs.into_iter().flat_map(|d| d.coordinates).collect()
+        // The API names servers as the catalog does; `-wan` takes
+        // `<node>.<dc>`, as Consul's does.
+        dcs.into_iter()
+            .flat_map(|d| {
+                let dc = d.datacenter;
+                d.coordinates.into_iter().map(move |mut c| {
+                    c.node = format!("{}.{dc}", c.node);
+                    c
+                })
+            })
+            .collect()
     } else {
         client::get_json(&env, addr, "/v1/coordinate/nodes").await?
     };
