@@ -11,6 +11,7 @@ pub mod acl;
 pub mod agent;
 pub mod api;
 pub mod archive;
+pub mod buggify;
 pub mod cli;
 pub mod connect;
 pub mod consensus;

@@ -46,6 +46,14 @@ pub enum Action<T = Vec<String>> {
     CrashInFsync(T),
     /// Start these crashed or departed nodes again, as fresh processes.
     Restart(T),
+    /// Reset every TCP connection of these nodes, as a middlebox that lost
+    /// its state or an RST does: what was in flight is lost, and both ends
+    /// hear it. The nodes keep running.
+    TcpReset(T),
+    /// Let the product's fault points fire on these nodes (`true`), or
+    /// stop them (see `cairn::buggify`): short reads, late fsyncs, RPCs
+    /// given up on once sent.
+    Buggify(T, bool),
     /// Start these nodes for the first time (or again after a leave).
     Join(T),
     /// Have these nodes leave gracefully (they stop afterwards).
@@ -98,6 +106,8 @@ impl<T> Action<T> {
             Action::Crash(a) => Action::Crash(f(a)),
             Action::CrashInFsync(a) => Action::CrashInFsync(f(a)),
             Action::Restart(a) => Action::Restart(f(a)),
+            Action::TcpReset(a) => Action::TcpReset(f(a)),
+            Action::Buggify(a, on) => Action::Buggify(f(a), *on),
             Action::Join(a) => Action::Join(f(a)),
             Action::Leave(a) => Action::Leave(f(a)),
             Action::Loss(r) => Action::Loss(*r),
@@ -126,6 +136,9 @@ impl<T> Action<T> {
             Action::Crash(_) => "crash",
             Action::CrashInFsync(_) => "crash_in_fsync",
             Action::Restart(_) => "restart",
+            Action::TcpReset(_) => "tcp_reset",
+            Action::Buggify(_, true) => "buggify",
+            Action::Buggify(_, false) => "buggify_off",
             Action::Join(_) => "join",
             Action::Leave(_) => "leave",
             Action::Loss(_) => "loss",
@@ -155,6 +168,8 @@ impl Action {
             | Action::Crash(a)
             | Action::CrashInFsync(a)
             | Action::Restart(a)
+            | Action::TcpReset(a)
+            | Action::Buggify(a, _)
             | Action::Join(a)
             | Action::Leave(a)
             | Action::Skew(a, _)
@@ -237,6 +252,8 @@ impl Action {
             | Action::Crash(n)
             | Action::CrashInFsync(n)
             | Action::Restart(n)
+            | Action::TcpReset(n)
+            | Action::Buggify(n, _)
             | Action::Join(n)
             | Action::Leave(n) => Some(n.join(",")),
             Action::Partition(a, b)

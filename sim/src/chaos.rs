@@ -51,11 +51,16 @@ pub enum FaultKind {
     Slow,
     /// The node's wall clock is off.
     Skew,
+    /// Every TCP connection of the node resets at once (in-flight bytes
+    /// lost); it reconnects as it needs to.
+    TcpReset,
+    /// The product's fault points fire on the node (see `cairn::buggify`).
+    Buggify,
 }
 
 impl FaultKind {
     /// Every kind, plainest first (shrinking moves towards the front).
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Crash,
         FaultKind::Isolate,
         FaultKind::Pause,
@@ -65,6 +70,8 @@ impl FaultKind {
         FaultKind::Loss,
         FaultKind::Slow,
         FaultKind::Skew,
+        FaultKind::TcpReset,
+        FaultKind::Buggify,
         FaultKind::CrashInFsync,
     ];
 
@@ -81,6 +88,8 @@ impl FaultKind {
             FaultKind::Loss => "loss",
             FaultKind::Slow => "slow",
             FaultKind::Skew => "skew",
+            FaultKind::TcpReset => "tcp_reset",
+            FaultKind::Buggify => "buggify",
         }
     }
 
@@ -292,6 +301,11 @@ pub fn fault_actions(space: &Space, from: Duration, i: usize, f: &Fault) -> Vec<
             Some(Action::Clog(same, all, false)),
         ),
         FaultKind::Pause => (Action::Pause(hit, Some(end - start)), None),
+        FaultKind::TcpReset => (Action::TcpReset(hit), None),
+        FaultKind::Buggify => (
+            Action::Buggify(hit, true),
+            Some(Action::Buggify(same, false)),
+        ),
         FaultKind::Loss => {
             let rate = (10.0 + 60.0 * f.strength).round() / 100.0;
             (
@@ -447,12 +461,15 @@ mod tests {
                     assert!(a.at + *d <= c.quiet_from());
                 }
             }
-            let ends = t
+            // A pause ends by itself and a reset is over at once: one
+            // action each; every other fault has a start and an end.
+            let single = |a: &Action| matches!(a, Action::Pause(..) | Action::TcpReset(_));
+            let ends = t.iter().filter(|a| !single(&a.action)).count();
+            let singles = faults
                 .iter()
-                .filter(|a| !matches!(a.action, Action::Pause(..)))
+                .filter(|f| matches!(f.kind, FaultKind::Pause | FaultKind::TcpReset))
                 .count();
-            let pauses = faults.iter().filter(|f| f.kind == FaultKind::Pause).count();
-            assert_eq!(ends, 2 * (faults.len() - pauses));
+            assert_eq!(ends, 2 * (faults.len() - singles));
         }
     }
 

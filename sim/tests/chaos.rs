@@ -31,14 +31,14 @@ fn fifty_seeds_of_chaos_raft_hold() {
     let results = cairn_sim::sweep::run_parallel(
         &seeds,
         jobs,
-        |seed| -> Result<(u64, Vec<String>, usize), String> {
+        |seed| -> Result<(u64, Vec<String>, usize, Points), String> {
             let r = s.run(seed).map_err(|e| format!("seed {seed}: {e}"))?;
             let faults = r
                 .timeline
                 .iter()
                 .filter(|a| !matches!(a.action, Action::KvLoad(..)))
                 .count();
-            Ok((seed, failures(&r), faults))
+            Ok((seed, failures(&r), faults, r.output.fault_points.clone()))
         },
         |_| {},
     )
@@ -58,7 +58,14 @@ fn fifty_seeds_of_chaos_raft_hold() {
     assert!(failed.is_empty(), "{}", failed.join("\n"));
     // The faults did happen: ten drawn per seed, most with an end.
     assert!(results.iter().all(|r| r.2 >= 10), "{:?}", results);
+    // And every one of the product's fault points fired in some seed.
+    for point in cairn::buggify::Point::ALL {
+        let fired: u64 = results.iter().filter_map(|r| r.3.get(point.name())).sum();
+        assert!(fired > 0, "{} never fired in 50 seeds", point.name());
+    }
 }
+
+type Points = std::collections::BTreeMap<String, u64>;
 
 /// A scenario whose check fails while any node is crashed or cut off at
 /// 21 s: shrinking leaves the one fault that covers that instant.

@@ -592,6 +592,14 @@ fn broken_scenarios_get_precise_errors() {
             "keys does not apply",
         ),
         (
+            BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"buggify\"\n",
+            "needs targets",
+        ),
+        (
+            BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"tcp_reset\"\nbetween = [\"dc=fra\", \"dc=nyc\"]\n",
+            "(tcp_reset) needs targets",
+        ),
+        (
             BASE.to_string() + "[[check]]\nkind = \"leader_within\"\n",
             "needs within",
         ),

@@ -36,6 +36,9 @@ pub struct TaskGroup {
 struct Inner {
     aborted: AtomicBool,
     paused: AtomicBool,
+    /// Whether the simulator's fault points fire in this group's tasks
+    /// (see [`crate::buggify`]).
+    buggified: AtomicBool,
     state: Mutex<State>,
     /// What the first task of the group that panicked said.
     panic: Mutex<Option<String>>,
@@ -134,6 +137,17 @@ impl TaskGroup {
     /// Whether the group is paused.
     pub fn is_paused(&self) -> bool {
         self.inner.paused.load(Ordering::SeqCst)
+    }
+
+    /// Lets the simulator's fault points fire in this group's tasks, or
+    /// stops them (see [`crate::buggify`]).
+    pub fn set_buggified(&self, on: bool) {
+        self.inner.buggified.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether the simulator's fault points fire in this group's tasks.
+    pub fn is_buggified(&self) -> bool {
+        self.inner.buggified.load(Ordering::SeqCst)
     }
 
     /// What the first of the group's tasks to panic said, if one did (the

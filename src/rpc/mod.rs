@@ -330,6 +330,14 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
                 .remove(&id);
             return Err(RpcError::Closed(addr));
         }
+        if crate::buggify::fires(crate::buggify::Point::RpcTimeout) {
+            // Given up on once sent: the server may still act on it.
+            conn.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(RpcError::Timeout(addr));
+        }
         let reply = match timeout_at(&self.env, deadline, rx).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(_)) => return Err(RpcError::Closed(addr)),

@@ -59,6 +59,9 @@ pub struct RunOutput {
     pub steps: u64,
     /// UDP packets sent over lossy links, and how many were dropped.
     pub lossy_packets: (u64, u64),
+    /// How often each of the product's fault points fired (see
+    /// `cairn::buggify`), for the points that did.
+    pub fault_points: BTreeMap<String, u64>,
     /// Coordinate accuracy each virtual second.
     pub accuracy: Vec<Accuracy>,
     /// Every scored pair at the end.

@@ -382,6 +382,8 @@ pub fn run_protocol(
         virtual_time: scenario.duration,
         steps: e.events,
         lossy_packets: e.net.lossy(),
+        // The gossip core has no fault points.
+        fault_points: Default::default(),
         accuracy,
         final_pairs,
         // The protocol engine runs no servers, so no WAN pool.
@@ -1034,6 +1036,10 @@ impl Engine<'_> {
             | Action::Intention(..)
             | Action::CaRotate(_)
             | Action::AclToken(..) => {}
+            // A push/pull here is one exchange in flight, not a connection
+            // that a reset could cut (the full engine models TCP), and the
+            // gossip core has no fault points.
+            Action::TcpReset(_) | Action::Buggify(..) => {}
             // The network's (handled above).
             Action::Isolate(_)
             | Action::Partition(..)

@@ -326,13 +326,30 @@ impl Network {
     /// Host `i` stops: its sockets are gone, and its connections reset at
     /// their peers one latency later.
     pub fn host_down(&self, i: usize) {
-        let now = self.now();
         let mut s = self.lock();
         let host = &mut s.hosts[i];
         host.up = false;
         host.udp.clear();
         host.listeners.clear();
-        let conns: Vec<Arc<Conn>> = host.conns.drain(..).filter_map(|c| c.upgrade()).collect();
+        self.reset_conns(&mut s, i);
+    }
+
+    /// Every TCP connection of host `i` resets, as when a middlebox drops
+    /// their state or a peer sends RST: host `i`'s ends at once, the
+    /// others one latency later, and what was in flight is lost. The host
+    /// keeps running and may connect again.
+    pub fn reset_connections(&self, i: usize) {
+        let mut s = self.lock();
+        self.reset_conns(&mut s, i);
+    }
+
+    fn reset_conns(&self, s: &mut State, i: usize) {
+        let now = self.now();
+        let conns: Vec<Arc<Conn>> = s.hosts[i]
+            .conns
+            .drain(..)
+            .filter_map(|c| c.upgrade())
+            .collect();
         for conn in conns {
             let mut resets = Vec::new();
             {
@@ -1018,7 +1035,10 @@ impl AsyncRead for SimTcpStream {
             half.reader = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        let n = half.readable.len().min(buf.remaining());
+        let mut n = half.readable.len().min(buf.remaining());
+        if n > 1 && cairn::buggify::fires(cairn::buggify::Point::ShortRead) {
+            n = 1 + cairn::buggify::below(n as u64 - 1) as usize;
+        }
         let (a, b) = half.readable.as_slices();
         let from_a = n.min(a.len());
         buf.put_slice(&a[..from_a]);

@@ -14,6 +14,7 @@ pub mod plot;
 pub mod spread;
 pub mod trace;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use plotters::chart::SeriesLabelPosition;
@@ -65,6 +66,10 @@ pub struct Summary {
     pub lossy_udp_packets: u64,
     /// Of those, lost.
     pub lossy_udp_dropped: u64,
+    /// How often each of the product's fault points fired (`buggify`
+    /// events and chaos faults turn them on), for those that did.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fault_points: BTreeMap<String, u64>,
     /// Coordinate accuracy at the end: median, p90, p99 relative error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_accuracy: Option<[f64; 3]>,
@@ -140,6 +145,7 @@ impl Summary {
             },
             lossy_udp_packets: out.lossy_packets.0,
             lossy_udp_dropped: out.lossy_packets.1,
+            fault_points: out.fault_points.clone(),
             rtt_accuracy: out.accuracy.last().map(|a| [a.median, a.p90, a.p99]),
             wan_rtt_accuracy: out.wan_accuracy.last().map(|a| [a.median, a.p90, a.p99]),
             wan_rtt: dc_pair_percentiles(&s.topology, &out.wan_pairs),

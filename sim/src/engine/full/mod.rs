@@ -126,6 +126,9 @@ struct Slot {
     boots: u64,
     /// The running boot's tasks.
     group: Option<TaskGroup>,
+    /// Whether the product's fault points fire on this machine, in this
+    /// boot and the next ones (see `cairn::buggify`).
+    buggified: bool,
 }
 
 /// The run in progress: the nodes, their network, and what the scenario
@@ -170,6 +173,8 @@ pub fn run_cluster(
         .build()
         .map_err(|e| SimError::Setup(format!("cannot start the simulation's runtime: {e}")))?;
     let _memo = net::CodecMemo::on();
+    // Fault points fire only on nodes a `buggify` event names.
+    let _points = cairn::buggify::seeded(crate::seed::derive_seed(spec.seed, "", 0, "buggify"));
     // Everything the run started ends with the runtime, before returning.
     runtime.block_on(drive(spec, actions, progress))
 }
@@ -292,6 +297,7 @@ impl<'a> World<'a> {
                 ctx,
                 boots: 0,
                 group: None,
+                buggified: false,
             });
         }
         World {
@@ -442,6 +448,11 @@ impl<'a> World<'a> {
             virtual_time: end,
             steps: self.net.deliveries(),
             lossy_packets: self.net.with_model(|m| m.lossy()),
+            fault_points: cairn::buggify::fired()
+                .into_iter()
+                .filter(|&(_, n)| n > 0)
+                .map(|(p, n)| (p.name().to_owned(), n))
+                .collect(),
             accuracy,
             final_pairs,
             wan_accuracy,
@@ -468,6 +479,7 @@ impl<'a> World<'a> {
         }
         let slot = &mut self.slots[i];
         let group = TaskGroup::new();
+        group.set_buggified(slot.buggified);
         let env = SimEnv::new(
             Identity {
                 node: self.names[i].clone(),
@@ -728,6 +740,24 @@ impl<'a> World<'a> {
                     let i = self.index(x);
                     if self.status[i] == NodeStatus::Running {
                         self.crash_in_fsync(i);
+                    }
+                }
+            }
+            Action::TcpReset(set) => {
+                for x in set {
+                    let i = self.index(x);
+                    if self.status[i] == NodeStatus::Running {
+                        self.net.reset_connections(i);
+                    }
+                }
+            }
+            Action::Buggify(set, on) => {
+                for x in set {
+                    let i = self.index(x);
+                    let slot = &mut self.slots[i];
+                    slot.buggified = *on;
+                    if let Some(g) = &slot.group {
+                        g.set_buggified(*on);
                     }
                 }
             }

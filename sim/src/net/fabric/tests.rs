@@ -187,6 +187,36 @@ fn a_crashed_hosts_connections_reset_at_their_peers() {
 }
 
 #[test]
+fn a_reset_cuts_a_hosts_connections_but_it_listens_and_connects_again() {
+    run(async {
+        let net = network();
+        let l = net.bind_tcp(1, addr(1, 80)).unwrap();
+        let accept = tokio::spawn(async move {
+            let (a, _) = l.accept().await.unwrap();
+            let (b, _) = l.accept().await.unwrap();
+            (a, b)
+        });
+        let mut c = net.connect(0, addr(1, 80)).await.unwrap();
+        c.write_all(b"lost").await.unwrap();
+        let t0 = ms(net.now());
+        net.reset_connections(0);
+        // Host 0's end hears it at once; what it had sent never arrives.
+        let mut buf = [0u8; 8];
+        let e = c.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(ms(net.now()), t0);
+        // Host 0 is up: it connects again, and bytes cross.
+        let mut c2 = net.connect(0, addr(1, 80)).await.unwrap();
+        c2.write_all(b"again").await.unwrap();
+        let (mut first, mut second) = accept.await.unwrap();
+        let e = first.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+        let n = second.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"again");
+    });
+}
+
+#[test]
 fn a_writer_waits_for_its_reader_beyond_the_window() {
     run(async {
         let net = network();
