@@ -67,6 +67,13 @@ pub enum Action<T = Vec<String>> {
     Latency(T, T, LatencyChange),
     /// Skew these nodes' wall clocks by this many milliseconds.
     Skew(T, i64),
+    /// Make these machines' clocks run at this rate (clock seconds per
+    /// true second; 1 is true speed): every timer of theirs, and the wall
+    /// clock with it, runs fast or slow.
+    Drift(T, f64),
+    /// Make these machines' monotonic clocks leap ahead by this much, as
+    /// when a VM resumes on another host: timers due by then fire at once.
+    ClockJump(T, Duration),
     /// Make these nodes slow: every datagram they send or receive takes
     /// this much longer (zero makes them well again).
     Slow(T, Duration),
@@ -114,6 +121,8 @@ impl<T> Action<T> {
             Action::LinkLoss(a, b, r) => Action::LinkLoss(f(a), f(b), *r),
             Action::Latency(a, b, c) => Action::Latency(f(a), f(b), *c),
             Action::Skew(a, ms) => Action::Skew(f(a), *ms),
+            Action::Drift(a, r) => Action::Drift(f(a), *r),
+            Action::ClockJump(a, d) => Action::ClockJump(f(a), *d),
             Action::Slow(a, d) => Action::Slow(f(a), *d),
             Action::Pause(a, d) => Action::Pause(f(a), *d),
             Action::Resume(a) => Action::Resume(f(a)),
@@ -147,6 +156,8 @@ impl<T> Action<T> {
             Action::Latency(_, _, LatencyChange::Reset) => "latency_reset",
             Action::Latency(..) => "latency",
             Action::Skew(..) => "skew",
+            Action::Drift(..) => "drift",
+            Action::ClockJump(..) => "clock_jump",
             Action::Slow(..) => "slow",
             Action::Pause(..) => "pause",
             Action::Resume(_) => "resume",
@@ -173,6 +184,8 @@ impl Action {
             | Action::Join(a)
             | Action::Leave(a)
             | Action::Skew(a, _)
+            | Action::Drift(a, _)
+            | Action::ClockJump(a, _)
             | Action::Slow(a, _)
             | Action::Pause(a, _)
             | Action::Resume(a)
@@ -268,6 +281,8 @@ impl Action {
             }),
             Action::Latency(a, b, c) => Some(format!("{}:{c:?}", pair(a, b))),
             Action::Skew(n, ms) => Some(format!("{}:{ms}ms", n.join(","))),
+            Action::Drift(n, r) => Some(format!("{}:{r}", n.join(","))),
+            Action::ClockJump(n, d) => Some(format!("{}:{d:?}", n.join(","))),
             Action::Slow(n, d) => Some(format!("{}:{d:?}", n.join(","))),
             Action::Pause(n, Some(d)) => Some(format!("{}:{d:?}", n.join(","))),
             Action::Pause(n, None) | Action::Resume(n) => Some(n.join(",")),

@@ -56,11 +56,15 @@ pub enum FaultKind {
     TcpReset,
     /// The product's fault points fire on the node (see `cairn::buggify`).
     Buggify,
+    /// The node's clock runs fast or slow.
+    Drift,
+    /// The node's monotonic clock leaps ahead.
+    ClockJump,
 }
 
 impl FaultKind {
     /// Every kind, plainest first (shrinking moves towards the front).
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Crash,
         FaultKind::Isolate,
         FaultKind::Pause,
@@ -71,6 +75,8 @@ impl FaultKind {
         FaultKind::Slow,
         FaultKind::Skew,
         FaultKind::TcpReset,
+        FaultKind::ClockJump,
+        FaultKind::Drift,
         FaultKind::Buggify,
         FaultKind::CrashInFsync,
     ];
@@ -90,6 +96,8 @@ impl FaultKind {
             FaultKind::Skew => "skew",
             FaultKind::TcpReset => "tcp_reset",
             FaultKind::Buggify => "buggify",
+            FaultKind::Drift => "drift",
+            FaultKind::ClockJump => "clock_jump",
         }
     }
 
@@ -302,6 +310,18 @@ pub fn fault_actions(space: &Space, from: Duration, i: usize, f: &Fault) -> Vec<
         ),
         FaultKind::Pause => (Action::Pause(hit, Some(end - start)), None),
         FaultKind::TcpReset => (Action::TcpReset(hit), None),
+        FaultKind::ClockJump => {
+            let by = Duration::from_millis(100 + (4900.0 * f.strength) as u64);
+            (Action::ClockJump(hit, by), None)
+        }
+        FaultKind::Drift => {
+            // Up to half again as fast, or a third slower.
+            let fast = 1.0 + (5.0 + 45.0 * f.strength).round() / 100.0;
+            (
+                Action::Drift(hit, if flip { 1.0 / fast } else { fast }),
+                Some(Action::Drift(same, 1.0)),
+            )
+        }
         FaultKind::Buggify => (
             Action::Buggify(hit, true),
             Some(Action::Buggify(same, false)),
@@ -463,11 +483,21 @@ mod tests {
             }
             // A pause ends by itself and a reset is over at once: one
             // action each; every other fault has a start and an end.
-            let single = |a: &Action| matches!(a, Action::Pause(..) | Action::TcpReset(_));
+            let single = |a: &Action| {
+                matches!(
+                    a,
+                    Action::Pause(..) | Action::TcpReset(_) | Action::ClockJump(..)
+                )
+            };
             let ends = t.iter().filter(|a| !single(&a.action)).count();
             let singles = faults
                 .iter()
-                .filter(|f| matches!(f.kind, FaultKind::Pause | FaultKind::TcpReset))
+                .filter(|f| {
+                    matches!(
+                        f.kind,
+                        FaultKind::Pause | FaultKind::TcpReset | FaultKind::ClockJump
+                    )
+                })
                 .count();
             assert_eq!(ends, 2 * (faults.len() - singles));
         }

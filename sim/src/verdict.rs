@@ -122,6 +122,8 @@ pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], 
         | Action::LinkLoss(..)
         | Action::Latency(..)
         | Action::Skew(..)
+        | Action::Drift(..)
+        | Action::ClockJump(..)
         | Action::Slow(..)
         | Action::Pause(..)
         | Action::Resume(_)

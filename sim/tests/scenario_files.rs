@@ -600,6 +600,14 @@ fn broken_scenarios_get_precise_errors() {
             "(tcp_reset) needs targets",
         ),
         (
+            BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"drift\"\ntargets = [\"fra-0\"]\nrate = 0.0\n",
+            "rate is from 0.01 to 100 (1 is true speed), not 0",
+        ),
+        (
+            BASE.to_string() + "[[event]]\nat = \"5s\"\naction = \"clock_jump\"\ntargets = [\"fra-0\"]\n",
+            "needs offset: how far the clock leaps ahead",
+        ),
+        (
             BASE.to_string() + "[[check]]\nkind = \"leader_within\"\n",
             "needs within",
         ),

@@ -4,7 +4,7 @@
 //! id, and every call has a deadline. Everything goes through [`Env`], so
 //! the same code runs on real sockets and in the simulator.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -243,7 +243,10 @@ pub fn decode_envelope<T: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<(
         .map_err(|e| RpcError::Codec(e.to_string()))
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
+/// Callers waiting for replies, by request ID. Ordered, so that when a
+/// connection breaks its callers hear in the order they called (a hash
+/// map's order would vary from run to run, and with it a simulation).
+type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Vec<u8>>>>>;
 
 /// One open connection: a writer task fed by a channel, a reader task
 /// routing replies to their callers.

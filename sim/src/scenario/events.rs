@@ -45,7 +45,7 @@ pub(super) struct EventSection {
     token: Option<String>,
 }
 
-const ACTIONS: &str = "partition, heal, clog, unclog, crash, crash_in_fsync, restart, tcp_reset, buggify, buggify_off, join, leave, pause, resume, loss, loss_off, latency, latency_reset, skew, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
+const ACTIONS: &str = "partition, heal, clog, unclog, crash, crash_in_fsync, restart, tcp_reset, buggify, buggify_off, join, leave, pause, resume, loss, loss_off, latency, latency_reset, skew, drift, clock_jump, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
 
 /// Event `i` (from 0): where it is in the file (for errors), when it
 /// happens and what it does.
@@ -169,6 +169,7 @@ pub(super) fn parse(
                 .ok_or_else(|| err(format!("{here} needs offset, like \"-250ms\"")))?;
             Action::Skew(need_targets()?, signed_ms(&format!("{here}: offset"), o)?)
         }
+        "drift" | "clock_jump" => clock_action(&here, e, need_targets()?)?,
         "kv_load" => {
             let load = kv_load(&here, e, topology)?;
             Action::KvLoad(need_targets()?, load)
@@ -323,9 +324,15 @@ fn registration(
 fn unused(e: &EventSection) -> Vec<&'static str> {
     let registers = matches!(e.action.as_str(), "register_service" | "connect_service");
     [
-        ("rate", e.rate.is_some() && e.action != "loss"),
+        (
+            "rate",
+            e.rate.is_some() && e.action != "loss" && e.action != "drift",
+        ),
         ("one_way", e.one_way.is_some() && e.action != "partition"),
-        ("offset", e.offset.is_some() && e.action != "skew"),
+        (
+            "offset",
+            e.offset.is_some() && e.action != "skew" && e.action != "clock_jump",
+        ),
         (
             "latency",
             e.latency.is_some() && e.action != "latency" && e.action != "slow",
@@ -347,6 +354,8 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
                         | "pause"
                         | "resume"
                         | "skew"
+                        | "drift"
+                        | "clock_jump"
                         | "slow"
                         | "kv_load"
                         | "register_service"
@@ -400,6 +409,36 @@ pub(crate) fn duration_text(d: Duration) -> String {
     }
 }
 
+/// A `drift` or `clock_jump` event's action, on `targets`.
+fn clock_action(
+    here: &str,
+    e: &EventSection,
+    targets: Vec<Selector>,
+) -> Result<Action<Vec<Selector>>, ScenarioError> {
+    if e.action == "drift" {
+        let r = e.rate.ok_or_else(|| {
+            err(format!(
+                "{here} needs rate: clock seconds per true second, like 1.05 (fast) or 0.9 (slow)"
+            ))
+        })?;
+        if !(r.is_finite() && (0.01..=100.0).contains(&r)) {
+            return Err(err(format!(
+                "{here}: rate is from 0.01 to 100 (1 is true speed), not {r}"
+            )));
+        }
+        return Ok(Action::Drift(targets, r));
+    }
+    let o = e.offset.as_deref().ok_or_else(|| {
+        err(format!(
+            "{here} needs offset: how far the clock leaps ahead, like \"2s\""
+        ))
+    })?;
+    Ok(Action::ClockJump(
+        targets,
+        dur(&format!("{here}: offset"), o)?,
+    ))
+}
+
 /// The `[[event]]` table that [`parse`] reads back as `action` at `at`,
 /// for the faults and their ends (what generated timelines hold); `None`
 /// for the operations (loads, registrations), which a file writes with
@@ -448,6 +487,11 @@ pub(crate) fn to_table(at: Duration, action: &Action) -> Option<toml::Table> {
         Action::Skew(x, ms) => vec![
             ("targets", list(x)),
             ("offset", Value::String(format!("{ms}ms"))),
+        ],
+        Action::Drift(x, r) => vec![("targets", list(x)), ("rate", Value::Float(*r))],
+        Action::ClockJump(x, d) => vec![
+            ("targets", list(x)),
+            ("offset", Value::String(duration_text(*d))),
         ],
         _ => return None,
     };

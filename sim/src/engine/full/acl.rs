@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::env::{Env, Task};
+use cairn::env::Task;
+
+use crate::engine::full::clock::SimClock;
 use cairn::http_client::{self as client, ClientError};
 
 use crate::action::{Action, TimedAction};
@@ -67,7 +69,7 @@ fn exists(e: &ClientError) -> bool {
 /// Makes the policy and the token named `name` through the agent at
 /// `http` (with its default token, the simulated cluster's management
 /// token).
-pub async fn create<E: Env>(env: &E, http: SocketAddr, name: &str) -> Result<(), String> {
+pub async fn create<E: SimClock>(env: &E, http: SocketAddr, name: &str) -> Result<(), String> {
     let put = |path: &'static str, body: serde_json::Value| async move {
         match client::exchange(
             env,
@@ -102,20 +104,13 @@ pub async fn create<E: Env>(env: &E, http: SocketAddr, name: &str) -> Result<(),
 }
 
 /// Records that the token named `name` was made.
-pub fn record_set<E: Env>(env: &E, recorder: &Recorder, node: &str, name: &str) {
-    record_at(
-        recorder,
-        env.now().as_duration(),
-        node,
-        TOKEN_SET,
-        name,
-        None,
-    );
+pub fn record_set<E: SimClock>(env: &E, recorder: &Recorder, node: &str, name: &str) {
+    record_at(recorder, env.true_now(), node, TOKEN_SET, name, None);
 }
 
 /// Asks the agent at `http` for [`PROBE_KEY`] with each token of `names`
 /// every [`PROBE_EVERY`], recording each change in its answer.
-pub fn probe<E: Env>(
+pub fn probe<E: SimClock>(
     env: E,
     node: String,
     http: SocketAddr,
@@ -145,7 +140,7 @@ pub fn probe<E: Env>(
                     Err(e) => format!("error: {e}"),
                 };
                 if last.get(name.as_str()) != Some(&outcome) {
-                    let at = env.now().as_duration();
+                    let at = env.true_now();
                     record_at(&recorder, at, &node, PROBE, name, Some(outcome.clone()));
                     last.insert(name, outcome);
                 }

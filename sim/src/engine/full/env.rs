@@ -1,9 +1,11 @@
 //! `SimEnv`: cairn's [`Env`] inside the full engine.
 //!
-//! Sockets are the run's simulated [`Network`]'s; time is the run's
-//! virtual clock (one for all nodes, so event timestamps from different
-//! nodes compare directly); the wall clock is the simulation's epoch plus a
-//! per-node skew; every task a node starts belongs to the node's
+//! Sockets are the run's simulated [`Network`]'s; time is the node's
+//! machine clock ([`HostClock`]), which reads the run's virtual time unless
+//! a `drift` or `clock_jump` event changed it (traces and histories are
+//! stamped with true time, [`SimClock::true_now`], so that timestamps from
+//! different nodes compare directly); the wall clock is the simulation's
+//! epoch plus that clock plus a per-node skew; every task a node starts belongs to the node's
 //! [`TaskGroup`], which its crash aborts; and every seed derives from the
 //! run's seed, the node's name and its boot count.
 
@@ -17,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use cairn::env::{Env, Task, TaskGroup};
 use cairn::time::Instant;
 
+use crate::engine::full::clock::{HostClock, SimClock};
 use crate::net::{Network, SimTcpListener, SimTcpStream, SimUdpSocket};
 use crate::seed::derive_seed;
 
@@ -45,6 +48,7 @@ struct Inner {
     hosts: HostTable,
     net: Arc<Network>,
     group: TaskGroup,
+    clock: Arc<HostClock>,
 }
 
 /// Who a [`SimEnv`] is: a node, its place in the run, and its boot.
@@ -64,8 +68,15 @@ pub struct Identity {
 }
 
 impl SimEnv {
-    /// The environment of `who` on `net`, its tasks in `group`.
-    pub fn new(who: Identity, hosts: HostTable, net: Arc<Network>, group: TaskGroup) -> Self {
+    /// The environment of `who` on `net`, its tasks in `group`, its time
+    /// read off `clock`.
+    pub fn new(
+        who: Identity,
+        hosts: HostTable,
+        net: Arc<Network>,
+        group: TaskGroup,
+        clock: Arc<HostClock>,
+    ) -> Self {
         SimEnv {
             inner: Arc::new(Inner {
                 node: who.node,
@@ -76,6 +87,7 @@ impl SimEnv {
                 hosts,
                 net,
                 group,
+                clock,
             }),
         }
     }
@@ -97,7 +109,7 @@ impl Env for SimEnv {
     type TcpStream = SimTcpStream;
 
     fn now(&self) -> Instant {
-        self.inner.net.now()
+        Instant::from_duration(self.inner.clock.reading(self.true_now()))
     }
 
     fn wall_clock(&self) -> SystemTime {
@@ -111,7 +123,18 @@ impl Env for SimEnv {
     }
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
-        tokio::time::sleep_until(self.inner.net.deadline(deadline))
+        let inner = self.inner.clone();
+        async move {
+            let net = &inner.net;
+            inner
+                .clock
+                .sleep_until(
+                    deadline.as_duration(),
+                    || net.now().as_duration(),
+                    |t| tokio::time::sleep_until(net.deadline(Instant::from_duration(t))),
+                )
+                .await
+        }
     }
 
     async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::UdpSocket> {
@@ -153,6 +176,16 @@ impl Env for SimEnv {
         F: Future<Output = ()> + Send + 'static,
     {
         Task::from_tokio(self.inner.group.spawn(task))
+    }
+}
+
+impl SimClock for SimEnv {
+    fn true_now(&self) -> Duration {
+        self.inner.net.now().as_duration()
+    }
+
+    fn true_time(&self, reading: Duration) -> Duration {
+        self.inner.clock.true_time(reading)
     }
 }
 

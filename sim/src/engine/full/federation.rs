@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn::coordinate::percentile;
-use cairn::env::{Env, Task};
+use cairn::env::Task;
+
+use crate::engine::full::clock::SimClock;
 use cairn::http_client as client;
 
 use crate::action::{Action, TimedAction};
@@ -49,7 +51,7 @@ pub fn querier(topo: &Topology, dc: usize) -> Option<&str> {
 /// Creates a prepared query named `service` through `http` (this node's
 /// own agent), failing over to every other datacenter nearest first, then
 /// runs it every [`QUERY_POLL`] and records each change in the answer.
-pub fn query<E: Env>(
+pub fn query<E: SimClock>(
     env: E,
     node: String,
     http: SocketAddr,
@@ -108,7 +110,7 @@ pub fn query<E: Env>(
             if last.as_ref() != Some(&detail) {
                 record_at(
                     &recorder,
-                    env.now().as_duration(),
+                    env.true_now(),
                     &node,
                     QUERY,
                     &service,

@@ -12,6 +12,8 @@ use cairn::agent::{Agent, AgentConfig};
 use cairn::consensus::MemoryDisk;
 use cairn::coordinate::Coordinate;
 use cairn::env::{Env, Task};
+
+use crate::engine::full::clock::SimClock;
 use cairn::gossip::Config as GossipConfig;
 use cairn::server::Server;
 use cairn::state::Store;
@@ -158,10 +160,11 @@ impl HostCtx {
             .map_err(|e| format!("{}: {e}", self.name))?;
         let recorder = self.recorder.clone();
         let me = self.name.clone();
+        let clock_env = env.clone();
         let _recording = env.spawn(async move {
             while let Some(ev) = events.recv().await {
                 recorder.record(TraceEvent {
-                    t_us: ev.at.as_duration().as_micros() as u64,
+                    t_us: clock_env.true_time(ev.at.as_duration()).as_micros() as u64,
                     node: me.clone(),
                     event: ev.kind.as_str().into(),
                     member: Some(ev.node.name.clone()),
@@ -313,7 +316,7 @@ impl HostCtx {
                         ctx.names.get(&id).map_or("unknown", String::as_str)
                     });
                     recorder.record(TraceEvent {
-                        t_us: env2.now().as_duration().as_micros() as u64,
+                        t_us: env2.true_now().as_micros() as u64,
                         node: me.clone(),
                         event: RAFT_EVENT.into(),
                         member: None,

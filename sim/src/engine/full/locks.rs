@@ -17,8 +17,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::full::clock::SimClock;
 use cairn::agent::Servers;
-use cairn::env::Env;
 use cairn::server::{Answer, ClientReply, ClientRequest, SERF_CHECK};
 use cairn::state::{Behavior, Command, KvOp, Session};
 use rand::{Rng, SeedableRng};
@@ -86,7 +86,7 @@ enum Outcome {
 }
 
 /// One lock client.
-pub(super) struct LockClient<E: Env> {
+pub(super) struct LockClient<E: SimClock> {
     pub(super) env: E,
     pub(super) id: u32,
     pub(super) node: String,
@@ -97,16 +97,16 @@ pub(super) struct LockClient<E: Env> {
     pub(super) until: Duration,
 }
 
-impl<E: Env> LockClient<E> {
+impl<E: SimClock> LockClient<E> {
     pub(super) async fn run(self) {
         let mut rng = ChaCha8Rng::seed_from_u64(self.env.seed(&format!("lock-client-{}", self.id)));
-        while self.now() < self.until {
+        while self.env.true_now() < self.until {
             let Some(mut lease) = self.create(&mut rng).await else {
                 self.env.sleep(RETRY).await;
                 continue;
             };
             // Contend with this session until it is gone or in doubt.
-            while self.now() < self.until {
+            while self.env.true_now() < self.until {
                 if !self.keep(&mut lease).await {
                     break;
                 }
@@ -135,6 +135,10 @@ impl<E: Env> LockClient<E> {
     /// Holds the lock on `key` just won: records the hold, renews the
     /// session while holding, and releases the lock after a while. False
     /// when the session was lost meanwhile, or given up.
+    ///
+    /// The client times its lease by its node's clock, as a real one
+    /// does; the hold is recorded in true time: from now until the true
+    /// time at which that clock will read the lease's end.
     async fn hold(&self, rng: &mut ChaCha8Rng, lease: &mut Lease, key: &str) -> bool {
         let won = self.now();
         let at = self.holds.push(Hold {
@@ -142,14 +146,13 @@ impl<E: Env> LockClient<E> {
             node: self.node.clone(),
             key: format!("{}/{key}", self.dc),
             session: lease.id.clone(),
-            from_us: micros(won),
-            until_us: micros(lease.end()),
+            from_us: micros(self.env.true_now()),
+            until_us: self.true_us(lease.end()),
         });
-        let release =
-            (won + Duration::from_millis(rng.random_range(500..=HOLD_MAX_MS))).min(self.until);
+        let release = won + Duration::from_millis(rng.random_range(500..=HOLD_MAX_MS));
         loop {
             let now = self.now();
-            if now >= release {
+            if now >= release || self.env.true_now() >= self.until {
                 break;
             }
             let renew_at = lease.confirmed + SESSION_TTL / 2;
@@ -159,17 +162,19 @@ impl<E: Env> LockClient<E> {
             }
             if !self.keep(lease).await {
                 // Gone, or in doubt past its lease: the lock is lost.
-                self.holds
-                    .update(at, |h| h.until_us = micros(lease.end().min(self.now())));
+                self.holds.update(at, |h| {
+                    h.until_us = self.true_us(lease.end().min(self.now()))
+                });
                 return false;
             }
-            self.holds.update(at, |h| h.until_us = micros(lease.end()));
+            self.holds
+                .update(at, |h| h.until_us = self.true_us(lease.end()));
         }
         // From the call on, the client no longer counts on the lock,
         // whether or not the release gets through.
         let now = self.now();
         self.holds
-            .update(at, |h| h.until_us = micros(now.min(lease.end())));
+            .update(at, |h| h.until_us = self.true_us(now.min(lease.end())));
         let reply = self
             .call(kv_write(
                 KvOp::Unlock {
@@ -280,8 +285,14 @@ impl<E: Env> LockClient<E> {
         call_within(&self.env, &self.servers, req, CALL_TIMEOUT).await
     }
 
+    /// The node's clock, by which the client decides.
     fn now(&self) -> Duration {
         self.env.now().as_duration()
+    }
+
+    /// When (true time, µs) the node's clock reads `reading`.
+    fn true_us(&self, reading: Duration) -> u64 {
+        micros(self.env.true_time(reading))
     }
 }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn::connect::intention::{self, Action as Decision, Intention};
 use cairn::connect::proxy::{Proxy, ProxyConfig, UpstreamConfig};
-use cairn::env::{timeout, Env, Task, TcpListener};
+use cairn::env::{timeout, Task, TcpListener};
+
+use crate::engine::full::clock::SimClock;
 use cairn::http_client as client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -48,7 +50,7 @@ pub use crate::action::IntentionOrder;
 
 /// Rotates the CA's root through the agent at `http`, as an operator
 /// would: a new generated root, cross-signed by the old one.
-pub async fn rotate_ca<E: Env>(env: &E, http: SocketAddr) -> Result<(), String> {
+pub async fn rotate_ca<E: SimClock>(env: &E, http: SocketAddr) -> Result<(), String> {
     let body = serde_json::json!({ "Provider": "consul", "Config": {} }).to_string();
     client::exchange(
         env,
@@ -78,7 +80,7 @@ impl IntentionOrder {
     }
 
     /// Sets it through the agent at `http`.
-    pub async fn send<E: Env>(&self, env: &E, http: SocketAddr) -> Result<(), String> {
+    pub async fn send<E: SimClock>(&self, env: &E, http: SocketAddr) -> Result<(), String> {
         let q: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("source", &self.source)
             .append_pair("destination", &self.destination)
@@ -98,10 +100,10 @@ impl IntentionOrder {
     }
 
     /// Records that it took effect at the servers.
-    pub fn record<E: Env>(&self, env: &E, recorder: &Recorder, node: &str) {
+    pub fn record<E: SimClock>(&self, env: &E, recorder: &Recorder, node: &str) {
         record_at(
             recorder,
-            env.now().as_duration(),
+            env.true_now(),
             node,
             INTENTION,
             &format!("{}->{}", self.source, self.destination),
@@ -146,7 +148,7 @@ pub fn registration_body(
 /// with an `upstream` the calls to it: what a `connect_service` event
 /// starts on a node once its agent (at `http`, on the node's address)
 /// took the registration.
-pub fn start<E: Env>(
+pub fn start<E: SimClock>(
     env: &E,
     node: &str,
     http: SocketAddr,
@@ -181,7 +183,7 @@ pub fn start<E: Env>(
                     loop {
                         let serial = proxy.leaf_serial();
                         if serial != shown {
-                            let at = e.now().as_duration();
+                            let at = e.true_now();
                             record_at(&rec, at, &me, LEAF, &cfg.service, serial.clone());
                             shown = serial;
                         }
@@ -208,7 +210,7 @@ pub fn start<E: Env>(
             loop {
                 e.sleep(ATTEMPT_EVERY).await;
                 n += 1;
-                let started = e.now().as_duration();
+                let started = e.true_now();
                 let ok = matches!(timeout(&e, CALL_TIMEOUT, call(&e, at, n)).await, Ok(true));
                 let detail = if ok { "ok" } else { "refused" };
                 record_at(
@@ -226,7 +228,7 @@ pub fn start<E: Env>(
 }
 
 /// One call: a message out, the same message back.
-async fn call<E: Env>(env: &E, at: SocketAddr, n: u64) -> bool {
+async fn call<E: SimClock>(env: &E, at: SocketAddr, n: u64) -> bool {
     let Ok(mut s) = env.connect_tcp(at).await else {
         return false;
     };
@@ -239,7 +241,7 @@ async fn call<E: Env>(env: &E, at: SocketAddr, n: u64) -> bool {
 }
 
 /// An echo server: what the application is.
-async fn echo<E: Env>(env: E, addr: SocketAddr) {
+async fn echo<E: SimClock>(env: E, addr: SocketAddr) {
     let Ok(l) = env.bind_tcp(addr).await else {
         tracing::warn!(%addr, "application cannot listen");
         return;

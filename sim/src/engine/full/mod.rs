@@ -34,6 +34,7 @@ use tokio::sync::watch;
 
 pub mod acl;
 pub mod clients;
+pub mod clock;
 pub mod env;
 pub mod federation;
 pub(crate) mod host;
@@ -129,6 +130,8 @@ struct Slot {
     /// Whether the product's fault points fire on this machine, in this
     /// boot and the next ones (see `cairn::buggify`).
     buggified: bool,
+    /// The machine's clock, which outlives its boots.
+    clock: Arc<clock::HostClock>,
 }
 
 /// The run in progress: the nodes, their network, and what the scenario
@@ -241,6 +244,10 @@ impl<'a> World<'a> {
         let history = History::default();
         let followed = services::followed(actions);
         let acl_probed = acl::probed(actions);
+        // Sleeps watch for clock changes only in a run that has some.
+        let clocks_vary = actions
+            .iter()
+            .any(|a| matches!(a.action, Action::Drift(..) | Action::ClockJump(..)));
         // With ACLs across datacenters, the first is the primary.
         let primary = (spec.acl_default_allow.is_some() && spec.topology.datacenters.len() > 1)
             .then(|| spec.topology.datacenters[0].name.clone());
@@ -298,7 +305,11 @@ impl<'a> World<'a> {
                 boots: 0,
                 group: None,
                 buggified: false,
+                clock: Arc::new(clock::HostClock::default()),
             });
+            if clocks_vary {
+                slots[index].clock.may_vary();
+            }
         }
         World {
             spec,
@@ -491,6 +502,7 @@ impl<'a> World<'a> {
             self.hosts.clone(),
             self.net.clone(),
             group.clone(),
+            slot.clock.clone(),
         );
         slot.boots += 1;
         slot.ctx.control.send_replace(Control::Run);
@@ -790,6 +802,18 @@ impl<'a> World<'a> {
                         self.status[i] = NodeStatus::Left;
                         self.unpost(i);
                     }
+                }
+            }
+            Action::Drift(set, rate) => {
+                let now = self.net.now().as_duration();
+                for x in set {
+                    self.slots[self.index(x)].clock.set_rate(now, *rate);
+                }
+            }
+            Action::ClockJump(set, by) => {
+                let now = self.net.now().as_duration();
+                for x in set {
+                    self.slots[self.index(x)].clock.jump(now, *by);
                 }
             }
             Action::Skew(set, ms) => {

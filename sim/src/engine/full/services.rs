@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn::env::{Env, Task};
+use cairn::env::Task;
+
+use crate::engine::full::clock::SimClock;
 use cairn::http_client as client;
 use tokio::sync::watch;
 
@@ -74,7 +76,7 @@ pub const REGISTERED: &str = "service_registered";
 pub const CATALOG: &str = "catalog_service";
 
 /// Records `event` about `service`, seen by `node`, now.
-fn record<E: Env>(
+fn record<E: SimClock>(
     env: &E,
     recorder: &Recorder,
     node: &str,
@@ -82,14 +84,7 @@ fn record<E: Env>(
     service: &str,
     detail: Option<String>,
 ) {
-    record_at(
-        recorder,
-        env.now().as_duration(),
-        node,
-        event,
-        service,
-        detail,
-    );
+    record_at(recorder, env.true_now(), node, event, service, detail);
 }
 
 /// Pause between tries of a registration the agent did not accept.
@@ -99,7 +94,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// `orders` holds, now and whenever it grows; an order the agent does not
 /// accept is tried again. A restarted node registers everything again, as
 /// its operator's config would (and restarts its Connect applications).
-pub fn register<E: Env>(
+pub fn register<E: SimClock>(
     env: E,
     node: String,
     http: SocketAddr,
@@ -177,7 +172,7 @@ pub fn register<E: Env>(
 
 /// Follows `service` in the catalog of the server at `http` and records
 /// every change in the nodes that provide it.
-pub fn follow<E: Env>(
+pub fn follow<E: SimClock>(
     env: E,
     node: String,
     http: SocketAddr,
@@ -240,7 +235,7 @@ const DNS_POLL: Duration = Duration::from_millis(250);
 /// Asks the DNS interface at `dns` (the node's own agent, over TCP so that
 /// every instance fits) `_<service>._tcp.service.consul SRV` every
 /// [`DNS_POLL`] and records every change in the nodes it names.
-pub fn resolve<E: Env>(
+pub fn resolve<E: SimClock>(
     env: E,
     node: String,
     dns: SocketAddr,
@@ -273,7 +268,12 @@ pub fn resolve<E: Env>(
 
 /// One SRV question over TCP: the node names of the targets (sorted), or
 /// `None` when there was no usable answer. NXDOMAIN is an empty list.
-async fn srv_nodes<E: Env>(env: &E, dns: SocketAddr, id: u16, name: &str) -> Option<Vec<String>> {
+async fn srv_nodes<E: SimClock>(
+    env: &E,
+    dns: SocketAddr,
+    id: u16,
+    name: &str,
+) -> Option<Vec<String>> {
     use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
     use hickory_proto::rr::{Name, RData, RecordType};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::agent::Servers;
-use cairn::env::Env;
+
+use crate::engine::full::clock::SimClock;
 use cairn::server::{Answer, ClientReply, ClientRequest, Consistency, Query, Read};
 use cairn::state::{Command, TxnOp, TxnVerb};
 use rand::{Rng, SeedableRng};
@@ -41,7 +42,7 @@ const PER_CLIENT: u64 = 1_000_000;
 pub type Txns = Records<Txn>;
 
 /// One transaction client.
-pub(super) struct TxnClient<E: Env> {
+pub(super) struct TxnClient<E: SimClock> {
     pub(super) env: E,
     pub(super) id: u32,
     pub(super) dc: String,
@@ -53,7 +54,7 @@ pub(super) struct TxnClient<E: Env> {
     pub(super) interval: Duration,
 }
 
-impl<E: Env> TxnClient<E> {
+impl<E: SimClock> TxnClient<E> {
     pub(super) async fn run(self) {
         let mut rng = ChaCha8Rng::seed_from_u64(self.env.seed(&format!("txn-client-{}", self.id)));
         let mut n = u64::from(self.id) * PER_CLIENT;
@@ -170,7 +171,7 @@ impl<E: Env> TxnClient<E> {
     }
 
     fn now(&self) -> Duration {
-        self.env.now().as_duration()
+        self.env.true_now()
     }
 
     fn micros(&self) -> u64 {

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn::agent::Servers;
-use cairn::env::{Env, Task};
+use cairn::env::Task;
+
+use crate::engine::full::clock::SimClock;
 use cairn::server::{Answer, ClientReply, ClientRequest, Consistency, Query, Read};
 use cairn::state::KvOp;
 use rand::{Rng, SeedableRng};
@@ -175,7 +177,7 @@ impl History {
 /// Runs the orders `orders` brings on this node (of datacenter `dc`)
 /// until the node stops. History keys are `<dc>/<key>`: each datacenter
 /// keeps its own KV store.
-pub fn drive<E: Env>(
+pub fn drive<E: SimClock>(
     env: E,
     node: String,
     dc: String,
@@ -190,7 +192,7 @@ pub fn drive<E: Env>(
             // A new order replaces the last one's clients.
             clients.clear();
             if let Some(order) = order {
-                if env.now().as_duration() < order.until {
+                if env.true_now() < order.until {
                     for _ in 0..order.load.clients {
                         let c = Client {
                             env: env.clone(),
@@ -240,7 +242,7 @@ pub fn drive<E: Env>(
 /// outcome as unknown and goes on.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Client<E: Env> {
+struct Client<E: SimClock> {
     env: E,
     id: u32,
     node: String,
@@ -250,14 +252,14 @@ struct Client<E: Env> {
     order: Order,
 }
 
-impl<E: Env> Client<E> {
+impl<E: SimClock> Client<E> {
     async fn run(self) {
         let load = self.order.load;
         let mut rng = ChaCha8Rng::seed_from_u64(self.env.seed(&format!("kv-client-{}", self.id)));
         // What this client last read of each key: (value, ModifyIndex).
         let mut seen: HashMap<String, Option<(Vec<u8>, u64)>> = HashMap::new();
         let mut n = 0u64;
-        while self.env.now().as_duration() < self.order.until {
+        while self.env.true_now() < self.order.until {
             let key = format!("load/k{}", rng.random_range(0..load.keys.max(1)));
             n += 1;
             let value = format!("{}/{}/{n}", self.node, self.id).into_bytes();
@@ -321,6 +323,6 @@ impl<E: Env> Client<E> {
     }
 
     fn now_us(&self) -> u64 {
-        self.env.now().as_duration().as_micros() as u64
+        self.env.true_now().as_micros() as u64
     }
 }
