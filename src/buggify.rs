@@ -97,12 +97,10 @@ mod draws {
     /// The next draw, if seeded.
     pub(super) fn next() -> Option<u64> {
         STATE.with(|s| {
-            let x = s.get()?.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut x = s.get()?;
+            let draw = crate::splitmix::next(&mut x);
             s.set(Some(x));
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            Some(z ^ (z >> 31))
+            Some(draw)
         })
     }
 }
@@ -137,8 +135,7 @@ pub fn fires(point: Point) -> bool {
     if !crate::env::TaskGroup::current().is_some_and(|g| g.is_buggified()) {
         return false;
     }
-    let fire =
-        draws::next().is_some_and(|d| ((d >> 11) as f64 / (1u64 << 53) as f64) < point.rate());
+    let fire = draws::next().is_some_and(|d| crate::splitmix::unit(d) < point.rate());
     if fire {
         draws::count(point);
     }

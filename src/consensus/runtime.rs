@@ -32,15 +32,10 @@ pub struct SeededRng;
 impl rand08::RngCore for SeededRng {
     fn next_u64(&mut self) -> u64 {
         STATE.with(|s| {
-            let x = s
-                .get()
-                .unwrap_or(0x853c_49e6_748f_ea9b)
-                .wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut x = s.get().unwrap_or(0x853c_49e6_748f_ea9b);
+            let draw = crate::splitmix::next(&mut x);
             s.set(Some(x));
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
+            draw
         })
     }
 
