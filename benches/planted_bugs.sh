@@ -3,10 +3,12 @@
 # builds cairn-sim with it compiled in (RUSTFLAGS --cfg cairn_planted=BUG,
 # in target/planted, so the ordinary build is untouched), then runs the
 # chaos sweep (scenarios/chaos-raft.toml: a random fault timeline per
-# seed) seed after seed until a check fails, and prints the seed and the
+# seed; recovery_off sweeps scenarios/bit-rot.toml, the fault it needs)
+# seed after seed until a check fails, and prints the seed and the
 # checks that caught it. A seed whose failure the build without the bug
 # shares catches nothing, and the search goes on. Fails if a bug survives
-# SEEDS seeds. PLANTED_SCENARIO=FILE sweeps another scenario instead.
+# SEEDS seeds. PLANTED_SCENARIO=FILE sweeps another scenario instead of
+# chaos-raft.
 #
 # The bugs:
 #   fsync_skipped       durable commits without fsync
@@ -18,6 +20,9 @@
 #                       lock delay read as seconds, not milliseconds
 #   txn_not_atomic      a failed transaction keeps the writes of its
 #                       operations that succeeded
+#   recovery_off        a server whose disk rotted drops the damaged log
+#                       tail and goes on as if nothing was lost: it votes,
+#                       stands, and leads again from its stored vote
 #
 #   benches/planted_bugs.sh [SEEDS=200] [BUG...]
 set -euo pipefail
@@ -25,14 +30,22 @@ cd "$(dirname "$0")/.."
 seeds=${1:-200}
 shift || true
 bugs=("$@")
-[ ${#bugs[@]} -gt 0 ] || bugs=(fsync_skipped vote_not_persisted no_lease stale_default_read lock_delay_short txn_not_atomic)
+all="fsync_skipped vote_not_persisted no_lease stale_default_read lock_delay_short txn_not_atomic recovery_off"
+# shellcheck disable=SC2206
+[ ${#bugs[@]} -gt 0 ] || bugs=($all)
 work=target/planted
 mkdir -p "$work"
-scenario=${PLANTED_SCENARIO:-scenarios/chaos-raft.toml}
+# scenario_for BUG: the scenario whose seeds are swept for it.
+scenario_for() {
+  case $1 in
+    recovery_off) echo scenarios/bit-rot.toml ;;
+    *) echo "${PLANTED_SCENARIO:-scenarios/chaos-raft.toml}" ;;
+  esac
+}
 for bug in "${bugs[@]}"; do
-  case $bug in
-    fsync_skipped | vote_not_persisted | no_lease | stale_default_read | lock_delay_short | txn_not_atomic) ;;
-    *) echo "unknown bug $bug (bugs: fsync_skipped vote_not_persisted no_lease stale_default_read lock_delay_short txn_not_atomic)" >&2; exit 2 ;;
+  case " $all " in
+    *" $bug "*) ;;
+    *) echo "unknown bug $bug (bugs: $all)" >&2; exit 2 ;;
   esac
 done
 
@@ -51,6 +64,7 @@ for bug in "${bugs[@]}"; do
   RUSTFLAGS="--cfg tokio_unstable --cfg cairn_planted=\"$bug\"" CARGO_TARGET_DIR="$work/$bug" \
     cargo build --release --quiet -p cairn-sim
   sim=$work/$bug/release/cairn-sim
+  scenario=$(scenario_for "$bug")
   found=""
   for seed in $(seq 1 "$seeds"); do
     if ! out=$("$sim" run "$scenario" --seed "$seed" --quiet --no-shrink --out "$work/out/$bug" 2>&1); then

@@ -46,6 +46,10 @@ pub enum Action<T = Vec<String>> {
     CrashInFsync(T),
     /// Start these crashed or departed nodes again, as fresh processes.
     Restart(T),
+    /// Rot one bit of one Raft record on each of these servers' disks
+    /// while their machines are down (running nodes are left alone): the
+    /// damage a checksum must catch when the server next starts.
+    Corrupt(T),
     /// Reset every TCP connection of these nodes, as a middlebox that lost
     /// its state or an RST does: what was in flight is lost, and both ends
     /// hear it. The nodes keep running.
@@ -113,6 +117,7 @@ impl<T> Action<T> {
             Action::Crash(a) => Action::Crash(f(a)),
             Action::CrashInFsync(a) => Action::CrashInFsync(f(a)),
             Action::Restart(a) => Action::Restart(f(a)),
+            Action::Corrupt(a) => Action::Corrupt(f(a)),
             Action::TcpReset(a) => Action::TcpReset(f(a)),
             Action::Buggify(a, on) => Action::Buggify(f(a), *on),
             Action::Join(a) => Action::Join(f(a)),
@@ -145,6 +150,7 @@ impl<T> Action<T> {
             Action::Crash(_) => "crash",
             Action::CrashInFsync(_) => "crash_in_fsync",
             Action::Restart(_) => "restart",
+            Action::Corrupt(_) => "corrupt",
             Action::TcpReset(_) => "tcp_reset",
             Action::Buggify(_, true) => "buggify",
             Action::Buggify(_, false) => "buggify_off",
@@ -179,6 +185,7 @@ impl Action {
             | Action::Crash(a)
             | Action::CrashInFsync(a)
             | Action::Restart(a)
+            | Action::Corrupt(a)
             | Action::TcpReset(a)
             | Action::Buggify(a, _)
             | Action::Join(a)
@@ -226,6 +233,7 @@ impl Action {
             }
             Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
             Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
+            Action::Corrupt(set) => Action::Corrupt(keep(set, |s| s != NodeStatus::Running)),
             Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
             Action::Pause(set, d) => Action::Pause(keep(set, |s| s == NodeStatus::Running), *d),
             Action::Resume(set) => Action::Resume(keep(set, |s| s == NodeStatus::Running)),
@@ -265,6 +273,7 @@ impl Action {
             | Action::Crash(n)
             | Action::CrashInFsync(n)
             | Action::Restart(n)
+            | Action::Corrupt(n)
             | Action::TcpReset(n)
             | Action::Buggify(n, _)
             | Action::Join(n)

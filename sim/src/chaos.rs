@@ -60,11 +60,14 @@ pub enum FaultKind {
     Drift,
     /// The node's monotonic clock leaps ahead.
     ClockJump,
+    /// The node crashes, one bit of one Raft record on its disk rots while
+    /// it is down, and it restarts to find the damage.
+    Corrupt,
 }
 
 impl FaultKind {
     /// Every kind, plainest first (shrinking moves towards the front).
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Crash,
         FaultKind::Isolate,
         FaultKind::Pause,
@@ -79,6 +82,7 @@ impl FaultKind {
         FaultKind::Drift,
         FaultKind::Buggify,
         FaultKind::CrashInFsync,
+        FaultKind::Corrupt,
     ];
 
     /// The name in `[chaos] kinds`.
@@ -98,6 +102,7 @@ impl FaultKind {
             FaultKind::Buggify => "buggify",
             FaultKind::Drift => "drift",
             FaultKind::ClockJump => "clock_jump",
+            FaultKind::Corrupt => "corrupt",
         }
     }
 
@@ -288,6 +293,22 @@ pub fn fault_actions(space: &Space, from: Duration, i: usize, f: &Fault) -> Vec<
     let (begin, finish) = match f.kind {
         FaultKind::Crash => (Action::Crash(hit), Some(Action::Restart(same))),
         FaultKind::CrashInFsync => (Action::CrashInFsync(hit), Some(Action::Restart(same))),
+        FaultKind::Corrupt => {
+            // The rot comes with the crash, at the same instant.
+            let crash = TimedAction {
+                at: start,
+                action: Action::Crash(hit),
+            };
+            let rot = TimedAction {
+                at: start,
+                action: Action::Corrupt(same.clone()),
+            };
+            let restart = TimedAction {
+                at: end,
+                action: Action::Restart(same),
+            };
+            return vec![crash, rot, restart];
+        }
         FaultKind::Isolate => (Action::Isolate(hit), Some(Action::HealBetween(same, all))),
         FaultKind::Partition => {
             let (a, b) = sides(space, f);
@@ -486,7 +507,10 @@ mod tests {
             let single = |a: &Action| {
                 matches!(
                     a,
-                    Action::Pause(..) | Action::TcpReset(_) | Action::ClockJump(..)
+                    Action::Pause(..)
+                        | Action::TcpReset(_)
+                        | Action::ClockJump(..)
+                        | Action::Corrupt(_)
                 )
             };
             let ends = t.iter().filter(|a| !single(&a.action)).count();

@@ -129,6 +129,7 @@ pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], 
         | Action::Resume(_)
         // The crash itself joins the timeline when it strikes.
         | Action::CrashInFsync(_)
+        | Action::Corrupt(_)
         | Action::TcpReset(_)
         | Action::Buggify(..)
         | Action::KvLoad(..)

@@ -47,6 +47,7 @@ fn every_shipped_scenario_parses_and_has_a_test() {
         names,
         [
             "acl-replication",
+            "bit-rot",
             "chaos-raft",
             "clock-skew",
             "connect",
@@ -290,6 +291,39 @@ fn power_loss() {
             .filter(|e| e.node == "sim" && e.event == "crash")
             .count();
         assert_eq!(struck, 3, "seed {seed}: every server crashed in an fsync");
+    }
+}
+
+/// A leader's disk rots while it is down (one bit of one Raft record,
+/// drawn from the seed): its store notices by checksum, and either mends
+/// the record from its twin or drops the damaged log tail and recovers,
+/// neither standing nor leading again from its stored vote, and voting
+/// only for a candidate whose log reaches past what it lost, until it has
+/// caught up. Over several seeds, with a follower that fell
+/// behind ready to elect it, nothing acknowledged is lost and the history
+/// stays linearizable. (Without the recovery, planted_bugs.sh's
+/// `recovery_off`, 9 of seeds 1 to 12 fail: the old leader leads its term
+/// again from its cut log, handing out the lost entries' indexes a second
+/// time, and openraft's own assertions or the linearizability check trip.)
+#[test]
+fn bit_rot() {
+    let r = passes_and_replays("bit-rot");
+    let rots: Vec<_> = r
+        .output
+        .trace
+        .events
+        .iter()
+        .filter(|e| e.event == "rot")
+        .collect();
+    assert_eq!(rots.len(), 1, "{rots:?}");
+    let detail = rots[0].detail.as_deref().unwrap_or_default();
+    assert!(detail.contains(" of log/"), "{detail}");
+    let s = Scenario::load(&scenarios_dir().join("bit-rot.toml")).unwrap();
+    for seed in [2, 3] {
+        let r = s.run(seed).unwrap();
+        for c in &r.checks {
+            assert!(c.passed, "seed {seed}: {}: {}", c.check, c.detail);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! file in the server's data directory ([`storage`]).
 
 pub mod network;
+pub mod records;
 pub mod runtime;
 pub mod storage;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::{Command, StateError};
 
 pub use network::{Acks, Network, RaftReply, RaftRequest};
+pub use records::{Recovering, Rot};
 pub use storage::{
     open, open_in_memory, open_on, CrashLoss, Location, LogStore, MemoryDisk, StateMachine,
     StorageOpenError,

@@ -23,18 +23,16 @@ use openraft::{
     RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
     Vote,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
+use super::records::{
+    self, open_json, seal, seal_json, unseal, Meta, Recovering, LOG, META, SNAPSHOT,
+};
 use super::{Response, TypeConfig};
 use crate::state::{Applied, Command, Store};
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
-
 type NodeId = u64;
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
-type Meta = SnapshotMeta<NodeId, BasicNode>;
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +52,15 @@ pub enum StorageOpenError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
+        reason: String,
+    },
+    /// Records the server cannot run safely without were damaged beyond
+    /// repair; `reason` says what was lost and what to do.
+    #[error("{path}: damaged beyond safe repair: {reason}")]
+    Unrecoverable {
+        /// The file.
+        path: PathBuf,
+        /// What was lost, and what to do.
         reason: String,
     },
 }
@@ -245,7 +252,8 @@ impl MemoryDisk {
         self.lock().crash(tear)
     }
 
-    /// The machine will crash in the middle of the next fsync: the sync
+    /// The machine will crash in the middle of the next fsync that has
+    /// writes to lose: the sync
     /// fails, [`crash`](Self::crash) happens with the last write torn
     /// `draw % (its length + 1)` bytes in, and then `then` is told what
     /// was lost. A power cut during a commit. Any crash before it, or
@@ -278,11 +286,12 @@ impl DiskState {
         };
         let mut tear = Some(tear);
         for u in unsynced.iter().rev() {
-            // Only the last write can be torn: the ones before it had
-            // finished when it started.
-            let keep = match tear.take() {
-                Some(t) if u.wrote > 0 => t(u.wrote).min(u.wrote),
-                _ => 0,
+            // Only the last write can be torn (a resize after it, being
+            // the file's metadata, does not finish it): the ones before it
+            // had finished when it started.
+            let keep = match u.wrote {
+                0 => 0,
+                n => tear.take().map_or(0, |t| t(n).min(n)),
             };
             if keep > 0 {
                 loss.torn = Some((keep, u.wrote));
@@ -295,6 +304,25 @@ impl DiskState {
 }
 
 impl MemoryDisk {
+    /// Bit rot while the machine is down: flips one bit of one stored
+    /// Raft record, both drawn from `draw` (see [`records::rot`]), for the
+    /// server to meet when it next opens the disk. `Ok(None)` when the
+    /// disk holds no records yet; an error while a server runs on it.
+    pub fn rot(&self, draw: u64) -> Result<Option<records::Rot>, String> {
+        let backend = self
+            .mount()
+            .ok_or("the disk is in use by a running server")?;
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| e.to_string())?;
+        let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| e.to_string())?;
+        let rot = records::rot(&txn, draw).map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())?;
+        Ok(rot)
+    }
+
     /// The backend for one server's database, unless another holds it.
     fn mount(&self) -> Option<Mounted> {
         let mut st = self.lock();
@@ -395,7 +423,10 @@ impl redb::StorageBackend for Mounted {
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
         let mut st = self.state()?;
-        if let Some((draw, then)) = st.crash_at_sync.take() {
+        // A sync of nothing but a resize (redb syncs as it grows the
+        // file) passes: the power cut waits for one with writes to lose.
+        let writes = st.unsynced.iter().any(|u| u.wrote > 0);
+        if let Some((draw, then)) = st.crash_at_sync.take_if(|_| writes) {
             let loss = st.crash(|len| (draw % (len as u64 + 1)) as usize);
             drop(st);
             then(loss);
@@ -436,29 +467,40 @@ fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), Storag
         path: path.to_owned(),
         reason,
     };
-    // Every table exists from the start, so readers never meet a missing one.
-    let txn = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
+    // Every table exists from the start, so readers never meet a missing
+    // one; and every record is checked now, so damage shows at start (and
+    // is mended, or stops the server) rather than mid-run.
+    let mut txn = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
+    txn.set_durability(DURABLE)
+        .map_err(|e| corrupt(e.to_string()))?;
     for def in [META, SNAPSHOT] {
         txn.open_table(def).map_err(|e| corrupt(e.to_string()))?;
     }
     txn.open_table(LOG).map_err(|e| corrupt(e.to_string()))?;
+    let recovering = records::check_and_repair(&txn)
+        .map_err(|e| corrupt(e.to_string()))?
+        .map_err(|e| StorageOpenError::Unrecoverable {
+            path: path.to_owned(),
+            reason: e.0,
+        })?;
     txn.commit().map_err(|e| corrupt(e.to_string()))?;
+    if let Some(r) = &recovering {
+        tracing::warn!(lost = %r.lost, term = r.term, "Raft storage lost acknowledged state to damage: this server will not vote or stand for leader until it holds an entry from a leader of a later term");
+    }
     let db = Arc::new(db);
     let log = LogStore {
         db: db.clone(),
         flusher: Arc::default(),
+        recovery: Arc::new(tokio::sync::watch::Sender::new(recovering)),
         #[cfg(cairn_planted = "vote_not_persisted")]
         vote_in_memory: Arc::default(),
     };
-    // Read everything once now, so damage shows at start, not mid-run.
+    // The log was read whole by the check; these are read as their types.
     let mut probe = log.clone();
     let check = |r: StorageResult<()>| r.map_err(|e| corrupt(e.to_string()));
-    check(probe.meta::<Vote<NodeId>>("vote").map(drop))?;
+    check(probe.doubled::<Vote<NodeId>>("vote").map(drop))?;
     check(probe.meta::<Option<LogId<NodeId>>>("committed").map(drop))?;
-    check(probe.meta::<LogId<NodeId>>("last_purged").map(drop))?;
-    probe
-        .entries((Bound::Unbounded, Bound::Unbounded))
-        .map_err(|e| corrupt(e.to_string()))?;
+    check(probe.doubled::<LogId<NodeId>>("last_purged").map(drop))?;
     let mut sm = StateMachine {
         db,
         store: Arc::default(),
@@ -486,6 +528,8 @@ pub struct LogStore {
     db: Arc<Database>,
     /// Appends waiting for the next fsync; started with the first append.
     flusher: Arc<std::sync::OnceLock<Flusher>>,
+    /// Whether the server is recovering from damage, and from what.
+    recovery: Arc<tokio::sync::watch::Sender<Option<Recovering>>>,
     /// The planted bug's vote, which never reaches the disk.
     #[cfg(cairn_planted = "vote_not_persisted")]
     vote_in_memory: Arc<std::sync::Mutex<Option<Vote<NodeId>>>>,
@@ -499,11 +543,16 @@ pub struct LogStore {
 /// all earlier commits durable with it) and only then reports them
 /// flushed: a leader counts its own copy, and a follower acknowledges,
 /// only once the entries are on disk.
-type Flusher = tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>;
+type Flusher = tokio::sync::mpsc::UnboundedSender<Flush>;
+
+/// An append waiting for its fsync: openraft's callback, and its last
+/// entry's ID.
+type Flush = (LogFlushed<TypeConfig>, Option<LogId<NodeId>>);
 
 async fn flush_appends(
     db: Arc<Database>,
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+    recovery: Arc<tokio::sync::watch::Sender<Option<Recovering>>>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Flush>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut waiting = vec![first];
@@ -515,8 +564,9 @@ async fn flush_appends(
         while let Ok(more) = queue.try_recv() {
             waiting.push(more);
         }
-        let result = durable_commit(&db);
-        for w in waiting {
+        let last = waiting.iter().filter_map(|w| w.1).max();
+        let result = durable_commit(&db).and_then(|()| caught_up(&db, &recovery, last));
+        for (w, _) in waiting {
             w.log_io_completed(
                 result
                     .as_ref()
@@ -525,6 +575,29 @@ async fn flush_appends(
             );
         }
     }
+}
+
+/// Ends a recovery once the log durably holds `last`, if that catches it
+/// up (see [`Recovering::caught_up_by`]).
+fn caught_up(
+    db: &Database,
+    recovery: &tokio::sync::watch::Sender<Option<Recovering>>,
+    last: Option<LogId<NodeId>>,
+) -> StorageResult<()> {
+    let Some(r) = recovery
+        .borrow()
+        .clone()
+        .filter(|r| last.is_some_and(|l| r.caught_up_by(l)))
+    else {
+        return Ok(());
+    };
+    let mut txn = db.begin_write().map_err(write_err)?;
+    txn.set_durability(DURABLE).map_err(write_err)?;
+    records::clear_marker(&txn).map_err(|e| write_err(std::io::Error::other(e)))?;
+    txn.commit().map_err(write_err)?;
+    tracing::info!(lost = %r.lost, ?last, "Raft storage recovered: caught up from a leader");
+    recovery.send_replace(None);
+    Ok(())
 }
 
 /// A commit that changes nothing but makes every earlier one durable.
@@ -543,6 +616,13 @@ const DURABLE: redb::Durability = if cfg!(cairn_planted = "fsync_skipped") {
 };
 
 impl LogStore {
+    /// Whether this server is recovering from damage to its storage (see
+    /// [`records`]), and from what; it changes to `None` once the server
+    /// has caught up.
+    pub fn recovery(&self) -> tokio::sync::watch::Receiver<Option<Recovering>> {
+        self.recovery.subscribe()
+    }
+
     /// Where the planted bug keeps the vote instead of the disk.
     #[cfg(cairn_planted = "vote_not_persisted")]
     fn planted_vote(&self) -> Option<&std::sync::Mutex<Option<Vote<NodeId>>>> {
@@ -560,9 +640,18 @@ impl LogStore {
         let Some(v) = table.get(key).map_err(read_err)? else {
             return Ok(None);
         };
-        serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(read_err)
+        open_json(v.value()).map(Some).map_err(read_err)
+    }
+
+    /// A record kept twice: either copy that is whole.
+    fn doubled<T: serde::de::DeserializeOwned>(&mut self, key: &str) -> StorageResult<Option<T>> {
+        match self.meta(key) {
+            Ok(Some(v)) => Ok(Some(v)),
+            first => match self.meta(&format!("{key}.2")) {
+                Ok(Some(v)) => Ok(Some(v)),
+                second => first.and(second),
+            },
+        }
     }
 
     fn set_meta<T: serde::Serialize>(&mut self, key: &str, value: &T) -> StorageResult<()> {
@@ -575,13 +664,19 @@ impl LogStore {
         value: &T,
         durability: redb::Durability,
     ) -> StorageResult<()> {
-        let bytes = serde_json::to_vec(value).map_err(write_err)?;
+        let bytes = seal_json(value).map_err(write_err)?;
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(durability).map_err(write_err)?;
-        txn.open_table(META)
-            .map_err(write_err)?
-            .insert(key, bytes.as_slice())
-            .map_err(write_err)?;
+        {
+            let mut table = txn.open_table(META).map_err(write_err)?;
+            table.insert(key, bytes.as_slice()).map_err(write_err)?;
+            if records::DOUBLED.contains(&key) {
+                let copy = format!("{key}.2");
+                table
+                    .insert(copy.as_str(), bytes.as_slice())
+                    .map_err(write_err)?;
+            }
+        }
         txn.commit().map_err(write_err)
     }
 
@@ -594,7 +689,7 @@ impl LogStore {
         let mut out = Vec::new();
         for item in table.range(range).map_err(read_err)? {
             let (_, v) = item.map_err(read_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+            out.push(open_json(v.value()).map_err(read_err)?);
         }
         Ok(out)
     }
@@ -603,7 +698,7 @@ impl LogStore {
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(LOG).map_err(read_err)?;
         let last = table.last().map_err(read_err)?;
-        last.map(|(_, v)| serde_json::from_slice(v.value()).map_err(read_err))
+        last.map(|(_, v)| open_json(v.value()).map_err(read_err))
             .transpose()
     }
 
@@ -632,7 +727,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged: Option<LogId<NodeId>> = self.meta("last_purged")?;
+        let last_purged: Option<LogId<NodeId>> = self.doubled("last_purged")?;
         let last = self.last_entry()?.map(|e| e.log_id);
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -659,7 +754,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(memory) = self.planted_vote() {
             return Ok(*memory.lock().unwrap_or_else(|e| e.into_inner()));
         }
-        self.meta("vote")
+        self.doubled("vote")
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
@@ -678,6 +773,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut last = None;
         let result = (|| {
             let mut txn = self.db.begin_write().map_err(write_err)?;
             txn.set_durability(redb::Durability::None)
@@ -685,7 +781,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             {
                 let mut table = txn.open_table(LOG).map_err(write_err)?;
                 for e in entries {
-                    let bytes = serde_json::to_vec(&e).map_err(write_err)?;
+                    last = Some(e.log_id);
+                    let bytes = seal_json(&e).map_err(write_err)?;
                     table
                         .insert(e.log_id.index, bytes.as_slice())
                         .map_err(write_err)?;
@@ -699,13 +796,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let flusher = self.flusher.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            crate::env::spawn_inheriting(flush_appends(self.db.clone(), rx));
+            let recovery = self.recovery.clone();
+            crate::env::spawn_inheriting(flush_appends(self.db.clone(), recovery, rx));
             tx
         });
-        if let Err(unsent) = flusher.send(callback) {
+        if let Err(unsent) = flusher.send((callback, last)) {
             // The flusher is gone (its runtime is shutting down): sync here.
             let r = durable_commit(&self.db);
-            unsent.0.log_io_completed(
+            unsent.0 .0.log_io_completed(
                 r.as_ref()
                     .map(|_| ())
                     .map_err(|e| std::io::Error::other(e.to_string())),
@@ -720,13 +818,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        // The purge point and the deletion in one transaction.
-        let point = serde_json::to_vec(&log_id).map_err(write_err)?;
+        // The purge point (both copies) and the deletion in one transaction.
+        let point = seal_json(&log_id).map_err(write_err)?;
         let txn = self.db.begin_write().map_err(write_err)?;
-        txn.open_table(META)
-            .map_err(write_err)?
-            .insert("last_purged", point.as_slice())
-            .map_err(write_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(write_err)?;
+            for key in ["last_purged", "last_purged.2"] {
+                meta.insert(key, point.as_slice()).map_err(write_err)?;
+            }
+        }
         txn.open_table(LOG)
             .map_err(write_err)?
             .retain_in(..=log_id.index, |_, _| false)
@@ -760,8 +860,9 @@ impl StateMachine {
         ) else {
             return Ok(None);
         };
-        let meta = serde_json::from_slice(meta.value()).map_err(read_err)?;
-        Ok(Some((meta, data.value().to_vec())))
+        let meta = open_json(meta.value()).map_err(read_err)?;
+        let data = unseal(data.value()).map_err(read_err)?.to_vec();
+        Ok(Some((meta, data)))
     }
 
     /// Replaces the state with a snapshot's.
@@ -779,21 +880,23 @@ impl StateMachine {
 
 /// Saves `data` as the current snapshot, replacing the one before.
 fn write_snapshot(db: &Database, meta: &Meta, data: &[u8]) -> StorageResult<()> {
-    let bytes = serde_json::to_vec(meta).map_err(write_err)?;
+    let bytes = seal_json(meta).map_err(write_err)?;
     let txn = db.begin_write().map_err(write_err)?;
     {
         let mut table = txn.open_table(SNAPSHOT).map_err(write_err)?;
         // A build that started before a newer snapshot was installed must
         // not replace it: the log behind the newer one is purged.
         let current: Option<Meta> = match table.get("meta").map_err(write_err)? {
-            Some(v) => serde_json::from_slice(v.value()).ok(),
+            Some(v) => open_json(v.value()).ok(),
             None => None,
         };
         if current.is_some_and(|c| c.last_log_id > meta.last_log_id) {
             return Ok(());
         }
         table.insert("meta", bytes.as_slice()).map_err(write_err)?;
-        table.insert("data", data).map_err(write_err)?;
+        table
+            .insert("data", seal(data).as_slice())
+            .map_err(write_err)?;
     }
     txn.commit().map_err(write_err)
 }
@@ -998,6 +1101,14 @@ mod tests {
             rt.block_on(async {
                 let (mut log, sm) = open_on(&disk).unwrap();
                 log.save_vote(&Vote::new(7, 3)).await.unwrap();
+                // A commit point needs an entry there (one past the log is
+                // dropped as damage's leftover).
+                let txn = log.db.begin_write().unwrap();
+                txn.open_table(LOG)
+                    .unwrap()
+                    .insert(1, seal_json(&kv_entry(7, 1)).unwrap().as_slice())
+                    .unwrap();
+                txn.commit().unwrap();
                 log.save_committed(point(1)).await.unwrap();
                 durable_commit(&log.db).unwrap();
                 // Not durable: a crash takes it.
@@ -1052,7 +1163,7 @@ mod tests {
                 let txn = log.db.begin_write().unwrap();
                 {
                     let mut t = txn.open_table(LOG).unwrap();
-                    let bytes = serde_json::to_vec(&entry(i, &format!("k{i}"))).unwrap();
+                    let bytes = seal_json(&entry(i, &format!("k{i}"))).unwrap();
                     t.insert(i, bytes.as_slice()).unwrap();
                 }
                 txn.commit().unwrap();
@@ -1093,6 +1204,232 @@ mod tests {
             (kept.snapshot_id.as_str(), &data[..]),
             ("s500", &b"new"[..])
         );
+    }
+
+    /// Runs `f` on the disk's database, outside any server.
+    fn on_disk<T>(disk: &MemoryDisk, f: impl FnOnce(&redb::WriteTransaction) -> T) -> T {
+        let db = Database::builder()
+            .create_with_backend(disk.mount().unwrap())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        let out = f(&txn);
+        txn.commit().unwrap();
+        out
+    }
+
+    /// Flips the first payload bit of a stored record.
+    fn flip(disk: &MemoryDisk, table: &str, key: &str) {
+        let key = match table {
+            "log" => records::Key::Log(key.parse().unwrap()),
+            "meta" => records::Key::Meta(key.into()),
+            _ => records::Key::Snapshot(key.into()),
+        };
+        on_disk(disk, |txn| {
+            let mut bytes = key.read(txn).unwrap();
+            bytes[8] ^= 1;
+            key.write(txn, &bytes).unwrap();
+        });
+    }
+
+    fn kv_entry(term: u64, index: u64) -> Entry<TypeConfig> {
+        use crate::consensus::Request;
+        use crate::state::KvOp;
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Request {
+                at_ms: 0,
+                cmd: Command::Kv {
+                    op: KvOp::Set,
+                    key: format!("k{index}"),
+                    value: b"v".to_vec(),
+                    flags: 0,
+                },
+            }),
+        }
+    }
+
+    /// A store on `disk` with vote (3, 1), entries 1..=5 of term 3, and
+    /// entries 1..=3 committed.
+    fn five_entries(disk: &MemoryDisk) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut log, _sm) = open_on(disk).unwrap();
+            log.save_vote(&Vote::new(3, 1)).await.unwrap();
+            log.save_committed(Some(kv_entry(3, 3).log_id))
+                .await
+                .unwrap();
+            let txn = log.db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(LOG).unwrap();
+                for i in 1..=5 {
+                    t.insert(i, seal_json(&kv_entry(3, i)).unwrap().as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_damaged_copy_of_the_vote_is_mended_from_the_other() {
+        for key in ["vote", "vote.2"] {
+            let disk = MemoryDisk::new("s1");
+            five_entries(&disk);
+            flip(&disk, "meta", key);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (mut log, _sm) = open_on(&disk).unwrap();
+                assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+                assert!(log.recovery().borrow().is_none(), "nothing was lost");
+                // Both copies are whole again.
+                assert_eq!(
+                    log.meta::<Vote<NodeId>>(key).unwrap(),
+                    Some(Vote::new(3, 1))
+                );
+            });
+        }
+    }
+
+    #[test]
+    fn both_copies_of_the_vote_damaged_stop_the_server_with_what_to_do() {
+        let disk = MemoryDisk::new("s1");
+        five_entries(&disk);
+        flip(&disk, "meta", "vote");
+        flip(&disk, "meta", "vote.2");
+        let err = open_on(&disk).map(drop).unwrap_err().to_string();
+        assert!(
+            err.contains("vote") && err.contains("remove-peer") && err.contains("data directory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_entry_cuts_the_log_and_the_server_recovers_from_a_later_leader() {
+        let disk = MemoryDisk::new("s1");
+        five_entries(&disk);
+        flip(&disk, "log", "2");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut log, _sm) = open_on(&disk).unwrap();
+            let state = log.get_log_state().await.unwrap();
+            assert_eq!(state.last_log_id.map(|l| l.index), Some(1), "no holes");
+            // The commit hint pointed past the log that is left.
+            assert_eq!(log.read_committed().await.unwrap(), None);
+            let r = log.recovery().borrow().clone().expect("recovering");
+            assert_eq!(
+                (r.term, r.last),
+                (3, kv_entry(3, 5).log_id),
+                "the vote's term, the old log's end"
+            );
+            assert!(r.may_vote_for(Some(kv_entry(3, 5).log_id)));
+            assert!(!r.may_vote_for(Some(kv_entry(3, 4).log_id)));
+            assert!(!r.may_vote_for(None));
+            assert!(r.lost.contains("from index 2"), "{}", r.lost);
+            // Entries of its own term end it only once the log reaches as
+            // far as it did; of a later term, at once.
+            let id = |term, index| Some(kv_entry(term, index).log_id);
+            caught_up(&log.db, &log.recovery, id(3, 4)).unwrap();
+            assert!(log.recovery().borrow().is_some());
+            caught_up(&log.db, &log.recovery, id(2, 9)).unwrap();
+            assert!(log.recovery().borrow().is_some());
+        });
+        // The marker outlives a restart.
+        rt.block_on(async {
+            let (log, _sm) = open_on(&disk).unwrap();
+            assert!(log.recovery().borrow().is_some(), "recovery forgotten");
+            caught_up(&log.db, &log.recovery, Some(kv_entry(4, 2).log_id)).unwrap();
+            assert!(log.recovery().borrow().is_none());
+        });
+        let (log, _sm) = open_on(&disk).unwrap();
+        assert!(log.recovery().borrow().is_none());
+    }
+
+    #[test]
+    fn a_damaged_snapshot_behind_a_purged_log_takes_the_log() {
+        let disk = MemoryDisk::new("s1");
+        five_entries(&disk);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut log, mut sm) = open_on(&disk).unwrap();
+            sm.apply((1..=3).map(|i| kv_entry(3, i))).await.unwrap();
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+            log.purge(kv_entry(3, 3).log_id).await.unwrap();
+        });
+        flip(&disk, "snapshot", "data");
+        rt.block_on(async {
+            let (mut log, mut sm) = open_on(&disk).unwrap();
+            let state = log.get_log_state().await.unwrap();
+            assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+            assert!(sm.get_current_snapshot().await.unwrap().is_none());
+            assert_eq!(
+                log.read_vote().await.unwrap(),
+                Some(Vote::new(3, 1)),
+                "kept"
+            );
+            let r = log.recovery().borrow().clone().expect("recovering");
+            assert!(r.lost.contains("snapshot"), "{}", r.lost);
+        });
+    }
+
+    #[test]
+    fn a_store_written_before_checksums_is_sealed_as_it_opens() {
+        let disk = MemoryDisk::new("s1");
+        on_disk(&disk, |txn| {
+            let mut meta = txn.open_table(META).unwrap();
+            let vote = serde_json::to_vec(&Vote::<NodeId>::new(5, 2)).unwrap();
+            meta.insert("vote", vote.as_slice()).unwrap();
+            let mut log = txn.open_table(LOG).unwrap();
+            let e = serde_json::to_vec(&kv_entry(5, 1)).unwrap();
+            log.insert(1, e.as_slice()).unwrap();
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut log, _sm) = open_on(&disk).unwrap();
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(5, 2)));
+            let entries = log.try_get_log_entries(1..2).await.unwrap();
+            assert_eq!(entries, vec![kv_entry(5, 1)]);
+            assert!(log.recovery().borrow().is_none());
+        });
+        // Sealed now: a flip shows.
+        flip(&disk, "meta", "vote");
+        let (mut log, _sm) = open_on(&disk).unwrap();
+        let rt2 = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(
+            rt2.block_on(log.read_vote()).unwrap(),
+            Some(Vote::new(5, 2))
+        );
+    }
+
+    #[test]
+    fn rot_flips_one_bit_the_next_open_notices() {
+        let mut noticed = 0;
+        for draw in 0..40u64 {
+            let disk = MemoryDisk::new("s1");
+            five_entries(&disk);
+            let rot = disk.rot(draw).unwrap().expect("records to rot");
+            let (log, _sm) = open_on(&disk).unwrap_or_else(|e| panic!("{rot}: {e}"));
+            if rot.record.starts_with("log/") {
+                assert!(log.recovery().borrow().is_some(), "{rot} went unnoticed");
+                noticed += 1;
+            }
+        }
+        assert!(noticed > 10, "the log is most of what is stored: {noticed}");
     }
 
     #[test]

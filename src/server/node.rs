@@ -78,6 +78,11 @@ pub struct Server<E: Env> {
     pub(super) _rpc: Task,
     pub(super) _batchers: Vec<Task>,
     pub(super) _lease: Task,
+    /// Whether the store is recovering from damage (see
+    /// `consensus::records`): while it is, this server does not stand, and
+    /// votes only for a candidate whose log reaches past what it lost.
+    pub(super) recovery: tokio::sync::watch::Receiver<Option<consensus::Recovering>>,
+    pub(super) _recovery: Option<Task>,
 }
 
 /// Keeps a leader's lease honest. A leader counts as in touch with a
@@ -144,6 +149,43 @@ impl<E: Env> Transport for Wrapped<E> {
     }
 }
 
+/// Keeps a server that lost acknowledged state out of elections until its
+/// store has caught up (see `consensus::records`): it does not stand
+/// (here), and votes only for a candidate whose log reaches past what it
+/// lost (`refuse_vote`). Returns the task that lets it stand again. A
+/// server that is the only voter has no one to catch up from, and does not
+/// start.
+async fn sit_out_elections(
+    raft: Raft<TypeConfig>,
+    id: u64,
+    recovering: consensus::Recovering,
+    mut recovery: tokio::sync::watch::Receiver<Option<consensus::Recovering>>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, StartError> {
+    let voters: Vec<u64> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    if voters == [id] {
+        let _ = raft.shutdown().await;
+        return Err(StartError::Raft(format!(
+            "its storage lost {} to damage, and it is the only voter, so no other server \
+             holds what was lost: restore the cluster from a snapshot (`cairn snapshot restore`) \
+             on a fresh data directory",
+            recovering.lost
+        )));
+    }
+    raft.runtime_config().elect(false);
+    tracing::warn!(lost = %recovering.lost, "this server will not vote or stand until it has caught up from a leader");
+    Ok(async move {
+        if recovery.wait_for(Option::is_none).await.is_ok() {
+            raft.runtime_config().elect(true);
+        }
+    })
+}
+
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -168,6 +210,7 @@ impl<E: Env> Server<E> {
         tls: RpcTls,
     ) -> Result<Arc<Server<E>>, StartError> {
         let (log, sm) = location.open()?;
+        let recovery = log.recovery();
         let store = sm.store();
         let (dial, answer) = tls;
         let client = Arc::new(Client::with_tls(env.clone(), dial));
@@ -186,6 +229,13 @@ impl<E: Env> Server<E> {
         let raft = Raft::new(id, config, network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        let recovering = recovery.borrow().clone();
+        let rejoin = match recovering {
+            Some(r) => {
+                Some(env.spawn(sit_out_elections(raft.clone(), id, r, recovery.clone()).await?))
+            }
+            None => None,
+        };
         let (proposals, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let batchers = (0..BATCHERS)
@@ -239,6 +289,8 @@ impl<E: Env> Server<E> {
                 _rpc: rpc,
                 _batchers: batchers,
                 _lease: watcher,
+                recovery,
+                _recovery: rejoin,
             }
         });
         Ok(server)
@@ -362,11 +414,19 @@ impl<E: Env> Server<E> {
     /// whose timer ran out must not win the election the target was asked
     /// to call (openraft 0.9 has no TimeoutNow to make the target's the
     /// only one). The answer carries this leader's last log, so the
-    /// candidate also waits before trying again.
+    /// candidate also waits before trying again. A server recovering from
+    /// damage refuses a candidate whose log is behind what it lost.
     fn refuse_vote(&self, v: &openraft::raft::VoteRequest<u64>) -> Option<RaftReply> {
-        let to = (*self.transfer_to.lock().unwrap_or_else(|e| e.into_inner()))?;
-        if v.vote.leader_id().voted_for() == Some(to) {
-            return None;
+        let recovering = self
+            .recovery
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| !r.may_vote_for(v.last_log_id));
+        if !recovering {
+            let to = (*self.transfer_to.lock().unwrap_or_else(|e| e.into_inner()))?;
+            if v.vote.leader_id().voted_for() == Some(to) {
+                return None;
+            }
         }
         let m = self.raft.metrics().borrow().clone();
         let last_log_id = m.last_log_index.map(|index| openraft::LogId {

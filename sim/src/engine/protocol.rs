@@ -1040,6 +1040,8 @@ impl Engine<'_> {
             // that a reset could cut (the full engine models TCP), and the
             // gossip core has no fault points.
             Action::TcpReset(_) | Action::Buggify(..) => {}
+            // No disks here.
+            Action::Corrupt(_) => {}
             // Gossip's timers here run on the engine's one clock.
             Action::Drift(..) | Action::ClockJump(..) => {}
             // The network's (handled above).

@@ -45,7 +45,7 @@ pub(super) struct EventSection {
     token: Option<String>,
 }
 
-const ACTIONS: &str = "partition, heal, clog, unclog, crash, crash_in_fsync, restart, tcp_reset, buggify, buggify_off, join, leave, pause, resume, loss, loss_off, latency, latency_reset, skew, drift, clock_jump, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
+const ACTIONS: &str = "partition, heal, clog, unclog, crash, crash_in_fsync, restart, corrupt, tcp_reset, buggify, buggify_off, join, leave, pause, resume, loss, loss_off, latency, latency_reset, skew, drift, clock_jump, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
 
 /// Event `i` (from 0): where it is in the file (for errors), when it
 /// happens and what it does.
@@ -110,6 +110,7 @@ pub(super) fn parse(
         "crash" => Action::Crash(need_targets()?),
         "crash_in_fsync" => Action::CrashInFsync(need_targets()?),
         "restart" => Action::Restart(need_targets()?),
+        "corrupt" => Action::Corrupt(need_targets()?),
         "tcp_reset" => Action::TcpReset(need_targets()?),
         "buggify" | "buggify_off" => Action::Buggify(need_targets()?, e.action == "buggify"),
         "join" => Action::Join(need_targets()?),
@@ -346,6 +347,7 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
                     "crash"
                         | "crash_in_fsync"
                         | "restart"
+                        | "corrupt"
                         | "tcp_reset"
                         | "buggify"
                         | "buggify_off"
@@ -458,6 +460,7 @@ pub(crate) fn to_table(at: Duration, action: &Action) -> Option<toml::Table> {
         Action::Crash(x)
         | Action::CrashInFsync(x)
         | Action::Restart(x)
+        | Action::Corrupt(x)
         | Action::TcpReset(x)
         | Action::Buggify(x, _)
         | Action::Resume(x)

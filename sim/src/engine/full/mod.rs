@@ -631,6 +631,29 @@ impl<'a> World<'a> {
         tracing::debug!(node = %self.names[i], ?loss, "crash: unsynced writes lost");
     }
 
+    /// Rots one bit of one Raft record on node `i`'s disk (it is down),
+    /// chosen from the seed, and says in the trace which.
+    fn rot(&mut self, i: usize) {
+        let Some(server) = &self.slots[i].ctx.server else {
+            return;
+        };
+        let name = &self.names[i];
+        let draw = crate::seed::derive_seed(self.spec.seed, name, self.slots[i].boots, "rot");
+        let detail = match server.disk.rot(draw) {
+            Ok(Some(rot)) => format!("{name}: {rot}"),
+            Ok(None) => format!("{name}: nothing stored yet"),
+            Err(e) => format!("{name}: the disk could not be read: {e}"),
+        };
+        self.slots[i].ctx.recorder.record(TraceEvent {
+            t_us: self.net.now().as_duration().as_micros() as u64,
+            node: "sim".into(),
+            event: "rot".into(),
+            member: None,
+            incarnation: None,
+            detail: Some(detail),
+        });
+    }
+
     /// The first failure of a host's software: an error it returned, or a
     /// panic in one of its tasks.
     fn failed(&self) -> Option<(Duration, String)> {
@@ -752,6 +775,14 @@ impl<'a> World<'a> {
                     let i = self.index(x);
                     if self.status[i] == NodeStatus::Running {
                         self.crash_in_fsync(i);
+                    }
+                }
+            }
+            Action::Corrupt(set) => {
+                for x in set {
+                    let i = self.index(x);
+                    if self.status[i] != NodeStatus::Running {
+                        self.rot(i);
                     }
                 }
             }
