@@ -3,6 +3,7 @@
 //! machine is the [`Store`]; its log, vote and snapshots live in a redb
 //! file in the server's data directory ([`storage`]).
 
+mod disk;
 pub mod network;
 pub mod records;
 pub mod runtime;
@@ -14,11 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{Command, StateError};
 
+pub use disk::{CrashLoss, MemoryDisk};
 pub use network::{Acks, Network, RaftReply, RaftRequest};
 pub use records::{Recovering, Rot};
 pub use storage::{
-    open, open_in_memory, open_on, CrashLoss, Location, LogStore, MemoryDisk, StateMachine,
-    StorageOpenError,
+    open, open_in_memory, open_on, Location, LogStore, StateMachine, StorageOpenError,
 };
 
 /// A log entry's payload: a change to the store, and when the leader
