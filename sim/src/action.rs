@@ -50,6 +50,13 @@ pub enum Action<T = Vec<String>> {
     /// while their machines are down (running nodes are left alone): the
     /// damage a checksum must catch when the server next starts.
     Corrupt(T),
+    /// Make the next fsync with writes to lose on each of these running
+    /// servers fail with an I/O error (EIO): those writes are lost, and
+    /// the server must stop rather than carry on from them.
+    FsyncError(T),
+    /// Fill these servers' disks (`true`): every write fails with ENOSPC
+    /// until they have room again (`false`).
+    DiskFull(T, bool),
     /// Reset every TCP connection of these nodes, as a middlebox that lost
     /// its state or an RST does: what was in flight is lost, and both ends
     /// hear it. The nodes keep running.
@@ -118,6 +125,8 @@ impl<T> Action<T> {
             Action::CrashInFsync(a) => Action::CrashInFsync(f(a)),
             Action::Restart(a) => Action::Restart(f(a)),
             Action::Corrupt(a) => Action::Corrupt(f(a)),
+            Action::FsyncError(a) => Action::FsyncError(f(a)),
+            Action::DiskFull(a, on) => Action::DiskFull(f(a), *on),
             Action::TcpReset(a) => Action::TcpReset(f(a)),
             Action::Buggify(a, on) => Action::Buggify(f(a), *on),
             Action::Join(a) => Action::Join(f(a)),
@@ -151,6 +160,9 @@ impl<T> Action<T> {
             Action::CrashInFsync(_) => "crash_in_fsync",
             Action::Restart(_) => "restart",
             Action::Corrupt(_) => "corrupt",
+            Action::FsyncError(_) => "fsync_error",
+            Action::DiskFull(_, true) => "disk_full",
+            Action::DiskFull(_, false) => "disk_freed",
             Action::TcpReset(_) => "tcp_reset",
             Action::Buggify(_, true) => "buggify",
             Action::Buggify(_, false) => "buggify_off",
@@ -186,6 +198,8 @@ impl Action {
             | Action::CrashInFsync(a)
             | Action::Restart(a)
             | Action::Corrupt(a)
+            | Action::FsyncError(a)
+            | Action::DiskFull(a, _)
             | Action::TcpReset(a)
             | Action::Buggify(a, _)
             | Action::Join(a)
@@ -234,6 +248,7 @@ impl Action {
             Action::Leave(set) => Action::Leave(keep(set, |s| s == NodeStatus::Running)),
             Action::Restart(set) => Action::Restart(keep(set, |s| s != NodeStatus::Running)),
             Action::Corrupt(set) => Action::Corrupt(keep(set, |s| s != NodeStatus::Running)),
+            Action::FsyncError(set) => Action::FsyncError(keep(set, |s| s == NodeStatus::Running)),
             Action::Join(set) => Action::Join(keep(set, |s| s != NodeStatus::Running)),
             Action::Pause(set, d) => Action::Pause(keep(set, |s| s == NodeStatus::Running), *d),
             Action::Resume(set) => Action::Resume(keep(set, |s| s == NodeStatus::Running)),
@@ -274,6 +289,8 @@ impl Action {
             | Action::CrashInFsync(n)
             | Action::Restart(n)
             | Action::Corrupt(n)
+            | Action::FsyncError(n)
+            | Action::DiskFull(n, _)
             | Action::TcpReset(n)
             | Action::Buggify(n, _)
             | Action::Join(n)

@@ -63,11 +63,16 @@ pub enum FaultKind {
     /// The node crashes, one bit of one Raft record on its disk rots while
     /// it is down, and it restarts to find the damage.
     Corrupt,
+    /// The server's next fsync fails with an I/O error, losing what it was
+    /// to make durable: the server stops, and its supervisor restarts it.
+    FsyncError,
+    /// The server's disk is full for the window: every write fails.
+    DiskFull,
 }
 
 impl FaultKind {
     /// Every kind, plainest first (shrinking moves towards the front).
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Crash,
         FaultKind::Isolate,
         FaultKind::Pause,
@@ -83,6 +88,8 @@ impl FaultKind {
         FaultKind::Buggify,
         FaultKind::CrashInFsync,
         FaultKind::Corrupt,
+        FaultKind::FsyncError,
+        FaultKind::DiskFull,
     ];
 
     /// The name in `[chaos] kinds`.
@@ -103,6 +110,8 @@ impl FaultKind {
             FaultKind::Drift => "drift",
             FaultKind::ClockJump => "clock_jump",
             FaultKind::Corrupt => "corrupt",
+            FaultKind::FsyncError => "fsync_error",
+            FaultKind::DiskFull => "disk_full",
         }
     }
 
@@ -331,6 +340,11 @@ pub fn fault_actions(space: &Space, from: Duration, i: usize, f: &Fault) -> Vec<
         ),
         FaultKind::Pause => (Action::Pause(hit, Some(end - start)), None),
         FaultKind::TcpReset => (Action::TcpReset(hit), None),
+        FaultKind::FsyncError => (Action::FsyncError(hit), None),
+        FaultKind::DiskFull => (
+            Action::DiskFull(hit, true),
+            Some(Action::DiskFull(same, false)),
+        ),
         FaultKind::ClockJump => {
             let by = Duration::from_millis(100 + (4900.0 * f.strength) as u64);
             (Action::ClockJump(hit, by), None)
@@ -511,6 +525,7 @@ mod tests {
                         | Action::TcpReset(_)
                         | Action::ClockJump(..)
                         | Action::Corrupt(_)
+                        | Action::FsyncError(_)
                 )
             };
             let ends = t.iter().filter(|a| !single(&a.action)).count();
@@ -519,7 +534,10 @@ mod tests {
                 .filter(|f| {
                     matches!(
                         f.kind,
-                        FaultKind::Pause | FaultKind::TcpReset | FaultKind::ClockJump
+                        FaultKind::Pause
+                            | FaultKind::TcpReset
+                            | FaultKind::ClockJump
+                            | FaultKind::FsyncError
                     )
                 })
                 .count();

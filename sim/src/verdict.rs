@@ -130,6 +130,8 @@ pub(crate) fn cut_links(cut: &mut BTreeSet<(String, String)>, names: &[String], 
         // The crash itself joins the timeline when it strikes.
         | Action::CrashInFsync(_)
         | Action::Corrupt(_)
+        | Action::FsyncError(_)
+        | Action::DiskFull(..)
         | Action::TcpReset(_)
         | Action::Buggify(..)
         | Action::KvLoad(..)

@@ -83,6 +83,9 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// The server stopped on a fatal error while running.
+    #[error("the server stopped: {0}. It stops rather than acknowledge what it could not keep; fix the disk (free space, check its health), then start the agent again: it recovers from what is on disk")]
+    ServerFailed(String),
     /// The data dir cannot be used.
     #[error("data dir {path}: {why}")]
     DataDir {
@@ -324,6 +327,19 @@ impl<E: Env> Agent<E> {
     /// `consul reload`, SIGHUP).
     pub fn reload(&self) -> Result<(), ConfigError> {
         self.reload.reload(self.env.now())
+    }
+
+    /// Completes if a part the agent cannot run without stops on its own:
+    /// the local server's Raft, on a storage error. The agent should then
+    /// exit with the error, for a supervisor to restart it.
+    pub fn failed(&self) -> impl std::future::Future<Output = AgentError> + Send + 'static {
+        let server = self.servers.local().cloned();
+        async move {
+            match server {
+                Some(server) => AgentError::ServerFailed(server.failed().await),
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Completes when someone asks the agent to stop (`PUT /v1/agent/leave`).

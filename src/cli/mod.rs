@@ -624,13 +624,17 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
         Interrupt,
         Terminate,
         Api,
+        Failed(crate::agent::AgentError),
     }
     let mut hangups = hangups();
+    let failed = agent.failed();
+    tokio::pin!(failed);
     let why = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break Why::Interrupt,
             _ = terminate() => break Why::Terminate,
             _ = agent.stop_requested() => break Why::Api,
+            e = &mut failed => break Why::Failed(e),
             Some(()) = hangups.recv() => {
                 if let Err(e) = agent.reload() {
                     tracing::error!("reload failed, nothing was changed: {e}");
@@ -646,6 +650,12 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<()> {
     })
     .detach();
     match why {
+        // Without a leave: the cluster should see it fail, and the
+        // supervisor restarts it.
+        Why::Failed(e) => {
+            agent.shutdown().await;
+            return Err(e.into());
+        }
         Why::Terminate if !leave_on_terminate => {
             tracing::info!("terminating without leaving (leave_on_terminate is false)");
             agent.shutdown().await;

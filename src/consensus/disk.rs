@@ -1,5 +1,6 @@
 //! The simulator's disk: memory that outlives the server processes using
-//! it, with a page cache that a crash empties, torn writes, and bit rot.
+//! it, with a page cache that a crash empties, torn writes, bit rot, fsync
+//! that fails, and a disk that fills up.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -41,6 +42,10 @@ struct DiskState {
     crash_at_sync: Option<(u64, CrashHook)>,
     /// What the last crash took.
     last_crash: Option<CrashLoss>,
+    /// Set by [`MemoryDisk::fail_next_sync`].
+    fail_sync: bool,
+    /// Set by [`MemoryDisk::set_full`].
+    full: bool,
 }
 
 /// What a crash armed by [`MemoryDisk::crash_at_next_sync`] does once it
@@ -135,14 +140,54 @@ impl MemoryDisk {
     pub fn last_crash(&self) -> Option<CrashLoss> {
         self.lock().last_crash
     }
+
+    /// The next fsync that has writes to make durable fails with an I/O
+    /// error (EIO), and those writes are lost: Linux marks the pages that
+    /// failed to write back clean, so they are gone from the disk and a
+    /// retried fsync reports success without them. The only safe answer is
+    /// to stop and recover from what is on disk. A crash first calls it
+    /// off.
+    pub fn fail_next_sync(&self) {
+        self.lock().fail_sync = true;
+    }
+
+    /// The disk fills up (`true`) or has room again (`false`). While it
+    /// is full, every write and every resize that grows the file fails
+    /// with ENOSPC (a copy-on-write filesystem allocates on every write);
+    /// reads still work. It stays full across crashes.
+    pub fn set_full(&self, full: bool) {
+        self.lock().full = full;
+    }
+
+    /// Whether the disk is full (see [`set_full`](Self::set_full)).
+    pub fn is_full(&self) -> bool {
+        self.lock().full
+    }
+}
+
+/// The error a full [`MemoryDisk`] answers writes with.
+fn no_space() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        "no space left on device (the simulated disk is full)",
+    )
 }
 
 impl DiskState {
     fn crash(&mut self, tear: impl FnOnce(usize) -> usize) -> CrashLoss {
+        self.crash_at_sync = None;
+        self.fail_sync = false;
+        self.generation += 1;
+        self.mounted = None;
+        let loss = self.lose_unsynced(tear);
+        self.last_crash = Some(loss);
+        loss
+    }
+
+    /// Takes back every write and resize since the last sync, but for
+    /// `tear(its length)` bytes of the last write.
+    fn lose_unsynced(&mut self, tear: impl FnOnce(usize) -> usize) -> CrashLoss {
         let st = self;
-        st.crash_at_sync = None;
-        st.generation += 1;
-        st.mounted = None;
         let unsynced = std::mem::take(&mut st.unsynced);
         let mut loss = CrashLoss {
             unsynced: unsynced.len(),
@@ -162,7 +207,6 @@ impl DiskState {
             }
             u.revert(&mut st.bytes, keep);
         }
-        st.last_crash = Some(loss);
         loss
     }
 }
@@ -274,6 +318,9 @@ impl redb::StorageBackend for Mounted {
         })?;
         let mut st = self.state()?;
         let old_len = st.bytes.len();
+        if st.full && len > old_len {
+            return Err(no_space());
+        }
         let old = st.bytes.get(len..).map(<[u8]>::to_vec).unwrap_or_default();
         st.unsynced.push(Undo {
             offset: len.min(old_len),
@@ -298,12 +345,22 @@ impl redb::StorageBackend for Mounted {
                 "the simulated machine crashed during fsync",
             ));
         }
+        if writes && std::mem::take(&mut st.fail_sync) {
+            let loss = st.lose_unsynced(|_| 0);
+            return Err(std::io::Error::other(format!(
+                "fsync failed: input/output error (simulated EIO; {} unsynced writes lost)",
+                loss.unsynced
+            )));
+        }
         st.unsynced.clear();
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         let mut st = self.state()?;
+        if st.full {
+            return Err(no_space());
+        }
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(data.len());
         let old_len = st.bytes.len();

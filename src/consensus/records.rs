@@ -444,15 +444,28 @@ impl std::fmt::Display for Rot {
 
 /// Flips one bit of one stored record, both chosen by `draw`: bit rot that
 /// the layers below missed, which only the record's checksum can catch.
-/// `None` when nothing is stored.
+/// The table is drawn first (log, metadata, snapshot, of those holding
+/// records), then a record in it: drawn from all records at once, the log
+/// would take nearly every hit, and the vote and snapshot would rarely be
+/// tested. `None` when nothing is stored.
 pub(super) fn rot(txn: &Txn, draw: u64) -> Result<Option<Rot>, Fail> {
     let mut keys = Key::all(txn)?;
     keys.retain(|k| *k != Key::Meta(FORMAT.into()));
-    let Some(key) = keys.get((draw % keys.len().max(1) as u64) as usize) else {
+    let mut tables: Vec<Vec<Key>> = Vec::new();
+    for k in keys {
+        match tables.iter_mut().find(|t| same_table(&t[0], &k)) {
+            Some(t) => t.push(k),
+            None => tables.push(vec![k]),
+        }
+    }
+    let mut next = draw;
+    let mut pick = |n: usize| (crate::splitmix::next(&mut next) % n.max(1) as u64) as usize;
+    let Some(table) = tables.get(pick(tables.len())) else {
         return Ok(None);
     };
+    let key = &table[pick(table.len())];
     let mut bytes = key.read(txn)?;
-    let bit = (crate::splitmix::next(&mut draw.clone()) % (bytes.len() as u64 * 8).max(1)) as usize;
+    let bit = pick(bytes.len() * 8);
     if let Some(b) = bytes.get_mut(bit / 8) {
         *b ^= 1 << (bit % 8);
     }
@@ -461,6 +474,10 @@ pub(super) fn rot(txn: &Txn, draw: u64) -> Result<Option<Rot>, Fail> {
         record: key.to_string(),
         bit,
     }))
+}
+
+fn same_table(a: &Key, b: &Key) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
 #[cfg(test)]

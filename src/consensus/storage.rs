@@ -38,8 +38,9 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageOpenError {
-    /// The directory cannot be created or the file opened.
-    #[error("cannot open {path}: {source}")]
+    /// The directory cannot be created, or the disk failed a read or a
+    /// write (full, failing).
+    #[error("cannot open {path}: {source} (nothing was changed: free space or mend the disk, then start again)")]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -73,21 +74,32 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenError> {
         source,
     })?;
     let path = dir.join("raft.redb");
-    let db = Database::create(&path).map_err(|e| match e {
-        redb::DatabaseError::Storage(redb::StorageError::Io(source))
-            if source.kind() != std::io::ErrorKind::InvalidData =>
+    let db = Database::create(&path).map_err(|e| open_error(&path, e))?;
+    open_db(db, &path)
+}
+
+/// What a redb error at open means for the user: the disk failed (full,
+/// unreadable), or the file is not a store cairn can read.
+fn open_error(path: &Path, e: impl Into<redb::Error>) -> StorageOpenError {
+    match e.into() {
+        // Bytes that are not what they should be, or not there, are the
+        // file's fault: it is damaged or truncated.
+        redb::Error::Io(source)
+            if !matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
         {
             StorageOpenError::Io {
-                path: path.clone(),
+                path: path.to_owned(),
                 source,
             }
         }
         other => StorageOpenError::Corrupt {
-            path: path.clone(),
+            path: path.to_owned(),
             reason: other.to_string(),
         },
-    })?;
-    open_db(db, &path)
+    }
 }
 
 /// Raft storage that lives only in memory (`agent -dev`): the same code
@@ -116,10 +128,7 @@ fn open_backend(
 ) -> Result<(LogStore, StateMachine), StorageOpenError> {
     let db = Database::builder()
         .create_with_backend(backend)
-        .map_err(|e| StorageOpenError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| open_error(&path, e))?;
     open_db(db, &path)
 }
 
@@ -153,20 +162,20 @@ fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), Storag
     // Every table exists from the start, so readers never meet a missing
     // one; and every record is checked now, so damage shows at start (and
     // is mended, or stops the server) rather than mid-run.
-    let mut txn = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
+    let mut txn = db.begin_write().map_err(|e| open_error(path, e))?;
     txn.set_durability(DURABLE)
-        .map_err(|e| corrupt(e.to_string()))?;
+        .map_err(|e| open_error(path, e))?;
     for def in [META, SNAPSHOT] {
-        txn.open_table(def).map_err(|e| corrupt(e.to_string()))?;
+        txn.open_table(def).map_err(|e| open_error(path, e))?;
     }
-    txn.open_table(LOG).map_err(|e| corrupt(e.to_string()))?;
+    txn.open_table(LOG).map_err(|e| open_error(path, e))?;
     let recovering = records::check_and_repair(&txn)
         .map_err(|e| corrupt(e.to_string()))?
         .map_err(|e| StorageOpenError::Unrecoverable {
             path: path.to_owned(),
             reason: e.0,
         })?;
-    txn.commit().map_err(|e| corrupt(e.to_string()))?;
+    txn.commit().map_err(|e| open_error(path, e))?;
     if let Some(r) = &recovering {
         tracing::warn!(lost = %r.lost, term = r.term, "Raft storage lost acknowledged state to damage: this server will not vote or stand for leader until it holds an entry from a leader of a later term");
     }
@@ -817,6 +826,37 @@ mod tests {
             });
         }
         assert!(torn >= 5, "only {torn} of the crashes tore a write");
+    }
+
+    #[test]
+    fn a_failed_fsync_or_a_full_disk_refuses_the_write_and_keeps_what_was_acknowledged() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let disk = MemoryDisk::new("s1");
+        rt.block_on(async {
+            let (mut log, sm) = open_on(&disk).unwrap();
+            log.save_vote(&Vote::new(7, 3)).await.unwrap();
+            disk.fail_next_sync();
+            let e = log.save_vote(&Vote::new(8, 3)).await.unwrap_err();
+            assert!(e.to_string().contains("input/output error"), "{e}");
+            // The store gives up after an I/O error rather than carry on
+            // from pages that may not be on disk.
+            assert!(log.save_vote(&Vote::new(9, 3)).await.is_err());
+            drop((log, sm));
+            let (mut log, sm) = open_on(&disk).unwrap();
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(7, 3)));
+
+            disk.set_full(true);
+            let e = log.save_vote(&Vote::new(8, 3)).await.unwrap_err();
+            assert!(e.to_string().contains("no space"), "{e}");
+            drop((log, sm));
+            let e = open_on(&disk).map(drop).unwrap_err();
+            assert!(e.to_string().contains("no space"), "{e}");
+            disk.set_full(false);
+            let (mut log, _sm) = open_on(&disk).unwrap();
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(7, 3)));
+        });
     }
 
     #[test]

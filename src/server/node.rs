@@ -358,6 +358,23 @@ impl<E: Env> Server<E> {
         let _ = self.raft.shutdown().await;
     }
 
+    /// Completes if Raft stops on its own, on a fatal error (its storage
+    /// failed: an fsync error, a full disk), with what stopped it. It never
+    /// completes for a server stopped on purpose.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                if !matches!(fatal, openraft::error::Fatal::Stopped) {
+                    return fatal.to_string();
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     async fn handle(&self, req: ServerRpc, peer: rpc::Peer) -> ServerReply {
         match req {
             ServerRpc::Raft(_) if !peer.server => {

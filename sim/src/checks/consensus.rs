@@ -1,5 +1,6 @@
 //! Checks on the servers' Raft groups and the KV store they keep: a leader
-//! soon after each loss, never two in one term, a linearizable history, no
+//! soon after each loss, never two in one term, terms that survive restarts,
+//! a linearizable history, no
 //! acknowledged write lost, and replicas that agree at the end.
 //!
 //! They read the `raft` events the servers trace (`term=N leader=NAME` on
@@ -122,6 +123,69 @@ pub fn single_leader(topo: &Topology, trace: &Trace) -> CheckResult {
         } else {
             format!(
                 "leaders out of leader-ID order (a later leader of a term must have a higher ID): {}",
+                bad.join("; ")
+            )
+        },
+    }
+}
+
+/// `terms_durable`: no server's term ever goes down, restarts included.
+/// Raft acts on a term (votes in it, leads in it, takes entries of it) only
+/// once the term and its vote are on disk, so a server that comes back at a
+/// lower term than it had reached has lost a vote it cast, and may cast a
+/// second one in the same term: two leaders of one term, without the
+/// election that shows it ever having to happen in the run.
+///
+/// A term a server shows at the instant it exits on a storage error is not
+/// judged: openraft reports the term it was saving when the save failed,
+/// and stops there, before acting on it.
+pub fn terms_durable(trace: &Trace) -> CheckResult {
+    let exits: BTreeSet<(&str, Duration)> = (trace.events.iter())
+        .filter(|e| e.event == "exit")
+        .filter_map(|e| Some((e.detail.as_deref()?.split_once(':')?.0, e.at())))
+        .collect();
+    let mut highest: BTreeMap<&str, (u64, Duration)> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for v in raft_views(trace) {
+        if exits.contains(&(v.node, v.at)) {
+            continue;
+        }
+        match highest.get(v.node) {
+            Some(&(term, at)) if v.term < term => bad.push(format!(
+                "{} at term {} at {}, after term {term} at {}",
+                v.node,
+                v.term,
+                secs(v.at),
+                secs(at)
+            )),
+            Some(&(term, _)) if v.term == term => {}
+            _ => {
+                highest.insert(v.node, (v.term, v.at));
+            }
+        }
+    }
+    let restarts = trace
+        .events
+        .iter()
+        .filter(|e| e.event == "restart")
+        .filter(|e| {
+            let name = e.detail.as_deref().unwrap_or("");
+            highest.contains_key(name.split_whitespace().next().unwrap_or(""))
+        })
+        .count();
+    CheckResult {
+        check: "terms_durable".into(),
+        passed: bad.is_empty() && !highest.is_empty(),
+        detail: if highest.is_empty() {
+            "no server traced a term".into()
+        } else if bad.is_empty() {
+            format!(
+                "{} servers' terms never went down, over {restarts} restarts",
+                highest.len()
+            )
+        } else {
+            format!(
+                "a term went down, so a vote cast in it was lost: {}",
                 bad.join("; ")
             )
         },
@@ -725,6 +789,57 @@ mod tests {
         // allows (chaos-raft seed 345).
         let same = trace(vec![lead(5, high, 1), lead(5, low, 1)]);
         assert!(single_leader(&topo, &same).passed);
+    }
+
+    #[test]
+    fn a_term_never_goes_down() {
+        let at = |t: u64, node: &str, term: u64| crate::output::trace::TraceEvent {
+            t_us: t,
+            node: node.into(),
+            event: RAFT_EVENT.into(),
+            member: None,
+            incarnation: None,
+            detail: Some(format!("term={term} leader=none")),
+        };
+        let restart = |t: u64, node: &str| crate::output::trace::TraceEvent {
+            t_us: t,
+            node: "sim".into(),
+            event: "restart".into(),
+            member: None,
+            incarnation: None,
+            detail: Some(node.into()),
+        };
+        let kept = Trace {
+            events: vec![at(1, "a", 1), at(2, "a", 3), restart(3, "a"), at(3, "a", 3)],
+        };
+        let r = terms_durable(&kept);
+        assert!(r.passed && r.detail.contains("1 restarts"), "{}", r.detail);
+        // Shown as it stopped on a failed save, and never acted on.
+        let exit = crate::output::trace::TraceEvent {
+            detail: Some("a: the server stopped: no space left".into()),
+            event: "exit".into(),
+            ..restart(2, "a")
+        };
+        let failed = Trace {
+            events: vec![
+                at(1, "a", 1),
+                at(2, "a", 2),
+                exit,
+                restart(3, "a"),
+                at(3, "a", 1),
+            ],
+        };
+        assert!(terms_durable(&failed).passed);
+        let lost = Trace {
+            events: vec![at(1, "a", 3), at(2, "b", 1), restart(3, "a"), at(3, "a", 2)],
+        };
+        let r = terms_durable(&lost);
+        assert!(
+            !r.passed && r.detail.contains("a at term 2 at 0.000s, after term 3"),
+            "{}",
+            r.detail
+        );
+        assert!(!terms_durable(&Trace { events: vec![] }).passed);
     }
 
     #[test]

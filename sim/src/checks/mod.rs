@@ -332,6 +332,7 @@ pub fn evaluate(
                 consensus::recovers_within(&scenario.topology, timeline, out, *within)
             }
             Check::SingleLeader => consensus::single_leader(&scenario.topology, trace),
+            Check::TermsDurable => consensus::terms_durable(trace),
             Check::Linearizable => consensus::linearizable(&out.history),
             Check::NoLostWrites => consensus::no_lost_writes(&out.history, &out.replicas),
             Check::LocksExclusive => locks::locks_exclusive(&out.holds),

@@ -1041,7 +1041,7 @@ impl Engine<'_> {
             // gossip core has no fault points.
             Action::TcpReset(_) | Action::Buggify(..) => {}
             // No disks here.
-            Action::Corrupt(_) => {}
+            Action::Corrupt(_) | Action::FsyncError(_) | Action::DiskFull(..) => {}
             // Gossip's timers here run on the engine's one clock.
             Action::Drift(..) | Action::ClockJump(..) => {}
             // The network's (handled above).

@@ -54,6 +54,9 @@ pub enum Check {
     },
     /// No two servers of a datacenter ever lead in the same term.
     SingleLeader,
+    /// No server's term ever goes down, across its restarts: the term and
+    /// vote Raft acts on reached the disk first.
+    TermsDurable,
     /// The `kv_load` clients' history is linearizable.
     Linearizable,
     /// No acknowledged KV write is lost: each key ends with the value of
@@ -133,7 +136,7 @@ pub(super) struct CheckSection {
     service: Option<String>,
 }
 
-const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, recovers_within, single_leader, linearizable, no_lost_writes, replicas_converge, locks_exclusive, strict_serializable, service_visible, dns_resolves, intentions_enforced, acl_tokens_work";
+const CHECKS: &str = "converged, failed_within, no_false_failures, coordinate_accuracy, wan_coordinate_accuracy, query_failover, leader_within, recovers_within, single_leader, terms_durable, linearizable, no_lost_writes, replicas_converge, locks_exclusive, strict_serializable, service_visible, dns_resolves, intentions_enforced, acl_tokens_work";
 
 /// Check `i` (from 0): where it is in the file (for errors), and what it
 /// asks.
@@ -213,6 +216,7 @@ pub(super) fn parse(
             }
         }
         "single_leader" => Check::SingleLeader,
+        "terms_durable" => Check::TermsDurable,
         "linearizable" => Check::Linearizable,
         "no_lost_writes" => Check::NoLostWrites,
         "replicas_converge" => Check::ReplicasConverge,

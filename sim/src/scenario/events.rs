@@ -45,7 +45,7 @@ pub(super) struct EventSection {
     token: Option<String>,
 }
 
-const ACTIONS: &str = "partition, heal, clog, unclog, crash, crash_in_fsync, restart, corrupt, tcp_reset, buggify, buggify_off, join, leave, pause, resume, loss, loss_off, latency, latency_reset, skew, drift, clock_jump, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
+const ACTIONS: &str = "partition, heal, clog, unclog, crash, crash_in_fsync, restart, corrupt, fsync_error, disk_full, disk_freed, tcp_reset, buggify, buggify_off, join, leave, pause, resume, loss, loss_off, latency, latency_reset, skew, drift, clock_jump, slow, kv_load, register_service, connect_service, intention, ca_rotate, acl_token";
 
 /// Event `i` (from 0): where it is in the file (for errors), when it
 /// happens and what it does.
@@ -111,6 +111,8 @@ pub(super) fn parse(
         "crash_in_fsync" => Action::CrashInFsync(need_targets()?),
         "restart" => Action::Restart(need_targets()?),
         "corrupt" => Action::Corrupt(need_targets()?),
+        "fsync_error" => Action::FsyncError(need_targets()?),
+        "disk_full" | "disk_freed" => Action::DiskFull(need_targets()?, e.action == "disk_full"),
         "tcp_reset" => Action::TcpReset(need_targets()?),
         "buggify" | "buggify_off" => Action::Buggify(need_targets()?, e.action == "buggify"),
         "join" => Action::Join(need_targets()?),
@@ -348,6 +350,9 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
                         | "crash_in_fsync"
                         | "restart"
                         | "corrupt"
+                        | "fsync_error"
+                        | "disk_full"
+                        | "disk_freed"
                         | "tcp_reset"
                         | "buggify"
                         | "buggify_off"
@@ -461,6 +466,8 @@ pub(crate) fn to_table(at: Duration, action: &Action) -> Option<toml::Table> {
         | Action::CrashInFsync(x)
         | Action::Restart(x)
         | Action::Corrupt(x)
+        | Action::FsyncError(x)
+        | Action::DiskFull(x, _)
         | Action::TcpReset(x)
         | Action::Buggify(x, _)
         | Action::Resume(x)

@@ -107,10 +107,21 @@ pub(crate) struct HostCtx {
 /// agent's initial management, agent and default token.
 const SIM_MANAGEMENT_TOKEN: &str = "5e1f0c2a-0000-4000-8000-00000000acl0";
 
+/// How a node's software ended, other than by a crash from outside.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// It left, as asked.
+    Left,
+    /// It stopped on its own with this error, as the agent does when its
+    /// disk fails it: the process exits and a supervisor restarts it.
+    Failed(String),
+}
+
 impl HostCtx {
-    /// Runs the node's software on `env` until it leaves; an error is a
-    /// failure of the host's software, which ends the run.
-    pub(crate) async fn run(self, env: SimEnv) -> Result<(), String> {
+    /// Runs the node's software on `env` until it leaves or stops on a
+    /// storage failure; an error is a failure of the host's software (a
+    /// bug, a scenario it cannot run), which ends the run.
+    pub(crate) async fn run(self, env: SimEnv) -> Result<Exit, String> {
         let mut control = self.control.subscribe();
         let mut config = AgentConfig::dev();
         config.server = self.server.is_some();
@@ -150,9 +161,16 @@ impl HostCtx {
         config.retry_join = self.join.clone();
         config.retry_interval = Duration::from_secs(1);
         let (config_http_port, config_dns_port) = (config.ports.http, config.ports.dns);
-        let agent = Agent::start(env.clone(), config)
-            .await
-            .map_err(|e| format!("{}: the agent did not start: {e}", self.name))?;
+        let agent = match Agent::start(env.clone(), config).await {
+            Ok(agent) => agent,
+            // A disk that fails the server at boot (full, unrecoverable)
+            // is the disk's fault, not the software's: it exits, and its
+            // supervisor tries again.
+            Err(e @ cairn::agent::AgentError::Server(cairn::server::StartError::Storage(_))) => {
+                return Ok(Exit::Failed(format!("the agent did not start: {e}")));
+            }
+            Err(e) => return Err(format!("{}: the agent did not start: {e}", self.name)),
+        };
         let mut events = agent
             .gossip()
             .subscribe()
@@ -258,9 +276,15 @@ impl HostCtx {
                 }
             })
         };
+        let failed = agent.failed();
+        tokio::pin!(failed);
         while *control.borrow_and_update() != Control::Leave {
-            if control.changed().await.is_err() {
-                break;
+            tokio::select! {
+                biased;
+                changed = control.changed() => if changed.is_err() {
+                    break;
+                },
+                e = &mut failed => return Ok(Exit::Failed(e.to_string())),
             }
         }
         // A departing node is no longer scored: stop posting before the
@@ -280,7 +304,7 @@ impl HostCtx {
         }
         // Let the last events reach the recorder before the host stops.
         env.sleep(Duration::from_millis(10)).await;
-        Ok(())
+        Ok(Exit::Left)
     }
 
     /// Posts the server's Raft state for the engine, and traces each change

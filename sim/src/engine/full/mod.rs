@@ -153,12 +153,32 @@ struct World<'a> {
     /// Servers a `crash_in_fsync` struck, when, and what their disks lost:
     /// already stopped, waiting for the engine to record it.
     struck: Struck,
+    /// Nodes whose software stopped on its own (a failed disk), when, and
+    /// why: already down, waiting for the engine to record it.
+    exited: Exited,
+    /// Exited nodes their supervisor restarts, and when.
+    supervised: Vec<(Duration, usize)>,
     /// What each tagged leader placeholder stood for when its event came.
     picks: BTreeMap<usize, String>,
 }
 
 /// See [`World::struck`].
 type Struck = Arc<Mutex<Vec<(Duration, usize, cairn::consensus::CrashLoss)>>>;
+
+/// See [`World::exited`].
+type Exited = Arc<Mutex<Vec<(Duration, usize, String)>>>;
+
+/// Takes the entries of `queue` due by `now` out of it, in time order.
+fn take_due(queue: &mut Vec<(Duration, usize)>, now: Duration) -> Vec<(Duration, usize)> {
+    let mut due: Vec<(Duration, usize)> = queue.iter().copied().filter(|r| r.0 <= now).collect();
+    queue.retain(|r| r.0 > now);
+    due.sort();
+    due
+}
+
+/// How long a supervisor (systemd's `Restart=on-failure`) waits before it
+/// starts a server that exited on a failed disk again.
+const SUPERVISOR_DELAY: Duration = Duration::from_secs(1);
 
 /// Runs the cluster through `actions`; `progress` is told the virtual time
 /// once per simulated second.
@@ -323,6 +343,8 @@ impl<'a> World<'a> {
             servers,
             failure: Arc::default(),
             resumes: Vec::new(),
+            exited: Arc::default(),
+            supervised: Vec::new(),
             struck: Arc::default(),
             picks: BTreeMap::new(),
         }
@@ -383,12 +405,38 @@ impl<'a> World<'a> {
                 let action = Action::Crash(vec![name]);
                 applied.insert(pos, TimedAction { at, action });
             }
+            for (at, i, why) in self.take_exited() {
+                let name = self.names[i].clone();
+                recorder.record(TraceEvent {
+                    t_us: at.as_micros() as u64,
+                    node: "sim".into(),
+                    event: "exit".into(),
+                    member: None,
+                    incarnation: None,
+                    detail: Some(format!("{name}: {why}")),
+                });
+                let pos = applied.partition_point(|a: &TimedAction| a.at <= at);
+                let action = Action::Crash(vec![name]);
+                applied.insert(pos, TimedAction { at, action });
+            }
+            for (at, i) in self.due_supervised(now) {
+                let action = Action::Restart(vec![self.names[i].clone()]);
+                recorder.record(action.trace_event(at));
+                self.start(i);
+                applied.push(TimedAction { at, action });
+            }
             while next < actions.len() && actions[next].at <= now {
                 // The trace says what happened, and readers of it (views
                 // that restart afresh) rely on that: a restart of a running
                 // node is no restart.
                 let resolved = self.with_leaders(&actions[next].action);
                 self.call_off_armed_crashes(&resolved);
+                // A machine the timeline stops stays down.
+                if let Action::Crash(set) | Action::CrashInFsync(set) | Action::Leave(set) =
+                    &resolved
+                {
+                    self.supervised.retain(|r| !set.contains(&self.names[r.1]));
+                }
                 let action = resolved.effective(|x| {
                     self.names
                         .iter()
@@ -444,7 +492,10 @@ impl<'a> World<'a> {
                 .get(next)
                 .map_or(next_second, |a| a.at.min(next_second))
                 .min(spec.duration);
-            let wake = self.resumes.iter().map(|r| r.0).fold(wake, Duration::min);
+            let wake = (self.resumes.iter())
+                .chain(&self.supervised)
+                .map(|r| r.0)
+                .fold(wake, Duration::min);
             tokio::time::sleep_until(self.net.deadline(Instant::from_duration(wake))).await;
         }
         pump.abort();
@@ -507,11 +558,20 @@ impl<'a> World<'a> {
         slot.boots += 1;
         slot.ctx.control.send_replace(Control::Run);
         self.net.host_up(i);
-        let (ctx, net, failure) = (slot.ctx.clone(), self.net.clone(), self.failure.clone());
+        let (ctx, net) = (slot.ctx.clone(), self.net.clone());
+        let (failure, exited) = (self.failure.clone(), self.exited.clone());
         group.spawn(async move {
-            if let Err(why) = ctx.run(env).await {
-                let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
-                f.get_or_insert((net.now().as_duration(), why));
+            let at = || net.now().as_duration();
+            match ctx.run(env).await {
+                Ok(host::Exit::Left) => {}
+                Ok(host::Exit::Failed(why)) => exited
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((at(), i, why)),
+                Err(why) => {
+                    let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
+                    f.get_or_insert((at(), why));
+                }
             }
             // Done (it left): the host goes quiet, and whatever it started
             // ends with it.
@@ -592,18 +652,35 @@ impl<'a> World<'a> {
         struck
     }
 
+    /// The nodes whose software exited on a failed disk since the last
+    /// call, now marked crashed, with their supervisor's restart due. (One
+    /// the timeline crashed since it exited stays down: its machine is.)
+    fn take_exited(&mut self) -> Vec<(Duration, usize, String)> {
+        let exited = std::mem::take(&mut *self.exited.lock().unwrap_or_else(|p| p.into_inner()));
+        for &(at, i, _) in &exited {
+            if self.status[i] == NodeStatus::Running {
+                self.stop(i);
+                self.status[i] = NodeStatus::Crashed;
+                self.unpost(i);
+                self.supervised.push((at + SUPERVISOR_DELAY, i));
+            }
+        }
+        exited
+    }
+
+    /// The supervised restarts due by `now`, each with when it was due; a
+    /// node the timeline started meanwhile is skipped.
+    fn due_supervised(&mut self, now: Duration) -> Vec<(Duration, usize)> {
+        let mut due = take_due(&mut self.supervised, now);
+        due.retain(|&(_, i)| self.status[i] == NodeStatus::Crashed);
+        due
+    }
+
     /// Resumes the paused nodes due by `now`: each with when it was due.
     /// A node that crashed meanwhile is no longer paused (its restart is a
     /// fresh process), and is skipped.
     fn due_resumes(&mut self, now: Duration) -> Vec<(Duration, usize)> {
-        let mut due: Vec<(Duration, usize)> = Vec::new();
-        self.resumes.retain(|r| {
-            if r.0 <= now {
-                due.push(*r);
-            }
-            r.0 > now
-        });
-        due.sort();
+        let mut due = take_due(&mut self.resumes, now);
         due.retain(|&(_, i)| match &self.slots[i].group {
             Some(g) if g.is_paused() => {
                 g.resume();
@@ -783,6 +860,21 @@ impl<'a> World<'a> {
                     let i = self.index(x);
                     if self.status[i] != NodeStatus::Running {
                         self.rot(i);
+                    }
+                }
+            }
+            Action::FsyncError(set) => {
+                for x in set {
+                    let i = self.index(x);
+                    if let Some(server) = &self.slots[i].ctx.server {
+                        server.disk.fail_next_sync();
+                    }
+                }
+            }
+            Action::DiskFull(set, full) => {
+                for x in set {
+                    if let Some(server) = &self.slots[self.index(x)].ctx.server {
+                        server.disk.set_full(*full);
                     }
                 }
             }
