@@ -61,6 +61,7 @@ fn every_shipped_scenario_parses_and_has_a_test() {
             "leader-crash",
             "leader-isolated",
             "leader-paused",
+            "lease-drift",
             "leave-propagation-10k",
             "loss-storm",
             "power-loss",
@@ -329,6 +330,31 @@ fn bit_rot() {
     // The table is drawn before the record: a vote copy, then the log.
     assert!(hit[0].contains(" of meta/vote"), "{hit:?}");
     assert!(hit.iter().any(|h| h.contains(" of log/")), "{hit:?}");
+}
+
+/// The leader lease holds while the leader's clock runs at least a third
+/// as fast as its followers': at 0.4 of true time, the old leader cut off
+/// stops answering default reads before the new one takes writes. At 0.25
+/// its 500 ms lease outlasts the followers' 1.5 s wait, and the same run
+/// answers stale reads: the scenario is sharp enough to catch a lease
+/// without the margin.
+#[test]
+fn lease_drift() {
+    passes_and_replays("lease-drift");
+    let path = scenarios_dir().join("lease-drift.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.matches("rate = 0.4\n").count(), 1);
+    let slower = Scenario::parse(
+        "lease-drift (rate 0.25)",
+        &text.replace("rate = 0.4\n", "rate = 0.25\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = slower.run(slower.seed).unwrap();
+    let lin = r.checks.iter().find(|c| c.check == "linearizable").unwrap();
+    assert!(
+        !lin.passed,
+        "a 2 s lease against a 1.5 s election went unnoticed"
+    );
 }
 
 /// A failed fsync and full disks stop the server they fail, with an error

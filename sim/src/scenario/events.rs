@@ -33,6 +33,7 @@ pub(super) struct EventSection {
     interval: Option<String>,
     keys: Option<u32>,
     locks: Option<u32>,
+    writes: Option<bool>,
     txns: Option<u32>,
     consistency: Option<String>,
     service: Option<String>,
@@ -267,6 +268,7 @@ fn kv_load(here: &str, e: &EventSection, topology: &Topology) -> Result<KvLoad, 
         keys: positive("keys", e.keys, d.keys)?,
         locks: at_most_64("locks", e.locks, d.locks)?,
         txns: at_most_64("txns", e.txns, d.txns)?,
+        writes: e.writes.unwrap_or(d.writes),
         consistency: match &e.consistency {
             Some(c) => parse_consistency(c).map_err(|m| err(format!("{here}: {m}")))?,
             None => d.consistency,
@@ -381,6 +383,7 @@ fn unused(e: &EventSection) -> Vec<&'static str> {
         ("keys", e.keys.is_some() && e.action != "kv_load"),
         ("locks", e.locks.is_some() && e.action != "kv_load"),
         ("txns", e.txns.is_some() && e.action != "kv_load"),
+        ("writes", e.writes.is_some() && e.action != "kv_load"),
         (
             "consistency",
             e.consistency.is_some() && e.action != "kv_load",

@@ -49,6 +49,10 @@ pub struct KvLoad {
     pub locks: u32,
     /// Transaction clients per node (see [`super::txns`]).
     pub txns: u32,
+    /// Whether the KV clients write too; `false` makes readers only, whose
+    /// reads must stay linearizable while other nodes' clients write (a
+    /// writer stuck behind a lost quorum would stop reading too).
+    pub writes: bool,
 }
 
 impl Default for KvLoad {
@@ -61,6 +65,7 @@ impl Default for KvLoad {
             consistency: Consistency::Consistent,
             locks: 0,
             txns: 0,
+            writes: true,
         }
     }
 }
@@ -83,6 +88,9 @@ impl KvLoad {
         }
         if self.txns > 0 {
             d.push_str(&format!(" txns={}", self.txns));
+        }
+        if !self.writes {
+            d.push_str(" writes=false");
         }
         d
     }
@@ -264,7 +272,7 @@ impl<E: SimClock> Client<E> {
             n += 1;
             let value = format!("{}/{}/{n}", self.node, self.id).into_bytes();
             let roll = rng.random_range(0..10);
-            let (input, req) = match roll {
+            let (input, req) = match if load.writes { roll } else { 0 } {
                 0..4 => (
                     Input::Get,
                     ClientRequest::Read {
