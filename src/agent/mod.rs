@@ -84,7 +84,7 @@ pub enum AgentError {
         source: std::io::Error,
     },
     /// The server stopped on a fatal error while running.
-    #[error("the server stopped: {0}. It stops rather than acknowledge what it could not keep; fix the disk (free space, check its health), then start the agent again: it recovers from what is on disk")]
+    #[error("the server stopped: {0}")]
     ServerFailed(String),
     /// The data dir cannot be used.
     #[error("data dir {path}: {why}")]

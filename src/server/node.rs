@@ -359,15 +359,20 @@ impl<E: Env> Server<E> {
     }
 
     /// Completes if Raft stops on its own, on a fatal error (its storage
-    /// failed: an fsync error, a full disk), with what stopped it. It never
-    /// completes for a server stopped on purpose.
+    /// failed: an fsync error, a full disk), with what stopped it and what
+    /// to do. It never completes for a server stopped on purpose.
     pub async fn failed(&self) -> String {
+        use openraft::error::Fatal;
         let mut metrics = self.raft.metrics();
         loop {
-            if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                if !matches!(fatal, openraft::error::Fatal::Stopped) {
-                    return fatal.to_string();
+            match &metrics.borrow_and_update().running_state {
+                Err(Fatal::StorageError(e)) => {
+                    return format!(
+                        "its Raft storage failed ({e}); it stops rather than acknowledge what it could not keep: fix the disk (free space, check its health), then start the agent again, and it recovers from what is on disk"
+                    )
                 }
+                Err(Fatal::Panicked) => return "Raft panicked (a bug: please report it)".into(),
+                Err(Fatal::Stopped) | Ok(()) => {}
             }
             if metrics.changed().await.is_err() {
                 return std::future::pending().await;
