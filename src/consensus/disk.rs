@@ -158,11 +158,6 @@ impl MemoryDisk {
     pub fn set_full(&self, full: bool) {
         self.lock().full = full;
     }
-
-    /// Whether the disk is full (see [`set_full`](Self::set_full)).
-    pub fn is_full(&self) -> bool {
-        self.lock().full
-    }
 }
 
 /// The error a full [`MemoryDisk`] answers writes with.

@@ -164,15 +164,12 @@ pub fn terms_durable(trace: &Trace) -> CheckResult {
             }
         }
     }
-    let restarts = trace
-        .events
-        .iter()
+    // A restart's detail names every node it started, comma-separated.
+    let restarts: usize = (trace.events.iter())
         .filter(|e| e.event == "restart")
-        .filter(|e| {
-            let name = e.detail.as_deref().unwrap_or("");
-            highest.contains_key(name.split_whitespace().next().unwrap_or(""))
-        })
-        .count();
+        .filter_map(|e| e.detail.as_deref())
+        .map(|names| names.split(',').filter(|n| highest.contains_key(n)).count())
+        .sum();
     CheckResult {
         check: "terms_durable".into(),
         passed: bad.is_empty() && !highest.is_empty(),

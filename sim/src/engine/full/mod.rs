@@ -168,6 +168,30 @@ type Struck = Arc<Mutex<Vec<(Duration, usize, cairn::consensus::CrashLoss)>>>;
 /// See [`World::exited`].
 type Exited = Arc<Mutex<Vec<(Duration, usize, String)>>>;
 
+/// Node `name` went down at `at` by itself (a power cut that struck in an
+/// fsync, an exit on a failed disk), noticed only now: traces it as `event`
+/// with `why`, and puts its crash into the timeline where it happened.
+fn went_down(
+    recorder: &Recorder,
+    applied: &mut Vec<TimedAction>,
+    at: Duration,
+    name: &str,
+    event: &str,
+    why: &str,
+) {
+    recorder.record(TraceEvent {
+        t_us: at.as_micros() as u64,
+        node: "sim".into(),
+        event: event.into(),
+        member: None,
+        incarnation: None,
+        detail: Some(format!("{name}: {why}")),
+    });
+    let pos = applied.partition_point(|a| a.at <= at);
+    let action = Action::Crash(vec![name.to_owned()]);
+    applied.insert(pos, TimedAction { at, action });
+}
+
 /// Takes the entries of `queue` due by `now` out of it, in time order.
 fn take_due(queue: &mut Vec<(Duration, usize)>, now: Duration) -> Vec<(Duration, usize)> {
     let mut due: Vec<(Duration, usize)> = queue.iter().copied().filter(|r| r.0 <= now).collect();
@@ -386,38 +410,14 @@ impl<'a> World<'a> {
             // due now must see those nodes as crashed (a restart restarts
             // them).
             for (at, i, loss) in self.struck_in_fsync() {
-                let name = self.names[i].clone();
                 let torn = loss.torn.map_or(String::new(), |(k, of)| {
                     format!(", the last torn at {k} of {of} bytes")
                 });
-                recorder.record(TraceEvent {
-                    t_us: at.as_micros() as u64,
-                    node: "sim".into(),
-                    event: "crash".into(),
-                    member: None,
-                    incarnation: None,
-                    detail: Some(format!(
-                        "{name}: in fsync, {} unsynced writes lost{torn}",
-                        loss.unsynced
-                    )),
-                });
-                let pos = applied.partition_point(|a: &TimedAction| a.at <= at);
-                let action = Action::Crash(vec![name]);
-                applied.insert(pos, TimedAction { at, action });
+                let why = format!("in fsync, {} unsynced writes lost{torn}", loss.unsynced);
+                went_down(&recorder, &mut applied, at, &self.names[i], "crash", &why);
             }
             for (at, i, why) in self.take_exited() {
-                let name = self.names[i].clone();
-                recorder.record(TraceEvent {
-                    t_us: at.as_micros() as u64,
-                    node: "sim".into(),
-                    event: "exit".into(),
-                    member: None,
-                    incarnation: None,
-                    detail: Some(format!("{name}: {why}")),
-                });
-                let pos = applied.partition_point(|a: &TimedAction| a.at <= at);
-                let action = Action::Crash(vec![name]);
-                applied.insert(pos, TimedAction { at, action });
+                went_down(&recorder, &mut applied, at, &self.names[i], "exit", &why);
             }
             for (at, i) in self.due_supervised(now) {
                 let action = Action::Restart(vec![self.names[i].clone()]);
