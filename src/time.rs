@@ -6,7 +6,7 @@
 //! real time, on turmoil's simulated time, and on a discrete-event scheduler.
 
 use std::fmt;
-use std::ops::{Add, AddAssign, Sub};
+use std::ops::{Add, AddAssign, Sub, SubAssign};
 use std::time::Duration;
 
 /// A point on a monotonic clock, as a duration since that clock's origin.
@@ -43,6 +43,20 @@ impl Add<Duration> for Instant {
 impl AddAssign<Duration> for Instant {
     fn add_assign(&mut self, d: Duration) {
         *self = *self + d;
+    }
+}
+
+/// Saturating at the origin.
+impl Sub<Duration> for Instant {
+    type Output = Instant;
+    fn sub(self, d: Duration) -> Instant {
+        Instant(self.0.saturating_sub(d))
+    }
+}
+
+impl SubAssign<Duration> for Instant {
+    fn sub_assign(&mut self, d: Duration) {
+        *self = *self - d;
     }
 }
 

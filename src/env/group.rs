@@ -17,13 +17,28 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use tokio::task::{AbortHandle, JoinHandle};
 
+use crate::time::Instant;
+
 thread_local! {
     static CURRENT: RefCell<Option<TaskGroup>> = const { RefCell::new(None) };
+}
+
+/// The clock of a group's machine, for code that asks the time with no
+/// `Env` at hand: openraft's timers and instants (see
+/// `consensus::runtime`). The simulator gives each node's group its
+/// machine's clock, so a node whose clock drifts or jumps runs its Raft
+/// timers by it, as a real process would by its own monotonic clock.
+pub trait GroupClock: Send + Sync + 'static {
+    /// The clock's reading now.
+    fn now(&self) -> Instant;
+
+    /// Completes when the clock reads `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 }
 
 /// Tasks that stop (and pause) together.
@@ -42,6 +57,8 @@ struct Inner {
     state: Mutex<State>,
     /// What the first task of the group that panicked said.
     panic: Mutex<Option<String>>,
+    /// The machine's clock, when it is not the runtime's.
+    clock: OnceLock<Arc<dyn GroupClock>>,
 }
 
 #[derive(Default)]
@@ -148,6 +165,23 @@ impl TaskGroup {
     /// Whether the simulator's fault points fire in this group's tasks.
     pub fn is_buggified(&self) -> bool {
         self.inner.buggified.load(Ordering::SeqCst)
+    }
+
+    /// Gives the group's tasks `clock` as their machine's clock (see
+    /// [`GroupClock`]); set once, before the group runs anything. A later
+    /// call is ignored: a machine keeps its clock.
+    pub fn set_clock(&self, clock: Arc<dyn GroupClock>) {
+        let _ = self.inner.clock.set(clock);
+    }
+
+    /// The machine clock of the group whose task is being polled on this
+    /// thread, if it has one.
+    pub fn current_clock() -> Option<Arc<dyn GroupClock>> {
+        CURRENT.with(|c| {
+            c.borrow()
+                .as_ref()
+                .and_then(|g| g.inner.clock.get().cloned())
+        })
     }
 
     /// What the first of the group's tasks to panic said, if one did (the

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use self::group::{spawn_inheriting, TaskGroup};
+pub use self::group::{spawn_inheriting, GroupClock, TaskGroup};
 pub use self::tokio_env::TokioEnv;
 use crate::time::Instant;
 

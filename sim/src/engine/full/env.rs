@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cairn::env::{Env, Task, TaskGroup};
+use cairn::env::{Env, GroupClock, Task, TaskGroup};
 use cairn::time::Instant;
 
 use crate::engine::full::clock::{HostClock, SimClock};
@@ -109,7 +110,7 @@ impl Env for SimEnv {
     type TcpStream = SimTcpStream;
 
     fn now(&self) -> Instant {
-        Instant::from_duration(self.inner.clock.reading(self.true_now()))
+        MachineClock::now_on(&self.inner.clock, &self.inner.net)
     }
 
     fn wall_clock(&self) -> SystemTime {
@@ -123,18 +124,7 @@ impl Env for SimEnv {
     }
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
-        let inner = self.inner.clone();
-        async move {
-            let net = &inner.net;
-            inner
-                .clock
-                .sleep_until(
-                    deadline.as_duration(),
-                    || net.now().as_duration(),
-                    |t| tokio::time::sleep_until(net.deadline(Instant::from_duration(t))),
-                )
-                .await
-        }
+        sleep_on(self.inner.clock.clone(), self.inner.net.clone(), deadline)
     }
 
     async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::UdpSocket> {
@@ -176,6 +166,42 @@ impl Env for SimEnv {
         F: Future<Output = ()> + Send + 'static,
     {
         Task::from_tokio(self.inner.group.spawn(task))
+    }
+}
+
+/// Waits on `net`'s virtual time until `clock` reads `deadline`.
+async fn sleep_on(clock: Arc<HostClock>, net: Arc<Network>, deadline: Instant) {
+    clock
+        .sleep_until(
+            deadline.as_duration(),
+            || net.now().as_duration(),
+            |t| tokio::time::sleep_until(net.deadline(Instant::from_duration(t))),
+        )
+        .await
+}
+
+/// A machine's clock as its task group gives it to code that has no `Env`
+/// at hand: openraft's timers (see [`GroupClock`]).
+pub struct MachineClock {
+    /// The machine's clock.
+    pub clock: Arc<HostClock>,
+    /// The run's network, whose time is the true time.
+    pub net: Arc<Network>,
+}
+
+impl MachineClock {
+    fn now_on(clock: &HostClock, net: &Network) -> Instant {
+        Instant::from_duration(clock.reading(net.now().as_duration()))
+    }
+}
+
+impl GroupClock for MachineClock {
+    fn now(&self) -> Instant {
+        Self::now_on(&self.clock, &self.net)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        Box::pin(sleep_on(self.clock.clone(), self.net.clone(), deadline))
     }
 }
 

@@ -542,6 +542,11 @@ impl<'a> World<'a> {
         let slot = &mut self.slots[i];
         let group = TaskGroup::new();
         group.set_buggified(slot.buggified);
+        // Raft times itself by the machine's clock, which drifts and jumps.
+        group.set_clock(Arc::new(env::MachineClock {
+            clock: slot.clock.clone(),
+            net: self.net.clone(),
+        }));
         let env = SimEnv::new(
             Identity {
                 node: self.names[i].clone(),
