@@ -273,8 +273,47 @@ pub struct Witness {
     pub from_start: bool,
 }
 
-fn ret_at(op: &Op) -> u64 {
-    op.ret.as_ref().map_or(u64::MAX, |r| r.0)
+/// When each of `ops` is over, for judging windows: its return, or for
+/// a write of unknown outcome, the first return of an operation that saw
+/// what it wrote (it took effect before that), when nothing else wrote
+/// the same; otherwise never. Without that bound one such write would
+/// stretch every window after its call to the end of the history.
+fn ends(ops: &[Op]) -> Vec<u64> {
+    let written = |op: &Op| match &op.input {
+        Input::Put(v) | Input::Cas { new: v, .. } => Some(v.clone()),
+        Input::Get | Input::Delete => None,
+    };
+    let mut writers: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for v in ops.iter().filter_map(written) {
+        *writers.entry(v).or_default() += 1;
+    }
+    // The earliest return of an operation that saw each value.
+    let mut first_seen: BTreeMap<&[u8], u64> = BTreeMap::new();
+    for op in ops {
+        let saw = match (&op.input, &op.ret) {
+            (_, Some((t, Output::Value(Some(v))))) => Some((v.as_slice(), *t)),
+            (
+                Input::Cas {
+                    expect: Some(v), ..
+                },
+                Some((t, Output::Swapped(true))),
+            ) => Some((v.as_slice(), *t)),
+            _ => None,
+        };
+        if let Some((v, t)) = saw {
+            let e = first_seen.entry(v).or_insert(t);
+            *e = (*e).min(t);
+        }
+    }
+    ops.iter()
+        .map(|op| match (&op.ret, written(op)) {
+            (Some((t, _)), _) => *t,
+            (None, Some(v)) if writers.get(&v) == Some(&1) => {
+                first_seen.get(v.as_slice()).copied().unwrap_or(u64::MAX)
+            }
+            (None, _) => u64::MAX,
+        })
+        .collect()
 }
 
 /// The operations (indices into `ops`) that a window from `lo` to `hi`
@@ -282,13 +321,14 @@ fn ret_at(op: &Op) -> u64 {
 /// each operation left out returned before every one in it was called, or
 /// was called after every one in it returned. Those before are then
 /// summed up by the state they left, and those after cannot matter.
-fn closed(ops: &[Op], mut lo: u64, mut hi: u64) -> Vec<usize> {
+/// `ends` says when each is over (see [`ends`]).
+fn closed(ops: &[Op], ends: &[u64], mut lo: u64, mut hi: u64) -> Vec<usize> {
     loop {
         let w: Vec<usize> = (0..ops.len())
-            .filter(|&i| ops[i].call <= hi && ret_at(&ops[i]) >= lo)
+            .filter(|&i| ops[i].call <= hi && ends[i] >= lo)
             .collect();
         let nlo = w.iter().map(|&i| ops[i].call).fold(lo, u64::min);
-        let nhi = w.iter().map(|&i| ret_at(&ops[i])).fold(hi, u64::max);
+        let nhi = w.iter().map(|&i| ends[i]).fold(hi, u64::max);
         if (nlo, nhi) == (lo, hi) {
             return w;
         }
@@ -339,10 +379,12 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
         return whole();
     }
     // The earliest return by which the prefix fails.
-    let mut rets: Vec<u64> = all.iter().map(ret_at).collect();
+    let ends = ends(&all);
+    let closed = |lo: u64, hi: u64| closed(&all, &ends, lo, hi);
+    let mut rets: Vec<u64> = ends.clone();
     rets.sort_unstable();
     rets.dedup();
-    let fails_by = |hi: u64| !check_key(&refs(&closed(&all, 0, hi)));
+    let fails_by = |hi: u64| !check_key(&refs(&closed(0, hi)));
     let (mut a, mut b) = (0, rets.len() - 1);
     if !fails_by(rets[b]) {
         return whole();
@@ -360,7 +402,7 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
     let mut calls: Vec<u64> = all.iter().map(|o| o.call).filter(|&c| c <= hi).collect();
     calls.sort_unstable();
     calls.dedup();
-    let fails_from = |lo: u64| !linearizable_from_any(&refs(&closed(&all, lo, hi)));
+    let fails_from = |lo: u64| !linearizable_from_any(&refs(&closed(lo, hi)));
     let (mut window, from_start) = if calls.first().is_some_and(|&c| fails_from(c)) {
         let (mut a, mut b) = (0, calls.len() - 1);
         while a < b {
@@ -371,9 +413,9 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
                 b = m - 1;
             }
         }
-        (closed(&all, calls[a], hi), false)
+        (closed(calls[a], hi), false)
     } else {
-        (closed(&all, 0, hi), true)
+        (closed(0, hi), true)
     };
     let fails = |w: &[usize]| {
         if from_start {
