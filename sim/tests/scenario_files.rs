@@ -337,10 +337,11 @@ fn bit_rot() {
 /// stops answering default reads before the new one takes writes. At 0.25
 /// its 500 ms lease outlasts the followers' 1.5 s wait, and the same run
 /// answers stale reads: the scenario is sharp enough to catch a lease
-/// without the margin.
+/// without the margin. So does a leader at true speed whose followers'
+/// clocks run 4 times fast.
 #[test]
 fn lease_drift() {
-    let r = passes_and_replays("lease-drift");
+    passes_and_replays("lease-drift");
     let path = scenarios_dir().join("lease-drift.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let drift = "targets = [\"leader\"]\nrate = 0.4\n";
@@ -363,25 +364,10 @@ fn lease_drift() {
     // times fast campaign after 375 ms, within the leader's 500 ms lease.
     // It is openraft's timers that run on them, so this holds only if
     // Raft times itself by its machine's clock.
-    let leader = r
-        .output
-        .trace
-        .events
-        .iter()
-        .filter(|e| e.event == "raft" && e.t_us <= 10_000_000)
-        .filter_map(|e| e.detail.as_deref()?.split("leader=").nth(1))
-        .rfind(|l| *l != "none")
-        .expect("a leader by 10 s")
-        .to_owned();
-    let followers: Vec<String> = (0..3)
-        .map(|i| format!("\"dc1-server-{i}\""))
-        .filter(|n| n.trim_matches('"') != leader)
-        .collect();
-    assert_eq!(followers.len(), 2, "{leader}");
     assert!(
         stale(
             "lease-drift (followers at 4)",
-            &format!("targets = [{}]\nrate = 4.0\n", followers.join(", "))
+            "targets = [\"followers\"]\nrate = 4.0\n"
         ),
         "followers whose election timers run 4 times fast went unnoticed"
     );

@@ -279,37 +279,26 @@ pub struct Witness {
 /// the same; otherwise never. Without that bound one such write would
 /// stretch every window after its call to the end of the history.
 fn ends(ops: &[Op]) -> Vec<u64> {
-    let written = |op: &Op| match &op.input {
-        Input::Put(v) | Input::Cas { new: v, .. } => Some(v.clone()),
-        Input::Get | Input::Delete => None,
-    };
-    let mut writers: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
-    for v in ops.iter().filter_map(written) {
+    fn value(op: &Op) -> Option<&[u8]> {
+        wrote(op).flatten()
+    }
+    let mut writers: BTreeMap<&[u8], usize> = BTreeMap::new();
+    for v in ops.iter().filter_map(value) {
         *writers.entry(v).or_default() += 1;
     }
     // The earliest return of an operation that saw each value.
     let mut first_seen: BTreeMap<&[u8], u64> = BTreeMap::new();
-    for op in ops {
-        let saw = match (&op.input, &op.ret) {
-            (_, Some((t, Output::Value(Some(v))))) => Some((v.as_slice(), *t)),
-            (
-                Input::Cas {
-                    expect: Some(v), ..
-                },
-                Some((t, Output::Swapped(true))),
-            ) => Some((v.as_slice(), *t)),
-            _ => None,
-        };
-        if let Some((v, t)) = saw {
+    for (v, t) in ops.iter().filter_map(saw) {
+        if let Some(v) = v {
             let e = first_seen.entry(v).or_insert(t);
             *e = (*e).min(t);
         }
     }
     ops.iter()
-        .map(|op| match (&op.ret, written(op)) {
+        .map(|op| match (&op.ret, value(op)) {
             (Some((t, _)), _) => *t,
-            (None, Some(v)) if writers.get(&v) == Some(&1) => {
-                first_seen.get(v.as_slice()).copied().unwrap_or(u64::MAX)
+            (None, Some(v)) if writers.get(v) == Some(&1) => {
+                first_seen.get(v).copied().unwrap_or(u64::MAX)
             }
             (None, _) => u64::MAX,
         })
@@ -425,23 +414,36 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
         }
     };
     // Reads only add constraints: drop every one the failure does not
-    // need. Then the writes it does not need, of those whose value nothing
-    // left observes (so no read is left without its writer, which would
-    // make a failure of its own).
-    let reads: Vec<usize> = window
-        .iter()
-        .copied()
-        .filter(|&i| all[i].input == Input::Get)
-        .collect();
+    // need. Then the writes it does not need, as long as every operation
+    // that saw a value some write of the window made keeps a writer of it
+    // called before it returned (a read left without its writer would make
+    // a failure of its own). From the key's start, absence needs none.
+    let (reads, writes): (Vec<usize>, Vec<usize>) =
+        window.iter().partition(|&&i| all[i].input == Input::Get);
     window = drop_unneeded(window, reads, &fails);
-    let writes: Vec<usize> = window
-        .iter()
-        .copied()
-        .filter(|&i| {
-            all[i].input != Input::Get && !observed(&all[i], window.iter().map(|&j| &all[j]))
-        })
-        .collect();
-    window = drop_unneeded(window, writes, &fails);
+    let explained = |w: &[usize]| -> BTreeSet<usize> {
+        let mut first_write: BTreeMap<Option<&[u8]>, u64> = BTreeMap::new();
+        for &i in w {
+            if let Some(v) = wrote(&all[i]) {
+                let e = first_write.entry(v).or_insert(u64::MAX);
+                *e = (*e).min(all[i].call);
+            }
+        }
+        w.iter()
+            .copied()
+            .filter(|&i| match saw(&all[i]) {
+                None => false,
+                Some((None, _)) if from_start => true,
+                Some((v, at)) => first_write.get(&v).is_some_and(|&c| c <= at),
+            })
+            .collect()
+    };
+    let before = explained(&window);
+    let still_explained = |w: &[usize]| {
+        let now = explained(w);
+        w.iter().all(|i| !before.contains(i) || now.contains(i))
+    };
+    window = drop_unneeded(window, writes, &|w| still_explained(w) && fails(w));
     Witness {
         key: key.to_owned(),
         ops: window.iter().map(|&i| all[i].clone()).collect(),
@@ -449,18 +451,38 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
     }
 }
 
+/// What `op` writes (`None` inside: it deletes); `None` for a read.
+fn wrote(op: &Op) -> Option<Option<&[u8]>> {
+    match &op.input {
+        Input::Get => None,
+        Input::Put(v) | Input::Cas { new: v, .. } => Some(Some(v)),
+        Input::Delete => Some(None),
+    }
+}
+
+/// The value `op` saw some write make (`None` inside: absent), and when it
+/// returned: a read's value, or what a check-and-set that swapped
+/// expected.
+fn saw(op: &Op) -> Option<(Option<&[u8]>, u64)> {
+    match (&op.input, &op.ret) {
+        (Input::Get, Some((t, Output::Value(v)))) => Some((v.as_deref(), *t)),
+        (Input::Cas { expect, .. }, Some((t, Output::Swapped(true)))) => {
+            Some((expect.as_deref(), *t))
+        }
+        _ => None,
+    }
+}
+
 /// Whether an operation of `among` reads the value `op` wrote, or expects
 /// it (`false` for a read).
 fn observed<'a>(op: &Op, mut among: impl Iterator<Item = &'a Op>) -> bool {
-    let wrote: Option<&Vec<u8>> = match &op.input {
-        Input::Get => return false,
-        Input::Put(v) | Input::Cas { new: v, .. } => Some(v),
-        Input::Delete => None,
+    let Some(w) = wrote(op) else {
+        return false;
     };
     among.any(|o| {
         !std::ptr::eq(o, op)
-            && (matches!(&o.ret, Some((_, Output::Value(v))) if v.as_ref() == wrote)
-                || matches!(&o.input, Input::Cas { expect, .. } if expect.as_ref() == wrote))
+            && (matches!(&o.ret, Some((_, Output::Value(v))) if v.as_deref() == w)
+                || matches!(&o.input, Input::Cas { expect, .. } if expect.as_deref() == w))
     })
 }
 
@@ -719,6 +741,35 @@ mod tests {
         let w = check(&h).unwrap_err().witness();
         assert!(w.ops.len() <= 4, "{w}");
         assert!(w.ops.iter().any(|o| o.input == Input::Put(v(200))), "{w}");
+        assert!(w.ops.iter().any(|o| o.client == 3), "{w}");
+    }
+
+    #[test]
+    fn a_stale_read_among_deletes_has_a_small_witness() {
+        // Cycles of write, read, delete, read absent; then a stale read.
+        // Every delete is a writer of "absent", but the witness needs
+        // none of them.
+        let mut h = Vec::new();
+        let mut t = 0;
+        let del = |client, call, ret| op(client, call, Some((ret, Output::Done)), Input::Delete);
+        for i in 0..100u8 {
+            h.push(put(1, t, t + 5, i));
+            h.push(get(2, t + 6, t + 8, Some(i)));
+            h.push(del(1, t + 10, t + 15));
+            h.push(get(2, t + 16, t + 18, None));
+            t += 20;
+        }
+        h.push(put(1, t, t + 5, 200));
+        h.push(get(3, t + 6, t + 8, None));
+        t += 20;
+        for i in 100..200u8 {
+            h.push(put(1, t, t + 5, i));
+            h.push(del(1, t + 10, t + 15));
+            h.push(get(2, t + 16, t + 18, None));
+            t += 20;
+        }
+        let w = check(&h).unwrap_err().witness();
+        assert!(w.ops.len() <= 3, "{w}");
         assert!(w.ops.iter().any(|o| o.client == 3), "{w}");
     }
 

@@ -149,7 +149,7 @@ pub(super) fn parse(
     let targets = selectors(topology, &here, &c.targets)?;
     if targets.iter().any(|t| t.is_random() || t.is_dynamic()) {
         return Err(err(format!(
-            "{here}: checks cannot pick at random or name the leader; name nodes or datacenters"
+            "{here}: checks cannot pick at random or name the leader or its followers; name nodes or datacenters"
         )));
     }
     let names = resolve_names(&targets, topology, 0, "");

@@ -1,15 +1,17 @@
 //! Node selectors: how events and checks say which nodes they are about.
 //!
-//! A selector is a node name (`dc1-3`), `all`, `leader`, or filters
-//! separated by spaces: `dc=NAME`, `role=client|server|leader`, then
-//! optionally `fraction=F` or `count=N` to pick that many of the matching
-//! nodes at random (seeded by the run's seed, so a replay picks the same
-//! ones).
+//! A selector is a node name (`dc1-3`), `all`, `leader`, `followers`, or
+//! filters separated by spaces: `dc=NAME`,
+//! `role=client|server|leader|follower`, then optionally `fraction=F` or
+//! `count=N` to pick that many of the matching nodes at random (seeded by
+//! the run's seed, so a replay picks the same ones).
 //!
-//! `leader` (or `role=leader`) is the one selector known only while the
-//! run goes: the server that leads its datacenter's Raft group when the
-//! event happens. A timeline holds it as a placeholder per datacenter
-//! ([`leader_placeholder`]) that the engine resolves at that moment.
+//! `leader` (or `role=leader`) and `followers` (or `role=follower`) are
+//! known only while the run goes: the server that leads its datacenter's
+//! Raft group when the event happens, and the other servers of that
+//! datacenter. A timeline holds them as a placeholder per datacenter
+//! ([`leader_placeholder`], [`followers_placeholder`]) that the engine
+//! resolves at that moment.
 
 use std::collections::BTreeSet;
 
@@ -40,10 +42,20 @@ pub struct Selector {
     node: Option<String>,
     dc: Option<String>,
     role: Option<String>,
-    /// The current Raft leader (of each matching datacenter).
-    leader: bool,
+    /// Whom the run decides, at the event.
+    at_event: Option<AtEvent>,
     /// How many of the matching nodes to take.
     pub pick: Pick,
+}
+
+/// The servers a selector names by their part in Raft when the event
+/// happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtEvent {
+    /// The leader of each matching datacenter.
+    Leader,
+    /// Every other server of each matching datacenter.
+    Followers,
 }
 
 /// What a timeline holds for "the leader of `dc`" until the run knows it.
@@ -56,6 +68,12 @@ pub fn leader_placeholder(dc: &str) -> String {
 /// that crashes the leader restarts that server, whoever leads by then.
 pub fn tagged_leader_placeholder(dc: &str, tag: usize) -> String {
     format!("{LEADER_MARK}{dc}{TAG_MARK}{tag}")
+}
+
+/// What a timeline holds for "the servers of `dc` but its leader" until
+/// the run knows who leads.
+pub fn followers_placeholder(dc: &str) -> String {
+    format!("{FOLLOWERS_MARK}{dc}")
 }
 
 /// "Whatever the leader placeholder tagged `tag` stood for when its event
@@ -72,12 +90,18 @@ pub enum Placeholder<'a> {
     Leader(&'a str, Option<usize>),
     /// What the leader placeholder with this tag stood for.
     Picked(usize),
+    /// The servers of this datacenter but the one leading at the event
+    /// (all of them while none leads).
+    Followers(&'a str),
 }
 
 /// Reads a placeholder; `None` for a node's name.
 pub fn placeholder(name: &str) -> Option<Placeholder<'_>> {
     if let Some(tag) = name.strip_prefix(PICKED_MARK) {
         return tag.parse().ok().map(Placeholder::Picked);
+    }
+    if let Some(dc) = name.strip_prefix(FOLLOWERS_MARK) {
+        return Some(Placeholder::Followers(dc));
     }
     let rest = name.strip_prefix(LEADER_MARK)?;
     Some(match rest.rsplit_once(TAG_MARK) {
@@ -90,11 +114,12 @@ pub fn placeholder(name: &str) -> Option<Placeholder<'_>> {
 pub fn leader_of_placeholder(name: &str) -> Option<&str> {
     match placeholder(name)? {
         Placeholder::Leader(dc, _) => Some(dc),
-        Placeholder::Picked(_) => None,
+        Placeholder::Picked(_) | Placeholder::Followers(_) => None,
     }
 }
 
 const LEADER_MARK: &str = "@leader:";
+const FOLLOWERS_MARK: &str = "@followers:";
 const TAG_MARK: &str = "#";
 const PICKED_MARK: &str = "@picked:";
 
@@ -106,20 +131,22 @@ impl Selector {
             node: None,
             dc: None,
             role: None,
-            leader: false,
+            at_event: None,
             pick: Pick::All,
         };
         let t = text.trim();
         if t == "all" {
             return Ok(s);
         }
-        if t == "leader" {
-            return Selector::parse("role=leader", topo)
-                .map(|l| Selector {
-                    text: text.to_owned(),
-                    ..l
-                })
-                .map_err(|e| e.replace("\"role=leader\"", &format!("{text:?}")));
+        for (word, role) in [("leader", "role=leader"), ("followers", "role=follower")] {
+            if t == word {
+                return Selector::parse(role, topo)
+                    .map(|l| Selector {
+                        text: text.to_owned(),
+                        ..l
+                    })
+                    .map_err(|e| e.replace(&format!("{role:?}"), &format!("{text:?}")));
+            }
         }
         if !t.contains('=') {
             if topo.index(t).is_none() {
@@ -148,13 +175,17 @@ impl Selector {
                     s.dc = Some(v.to_owned());
                 }
                 "role" => {
-                    if !matches!(v, "client" | "server" | "leader") {
-                        return Err(format!(
-                            "selector {text:?}: role is client, server or leader, not {v:?}"
-                        ));
-                    }
-                    s.leader = v == "leader";
-                    s.role = Some(if s.leader { "server" } else { v }.to_owned());
+                    s.at_event = match v {
+                        "client" | "server" => None,
+                        "leader" => Some(AtEvent::Leader),
+                        "follower" => Some(AtEvent::Followers),
+                        _ => {
+                            return Err(format!(
+                                "selector {text:?}: role is client, server, leader or follower, not {v:?}"
+                            ))
+                        }
+                    };
+                    s.role = Some(if s.at_event.is_some() { "server" } else { v }.to_owned());
                 }
                 "fraction" => {
                     let f: f64 = v
@@ -182,9 +213,9 @@ impl Selector {
         if s.resolve_all(topo).is_empty() {
             return Err(format!("selector {text:?} matches no node"));
         }
-        if s.leader && s.pick != Pick::All {
+        if s.at_event.is_some() && s.pick != Pick::All {
             return Err(format!(
-                "selector {text:?}: a leader is one node per datacenter; fraction and count do not apply"
+                "selector {text:?}: who leads and who follows is known only at the event; fraction and count do not apply"
             ));
         }
         Ok(s)
@@ -195,9 +226,10 @@ impl Selector {
         self.pick != Pick::All
     }
 
-    /// Whether the selector is known only during the run (`leader`).
+    /// Whether the selector is known only during the run (`leader`,
+    /// `followers`).
     pub fn is_dynamic(&self) -> bool {
-        self.leader
+        self.at_event.is_some()
     }
 
     /// Every node matching the filters, before any random pick, in order.
@@ -233,24 +265,33 @@ impl Selector {
 }
 
 /// The union of several selectors' nodes, as names in topology order
-/// (then a [`leader_placeholder`] per datacenter whose leader is named).
+/// (then a [`leader_placeholder`] per datacenter whose leader is named,
+/// then a [`followers_placeholder`] per datacenter whose followers are).
 pub fn resolve_names(sel: &[Selector], topo: &Topology, seed: u64, salt: &str) -> Vec<String> {
-    let (leaders, fixed): (Vec<&Selector>, Vec<&Selector>) =
-        sel.iter().partition(|s| s.is_dynamic());
-    let set: BTreeSet<usize> = fixed
+    let set: BTreeSet<usize> = sel
         .iter()
+        .filter(|s| !s.is_dynamic())
         .flat_map(|s| s.resolve(topo, seed, salt))
         .collect();
-    let dcs: BTreeSet<usize> = leaders
-        .iter()
-        .flat_map(|s| s.resolve_all(topo))
-        .map(|i| topo.nodes[i].dc)
-        .collect();
+    let dcs = |part: AtEvent| -> BTreeSet<usize> {
+        sel.iter()
+            .filter(|s| s.at_event == Some(part))
+            .flat_map(|s| s.resolve_all(topo))
+            .map(|i| topo.nodes[i].dc)
+            .collect()
+    };
+    let name = |d: usize| topo.datacenters[d].name.as_str();
     set.into_iter()
         .map(|i| topo.nodes[i].name.clone())
         .chain(
-            dcs.into_iter()
-                .map(|d| leader_placeholder(&topo.datacenters[d].name)),
+            dcs(AtEvent::Leader)
+                .into_iter()
+                .map(|d| leader_placeholder(name(d))),
+        )
+        .chain(
+            dcs(AtEvent::Followers)
+                .into_iter()
+                .map(|d| followers_placeholder(name(d))),
         )
         .collect()
 }
@@ -296,7 +337,8 @@ mod tests {
         for (s, want) in [
             ("c-1", "neither a node"),
             ("dc=z", "unknown datacenter"),
-            ("role=boss", "client, server or leader"),
+            ("role=boss", "client, server, leader or follower"),
+            ("followers", "matches no node"),
             ("leader", "matches no node"),
             ("fraction=2", "fraction"),
             ("count=0", "count"),
@@ -325,6 +367,25 @@ mod tests {
         let names = |s: &str| resolve_names(&[Selector::parse(s, &t).unwrap()], &t, 1, "e");
         assert_eq!(names("leader"), ["@leader:a", "@leader:c"]);
         assert_eq!(names("role=leader dc=c"), ["@leader:c"]);
+        assert_eq!(names("followers"), ["@followers:a", "@followers:c"]);
+        assert_eq!(
+            resolve_names(
+                &[
+                    Selector::parse("role=follower dc=a", &t).unwrap(),
+                    Selector::parse("leader", &t).unwrap(),
+                    Selector::parse("b-0", &t).unwrap(),
+                ],
+                &t,
+                1,
+                "e"
+            ),
+            ["b-0", "@leader:a", "@leader:c", "@followers:a"]
+        );
+        assert_eq!(
+            placeholder("@followers:a"),
+            Some(Placeholder::Followers("a"))
+        );
+        assert!(Selector::parse("followers count=1", &t).is_err());
         assert!(Selector::parse("leader", &t).unwrap().is_dynamic());
         assert_eq!(leader_of_placeholder("@leader:a"), Some("a"));
         assert_eq!(leader_of_placeholder("a-server-0"), None);
@@ -338,6 +399,6 @@ mod tests {
         );
         assert!(Selector::parse("role=leader dc=b", &t).is_err());
         let e = Selector::parse("role=leader count=1", &t).unwrap_err();
-        assert!(e.contains("one node per datacenter"), "{e}");
+        assert!(e.contains("known only at the event"), "{e}");
     }
 }

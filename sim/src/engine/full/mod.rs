@@ -246,7 +246,7 @@ pub async fn drive(
         )));
     }
     let leads = |x: &str| match placeholder(x) {
-        Some(Placeholder::Leader(dc, _)) => spec
+        Some(Placeholder::Leader(dc, _) | Placeholder::Followers(dc)) => spec
             .topology
             .datacenters
             .iter()
@@ -755,25 +755,43 @@ impl<'a> World<'a> {
     }
     /// `action` with every leader placeholder replaced by the server that
     /// leads its datacenter now (dropped when none does), remembering
-    /// tagged ones, and every picked placeholder by what it remembers.
+    /// tagged ones, every followers placeholder by the other servers of
+    /// its datacenter, and every picked placeholder by what it remembers.
     fn with_leaders(&mut self, action: &Action) -> Action {
         let mut picks = std::mem::take(&mut self.picks);
         let out = action.map(|set| {
             let mut out: Vec<String> = Vec::new();
             for x in set {
-                let name = match placeholder(x) {
+                let names: Vec<String> = match placeholder(x) {
                     Some(Placeholder::Leader(dc, tag)) => {
                         let leader = self.leader(dc);
                         if let (Some(tag), Some(l)) = (tag, &leader) {
                             picks.insert(tag, l.clone());
                         }
-                        leader
+                        leader.into_iter().collect()
                     }
-                    Some(Placeholder::Picked(tag)) => picks.get(&tag).cloned(),
-                    None => Some(x.clone()),
+                    Some(Placeholder::Followers(dc)) => {
+                        let leader = self.leader(dc);
+                        let topo = &self.spec.topology;
+                        topo.nodes
+                            .iter()
+                            .filter(|n| {
+                                n.role == Role::Server
+                                    && topo.datacenters[n.dc].name == dc
+                                    && leader.as_ref() != Some(&n.name)
+                            })
+                            .map(|n| n.name.clone())
+                            .collect()
+                    }
+                    Some(Placeholder::Picked(tag)) => {
+                        picks.get(&tag).cloned().into_iter().collect()
+                    }
+                    None => vec![x.clone()],
                 };
-                if let Some(n) = name.filter(|n| !out.contains(n)) {
-                    out.push(n);
+                for n in names {
+                    if !out.contains(&n) {
+                        out.push(n);
+                    }
                 }
             }
             out
