@@ -241,11 +241,7 @@ mod tests {
 
     #[test]
     fn raft_times_itself_by_its_groups_machine_clock() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = crate::env::paused_runtime();
         rt.block_on(async {
             let start = tokio::time::Instant::now();
             let group = TaskGroup::new();

@@ -267,19 +267,22 @@ impl<F: Future> Future for InGroup<F> {
     }
 }
 
+/// A single-threaded runtime whose clock moves only when every task
+/// waits, for tests of timers.
+#[cfg(test)]
+pub(crate) fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
     use std::time::Duration;
-
-    fn paused_runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    }
 
     #[test]
     fn abort_ends_every_task_including_those_spawned_without_the_group() {

@@ -20,6 +20,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+#[cfg(test)]
+pub(crate) use self::group::paused_runtime;
 pub use self::group::{spawn_inheriting, GroupClock, TaskGroup};
 pub use self::tokio_env::TokioEnv;
 use crate::time::Instant;
