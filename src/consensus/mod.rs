@@ -8,6 +8,7 @@ pub mod network;
 pub mod records;
 pub mod runtime;
 pub mod storage;
+mod tail;
 
 use std::io::Cursor;
 

@@ -29,6 +29,7 @@ use super::disk::MemoryDisk;
 use super::records::{
     self, open_json, seal, seal_json, unseal, Meta, Recovering, LOG, META, SNAPSHOT,
 };
+use super::tail::Tail;
 use super::{Response, TypeConfig};
 use crate::state::{Applied, Command, Store};
 
@@ -183,6 +184,7 @@ fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), Storag
     let log = LogStore {
         db: db.clone(),
         flusher: Arc::default(),
+        memory: Arc::default(),
         recovery: Arc::new(tokio::sync::watch::Sender::new(recovering)),
         #[cfg(cairn_planted = "vote_not_persisted")]
         vote_in_memory: Arc::default(),
@@ -220,6 +222,8 @@ pub struct LogStore {
     db: Arc<Database>,
     /// Appends waiting for the next fsync; started with the first append.
     flusher: Arc<std::sync::OnceLock<Flusher>>,
+    /// The log's last entries and the commit hint not yet written.
+    memory: Arc<std::sync::Mutex<Memory>>,
     /// Whether the server is recovering from damage, and from what.
     recovery: Arc<tokio::sync::watch::Sender<Option<Recovering>>>,
     /// The planted bug's vote, which never reaches the disk.
@@ -237,12 +241,26 @@ pub struct LogStore {
 /// only once the entries are on disk.
 type Flusher = tokio::sync::mpsc::UnboundedSender<Flush>;
 
+/// What the store holds in memory, shared by its clones (openraft reads
+/// the log through several). A writer of the log holds the lock from
+/// before its redb transaction until the tail matches it, so a reader
+/// never sees the tail ahead of the log; lock it before, never inside, a
+/// redb write transaction.
+#[derive(Debug, Default)]
+struct Memory {
+    tail: Tail,
+    /// A commit hint newer than the one on disk: the next group commit
+    /// writes it (see [`RaftLogStorage::save_committed`]).
+    committed: Option<Option<LogId<NodeId>>>,
+}
+
 /// An append waiting for its fsync: openraft's callback, and its last
 /// entry's ID.
 type Flush = (LogFlushed<TypeConfig>, Option<LogId<NodeId>>);
 
 async fn flush_appends(
     db: Arc<Database>,
+    memory: Arc<std::sync::Mutex<Memory>>,
     recovery: Arc<tokio::sync::watch::Sender<Option<Recovering>>>,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Flush>,
 ) {
@@ -257,7 +275,9 @@ async fn flush_appends(
             waiting.push(more);
         }
         let last = waiting.iter().filter_map(|w| w.1).max();
-        let result = durable_commit(&db).and_then(|()| caught_up(&db, &recovery, last));
+        let committed = lock(&memory).committed.take();
+        let result = durable_commit(&db, committed)
+            .and_then(|()| caught_up(&db, &recovery, last));
         for (w, _) in waiting {
             w.log_io_completed(
                 result
@@ -292,11 +312,23 @@ fn caught_up(
     Ok(())
 }
 
-/// A commit that changes nothing but makes every earlier one durable.
-fn durable_commit(db: &Database) -> StorageResult<()> {
+/// A commit that makes every earlier one durable, and writes the commit
+/// hint if there is a new one.
+fn durable_commit(db: &Database, committed: Option<Option<LogId<NodeId>>>) -> StorageResult<()> {
     let mut txn = db.begin_write().map_err(write_err)?;
     txn.set_durability(DURABLE).map_err(write_err)?;
+    if let Some(committed) = committed {
+        let bytes = seal_json(&committed).map_err(write_err)?;
+        txn.open_table(META)
+            .map_err(write_err)?
+            .insert("committed", bytes.as_slice())
+            .map_err(write_err)?;
+    }
     txn.commit().map_err(write_err)
+}
+
+fn lock(memory: &std::sync::Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
+    memory.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a durable commit asks of redb: an fsync, unless a planted bug
@@ -347,18 +379,9 @@ impl LogStore {
     }
 
     fn set_meta<T: serde::Serialize>(&mut self, key: &str, value: &T) -> StorageResult<()> {
-        self.write_meta(key, value, DURABLE)
-    }
-
-    fn write_meta<T: serde::Serialize>(
-        &mut self,
-        key: &str,
-        value: &T,
-        durability: redb::Durability,
-    ) -> StorageResult<()> {
         let bytes = seal_json(value).map_err(write_err)?;
         let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(durability).map_err(write_err)?;
+        txn.set_durability(DURABLE).map_err(write_err)?;
         {
             let mut table = txn.open_table(META).map_err(write_err)?;
             table.insert(key, bytes.as_slice()).map_err(write_err)?;
@@ -376,6 +399,9 @@ impl LogStore {
         &mut self,
         range: (Bound<u64>, Bound<u64>),
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        if let Some(hit) = lock(&self.memory).tail.get(range) {
+            return Ok(hit);
+        }
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(LOG).map_err(read_err)?;
         let mut out = Vec::new();
@@ -387,6 +413,9 @@ impl LogStore {
     }
 
     fn last_entry(&mut self) -> StorageResult<Option<Entry<TypeConfig>>> {
+        if let Some(last) = lock(&self.memory).tail.last() {
+            return Ok(Some(last.clone()));
+        }
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(LOG).map_err(read_err)?;
         let last = table.last().map_err(read_err)?;
@@ -394,15 +423,6 @@ impl LogStore {
             .transpose()
     }
 
-    /// Deletes the entries in `range`.
-    fn remove(&mut self, range: (Bound<u64>, Bound<u64>)) -> StorageResult<()> {
-        let txn = self.db.begin_write().map_err(write_err)?;
-        txn.open_table(LOG)
-            .map_err(write_err)?
-            .retain_in(range, |_, _| false)
-            .map_err(write_err)?;
-        txn.commit().map_err(write_err)
-    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -452,11 +472,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
         // A hint that lets a restart apply the log at once; losing the last
         // one in a crash costs nothing (the leader says what is committed),
-        // so it rides on the next log write's fsync instead of its own.
-        self.write_meta("committed", &committed, redb::Durability::None)
+        // so it waits in memory for the next group commit instead of
+        // making a commit of its own. That commit comes after the entries
+        // it covers were written, so the disk never holds a hint ahead of
+        // its log.
+        lock(&self.memory).committed = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        if let Some(newer) = lock(&self.memory).committed {
+            return Ok(newer);
+        }
         Ok(self.meta::<Option<LogId<NodeId>>>("committed")?.flatten())
     }
 
@@ -465,36 +492,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut last = None;
-        let result = (|| {
-            let mut txn = self.db.begin_write().map_err(write_err)?;
-            txn.set_durability(redb::Durability::None)
-                .map_err(write_err)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(write_err)?;
-                for e in entries {
-                    last = Some(e.log_id);
-                    let bytes = seal_json(&e).map_err(write_err)?;
-                    table
-                        .insert(e.log_id.index, bytes.as_slice())
-                        .map_err(write_err)?;
+        let entries: Vec<_> = entries.into_iter().collect();
+        let last = entries.last().map(|e| e.log_id);
+        let result = {
+            let mut memory = lock(&self.memory);
+            let written = (|| {
+                let mut txn = self.db.begin_write().map_err(write_err)?;
+                txn.set_durability(redb::Durability::None)
+                    .map_err(write_err)?;
+                {
+                    let mut table = txn.open_table(LOG).map_err(write_err)?;
+                    for e in &entries {
+                        let bytes = seal_json(e).map_err(write_err)?;
+                        table
+                            .insert(e.log_id.index, bytes.as_slice())
+                            .map_err(write_err)?;
+                    }
                 }
-            }
-            txn.commit().map_err(write_err)
-        })();
+                txn.commit().map_err(write_err)
+            })();
+            memory
+                .tail
+                .changed(&written, |t| entries.into_iter().for_each(|e| t.appended(e)));
+            written
+        };
         if let Err(e) = &result {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return result;
         }
         let flusher = self.flusher.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let recovery = self.recovery.clone();
-            crate::env::spawn_inheriting(flush_appends(self.db.clone(), recovery, rx));
+            let (db, memory, recovery) =
+                (self.db.clone(), self.memory.clone(), self.recovery.clone());
+            crate::env::spawn_inheriting(flush_appends(db, memory, recovery, rx));
             tx
         });
         if let Err(unsent) = flusher.send((callback, last)) {
             // The flusher is gone (its runtime is shutting down): sync here.
-            let r = durable_commit(&self.db);
+            let committed = lock(&self.memory).committed.take();
+            let r = durable_commit(&self.db, committed);
             unsent.0 .0.log_io_completed(
                 r.as_ref()
                     .map(|_| ())
@@ -506,12 +542,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.remove((Bound::Included(log_id.index), Bound::Unbounded))
+        let mut memory = lock(&self.memory);
+        let deleted = (|| {
+            let txn = self.db.begin_write().map_err(write_err)?;
+            txn.open_table(LOG)
+                .map_err(write_err)?
+                .retain_in(log_id.index.., |_, _| false)
+                .map_err(write_err)?;
+            txn.commit().map_err(write_err)
+        })();
+        memory.tail.changed(&deleted, |t| t.truncated(log_id.index));
+        deleted
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         // The purge point (both copies) and the deletion in one transaction.
         let point = seal_json(&log_id).map_err(write_err)?;
+        // The tail stays a suffix of the log even if the deletion fails.
+        lock(&self.memory).tail.purged(log_id.index);
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut meta = txn.open_table(META).map_err(write_err)?;
@@ -802,7 +850,8 @@ mod tests {
                     .unwrap();
                 txn.commit().unwrap();
                 log.save_committed(point(1)).await.unwrap();
-                durable_commit(&log.db).unwrap();
+                // What the group commit does: the hint rides on it.
+                durable_commit(&log.db, lock(&log.memory).committed.take()).unwrap();
                 // Not durable: a crash takes it.
                 log.save_committed(point(2)).await.unwrap();
                 // A power cut in the middle of the next commit: it fails,
