@@ -236,6 +236,29 @@ struct Envelope<T> {
     body: T,
 }
 
+/// The call id of an envelope, to route a reply to its caller, who
+/// decodes the rest. An [`Envelope`] is written with its id first, so
+/// that is read off the front without parsing the body (the caller will);
+/// anything else is parsed whole. `None` if the frame is not an envelope.
+fn envelope_id(frame: &[u8]) -> Option<u64> {
+    let fast = frame.strip_prefix(b"{\"id\":").and_then(|rest| {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        match rest.get(digits) {
+            Some(b',') if (1..=20).contains(&digits) => {
+                std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+            }
+            _ => None,
+        }
+    });
+    fast.or_else(|| {
+        #[derive(Deserialize)]
+        struct Id {
+            id: u64,
+        }
+        serde_json::from_slice::<Id>(frame).ok().map(|i| i.id)
+    })
+}
+
 /// Decodes a frame's body: the call's id and its message.
 pub fn decode_envelope<T: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<(u64, T), RpcError> {
     serde_json::from_slice::<Envelope<T>>(frame)
@@ -418,11 +441,7 @@ impl<E: Env, Req: Serialize, Resp: DeserializeOwned> Client<E, Req, Resp> {
         let (reader_broken, routes) = (broken.clone(), pending.clone());
         let reader = self.env.spawn(async move {
             while let Ok(Some(frame)) = read_frame(&mut rd).await {
-                #[derive(Deserialize)]
-                struct Id {
-                    id: u64,
-                }
-                let Ok(Id { id }) = serde_json::from_slice::<Id>(&frame) else {
+                let Some(id) = envelope_id(&frame) else {
                     continue;
                 };
                 let waiter = routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
@@ -601,6 +620,31 @@ mod tests {
     use super::*;
     use crate::env::TokioEnv;
     use std::time::Duration;
+
+    proptest::proptest! {
+        /// The id read off an envelope's front is the one a full parse
+        /// finds, whatever the body; and what is no envelope has none.
+        #[test]
+        fn an_envelope_id_is_read_off_its_front(id: u64, body: String, junk: Vec<u8>) {
+            let frame = serde_json::to_vec(&Envelope { id, body: &body }).unwrap();
+            let id_first = frame.starts_with(b"{\"id\":");
+            proptest::prop_assert!(id_first, "the id is not first");
+            proptest::prop_assert_eq!(envelope_id(&frame), Some(id));
+            #[derive(Deserialize)]
+            struct Id {
+                id: u64,
+            }
+            let parsed = serde_json::from_slice::<Id>(&junk).ok().map(|i| i.id);
+            proptest::prop_assert_eq!(envelope_id(&junk), parsed);
+        }
+    }
+
+    #[test]
+    fn an_envelope_id_that_does_not_fit_is_no_id() {
+        assert_eq!(envelope_id(b"{\"id\":18446744073709551616,\"body\":1}"), None);
+        assert_eq!(envelope_id(b"{\"id\":,\"body\":1}"), None);
+        assert_eq!(envelope_id(b"{\"body\":1,\"id\":7}"), Some(7));
+    }
 
     #[tokio::test]
     async fn calls_are_answered_concurrently_and_bad_peers_fail_cleanly() {
