@@ -276,8 +276,7 @@ async fn flush_appends(
         }
         let last = waiting.iter().filter_map(|w| w.1).max();
         let committed = lock(&memory).committed.take();
-        let result = durable_commit(&db, committed)
-            .and_then(|()| caught_up(&db, &recovery, last));
+        let result = durable_commit(&db, committed).and_then(|()| caught_up(&db, &recovery, last));
         for (w, _) in waiting {
             w.log_io_completed(
                 result
@@ -422,7 +421,6 @@ impl LogStore {
         last.map(|(_, v)| open_json(v.value()).map_err(read_err))
             .transpose()
     }
-
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -511,9 +509,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 }
                 txn.commit().map_err(write_err)
             })();
-            memory
-                .tail
-                .changed(&written, |t| entries.into_iter().for_each(|e| t.appended(e)));
+            memory.tail.changed(&written, |t| {
+                entries.into_iter().for_each(|e| t.appended(e))
+            });
             written
         };
         if let Err(e) = &result {

@@ -142,12 +142,18 @@ mod tests {
         let t = filled(5, 9);
         let r = |a, b| indices(t.get((a, b)));
         assert_eq!(r(Bound::Included(6), Bound::Excluded(8)), Some(vec![6, 7]));
-        assert_eq!(r(Bound::Included(5), Bound::Unbounded), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(
+            r(Bound::Included(5), Bound::Unbounded),
+            Some(vec![5, 6, 7, 8, 9])
+        );
         assert_eq!(r(Bound::Excluded(8), Bound::Included(20)), Some(vec![9]));
         assert_eq!(r(Bound::Included(12), Bound::Unbounded), Some(vec![]));
         assert_eq!(r(Bound::Included(4), Bound::Excluded(7)), None);
         assert_eq!(r(Bound::Unbounded, Bound::Unbounded), None);
-        assert_eq!(indices(Tail::default().get((Bound::Included(0), Bound::Unbounded))), None);
+        assert_eq!(
+            indices(Tail::default().get((Bound::Included(0), Bound::Unbounded))),
+            None
+        );
     }
 
     #[test]
@@ -157,8 +163,15 @@ mod tests {
         assert_eq!(t.last().map(|e| e.log_id.index), Some(7));
         t.appended(entry(8));
         t.purged(6);
-        assert_eq!(indices(t.get((Bound::Included(7), Bound::Unbounded))), Some(vec![7, 8]));
-        assert_eq!(t.get((Bound::Included(6), Bound::Unbounded)).map(|v| v.len()), None);
+        assert_eq!(
+            indices(t.get((Bound::Included(7), Bound::Unbounded))),
+            Some(vec![7, 8])
+        );
+        assert_eq!(
+            t.get((Bound::Included(6), Bound::Unbounded))
+                .map(|v| v.len()),
+            None
+        );
         t.truncated(3);
         assert!(t.last().is_none());
     }
@@ -167,8 +180,15 @@ mod tests {
     fn a_gap_starts_it_afresh_and_it_stays_bounded() {
         let mut t = filled(1, 3);
         t.appended(entry(10));
-        assert_eq!(indices(t.get((Bound::Included(10), Bound::Unbounded))), Some(vec![10]));
-        assert_eq!(t.get((Bound::Included(3), Bound::Unbounded)).map(|v| v.len()), None);
+        assert_eq!(
+            indices(t.get((Bound::Included(10), Bound::Unbounded))),
+            Some(vec![10])
+        );
+        assert_eq!(
+            t.get((Bound::Included(3), Bound::Unbounded))
+                .map(|v| v.len()),
+            None
+        );
         let t = filled(1, KEEP as u64 + 10);
         assert_eq!(t.entries.len(), KEEP);
         assert_eq!(t.first(), Some(11));

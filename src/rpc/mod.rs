@@ -641,7 +641,10 @@ mod tests {
 
     #[test]
     fn an_envelope_id_that_does_not_fit_is_no_id() {
-        assert_eq!(envelope_id(b"{\"id\":18446744073709551616,\"body\":1}"), None);
+        assert_eq!(
+            envelope_id(b"{\"id\":18446744073709551616,\"body\":1}"),
+            None
+        );
         assert_eq!(envelope_id(b"{\"id\":,\"body\":1}"), None);
         assert_eq!(envelope_id(b"{\"body\":1,\"id\":7}"), Some(7));
     }
