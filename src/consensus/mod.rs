@@ -1,12 +1,13 @@
 //! Consensus: the servers' Raft group, on openraft. Its log entries are
 //! state-store [`Command`]s stamped with the leader's clock; its state
-//! machine is the [`Store`]; its log, vote and snapshots live in a redb
+//! machine is the [`Store`](crate::state::Store); its log, vote and snapshots live in a redb
 //! file in the server's data directory ([`storage`]).
 
 mod disk;
 pub mod network;
 pub mod records;
 pub mod runtime;
+mod state_machine;
 pub mod storage;
 mod tail;
 
@@ -19,9 +20,8 @@ use crate::state::{Command, StateError};
 pub use disk::{CrashLoss, MemoryDisk};
 pub use network::{Acks, Network, RaftReply, RaftRequest};
 pub use records::{Recovering, Rot};
-pub use storage::{
-    open, open_in_memory, open_on, Location, LogStore, StateMachine, StorageOpenError,
-};
+pub use state_machine::StateMachine;
+pub use storage::{open, open_in_memory, open_on, Location, LogStore, StorageOpenError};
 
 /// A log entry's payload: a change to the store, and when the leader
 /// proposed it (milliseconds of its wall clock; lock delays are measured

@@ -27,6 +27,22 @@ pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// The latest snapshot: `meta` and `data`.
 pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
+/// A server's Raft ID.
+pub(super) type NodeId = u64;
+
+/// What the store's operations return: openraft's error, which stops Raft.
+pub(super) type StorageResult<T> = Result<T, openraft::StorageError<NodeId>>;
+
+/// A failed read, as openraft hears of it.
+pub(super) fn read_err(e: impl std::error::Error + 'static) -> openraft::StorageError<NodeId> {
+    openraft::StorageIOError::read(openraft::AnyError::new(&e)).into()
+}
+
+/// A failed write, as openraft hears of it.
+pub(super) fn write_err(e: impl std::error::Error + 'static) -> openraft::StorageError<NodeId> {
+    openraft::StorageIOError::write(openraft::AnyError::new(&e)).into()
+}
+
 /// What a snapshot covers.
 pub(super) type Meta = openraft::SnapshotMeta<u64, openraft::BasicNode>;
 
