@@ -35,10 +35,16 @@ async fn start(env: &TokioEnv, id: u64, dir: &Path, addr: SocketAddr) -> Server 
     let (log, sm) = consensus::open(dir).expect("open the data dir");
     let store = sm.store();
     consensus::runtime::seed(env.seed(&format!("raft-{id}")));
-    let raft = Raft::new(id, config(), consensus::Network::new(env.clone()), log, sm)
-        .await
-        .expect("start Raft");
-    let rpc = consensus::network::serve(env.clone(), listener, raft.clone());
+    let raft = Raft::new(
+        id,
+        config(),
+        consensus::Network::new(env.clone()),
+        log.clone(),
+        sm,
+    )
+    .await
+    .expect("start Raft");
+    let rpc = consensus::network::serve(env.clone(), listener, raft.clone(), log);
     Server {
         id,
         raft,

@@ -4,6 +4,7 @@
 //! file in the server's data directory ([`storage`]).
 
 mod disk;
+pub mod mend;
 pub mod network;
 pub mod records;
 pub mod runtime;

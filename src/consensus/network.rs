@@ -17,7 +17,7 @@ use openraft::raft::{
 use openraft::{BasicNode, LeaderId, Raft};
 use serde::{Deserialize, Serialize};
 
-use super::TypeConfig;
+use super::{LogStore, TypeConfig};
 use crate::env::{Env, Task};
 use crate::rpc::{self, Client, RpcError};
 use crate::time::Instant;
@@ -33,6 +33,14 @@ pub enum RaftRequest {
     Vote(VoteRequest<NodeId>),
     /// A chunk of a snapshot for a lagging follower.
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Log entries `from..=to`, for a server mending its damaged log
+    /// before its Raft starts (see [`mend`](super::mend)).
+    Entries {
+        /// The first index.
+        from: u64,
+        /// The last index.
+        to: u64,
+    },
 }
 
 /// The answer to a [`RaftRequest`].
@@ -44,6 +52,9 @@ pub enum RaftReply {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     /// To `Snapshot`.
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// To `Entries`: the whole entries held, contiguous from `from` (none
+    /// if the first is not held whole).
+    Entries(Vec<openraft::Entry<TypeConfig>>),
 }
 
 /// How Raft messages reach another server: straight over an RPC
@@ -276,20 +287,27 @@ impl<E: Env, T: Transport> RaftNetwork<TypeConfig> for Peer<E, T> {
     }
 }
 
-/// Answers Raft RPCs on `listener` with the local node `raft`.
-pub fn serve<E: Env>(env: E, listener: E::TcpListener, raft: Raft<TypeConfig>) -> Task {
+/// Answers Raft RPCs on `listener` with the local node `raft`, whose
+/// log is `log`.
+pub fn serve<E: Env>(
+    env: E,
+    listener: E::TcpListener,
+    raft: Raft<TypeConfig>,
+    log: LogStore,
+) -> Task {
     rpc::serve(env, listener, move |req: RaftRequest| {
-        let raft = raft.clone();
-        async move { answer(&raft, req).await }
+        let (raft, log) = (raft.clone(), log.clone());
+        async move { answer(&raft, &log, req).await }
     })
 }
 
 /// The local node's answer to a Raft message.
-pub async fn answer(raft: &Raft<TypeConfig>, req: RaftRequest) -> RaftReply {
+pub async fn answer(raft: &Raft<TypeConfig>, log: &LogStore, req: RaftRequest) -> RaftReply {
     match req {
         RaftRequest::Append(r) => RaftReply::Append(raft.append_entries(r).await),
         RaftRequest::Vote(r) => RaftReply::Vote(raft.vote(r).await),
         RaftRequest::Snapshot(r) => RaftReply::Snapshot(raft.install_snapshot(r).await),
+        RaftRequest::Entries { from, to } => RaftReply::Entries(log.lend(from, to)),
     }
 }
 

@@ -6,8 +6,10 @@
 //! opens ([`check_and_repair`]):
 //!
 //! - a damaged copy of a doubled record is rewritten from the other;
-//! - a damaged log entry takes the log from there on with it, and a
-//!   damaged snapshot (behind which the log was purged) takes the log;
+//! - a damaged log entry takes the log from there on with it (onto the
+//!   *shelf*, from which [`mend`](super::mend) restores what peers can
+//!   vouch for before Raft starts), and a damaged snapshot (behind which
+//!   the log was purged) takes the log;
 //! - either way the server may have lost entries it had acknowledged, so
 //!   it is *recovering* ([`Recovering`]) until it has caught up from a
 //!   leader (see [`Recovering::caught_up_by`]). Meanwhile it does not
@@ -26,6 +28,11 @@ pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The latest snapshot: `meta` and `data`.
 pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+/// The log from its first damaged entry on, as stored, set aside by the
+/// check at open so that the log Raft reads has no holes. It lives only
+/// until the log next changes: [`mend`](super::mend) puts back what it
+/// can, and any write to the log empties it.
+pub(super) const SHELF: TableDefinition<u64, &[u8]> = TableDefinition::new("shelf");
 
 /// A server's Raft ID.
 pub(super) type NodeId = u64;
@@ -219,6 +226,7 @@ pub(super) fn check_and_repair(
             // The log behind it is purged: what is left cannot rebuild the
             // state, so the server starts over from a leader's snapshot.
             txn.open_table(LOG)?.retain(|_, _| false)?;
+            txn.open_table(SHELF)?.retain(|_, _| false)?;
             let mut meta = txn.open_table(META)?;
             for key in ["last_purged", "last_purged.2", "committed"] {
                 meta.remove(key)?;
@@ -333,8 +341,8 @@ fn check_snapshot(txn: &Txn) -> Result<Result<Option<u64>, ()>, Fail> {
 }
 
 /// Checks every log entry: the last index left, and where the log was cut
-/// if an entry was damaged (it and every later one are dropped, since a
-/// log must not have holes).
+/// if an entry was damaged (it and every later one go onto the shelf,
+/// since a log must not have holes).
 fn check_log(txn: &Txn) -> Result<(Option<u64>, Option<u64>), Fail> {
     let mut table = txn.open_table(LOG)?;
     let mut last = None;
@@ -348,8 +356,16 @@ fn check_log(txn: &Txn) -> Result<(Option<u64>, Option<u64>), Fail> {
         last = Some(k.value());
     }
     if let Some(from) = damaged {
+        let mut shelf = txn.open_table(SHELF)?;
+        for item in table.range(from..)? {
+            let (k, v) = item?;
+            shelf.insert(k.value(), v.value())?;
+        }
         table.retain_in(from.., |_, _| false)?;
-        tracing::warn!(from, "damaged Raft log entries dropped");
+        tracing::warn!(
+            from,
+            "damaged Raft log entry: the log from there on is set aside until peers mend it"
+        );
     }
     Ok((last, damaged))
 }

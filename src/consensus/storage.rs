@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogId, LogState, OptionalSend, RaftLogReader, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::disk::MemoryDisk;
 use super::records::{
     self, open_json, read_err, seal_json, write_err, NodeId, Recovering, StorageResult, LOG, META,
-    SNAPSHOT,
+    SHELF, SNAPSHOT,
 };
 use super::state_machine::StateMachine;
 use super::tail::Tail;
@@ -161,13 +161,20 @@ fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), Storag
     for def in [META, SNAPSHOT] {
         txn.open_table(def).map_err(|e| open_error(path, e))?;
     }
-    txn.open_table(LOG).map_err(|e| open_error(path, e))?;
+    for def in [LOG, SHELF] {
+        txn.open_table(def).map_err(|e| open_error(path, e))?;
+    }
     let recovering = records::check_and_repair(&txn)
         .map_err(|e| corrupt(e.to_string()))?
         .map_err(|e| StorageOpenError::Unrecoverable {
             path: path.to_owned(),
             reason: e.0,
         })?;
+    let shelved = !txn
+        .open_table(SHELF)
+        .map_err(|e| open_error(path, e))?
+        .is_empty()
+        .map_err(|e| open_error(path, e))?;
     txn.commit().map_err(|e| open_error(path, e))?;
     if let Some(r) = &recovering {
         tracing::warn!(lost = %r.lost, term = r.term, "Raft storage lost acknowledged state to damage: this server will not vote or stand for leader until it holds an entry from a leader of a later term");
@@ -176,7 +183,10 @@ fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), Storag
     let log = LogStore {
         db: db.clone(),
         flusher: Arc::default(),
-        memory: Arc::default(),
+        memory: Arc::new(std::sync::Mutex::new(Memory {
+            shelved,
+            ..Memory::default()
+        })),
         recovery: Arc::new(tokio::sync::watch::Sender::new(recovering)),
         #[cfg(cairn_planted = "vote_not_persisted")]
         vote_in_memory: Arc::default(),
@@ -194,13 +204,13 @@ fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), Storag
 /// The Raft log, vote and commit point.
 #[derive(Debug, Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    pub(super) db: Arc<Database>,
     /// Appends waiting for the next fsync; started with the first append.
     flusher: Arc<std::sync::OnceLock<Flusher>>,
     /// The log's last entries and the commit hint not yet written.
-    memory: Arc<std::sync::Mutex<Memory>>,
+    pub(super) memory: Arc<std::sync::Mutex<Memory>>,
     /// Whether the server is recovering from damage, and from what.
-    recovery: Arc<tokio::sync::watch::Sender<Option<Recovering>>>,
+    pub(super) recovery: Arc<tokio::sync::watch::Sender<Option<Recovering>>>,
     /// The planted bug's vote, which never reaches the disk.
     #[cfg(cairn_planted = "vote_not_persisted")]
     vote_in_memory: Arc<std::sync::Mutex<Option<Vote<NodeId>>>>,
@@ -222,11 +232,35 @@ type Flusher = tokio::sync::mpsc::UnboundedSender<Flush>;
 /// never sees the tail ahead of the log; lock it before, never inside, a
 /// redb write transaction.
 #[derive(Debug, Default)]
-struct Memory {
+pub(super) struct Memory {
     tail: Tail,
     /// A commit hint newer than the one on disk: the next group commit
     /// writes it (see [`RaftLogStorage::save_committed`]).
     committed: Option<Option<LogId<NodeId>>>,
+    /// Whether the shelf ([`SHELF`]) holds entries. They are this log's
+    /// continuation only until the log changes, so the first change
+    /// empties it, in the same transaction.
+    pub(super) shelved: bool,
+}
+
+impl Memory {
+    /// Empties the shelf in `txn`, a transaction that changes the log, if
+    /// it holds anything; [`Memory::shelf_emptied`] once `txn` commits.
+    fn empty_shelf(&self, txn: &redb::WriteTransaction) -> StorageResult<()> {
+        if self.shelved {
+            txn.open_table(SHELF)
+                .map_err(write_err)?
+                .retain(|_, _| false)
+                .map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    /// After [`Memory::empty_shelf`]'s transaction committed (or failed:
+    /// then the shelf stays).
+    fn shelf_emptied(&mut self, committed: &StorageResult<()>) {
+        self.shelved &= committed.is_err();
+    }
 }
 
 /// An append waiting for its fsync: openraft's callback, and its last
@@ -264,7 +298,7 @@ async fn flush_appends(
 
 /// Ends a recovery once the log durably holds `last`, if that catches it
 /// up (see [`Recovering::caught_up_by`]).
-fn caught_up(
+pub(super) fn caught_up(
     db: &Database,
     recovery: &tokio::sync::watch::Sender<Option<Recovering>>,
     last: Option<LogId<NodeId>>,
@@ -316,13 +350,13 @@ fn put_meta<T: serde::Serialize>(
     Ok(())
 }
 
-fn lock(memory: &std::sync::Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
+pub(super) fn lock(memory: &std::sync::Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
     memory.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a durable commit asks of redb: an fsync, unless a planted bug
 /// (benches/planted_bugs.sh) skips it.
-const DURABLE: redb::Durability = if cfg!(cairn_planted = "fsync_skipped") {
+pub(super) const DURABLE: redb::Durability = if cfg!(cairn_planted = "fsync_skipped") {
     redb::Durability::None
 } else {
     redb::Durability::Immediate
@@ -478,6 +512,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut txn = self.db.begin_write().map_err(write_err)?;
                 txn.set_durability(redb::Durability::None)
                     .map_err(write_err)?;
+                memory.empty_shelf(&txn)?;
                 {
                     let mut table = txn.open_table(LOG).map_err(write_err)?;
                     for e in &entries {
@@ -489,6 +524,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 }
                 txn.commit().map_err(write_err)
             })();
+            memory.shelf_emptied(&written);
             memory.tail.changed(&written, |t| {
                 entries.into_iter().for_each(|e| t.appended(e))
             });
@@ -522,12 +558,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut memory = lock(&self.memory);
         let deleted = (|| {
             let txn = self.db.begin_write().map_err(write_err)?;
+            memory.empty_shelf(&txn)?;
             txn.open_table(LOG)
                 .map_err(write_err)?
                 .retain_in(log_id.index.., |_, _| false)
                 .map_err(write_err)?;
             txn.commit().map_err(write_err)
         })();
+        memory.shelf_emptied(&deleted);
         memory.tail.changed(&deleted, |t| t.truncated(log_id.index));
         deleted
     }
@@ -535,20 +573,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         // The purge point (both copies) and the deletion in one transaction.
         let point = seal_json(&log_id).map_err(write_err)?;
+        let mut memory = lock(&self.memory);
         // The tail stays a suffix of the log even if the deletion fails.
-        lock(&self.memory).tail.purged(log_id.index);
-        let txn = self.db.begin_write().map_err(write_err)?;
-        {
-            let mut meta = txn.open_table(META).map_err(write_err)?;
-            for key in ["last_purged", "last_purged.2"] {
-                meta.insert(key, point.as_slice()).map_err(write_err)?;
+        memory.tail.purged(log_id.index);
+        let purged = (|| {
+            let txn = self.db.begin_write().map_err(write_err)?;
+            memory.empty_shelf(&txn)?;
+            {
+                let mut meta = txn.open_table(META).map_err(write_err)?;
+                for key in ["last_purged", "last_purged.2"] {
+                    meta.insert(key, point.as_slice()).map_err(write_err)?;
+                }
             }
-        }
-        txn.open_table(LOG)
-            .map_err(write_err)?
-            .retain_in(..=log_id.index, |_, _| false)
-            .map_err(write_err)?;
-        txn.commit().map_err(write_err)
+            txn.open_table(LOG)
+                .map_err(write_err)?
+                .retain_in(..=log_id.index, |_, _| false)
+                .map_err(write_err)?;
+            txn.commit().map_err(write_err)
+        })();
+        memory.shelf_emptied(&purged);
+        purged
     }
 }
 

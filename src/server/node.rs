@@ -76,6 +76,9 @@ pub struct Server<E: Env> {
     /// ACL replication from the primary datacenter (in a secondary).
     pub(super) replication: super::request::Replication,
     pub(super) _rpc: Task,
+    /// The Raft log, which peers mending theirs read
+    /// ([`RaftRequest::Entries`]).
+    pub(super) log: consensus::LogStore,
     pub(super) _batchers: Vec<Task>,
     pub(super) _lease: Task,
     /// Whether the store is recovering from damage (see
@@ -186,6 +189,38 @@ async fn sit_out_elections(
     })
 }
 
+/// How long a server whose log was damaged asks its peers for the entries
+/// it lost before it starts without them (see [`consensus::mend`]): long
+/// enough for peers restarting at about the same time to answer.
+const MEND_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The other servers' RPC addresses, as the store knows them before Raft
+/// starts: from the log's last membership, or the state machine's.
+async fn peers_held(
+    id: u64,
+    log: &consensus::LogStore,
+    sm: &mut consensus::StateMachine,
+) -> Result<Vec<SocketAddr>, StartError> {
+    let members = match log.membership_held().map_err(storage_start)? {
+        Some(m) => m,
+        None => {
+            use openraft::storage::RaftStateMachine;
+            let held = sm.applied_state().await.map_err(storage_start)?.1;
+            held.membership().clone()
+        }
+    };
+    Ok(members
+        .nodes()
+        .filter(|(n, _)| **n != id)
+        .filter_map(|(_, node)| node.addr.parse().ok())
+        .collect())
+}
+
+/// A storage failure while starting.
+fn storage_start(e: openraft::StorageError<u64>) -> StartError {
+    StartError::Raft(format!("its Raft storage failed: {e}"))
+}
+
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -209,12 +244,51 @@ impl<E: Env> Server<E> {
         config: Arc<openraft::Config>,
         tls: RpcTls,
     ) -> Result<Arc<Server<E>>, StartError> {
-        let (log, sm) = location.open()?;
-        let recovery = log.recovery();
+        let (log, mut sm) = location.open()?;
         let store = sm.store();
         let (dial, answer) = tls;
         let client = Arc::new(Client::with_tls(env.clone(), dial));
-        let network = Network::over(env.clone(), Arc::new(Wrapped(client.clone())));
+        let wrapped = Arc::new(Wrapped(client.clone()));
+        // Answering starts before Raft, so that peers can mend their logs
+        // from this one's (and it from theirs) first; other requests wait
+        // for the server.
+        let me: Arc<std::sync::OnceLock<std::sync::Weak<Server<E>>>> = Arc::default();
+        let rpc = {
+            let (me, log) = (me.clone(), log.clone());
+            rpc::serve_tls(
+                env.clone(),
+                listener,
+                answer,
+                move |req: ServerRpc, peer: rpc::Peer| {
+                    let server = me.get().map(std::sync::Weak::upgrade);
+                    let log = log.clone();
+                    async move {
+                        match (server, req) {
+                            (Some(Some(server)), req) => server.handle(req, peer).await,
+                            (None, ServerRpc::Raft(RaftRequest::Entries { from, to }))
+                                if peer.server =>
+                            {
+                                ServerReply::Raft(RaftReply::Entries(log.lend(from, to)))
+                            }
+                            (None, _) => {
+                                ServerReply::Client(ClientReply::refused("the server is starting"))
+                            }
+                            (Some(None), _) => {
+                                ServerReply::Client(ClientReply::refused("the server is stopping"))
+                            }
+                        }
+                    }
+                },
+            )
+        };
+        if log.shelved() {
+            let peers = peers_held(id, &log, &mut sm).await?;
+            consensus::mend::mend(&env, &log, &peers, &*wrapped, MEND_PATIENCE)
+                .await
+                .map_err(storage_start)?;
+        }
+        let recovery = log.recovery();
+        let network = Network::over(env.clone(), wrapped);
         consensus::runtime::seed(env.seed("raft"));
         let lease = Lease {
             me: id,
@@ -226,7 +300,7 @@ impl<E: Env> Server<E> {
         let ca_rng = Mutex::new(rand::SeedableRng::seed_from_u64(env.seed("connect")));
         let csr_limit = CsrLimit::new(env.now());
         let telemetry: Arc<crate::telemetry::Registry> = Arc::default();
-        let raft = Raft::new(id, config, network, log, sm)
+        let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let recovering = recovery.borrow().clone();
@@ -249,50 +323,33 @@ impl<E: Env> Server<E> {
             heartbeat,
             telemetry.clone(),
         ));
-        let server = Arc::new_cyclic(|me: &std::sync::Weak<Server<E>>| {
-            let me = me.clone();
-            let rpc = rpc::serve_tls(
-                env.clone(),
-                listener,
-                answer,
-                move |req: ServerRpc, peer: rpc::Peer| {
-                    let me = me.clone();
-                    async move {
-                        let Some(server) = me.upgrade() else {
-                            return ServerReply::Client(ClientReply::refused(
-                                "the server is stopping",
-                            ));
-                        };
-                        server.handle(req, peer).await
-                    }
-                },
-            );
-            Server {
-                env,
-                id,
-                raft,
-                store,
-                client,
-                last_contact,
-                pending_coordinates: Mutex::default(),
-                proposals,
-                session_timers: Mutex::default(),
-                lease,
-                ca_rng,
-                csr_limit,
-                wan: std::sync::OnceLock::new(),
-                datacenter: std::sync::OnceLock::new(),
-                acl: std::sync::OnceLock::new(),
-                telemetry,
-                transfer_to: Mutex::new(None),
-                replication: Default::default(),
-                _rpc: rpc,
-                _batchers: batchers,
-                _lease: watcher,
-                recovery,
-                _recovery: rejoin,
-            }
+        let server = Arc::new(Server {
+            env,
+            id,
+            raft,
+            log,
+            store,
+            client,
+            last_contact,
+            pending_coordinates: Mutex::default(),
+            proposals,
+            session_timers: Mutex::default(),
+            lease,
+            ca_rng,
+            csr_limit,
+            wan: std::sync::OnceLock::new(),
+            datacenter: std::sync::OnceLock::new(),
+            acl: std::sync::OnceLock::new(),
+            telemetry,
+            transfer_to: Mutex::new(None),
+            replication: Default::default(),
+            _rpc: rpc,
+            _batchers: batchers,
+            _lease: watcher,
+            recovery,
+            _recovery: rejoin,
         });
+        let _ = me.set(Arc::downgrade(&server));
         Ok(server)
     }
 
@@ -394,7 +451,7 @@ impl<E: Env> Server<E> {
                         return ServerReply::Raft(refused);
                     }
                 }
-                let reply = answer(&self.raft, r).await;
+                let reply = answer(&self.raft, &self.log, r).await;
                 // Contact with the leader is a message Raft accepted from
                 // it, not any message (a deposed leader's are refused).
                 let accepted = match &reply {

@@ -118,6 +118,38 @@ pub(crate) enum Exit {
 }
 
 impl HostCtx {
+    /// Records what the node learnt of its pool while its agent was
+    /// starting (a server mending its log from peers starts late, and
+    /// gossip rejoins meanwhile), as of now: no event before the
+    /// subscription reaches it. Later events come in order after these.
+    async fn record_known(&self, env: &SimEnv, agent: &Agent<SimEnv>) -> Result<(), String> {
+        let known = agent
+            .gossip()
+            .members()
+            .await
+            .map_err(|e| format!("{}: {e}", self.name))?;
+        let now = env.true_time(env.now().as_duration()).as_micros() as u64;
+        for m in known.iter().filter(|m| m.name != self.name) {
+            use cairn::gossip::MemberStatus as S;
+            let event = match (m.status, m.suspect) {
+                (S::Alive, false) => "joined",
+                (S::Alive, true) => "suspect",
+                (S::Leaving | S::Left, _) => "left",
+                (S::Failed, _) => "failed",
+                (S::None, _) => continue,
+            };
+            self.recorder.record(TraceEvent {
+                t_us: now,
+                node: self.name.clone(),
+                event: event.into(),
+                member: Some(m.name.clone()),
+                incarnation: Some(m.incarnation),
+                detail: None,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs the node's software on `env` until it leaves or stops on a
     /// storage failure; an error is a failure of the host's software (a
     /// bug, a scenario it cannot run), which ends the run.
@@ -177,6 +209,7 @@ impl HostCtx {
             .await
             .map_err(|e| format!("{}: {e}", self.name))?;
         let recorder = self.recorder.clone();
+        self.record_known(&env, &agent).await?;
         let me = self.name.clone();
         let clock_env = env.clone();
         let _recording = env.spawn(async move {
