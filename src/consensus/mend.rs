@@ -121,6 +121,9 @@ impl LogStore {
                 break;
             };
             let start = out.last().map_or(from, |e| e.log_id.index + 1);
+            if start > to {
+                break;
+            }
             let Ok(range) = table.range(start..=to) else {
                 break;
             };
@@ -406,6 +409,16 @@ mod tests {
                 }]
             );
             // Both are mending: each lends from its shelf.
+            // b lends from its log, then its shelf, up to its damage.
+            let lent = |from, to| {
+                b.lend(from, to)
+                    .iter()
+                    .map(|e| e.log_id.index)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(lent(3, 7), vec![3, 4]);
+            assert_eq!(lent(7, 7), vec![7]);
+            assert!(lent(4, 3).is_empty() && lent(5, 7).is_empty());
             mend_from(&a, b.clone()).await;
             mend_from(&b, a.clone()).await;
             for mut s in [a, b] {
@@ -468,6 +481,7 @@ mod tests {
             a.truncate(entry(1, 1).log_id).await.unwrap();
             assert!(a.shelf().unwrap().is_empty());
             assert!(a.lend(2, 3).is_empty(), "nothing stale is lent");
+
             drop(a);
             let (a, _) = open_on(&disk).unwrap();
             assert!(!a.shelved());
