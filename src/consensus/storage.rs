@@ -182,6 +182,7 @@ fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), Storag
     let db = Arc::new(db);
     let log = LogStore {
         db: db.clone(),
+        path: path.into(),
         flusher: Arc::default(),
         memory: Arc::new(std::sync::Mutex::new(Memory {
             shelved,
@@ -205,6 +206,8 @@ fn open_db(db: Database, path: &Path) -> Result<(LogStore, StateMachine), Storag
 #[derive(Debug, Clone)]
 pub struct LogStore {
     pub(super) db: Arc<Database>,
+    /// Where it is, for errors.
+    path: Arc<Path>,
     /// Appends waiting for the next fsync; started with the first append.
     flusher: Arc<std::sync::OnceLock<Flusher>>,
     /// The log's last entries and the commit hint not yet written.
@@ -363,6 +366,16 @@ pub(super) const DURABLE: redb::Durability = if cfg!(cairn_planted = "fsync_skip
 };
 
 impl LogStore {
+    /// `e`, a failure of this store before Raft started, as a failure to
+    /// open it: the disk failed (full, failing), and nothing it held was
+    /// lost.
+    pub fn failed_to_open(&self, e: openraft::StorageError<NodeId>) -> StorageOpenError {
+        StorageOpenError::Io {
+            path: self.path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
     /// Whether this server is recovering from damage to its storage (see
     /// [`records`]), and from what; it changes to `None` once the server
     /// has caught up.

@@ -201,11 +201,12 @@ async fn peers_held(
     log: &consensus::LogStore,
     sm: &mut consensus::StateMachine,
 ) -> Result<Vec<SocketAddr>, StartError> {
-    let members = match log.membership_held().map_err(storage_start)? {
+    let failed = |e| StartError::Storage(log.failed_to_open(e));
+    let members = match log.membership_held().map_err(failed)? {
         Some(m) => m,
         None => {
             use openraft::storage::RaftStateMachine;
-            let held = sm.applied_state().await.map_err(storage_start)?.1;
+            let held = sm.applied_state().await.map_err(failed)?.1;
             held.membership().clone()
         }
     };
@@ -214,11 +215,6 @@ async fn peers_held(
         .filter(|(n, _)| **n != id)
         .filter_map(|(_, node)| node.addr.parse().ok())
         .collect())
-}
-
-/// A storage failure while starting.
-fn storage_start(e: openraft::StorageError<u64>) -> StartError {
-    StartError::Raft(format!("its Raft storage failed: {e}"))
 }
 
 /// Why a server could not start.
@@ -285,7 +281,7 @@ impl<E: Env> Server<E> {
             let peers = peers_held(id, &log, &mut sm).await?;
             consensus::mend::mend(&env, &log, &peers, &*wrapped, MEND_PATIENCE)
                 .await
-                .map_err(storage_start)?;
+                .map_err(|e| StartError::Storage(log.failed_to_open(e)))?;
         }
         let recovery = log.recovery();
         let network = Network::over(env.clone(), wrapped);
