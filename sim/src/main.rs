@@ -491,7 +491,22 @@ fn sweep(
         |seed| -> anyhow::Result<SeedResult> {
             let k = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let label = format!("seed {seed} ({k}/{total})");
-            let r = run_once(&s, seed, quiet || jobs > 1, &label)?;
+            let r = match run_once(&s, seed, quiet || jobs > 1, &label) {
+                Ok(r) => r,
+                // A run that could not go on (a node's software failed)
+                // fails its seed, not the sweep: the other seeds still run.
+                Err(e) => {
+                    return Ok(SeedResult {
+                        seed,
+                        passed: false,
+                        failed: vec![format!("the run ({e:#})")],
+                        trace_hash: String::new(),
+                        virtual_s: 0.0,
+                        wall_s: 0.0,
+                        output: None,
+                    })
+                }
+            };
             let failed: Vec<String> = r.failed();
             let mut output = None;
             if !failed.is_empty() {
@@ -545,7 +560,10 @@ fn sweep(
     print_failing(&results_file, &file.display().to_string());
     if shrink {
         for r in results_file.results.iter().filter(|r| !r.passed) {
-            let failing = run_once(&s, r.seed, true, "")?;
+            let Ok(failing) = run_once(&s, r.seed, true, "") else {
+                eprintln!("seed {}: not shrunk: the run does not finish", r.seed);
+                continue;
+            };
             let path = default_dir(Some(root.clone()), &s, r.seed).join("shrunk.toml");
             shrink_and_write(&s, &failing, SHRINK_BUDGET, &path)?;
         }
