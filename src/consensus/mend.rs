@@ -200,12 +200,9 @@ impl LogStore {
                     expected = i.checked_add(1);
                 }
             }
-            txn.open_table(SHELF)
-                .map_err(write_err)?
-                .retain(|_, _| false)
-                .map_err(write_err)?;
+            memory.empty_shelf(&txn)?;
             let committed = txn.commit().map_err(write_err);
-            memory.shelved &= committed.is_err();
+            memory.shelf_emptied(&committed);
             committed?;
         }
         caught_up(&self.db, &self.recovery, last)?;

@@ -249,7 +249,7 @@ pub(super) struct Memory {
 impl Memory {
     /// Empties the shelf in `txn`, a transaction that changes the log, if
     /// it holds anything; [`Memory::shelf_emptied`] once `txn` commits.
-    fn empty_shelf(&self, txn: &redb::WriteTransaction) -> StorageResult<()> {
+    pub(super) fn empty_shelf(&self, txn: &redb::WriteTransaction) -> StorageResult<()> {
         if self.shelved {
             txn.open_table(SHELF)
                 .map_err(write_err)?
@@ -261,7 +261,7 @@ impl Memory {
 
     /// After [`Memory::empty_shelf`]'s transaction committed (or failed:
     /// then the shelf stays).
-    fn shelf_emptied(&mut self, committed: &StorageResult<()>) {
+    pub(super) fn shelf_emptied(&mut self, committed: &StorageResult<()>) {
         self.shelved &= committed.is_err();
     }
 }
