@@ -408,10 +408,10 @@ pub fn linearizable(history: &[Op]) -> CheckResult {
             passed: true,
             detail: format!("{summary}: linearizable"),
         },
-        Err(v) => CheckResult {
+        Err(failure) => CheckResult {
             check,
             passed: false,
-            detail: format!("{summary}: {v}; {}", v.witness()),
+            detail: format!("{summary}: {failure}"),
         },
     }
 }

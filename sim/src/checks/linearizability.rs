@@ -15,6 +15,13 @@
 //! may not have taken effect: it returns "at infinity" with an unknown
 //! result, so it can be placed anywhere after its call, including after
 //! everything else, where it changes nothing anyone saw.
+//!
+//! Such operations are what makes the search grow: each stays pending to
+//! the end, and every subset of them placed is a state of its own. So
+//! before searching, those that cannot matter go (see [`needed`]), and a
+//! write whose value somebody saw is known to be over by then (see
+//! [`ends`]). A search that still outgrows its memory says so: the
+//! check is then undecided, never passed.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -89,24 +96,101 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// Checks `history`; every key must be linearizable on its own.
-pub fn check(history: &[Op]) -> Result<(), Violation> {
+/// A key whose search outgrew its memory before it found an order or
+/// ruled every one out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecided {
+    /// The key.
+    pub key: String,
+    /// How many operations it has.
+    pub ops: usize,
+    /// How many of them never returned.
+    pub unknown: usize,
+    /// How many search states it had visited.
+    pub states: usize,
+}
+
+impl std::fmt::Display for Undecided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "undecided: the search through the {} operations on key {:?} ({} of unknown \
+             outcome) visited {} states, all its memory holds, without finding an order \
+             or ruling one out; operations that never return make it grow, so a \
+             shorter kv_load or fewer clients keep it small",
+            self.ops, self.key, self.unknown, self.states
+        )
+    }
+}
+
+/// Why a history was not shown linearizable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A key's operations have no linearizable order.
+    Violation(Violation),
+    /// A key's search could not tell (and no key has a violation).
+    Undecided(Undecided),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Violation(v) => write!(f, "{v}; {}", v.witness()),
+            Failure::Undecided(u) => u.fmt(f),
+        }
+    }
+}
+
+/// Checks `history`; every key must be linearizable on its own. A
+/// violation on any key wins over a key the search could not decide.
+pub fn check(history: &[Op]) -> Result<(), Failure> {
+    check_within(history, SEARCH_MEMORY)
+}
+
+/// [`check`], each key's search holding at most `memory` bytes.
+fn check_within(history: &[Op], memory: usize) -> Result<(), Failure> {
     let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in history {
         by_key.entry(&op.key).or_default().push(op);
     }
+    let mut undecided = None;
     for (key, ops) in by_key {
-        if !check_key(&ops) {
-            let mut ops: Vec<Op> = ops.into_iter().cloned().collect();
-            ops.sort_by_key(|o| o.call);
-            return Err(Violation {
-                key: key.to_owned(),
-                ops,
-            });
+        match check_key_from(&ops, None, memory) {
+            Outcome::Ordered => {}
+            Outcome::NoOrder => {
+                let mut ops: Vec<Op> = ops.into_iter().cloned().collect();
+                ops.sort_by_key(|o| o.call);
+                return Err(Failure::Violation(Violation {
+                    key: key.to_owned(),
+                    ops,
+                }));
+            }
+            Outcome::Undecided(states) => {
+                undecided.get_or_insert(Undecided {
+                    key: key.to_owned(),
+                    ops: ops.len(),
+                    unknown: ops.iter().filter(|o| o.ret.is_none()).count(),
+                    states,
+                });
+            }
         }
     }
-    Ok(())
+    undecided.map_or(Ok(()), |u| Err(Failure::Undecided(u)))
 }
+
+/// What a search for an order found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// There is one.
+    Ordered,
+    /// There is none.
+    NoOrder,
+    /// Its memory ran out after this many states.
+    Undecided(usize),
+}
+
+/// How much memory one key's search may hold, in bytes (about).
+const SEARCH_MEMORY: usize = 1 << 30;
 
 /// The register's next state if `op` may happen in `state` and give what
 /// its client saw.
@@ -144,6 +228,8 @@ fn step(state: &Option<Vec<u8>>, op: &Op) -> Option<Option<Vec<u8>>> {
 struct Events {
     /// (operation, is its call).
     ev: Vec<(usize, bool)>,
+    /// When each event happens.
+    at: Vec<u64>,
     next: Vec<usize>,
     prev: Vec<usize>,
     /// Index of each operation's return event.
@@ -153,18 +239,21 @@ struct Events {
 const HEAD: usize = 0;
 
 impl Events {
-    fn new(ops: &[&Op]) -> Events {
+    /// The events of `ops`, each over by its time in `ends`.
+    fn new(ops: &[Op], ends: &[u64]) -> Events {
         // Calls before returns at equal times: touching operations overlap.
         let mut timed: Vec<(u64, u8, usize, bool)> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             timed.push((op.call, 0, i, true));
-            let at = op.ret.as_ref().map_or(u64::MAX, |(t, _)| *t);
-            timed.push((at, 1, i, false));
+            timed.push((ends[i], 1, i, false));
         }
         timed.sort();
         // Slot 0 is the list's head.
         let mut ev = vec![(usize::MAX, false)];
         ev.extend(timed.iter().map(|&(_, _, i, call)| (i, call)));
+        let at = std::iter::once(0)
+            .chain(timed.iter().map(|t| t.0))
+            .collect();
         let n = ev.len();
         let mut ret_of = vec![0; ops.len()];
         for (slot, &(i, call)) in ev.iter().enumerate().skip(1) {
@@ -176,6 +265,7 @@ impl Events {
             next: (1..=n).collect(),
             prev: (0..n).map(|i| i.wrapping_sub(1)).collect(),
             ev,
+            at,
             ret_of,
         }
     }
@@ -213,30 +303,238 @@ impl Events {
     }
 }
 
-fn check_key(ops: &[&Op]) -> bool {
-    check_key_from(ops, None)
+/// Whether `ops` fail from the key's start: `false` when they have an
+/// order or the search could not tell.
+fn fails(ops: &[&Op]) -> bool {
+    check_key_from(ops, None, SEARCH_MEMORY) == Outcome::NoOrder
 }
 
 /// Whether `ops` have a linearizable order from a register holding
-/// `initial`.
-fn check_key_from(ops: &[&Op], initial: Option<Vec<u8>>) -> bool {
-    let mut events = Events::new(ops);
-    let words = ops.len().div_ceil(64);
+/// `initial`, searching with at most `memory` bytes.
+fn check_key_from(ops: &[&Op], initial: Option<Vec<u8>>, memory: usize) -> Outcome {
+    search(&Prepared::new(ops, initial), memory)
+}
+
+/// The values `ops` read or expect: a register holding any other value
+/// behaves the same for all of them.
+struct Mentions<'a> {
+    values: BTreeSet<Option<&'a [u8]>>,
+    /// The last return of a check-and-set that refused.
+    last_refusal: Option<u64>,
+}
+
+impl<'a> Mentions<'a> {
+    fn of(ops: &[&'a Op]) -> Mentions<'a> {
+        let mut m = Mentions {
+            values: BTreeSet::new(),
+            last_refusal: None,
+        };
+        for op in ops {
+            match (&op.input, &op.ret) {
+                (_, Some((_, Output::Value(v)))) => {
+                    m.values.insert(v.as_deref());
+                }
+                (Input::Cas { expect, .. }, ret) => {
+                    m.values.insert(expect.as_deref());
+                    if let Some((t, Output::Swapped(false))) = ret {
+                        m.last_refusal = m.last_refusal.max(Some(*t));
+                    }
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+
+    /// Whether `op` never returned and writes a value nobody mentions.
+    fn blind(&self, op: &Op) -> bool {
+        op.ret.is_none() && wrote(op).is_some_and(|w| !self.values.contains(&w))
+    }
+}
+
+/// The operations of `ops` that can decide whether they have an order:
+/// all but those that never returned and that, placed last, would leave
+/// every result anyone saw as it was. That is a read, and a blind write
+/// (of a value nobody read or expected), unless a check-and-set that
+/// refused could come after it: the write may be what made it refuse.
+///
+/// Why dropping the others is sound: an order without such a write
+/// stays one with the write put last. An order with it stays one without
+/// it: until the next write, only operations that never returned and
+/// changed nothing can follow it (a read would have read its value, a
+/// check-and-set expecting something else would have refused), and they
+/// can go last too.
+fn needed<'a>(ops: &[&'a Op]) -> Vec<&'a Op> {
+    let m = Mentions::of(ops);
+    ops.iter()
+        .copied()
+        .filter(|op| {
+            op.ret.is_some()
+                || (wrote(op).is_some()
+                    && (!m.blind(op) || m.last_refusal.is_some_and(|t| t >= op.call)))
+        })
+        .collect()
+}
+
+/// One key's operations, made ready for the search. Operations that
+/// never return stay pending to the end, and every subset of them placed
+/// would be a state of its own; three things keep that from exploding:
+/// - Values nobody reads or expects are all one value, `blank`: the
+///   register behaves the same with any of them.
+/// - Blind writes (see [`needed`]) are spares, not placed as operations.
+///   Such a write matters only by making a check-and-set refuse (see
+///   [`needed`] for why), and may as well happen just before it. So one
+///   is spent exactly when a check-and-set that refused could not have:
+///   the earliest one called that the register's value allows (a
+///   check-and-set's needs its expected value, so those go first).
+/// - Operations that never return with the same input are interchangeable:
+///   each is placed only after the one called before it.
+struct Prepared {
+    /// The operations to place.
+    ops: Vec<Op>,
+    /// When each is over (see [`ends`]).
+    ends: Vec<u64>,
+    /// For each, the interchangeable one it must follow.
+    twin: Vec<Option<usize>>,
+    /// The spares, by call.
+    spares: Vec<Spare>,
+    /// The one value that stands for every value nobody mentions.
+    blank: Vec<u8>,
+    initial: Option<Vec<u8>>,
+}
+
+/// A blind write that never returned.
+struct Spare {
+    call: u64,
+    /// The value it needs the register to hold (a check-and-set's), if any.
+    needs: Option<Option<Vec<u8>>>,
+}
+
+impl Prepared {
+    fn new(ops: &[&Op], initial: Option<Vec<u8>>) -> Prepared {
+        let ops = needed(ops);
+        let m = Mentions::of(&ops);
+        let longest = m.values.iter().flatten().map(|v| v.len()).max();
+        let blank = vec![0u8; longest.map_or(0, |l| l + 1)];
+        let canon = |v: &[u8]| -> Vec<u8> {
+            if m.values.contains(&Some(v)) {
+                v.to_vec()
+            } else {
+                blank.clone()
+            }
+        };
+        let mut spares = Vec::new();
+        let mut placed = Vec::new();
+        for op in ops.iter().copied() {
+            if m.blind(op) {
+                let needs = match &op.input {
+                    Input::Cas { expect, .. } => Some(expect.clone()),
+                    _ => None,
+                };
+                spares.push(Spare {
+                    call: op.call,
+                    needs,
+                });
+                continue;
+            }
+            let mut op = op.clone();
+            op.input = match op.input {
+                Input::Put(v) => Input::Put(canon(&v)),
+                Input::Delete if !m.values.contains(&None) => Input::Put(blank.clone()),
+                Input::Cas { expect, new } => Input::Cas {
+                    expect,
+                    new: canon(&new),
+                },
+                input => input,
+            };
+            placed.push(op);
+        }
+        spares.sort_by_key(|s| s.call);
+        let initial = match initial {
+            Some(v) => Some(canon(&v)),
+            None if m.values.contains(&None) => None,
+            None => Some(blank.clone()),
+        };
+        let refs: Vec<&Op> = placed.iter().collect();
+        let ends = ends(&refs, initial.as_deref());
+        let forever = |i: usize| placed[i].ret.is_none() && ends[i] == u64::MAX;
+        let mut by_call: Vec<usize> = (0..placed.len()).filter(|&i| forever(i)).collect();
+        by_call.sort_by_key(|&i| placed[i].call);
+        let mut twin = vec![None; placed.len()];
+        for (k, &i) in by_call.iter().enumerate() {
+            twin[i] = by_call[..k]
+                .iter()
+                .rev()
+                .find(|&&j| placed[j].input == placed[i].input)
+                .copied();
+        }
+        Prepared {
+            ops: placed,
+            ends,
+            twin,
+            spares,
+            blank,
+            initial,
+        }
+    }
+
+    /// `ops` as they are, for the plain search the tests compare with.
+    #[cfg(test)]
+    fn plain(ops: &[&Op], initial: Option<Vec<u8>>) -> Prepared {
+        Prepared {
+            ops: ops.iter().map(|&o| o.clone()).collect(),
+            ends: ops
+                .iter()
+                .map(|o| o.ret.as_ref().map_or(u64::MAX, |r| r.0))
+                .collect(),
+            twin: vec![None; ops.len()],
+            spares: Vec::new(),
+            blank: Vec::new(),
+            initial,
+        }
+    }
+}
+
+/// Wing & Gong's search with Lowe's memo over `p`, holding at most
+/// `memory` bytes of memo.
+fn search(p: &Prepared, memory: usize) -> Outcome {
+    let ops = &p.ops;
+    let n = ops.len();
+    let mut events = Events::new(ops, &p.ends);
+    let words = (n + p.spares.len()).div_ceil(64);
+    let bit = |set: &[u64], i: usize| set[i / 64] & (1 << (i % 64)) != 0;
     let mut placed = vec![0u64; words];
-    let mut state: Option<Vec<u8>> = initial;
+    let mut state: Option<Vec<u8>> = p.initial.clone();
     let mut seen: HashSet<(Vec<u64>, Option<Vec<u8>>)> = HashSet::new();
-    let mut stack: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
+    let mut held = 0usize;
+    // (call event, state before, spare spent with it).
+    let mut stack: Vec<(usize, Option<Vec<u8>>, Option<usize>)> = Vec::new();
     let mut cur = events.next[HEAD];
     while events.next[HEAD] < events.end() {
         let call = (cur < events.end())
             .then(|| events.ev[cur])
             .filter(|&(_, is_call)| is_call);
         if let Some((op, _)) = call {
-            if let Some(next) = step(&state, ops[op]) {
+            let twin_waits = p.twin[op].is_some_and(|j| !bit(&placed, j));
+            let mut next = (!twin_waits).then(|| step(&state, &ops[op])).flatten();
+            let mut spent = None;
+            if next.is_none() && !twin_waits && refused(&ops[op]) {
+                spent = spare(p, &events, &placed, &state);
+                next = spent.map(|_| Some(p.blank.clone()));
+            }
+            if let Some(next) = next {
                 let mut with = placed.clone();
-                with[op / 64] |= 1 << (op % 64);
+                for i in std::iter::once(op).chain(spent.map(|s| n + s)) {
+                    with[i / 64] |= 1 << (i % 64);
+                }
+                // The entry, its two vectors' contents, and the table's slot.
+                let size = 64 + 8 * words + next.as_ref().map_or(0, Vec::len);
                 if seen.insert((with.clone(), next.clone())) {
-                    stack.push((cur, std::mem::replace(&mut state, next)));
+                    held += size;
+                    if held > memory {
+                        return Outcome::Undecided(seen.len());
+                    }
+                    stack.push((cur, std::mem::replace(&mut state, next), spent));
                     placed = with;
                     events.lift(cur, op);
                     cur = events.next[HEAD];
@@ -247,17 +545,48 @@ fn check_key_from(ops: &[&Op], initial: Option<Vec<u8>>) -> bool {
         } else {
             // An operation returned before it could be placed (or no call
             // is left to try): take back the last placement.
-            let Some((call, old)) = stack.pop() else {
-                return false;
+            let Some((call, old, spent)) = stack.pop() else {
+                return Outcome::NoOrder;
             };
             let op = events.ev[call].0;
-            placed[op / 64] &= !(1 << (op % 64));
+            for i in std::iter::once(op).chain(spent.map(|s| n + s)) {
+                placed[i / 64] &= !(1 << (i % 64));
+            }
             events.unlift(call, op);
             state = old;
             cur = events.next[call];
         }
     }
-    true
+    Outcome::Ordered
+}
+
+/// Whether `op` is a check-and-set its client saw refuse.
+fn refused(op: &Op) -> bool {
+    matches!(op.ret, Some((_, Output::Swapped(false))))
+}
+
+/// The spare to spend now (see [`Prepared`]), if one may: unspent, called
+/// no later than the first pending return, and allowed by `state`; one
+/// that needs `state` before one that needs nothing.
+fn spare(p: &Prepared, events: &Events, placed: &[u64], state: &Option<Vec<u8>>) -> Option<usize> {
+    let mut slot = events.next[HEAD];
+    while slot < events.end() && events.ev[slot].1 {
+        slot = events.next[slot];
+    }
+    let by = if slot < events.end() {
+        events.at[slot]
+    } else {
+        u64::MAX
+    };
+    let n = p.ops.len();
+    let free = |k: &usize| placed[(n + k) / 64] & (1 << ((n + k) % 64)) == 0;
+    let usable = |needs: Option<&Option<Vec<u8>>>| {
+        (0..p.spares.len())
+            .take_while(|&k| p.spares[k].call <= by)
+            .filter(free)
+            .find(|&k| p.spares[k].needs.as_ref() == needs)
+    };
+    usable(Some(state)).or_else(|| usable(None))
 }
 
 /// A few operations of a violation that already have no linearizable
@@ -273,22 +602,23 @@ pub struct Witness {
     pub from_start: bool,
 }
 
-/// When each of `ops` is over, for judging windows: its return, or for
-/// a write of unknown outcome, the first return of an operation that saw
-/// what it wrote (it took effect before that), when nothing else wrote
-/// the same; otherwise never. Without that bound one such write would
-/// stretch every window after its call to the end of the history.
-fn ends(ops: &[Op]) -> Vec<u64> {
-    fn value(op: &Op) -> Option<&[u8]> {
+/// When each of `ops` is over: its return, or for a write of unknown
+/// outcome, the first return of an operation that saw what it wrote (it
+/// took effect before that), when nothing else wrote the same and the
+/// register did not start with it (`initial`); otherwise never. Without
+/// that bound one such write would stay pending to the end of the
+/// history, in the search and in the witness's windows.
+fn ends(ops: &[&Op], initial: Option<&[u8]>) -> Vec<u64> {
+    fn value<'a>(op: &&'a Op) -> Option<&'a [u8]> {
         wrote(op).flatten()
     }
     let mut writers: BTreeMap<&[u8], usize> = BTreeMap::new();
-    for v in ops.iter().filter_map(value) {
+    for v in ops.iter().filter_map(value).chain(initial) {
         *writers.entry(v).or_default() += 1;
     }
     // The earliest return of an operation that saw each value.
     let mut first_seen: BTreeMap<&[u8], u64> = BTreeMap::new();
-    for (v, t) in ops.iter().filter_map(saw) {
+    for (v, t) in ops.iter().filter_map(|op| saw(op)) {
         if let Some(v) = v {
             let e = first_seen.entry(v).or_insert(t);
             *e = (*e).min(t);
@@ -325,9 +655,10 @@ fn closed(ops: &[Op], ends: &[u64], mut lo: u64, mut hi: u64) -> Vec<usize> {
     }
 }
 
-/// Whether `ops` have a linearizable order from some state: absent, a
-/// value they read or expect, or one they never mention.
-fn linearizable_from_any(ops: &[&Op]) -> bool {
+/// Whether `ops` fail from every state: absent, a value they read or
+/// expect, or one they never mention. `false` when some state has an
+/// order or the search could not tell.
+fn fails_from_any(ops: &[&Op]) -> bool {
     let mut starts: Vec<Option<Vec<u8>>> = vec![None, Some(b"\0unmentioned".to_vec())];
     for op in ops {
         if let Some((_, Output::Value(Some(v)))) = &op.ret {
@@ -342,7 +673,9 @@ fn linearizable_from_any(ops: &[&Op]) -> bool {
     }
     starts.sort();
     starts.dedup();
-    starts.into_iter().any(|s| check_key_from(ops, s))
+    starts
+        .into_iter()
+        .all(|s| check_key_from(ops, s, SEARCH_MEMORY) == Outcome::NoOrder)
 }
 
 /// The fewest operations of one key's `ops` (which have no linearizable
@@ -352,9 +685,8 @@ fn linearizable_from_any(ops: &[&Op]) -> bool {
 pub fn witness(key: &str, ops: &[Op]) -> Witness {
     // An operation that never returned and whose effect nobody saw can
     // always go last; it explains nothing.
-    let mut all: Vec<Op> = ops
-        .iter()
-        .filter(|o| o.ret.is_some() || observed(o, ops.iter()))
+    let mut all: Vec<Op> = needed(&ops.iter().collect::<Vec<_>>())
+        .into_iter()
         .cloned()
         .collect();
     all.sort_by_key(|o| o.call);
@@ -364,16 +696,17 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
         ops: all.clone(),
         from_start: true,
     };
-    if check_key(&refs(&(0..all.len()).collect::<Vec<_>>())) {
+    let everything: Vec<usize> = (0..all.len()).collect();
+    if !fails(&refs(&everything)) {
         return whole();
     }
     // The earliest return by which the prefix fails.
-    let ends = ends(&all);
+    let ends = ends(&refs(&everything), None);
     let closed = |lo: u64, hi: u64| closed(&all, &ends, lo, hi);
     let mut rets: Vec<u64> = ends.clone();
     rets.sort_unstable();
     rets.dedup();
-    let fails_by = |hi: u64| !check_key(&refs(&closed(0, hi)));
+    let fails_by = |hi: u64| fails(&refs(&closed(0, hi)));
     let (mut a, mut b) = (0, rets.len() - 1);
     if !fails_by(rets[b]) {
         return whole();
@@ -391,7 +724,7 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
     let mut calls: Vec<u64> = all.iter().map(|o| o.call).filter(|&c| c <= hi).collect();
     calls.sort_unstable();
     calls.dedup();
-    let fails_from = |lo: u64| !linearizable_from_any(&refs(&closed(lo, hi)));
+    let fails_from = |lo: u64| fails_from_any(&refs(&closed(lo, hi)));
     let (mut window, from_start) = if calls.first().is_some_and(|&c| fails_from(c)) {
         let (mut a, mut b) = (0, calls.len() - 1);
         while a < b {
@@ -406,11 +739,11 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
     } else {
         (closed(0, hi), true)
     };
-    let fails = |w: &[usize]| {
+    let window_fails = |w: &[usize]| {
         if from_start {
-            !check_key(&refs(w))
+            fails(&refs(w))
         } else {
-            !linearizable_from_any(&refs(w))
+            fails_from_any(&refs(w))
         }
     };
     // Reads only add constraints: drop every one the failure does not
@@ -420,7 +753,7 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
     // a failure of its own). From the key's start, absence needs none.
     let (reads, writes): (Vec<usize>, Vec<usize>) =
         window.iter().partition(|&&i| all[i].input == Input::Get);
-    window = drop_unneeded(window, reads, &fails);
+    window = drop_unneeded(window, reads, &window_fails);
     let explained = |w: &[usize]| -> BTreeSet<usize> {
         let mut first_write: BTreeMap<Option<&[u8]>, u64> = BTreeMap::new();
         for &i in w {
@@ -443,7 +776,7 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
         let now = explained(w);
         w.iter().all(|i| !before.contains(i) || now.contains(i))
     };
-    window = drop_unneeded(window, writes, &|w| still_explained(w) && fails(w));
+    window = drop_unneeded(window, writes, &|w| still_explained(w) && window_fails(w));
     Witness {
         key: key.to_owned(),
         ops: window.iter().map(|&i| all[i].clone()).collect(),
@@ -471,19 +804,6 @@ fn saw(op: &Op) -> Option<(Option<&[u8]>, u64)> {
         }
         _ => None,
     }
-}
-
-/// Whether an operation of `among` reads the value `op` wrote, or expects
-/// it (`false` for a read).
-fn observed<'a>(op: &Op, mut among: impl Iterator<Item = &'a Op>) -> bool {
-    let Some(w) = wrote(op) else {
-        return false;
-    };
-    among.any(|o| {
-        !std::ptr::eq(o, op)
-            && (matches!(&o.ret, Some((_, Output::Value(v))) if v.as_deref() == w)
-                || matches!(&o.input, Input::Cas { expect, .. } if expect.as_deref() == w))
-    })
 }
 
 /// `window` without each of `candidates` that `fails` does not need. A
@@ -661,6 +981,13 @@ mod tests {
         }
     }
 
+    fn violation(h: &[Op]) -> Violation {
+        match check(h) {
+            Err(Failure::Violation(v)) => v,
+            other => panic!("expected a violation, got {other:?}"),
+        }
+    }
+
     fn v(x: u8) -> Vec<u8> {
         vec![x]
     }
@@ -703,7 +1030,7 @@ mod tests {
             h.push(get(2, t + 6, t + 8, Some(i)));
             t += 10;
         }
-        let w = check(&h).unwrap_err().witness();
+        let w = violation(&h).witness();
         assert!(!w.from_start, "{w}");
         assert_eq!(w.ops.len(), 2, "{w}");
         assert_eq!(w.ops[0].input, Input::Put(v(200)));
@@ -738,7 +1065,7 @@ mod tests {
             h.push(get(2, t + 6, t + 8, Some(x)));
             t += 10;
         }
-        let w = check(&h).unwrap_err().witness();
+        let w = violation(&h).witness();
         assert!(w.ops.len() <= 4, "{w}");
         assert!(w.ops.iter().any(|o| o.input == Input::Put(v(200))), "{w}");
         assert!(w.ops.iter().any(|o| o.client == 3), "{w}");
@@ -768,7 +1095,7 @@ mod tests {
             h.push(get(2, t + 16, t + 18, None));
             t += 20;
         }
-        let w = check(&h).unwrap_err().witness();
+        let w = violation(&h).witness();
         assert!(w.ops.len() <= 3, "{w}");
         assert!(w.ops.iter().any(|o| o.client == 3), "{w}");
     }
@@ -782,7 +1109,7 @@ mod tests {
             put(2, 2, 3, 5),
             get(1, 4, 5, Some(5)),
         ];
-        let w = check(&h).unwrap_err().witness();
+        let w = violation(&h).witness();
         assert!(w.from_start, "{w}");
         assert_eq!(w.ops, h[..1], "{w}");
     }
@@ -790,7 +1117,7 @@ mod tests {
     #[test]
     fn reading_the_old_value_after_a_write_returned_is_not() {
         let h = vec![put(1, 0, 1, 1), get(2, 2, 3, None)];
-        let err = check(&h).unwrap_err();
+        let err = violation(&h);
         assert_eq!(err.key, "k");
         assert!(err.to_string().contains("no linearizable order"));
     }
@@ -812,7 +1139,7 @@ mod tests {
             get(2, 10, 20, Some(1)),
             get(3, 30, 40, None),
         ];
-        assert!(check(&h).is_err());
+        assert!(matches!(check(&h), Err(Failure::Violation(_))));
     }
 
     #[test]
@@ -823,7 +1150,10 @@ mod tests {
             assert_eq!(check(&h), Ok(()), "saw {saw:?}");
         }
         // But not a value nobody wrote.
-        assert!(check(&[lost, get(2, 5, 6, Some(8))]).is_err());
+        assert!(matches!(
+            check(&[lost, get(2, 5, 6, Some(8))]),
+            Err(Failure::Violation(_))
+        ));
     }
 
     #[test]
@@ -847,7 +1177,7 @@ mod tests {
         assert_eq!(check(&h), Ok(()));
         // Two sequential CASes from empty cannot both succeed.
         let h = vec![cas(1, 0, 1, None, 1, true), cas(2, 2, 3, None, 2, true)];
-        assert!(check(&h).is_err());
+        assert!(matches!(check(&h), Err(Failure::Violation(_))));
         let del = op(3, 6, Some((7, Output::Done)), Input::Delete);
         let h = vec![
             put(1, 0, 1, 1),
@@ -896,7 +1226,159 @@ mod tests {
         assert_eq!(check(&h), Ok(()));
     }
 
+    fn lost(client: u32, call: u64, input: Input) -> Op {
+        op(client, call, None, input)
+    }
+
+    #[test]
+    fn a_refused_check_and_set_keeps_the_lost_write_that_explains_it() {
+        // Nobody read 2, but only its write, lost or not, makes the
+        // check-and-set expecting 1 refuse.
+        let h = vec![
+            put(1, 0, 1, 1),
+            lost(2, 2, Input::Put(v(2))),
+            op(
+                3,
+                10,
+                Some((11, Output::Swapped(false))),
+                Input::Cas {
+                    expect: Some(v(1)),
+                    new: v(3),
+                },
+            ),
+        ];
+        assert_eq!(check(&h), Ok(()));
+        // Without it, the refusal has no explanation.
+        assert!(matches!(
+            check(&[h[0].clone(), h[2].clone()]),
+            Err(Failure::Violation(_))
+        ));
+    }
+
+    /// A stale read at the end of a history in which `n` writes never
+    /// returned, every other one read back soon after, and a check-and-set
+    /// that refused overlaps them all (so the blind ones may matter): an
+    /// exhaustive search through every subset of them would never end.
+    fn lost_writes_then_a_stale_read(n: u8) -> Vec<Op> {
+        let mut h = Vec::new();
+        let mut t = 0;
+        for i in 0..n {
+            h.push(put(1, t, t + 5, i));
+            h.push(lost(2, t + 6, Input::Put(v(100 + i))));
+            if i % 2 == 0 {
+                h.push(get(3, t + 10, t + 12, Some(100 + i)));
+            }
+            t += 20;
+        }
+        h.push(op(
+            4,
+            0,
+            Some((t + 20, Output::Swapped(false))),
+            Input::Cas {
+                expect: Some(v(99)),
+                new: v(98),
+            },
+        ));
+        h.push(put(1, t, t + 5, 250));
+        h.push(get(3, t + 6, t + 8, Some(0)));
+        h
+    }
+
+    #[test]
+    fn writes_that_never_returned_do_not_make_the_search_explode() {
+        let h = lost_writes_then_a_stale_read(60);
+        let w = violation(&h).witness();
+        assert!(
+            w.ops.iter().any(|o| o.input == Input::Get && o.client == 3),
+            "{w}"
+        );
+        assert!(w.ops.iter().all(|o| o.ret.is_some()), "{w}");
+        assert!(w.ops.len() <= 4, "{w}");
+    }
+
+    #[test]
+    fn a_search_that_outgrows_its_memory_is_undecided_not_passed() {
+        // Lost writes of values that returned writes wrote too, all read
+        // back: none is known to be over, none can be dropped, and the
+        // stale read at the end makes the search try every subset.
+        let mut h = Vec::new();
+        let mut t = 10;
+        h.push(put(1, 0, 5, 200));
+        for i in 0..20u8 {
+            h.push(put(1, t, t + 5, i));
+            h.push(lost(2, t + 6, Input::Put(v(i))));
+            h.push(get(3, t + 10, t + 12, Some(i)));
+            t += 20;
+        }
+        h.push(get(3, t, t + 2, Some(200)));
+        let Err(Failure::Undecided(u)) = check_within(&h, 64 << 10) else {
+            panic!("expected an undecided search");
+        };
+        assert_eq!((u.key.as_str(), u.unknown), ("k", 20));
+        assert!(u.to_string().contains("undecided"), "{u}");
+        // A violation on another key is reported instead.
+        let mut bad = vec![put(1, 0, 1, 1), get(2, 2, 3, None)];
+        for o in &mut bad {
+            o.key = "j".into();
+        }
+        h.extend(bad);
+        assert!(matches!(check_within(&h, 64 << 10), Err(Failure::Violation(v)) if v.key == "j"));
+    }
+
     proptest! {
+        /// Dropping the operations that cannot matter, and ending a lost
+        /// write at the first return of whoever saw it, never changes the
+        /// verdict of the plain search over every operation.
+        #[test]
+        fn pruning_lost_operations_keeps_the_verdict(
+            steps in proptest::collection::vec(
+                (0u8..4, 0u8..4, 0u64..30, 0u64..30, 0u8..3),
+                1..14,
+            ),
+            forge in proptest::option::of((0usize..14, 0u8..5)),
+            start in proptest::option::of(0u8..4),
+        ) {
+            let mut reg: Option<Vec<u8>> = None;
+            let mut h = Vec::new();
+            for (i, &(kind, x, before, after, fate)) in steps.iter().enumerate() {
+                let at = 20 * (i as u64 + 1) + 30;
+                // fate 0: returned; 1: lost after it took effect; 2: lost before.
+                let mut next = reg.clone();
+                let (input, out) = match kind {
+                    0 => (Input::Get, Output::Value(reg.clone())),
+                    1 => { next = Some(v(x)); (Input::Put(v(x)), Output::Done) }
+                    2 => { next = None; (Input::Delete, Output::Done) }
+                    _ => {
+                        let expect = (x > 0).then(|| v(x - 1));
+                        let swaps = expect == reg;
+                        if swaps { next = Some(v(x)); }
+                        (Input::Cas { expect, new: v(x) }, Output::Swapped(swaps))
+                    }
+                };
+                if fate < 2 {
+                    reg = next;
+                }
+                let ret = (fate == 0).then_some((at + after, out));
+                h.push(op(i as u32 % 3, at - before, ret, input));
+            }
+            if let Some((i, x)) = forge {
+                if let Some(Some((_, out))) = h.get_mut(i).map(|o| o.ret.as_mut()) {
+                    *out = match out {
+                        Output::Value(_) => Output::Value((x < 4).then(|| v(x))),
+                        Output::Swapped(s) => Output::Swapped(!*s),
+                        Output::Done => Output::Done,
+                    };
+                }
+            }
+            let all: Vec<&Op> = h.iter().collect();
+            let exact = search(&Prepared::plain(&all, None), usize::MAX);
+            prop_assert_eq!(check(&h).is_ok(), exact == Outcome::Ordered);
+            // From another state, as the witness judges its windows.
+            let start = start.map(v);
+            let exact = search(&Prepared::plain(&all, start.clone()), usize::MAX);
+            prop_assert_eq!(check_key_from(&all, start, SEARCH_MEMORY), exact);
+        }
+
         /// Run a real register, give every operation an interval around
         /// the instant it took effect: always linearizable. Then change one
         /// read's result to a value never written: never linearizable.
@@ -925,7 +1407,7 @@ mod tests {
             prop_assert_eq!(check(&h), Ok(()));
             if let Some(i) = h.iter().position(|o| o.input == Input::Get) {
                 h[i].ret = Some((h[i].ret.as_ref().unwrap().0, Output::Value(Some(v(99)))));
-                prop_assert!(check(&h).is_err());
+                prop_assert!(matches!(check(&h), Err(Failure::Violation(_))));
             }
         }
     }

@@ -195,7 +195,8 @@ pub fn write_run(dir: &Path, s: &Scenario, r: &Report, summary: &Summary) -> std
         .iter()
         .any(|c| !c.passed && c.check == "linearizable")
     {
-        if let Err(v) = crate::checks::linearizability::check(&out.history) {
+        use crate::checks::linearizability::{check, Failure};
+        if let Err(Failure::Violation(v)) = check(&out.history) {
             std::fs::write(
                 dir.join("linearizability.svg"),
                 crate::checks::linearizability::witness_svg(&v.witness()),
