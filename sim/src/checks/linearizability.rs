@@ -18,10 +18,11 @@
 //!
 //! Such operations are what makes the search grow: each stays pending to
 //! the end, and every subset of them placed is a state of its own. So
-//! before searching, those that cannot matter go (see [`needed`]), and a
-//! write whose value somebody saw is known to be over by then (see
-//! [`ends`]). A search that still outgrows its memory says so: the
-//! check is then undecided, never passed.
+//! before searching, those that cannot matter go, a lost write whose
+//! value somebody saw is over by that read's return, and lost writes of a
+//! value nobody saw are spent only where a refused check-and-set needs
+//! one (see `Prepared`). A search that still outgrows its memory says so:
+//! the check is then undecided, never passed.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
