@@ -124,8 +124,9 @@ fn a_failing_seed_shrinks_to_a_file_that_fails_the_same_way() {
         .any(|c| !c.passed && c.check.starts_with("converged")));
 }
 
-/// Each file in scenarios/regressions/ is a shrunk chaos run that once
-/// failed, kept after its fix; each must pass now.
+/// Each file in scenarios/regressions/ is a chaos run that once failed
+/// (shrunk, unless a checker rather than the system was at fault), kept
+/// after its fix; each must pass now.
 #[test]
 fn every_shrunk_regression_passes() {
     let dir = scenarios_dir().join("regressions");
