@@ -231,6 +231,21 @@ impl Action {
         self.nodes().is_empty() && !matches!(self, Action::Heal | Action::Loss(_))
     }
 
+    /// Whether the action reaches no node, or (for one on links) no link:
+    /// one side has no node. A chaos fault aimed at the Raft leader while
+    /// there was none is such an action.
+    pub fn reaches_nothing(&self) -> bool {
+        match self {
+            Action::Partition(a, b)
+            | Action::OneWay(a, b)
+            | Action::Clog(a, b, _)
+            | Action::HealBetween(a, b)
+            | Action::LinkLoss(a, b, _)
+            | Action::Latency(a, b, _) => a.is_empty() || b.is_empty(),
+            other => other.is_noop(),
+        }
+    }
+
     /// The action limited to the nodes it can change, given each node's
     /// status: only running nodes crash or leave, only stopped ones start.
     pub fn effective(&self, status: impl Fn(&str) -> Option<NodeStatus>) -> Action {
@@ -391,4 +406,21 @@ pub struct Registration {
     pub connect: bool,
     /// The service the application calls through its sidecar.
     pub upstream: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_action_with_a_side_of_nobody_reaches_nothing() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = v(&["a", "b"]);
+        assert!(Action::LinkLoss(v(&[]), all.clone(), Some(0.3)).reaches_nothing());
+        assert!(Action::Partition(all.clone(), v(&[])).reaches_nothing());
+        assert!(!Action::LinkLoss(v(&["a"]), all.clone(), Some(0.3)).reaches_nothing());
+        assert!(Action::Crash(v(&[])).reaches_nothing());
+        assert!(!Action::Crash(v(&["a"])).reaches_nothing());
+        assert!(!Action::Heal.reaches_nothing());
+    }
 }

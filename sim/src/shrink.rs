@@ -237,7 +237,14 @@ impl Shrinker<'_> {
                 }
             }
         }
-        let mut actions: Vec<&TimedAction> = c.faults.iter().flatten().collect();
+        // What reaches nothing changes nothing, and a side of no nodes has
+        // no way to be written.
+        let mut actions: Vec<&TimedAction> = c
+            .faults
+            .iter()
+            .flatten()
+            .filter(|a| !a.action.reaches_nothing())
+            .collect();
         actions.sort_by_key(|a| a.at);
         let mut events = match t.remove("event") {
             Some(toml::Value::Array(v)) => v,
