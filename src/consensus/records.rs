@@ -274,10 +274,15 @@ pub(super) fn check_and_repair(
         }
     };
     // A vote that says this server leads would have openraft resume
-    // leading at start, without an election, from a log that lost
-    // entries, and hand out their indexes again in the same term. Still a
-    // vote for whom it names in that term, it no longer says who leads.
-    if let Some(mut v) = vote.filter(|v| recovering.is_some() && v["committed"] == true) {
+    // leading at start, without an election, and hand out again, in the
+    // same term, indexes its followers already hold other entries under.
+    // Its log may lack them even when nothing here was damaged: entries
+    // appended but not yet fsynced when it crashed are gone without a
+    // trace, and a majority of followers may have committed them (chaos
+    // seed 7453: a stale read from the restarted leader). So no server
+    // starts as a leader, as in hashicorp/raft: the vote still says whom
+    // it voted for in that term, but no longer who leads it.
+    if let Some(mut v) = vote.filter(|v| v["committed"] == true) {
         v["committed"] = serde_json::Value::Bool(false);
         let bytes = seal_json(&v)?;
         for key in ["vote", "vote.2"] {

@@ -785,6 +785,28 @@ mod tests {
         });
     }
 
+    #[test]
+    fn no_server_starts_as_the_leader_its_vote_names() {
+        // Entries it had not fsynced when it stopped may be gone, though
+        // followers committed them: it must win a new term first.
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut log, _) = open(dir.path()).unwrap();
+            log.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+            assert_eq!(
+                log.read_vote().await.unwrap(),
+                Some(Vote::new_committed(4, 1))
+            );
+        });
+        rt.block_on(async {
+            let (mut log, _) = open(dir.path()).unwrap();
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(4, 1)));
+        });
+    }
+
     /// Runs `f` on the disk's database, outside any server.
     fn on_disk<T>(disk: &MemoryDisk, f: impl FnOnce(&redb::WriteTransaction) -> T) -> T {
         let db = Database::builder()

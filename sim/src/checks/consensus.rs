@@ -285,11 +285,11 @@ fn elections(
         recoveries: Vec::new(),
     };
     // Losses waiting for a leader of a later term: (index, lost term,
-    // whether the lost leader stopped). A leader that stopped and came
-    // back may lead its old term again (its vote says it won it: openraft
-    // restores it, as after a power loss of every server), and that is a
-    // recovery too; one that was only cut off or paused still holds its
-    // old view, so only a later term counts then.
+    // whether the lost leader stopped). cairn's servers start as
+    // followers (src/consensus/records.rs), but a Raft that resumed
+    // leading its old term after a restart would have recovered too; a
+    // leader only cut off or paused still holds its old view, so only a
+    // later term counts then.
     let mut waiting: Vec<(usize, u64, bool)> = Vec::new();
     let (mut a, mut v) = (0, 0);
     loop {
