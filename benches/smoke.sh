@@ -40,6 +40,7 @@ smoke sim_targets '^sweep --jobs 2 ' bash benches/sim_targets.sh small
 smoke convergence '^1000 +[0-9.]+ ' bash benches/convergence.sh 1000
 GO_ARGS="-iters 2000 -reps 1" CRITERION_ARGS="--warm-up-time 0.1 --measurement-time 0.2" \
   smoke compare_codec '^ratio Go/cairn' bash benches/compare_codec.sh
+smoke coordinate_suite '^\| clusters-3x6 \| 18 \| .*x \|' bash benches/coordinate_suite.sh 1..2 3 out/smoke/coordinate-suite
 harness=${SERF_HARNESS_DIR:-../shared/anchors/serf-vivaldi}
 if [ -f "$harness/main.go" ]; then
   smoke compare_vivaldi ' ratio ' bash benches/compare_vivaldi.sh 1 3

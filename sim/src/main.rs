@@ -134,10 +134,15 @@ struct TomographyArgs {
     /// Seed of the generated stream (as gen_observations.py --seed).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Score over the streams of every seed in A..B, and write the summary
+    /// (mean and 95 % interval over seeds) to STEM.summary.csv.
+    #[arg(long, conflicts_with_all = ["seed", "observations"])]
+    seeds: Option<String>,
     /// Rounds of the generated stream.
     #[arg(long, default_value_t = 200)]
     rounds: u32,
-    /// Algorithms to evaluate, comma-separated: default, serf.
+    /// Algorithms to evaluate, comma-separated: default, serf, each
+    /// optionally with settings changed (default/window=4/smoothing=off).
     #[arg(long, default_value = "default,serf", value_delimiter = ',')]
     algorithm: Vec<String>,
     /// Checkpoint every K completed rounds.
@@ -694,80 +699,145 @@ fn replay(dir: &Path, quiet: bool) -> anyhow::Result<bool> {
 
 fn tomography(a: &TomographyArgs) -> anyhow::Result<bool> {
     use cairn::coordinate::Config;
-    use cairn_sim::tomography::{self, Matrix, Noise, Stream};
+    use cairn_sim::tomography::{self, algorithm, study, Matrix};
     let m = Matrix::load(&a.matrix)?;
+    // Names with settings changed ("default/window=4") go into file names
+    // with '+' for '/'.
     let algos: Vec<(String, Config)> = a
         .algorithm
         .iter()
-        .map(|n| {
-            Config::named(n).map(|c| (n.clone(), c)).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown algorithm {n:?} (known: {})",
-                    Config::NAMES.join(", ")
-                )
-            })
-        })
-        .collect::<Result<_, _>>()?;
+        .map(|n| algorithm::parse(n).map(|c| (n.replace('/', "+"), c)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!(e))?;
     std::fs::create_dir_all(&a.out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", a.out.display()))?;
     let stem = m.name.trim_end_matches(".csv").to_string();
-    let (stream, stream_name) = match &a.observations {
-        Some(p) => {
-            let s = Stream::load(p, m.nodes)?;
-            if let Some(sha) = &s.matrix_sha256 {
-                if *sha != m.sha256 && !a.no_sha_check {
-                    anyhow::bail!(
-                        "{} was generated from another matrix (sha256 {sha}, {} has {}); pass --no-sha-check to use it anyway",
-                        p.display(),
-                        m.name,
-                        m.sha256
-                    );
-                }
-            }
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (s, name)
-        }
-        None => {
-            let text = tomography::generate(&m, a.seed, a.rounds, &Noise::default());
-            let name = format!("{stem}.seed{}.R{}.txt", a.seed, a.rounds);
-            let path = a.out.join(&name);
-            std::fs::write(&path, &text)?;
-            (Stream::parse(&name, text.as_bytes(), m.nodes)?, name)
-        }
+    let seeds = match &a.seeds {
+        Some(s) => parse_seeds(s)?,
+        None => a.seed..=a.seed,
     };
-    eprintln!(
-        "{}: {} nodes, {} pairs; {} observations",
-        m.name,
-        m.nodes,
-        m.pairs.len(),
-        stream.observations.len()
+    let many = seeds.start() != seeds.end();
+    eprintln!("{}: {} nodes, {} pairs", m.name, m.nodes, m.pairs.len());
+    println!(
+        "{}algorithm  median_rel_err  p90_rel_err  p99_rel_err  mean_abs_ms  ns_per_update",
+        if many { "seed  " } else { "" }
     );
-    println!("algorithm  median_rel_err  p90_rel_err  p99_rel_err  mean_abs_ms  ns_per_update");
-    let mut replays = Vec::new();
-    for (name, cfg) in &algos {
-        let r = tomography::replay(&m, &stream, name, cfg, a.checkpoint, a.seed);
-        let ns = (a.timing_reps > 0)
-            .then(|| tomography::time_per_update(&m, &stream, cfg, a.seed, a.timing_reps));
-        let csv = tomography::to_csv(&r, &m, &stream, &stream_name, cfg, a.checkpoint, ns);
-        std::fs::write(a.out.join(format!("{stem}.{name}.csv")), csv)?;
-        if let Some(last) = r.checkpoints.last() {
+    let mut scores = Vec::new();
+    let mut pooled: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for seed in seeds.clone() {
+        let (stream, stream_name) = tomography_stream(a, &m, &stem, seed)?;
+        // One seed keeps the harness's file names; several name each seed's.
+        let tag = if many {
+            format!("{stem}.seed{seed}")
+        } else {
+            stem.clone()
+        };
+        let mut replays = Vec::new();
+        for (name, cfg) in &algos {
+            let r = tomography::replay(&m, &stream, name, cfg, a.checkpoint, seed);
+            let timed = a.timing_reps > 0 && seed == *seeds.start();
+            let ns =
+                timed.then(|| tomography::time_per_update(&m, &stream, cfg, seed, a.timing_reps));
+            let csv = tomography::to_csv(&r, &m, &stream, &stream_name, cfg, a.checkpoint, ns);
+            std::fs::write(a.out.join(format!("{tag}.{name}.csv")), csv)?;
+            if let Some(last) = r.checkpoints.last() {
+                println!(
+                    "{}{name:<10} {:>14.4} {:>12.4} {:>12.4} {:>12.3} {:>14}",
+                    if many {
+                        format!("{seed:<5} ")
+                    } else {
+                        String::new()
+                    },
+                    last.median,
+                    last.p90,
+                    last.p99,
+                    last.mean_abs_ms,
+                    ns.map_or("-".into(), |n| format!("{n:.1}"))
+                );
+            }
+            scores.extend(study::SeedScore::of(seed, &r));
+            match pooled.iter_mut().find(|(n, _)| n == name) {
+                Some((_, p)) => p.extend_from_slice(&r.final_pairs),
+                None => pooled.push((name.clone(), r.final_pairs.clone())),
+            }
+            replays.push(r);
+        }
+        if seed == *seeds.start() {
+            match tomography::report::write_charts(&a.out, &stem, &replays) {
+                Ok(files) => eprintln!("charts: {} files in {}", files.len(), a.out.display()),
+                Err(e) => eprintln!("warning: no charts: {e}"),
+            }
+        }
+    }
+    let stats: Vec<study::BucketStat> = pooled
+        .iter()
+        .flat_map(|(name, pairs)| study::buckets(name, pairs))
+        .collect();
+    std::fs::write(
+        a.out.join(format!("{stem}.buckets.csv")),
+        study::buckets_csv(&stats),
+    )?;
+    if let Err(e) = study::write_bucket_chart(&a.out, &stem, &stats) {
+        eprintln!("warning: no bucket chart: {e}");
+    }
+    if many {
+        let rows = study::summarize(&scores);
+        println!(
+            "\nover seeds {}..{} (mean ± 95 % interval):",
+            seeds.start(),
+            seeds.end()
+        );
+        println!(
+            "{:<10} {:>20} {:>20} {:>20}",
+            "algorithm", "median", "p90", "p99"
+        );
+        for r in &rows {
             println!(
-                "{name:<10} {:>14.4} {:>12.4} {:>12.4} {:>12.3} {:>14}",
-                last.median,
-                last.p90,
-                last.p99,
-                last.mean_abs_ms,
-                ns.map_or("-".into(), |n| format!("{n:.1}"))
+                "{:<10} {:>20} {:>20} {:>20}",
+                r.algorithm,
+                r.median.to_string(),
+                r.p90.to_string(),
+                r.p99.to_string()
             );
         }
-        replays.push(r);
-    }
-    match tomography::report::write_charts(&a.out, &stem, &replays) {
-        Ok(files) => eprintln!("charts: {} files in {}", files.len(), a.out.display()),
-        Err(e) => eprintln!("warning: no charts: {e}"),
+        std::fs::write(
+            a.out.join(format!("{stem}.summary.csv")),
+            study::summary_csv(&rows),
+        )?;
     }
     Ok(true)
+}
+
+/// The observation stream to replay: the file given, or one generated from
+/// `seed` (and written beside the results, as the harness names it).
+fn tomography_stream(
+    a: &TomographyArgs,
+    m: &cairn_sim::tomography::Matrix,
+    stem: &str,
+    seed: u64,
+) -> anyhow::Result<(cairn_sim::tomography::Stream, String)> {
+    use cairn_sim::tomography::{self, Noise, Stream};
+    let Some(p) = &a.observations else {
+        let text = tomography::generate(m, seed, a.rounds, &Noise::default());
+        let name = format!("{stem}.seed{seed}.R{}.txt", a.rounds);
+        std::fs::write(a.out.join(&name), &text)?;
+        return Ok((Stream::parse(&name, text.as_bytes(), m.nodes)?, name));
+    };
+    let s = Stream::load(p, m.nodes)?;
+    if let Some(sha) = &s.matrix_sha256 {
+        if *sha != m.sha256 && !a.no_sha_check {
+            anyhow::bail!(
+                "{} was generated from another matrix (sha256 {sha}, {} has {}); pass --no-sha-check to use it anyway",
+                p.display(),
+                m.name,
+                m.sha256
+            );
+        }
+    }
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    eprintln!("{}: {} observations", name, s.observations.len());
+    Ok((s, name))
 }

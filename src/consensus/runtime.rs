@@ -101,6 +101,12 @@ fn sleep_until(deadline: Instant) -> RaftSleep {
     }
 }
 
+/// A wait of `d` on the machine's clock, for cairn's own waits inside Raft
+/// (the simulator's virtual time is not the runtime's).
+pub(crate) fn sleep(d: Duration) -> RaftSleep {
+    sleep_until(<Instant as openraft::Instant>::now() + d)
+}
+
 /// A future that gives up at a deadline on the machine's clock.
 pub struct Timeout<F> {
     future: Pin<Box<F>>,

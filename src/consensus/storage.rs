@@ -281,7 +281,7 @@ async fn flush_appends(
         if crate::buggify::fires(crate::buggify::Point::LateFsync) {
             // A busy disk: what is queued meanwhile joins this commit.
             let late = 1 + crate::buggify::below(200);
-            tokio::time::sleep(std::time::Duration::from_millis(late)).await;
+            super::runtime::sleep(std::time::Duration::from_millis(late)).await;
         }
         while let Ok(more) = queue.try_recv() {
             waiting.push(more);

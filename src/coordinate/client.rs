@@ -282,6 +282,15 @@ impl<K: Hash + Eq + Clone> Client<K> {
         let mut acc = [0f64; MAX_DIMENSIONS];
         let mut acc_height = 0.0;
         let mut used = 0usize;
+        let alpha = self.cfg.relative_weight;
+        let weight = |rtt: f64| {
+            if alpha == 0.0 {
+                1.0
+            } else {
+                rtt.max(ZERO_THRESHOLD).powf(-alpha)
+            }
+        };
+        let total: f64 = self.window.meta.iter().map(|m| weight(m.2)).sum();
         let (h, adj) = (self.coord.height, self.coord.adjustment);
         let mut diff = [0f64; MAX_DIMENSIONS];
         for (k, &(hk, ak, rk)) in self.window.meta.iter().enumerate() {
@@ -298,7 +307,7 @@ impl<K: Hash + Eq + Clone> Client<K> {
             let raw = mag + h + hk;
             let adjusted = raw + adj + ak;
             let f = rk - if adjusted > 0.0 { adjusted } else { raw };
-            let s = f / mag;
+            let s = f / mag * weight(rk);
             for (a, d) in acc.iter_mut().zip(&diff[..dim]) {
                 *a += d * s;
             }
@@ -308,7 +317,8 @@ impl<K: Hash + Eq + Clone> Client<K> {
         if used == 0 {
             return false;
         }
-        let scale = gain / self.window.meta.len() as f64;
+        // A weighted mean over the window: with equal weights, its mean.
+        let scale = gain / total;
         for (v, a) in self.coord.vec.iter_mut().zip(&acc[..dim]) {
             *v += a * scale;
         }

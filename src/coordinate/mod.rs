@@ -181,6 +181,10 @@ pub struct Config {
     /// Smoothing of the estimate coordinate (Serf: none, estimates use the
     /// coordinate itself).
     pub smoothing: Option<Smoothing>,
+    /// Samples of the window weigh `1 / rtt ^ this` in the force (0: all
+    /// alike). Above 0, short links count for more than long ones, as
+    /// relative error does: a long link's noise moves a node less.
+    pub relative_weight: f64,
 }
 
 impl Config {
@@ -198,6 +202,7 @@ impl Config {
             window: 1,
             spike_clip: None,
             smoothing: None,
+            relative_weight: 0.0,
         }
     }
 
@@ -237,6 +242,9 @@ impl Config {
         }
         if self.window == 0 || self.window > 256 {
             return Err("window must be between 1 and 256".into());
+        }
+        if !(0.0..=2.0).contains(&self.relative_weight) {
+            return Err("relative_weight must be between 0 and 2".into());
         }
         if let Some(c) = self.spike_clip {
             if !(c.base >= 1.0

@@ -1064,9 +1064,7 @@ impl Engine<'_> {
         // The pairs' true RTTs, drawn again only when latencies change.
         let epoch = self.net.latency_epoch();
         if self.true_rtt.0 != Some(epoch) || self.true_rtt.1.len() != pairs.len() {
-            let rtt = |&(i, j): &(usize, usize)| {
-                (self.net.latency(i, j) + self.net.latency(j, i)).as_secs_f64() * 1000.0
-            };
+            let rtt = |&(i, j): &(usize, usize)| self.net.true_rtt(i, j).as_secs_f64() * 1000.0;
             self.true_rtt = (Some(epoch), pairs.iter().map(rtt).collect());
         }
         let coord = |i: usize| self.slots[i].node.as_ref().and_then(Node::coordinate);

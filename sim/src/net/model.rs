@@ -302,6 +302,17 @@ impl Model {
         .max(Duration::from_micros(1))
     }
 
+    /// The round trip between `i` and `j` that coordinates are scored
+    /// against: the two one-way latencies now, and the jitter's mean each
+    /// way. Processing time and slowness are not part of it
+    /// (scenarios/README.md, "True RTT").
+    pub fn true_rtt(&self, i: usize, j: usize) -> Duration {
+        if i == j {
+            return Duration::ZERO;
+        }
+        self.latency(i, j) + self.latency(j, i) + self.jitter.mean() * 2
+    }
+
     /// The loss rate from `i` to `j` now.
     pub fn loss(&self, i: usize, j: usize) -> f64 {
         match Rule::latest(&self.loss_rules, i, j) {
@@ -526,6 +537,25 @@ mod tests {
 
     fn idx(name: &str) -> Option<usize> {
         name.strip_prefix("dc1-")?.parse().ok()
+    }
+
+    #[test]
+    fn the_true_rtt_is_both_latencies_and_the_jitters_mean_each_way() {
+        let mut t = topo(3, f64::INFINITY);
+        t.latency.jitter = Dist::Exponential {
+            mean: Duration::from_micros(500),
+        };
+        let mut m = Model::drawn(&t, 1, Vec::new()).unwrap();
+        assert_eq!(m.true_rtt(0, 1), Duration::from_millis(5));
+        assert_eq!(m.true_rtt(1, 1), Duration::ZERO);
+        // It follows latency changes; slowness is a fault, not part of it.
+        let slower = Action::Latency(
+            names(&["dc1-0"]),
+            names(&["dc1-1"]),
+            LatencyChange::Set(Duration::from_millis(10)),
+        );
+        m.apply(&slower, idx);
+        assert_eq!(m.true_rtt(0, 1), Duration::from_millis(21));
     }
 
     #[test]

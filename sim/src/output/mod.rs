@@ -136,10 +136,9 @@ impl Summary {
             wall_time_s: r.wall.as_secs_f64(),
             speed: r.speed(),
             steps: out.steps,
-            // The full engine's timers have tokio's 1 ms resolution; the
-            // protocol engine's time is continuous.
+            // The protocol engine's time is continuous.
             tick_ms: if s.engine == crate::scenario::Engine::Full {
-                1.0
+                crate::net::fabric::TIMER_RESOLUTION.as_secs_f64() * 1000.0
             } else {
                 0.0
             },

@@ -8,11 +8,13 @@
 //! pair by pair at the end, as both engines measure it.
 
 pub mod accuracy;
+pub mod algorithm;
 pub mod matrix;
 pub mod pyrandom;
 pub mod replay;
 pub mod report;
 pub mod stream;
+pub mod study;
 
 pub use accuracy::{Accuracy, PairError};
 pub use matrix::{Matrix, MatrixError, Pair};

@@ -140,24 +140,48 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
     // need. Then the writes it does not need, as long as every operation
     // that saw a value some write of the window made keeps a writer of it
     // called before it returned (a read left without its writer would make
-    // a failure of its own). From the key's start, absence needs none.
+    // a failure of its own), and every refused check-and-set keeps a
+    // writer of some other value, or a state before the window that could
+    // have refused it. From the key's start, absence needs none.
     let (reads, writes): (Vec<usize>, Vec<usize>) =
         window.iter().partition(|&&i| all[i].input == Input::Get);
     window = drop_unneeded(window, reads, &window_fails);
     let explained = |w: &[usize]| -> BTreeSet<usize> {
         let mut first_write: BTreeMap<Option<&[u8]>, u64> = BTreeMap::new();
+        let mut first_done: BTreeMap<Option<&[u8]>, u64> = BTreeMap::new();
         for &i in w {
             if let Some(v) = wrote(&all[i]) {
                 let e = first_write.entry(v).or_insert(u64::MAX);
                 *e = (*e).min(all[i].call);
+                if let Some((t, _)) = all[i].ret {
+                    let d = first_done.entry(v).or_insert(u64::MAX);
+                    *d = (*d).min(t);
+                }
             }
         }
+        // The two earliest-written values: the first that is not what a
+        // refused check-and-set expected is its explanation.
+        let mut earliest: Vec<(u64, Option<&[u8]>)> =
+            first_write.iter().map(|(&v, &c)| (c, v)).collect();
+        earliest.sort_unstable();
+        earliest.truncate(2);
         w.iter()
             .copied()
-            .filter(|&i| match saw(&all[i]) {
-                None => false,
-                Some((None, _)) if from_start => true,
-                Some((v, at)) => first_write.get(&v).is_some_and(|&c| c <= at),
+            .filter(|&i| match (saw(&all[i]), refused_at(&all[i])) {
+                (Some((None, _)), _) if from_start => true,
+                (Some((v, at)), _) => first_write.get(&v).is_some_and(|&c| c <= at),
+                // What the key held before may differ from what it
+                // expected (from the start: absent), unless a write of that
+                // value was over before it was called.
+                (None, Some((expect, at))) => {
+                    ((!from_start || expect.is_some())
+                        && first_done.get(&expect).is_none_or(|&d| d > all[i].call))
+                        || earliest
+                            .iter()
+                            .find(|(_, v)| *v != expect)
+                            .is_some_and(|&(c, _)| c <= at)
+                }
+                (None, None) => false,
             })
             .collect()
     };
@@ -171,6 +195,16 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
         key: key.to_owned(),
         ops: window.iter().map(|&i| all[i].clone()).collect(),
         from_start,
+    }
+}
+
+/// What a check-and-set that was refused expected, and when it returned.
+fn refused_at(op: &Op) -> Option<(Option<&[u8]>, u64)> {
+    match (&op.input, &op.ret) {
+        (Input::Cas { expect, .. }, Some((t, Output::Swapped(false)))) => {
+            Some((expect.as_deref(), *t))
+        }
+        _ => None,
     }
 }
 

@@ -1076,11 +1076,10 @@ impl<'a> World<'a> {
             for (&i, a) in &coords {
                 for (&j, b) in coords.range(i + 1..) {
                     if keep(i, j) {
-                        let rtt = m.latency(i, j) + m.latency(j, i);
                         pairs.push(PairError {
                             a: i,
                             b: j,
-                            true_ms: rtt.as_secs_f64() * 1000.0,
+                            true_ms: m.true_rtt(i, j).as_secs_f64() * 1000.0,
                             est_ms: a.distance_secs(b) * 1000.0,
                         });
                     }

@@ -41,7 +41,7 @@ fn network_of(bandwidth: f64) -> Arc<Network> {
 }
 
 /// Three hosts 5 ms apart, on links without a bandwidth limit (so that
-/// arrivals fall on the 1 ms timers' ticks).
+/// arrivals fall on whole milliseconds).
 fn network() -> Arc<Network> {
     network_of(f64::INFINITY)
 }
@@ -61,6 +61,16 @@ fn addr(i: usize, port: u16) -> SocketAddr {
 
 fn ms(t: Instant) -> u64 {
     t.as_duration().as_millis() as u64
+}
+
+fn us(t: Instant) -> u64 {
+    t.as_duration().as_micros() as u64
+}
+
+/// `f`, unless `d` of virtual time passes first.
+async fn within<F: std::future::Future>(net: &Network, d: Duration, f: F) -> Option<F::Output> {
+    let deadline = net.deadline(net.now() + d);
+    tokio::time::timeout_at(deadline, f).await.ok()
 }
 
 fn names(x: &[&str]) -> Vec<String> {
@@ -89,8 +99,8 @@ fn datagrams_arrive_after_the_link_latency_and_not_across_a_cut() {
         b.send_to(b"back", addr(0, 7000)).await.unwrap();
         let (n, _) = a.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"back");
-        let late = tokio::time::timeout(Duration::from_secs(1), b.recv_from(&mut buf)).await;
-        assert!(late.is_err(), "nothing crosses the cut");
+        let late = within(&net, Duration::from_secs(1), b.recv_from(&mut buf)).await;
+        assert!(late.is_none(), "nothing crosses the cut");
         // Port clashes are refused; a dropped socket frees its port.
         assert!(net.bind_udp(1, addr(1, 7000)).is_err());
         drop(b);
@@ -117,9 +127,13 @@ fn a_connection_costs_a_round_trip_and_bytes_their_transfer_time() {
         let mut reply = [0u8; 4];
         c.read_exact(&mut reply).await.unwrap();
         // 100 KB at 1 MB/s take 100 ms to send, then 5 ms to arrive; the
-        // reply takes 4 µs to send (which the 1 ms timers round up to 1 ms)
+        // reply takes 4 µs to send (which the timers round up to a tick)
         // and 5 ms back.
-        assert_eq!(ms(net.now()), 10 + 100 + 5 + 1 + 5);
+        let tick = TIMER_RESOLUTION.as_micros() as u64;
+        assert_eq!(
+            us(net.now()),
+            1000 * (10 + 100 + 5 + 5) + 4u64.div_ceil(tick) * tick
+        );
         let (from, got) = server.await.unwrap();
         assert_eq!(from, c.local_addr());
         assert!(got.iter().all(|&b| b == 7));
@@ -145,7 +159,7 @@ fn bytes_stall_across_a_partition_and_cross_after_it_heals() {
         let cut = Action::Partition(names(&["dc1-0"]), names(&["dc1-1"]));
         net.with_model(|m| m.apply(&cut, idx));
         c.write_all(b"later").await.unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        net.sleep(Duration::from_secs(3)).await;
         assert!(!server.is_finished(), "nothing crosses while cut");
         net.with_model(|m| m.apply(&Action::Heal, idx));
         let got = server.await.unwrap();
@@ -179,8 +193,8 @@ fn a_crashed_hosts_connections_reset_at_their_peers() {
         assert_eq!(ms(net.now()) - t0, 5);
         assert!(c.write_all(b"x").await.is_err());
         // Down, it cannot be reached; its ports are free once it is back.
-        let e = tokio::time::timeout(Duration::from_secs(1), net.connect(0, addr(1, 80))).await;
-        assert!(e.is_err(), "an unanswered SYN waits");
+        let e = within(&net, Duration::from_secs(1), net.connect(0, addr(1, 80))).await;
+        assert!(e.is_none(), "an unanswered SYN waits");
         net.host_up(1);
         assert!(net.bind_tcp(1, addr(1, 80)).is_ok());
     });
@@ -229,7 +243,7 @@ fn a_writer_waits_for_its_reader_beyond_the_window() {
             c.write_all(&big).await.unwrap();
             c.shutdown().await.unwrap();
         });
-        tokio::time::sleep(Duration::from_secs(30)).await;
+        net.sleep(Duration::from_secs(30)).await;
         assert!(
             !writer.is_finished(),
             "the window is full until the reader reads"
