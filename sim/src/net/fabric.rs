@@ -90,8 +90,8 @@ const DILATION: u32 = 1;
 /// tokio's clock, dilated.
 pub const TIMER_RESOLUTION: Duration = Duration::from_nanos(1_000_000 / DILATION as u64);
 
-/// A runtime instant beyond every run (tokio's own "far future" is 30
-/// years; this is the same, kept under the timer wheel's limits).
+/// A runtime instant beyond every run: 30 years, as tokio's own "far
+/// future" (its timers take deadlines past their wheel's reach).
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// The simulated network of one run.
