@@ -290,7 +290,11 @@ impl<K: Hash + Eq + Clone> Client<K> {
                 rtt.max(ZERO_THRESHOLD).powf(-alpha)
             }
         };
-        let total: f64 = self.window.meta.iter().map(|m| weight(m.2)).sum();
+        let total: f64 = if alpha == 0.0 {
+            self.window.meta.len() as f64
+        } else {
+            self.window.meta.iter().map(|m| weight(m.2)).sum()
+        };
         let (h, adj) = (self.coord.height, self.coord.adjustment);
         let mut diff = [0f64; MAX_DIMENSIONS];
         for (k, &(hk, ak, rk)) in self.window.meta.iter().enumerate() {

@@ -117,15 +117,20 @@ pub struct SummaryRow {
     pub p99: Interval,
 }
 
-/// One row per algorithm, in the order they first appear in `scores`.
-pub fn summarize(scores: &[SeedScore]) -> Vec<SummaryRow> {
-    let mut names: Vec<&str> = Vec::new();
-    for s in scores {
-        if !names.contains(&s.algorithm.as_str()) {
-            names.push(&s.algorithm);
+/// Each name once, in the order it first appears.
+fn in_order<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
         }
     }
-    names
+    out
+}
+
+/// One row per algorithm, in the order they first appear in `scores`.
+pub fn summarize(scores: &[SeedScore]) -> Vec<SummaryRow> {
+    in_order(scores.iter().map(|s| s.algorithm.as_str()))
         .into_iter()
         .map(|name| {
             let mine: Vec<&SeedScore> = scores.iter().filter(|s| s.algorithm == name).collect();
@@ -255,12 +260,7 @@ pub fn write_bucket_chart(
         (lo, hi, _) if hi.is_finite() => (lo.max(1.0) * hi).sqrt(),
         (lo, _, _) => lo * 2.0,
     };
-    let mut names: Vec<&str> = Vec::new();
-    for s in stats {
-        if !names.contains(&s.algorithm.as_str()) {
-            names.push(&s.algorithm);
-        }
-    }
+    let names = in_order(stats.iter().map(|s| s.algorithm.as_str()));
     let mut series = Vec::new();
     for name in names {
         let mine: Vec<&BucketStat> = stats.iter().filter(|s| s.algorithm == name).collect();
