@@ -503,7 +503,7 @@ proptest! {
                     let expect = expect.as_deref();
                     let before = (!w.from_start || expect.is_some())
                         && !w.ops.iter().any(|o| {
-                            wrote(o) == Some(expect) && o.ret.as_ref().is_some_and(|r| r.0 <= c.call)
+                            wrote(o) == Some(expect) && o.ret.as_ref().is_some_and(|r| r.0 < c.call)
                         });
                     let explained = before
                         || w.ops.iter().any(|o| {

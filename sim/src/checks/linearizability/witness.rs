@@ -172,10 +172,10 @@ pub fn witness(key: &str, ops: &[Op]) -> Witness {
                 (Some((v, at)), _) => first_write.get(&v).is_some_and(|&c| c <= at),
                 // What the key held before may differ from what it
                 // expected (from the start: absent), unless a write of that
-                // value was over before it was called.
+                // value returned before it was called (a tie is concurrent).
                 (None, Some((expect, at))) => {
                     ((!from_start || expect.is_some())
-                        && first_done.get(&expect).is_none_or(|&d| d > all[i].call))
+                        && first_done.get(&expect).is_none_or(|&d| d >= all[i].call))
                         || earliest
                             .iter()
                             .find(|(_, v)| *v != expect)
