@@ -25,6 +25,7 @@ pub mod msgpack;
 pub mod pki;
 pub mod rpc;
 pub mod server;
+pub mod sig;
 pub mod splitmix;
 pub mod state;
 pub mod telemetry;

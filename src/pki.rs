@@ -6,6 +6,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::sig::Even;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
@@ -65,7 +67,7 @@ pub fn create_ca(domain: &str, days: u32, now: SystemTime) -> Result<Pair, TlsSe
     ];
     p.not_before = (now - Duration::from_secs(60)).into();
     p.not_after = (now + Duration::from_secs(u64::from(days) * 86_400)).into();
-    let cert = p.self_signed(&key).map_err(err("CA"))?;
+    let cert = p.self_signed(&Even(&key)).map_err(err("CA"))?;
     Ok(Pair {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -126,7 +128,7 @@ pub fn key_and_csr() -> Result<(KeyPair, String), TlsSetupError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err("key"))?;
     let p = CertificateParams::new(Vec::<String>::new()).map_err(err("CSR"))?;
     let csr = p
-        .serialize_request(&key)
+        .serialize_request(&Even(&key))
         .and_then(|csr| csr.pem())
         .map_err(err("CSR"))?;
     Ok((key, csr))
@@ -150,7 +152,7 @@ pub fn issue(
     } = spec;
     let (role, days) = (*role, *days);
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(err("the CA key"))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(err("the CA"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, Even(&ca_key)).map_err(err("the CA"))?;
     let name = agent_name(role, dc, domain);
     let mut dns = vec![name.clone(), "localhost".to_string()];
     dns.extend(extra_dns.iter().cloned());

@@ -327,8 +327,9 @@ fn bit_rot() {
         }
         hit.push(rotted(&r));
     }
-    // The table is drawn before the record: a vote copy, then the log.
-    assert!(hit[0].contains(" of meta/vote"), "{hit:?}");
+    // Both kinds of record rot across the three seeds: a vote copy and
+    // the log.
+    assert!(hit.iter().any(|h| h.contains(" of meta/vote")), "{hit:?}");
     assert!(hit.iter().any(|h| h.contains(" of log/")), "{hit:?}");
 }
 

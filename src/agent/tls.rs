@@ -19,9 +19,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::pki::{agent_name, create_ca, create_cert, CertSpec, Pair, Role, TlsSetupError};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::SingleCertAndKey;
 use rustls::{RootCertStore, ServerConfig};
 
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
@@ -53,7 +55,8 @@ pub fn https_config(
 fn identity(
     cert_file: &Path,
     key_file: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
+    provider: &CryptoProvider,
+) -> Result<Arc<SingleCertAndKey>, TlsSetupError> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(&read("cert_file", cert_file)?)
             .collect::<Result<_, _>>()
@@ -66,7 +69,9 @@ fn identity(
     }
     let key = PrivateKeyDer::from_pem_slice(&read("key_file", key_file)?)
         .map_err(|e| TlsSetupError(format!("key_file {}: {e}", key_file.display())))?;
-    Ok((chain, key))
+    let certified = crate::sig::certified_key(provider, chain, key)
+        .map_err(|e| TlsSetupError(format!("cert_file and key_file do not match: {e}")))?;
+    Ok(Arc::new(SingleCertAndKey::from(certified)))
 }
 
 /// A server side presenting `cert_file`, and with `verify_incoming`
@@ -78,8 +83,8 @@ fn server_config(
     verify_incoming: bool,
     anonymous_joins: bool,
 ) -> Result<ServerConfig, TlsSetupError> {
-    let (chain, key) = identity(cert_file, key_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let id = identity(cert_file, key_file, &provider)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError(e.to_string()))?;
@@ -102,9 +107,7 @@ fn server_config(
     } else {
         builder.with_no_client_auth()
     };
-    builder
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsSetupError(format!("cert_file and key_file do not match: {e}")))
+    Ok(builder.with_cert_resolver(id))
 }
 
 /// TLS for server RPC, from the agent's settings: how it dials servers
@@ -158,19 +161,17 @@ pub fn rpc_tls(
     let builder = if config.verify_server_hostname {
         builder.with_root_certificates(roots)
     } else {
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-            .build()
-            .map_err(|e| TlsSetupError(e.to_string()))?;
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| TlsSetupError(e.to_string()))?;
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
     };
     let client = match (&config.cert_file, &config.key_file) {
         (Some(cert), Some(key)) => {
-            let (chain, key) = identity(cert, key)?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| TlsSetupError(format!("cert_file and key_file do not match: {e}")))?
+            builder.with_client_cert_resolver(identity(cert, key, &provider)?)
         }
         _ => builder.with_no_client_auth(),
     };

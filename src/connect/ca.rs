@@ -11,6 +11,8 @@ use rcgen::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::sig::Even;
+
 /// How long a root is valid (Consul's built-in CA: ten years).
 pub const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long a leaf is valid unless configured otherwise (Consul: 72 h).
@@ -173,7 +175,7 @@ pub fn generate_root(
     params.serial_number = Some(SerialNumber::from(serial));
     validity(&mut params, now, ROOT_TTL);
     let signing_key_id = colon_hex(&params.key_identifier(&key));
-    let cert = params.self_signed(&key).map_err(crypto)?;
+    let cert = params.self_signed(&Even(&key)).map_err(crypto)?;
     Ok(RootKeys {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -269,7 +271,7 @@ pub fn cross_sign(old: &RootKeys, new: &RootKeys) -> Result<String, CaError> {
     params.not_after = at(old.not_after_ms.min(new.not_after_ms)).into();
     let new_key = KeyPair::from_pem(&new.key_pem).map_err(crypto)?;
     let old_key = KeyPair::from_pem(&old.key_pem).map_err(crypto)?;
-    let issuer = Issuer::from_ca_cert_pem(&old.cert_pem, old_key).map_err(crypto)?;
+    let issuer = Issuer::from_ca_cert_pem(&old.cert_pem, Even(&old_key)).map_err(crypto)?;
     let cross = params.signed_by(&new_key, &issuer).map_err(crypto)?;
     Ok(cross.pem())
 }
@@ -323,7 +325,7 @@ pub fn leaf_request(id: &SpiffeId) -> Result<LeafRequest, CaError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
     params.subject_alt_names = vec![SanType::URI(id.uri().try_into().map_err(crypto)?)];
-    let csr = params.serialize_request(&key).map_err(crypto)?;
+    let csr = params.serialize_request(&Even(&key)).map_err(crypto)?;
     Ok(LeafRequest {
         key_pem: key.serialize_pem(),
         csr_pem: csr.pem().map_err(crypto)?,
@@ -373,7 +375,7 @@ pub fn sign_leaf(
         });
     }
     let key = KeyPair::from_pem(&root.key_pem).map_err(crypto)?;
-    let issuer = Issuer::from_ca_cert_pem(&root.cert_pem, key).map_err(crypto)?;
+    let issuer = Issuer::from_ca_cert_pem(&root.cert_pem, Even(&key)).map_err(crypto)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
     params
         .distinguished_name

@@ -10,6 +10,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use super::ca::{uris_of, SpiffeId};
@@ -57,12 +58,10 @@ impl rustls::time_provider::TimeProvider for ClockTime {
     }
 }
 
-/// A leaf and its key, as rustls takes them.
+/// A leaf and its key, as rustls takes them (signing handshakes with
+/// signatures of one length: see [`crate::sig`]).
 #[derive(Debug)]
-pub struct Identity {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-}
+pub struct Identity(Arc<SingleCertAndKey>);
 
 impl Identity {
     /// From the PEM the agent's leaf endpoint gives.
@@ -76,7 +75,9 @@ impl Identity {
         }
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| TlsError::Pem(format!("leaf key: {e}")))?;
-        Ok(Identity { chain, key })
+        let certified = crate::sig::certified_key(&provider(), chain, key)
+            .map_err(|e| TlsError::Pem(format!("leaf key: {e}")))?;
+        Ok(Identity(Arc::new(SingleCertAndKey::from(certified))))
     }
 }
 
@@ -113,8 +114,7 @@ pub fn server_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| rustls(&e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(id.chain.clone(), id.key.clone_key())
-        .map_err(|e| rustls(&e))?;
+        .with_cert_resolver(id.0.clone());
     Ok(Arc::new(config))
 }
 
@@ -142,8 +142,7 @@ pub fn client_config(
         .map_err(|e| rustls(&e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-        .map_err(|e| rustls(&e))?;
+        .with_client_cert_resolver(id.0.clone());
     Ok(Arc::new(config))
 }
 
