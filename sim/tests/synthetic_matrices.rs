@@ -31,5 +31,5 @@ fn the_synthetic_matrices_are_current_and_load() {
             loaded += 1;
         }
     }
-    assert_eq!(loaded, 12, "the suite lists twelve matrices");
+    assert_eq!(loaded, 13, "the suite lists thirteen matrices");
 }

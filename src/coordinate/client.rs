@@ -67,6 +67,8 @@ pub struct Client<K> {
     estimate: Coordinate,
     adjustment_samples: Vec<f64>,
     adjustment_index: usize,
+    /// Scratch for the median of the adjustment samples.
+    adjustment_scratch: Vec<f64>,
     window: Window,
     filters: HashMap<K, Vec<f64>>,
     rng: u64,
@@ -83,6 +85,7 @@ impl<K: Hash + Eq + Clone> Client<K> {
             estimate: Coordinate::origin(&cfg),
             adjustment_samples: vec![0.0; cfg.adjustment_window],
             adjustment_index: 0,
+            adjustment_scratch: Vec::with_capacity(cfg.adjustment_window),
             window: Window::default(),
             filters: HashMap::new(),
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -255,7 +258,12 @@ impl<K: Hash + Eq + Clone> Client<K> {
                 return;
             }
         }
-        self.apply_force(gain * (rtt - dist), &other.vec, other.height);
+        let pull = if self.cfg.robust_adjustment {
+            nanos(self.coord.raw_distance(other))
+        } else {
+            dist
+        };
+        self.apply_force(gain * (rtt - pull), &other.vec, other.height);
     }
 
     fn remember(&mut self, other: &Coordinate, rtt: f64) {
@@ -296,6 +304,7 @@ impl<K: Hash + Eq + Clone> Client<K> {
             self.window.meta.iter().map(|m| weight(m.2)).sum()
         };
         let (h, adj) = (self.coord.height, self.coord.adjustment);
+        let robust = self.cfg.robust_adjustment;
         let mut diff = [0f64; MAX_DIMENSIONS];
         for (k, &(hk, ak, rk)) in self.window.meta.iter().enumerate() {
             let pv = &self.window.vecs[k * dim..(k + 1) * dim];
@@ -310,7 +319,12 @@ impl<K: Hash + Eq + Clone> Client<K> {
             }
             let raw = mag + h + hk;
             let adjusted = raw + adj + ak;
-            let f = rk - if adjusted > 0.0 { adjusted } else { raw };
+            let f = rk
+                - if adjusted > 0.0 && !robust {
+                    adjusted
+                } else {
+                    raw
+                };
             let s = f / mag * weight(rk);
             for (a, d) in acc.iter_mut().zip(&diff[..dim]) {
                 *a += d * s;
@@ -337,6 +351,13 @@ impl<K: Hash + Eq + Clone> Client<K> {
         }
         self.adjustment_samples[self.adjustment_index] = rtt - self.coord.raw_distance(other);
         self.adjustment_index = (self.adjustment_index + 1) % w;
+        if self.cfg.robust_adjustment {
+            let sorted = &mut self.adjustment_scratch;
+            sorted.clone_from(&self.adjustment_samples);
+            let (_, median, _) = sorted.select_nth_unstable_by(w / 2, f64::total_cmp);
+            self.coord.adjustment = *median / 2.0;
+            return;
+        }
         // Summed afresh each time, as Serf does: a running sum would carry
         // one huge sample (inf - inf) long after it left the window.
         self.coord.adjustment = self.adjustment_samples.iter().sum::<f64>() / (2.0 * w as f64);

@@ -185,6 +185,16 @@ pub struct Config {
     /// alike). Above 0, short links count for more than long ones, as
     /// relative error does: a long link's noise moves a node less.
     pub relative_weight: f64,
+    /// The adjustment is half the median residual of its window (Serf:
+    /// the mean), and the force pulls the vectors and heights toward the
+    /// measured RTT without it (Serf: with it). Serf's way gives the
+    /// adjustments and the vectors a direction to drift in together:
+    /// adjustments grow while the vectors shrink, which leaves long pairs
+    /// nearly as they were and makes short ones far too long (under the
+    /// mini-batch window, 6 times in a 3x3 pool after 100 samples a node).
+    /// And the mean takes in the residuals of hosts the space cannot fit
+    /// (a bufferbloated host's), and adds them to every pair of the node.
+    pub robust_adjustment: bool,
 }
 
 impl Config {
@@ -203,6 +213,7 @@ impl Config {
             spike_clip: None,
             smoothing: None,
             relative_weight: 0.0,
+            robust_adjustment: false,
         }
     }
 
@@ -273,10 +284,12 @@ pub const MAX_DIMENSIONS: usize = 64;
 
 impl Default for Config {
     /// cairn's algorithm: Serf's model and constants, with spike clipping,
-    /// mini-batch updates and a confidence-gated smoothed estimate.
+    /// mini-batch updates, a confidence-gated smoothed estimate and a
+    /// robust adjustment.
     fn default() -> Self {
         Config {
             cc: 0.5,
+            robust_adjustment: true,
             latency_filter: 1,
             window: 8,
             spike_clip: Some(SpikeClip {

@@ -214,6 +214,37 @@ def home_office(seed):
     return n, {k: 10.0 * max(1, math.ceil(v / 10.0)) for k, v in out.items()}
 
 
+def home_structured(seed):
+    """99 home and office hosts whose worst delays belong to hosts and
+    routes rather than to single pairs: access delays log-normal (median
+    8 ms); 5 % of hosts bufferbloated (every path through them 0.3-3.5 s
+    slower); a quarter of hosts badly peered with one other region (every
+    path to it 1.5-3x longer); 2 % of pairs congested on their own; all
+    reported in 10 ms steps."""
+    rng = random.Random(seed)
+    regions = 4
+    centres = [(rng.uniform(0, 180.0), rng.uniform(0, 180.0)) for _ in range(regions)]
+    region = [rng.randrange(regions) for _ in range(99)]
+    pts = [(centres[r][0] + rng.gauss(0, 20.0), centres[r][1] + rng.gauss(0, 20.0)) for r in region]
+    access = [min(400.0, rng.lognormvariate(math.log(8.0), 1.0)) for _ in pts]
+    for h in range(99):
+        if rng.random() < 0.05:
+            access[h] += rng.uniform(300.0, 3500.0)
+    peering = {}
+    for h in range(99):
+        if rng.random() < 0.25:
+            other = rng.choice([r for r in range(regions) if r != region[h]])
+            peering[h] = (other, rng.uniform(1.5, 3.0))
+    n, out = euclid_matrix(pts, access)
+    for (a, b) in sorted(out):
+        for x, y in ((a, b), (b, a)):
+            if x in peering and peering[x][0] == region[y]:
+                out[(a, b)] *= peering[x][1]
+        if rng.random() < 0.02:
+            out[(a, b)] = min(3700.0, out[(a, b)] * rng.lognormvariate(math.log(3.0), 0.8))
+    return n, {k: min(3700.0, 10.0 * max(1, math.ceil(v / 10.0))) for k, v in out.items()}
+
+
 def suite():
     """(name, (nodes, {(a, b): rtt_ms})) for every matrix of the suite."""
     return [
@@ -232,6 +263,7 @@ def suite():
         ("slow-access", slow_access(25)),
         ("country-coarse", country_coarse(26)),
         ("home-office", home_office(27)),
+        ("home-structured", home_structured(28)),
     ]
 
 

@@ -17,6 +17,7 @@ pub const KEYS: &[&str] = &[
     "gravity_rho",
     "window",
     "relative_weight",
+    "robust_adjustment",
     "spike_clip (off)",
     "spike_clip.base",
     "spike_clip.error_scale",
@@ -80,6 +81,13 @@ fn set(cfg: &mut Config, key: &str, value: &str) -> Result<(), String> {
         "gravity_rho" => cfg.gravity_rho = num()?,
         "window" => cfg.window = count()?,
         "relative_weight" => cfg.relative_weight = num()?,
+        "robust_adjustment" => {
+            cfg.robust_adjustment = match value {
+                "on" => true,
+                "off" => false,
+                _ => return Err(format!("{key} takes on or off, not {value:?}")),
+            }
+        }
         "spike_clip" if off => cfg.spike_clip = None,
         "spike_clip.base" => {
             let c = clip(&mut cfg.spike_clip);
