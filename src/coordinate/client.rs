@@ -352,9 +352,11 @@ impl<K: Hash + Eq + Clone> Client<K> {
         self.adjustment_samples[self.adjustment_index] = rtt - self.coord.raw_distance(other);
         self.adjustment_index = (self.adjustment_index + 1) % w;
         if self.cfg.robust_adjustment {
-            let sorted = &mut self.adjustment_scratch;
-            sorted.clone_from(&self.adjustment_samples);
-            let (_, median, _) = sorted.select_nth_unstable_by(w / 2, f64::total_cmp);
+            // One inf - inf among the samples moves the median by one place;
+            // the mean it would make NaN.
+            let scratch = &mut self.adjustment_scratch;
+            scratch.clone_from(&self.adjustment_samples);
+            let (_, median, _) = scratch.select_nth_unstable_by(w / 2, f64::total_cmp);
             self.coord.adjustment = *median / 2.0;
             return;
         }
