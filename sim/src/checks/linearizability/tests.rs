@@ -440,6 +440,33 @@ fn the_prepared_search_agrees_with_the_plain_one_at_the_edges() {
     }
 }
 
+/// Operation `kind` on a register holding `reg`, as a correct register
+/// runs it: 0 reads, 1 writes `x`, 2 deletes, 3 swaps in `x` if the register
+/// holds what `expect` names (0: absent, e: `v(e - 1)`). What was asked,
+/// what came back, and what the register holds after.
+fn register_step(
+    reg: &Option<Vec<u8>>,
+    kind: u8,
+    x: u8,
+    expect: u8,
+) -> (Input, Output, Option<Vec<u8>>) {
+    match kind {
+        0 => (Input::Get, Output::Value(reg.clone()), reg.clone()),
+        1 => (Input::Put(v(x)), Output::Done, Some(v(x))),
+        2 => (Input::Delete, Output::Done, None),
+        _ => {
+            let expect = (expect > 0).then(|| v(expect - 1));
+            let swaps = expect == *reg;
+            let next = if swaps { Some(v(x)) } else { reg.clone() };
+            (
+                Input::Cas { expect, new: v(x) },
+                Output::Swapped(swaps),
+                next,
+            )
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
     /// Preparing the search (dropping what cannot matter, one value
@@ -461,18 +488,7 @@ proptest! {
         for (i, &(kind, x, e, before, after, fate)) in steps.iter().enumerate() {
             let at = 20 * (i as u64 + 1) + 30;
             // fate 0, 1: returned; 2: lost after it took effect; 3: lost before.
-            let mut next = reg.clone();
-            let (input, out) = match kind {
-                0 => (Input::Get, Output::Value(reg.clone())),
-                1 => { next = Some(v(x)); (Input::Put(v(x)), Output::Done) }
-                2 => { next = None; (Input::Delete, Output::Done) }
-                _ => {
-                    let expect = (e > 0).then(|| v(e - 1));
-                    let swaps = expect == reg;
-                    if swaps { next = Some(v(x)); }
-                    (Input::Cas { expect, new: v(x) }, Output::Swapped(swaps))
-                }
-            };
+            let (input, out, next) = register_step(&reg, kind, x, e);
             if fate < 3 {
                 reg = next;
             }
@@ -539,17 +555,8 @@ proptest! {
         for (i, (kind, x, before, after)) in steps.iter().map(|s| (s.0, s.1, s.2, s.3)).enumerate() {
             // 20 apart with intervals up to 30 either side: neighbours overlap.
             let at = 20 * (i as u64 + 1) + 30;
-            let (input, out) = match kind {
-                0 => (Input::Get, Output::Value(reg.clone())),
-                1 => { reg = Some(v(x)); (Input::Put(v(x)), Output::Done) }
-                2 => { reg = None; (Input::Delete, Output::Done) }
-                _ => {
-                    let expect = (x > 0).then(|| v(x - 1));
-                    let swaps = expect == reg;
-                    if swaps { reg = Some(v(x)); }
-                    (Input::Cas { expect, new: v(x) }, Output::Swapped(swaps))
-                }
-            };
+            let (input, out, next) = register_step(&reg, kind, x, x);
+            reg = next;
             h.push(op(steps[i].4, at - before, Some((at + after, out)), input));
         }
         prop_assert_eq!(check(&h), Ok(()));
